@@ -1,0 +1,189 @@
+//! Framing: a 4-byte big-endian length prefix, then a postcard-encoded [`Message`].
+//!
+//! The split mirrors mini-redis: [`check`] says cheaply whether a whole frame is buffered (or
+//! that its announced length is over the limit, before a byte of it is read), [`parse`] decodes
+//! it. A peer announcing an oversized frame, or sending bytes that do not decode, gets its
+//! connection closed; nothing it sent is ever half-applied.
+
+use crate::messages::Message;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Length of the prefix.
+pub const HEADER_LEN: usize = 4;
+
+/// Default limit on one control frame: 1 MiB (blob bytes travel outside frames).
+pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
+
+/// What can go wrong reading or writing frames.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The announced length is over the limit.
+    #[error("frame of {size} bytes exceeds the {max}-byte limit")]
+    TooLarge {
+        /// Announced length.
+        size: usize,
+        /// The limit in force.
+        max: usize,
+    },
+    /// The bytes do not decode as a message of this protocol version.
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] postcard::Error),
+    /// The stream ended inside a frame.
+    #[error("stream ended inside a frame")]
+    Truncated,
+    /// The transport failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Encodes `msg` with its length prefix.
+pub fn encode(msg: &Message) -> Result<Vec<u8>, FrameError> {
+    let body = postcard::to_stdvec(msg)?;
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Looks at buffered bytes: `Ok(None)` means more bytes are needed, `Ok(Some(n))` that a whole
+/// frame of `n` bytes (prefix included) is buffered.
+pub fn check(buf: &[u8], max: usize) -> Result<Option<usize>, FrameError> {
+    if buf.len() < HEADER_LEN {
+        return Ok(None);
+    }
+    let size = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if size > max {
+        return Err(FrameError::TooLarge { size, max });
+    }
+    if buf.len() < HEADER_LEN + size {
+        return Ok(None);
+    }
+    Ok(Some(HEADER_LEN + size))
+}
+
+/// Decodes the first frame of `buf`, returning it and the bytes it used; `Ok(None)` when
+/// incomplete.
+pub fn parse(buf: &[u8], max: usize) -> Result<Option<(Message, usize)>, FrameError> {
+    let Some(n) = check(buf, max)? else {
+        return Ok(None);
+    };
+    let msg = decode_body(&buf[HEADER_LEN..n])?;
+    Ok(Some((msg, n)))
+}
+
+fn decode_body(body: &[u8]) -> Result<Message, FrameError> {
+    let (msg, rest) = postcard::take_from_bytes::<Message>(body)?;
+    if !rest.is_empty() {
+        return Err(FrameError::Malformed(postcard::Error::DeserializeBadEncoding));
+    }
+    Ok(msg)
+}
+
+/// Reads one frame from a stream. `Ok(None)` is a clean end of stream at a frame boundary.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Option<Message>, FrameError> {
+    let mut header = [0u8; HEADER_LEN];
+    let mut got = 0;
+    while got < HEADER_LEN {
+        let n = r.read(&mut header[got..]).await?;
+        if n == 0 {
+            return if got == 0 {
+                Ok(None)
+            } else {
+                Err(FrameError::Truncated)
+            };
+        }
+        got += n;
+    }
+    let size = u32::from_be_bytes(header) as usize;
+    if size > max {
+        return Err(FrameError::TooLarge { size, max });
+    }
+    let mut body = vec![0u8; size];
+    r.read_exact(&mut body).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            FrameError::Truncated
+        } else {
+            FrameError::Io(e)
+        }
+    })?;
+    decode_body(&body).map(Some)
+}
+
+/// Writes one frame to a stream.
+pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, msg: &Message) -> Result<(), FrameError> {
+    let bytes = encode(msg)?;
+    w.write_all(&bytes).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::TaskId;
+
+    fn sample() -> Message {
+        Message::Kill {
+            task_id: TaskId::from("t-1"),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_incomplete() {
+        let bytes = encode(&sample()).unwrap();
+        for cut in 0..bytes.len() {
+            assert!(parse(&bytes[..cut], DEFAULT_MAX_FRAME).unwrap().is_none());
+        }
+        let (msg, used) = parse(&bytes, DEFAULT_MAX_FRAME).unwrap().unwrap();
+        assert_eq!(msg, sample());
+        assert_eq!(used, bytes.len());
+    }
+
+    #[test]
+    fn oversized_is_refused_before_the_body() {
+        let header = (10u32 << 20).to_be_bytes();
+        assert!(matches!(
+            check(&header, DEFAULT_MAX_FRAME),
+            Err(FrameError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        let mut bytes = vec![0, 0, 0, 5];
+        bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff]);
+        assert!(matches!(
+            parse(&bytes, DEFAULT_MAX_FRAME),
+            Err(FrameError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn trailing_bytes_inside_a_frame_are_malformed() {
+        let mut bytes = encode(&Message::Revive).unwrap();
+        bytes.push(0);
+        bytes[3] += 1;
+        assert!(matches!(
+            parse(&bytes, DEFAULT_MAX_FRAME),
+            Err(FrameError::Malformed(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn async_read_write() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        let writer = tokio::spawn(async move {
+            write_frame(&mut a, &sample()).await.unwrap();
+            write_frame(&mut a, &Message::Revive).await.unwrap();
+        });
+        assert_eq!(read_frame(&mut b, 1024).await.unwrap(), Some(sample()));
+        assert_eq!(
+            read_frame(&mut b, 1024).await.unwrap(),
+            Some(Message::Revive)
+        );
+        writer.await.unwrap();
+        assert_eq!(read_frame(&mut b, 1024).await.unwrap(), None);
+    }
+}

@@ -1,0 +1,26 @@
+//! Wire types shared by Tessera's master, agents and schedulers.
+//!
+//! This crate holds what all three roles must agree on and nothing else: no sockets are opened
+//! and no policy is decided here.
+//!
+//! ```text
+//!  peer ──QUIC stream──▶ [len u32 BE][postcard Message] ──▶ frame::parse ──▶ Message ──▶ core
+//! ```
+//!
+//! # Layout
+//! - [`ids`]: agent, framework, offer, task and update ids; sha256 [`ids::Digest`]s.
+//! - [`resources`]: fixed-point [`Resources`] arithmetic and parsing of `0.5` / `64MiB`.
+//! - [`messages`]: the one versioned [`Message`] enum and the structs it carries.
+//! - [`frame`]: length-prefixed framing with a maximum size, `check`/`parse` on byte slices and
+//!   async read/write on streams.
+//! - [`tls`]: the cluster CA (rcgen), certificate issue, mutual-TLS QUIC configurations.
+
+pub mod frame;
+pub mod ids;
+pub mod messages;
+pub mod resources;
+pub mod tls;
+
+pub use ids::{AgentId, Digest, FrameworkId, OfferId, TaskId, UpdateId};
+pub use messages::*;
+pub use resources::Resources;

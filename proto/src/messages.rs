@@ -1,0 +1,450 @@
+//! The one message enum every Tessera peer speaks, modelled on Mesos's v1 scheduler and agent
+//! APIs so that a Mesos-compatible HTTP front end stays a translation, not a rewrite.
+//!
+//! Every connection opens a bidirectional *control stream* whose first frame is [`Message::Hello`]
+//! stating the protocol version and the peer's role; the master answers [`Message::HelloAck`] or
+//! closes the connection. Blobs (modules, task files) travel on streams of their own, each opened
+//! with [`Message::UploadBlob`] or [`Message::FetchBlob`], so bulk bytes never delay control
+//! messages.
+
+use crate::ids::{AgentId, Digest, FrameworkId, OfferId, TaskId, UpdateId};
+use crate::resources::Resources;
+use serde::{Deserialize, Serialize};
+
+/// The version of this protocol; peers of another version are refused at the handshake.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// What a peer is, stated in its handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// A worker machine running tasks.
+    Agent,
+    /// A framework's scheduler (through the SDK) or the CLI.
+    Scheduler,
+}
+
+/// Describes a framework when it subscribes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FrameworkInfo {
+    /// Human-readable name.
+    pub name: String,
+    /// The role whose share the framework draws on.
+    pub role: String,
+    /// Who runs it (for quotas and audit); defaults to the certificate's subject in logs.
+    pub principal: String,
+    /// Set when re-subscribing after a disconnection, to get the same framework back.
+    pub id: Option<FrameworkId>,
+    /// How long the master keeps a disconnected framework's tasks before tearing it down.
+    pub failover_timeout_ms: u64,
+}
+
+/// Describes an agent when it registers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// The machine's name.
+    pub hostname: String,
+    /// What it offers in total.
+    pub resources: Resources,
+    /// Free-form key/value attributes (rack, zone, data sets...), passed to schedulers in offers.
+    pub attributes: Vec<(String, String)>,
+}
+
+/// Resources of one agent offered to one framework.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Offer {
+    /// Names the offer in accept and decline calls.
+    pub id: OfferId,
+    /// The framework it is for.
+    pub framework_id: FrameworkId,
+    /// The agent whose resources these are.
+    pub agent_id: AgentId,
+    /// That agent's hostname.
+    pub hostname: String,
+    /// The offered resources.
+    pub resources: Resources,
+    /// The agent's attributes.
+    pub attributes: Vec<(String, String)>,
+}
+
+/// A file placed in a task's sandbox before it starts, like the Mesos fetcher's URIs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskFile {
+    /// Path relative to the sandbox root (no `..`, not absolute).
+    pub path: String,
+    /// The uploaded blob with its contents.
+    pub digest: Digest,
+}
+
+/// A task to launch: a WASI command module run with args and env inside a share of an agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskInfo {
+    /// Unique within the framework.
+    pub task_id: TaskId,
+    /// Human-readable name; also the guest's argv[0].
+    pub name: String,
+    /// The agent to run on (that of the accepted offers).
+    pub agent_id: AgentId,
+    /// The share it runs in.
+    pub resources: Resources,
+    /// The module to run (uploaded beforehand).
+    pub module: Digest,
+    /// Arguments after argv[0].
+    pub args: Vec<String>,
+    /// Environment variables.
+    pub env: Vec<(String, String)>,
+    /// Files to place in the sandbox.
+    pub files: Vec<TaskFile>,
+    /// Wall-clock limit from the start of the guest, if any.
+    pub timeout_ms: Option<u64>,
+}
+
+/// The states of a task's life, as in Mesos.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TaskState {
+    /// Accepted by the master, on its way to the agent.
+    Staging,
+    /// The agent is fetching and preparing the module and files.
+    Starting,
+    /// The guest runs.
+    Running,
+    /// Exited with code 0.
+    Finished,
+    /// Exited non-zero, trapped, or hit a limit.
+    Failed,
+    /// Killed at the framework's request.
+    Killed,
+    /// The agent was lost; the task's fate is unknown.
+    Lost,
+    /// Rejected as invalid at accept.
+    Error,
+    /// Could not be delivered to an agent (offer no longer valid, agent gone).
+    Dropped,
+}
+
+impl TaskState {
+    /// True for the states a task never leaves.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Finished
+                | TaskState::Failed
+                | TaskState::Killed
+                | TaskState::Lost
+                | TaskState::Error
+                | TaskState::Dropped
+        )
+    }
+
+    /// The Mesos spelling (`TASK_FINISHED`), for logs and the CLI.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskState::Staging => "TASK_STAGING",
+            TaskState::Starting => "TASK_STARTING",
+            TaskState::Running => "TASK_RUNNING",
+            TaskState::Finished => "TASK_FINISHED",
+            TaskState::Failed => "TASK_FAILED",
+            TaskState::Killed => "TASK_KILLED",
+            TaskState::Lost => "TASK_LOST",
+            TaskState::Error => "TASK_ERROR",
+            TaskState::Dropped => "TASK_DROPPED",
+        }
+    }
+}
+
+/// Why a task reached the state it is in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reason {
+    /// The guest exited with this code.
+    ExitCode(i32),
+    /// The guest trapped (message from wasmtime).
+    Trap(String),
+    /// The guest ran out of its memory share.
+    MemoryLimit,
+    /// The wall-clock timeout passed.
+    Timeout,
+    /// Killed at the framework's request.
+    Killed,
+    /// The agent was lost or removed.
+    AgentLost,
+    /// The agent restarted and no longer knows the task.
+    AgentRestarted,
+    /// The module or a file could not be fetched or was corrupt.
+    FetchFailed,
+    /// The module failed to load (invalid, no `_start`, ...).
+    ModuleInvalid,
+    /// The task description was invalid (resources, ids, files).
+    TaskInvalid,
+    /// The offers named were unknown, stale, or someone else's.
+    InvalidOffers,
+    /// The framework was torn down.
+    FrameworkRemoved,
+    /// The agent could not run the task (sandbox, disk...).
+    AgentError,
+}
+
+/// A task's status as reported to its scheduler.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    /// The task.
+    pub task_id: TaskId,
+    /// Its framework.
+    pub framework_id: FrameworkId,
+    /// Where it runs (absent when it never reached an agent).
+    pub agent_id: Option<AgentId>,
+    /// The new state.
+    pub state: TaskState,
+    /// Why, for terminal states.
+    pub reason: Option<Reason>,
+    /// A human-readable explanation.
+    pub message: String,
+    /// The last few KiB of the guest's stdout.
+    pub stdout_tail: String,
+    /// The last few KiB of the guest's stderr.
+    pub stderr_tail: String,
+    /// Set when the update comes from an agent and must be acknowledged.
+    pub uuid: Option<UpdateId>,
+}
+
+/// Refuse filters, as Mesos's `Filters`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Filters {
+    /// How long the master should not offer the declined agent's resources to this framework.
+    pub refuse_seconds: f64,
+}
+
+impl Default for Filters {
+    /// Mesos's default: five seconds.
+    fn default() -> Self {
+        Filters {
+            refuse_seconds: 5.0,
+        }
+    }
+}
+
+/// What a blob is for, which decides how it is validated on upload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlobKind {
+    /// A WebAssembly module: validated before it is stored.
+    Module,
+    /// Any file for a task's sandbox.
+    File,
+}
+
+/// A task the agent still runs, reported when it re-registers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunningTask {
+    /// Its framework.
+    pub framework_id: FrameworkId,
+    /// The task as launched.
+    pub task: TaskInfo,
+    /// Its latest state on the agent.
+    pub state: TaskState,
+}
+
+/// Every message of the protocol.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    // ----- handshake (first frame of a control stream) -----
+    /// Opens a control stream: the peer's protocol version and role.
+    Hello {
+        /// Must equal [`PROTOCOL_VERSION`].
+        version: u32,
+        /// What the peer is.
+        role: Role,
+    },
+    /// The master accepts the handshake.
+    HelloAck {
+        /// The master's protocol version.
+        version: u32,
+    },
+
+    // ----- scheduler -> master -----
+    /// Registers (or re-attaches) a framework.
+    Subscribe {
+        /// The framework.
+        framework: FrameworkInfo,
+    },
+    /// Uses offers (all of one agent) to launch tasks; what is left returns to the pool.
+    Accept {
+        /// The offers used.
+        offer_ids: Vec<OfferId>,
+        /// The tasks to launch.
+        tasks: Vec<TaskInfo>,
+        /// Applies to the unused remainder.
+        filters: Filters,
+    },
+    /// Returns offers unused.
+    Decline {
+        /// The offers.
+        offer_ids: Vec<OfferId>,
+        /// How long not to re-offer those agents to this framework.
+        filters: Filters,
+    },
+    /// Clears this framework's filters and resumes offers.
+    Revive,
+    /// Stops offers to this framework until it revives.
+    Suppress,
+    /// Kills one of the framework's tasks.
+    Kill {
+        /// The task.
+        task_id: TaskId,
+    },
+    /// Acknowledges a status update, so the agent stops resending it.
+    Acknowledge {
+        /// Where the task runs.
+        agent_id: AgentId,
+        /// The task.
+        task_id: TaskId,
+        /// The update.
+        uuid: UpdateId,
+    },
+    /// Asks the master for the latest known state of these tasks (all when empty).
+    Reconcile {
+        /// The tasks.
+        task_ids: Vec<TaskId>,
+    },
+    /// Ends the framework: kills its tasks and forgets it.
+    Teardown,
+
+    // ----- master -> scheduler -----
+    /// The framework is registered.
+    Subscribed {
+        /// Its id.
+        framework_id: FrameworkId,
+        /// How often the master sends heartbeats.
+        heartbeat_interval_ms: u64,
+    },
+    /// New resource offers.
+    Offers {
+        /// The offers.
+        offers: Vec<Offer>,
+    },
+    /// An offer is no longer valid.
+    Rescind {
+        /// The offer.
+        offer_id: OfferId,
+    },
+    /// A task's status changed.
+    Update {
+        /// The status.
+        status: TaskStatus,
+    },
+    /// A call failed; the connection stays open.
+    Error {
+        /// What went wrong.
+        message: String,
+    },
+    /// Liveness signal from the master.
+    Heartbeat,
+
+    // ----- agent <-> master -----
+    /// An agent (re-)registers.
+    Register {
+        /// Set when re-registering, to keep the same id.
+        agent_id: Option<AgentId>,
+        /// The agent.
+        info: AgentInfo,
+        /// Tasks it still runs.
+        running: Vec<RunningTask>,
+    },
+    /// The master admitted the agent.
+    Registered {
+        /// Its id.
+        agent_id: AgentId,
+    },
+    /// The master refuses the agent (e.g. its id was removed); it must start afresh.
+    Shutdown {
+        /// Why.
+        message: String,
+    },
+    /// Runs a task.
+    RunTask {
+        /// The task's framework.
+        framework_id: FrameworkId,
+        /// The task.
+        task: TaskInfo,
+    },
+    /// Kills a task.
+    KillTask {
+        /// The task's framework.
+        framework_id: FrameworkId,
+        /// The task.
+        task_id: TaskId,
+    },
+    /// A status update from the agent, resent until acknowledged.
+    StatusUpdate {
+        /// The status, with its uuid.
+        status: TaskStatus,
+    },
+    /// The scheduler acknowledged an update.
+    StatusUpdateAck {
+        /// The task's framework.
+        framework_id: FrameworkId,
+        /// The task.
+        task_id: TaskId,
+        /// The update.
+        uuid: UpdateId,
+    },
+
+    // ----- blob streams -----
+    /// Opens an upload stream: `size` raw bytes follow the frame.
+    UploadBlob {
+        /// The content's sha256, checked on arrival.
+        digest: Digest,
+        /// What it is.
+        kind: BlobKind,
+        /// Its length.
+        size: u64,
+    },
+    /// Opens a fetch stream.
+    FetchBlob {
+        /// The blob wanted.
+        digest: Digest,
+    },
+    /// Answers a blob stream: stored (upload) or `size` raw bytes follow (fetch).
+    BlobOk {
+        /// The blob's size.
+        size: u64,
+    },
+    /// Answers a blob stream with a failure.
+    BlobError {
+        /// Why.
+        message: String,
+    },
+}
+
+impl Message {
+    /// The variant's name, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Hello { .. } => "Hello",
+            Message::HelloAck { .. } => "HelloAck",
+            Message::Subscribe { .. } => "Subscribe",
+            Message::Accept { .. } => "Accept",
+            Message::Decline { .. } => "Decline",
+            Message::Revive => "Revive",
+            Message::Suppress => "Suppress",
+            Message::Kill { .. } => "Kill",
+            Message::Acknowledge { .. } => "Acknowledge",
+            Message::Reconcile { .. } => "Reconcile",
+            Message::Teardown => "Teardown",
+            Message::Subscribed { .. } => "Subscribed",
+            Message::Offers { .. } => "Offers",
+            Message::Rescind { .. } => "Rescind",
+            Message::Update { .. } => "Update",
+            Message::Error { .. } => "Error",
+            Message::Heartbeat => "Heartbeat",
+            Message::Register { .. } => "Register",
+            Message::Registered { .. } => "Registered",
+            Message::Shutdown { .. } => "Shutdown",
+            Message::RunTask { .. } => "RunTask",
+            Message::KillTask { .. } => "KillTask",
+            Message::StatusUpdate { .. } => "StatusUpdate",
+            Message::StatusUpdateAck { .. } => "StatusUpdateAck",
+            Message::UploadBlob { .. } => "UploadBlob",
+            Message::FetchBlob { .. } => "FetchBlob",
+            Message::BlobOk { .. } => "BlobOk",
+            Message::BlobError { .. } => "BlobError",
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! Example and misbehaving guests for Tessera, built for `wasm32-wasip1`.
+//!
+//! `build.rs` compiles the `guests/` package (a separate cargo workspace) and
+//! generates one pair of constants per guest: `NAME` (the module's bytes) and
+//! `NAME_PATH` (the absolute path of the `.wasm` file), plus [`ALL`] and
+//! [`ALL_PATHS`]. Guests:
+//!
+//! - `hello`: greets, echoes its args, writes a stderr line; exits `$EXIT_CODE`.
+//! - `pi`: `pi <seed> <samples>` Monte Carlo estimate, one line of output.
+//! - `memhog`: allocates 1 MiB chunks forever (or up to `argv[1]` MiB).
+//! - `spinner`: busy loop, or `spinner sleep` to sleep in a loop.
+//! - `trap`: prints a line, then executes `unreachable`.
+//! - `files`: reads/writes/lists its sandbox and tries to escape it.
+//! - `flood`: writes `argv[1]` (default 100000) 64-byte lines to stdout and stderr.
+
+include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_guest_is_a_wasm_module() {
+        let expected = ["hello", "pi", "memhog", "spinner", "trap", "files", "flood"];
+        let names: Vec<&str> = ALL.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, expected);
+        for ((name, bytes), (pname, path)) in ALL.iter().zip(ALL_PATHS) {
+            assert_eq!(name, pname);
+            assert!(
+                bytes.starts_with(b"\0asm\x01\0\0\0"),
+                "{name} is not a core wasm module"
+            );
+            assert!(std::path::Path::new(path).is_absolute(), "{path}");
+            assert_eq!(&std::fs::read(path).unwrap(), bytes, "{name}");
+        }
+        for bytes in [HELLO, PI, MEMHOG, SPINNER, TRAP, FILES, FLOOD] {
+            assert!(bytes.len() > 8);
+        }
+        for path in [
+            HELLO_PATH,
+            PI_PATH,
+            MEMHOG_PATH,
+            SPINNER_PATH,
+            TRAP_PATH,
+            FILES_PATH,
+            FLOOD_PATH,
+        ] {
+            assert!(path.ends_with(".wasm"));
+        }
+    }
+}
