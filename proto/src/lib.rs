@@ -13,10 +13,12 @@
 //! - [`messages`]: the one versioned [`Message`] enum and the structs it carries.
 //! - [`frame`]: length-prefixed framing with a maximum size, `check`/`parse` on byte slices and
 //!   async read/write on streams.
+//! - [`link`]: the client side of a connection (dial, handshake, blob streams).
 //! - [`tls`]: the cluster CA (rcgen), certificate issue, mutual-TLS QUIC configurations.
 
 pub mod frame;
 pub mod ids;
+pub mod link;
 pub mod messages;
 pub mod resources;
 pub mod tls;

@@ -1,0 +1,639 @@
+//! The wasmtime executor: compiles, caches and runs tasks as WASI preview-1
+//! modules, one [`Store`] per task, with memory, output, time and kill limits.
+//!
+//! Isolation model:
+//! - the guest's only preopen is `<task_dir>/sandbox`, mounted at `/`;
+//! - stdout/stderr go to `<task_dir>/stdout` and `<task_dir>/stderr`
+//!   (outside the sandbox), each capped at [`ExecutorConfig::output_cap`];
+//! - no stdin, no network, no inherited environment;
+//! - linear memories and tables are capped at [`TaskSpec::mem_bytes`];
+//! - an epoch ticker makes every guest yield to tokio every 10 ms, so guests
+//!   share the runtime's threads and can be killed or timed out promptly,
+//!   even in `loop {}`.
+
+mod limiter;
+mod output;
+#[cfg(test)]
+mod tests;
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use wasmtime::{Config, Engine, InstancePre, Linker, Module, OptLevel, Store, Strategy, Trap};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+use self::limiter::MemLimiter;
+use self::output::{read_tail, CappedOutput};
+
+pub use self::output::TRUNCATION_MARKER;
+
+/// How often the epoch ticker advances the engine epoch; also the longest a
+/// guest runs without yielding to tokio.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Fuel given to every store: effectively unlimited; fuel is used for
+/// accounting ([`TaskOutcome::fuel_consumed`]), not for limiting.
+const INITIAL_FUEL: u64 = u64::MAX / 2;
+
+/// Fuel between cooperative yields (a second yield source besides epochs).
+const FUEL_YIELD_INTERVAL: u64 = 1_000_000;
+
+/// Executor-wide settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutorConfig {
+    /// Maximum bytes of guest output kept per stdout/stderr file (default
+    /// 1 MiB), so a chatty guest cannot fill the agent's disk. Further output
+    /// is dropped and `"\n[tessera: output truncated]\n"` is appended once.
+    pub output_cap: u64,
+    /// How many trailing bytes of stdout/stderr to report in
+    /// [`TaskOutcome`] (default 4096), small enough to ship in a status update.
+    pub tail_bytes: usize,
+    /// Where compiled modules are cached across agent restarts, as
+    /// `<cache_dir>/<digest>.<engine-compat-hash>.cwasm`; `None` keeps the
+    /// cache in memory only. The directory must be trusted (agent-owned):
+    /// its files are loaded as native code.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            output_cap: 1 << 20,
+            tail_bytes: 4096,
+            cache_dir: None,
+        }
+    }
+}
+
+/// Errors from creating the executor or preparing a module.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The wasmtime engine (or its WASI linker) could not be set up.
+    #[error("cannot create wasmtime engine: {0}")]
+    Engine(String),
+    /// The digest is not usable as a cache key / file name.
+    #[error("invalid module digest {0:?}: expected 1-200 characters from [A-Za-z0-9._:-]")]
+    InvalidDigest(String),
+    /// Reading the module file (or creating the cache directory) failed.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The bytes are not a valid WebAssembly module (or failed to compile).
+    #[error("module {digest} is not a valid WebAssembly module: {message}")]
+    Compile {
+        /// Digest of the module.
+        digest: String,
+        /// Compiler/validator message.
+        message: String,
+    },
+    /// The module has no exported `_start` function of type `() -> ()`, so it
+    /// is not a WASI command.
+    #[error("module {digest} is not a WASI command: {message}")]
+    NotACommand {
+        /// Digest of the module.
+        digest: String,
+        /// What is wrong with (or missing about) `_start`.
+        message: String,
+    },
+    /// The module imports something the executor does not provide (only
+    /// `wasi_snapshot_preview1` is available).
+    #[error("module {digest} has unsatisfiable imports: {message}")]
+    Link {
+        /// Digest of the module.
+        digest: String,
+        /// Linker message.
+        message: String,
+    },
+    /// The background compilation task panicked or was cancelled.
+    #[error("compilation task failed: {0}")]
+    Join(String),
+}
+
+/// Everything needed to run one task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSpec {
+    /// Content digest of the module; the module cache key.
+    pub digest: String,
+    /// Where the module's bytes are (compiled on first use of `digest`).
+    pub wasm_path: PathBuf,
+    /// Full argv; `args[0]` is conventionally the task name.
+    pub args: Vec<String>,
+    /// The guest's entire environment (nothing is inherited from the agent).
+    pub env: Vec<(String, String)>,
+    /// Per-task directory: `sandbox/` (created if missing) becomes the
+    /// guest's `/`; `stdout` and `stderr` files are written next to it.
+    pub task_dir: PathBuf,
+    /// Cap on the total size of the guest's linear memories and tables.
+    pub mem_bytes: u64,
+    /// CPU share granted by the scheduler (1000 = one core). Recorded for
+    /// accounting only: CPU is shared cooperatively through epoch yields.
+    pub cpus_milli: u64,
+    /// Wall-clock limit for `_start`, if any.
+    pub timeout: Option<Duration>,
+}
+
+/// Life-cycle notifications sent by [`Executor::launch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecEvent {
+    /// The instance is ready and `_start` is about to run (sent at most once).
+    Running,
+    /// The task is over (sent exactly once, always last).
+    Finished(TaskOutcome),
+}
+
+/// The result of one task run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskOutcome {
+    /// How the task ended.
+    pub termination: Termination,
+    /// Last [`ExecutorConfig::tail_bytes`] of stdout (lossy UTF-8).
+    pub stdout_tail: String,
+    /// Last [`ExecutorConfig::tail_bytes`] of stderr (lossy UTF-8).
+    pub stderr_tail: String,
+    /// Fuel (roughly: wasm instructions) consumed by the guest.
+    pub fuel_consumed: u64,
+    /// Wall-clock time `_start` ran (zero if it never started).
+    pub wall: Duration,
+}
+
+/// How a task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Termination {
+    /// The guest returned from `_start` (code 0) or called `proc_exit(code)`.
+    Exited(i32),
+    /// The guest trapped; the message says why (e.g. "wasm trap: wasm
+    /// `unreachable` instruction executed").
+    Trapped(String),
+    /// A memory or table growth was denied by the task's memory limit and the
+    /// guest then trapped (or could not even be instantiated).
+    MemoryLimit(String),
+    /// [`TaskSpec::timeout`] elapsed.
+    Timeout,
+    /// [`KillHandle::kill`] was called.
+    Killed,
+    /// The task never started: bad module, missing `_start`, I/O error on the
+    /// task directory, ...
+    StartFailed(String),
+}
+
+/// Stops a launched task. Cloneable; killing twice (or after the task
+/// finished) is harmless.
+#[derive(Debug, Clone)]
+pub struct KillHandle {
+    tx: Arc<watch::Sender<bool>>,
+}
+
+impl KillHandle {
+    /// Requests the task to stop. The guest is stopped within about one epoch
+    /// tick, even in `loop {}` or while blocked in a WASI sleep, and the task
+    /// finishes with [`Termination::Killed`].
+    pub fn kill(&self) {
+        self.tx.send_replace(true);
+    }
+}
+
+/// Runs WASI tasks. Cheap to clone (shared engine, module cache and ticker);
+/// the epoch ticker stops when the last clone and the last running task are
+/// gone.
+#[derive(Clone)]
+pub struct Executor {
+    inner: Arc<Inner>,
+}
+
+/// A compiled module ready to instantiate.
+#[derive(Clone)]
+struct Prepared {
+    pre: InstancePre<TaskState>,
+}
+
+/// Per-store data.
+struct TaskState {
+    wasi: WasiP1Ctx,
+    limiter: MemLimiter,
+}
+
+struct Inner {
+    cfg: ExecutorConfig,
+    engine: Engine,
+    linker: Linker<TaskState>,
+    modules: Mutex<HashMap<String, Prepared>>,
+    compat_hash: String,
+    _ticker: Ticker,
+}
+
+/// Background thread advancing the engine epoch every [`EPOCH_TICK`].
+struct Ticker {
+    stop: Option<mpsc::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start(engine: Engine) -> std::io::Result<Self> {
+        let (stop, rx) = mpsc::channel::<()>();
+        let handle = std::thread::Builder::new()
+            .name("tessera-epoch".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(EPOCH_TICK) {
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(Ticker {
+            stop: Some(stop),
+            handle: Some(handle),
+        })
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        // Disconnecting the channel wakes the thread immediately.
+        drop(self.stop.take());
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Executor {
+    /// Creates the engine (fuel + epoch interruption, Cranelift), the WASI
+    /// linker and the epoch ticker thread.
+    pub fn new(cfg: ExecutorConfig) -> Result<Self, ExecError> {
+        let mut config = Config::new();
+        config
+            .strategy(Strategy::Cranelift)
+            .cranelift_opt_level(OptLevel::Speed)
+            .consume_fuel(true)
+            .epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| ExecError::Engine(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut TaskState| &mut s.wasi)
+            .map_err(|e| ExecError::Engine(e.to_string()))?;
+        let mut h = DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        let compat_hash = format!("{:016x}", h.finish());
+        if let Some(dir) = &cfg.cache_dir {
+            std::fs::create_dir_all(dir).map_err(|source| ExecError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let ticker = Ticker::start(engine.clone()).map_err(|e| ExecError::Engine(e.to_string()))?;
+        Ok(Executor {
+            inner: Arc::new(Inner {
+                cfg,
+                engine,
+                linker,
+                modules: Mutex::new(HashMap::new()),
+                compat_hash,
+                _ticker: ticker,
+            }),
+        })
+    }
+
+    /// Validates and compiles the module at `wasm_path` (or fetches it from
+    /// the memory/disk cache by `digest`), so that launch failures are caught
+    /// early and launch itself is fast. Compilation runs on tokio's blocking
+    /// pool. The file's content is trusted to match `digest`.
+    pub async fn prepare(&self, digest: &str, wasm_path: &Path) -> Result<(), ExecError> {
+        self.inner.prepared(digest, wasm_path).await.map(|_| ())
+    }
+
+    /// Whether a module with this digest is already compiled in memory.
+    pub fn is_prepared(&self, digest: &str) -> bool {
+        self.inner.lock_modules().contains_key(digest)
+    }
+
+    /// Starts a task on the current tokio runtime (panics outside one).
+    ///
+    /// Calls `notify(ExecEvent::Running)` once the instance is ready and
+    /// `_start` is about to run, then `notify(ExecEvent::Finished(outcome))`
+    /// exactly once (also when the task fails to start, in which case
+    /// `Running` is not sent). If the module was not prepared, it is compiled
+    /// first. `notify` is called from a tokio task and must not block.
+    pub fn launch(&self, spec: TaskSpec, notify: Box<dyn Fn(ExecEvent) + Send + Sync>) -> KillHandle {
+        let (tx, rx) = watch::channel(false);
+        let handle = KillHandle { tx: Arc::new(tx) };
+        let keep_sender = handle.clone();
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let _keep_sender = keep_sender;
+            let mut guard = FinishGuard {
+                notify: Some(notify),
+                running: false,
+            };
+            let outcome = inner.run(spec, rx, &mut guard).await;
+            guard.finish(outcome);
+        });
+        handle
+    }
+}
+
+/// Guarantees `Finished` is sent exactly once, even if the task future is
+/// dropped (runtime shutdown) or panics.
+struct FinishGuard {
+    notify: Option<Box<dyn Fn(ExecEvent) + Send + Sync>>,
+    running: bool,
+}
+
+impl FinishGuard {
+    fn running(&mut self) {
+        if let Some(n) = &self.notify {
+            self.running = true;
+            n(ExecEvent::Running);
+        }
+    }
+
+    fn finish(&mut self, outcome: TaskOutcome) {
+        if let Some(n) = self.notify.take() {
+            n(ExecEvent::Finished(outcome));
+        }
+    }
+}
+
+impl Drop for FinishGuard {
+    fn drop(&mut self) {
+        let termination = if self.running {
+            Termination::Killed
+        } else {
+            Termination::StartFailed("executor task was dropped before the task started".into())
+        };
+        self.finish(TaskOutcome {
+            termination,
+            stdout_tail: String::new(),
+            stderr_tail: String::new(),
+            fuel_consumed: 0,
+            wall: Duration::ZERO,
+        });
+    }
+}
+
+/// How `_start` ended, before classification.
+enum Ended {
+    Returned(wasmtime::Result<()>),
+    Killed,
+    Timeout,
+}
+
+fn valid_digest(digest: &str) -> bool {
+    !digest.is_empty()
+        && digest.len() <= 200
+        && !digest.starts_with('.')
+        && digest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// Resolves once `kill` is set (never if the sender is gone, which cannot
+/// happen while the task keeps its own handle).
+async fn killed(kill: &mut watch::Receiver<bool>) {
+    if kill.wait_for(|k| *k).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// A trap's message: the trap code if there is one, else the error chain.
+fn error_message(e: &wasmtime::Error) -> String {
+    if let Some(trap) = e.downcast_ref::<Trap>() {
+        return trap.to_string();
+    }
+    format!("{e:#}")
+}
+
+impl Inner {
+    fn lock_modules(&self) -> std::sync::MutexGuard<'_, HashMap<String, Prepared>> {
+        self.modules.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn prepared(self: &Arc<Self>, digest: &str, wasm_path: &Path) -> Result<Prepared, ExecError> {
+        if !valid_digest(digest) {
+            return Err(ExecError::InvalidDigest(digest.to_owned()));
+        }
+        if let Some(p) = self.lock_modules().get(digest) {
+            return Ok(p.clone());
+        }
+        let this = self.clone();
+        let d = digest.to_owned();
+        let path = wasm_path.to_owned();
+        let prepared = tokio::task::spawn_blocking(move || this.load_blocking(&d, &path))
+            .await
+            .map_err(|e| ExecError::Join(e.to_string()))??;
+        self.lock_modules()
+            .entry(digest.to_owned())
+            .or_insert(prepared.clone());
+        Ok(prepared)
+    }
+
+    /// Compiles (or loads from the disk cache) and links a module. Blocking.
+    fn load_blocking(&self, digest: &str, wasm_path: &Path) -> Result<Prepared, ExecError> {
+        let Some(dir) = &self.cfg.cache_dir else {
+            let module = self.compile(digest, wasm_path)?;
+            return self.link(digest, &module);
+        };
+        let cached = dir.join(format!("{digest}.{}.cwasm", self.compat_hash));
+        if cached.is_file() {
+            // SAFETY: the cache directory is agent-owned and trusted (see
+            // `ExecutorConfig::cache_dir`), and files in it are only ever
+            // written by `Module::serialize` of an engine with the same
+            // compatibility hash (it is part of the file name).
+            match unsafe { Module::deserialize_file(&self.engine, &cached) } {
+                Ok(module) => return self.link(digest, &module),
+                Err(e) => tracing::warn!(
+                    path = %cached.display(),
+                    "discarding unusable cached module: {e:#}"
+                ),
+            }
+        }
+        let module = self.compile(digest, wasm_path)?;
+        let prepared = self.link(digest, &module)?;
+        match module.serialize() {
+            Ok(bytes) => {
+                let tmp = dir.join(format!(
+                    "{digest}.{}.cwasm.tmp{}",
+                    self.compat_hash,
+                    std::process::id()
+                ));
+                let res = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &cached));
+                if let Err(e) = res {
+                    let _ = std::fs::remove_file(&tmp);
+                    tracing::warn!(path = %cached.display(), "cannot write module cache: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("cannot serialize module {digest}: {e:#}"),
+        }
+        Ok(prepared)
+    }
+
+    fn compile(&self, digest: &str, wasm_path: &Path) -> Result<Module, ExecError> {
+        let bytes = std::fs::read(wasm_path).map_err(|source| ExecError::Io {
+            path: wasm_path.to_owned(),
+            source,
+        })?;
+        Module::new(&self.engine, &bytes).map_err(|e| ExecError::Compile {
+            digest: digest.to_owned(),
+            message: format!("{e:#}"),
+        })
+    }
+
+    fn link(&self, digest: &str, module: &Module) -> Result<Prepared, ExecError> {
+        let not_command = |message: String| ExecError::NotACommand {
+            digest: digest.to_owned(),
+            message,
+        };
+        match module.get_export("_start") {
+            None => return Err(not_command("no exported `_start` function".into())),
+            Some(wasmtime::ExternType::Func(f)) => {
+                if f.params().len() != 0 || f.results().len() != 0 {
+                    return Err(not_command("`_start` must have type `() -> ()`".into()));
+                }
+            }
+            Some(_) => return Err(not_command("export `_start` is not a function".into())),
+        }
+        let pre = self.linker.instantiate_pre(module).map_err(|e| ExecError::Link {
+            digest: digest.to_owned(),
+            message: format!("{e:#}"),
+        })?;
+        Ok(Prepared { pre })
+    }
+
+    async fn run(
+        self: &Arc<Self>,
+        spec: TaskSpec,
+        mut kill: watch::Receiver<bool>,
+        guard: &mut FinishGuard,
+    ) -> TaskOutcome {
+        let stdout_path = spec.task_dir.join("stdout");
+        let stderr_path = spec.task_dir.join("stderr");
+        let tail_bytes = self.cfg.tail_bytes;
+        let finish = |termination: Termination, fuel_consumed: u64, wall: Duration| TaskOutcome {
+            termination,
+            stdout_tail: read_tail(&stdout_path, tail_bytes),
+            stderr_tail: read_tail(&stderr_path, tail_bytes),
+            fuel_consumed,
+            wall,
+        };
+
+        let setup = tokio::select! {
+            biased;
+            () = killed(&mut kill) => Err(Termination::Killed),
+            r = self.setup(&spec) => r,
+        };
+        let (mut store, start) = match setup {
+            Ok(s) => s,
+            Err(t) => return finish(t, 0, Duration::ZERO),
+        };
+
+        guard.running();
+        let started = Instant::now();
+        let timeout = async {
+            match spec.timeout {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let ended = tokio::select! {
+            biased;
+            () = killed(&mut kill) => Ended::Killed,
+            () = timeout => Ended::Timeout,
+            r = start.call_async(&mut store, ()) => Ended::Returned(r),
+        };
+        let wall = started.elapsed();
+        let fuel_consumed = store
+            .get_fuel()
+            .map(|left| INITIAL_FUEL.saturating_sub(left))
+            .unwrap_or(0);
+        let termination = match ended {
+            Ended::Killed => Termination::Killed,
+            Ended::Timeout => Termination::Timeout,
+            Ended::Returned(Ok(())) => Termination::Exited(0),
+            Ended::Returned(Err(e)) => {
+                if let Some(exit) = e.downcast_ref::<I32Exit>() {
+                    Termination::Exited(exit.0)
+                } else if let Some(denied) = store.data().limiter.denied() {
+                    Termination::MemoryLimit(format!("{denied} ({})", error_message(&e)))
+                } else {
+                    Termination::Trapped(error_message(&e))
+                }
+            }
+        };
+        // Close the output files before reading the tails.
+        drop(store);
+        finish(termination, fuel_consumed, wall)
+    }
+
+    /// Builds the store and instance; errors are the task's termination.
+    async fn setup(
+        self: &Arc<Self>,
+        spec: &TaskSpec,
+    ) -> Result<(Store<TaskState>, wasmtime::TypedFunc<(), ()>), Termination> {
+        let prepared = self
+            .prepared(&spec.digest, &spec.wasm_path)
+            .await
+            .map_err(|e| Termination::StartFailed(e.to_string()))?;
+        let io_err = |what: &Path, e: std::io::Error| {
+            Termination::StartFailed(format!("cannot set up {}: {e}", what.display()))
+        };
+        let sandbox = spec.task_dir.join("sandbox");
+        tokio::fs::create_dir_all(&sandbox)
+            .await
+            .map_err(|e| io_err(&sandbox, e))?;
+        let cap = self.cfg.output_cap;
+        let stdout_path = spec.task_dir.join("stdout");
+        let stderr_path = spec.task_dir.join("stderr");
+        let stdout = CappedOutput::create(&stdout_path, cap).map_err(|e| io_err(&stdout_path, e))?;
+        let stderr = CappedOutput::create(&stderr_path, cap).map_err(|e| io_err(&stderr_path, e))?;
+
+        let mut builder = WasiCtxBuilder::new();
+        builder
+            .args(&spec.args)
+            .envs(&spec.env)
+            .stdout(stdout)
+            .stderr(stderr);
+        builder
+            .preopened_dir(&sandbox, "/", FsPerms::ReadWrite)
+            .map_err(|e| Termination::StartFailed(format!("cannot preopen {}: {e:#}", sandbox.display())))?;
+        let wasi = builder.build_p1();
+
+        let mut store = Store::new(
+            &self.engine,
+            TaskState {
+                wasi,
+                limiter: MemLimiter::new(spec.mem_bytes),
+            },
+        );
+        store.limiter(|s| &mut s.limiter);
+        let store_err = |e: wasmtime::Error| Termination::StartFailed(format!("store setup: {e:#}"));
+        store.set_fuel(INITIAL_FUEL).map_err(store_err)?;
+        store
+            .fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL))
+            .map_err(store_err)?;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+
+        let instance = match prepared.pre.instantiate_async(&mut store).await {
+            Ok(i) => i,
+            Err(e) => {
+                return Err(match store.data().limiter.denied() {
+                    Some(denied) => {
+                        Termination::MemoryLimit(format!("{denied} (instantiation failed: {e:#})"))
+                    }
+                    None => Termination::StartFailed(format!("instantiation failed: {e:#}")),
+                })
+            }
+        };
+        let start = instance
+            .get_typed_func::<(), ()>(&mut store, "_start")
+            .map_err(|e| Termination::StartFailed(format!("cannot get `_start`: {e:#}")))?;
+        Ok((store, start))
+    }
+}

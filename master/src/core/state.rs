@@ -1,0 +1,88 @@
+//! The records the master core keeps, exposed read-only (by shared reference) for the CLI,
+//! the driver's status pages and tests.
+
+use super::ConnId;
+use proto::{AgentId, FrameworkId, FrameworkInfo, Resources, TaskInfo, TaskStatus};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// A registered agent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentEntry {
+    /// Its id.
+    pub id: AgentId,
+    /// Registration order, for deterministic allocation.
+    pub seq: u64,
+    /// Its hostname, copied into offers.
+    pub hostname: String,
+    /// Everything it has.
+    pub total: Resources,
+    /// Its attributes, copied into offers.
+    pub attributes: Vec<(String, String)>,
+    /// The control connection it is registered on, `None` while disconnected.
+    pub conn: Option<ConnId>,
+    /// While disconnected: when it will be removed and its tasks declared lost.
+    pub remove_at: Option<Instant>,
+    /// Resources of its non-terminal tasks.
+    pub used: Resources,
+    /// Resources in outstanding offers.
+    pub offered: Resources,
+}
+
+impl AgentEntry {
+    /// What can still be offered: total − used − offered.
+    pub fn available(&self) -> Resources {
+        self.total - self.used - self.offered
+    }
+
+    /// True while its control connection is up.
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+}
+
+/// A subscribed framework.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FrameworkEntry {
+    /// Its id.
+    pub id: FrameworkId,
+    /// Subscription order, the DRF tie-breaker.
+    pub seq: u64,
+    /// What it said about itself when it (last) subscribed.
+    pub info: FrameworkInfo,
+    /// Its scheduler's connection, `None` while disconnected.
+    pub conn: Option<ConnId>,
+    /// True after `Suppress` until `Revive` (or a new subscription).
+    pub suppressed: bool,
+    /// While disconnected: when it will be torn down (`None`: never, or connected).
+    pub failover_at: Option<Instant>,
+}
+
+impl FrameworkEntry {
+    /// True while its scheduler is connected.
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+}
+
+/// A task the master knows about.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskEntry {
+    /// Its framework.
+    pub framework_id: FrameworkId,
+    /// The task as launched (its `agent_id` is where it runs).
+    pub info: TaskInfo,
+    /// The latest status (terminal states are never overwritten).
+    pub status: TaskStatus,
+}
+
+impl TaskEntry {
+    /// True once the task reached a terminal state.
+    pub fn is_terminal(&self) -> bool {
+        self.status.state.is_terminal()
+    }
+}
+
+/// Refuse filters by (framework, agent): no offers of that agent to that framework before the
+/// instant.
+pub type FilterMap = BTreeMap<(FrameworkId, AgentId), Instant>;

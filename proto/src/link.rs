@@ -1,0 +1,255 @@
+//! The client side of a Tessera connection, shared by agents and schedulers: dial the master
+//! over QUIC with mutual TLS, open the control stream, do the version handshake; and the blob
+//! streams (upload, fetch) that run beside it.
+//!
+//! Only the mechanics live here; when to reconnect and what to say is each role's business.
+
+use crate::frame::{self, FrameError, DEFAULT_MAX_FRAME};
+use crate::ids::{Digest, Hasher};
+use crate::messages::{BlobKind, Message, Role, PROTOCOL_VERSION};
+use crate::tls::{self, PeerTls, TlsError, TransportTuning, MASTER_SERVER_NAME};
+use std::net::SocketAddr;
+use std::path::Path;
+use tokio::io::AsyncWriteExt;
+
+/// Chunk size for streaming blob bytes.
+const CHUNK: usize = 64 * 1024;
+
+/// What can go wrong on a link.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// TLS set-up failed.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The local UDP socket could not be opened.
+    #[error("opening endpoint: {0}")]
+    Endpoint(std::io::Error),
+    /// Dialling failed before the handshake.
+    #[error("connecting to {addr}: {message}")]
+    Connect {
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        message: String,
+    },
+    /// The connection failed or was closed.
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// A stream failed.
+    #[error("stream: {0}")]
+    Write(#[from] quinn::WriteError),
+    /// Framing failed.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The peer answered with something unexpected.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// The master refused a blob.
+    #[error("blob refused: {0}")]
+    Refused(String),
+    /// A fetched blob's bytes did not match its digest.
+    #[error("blob {expected:?} arrived with digest {got:?}")]
+    DigestMismatch {
+        /// The digest asked for.
+        expected: Digest,
+        /// The digest of what arrived.
+        got: Digest,
+    },
+    /// Local file i/o.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A client QUIC endpoint configured for mutual TLS with the cluster.
+pub fn client_endpoint(tls: &PeerTls, tuning: TransportTuning) -> Result<quinn::Endpoint, LinkError> {
+    let cfg = tls::client_config(&tls.ca_pem, &tls.identity, tuning)?;
+    let mut ep = quinn::Endpoint::client("0.0.0.0:0".parse().expect("valid addr"))
+        .map_err(LinkError::Endpoint)?;
+    ep.set_default_client_config(cfg);
+    Ok(ep)
+}
+
+/// An established connection with its control stream, past the handshake.
+pub struct Link {
+    /// The QUIC connection (open blob streams on it).
+    pub conn: quinn::Connection,
+    /// Sending half of the control stream.
+    pub send: quinn::SendStream,
+    /// Receiving half of the control stream.
+    pub recv: quinn::RecvStream,
+}
+
+impl Link {
+    /// Dials the master and performs the handshake as `role`.
+    pub async fn connect(ep: &quinn::Endpoint, addr: SocketAddr, role: Role) -> Result<Self, LinkError> {
+        let connecting = ep
+            .connect(addr, MASTER_SERVER_NAME)
+            .map_err(|e| LinkError::Connect {
+                addr,
+                message: e.to_string(),
+            })?;
+        let conn = connecting.await?;
+        let (mut send, mut recv) = conn.open_bi().await?;
+        frame::write_frame(
+            &mut send,
+            &Message::Hello {
+                version: PROTOCOL_VERSION,
+                role,
+            },
+        )
+        .await?;
+        match frame::read_frame(&mut recv, DEFAULT_MAX_FRAME).await {
+            Ok(Some(Message::HelloAck { .. })) => Ok(Self { conn, send, recv }),
+            Ok(Some(other)) => Err(LinkError::Protocol(format!(
+                "expected HelloAck, got {}",
+                other.kind()
+            ))),
+            Ok(None) => Err(closed_reason(&conn, "the master closed the control stream")),
+            Err(FrameError::Io(_)) | Err(FrameError::Truncated) => {
+                Err(closed_reason(&conn, "the master closed the connection"))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sends one control message.
+    pub async fn send(&mut self, msg: &Message) -> Result<(), LinkError> {
+        frame::write_frame(&mut self.send, msg).await?;
+        Ok(())
+    }
+
+    /// Receives one control message; `None` when the master closed the stream.
+    pub async fn recv(&mut self) -> Result<Option<Message>, LinkError> {
+        Ok(frame::read_frame(&mut self.recv, DEFAULT_MAX_FRAME).await?)
+    }
+}
+
+fn closed_reason(conn: &quinn::Connection, fallback: &str) -> LinkError {
+    match conn.close_reason() {
+        Some(e) => LinkError::Connection(e),
+        None => LinkError::Protocol(fallback.to_owned()),
+    }
+}
+
+/// Uploads a blob on a stream of its own; returns once the master has validated and stored it.
+pub async fn upload_blob(
+    conn: &quinn::Connection,
+    kind: BlobKind,
+    bytes: &[u8],
+) -> Result<Digest, LinkError> {
+    let digest = Digest::of(bytes);
+    let (mut send, mut recv) = conn.open_bi().await?;
+    frame::write_frame(
+        &mut send,
+        &Message::UploadBlob {
+            digest,
+            kind,
+            size: bytes.len() as u64,
+        },
+    )
+    .await?;
+    send.write_all(bytes).await?;
+    let _ = send.finish();
+    match frame::read_frame(&mut recv, DEFAULT_MAX_FRAME).await? {
+        Some(Message::BlobOk { .. }) => Ok(digest),
+        Some(Message::BlobError { message }) => Err(LinkError::Refused(message)),
+        Some(other) => Err(LinkError::Protocol(format!(
+            "unexpected {} on blob stream",
+            other.kind()
+        ))),
+        None => Err(LinkError::Protocol("blob stream closed without an answer".into())),
+    }
+}
+
+/// Fetches a blob into `dest` (written to a temporary name, checked against the digest, then
+/// renamed into place, so a torn or corrupt transfer never leaves a file under the real name).
+pub async fn fetch_blob(
+    conn: &quinn::Connection,
+    digest: Digest,
+    dest: &Path,
+    max_size: u64,
+) -> Result<u64, LinkError> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    frame::write_frame(&mut send, &Message::FetchBlob { digest }).await?;
+    let _ = send.finish();
+    let size = match frame::read_frame(&mut recv, DEFAULT_MAX_FRAME).await? {
+        Some(Message::BlobOk { size }) => size,
+        Some(Message::BlobError { message }) => return Err(LinkError::Refused(message)),
+        Some(other) => {
+            return Err(LinkError::Protocol(format!(
+                "unexpected {} on blob stream",
+                other.kind()
+            )))
+        }
+        None => return Err(LinkError::Protocol("blob stream closed without an answer".into())),
+    };
+    if size > max_size {
+        return Err(LinkError::Refused(format!(
+            "blob of {size} bytes exceeds the {max_size}-byte limit"
+        )));
+    }
+    let tmp = dest.with_extension(format!("part-{}", std::process::id()));
+    let mut file = tokio::fs::File::create(&tmp).await?;
+    let mut hasher = Hasher::default();
+    let mut left = size;
+    let mut buf = vec![0u8; CHUNK];
+    while left > 0 {
+        let want = buf.len().min(left as usize);
+        let n = recv
+            .read(&mut buf[..want])
+            .await
+            .map_err(|e| LinkError::Io(e.into()))?;
+        match n {
+            Some(0) | None => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(LinkError::Frame(FrameError::Truncated));
+            }
+            Some(n) => {
+                hasher.update(&buf[..n]);
+                file.write_all(&buf[..n]).await?;
+                left -= n as u64;
+            }
+        }
+    }
+    file.flush().await?;
+    file.sync_all().await?;
+    drop(file);
+    let got = hasher.finish();
+    if got != digest {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(LinkError::DigestMismatch {
+            expected: digest,
+            got,
+        });
+    }
+    tokio::fs::rename(&tmp, dest).await?;
+    Ok(size)
+}
+
+/// Reads exactly `size` bytes of a blob body from a stream (the master's side of an upload),
+/// hashing as it goes; refuses more than `size`.
+pub async fn read_blob_body(
+    recv: &mut quinn::RecvStream,
+    size: u64,
+) -> Result<(Vec<u8>, Digest), LinkError> {
+    let mut out = Vec::with_capacity(size.min(1 << 24) as usize);
+    let mut hasher = Hasher::default();
+    let mut left = size;
+    let mut buf = vec![0u8; CHUNK];
+    while left > 0 {
+        let want = buf.len().min(left as usize);
+        let n = recv.read(&mut buf[..want]).await.map_err(|e| LinkError::Io(e.into()))?;
+        match n {
+            Some(0) | None => return Err(LinkError::Frame(FrameError::Truncated)),
+            Some(n) => {
+                hasher.update(&buf[..n]);
+                out.extend_from_slice(&buf[..n]);
+                left -= n as u64;
+            }
+        }
+    }
+    recv.read_to_end(0)
+        .await
+        .map_err(|_| LinkError::Protocol("more bytes than the announced size".into()))?;
+    Ok((out, hasher.finish()))
+}
