@@ -1,1 +1,4 @@
 //! placeholder
+
+pub mod allocator;
+pub mod core;

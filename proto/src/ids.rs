@@ -62,6 +62,30 @@ string_id!(
     UpdateId
 );
 
+/// True when `id` is safe to use as a single path component and in logs: 1 to 128 characters
+/// of `[A-Za-z0-9._-]`, not `.` or `..`. Agents name task directories after framework and task
+/// ids, so anything else is refused at accept.
+pub fn is_safe_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// True when `path` is a relative path of normal components only (no `..`, no root, no `.`
+/// tricks), suitable for placing a file inside a sandbox.
+pub fn is_safe_relative_path(path: &str) -> bool {
+    use std::path::{Component, Path};
+    !path.is_empty()
+        && !path.contains('\0')
+        && Path::new(path)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+}
+
 /// The sha256 of a blob (module or task file), the key by which everything refers to it.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Digest(pub [u8; 32]);
@@ -119,6 +143,18 @@ impl Hasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn safe_ids_and_paths() {
+        assert!(is_safe_id("task-1.a_b"));
+        for bad in ["", ".", "..", "a/b", "a b", "x\\y"] {
+            assert!(!is_safe_id(bad), "{bad:?}");
+        }
+        assert!(is_safe_relative_path("data/input.txt"));
+        for bad in ["", "/etc/passwd", "../x", "a/../../x", "./a"] {
+            assert!(!is_safe_relative_path(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn digest_hex_round_trip() {

@@ -188,7 +188,9 @@ pub async fn fetch_blob(
             "blob of {size} bytes exceeds the {max_size}-byte limit"
         )));
     }
-    let tmp = dest.with_extension(format!("part-{}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dest.with_extension(format!("part-{}-{n}", std::process::id()));
     let mut file = tokio::fs::File::create(&tmp).await?;
     let mut hasher = Hasher::default();
     let mut left = size;

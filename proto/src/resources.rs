@@ -126,7 +126,7 @@ impl fmt::Display for Resources {
 
 /// Formats milli-cpus as a decimal ("0.5", "2").
 pub fn format_cpus(milli: u64) -> String {
-    if milli % 1000 == 0 {
+    if milli.is_multiple_of(1000) {
         format!("{}", milli / 1000)
     } else {
         let s = format!("{}.{:03}", milli / 1000, milli % 1000);
@@ -136,11 +136,11 @@ pub fn format_cpus(milli: u64) -> String {
 
 /// Formats bytes with a binary unit ("1 GB" style for whole GiB, else MiB/KiB/B).
 pub fn format_size(bytes: u64) -> String {
-    if bytes >= GIB && bytes % GIB == 0 {
+    if bytes >= GIB && bytes.is_multiple_of(GIB) {
         format!("{} GB", bytes / GIB)
-    } else if bytes >= MIB && bytes % MIB == 0 {
+    } else if bytes >= MIB && bytes.is_multiple_of(MIB) {
         format!("{} MB", bytes / MIB)
-    } else if bytes >= 1024 && bytes % 1024 == 0 {
+    } else if bytes >= 1024 && bytes.is_multiple_of(1024) {
         format!("{} KB", bytes / 1024)
     } else {
         format!("{bytes} B")

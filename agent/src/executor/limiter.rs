@@ -104,7 +104,8 @@ mod tests {
         assert!(l.denied().unwrap().contains("memory limit of 100 bytes"));
         // A failed grow gives its bytes back.
         assert!(l.memory_growing(60, 65, None).unwrap());
-        l.memory_grow_failed(wasmtime::format_err!("os said no")).unwrap();
+        l.memory_grow_failed(wasmtime::format_err!("os said no"))
+            .unwrap();
         assert_eq!(l.total, 60 + 4 * TABLE_ELEM_BYTES);
     }
 }

@@ -20,6 +20,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -58,7 +59,8 @@ pub struct ExecutorConfig {
     /// Where compiled modules are cached across agent restarts, as
     /// `<cache_dir>/<digest>.<engine-compat-hash>.cwasm`; `None` keeps the
     /// cache in memory only. The directory must be trusted (agent-owned):
-    /// its files are loaded as native code.
+    /// its files are loaded (mmapped) as native code, so they must only be
+    /// replaced by rename, never modified in place.
     pub cache_dir: Option<PathBuf>,
 }
 
@@ -211,6 +213,15 @@ pub struct Executor {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("cfg", &self.inner.cfg)
+            .field("modules", &self.inner.lock_modules().len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A compiled module ready to instantiate.
 #[derive(Clone)]
 struct Prepared {
@@ -321,7 +332,11 @@ impl Executor {
     /// exactly once (also when the task fails to start, in which case
     /// `Running` is not sent). If the module was not prepared, it is compiled
     /// first. `notify` is called from a tokio task and must not block.
-    pub fn launch(&self, spec: TaskSpec, notify: Box<dyn Fn(ExecEvent) + Send + Sync>) -> KillHandle {
+    pub fn launch(
+        &self,
+        spec: TaskSpec,
+        notify: Box<dyn Fn(ExecEvent) + Send + Sync>,
+    ) -> KillHandle {
         let (tx, rx) = watch::channel(false);
         let handle = KillHandle { tx: Arc::new(tx) };
         let keep_sender = handle.clone();
@@ -415,7 +430,11 @@ impl Inner {
         self.modules.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn prepared(self: &Arc<Self>, digest: &str, wasm_path: &Path) -> Result<Prepared, ExecError> {
+    async fn prepared(
+        self: &Arc<Self>,
+        digest: &str,
+        wasm_path: &Path,
+    ) -> Result<Prepared, ExecError> {
         if !valid_digest(digest) {
             return Err(ExecError::InvalidDigest(digest.to_owned()));
         }
@@ -458,12 +477,18 @@ impl Inner {
         let prepared = self.link(digest, &module)?;
         match module.serialize() {
             Ok(bytes) => {
+                // Write a unique temporary file and rename it into place:
+                // never modify a `.cwasm` in place, other executors may have
+                // it mmapped (truncating a mapped file is a SIGBUS).
+                static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
                 let tmp = dir.join(format!(
-                    "{digest}.{}.cwasm.tmp{}",
+                    "{digest}.{}.cwasm.tmp{}-{}",
                     self.compat_hash,
-                    std::process::id()
+                    std::process::id(),
+                    TMP_SEQ.fetch_add(1, Ordering::Relaxed)
                 ));
-                let res = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &cached));
+                let res =
+                    std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &cached));
                 if let Err(e) = res {
                     let _ = std::fs::remove_file(&tmp);
                     tracing::warn!(path = %cached.display(), "cannot write module cache: {e}");
@@ -499,10 +524,13 @@ impl Inner {
             }
             Some(_) => return Err(not_command("export `_start` is not a function".into())),
         }
-        let pre = self.linker.instantiate_pre(module).map_err(|e| ExecError::Link {
-            digest: digest.to_owned(),
-            message: format!("{e:#}"),
-        })?;
+        let pre = self
+            .linker
+            .instantiate_pre(module)
+            .map_err(|e| ExecError::Link {
+                digest: digest.to_owned(),
+                message: format!("{e:#}"),
+            })?;
         Ok(Prepared { pre })
     }
 
@@ -590,8 +618,10 @@ impl Inner {
         let cap = self.cfg.output_cap;
         let stdout_path = spec.task_dir.join("stdout");
         let stderr_path = spec.task_dir.join("stderr");
-        let stdout = CappedOutput::create(&stdout_path, cap).map_err(|e| io_err(&stdout_path, e))?;
-        let stderr = CappedOutput::create(&stderr_path, cap).map_err(|e| io_err(&stderr_path, e))?;
+        let stdout =
+            CappedOutput::create(&stdout_path, cap).map_err(|e| io_err(&stdout_path, e))?;
+        let stderr =
+            CappedOutput::create(&stderr_path, cap).map_err(|e| io_err(&stderr_path, e))?;
 
         let mut builder = WasiCtxBuilder::new();
         builder
@@ -601,7 +631,9 @@ impl Inner {
             .stderr(stderr);
         builder
             .preopened_dir(&sandbox, "/", FsPerms::ReadWrite)
-            .map_err(|e| Termination::StartFailed(format!("cannot preopen {}: {e:#}", sandbox.display())))?;
+            .map_err(|e| {
+                Termination::StartFailed(format!("cannot preopen {}: {e:#}", sandbox.display()))
+            })?;
         let wasi = builder.build_p1();
 
         let mut store = Store::new(
@@ -612,7 +644,8 @@ impl Inner {
             },
         );
         store.limiter(|s| &mut s.limiter);
-        let store_err = |e: wasmtime::Error| Termination::StartFailed(format!("store setup: {e:#}"));
+        let store_err =
+            |e: wasmtime::Error| Termination::StartFailed(format!("store setup: {e:#}"));
         store.set_fuel(INITIAL_FUEL).map_err(store_err)?;
         store
             .fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL))

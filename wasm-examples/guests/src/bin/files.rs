@@ -10,9 +10,7 @@ fn main() {
         Ok(()) => println!("write /output.txt: ok"),
         Err(e) => println!("write /output.txt: error {e}"),
     }
-    match fs::create_dir_all("/sub/dir")
-        .and_then(|()| fs::write("/sub/dir/file.txt", "nested\n"))
-    {
+    match fs::create_dir_all("/sub/dir").and_then(|()| fs::write("/sub/dir/file.txt", "nested\n")) {
         Ok(()) => println!("mkdir /sub/dir: ok"),
         Err(e) => println!("mkdir /sub/dir: error {e}"),
     }

@@ -1,0 +1,478 @@
+//! The agent's sans-IO core: tasks' life cycle, the reliable status-update queue, and resource
+//! accounting.
+//!
+//! No sockets, no wasmtime, no clock: the driver feeds [`Event`]s with the time and drains
+//! [`Action`]s, and asks [`Agent::poll_timeout`] when to call [`Agent::handle_timeout`].
+//!
+//! ```text
+//!  master msgs ─┐                          ┌─▶ Send(msg)        ─▶ control stream
+//!  executor  ───┼─▶ Agent::handle(now, ev) ─┼─▶ Prepare / Launch ─▶ fetcher, wasmtime
+//!  timers    ───┘                          └─▶ Kill             ─▶ wasmtime
+//! ```
+//!
+//! # Contract
+//! - `now` never goes backwards; extra `handle_timeout` calls are harmless.
+//! - After every `handle*` call, drain `poll_action` until it returns `None`.
+//! - Status updates are delivered at least once: each carries a uuid, and the head of a task's
+//!   queue is resent every `status_retry` until the master relays the scheduler's
+//!   acknowledgement. Only then does the next update of that task go out, so a scheduler sees a
+//!   task's states in order.
+
+#[cfg(test)]
+mod tests;
+
+use proto::{
+    AgentId, AgentInfo, FrameworkId, Message, Reason, Resources, RunningTask, TaskId, TaskInfo,
+    TaskState, TaskStatus, UpdateId,
+};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Static facts and knobs of an agent.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// What the agent registers as.
+    pub info: AgentInfo,
+    /// Distinguishes this run of the agent in update uuids (a restart must not reuse uuids).
+    pub boot_id: String,
+    /// How often an unacknowledged status update is resent.
+    pub status_retry: Duration,
+}
+
+/// Identifies a task on this agent.
+pub type TaskKey = (FrameworkId, TaskId);
+
+/// How a task ended, as the driver reports it (already mapped from the executor's terms).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    /// Terminal state.
+    pub state: TaskState,
+    /// Why.
+    pub reason: Reason,
+    /// For humans.
+    pub message: String,
+    /// Last bytes of stdout.
+    pub stdout_tail: String,
+    /// Last bytes of stderr.
+    pub stderr_tail: String,
+}
+
+/// Inputs of the core.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// The control stream to the master is up (handshake done).
+    Connected,
+    /// The connection to the master is gone.
+    Disconnected,
+    /// A message from the master.
+    Message(Message),
+    /// The module and files of a task are in place and compiled, or could not be.
+    Prepared {
+        /// The task.
+        key: TaskKey,
+        /// `Err((reason, message))` when preparation failed.
+        result: Result<(), (Reason, String)>,
+    },
+    /// The guest's `_start` is running.
+    Running {
+        /// The task.
+        key: TaskKey,
+    },
+    /// The guest stopped.
+    Finished {
+        /// The task.
+        key: TaskKey,
+        /// How.
+        outcome: Outcome,
+    },
+}
+
+/// Outputs of the core.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Send a message to the master.
+    Send(Message),
+    /// Fetch the task's module and files into its sandbox and compile it; answer with
+    /// [`Event::Prepared`].
+    Prepare {
+        /// The task's framework.
+        framework_id: FrameworkId,
+        /// The task.
+        task: TaskInfo,
+    },
+    /// Start the guest; answer with [`Event::Running`] and [`Event::Finished`].
+    Launch {
+        /// The task's framework.
+        framework_id: FrameworkId,
+        /// The task.
+        task: TaskInfo,
+    },
+    /// Stop a running guest; it answers with [`Event::Finished`].
+    Kill {
+        /// The task.
+        key: TaskKey,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Preparing,
+    Launched,
+    Done,
+}
+
+#[derive(Debug)]
+struct Task {
+    info: TaskInfo,
+    state: TaskState,
+    phase: Phase,
+    kill_requested: bool,
+    /// Unacknowledged updates, oldest first; the head is in flight.
+    updates: VecDeque<TaskStatus>,
+    next_retry: Option<Instant>,
+}
+
+/// The agent's state machine.
+pub struct Agent {
+    cfg: AgentConfig,
+    agent_id: Option<AgentId>,
+    connected: bool,
+    registered: bool,
+    tasks: BTreeMap<TaskKey, Task>,
+    next_update: u64,
+    actions: VecDeque<Action>,
+}
+
+impl Agent {
+    /// A fresh agent that has never registered.
+    pub fn new(cfg: AgentConfig) -> Self {
+        Self {
+            cfg,
+            agent_id: None,
+            connected: false,
+            registered: false,
+            tasks: BTreeMap::new(),
+            next_update: 0,
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// The id the master gave this agent, once registered.
+    pub fn agent_id(&self) -> Option<&AgentId> {
+        self.agent_id.as_ref()
+    }
+
+    /// True between `Registered` and the next disconnection.
+    pub fn is_registered(&self) -> bool {
+        self.registered
+    }
+
+    /// Resources of tasks that have not ended.
+    pub fn used(&self) -> Resources {
+        self.tasks
+            .values()
+            .filter(|t| !t.state.is_terminal())
+            .fold(Resources::ZERO, |acc, t| acc + t.info.resources)
+    }
+
+    /// The state of a task this agent still tracks.
+    pub fn task_state(&self, key: &TaskKey) -> Option<TaskState> {
+        self.tasks.get(key).map(|t| t.state)
+    }
+
+    /// Number of tasks tracked (running, or ended with updates not yet acknowledged).
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Next output for the driver.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When `handle_timeout` should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.registered {
+            return None;
+        }
+        self.tasks.values().filter_map(|t| t.next_retry).min()
+    }
+
+    /// Resends the status updates whose retry time has come.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if !self.registered {
+            return;
+        }
+        let retry = self.cfg.status_retry;
+        for task in self.tasks.values_mut() {
+            if let (Some(at), Some(head)) = (task.next_retry, task.updates.front()) {
+                if at <= now {
+                    self.actions
+                        .push_back(Action::Send(Message::StatusUpdate { status: head.clone() }));
+                    task.next_retry = Some(now + retry);
+                }
+            }
+        }
+    }
+
+    /// Feeds one input.
+    pub fn handle(&mut self, now: Instant, event: Event) {
+        match event {
+            Event::Connected => {
+                self.connected = true;
+                self.registered = false;
+                let running = self
+                    .tasks
+                    .iter()
+                    .map(|((fid, _), t)| RunningTask {
+                        framework_id: fid.clone(),
+                        task: t.info.clone(),
+                        state: t.state,
+                    })
+                    .collect();
+                self.actions.push_back(Action::Send(Message::Register {
+                    agent_id: self.agent_id.clone(),
+                    info: self.cfg.info.clone(),
+                    running,
+                }));
+            }
+            Event::Disconnected => {
+                self.connected = false;
+                self.registered = false;
+            }
+            Event::Message(msg) => self.on_message(now, msg),
+            Event::Prepared { key, result } => self.on_prepared(now, key, result),
+            Event::Running { key } => {
+                if let Some(t) = self.tasks.get(&key) {
+                    if t.phase == Phase::Launched && !t.state.is_terminal() {
+                        self.push_update(now, &key, TaskState::Running, None, "guest started", None);
+                    }
+                }
+            }
+            Event::Finished { key, outcome } => {
+                let Some(t) = self.tasks.get_mut(&key) else {
+                    return;
+                };
+                if t.phase == Phase::Done {
+                    return;
+                }
+                t.phase = Phase::Done;
+                let Outcome {
+                    state,
+                    reason,
+                    message,
+                    stdout_tail,
+                    stderr_tail,
+                } = outcome;
+                self.push_update(
+                    now,
+                    &key,
+                    state,
+                    Some(reason),
+                    &message,
+                    Some((stdout_tail, stderr_tail)),
+                );
+            }
+        }
+    }
+
+    fn on_message(&mut self, now: Instant, msg: Message) {
+        match msg {
+            Message::Registered { agent_id } => {
+                tracing::info!(%agent_id, "registered with the master");
+                if let Some(old) = &self.agent_id {
+                    if *old != agent_id {
+                        // A new identity: nothing of the old one is valid any more.
+                        self.forget_all();
+                    }
+                }
+                self.agent_id = Some(agent_id.clone());
+                self.registered = true;
+                for t in self.tasks.values_mut() {
+                    for u in t.updates.iter_mut() {
+                        u.agent_id = Some(agent_id.clone());
+                    }
+                    if let Some(head) = t.updates.front() {
+                        self.actions
+                            .push_back(Action::Send(Message::StatusUpdate { status: head.clone() }));
+                        t.next_retry = Some(now + self.cfg.status_retry);
+                    }
+                }
+            }
+            Message::Shutdown { message } => {
+                tracing::warn!(%message, "master asked this agent to shut down its tasks");
+                self.forget_all();
+                self.agent_id = None;
+                self.registered = false;
+            }
+            Message::RunTask { framework_id, task } => self.on_run_task(now, framework_id, task),
+            Message::KillTask {
+                framework_id,
+                task_id,
+            } => {
+                let key = (framework_id, task_id);
+                match self.tasks.get_mut(&key) {
+                    Some(t) if t.phase == Phase::Preparing => t.kill_requested = true,
+                    Some(t) if t.phase == Phase::Launched => {
+                        t.kill_requested = true;
+                        self.actions.push_back(Action::Kill { key });
+                    }
+                    Some(_) => {}
+                    None => {
+                        let status = TaskStatus {
+                            task_id: key.1.clone(),
+                            framework_id: key.0.clone(),
+                            agent_id: self.agent_id.clone(),
+                            state: TaskState::Lost,
+                            reason: Some(Reason::AgentRestarted),
+                            message: "kill of a task this agent does not know".into(),
+                            stdout_tail: String::new(),
+                            stderr_tail: String::new(),
+                            uuid: None,
+                        };
+                        self.actions
+                            .push_back(Action::Send(Message::StatusUpdate { status }));
+                    }
+                }
+            }
+            Message::StatusUpdateAck {
+                framework_id,
+                task_id,
+                uuid,
+            } => {
+                let key = (framework_id, task_id);
+                let Some(t) = self.tasks.get_mut(&key) else {
+                    return;
+                };
+                if t.updates.front().and_then(|u| u.uuid.as_ref()) != Some(&uuid) {
+                    return; // a duplicate or stale acknowledgement
+                }
+                t.updates.pop_front();
+                if let Some(next) = t.updates.front() {
+                    self.actions
+                        .push_back(Action::Send(Message::StatusUpdate { status: next.clone() }));
+                    t.next_retry = Some(now + self.cfg.status_retry);
+                } else {
+                    t.next_retry = None;
+                    if t.phase == Phase::Done {
+                        self.tasks.remove(&key);
+                    }
+                }
+            }
+            other => {
+                tracing::warn!(kind = other.kind(), "unexpected message from the master");
+            }
+        }
+    }
+
+    fn on_run_task(&mut self, now: Instant, framework_id: FrameworkId, task: TaskInfo) {
+        let key = (framework_id.clone(), task.task_id.clone());
+        if self.tasks.contains_key(&key) {
+            tracing::warn!(task = %key.1, "duplicate RunTask ignored");
+            return;
+        }
+        let free = self.cfg.info.resources - self.used();
+        let invalid = if !proto::ids::is_safe_id(framework_id.as_str())
+            || !proto::ids::is_safe_id(task.task_id.as_str())
+        {
+            Some((Reason::TaskInvalid, "framework or task id is not a safe name".to_owned()))
+        } else if !free.contains(&task.resources) {
+            Some((
+                Reason::AgentError,
+                format!("task needs {} but the agent has only {free} free", task.resources),
+            ))
+        } else {
+            None
+        };
+        self.tasks.insert(
+            key.clone(),
+            Task {
+                info: task.clone(),
+                state: TaskState::Staging,
+                phase: Phase::Preparing,
+                kill_requested: false,
+                updates: VecDeque::new(),
+                next_retry: None,
+            },
+        );
+        if let Some((reason, message)) = invalid {
+            self.tasks.get_mut(&key).expect("just inserted").phase = Phase::Done;
+            self.push_update(now, &key, TaskState::Failed, Some(reason), &message, None);
+            return;
+        }
+        self.push_update(now, &key, TaskState::Starting, None, "fetching and compiling", None);
+        self.actions.push_back(Action::Prepare { framework_id, task });
+    }
+
+    fn on_prepared(&mut self, now: Instant, key: TaskKey, result: Result<(), (Reason, String)>) {
+        let Some(t) = self.tasks.get_mut(&key) else {
+            return;
+        };
+        if t.phase != Phase::Preparing {
+            return;
+        }
+        if t.kill_requested {
+            t.phase = Phase::Done;
+            self.push_update(now, &key, TaskState::Killed, Some(Reason::Killed), "killed before it started", None);
+            return;
+        }
+        match result {
+            Ok(()) => {
+                t.phase = Phase::Launched;
+                self.actions.push_back(Action::Launch {
+                    framework_id: key.0.clone(),
+                    task: t.info.clone(),
+                });
+            }
+            Err((reason, message)) => {
+                t.phase = Phase::Done;
+                self.push_update(now, &key, TaskState::Failed, Some(reason), &message, None);
+            }
+        }
+    }
+
+    /// Kills everything and forgets every task (the master no longer knows this agent).
+    fn forget_all(&mut self) {
+        for (key, t) in &self.tasks {
+            if t.phase == Phase::Launched {
+                self.actions.push_back(Action::Kill { key: key.clone() });
+            }
+        }
+        self.tasks.clear();
+    }
+
+    fn push_update(
+        &mut self,
+        now: Instant,
+        key: &TaskKey,
+        state: TaskState,
+        reason: Option<Reason>,
+        message: &str,
+        tails: Option<(String, String)>,
+    ) {
+        let uuid = UpdateId(format!("{}-{}", self.cfg.boot_id, self.next_update));
+        self.next_update += 1;
+        let Some(t) = self.tasks.get_mut(key) else {
+            return;
+        };
+        t.state = state;
+        let (stdout_tail, stderr_tail) = tails.unwrap_or_default();
+        let status = TaskStatus {
+            task_id: key.1.clone(),
+            framework_id: key.0.clone(),
+            agent_id: self.agent_id.clone(),
+            state,
+            reason,
+            message: message.to_owned(),
+            stdout_tail,
+            stderr_tail,
+            uuid: Some(uuid),
+        };
+        t.updates.push_back(status.clone());
+        if t.updates.len() == 1 && self.registered {
+            self.actions
+                .push_back(Action::Send(Message::StatusUpdate { status }));
+            t.next_retry = Some(now + self.cfg.status_retry);
+        }
+    }
+}

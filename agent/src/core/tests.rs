@@ -1,0 +1,260 @@
+//! Deterministic tests of the agent core: virtual time, no sockets, no wasmtime.
+
+use super::*;
+use proto::resources::GIB;
+use proto::Digest;
+
+fn cfg() -> AgentConfig {
+    AgentConfig {
+        info: AgentInfo {
+            hostname: "h1".into(),
+            resources: Resources::new(4000, 4 * GIB, 0),
+            attributes: vec![],
+        },
+        boot_id: "boot".into(),
+        status_retry: Duration::from_secs(2),
+    }
+}
+
+fn task(id: &str, cpus: u64, mem: u64) -> TaskInfo {
+    TaskInfo {
+        task_id: TaskId::from(id),
+        name: id.into(),
+        agent_id: AgentId::from("A1"),
+        resources: Resources::new(cpus, mem, 0),
+        module: Digest::of(b"m"),
+        args: vec![],
+        env: vec![],
+        files: vec![],
+        timeout_ms: None,
+    }
+}
+
+fn drain(a: &mut Agent) -> Vec<Action> {
+    std::iter::from_fn(|| a.poll_action()).collect()
+}
+
+fn updates(actions: &[Action]) -> Vec<(TaskState, Option<UpdateId>)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(Message::StatusUpdate { status }) => {
+                Some((status.state, status.uuid.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn registered(now: Instant) -> Agent {
+    let mut a = Agent::new(cfg());
+    a.handle(now, Event::Connected);
+    let acts = drain(&mut a);
+    assert!(matches!(&acts[0], Action::Send(Message::Register { agent_id: None, .. })));
+    a.handle(
+        now,
+        Event::Message(Message::Registered {
+            agent_id: AgentId::from("A1"),
+        }),
+    );
+    drain(&mut a);
+    a
+}
+
+fn fid() -> FrameworkId {
+    FrameworkId::from("F1")
+}
+
+fn ack(a: &mut Agent, now: Instant, task: &str, uuid: UpdateId) {
+    a.handle(
+        now,
+        Event::Message(Message::StatusUpdateAck {
+            framework_id: fid(),
+            task_id: TaskId::from(task),
+            uuid,
+        }),
+    );
+}
+
+#[test]
+fn task_life_cycle_with_ordered_acknowledged_updates() {
+    let t0 = Instant::now();
+    let mut a = registered(t0);
+    a.handle(
+        t0,
+        Event::Message(Message::RunTask {
+            framework_id: fid(),
+            task: task("t1", 1000, GIB),
+        }),
+    );
+    let acts = drain(&mut a);
+    let ups = updates(&acts);
+    assert_eq!(ups.len(), 1);
+    assert_eq!(ups[0].0, TaskState::Starting);
+    assert!(acts.iter().any(|x| matches!(x, Action::Prepare { .. })));
+    let key = (fid(), TaskId::from("t1"));
+    a.handle(t0, Event::Prepared { key: key.clone(), result: Ok(()) });
+    assert!(matches!(drain(&mut a)[0], Action::Launch { .. }));
+    a.handle(t0, Event::Running { key: key.clone() });
+    // RUNNING waits behind the unacknowledged STARTING.
+    assert!(updates(&drain(&mut a)).is_empty());
+    ack(&mut a, t0, "t1", ups[0].1.clone().unwrap());
+    let running = updates(&drain(&mut a));
+    assert_eq!(running[0].0, TaskState::Running);
+    a.handle(
+        t0,
+        Event::Finished {
+            key: key.clone(),
+            outcome: Outcome {
+                state: TaskState::Finished,
+                reason: Reason::ExitCode(0),
+                message: "exited 0".into(),
+                stdout_tail: "hi\n".into(),
+                stderr_tail: String::new(),
+            },
+        },
+    );
+    assert_eq!(a.used(), Resources::ZERO);
+    ack(&mut a, t0, "t1", running[0].1.clone().unwrap());
+    let fin = drain(&mut a);
+    match &fin[0] {
+        Action::Send(Message::StatusUpdate { status }) => {
+            assert_eq!(status.state, TaskState::Finished);
+            assert_eq!(status.stdout_tail, "hi\n");
+            ack(&mut a, t0, "t1", status.uuid.clone().unwrap());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(a.task_count(), 0);
+}
+
+#[test]
+fn unacknowledged_update_is_resent_and_survives_reconnection() {
+    let t0 = Instant::now();
+    let mut a = registered(t0);
+    a.handle(
+        t0,
+        Event::Message(Message::RunTask {
+            framework_id: fid(),
+            task: task("t1", 1000, GIB),
+        }),
+    );
+    let first = updates(&drain(&mut a));
+    assert_eq!(a.poll_timeout(), Some(t0 + Duration::from_secs(2)));
+    a.handle_timeout(t0 + Duration::from_secs(1));
+    assert!(drain(&mut a).is_empty());
+    a.handle_timeout(t0 + Duration::from_secs(2));
+    assert_eq!(updates(&drain(&mut a)), first);
+    // Disconnect: nothing is sent, the task is reported on re-registration, the head resent.
+    a.handle(t0, Event::Disconnected);
+    a.handle_timeout(t0 + Duration::from_secs(10));
+    assert!(drain(&mut a).is_empty());
+    a.handle(t0, Event::Connected);
+    match &drain(&mut a)[0] {
+        Action::Send(Message::Register {
+            agent_id, running, ..
+        }) => {
+            assert_eq!(agent_id.as_ref().unwrap().as_str(), "A1");
+            assert_eq!(running.len(), 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    a.handle(
+        t0,
+        Event::Message(Message::Registered {
+            agent_id: AgentId::from("A1"),
+        }),
+    );
+    assert_eq!(updates(&drain(&mut a)), first);
+}
+
+#[test]
+fn kill_before_and_after_launch() {
+    let t0 = Instant::now();
+    let mut a = registered(t0);
+    for id in ["t1", "t2"] {
+        a.handle(
+            t0,
+            Event::Message(Message::RunTask {
+                framework_id: fid(),
+                task: task(id, 1000, GIB),
+            }),
+        );
+    }
+    drain(&mut a);
+    let k1 = (fid(), TaskId::from("t1"));
+    let k2 = (fid(), TaskId::from("t2"));
+    // t1 killed while preparing: never launched.
+    a.handle(
+        t0,
+        Event::Message(Message::KillTask {
+            framework_id: fid(),
+            task_id: k1.1.clone(),
+        }),
+    );
+    a.handle(t0, Event::Prepared { key: k1.clone(), result: Ok(()) });
+    let acts = drain(&mut a);
+    assert!(!acts.iter().any(|x| matches!(x, Action::Launch { .. })));
+    assert_eq!(a.task_state(&k1), Some(TaskState::Killed));
+    // t2 killed while running: the executor is told.
+    a.handle(t0, Event::Prepared { key: k2.clone(), result: Ok(()) });
+    drain(&mut a);
+    a.handle(
+        t0,
+        Event::Message(Message::KillTask {
+            framework_id: fid(),
+            task_id: k2.1.clone(),
+        }),
+    );
+    assert_eq!(drain(&mut a), vec![Action::Kill { key: k2 }]);
+}
+
+#[test]
+fn refuses_tasks_beyond_its_resources_and_unsafe_ids() {
+    let t0 = Instant::now();
+    let mut a = registered(t0);
+    a.handle(
+        t0,
+        Event::Message(Message::RunTask {
+            framework_id: fid(),
+            task: task("big", 8000, GIB),
+        }),
+    );
+    a.handle(
+        t0,
+        Event::Message(Message::RunTask {
+            framework_id: fid(),
+            task: task("../escape", 100, 1),
+        }),
+    );
+    let acts = drain(&mut a);
+    assert!(!acts.iter().any(|x| matches!(x, Action::Prepare { .. })));
+    let ups = updates(&acts);
+    assert_eq!(ups.len(), 2);
+    assert!(ups.iter().all(|(s, _)| *s == TaskState::Failed));
+}
+
+#[test]
+fn shutdown_kills_and_forgets() {
+    let t0 = Instant::now();
+    let mut a = registered(t0);
+    a.handle(
+        t0,
+        Event::Message(Message::RunTask {
+            framework_id: fid(),
+            task: task("t1", 1000, GIB),
+        }),
+    );
+    let key = (fid(), TaskId::from("t1"));
+    a.handle(t0, Event::Prepared { key: key.clone(), result: Ok(()) });
+    drain(&mut a);
+    a.handle(
+        t0,
+        Event::Message(Message::Shutdown {
+            message: "removed".into(),
+        }),
+    );
+    assert_eq!(drain(&mut a), vec![Action::Kill { key }]);
+    assert_eq!(a.task_count(), 0);
+    assert!(a.agent_id().is_none());
+}

@@ -1,0 +1,272 @@
+//! Handlers for what agents send: registration (with task reconciliation) and status updates.
+
+use super::{AgentEntry, Binding, ConnId, Master, TaskEntry};
+use proto::{
+    AgentId, AgentInfo, FrameworkId, Message, Reason, Resources, RunningTask, TaskId, TaskState,
+    TaskStatus,
+};
+use std::collections::BTreeSet;
+
+/// What a (re-)registration will change, worked out before anything is changed so that an
+/// invalid registration leaves no trace.
+#[derive(Default)]
+struct RegisterPlan {
+    /// Known non-terminal tasks the agent no longer reports: TASK_LOST (AgentRestarted).
+    lost: Vec<(FrameworkId, TaskId)>,
+    /// Reported tasks unknown to the master: adopted.
+    adopt: Vec<RunningTask>,
+    /// Reported tasks the agent should not be running (stale, elsewhere, or of a removed
+    /// framework): killed.
+    kill: Vec<(FrameworkId, TaskId)>,
+    /// Resources the agent's non-terminal tasks will use afterwards.
+    used: Resources,
+}
+
+impl Master {
+    pub(super) fn on_register(
+        &mut self,
+        conn: ConnId,
+        agent_id: Option<AgentId>,
+        info: AgentInfo,
+        running: Vec<RunningTask>,
+    ) {
+        if let Some(Binding::Agent(bound)) = self.binding(conn) {
+            if agent_id.as_ref() != Some(&bound) {
+                return self.close(
+                    conn,
+                    format!("register refused: this connection is already agent {bound}"),
+                );
+            }
+        }
+        if let Some(id) = &agent_id {
+            let own = id.0.starts_with(&format!("{}-A", self.cfg.run_id));
+            if id.0.is_empty()
+                || (!self.agents.contains_key(id) && (own || self.removed_agents.contains(id)))
+            {
+                let message = format!(
+                    "agent id {id:?} is unknown to this master (removed after it failed to \
+                     re-register in time); restart without an id"
+                );
+                self.send(
+                    conn,
+                    Message::Shutdown {
+                        message: message.clone(),
+                    },
+                );
+                return self.close(conn, message);
+            }
+        }
+        let plan_id = agent_id.clone().unwrap_or_else(|| AgentId(String::new()));
+        let plan = match self.plan_register(&plan_id, &info, &running) {
+            Ok(p) => p,
+            Err(reason) => return self.close(conn, format!("register refused: {reason}")),
+        };
+        let id = match agent_id {
+            Some(id) if self.agents.contains_key(&id) => {
+                let old = self.agents.get(&id).and_then(|a| a.conn);
+                if let Some(old) = old.filter(|old| *old != conn) {
+                    self.supersede(old, format!("agent {id} re-registered on another connection"));
+                }
+                // Its offers were made against the old view of its tasks.
+                self.rescind_agent_offers(&id);
+                if let Some(a) = self.agents.get_mut(&id) {
+                    a.hostname = info.hostname;
+                    a.total = info.resources;
+                    a.attributes = info.attributes;
+                    a.conn = Some(conn);
+                    a.remove_at = None;
+                }
+                tracing::info!(agent = %id, "agent re-registered");
+                id
+            }
+            other => {
+                // New, or (with a foreign id) an agent of a previous master run coming back.
+                let id = match other {
+                    Some(id) => id,
+                    None => self.mint_agent_id(),
+                };
+                let seq = self.next_seq();
+                self.agents.insert(
+                    id.clone(),
+                    AgentEntry {
+                        id: id.clone(),
+                        seq,
+                        hostname: info.hostname,
+                        total: info.resources,
+                        attributes: info.attributes,
+                        conn: Some(conn),
+                        remove_at: None,
+                        used: Resources::ZERO,
+                        offered: Resources::ZERO,
+                    },
+                );
+                tracing::info!(agent = %id, "agent registered");
+                id
+            }
+        };
+        self.bind(conn, Binding::Agent(id.clone()));
+        self.send(
+            conn,
+            Message::Registered {
+                agent_id: id.clone(),
+            },
+        );
+        self.apply_register_plan(&id, plan);
+        self.schedule_allocation();
+    }
+
+    /// Works out how the agent's report reconciles with the task table, and checks it fits.
+    fn plan_register(
+        &self,
+        id: &AgentId,
+        info: &AgentInfo,
+        running: &[RunningTask],
+    ) -> Result<RegisterPlan, String> {
+        let mut plan = RegisterPlan::default();
+        let mut reported = BTreeSet::new();
+        for rt in running {
+            let key = (rt.framework_id.clone(), rt.task.task_id.clone());
+            if key.0 .0.is_empty() || key.1 .0.is_empty() {
+                return Err("a running task has an empty framework or task id".into());
+            }
+            if !reported.insert(key.clone()) {
+                return Err(format!("task {} of {} is reported twice", key.1, key.0));
+            }
+            match self.tasks.get(&key) {
+                Some(t) if t.info.agent_id == *id => {
+                    if !t.is_terminal() {
+                        plan.used = plan
+                            .used
+                            .checked_add(&t.info.resources)
+                            .ok_or("running tasks' resources overflow")?;
+                        if !self.frameworks.contains_key(&key.0) {
+                            plan.kill.push(key);
+                        }
+                    }
+                }
+                Some(_) => plan.kill.push(key),
+                None if self.completed_task(&key.0, &key.1).is_some() => {
+                    if !rt.state.is_terminal() {
+                        plan.kill.push(key);
+                    }
+                }
+                None => {
+                    if rt.state.is_terminal() {
+                        // Its terminal update is on its way; the master acks it as unknown.
+                        continue;
+                    }
+                    plan.used = plan
+                        .used
+                        .checked_add(&rt.task.resources)
+                        .ok_or("running tasks' resources overflow")?;
+                    if self.removed_frameworks.contains(&key.0) {
+                        plan.kill.push(key);
+                    }
+                    plan.adopt.push(rt.clone());
+                }
+            }
+        }
+        if !info.resources.contains(&plan.used) {
+            return Err(format!(
+                "running tasks use {} but the agent has only {}",
+                plan.used, info.resources
+            ));
+        }
+        plan.lost = self
+            .tasks
+            .iter()
+            .filter(|(k, t)| t.info.agent_id == *id && !t.is_terminal() && !reported.contains(*k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        Ok(plan)
+    }
+
+    fn apply_register_plan(&mut self, id: &AgentId, plan: RegisterPlan) {
+        for key in plan.lost {
+            let lost = Self::master_status(
+                &key.0,
+                &key.1,
+                Some(id.clone()),
+                TaskState::Lost,
+                Some(Reason::AgentRestarted),
+                format!("agent {id} re-registered without the task"),
+            );
+            if self.set_status(&key, lost.clone()) {
+                self.send_to_framework(&key.0, Message::Update { status: lost });
+            }
+            self.complete_task(&key);
+        }
+        for rt in plan.adopt {
+            let mut task = rt.task;
+            task.agent_id = id.clone();
+            let key = (rt.framework_id.clone(), task.task_id.clone());
+            let status = Self::master_status(
+                &key.0,
+                &key.1,
+                Some(id.clone()),
+                rt.state,
+                None,
+                "adopted when the agent registered".to_owned(),
+            );
+            if let Some(a) = self.agents.get_mut(id) {
+                a.used += task.resources;
+            }
+            tracing::info!(agent = %id, framework = %key.0, task = %key.1, "adopted task");
+            self.tasks.insert(
+                key,
+                TaskEntry {
+                    framework_id: rt.framework_id,
+                    info: task,
+                    status,
+                },
+            );
+        }
+        for (framework_id, task_id) in plan.kill {
+            self.send_to_agent(
+                id,
+                Message::KillTask {
+                    framework_id,
+                    task_id,
+                },
+            );
+        }
+        debug_assert!(self.agents.get(id).is_none_or(|a| a.used == plan.used));
+    }
+
+    pub(super) fn on_status_update(&mut self, conn: ConnId, status: TaskStatus) {
+        let Some(Binding::Agent(aid)) = self.binding(conn) else {
+            return self.close(conn, "protocol violation: StatusUpdate before Register");
+        };
+        let key = (status.framework_id.clone(), status.task_id.clone());
+        let on_this_agent = self
+            .tasks
+            .get(&key)
+            .is_some_and(|t| t.info.agent_id == aid);
+        let framework_known = self.frameworks.contains_key(&key.0);
+        if on_this_agent {
+            let mut st = status.clone();
+            st.agent_id = Some(aid.clone());
+            self.set_status(&key, st.clone());
+            if framework_known {
+                // Connected: forward; disconnected: the agent resends after it re-subscribes.
+                self.send_to_framework(&key.0, Message::Update { status: st });
+                return;
+            }
+            if self.tasks.get(&key).is_some_and(|t| t.is_terminal()) {
+                self.complete_task(&key);
+            }
+        }
+        // Unknown task or framework: nobody will acknowledge, so the master does.
+        tracing::debug!(agent = %aid, framework = %key.0, task = %key.1, "acking orphan update");
+        if let Some(uuid) = status.uuid {
+            self.send(
+                conn,
+                Message::StatusUpdateAck {
+                    framework_id: key.0,
+                    task_id: key.1,
+                    uuid,
+                },
+            );
+        }
+    }
+}

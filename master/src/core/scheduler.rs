@@ -1,0 +1,541 @@
+//! Handlers for the calls a framework's scheduler makes.
+
+use super::{Binding, ConnId, FrameworkEntry, Master, TaskEntry};
+use proto::{
+    AgentId, BlobKind, FrameworkId, FrameworkInfo, Message, OfferId, Reason, Resources, TaskId,
+    TaskInfo, TaskState, UpdateId,
+};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// Mesos's default refuse time, used when a filter's `refuse_seconds` is NaN or negative.
+const DEFAULT_REFUSE_SECS: f64 = 5.0;
+
+/// Why a task of an accept was rejected.
+type TaskRejection = (Reason, String);
+
+/// True for a sandbox path that is relative, non-empty and never climbs out (`..`).
+fn valid_sandbox_path(path: &str) -> bool {
+    if path.is_empty() || path.starts_with('/') || path.starts_with('\\') || path.contains('\0') {
+        return false;
+    }
+    let mut normal = 0;
+    for comp in path.split(['/', '\\']) {
+        match comp {
+            ".." => return false,
+            "" | "." => {}
+            c if c.contains(':') && normal == 0 => return false, // `C:` and friends
+            _ => normal += 1,
+        }
+    }
+    normal > 0
+}
+
+impl Master {
+    pub(super) fn on_subscribe(&mut self, conn: ConnId, info: FrameworkInfo) {
+        if info.name.trim().is_empty() {
+            return self.error(conn, "subscribe refused: framework name must not be empty");
+        }
+        if info.role.trim().is_empty() {
+            return self.error(conn, "subscribe refused: framework role must not be empty");
+        }
+        let bound = match self.binding(conn) {
+            Some(Binding::Framework(f)) => Some(f),
+            _ => None,
+        };
+        let fid = match info.id.clone() {
+            None => {
+                if let Some(f) = bound {
+                    return self.error(
+                        conn,
+                        format!(
+                            "subscribe refused: this connection is already subscribed as {f}; \
+                             set framework.id to re-subscribe"
+                        ),
+                    );
+                }
+                let fid = self.mint_framework_id();
+                self.add_framework(conn, fid.clone(), info);
+                fid
+            }
+            Some(fid) => {
+                if fid.0.is_empty() {
+                    return self.error(conn, "subscribe refused: framework id must not be empty");
+                }
+                if let Some(f) = bound.filter(|f| *f != fid) {
+                    return self.error(
+                        conn,
+                        format!(
+                            "subscribe refused: this connection is already subscribed as {f}, \
+                             not {fid}"
+                        ),
+                    );
+                }
+                if self.removed_frameworks.contains(&fid) {
+                    return self.error(
+                        conn,
+                        format!(
+                            "subscribe refused: framework {fid} was torn down; subscribe without \
+                             an id to start afresh"
+                        ),
+                    );
+                }
+                if self.frameworks.contains_key(&fid) {
+                    self.reattach_framework(conn, &fid, info);
+                } else {
+                    // Unknown id: a framework of a previous master run comes back.
+                    tracing::info!(framework = %fid, "re-admitting a framework unknown to this run");
+                    self.add_framework(conn, fid.clone(), info);
+                }
+                fid
+            }
+        };
+        let heartbeat_interval_ms =
+            u64::try_from(self.cfg.heartbeat_interval.as_millis()).unwrap_or(u64::MAX);
+        self.send(
+            conn,
+            Message::Subscribed {
+                framework_id: fid,
+                heartbeat_interval_ms,
+            },
+        );
+        self.schedule_allocation();
+    }
+
+    fn add_framework(&mut self, conn: ConnId, fid: FrameworkId, mut info: FrameworkInfo) {
+        info.id = Some(fid.clone());
+        let seq = self.next_seq();
+        tracing::info!(framework = %fid, name = %info.name, "framework subscribed");
+        self.frameworks.insert(
+            fid.clone(),
+            FrameworkEntry {
+                id: fid.clone(),
+                seq,
+                info,
+                conn: Some(conn),
+                suppressed: false,
+                failover_at: None,
+            },
+        );
+        self.bind(conn, Binding::Framework(fid));
+    }
+
+    fn reattach_framework(&mut self, conn: ConnId, fid: &FrameworkId, mut info: FrameworkInfo) {
+        let old = self.frameworks.get(fid).and_then(|f| f.conn);
+        if let Some(old) = old.filter(|old| *old != conn) {
+            // Offers went to the old connection; the new one has never seen them.
+            self.drop_framework_offers(fid);
+            self.supersede(old, format!("framework {fid} re-subscribed on another connection"));
+        }
+        info.id = Some(fid.clone());
+        if let Some(f) = self.frameworks.get_mut(fid) {
+            f.info = info;
+            f.conn = Some(conn);
+            f.failover_at = None;
+            f.suppressed = false;
+        }
+        self.bind(conn, Binding::Framework(fid.clone()));
+        tracing::info!(framework = %fid, "framework re-subscribed");
+    }
+
+    /// A call from a subscribed framework (anything but `Subscribe`).
+    pub(super) fn on_call(&mut self, conn: ConnId, fid: FrameworkId, call: Message) {
+        match call {
+            Message::Accept {
+                offer_ids,
+                tasks,
+                filters,
+            } => self.on_accept(conn, &fid, offer_ids, tasks, filters.refuse_seconds),
+            Message::Decline { offer_ids, filters } => {
+                self.on_decline(conn, &fid, offer_ids, filters.refuse_seconds)
+            }
+            Message::Revive => {
+                self.filters.retain(|(f, _), _| *f != fid);
+                if let Some(f) = self.frameworks.get_mut(&fid) {
+                    f.suppressed = false;
+                }
+                self.schedule_allocation();
+            }
+            Message::Suppress => {
+                if let Some(f) = self.frameworks.get_mut(&fid) {
+                    f.suppressed = true;
+                }
+            }
+            Message::Kill { task_id } => self.on_kill(conn, &fid, task_id),
+            Message::Acknowledge {
+                agent_id,
+                task_id,
+                uuid,
+            } => self.on_acknowledge(conn, &fid, agent_id, task_id, uuid),
+            Message::Reconcile { task_ids } => self.on_reconcile(conn, &fid, task_ids),
+            Message::Teardown => self.teardown(&fid),
+            other => self.error(conn, format!("unexpected call {}", other.kind())),
+        }
+    }
+
+    /// The refuse filter duration for `refuse_seconds`, `None` for no filter.
+    fn refuse_duration(&self, refuse_seconds: f64) -> Option<Duration> {
+        let s = if refuse_seconds.is_nan() || refuse_seconds < 0.0 {
+            DEFAULT_REFUSE_SECS
+        } else {
+            refuse_seconds
+        };
+        let s = s.min(self.cfg.max_refuse.as_secs_f64());
+        if s <= 0.0 {
+            return None;
+        }
+        Duration::try_from_secs_f64(s).ok()
+    }
+
+    /// Keeps `agent` away from `fid` for `refuse_seconds` (the longer filter wins).
+    fn add_filter(&mut self, fid: &FrameworkId, agent: &AgentId, refuse_seconds: f64) {
+        let Some(d) = self.refuse_duration(refuse_seconds) else {
+            return;
+        };
+        let Some(until) = self.now.checked_add(d) else {
+            return;
+        };
+        let e = self
+            .filters
+            .entry((fid.clone(), agent.clone()))
+            .or_insert(until);
+        *e = (*e).max(until);
+    }
+
+    fn task_update(
+        &mut self,
+        conn: ConnId,
+        fid: &FrameworkId,
+        task_id: &TaskId,
+        state: TaskState,
+        reason: Reason,
+        message: String,
+    ) {
+        let status = Self::master_status(fid, task_id, None, state, Some(reason), message);
+        self.send(conn, Message::Update { status });
+    }
+
+    fn on_accept(
+        &mut self,
+        conn: ConnId,
+        fid: &FrameworkId,
+        offer_ids: Vec<OfferId>,
+        tasks: Vec<TaskInfo>,
+        refuse_seconds: f64,
+    ) {
+        let mut errors = Vec::new();
+        let mut valid = Vec::new();
+        let mut agent: Option<AgentId> = None;
+        let mut seen = BTreeSet::new();
+        if offer_ids.is_empty() {
+            errors.push("accept names no offers".to_owned());
+        }
+        for id in &offer_ids {
+            if !seen.insert(id) {
+                errors.push(format!("offer {id} is named twice"));
+                continue;
+            }
+            match self.offers.get(id) {
+                None => errors.push(format!("offer {id} is unknown or no longer valid")),
+                Some(o) if o.framework_id != *fid => {
+                    errors.push(format!("offer {id} is not an offer to framework {fid}"))
+                }
+                Some(o) => {
+                    match &agent {
+                        None => agent = Some(o.agent_id.clone()),
+                        Some(a) if *a != o.agent_id => errors.push(format!(
+                            "offer {id} is on agent {} but the other offers are on agent {a}; \
+                             one accept uses offers of one agent",
+                            o.agent_id
+                        )),
+                        Some(_) => {}
+                    }
+                    valid.push(id.clone());
+                }
+            }
+        }
+        let agent = match agent {
+            Some(a) if errors.is_empty() => a,
+            _ => {
+                let message = format!("accept failed: {}", errors.join("; "));
+                for t in &tasks {
+                    self.task_update(
+                        conn,
+                        fid,
+                        &t.task_id,
+                        TaskState::Dropped,
+                        Reason::InvalidOffers,
+                        message.clone(),
+                    );
+                }
+                self.error(conn, message);
+                for id in &valid {
+                    self.remove_offer(id);
+                }
+                self.schedule_allocation();
+                return;
+            }
+        };
+        let mut remaining = Resources::ZERO;
+        for id in &valid {
+            if let Some(o) = self.remove_offer(id) {
+                remaining += o.resources;
+            }
+        }
+        let mut ids_in_call = BTreeSet::new();
+        for task in tasks {
+            let verdict = self.validate_task(fid, &agent, &task, &remaining, &ids_in_call);
+            ids_in_call.insert(task.task_id.clone());
+            match verdict {
+                Err((reason, message)) => self.task_update(
+                    conn,
+                    fid,
+                    &task.task_id,
+                    TaskState::Error,
+                    reason,
+                    message,
+                ),
+                Ok(()) => {
+                    remaining -= task.resources;
+                    self.launch(fid, &agent, task);
+                }
+            }
+        }
+        if !remaining.is_empty() {
+            self.add_filter(fid, &agent, refuse_seconds);
+        }
+        self.schedule_allocation();
+    }
+
+    fn validate_task(
+        &self,
+        fid: &FrameworkId,
+        agent: &AgentId,
+        task: &TaskInfo,
+        remaining: &Resources,
+        ids_in_call: &BTreeSet<TaskId>,
+    ) -> Result<(), TaskRejection> {
+        let invalid = |m: String| Err((Reason::TaskInvalid, m));
+        let tid = &task.task_id;
+        if tid.0.is_empty() {
+            return invalid("task id must not be empty".into());
+        }
+        if ids_in_call.contains(tid) {
+            return invalid(format!("task id {tid} is used twice in this accept"));
+        }
+        if self.tasks.contains_key(&(fid.clone(), tid.clone())) {
+            return invalid(format!("task id {tid} is already in use by a live task"));
+        }
+        if task.agent_id != *agent {
+            return invalid(format!(
+                "task {tid} names agent {} but the offers are on agent {agent}",
+                task.agent_id
+            ));
+        }
+        if task.resources.cpus_milli == 0 || task.resources.mem == 0 {
+            return invalid(format!(
+                "task {tid} must ask for cpus > 0 and mem > 0, not {}",
+                task.resources
+            ));
+        }
+        match self.blobs.get(&task.module) {
+            Some(BlobKind::Module) => {}
+            Some(BlobKind::File) => {
+                return Err((
+                    Reason::ModuleInvalid,
+                    format!(
+                        "module sha256:{} was uploaded as a file, not a module",
+                        task.module.to_hex()
+                    ),
+                ))
+            }
+            None => {
+                return Err((
+                    Reason::ModuleInvalid,
+                    format!("module sha256:{} has not been uploaded", task.module.to_hex()),
+                ))
+            }
+        }
+        let mut paths = BTreeSet::new();
+        for f in &task.files {
+            if !valid_sandbox_path(&f.path) {
+                return invalid(format!(
+                    "file path {:?} must be non-empty, relative and without `..`",
+                    f.path
+                ));
+            }
+            if !paths.insert(f.path.as_str()) {
+                return invalid(format!("file path {:?} is given twice", f.path));
+            }
+            if !self.blobs.contains_key(&f.digest) {
+                return invalid(format!(
+                    "file {:?} (sha256:{}) has not been uploaded",
+                    f.path,
+                    f.digest.to_hex()
+                ));
+            }
+        }
+        if !remaining.contains(&task.resources) {
+            return invalid(format!(
+                "task {tid} needs {} but only {remaining} remain in the offers",
+                task.resources
+            ));
+        }
+        Ok(())
+    }
+
+    fn launch(&mut self, fid: &FrameworkId, agent: &AgentId, task: TaskInfo) {
+        let status = Self::master_status(
+            fid,
+            &task.task_id,
+            Some(agent.clone()),
+            TaskState::Staging,
+            None,
+            String::new(),
+        );
+        if let Some(a) = self.agents.get_mut(agent) {
+            a.used += task.resources;
+        }
+        tracing::debug!(framework = %fid, task = %task.task_id, agent = %agent, "launching");
+        self.tasks.insert(
+            (fid.clone(), task.task_id.clone()),
+            TaskEntry {
+                framework_id: fid.clone(),
+                info: task.clone(),
+                status,
+            },
+        );
+        self.send_to_agent(
+            agent,
+            Message::RunTask {
+                framework_id: fid.clone(),
+                task,
+            },
+        );
+    }
+
+    fn on_decline(
+        &mut self,
+        conn: ConnId,
+        fid: &FrameworkId,
+        offer_ids: Vec<OfferId>,
+        refuse_seconds: f64,
+    ) {
+        if offer_ids.is_empty() {
+            return self.error(conn, "decline names no offers");
+        }
+        let mut bad = Vec::new();
+        for id in offer_ids {
+            if self.offers.get(&id).is_some_and(|o| o.framework_id == *fid) {
+                if let Some(o) = self.remove_offer(&id) {
+                    self.add_filter(fid, &o.agent_id, refuse_seconds);
+                }
+            } else {
+                bad.push(format!("offer {id} is unknown or no longer valid"));
+            }
+        }
+        if !bad.is_empty() {
+            self.error(conn, format!("decline: {}", bad.join("; ")));
+        }
+        self.schedule_allocation();
+    }
+
+    fn on_kill(&mut self, conn: ConnId, fid: &FrameworkId, task_id: TaskId) {
+        let key = (fid.clone(), task_id);
+        let task = self.tasks.get(&key).or_else(|| self.completed_task(fid, &key.1));
+        match task {
+            Some(t) if !t.is_terminal() => {
+                let aid = t.info.agent_id.clone();
+                self.send_to_agent(
+                    &aid,
+                    Message::KillTask {
+                        framework_id: key.0,
+                        task_id: key.1,
+                    },
+                );
+            }
+            Some(t) => {
+                let state = t.status.state.name();
+                self.error(conn, format!("task {} is already terminal ({state})", key.1));
+            }
+            None => self.error(conn, format!("unknown task {}", key.1)),
+        }
+    }
+
+    fn on_acknowledge(
+        &mut self,
+        conn: ConnId,
+        fid: &FrameworkId,
+        agent_id: AgentId,
+        task_id: TaskId,
+        uuid: UpdateId,
+    ) {
+        let key = (fid.clone(), task_id);
+        let done = self.tasks.get(&key).is_some_and(|t| {
+            t.is_terminal() && t.info.agent_id == agent_id && t.status.uuid.as_ref() == Some(&uuid)
+        });
+        if done {
+            self.complete_task(&key);
+        }
+        if !self.agents.contains_key(&agent_id) {
+            return self.error(conn, format!("acknowledge: unknown agent {agent_id}"));
+        }
+        self.send_to_agent(
+            &agent_id,
+            Message::StatusUpdateAck {
+                framework_id: key.0,
+                task_id: key.1,
+                uuid,
+            },
+        );
+    }
+
+    fn on_reconcile(&mut self, conn: ConnId, fid: &FrameworkId, task_ids: Vec<TaskId>) {
+        let mut statuses = Vec::new();
+        if task_ids.is_empty() {
+            statuses.extend(
+                self.tasks
+                    .values()
+                    .filter(|t| t.framework_id == *fid)
+                    .map(|t| t.status.clone()),
+            );
+        } else {
+            for tid in task_ids {
+                let known = self
+                    .tasks
+                    .get(&(fid.clone(), tid.clone()))
+                    .or_else(|| self.completed_task(fid, &tid));
+                statuses.push(match known {
+                    Some(t) => t.status.clone(),
+                    None => Self::master_status(
+                        fid,
+                        &tid,
+                        None,
+                        TaskState::Lost,
+                        None,
+                        "unknown task".to_owned(),
+                    ),
+                });
+            }
+        }
+        for mut status in statuses {
+            status.uuid = None;
+            self.send(conn, Message::Update { status });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_sandbox_path;
+
+    #[test]
+    fn sandbox_paths() {
+        for ok in ["a", "a/b.txt", "./a", "dir/./x", "a..b"] {
+            assert!(valid_sandbox_path(ok), "{ok}");
+        }
+        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a/..", ".", "\\x", "C:x", "a\0b"] {
+            assert!(!valid_sandbox_path(bad), "{bad:?}");
+        }
+    }
+}
