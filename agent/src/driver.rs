@@ -8,7 +8,9 @@
 //! status updates.
 
 use crate::core::{Action, Agent, AgentConfig, Event, Outcome, TaskKey};
-use crate::executor::{ExecEvent, Executor, ExecutorConfig, KillHandle, TaskOutcome, TaskSpec, Termination};
+use crate::executor::{
+    ExecEvent, Executor, ExecutorConfig, KillHandle, TaskOutcome, TaskSpec, Termination,
+};
 use proto::link::{self, Link, LinkError};
 use proto::tls::{PeerTls, TransportTuning};
 use proto::{AgentInfo, Digest, FrameworkId, Message, Reason, Role, TaskInfo, TaskState};
@@ -80,7 +82,8 @@ pub enum AgentError {
     },
 }
 
-/// What the loop's channel carries.
+/// What the loop's channel carries (unboxed: nearly every input is a `Core` event).
+#[allow(clippy::large_enum_variant)]
 enum Input {
     Core(Event),
     LinkDown { generation: u64, why: String },
@@ -221,6 +224,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
             _ = &mut shutdown => break,
             input = rx.recv() => match input {
                 Some(Input::Core(ev)) => {
+                    tracing::debug!(event = ?ev, "agent event");
                     if let Event::Finished { key, .. } = &ev {
                         kills.remove(key);
                     }
@@ -291,7 +295,11 @@ fn spawn_reader(
 /// Maps the executor's terms onto the protocol's.
 pub fn outcome_of(o: TaskOutcome, timeout_ms: Option<u64>) -> Outcome {
     let (state, reason, message) = match o.termination {
-        Termination::Exited(0) => (TaskState::Finished, Reason::ExitCode(0), "exited with code 0".to_owned()),
+        Termination::Exited(0) => (
+            TaskState::Finished,
+            Reason::ExitCode(0),
+            "exited with code 0".to_owned(),
+        ),
         Termination::Exited(code) => (
             TaskState::Failed,
             Reason::ExitCode(code),
@@ -306,7 +314,10 @@ pub fn outcome_of(o: TaskOutcome, timeout_ms: Option<u64>) -> Outcome {
         Termination::Timeout => (
             TaskState::Failed,
             Reason::Timeout,
-            format!("wall-clock timeout of {} ms reached", timeout_ms.unwrap_or(0)),
+            format!(
+                "wall-clock timeout of {} ms reached",
+                timeout_ms.unwrap_or(0)
+            ),
         ),
         Termination::Killed => (TaskState::Killed, Reason::Killed, "killed".to_owned()),
         Termination::StartFailed(m) => (TaskState::Failed, Reason::ModuleInvalid, m),
@@ -387,11 +398,16 @@ impl Fetcher {
             if !proto::ids::is_safe_relative_path(&file.path) {
                 return Err((
                     Reason::TaskInvalid,
-                    format!("file path {:?} is not a relative path inside the sandbox", file.path),
+                    format!(
+                        "file path {:?} is not a relative path inside the sandbox",
+                        file.path
+                    ),
                 ));
             }
             let src = self.ensure_blob(file.digest).await?;
-            place_file(&src, &sandbox.join(&file.path)).await.map_err(io)?;
+            place_file(&src, &sandbox.join(&file.path))
+                .await
+                .map_err(io)?;
         }
         self.executor
             .prepare(&task.module.to_hex(), &module)

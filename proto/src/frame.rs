@@ -74,7 +74,9 @@ pub fn parse(buf: &[u8], max: usize) -> Result<Option<(Message, usize)>, FrameEr
 fn decode_body(body: &[u8]) -> Result<Message, FrameError> {
     let (msg, rest) = postcard::take_from_bytes::<Message>(body)?;
     if !rest.is_empty() {
-        return Err(FrameError::Malformed(postcard::Error::DeserializeBadEncoding));
+        return Err(FrameError::Malformed(
+            postcard::Error::DeserializeBadEncoding,
+        ));
     }
     Ok(msg)
 }
@@ -113,7 +115,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 }
 
 /// Writes one frame to a stream.
-pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, msg: &Message) -> Result<(), FrameError> {
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    msg: &Message,
+) -> Result<(), FrameError> {
     let bytes = encode(msg)?;
     w.write_all(&bytes).await?;
     Ok(())

@@ -61,7 +61,10 @@ pub enum LinkError {
 }
 
 /// A client QUIC endpoint configured for mutual TLS with the cluster.
-pub fn client_endpoint(tls: &PeerTls, tuning: TransportTuning) -> Result<quinn::Endpoint, LinkError> {
+pub fn client_endpoint(
+    tls: &PeerTls,
+    tuning: TransportTuning,
+) -> Result<quinn::Endpoint, LinkError> {
     let cfg = tls::client_config(&tls.ca_pem, &tls.identity, tuning)?;
     let mut ep = quinn::Endpoint::client("0.0.0.0:0".parse().expect("valid addr"))
         .map_err(LinkError::Endpoint)?;
@@ -81,7 +84,11 @@ pub struct Link {
 
 impl Link {
     /// Dials the master and performs the handshake as `role`.
-    pub async fn connect(ep: &quinn::Endpoint, addr: SocketAddr, role: Role) -> Result<Self, LinkError> {
+    pub async fn connect(
+        ep: &quinn::Endpoint,
+        addr: SocketAddr,
+        role: Role,
+    ) -> Result<Self, LinkError> {
         let connecting = ep
             .connect(addr, MASTER_SERVER_NAME)
             .map_err(|e| LinkError::Connect {
@@ -157,7 +164,9 @@ pub async fn upload_blob(
             "unexpected {} on blob stream",
             other.kind()
         ))),
-        None => Err(LinkError::Protocol("blob stream closed without an answer".into())),
+        None => Err(LinkError::Protocol(
+            "blob stream closed without an answer".into(),
+        )),
     }
 }
 
@@ -181,7 +190,11 @@ pub async fn fetch_blob(
                 other.kind()
             )))
         }
-        None => return Err(LinkError::Protocol("blob stream closed without an answer".into())),
+        None => {
+            return Err(LinkError::Protocol(
+                "blob stream closed without an answer".into(),
+            ))
+        }
     };
     if size > max_size {
         return Err(LinkError::Refused(format!(
@@ -240,7 +253,10 @@ pub async fn read_blob_body(
     let mut buf = vec![0u8; CHUNK];
     while left > 0 {
         let want = buf.len().min(left as usize);
-        let n = recv.read(&mut buf[..want]).await.map_err(|e| LinkError::Io(e.into()))?;
+        let n = recv
+            .read(&mut buf[..want])
+            .await
+            .map_err(|e| LinkError::Io(e.into()))?;
         match n {
             Some(0) | None => return Err(LinkError::Frame(FrameError::Truncated)),
             Some(n) => {

@@ -201,9 +201,7 @@ pub fn parse_size(s: &str) -> Result<u64, ParseError> {
         "t" | "tb" | "tib" => 1 << 40,
         _ => return Err(ParseError::Unit(s.to_owned())),
     };
-    let value: f64 = num
-        .parse()
-        .map_err(|_| ParseError::Invalid(s.to_owned()))?;
+    let value: f64 = num.parse().map_err(|_| ParseError::Invalid(s.to_owned()))?;
     let bytes = value * mult as f64;
     if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 / 2.0 {
         return Err(ParseError::Range(s.to_owned()));

@@ -1,1 +1,110 @@
-//! Shared harness for end-to-end tests.
+//! Shared harness for the end-to-end tests: a real cluster in-process (master and agents on
+//! loopback QUIC with mutual TLS, wasmtime running the example guests, task files in temporary
+//! directories), plus helpers to wait for scheduler events.
+
+use proto::resources::{GIB, MIB};
+use proto::{Offer, Resources, TaskState, TaskStatus};
+use sdk::{Event, Scheduler};
+use std::time::Duration;
+
+pub use cli::local::{LocalCluster, LocalClusterConfig};
+
+/// Installs a tracing subscriber writing through the test harness (so output shows with a
+/// failing test). Global rather than per-thread, because the cluster's tasks run on the
+/// runtime's worker threads.
+pub fn trace() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// `<cpus, GiB>` in the seed's notation.
+pub fn res(cpus: f64, gib: f64) -> Resources {
+    Resources::new((cpus * 1000.0) as u64, (gib * GIB as f64) as u64, 0)
+}
+
+/// `<cpus, MiB>`.
+pub fn res_mib(cpus: f64, mib: u64) -> Resources {
+    Resources::new((cpus * 1000.0) as u64, mib * MIB, 0)
+}
+
+/// A cluster config with short timeouts so fault tests run fast.
+pub fn fast_config() -> LocalClusterConfig {
+    let mut cfg = LocalClusterConfig::default();
+    cfg.master.allocation_interval = Duration::from_millis(200);
+    cfg.master.agent_reregister_timeout = Duration::from_secs(2);
+    cfg.tuning.idle_timeout = Duration::from_secs(2);
+    cfg.tuning.keep_alive = Duration::from_millis(300);
+    cfg.status_retry = Duration::from_millis(500);
+    cfg
+}
+
+/// Waits (up to `within`) for an event `pick` returns `Some` for; other events are skipped.
+pub async fn wait_for<T>(
+    sched: &mut Scheduler,
+    within: Duration,
+    mut pick: impl FnMut(&Event) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let ev = tokio::time::timeout_at(deadline, sched.next_event())
+            .await
+            .expect("timed out waiting for an event")
+            .expect("scheduler closed");
+        if let Some(t) = pick(&ev) {
+            return t;
+        }
+    }
+}
+
+/// Waits for the next batch of offers.
+pub async fn next_offers(sched: &mut Scheduler) -> Vec<Offer> {
+    wait_for(sched, Duration::from_secs(10), |e| match e {
+        Event::Offers(o) => Some(o.clone()),
+        _ => None,
+    })
+    .await
+}
+
+/// Waits for an update of `task` reaching `state`.
+pub async fn wait_state(sched: &mut Scheduler, task: &str, state: TaskState) -> TaskStatus {
+    wait_for(sched, Duration::from_secs(30), |e| match e {
+        Event::Update(s) if s.task_id.as_str() == task && s.state == state => Some(s.clone()),
+        _ => None,
+    })
+    .await
+}
+
+/// Waits until every `(task, state)` pair has been seen, in any order.
+pub async fn wait_all(sched: &mut Scheduler, pairs: &[(&str, TaskState)]) -> Vec<TaskStatus> {
+    let mut left: Vec<(String, TaskState)> =
+        pairs.iter().map(|(t, s)| (t.to_string(), *s)).collect();
+    let mut seen = Vec::new();
+    while !left.is_empty() {
+        let status = wait_for(sched, Duration::from_secs(30), |e| match e {
+            Event::Update(s) => Some(s.clone()),
+            _ => None,
+        })
+        .await;
+        if let Some(i) = left
+            .iter()
+            .position(|(t, st)| status.task_id.as_str() == t && status.state == *st)
+        {
+            left.remove(i);
+            seen.push(status);
+        }
+    }
+    seen
+}
+
+/// Waits for the terminal update of `task`.
+pub async fn wait_terminal(sched: &mut Scheduler, task: &str) -> TaskStatus {
+    wait_for(sched, Duration::from_secs(30), |e| match e {
+        Event::Update(s) if s.task_id.as_str() == task && s.state.is_terminal() => Some(s.clone()),
+        _ => None,
+    })
+    .await
+}

@@ -207,8 +207,9 @@ impl Agent {
         for task in self.tasks.values_mut() {
             if let (Some(at), Some(head)) = (task.next_retry, task.updates.front()) {
                 if at <= now {
-                    self.actions
-                        .push_back(Action::Send(Message::StatusUpdate { status: head.clone() }));
+                    self.actions.push_back(Action::Send(Message::StatusUpdate {
+                        status: head.clone(),
+                    }));
                     task.next_retry = Some(now + retry);
                 }
             }
@@ -245,7 +246,14 @@ impl Agent {
             Event::Running { key } => {
                 if let Some(t) = self.tasks.get(&key) {
                     if t.phase == Phase::Launched && !t.state.is_terminal() {
-                        self.push_update(now, &key, TaskState::Running, None, "guest started", None);
+                        self.push_update(
+                            now,
+                            &key,
+                            TaskState::Running,
+                            None,
+                            "guest started",
+                            None,
+                        );
                     }
                 }
             }
@@ -293,8 +301,9 @@ impl Agent {
                         u.agent_id = Some(agent_id.clone());
                     }
                     if let Some(head) = t.updates.front() {
-                        self.actions
-                            .push_back(Action::Send(Message::StatusUpdate { status: head.clone() }));
+                        self.actions.push_back(Action::Send(Message::StatusUpdate {
+                            status: head.clone(),
+                        }));
                         t.next_retry = Some(now + self.cfg.status_retry);
                     }
                 }
@@ -349,8 +358,9 @@ impl Agent {
                 }
                 t.updates.pop_front();
                 if let Some(next) = t.updates.front() {
-                    self.actions
-                        .push_back(Action::Send(Message::StatusUpdate { status: next.clone() }));
+                    self.actions.push_back(Action::Send(Message::StatusUpdate {
+                        status: next.clone(),
+                    }));
                     t.next_retry = Some(now + self.cfg.status_retry);
                 } else {
                     t.next_retry = None;
@@ -375,11 +385,17 @@ impl Agent {
         let invalid = if !proto::ids::is_safe_id(framework_id.as_str())
             || !proto::ids::is_safe_id(task.task_id.as_str())
         {
-            Some((Reason::TaskInvalid, "framework or task id is not a safe name".to_owned()))
+            Some((
+                Reason::TaskInvalid,
+                "framework or task id is not a safe name".to_owned(),
+            ))
         } else if !free.contains(&task.resources) {
             Some((
                 Reason::AgentError,
-                format!("task needs {} but the agent has only {free} free", task.resources),
+                format!(
+                    "task needs {} but the agent has only {free} free",
+                    task.resources
+                ),
             ))
         } else {
             None
@@ -400,8 +416,16 @@ impl Agent {
             self.push_update(now, &key, TaskState::Failed, Some(reason), &message, None);
             return;
         }
-        self.push_update(now, &key, TaskState::Starting, None, "fetching and compiling", None);
-        self.actions.push_back(Action::Prepare { framework_id, task });
+        self.push_update(
+            now,
+            &key,
+            TaskState::Starting,
+            None,
+            "fetching and compiling",
+            None,
+        );
+        self.actions
+            .push_back(Action::Prepare { framework_id, task });
     }
 
     fn on_prepared(&mut self, now: Instant, key: TaskKey, result: Result<(), (Reason, String)>) {
@@ -413,7 +437,14 @@ impl Agent {
         }
         if t.kill_requested {
             t.phase = Phase::Done;
-            self.push_update(now, &key, TaskState::Killed, Some(Reason::Killed), "killed before it started", None);
+            self.push_update(
+                now,
+                &key,
+                TaskState::Killed,
+                Some(Reason::Killed),
+                "killed before it started",
+                None,
+            );
             return;
         }
         match result {

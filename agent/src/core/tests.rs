@@ -50,7 +50,10 @@ fn registered(now: Instant) -> Agent {
     let mut a = Agent::new(cfg());
     a.handle(now, Event::Connected);
     let acts = drain(&mut a);
-    assert!(matches!(&acts[0], Action::Send(Message::Register { agent_id: None, .. })));
+    assert!(matches!(
+        &acts[0],
+        Action::Send(Message::Register { agent_id: None, .. })
+    ));
     a.handle(
         now,
         Event::Message(Message::Registered {
@@ -93,7 +96,13 @@ fn task_life_cycle_with_ordered_acknowledged_updates() {
     assert_eq!(ups[0].0, TaskState::Starting);
     assert!(acts.iter().any(|x| matches!(x, Action::Prepare { .. })));
     let key = (fid(), TaskId::from("t1"));
-    a.handle(t0, Event::Prepared { key: key.clone(), result: Ok(()) });
+    a.handle(
+        t0,
+        Event::Prepared {
+            key: key.clone(),
+            result: Ok(()),
+        },
+    );
     assert!(matches!(drain(&mut a)[0], Action::Launch { .. }));
     a.handle(t0, Event::Running { key: key.clone() });
     // RUNNING waits behind the unacknowledged STARTING.
@@ -192,12 +201,24 @@ fn kill_before_and_after_launch() {
             task_id: k1.1.clone(),
         }),
     );
-    a.handle(t0, Event::Prepared { key: k1.clone(), result: Ok(()) });
+    a.handle(
+        t0,
+        Event::Prepared {
+            key: k1.clone(),
+            result: Ok(()),
+        },
+    );
     let acts = drain(&mut a);
     assert!(!acts.iter().any(|x| matches!(x, Action::Launch { .. })));
     assert_eq!(a.task_state(&k1), Some(TaskState::Killed));
     // t2 killed while running: the executor is told.
-    a.handle(t0, Event::Prepared { key: k2.clone(), result: Ok(()) });
+    a.handle(
+        t0,
+        Event::Prepared {
+            key: k2.clone(),
+            result: Ok(()),
+        },
+    );
     drain(&mut a);
     a.handle(
         t0,
@@ -246,7 +267,13 @@ fn shutdown_kills_and_forgets() {
         }),
     );
     let key = (fid(), TaskId::from("t1"));
-    a.handle(t0, Event::Prepared { key: key.clone(), result: Ok(()) });
+    a.handle(
+        t0,
+        Event::Prepared {
+            key: key.clone(),
+            result: Ok(()),
+        },
+    );
     drain(&mut a);
     a.handle(
         t0,

@@ -65,7 +65,10 @@ impl Master {
             Some(id) if self.agents.contains_key(&id) => {
                 let old = self.agents.get(&id).and_then(|a| a.conn);
                 if let Some(old) = old.filter(|old| *old != conn) {
-                    self.supersede(old, format!("agent {id} re-registered on another connection"));
+                    self.supersede(
+                        old,
+                        format!("agent {id} re-registered on another connection"),
+                    );
                 }
                 // Its offers were made against the old view of its tasks.
                 self.rescind_agent_offers(&id);
@@ -238,10 +241,7 @@ impl Master {
             return self.close(conn, "protocol violation: StatusUpdate before Register");
         };
         let key = (status.framework_id.clone(), status.task_id.clone());
-        let on_this_agent = self
-            .tasks
-            .get(&key)
-            .is_some_and(|t| t.info.agent_id == aid);
+        let on_this_agent = self.tasks.get(&key).is_some_and(|t| t.info.agent_id == aid);
         let framework_known = self.frameworks.contains_key(&key.0);
         if on_this_agent {
             let mut st = status.clone();

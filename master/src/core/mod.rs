@@ -93,6 +93,9 @@ impl Default for MasterConfig {
 }
 
 /// An input to the core, reported by the driver.
+// `Message` dominates the size; events are moved once each, so boxing would only add an
+// allocation per message.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     /// A peer finished its handshake on a new connection.
@@ -126,6 +129,7 @@ pub enum Event {
 }
 
 /// An output of the core, for the driver to execute in order.
+#[allow(clippy::large_enum_variant)] // as for `Event`
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Write a message to a connection's control stream.
@@ -442,7 +446,9 @@ impl Master {
         let mut used: BTreeMap<&AgentId, Resources> = BTreeMap::new();
         for ((fid, tid), t) in &self.tasks {
             if *fid != t.framework_id || *tid != t.info.task_id {
-                return Err(format!("task table key ({fid}, {tid}) mismatches its entry"));
+                return Err(format!(
+                    "task table key ({fid}, {tid}) mismatches its entry"
+                ));
             }
             if !self.agents.contains_key(&t.info.agent_id) {
                 return Err(format!(
@@ -490,7 +496,10 @@ impl Master {
                 return Err(format!("agent {id}: cached used {} != tasks' {u}", a.used));
             }
             if o != a.offered {
-                return Err(format!("agent {id}: cached offered {} != offers' {o}", a.offered));
+                return Err(format!(
+                    "agent {id}: cached offered {} != offers' {o}",
+                    a.offered
+                ));
             }
             let sum = u
                 .checked_add(&o)
@@ -514,7 +523,9 @@ impl Master {
                 if self.conns.get(&c).and_then(|c| c.bound.clone())
                     != Some(Binding::Framework(id.clone()))
                 {
-                    return Err(format!("framework {id} claims connection {c} not bound to it"));
+                    return Err(format!(
+                        "framework {id} claims connection {c} not bound to it"
+                    ));
                 }
             }
         }
@@ -527,7 +538,10 @@ impl Master {
                 }
             };
             if !ok {
-                return Err(format!("connection {c} is bound to {:?} which disowns it", conn.bound));
+                return Err(format!(
+                    "connection {c} is bound to {:?} which disowns it",
+                    conn.bound
+                ));
             }
         }
         Ok(())
@@ -577,17 +591,20 @@ impl Master {
             return;
         };
         match c.bound {
-            Some(Binding::Framework(fid)) => {
-                if self.frameworks.get(&fid).is_some_and(|f| f.conn == Some(conn)) {
-                    self.framework_disconnected(&fid);
-                }
+            Some(Binding::Framework(fid))
+                if self
+                    .frameworks
+                    .get(&fid)
+                    .is_some_and(|f| f.conn == Some(conn)) =>
+            {
+                self.framework_disconnected(&fid);
             }
-            Some(Binding::Agent(aid)) => {
-                if self.agents.get(&aid).is_some_and(|a| a.conn == Some(conn)) {
-                    self.agent_disconnected(&aid);
-                }
+            Some(Binding::Agent(aid))
+                if self.agents.get(&aid).is_some_and(|a| a.conn == Some(conn)) =>
+            {
+                self.agent_disconnected(&aid);
             }
-            None => {}
+            _ => {}
         }
     }
 
@@ -971,10 +988,7 @@ impl Master {
                     | Message::Reconcile { .. }
                     | Message::Teardown
             ),
-            Role::Agent => matches!(
-                msg,
-                Message::Register { .. } | Message::StatusUpdate { .. }
-            ),
+            Role::Agent => matches!(msg, Message::Register { .. } | Message::StatusUpdate { .. }),
         };
         if !allowed {
             let role = match role {

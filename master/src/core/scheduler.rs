@@ -125,7 +125,10 @@ impl Master {
         if let Some(old) = old.filter(|old| *old != conn) {
             // Offers went to the old connection; the new one has never seen them.
             self.drop_framework_offers(fid);
-            self.supersede(old, format!("framework {fid} re-subscribed on another connection"));
+            self.supersede(
+                old,
+                format!("framework {fid} re-subscribed on another connection"),
+            );
         }
         info.id = Some(fid.clone());
         if let Some(f) = self.frameworks.get_mut(fid) {
@@ -287,14 +290,9 @@ impl Master {
             let verdict = self.validate_task(fid, &agent, &task, &remaining, &ids_in_call);
             ids_in_call.insert(task.task_id.clone());
             match verdict {
-                Err((reason, message)) => self.task_update(
-                    conn,
-                    fid,
-                    &task.task_id,
-                    TaskState::Error,
-                    reason,
-                    message,
-                ),
+                Err((reason, message)) => {
+                    self.task_update(conn, fid, &task.task_id, TaskState::Error, reason, message)
+                }
                 Ok(()) => {
                     remaining -= task.resources;
                     self.launch(fid, &agent, task);
@@ -352,7 +350,10 @@ impl Master {
             None => {
                 return Err((
                     Reason::ModuleInvalid,
-                    format!("module sha256:{} has not been uploaded", task.module.to_hex()),
+                    format!(
+                        "module sha256:{} has not been uploaded",
+                        task.module.to_hex()
+                    ),
                 ))
             }
         }
@@ -442,7 +443,10 @@ impl Master {
 
     fn on_kill(&mut self, conn: ConnId, fid: &FrameworkId, task_id: TaskId) {
         let key = (fid.clone(), task_id);
-        let task = self.tasks.get(&key).or_else(|| self.completed_task(fid, &key.1));
+        let task = self
+            .tasks
+            .get(&key)
+            .or_else(|| self.completed_task(fid, &key.1));
         match task {
             Some(t) if !t.is_terminal() => {
                 let aid = t.info.agent_id.clone();
@@ -456,7 +460,10 @@ impl Master {
             }
             Some(t) => {
                 let state = t.status.state.name();
-                self.error(conn, format!("task {} is already terminal ({state})", key.1));
+                self.error(
+                    conn,
+                    format!("task {} is already terminal ({state})", key.1),
+                );
             }
             None => self.error(conn, format!("unknown task {}", key.1)),
         }
@@ -534,7 +541,17 @@ mod tests {
         for ok in ["a", "a/b.txt", "./a", "dir/./x", "a..b"] {
             assert!(valid_sandbox_path(ok), "{ok}");
         }
-        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a/..", ".", "\\x", "C:x", "a\0b"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a/..",
+            ".",
+            "\\x",
+            "C:x",
+            "a\0b",
+        ] {
             assert!(!valid_sandbox_path(bad), "{bad:?}");
         }
     }

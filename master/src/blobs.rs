@@ -1,0 +1,139 @@
+//! The master's content-addressed blob store: uploaded modules and task files on disk, named by
+//! their sha256.
+//!
+//! A blob is written under a temporary name and renamed into place once complete and checked,
+//! so a crash or a torn upload never leaves a file under a digest it does not match.
+
+use proto::{BlobKind, Digest};
+use std::path::{Path, PathBuf};
+
+/// Why a blob was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    /// Over the size limit.
+    #[error("blob of {size} bytes exceeds the {max}-byte limit")]
+    TooLarge {
+        /// Announced size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The content does not hash to the announced digest.
+    #[error("content does not match its digest: announced {announced:?}, got {actual:?}")]
+    DigestMismatch {
+        /// What the uploader said.
+        announced: Digest,
+        /// What the bytes hash to.
+        actual: Digest,
+    },
+    /// A module that is not valid WebAssembly.
+    #[error("not a valid WebAssembly module: {0}")]
+    InvalidModule(String),
+    /// Disk i/o.
+    #[error("blob store i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Checks that `bytes` are a valid WebAssembly module (a core module, not a component).
+pub fn validate_module(bytes: &[u8]) -> Result<(), BlobError> {
+    if wasmparser::Parser::is_component(bytes) {
+        return Err(BlobError::InvalidModule(
+            "this is a component; Tessera runs WASI preview 1 core modules".into(),
+        ));
+    }
+    wasmparser::Validator::new()
+        .validate_all(bytes)
+        .map(|_| ())
+        .map_err(|e| BlobError::InvalidModule(e.to_string()))
+}
+
+/// Blobs on disk under one directory.
+#[derive(Debug)]
+pub struct BlobStore {
+    dir: PathBuf,
+}
+
+impl BlobStore {
+    /// Opens (creating) the store.
+    pub fn open(dir: &Path) -> Result<Self, BlobError> {
+        std::fs::create_dir_all(dir)?;
+        Ok(Self {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// Where a blob lives (whether or not it exists).
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        self.dir.join(digest.to_hex())
+    }
+
+    /// Checks and stores an upload.
+    pub fn put(&self, announced: Digest, kind: BlobKind, bytes: &[u8]) -> Result<(), BlobError> {
+        let actual = Digest::of(bytes);
+        if actual != announced {
+            return Err(BlobError::DigestMismatch { announced, actual });
+        }
+        if kind == BlobKind::Module {
+            validate_module(bytes)?;
+        }
+        let path = self.path(&announced);
+        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(())
+    }
+
+    /// Lists the blobs already stored (after a restart), with the kind each can serve as.
+    pub fn scan(&self) -> Result<Vec<(Digest, BlobKind)>, BlobError> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(digest) = name.to_str().and_then(Digest::from_hex) else {
+                continue;
+            };
+            let bytes = std::fs::read(entry.path())?;
+            if Digest::of(&bytes) != digest {
+                tracing::warn!(?digest, "corrupt blob removed");
+                let _ = std::fs::remove_file(entry.path());
+                continue;
+            }
+            let kind = if validate_module(&bytes).is_ok() {
+                BlobKind::Module
+            } else {
+                BlobKind::File
+            };
+            out.push((digest, kind));
+        }
+        out.sort_by_key(|(d, _)| *d);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_checks_digest_and_validates_modules() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let wasm = b"\0asm\x01\0\0\0";
+        store.put(Digest::of(wasm), BlobKind::Module, wasm).unwrap();
+        assert!(matches!(
+            store.put(Digest::of(b"x"), BlobKind::Module, b"y"),
+            Err(BlobError::DigestMismatch { .. })
+        ));
+        assert!(matches!(
+            store.put(Digest::of(b"garbage"), BlobKind::Module, b"garbage"),
+            Err(BlobError::InvalidModule(_))
+        ));
+        store
+            .put(Digest::of(b"garbage"), BlobKind::File, b"garbage")
+            .unwrap();
+        let scanned = store.scan().unwrap();
+        assert_eq!(scanned.len(), 2);
+        assert!(scanned.contains(&(Digest::of(wasm), BlobKind::Module)));
+        assert!(scanned.contains(&(Digest::of(b"garbage"), BlobKind::File)));
+    }
+}

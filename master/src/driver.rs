@@ -1,0 +1,467 @@
+//! The master's driver: a quinn endpoint around the sans-IO [`Master`] core.
+//!
+//! One task owns the core and its single timer; every connection gets a reader task (control
+//! stream → events), a writer task (actions → control stream, through a bounded queue so a slow
+//! peer is cut off rather than allowed to grow the master's memory), and a task accepting its
+//! blob streams. A peer that sends a malformed or oversized frame, or the wrong protocol version,
+//! loses its own connection and nothing else.
+
+use crate::allocator::Allocator;
+use crate::blobs::{BlobError, BlobStore};
+use crate::core::{Action, ConnId, Event, Master, MasterConfig};
+use proto::frame::{self, FrameError};
+use proto::tls::{self, Identity, TransportTuning};
+use proto::{BlobKind, Message, Role, PROTOCOL_VERSION};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// QUIC application error codes the master closes connections with.
+pub mod close_code {
+    /// Orderly close (shutdown, replaced by a newer connection).
+    pub const NORMAL: u32 = 0;
+    /// The peer broke the protocol: malformed or oversized frame, wrong role, no handshake.
+    pub const PROTOCOL: u32 = 1;
+    /// The peer speaks another protocol version.
+    pub const VERSION: u32 = 2;
+    /// The peer does not read its messages fast enough.
+    pub const TOO_SLOW: u32 = 3;
+}
+
+/// Control messages queued per connection before the peer is considered too slow.
+const WRITE_QUEUE: usize = 4096;
+
+/// Everything the master process is configured with.
+#[derive(Clone, Debug)]
+pub struct MasterOptions {
+    /// UDP address to listen on.
+    pub listen: SocketAddr,
+    /// The cluster CA (PEM): clients must present a certificate it signed.
+    pub ca_pem: String,
+    /// The master's own certificate and key.
+    pub identity: Identity,
+    /// QUIC keep-alive and idle timeout (a silent peer is dropped after the timeout).
+    pub tuning: TransportTuning,
+    /// Where blobs are stored.
+    pub work_dir: PathBuf,
+    /// The core's tunables.
+    pub config: MasterConfig,
+    /// Largest module or file accepted.
+    pub max_blob_size: u64,
+    /// Largest control frame accepted.
+    pub max_frame: usize,
+    /// How long a new connection may take to send its `Hello`.
+    pub handshake_timeout: Duration,
+}
+
+impl MasterOptions {
+    /// Options with defaults for everything but the essentials.
+    pub fn new(listen: SocketAddr, ca_pem: String, identity: Identity, work_dir: PathBuf) -> Self {
+        Self {
+            listen,
+            ca_pem,
+            identity,
+            tuning: TransportTuning::default(),
+            work_dir,
+            config: MasterConfig::default(),
+            max_blob_size: 64 << 20,
+            max_frame: frame::DEFAULT_MAX_FRAME,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the master could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    /// TLS set-up failed.
+    #[error(transparent)]
+    Tls(#[from] proto::tls::TlsError),
+    /// The UDP socket could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The blob store could not be opened.
+    #[error(transparent)]
+    Blobs(#[from] BlobError),
+}
+
+/// A bound master, ready to run.
+pub struct MasterServer {
+    endpoint: quinn::Endpoint,
+    opts: MasterOptions,
+    allocator: Box<dyn Allocator>,
+    store: Arc<BlobStore>,
+}
+
+/// What connection tasks tell the core's loop. `Core` carries a whole message, which is what
+/// the channel is for; boxing it would cost an allocation per message for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Input {
+    Open {
+        conn_id: ConnId,
+        conn: quinn::Connection,
+        writer: mpsc::Sender<Message>,
+    },
+    Core(Event),
+}
+
+impl MasterServer {
+    /// Binds the QUIC endpoint (must be called inside a tokio runtime).
+    pub fn bind(opts: MasterOptions, allocator: Box<dyn Allocator>) -> Result<Self, MasterError> {
+        let server = tls::server_config(&opts.ca_pem, &opts.identity, opts.tuning)?;
+        let endpoint =
+            quinn::Endpoint::server(server, opts.listen).map_err(|source| MasterError::Bind {
+                addr: opts.listen,
+                source,
+            })?;
+        let store = Arc::new(BlobStore::open(&opts.work_dir.join("blobs"))?);
+        Ok(Self {
+            endpoint,
+            opts,
+            allocator,
+            store,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.endpoint
+            .local_addr()
+            .expect("a bound endpoint has an address")
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), MasterError> {
+        let MasterServer {
+            endpoint,
+            opts,
+            allocator,
+            store,
+        } = self;
+        let mut core = Master::new(opts.config.clone(), allocator, Instant::now().into_std());
+        for (digest, kind) in store.scan()? {
+            core.handle(
+                Instant::now().into_std(),
+                Event::BlobStored { digest, kind },
+            );
+        }
+        tracing::info!(addr = %endpoint.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            allocator = core.allocator_name(), "master listening");
+        let (tx, mut rx) = mpsc::unbounded_channel::<Input>();
+        let shared = Arc::new(ConnShared {
+            tx: tx.clone(),
+            store,
+            max_frame: opts.max_frame,
+            max_blob_size: opts.max_blob_size,
+            handshake_timeout: opts.handshake_timeout,
+        });
+        let acceptor = {
+            let endpoint = endpoint.clone();
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let mut next_id: ConnId = 1;
+                while let Some(incoming) = endpoint.accept().await {
+                    let conn_id = next_id;
+                    next_id += 1;
+                    tokio::spawn(serve_connection(incoming, conn_id, shared.clone()));
+                }
+            })
+        };
+        drop(tx);
+
+        let mut conns: HashMap<ConnId, (quinn::Connection, mpsc::Sender<Message>)> = HashMap::new();
+        tokio::pin!(shutdown);
+        loop {
+            while let Some(action) = core.poll_action() {
+                match action {
+                    Action::Send { conn, msg } => {
+                        if let Some((c, writer)) = conns.get(&conn) {
+                            if writer.try_send(msg).is_err() {
+                                tracing::warn!(conn, "peer too slow or gone; closing");
+                                c.close(close_code::TOO_SLOW.into(), b"too slow reading messages");
+                            }
+                        }
+                    }
+                    Action::Close { conn, reason } => {
+                        if let Some((c, _)) = conns.remove(&conn) {
+                            tracing::info!(conn, %reason, "closing connection");
+                            close_after_flush(c, reason);
+                        }
+                    }
+                }
+            }
+            let wake = core.poll_timeout().map(Instant::from_std);
+            let sleep = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = &mut shutdown => break,
+                input = rx.recv() => match input {
+                    Some(Input::Open { conn_id, conn, writer }) => {
+                        conns.insert(conn_id, (conn, writer));
+                    }
+                    Some(Input::Core(ev)) => {
+                        if let Event::Disconnected { conn } = &ev {
+                            conns.remove(conn);
+                        }
+                        core.handle(Instant::now().into_std(), ev);
+                    }
+                    None => break,
+                },
+                _ = sleep => core.handle_timeout(Instant::now().into_std()),
+            }
+        }
+        acceptor.abort();
+        endpoint.close(close_code::NORMAL.into(), b"master shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+        Ok(())
+    }
+}
+
+/// Closes a connection a moment later, so that messages queued just before (an `Error`, a
+/// `Shutdown`) have a chance to reach the peer.
+fn close_after_flush(conn: quinn::Connection, reason: String) {
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        conn.close(close_code::PROTOCOL.into(), reason.as_bytes());
+    });
+}
+
+struct ConnShared {
+    tx: mpsc::UnboundedSender<Input>,
+    store: Arc<BlobStore>,
+    max_frame: usize,
+    max_blob_size: u64,
+    handshake_timeout: Duration,
+}
+
+async fn serve_connection(incoming: quinn::Incoming, conn_id: ConnId, shared: Arc<ConnShared>) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            // Includes clients without a certificate from the cluster CA.
+            tracing::warn!(%remote, error = %e, "connection refused during the handshake");
+            return;
+        }
+    };
+    let handshake = async {
+        let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
+        match frame::read_frame(&mut recv, shared.max_frame).await {
+            Ok(Some(Message::Hello { version, role })) if version == PROTOCOL_VERSION => {
+                frame::write_frame(
+                    &mut send,
+                    &Message::HelloAck {
+                        version: PROTOCOL_VERSION,
+                    },
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                Ok((send, recv, role))
+            }
+            Ok(Some(Message::Hello { version, .. })) => {
+                let message = format!(
+                    "protocol version {version} is not supported; this master speaks {PROTOCOL_VERSION}"
+                );
+                let _ = frame::write_frame(
+                    &mut send,
+                    &Message::Error {
+                        message: message.clone(),
+                    },
+                )
+                .await;
+                let _ = send.finish();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                conn.close(close_code::VERSION.into(), message.as_bytes());
+                Err(message)
+            }
+            Ok(Some(other)) => Err(format!("expected Hello, got {}", other.kind())),
+            Ok(None) => Err("stream closed before Hello".to_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    let (mut send, mut recv, role) =
+        match tokio::time::timeout(shared.handshake_timeout, handshake).await {
+            Ok(Ok(x)) => x,
+            Ok(Err(why)) => {
+                tracing::warn!(%remote, %why, "handshake failed");
+                conn.close(close_code::PROTOCOL.into(), why.as_bytes());
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(%remote, "no Hello in time");
+                conn.close(close_code::PROTOCOL.into(), b"no Hello in time");
+                return;
+            }
+        };
+    tracing::debug!(%remote, conn_id, ?role, "peer connected");
+
+    let (writer, mut outbox) = mpsc::channel::<Message>(WRITE_QUEUE);
+    let _ = shared.tx.send(Input::Open {
+        conn_id,
+        conn: conn.clone(),
+        writer,
+    });
+    let _ = shared.tx.send(Input::Core(Event::Connected {
+        conn: conn_id,
+        role,
+        peer: remote.to_string(),
+    }));
+    tokio::spawn(async move {
+        while let Some(msg) = outbox.recv().await {
+            if let Err(e) = frame::write_frame(&mut send, &msg).await {
+                tracing::debug!(conn_id, error = %e, "control write failed");
+                break;
+            }
+        }
+    });
+    let blobs = {
+        let conn = conn.clone();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            while let Ok((send, recv)) = conn.accept_bi().await {
+                tokio::spawn(serve_blob_stream(send, recv, role, shared.clone()));
+            }
+        })
+    };
+
+    loop {
+        match frame::read_frame(&mut recv, shared.max_frame).await {
+            Ok(Some(msg)) => {
+                if shared
+                    .tx
+                    .send(Input::Core(Event::Message { conn: conn_id, msg }))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(
+                e
+                @ (FrameError::TooLarge { .. } | FrameError::Malformed(_) | FrameError::Truncated),
+            ) => {
+                tracing::warn!(%remote, conn_id, error = %e, "closing connection: bad frame");
+                conn.close(close_code::PROTOCOL.into(), e.to_string().as_bytes());
+                break;
+            }
+            Err(FrameError::Io(e)) => {
+                tracing::debug!(%remote, conn_id, error = %e, "control stream ended");
+                break;
+            }
+        }
+    }
+    blobs.abort();
+    let _ = shared
+        .tx
+        .send(Input::Core(Event::Disconnected { conn: conn_id }));
+}
+
+async fn serve_blob_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    role: Role,
+    shared: Arc<ConnShared>,
+) {
+    let reply = match frame::read_frame(&mut recv, shared.max_frame).await {
+        Ok(Some(Message::UploadBlob { digest, kind, size })) => {
+            upload(&mut recv, digest, kind, size, role, &shared).await
+        }
+        Ok(Some(Message::FetchBlob { digest })) => {
+            let path = shared.store.path(&digest);
+            match tokio::fs::File::open(&path).await {
+                Ok(mut file) => {
+                    let size = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+                    if frame::write_frame(&mut send, &Message::BlobOk { size })
+                        .await
+                        .is_ok()
+                    {
+                        if let Err(e) = tokio::io::copy(&mut file, &mut send).await {
+                            tracing::debug!(error = %e, "blob send failed");
+                        }
+                    }
+                    let _ = send.finish();
+                    return;
+                }
+                Err(_) => Message::BlobError {
+                    message: format!("unknown blob {digest:?}"),
+                },
+            }
+        }
+        Ok(Some(other)) => Message::BlobError {
+            message: format!("unexpected {} on a blob stream", other.kind()),
+        },
+        Ok(None) => return,
+        Err(e) => Message::BlobError {
+            message: e.to_string(),
+        },
+    };
+    let _ = frame::write_frame(&mut send, &reply).await;
+    let _ = send.finish();
+}
+
+async fn upload(
+    recv: &mut quinn::RecvStream,
+    digest: proto::Digest,
+    kind: BlobKind,
+    size: u64,
+    role: Role,
+    shared: &ConnShared,
+) -> Message {
+    if role != Role::Scheduler {
+        return Message::BlobError {
+            message: "only schedulers upload blobs".into(),
+        };
+    }
+    if size > shared.max_blob_size {
+        let _ = recv.stop(close_code::PROTOCOL.into());
+        return Message::BlobError {
+            message: BlobError::TooLarge {
+                size,
+                max: shared.max_blob_size,
+            }
+            .to_string(),
+        };
+    }
+    let bytes = match proto::link::read_blob_body(recv, size).await {
+        Ok((bytes, _)) => bytes,
+        Err(e) => {
+            return Message::BlobError {
+                message: e.to_string(),
+            }
+        }
+    };
+    let store = shared.store.clone();
+    let stored = tokio::task::spawn_blocking(move || store.put(digest, kind, &bytes)).await;
+    match stored {
+        Ok(Ok(())) => {
+            tracing::info!(?digest, ?kind, size, "blob stored");
+            let _ = shared
+                .tx
+                .send(Input::Core(Event::BlobStored { digest, kind }));
+            Message::BlobOk { size }
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(?digest, error = %e, "upload refused");
+            Message::BlobError {
+                message: e.to_string(),
+            }
+        }
+        Err(e) => Message::BlobError {
+            message: format!("store failed: {e}"),
+        },
+    }
+}
