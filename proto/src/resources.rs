@@ -114,13 +114,17 @@ impl SubAssign for Resources {
 
 impl fmt::Display for Resources {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = if self.cpus_milli == 1000 { "cpu" } else { "cpus" };
         write!(
             f,
-            "<{} cpus, {}, disk {}>",
+            "<{} {unit}, {}",
             format_cpus(self.cpus_milli),
-            format_size(self.mem),
-            format_size(self.disk)
-        )
+            format_size(self.mem)
+        )?;
+        if self.disk > 0 {
+            write!(f, ", disk {}", format_size(self.disk))?;
+        }
+        f.write_str(">")
     }
 }
 
@@ -223,7 +227,7 @@ mod tests {
         assert!(total.contains(&(a + b)));
         assert!(!rest.contains(&a));
         assert_eq!(rest.checked_sub(&a), None);
-        assert_eq!(format!("{rest}"), "<1 cpus, 1 GB, disk 0 B>");
+        assert_eq!(format!("{rest}"), "<1 cpu, 1 GB>");
     }
 
     #[test]

@@ -1,0 +1,205 @@
+//! `tessera dev`: a master and three agents on loopback QUIC (ephemeral CA, temporary work
+//! directories) running the seed's worked example as a readable trace, then a Monte Carlo pi
+//! job spread across the agents.
+
+use crate::local::{LocalCluster, LocalClusterConfig};
+use anyhow::{bail, ensure, Context};
+use proto::resources::GIB;
+use proto::{Filters, Offer, Resources, TaskState, TaskStatus};
+use sdk::{Event, Scheduler, TaskBuilder};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+struct Trace {
+    start: Instant,
+}
+
+impl Trace {
+    fn say(&self, who: &str, what: impl std::fmt::Display) {
+        println!("[{:>7.3}s] {who:<11} {what}", self.start.elapsed().as_secs_f64());
+    }
+}
+
+async fn next(sched: &mut Scheduler) -> anyhow::Result<Event> {
+    tokio::time::timeout(Duration::from_secs(30), sched.next_event())
+        .await
+        .context("no event from the master within 30 s")?
+        .context("scheduler closed")
+}
+
+async fn offers(sched: &mut Scheduler) -> anyhow::Result<Vec<Offer>> {
+    loop {
+        if let Event::Offers(o) = next(sched).await? {
+            return Ok(o);
+        }
+    }
+}
+
+/// Runs the whole demonstration; `Ok` when everything went as the seed describes.
+pub async fn run() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let t = Trace {
+        start: Instant::now(),
+    };
+    let mut cfg = LocalClusterConfig::default();
+    cfg.master.allocation_interval = Duration::from_millis(250);
+    let mut cluster = LocalCluster::start(cfg, dir.path()).await?;
+    t.say("master", format!("listening on {} (QUIC, mutual TLS, ephemeral CA)", cluster.master_addr));
+    let agent_res = Resources::new(4000, 4 * GIB, 0);
+    cluster.add_agent("agent1", agent_res)?;
+    t.say("agent1", format!("registers {agent_res}"));
+
+    println!("\n== The seed's worked example ==");
+    let mut fw1 = Scheduler::connect(cluster.scheduler_options("framework1", "*")?).await?;
+    t.say("framework1", format!("subscribed as {}", fw1.framework_id()));
+    let spinner = fw1.upload_module(wasm_examples::SPINNER).await?;
+    t.say("framework1", format!("uploaded module spinner ({spinner:?})"));
+
+    let o1 = offers(&mut fw1).await?;
+    ensure!(o1.len() == 1, "expected one offer, got {}", o1.len());
+    let offer = &o1[0];
+    t.say("framework1", format!("<- offer {} from {}: {}", offer.id, offer.hostname, offer.resources));
+    ensure!(offer.resources == agent_res, "agent1 should offer all of {agent_res}");
+
+    let mut fw2 = Scheduler::connect(cluster.scheduler_options("framework2", "*")?).await?;
+    t.say("framework2", format!("subscribed as {}", fw2.framework_id()));
+
+    let a = Resources::new(2000, GIB, 0);
+    let b = Resources::new(1000, 2 * GIB, 0);
+    let t1 = TaskBuilder::new("task1", spinner).args(["sleep"]).resources(a).build(offer);
+    let t2 = TaskBuilder::new("task2", spinner).args(["sleep"]).resources(b).build(offer);
+    fw1.accept(vec![offer.id.clone()], vec![t1, t2], Filters::default())?;
+    t.say("framework1", format!("-> accept {}: launch task1 {a} and task2 {b}", offer.id));
+
+    let o2 = offers(&mut fw2).await?;
+    let rest = o2
+        .iter()
+        .find(|o| o.agent_id == offer.agent_id)
+        .context("framework2 got no offer from agent1")?;
+    t.say("framework2", format!("<- offer {} from {}: {}", rest.id, rest.hostname, rest.resources));
+    ensure!(
+        rest.resources == Resources::new(1000, GIB, 0),
+        "the remainder should be <1 cpu, 1 GB>, got {}",
+        rest.resources
+    );
+    fw2.decline(vec![rest.id.clone()], Filters { refuse_seconds: 1.0 })?;
+    t.say("framework2", format!("-> decline {} (refuse 1 s)", rest.id));
+
+    let mut running = 0;
+    while running < 2 {
+        if let Event::Update(s) = next(&mut fw1).await? {
+            t.say("framework1", format!("<- {} {}", s.task_id, s.state.name()));
+            if s.state == TaskState::Running {
+                running += 1;
+            }
+            ensure!(!s.state.is_terminal(), "{} ended early: {}", s.task_id, s.message);
+        }
+    }
+
+    fw1.kill("task1".into())?;
+    t.say("framework1", "-> kill task1");
+    loop {
+        if let Event::Update(s) = next(&mut fw1).await? {
+            t.say("framework1", format!("<- {} {} ({})", s.task_id, s.state.name(), s.message));
+            if s.task_id.as_str() == "task1" && s.state.is_terminal() {
+                ensure!(s.state == TaskState::Killed, "task1 should be killed");
+                break;
+            }
+        }
+    }
+    // Offers repeat as tasks finish: task1's <2 cpus, 1 GB> returns to the pool.
+    let o3 = offers(&mut fw2).await?;
+    for o in &o3 {
+        t.say("framework2", format!("<- offer {} from {}: {}", o.id, o.hostname, o.resources));
+    }
+    ensure!(
+        o3.iter().any(|o| o.resources == Resources::new(3000, 2 * GIB, 0)
+            || o.resources == a),
+        "task1's resources should be offered again"
+    );
+    fw1.teardown().await?;
+    t.say("framework1", "-> teardown (task2 is killed)");
+    fw2.teardown().await?;
+    t.say("framework2", "-> teardown");
+
+    println!("\n== A pi job across three agents ==");
+    cluster.add_agent("agent2", agent_res)?;
+    t.say("agent2", format!("registers {agent_res}"));
+    cluster.add_agent("agent3", agent_res)?;
+    t.say("agent3", format!("registers {agent_res}"));
+    let estimate = pi_job(&mut cluster, &t).await?;
+    ensure!((estimate - std::f64::consts::PI).abs() < 0.01, "pi estimate {estimate} is off");
+    cluster.shutdown().await;
+    println!("\nOK: the worked example ran as described, and pi ≈ {estimate:.5}");
+    Ok(())
+}
+
+async fn pi_job(cluster: &mut LocalCluster, t: &Trace) -> anyhow::Result<f64> {
+    const TASKS: usize = 6;
+    const SAMPLES: u64 = 2_000_000;
+    let mut sched = Scheduler::connect(cluster.scheduler_options("pi", "*")?).await?;
+    t.say("pi", format!("subscribed as {}", sched.framework_id()));
+    let module = sched.upload_module(wasm_examples::PI).await?;
+    let per_task = Resources::new(500, 64 << 20, 0);
+    let mut launched = 0usize;
+    let mut hosts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut done: Vec<TaskStatus> = Vec::new();
+    while done.len() < TASKS {
+        match next(&mut sched).await? {
+            Event::Offers(offers) => {
+                for offer in offers {
+                    // Spread: at most two tasks per agent.
+                    let mut tasks = Vec::new();
+                    let mut left = offer.resources;
+                    while launched < TASKS
+                        && left.contains(&per_task)
+                        && hosts.get(&offer.hostname).copied().unwrap_or(0) < TASKS / 3
+                    {
+                        let id = format!("pi-{launched}");
+                        tasks.push(
+                            TaskBuilder::new(&id, module)
+                                .args([launched.to_string(), SAMPLES.to_string()])
+                                .resources(per_task)
+                                .build(&offer),
+                        );
+                        *hosts.entry(offer.hostname.clone()).or_default() += 1;
+                        left = left - per_task;
+                        launched += 1;
+                    }
+                    if tasks.is_empty() {
+                        sched.decline(vec![offer.id], Filters::default())?;
+                    } else {
+                        t.say("pi", format!("-> accept {} on {}: {} tasks", offer.id, offer.hostname, tasks.len()));
+                        sched.accept(vec![offer.id], tasks, Filters::default())?;
+                    }
+                }
+            }
+            Event::Update(s) if s.state.is_terminal() => {
+                if s.state != TaskState::Finished {
+                    bail!("{} ended {}: {}", s.task_id, s.state.name(), s.message);
+                }
+                t.say("pi", format!("<- {} TASK_FINISHED: {}", s.task_id, s.stdout_tail.trim()));
+                done.push(s);
+            }
+            _ => {}
+        }
+    }
+    let (mut inside, mut total) = (0u64, 0u64);
+    for s in &done {
+        let field = |k: &str| -> anyhow::Result<u64> {
+            s.stdout_tail
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .context("malformed pi output")?
+                .parse()
+                .context("malformed pi output")
+        };
+        inside += field("inside=")?;
+        total += field("samples=")?;
+    }
+    ensure!(hosts.len() == 3, "the pi job should spread over three agents, used {hosts:?}");
+    let estimate = 4.0 * inside as f64 / total as f64;
+    t.say("pi", format!("{inside} of {total} samples inside the circle: pi ≈ {estimate:.5}"));
+    sched.teardown().await?;
+    Ok(estimate)
+}
