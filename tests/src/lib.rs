@@ -9,6 +9,8 @@ use std::time::Duration;
 
 pub use cli::local::{LocalCluster, LocalClusterConfig};
 
+pub mod proxy;
+
 /// Installs a tracing subscriber writing through the test harness (so output shows with a
 /// failing test). Global rather than per-thread, because the cluster's tasks run on the
 /// runtime's worker threads.
@@ -107,4 +109,38 @@ pub async fn wait_terminal(sched: &mut Scheduler, task: &str) -> TaskStatus {
         _ => None,
     })
     .await
+}
+
+/// Collects every event for `period` (for asserting that something does *not* happen).
+pub async fn events_for(sched: &mut Scheduler, period: Duration) -> Vec<Event> {
+    let deadline = tokio::time::Instant::now() + period;
+    let mut out = Vec::new();
+    while let Ok(ev) = tokio::time::timeout_at(deadline, sched.next_event()).await {
+        out.push(ev.expect("scheduler closed"));
+    }
+    out
+}
+
+/// Waits for an offer on the agent named `hostname` (other offers are kept by the framework).
+pub async fn offer_from(sched: &mut Scheduler, hostname: &str) -> Offer {
+    wait_for(sched, Duration::from_secs(10), |e| match e {
+        Event::Offers(o) => o.iter().find(|o| o.hostname == hostname).cloned(),
+        _ => None,
+    })
+    .await
+}
+
+/// The directory of a task on an agent: `<work_dir>/frameworks/<fid>/tasks/<tid>`.
+pub fn task_dir(
+    cluster: &LocalCluster,
+    agent: usize,
+    framework: &proto::FrameworkId,
+    task: &str,
+) -> std::path::PathBuf {
+    cluster.agents[agent]
+        .work_dir
+        .join("frameworks")
+        .join(framework.as_str())
+        .join("tasks")
+        .join(task)
 }

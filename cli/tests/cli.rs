@@ -1,0 +1,93 @@
+//! The `tessera` binary itself: `run` prints the task's output and returns its exit code, `dev`
+//! plays the worked example and exits 0, `cert` writes a usable CA.
+
+use std::process::Command;
+
+fn tessera() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    c.env("RUST_LOG", "error");
+    c
+}
+
+#[test]
+fn run_prints_output_and_passes_exit_codes_through() {
+    let out = tessera()
+        .args(["run", wasm_examples::HELLO_PATH, "--", "world"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Hello from Tessera!"), "{stdout}");
+    assert!(stdout.contains("world"), "{stdout}");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let out = tessera()
+        .args(["run", wasm_examples::HELLO_PATH, "--env", "EXIT_CODE=3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn run_reports_traps_and_timeouts_with_a_reason() {
+    let out = tessera()
+        .args(["run", wasm_examples::TRAP_PATH])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(134));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("trap"), "{stderr}");
+
+    let out = tessera()
+        .args(["run", wasm_examples::SPINNER_PATH, "--timeout", "300ms"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(124));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("timeout"), "{stderr}");
+}
+
+#[test]
+fn run_with_dir_gives_the_guest_that_directory_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("input.txt"), "data from the host\n").unwrap();
+    std::fs::create_dir(dir.path().join("nested")).unwrap();
+    std::fs::write(dir.path().join("nested/more.txt"), "x").unwrap();
+    let out = tessera()
+        .args(["run", wasm_examples::FILES_PATH, "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("data from the host"), "{stdout}");
+    assert!(stdout.contains("ls: input.txt"), "{stdout}");
+    assert!(stdout.contains("ls: nested"), "{stdout}");
+    assert!(!stdout.contains("ALLOWED"), "{stdout}");
+    assert!(stdout.matches("denied").count() >= 3, "{stdout}");
+}
+
+#[test]
+fn dev_plays_the_worked_example() {
+    let out = tessera().arg("dev").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("offer master-O2 from agent1: <1 cpu, 1 GB>"), "{stdout}");
+    assert!(stdout.contains("OK: the worked example ran as described"), "{stdout}");
+}
+
+#[test]
+fn cert_creates_a_ca_and_issues_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    assert!(tessera().args(["cert", "ca", "--dir", d]).status().unwrap().success());
+    assert!(tessera().args(["cert", "issue", "master", "--dir", d]).status().unwrap().success());
+    assert!(tessera().args(["cert", "issue", "agent1", "--dir", d]).status().unwrap().success());
+    let tls = proto::tls::PeerTls::from_files(
+        &dir.path().join("ca.pem"),
+        &dir.path().join("agent1.pem"),
+        &dir.path().join("agent1-key.pem"),
+    )
+    .unwrap();
+    proto::tls::client_config(&tls.ca_pem, &tls.identity, Default::default()).unwrap();
+    assert!(!tessera().args(["cert", "issue", "../x", "--dir", d]).status().unwrap().success());
+}

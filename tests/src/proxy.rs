@@ -1,0 +1,379 @@
+//! A tiny UDP proxy to put between a peer and the master, for fault tests: it can black-hole the
+//! link (a crashed machine or a cut cable: nothing arrives, no QUIC close frame), and drop,
+//! duplicate, delay or reorder datagrams, with every random choice drawn from a seeded xorshift
+//! so a given seed always makes the same sequence of choices.
+//!
+//! ```text
+//!  client ──▶ [front 127.0.0.1:p] ──(faults)──▶ [upstream socket per client] ──▶ target
+//!  client ◀── [front]            ◀──(faults)── [upstream socket per client] ◀── target
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tokio::task::JoinHandle;
+
+/// Largest datagram forwarded (QUIC never sends more than this on loopback).
+const MAX_DATAGRAM: usize = 65_535;
+
+/// What the proxy does to each datagram, in either direction.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Faults {
+    /// Probability that a datagram is dropped.
+    pub drop: f64,
+    /// Probability that a (not dropped) datagram is sent twice.
+    pub duplicate: f64,
+    /// Latency added to every datagram.
+    pub delay: Duration,
+    /// Probability that a datagram is held back by an extra random delay of up to
+    /// `reorder_delay`, so that later ones overtake it.
+    pub reorder: f64,
+    /// The longest extra delay of a reordered datagram.
+    pub reorder_delay: Duration,
+}
+
+impl Faults {
+    /// Drops a `p` fraction of the datagrams, nothing else.
+    pub fn lossy(p: f64) -> Self {
+        Faults {
+            drop: p,
+            ..Faults::default()
+        }
+    }
+}
+
+/// A xorshift64* generator: tiny, seedable, good enough to pick which datagrams to mangle.
+#[derive(Clone, Debug)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    /// A generator from `seed` (zero is replaced, as xorshift's state must not be zero).
+    pub fn new(seed: u64) -> Self {
+        XorShift(if seed == 0 { 0x9E37_79B9_7F4A_7C15 } else { seed })
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && self.unit() < p
+    }
+}
+
+/// Counters of what the proxy did, over both directions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProxyStats {
+    /// Datagrams received from either side.
+    pub received: u64,
+    /// Datagrams sent on (duplicates counted once more each).
+    pub forwarded: u64,
+    /// Datagrams dropped by the `drop` knob.
+    pub dropped: u64,
+    /// Datagrams swallowed while black-holed.
+    pub blackholed: u64,
+    /// Extra copies sent.
+    pub duplicated: u64,
+    /// Datagrams held back to be reordered.
+    pub reordered: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    received: AtomicU64,
+    forwarded: AtomicU64,
+    dropped: AtomicU64,
+    blackholed: AtomicU64,
+    duplicated: AtomicU64,
+    reordered: AtomicU64,
+}
+
+struct Shared {
+    blackhole: AtomicBool,
+    faults: Mutex<Faults>,
+    rng: Mutex<XorShift>,
+    counters: Counters,
+}
+
+/// What to do with one datagram, decided under the locks and carried out after.
+struct Plan {
+    copies: usize,
+    delay: Duration,
+}
+
+impl Shared {
+    fn plan(&self) -> Option<Plan> {
+        let c = &self.counters;
+        c.received.fetch_add(1, Ordering::Relaxed);
+        if self.blackhole.load(Ordering::SeqCst) {
+            c.blackholed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let f = *self.faults.lock().expect("poisoned");
+        let mut rng = self.rng.lock().expect("poisoned");
+        if rng.chance(f.drop) {
+            c.dropped.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let mut copies = 1;
+        if rng.chance(f.duplicate) {
+            c.duplicated.fetch_add(1, Ordering::Relaxed);
+            copies = 2;
+        }
+        let mut delay = f.delay;
+        if rng.chance(f.reorder) {
+            c.reordered.fetch_add(1, Ordering::Relaxed);
+            delay += f.reorder_delay.mul_f64(rng.unit());
+        }
+        Some(Plan { copies, delay })
+    }
+
+    /// Sends `buf` to `to` through `sock` as `plan` says (at once, or from a task after the delay).
+    async fn forward(
+        self: &Arc<Self>,
+        sock: &Arc<UdpSocket>,
+        buf: &[u8],
+        to: Option<SocketAddr>,
+        plan: Plan,
+    ) {
+        async fn send(sock: &UdpSocket, buf: &[u8], to: Option<SocketAddr>) {
+            // Errors (e.g. ICMP unreachable surfacing) are a lost datagram, as on a real link.
+            let _ = match to {
+                Some(addr) => sock.send_to(buf, addr).await,
+                None => sock.send(buf).await,
+            };
+        }
+        self.counters
+            .forwarded
+            .fetch_add(plan.copies as u64, Ordering::Relaxed);
+        if plan.delay.is_zero() {
+            for _ in 0..plan.copies {
+                send(sock, buf, to).await;
+            }
+        } else {
+            let sock = sock.clone();
+            let buf = buf.to_vec();
+            tokio::spawn(async move {
+                tokio::time::sleep(plan.delay).await;
+                for _ in 0..plan.copies {
+                    send(&sock, &buf, to).await;
+                }
+            });
+        }
+    }
+}
+
+/// A running UDP proxy; stops when dropped.
+pub struct UdpProxy {
+    addr: SocketAddr,
+    target: SocketAddr,
+    shared: Arc<Shared>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl UdpProxy {
+    /// Starts a proxy on `127.0.0.1:0` forwarding to `target`, mangling datagrams as `faults`
+    /// says with choices drawn from a generator seeded with `seed`.
+    pub async fn start(target: SocketAddr, faults: Faults, seed: u64) -> std::io::Result<Self> {
+        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+        let addr = front.local_addr()?;
+        let shared = Arc::new(Shared {
+            blackhole: AtomicBool::new(false),
+            faults: Mutex::new(faults),
+            rng: Mutex::new(XorShift::new(seed)),
+            counters: Counters::default(),
+        });
+        let tasks = Arc::new(Mutex::new(Vec::new()));
+        let main = tokio::spawn(run_front(front, target, shared.clone(), tasks.clone()));
+        tasks.lock().expect("poisoned").push(main);
+        Ok(UdpProxy {
+            addr,
+            target,
+            shared,
+            tasks,
+        })
+    }
+
+    /// The address clients should dial instead of the target.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Where it forwards to.
+    pub fn target(&self) -> SocketAddr {
+        self.target
+    }
+
+    /// Drops everything in both directions while `on` (like pulling the cable).
+    pub fn blackhole(&self, on: bool) {
+        self.shared.blackhole.store(on, Ordering::SeqCst);
+    }
+
+    /// Changes the faults applied from now on.
+    pub fn set_faults(&self, faults: Faults) {
+        *self.shared.faults.lock().expect("poisoned") = faults;
+    }
+
+    /// What it did so far.
+    pub fn stats(&self) -> ProxyStats {
+        let c = &self.shared.counters;
+        ProxyStats {
+            received: c.received.load(Ordering::Relaxed),
+            forwarded: c.forwarded.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            blackholed: c.blackholed.load(Ordering::Relaxed),
+            duplicated: c.duplicated.load(Ordering::Relaxed),
+            reordered: c.reordered.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for UdpProxy {
+    fn drop(&mut self) {
+        for t in self.tasks.lock().expect("poisoned").drain(..) {
+            t.abort();
+        }
+    }
+}
+
+async fn run_front(
+    front: Arc<UdpSocket>,
+    target: SocketAddr,
+    shared: Arc<Shared>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+) {
+    let mut upstreams: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let (n, client) = match front.recv_from(&mut buf).await {
+            Ok(x) => x,
+            // On some platforms an ICMP error of an earlier send surfaces here; keep going.
+            Err(_) => continue,
+        };
+        let up = match upstreams.get(&client) {
+            Some(up) => up.clone(),
+            None => {
+                let Ok(up) = open_upstream(target).await else {
+                    continue;
+                };
+                let up = Arc::new(up);
+                upstreams.insert(client, up.clone());
+                let back = tokio::spawn(run_back(
+                    up.clone(),
+                    front.clone(),
+                    client,
+                    shared.clone(),
+                ));
+                tasks.lock().expect("poisoned").push(back);
+                up
+            }
+        };
+        if let Some(plan) = shared.plan() {
+            shared.forward(&up, &buf[..n], None, plan).await;
+        }
+    }
+}
+
+async fn open_upstream(target: SocketAddr) -> std::io::Result<UdpSocket> {
+    let up = UdpSocket::bind("127.0.0.1:0").await?;
+    up.connect(target).await?;
+    Ok(up)
+}
+
+/// Carries the target's answers back to one client.
+async fn run_back(
+    up: Arc<UdpSocket>,
+    front: Arc<UdpSocket>,
+    client: SocketAddr,
+    shared: Arc<Shared>,
+) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let n = match up.recv(&mut buf).await {
+            Ok(n) => n,
+            Err(_) => continue,
+        };
+        if let Some(plan) = shared.plan() {
+            shared.forward(&front, &buf[..n], Some(client), plan).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xorshift_is_seeded_and_roughly_uniform() {
+        let a: Vec<u64> = {
+            let mut r = XorShift::new(7);
+            (0..5).map(|_| r.next_u64()).collect()
+        };
+        let b: Vec<u64> = {
+            let mut r = XorShift::new(7);
+            (0..5).map(|_| r.next_u64()).collect()
+        };
+        assert_eq!(a, b);
+        let mut r = XorShift::new(0);
+        let hits = (0..10_000).filter(|_| r.chance(0.1)).count();
+        assert!((800..1200).contains(&hits), "{hits}");
+        assert!(!XorShift::new(1).chance(0.0));
+    }
+
+    #[tokio::test]
+    async fn forwards_both_ways_and_blackholes() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let proxy = UdpProxy::start(server.local_addr().unwrap(), Faults::default(), 1)
+            .await
+            .unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.connect(proxy.addr()).await.unwrap();
+        let mut buf = [0u8; 64];
+        let within = Duration::from_secs(5);
+
+        client.send(b"ping").await.unwrap();
+        let (n, from) = tokio::time::timeout(within, server.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], b"ping");
+        server.send_to(b"pong", from).await.unwrap();
+        let n = tokio::time::timeout(within, client.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], b"pong");
+
+        proxy.blackhole(true);
+        client.send(b"lost").await.unwrap();
+        server.send_to(b"lost too", from).await.unwrap();
+        // Wait until the proxy has seen (and swallowed) both, then lift the blackhole.
+        while proxy.stats().blackholed < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        proxy.blackhole(false);
+        client.send(b"again").await.unwrap();
+        let n = tokio::time::timeout(within, server.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], b"again", "the swallowed datagram must not arrive");
+        let s = proxy.stats();
+        assert_eq!((s.received, s.forwarded, s.blackholed), (5, 3, 2));
+    }
+}
