@@ -16,7 +16,10 @@ struct Trace {
 
 impl Trace {
     fn say(&self, who: &str, what: impl std::fmt::Display) {
-        println!("[{:>7.3}s] {who:<11} {what}", self.start.elapsed().as_secs_f64());
+        println!(
+            "[{:>7.3}s] {who:<11} {what}",
+            self.start.elapsed().as_secs_f64()
+        );
     }
 }
 
@@ -44,45 +47,89 @@ pub async fn run() -> anyhow::Result<()> {
     let mut cfg = LocalClusterConfig::default();
     cfg.master.allocation_interval = Duration::from_millis(250);
     let mut cluster = LocalCluster::start(cfg, dir.path()).await?;
-    t.say("master", format!("listening on {} (QUIC, mutual TLS, ephemeral CA)", cluster.master_addr));
+    t.say(
+        "master",
+        format!(
+            "listening on {} (QUIC, mutual TLS, ephemeral CA)",
+            cluster.master_addr
+        ),
+    );
     let agent_res = Resources::new(4000, 4 * GIB, 0);
     cluster.add_agent("agent1", agent_res)?;
     t.say("agent1", format!("registers {agent_res}"));
 
     println!("\n== The seed's worked example ==");
     let mut fw1 = Scheduler::connect(cluster.scheduler_options("framework1", "*")?).await?;
-    t.say("framework1", format!("subscribed as {}", fw1.framework_id()));
+    t.say(
+        "framework1",
+        format!("subscribed as {}", fw1.framework_id()),
+    );
     let spinner = fw1.upload_module(wasm_examples::SPINNER).await?;
-    t.say("framework1", format!("uploaded module spinner ({spinner:?})"));
+    t.say(
+        "framework1",
+        format!("uploaded module spinner ({spinner:?})"),
+    );
 
     let o1 = offers(&mut fw1).await?;
     ensure!(o1.len() == 1, "expected one offer, got {}", o1.len());
     let offer = &o1[0];
-    t.say("framework1", format!("<- offer {} from {}: {}", offer.id, offer.hostname, offer.resources));
-    ensure!(offer.resources == agent_res, "agent1 should offer all of {agent_res}");
+    t.say(
+        "framework1",
+        format!(
+            "<- offer {} from {}: {}",
+            offer.id, offer.hostname, offer.resources
+        ),
+    );
+    ensure!(
+        offer.resources == agent_res,
+        "agent1 should offer all of {agent_res}"
+    );
 
     let mut fw2 = Scheduler::connect(cluster.scheduler_options("framework2", "*")?).await?;
-    t.say("framework2", format!("subscribed as {}", fw2.framework_id()));
+    t.say(
+        "framework2",
+        format!("subscribed as {}", fw2.framework_id()),
+    );
 
     let a = Resources::new(2000, GIB, 0);
     let b = Resources::new(1000, 2 * GIB, 0);
-    let t1 = TaskBuilder::new("task1", spinner).args(["sleep"]).resources(a).build(offer);
-    let t2 = TaskBuilder::new("task2", spinner).args(["sleep"]).resources(b).build(offer);
+    let t1 = TaskBuilder::new("task1", spinner)
+        .args(["sleep"])
+        .resources(a)
+        .build(offer);
+    let t2 = TaskBuilder::new("task2", spinner)
+        .args(["sleep"])
+        .resources(b)
+        .build(offer);
     fw1.accept(vec![offer.id.clone()], vec![t1, t2], Filters::default())?;
-    t.say("framework1", format!("-> accept {}: launch task1 {a} and task2 {b}", offer.id));
+    t.say(
+        "framework1",
+        format!("-> accept {}: launch task1 {a} and task2 {b}", offer.id),
+    );
 
     let o2 = offers(&mut fw2).await?;
     let rest = o2
         .iter()
         .find(|o| o.agent_id == offer.agent_id)
         .context("framework2 got no offer from agent1")?;
-    t.say("framework2", format!("<- offer {} from {}: {}", rest.id, rest.hostname, rest.resources));
+    t.say(
+        "framework2",
+        format!(
+            "<- offer {} from {}: {}",
+            rest.id, rest.hostname, rest.resources
+        ),
+    );
     ensure!(
         rest.resources == Resources::new(1000, GIB, 0),
         "the remainder should be <1 cpu, 1 GB>, got {}",
         rest.resources
     );
-    fw2.decline(vec![rest.id.clone()], Filters { refuse_seconds: 1.0 })?;
+    fw2.decline(
+        vec![rest.id.clone()],
+        Filters {
+            refuse_seconds: 1.0,
+        },
+    )?;
     t.say("framework2", format!("-> decline {} (refuse 1 s)", rest.id));
 
     let mut running = 0;
@@ -92,7 +139,12 @@ pub async fn run() -> anyhow::Result<()> {
             if s.state == TaskState::Running {
                 running += 1;
             }
-            ensure!(!s.state.is_terminal(), "{} ended early: {}", s.task_id, s.message);
+            ensure!(
+                !s.state.is_terminal(),
+                "{} ended early: {}",
+                s.task_id,
+                s.message
+            );
         }
     }
 
@@ -100,7 +152,10 @@ pub async fn run() -> anyhow::Result<()> {
     t.say("framework1", "-> kill task1");
     loop {
         if let Event::Update(s) = next(&mut fw1).await? {
-            t.say("framework1", format!("<- {} {} ({})", s.task_id, s.state.name(), s.message));
+            t.say(
+                "framework1",
+                format!("<- {} {} ({})", s.task_id, s.state.name(), s.message),
+            );
             if s.task_id.as_str() == "task1" && s.state.is_terminal() {
                 ensure!(s.state == TaskState::Killed, "task1 should be killed");
                 break;
@@ -110,11 +165,14 @@ pub async fn run() -> anyhow::Result<()> {
     // Offers repeat as tasks finish: task1's <2 cpus, 1 GB> returns to the pool.
     let o3 = offers(&mut fw2).await?;
     for o in &o3 {
-        t.say("framework2", format!("<- offer {} from {}: {}", o.id, o.hostname, o.resources));
+        t.say(
+            "framework2",
+            format!("<- offer {} from {}: {}", o.id, o.hostname, o.resources),
+        );
     }
     ensure!(
-        o3.iter().any(|o| o.resources == Resources::new(3000, 2 * GIB, 0)
-            || o.resources == a),
+        o3.iter()
+            .any(|o| o.resources == Resources::new(3000, 2 * GIB, 0) || o.resources == a),
         "task1's resources should be offered again"
     );
     fw1.teardown().await?;
@@ -128,7 +186,10 @@ pub async fn run() -> anyhow::Result<()> {
     cluster.add_agent("agent3", agent_res)?;
     t.say("agent3", format!("registers {agent_res}"));
     let estimate = pi_job(&mut cluster, &t).await?;
-    ensure!((estimate - std::f64::consts::PI).abs() < 0.01, "pi estimate {estimate} is off");
+    ensure!(
+        (estimate - std::f64::consts::PI).abs() < 0.01,
+        "pi estimate {estimate} is off"
+    );
     cluster.shutdown().await;
     println!("\nOK: the worked example ran as described, and pi ≈ {estimate:.5}");
     Ok(())
@@ -169,7 +230,15 @@ async fn pi_job(cluster: &mut LocalCluster, t: &Trace) -> anyhow::Result<f64> {
                     if tasks.is_empty() {
                         sched.decline(vec![offer.id], Filters::default())?;
                     } else {
-                        t.say("pi", format!("-> accept {} on {}: {} tasks", offer.id, offer.hostname, tasks.len()));
+                        t.say(
+                            "pi",
+                            format!(
+                                "-> accept {} on {}: {} tasks",
+                                offer.id,
+                                offer.hostname,
+                                tasks.len()
+                            ),
+                        );
                         sched.accept(vec![offer.id], tasks, Filters::default())?;
                     }
                 }
@@ -178,7 +247,10 @@ async fn pi_job(cluster: &mut LocalCluster, t: &Trace) -> anyhow::Result<f64> {
                 if s.state != TaskState::Finished {
                     bail!("{} ended {}: {}", s.task_id, s.state.name(), s.message);
                 }
-                t.say("pi", format!("<- {} TASK_FINISHED: {}", s.task_id, s.stdout_tail.trim()));
+                t.say(
+                    "pi",
+                    format!("<- {} TASK_FINISHED: {}", s.task_id, s.stdout_tail.trim()),
+                );
                 done.push(s);
             }
             _ => {}
@@ -197,9 +269,15 @@ async fn pi_job(cluster: &mut LocalCluster, t: &Trace) -> anyhow::Result<f64> {
         inside += field("inside=")?;
         total += field("samples=")?;
     }
-    ensure!(hosts.len() == 3, "the pi job should spread over three agents, used {hosts:?}");
+    ensure!(
+        hosts.len() == 3,
+        "the pi job should spread over three agents, used {hosts:?}"
+    );
     let estimate = 4.0 * inside as f64 / total as f64;
-    t.say("pi", format!("{inside} of {total} samples inside the circle: pi ≈ {estimate:.5}"));
+    t.say(
+        "pi",
+        format!("{inside} of {total} samples inside the circle: pi ≈ {estimate:.5}"),
+    );
     sched.teardown().await?;
     Ok(estimate)
 }

@@ -14,7 +14,11 @@ use std::time::Duration;
 use tessera_cli::run::{exit_status, RunSpec};
 
 #[derive(Parser)]
-#[command(name = "tessera", version, about = "A cluster manager whose agents run tasks as sandboxed WebAssembly (WASI) modules")]
+#[command(
+    name = "tessera",
+    version,
+    about = "A cluster manager whose agents run tasks as sandboxed WebAssembly (WASI) modules"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -173,8 +177,8 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 }
 
 fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| default.into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -236,7 +240,10 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             let ca = ClusterCa::generate("tessera-cluster-ca")?;
             write_private(&dir.join("ca.pem"), &ca.cert_pem, false)?;
             write_private(&dir.join("ca-key.pem"), &ca.key_pem, true)?;
-            println!("wrote {0}/ca.pem and {0}/ca-key.pem (keep the key off the cluster)", dir.display());
+            println!(
+                "wrote {0}/ca.pem and {0}/ca-key.pem (keep the key off the cluster)",
+                dir.display()
+            );
             Ok(0)
         }
         Command::Cert(CertCommand::Issue { name, dir }) => {
@@ -267,8 +274,8 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
 }
 
 async fn run(a: RunArgs) -> anyhow::Result<i32> {
-    let wasm = std::fs::read(&a.module)
-        .with_context(|| format!("reading {}", a.module.display()))?;
+    let wasm =
+        std::fs::read(&a.module).with_context(|| format!("reading {}", a.module.display()))?;
     let stem = a
         .module
         .file_stem()
@@ -276,7 +283,13 @@ async fn run(a: RunArgs) -> anyhow::Result<i32> {
         .unwrap_or_else(|| "task".into());
     let name: String = stem
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(64)
         .collect();
     let spec = RunSpec {

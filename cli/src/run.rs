@@ -51,7 +51,12 @@ pub fn exit_status(status: &TaskStatus) -> (i32, Option<String>) {
         (_, Some(Reason::Timeout)) => (exit_code::TIMEOUT, Some(status.message.clone())),
         (state, reason) => (
             exit_code::OTHER,
-            Some(format!("{}: {:?}: {}", state.name(), reason, status.message)),
+            Some(format!(
+                "{}: {:?}: {}",
+                state.name(),
+                reason,
+                status.message
+            )),
         ),
     }
 }
@@ -117,7 +122,12 @@ pub async fn run_task(opts: SchedulerOptions, spec: &RunSpec) -> anyhow::Result<
                     }
                 }
                 if !unused.is_empty() {
-                    sched.decline(unused, Filters { refuse_seconds: 60.0 })?;
+                    sched.decline(
+                        unused,
+                        Filters {
+                            refuse_seconds: 60.0,
+                        },
+                    )?;
                 }
             }
             Event::Update(status) if status.task_id.as_str() == spec.name => {

@@ -18,7 +18,12 @@ fn run_prints_output_and_passes_exit_codes_through() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("Hello from Tessera!"), "{stdout}");
     assert!(stdout.contains("world"), "{stdout}");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let out = tessera()
         .args(["run", wasm_examples::HELLO_PATH, "--env", "EXIT_CODE=3"])
@@ -58,7 +63,12 @@ fn run_with_dir_gives_the_guest_that_directory_and_nothing_else() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("data from the host"), "{stdout}");
     assert!(stdout.contains("ls: input.txt"), "{stdout}");
     assert!(stdout.contains("ls: nested"), "{stdout}");
@@ -70,18 +80,41 @@ fn run_with_dir_gives_the_guest_that_directory_and_nothing_else() {
 fn dev_plays_the_worked_example() {
     let out = tessera().arg("dev").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("offer master-O2 from agent1: <1 cpu, 1 GB>"), "{stdout}");
-    assert!(stdout.contains("OK: the worked example ran as described"), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("offer master-O2 from agent1: <1 cpu, 1 GB>"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("OK: the worked example ran as described"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn cert_creates_a_ca_and_issues_certificates() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    assert!(tessera().args(["cert", "ca", "--dir", d]).status().unwrap().success());
-    assert!(tessera().args(["cert", "issue", "master", "--dir", d]).status().unwrap().success());
-    assert!(tessera().args(["cert", "issue", "agent1", "--dir", d]).status().unwrap().success());
+    assert!(tessera()
+        .args(["cert", "ca", "--dir", d])
+        .status()
+        .unwrap()
+        .success());
+    assert!(tessera()
+        .args(["cert", "issue", "master", "--dir", d])
+        .status()
+        .unwrap()
+        .success());
+    assert!(tessera()
+        .args(["cert", "issue", "agent1", "--dir", d])
+        .status()
+        .unwrap()
+        .success());
     let tls = proto::tls::PeerTls::from_files(
         &dir.path().join("ca.pem"),
         &dir.path().join("agent1.pem"),
@@ -89,5 +122,91 @@ fn cert_creates_a_ca_and_issues_certificates() {
     )
     .unwrap();
     proto::tls::client_config(&tls.ca_pem, &tls.identity, Default::default()).unwrap();
-    assert!(!tessera().args(["cert", "issue", "../x", "--dir", d]).status().unwrap().success());
+    assert!(!tessera()
+        .args(["cert", "issue", "../x", "--dir", d])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// Kills a child process when dropped, so a failing test leaves nothing running.
+struct Reaper(std::process::Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_deployment_of_separate_processes_runs_a_task() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let c = certs.to_str().unwrap();
+    for args in [
+        vec!["cert", "ca", "--dir", c],
+        vec!["cert", "issue", "master", "--dir", c],
+        vec!["cert", "issue", "worker1", "--dir", c],
+        vec!["cert", "issue", "tessera-run", "--dir", c],
+    ] {
+        assert!(tessera().args(&args).status().unwrap().success());
+    }
+    let ca = certs.join("ca.pem");
+    let mut master = Reaper(
+        tessera()
+            .args(["master", "--listen", "127.0.0.1:0", "--work-dir"])
+            .arg(dir.path().join("master"))
+            .arg("--ca")
+            .arg(&ca)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(master.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
+    let _agent = Reaper(
+        tessera()
+            .args([
+                "agent",
+                "--master",
+                &addr,
+                "--cpus",
+                "2",
+                "--mem",
+                "1GiB",
+                "--hostname",
+                "worker1",
+            ])
+            .arg("--work-dir")
+            .arg(dir.path().join("worker1"))
+            .arg("--ca")
+            .arg(&ca)
+            .spawn()
+            .unwrap(),
+    );
+    let out = tessera()
+        .args(["run", wasm_examples::HELLO_PATH, "--master", &addr, "--ca"])
+        .arg(&ca)
+        .args(["--", "from", "a", "real", "cluster"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Hello from Tessera!"), "{stdout}");
+    assert!(stdout.contains("real cluster"), "{stdout}");
+    // The agent kept the task's files.
+    let tasks: Vec<_> = std::fs::read_dir(dir.path().join("worker1/frameworks"))
+        .unwrap()
+        .collect();
+    assert_eq!(tasks.len(), 1);
 }

@@ -114,7 +114,11 @@ impl SubAssign for Resources {
 
 impl fmt::Display for Resources {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let unit = if self.cpus_milli == 1000 { "cpu" } else { "cpus" };
+        let unit = if self.cpus_milli == 1000 {
+            "cpu"
+        } else {
+            "cpus"
+        };
         write!(
             f,
             "<{} {unit}, {}",

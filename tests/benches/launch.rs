@@ -126,7 +126,10 @@ impl Pool {
 
     /// How many tasks of `each` fit in `r`.
     fn fit(r: Resources, each: Resources) -> usize {
-        let by_cpu = r.cpus_milli.checked_div(each.cpus_milli).unwrap_or(u64::MAX);
+        let by_cpu = r
+            .cpus_milli
+            .checked_div(each.cpus_milli)
+            .unwrap_or(u64::MAX);
         let by_mem = r.mem.checked_div(each.mem).unwrap_or(u64::MAX);
         by_cpu.min(by_mem) as usize
     }
@@ -174,8 +177,13 @@ impl Driver {
     /// Accepts all held offers of `agent` with `tasks`, leftover not filtered.
     fn accept(&mut self, agent: &AgentId, tasks: Vec<proto::TaskInfo>) -> anyhow::Result<()> {
         let ids = self.pool.take(agent).into_iter().map(|o| o.id).collect();
-        self.sched
-            .accept(ids, tasks, Filters { refuse_seconds: 0.0 })?;
+        self.sched.accept(
+            ids,
+            tasks,
+            Filters {
+                refuse_seconds: 0.0,
+            },
+        )?;
         Ok(())
     }
 
@@ -475,10 +483,19 @@ fn main() -> anyhow::Result<()> {
         "tessera warm-up: first hello on each agent",
         &Stats::of(&warmup.accept_to_finished[..3]),
     );
-    row("tessera hello: accept -> TASK_RUNNING", &Stats::of(&seq.accept_to_running));
+    row(
+        "tessera hello: accept -> TASK_RUNNING",
+        &Stats::of(&seq.accept_to_running),
+    );
     row("tessera hello: accept -> TASK_FINISHED", &lat);
-    row("tessera hello: waiting for a usable offer", &Stats::of(&seq.offer_wait));
-    row("tessera hello: full cycle (offer wait + above)", &Stats::of(&seq.cycle));
+    row(
+        "tessera hello: waiting for a usable offer",
+        &Stats::of(&seq.offer_wait),
+    );
+    row(
+        "tessera hello: full cycle (offer wait + above)",
+        &Stats::of(&seq.cycle),
+    );
     row("baseline: spawn+wait /bin/true", &base);
     row(
         "tessera hello under load (throughput run)",

@@ -52,7 +52,11 @@ pub struct XorShift(u64);
 impl XorShift {
     /// A generator from `seed` (zero is replaced, as xorshift's state must not be zero).
     pub fn new(seed: u64) -> Self {
-        XorShift(if seed == 0 { 0x9E37_79B9_7F4A_7C15 } else { seed })
+        XorShift(if seed == 0 {
+            0x9E37_79B9_7F4A_7C15
+        } else {
+            seed
+        })
     }
 
     /// The next 64 random bits.
@@ -273,12 +277,8 @@ async fn run_front(
                 };
                 let up = Arc::new(up);
                 upstreams.insert(client, up.clone());
-                let back = tokio::spawn(run_back(
-                    up.clone(),
-                    front.clone(),
-                    client,
-                    shared.clone(),
-                ));
+                let back =
+                    tokio::spawn(run_back(up.clone(), front.clone(), client, shared.clone()));
                 tasks.lock().expect("poisoned").push(back);
                 up
             }
@@ -372,7 +372,11 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(&buf[..n], b"again", "the swallowed datagram must not arrive");
+        assert_eq!(
+            &buf[..n],
+            b"again",
+            "the swallowed datagram must not arrive"
+        );
         let s = proxy.stats();
         assert_eq!((s.received, s.forwarded, s.blackholed), (5, 3, 2));
     }
