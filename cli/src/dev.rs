@@ -224,7 +224,7 @@ async fn pi_job(cluster: &mut LocalCluster, t: &Trace) -> anyhow::Result<f64> {
                                 .build(&offer),
                         );
                         *hosts.entry(offer.hostname.clone()).or_default() += 1;
-                        left = left - per_task;
+                        left -= per_task;
                         launched += 1;
                     }
                     if tasks.is_empty() {
