@@ -10,6 +10,7 @@ use std::time::Duration;
 pub use cli::local::{LocalCluster, LocalClusterConfig};
 
 pub mod proxy;
+pub mod sim;
 
 /// Installs a tracing subscriber writing through the test harness (so output shows with a
 /// failing test). Global rather than per-thread, because the cluster's tasks run on the

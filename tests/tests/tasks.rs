@@ -211,7 +211,10 @@ async fn timeout_and_kill_stop_busy_guests() {
     let killed = killed.unwrap();
     assert_eq!(killed.state, TaskState::Killed, "{killed:?}");
     assert_eq!(killed.reason, Some(Reason::Killed));
-    assert!(killed.stdout_tail.contains("spinner: started"), "{killed:?}");
+    assert!(
+        killed.stdout_tail.contains("spinner: started"),
+        "{killed:?}"
+    );
     cluster.shutdown().await;
 }
 
@@ -251,7 +254,11 @@ async fn an_invalid_module_is_refused_and_never_reaches_an_agent() {
     let never = TaskBuilder::new("never", Digest::of(garbage)).build(&offer);
     let file = TaskBuilder::new("file-module", as_file).build(&offer);
     sched
-        .accept(vec![offer.id.clone()], vec![never, file], Filters::default())
+        .accept(
+            vec![offer.id.clone()],
+            vec![never, file],
+            Filters::default(),
+        )
         .unwrap();
     let never = wait_terminal(&mut sched, "never").await;
     assert_eq!(never.state, TaskState::Error, "{never:?}");

@@ -13,6 +13,10 @@ use std::collections::BTreeSet;
 struct RegisterPlan {
     /// Known non-terminal tasks the agent no longer reports: TASK_LOST (AgentRestarted).
     lost: Vec<(FrameworkId, TaskId)>,
+    /// Tasks still TASK_STAGING that the agent (same id, so same memory) does not report: the
+    /// `RunTask` was lost with the old connection, so it is sent again. A dropped link must
+    /// cost latency, not tasks.
+    resend: Vec<(FrameworkId, TaskId)>,
     /// Reported tasks unknown to the master: adopted.
     adopt: Vec<RunningTask>,
     /// Reported tasks the agent should not be running (stale, elsewhere, or of a removed
@@ -169,18 +173,26 @@ impl Master {
                 }
             }
         }
+        for (k, t) in &self.tasks {
+            if t.info.agent_id != *id || t.is_terminal() || reported.contains(k) {
+                continue;
+            }
+            if t.status.state == TaskState::Staging && self.frameworks.contains_key(&k.0) {
+                plan.used = plan
+                    .used
+                    .checked_add(&t.info.resources)
+                    .ok_or("running tasks' resources overflow")?;
+                plan.resend.push(k.clone());
+            } else {
+                plan.lost.push(k.clone());
+            }
+        }
         if !info.resources.contains(&plan.used) {
             return Err(format!(
                 "running tasks use {} but the agent has only {}",
                 plan.used, info.resources
             ));
         }
-        plan.lost = self
-            .tasks
-            .iter()
-            .filter(|(k, t)| t.info.agent_id == *id && !t.is_terminal() && !reported.contains(*k))
-            .map(|(k, _)| k.clone())
-            .collect();
         Ok(plan)
     }
 
@@ -198,6 +210,16 @@ impl Master {
                 self.send_to_framework(&key.0, Message::Update { status: lost });
             }
             self.complete_task(&key);
+        }
+        for key in plan.resend {
+            if let Some(t) = self.tasks.get(&key) {
+                tracing::info!(agent = %id, framework = %key.0, task = %key.1, "resending a launch lost in transit");
+                let msg = Message::RunTask {
+                    framework_id: key.0.clone(),
+                    task: t.info.clone(),
+                };
+                self.send_to_agent(id, msg);
+            }
         }
         for rt in plan.adopt {
             let mut task = rt.task;

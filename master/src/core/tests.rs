@@ -566,8 +566,7 @@ fn accept_validates_each_task() {
     assert!(ups[0].message.contains("used twice"));
     assert_eq!(
         ups[2].message,
-        "task big needs <2 cpus, 1 GB, disk 0 B> but only <1 cpus, 3 GB, disk 0 B> remain in the \
-         offers"
+        "task big needs <2 cpus, 1 GB> but only <1 cpu, 3 GB> remain in the offers"
     );
     assert_eq!(
         ups[3].message,
@@ -759,8 +758,25 @@ fn agent_reregisters_within_timeout_and_keeps_tasks() {
         vec![
             task("keep", &a, res(1.0, GIB), m),
             task("gone", &a, res(1.0, GIB), m),
+            task("intransit", &a, res(1.0, GIB), m),
         ],
     );
+    h.take();
+    // "gone" was running when the link dropped; "intransit" never reached the agent.
+    let mut running = TaskStatus {
+        task_id: TaskId("gone".into()),
+        framework_id: f.clone(),
+        agent_id: Some(a.clone()),
+        state: TaskState::Running,
+        reason: None,
+        message: String::new(),
+        stdout_tail: String::new(),
+        stderr_tail: String::new(),
+        uuid: None,
+    };
+    h.status(1, running.clone());
+    running.task_id = TaskId("keep".into());
+    h.status(1, running);
     h.take();
     h.disconnect(1);
     h.advance(Duration::from_secs(5));
@@ -789,8 +805,9 @@ fn agent_reregisters_within_timeout_and_keeps_tasks() {
             ],
         ),
     );
+    let sent2 = h.sent(2);
     assert_eq!(
-        h.sent(2)[0],
+        sent2[0],
         Message::Registered {
             agent_id: a.clone()
         }
@@ -802,7 +819,10 @@ fn agent_reregisters_within_timeout_and_keeps_tasks() {
     assert_eq!(ups[0].reason, Some(Reason::AgentRestarted));
     assert!(h.m.task(&f, &TaskId("keep".into())).is_some());
     assert!(h.m.task(&f, &TaskId("adopted".into())).is_some());
-    assert_eq!(h.m.agent(&a).unwrap().used, res(2.0, 2 * GIB));
+    // The launch lost in transit is sent again rather than reported lost.
+    assert!(sent2.iter().any(|m| matches!(m,
+        Message::RunTask { task, .. } if task.task_id.as_str() == "intransit")));
+    assert_eq!(h.m.agent(&a).unwrap().used, res(3.0, 3 * GIB));
     // The timeout no longer applies.
     h.advance(Duration::from_secs(30));
     assert!(h.m.agent(&a).is_some());

@@ -1,0 +1,263 @@
+//! The master's defences: mutual TLS refuses peers of another CA, and a peer that sends garbage,
+//! an oversized frame or the wrong protocol version loses its own connection and nothing else.
+
+use master::driver::close_code;
+use proto::frame::{self, DEFAULT_MAX_FRAME};
+use proto::tls::{ClusterCa, PeerTls, MASTER_SERVER_NAME};
+use proto::{Filters, Message, Role, TaskState, PROTOCOL_VERSION};
+use sdk::{Event, Scheduler, TaskBuilder};
+use std::collections::BTreeSet;
+use std::time::Duration;
+use tessera_tests::proxy::XorShift;
+use tessera_tests::*;
+use tokio::io::AsyncWriteExt;
+
+/// A raw QUIC connection to the master with valid cluster certificates (TLS done, nothing sent).
+async fn raw_conn(cluster: &LocalCluster) -> (quinn::Endpoint, quinn::Connection) {
+    let tls = cluster.peer_tls("raw-peer").unwrap();
+    let endpoint = proto::link::client_endpoint(&tls, cluster.config.tuning).unwrap();
+    let conn = endpoint
+        .connect(cluster.master_addr, MASTER_SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    (endpoint, conn)
+}
+
+/// A raw connection past the `Hello` handshake as `role`.
+async fn raw_link(
+    cluster: &LocalCluster,
+    role: Role,
+) -> (
+    quinn::Endpoint,
+    quinn::Connection,
+    quinn::SendStream,
+    quinn::RecvStream,
+) {
+    let (ep, conn) = raw_conn(cluster).await;
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let hello = Message::Hello {
+        version: PROTOCOL_VERSION,
+        role,
+    };
+    frame::write_frame(&mut send, &hello).await.unwrap();
+    let ack = frame::read_frame(&mut recv, DEFAULT_MAX_FRAME)
+        .await
+        .unwrap();
+    assert!(matches!(ack, Some(Message::HelloAck { .. })), "{ack:?}");
+    (ep, conn, send, recv)
+}
+
+/// Waits (a few seconds at most) for the master to close `conn`; returns the close reason after
+/// checking its application error code.
+async fn closed_with(conn: &quinn::Connection, code: u32) -> String {
+    let err = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+        .await
+        .expect("the master did not close the connection");
+    match err {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            let reason = String::from_utf8_lossy(&close.reason).into_owned();
+            assert_eq!(
+                close.error_code,
+                quinn::VarInt::from_u32(code),
+                "closed with {reason:?}"
+            );
+            reason
+        }
+        other => panic!("expected an application close, got {other}"),
+    }
+}
+
+/// Writes `bytes` on a fresh stream of `conn` (errors ignored: the master may already have shut
+/// the connection).
+async fn send_raw(conn: &quinn::Connection, bytes: &[u8]) {
+    if let Ok((mut send, _recv)) = conn.open_bi().await {
+        let _ = send.write_all(bytes).await;
+        let _ = send.flush().await;
+        // Keep the stream open: the master must act on what it read, not on a finish.
+        std::mem::forget(send);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_of_another_ca_are_refused() {
+    trace();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = LocalCluster::start(fast_config(), dir.path())
+        .await
+        .unwrap();
+    let foreign = ClusterCa::generate("some-other-ca").unwrap();
+
+    // A scheduler with a certificate of another CA (trusting the real one).
+    let mut opts = cluster.scheduler_options("intruder", "*").unwrap();
+    opts.tls = PeerTls {
+        ca_pem: cluster.ca.cert_pem.clone(),
+        identity: foreign.issue("intruder", &[]).unwrap(),
+    };
+    opts.subscribe_timeout = Duration::from_secs(3);
+    let refused = tokio::time::timeout(Duration::from_secs(10), Scheduler::connect(opts))
+        .await
+        .expect("connect hung");
+    let err = refused.err().expect("a foreign certificate was accepted");
+    tracing::info!(error = %err, "foreign scheduler refused");
+
+    // A scheduler entirely of another CA (it cannot verify the master either).
+    let mut opts = cluster.scheduler_options("stranger", "*").unwrap();
+    opts.tls = PeerTls {
+        ca_pem: foreign.cert_pem.clone(),
+        identity: foreign.issue("stranger", &[]).unwrap(),
+    };
+    opts.subscribe_timeout = Duration::from_secs(3);
+    let refused = tokio::time::timeout(Duration::from_secs(10), Scheduler::connect(opts))
+        .await
+        .expect("connect hung");
+    assert!(refused.is_err(), "a foreign CA's scheduler got in");
+
+    // An agent with a foreign certificate never registers; a legitimate one does.
+    let mut rogue = cluster.agent_options("rogue", res(4.0, 4.0), None).unwrap();
+    rogue.tls.identity = foreign.issue("rogue", &[]).unwrap();
+    cluster.spawn_agent(rogue);
+    cluster.add_agent("legit", res(1.0, 1.0)).unwrap();
+    let mut sched = Scheduler::connect(cluster.scheduler_options("fw", "*").unwrap())
+        .await
+        .unwrap();
+    let events = events_for(&mut sched, Duration::from_secs(2)).await;
+    let hosts: BTreeSet<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Offers(o) => Some(o.iter().map(|o| o.hostname.clone())),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(
+        hosts,
+        BTreeSet::from(["legit".to_owned()]),
+        "offers came from {hosts:?}"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_peers_lose_only_their_own_connection() {
+    trace();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = LocalCluster::start(fast_config(), dir.path())
+        .await
+        .unwrap();
+    cluster.add_agent("agent1", res(1.0, 1.0)).unwrap();
+    // A well-behaved framework, subscribed throughout.
+    let mut witness = Scheduler::connect(cluster.scheduler_options("witness", "*").unwrap())
+        .await
+        .unwrap();
+    let held = offer_from(&mut witness, "agent1").await;
+
+    // Garbage instead of a Hello: a frame that does not decode...
+    let (_ep, conn) = raw_conn(&cluster).await;
+    let mut garbage = vec![0, 0, 0, 8];
+    garbage.extend_from_slice(&[0xff; 8]);
+    send_raw(&conn, &garbage).await;
+    let why = closed_with(&conn, close_code::PROTOCOL).await;
+    assert!(why.contains("malformed"), "{why}");
+    // ...and a length prefix far over the limit.
+    let (_ep, conn) = raw_conn(&cluster).await;
+    send_raw(&conn, b"\xde\xad\xbe\xefGET / HTTP/1.1\r\n\r\n").await;
+    let why = closed_with(&conn, close_code::PROTOCOL).await;
+    assert!(why.contains("exceeds"), "{why}");
+
+    // A valid Hello, then a frame announcing 100 MiB.
+    let (_ep, conn, mut send, _recv) = raw_link(&cluster, Role::Scheduler).await;
+    send.write_all(&(100u32 << 20).to_be_bytes()).await.unwrap();
+    let why = closed_with(&conn, close_code::PROTOCOL).await;
+    assert!(why.contains("exceeds"), "{why}");
+
+    // A valid Hello, then a frame of the right length that does not decode.
+    let (_ep, conn, mut send, _recv) = raw_link(&cluster, Role::Agent).await;
+    let mut rng = XorShift::new(42);
+    let body: Vec<u8> = (0..64).map(|_| 0x80 | rng.next_u64() as u8).collect();
+    send.write_all(&(body.len() as u32).to_be_bytes())
+        .await
+        .unwrap();
+    send.write_all(&body).await.unwrap();
+    let why = closed_with(&conn, close_code::PROTOCOL).await;
+    assert!(why.contains("malformed"), "{why}");
+
+    // A well-formed message the role may not send.
+    let (_ep, conn, mut send, _recv) = raw_link(&cluster, Role::Scheduler).await;
+    let register = Message::Register {
+        agent_id: None,
+        info: proto::AgentInfo {
+            hostname: "impostor".into(),
+            resources: res(64.0, 64.0),
+            attributes: vec![],
+        },
+        running: vec![],
+    };
+    frame::write_frame(&mut send, &register).await.unwrap();
+    let why = closed_with(&conn, close_code::PROTOCOL).await;
+    assert!(why.contains("protocol violation"), "{why}");
+
+    // The wrong protocol version: an Error saying so, then a close with the version code.
+    let (_ep, conn) = raw_conn(&cluster).await;
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let hello = Message::Hello {
+        version: PROTOCOL_VERSION + 98,
+        role: Role::Scheduler,
+    };
+    frame::write_frame(&mut send, &hello).await.unwrap();
+    let answer = frame::read_frame(&mut recv, DEFAULT_MAX_FRAME)
+        .await
+        .unwrap();
+    match answer {
+        Some(Message::Error { message }) => {
+            assert!(message.contains("protocol version 99"), "{message}")
+        }
+        other => panic!("expected an Error, got {other:?}"),
+    }
+    let why = closed_with(&conn, close_code::VERSION).await;
+    assert!(why.contains("version"), "{why}");
+
+    // Raw UDP garbage at the master's port: empty, tiny, and packet-sized datagrams, some
+    // dressed as QUIC long-header packets.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..64usize {
+        let len = [0, 1, 7, 40, 1200, 1350, 1500][i % 7];
+        let mut dgram: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+        if i % 2 == 0 && len > 5 {
+            dgram[0] = 0xc0 | (dgram[0] & 0x0f);
+            dgram[1..5].copy_from_slice(&1u32.to_be_bytes());
+        }
+        udp.send_to(&dgram, cluster.master_addr).unwrap();
+    }
+
+    // After all that the cluster works: the witness was never disconnected, and a new
+    // framework subscribes and runs a task.
+    let events = events_for(&mut witness, Duration::from_millis(200)).await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::Disconnected(_) | Event::Rescind(_))),
+        "{events:?}"
+    );
+    witness
+        .decline(
+            vec![held.id.clone()],
+            Filters {
+                refuse_seconds: 60.0,
+            },
+        )
+        .unwrap();
+    let mut fresh = Scheduler::connect(cluster.scheduler_options("fresh", "*").unwrap())
+        .await
+        .unwrap();
+    let hello = fresh.upload_module(wasm_examples::HELLO).await.unwrap();
+    let offer = offer_from(&mut fresh, "agent1").await;
+    let task = TaskBuilder::new("hello", hello).build(&offer);
+    fresh
+        .accept(vec![offer.id.clone()], vec![task], Filters::default())
+        .unwrap();
+    let done = wait_terminal(&mut fresh, "hello").await;
+    assert_eq!(done.state, TaskState::Finished, "{done:?}");
+    assert!(done.stdout_tail.contains("Hello from Tessera!"));
+    cluster.shutdown().await;
+}
