@@ -11,6 +11,8 @@
 //! - [`executor`]: wasmtime engine, module cache, sandbox, limits.
 //! - [`driver`]: the QUIC connection to the master, the blob fetcher, and the glue.
 
+#![warn(missing_docs)]
+
 pub mod core;
 pub mod driver;
 pub mod executor;

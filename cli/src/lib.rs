@@ -7,6 +7,8 @@
 //! - [`dev`]: the seed's worked example and a pi job, as a trace.
 //! - [`run`]: one task, like `mesos-execute`.
 
+#![warn(missing_docs)]
+
 pub mod dev;
 pub mod local;
 pub mod run;

@@ -36,6 +36,10 @@ pub mod close_code {
 /// Control messages queued per connection before the peer is considered too slow.
 const WRITE_QUEUE: usize = 4096;
 
+/// Uploads held in memory at once across all connections (each up to `max_blob_size`), so a
+/// burst of uploads cannot exhaust the master's memory; further uploads wait their turn.
+const CONCURRENT_UPLOADS: usize = 4;
+
 /// Everything the master process is configured with.
 #[derive(Clone, Debug)]
 pub struct MasterOptions {
@@ -161,6 +165,7 @@ impl MasterServer {
         let shared = Arc::new(ConnShared {
             tx: tx.clone(),
             store,
+            uploads: tokio::sync::Semaphore::new(CONCURRENT_UPLOADS),
             max_frame: opts.max_frame,
             max_blob_size: opts.max_blob_size,
             handshake_timeout: opts.handshake_timeout,
@@ -243,6 +248,7 @@ fn close_after_flush(conn: quinn::Connection, reason: String) {
 struct ConnShared {
     tx: mpsc::UnboundedSender<Input>,
     store: Arc<BlobStore>,
+    uploads: tokio::sync::Semaphore,
     max_frame: usize,
     max_blob_size: u64,
     handshake_timeout: Duration,
@@ -436,6 +442,11 @@ async fn upload(
             .to_string(),
         };
     }
+    let Ok(_permit) = shared.uploads.acquire().await else {
+        return Message::BlobError {
+            message: "master shutting down".into(),
+        };
+    };
     let bytes = match proto::link::read_blob_body(recv, size).await {
         Ok((bytes, _)) => bytes,
         Err(e) => {

@@ -13,6 +13,8 @@
 //! - [`blobs`]: the content-addressed store of modules and task files.
 //! - [`driver`]: the quinn endpoint, one task per connection, the timer.
 
+#![warn(missing_docs)]
+
 pub mod allocator;
 pub mod blobs;
 pub mod core;

@@ -16,6 +16,8 @@
 //! - [`link`]: the client side of a connection (dial, handshake, blob streams).
 //! - [`tls`]: the cluster CA (rcgen), certificate issue, mutual-TLS QUIC configurations.
 
+#![warn(missing_docs)]
+
 pub mod frame;
 pub mod ids;
 pub mod link;

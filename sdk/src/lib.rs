@@ -40,6 +40,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 use proto::link::{self, Link, LinkError};
 use proto::tls::{PeerTls, TransportTuning};
 use proto::{

@@ -10,7 +10,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 use tessera_tests::proxy::XorShift;
 use tessera_tests::*;
-use tokio::io::AsyncWriteExt;
 
 /// A raw QUIC connection to the master with valid cluster certificates (TLS done, nothing sent).
 async fn raw_conn(cluster: &LocalCluster) -> (quinn::Endpoint, quinn::Connection) {
@@ -68,15 +67,13 @@ async fn closed_with(conn: &quinn::Connection, code: u32) -> String {
     }
 }
 
-/// Writes `bytes` on a fresh stream of `conn` (errors ignored: the master may already have shut
-/// the connection).
-async fn send_raw(conn: &quinn::Connection, bytes: &[u8]) {
-    if let Ok((mut send, _recv)) = conn.open_bi().await {
-        let _ = send.write_all(bytes).await;
-        let _ = send.flush().await;
-        // Keep the stream open: the master must act on what it read, not on a finish.
-        std::mem::forget(send);
-    }
+/// Writes `bytes` on a fresh stream of `conn` (write errors ignored: the master may already have
+/// shut the connection). The stream is returned unfinished, to be kept open: the master must act
+/// on what it read, not on the end of the stream.
+async fn send_raw(conn: &quinn::Connection, bytes: &[u8]) -> quinn::SendStream {
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    let _ = send.write_all(bytes).await;
+    send
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,12 +153,12 @@ async fn misbehaving_peers_lose_only_their_own_connection() {
     let (_ep, conn) = raw_conn(&cluster).await;
     let mut garbage = vec![0, 0, 0, 8];
     garbage.extend_from_slice(&[0xff; 8]);
-    send_raw(&conn, &garbage).await;
+    let _stream = send_raw(&conn, &garbage).await;
     let why = closed_with(&conn, close_code::PROTOCOL).await;
     assert!(why.contains("malformed"), "{why}");
     // ...and a length prefix far over the limit.
     let (_ep, conn) = raw_conn(&cluster).await;
-    send_raw(&conn, b"\xde\xad\xbe\xefGET / HTTP/1.1\r\n\r\n").await;
+    let _stream = send_raw(&conn, b"\xde\xad\xbe\xefGET / HTTP/1.1\r\n\r\n").await;
     let why = closed_with(&conn, close_code::PROTOCOL).await;
     assert!(why.contains("exceeds"), "{why}");
 

@@ -13,6 +13,8 @@
 //! - `files`: reads/writes/lists its sandbox and tries to escape it.
 //! - `flood`: writes `argv[1]` (default 100000) 64-byte lines to stdout and stderr.
 
+#![warn(missing_docs)]
+
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
 #[cfg(test)]
