@@ -123,7 +123,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         executor: executor.clone(),
     });
     let (tx, mut rx) = mpsc::unbounded_channel::<Input>();
-    let mut kills: HashMap<TaskKey, KillHandle> = HashMap::new();
+    let mut kills = Guests::default();
     let mut control: Option<quinn::SendStream> = None;
     let mut generation = 0u64;
     let mut backoff = Duration::from_millis(100);
@@ -248,14 +248,38 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
             _ = sleep => core.handle_timeout(Instant::now().into_std()),
         }
     }
-    for h in kills.values() {
-        h.kill();
-    }
+    drop(kills);
     if let Some(conn) = ctx.conn.lock().expect("poisoned").take() {
         conn.close(0u32.into(), b"agent shutting down");
     }
     endpoint.wait_idle().await;
     Ok(())
+}
+
+/// The running guests' kill handles. Dropping it kills them all, so however the agent's loop
+/// ends (shutdown, error, or its task aborted), no guest outlives it.
+#[derive(Default)]
+struct Guests(HashMap<TaskKey, KillHandle>);
+
+impl std::ops::Deref for Guests {
+    type Target = HashMap<TaskKey, KillHandle>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Guests {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Guests {
+    fn drop(&mut self) {
+        for h in self.0.values() {
+            h.kill();
+        }
+    }
 }
 
 fn drop_link(control: &mut Option<quinn::SendStream>, ctx: &Fetcher) {

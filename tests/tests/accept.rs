@@ -158,3 +158,63 @@ async fn declined_agents_are_refused_for_the_time_asked() {
     assert_eq!(revived.resources, res(1.0, 1.0));
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_names_are_refused_at_accept_not_on_the_agent() {
+    trace();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = LocalCluster::start(fast_config(), dir.path())
+        .await
+        .unwrap();
+    cluster.add_agent("agent1", res(1.0, 1.0)).unwrap();
+
+    // A framework id that could not name a directory is refused at subscription.
+    let mut opts = cluster.scheduler_options("evil", "*").unwrap();
+    opts.framework.id = Some("../../evil".into());
+    let err = Scheduler::connect(opts).await.err().expect("subscribed");
+    assert!(err.to_string().contains("framework id"), "{err}");
+
+    let mut fw = Scheduler::connect(cluster.scheduler_options("fw", "*").unwrap())
+        .await
+        .unwrap();
+    let hello = fw.upload_module(wasm_examples::HELLO).await.unwrap();
+    let file = fw.upload_file(b"data").await.unwrap();
+    let offer = offer_from(&mut fw, "agent1").await;
+    let tasks = vec![
+        TaskBuilder::new("../escape", hello).build(&offer),
+        TaskBuilder::new("a/b", hello).build(&offer),
+        TaskBuilder::new("dot-path", hello)
+            .file("./input.txt", file)
+            .build(&offer),
+        TaskBuilder::new("up-path", hello)
+            .file("../input.txt", file)
+            .build(&offer),
+        TaskBuilder::new("abs-path", hello)
+            .file("/input.txt", file)
+            .build(&offer),
+    ];
+    fw.accept(vec![offer.id.clone()], tasks, Filters::default())
+        .unwrap();
+    let statuses = wait_all(
+        &mut fw,
+        &[
+            ("../escape", TaskState::Error),
+            ("a/b", TaskState::Error),
+            ("dot-path", TaskState::Error),
+            ("up-path", TaskState::Error),
+            ("abs-path", TaskState::Error),
+        ],
+    )
+    .await;
+    for s in &statuses {
+        assert_eq!(s.reason, Some(Reason::TaskInvalid), "{s:?}");
+        assert_eq!(s.agent_id, None, "{s:?}");
+    }
+    // Nothing reached the agent.
+    let tasks_dir = cluster.agents[0]
+        .work_dir
+        .join("frameworks")
+        .join(fw.framework_id().as_str());
+    assert!(!tasks_dir.exists(), "{}", tasks_dir.display());
+    cluster.shutdown().await;
+}

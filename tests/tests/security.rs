@@ -97,6 +97,7 @@ async fn peers_of_another_ca_are_refused() {
         .expect("connect hung");
     let err = refused.err().expect("a foreign certificate was accepted");
     tracing::info!(error = %err, "foreign scheduler refused");
+    assert!(err.to_string().contains("certificate"), "{err}");
 
     // A scheduler entirely of another CA (it cannot verify the master either).
     let mut opts = cluster.scheduler_options("stranger", "*").unwrap();

@@ -4,6 +4,7 @@
 
 use proto::{Digest, Filters, Offer, Reason, TaskState, TaskStatus};
 use sdk::{Event, Scheduler, TaskBuilder};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tessera_tests::*;
@@ -31,21 +32,26 @@ fn no_filter() -> Filters {
     }
 }
 
-/// Every update of `task` up to and including its terminal one, in order.
-async fn updates_until_terminal(sched: &mut Scheduler, task: &str) -> Vec<TaskStatus> {
-    let mut seen = Vec::new();
-    loop {
+/// Every update of each of `tasks` up to and including its terminal one, in order (updates of
+/// other tasks are dropped).
+async fn updates_until_terminal(
+    sched: &mut Scheduler,
+    tasks: &[&str],
+) -> BTreeMap<String, Vec<TaskStatus>> {
+    let mut seen: BTreeMap<String, Vec<TaskStatus>> = BTreeMap::new();
+    let ended = |seen: &BTreeMap<String, Vec<TaskStatus>>, t: &str| {
+        seen.get(t)
+            .is_some_and(|v| v.iter().any(|s| s.state.is_terminal()))
+    };
+    while !tasks.iter().all(|t| ended(&seen, t)) {
         let s = wait_for(sched, Duration::from_secs(30), |e| match e {
-            Event::Update(s) if s.task_id.as_str() == task => Some(s.clone()),
+            Event::Update(s) if tasks.contains(&s.task_id.as_str()) => Some(s.clone()),
             _ => None,
         })
         .await;
-        let done = s.state.is_terminal();
-        seen.push(s);
-        if done {
-            return seen;
-        }
+        seen.entry(s.task_id.0.clone()).or_default().push(s);
     }
+    seen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,13 +67,21 @@ async fn hello_finishes_and_exit_codes_pass_through() {
         .unwrap();
 
     // Updates of one task arrive in order, each once.
-    let updates = updates_until_terminal(&mut sched, "hello").await;
-    let states: Vec<TaskState> = updates.iter().map(|s| s.state).collect();
-    assert_eq!(
-        states,
-        [TaskState::Starting, TaskState::Running, TaskState::Finished]
-    );
-    let done = updates.last().unwrap();
+    let updates = updates_until_terminal(&mut sched, &["hello", "exit3"]).await;
+    for task in ["hello", "exit3"] {
+        let states: Vec<TaskState> = updates[task].iter().map(|s| s.state).collect();
+        let end = if task == "hello" {
+            TaskState::Finished
+        } else {
+            TaskState::Failed
+        };
+        assert_eq!(
+            states,
+            [TaskState::Starting, TaskState::Running, end],
+            "{task}"
+        );
+    }
+    let done = updates["hello"].last().unwrap();
     assert_eq!(done.reason, Some(Reason::ExitCode(0)), "{done:?}");
     assert_eq!(done.agent_id.as_ref(), Some(&offer.agent_id));
     assert!(
@@ -86,8 +100,7 @@ async fn hello_finishes_and_exit_codes_pass_through() {
     let stderr = std::fs::read_to_string(dir.join("stderr")).unwrap();
     assert!(stderr.contains("goes to stderr"), "{stderr:?}");
 
-    let failed = wait_terminal(&mut sched, "exit3").await;
-    assert_eq!(failed.state, TaskState::Failed, "{failed:?}");
+    let failed = updates["exit3"].last().unwrap();
     assert_eq!(failed.reason, Some(Reason::ExitCode(3)));
     assert!(failed.stdout_tail.contains("Hello from Tessera!"));
     cluster.shutdown().await;

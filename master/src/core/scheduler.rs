@@ -62,6 +62,17 @@ impl Master {
                 if fid.0.is_empty() {
                     return self.error(conn, "subscribe refused: framework id must not be empty");
                 }
+                if !proto::ids::is_safe_id(fid.as_str()) {
+                    // Agents name directories after it: they would refuse every task.
+                    return self.error(
+                        conn,
+                        format!(
+                            "subscribe refused: framework id {:?} must be 1 to 128 characters \
+                             of [A-Za-z0-9._-], not . or ..",
+                            fid.as_str()
+                        ),
+                    );
+                }
                 if let Some(f) = bound.filter(|f| *f != fid) {
                     return self.error(
                         conn,
@@ -318,6 +329,13 @@ impl Master {
         if tid.0.is_empty() {
             return invalid("task id must not be empty".into());
         }
+        if !proto::ids::is_safe_id(tid.as_str()) {
+            // Agents name the task's directory after it, and refuse unsafe names.
+            return invalid(format!(
+                "task id {:?} must be 1 to 128 characters of [A-Za-z0-9._-], not . or ..",
+                tid.as_str()
+            ));
+        }
         if ids_in_call.contains(tid) {
             return invalid(format!("task id {tid} is used twice in this accept"));
         }
@@ -359,9 +377,10 @@ impl Master {
         }
         let mut paths = BTreeSet::new();
         for f in &task.files {
-            if !valid_sandbox_path(&f.path) {
+            // The agent is stricter still (no leading `./`): refuse here what it would refuse.
+            if !valid_sandbox_path(&f.path) || !proto::ids::is_safe_relative_path(&f.path) {
                 return invalid(format!(
-                    "file path {:?} must be non-empty, relative and without `..`",
+                    "file path {:?} must be non-empty, relative, without `..` and not start with `./`",
                     f.path
                 ));
             }
