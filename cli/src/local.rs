@@ -119,6 +119,7 @@ impl LocalCluster {
             self.peer_tls(name)?,
             self.dir.join(name),
             AgentInfo {
+                reservations: vec![],
                 hostname: name.to_owned(),
                 resources,
                 attributes: vec![],

@@ -227,6 +227,7 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             let hostname = a.hostname.clone().unwrap_or_else(hostname);
             let tls = a.tls.load(&hostname)?;
             let info = AgentInfo {
+                reservations: vec![],
                 hostname,
                 resources: Resources::new(a.cpus, a.mem, a.disk),
                 attributes: a.attributes,

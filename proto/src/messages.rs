@@ -36,6 +36,9 @@ pub struct FrameworkInfo {
     pub id: Option<FrameworkId>,
     /// How long the master keeps a disconnected framework's tasks before tearing it down.
     pub failover_timeout_ms: u64,
+    /// Rank under the strict-priority allocator: higher is offered first (default 0).
+    #[serde(default)]
+    pub priority: i32,
 }
 
 /// Describes an agent when it registers.
@@ -43,8 +46,12 @@ pub struct FrameworkInfo {
 pub struct AgentInfo {
     /// The machine's name.
     pub hostname: String,
-    /// What it offers in total.
+    /// What it offers in total, reserved and unreserved together.
     pub resources: Resources,
+    /// Static reservations: the parts of `resources` set aside for a role, offered only to
+    /// frameworks of that role (`--resources "cpus(analytics):2;mem(analytics):2GiB;..."`).
+    #[serde(default)]
+    pub reservations: Vec<(String, Resources)>,
     /// Free-form key/value attributes (rack, zone, data sets...), passed to schedulers in offers.
     pub attributes: Vec<(String, String)>,
 }
@@ -62,6 +69,9 @@ pub struct Offer {
     pub hostname: String,
     /// The offered resources.
     pub resources: Resources,
+    /// `Some(role)` when these resources are reserved for that role, `None` when unreserved.
+    #[serde(default)]
+    pub reserved_for: Option<String>,
     /// The agent's attributes.
     pub attributes: Vec<(String, String)>,
 }
@@ -96,6 +106,9 @@ pub struct TaskInfo {
     pub files: Vec<TaskFile>,
     /// Wall-clock limit from the start of the guest, if any.
     pub timeout_ms: Option<u64>,
+    /// CPU-time budget in milliseconds of one core (counted in fuel), if any.
+    #[serde(default)]
+    pub max_cpu_ms: Option<u64>,
 }
 
 /// The states of a task's life, as in Mesos.
@@ -160,6 +173,10 @@ pub enum Reason {
     Trap(String),
     /// The guest ran out of its memory share.
     MemoryLimit,
+    /// The guest used up its CPU-time budget.
+    CpuLimit,
+    /// The sandbox outgrew the task's disk share.
+    DiskLimit,
     /// The wall-clock timeout passed.
     Timeout,
     /// Killed at the framework's request.

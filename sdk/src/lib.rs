@@ -86,6 +86,7 @@ impl SchedulerOptions {
             tls,
             tuning: TransportTuning::default(),
             framework: FrameworkInfo {
+                priority: 0,
                 name: name.to_owned(),
                 role: role.to_owned(),
                 principal: name.to_owned(),
@@ -309,6 +310,7 @@ impl TaskBuilder {
     pub fn new(task_id: &str, module: Digest) -> Self {
         Self {
             info: TaskInfo {
+                max_cpu_ms: None,
                 task_id: TaskId::from(task_id),
                 name: task_id.to_owned(),
                 agent_id: AgentId::from(""),

@@ -160,6 +160,7 @@ impl Sim {
         );
         for i in 0..agents {
             let info = AgentInfo {
+                reservations: vec![],
                 hostname: format!("agent{}", i + 1),
                 resources: res,
                 attributes: vec![],
@@ -191,6 +192,7 @@ impl Sim {
                 true,
                 Message::Subscribe {
                     framework: FrameworkInfo {
+                        priority: 0,
                         name: format!("fw{f}"),
                         role: "*".into(),
                         principal: format!("fw{f}"),
@@ -482,6 +484,7 @@ impl Sim {
                         fw.launched.insert(id.clone());
                         left -= res;
                         tasks.push(TaskInfo {
+                            max_cpu_ms: None,
                             task_id: TaskId(id.clone()),
                             name: id,
                             agent_id: offer.agent_id.clone(),

@@ -185,6 +185,7 @@ async fn misbehaving_peers_lose_only_their_own_connection() {
     let register = Message::Register {
         agent_id: None,
         info: proto::AgentInfo {
+            reservations: vec![],
             hostname: "impostor".into(),
             resources: res(64.0, 64.0),
             attributes: vec![],

@@ -7,6 +7,7 @@ use proto::Digest;
 fn cfg() -> AgentConfig {
     AgentConfig {
         info: AgentInfo {
+            reservations: vec![],
             hostname: "h1".into(),
             resources: Resources::new(4000, 4 * GIB, 0),
             attributes: vec![],
@@ -18,6 +19,7 @@ fn cfg() -> AgentConfig {
 
 fn task(id: &str, cpus: u64, mem: u64) -> TaskInfo {
     TaskInfo {
+        max_cpu_ms: None,
         task_id: TaskId::from(id),
         name: id.into(),
         agent_id: AgentId::from("A1"),

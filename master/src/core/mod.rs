@@ -953,6 +953,7 @@ impl Master {
                 agent_id: a.id.clone(),
                 hostname: a.hostname.clone(),
                 resources: p.resources,
+                reserved_for: None,
                 attributes: a.attributes.clone(),
             };
             self.offers.insert(id, offer.clone());

@@ -216,6 +216,7 @@ fn register_msg(id: Option<AgentId>, r: Resources, running: Vec<RunningTask>) ->
     Message::Register {
         agent_id: id,
         info: AgentInfo {
+            reservations: vec![],
             hostname: "host".into(),
             resources: r,
             attributes: vec![("rack".into(), "r1".into())],
@@ -227,6 +228,7 @@ fn register_msg(id: Option<AgentId>, r: Resources, running: Vec<RunningTask>) ->
 fn subscribe_msg(name: &str, id: Option<FrameworkId>) -> Message {
     Message::Subscribe {
         framework: FrameworkInfo {
+            priority: 0,
             name: name.into(),
             role: "*".into(),
             principal: "test".into(),
@@ -238,6 +240,7 @@ fn subscribe_msg(name: &str, id: Option<FrameworkId>) -> Message {
 
 fn task(id: &str, agent: &AgentId, r: Resources, module: Digest) -> TaskInfo {
     TaskInfo {
+        max_cpu_ms: None,
         task_id: TaskId(id.into()),
         name: id.into(),
         agent_id: agent.clone(),
@@ -1031,6 +1034,7 @@ fn role_violations_close_and_calls_need_subscribe() {
         Message::Register {
             agent_id: None,
             info: AgentInfo {
+                reservations: vec![],
                 hostname: "h".into(),
                 resources: res(1.0, GIB),
                 attributes: vec![],
