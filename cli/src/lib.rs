@@ -6,9 +6,11 @@
 //! - [`local`]: a master and agents on loopback QUIC in one process.
 //! - [`dev`]: the seed's worked example and a pi job, as a trace.
 //! - [`run`]: one task, like `mesos-execute`.
+//! - [`sim`]: the master core and allocator under a synthetic workload in virtual time.
 
 #![warn(missing_docs)]
 
 pub mod dev;
 pub mod local;
 pub mod run;
+pub mod sim;

@@ -37,6 +37,46 @@ enum Command {
     Dev,
     /// Run one task (like mesos-execute); without --master, on an embedded one-agent cluster.
     Run(RunArgs),
+    /// Simulate the master and allocator under a synthetic workload (virtual time, seeded),
+    /// against static partitioning.
+    Sim(SimArgs),
+}
+
+#[derive(Args)]
+struct SimArgs {
+    /// Seed of every random draw (same seed, same output).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Number of agents.
+    #[arg(long, default_value_t = 50)]
+    agents: usize,
+    /// CPUs of each agent.
+    #[arg(long, default_value = "8", value_parser = parse_cpus)]
+    agent_cpus: u64,
+    /// Memory of each agent.
+    #[arg(long, default_value = "16GiB", value_parser = parse_size)]
+    agent_mem: u64,
+    /// Number of frameworks (the last one subscribes late).
+    #[arg(long, default_value_t = 4)]
+    frameworks: usize,
+    /// Role weights, cycled over the frameworks (framework i is in role r{i mod n}).
+    #[arg(long, default_value = "1", value_delimiter = ',')]
+    weights: Vec<f64>,
+    /// Simulated time.
+    #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Sampling period.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    sample_every: Duration,
+    /// When the last framework subscribes.
+    #[arg(long, default_value = "200s", value_parser = humantime::parse_duration)]
+    late_join: Duration,
+    /// Mean offered load as a fraction of the cluster.
+    #[arg(long, default_value_t = 1.2)]
+    load: f64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The three PEM files a deployed peer is given.
@@ -270,6 +310,41 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
         Command::Run(a) => {
             init_tracing("warn");
             run(a).await
+        }
+        Command::Sim(a) => {
+            use tessera_cli::sim::{self, Sharing, SimConfig};
+            let cfg = SimConfig {
+                seed: a.seed,
+                agents: a.agents,
+                agent_resources: Resources::new(a.agent_cpus, a.agent_mem, 0),
+                frameworks: a.frameworks,
+                role_weights: a.weights,
+                duration: a.duration,
+                sample_every: a.sample_every,
+                late_join: a.late_join,
+                load: a.load,
+            };
+            if cfg.agents == 0 || cfg.frameworks == 0 || cfg.role_weights.iter().any(|w| *w <= 0.0)
+            {
+                bail!("need at least one agent and one framework, and positive weights");
+            }
+            let shared = sim::run(&cfg, Sharing::Offers, Box::new(Drf::new()));
+            let partitioned = sim::run(&cfg, Sharing::StaticPartition, Box::new(Drf::new()));
+            if a.json {
+                #[derive(serde::Serialize)]
+                struct Out<'a> {
+                    offers: &'a sim::SimReport,
+                    static_partition: &'a sim::SimReport,
+                }
+                let out = Out {
+                    offers: &shared,
+                    static_partition: &partitioned,
+                };
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                print!("{}", sim::render(&cfg, &shared, &partitioned));
+            }
+            Ok(0)
         }
     }
 }
