@@ -7,7 +7,21 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Every guest binary (`guests/src/bin/<name>.rs`); keep in sync with `src/lib.rs` tests.
-const GUESTS: &[&str] = &["hello", "pi", "memhog", "spinner", "trap", "files", "flood"];
+const GUESTS: &[&str] = &[
+    "hello",
+    "pi",
+    "memhog",
+    "spinner",
+    "trap",
+    "files",
+    "flood",
+    "burn",
+    "stackoverflow",
+    "diskfill",
+    "escape",
+    "sha256",
+    "json",
+];
 
 const TARGET: &str = "wasm32-wasip1";
 

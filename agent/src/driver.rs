@@ -23,6 +23,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+/// The registered attribute carrying the executor's calibrated fuel rate
+/// (fuel one core burns per second; see [`Executor::fuel_per_core_second`]).
+pub const FUEL_RATE_ATTRIBUTE: &str = "tessera.fuel_per_core_second";
+
 /// Everything an agent process is configured with.
 #[derive(Clone, Debug)]
 pub struct AgentOptions {
@@ -101,6 +105,15 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     let mut exec_cfg = opts.executor.clone();
     exec_cfg.cache_dir = Some(opts.work_dir.join("cache"));
     let executor = Executor::new(exec_cfg)?;
+    let fuel_rate = executor.fuel_per_core_second();
+    tracing::info!(
+        fuel_per_core_second = fuel_rate,
+        "executor ready: a task offered c cpus may burn c x this much fuel per second"
+    );
+    let mut info = opts.info.clone();
+    info.attributes.retain(|(k, _)| k != FUEL_RATE_ATTRIBUTE);
+    info.attributes
+        .push((FUEL_RATE_ATTRIBUTE.to_owned(), fuel_rate.to_string()));
     let endpoint = link::client_endpoint(&opts.tls, opts.tuning)?;
     let boot_id = format!(
         "{}-{}",
@@ -111,7 +124,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
             .unwrap_or_default()
     );
     let mut core = Agent::new(AgentConfig {
-        info: opts.info.clone(),
+        info,
         boot_id,
         status_retry: opts.status_retry,
     });
@@ -343,6 +356,16 @@ pub fn outcome_of(o: TaskOutcome, timeout_ms: Option<u64>) -> Outcome {
                 timeout_ms.unwrap_or(0)
             ),
         ),
+        Termination::CpuLimit(m) => (
+            TaskState::Failed,
+            Reason::CpuLimit,
+            format!("CPU limit reached: {m}"),
+        ),
+        Termination::DiskLimit(m) => (
+            TaskState::Failed,
+            Reason::DiskLimit,
+            format!("disk limit reached: {m}"),
+        ),
         Termination::Killed => (TaskState::Killed, Reason::Killed, "killed".to_owned()),
         Termination::StartFailed(m) => (TaskState::Failed, Reason::ModuleInvalid, m),
     };
@@ -390,6 +413,8 @@ impl Fetcher {
             mem_bytes: task.resources.mem,
             cpus_milli: task.resources.cpus_milli,
             timeout: task.timeout_ms.map(Duration::from_millis),
+            max_cpu: task.max_cpu_ms.map(Duration::from_millis),
+            disk_bytes: task.resources.disk,
         }
     }
 

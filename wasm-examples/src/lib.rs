@@ -12,6 +12,12 @@
 //! - `trap`: prints a line, then executes `unreachable`.
 //! - `files`: reads/writes/lists its sandbox and tries to escape it.
 //! - `flood`: writes `argv[1]` (default 100000) 64-byte lines to stdout and stderr.
+//! - `burn`: CPU-bound hashing over a small table, forever or `argv[1]` rounds.
+//! - `stackoverflow`: unbounded recursion.
+//! - `diskfill`: writes 1 MiB chunks to `/fill.bin`, forever or up to `argv[1]` MiB.
+//! - `escape`: tries to leave its sandbox through `..`, absolute paths and symlinks.
+//! - `sha256`: `sha256 <KiB> <rounds>`, SHA-256 over a generated buffer.
+//! - `json`: `json <records> <rounds>`, generates and parses a JSON document.
 
 #![warn(missing_docs)]
 
@@ -23,7 +29,21 @@ mod tests {
 
     #[test]
     fn every_guest_is_a_wasm_module() {
-        let expected = ["hello", "pi", "memhog", "spinner", "trap", "files", "flood"];
+        let expected = [
+            "hello",
+            "pi",
+            "memhog",
+            "spinner",
+            "trap",
+            "files",
+            "flood",
+            "burn",
+            "stackoverflow",
+            "diskfill",
+            "escape",
+            "sha256",
+            "json",
+        ];
         let names: Vec<&str> = ALL.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, expected);
         for ((name, bytes), (pname, path)) in ALL.iter().zip(ALL_PATHS) {
@@ -35,7 +55,21 @@ mod tests {
             assert!(std::path::Path::new(path).is_absolute(), "{path}");
             assert_eq!(&std::fs::read(path).unwrap(), bytes, "{name}");
         }
-        for bytes in [HELLO, PI, MEMHOG, SPINNER, TRAP, FILES, FLOOD] {
+        for bytes in [
+            HELLO,
+            PI,
+            MEMHOG,
+            SPINNER,
+            TRAP,
+            FILES,
+            FLOOD,
+            BURN,
+            STACKOVERFLOW,
+            DISKFILL,
+            ESCAPE,
+            SHA256,
+            JSON,
+        ] {
             assert!(bytes.len() > 8);
         }
         for path in [
@@ -46,6 +80,12 @@ mod tests {
             TRAP_PATH,
             FILES_PATH,
             FLOOD_PATH,
+            BURN_PATH,
+            STACKOVERFLOW_PATH,
+            DISKFILL_PATH,
+            ESCAPE_PATH,
+            SHA256_PATH,
+            JSON_PATH,
         ] {
             assert!(path.ends_with(".wasm"));
         }

@@ -7,12 +7,23 @@
 //!   (outside the sandbox), each capped at [`ExecutorConfig::output_cap`];
 //! - no stdin, no network, no inherited environment;
 //! - linear memories and tables are capped at [`TaskSpec::mem_bytes`];
-//! - an epoch ticker makes every guest yield to tokio every 10 ms, so guests
-//!   share the runtime's threads and can be killed or timed out promptly,
-//!   even in `loop {}`.
+//! - the sandbox's disk use is checked against [`TaskSpec::disk_bytes`]
+//!   every [`ExecutorConfig::disk_check_interval`] and when the task ends;
+//! - CPU is metered by fuel alone (no epoch interruption): every guest yields
+//!   to tokio after about 1 ms of one core's worth of fuel, which lets guests
+//!   share the runtime's threads, holds each task to its offered CPU share
+//!   ([`TaskSpec::cpus_milli`] × [`Executor::fuel_per_core_second`], see
+//!   `pacing.rs`), and lets kills and timeouts stop even `loop {}` within
+//!   about a millisecond; an optional CPU-time budget
+//!   ([`TaskSpec::max_cpu`]) is the store's fuel.
+//!
+//! A WASI preview-1 task is single-threaded: a share above one cpu buys no
+//! more than one core.
 
+mod disk;
 mod limiter;
 mod output;
+mod pacing;
 #[cfg(test)]
 mod tests;
 
@@ -21,8 +32,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -32,19 +42,13 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use self::limiter::MemLimiter;
 use self::output::{read_tail, CappedOutput};
+use self::pacing::Pacer;
 
 pub use self::output::TRUNCATION_MARKER;
 
-/// How often the epoch ticker advances the engine epoch; also the longest a
-/// guest runs without yielding to tokio.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
-
-/// Fuel given to every store: effectively unlimited; fuel is used for
-/// accounting ([`TaskOutcome::fuel_consumed`]), not for limiting.
-const INITIAL_FUEL: u64 = u64::MAX / 2;
-
-/// Fuel between cooperative yields (a second yield source besides epochs).
-const FUEL_YIELD_INTERVAL: u64 = 1_000_000;
+/// Fuel given to a store without a CPU-time budget: effectively unlimited;
+/// such a task's fuel is used for pacing and accounting only.
+const UNLIMITED_FUEL: u64 = u64::MAX / 2;
 
 /// Executor-wide settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +66,15 @@ pub struct ExecutorConfig {
     /// its files are loaded (mmapped) as native code, so they must only be
     /// replaced by rename, never modified in place.
     pub cache_dir: Option<PathBuf>,
+    /// Fuel one core burns per second. `None` (the default) measures it when
+    /// the executor starts (about 250 ms, once per process); set it to pin
+    /// the CPU shares to a known rate.
+    pub fuel_per_core_second: Option<u64>,
+    /// Disk cap of a task whose [`TaskSpec::disk_bytes`] is 0 (default 1 GiB).
+    pub default_disk_cap: u64,
+    /// How often a running task's sandbox is measured (default 200 ms); it
+    /// is measured once more when the task ends.
+    pub disk_check_interval: Duration,
 }
 
 impl Default for ExecutorConfig {
@@ -70,8 +83,24 @@ impl Default for ExecutorConfig {
             output_cap: 1 << 20,
             tail_bytes: 4096,
             cache_dir: None,
+            fuel_per_core_second: None,
+            default_disk_cap: 1 << 30,
+            disk_check_interval: Duration::from_millis(200),
         }
     }
+}
+
+/// Executor counters, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExecStats {
+    /// Modules compiled from wasm (cache misses).
+    pub compiles: u64,
+    /// Modules loaded from the on-disk cache instead of compiled.
+    pub disk_cache_hits: u64,
+    /// Cache entries found unusable (corrupt, truncated) and rebuilt.
+    pub cache_rebuilds: u64,
+    /// Fuel one core burns per second (calibrated or configured).
+    pub fuel_per_core_second: u64,
 }
 
 /// Errors from creating the executor or preparing a module.
@@ -138,11 +167,19 @@ pub struct TaskSpec {
     pub task_dir: PathBuf,
     /// Cap on the total size of the guest's linear memories and tables.
     pub mem_bytes: u64,
-    /// CPU share granted by the scheduler (1000 = one core). Recorded for
-    /// accounting only: CPU is shared cooperatively through epoch yields.
+    /// CPU share granted by the scheduler (1000 = one core): the task burns
+    /// at most `cpus_milli / 1000 × fuel_per_core_second` fuel per second of
+    /// wall time. Shares of 1000 and more are not paced (one thread cannot
+    /// use more than one core); 0 counts as 1.
     pub cpus_milli: u64,
     /// Wall-clock limit for `_start`, if any.
     pub timeout: Option<Duration>,
+    /// CPU-time budget, in time of one core, counted in fuel; over it the
+    /// task ends with [`Termination::CpuLimit`].
+    pub max_cpu: Option<Duration>,
+    /// Cap on the sandbox's disk use; 0 means
+    /// [`ExecutorConfig::default_disk_cap`].
+    pub disk_bytes: u64,
 }
 
 /// Life-cycle notifications sent by [`Executor::launch`].
@@ -167,6 +204,8 @@ pub struct TaskOutcome {
     pub fuel_consumed: u64,
     /// Wall-clock time `_start` ran (zero if it never started).
     pub wall: Duration,
+    /// Part of `wall` the task was paused for being ahead of its CPU share.
+    pub cpu_paused: Duration,
 }
 
 /// How a task ended.
@@ -182,6 +221,10 @@ pub enum Termination {
     MemoryLimit(String),
     /// [`TaskSpec::timeout`] elapsed.
     Timeout,
+    /// The guest used up its CPU-time budget ([`TaskSpec::max_cpu`]).
+    CpuLimit(String),
+    /// The sandbox outgrew the task's disk cap.
+    DiskLimit(String),
     /// [`KillHandle::kill`] was called.
     Killed,
     /// The task never started: bad module, missing `_start`, I/O error on the
@@ -197,17 +240,16 @@ pub struct KillHandle {
 }
 
 impl KillHandle {
-    /// Requests the task to stop. The guest is stopped within about one epoch
-    /// tick, even in `loop {}` or while blocked in a WASI sleep, and the task
-    /// finishes with [`Termination::Killed`].
+    /// Requests the task to stop. The guest is stopped at its next fuel yield
+    /// (about a millisecond of CPU), even in `loop {}`, or at once while
+    /// blocked in a WASI call, and the task finishes with
+    /// [`Termination::Killed`].
     pub fn kill(&self) {
         self.tx.send_replace(true);
     }
 }
 
-/// Runs WASI tasks. Cheap to clone (shared engine, module cache and ticker);
-/// the epoch ticker stops when the last clone and the last running task are
-/// gone.
+/// Runs WASI tasks. Cheap to clone (shared engine and module cache).
 #[derive(Clone)]
 pub struct Executor {
     inner: Arc<Inner>,
@@ -218,6 +260,7 @@ impl std::fmt::Debug for Executor {
         f.debug_struct("Executor")
             .field("cfg", &self.inner.cfg)
             .field("modules", &self.inner.lock_modules().len())
+            .field("fuel_per_core_second", &self.inner.fuel_rate)
             .finish_non_exhaustive()
     }
 }
@@ -240,53 +283,22 @@ struct Inner {
     linker: Linker<TaskState>,
     modules: Mutex<HashMap<String, Prepared>>,
     compat_hash: String,
-    _ticker: Ticker,
-}
-
-/// Background thread advancing the engine epoch every [`EPOCH_TICK`].
-struct Ticker {
-    stop: Option<mpsc::Sender<()>>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Ticker {
-    fn start(engine: Engine) -> std::io::Result<Self> {
-        let (stop, rx) = mpsc::channel::<()>();
-        let handle = std::thread::Builder::new()
-            .name("tessera-epoch".into())
-            .spawn(move || {
-                while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(EPOCH_TICK) {
-                    engine.increment_epoch();
-                }
-            })?;
-        Ok(Ticker {
-            stop: Some(stop),
-            handle: Some(handle),
-        })
-    }
-}
-
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        // Disconnecting the channel wakes the thread immediately.
-        drop(self.stop.take());
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
+    fuel_rate: u64,
+    compiles: AtomicU64,
+    disk_cache_hits: AtomicU64,
+    cache_rebuilds: AtomicU64,
 }
 
 impl Executor {
-    /// Creates the engine (fuel + epoch interruption, Cranelift), the WASI
-    /// linker and the epoch ticker thread.
+    /// Creates the engine (Cranelift, fuel metering) and the WASI linker, and
+    /// calibrates the fuel rate unless [`ExecutorConfig::fuel_per_core_second`]
+    /// is set.
     pub fn new(cfg: ExecutorConfig) -> Result<Self, ExecError> {
-        let mut config = Config::new();
-        config
-            .strategy(Strategy::Cranelift)
-            .cranelift_opt_level(OptLevel::Speed)
-            .consume_fuel(true)
-            .epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(|e| ExecError::Engine(e.to_string()))?;
+        let engine = Engine::new(&engine_config()).map_err(|e| ExecError::Engine(e.to_string()))?;
+        let fuel_rate = match cfg.fuel_per_core_second {
+            Some(r) => r.max(1000),
+            None => pacing::calibrated_fuel_rate(&engine).map_err(ExecError::Engine)?,
+        };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut TaskState| &mut s.wasi)
             .map_err(|e| ExecError::Engine(e.to_string()))?;
@@ -299,7 +311,6 @@ impl Executor {
                 source,
             })?;
         }
-        let ticker = Ticker::start(engine.clone()).map_err(|e| ExecError::Engine(e.to_string()))?;
         Ok(Executor {
             inner: Arc::new(Inner {
                 cfg,
@@ -307,9 +318,29 @@ impl Executor {
                 linker,
                 modules: Mutex::new(HashMap::new()),
                 compat_hash,
-                _ticker: ticker,
+                fuel_rate,
+                compiles: AtomicU64::new(0),
+                disk_cache_hits: AtomicU64::new(0),
+                cache_rebuilds: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Fuel one core burns per second (calibrated at start or configured):
+    /// a task offered `c` cpus may burn `c ×` this per second.
+    pub fn fuel_per_core_second(&self) -> u64 {
+        self.inner.fuel_rate
+    }
+
+    /// Counters: compilations, disk cache hits and rebuilds, fuel rate.
+    pub fn stats(&self) -> ExecStats {
+        let i = &self.inner;
+        ExecStats {
+            compiles: i.compiles.load(Ordering::Relaxed),
+            disk_cache_hits: i.disk_cache_hits.load(Ordering::Relaxed),
+            cache_rebuilds: i.cache_rebuilds.load(Ordering::Relaxed),
+            fuel_per_core_second: i.fuel_rate,
+        }
     }
 
     /// Validates and compiles the module at `wasm_path` (or fetches it from
@@ -389,8 +420,20 @@ impl Drop for FinishGuard {
             stderr_tail: String::new(),
             fuel_consumed: 0,
             wall: Duration::ZERO,
+            cpu_paused: Duration::ZERO,
         });
     }
+}
+
+/// The executor's engine configuration: Cranelift, fuel metering, no epoch
+/// interruption (fuel yields do its job, see `pacing.rs`).
+pub fn engine_config() -> Config {
+    let mut config = Config::new();
+    config
+        .strategy(Strategy::Cranelift)
+        .cranelift_opt_level(OptLevel::Speed)
+        .consume_fuel(true);
+    config
 }
 
 /// How `_start` ended, before classification.
@@ -398,6 +441,21 @@ enum Ended {
     Returned(wasmtime::Result<()>),
     Killed,
     Timeout,
+    Disk(u64),
+}
+
+/// Resolves when the sandbox at `sandbox` holds more than `cap` bytes,
+/// with the bytes used; checks every `every`.
+async fn disk_over(sandbox: PathBuf, cap: u64, every: Duration) -> u64 {
+    loop {
+        tokio::time::sleep(every).await;
+        let s = sandbox.clone();
+        if let Ok(used) = tokio::task::spawn_blocking(move || disk::usage(&s)).await {
+            if used > cap {
+                return used;
+            }
+        }
+    }
 }
 
 fn valid_digest(digest: &str) -> bool {
@@ -466,11 +524,18 @@ impl Inner {
             // written by `Module::serialize` of an engine with the same
             // compatibility hash (it is part of the file name).
             match unsafe { Module::deserialize_file(&self.engine, &cached) } {
-                Ok(module) => return self.link(digest, &module),
-                Err(e) => tracing::warn!(
-                    path = %cached.display(),
-                    "discarding unusable cached module: {e:#}"
-                ),
+                Ok(module) => {
+                    self.disk_cache_hits.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(digest, "loaded compiled module from the disk cache");
+                    return self.link(digest, &module);
+                }
+                Err(e) => {
+                    self.cache_rebuilds.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        path = %cached.display(),
+                        "discarding unusable cached module: {e:#}"
+                    )
+                }
             }
         }
         let module = self.compile(digest, wasm_path)?;
@@ -504,6 +569,8 @@ impl Inner {
             path: wasm_path.to_owned(),
             source,
         })?;
+        self.compiles.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(digest, "compiling module");
         Module::new(&self.engine, &bytes).map_err(|e| ExecError::Compile {
             digest: digest.to_owned(),
             message: format!("{e:#}"),
@@ -543,26 +610,44 @@ impl Inner {
         let stdout_path = spec.task_dir.join("stdout");
         let stderr_path = spec.task_dir.join("stderr");
         let tail_bytes = self.cfg.tail_bytes;
-        let finish = |termination: Termination, fuel_consumed: u64, wall: Duration| TaskOutcome {
+        let finish = |termination: Termination,
+                      fuel_consumed: u64,
+                      wall: Duration,
+                      cpu_paused: Duration| TaskOutcome {
             termination,
             stdout_tail: read_tail(&stdout_path, tail_bytes),
             stderr_tail: read_tail(&stderr_path, tail_bytes),
             fuel_consumed,
             wall,
+            cpu_paused,
+        };
+        let mut pacer = Pacer::new(spec.cpus_milli, self.fuel_rate);
+        let initial_fuel = match spec.max_cpu {
+            Some(d) => {
+                let fuel = (d.as_secs_f64() * self.fuel_rate as f64).min(UNLIMITED_FUEL as f64);
+                (fuel as u64).max(1)
+            }
+            None => UNLIMITED_FUEL,
         };
 
         let setup = tokio::select! {
             biased;
             () = killed(&mut kill) => Err(Termination::Killed),
-            r = self.setup(&spec) => r,
+            r = self.setup(&spec, initial_fuel, pacer.interval()) => r,
         };
         let (mut store, start) = match setup {
             Ok(s) => s,
-            Err(t) => return finish(t, 0, Duration::ZERO),
+            Err(t) => return finish(t, 0, Duration::ZERO, Duration::ZERO),
         };
 
+        let sandbox = spec.task_dir.join("sandbox");
+        let disk_cap = match spec.disk_bytes {
+            0 => self.cfg.default_disk_cap,
+            n => n,
+        };
         guard.running();
         let started = Instant::now();
+        pacer.start();
         let timeout = async {
             match spec.timeout {
                 Some(d) => tokio::time::sleep(d).await,
@@ -573,20 +658,47 @@ impl Inner {
             biased;
             () = killed(&mut kill) => Ended::Killed,
             () = timeout => Ended::Timeout,
-            r = start.call_async(&mut store, ()) => Ended::Returned(r),
+            used = disk_over(sandbox.clone(), disk_cap, self.cfg.disk_check_interval) => {
+                Ended::Disk(used)
+            }
+            r = pacer.run(start.call_async(&mut store, ())) => Ended::Returned(r),
         };
         let wall = started.elapsed();
         let fuel_consumed = store
             .get_fuel()
-            .map(|left| INITIAL_FUEL.saturating_sub(left))
+            .map(|left| initial_fuel.saturating_sub(left))
             .unwrap_or(0);
+        // A last look at the sandbox, unless the task was stopped from outside.
+        let ended = match ended {
+            Ended::Returned(r) => {
+                let s = sandbox.clone();
+                match tokio::task::spawn_blocking(move || disk::usage(&s)).await {
+                    Ok(used) if used > disk_cap => Ended::Disk(used),
+                    _ => Ended::Returned(r),
+                }
+            }
+            other => other,
+        };
         let termination = match ended {
             Ended::Killed => Termination::Killed,
             Ended::Timeout => Termination::Timeout,
+            Ended::Disk(used) => Termination::DiskLimit(format!(
+                "sandbox uses {used} bytes, over its disk cap of {disk_cap} bytes"
+            )),
             Ended::Returned(Ok(())) => Termination::Exited(0),
             Ended::Returned(Err(e)) => {
                 if let Some(exit) = e.downcast_ref::<I32Exit>() {
                     Termination::Exited(exit.0)
+                } else if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel)
+                    && spec.max_cpu.is_some()
+                {
+                    let budget = spec.max_cpu.unwrap_or_default();
+                    Termination::CpuLimit(format!(
+                        "CPU-time budget of {} ms used up ({initial_fuel} fuel at {} fuel per \
+                         core-second)",
+                        budget.as_millis(),
+                        self.fuel_rate
+                    ))
                 } else if let Some(denied) = store.data().limiter.denied() {
                     Termination::MemoryLimit(format!("{denied} ({})", error_message(&e)))
                 } else {
@@ -596,13 +708,15 @@ impl Inner {
         };
         // Close the output files before reading the tails.
         drop(store);
-        finish(termination, fuel_consumed, wall)
+        finish(termination, fuel_consumed, wall, pacer.paused())
     }
 
     /// Builds the store and instance; errors are the task's termination.
     async fn setup(
         self: &Arc<Self>,
         spec: &TaskSpec,
+        initial_fuel: u64,
+        yield_interval: u64,
     ) -> Result<(Store<TaskState>, wasmtime::TypedFunc<(), ()>), Termination> {
         let prepared = self
             .prepared(&spec.digest, &spec.wasm_path)
@@ -646,12 +760,10 @@ impl Inner {
         store.limiter(|s| &mut s.limiter);
         let store_err =
             |e: wasmtime::Error| Termination::StartFailed(format!("store setup: {e:#}"));
-        store.set_fuel(INITIAL_FUEL).map_err(store_err)?;
+        store.set_fuel(initial_fuel).map_err(store_err)?;
         store
-            .fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL))
+            .fuel_async_yield_interval(Some(yield_interval))
             .map_err(store_err)?;
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
 
         let instance = match prepared.pre.instantiate_async(&mut store).await {
             Ok(i) => i,

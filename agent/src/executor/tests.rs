@@ -28,6 +28,8 @@ fn spec(dir: &Path, digest: &str, wasm: &str, args: &[&str]) -> TaskSpec {
         mem_bytes: 64 * MIB,
         cpus_milli: 1000,
         timeout: None,
+        max_cpu: None,
+        disk_bytes: 0,
     }
 }
 
@@ -353,7 +355,7 @@ async fn output_is_capped() {
     let cfg = ExecutorConfig {
         output_cap: 10_000,
         tail_bytes: 100,
-        cache_dir: None,
+        ..ExecutorConfig::default()
     };
     let exec = Executor::new(cfg).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -445,4 +447,259 @@ async fn disk_cache_is_used_and_repaired() {
         .await
         .unwrap();
     assert!(std::fs::metadata(cwasm).unwrap().len() > 1000);
+}
+
+#[tokio::test]
+async fn cpu_budget_stops_a_spinner() {
+    let exec = executor();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(dir.path(), "spinner", wasm_examples::SPINNER_PATH, &[]);
+    s.max_cpu = Some(Duration::from_millis(100));
+    let out = run(&exec, s).await;
+    match &out.termination {
+        Termination::CpuLimit(msg) => assert!(msg.contains("100 ms"), "{msg}"),
+        other => panic!("expected CpuLimit, got {other:?} / {out:?}"),
+    }
+    // It burnt its whole budget, and not more.
+    let budget = exec.fuel_per_core_second() / 10;
+    assert_eq!(out.fuel_consumed, budget, "{out:?}");
+
+    // A task within its budget is not affected.
+    let mut s = spec(dir.path(), "pi", wasm_examples::PI_PATH, &["1", "1000"]);
+    s.max_cpu = Some(Duration::from_secs(5));
+    let out = run(&exec, s).await;
+    assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+}
+
+/// A module that grows its table by 1024 entries at a time and traps when a
+/// growth is refused, as a guest checking `table.grow`'s result would.
+const TABLEHOG_WAT: &str = r#"
+(module
+  (memory 1)
+  (table $t 0 funcref)
+  (func (export "_start")
+    (loop $grow
+      (br_if $grow
+        (i32.ne (table.grow $t (ref.null func) (i32.const 1024)) (i32.const -1))))
+    unreachable))
+"#;
+
+#[tokio::test]
+async fn hogs_fail_with_the_right_reason_and_others_are_unaffected() {
+    let exec = executor();
+    let dir = tempfile::tempdir().unwrap();
+    let tablehog = dir.path().join("tablehog.wat");
+    std::fs::write(&tablehog, TABLEHOG_WAT).unwrap();
+
+    // A well-behaved task runs alongside the hogs.
+    let mut bystander = launch(
+        &exec,
+        spec(
+            &dir.path().join("bystander"),
+            "pi",
+            wasm_examples::PI_PATH,
+            &["7", "2000000"],
+        ),
+    );
+    bystander.wait_running().await;
+
+    let mut s = spec(
+        &dir.path().join("tablehog"),
+        "tablehog",
+        tablehog.to_str().unwrap(),
+        &[],
+    );
+    s.mem_bytes = 4 * MIB;
+    let table = launch(&exec, s);
+    let mut s = spec(
+        &dir.path().join("memhog"),
+        "memhog",
+        wasm_examples::MEMHOG_PATH,
+        &[],
+    );
+    s.mem_bytes = 16 * MIB;
+    let mem = launch(&exec, s);
+    let stack = launch(
+        &exec,
+        spec(
+            &dir.path().join("stack"),
+            "stackoverflow",
+            wasm_examples::STACKOVERFLOW_PATH,
+            &[],
+        ),
+    );
+
+    let out = table.finished().await;
+    match &out.termination {
+        // 64 KiB of memory + 8 bytes per table entry: denied near 4 MiB.
+        Termination::MemoryLimit(msg) => assert!(msg.contains("growing a table"), "{msg}"),
+        other => panic!("tablehog: expected MemoryLimit, got {other:?}"),
+    }
+    let out = mem.finished().await;
+    assert!(
+        matches!(out.termination, Termination::MemoryLimit(_)),
+        "memhog: {out:?}"
+    );
+    let out = stack.finished().await;
+    match &out.termination {
+        Termination::Trapped(msg) => {
+            eprintln!("stackoverflow: {msg}");
+            assert!(
+                msg.contains("call stack exhausted") || msg.contains("out of bounds"),
+                "{msg}"
+            )
+        }
+        other => panic!("stackoverflow: expected a trap, got {other:?}"),
+    }
+    assert!(out.stdout_tail.contains("recursing"), "{out:?}");
+
+    let out = bystander.finished().await;
+    assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+    assert!(out.stdout_tail.contains("samples=2000000"), "{out:?}");
+}
+
+#[tokio::test]
+async fn disk_filler_hits_the_disk_limit() {
+    let cfg = ExecutorConfig {
+        disk_check_interval: Duration::from_millis(20),
+        ..ExecutorConfig::default()
+    };
+    let exec = Executor::new(cfg).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(dir.path(), "diskfill", wasm_examples::DISKFILL_PATH, &[]);
+    s.disk_bytes = 8 * MIB;
+    let out = run(&exec, s).await;
+    match &out.termination {
+        Termination::DiskLimit(msg) => assert!(msg.contains("8388608"), "{msg}"),
+        other => panic!("expected DiskLimit, got {other:?} / {out:?}"),
+    }
+
+    // Caught at exit even between two checks.
+    let cfg = ExecutorConfig {
+        disk_check_interval: Duration::from_secs(3600),
+        ..ExecutorConfig::default()
+    };
+    let exec = Executor::new(cfg).unwrap();
+    let mut s = spec(dir.path(), "diskfill", wasm_examples::DISKFILL_PATH, &["3"]);
+    s.disk_bytes = 2 * MIB;
+    let out = run(&exec, s.clone()).await;
+    assert!(
+        matches!(out.termination, Termination::DiskLimit(_)),
+        "{out:?}"
+    );
+    // Within the cap (and with the default cap for disk 0) it succeeds.
+    s.disk_bytes = 8 * MIB;
+    assert_eq!(
+        run(&exec, s.clone()).await.termination,
+        Termination::Exited(0)
+    );
+    s.disk_bytes = 0;
+    assert_eq!(run(&exec, s).await.termination, Termination::Exited(0));
+}
+
+#[tokio::test]
+async fn escape_attempts_all_fail() {
+    let exec = executor();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "top secret").unwrap();
+    let out = run(
+        &exec,
+        spec(dir.path(), "escape", wasm_examples::ESCAPE_PATH, &[]),
+    )
+    .await;
+    assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+    let stdout = std::fs::read_to_string(dir.path().join("stdout")).unwrap();
+    eprintln!("{stdout}");
+    assert!(stdout.contains("escape: done"), "{stdout}");
+    let attempts: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("escape ") && l.contains(": "))
+        .collect();
+    assert_eq!(attempts.len(), 16, "{stdout}");
+    for line in &attempts {
+        assert!(line.ends_with(": denied"), "{line}\n{stdout}");
+    }
+    // Nothing changed outside the sandbox.
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("secret.txt")).unwrap(),
+        "top secret"
+    );
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["sandbox", "secret.txt", "stderr", "stdout"]);
+    assert!(!dir.path().join("sandbox/stolen.txt").exists());
+}
+
+#[tokio::test]
+async fn cached_module_survives_a_restart_without_recompiling() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ExecutorConfig {
+        cache_dir: Some(dir.path().join("cache")),
+        ..ExecutorConfig::default()
+    };
+    let hello = Path::new(wasm_examples::HELLO_PATH);
+    let exec = Executor::new(cfg.clone()).unwrap();
+    exec.prepare("h", hello).await.unwrap();
+    exec.prepare("h", hello).await.unwrap(); // in memory: nothing new
+    let s = exec.stats();
+    assert_eq!((s.compiles, s.disk_cache_hits, s.cache_rebuilds), (1, 0, 0));
+    assert!(s.fuel_per_core_second > 1_000_000, "{s:?}");
+    drop(exec);
+
+    // "Restart": a new executor on the same cache directory.
+    let exec = Executor::new(cfg.clone()).unwrap();
+    let out = run(
+        &exec,
+        spec(&dir.path().join("t"), "h", "/nonexistent.wasm", &[]),
+    )
+    .await;
+    assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+    let s = exec.stats();
+    assert_eq!((s.compiles, s.disk_cache_hits, s.cache_rebuilds), (0, 1, 0));
+    drop(exec);
+
+    // A corrupted entry is detected, counted and rebuilt.
+    let cwasm = std::fs::read_dir(dir.path().join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .unwrap();
+    let mut bytes = std::fs::read(&cwasm).unwrap();
+    let mid = bytes.len() / 2;
+    bytes.truncate(mid);
+    let tmp = cwasm.with_extension("tmp");
+    std::fs::write(&tmp, &bytes).unwrap();
+    std::fs::rename(&tmp, &cwasm).unwrap();
+    let exec = Executor::new(cfg.clone()).unwrap();
+    exec.prepare("h", hello).await.unwrap();
+    let s = exec.stats();
+    assert_eq!((s.compiles, s.disk_cache_hits, s.cache_rebuilds), (1, 0, 1));
+    drop(exec);
+    let exec = Executor::new(cfg).unwrap();
+    exec.prepare("h", hello).await.unwrap();
+    assert_eq!(exec.stats().disk_cache_hits, 1);
+}
+
+#[tokio::test]
+async fn paced_spinner_still_times_out_and_is_killed() {
+    let exec = executor();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(dir.path(), "spinner", wasm_examples::SPINNER_PATH, &[]);
+    s.cpus_milli = 100;
+    s.timeout = Some(Duration::from_millis(300));
+    let out = run(&exec, s.clone()).await;
+    assert_eq!(out.termination, Termination::Timeout, "{out:?}");
+    // Paced: it spent most of its time paused.
+    assert!(out.cpu_paused > out.wall / 2, "{out:?}");
+
+    s.timeout = None;
+    let mut task = launch(&exec, s);
+    task.wait_running().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    task.kill.kill();
+    let out = task.finished().await;
+    assert_eq!(out.termination, Termination::Killed, "{out:?}");
 }

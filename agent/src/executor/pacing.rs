@@ -1,0 +1,294 @@
+//! CPU share by fuel rate: calibration of fuel per core-second, and the
+//! pacer that holds a task to `cpus × fuel_per_core_second`.
+//!
+//! Metering is fuel alone (no epoch interruption): every store yields to
+//! tokio after each [`fuel_yield_interval`] of fuel (about 1 ms of one
+//! core), by `Store::fuel_async_yield_interval`. [`Pacer::poll`] wraps the
+//! guest's `call_async` future and tells such a fuel yield (the future wakes
+//! itself before returning `Pending`) from a wait on I/O (woken later by
+//! someone else). Each fuel yield means exactly one interval of fuel was
+//! burnt, which a token bucket refilled at the task's fuel rate pays for; a
+//! task ahead of its budget is put to sleep until it is not. Kills and
+//! timeouts are `select!`ed against the paced future, so they take effect
+//! at the next yield, within about a millisecond even in `loop {}`.
+//!
+//! A WASI preview-1 task is one thread: a share above one cpu buys no more
+//! than one core, and tasks of 1 cpu or more are not paced at all.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use wasmtime::{Engine, Instance, Module, Store};
+
+/// Calibration workload: a xorshift generator updating a 2 KiB table in
+/// linear memory (arithmetic, shifts, loads and stores, a branch), close to
+/// the instruction mix of ordinary compiled code.
+const CALIBRATION_WAT: &str = r#"
+(module
+  (memory 1)
+  (func (export "run") (param $n i64) (result i64)
+    (local $x i64) (local $i i32)
+    (local.set $x (i64.const 0x1E3779B97F4A7C15))
+    (block $done
+      (loop $l
+        (br_if $done (i64.eqz (local.get $n)))
+        (local.set $x (i64.xor (local.get $x) (i64.shl (local.get $x) (i64.const 13))))
+        (local.set $x (i64.xor (local.get $x) (i64.shr_u (local.get $x) (i64.const 7))))
+        (local.set $x (i64.xor (local.get $x) (i64.shl (local.get $x) (i64.const 17))))
+        (local.set $i (i32.shl (i32.wrap_i64 (i64.and (local.get $x) (i64.const 255))) (i32.const 3)))
+        (i64.store (local.get $i)
+          (i64.rotl (i64.add (i64.load (local.get $i)) (local.get $x)) (i64.const 5)))
+        (local.set $n (i64.sub (local.get $n) (i64.const 1)))
+        (br $l)))
+    (local.get $x)))
+"#;
+
+/// CPU time of each calibration sample.
+const SAMPLE: Duration = Duration::from_millis(60);
+
+/// Fuel between two yields of a task: about 1 ms of one core.
+pub(crate) fn fuel_yield_interval(fuel_per_core_second: u64) -> u64 {
+    (fuel_per_core_second / 1000).clamp(10_000, 10_000_000)
+}
+
+/// CPU time consumed by the calling thread.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Measures how much fuel one core burns per second of CPU time with this
+/// engine's code generation: runs the calibration loop for a few samples of
+/// [`SAMPLE`] CPU time each (about 250 ms in all) on a thread of its own,
+/// timed by that thread's CPU clock so that other load on the machine does
+/// not distort it, and keeps the fastest sample. The result is cached for
+/// the process (the engine configuration is fixed).
+pub(crate) fn calibrated_fuel_rate(engine: &Engine) -> Result<u64, String> {
+    // Held during calibration, so that executors created concurrently
+    // calibrate once rather than all at the same time.
+    static RATE: Mutex<Option<u64>> = Mutex::new(None);
+    let mut rate = RATE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(r) = *rate {
+        return Ok(r);
+    }
+    let engine = engine.clone();
+    let r = std::thread::Builder::new()
+        .name("tessera-calibrate".into())
+        .spawn(move || calibrate(&engine))
+        .map_err(|e| e.to_string())?
+        .join()
+        .map_err(|_| "calibration thread panicked".to_owned())??;
+    tracing::info!(fuel_per_core_second = r, "calibrated the fuel rate");
+    *rate = Some(r);
+    Ok(r)
+}
+
+fn calibrate(engine: &Engine) -> Result<u64, String> {
+    let err = |e: wasmtime::Error| format!("calibration: {e:#}");
+    let module = Module::new(engine, CALIBRATION_WAT).map_err(err)?;
+    let mut store = Store::new(engine, ());
+    store.set_fuel(u64::MAX / 2).map_err(err)?;
+    let instance = Instance::new(&mut store, &module, &[]).map_err(err)?;
+    let run = instance
+        .get_typed_func::<i64, i64>(&mut store, "run")
+        .map_err(err)?;
+    let sample = |n: i64, store: &mut Store<()>| -> Result<(u64, Duration), String> {
+        let fuel0 = store.get_fuel().map_err(err)?;
+        let t0 = thread_cpu_time();
+        run.call(&mut *store, n).map_err(err)?;
+        let cpu = thread_cpu_time().saturating_sub(t0);
+        let fuel = fuel0 - store.get_fuel().map_err(err)?;
+        Ok((fuel, cpu))
+    };
+    // Warm up and size the samples.
+    let mut n: i64 = 1 << 16;
+    loop {
+        let (_, cpu) = sample(n, &mut store)?;
+        if cpu >= Duration::from_millis(5) || n >= 1 << 40 {
+            let scale = SAMPLE.as_secs_f64() / cpu.as_secs_f64().max(1e-6);
+            n = ((n as f64) * scale).max(1.0) as i64;
+            break;
+        }
+        n *= 4;
+    }
+    let mut best = 0f64;
+    for _ in 0..4 {
+        let (fuel, cpu) = sample(n, &mut store)?;
+        best = best.max(fuel as f64 / cpu.as_secs_f64().max(1e-6));
+    }
+    if best < 1e6 {
+        return Err(format!("calibration: implausible rate {best} fuel/s"));
+    }
+    Ok(best as u64)
+}
+
+/// Records whether the wrapped future woke itself during a poll (a fuel
+/// yield) and forwards every wake to the task's real waker.
+struct WakeFlag {
+    woken: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl WakeFlag {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Waker>> {
+        self.waker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+        if let Some(w) = self.lock().as_ref() {
+            w.wake_by_ref();
+        }
+    }
+}
+
+/// Holds one task to its fuel rate (see the module documentation).
+pub(crate) struct Pacer {
+    /// Fuel per second of wall time this task may burn; `None`: unpaced.
+    rate: Option<f64>,
+    /// Fuel burnt between two yields.
+    interval: u64,
+    /// Token bucket: fuel the task may still burn (negative: in debt).
+    tokens: f64,
+    /// Most tokens a task may save up while idle.
+    cap: f64,
+    last: Instant,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    flag: Arc<WakeFlag>,
+    waker: Waker,
+    /// Total time paused for being ahead of budget.
+    paused: Duration,
+}
+
+/// How long a paced task may save up its share while idle (or asleep).
+const BURST: Duration = Duration::from_millis(50);
+
+impl Pacer {
+    /// A pacer for a task offered `cpus_milli` thousandths of a core, on an
+    /// agent whose cores burn `fuel_per_core_second`.
+    pub(crate) fn new(cpus_milli: u64, fuel_per_core_second: u64) -> Self {
+        let interval = fuel_yield_interval(fuel_per_core_second);
+        let rate = (cpus_milli < 1000)
+            .then(|| fuel_per_core_second as f64 * cpus_milli.max(1) as f64 / 1000.0);
+        let cap = rate
+            .map(|r| (r * BURST.as_secs_f64()).max(2.0 * interval as f64))
+            .unwrap_or(0.0);
+        let flag = Arc::new(WakeFlag {
+            woken: AtomicBool::new(false),
+            waker: Mutex::new(None),
+        });
+        Pacer {
+            rate,
+            interval,
+            tokens: 0.0,
+            cap,
+            last: Instant::now(),
+            sleep: None,
+            waker: Waker::from(flag.clone()),
+            flag,
+            paused: Duration::ZERO,
+        }
+    }
+
+    /// Fuel between two yields (to configure the store with).
+    pub(crate) fn interval(&self) -> u64 {
+        self.interval
+    }
+
+    /// Time the task spent paused for being ahead of its share.
+    pub(crate) fn paused(&self) -> Duration {
+        self.paused
+    }
+
+    /// Restarts the budget clock (call right before the guest starts).
+    pub(crate) fn start(&mut self) {
+        self.last = Instant::now();
+        self.tokens = 0.0;
+    }
+
+    /// Runs `fut` (the guest's `call_async`) at this pacer's rate.
+    pub(crate) async fn run<F: Future>(&mut self, fut: F) -> F::Output {
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| self.poll(fut.as_mut(), cx)).await
+    }
+
+    fn poll<F: Future>(&mut self, fut: Pin<&mut F>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        if let Some(s) = self.sleep.as_mut() {
+            if s.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.sleep = None;
+        }
+        {
+            let mut w = self.flag.lock();
+            if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *w = Some(cx.waker().clone());
+            }
+        }
+        self.flag.woken.store(false, Ordering::SeqCst);
+        let mut inner_cx = Context::from_waker(&self.waker);
+        let r = fut.poll(&mut inner_cx);
+        if r.is_pending() && self.flag.woken.swap(false, Ordering::SeqCst) {
+            self.yielded(cx);
+        }
+        r
+    }
+
+    /// One fuel interval was burnt: pay for it, and sleep off any debt.
+    fn yielded(&mut self, cx: &mut Context<'_>) {
+        let Some(rate) = self.rate else { return };
+        let now = Instant::now();
+        let earned = rate * now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + earned).min(self.cap) - self.interval as f64;
+        if self.tokens < 0.0 {
+            let pause = Duration::from_secs_f64(-self.tokens / rate);
+            self.paused += pause;
+            let mut s = Box::pin(tokio::time::sleep(pause));
+            // Registers the task's waker with the timer.
+            if s.as_mut().poll(cx).is_pending() {
+                self.sleep = Some(s);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interval_is_about_a_millisecond() {
+        assert_eq!(fuel_yield_interval(2_000_000_000), 2_000_000);
+        assert_eq!(fuel_yield_interval(1_000), 10_000);
+        assert_eq!(fuel_yield_interval(u64::MAX), 10_000_000);
+    }
+
+    #[test]
+    fn shares_of_a_core_or_more_are_not_paced() {
+        assert!(Pacer::new(1000, 1_000_000_000).rate.is_none());
+        assert!(Pacer::new(4000, 1_000_000_000).rate.is_none());
+        let p = Pacer::new(250, 1_000_000_000);
+        assert_eq!(p.rate, Some(250_000_000.0));
+        // A zero share is treated as the smallest one, never as unlimited.
+        assert_eq!(Pacer::new(0, 1_000_000_000).rate, Some(1_000_000.0));
+    }
+}
