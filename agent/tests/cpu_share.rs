@@ -1,12 +1,9 @@
-//! CPU shares enforced by fuel rate, with real wasmtime and real guests.
+//! CPU shares, with real wasmtime and real guests: each task's achieved share is the CPU time
+//! its guest used over its wall time.
 //!
-//! Timing-sensitive, so it lives in its own test binary with a single test
-//! (nothing else of this crate runs concurrently with it). To stay robust on
-//! a loaded 2-core CI machine, the executor is told that a core burns a
-//! quarter of the calibrated fuel rate: "1 cpu" is then a quarter of a real
-//! core, and all the tasks below together need under 40% of one real core.
-//! Progress is each task's fuel over its own wall time (the windows are the
-//! same up to launch jitter); the checks are ratios.
+//! Timing-sensitive, so it lives in its own test binary with a single test (nothing else of
+//! this crate runs concurrently with it); the checks are ratios with the tolerance the issue
+//! asks for, not durations.
 
 use std::path::Path;
 use std::time::Duration;
@@ -69,11 +66,11 @@ impl Task {
     }
 }
 
-/// Runs tasks with these shares over the same window; returns each one's
-/// fuel per second of its wall time.
-async fn fuel_rates(exec: &Executor, shares: &[u64]) -> Vec<f64> {
+/// Runs tasks with these shares over the same window; returns each one's achieved share of a
+/// core (CPU time over wall time).
+async fn shares(exec: &Executor, offered: &[u64]) -> Vec<f64> {
     let dir = tempfile::tempdir().unwrap();
-    let mut tasks: Vec<Task> = shares
+    let mut tasks: Vec<Task> = offered
         .iter()
         .enumerate()
         .map(|(i, &c)| launch(exec, dir.path(), &format!("t{i}"), c))
@@ -82,52 +79,40 @@ async fn fuel_rates(exec: &Executor, shares: &[u64]) -> Vec<f64> {
         t.running().await;
     }
     tokio::time::sleep(WINDOW).await;
-    let mut rates = Vec::new();
+    let mut out = Vec::new();
     for t in tasks {
         let o = t.stop().await;
         assert!(o.wall > Duration::ZERO);
-        rates.push(o.fuel_consumed as f64 / o.wall.as_secs_f64());
+        out.push(o.cpu_time.as_secs_f64() / o.wall.as_secs_f64());
     }
-    rates
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cpu_shares_follow_the_fuel_rate() {
-    let calibrated = Executor::new(ExecutorConfig::default())
-        .unwrap()
-        .fuel_per_core_second();
-    assert!(calibrated > 10_000_000, "{calibrated}");
-    let core = calibrated / 4;
-    let exec = Executor::new(ExecutorConfig {
-        fuel_per_core_second: Some(core),
-        ..ExecutorConfig::default()
-    })
-    .unwrap();
+async fn cpu_shares_hold_on_the_cpu_clock() {
+    let exec = Executor::new(ExecutorConfig::default()).unwrap();
     exec.prepare("burn", Path::new(wasm_examples::BURN_PATH))
         .await
         .unwrap();
 
-    // 0.99 rather than 1.0: shares of a whole core or more are not paced,
-    // and this test's "core" is a quarter of a real one.
-    let r = fuel_rates(&exec, &[990, 500]).await;
+    // Shares 2:1 give progress 2:1 within 10%. The issue's pair is 1.0 and 0.5 cpus; a
+    // 1.0-cpu task is not paced at all (one thread can't use more than a core), so what it gets
+    // is whatever the machine has free. 0.4 and 0.2 keep the same ratio while leaving room on a
+    // loaded 2-core CI machine; the benchmark reports the 1.0 case.
+    let r = shares(&exec, &[400, 200]).await;
     let ratio = r[0] / r[1];
     eprintln!(
-        "1.0 vs 0.5 cpus: {:.3} and {:.3} cores, ratio {ratio:.3}",
-        r[0] / core as f64,
-        r[1] / core as f64
+        "0.4 vs 0.2 cpus: {:.3} and {:.3} cores, ratio {ratio:.3}",
+        r[0], r[1]
     );
-    assert!(
-        (1.8..=2.2).contains(&(ratio * 1000.0 / 990.0)),
-        "ratio {ratio}"
-    );
+    assert!((1.8..=2.2).contains(&ratio), "ratio {ratio} ({r:?})");
 
     // Four quarter-cpu tasks on a one-cpu agent use one core between them.
-    let r = fuel_rates(&exec, &[250, 250, 250, 250]).await;
-    let cores: Vec<f64> = r.iter().map(|x| x / core as f64).collect();
-    let total: f64 = cores.iter().sum();
-    eprintln!("4 x 0.25 cpus: {cores:.3?}, total {total:.3} cores");
+    let r = shares(&exec, &[250, 250, 250, 250]).await;
+    let total: f64 = r.iter().sum();
+    eprintln!("4 x 0.25 cpus: {r:.3?}, total {total:.3} cores");
     assert!((0.85..=1.05).contains(&total), "total {total}");
-    for c in cores {
+    for c in r {
         assert!((0.2..=0.275).contains(&c), "{c}");
     }
 }

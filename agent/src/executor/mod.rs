@@ -12,8 +12,8 @@
 //! - CPU is metered by fuel alone (no epoch interruption): every guest yields
 //!   to tokio after about 1 ms of one core's worth of fuel, which lets guests
 //!   share the runtime's threads, holds each task to its offered CPU share
-//!   ([`TaskSpec::cpus_milli`] × [`Executor::fuel_per_core_second`], see
-//!   `pacing.rs`), and lets kills and timeouts stop even `loop {}` within
+//!   ([`TaskSpec::cpus_milli`] of a core, measured on the thread's CPU
+//!   clock, see `pacing.rs`), and lets kills and timeouts stop even `loop {}` within
 //!   about a millisecond; an optional CPU-time budget
 //!   ([`TaskSpec::max_cpu`]) is the store's fuel.
 //!
@@ -167,9 +167,9 @@ pub struct TaskSpec {
     pub task_dir: PathBuf,
     /// Cap on the total size of the guest's linear memories and tables.
     pub mem_bytes: u64,
-    /// CPU share granted by the scheduler (1000 = one core): the task burns
-    /// at most `cpus_milli / 1000 × fuel_per_core_second` fuel per second of
-    /// wall time. Shares of 1000 and more are not paced (one thread cannot
+    /// CPU share granted by the scheduler (1000 = one core): the task uses
+    /// at most `cpus_milli / 1000` seconds of CPU time per second of wall
+    /// time. Shares of 1000 and more are not paced (one thread cannot
     /// use more than one core); 0 counts as 1.
     pub cpus_milli: u64,
     /// Wall-clock limit for `_start`, if any.
@@ -206,6 +206,8 @@ pub struct TaskOutcome {
     pub wall: Duration,
     /// Part of `wall` the task was paused for being ahead of its CPU share.
     pub cpu_paused: Duration,
+    /// CPU time the guest used (its thread's CPU clock around every poll).
+    pub cpu_time: Duration,
 }
 
 /// How a task ended.
@@ -421,6 +423,7 @@ impl Drop for FinishGuard {
             fuel_consumed: 0,
             wall: Duration::ZERO,
             cpu_paused: Duration::ZERO,
+            cpu_time: Duration::ZERO,
         });
     }
 }
@@ -613,13 +616,15 @@ impl Inner {
         let finish = |termination: Termination,
                       fuel_consumed: u64,
                       wall: Duration,
-                      cpu_paused: Duration| TaskOutcome {
+                      cpu_paused: Duration,
+                      cpu_time: Duration| TaskOutcome {
             termination,
             stdout_tail: read_tail(&stdout_path, tail_bytes),
             stderr_tail: read_tail(&stderr_path, tail_bytes),
             fuel_consumed,
             wall,
             cpu_paused,
+            cpu_time,
         };
         let mut pacer = Pacer::new(spec.cpus_milli, self.fuel_rate);
         let initial_fuel = match spec.max_cpu {
@@ -637,7 +642,7 @@ impl Inner {
         };
         let (mut store, start) = match setup {
             Ok(s) => s,
-            Err(t) => return finish(t, 0, Duration::ZERO, Duration::ZERO),
+            Err(t) => return finish(t, 0, Duration::ZERO, Duration::ZERO, Duration::ZERO),
         };
 
         let sandbox = spec.task_dir.join("sandbox");
@@ -708,7 +713,13 @@ impl Inner {
         };
         // Close the output files before reading the tails.
         drop(store);
-        finish(termination, fuel_consumed, wall, pacer.paused())
+        finish(
+            termination,
+            fuel_consumed,
+            wall,
+            pacer.paused(),
+            pacer.cpu_time(),
+        )
     }
 
     /// Builds the store and instance; errors are the task's termination.

@@ -1,16 +1,21 @@
-//! CPU share by fuel rate: calibration of fuel per core-second, and the
-//! pacer that holds a task to `cpus × fuel_per_core_second`.
+//! CPU shares: calibration of fuel per core-second, and the pacer that holds
+//! a task to its offered share of a core.
 //!
 //! Metering is fuel alone (no epoch interruption): every store yields to
 //! tokio after each [`fuel_yield_interval`] of fuel (about 1 ms of one
 //! core), by `Store::fuel_async_yield_interval`. [`Pacer::poll`] wraps the
-//! guest's `call_async` future and tells such a fuel yield (the future wakes
-//! itself before returning `Pending`) from a wait on I/O (woken later by
-//! someone else). Each fuel yield means exactly one interval of fuel was
-//! burnt, which a token bucket refilled at the task's fuel rate pays for; a
-//! task ahead of its budget is put to sleep until it is not. Kills and
-//! timeouts are `select!`ed against the paced future, so they take effect
-//! at the next yield, within about a millisecond even in `loop {}`.
+//! guest's `call_async` future, reads the thread's CPU clock around every
+//! poll (the guest runs on the polling thread, inside the poll), and tells a
+//! fuel yield (the future wakes itself before returning `Pending`) from a
+//! wait on I/O (woken later by someone else). At each fuel yield the CPU
+//! time used since the last one is paid from a token bucket refilled at
+//! `cpus` core-seconds per second of wall time; a task ahead of its share is
+//! put to sleep until it is not. Pacing by the CPU clock rather than by fuel
+//! makes "0.5 cpus" half a core whatever the guest's instruction mix (fuel
+//! counts instructions, whose cost varies by about 2x between guests); fuel
+//! still sets the yield interval and the CPU-time budget. Kills and timeouts
+//! are `select!`ed against the paced future, so they take effect at the next
+//! yield, within about a millisecond even in `loop {}`.
 //!
 //! A WASI preview-1 task is one thread: a share above one cpu buys no more
 //! than one core, and tasks of 1 cpu or more are not paced at all.
@@ -160,16 +165,20 @@ impl Wake for WakeFlag {
     }
 }
 
-/// Holds one task to its fuel rate (see the module documentation).
+/// Holds one task to its CPU share (see the module documentation).
 pub(crate) struct Pacer {
-    /// Fuel per second of wall time this task may burn; `None`: unpaced.
+    /// Core-seconds of CPU per second of wall time this task may use; `None`: unpaced.
     rate: Option<f64>,
     /// Fuel burnt between two yields.
     interval: u64,
-    /// Token bucket: fuel the task may still burn (negative: in debt).
+    /// Token bucket, in CPU-seconds the task may still use (negative: in debt).
     tokens: f64,
     /// Most tokens a task may save up while idle.
     cap: f64,
+    /// CPU time used since the last payment.
+    unpaid: Duration,
+    /// CPU time used in all.
+    cpu: Duration,
     last: Instant,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     flag: Arc<WakeFlag>,
@@ -186,10 +195,9 @@ impl Pacer {
     /// agent whose cores burn `fuel_per_core_second`.
     pub(crate) fn new(cpus_milli: u64, fuel_per_core_second: u64) -> Self {
         let interval = fuel_yield_interval(fuel_per_core_second);
-        let rate = (cpus_milli < 1000)
-            .then(|| fuel_per_core_second as f64 * cpus_milli.max(1) as f64 / 1000.0);
+        let rate = (cpus_milli < 1000).then(|| cpus_milli.max(1) as f64 / 1000.0);
         let cap = rate
-            .map(|r| (r * BURST.as_secs_f64()).max(2.0 * interval as f64))
+            .map(|r| (r * BURST.as_secs_f64()).max(0.002))
             .unwrap_or(0.0);
         let flag = Arc::new(WakeFlag {
             woken: AtomicBool::new(false),
@@ -200,6 +208,8 @@ impl Pacer {
             interval,
             tokens: 0.0,
             cap,
+            unpaid: Duration::ZERO,
+            cpu: Duration::ZERO,
             last: Instant::now(),
             sleep: None,
             waker: Waker::from(flag.clone()),
@@ -216,6 +226,11 @@ impl Pacer {
     /// Time the task spent paused for being ahead of its share.
     pub(crate) fn paused(&self) -> Duration {
         self.paused
+    }
+
+    /// CPU time the guest has used (its thread's CPU clock, summed over polls).
+    pub(crate) fn cpu_time(&self) -> Duration {
+        self.cpu
     }
 
     /// Restarts the budget clock (call right before the guest starts).
@@ -245,20 +260,26 @@ impl Pacer {
         }
         self.flag.woken.store(false, Ordering::SeqCst);
         let mut inner_cx = Context::from_waker(&self.waker);
+        let t0 = thread_cpu_time();
         let r = fut.poll(&mut inner_cx);
+        let used = thread_cpu_time().saturating_sub(t0);
+        self.unpaid += used;
+        self.cpu += used;
         if r.is_pending() && self.flag.woken.swap(false, Ordering::SeqCst) {
             self.yielded(cx);
         }
         r
     }
 
-    /// One fuel interval was burnt: pay for it, and sleep off any debt.
+    /// A fuel yield: pay for the CPU time used since the last one, and sleep
+    /// off any debt.
     fn yielded(&mut self, cx: &mut Context<'_>) {
+        let unpaid = std::mem::take(&mut self.unpaid);
         let Some(rate) = self.rate else { return };
         let now = Instant::now();
         let earned = rate * now.duration_since(self.last).as_secs_f64();
         self.last = now;
-        self.tokens = (self.tokens + earned).min(self.cap) - self.interval as f64;
+        self.tokens = (self.tokens + earned).min(self.cap) - unpaid.as_secs_f64();
         if self.tokens < 0.0 {
             let pause = Duration::from_secs_f64(-self.tokens / rate);
             self.paused += pause;
@@ -287,8 +308,8 @@ mod tests {
         assert!(Pacer::new(1000, 1_000_000_000).rate.is_none());
         assert!(Pacer::new(4000, 1_000_000_000).rate.is_none());
         let p = Pacer::new(250, 1_000_000_000);
-        assert_eq!(p.rate, Some(250_000_000.0));
+        assert_eq!(p.rate, Some(0.25));
         // A zero share is treated as the smallest one, never as unlimited.
-        assert_eq!(Pacer::new(0, 1_000_000_000).rate, Some(1_000_000.0));
+        assert_eq!(Pacer::new(0, 1_000_000_000).rate, Some(0.001));
     }
 }

@@ -692,8 +692,9 @@ async fn paced_spinner_still_times_out_and_is_killed() {
     s.timeout = Some(Duration::from_millis(300));
     let out = run(&exec, s.clone()).await;
     assert_eq!(out.termination, Termination::Timeout, "{out:?}");
-    // Paced: it spent most of its time paused.
-    assert!(out.cpu_paused > out.wall / 2, "{out:?}");
+    // Paced: it used about a tenth of a core (never more than its share, whatever the load).
+    assert!(out.cpu_time < out.wall / 4, "{out:?}");
+    assert!(out.cpu_paused > Duration::ZERO, "{out:?}");
 
     s.timeout = None;
     let mut task = launch(&exec, s);
