@@ -7,10 +7,12 @@
 //! - [`dev`]: the seed's worked example and a pi job, as a trace.
 //! - [`run`]: one task, like `mesos-execute`.
 //! - [`sim`]: the master core and allocator under a synthetic workload in virtual time.
+//! - [`master_config`]: the master's `--config` file (allocator, roles' weights and quotas).
 
 #![warn(missing_docs)]
 
 pub mod dev;
 pub mod local;
+pub mod master_config;
 pub mod run;
 pub mod sim;

@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use master::allocator::drf::Drf;
 use master::driver::{MasterOptions, MasterServer};
-use proto::resources::{parse_cpus, parse_size};
+use proto::resources::{parse_cpus, parse_resource_spec, parse_size};
 use proto::tls::{ClusterCa, PeerTls};
 use proto::{AgentInfo, Resources};
 use std::net::SocketAddr;
@@ -132,6 +132,24 @@ struct MasterArgs {
     /// Largest module or file accepted.
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     max_blob_size: u64,
+    /// Allocation policy: `drf` (hierarchical DRF with role weights, quotas and reservations)
+    /// or `priority` (strict framework priority, DRF within a priority). Default: the config
+    /// file's `allocator`, else drf.
+    #[arg(long)]
+    allocator: Option<String>,
+    /// TOML file with `allocator`, `offer_timeout` and `[roles.NAME]` tables (`weight`, default
+    /// 1.0; `guarantee` and `limit`, e.g. `{ cpus = 4, mem = "8GiB" }`, default none).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Rescind offers not answered within this time (default: the config file's, else never).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    offer_timeout: Option<Duration>,
+    /// Smallest offer, cpus part (offers need at least this many cpus and the memory below).
+    #[arg(long, default_value = "0.01", value_parser = parse_cpus)]
+    min_allocatable_cpus: u64,
+    /// Smallest offer, memory part.
+    #[arg(long, default_value = "32MiB", value_parser = parse_size)]
+    min_allocatable_mem: u64,
     #[command(flatten)]
     tls: TlsArgs,
 }
@@ -141,15 +159,20 @@ struct AgentArgs {
     /// The master's address.
     #[arg(long)]
     master: SocketAddr,
-    /// CPUs to offer (e.g. 2, 0.5).
-    #[arg(long, value_parser = parse_cpus)]
-    cpus: u64,
-    /// Memory to offer (e.g. 4GiB).
-    #[arg(long, value_parser = parse_size)]
-    mem: u64,
+    /// CPUs to offer (e.g. 2, 0.5); required unless --resources is given.
+    #[arg(long, value_parser = parse_cpus, required_unless_present = "resources")]
+    cpus: Option<u64>,
+    /// Memory to offer (e.g. 4GiB); required unless --resources is given.
+    #[arg(long, value_parser = parse_size, required_unless_present = "resources")]
+    mem: Option<u64>,
     /// Disk to offer.
     #[arg(long, default_value = "0", value_parser = parse_size)]
     disk: u64,
+    /// Resources with static reservations, Mesos style, instead of --cpus/--mem/--disk:
+    /// "cpus(analytics):2;mem(analytics):2GiB;cpus:2;mem:4GiB" offers <4 cpus, 6 GiB>, of which
+    /// <2 cpus, 2 GiB> only to frameworks of role analytics.
+    #[arg(long, value_parser = parse_resource_spec, conflicts_with_all = ["cpus", "mem"])]
+    resources: Option<(Resources, Vec<(String, Resources)>)>,
     /// Root of blobs, module cache and task sandboxes.
     #[arg(long)]
     work_dir: PathBuf,
@@ -257,7 +280,27 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             opts.config.agent_reregister_timeout = a.agent_reregister_timeout;
             opts.config.run_id = run_id();
             opts.max_blob_size = a.max_blob_size;
-            let server = MasterServer::bind(opts, Box::new(Drf::new()))?;
+            opts.config.min_allocatable =
+                Resources::new(a.min_allocatable_cpus, a.min_allocatable_mem, 0);
+            let file = match &a.config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    tessera_cli::master_config::parse(&text)
+                        .with_context(|| format!("in {}", path.display()))?
+                }
+                None => Default::default(),
+            };
+            opts.config.roles = file.roles;
+            opts.config.offer_timeout = a.offer_timeout.or(file.offer_timeout);
+            let name = a
+                .allocator
+                .or(file.allocator)
+                .unwrap_or_else(|| "drf".into());
+            let Some(allocator) = master::allocator::by_name(&name) else {
+                bail!("unknown allocator {name:?} (drf or priority)");
+            };
+            let server = MasterServer::bind(opts, allocator)?;
             println!("tessera master listening on {}", server.local_addr());
             server.run(shutdown_signal()).await?;
             Ok(0)
@@ -266,10 +309,17 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             init_tracing("info");
             let hostname = a.hostname.clone().unwrap_or_else(hostname);
             let tls = a.tls.load(&hostname)?;
+            let (resources, reservations) = match a.resources {
+                Some(spec) => spec,
+                None => (
+                    Resources::new(a.cpus.unwrap_or(0), a.mem.unwrap_or(0), a.disk),
+                    vec![],
+                ),
+            };
             let info = AgentInfo {
-                reservations: vec![],
+                reservations,
                 hostname,
-                resources: Resources::new(a.cpus, a.mem, a.disk),
+                resources,
                 attributes: a.attributes,
             };
             let opts = agent::driver::AgentOptions::new(a.master, tls, a.work_dir, info);

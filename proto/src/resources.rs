@@ -167,6 +167,53 @@ pub enum ParseError {
     /// More precision than a milli-cpu, or a value too large.
     #[error("{0:?} is out of range")]
     Range(String),
+    /// A malformed `--resources` item.
+    #[error("invalid resource {0:?} (expected NAME:VALUE or NAME(ROLE):VALUE, NAME one of cpus, mem, disk)")]
+    Spec(String),
+}
+
+/// An agent's resources as given by `--resources`: the total and its static reservations.
+pub type ResourceSpec = (Resources, Vec<(String, Resources)>);
+
+/// Parses a Mesos-style resource list, `;`-separated items `NAME:VALUE` (unreserved) or
+/// `NAME(ROLE):VALUE` (reserved for ROLE), NAME one of `cpus`, `mem`, `disk`; values add up. For
+/// example `"cpus(analytics):2;mem(analytics):2GiB;cpus:2;mem:4GiB"` is <4 cpus, 6 GiB> of which
+/// <2 cpus, 2 GiB> is reserved for `analytics`. Returns the total (reserved included) and the
+/// reservations by role, in order of first appearance. Role `*` means unreserved.
+pub fn parse_resource_spec(s: &str) -> Result<ResourceSpec, ParseError> {
+    let mut total = Resources::ZERO;
+    let mut reserved: Vec<(String, Resources)> = Vec::new();
+    for item in s.split(';').map(str::trim).filter(|i| !i.is_empty()) {
+        let bad = || ParseError::Spec(item.to_owned());
+        let (name, value) = item.split_once(':').ok_or_else(bad)?;
+        let name = name.trim();
+        let (kind, role) = match name.split_once('(') {
+            None => (name, None),
+            Some((k, rest)) => {
+                let role = rest.strip_suffix(')').ok_or_else(bad)?.trim();
+                if role.is_empty() || role.contains(['(', ')', ';', ':']) {
+                    return Err(bad());
+                }
+                (k.trim(), (role != "*").then(|| role.to_owned()))
+            }
+        };
+        let r = match kind {
+            "cpus" => Resources::new(parse_cpus(value)?, 0, 0),
+            "mem" => Resources::new(0, parse_size(value)?, 0),
+            "disk" => Resources::new(0, 0, parse_size(value)?),
+            _ => return Err(bad()),
+        };
+        total = total
+            .checked_add(&r)
+            .ok_or_else(|| ParseError::Range(s.to_owned()))?;
+        if let Some(role) = role {
+            match reserved.iter_mut().find(|(x, _)| *x == role) {
+                Some((_, x)) => *x += r,
+                None => reserved.push((role, r)),
+            }
+        }
+    }
+    Ok((total, reserved))
 }
 
 /// Parses a CPU count ("0.5", "2", "0.001") into milli-cpus.
@@ -249,5 +296,37 @@ mod tests {
         assert!(parse_size("5 parsecs").is_err());
         assert_eq!(format_cpus(1500), "1.5");
         assert_eq!(format_cpus(250), "0.25");
+    }
+
+    #[test]
+    fn resource_specs() {
+        let (total, res) =
+            parse_resource_spec("cpus(analytics):2;mem(analytics):2GiB;cpus:2;mem:4GiB").unwrap();
+        assert_eq!(total, Resources::new(4000, 6 * GIB, 0));
+        assert_eq!(
+            res,
+            vec![("analytics".to_owned(), Resources::new(2000, 2 * GIB, 0))]
+        );
+        let (total, res) = parse_resource_spec(" cpus:1.5 ; disk:10GiB; mem(*):1GiB;").unwrap();
+        assert_eq!(total, Resources::new(1500, GIB, 10 * GIB));
+        assert!(res.is_empty());
+        let (_, res) = parse_resource_spec("cpus(a):1;cpus(b):1;mem(a):1GiB").unwrap();
+        assert_eq!(
+            res,
+            vec![
+                ("a".to_owned(), Resources::new(1000, GIB, 0)),
+                ("b".to_owned(), Resources::new(1000, 0, 0))
+            ]
+        );
+        for bad in [
+            "cpus",
+            "gpus:1",
+            "cpus(a:1",
+            "cpus():1",
+            "cpus:x",
+            "mem:5 parsecs",
+        ] {
+            assert!(parse_resource_spec(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -1,11 +1,38 @@
 //! Handlers for what agents send: registration (with task reconciliation) and status updates.
 
 use super::{AgentEntry, Binding, ConnId, Master, TaskEntry};
+use crate::allocator::sorter::min_each;
 use proto::{
     AgentId, AgentInfo, FrameworkId, Message, Reason, Resources, RunningTask, TaskId, TaskState,
     TaskStatus,
 };
 use std::collections::BTreeSet;
+
+/// Cleans an agent's static reservations: drops the unreserved role `*` and empty ones, merges
+/// entries of one role, and trims them (in the order given) so that together they fit `total`.
+pub fn sanitize_reservations(
+    total: &Resources,
+    list: &[(String, Resources)],
+) -> Vec<(String, Resources)> {
+    let mut out: Vec<(String, Resources)> = Vec::new();
+    let mut left = *total;
+    for (role, r) in list {
+        if role.trim().is_empty() || role == "*" {
+            continue;
+        }
+        let r = min_each(r, &left);
+        if r.is_empty() {
+            continue;
+        }
+        left -= r;
+        match out.iter_mut().find(|(x, _)| x == role) {
+            Some((_, x)) => *x += r,
+            None => out.push((role.clone(), r)),
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
 
 /// What a (re-)registration will change, worked out before anything is changed so that an
 /// invalid registration leaves no trace.
@@ -76,8 +103,10 @@ impl Master {
                 }
                 // Its offers were made against the old view of its tasks.
                 self.rescind_agent_offers(&id);
+                let reservations = sanitize_reservations(&info.resources, &info.reservations);
                 if let Some(a) = self.agents.get_mut(&id) {
                     a.hostname = info.hostname;
+                    a.reservations = reservations;
                     a.total = info.resources;
                     a.attributes = info.attributes;
                     a.conn = Some(conn);
@@ -93,6 +122,7 @@ impl Master {
                     None => self.mint_agent_id(),
                 };
                 let seq = self.next_seq();
+                let reservations = sanitize_reservations(&info.resources, &info.reservations);
                 self.agents.insert(
                     id.clone(),
                     AgentEntry {
@@ -105,6 +135,10 @@ impl Master {
                         remove_at: None,
                         used: Resources::ZERO,
                         offered: Resources::ZERO,
+                        reservations,
+                        reserved_used: Default::default(),
+                        reserved_offered: Default::default(),
+                        refused: Vec::new(),
                     },
                 );
                 tracing::info!(agent = %id, "agent registered");
@@ -119,6 +153,7 @@ impl Master {
             },
         );
         self.apply_register_plan(&id, plan);
+        self.rebuild_pools(&id);
         self.schedule_allocation();
     }
 
@@ -233,18 +268,15 @@ impl Master {
                 None,
                 "adopted when the agent registered".to_owned(),
             );
-            if let Some(a) = self.agents.get_mut(id) {
-                a.used += task.resources;
-            }
             tracing::info!(agent = %id, framework = %key.0, task = %key.1, "adopted task");
-            self.tasks.insert(
-                key,
-                TaskEntry {
-                    framework_id: rt.framework_id,
-                    info: task,
-                    status,
-                },
-            );
+            let entry = TaskEntry {
+                framework_id: rt.framework_id,
+                info: task,
+                status,
+                reserved: Vec::new(),
+            };
+            self.hold_task(&entry);
+            self.tasks.insert(key, entry);
         }
         for (framework_id, task_id) in plan.kill {
             self.send_to_agent(
@@ -256,6 +288,50 @@ impl Master {
             );
         }
         debug_assert!(self.agents.get(id).is_none_or(|a| a.used == plan.used));
+    }
+
+    /// Recomputes which part of each of the agent's live tasks comes from a reservation, after
+    /// a (re-)registration that may have changed its reservations: each task draws on its
+    /// framework's role's reservation first (in task order), the rest is unreserved. The agent
+    /// has no outstanding offers at this point.
+    fn rebuild_pools(&mut self, id: &AgentId) {
+        let Some(a) = self.agents.get(id) else {
+            return;
+        };
+        if a.reservations.is_empty() && a.reserved_used.is_empty() {
+            return;
+        }
+        let reservations = a.reservations.clone();
+        let mut used: std::collections::BTreeMap<String, Resources> = Default::default();
+        let keys: Vec<(FrameworkId, TaskId)> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.info.agent_id == *id && !t.is_terminal())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            let role = self.frameworks.get(&key.0).map(|f| f.info.role.clone());
+            let Some(t) = self.tasks.get_mut(&key) else {
+                continue;
+            };
+            t.reserved.clear();
+            let Some(role) = role else {
+                continue;
+            };
+            let Some((_, reservation)) = reservations.iter().find(|(r, _)| *r == role) else {
+                continue;
+            };
+            let u = used.entry(role.clone()).or_default();
+            let take = min_each(&t.info.resources, &(*reservation - *u));
+            if !take.is_empty() {
+                *u += take;
+                t.reserved.push((role, take));
+            }
+        }
+        used.retain(|_, r| !r.is_empty());
+        if let Some(a) = self.agents.get_mut(id) {
+            a.reserved_used = used;
+        }
     }
 
     pub(super) fn on_status_update(&mut self, conn: ConnId, status: TaskStatus) {

@@ -42,7 +42,7 @@ mod tests;
 
 pub use state::{AgentEntry, FilterMap, FrameworkEntry, TaskEntry};
 
-use crate::allocator::{AgentView, Allocator, FrameworkView, Snapshot};
+use crate::allocator::{AgentView, Allocator, FrameworkView, Roles, Snapshot};
 use proto::{
     AgentId, BlobKind, Digest, FrameworkId, Message, Offer, OfferId, Reason, Resources, Role,
     TaskId, TaskState, TaskStatus,
@@ -68,17 +68,27 @@ pub struct MasterConfig {
     pub agent_reregister_timeout: Duration,
     /// Period of heartbeats to connected frameworks (zero: none).
     pub heartbeat_interval: Duration,
-    /// Offers smaller than this (cpus and memory) are not made.
+    /// Offers smaller than this (in cpus or in memory: both must be reached) are not made.
     pub min_allocatable: Resources,
-    /// Upper bound on a decline's `refuse_seconds`.
+    /// Upper bound on a decline's `refuse_seconds` (a NaN or negative `refuse_seconds` means the
+    /// Mesos default of 5 s; zero means no filter).
     pub max_refuse: Duration,
     /// How many terminal, acknowledged tasks are kept for reconciliation.
     pub completed_tasks_limit: usize,
+    /// Roles' weights and quotas; roles not listed have weight 1.0 and no quota.
+    pub roles: Roles,
+    /// Rescind an offer not answered within this time (`None`: offers are held until used,
+    /// declined or invalidated, as in Mesos without `--offer_timeout`). A rescinded offer comes
+    /// with a refuse filter of the default 5 s for that framework on that agent, so the
+    /// resources go to someone else first.
+    pub offer_timeout: Option<Duration>,
 }
 
 impl Default for MasterConfig {
-    /// Mesos-like defaults: allocate every second, 10 s to re-register, heartbeat every 5 s,
-    /// minimum offer <0.01 cpus, 32 MiB>, refuse at most one hour, keep 1000 completed tasks.
+    /// Mesos-like defaults: allocate every second (and as soon as resources free up), 10 s to
+    /// re-register, heartbeat every 5 s, minimum offer <0.01 cpus, 32 MiB>, refuse at most one
+    /// hour, keep 1000 completed tasks, no roles configured (weight 1.0, no quota), no offer
+    /// timeout.
     fn default() -> Self {
         MasterConfig {
             run_id: "master".to_owned(),
@@ -88,6 +98,8 @@ impl Default for MasterConfig {
             min_allocatable: Resources::new(10, 32 * proto::resources::MIB, 0),
             max_refuse: Duration::from_secs(3600),
             completed_tasks_limit: 1000,
+            roles: Roles::new(),
+            offer_timeout: None,
         }
     }
 }
@@ -205,7 +217,15 @@ pub struct Master {
     tasks: BTreeMap<(FrameworkId, TaskId), TaskEntry>,
     completed: VecDeque<TaskEntry>,
     offers: BTreeMap<OfferId, Offer>,
+    /// When each outstanding offer times out (only with `offer_timeout`), and the same by time.
+    offer_deadline: BTreeMap<OfferId, Instant>,
+    offer_expiry: BTreeSet<(Instant, OfferId)>,
     filters: FilterMap,
+    /// The filters by expiry, to prune them without scanning.
+    filter_expiry: BTreeSet<(Instant, FrameworkId, AgentId)>,
+    /// Per framework (including torn-down ones whose tasks still run): live tasks plus
+    /// outstanding offers.
+    fw_alloc: BTreeMap<FrameworkId, Resources>,
     blobs: BTreeMap<Digest, BlobKind>,
     removed_agents: BoundedSet<AgentId>,
     removed_frameworks: BoundedSet<FrameworkId>,
@@ -217,6 +237,16 @@ pub struct Master {
     next_allocation: Option<Instant>,
     next_heartbeat: Option<Instant>,
     actions: VecDeque<Action>,
+}
+
+/// Subtracts `r` from `role`'s entry of a pool map, dropping the entry once empty.
+fn sub_pool(pools: &mut BTreeMap<String, Resources>, role: &str, r: Resources) {
+    if let Some(p) = pools.get_mut(role) {
+        *p -= r;
+        if p.is_empty() {
+            pools.remove(role);
+        }
+    }
 }
 
 /// `now + d`, or `None` when `d` is zero or the sum overflows (meaning "never").
@@ -243,7 +273,11 @@ impl Master {
             tasks: BTreeMap::new(),
             completed: VecDeque::new(),
             offers: BTreeMap::new(),
+            offer_deadline: BTreeMap::new(),
+            offer_expiry: BTreeSet::new(),
             filters: BTreeMap::new(),
+            filter_expiry: BTreeSet::new(),
+            fw_alloc: BTreeMap::new(),
             blobs: BTreeMap::new(),
             removed_agents: BoundedSet::new(),
             removed_frameworks: BoundedSet::new(),
@@ -315,6 +349,20 @@ impl Master {
             tracing::info!(framework = %id, "failover timeout passed; tearing down");
             self.teardown(&id);
         }
+        while let Some((t, id)) = self.offer_expiry.first().cloned() {
+            if t > now {
+                break;
+            }
+            if let Some(o) = self.remove_offer(&id) {
+                tracing::info!(offer = %id, framework = %o.framework_id, "offer timed out; rescinded");
+                let refuse = self.refuse_duration(f64::NAN);
+                if let Some(until) = refuse.and_then(|d| now.checked_add(d)) {
+                    self.set_filter(&o.framework_id, &o.agent_id, until);
+                }
+                self.send_to_framework(&o.framework_id, Message::Rescind { offer_id: o.id });
+                self.schedule_allocation();
+            }
+        }
         if self.next_heartbeat.is_some_and(|t| t <= now) {
             let conns: Vec<ConnId> = self.frameworks.values().filter_map(|f| f.conn).collect();
             for conn in conns {
@@ -342,12 +390,18 @@ impl Master {
             .values()
             .filter(|f| f.conn.is_none())
             .filter_map(|f| f.failover_at);
-        [self.allocate_at, self.next_allocation, self.next_heartbeat]
-            .into_iter()
-            .flatten()
-            .chain(agents)
-            .chain(frameworks)
-            .min()
+        let offers = self.offer_expiry.first().map(|(t, _)| *t);
+        [
+            self.allocate_at,
+            self.next_allocation,
+            self.next_heartbeat,
+            offers,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(agents)
+        .chain(frameworks)
+        .min()
     }
 
     /// The next action to execute, in order; `None` once drained.
@@ -417,6 +471,12 @@ impl Master {
         &self.filters
     }
 
+    /// A framework's allocation: its live tasks plus its outstanding offers (also for a
+    /// torn-down framework whose tasks are still being killed).
+    pub fn framework_allocated(&self, id: &FrameworkId) -> Resources {
+        self.fw_alloc.get(id).copied().unwrap_or_default()
+    }
+
     /// True when the blob was stored (and, for modules, validated).
     pub fn has_blob(&self, digest: &Digest) -> Option<BlobKind> {
         self.blobs.get(digest).copied()
@@ -444,6 +504,9 @@ impl Master {
     /// the entries bound to them agree. Tests assert this after every step.
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut used: BTreeMap<&AgentId, Resources> = BTreeMap::new();
+        // Per agent and role: reserved used, reserved offered.
+        let mut pools: BTreeMap<(&AgentId, &str), (Resources, Resources)> = BTreeMap::new();
+        let mut fw_alloc: BTreeMap<&FrameworkId, Resources> = BTreeMap::new();
         for ((fid, tid), t) in &self.tasks {
             if *fid != t.framework_id || *tid != t.info.task_id {
                 return Err(format!(
@@ -461,6 +524,15 @@ impl Master {
                 *u = u
                     .checked_add(&t.info.resources)
                     .ok_or_else(|| format!("used resources overflow on {}", t.info.agent_id))?;
+                *fw_alloc.entry(fid).or_default() += t.info.resources;
+                let mut parts = Resources::ZERO;
+                for (role, r) in &t.reserved {
+                    pools.entry((&t.info.agent_id, role)).or_default().0 += *r;
+                    parts += *r;
+                }
+                if !t.info.resources.contains(&parts) {
+                    return Err(format!("task {tid} of {fid}: reserved parts exceed it"));
+                }
             }
         }
         let mut offered: BTreeMap<&AgentId, Resources> = BTreeMap::new();
@@ -488,6 +560,55 @@ impl Master {
             *s = s
                 .checked_add(&o.resources)
                 .ok_or_else(|| format!("offered resources overflow on {}", o.agent_id))?;
+            *fw_alloc.entry(&o.framework_id).or_default() += o.resources;
+            if let Some(role) = &o.reserved_for {
+                pools.entry((&o.agent_id, role)).or_default().1 += o.resources;
+                if self.frameworks.get(&o.framework_id).map(|f| &f.info.role) != Some(role) {
+                    return Err(format!(
+                        "offer {id} reserved for {role} is held by a framework of another role"
+                    ));
+                }
+            }
+            if self.cfg.offer_timeout.is_some() != self.offer_deadline.contains_key(id) {
+                return Err(format!("offer {id} has a wrong deadline"));
+            }
+        }
+        if self.offer_deadline.len() != self.offer_expiry.len()
+            || self.offer_deadline.len() > self.offers.len()
+        {
+            return Err("offer deadlines out of step with offers".into());
+        }
+        let fw_alloc: BTreeMap<&FrameworkId, Resources> = fw_alloc
+            .into_iter()
+            .filter(|(_, r)| !r.is_empty())
+            .collect();
+        let cached: BTreeMap<&FrameworkId, Resources> = self
+            .fw_alloc
+            .iter()
+            .filter(|(_, r)| !r.is_empty())
+            .map(|(f, r)| (f, *r))
+            .collect();
+        if fw_alloc != cached {
+            return Err(format!(
+                "cached framework allocations {cached:?} != tasks' and offers' {fw_alloc:?}"
+            ));
+        }
+        if self.filter_expiry.len() != self.filters.len() {
+            return Err("filter expiry index out of step with filters".into());
+        }
+        let mut filters_per_agent: BTreeMap<&AgentId, usize> = BTreeMap::new();
+        for ((f, a), until) in &self.filters {
+            *filters_per_agent.entry(a).or_default() += 1;
+            if !self.filter_expiry.contains(&(*until, f.clone(), a.clone())) {
+                return Err(format!("filter ({f}, {a}) missing from the expiry index"));
+            }
+            let seq = self.frameworks.get(f).map(|f| f.seq);
+            let indexed = self.agents.get(a).is_some_and(|a| {
+                seq.is_some_and(|s| a.refused.binary_search(&(s, *until)).is_ok())
+            });
+            if !indexed {
+                return Err(format!("filter ({f}, {a}) missing from the agent's index"));
+            }
         }
         for (id, a) in &self.agents {
             let u = used.get(id).copied().unwrap_or_default();
@@ -509,6 +630,52 @@ impl Master {
                     "agent {id}: used {u} + offered {o} exceeds total {}",
                     a.total
                 ));
+            }
+            if !a.total.contains(&a.reserved_total()) {
+                return Err(format!("agent {id}: reservations exceed its total"));
+            }
+            let mut res_used = Resources::ZERO;
+            let mut res_offered = Resources::ZERO;
+            for (role, reservation) in &a.reservations {
+                let (pu, po) = pools.get(&(id, role.as_str())).copied().unwrap_or_default();
+                let cu = a.reserved_used.get(role).copied().unwrap_or_default();
+                let co = a.reserved_offered.get(role).copied().unwrap_or_default();
+                if (pu, po) != (cu, co) {
+                    return Err(format!(
+                        "agent {id}, role {role}: cached reserved used/offered {cu}/{co} != {pu}/{po}"
+                    ));
+                }
+                if !reservation.contains(&(pu + po)) {
+                    return Err(format!(
+                        "agent {id}: reserved pool of {role} over-committed: used {pu} + offered \
+                         {po} > {reservation}"
+                    ));
+                }
+                res_used += pu;
+                res_offered += po;
+            }
+            let in_pools: Resources = pools
+                .iter()
+                .filter(|((a, _), _)| *a == id)
+                .fold(Resources::ZERO, |t, (_, (u, o))| t + *u + *o);
+            if in_pools != res_used + res_offered {
+                return Err(format!(
+                    "agent {id}: tasks or offers in a pool it does not have"
+                ));
+            }
+            let unreserved = a.total - a.reserved_total();
+            let (uu, uo) = (u - res_used, o - res_offered);
+            if !uo.is_empty() && !unreserved.contains(&(uu + uo)) {
+                return Err(format!(
+                    "agent {id}: unreserved pool over-committed: used {uu} + offered {uo} > \
+                     {unreserved}"
+                ));
+            }
+            if a.refused.windows(2).any(|w| w[0].0 >= w[1].0) {
+                return Err(format!("agent {id}: refuse index not sorted"));
+            }
+            if a.refused.len() != filters_per_agent.get(id).copied().unwrap_or(0) {
+                return Err(format!("agent {id}: refuse index has stale entries"));
             }
             if let Some(c) = a.conn {
                 if self.conns.get(&c).and_then(|c| c.bound.clone())
@@ -702,10 +869,8 @@ impl Master {
         let terminal = status.state.is_terminal();
         t.status = status;
         if terminal {
-            let (aid, res) = (t.info.agent_id.clone(), t.info.resources);
-            if let Some(a) = self.agents.get_mut(&aid) {
-                a.used -= res;
-            }
+            let t = t.clone();
+            self.release_task(&t);
             self.schedule_allocation();
         }
         true
@@ -718,9 +883,7 @@ impl Master {
         };
         if !t.is_terminal() {
             // Never happens by construction; keep the books straight regardless.
-            if let Some(a) = self.agents.get_mut(&t.info.agent_id) {
-                a.used -= t.info.resources;
-            }
+            self.release_task(&t);
         }
         if self.cfg.completed_tasks_limit == 0 {
             return;
@@ -744,8 +907,115 @@ impl Master {
         let o = self.offers.remove(id)?;
         if let Some(a) = self.agents.get_mut(&o.agent_id) {
             a.offered -= o.resources;
+            if let Some(role) = &o.reserved_for {
+                sub_pool(&mut a.reserved_offered, role, o.resources);
+            }
         }
+        if let Some(t) = self.offer_deadline.remove(id) {
+            self.offer_expiry.remove(&(t, id.clone()));
+        }
+        self.discharge(&o.framework_id, o.resources);
         Some(o)
+    }
+
+    /// Counts `r` towards a framework's allocation.
+    fn charge(&mut self, fid: &FrameworkId, r: Resources) {
+        *self.fw_alloc.entry(fid.clone()).or_default() += r;
+    }
+
+    /// Takes `r` off a framework's allocation.
+    fn discharge(&mut self, fid: &FrameworkId, r: Resources) {
+        if let Some(a) = self.fw_alloc.get_mut(fid) {
+            *a -= r;
+            if a.is_empty() {
+                self.fw_alloc.remove(fid);
+            }
+        }
+    }
+
+    /// Books a new non-terminal task's resources on its agent (pools included) and framework.
+    fn hold_task(&mut self, t: &TaskEntry) {
+        if let Some(a) = self.agents.get_mut(&t.info.agent_id) {
+            a.used += t.info.resources;
+            for (role, r) in &t.reserved {
+                *a.reserved_used.entry(role.clone()).or_default() += *r;
+            }
+        }
+        self.charge(&t.framework_id, t.info.resources);
+    }
+
+    /// Undoes [`Master::hold_task`] for a task that became terminal or left the table.
+    fn release_task(&mut self, t: &TaskEntry) {
+        if let Some(a) = self.agents.get_mut(&t.info.agent_id) {
+            a.used -= t.info.resources;
+            for (role, r) in &t.reserved {
+                sub_pool(&mut a.reserved_used, role, *r);
+            }
+        }
+        self.discharge(&t.framework_id, t.info.resources);
+    }
+
+    /// Sets (or lengthens) the refuse filter of `fid` on `aid` to `until`.
+    pub(super) fn set_filter(&mut self, fid: &FrameworkId, aid: &AgentId, until: Instant) {
+        let Some(seq) = self.frameworks.get(fid).map(|f| f.seq) else {
+            return;
+        };
+        if !self.agents.contains_key(aid) {
+            return;
+        }
+        let key = (fid.clone(), aid.clone());
+        if let Some(old) = self.filters.get(&key).copied() {
+            if old >= until {
+                return;
+            }
+            self.filter_expiry.remove(&(old, fid.clone(), aid.clone()));
+        }
+        self.filters.insert(key, until);
+        self.filter_expiry.insert((until, fid.clone(), aid.clone()));
+        if let Some(a) = self.agents.get_mut(aid) {
+            match a.refused.binary_search_by_key(&seq, |(s, _)| *s) {
+                Ok(i) => a.refused[i].1 = until,
+                Err(i) => a.refused.insert(i, (seq, until)),
+            }
+        }
+    }
+
+    /// Removes the refuse filter of `fid` on `aid`, if any.
+    fn clear_filter(&mut self, fid: &FrameworkId, aid: &AgentId) {
+        let Some(until) = self.filters.remove(&(fid.clone(), aid.clone())) else {
+            return;
+        };
+        self.filter_expiry
+            .remove(&(until, fid.clone(), aid.clone()));
+        let seq = self.frameworks.get(fid).map(|f| f.seq);
+        if let (Some(seq), Some(a)) = (seq, self.agents.get_mut(aid)) {
+            if let Ok(i) = a.refused.binary_search_by_key(&seq, |(s, _)| *s) {
+                a.refused.remove(i);
+            }
+        }
+    }
+
+    /// Removes every refuse filter of a framework (revive, teardown).
+    pub(super) fn clear_framework_filters(&mut self, fid: &FrameworkId) {
+        let agents: Vec<AgentId> = self
+            .filters
+            .range((fid.clone(), AgentId(String::new()))..)
+            .take_while(|((f, _), _)| f == fid)
+            .map(|((_, a), _)| a.clone())
+            .collect();
+        for a in agents {
+            self.clear_filter(fid, &a);
+        }
+    }
+
+    /// Drops the filters that have expired by `now`.
+    fn prune_filters(&mut self, now: Instant) {
+        while let Some((until, f, a)) = self.filter_expiry.first().cloned() {
+            if until > now {
+                break;
+            }
+            self.clear_filter(&f, &a);
+        }
     }
 
     /// Rescinds every offer of an agent, telling each holder.
@@ -830,6 +1100,7 @@ impl Master {
             self.complete_task(&key);
         }
         self.filters.retain(|(_, a), _| a != aid);
+        self.filter_expiry.retain(|(_, _, a)| a != aid);
         self.agents.remove(aid);
         self.removed_agents.insert(aid.clone());
         tracing::info!(agent = %aid, "agent removed");
@@ -861,7 +1132,7 @@ impl Master {
                 );
             }
         }
-        self.filters.retain(|(f, _), _| f != fid);
+        self.clear_framework_filters(fid);
         if let Some(f) = self.frameworks.remove(fid) {
             if let Some(c) = f.conn.and_then(|c| self.conns.get_mut(&c)) {
                 c.bound = None;
@@ -873,66 +1144,106 @@ impl Master {
     }
 
     /// One allocation round: snapshot, ask the policy, re-validate, send offers.
+    ///
+    /// The snapshot borrows the books (no ids, filters or tasks are copied) and lists only
+    /// connected agents with something allocatable, so a round costs O(agents + frameworks)
+    /// to build plus what the policy does; framework allocations and the per-agent refuse
+    /// index are kept up to date as events happen, not recomputed here.
     fn allocate(&mut self) {
         let now = self.now;
-        self.filters.retain(|_, until| *until > now);
-        let mut allocated: BTreeMap<&FrameworkId, Resources> = BTreeMap::new();
-        for t in self.tasks.values().filter(|t| !t.is_terminal()) {
-            *allocated.entry(&t.framework_id).or_default() += t.info.resources;
-        }
-        for o in self.offers.values() {
-            *allocated.entry(&o.framework_id).or_default() += o.resources;
-        }
-        let mut agents: Vec<AgentView> = self
-            .agents
-            .values()
-            .filter(|a| a.is_connected())
-            .map(|a| AgentView {
-                id: a.id.clone(),
-                seq: a.seq,
-                hostname: a.hostname.clone(),
-                total: a.total,
-                available: a.available(),
-                attributes: a.attributes.clone(),
-            })
-            .collect();
-        agents.sort_by_key(|a| a.seq);
-        let mut frameworks: Vec<FrameworkView> = self
-            .frameworks
-            .values()
-            .map(|f| FrameworkView {
-                id: f.id.clone(),
-                seq: f.seq,
-                role: f.info.role.clone(),
-                allocated: allocated.get(&f.id).copied().unwrap_or_default(),
-                eligible: f.is_connected() && !f.suppressed,
-            })
-            .collect();
-        frameworks.sort_by_key(|f| f.seq);
-        if agents.is_empty() || !frameworks.iter().any(|f| f.eligible) {
-            return;
-        }
-        let snapshot = Snapshot {
-            total: agents.iter().fold(Resources::ZERO, |t, a| t + a.total),
-            agents,
-            frameworks,
-            filters: self.filters.clone(),
-            min_allocatable: self.cfg.min_allocatable,
+        self.prune_filters(now);
+        let min = self.cfg.min_allocatable;
+        let proposals = {
+            let mut total = Resources::ZERO;
+            let mut agents: Vec<AgentView<'_>> = Vec::new();
+            for a in self.agents.values().filter(|a| a.is_connected()) {
+                total += a.total;
+                let available = a.unreserved_free();
+                let reserved: Vec<(&str, Resources)> = a
+                    .reservations
+                    .iter()
+                    .map(|(r, _)| (r.as_str(), a.reserved_free(r)))
+                    .filter(|(_, r)| crate::allocator::is_allocatable(r, &min))
+                    .collect();
+                if reserved.is_empty() && !crate::allocator::is_allocatable(&available, &min) {
+                    continue;
+                }
+                agents.push(AgentView {
+                    id: &a.id,
+                    seq: a.seq,
+                    hostname: &a.hostname,
+                    total: a.total,
+                    available,
+                    reserved,
+                    refused: &a.refused,
+                    attributes: &a.attributes,
+                });
+            }
+            agents.sort_by_key(|a| a.seq);
+            let mut frameworks: Vec<FrameworkView<'_>> = self
+                .frameworks
+                .values()
+                .map(|f| FrameworkView {
+                    id: &f.id,
+                    seq: f.seq,
+                    role: &f.info.role,
+                    priority: f.info.priority,
+                    allocated: self.fw_alloc.get(&f.id).copied().unwrap_or_default(),
+                    eligible: f.is_connected() && !f.suppressed,
+                })
+                .collect();
+            frameworks.sort_by_key(|f| f.seq);
+            if agents.is_empty() || !frameworks.iter().any(|f| f.eligible) {
+                return;
+            }
+            let snapshot = Snapshot {
+                total,
+                agents,
+                frameworks,
+                roles: &self.cfg.roles,
+                min_allocatable: min,
+            };
+            self.allocator.allocate(&snapshot, now)
         };
-        let proposals = self.allocator.allocate(&snapshot, now);
-        let mut batches: Vec<(FrameworkId, Vec<Offer>)> = Vec::new();
+        // Offers by framework seq, sent in subscription order.
+        let mut batches: BTreeMap<u64, (FrameworkId, Vec<Offer>)> = BTreeMap::new();
         for p in proposals {
-            let eligible = self
+            let framework = self
                 .frameworks
                 .get(&p.framework_id)
-                .is_some_and(|f| f.is_connected() && !f.suppressed);
-            let filtered = snapshot.is_filtered(&p.framework_id, &p.agent_id, now);
-            let fits = self.agents.get(&p.agent_id).is_some_and(|a| {
-                a.is_connected()
-                    && a.available().contains(&p.resources)
-                    && snapshot.is_allocatable(&p.resources)
+                .filter(|f| f.is_connected() && !f.suppressed);
+            let eligible = framework.is_some();
+            let seq = framework.map(|f| f.seq).unwrap_or_default();
+            let role_ok = match &p.reserved_for {
+                None => true,
+                Some(r) => framework.is_some_and(|f| f.info.role == *r),
+            };
+            let agent = self.agents.get(&p.agent_id);
+            // The per-agent index mirrors `filters` (checked by `check_invariants`).
+            let filtered = agent.is_some_and(|a| {
+                a.refused
+                    .binary_search_by_key(&seq, |(s, _)| *s)
+                    .is_ok_and(|i| a.refused[i].1 > now)
             });
-            if !eligible || filtered || !fits {
+            let fits = agent.is_some_and(|a| {
+                let pool = match &p.reserved_for {
+                    None => a.unreserved_free(),
+                    Some(r) => a.reserved_free(r),
+                };
+                a.is_connected()
+                    && pool.contains(&p.resources)
+                    && crate::allocator::is_allocatable(&p.resources, &min)
+            });
+            let within_limit = framework.is_none_or(|f| {
+                self.cfg
+                    .roles
+                    .get(&f.info.role)
+                    .and_then(|spec| spec.limit)
+                    .is_none_or(|limit| {
+                        limit.contains(&(self.role_allocated(&f.info.role) + p.resources))
+                    })
+            });
+            if !eligible || !role_ok || filtered || !fits || !within_limit {
                 tracing::warn!(
                     allocator = self.allocator.name(),
                     framework = %p.framework_id,
@@ -947,25 +1258,43 @@ impl Master {
                 continue;
             };
             a.offered += p.resources;
+            if let Some(r) = &p.reserved_for {
+                *a.reserved_offered.entry(r.clone()).or_default() += p.resources;
+            }
             let offer = Offer {
                 id: id.clone(),
                 framework_id: p.framework_id.clone(),
                 agent_id: a.id.clone(),
                 hostname: a.hostname.clone(),
                 resources: p.resources,
-                reserved_for: None,
+                reserved_for: p.reserved_for.clone(),
                 attributes: a.attributes.clone(),
             };
-            self.offers.insert(id, offer.clone());
-            match batches.iter_mut().find(|(f, _)| *f == p.framework_id) {
-                Some((_, v)) => v.push(offer),
-                None => batches.push((p.framework_id, vec![offer])),
+            self.charge(&p.framework_id, p.resources);
+            if let Some(deadline) = self.cfg.offer_timeout.and_then(|d| now.checked_add(d)) {
+                self.offer_deadline.insert(id.clone(), deadline);
+                self.offer_expiry.insert((deadline, id.clone()));
             }
+            self.offers.insert(id, offer.clone());
+            batches
+                .entry(seq)
+                .or_insert_with(|| (p.framework_id, Vec::new()))
+                .1
+                .push(offer);
         }
-        batches.sort_by_key(|(f, _)| self.frameworks.get(f).map(|f| f.seq));
-        for (fid, offers) in batches {
+        for (_, (fid, offers)) in batches {
             self.send_to_framework(&fid, Message::Offers { offers });
         }
+    }
+
+    /// A role's allocation: the sum of its subscribed frameworks' allocations.
+    pub fn role_allocated(&self, role: &str) -> Resources {
+        self.frameworks
+            .values()
+            .filter(|f| f.info.role == role)
+            .fold(Resources::ZERO, |t, f| {
+                t + self.fw_alloc.get(&f.id).copied().unwrap_or_default()
+            })
     }
 
     /// Routes a message by the connection's role.

@@ -1,6 +1,7 @@
 //! Handlers for the calls a framework's scheduler makes.
 
 use super::{Binding, ConnId, FrameworkEntry, Master, TaskEntry};
+use crate::allocator::sorter::min_each;
 use proto::{
     AgentId, BlobKind, FrameworkId, FrameworkInfo, Message, OfferId, Reason, Resources, TaskId,
     TaskInfo, TaskState, UpdateId,
@@ -133,6 +134,14 @@ impl Master {
 
     fn reattach_framework(&mut self, conn: ConnId, fid: &FrameworkId, mut info: FrameworkInfo) {
         let old = self.frameworks.get(fid).and_then(|f| f.conn);
+        let role_changed = self
+            .frameworks
+            .get(fid)
+            .is_some_and(|f| f.info.role != info.role);
+        if role_changed {
+            // Its offers (reserved ones especially) were made for the old role.
+            self.drop_framework_offers(fid);
+        }
         if let Some(old) = old.filter(|old| *old != conn) {
             // Offers went to the old connection; the new one has never seen them.
             self.drop_framework_offers(fid);
@@ -164,7 +173,7 @@ impl Master {
                 self.on_decline(conn, &fid, offer_ids, filters.refuse_seconds)
             }
             Message::Revive => {
-                self.filters.retain(|(f, _), _| *f != fid);
+                self.clear_framework_filters(&fid);
                 if let Some(f) = self.frameworks.get_mut(&fid) {
                     f.suppressed = false;
                 }
@@ -188,7 +197,7 @@ impl Master {
     }
 
     /// The refuse filter duration for `refuse_seconds`, `None` for no filter.
-    fn refuse_duration(&self, refuse_seconds: f64) -> Option<Duration> {
+    pub(super) fn refuse_duration(&self, refuse_seconds: f64) -> Option<Duration> {
         let s = if refuse_seconds.is_nan() || refuse_seconds < 0.0 {
             DEFAULT_REFUSE_SECS
         } else {
@@ -209,11 +218,7 @@ impl Master {
         let Some(until) = self.now.checked_add(d) else {
             return;
         };
-        let e = self
-            .filters
-            .entry((fid.clone(), agent.clone()))
-            .or_insert(until);
-        *e = (*e).max(until);
+        self.set_filter(fid, agent, until);
     }
 
     fn task_update(
@@ -290,10 +295,18 @@ impl Master {
                 return;
             }
         };
+        // What the offers hold, by pool: reserved pools are drawn first, then unreserved.
         let mut remaining = Resources::ZERO;
+        let mut reserved: Vec<(String, Resources)> = Vec::new();
         for id in &valid {
             if let Some(o) = self.remove_offer(id) {
                 remaining += o.resources;
+                if let Some(role) = o.reserved_for {
+                    match reserved.iter_mut().find(|(r, _)| *r == role) {
+                        Some((_, r)) => *r += o.resources,
+                        None => reserved.push((role, o.resources)),
+                    }
+                }
             }
         }
         let mut ids_in_call = BTreeSet::new();
@@ -306,7 +319,17 @@ impl Master {
                 }
                 Ok(()) => {
                     remaining -= task.resources;
-                    self.launch(fid, &agent, task);
+                    let mut need = task.resources;
+                    let mut parts = Vec::new();
+                    for (role, pool) in &mut reserved {
+                        let take = min_each(&need, pool);
+                        if !take.is_empty() {
+                            *pool -= take;
+                            need -= take;
+                            parts.push((role.clone(), take));
+                        }
+                    }
+                    self.launch(fid, &agent, task, parts);
                 }
             }
         }
@@ -404,7 +427,13 @@ impl Master {
         Ok(())
     }
 
-    fn launch(&mut self, fid: &FrameworkId, agent: &AgentId, task: TaskInfo) {
+    fn launch(
+        &mut self,
+        fid: &FrameworkId,
+        agent: &AgentId,
+        task: TaskInfo,
+        reserved: Vec<(String, Resources)>,
+    ) {
         let status = Self::master_status(
             fid,
             &task.task_id,
@@ -413,18 +442,16 @@ impl Master {
             None,
             String::new(),
         );
-        if let Some(a) = self.agents.get_mut(agent) {
-            a.used += task.resources;
-        }
         tracing::debug!(framework = %fid, task = %task.task_id, agent = %agent, "launching");
-        self.tasks.insert(
-            (fid.clone(), task.task_id.clone()),
-            TaskEntry {
-                framework_id: fid.clone(),
-                info: task.clone(),
-                status,
-            },
-        );
+        let entry = TaskEntry {
+            framework_id: fid.clone(),
+            info: task.clone(),
+            status,
+            reserved,
+        };
+        self.hold_task(&entry);
+        self.tasks
+            .insert((fid.clone(), task.task_id.clone()), entry);
         self.send_to_agent(
             agent,
             Message::RunTask {

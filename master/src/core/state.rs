@@ -27,12 +27,61 @@ pub struct AgentEntry {
     pub used: Resources,
     /// Resources in outstanding offers.
     pub offered: Resources,
+    /// Static reservations by role (sanitised at registration: non-empty, no `*`, one entry per
+    /// role, together within `total`).
+    pub reservations: Vec<(String, Resources)>,
+    /// The part of `used` drawn from each role's reservation.
+    pub reserved_used: BTreeMap<String, Resources>,
+    /// The part of `offered` drawn from each role's reservation.
+    pub reserved_offered: BTreeMap<String, Resources>,
+    /// Active refuse filters on this agent: (framework `seq`, until), sorted by `seq`. Mirrors
+    /// [`FilterMap`] for the allocator, which looks them up per agent.
+    pub refused: Vec<(u64, Instant)>,
 }
 
 impl AgentEntry {
-    /// What can still be offered: total − used − offered.
+    /// What is neither used nor offered, in all pools together: total − used − offered.
     pub fn available(&self) -> Resources {
         self.total - self.used - self.offered
+    }
+
+    /// The sum of its reservations.
+    pub fn reserved_total(&self) -> Resources {
+        self.reservations
+            .iter()
+            .fold(Resources::ZERO, |t, (_, r)| t + *r)
+    }
+
+    /// Its reservation for `role` (zero when it has none).
+    pub fn reservation(&self, role: &str) -> Resources {
+        self.reservations
+            .iter()
+            .find(|(r, _)| r == role)
+            .map(|(_, r)| *r)
+            .unwrap_or_default()
+    }
+
+    /// What can still be offered from `role`'s reservation: reservation − used − offered in that
+    /// pool, and never more than [`AgentEntry::available`].
+    pub fn reserved_free(&self, role: &str) -> Resources {
+        let pool = self.reservation(role)
+            - self.reserved_used.get(role).copied().unwrap_or_default()
+            - self.reserved_offered.get(role).copied().unwrap_or_default();
+        crate::allocator::sorter::min_each(&pool, &self.available())
+    }
+
+    /// What can still be offered from the unreserved pool: everything free except what the
+    /// reservations still hold.
+    pub fn unreserved_free(&self) -> Resources {
+        let held = self
+            .reservations
+            .iter()
+            .fold(Resources::ZERO, |t, (r, res)| {
+                t + (*res
+                    - self.reserved_used.get(r).copied().unwrap_or_default()
+                    - self.reserved_offered.get(r).copied().unwrap_or_default())
+            });
+        self.available() - held
     }
 
     /// True while its control connection is up.
@@ -74,6 +123,8 @@ pub struct TaskEntry {
     pub info: TaskInfo,
     /// The latest status (terminal states are never overwritten).
     pub status: TaskStatus,
+    /// The parts of its resources drawn from reservations, by role (empty: all unreserved).
+    pub reserved: Vec<(String, Resources)>,
 }
 
 impl TaskEntry {

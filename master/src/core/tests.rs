@@ -1414,3 +1414,10 @@ fn random_traffic_reaches_interesting_states() {
         );
     }
 }
+
+/// Allocation policies through the core: DRF, weights, quotas, reservations, priority, and the
+/// offer life cycle; and property tests.
+mod policies;
+
+/// Property tests of allocation invariants on random clusters and event sequences.
+mod props;

@@ -1,0 +1,223 @@
+//! One allocation round of the master core at agents ∈ {1k, 10k, 50k} × frameworks ∈ {10, 100,
+//! 1000}, in Mesos's DeclineOffers shape (every framework declines every offer, with a long
+//! refuse filter, so filters pile up round after round), for the hierarchical DRF policy and,
+//! as the baseline measured in the same run, the original flat `SimpleDrf`.
+//!
+//! `cargo bench -p tessera-master --bench allocator` (add `-- quick` for the small sizes only).
+//! Each agent has <24 cpus, 4 GiB>; after the first round every offer is accepted with one task
+//! of <16 cpus, 2014 MiB> (like Mesos's benchmark's used resources), then `ROUNDS` rounds follow
+//! in which every offer is declined with a one-hour filter. The time is that of
+//! `Master::handle_timeout` running the round: building the snapshot, the policy, re-validation
+//! and minting offers.
+
+use proto::resources::MIB;
+use proto::{
+    AgentInfo, BlobKind, Digest, Filters, FrameworkInfo, Message, Offer, Resources, Role, TaskId,
+    TaskInfo,
+};
+use std::time::{Duration, Instant};
+use tessera_master::allocator::{Allocator, Drf, SimpleDrf};
+use tessera_master::core::{Action, Event, Master, MasterConfig};
+
+const ROUNDS: usize = 3;
+
+struct Result {
+    first: Duration,
+    steady: Duration,
+    offers_first: usize,
+    offers_steady: usize,
+}
+
+fn drain_offers(m: &mut Master) -> Vec<(u64, Offer)> {
+    let mut out = Vec::new();
+    while let Some(a) = m.poll_action() {
+        if let Action::Send {
+            conn,
+            msg: Message::Offers { offers },
+        } = a
+        {
+            out.extend(offers.into_iter().map(|o| (conn, o)));
+        }
+    }
+    out
+}
+
+fn run(agents: usize, frameworks: usize, allocator: Box<dyn Allocator>) -> Result {
+    let t0 = Instant::now();
+    let mut now = t0;
+    let cfg = MasterConfig {
+        run_id: "b".into(),
+        allocation_interval: Duration::ZERO,
+        heartbeat_interval: Duration::ZERO,
+        ..MasterConfig::default()
+    };
+    let mut m = Master::new(cfg, allocator, now);
+    let module = Digest::of(b"bench");
+    m.handle(
+        now,
+        Event::BlobStored {
+            digest: module,
+            kind: BlobKind::Module,
+        },
+    );
+    let fconn = |i: usize| 1_000_000 + i as u64;
+    for i in 0..frameworks {
+        m.handle(
+            now,
+            Event::Connected {
+                conn: fconn(i),
+                role: Role::Scheduler,
+                peer: format!("f{i}"),
+            },
+        );
+        m.handle(
+            now,
+            Event::Message {
+                conn: fconn(i),
+                msg: Message::Subscribe {
+                    framework: FrameworkInfo {
+                        name: format!("f{i}"),
+                        role: "*".into(),
+                        principal: "bench".into(),
+                        id: None,
+                        failover_timeout_ms: 3_600_000,
+                        priority: 0,
+                    },
+                },
+            },
+        );
+    }
+    for i in 0..agents {
+        let conn = i as u64 + 1;
+        m.handle(
+            now,
+            Event::Connected {
+                conn,
+                role: Role::Agent,
+                peer: format!("a{i}"),
+            },
+        );
+        m.handle(
+            now,
+            Event::Message {
+                conn,
+                msg: Message::Register {
+                    agent_id: None,
+                    info: AgentInfo {
+                        hostname: format!("a{i}"),
+                        resources: Resources::new(24_000, 4096 * MIB, 0),
+                        reservations: vec![],
+                        attributes: vec![],
+                    },
+                    running: vec![],
+                },
+            },
+        );
+    }
+    while m.poll_action().is_some() {}
+
+    // Round 0: everything is free.
+    now += Duration::from_millis(1);
+    let t = Instant::now();
+    m.handle_timeout(now);
+    let first = t.elapsed();
+    let offers = drain_offers(&mut m);
+    let offers_first = offers.len();
+    // Each offer is used by one task of <16 cpus, 2014 MiB>; the rest is returned unfiltered.
+    for (n, (conn, o)) in offers.into_iter().enumerate() {
+        let task = TaskInfo {
+            task_id: TaskId(format!("t{n}")),
+            name: "t".into(),
+            agent_id: o.agent_id.clone(),
+            resources: Resources::new(16_000, 2014 * MIB, 0),
+            module,
+            args: vec![],
+            env: vec![],
+            files: vec![],
+            timeout_ms: None,
+            max_cpu_ms: None,
+        };
+        m.handle(
+            now,
+            Event::Message {
+                conn,
+                msg: Message::Accept {
+                    offer_ids: vec![o.id],
+                    tasks: vec![task],
+                    filters: Filters {
+                        refuse_seconds: 0.0,
+                    },
+                },
+            },
+        );
+    }
+    while m.poll_action().is_some() {}
+
+    let mut steady = Duration::ZERO;
+    let mut offers_steady = 0;
+    for _ in 0..ROUNDS {
+        now += Duration::from_millis(1);
+        let t = Instant::now();
+        m.handle_timeout(now);
+        steady += t.elapsed();
+        let offers = drain_offers(&mut m);
+        offers_steady += offers.len();
+        // DeclineOffers: every offer is declined for good (an hour, the maximum).
+        for (conn, o) in offers {
+            m.handle(
+                now,
+                Event::Message {
+                    conn,
+                    msg: Message::Decline {
+                        offer_ids: vec![o.id],
+                        filters: Filters {
+                            refuse_seconds: 1e9,
+                        },
+                    },
+                },
+            );
+        }
+        while m.poll_action().is_some() {}
+    }
+    Result {
+        first,
+        steady: steady / ROUNDS as u32,
+        offers_first,
+        offers_steady: offers_steady / ROUNDS,
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "quick");
+    let agent_sizes: &[usize] = if quick {
+        &[1_000]
+    } else {
+        &[1_000, 10_000, 50_000]
+    };
+    println!(
+        "| agents | frameworks | drf round 0 (ms) | drf decline round (ms) | offers/round | \
+         simple-drf round 0 (ms) | simple-drf decline round (ms) | speed-up (decline round) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &a in agent_sizes {
+        for &f in &[10usize, 100, 1_000] {
+            let d = run(a, f, Box::new(Drf::new()));
+            let s = run(a, f, Box::new(SimpleDrf::new()));
+            println!(
+                "| {a} | {f} | {} | {} | {} | {} | {} | {:.1}× |",
+                ms(d.first),
+                ms(d.steady),
+                d.offers_steady,
+                ms(s.first),
+                ms(s.steady),
+                s.steady.as_secs_f64() / d.steady.as_secs_f64().max(1e-9),
+            );
+            assert_eq!(d.offers_first, a, "every agent is offered in round 0");
+            let _ = s.offers_steady;
+        }
+    }
+}
