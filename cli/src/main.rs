@@ -3,7 +3,6 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use master::allocator::drf::Drf;
 use master::driver::{MasterOptions, MasterServer};
 use proto::resources::{parse_cpus, parse_resource_spec, parse_size};
 use proto::tls::{ClusterCa, PeerTls};
@@ -77,6 +76,9 @@ struct SimArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Allocation policy: drf (hierarchical DRF), priority, or simple-drf.
+    #[arg(long, default_value = "drf")]
+    allocator: String,
 }
 
 /// The three PEM files a deployed peer is given.
@@ -378,8 +380,12 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             {
                 bail!("need at least one agent and one framework, and positive weights");
             }
-            let shared = sim::run(&cfg, Sharing::Offers, Box::new(Drf::new()));
-            let partitioned = sim::run(&cfg, Sharing::StaticPartition, Box::new(Drf::new()));
+            let policy = || {
+                master::allocator::by_name(&a.allocator)
+                    .with_context(|| format!("unknown allocator {:?}", a.allocator))
+            };
+            let shared = sim::run(&cfg, Sharing::Offers, policy()?);
+            let partitioned = sim::run(&cfg, Sharing::StaticPartition, policy()?);
             if a.json {
                 #[derive(serde::Serialize)]
                 struct Out<'a> {

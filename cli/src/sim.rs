@@ -172,10 +172,19 @@ pub fn run(cfg: &SimConfig, sharing: Sharing, allocator: Box<dyn Allocator>) -> 
     let start = Instant::now();
     let at = |d: Duration| start + d;
     let mut rng = Rng::new(cfg.seed);
-    let mcfg = MasterConfig {
+    let mut mcfg = MasterConfig {
         run_id: "sim".into(),
         ..MasterConfig::default()
     };
+    for (i, w) in cfg.role_weights.iter().enumerate() {
+        mcfg.roles.insert(
+            format!("r{i}"),
+            master::allocator::RoleSpec {
+                weight: *w,
+                ..Default::default()
+            },
+        );
+    }
     let mut master = Master::new(mcfg, allocator, start);
     let module = Digest::of(b"sim");
     master.handle(
