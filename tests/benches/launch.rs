@@ -1,9 +1,16 @@
 //! Launch benchmark: how long a trivial WASI task takes through a real Tessera cluster, next
 //! to fork/exec of a trivial native binary measured in the same run.
 //!
-//! Run with `cargo bench -p tessera-tests --bench launch` (release profile). Set
-//! `TESSERA_BENCH_QUICK=1` for a small smoke run, and `TESSERA_BENCH_ALLOC_MS` to change the
-//! master's periodic allocation interval (default 1000 ms, the `MasterConfig` default).
+//! Run with `cargo bench -p tessera-tests --bench launch` (release profile). Environment:
+//! - `TESSERA_BENCH_QUICK=1`: a small smoke run (a second or two);
+//! - `TESSERA_BENCH_ROUNDS`: throughput rounds (default 5, quick 1);
+//! - `TESSERA_BENCH_ALLOC_MS`: the master's periodic allocation interval (default 1000 ms, the
+//!   `MasterConfig` default; allocation also runs right after every accept and task end);
+//! - `TESSERA_BENCH_DIR`: where the cluster's work directories go (default: the system temp
+//!   dir). Each task creates a task directory, a sandbox and two output files; on ext4 that
+//!   inode allocation slows down sharply for a few minutes after many files were deleted
+//!   (ext4 skips recently deleted inodes), e.g. right after a previous run cleaned up. A tmpfs
+//!   (`/dev/shm`) takes the file system out of the picture.
 //!
 //! 1. Latency: a warm three-agent `LocalCluster` (agents <4 cpus, 4 GiB>, loopback QUIC with
 //!    mutual TLS), one scheduler, `hello` uploaded once. After a warm-up that runs `hello` on
@@ -37,7 +44,9 @@ struct Plan {
     warmup_per_agent: usize,
     latency_tasks: usize,
     throughput_tasks: usize,
+    rounds: usize,
     alloc_interval: Duration,
+    dir: Option<std::path::PathBuf>,
 }
 
 impl Plan {
@@ -50,9 +59,15 @@ impl Plan {
         Plan {
             quick,
             warmup_per_agent: if quick { 2 } else { 5 },
-            latency_tasks: if quick { 20 } else { 200 },
+            latency_tasks: if quick { 20 } else { 1000 },
             throughput_tasks: if quick { 200 } else { 2000 },
+            rounds: std::env::var("TESSERA_BENCH_ROUNDS")
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+                .filter(|&r| r > 0)
+                .unwrap_or(if quick { 1 } else { 5 }),
             alloc_interval: Duration::from_millis(alloc_ms),
+            dir: std::env::var_os("TESSERA_BENCH_DIR").map(Into::into),
         }
     }
 }
@@ -149,7 +164,7 @@ impl Driver {
             .await
             .map_err(|_| anyhow::anyhow!("no scheduler event within {EVENT_TIMEOUT:?}"))?
             .ok_or_else(|| anyhow::anyhow!("the scheduler closed"))?;
-        Ok(self.on_event(ev)?)
+        self.on_event(ev)
     }
 
     /// An event that is already queued, if any.
@@ -243,7 +258,14 @@ async fn sequential(
             }
             match s.state {
                 TaskState::Running => running = Some(t0.elapsed()),
-                TaskState::Finished => break,
+                TaskState::Finished => {
+                    anyhow::ensure!(
+                        s.stdout_tail.contains("Hello from Tessera!"),
+                        "task {id} finished without its greeting: {:?}",
+                        s.stdout_tail
+                    );
+                    break;
+                }
                 st if st.is_terminal() => {
                     anyhow::bail!("task {id} ended {st:?}: {} {}", s.message, s.stderr_tail)
                 }
@@ -271,6 +293,7 @@ struct Throughput {
 async fn throughput(
     d: &mut Driver,
     module: proto::Digest,
+    prefix: &str,
     total: usize,
 ) -> anyhow::Result<Throughput> {
     let mut launched_at: HashMap<String, Instant> = HashMap::with_capacity(total);
@@ -289,7 +312,7 @@ async fn throughput(
             let now = Instant::now();
             let tasks = (launched..launched + k)
                 .map(|i| {
-                    let id = format!("tp-{i}");
+                    let id = format!("{prefix}-{i}");
                     launched_at.insert(id.clone(), now);
                     TaskBuilder::new(&id, module)
                         .resources(HELLO_RES)
@@ -319,6 +342,12 @@ async fn throughput(
                     s.stderr_tail
                 );
             }
+            anyhow::ensure!(
+                s.stdout_tail.contains("Hello from Tessera!"),
+                "task {} finished without its greeting: {:?}",
+                s.task_id.as_str(),
+                s.stdout_tail
+            );
             if let Some(t) = launched_at.remove(s.task_id.as_str()) {
                 per_task.push(t.elapsed());
                 finished += 1;
@@ -362,10 +391,61 @@ fn fork_exec_parallel(total: usize, threads: usize) -> Duration {
     start.elapsed()
 }
 
+/// CPU time (user + system) used so far by this process and by its waited-for children, in
+/// clock ticks of `/proc/self/stat` (100 Hz on Linux).
+#[derive(Clone, Copy)]
+struct Cpu {
+    own: u64,
+    children: u64,
+}
+
+/// Clock ticks per second of `/proc/self/stat` (`getconf CLK_TCK`; 100 on every mainstream
+/// Linux).
+const CLK_TCK: f64 = 100.0;
+
+impl Cpu {
+    fn now() -> Cpu {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // Fields after the parenthesised command name start at field 3 (state).
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        let field = |n: usize| f.get(n - 3).copied().unwrap_or(0);
+        Cpu {
+            own: field(14) + field(15),
+            children: field(16) + field(17),
+        }
+    }
+
+    /// Milliseconds of CPU (this process plus children) since `self`.
+    fn ms_since(self) -> f64 {
+        let now = Cpu::now();
+        ((now.own - self.own) + (now.children - self.children)) as f64 * 1e3 / CLK_TCK
+    }
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "n/a".into())
+}
+
+/// The file system type `path` is on (longest mount point prefix in `/proc/mounts`).
+fn fs_type(path: &std::path::Path) -> String {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_owned());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, mount, fstype) = (f.next()?, f.next()?, f.next()?);
+            path.starts_with(mount)
+                .then(|| (mount.len(), fstype.to_owned()))
+        })
+        .max()
+        .map_or_else(|| "unknown".into(), |(_, t)| t)
 }
 
 fn cpu_model() -> String {
@@ -399,6 +479,104 @@ fn header() {
     );
 }
 
+/// Everything one run measured.
+struct Results {
+    warmup: Sequential,
+    seq: Sequential,
+    base_lat: Vec<Duration>,
+    /// CPU milliseconds of the sequential Tessera run and of the baseline latency run.
+    seq_cpu: f64,
+    base_lat_cpu: f64,
+    rounds: Vec<Round>,
+    /// Cluster shutdown and removal of the work directories.
+    cleanup: Duration,
+}
+
+/// One throughput round: wall time and CPU milliseconds of each contestant.
+struct Round {
+    tp: Throughput,
+    tp_cpu: f64,
+    base_seq: Duration,
+    base_seq_cpu: f64,
+    base_par: Duration,
+    base_par_cpu: f64,
+}
+
+async fn run(plan: &Plan) -> anyhow::Result<Results> {
+    let dir = match &plan.dir {
+        Some(root) => tempfile::tempdir_in(root)?,
+        None => tempfile::tempdir()?,
+    };
+    let mut cfg = LocalClusterConfig::default();
+    cfg.master.allocation_interval = plan.alloc_interval;
+    let mut cluster = LocalCluster::start(cfg, dir.path()).await?;
+    for i in 1..=3 {
+        cluster.add_agent(&format!("agent{i}"), res(4.0, 4.0))?;
+    }
+    let sched = Scheduler::connect(cluster.scheduler_options("bench", "*")?).await?;
+    let module = sched.upload_module(wasm_examples::HELLO).await?;
+    let mut d = Driver {
+        sched,
+        pool: Pool::default(),
+    };
+    let agents = d.wait_agents(3).await?;
+    // Warm-up: the first run on each agent fetches and compiles the module.
+    let warmup = sequential(
+        &mut d,
+        module,
+        &agents,
+        "warm",
+        plan.warmup_per_agent * agents.len(),
+    )
+    .await?;
+    // Baselines run on this (the main) thread while the idle cluster waits on the runtime's
+    // workers, right before the Tessera runs they are compared with.
+    for _ in 0..20 {
+        fork_exec();
+    }
+    let cpu = Cpu::now();
+    let base_lat: Vec<Duration> = (0..plan.latency_tasks).map(|_| fork_exec()).collect();
+    let base_lat_cpu = cpu.ms_since();
+    let cpu = Cpu::now();
+    let seq = sequential(&mut d, module, &agents, "lat", plan.latency_tasks).await?;
+    let seq_cpu = cpu.ms_since();
+    let mut rounds = Vec::with_capacity(plan.rounds);
+    for r in 0..plan.rounds {
+        let cpu = Cpu::now();
+        let base_seq = fork_exec_parallel(plan.throughput_tasks, 1);
+        let base_seq_cpu = cpu.ms_since();
+        let cpu = Cpu::now();
+        let base_par = fork_exec_parallel(plan.throughput_tasks, 2);
+        let base_par_cpu = cpu.ms_since();
+        let cpu = Cpu::now();
+        let tp = throughput(&mut d, module, &format!("tp{r}"), plan.throughput_tasks).await?;
+        let tp_cpu = cpu.ms_since();
+        rounds.push(Round {
+            tp,
+            tp_cpu,
+            base_seq,
+            base_seq_cpu,
+            base_par,
+            base_par_cpu,
+        });
+    }
+    let cleanup_start = Instant::now();
+    drop(d);
+    cluster.shutdown().await;
+    // Removing every task's directory (about 4 inodes per task) can take a while on a busy
+    // disk; done here so it is timed.
+    dir.close()?;
+    Ok(Results {
+        warmup,
+        seq,
+        base_lat,
+        seq_cpu,
+        base_lat_cpu,
+        rounds,
+        cleanup: cleanup_start.elapsed(),
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -410,54 +588,16 @@ fn main() -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let load_start = loadavg();
     let bench_start = Instant::now();
-
-    // Baselines first, with no cluster running in this process.
-    for _ in 0..20 {
-        fork_exec();
-    }
-    let base_lat: Vec<Duration> = (0..plan.latency_tasks).map(|_| fork_exec()).collect();
-    let base_seq = fork_exec_parallel(plan.throughput_tasks, 1);
-    let base_par = fork_exec_parallel(plan.throughput_tasks, 2);
-
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cores)
         .enable_all()
         .build()?;
-    let (seq, tp, warmup) = rt.block_on(async {
-        let dir = tempfile::tempdir()?;
-        let mut cfg = LocalClusterConfig::default();
-        cfg.master.allocation_interval = plan.alloc_interval;
-        let mut cluster = LocalCluster::start(cfg, dir.path()).await?;
-        for i in 1..=3 {
-            cluster.add_agent(&format!("agent{i}"), res(4.0, 4.0))?;
-        }
-        let sched = Scheduler::connect(cluster.scheduler_options("bench", "*")?).await?;
-        let module = sched.upload_module(wasm_examples::HELLO).await?;
-        let mut d = Driver {
-            sched,
-            pool: Pool::default(),
-        };
-        let agents = d.wait_agents(3).await?;
-        // Warm-up: the first run on each agent fetches and compiles the module.
-        let warmup = sequential(
-            &mut d,
-            module,
-            &agents,
-            "warm",
-            plan.warmup_per_agent * agents.len(),
-        )
-        .await?;
-        let seq = sequential(&mut d, module, &agents, "lat", plan.latency_tasks).await?;
-        let tp = throughput(&mut d, module, plan.throughput_tasks).await?;
-        drop(d);
-        cluster.shutdown().await;
-        anyhow::Ok((seq, tp, warmup))
-    })?;
+    let res = rt.block_on(run(&plan))?;
     drop(rt);
     let load_end = loadavg();
 
-    let lat = Stats::of(&seq.accept_to_finished);
-    let base = Stats::of(&base_lat);
+    let lat = Stats::of(&res.seq.accept_to_finished);
+    let base = Stats::of(&res.base_lat);
     println!();
     println!(
         "Tessera launch benchmark{}",
@@ -473,68 +613,114 @@ fn main() -> anyhow::Result<()> {
          hello <0.1 cpus, 32 MiB>; allocation_interval {} ms; refuse_seconds 0",
         plan.alloc_interval.as_millis()
     );
+    let root = plan.dir.clone().unwrap_or_else(std::env::temp_dir);
+    println!("  work dirs under: {} ({})", root.display(), fs_type(&root));
     println!(
-        "  tokio worker threads: {cores}; total bench time {:.1} s",
-        bench_start.elapsed().as_secs_f64()
+        "  tokio worker threads: {cores}; total bench time {:.1} s, of which shutdown and \
+         work dir removal {:.1} s",
+        bench_start.elapsed().as_secs_f64(),
+        res.cleanup.as_secs_f64()
     );
     println!();
     header();
     row(
         "tessera warm-up: first hello on each agent",
-        &Stats::of(&warmup.accept_to_finished[..3]),
+        &Stats::of(&res.warmup.accept_to_finished[..3]),
     );
     row(
         "tessera hello: accept -> TASK_RUNNING",
-        &Stats::of(&seq.accept_to_running),
+        &Stats::of(&res.seq.accept_to_running),
     );
     row("tessera hello: accept -> TASK_FINISHED", &lat);
     row(
         "tessera hello: waiting for a usable offer",
-        &Stats::of(&seq.offer_wait),
+        &Stats::of(&res.seq.offer_wait),
     );
     row(
-        "tessera hello: full cycle (offer wait + above)",
-        &Stats::of(&seq.cycle),
+        "tessera hello: full cycle (offer wait + run)",
+        &Stats::of(&res.seq.cycle),
     );
     row("baseline: spawn+wait /bin/true", &base);
+    let under_load: Vec<Duration> = res
+        .rounds
+        .iter()
+        .flat_map(|r| r.tp.per_task.iter().copied())
+        .collect();
     row(
-        "tessera hello under load (throughput run)",
-        &Stats::of(&tp.per_task),
+        "tessera hello in throughput runs (queued)",
+        &Stats::of(&under_load),
     );
     println!();
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     println!(
-        "  ratio tessera (accept -> FINISHED) / baseline: p50 {:.1}x, p99 {:.1}x, mean {:.1}x",
+        "  ratio tessera (accept -> FINISHED) / baseline: p50 {:.2}x, p99 {:.2}x, mean {:.2}x",
         ratio(lat.p50, base.p50),
         ratio(lat.p99, base.p99),
         ratio(lat.mean, base.mean)
     );
-    println!();
-    let per_s = |n: usize, d: Duration| n as f64 / d.as_secs_f64();
+    let n_lat = plan.latency_tasks as f64;
     println!(
-        "  {:<44} {:>6} {:>9} {:>9}",
-        "throughput", "tasks", "wall s", "tasks/s"
+        "  CPU time per task, sequential runs (whole process, ms): tessera {:.3}, \
+         /bin/true {:.3}",
+        res.seq_cpu / n_lat,
+        res.base_lat_cpu / n_lat
     );
-    let tp_rate = per_s(plan.throughput_tasks, tp.wall);
-    for (name, wall) in [
-        ("tessera hello, 3 agents, offers packed", tp.wall),
-        ("baseline /bin/true, sequential", base_seq),
-        ("baseline /bin/true, 2 in flight", base_par),
-    ] {
+    println!();
+    let n = plan.throughput_tasks;
+    let per_s = |d: Duration| n as f64 / d.as_secs_f64();
+    println!(
+        "  {:<24} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9}",
+        format!("throughput x{n} tasks"),
+        "tessera/s",
+        "true seq/s",
+        "true x2/s",
+        "cpu ms/t",
+        "seq ms/t",
+        "x2 ms/t",
+        "accepts",
+        "in flight"
+    );
+    let per_task = |cpu: f64| cpu / n as f64;
+    for (i, r) in res.rounds.iter().enumerate() {
         println!(
-            "  {name:<44} {:>6} {:>9.2} {:>9.1}",
-            plan.throughput_tasks,
-            wall.as_secs_f64(),
-            per_s(plan.throughput_tasks, wall)
+            "  {:<24} {:>10.1} {:>10.1} {:>10.1} {:>8.3} {:>8.3} {:>8.3} {:>8} {:>9}",
+            format!("round {}", i + 1),
+            per_s(r.tp.wall),
+            per_s(r.base_seq),
+            per_s(r.base_par),
+            per_task(r.tp_cpu),
+            per_task(r.base_seq_cpu),
+            per_task(r.base_par_cpu),
+            r.tp.accepts,
+            r.tp.max_in_flight
         );
     }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let med = |f: &dyn Fn(&Round) -> f64| median(res.rounds.iter().map(f).collect());
+    let tp_med = med(&|r| per_s(r.tp.wall));
+    let seq_med = med(&|r| per_s(r.base_seq));
+    let par_med = med(&|r| per_s(r.base_par));
     println!(
-        "  tessera throughput: {} accepts, up to {} tasks in flight; \
-         tessera/baseline(2 in flight) = {:.3}x, tessera/baseline(sequential) = {:.3}x",
-        tp.accepts,
-        tp.max_in_flight,
-        tp_rate / per_s(plan.throughput_tasks, base_par),
-        tp_rate / per_s(plan.throughput_tasks, base_seq)
+        "  {:<24} {tp_med:>10.1} {seq_med:>10.1} {par_med:>10.1} {:>8.3} {:>8.3} {:>8.3}",
+        "median",
+        med(&|r| per_task(r.tp_cpu)),
+        med(&|r| per_task(r.base_seq_cpu)),
+        med(&|r| per_task(r.base_par_cpu)),
+    );
+    println!(
+        "  {:<24} {:>10.3} {:>10.3} {:>10.3}",
+        "median wall s per round",
+        n as f64 / tp_med,
+        n as f64 / seq_med,
+        n as f64 / par_med
+    );
+    println!(
+        "  ratio tessera/baseline tasks/s (medians): vs sequential {:.2}x, vs 2 in flight {:.2}x",
+        tp_med / seq_med,
+        tp_med / par_med
     );
     Ok(())
 }
