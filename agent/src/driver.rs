@@ -9,7 +9,8 @@
 
 use crate::core::{Action, Agent, AgentConfig, Event, Outcome, TaskKey};
 use crate::executor::{
-    ExecEvent, Executor, ExecutorConfig, KillHandle, TaskOutcome, TaskSpec, Termination,
+    ExecEvent, Executor, ExecutorConfig, KillHandle, PoolingConfig, TaskOutcome, TaskSpec,
+    Termination,
 };
 use proto::link::{self, Link, LinkError};
 use proto::tls::{PeerTls, TransportTuning};
@@ -51,15 +52,20 @@ pub struct AgentOptions {
 }
 
 impl AgentOptions {
-    /// Options with the defaults for everything but the essentials.
+    /// Options with the defaults for everything but the essentials; the
+    /// executor's instance pool is sized from `info.resources`.
     pub fn new(master: SocketAddr, tls: PeerTls, work_dir: PathBuf, info: AgentInfo) -> Self {
+        let pooling = PoolingConfig::for_resources(info.resources.cpus_milli, info.resources.mem);
         Self {
             master,
             tls,
             tuning: TransportTuning::default(),
             work_dir,
             info,
-            executor: ExecutorConfig::default(),
+            executor: ExecutorConfig {
+                pooling: Some(pooling),
+                ..ExecutorConfig::default()
+            },
             status_retry: Duration::from_secs(2),
             max_blob_size: 256 << 20,
             max_backoff: Duration::from_secs(5),
@@ -108,6 +114,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     let fuel_rate = executor.fuel_per_core_second();
     tracing::info!(
         fuel_per_core_second = fuel_rate,
+        pool_slots = executor.stats().pool_slots,
         "executor ready: a task offered c cpus may burn c x this much fuel per second"
     );
     let mut info = opts.info.clone();

@@ -2,14 +2,19 @@
 
 /// Caps the total bytes of all linear memories and tables of one store.
 /// A denied growth is recorded so that a subsequent trap (or failed
-/// instantiation) can be reported as a memory-limit violation.
+/// instantiation) can be reported as a memory-limit violation; so is a
+/// growth this limiter granted but wasmtime then failed (beyond the pooling
+/// allocator's per-slot maximum, or the host out of memory).
 pub(crate) struct MemLimiter {
     limit: u64,
     total: u64,
     /// Bytes granted by the last successful `*_growing` call, undone if the
     /// growth then fails.
     pending: u64,
+    /// What the last `*_growing` call asked for: (what, current, desired).
+    last: Option<(&'static str, u64, u64)>,
     denied: Option<String>,
+    failed: Option<String>,
 }
 
 /// Bytes a table element takes in wasmtime (one pointer).
@@ -21,16 +26,20 @@ impl MemLimiter {
             limit,
             total: 0,
             pending: 0,
+            last: None,
             denied: None,
+            failed: None,
         }
     }
 
-    /// Message describing the first denied growth, if any.
+    /// Message describing the first denied (or, failing that, failed)
+    /// growth, if any.
     pub(crate) fn denied(&self) -> Option<&str> {
-        self.denied.as_deref()
+        self.denied.as_deref().or(self.failed.as_deref())
     }
 
-    fn grow(&mut self, what: &str, current: u64, desired: u64) -> bool {
+    fn grow(&mut self, what: &'static str, current: u64, desired: u64) -> bool {
+        self.last = Some((what, current, desired));
         let delta = desired.saturating_sub(current);
         let new_total = self.total.saturating_add(delta);
         if new_total > self.limit {
@@ -49,9 +58,31 @@ impl MemLimiter {
         true
     }
 
-    fn undo_pending(&mut self) {
-        self.total = self.total.saturating_sub(self.pending);
+    /// A growth failed after (or, for the two errors below, before) its
+    /// `*_growing` call: gives back the bytes it was granted and records why.
+    fn grow_failed(&mut self, what: &str, error: &wasmtime::Error) {
+        let msg = error.to_string();
+        // wasmtime fails these before asking the limiter (the size is not
+        // representable), so no bytes were granted for them.
+        let asked = !matches!(
+            msg.as_str(),
+            "memory growth exceeds memory type's limits" | "overflow calculating new table size"
+        );
+        let last = self.last.take();
+        if asked {
+            self.total = self.total.saturating_sub(self.pending);
+        }
         self.pending = 0;
+        if self.failed.is_none() {
+            self.failed = Some(match last {
+                Some((what, current, desired)) if asked => format!(
+                    "growing a {what} from {current} to {desired} bytes failed under the \
+                     task's memory limit of {} bytes: {msg}",
+                    self.limit
+                ),
+                _ => format!("growing a {what} failed: {msg}"),
+            });
+        }
     }
 }
 
@@ -65,8 +96,8 @@ impl wasmtime::ResourceLimiter for MemLimiter {
         Ok(self.grow("linear memory", current as u64, desired as u64))
     }
 
-    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.undo_pending();
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.grow_failed("linear memory", &error);
         Ok(())
     }
 
@@ -83,8 +114,8 @@ impl wasmtime::ResourceLimiter for MemLimiter {
         ))
     }
 
-    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.undo_pending();
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.grow_failed("table", &error);
         Ok(())
     }
 }
@@ -107,5 +138,28 @@ mod tests {
         l.memory_grow_failed(wasmtime::format_err!("os said no"))
             .unwrap();
         assert_eq!(l.total, 60 + 4 * TABLE_ELEM_BYTES);
+        // ... and the failure is reported.
+        assert!(l.failed.as_deref().unwrap().contains("os said no"));
+    }
+
+    #[test]
+    fn a_failed_growth_is_reported_when_none_was_denied() {
+        let mut l = MemLimiter::new(1 << 30);
+        assert!(l.table_growing(0, 1 << 20, Some(1 << 20)).unwrap());
+        assert!(l.table_growing(1 << 20, 2 << 20, Some(1 << 20)).unwrap());
+        l.table_grow_failed(wasmtime::format_err!("Table maximum size exceeded"))
+            .unwrap();
+        assert_eq!(l.total, (1 << 20) * TABLE_ELEM_BYTES);
+        let msg = l.denied().unwrap();
+        assert!(
+            msg.contains("growing a table from") && msg.contains("maximum size exceeded"),
+            "{msg}"
+        );
+        // A failure wasmtime reports before asking gives back nothing.
+        l.memory_grow_failed(wasmtime::format_err!(
+            "memory growth exceeds memory type's limits"
+        ))
+        .unwrap();
+        assert_eq!(l.total, (1 << 20) * TABLE_ELEM_BYTES);
     }
 }

@@ -7,6 +7,9 @@
 //!   (outside the sandbox), each capped at [`ExecutorConfig::output_cap`];
 //! - no stdin, no network, no inherited environment;
 //! - linear memories and tables are capped at [`TaskSpec::mem_bytes`];
+//! - instances, memories, tables and async stacks come from the pooling
+//!   allocator's slots ([`ExecutorConfig::pooling`], sized from the agent's
+//!   resources), memories reset copy-on-write from the module's image;
 //! - the sandbox's disk use is checked against [`TaskSpec::disk_bytes`]
 //!   every [`ExecutorConfig::disk_check_interval`] and when the task ends;
 //! - CPU is metered by fuel alone (no epoch interruption): every guest yields
@@ -36,7 +39,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use wasmtime::{Config, Engine, InstancePre, Linker, Module, OptLevel, Store, Strategy, Trap};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, OptLevel,
+    PoolingAllocationConfig, Store, Strategy, Trap,
+};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
@@ -75,6 +81,97 @@ pub struct ExecutorConfig {
     /// How often a running task's sandbox is measured (default 200 ms); it
     /// is measured once more when the task ends.
     pub disk_check_interval: Duration,
+    /// The pooling instance allocator and its sizes, or `None` for
+    /// wasmtime's on-demand allocator (one `mmap` per linear memory per
+    /// task). Default: pooling sized by [`PoolingConfig::default`]; the
+    /// agent's driver sizes it from the agent's resources
+    /// ([`PoolingConfig::for_resources`]). If the pools cannot be reserved
+    /// (address space), the executor falls back to on-demand allocation and
+    /// says so in a warning and in [`ExecStats::pool_slots`].
+    pub pooling: Option<PoolingConfig>,
+}
+
+/// Sizes of the pooling instance allocator ([`ExecutorConfig::pooling`]).
+///
+/// The pools are reserved when the executor starts: every task slot reserves
+/// one linear memory's address space (4 GiB plus a 32 MiB guard, never
+/// committed until used, so that bounds checks stay elided), a table of
+/// [`PoolingConfig::table_elements`] pointers, an instance record and an
+/// async stack. Slots are reused, with linear memories reset copy-on-write
+/// from the module's memory image, so a launch costs no `mmap`/`munmap` of a
+/// fresh reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolingConfig {
+    /// Most tasks alive at once. A launch beyond it fails with
+    /// [`Termination::StartFailed`] (its instantiation error names the
+    /// limit). Clamped to 1..=[`PoolingConfig::MAX_TASKS`].
+    pub max_tasks: u32,
+    /// Largest linear memory any one task may have, in bytes (clamped to
+    /// 64 KiB..=4 GiB, the per-slot reservation). Each task's own `mem` is
+    /// still enforced below this by its resource limiter; a 64-bit memory
+    /// cannot grow past this cap under pooling.
+    pub max_task_mem: u64,
+}
+
+impl PoolingConfig {
+    /// Upper bound of [`PoolingConfig::max_tasks`]: 10 000 slots reserve
+    /// about 40 TiB of the 128 TiB user address space of x86-64 Linux.
+    pub const MAX_TASKS: u32 = 10_000;
+
+    /// Sized from an agent's resources: every task asks for at least one
+    /// thousandth of a cpu (the master refuses `cpus = 0`), so the agent can
+    /// hold at most `cpus_milli` tasks at once (capped at
+    /// [`PoolingConfig::MAX_TASKS`]); a task may ask for all of the agent's
+    /// memory.
+    pub fn for_resources(cpus_milli: u64, mem: u64) -> Self {
+        PoolingConfig {
+            max_tasks: cpus_milli.clamp(1, u64::from(Self::MAX_TASKS)) as u32,
+            max_task_mem: mem,
+        }
+    }
+
+    fn tasks(&self) -> u32 {
+        self.max_tasks.clamp(1, Self::MAX_TASKS)
+    }
+
+    fn memory_bytes(&self) -> u64 {
+        self.max_task_mem.clamp(64 << 10, 4 << 30)
+    }
+
+    /// Elements of the largest table (8 bytes each): enough for the task
+    /// memory cap, between 20 000 (wasmtime's default) and 2^20 (8 MiB of
+    /// address space per slot). A table grown past it fails like one denied
+    /// by the memory limit.
+    pub fn table_elements(&self) -> usize {
+        (self.memory_bytes() / 8).clamp(20_000, 1 << 20) as usize
+    }
+
+    fn allocation_config(&self) -> PoolingAllocationConfig {
+        let n = self.tasks();
+        let mut p = PoolingAllocationConfig::new();
+        p.total_core_instances(n)
+            .total_memories(n)
+            .total_tables(n)
+            .total_stacks(n)
+            .total_gc_heaps(n)
+            .max_memory_size(self.memory_bytes() as usize)
+            .table_elements(self.table_elements())
+            // A WASI command has one memory and one table; allow a few more
+            // (each takes a slot of its pool).
+            .max_memories_per_module(4)
+            .max_tables_per_module(4);
+        p
+    }
+}
+
+impl Default for PoolingConfig {
+    /// 1000 tasks of up to 4 GiB each (about 4 TiB of address space).
+    fn default() -> Self {
+        PoolingConfig {
+            max_tasks: 1000,
+            max_task_mem: 4 << 30,
+        }
+    }
 }
 
 impl Default for ExecutorConfig {
@@ -86,6 +183,7 @@ impl Default for ExecutorConfig {
             fuel_per_core_second: None,
             default_disk_cap: 1 << 30,
             disk_check_interval: Duration::from_millis(200),
+            pooling: Some(PoolingConfig::default()),
         }
     }
 }
@@ -101,6 +199,9 @@ pub struct ExecStats {
     pub cache_rebuilds: u64,
     /// Fuel one core burns per second (calibrated or configured).
     pub fuel_per_core_second: u64,
+    /// Task slots of the pooling instance allocator; 0 when instances are
+    /// allocated on demand (pooling off, or its pools could not be reserved).
+    pub pool_slots: u32,
 }
 
 /// Errors from creating the executor or preparing a module.
@@ -263,6 +364,7 @@ impl std::fmt::Debug for Executor {
             .field("cfg", &self.inner.cfg)
             .field("modules", &self.inner.lock_modules().len())
             .field("fuel_per_core_second", &self.inner.fuel_rate)
+            .field("pool_slots", &self.inner.pool_slots)
             .finish_non_exhaustive()
     }
 }
@@ -286,17 +388,19 @@ struct Inner {
     modules: Mutex<HashMap<String, Prepared>>,
     compat_hash: String,
     fuel_rate: u64,
+    pool_slots: u32,
     compiles: AtomicU64,
     disk_cache_hits: AtomicU64,
     cache_rebuilds: AtomicU64,
 }
 
 impl Executor {
-    /// Creates the engine (Cranelift, fuel metering) and the WASI linker, and
+    /// Creates the engine (Cranelift, fuel metering, pooling allocator unless
+    /// [`ExecutorConfig::pooling`] is `None`) and the WASI linker, and
     /// calibrates the fuel rate unless [`ExecutorConfig::fuel_per_core_second`]
     /// is set.
     pub fn new(cfg: ExecutorConfig) -> Result<Self, ExecError> {
-        let engine = Engine::new(&engine_config()).map_err(|e| ExecError::Engine(e.to_string()))?;
+        let (engine, pool_slots) = new_engine(cfg.pooling.as_ref())?;
         let fuel_rate = match cfg.fuel_per_core_second {
             Some(r) => r.max(1000),
             None => pacing::calibrated_fuel_rate(&engine).map_err(ExecError::Engine)?,
@@ -321,6 +425,7 @@ impl Executor {
                 modules: Mutex::new(HashMap::new()),
                 compat_hash,
                 fuel_rate,
+                pool_slots,
                 compiles: AtomicU64::new(0),
                 disk_cache_hits: AtomicU64::new(0),
                 cache_rebuilds: AtomicU64::new(0),
@@ -342,6 +447,7 @@ impl Executor {
             disk_cache_hits: i.disk_cache_hits.load(Ordering::Relaxed),
             cache_rebuilds: i.cache_rebuilds.load(Ordering::Relaxed),
             fuel_per_core_second: i.fuel_rate,
+            pool_slots: i.pool_slots,
         }
     }
 
@@ -429,14 +535,38 @@ impl Drop for FinishGuard {
 }
 
 /// The executor's engine configuration: Cranelift, fuel metering, no epoch
-/// interruption (fuel yields do its job, see `pacing.rs`).
+/// interruption (fuel yields do its job, see `pacing.rs`), copy-on-write
+/// memory images; instances allocated on demand (the executor adds the
+/// pooling allocator, see [`ExecutorConfig::pooling`]).
 pub fn engine_config() -> Config {
     let mut config = Config::new();
     config
         .strategy(Strategy::Cranelift)
         .cranelift_opt_level(OptLevel::Speed)
-        .consume_fuel(true);
+        .consume_fuel(true)
+        .memory_init_cow(true);
     config
+}
+
+/// The executor's engine: [`engine_config`] plus, if asked for, the pooling
+/// allocator; falls back to on-demand allocation (with a warning) if the
+/// pools cannot be reserved. Returns the engine and its pool's task slots.
+fn new_engine(pooling: Option<&PoolingConfig>) -> Result<(Engine, u32), ExecError> {
+    let mut config = engine_config();
+    if let Some(p) = pooling {
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(p.allocation_config()));
+        match Engine::new(&config) {
+            Ok(engine) => return Ok((engine, p.tasks())),
+            Err(e) => tracing::warn!(
+                max_tasks = p.tasks(),
+                "cannot reserve the pooling allocator's pools, allocating instances on \
+                 demand instead: {e:#}"
+            ),
+        }
+        config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+    }
+    let engine = Engine::new(&config).map_err(|e| ExecError::Engine(format!("{e:#}")))?;
+    Ok((engine, 0))
 }
 
 /// How `_start` ended, before classification.

@@ -704,3 +704,140 @@ async fn paced_spinner_still_times_out_and_is_killed() {
     let out = task.finished().await;
     assert_eq!(out.termination, Termination::Killed, "{out:?}");
 }
+
+fn pooled_executor(max_tasks: u32, max_task_mem: u64) -> Executor {
+    let exec = Executor::new(ExecutorConfig {
+        pooling: Some(PoolingConfig {
+            max_tasks,
+            max_task_mem,
+        }),
+        ..ExecutorConfig::default()
+    })
+    .unwrap();
+    assert_eq!(exec.stats().pool_slots, max_tasks);
+    exec
+}
+
+#[tokio::test]
+async fn a_full_pool_fails_the_launch_cleanly_and_frees_slots() {
+    let exec = pooled_executor(2, 64 * MIB);
+    let dir = tempfile::tempdir().unwrap();
+    let sleeper = |i: usize| {
+        spec(
+            &dir.path().join(format!("sleeper-{i}")),
+            "spinner",
+            wasm_examples::SPINNER_PATH,
+            &["sleep"],
+        )
+    };
+    let mut a = launch(&exec, sleeper(0));
+    a.wait_running().await;
+    let mut b = launch(&exec, sleeper(1));
+    b.wait_running().await;
+    let out = run(&exec, sleeper(2)).await;
+    match &out.termination {
+        Termination::StartFailed(msg) => assert!(msg.contains("limit of 2"), "{msg}"),
+        other => panic!("expected StartFailed on a full pool, got {other:?}"),
+    }
+    a.kill.kill();
+    assert_eq!(a.finished().await.termination, Termination::Killed);
+    // The slot is back.
+    let out = run(
+        &exec,
+        spec(
+            &dir.path().join("hello"),
+            "hello",
+            wasm_examples::HELLO_PATH,
+            &[],
+        ),
+    )
+    .await;
+    assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+    b.kill.kill();
+    assert_eq!(b.finished().await.termination, Termination::Killed);
+}
+
+#[tokio::test]
+async fn pooled_tasks_may_use_all_of_the_agents_memory_and_no_more() {
+    // An agent with 96 MiB: a task with all of it may grow to nearly that.
+    let exec = pooled_executor(4, 96 * MIB);
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(
+        &dir.path().join("memhog"),
+        "memhog",
+        wasm_examples::MEMHOG_PATH,
+        &[],
+    );
+    s.mem_bytes = 96 * MIB;
+    let out = run(&exec, s.clone()).await;
+    match &out.termination {
+        // Denied by the task's limiter, not by the pool.
+        Termination::MemoryLimit(msg) => {
+            assert!(msg.contains("memory limit of 100663296 bytes"), "{msg}")
+        }
+        other => panic!("memhog: expected MemoryLimit, got {other:?}"),
+    }
+    // A task asking for more than the pool's slot still gets a memory-limit
+    // failure, from the pool's per-slot maximum.
+    s.mem_bytes = 1 << 30;
+    s.task_dir = dir.path().join("memhog-big");
+    let out = run(&exec, s).await;
+    match &out.termination {
+        Termination::MemoryLimit(msg) => assert!(msg.contains("failed under"), "{msg}"),
+        other => panic!("memhog: expected MemoryLimit, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_table_past_the_pools_slot_is_a_memory_limit() {
+    // 64 KiB per task: tables of at most 20 000 elements.
+    let exec = pooled_executor(2, 64 << 10);
+    let dir = tempfile::tempdir().unwrap();
+    let tablehog = dir.path().join("tablehog.wat");
+    std::fs::write(&tablehog, TABLEHOG_WAT).unwrap();
+    let mut s = spec(
+        &dir.path().join("tablehog"),
+        "tablehog",
+        tablehog.to_str().unwrap(),
+        &[],
+    );
+    s.mem_bytes = 1 << 30;
+    let out = run(&exec, s).await;
+    match &out.termination {
+        Termination::MemoryLimit(msg) => {
+            assert!(
+                msg.contains("growing a table") && msg.contains("failed"),
+                "{msg}"
+            )
+        }
+        other => panic!("tablehog: expected MemoryLimit, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn on_demand_allocation_still_works() {
+    let exec = Executor::new(ExecutorConfig {
+        pooling: None,
+        ..ExecutorConfig::default()
+    })
+    .unwrap();
+    assert_eq!(exec.stats().pool_slots, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        &exec,
+        spec(dir.path(), "hello", wasm_examples::HELLO_PATH, &[]),
+    )
+    .await;
+    assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+    let mut s = spec(
+        &dir.path().join("memhog"),
+        "memhog",
+        wasm_examples::MEMHOG_PATH,
+        &[],
+    );
+    s.mem_bytes = 16 * MIB;
+    assert!(matches!(
+        run(&exec, s).await.termination,
+        Termination::MemoryLimit(_)
+    ));
+}
