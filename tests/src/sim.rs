@@ -245,6 +245,29 @@ impl Sim {
         });
     }
 
+    /// Framework `f` asks the master to kill one of its tasks.
+    pub fn kill(&mut self, f: usize, task: &str) {
+        let conn = self.frameworks[f].conn;
+        self.trace.push(format!("kill {task}"));
+        self.send(
+            conn,
+            true,
+            Message::Kill {
+                task_id: TaskId(task.to_owned()),
+            },
+        );
+    }
+
+    /// Tasks framework `f` has launched and not yet seen end, in id order.
+    pub fn live_tasks(&self, f: usize) -> Vec<String> {
+        let fw = &self.frameworks[f];
+        fw.launched
+            .iter()
+            .filter(|t| !fw.terminal.contains_key(&TaskId((*t).clone())))
+            .cloned()
+            .collect()
+    }
+
     /// Cuts agent `i`'s link: in-flight messages are lost, the agent notices now, the master
     /// after the idle timeout.
     pub fn cut(&mut self, i: usize) {

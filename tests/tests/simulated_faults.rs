@@ -65,6 +65,37 @@ fn link_cuts_cost_latency_not_correctness() {
 }
 
 #[test]
+fn kills_get_through_link_cuts() {
+    for seed in 0..10 {
+        let mut sim = Sim::new(seed, 3, res(4, 4), 1);
+        // Long tasks: they end only if killed (or after a minute).
+        sim.submit(0, 12, (60_000, 60_001), res(1, 1));
+        let start = sim.now;
+        sim.run_until(start + Duration::from_millis(800));
+        let live = sim.live_tasks(0);
+        assert!(!live.is_empty(), "seed {seed}");
+        // Cut every link, kill everything while the agents are away, let them come back.
+        for i in 0..sim.agent_count() {
+            sim.cut(i);
+        }
+        for t in &live {
+            sim.kill(0, t);
+        }
+        sim.run_until(start + Duration::from_secs(10));
+        check_exactly_once(&sim);
+        let f = &sim.frameworks[0];
+        for t in &live {
+            let state = f.terminal.get(&proto::TaskId(t.clone()));
+            assert_eq!(
+                state,
+                Some(&TaskState::Killed),
+                "seed {seed} task {t}: {state:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn restarts_lose_tasks_explicitly_and_the_rest_finish() {
     for seed in 0..10 {
         let mut sim = Sim::new(seed, 3, res(4, 4), 1);

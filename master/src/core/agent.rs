@@ -181,7 +181,7 @@ impl Master {
                             .used
                             .checked_add(&t.info.resources)
                             .ok_or("running tasks' resources overflow")?;
-                        if !self.frameworks.contains_key(&key.0) {
+                        if !self.frameworks.contains_key(&key.0) || t.kill_requested {
                             plan.kill.push(key);
                         }
                     }
@@ -212,7 +212,10 @@ impl Master {
             if t.info.agent_id != *id || t.is_terminal() || reported.contains(k) {
                 continue;
             }
-            if t.status.state == TaskState::Staging && self.frameworks.contains_key(&k.0) {
+            if t.status.state == TaskState::Staging
+                && self.frameworks.contains_key(&k.0)
+                && !t.kill_requested
+            {
                 plan.used = plan
                     .used
                     .checked_add(&t.info.resources)
@@ -233,14 +236,30 @@ impl Master {
 
     fn apply_register_plan(&mut self, id: &AgentId, plan: RegisterPlan) {
         for key in plan.lost {
-            let lost = Self::master_status(
-                &key.0,
-                &key.1,
-                Some(id.clone()),
-                TaskState::Lost,
-                Some(Reason::AgentRestarted),
-                format!("agent {id} re-registered without the task"),
-            );
+            let killed = self
+                .tasks
+                .get(&key)
+                .is_some_and(|t| t.kill_requested && t.status.state == TaskState::Staging);
+            let lost = if killed {
+                // The launch and the kill were both lost in transit: the task never ran.
+                Self::master_status(
+                    &key.0,
+                    &key.1,
+                    Some(id.clone()),
+                    TaskState::Killed,
+                    Some(Reason::Killed),
+                    "killed before it reached the agent".to_owned(),
+                )
+            } else {
+                Self::master_status(
+                    &key.0,
+                    &key.1,
+                    Some(id.clone()),
+                    TaskState::Lost,
+                    Some(Reason::AgentRestarted),
+                    format!("agent {id} re-registered without the task"),
+                )
+            };
             if self.set_status(&key, lost.clone()) {
                 self.send_to_framework(&key.0, Message::Update { status: lost });
             }
@@ -270,6 +289,7 @@ impl Master {
             );
             tracing::info!(agent = %id, framework = %key.0, task = %key.1, "adopted task");
             let entry = TaskEntry {
+                kill_requested: false,
                 framework_id: rt.framework_id,
                 info: task,
                 status,

@@ -444,6 +444,7 @@ impl Master {
         );
         tracing::debug!(framework = %fid, task = %task.task_id, agent = %agent, "launching");
         let entry = TaskEntry {
+            kill_requested: false,
             framework_id: fid.clone(),
             info: task.clone(),
             status,
@@ -496,6 +497,9 @@ impl Master {
         match task {
             Some(t) if !t.is_terminal() => {
                 let aid = t.info.agent_id.clone();
+                if let Some(t) = self.tasks.get_mut(&key) {
+                    t.kill_requested = true;
+                }
                 self.send_to_agent(
                     &aid,
                     Message::KillTask {

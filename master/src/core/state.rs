@@ -125,6 +125,9 @@ pub struct TaskEntry {
     pub status: TaskStatus,
     /// The parts of its resources drawn from reservations, by role (empty: all unreserved).
     pub reserved: Vec<(String, Resources)>,
+    /// The framework asked to kill it: the kill is sent again if the agent re-registers still
+    /// running it (the first `KillTask` may have been lost with a dropped link).
+    pub kill_requested: bool,
 }
 
 impl TaskEntry {

@@ -833,6 +833,74 @@ fn agent_reregisters_within_timeout_and_keeps_tasks() {
 }
 
 #[test]
+fn kills_lost_with_a_dropped_link_are_sent_again_on_reregistration() {
+    let (mut h, a, f, o, m) = one_agent_one_offer();
+    h.accept(
+        10,
+        &[&o],
+        vec![
+            task("running", &a, res(1.0, GIB), m),
+            task("staging", &a, res(1.0, GIB), m),
+        ],
+    );
+    h.take();
+    let st = TaskStatus {
+        task_id: TaskId("running".into()),
+        framework_id: f.clone(),
+        agent_id: Some(a.clone()),
+        state: TaskState::Running,
+        reason: None,
+        message: String::new(),
+        stdout_tail: String::new(),
+        stderr_tail: String::new(),
+        uuid: None,
+    };
+    h.status(1, st.clone());
+    h.take();
+    // The link drops; the framework's kills go nowhere.
+    h.disconnect(1);
+    for t in ["running", "staging"] {
+        h.msg(
+            10,
+            Message::Kill {
+                task_id: TaskId(t.into()),
+            },
+        );
+    }
+    h.take();
+    // The agent comes back still running one task and never having seen the other.
+    h.connect(2, AGENT);
+    h.msg(
+        2,
+        register_msg(
+            Some(a.clone()),
+            res(4.0, 4 * GIB),
+            vec![RunningTask {
+                framework_id: f.clone(),
+                task: h
+                    .m
+                    .task(&f, &TaskId("running".into()))
+                    .unwrap()
+                    .info
+                    .clone(),
+                state: TaskState::Running,
+            }],
+        ),
+    );
+    let sent = h.sent(2);
+    assert!(sent.iter().any(|m| matches!(m,
+        Message::KillTask { task_id, .. } if task_id.as_str() == "running")));
+    assert!(!sent.iter().any(|m| matches!(m, Message::RunTask { .. })));
+    let ups = h.updates(10);
+    let staging = ups
+        .iter()
+        .find(|s| s.task_id.as_str() == "staging")
+        .unwrap();
+    assert_eq!(staging.state, TaskState::Killed);
+    assert_eq!(staging.reason, Some(Reason::Killed));
+}
+
+#[test]
 fn agent_register_validation() {
     let mut h = H::new();
     // Running tasks larger than the agent.
