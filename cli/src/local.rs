@@ -23,6 +23,8 @@ pub struct LocalClusterConfig {
     pub tuning: TransportTuning,
     /// Agents' status update retry interval.
     pub status_retry: Duration,
+    /// Most connections the master serves at once.
+    pub max_connections: usize,
 }
 
 impl Default for LocalClusterConfig {
@@ -31,6 +33,7 @@ impl Default for LocalClusterConfig {
             master: MasterConfig::default(),
             tuning: TransportTuning::default(),
             status_retry: Duration::from_secs(2),
+            max_connections: 10_000,
         }
     }
 }
@@ -74,6 +77,7 @@ impl LocalCluster {
         );
         opts.config = config.master.clone();
         opts.tuning = config.tuning;
+        opts.max_connections = config.max_connections;
         let server = MasterServer::bind(opts, Box::new(Drf::new()))?;
         let master_addr = server.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();

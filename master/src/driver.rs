@@ -61,6 +61,9 @@ pub struct MasterOptions {
     pub max_frame: usize,
     /// How long a new connection may take to send its `Hello`.
     pub handshake_timeout: Duration,
+    /// Most connections served at once (default 10,000); further ones are refused at the QUIC
+    /// handshake, so a flood of peers cannot exhaust the master.
+    pub max_connections: usize,
 }
 
 impl MasterOptions {
@@ -76,6 +79,7 @@ impl MasterOptions {
             max_blob_size: 64 << 20,
             max_frame: frame::DEFAULT_MAX_FRAME,
             handshake_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
         }
     }
 }
@@ -173,12 +177,22 @@ impl MasterServer {
         let acceptor = {
             let endpoint = endpoint.clone();
             let shared = shared.clone();
+            let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections));
             tokio::spawn(async move {
                 let mut next_id: ConnId = 1;
                 while let Some(incoming) = endpoint.accept().await {
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        tracing::warn!(remote = %incoming.remote_address(), "connection limit reached; refused");
+                        incoming.refuse();
+                        continue;
+                    };
                     let conn_id = next_id;
                     next_id += 1;
-                    tokio::spawn(serve_connection(incoming, conn_id, shared.clone()));
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        serve_connection(incoming, conn_id, shared).await;
+                        drop(permit);
+                    });
                 }
             })
         };

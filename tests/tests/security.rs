@@ -260,3 +260,33 @@ async fn misbehaving_peers_lose_only_their_own_connection() {
     assert!(done.stdout_tail.contains("Hello from Tessera!"));
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_refused_and_slots_come_back() {
+    trace();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = fast_config();
+    cfg.max_connections = 2;
+    let cluster = LocalCluster::start(cfg, dir.path()).await.unwrap();
+    let first = Scheduler::connect(cluster.scheduler_options("one", "*").unwrap())
+        .await
+        .unwrap();
+    let second = Scheduler::connect(cluster.scheduler_options("two", "*").unwrap())
+        .await
+        .unwrap();
+    let third = Scheduler::connect(cluster.scheduler_options("three", "*").unwrap()).await;
+    assert!(third.is_err(), "a third connection must be refused");
+    drop(first);
+    // The slot frees once the master has seen the connection close.
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok(s) = Scheduler::connect(cluster.scheduler_options("four", "*").unwrap()).await {
+            again = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(again.is_some(), "a freed slot is usable again");
+    drop(second);
+    cluster.shutdown().await;
+}
