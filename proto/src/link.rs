@@ -206,25 +206,18 @@ pub async fn fetch_blob(
     let tmp = dest.with_extension(format!("part-{}-{n}", std::process::id()));
     let mut file = tokio::fs::File::create(&tmp).await?;
     let mut hasher = Hasher::default();
-    let mut left = size;
-    let mut buf = vec![0u8; CHUNK];
-    while left > 0 {
-        let want = buf.len().min(left as usize);
-        let n = recv
-            .read(&mut buf[..want])
-            .await
-            .map_err(|e| LinkError::Io(e.into()))?;
-        match n {
-            Some(0) | None => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(LinkError::Frame(FrameError::Truncated));
-            }
-            Some(n) => {
-                hasher.update(&buf[..n]);
-                file.write_all(&buf[..n]).await?;
-                left -= n as u64;
-            }
+    let mut chunks = Chunks::new(size);
+    let copied: Result<(), LinkError> = async {
+        while let Some(chunk) = chunks.next(&mut recv).await? {
+            hasher.update(chunk);
+            file.write_all(chunk).await?;
         }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = copied {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(e);
     }
     file.flush().await?;
     file.sync_all().await?;
@@ -249,25 +242,48 @@ pub async fn read_blob_body(
 ) -> Result<(Vec<u8>, Digest), LinkError> {
     let mut out = Vec::with_capacity(size.min(1 << 24) as usize);
     let mut hasher = Hasher::default();
-    let mut left = size;
-    let mut buf = vec![0u8; CHUNK];
-    while left > 0 {
-        let want = buf.len().min(left as usize);
-        let n = recv
-            .read(&mut buf[..want])
-            .await
-            .map_err(|e| LinkError::Io(e.into()))?;
-        match n {
-            Some(0) | None => return Err(LinkError::Frame(FrameError::Truncated)),
-            Some(n) => {
-                hasher.update(&buf[..n]);
-                out.extend_from_slice(&buf[..n]);
-                left -= n as u64;
-            }
-        }
+    let mut chunks = Chunks::new(size);
+    while let Some(chunk) = chunks.next(recv).await? {
+        hasher.update(chunk);
+        out.extend_from_slice(chunk);
     }
     recv.read_to_end(0)
         .await
         .map_err(|_| LinkError::Protocol("more bytes than the announced size".into()))?;
     Ok((out, hasher.finish()))
+}
+
+/// Reads exactly `size` bytes from a stream, a chunk at a time; a stream that ends early is
+/// `Truncated`.
+struct Chunks {
+    left: u64,
+    buf: Vec<u8>,
+}
+
+impl Chunks {
+    fn new(size: u64) -> Self {
+        Self {
+            left: size,
+            buf: vec![0u8; (size.min(CHUNK as u64) as usize).max(1)],
+        }
+    }
+
+    /// The next chunk, or `None` once `size` bytes have been read.
+    async fn next(&mut self, recv: &mut quinn::RecvStream) -> Result<Option<&[u8]>, LinkError> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        let want = self.buf.len().min(self.left as usize);
+        match recv
+            .read(&mut self.buf[..want])
+            .await
+            .map_err(|e| LinkError::Io(e.into()))?
+        {
+            Some(0) | None => Err(LinkError::Frame(FrameError::Truncated)),
+            Some(n) => {
+                self.left -= n as u64;
+                Ok(Some(&self.buf[..n]))
+            }
+        }
+    }
 }
