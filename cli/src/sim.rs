@@ -109,14 +109,20 @@ pub struct SimReport {
     pub mean_wait: f64,
 }
 
-/// xorshift64*, seeded.
-struct Rng(u64);
+/// A small seeded generator (xorshift64*), so simulations and fault injection replay exactly
+/// from a seed; shared by `tessera sim` and the test harness's simulated cluster and lossy-link
+/// proxy.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Self {
+    /// A generator from `seed` (any value, zero included).
+    pub fn new(seed: u64) -> Self {
         Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
-    fn next(&mut self) -> u64 {
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -124,13 +130,24 @@ impl Rng {
         self.0 = x;
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo).max(1)
+
+    /// Uniform in `[lo, hi)`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % hi.saturating_sub(lo).max(1)
     }
-    fn exp(&mut self, mean: f64) -> f64 {
+
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && self.unit() < p
+    }
+
+    /// Exponentially distributed with this mean.
+    pub fn exp(&mut self, mean: f64) -> f64 {
         -mean * (1.0 - self.unit()).max(1e-12).ln()
     }
 }

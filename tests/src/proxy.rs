@@ -45,40 +45,8 @@ impl Faults {
     }
 }
 
-/// A xorshift64* generator: tiny, seedable, good enough to pick which datagrams to mangle.
-#[derive(Clone, Debug)]
-pub struct XorShift(u64);
-
-impl XorShift {
-    /// A generator from `seed` (zero is replaced, as xorshift's state must not be zero).
-    pub fn new(seed: u64) -> Self {
-        XorShift(if seed == 0 {
-            0x9E37_79B9_7F4A_7C15
-        } else {
-            seed
-        })
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// True with probability `p`.
-    pub fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && self.unit() < p
-    }
-}
+/// The seeded generator that drives the faults (shared with the simulations).
+pub type XorShift = cli::sim::Rng;
 
 /// Counters of what the proxy did, over both directions.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
