@@ -154,10 +154,33 @@ fn a_deployment_of_separate_processes_runs_a_task() {
         assert!(tessera().args(&args).status().unwrap().success());
     }
     let ca = certs.join("ca.pem");
+    let config = dir.path().join("master.toml");
+    std::fs::write(
+        &config,
+        "allocator = \"drf\"\n[roles.analytics]\nweight = 2.0\nlimit = { cpus = 4, mem = \"4GiB\" }\n",
+    )
+    .unwrap();
+    // A config file with a typo is refused with a clear error before anything starts.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[roles.analytics]\nwieght = 2.0\n").unwrap();
+    let out = tessera()
+        .args(["master", "--listen", "127.0.0.1:0", "--ca"])
+        .arg(&ca)
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("wieght"),
+        "{out:?}"
+    );
     let mut master = Reaper(
         tessera()
             .args(["master", "--listen", "127.0.0.1:0", "--work-dir"])
             .arg(dir.path().join("master"))
+            .arg("--config")
+            .arg(&config)
             .arg("--ca")
             .arg(&ca)
             .stdout(std::process::Stdio::piped())
@@ -171,17 +194,9 @@ fn a_deployment_of_separate_processes_runs_a_task() {
     let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
     let _agent = Reaper(
         tessera()
-            .args([
-                "agent",
-                "--master",
-                &addr,
-                "--cpus",
-                "2",
-                "--mem",
-                "1GiB",
-                "--hostname",
-                "worker1",
-            ])
+            .args(["agent", "--master", &addr, "--hostname", "worker1"])
+            .arg("--resources")
+            .arg("cpus(analytics):1;mem(analytics):512MiB;cpus:1;mem:512MiB")
             .arg("--work-dir")
             .arg(dir.path().join("worker1"))
             .arg("--ca")
