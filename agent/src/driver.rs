@@ -234,12 +234,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
             (None, true) => Some(next_dial),
             (None, false) => None,
         };
-        let sleep = async {
-            match wake {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        let sleep = proto::timer::sleep_until(wake);
         tokio::select! {
             _ = &mut shutdown => break,
             input = rx.recv() => match input {

@@ -395,18 +395,7 @@ pub fn run(cfg: &SimConfig, sharing: Sharing, allocator: Box<dyn Allocator>) -> 
                             let filters = Filters {
                                 refuse_seconds: refuse,
                             };
-                            let msg = if tasks.is_empty() {
-                                Message::Decline {
-                                    offer_ids: vec![offer.id],
-                                    filters,
-                                }
-                            } else {
-                                Message::Accept {
-                                    offer_ids: vec![offer.id],
-                                    tasks,
-                                    filters,
-                                }
-                            };
+                            let msg = Message::answer_offer(offer.id, tasks, filters);
                             replies.push((fw.conn, msg));
                         }
                     }

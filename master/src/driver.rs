@@ -220,12 +220,7 @@ impl MasterServer {
                 }
             }
             let wake = core.poll_timeout().map(Instant::from_std);
-            let sleep = async {
-                match wake {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let sleep = proto::timer::sleep_until(wake);
             tokio::select! {
                 _ = &mut shutdown => break,
                 input = rx.recv() => match input {

@@ -14,6 +14,7 @@
 //! - [`frame`]: length-prefixed framing with a maximum size, `check`/`parse` on byte slices and
 //!   async read/write on streams.
 //! - [`link`]: the client side of a connection (dial, handshake, blob streams).
+//! - [`timer`]: the single optional-deadline sleep of a driver's loop.
 //! - [`tls`]: the cluster CA (rcgen), certificate issue, mutual-TLS QUIC configurations.
 
 #![warn(missing_docs)]
@@ -23,6 +24,7 @@ pub mod ids;
 pub mod link;
 pub mod messages;
 pub mod resources;
+pub mod timer;
 pub mod tls;
 
 pub use ids::{AgentId, Digest, FrameworkId, OfferId, TaskId, UpdateId};

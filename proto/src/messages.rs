@@ -431,6 +431,23 @@ pub enum Message {
 }
 
 impl Message {
+    /// The answer to one offer a scheduler has packed tasks into: `Accept` when it launches
+    /// something, `Decline` (with the same filters for the whole offer) when it does not.
+    pub fn answer_offer(offer_id: OfferId, tasks: Vec<TaskInfo>, filters: Filters) -> Message {
+        if tasks.is_empty() {
+            Message::Decline {
+                offer_ids: vec![offer_id],
+                filters,
+            }
+        } else {
+            Message::Accept {
+                offer_ids: vec![offer_id],
+                tasks,
+                filters,
+            }
+        }
+    }
+
     /// The variant's name, for logs.
     pub fn kind(&self) -> &'static str {
         match self {

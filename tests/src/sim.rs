@@ -493,18 +493,7 @@ impl Sim {
                     let filters = Filters {
                         refuse_seconds: 0.5,
                     };
-                    let msg = if tasks.is_empty() {
-                        Message::Decline {
-                            offer_ids: vec![offer.id],
-                            filters,
-                        }
-                    } else {
-                        Message::Accept {
-                            offer_ids: vec![offer.id],
-                            tasks,
-                            filters,
-                        }
-                    };
+                    let msg = Message::answer_offer(offer.id, tasks, filters);
                     self.send(conn, true, msg);
                 }
             }

@@ -240,30 +240,14 @@ impl Master {
                 .tasks
                 .get(&key)
                 .is_some_and(|t| t.kill_requested && t.status.state == TaskState::Staging);
-            let lost = if killed {
+            if killed {
                 // The launch and the kill were both lost in transit: the task never ran.
-                Self::master_status(
-                    &key.0,
-                    &key.1,
-                    Some(id.clone()),
-                    TaskState::Killed,
-                    Some(Reason::Killed),
-                    "killed before it reached the agent".to_owned(),
-                )
+                let message = "killed before it reached the agent".to_owned();
+                self.end_task(&key, id, TaskState::Killed, Reason::Killed, message);
             } else {
-                Self::master_status(
-                    &key.0,
-                    &key.1,
-                    Some(id.clone()),
-                    TaskState::Lost,
-                    Some(Reason::AgentRestarted),
-                    format!("agent {id} re-registered without the task"),
-                )
-            };
-            if self.set_status(&key, lost.clone()) {
-                self.send_to_framework(&key.0, Message::Update { status: lost });
+                let message = format!("agent {id} re-registered without the task");
+                self.end_task(&key, id, TaskState::Lost, Reason::AgentRestarted, message);
             }
-            self.complete_task(&key);
         }
         for key in plan.resend {
             if let Some(t) = self.tasks.get(&key) {

@@ -857,6 +857,30 @@ impl Master {
         }
     }
 
+    /// Ends a task on the master's own authority (no agent will report it): records the
+    /// terminal status, tells the framework, and moves the task to the completed list.
+    fn end_task(
+        &mut self,
+        key: &(FrameworkId, TaskId),
+        agent_id: &AgentId,
+        state: TaskState,
+        reason: Reason,
+        message: String,
+    ) {
+        let status = Self::master_status(
+            &key.0,
+            &key.1,
+            Some(agent_id.clone()),
+            state,
+            Some(reason),
+            message,
+        );
+        if self.set_status(key, status.clone()) {
+            self.send_to_framework(&key.0, Message::Update { status });
+        }
+        self.complete_task(key);
+    }
+
     /// Records a new status for a live task; a task already terminal keeps its terminal status.
     /// Frees the task's resources when it becomes terminal. Returns true if the status changed.
     fn set_status(&mut self, key: &(FrameworkId, TaskId), status: TaskStatus) -> bool {
@@ -1086,18 +1110,13 @@ impl Master {
             .collect();
         let secs = self.cfg.agent_reregister_timeout.as_secs_f64();
         for key in keys {
-            let lost = Self::master_status(
-                &key.0,
-                &key.1,
-                Some(aid.clone()),
+            self.end_task(
+                &key,
+                aid,
                 TaskState::Lost,
-                Some(Reason::AgentLost),
+                Reason::AgentLost,
                 format!("agent {aid} did not re-register within {secs} s"),
             );
-            if self.set_status(&key, lost.clone()) {
-                self.send_to_framework(&key.0, Message::Update { status: lost });
-            }
-            self.complete_task(&key);
         }
         self.filters.retain(|(_, a), _| a != aid);
         self.filter_expiry.retain(|(_, _, a)| a != aid);
