@@ -12,8 +12,9 @@ use crate::executor::{
     ExecEvent, Executor, ExecutorConfig, KillHandle, PoolingConfig, TaskOutcome, TaskSpec,
     Termination,
 };
-use proto::link::{self, Link, LinkError};
-use proto::tls::{PeerTls, TransportTuning};
+use net::link::{self, Link, LinkError};
+use net::tls::{PeerTls, TransportTuning};
+use net::{MessageReader, MessageWriter};
 use proto::{AgentInfo, Digest, FrameworkId, Message, Reason, Role, TaskInfo, TaskState};
 use std::collections::HashMap;
 use std::future::Future;
@@ -144,9 +145,9 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     });
     let (tx, mut rx) = mpsc::unbounded_channel::<Input>();
     let mut kills = Guests::default();
-    let mut control: Option<quinn::SendStream> = None;
+    let mut control: Option<MessageWriter<quinn::SendStream>> = None;
     let mut generation = 0u64;
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = net::backoff::Reconnect::new(opts.max_backoff);
     let mut next_dial = Instant::now();
     tokio::pin!(shutdown);
 
@@ -160,7 +161,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
             match result {
                 Ok(link) => {
                     generation += 1;
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                     tracing::info!(master = %opts.master, "connected to the master");
                     *ctx.conn.lock().expect("poisoned") = Some(link.conn.clone());
                     control = Some(link.send);
@@ -168,9 +169,9 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                     core.handle(Instant::now().into_std(), Event::Connected);
                 }
                 Err(e) => {
-                    tracing::warn!(master = %opts.master, error = %e, ?backoff, "cannot reach the master");
-                    next_dial = Instant::now() + backoff;
-                    backoff = (backoff * 2).min(opts.max_backoff);
+                    let delay = backoff.next_delay();
+                    tracing::warn!(master = %opts.master, error = %e, ?delay, "cannot reach the master");
+                    next_dial = Instant::now() + delay;
                 }
             }
         }
@@ -179,7 +180,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
             match action {
                 Action::Send(msg) => {
                     if let Some(send) = control.as_mut() {
-                        if let Err(e) = proto::frame::write_frame(send, &msg).await {
+                        if let Err(e) = send.send(&msg).await {
                             tracing::warn!(error = %e, "control stream write failed");
                             drop_link(&mut control, &ctx);
                             core.handle(Instant::now().into_std(), Event::Disconnected);
@@ -234,7 +235,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
             (None, true) => Some(next_dial),
             (None, false) => None,
         };
-        let sleep = proto::timer::sleep_until(wake);
+        let sleep = net::timer::sleep_until(wake);
         tokio::select! {
             _ = &mut shutdown => break,
             input = rx.recv() => match input {
@@ -255,7 +256,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                         tracing::warn!(%why, "lost the master");
                         drop_link(&mut control, &ctx);
                         core.handle(Instant::now().into_std(), Event::Disconnected);
-                        next_dial = Instant::now() + backoff;
+                        next_dial = Instant::now() + backoff.next_delay();
                     }
                 }
                 None => break,
@@ -297,7 +298,7 @@ impl Drop for Guests {
     }
 }
 
-fn drop_link(control: &mut Option<quinn::SendStream>, ctx: &Fetcher) {
+fn drop_link(control: &mut Option<MessageWriter<quinn::SendStream>>, ctx: &Fetcher) {
     *control = None;
     if let Some(conn) = ctx.conn.lock().expect("poisoned").take() {
         conn.close(0u32.into(), b"reconnecting");
@@ -305,14 +306,14 @@ fn drop_link(control: &mut Option<quinn::SendStream>, ctx: &Fetcher) {
 }
 
 fn spawn_reader(
-    mut recv: quinn::RecvStream,
+    mut recv: MessageReader<quinn::RecvStream>,
     conn: quinn::Connection,
     generation: u64,
     tx: mpsc::UnboundedSender<Input>,
 ) {
     tokio::spawn(async move {
         let why = loop {
-            match proto::frame::read_frame(&mut recv, proto::frame::DEFAULT_MAX_FRAME).await {
+            match recv.recv().await {
                 Ok(Some(msg)) => {
                     if tx.send(Input::Core(Event::Message(msg))).is_err() {
                         return;

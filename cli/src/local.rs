@@ -6,7 +6,7 @@ use agent::driver::AgentOptions;
 use master::allocator::drf::Drf;
 use master::core::MasterConfig;
 use master::driver::{MasterOptions, MasterServer};
-use proto::tls::{ClusterCa, PeerTls, TransportTuning};
+use net::tls::{ClusterCa, PeerTls, TransportTuning};
 use proto::{AgentInfo, Resources};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -4,8 +4,8 @@
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use master::driver::{MasterOptions, MasterServer};
+use net::tls::{ClusterCa, PeerTls};
 use proto::resources::{parse_cpus, parse_resource_spec, parse_size};
-use proto::tls::{ClusterCa, PeerTls};
 use proto::{AgentInfo, Resources};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -115,13 +115,13 @@ fn cert_creates_a_ca_and_issues_certificates() {
         .status()
         .unwrap()
         .success());
-    let tls = proto::tls::PeerTls::from_files(
+    let tls = net::tls::PeerTls::from_files(
         &dir.path().join("ca.pem"),
         &dir.path().join("agent1.pem"),
         &dir.path().join("agent1-key.pem"),
     )
     .unwrap();
-    proto::tls::client_config(&tls.ca_pem, &tls.identity, Default::default()).unwrap();
+    net::tls::client_config(&tls.ca_pem, &tls.identity, Default::default()).unwrap();
     assert!(!tessera()
         .args(["cert", "issue", "../x", "--dir", d])
         .status()

@@ -9,8 +9,10 @@
 use crate::allocator::Allocator;
 use crate::blobs::{BlobError, BlobStore};
 use crate::core::{Action, ConnId, Event, Master, MasterConfig};
+use net::codec::{read_one, write_one};
+use net::tls::{self, Identity, TransportTuning};
+use net::{MessageReader, MessageWriter};
 use proto::frame::{self, FrameError};
-use proto::tls::{self, Identity, TransportTuning};
 use proto::{BlobKind, Message, Role, PROTOCOL_VERSION};
 use std::collections::HashMap;
 use std::future::Future;
@@ -89,7 +91,7 @@ impl MasterOptions {
 pub enum MasterError {
     /// TLS set-up failed.
     #[error(transparent)]
-    Tls(#[from] proto::tls::TlsError),
+    Tls(#[from] net::tls::TlsError),
     /// The UDP socket could not be bound.
     #[error("binding {addr}: {source}")]
     Bind {
@@ -220,7 +222,7 @@ impl MasterServer {
                 }
             }
             let wake = core.poll_timeout().map(Instant::from_std);
-            let sleep = proto::timer::sleep_until(wake);
+            let sleep = net::timer::sleep_until(wake);
             tokio::select! {
                 _ = &mut shutdown => break,
                 input = rx.recv() => match input {
@@ -274,15 +276,14 @@ async fn serve_connection(incoming: quinn::Incoming, conn_id: ConnId, shared: Ar
         }
     };
     let handshake = async {
-        let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
-        match frame::read_frame(&mut recv, shared.max_frame).await {
+        let (send, recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
+        let mut send = MessageWriter::new(send);
+        let mut recv = MessageReader::new(recv, shared.max_frame);
+        match recv.recv().await {
             Ok(Some(Message::Hello { version, role })) if version == PROTOCOL_VERSION => {
-                frame::write_frame(
-                    &mut send,
-                    &Message::HelloAck {
-                        version: PROTOCOL_VERSION,
-                    },
-                )
+                send.send(&Message::HelloAck {
+                    version: PROTOCOL_VERSION,
+                })
                 .await
                 .map_err(|e| e.to_string())?;
                 Ok((send, recv, role))
@@ -291,14 +292,12 @@ async fn serve_connection(incoming: quinn::Incoming, conn_id: ConnId, shared: Ar
                 let message = format!(
                     "protocol version {version} is not supported; this master speaks {PROTOCOL_VERSION}"
                 );
-                let _ = frame::write_frame(
-                    &mut send,
-                    &Message::Error {
+                let _ = send
+                    .send(&Message::Error {
                         message: message.clone(),
-                    },
-                )
-                .await;
-                let _ = send.finish();
+                    })
+                    .await;
+                let _ = send.get_mut().finish();
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 conn.close(close_code::VERSION.into(), message.as_bytes());
                 Err(message)
@@ -337,7 +336,7 @@ async fn serve_connection(incoming: quinn::Incoming, conn_id: ConnId, shared: Ar
     }));
     tokio::spawn(async move {
         while let Some(msg) = outbox.recv().await {
-            if let Err(e) = frame::write_frame(&mut send, &msg).await {
+            if let Err(e) = send.send(&msg).await {
                 tracing::debug!(conn_id, error = %e, "control write failed");
                 break;
             }
@@ -354,7 +353,7 @@ async fn serve_connection(incoming: quinn::Incoming, conn_id: ConnId, shared: Ar
     };
 
     loop {
-        match frame::read_frame(&mut recv, shared.max_frame).await {
+        match recv.recv().await {
             Ok(Some(msg)) => {
                 if shared
                     .tx
@@ -391,7 +390,7 @@ async fn serve_blob_stream(
     role: Role,
     shared: Arc<ConnShared>,
 ) {
-    let reply = match frame::read_frame(&mut recv, shared.max_frame).await {
+    let reply = match read_one(&mut recv, shared.max_frame).await {
         Ok(Some(Message::UploadBlob { digest, kind, size })) => {
             upload(&mut recv, digest, kind, size, role, &shared).await
         }
@@ -400,7 +399,7 @@ async fn serve_blob_stream(
             match tokio::fs::File::open(&path).await {
                 Ok(mut file) => {
                     let size = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-                    if frame::write_frame(&mut send, &Message::BlobOk { size })
+                    if write_one(&mut send, &Message::BlobOk { size })
                         .await
                         .is_ok()
                     {
@@ -424,7 +423,7 @@ async fn serve_blob_stream(
             message: e.to_string(),
         },
     };
-    let _ = frame::write_frame(&mut send, &reply).await;
+    let _ = write_one(&mut send, &reply).await;
     let _ = send.finish();
 }
 
@@ -456,7 +455,7 @@ async fn upload(
             message: "master shutting down".into(),
         };
     };
-    let bytes = match proto::link::read_blob_body(recv, size).await {
+    let bytes = match net::link::read_blob_body(recv, size).await {
         Ok((bytes, _)) => bytes,
         Err(e) => {
             return Message::BlobError {

@@ -2,11 +2,11 @@
 //!
 //! The split mirrors mini-redis: [`check`] says cheaply whether a whole frame is buffered (or
 //! that its announced length is over the limit, before a byte of it is read), [`parse`] decodes
-//! it. A peer announcing an oversized frame, or sending bytes that do not decode, gets its
+//! it. The live reader (`tessera-net`'s `MessageReader`) is a buffered loop over exactly these
+//! two functions. A peer announcing an oversized frame, or sending bytes that do not decode, gets its
 //! connection closed; nothing it sent is ever half-applied.
 
 use crate::messages::Message;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Length of the prefix.
 pub const HEADER_LEN: usize = 4;
@@ -81,49 +81,6 @@ fn decode_body(body: &[u8]) -> Result<Message, FrameError> {
     Ok(msg)
 }
 
-/// Reads one frame from a stream. `Ok(None)` is a clean end of stream at a frame boundary.
-pub async fn read_frame<R: AsyncRead + Unpin>(
-    r: &mut R,
-    max: usize,
-) -> Result<Option<Message>, FrameError> {
-    let mut header = [0u8; HEADER_LEN];
-    let mut got = 0;
-    while got < HEADER_LEN {
-        let n = r.read(&mut header[got..]).await?;
-        if n == 0 {
-            return if got == 0 {
-                Ok(None)
-            } else {
-                Err(FrameError::Truncated)
-            };
-        }
-        got += n;
-    }
-    let size = u32::from_be_bytes(header) as usize;
-    if size > max {
-        return Err(FrameError::TooLarge { size, max });
-    }
-    let mut body = vec![0u8; size];
-    r.read_exact(&mut body).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            FrameError::Truncated
-        } else {
-            FrameError::Io(e)
-        }
-    })?;
-    decode_body(&body).map(Some)
-}
-
-/// Writes one frame to a stream.
-pub async fn write_frame<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    msg: &Message,
-) -> Result<(), FrameError> {
-    let bytes = encode(msg)?;
-    w.write_all(&bytes).await?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,21 +131,5 @@ mod tests {
             parse(&bytes, DEFAULT_MAX_FRAME),
             Err(FrameError::Malformed(_))
         ));
-    }
-
-    #[tokio::test]
-    async fn async_read_write() {
-        let (mut a, mut b) = tokio::io::duplex(64);
-        let writer = tokio::spawn(async move {
-            write_frame(&mut a, &sample()).await.unwrap();
-            write_frame(&mut a, &Message::Revive).await.unwrap();
-        });
-        assert_eq!(read_frame(&mut b, 1024).await.unwrap(), Some(sample()));
-        assert_eq!(
-            read_frame(&mut b, 1024).await.unwrap(),
-            Some(Message::Revive)
-        );
-        writer.await.unwrap();
-        assert_eq!(read_frame(&mut b, 1024).await.unwrap(), None);
     }
 }

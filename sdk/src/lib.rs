@@ -42,8 +42,9 @@
 
 #![warn(missing_docs)]
 
-use proto::link::{self, Link, LinkError};
-use proto::tls::{PeerTls, TransportTuning};
+use net::link::{self, Link, LinkError};
+use net::tls::{PeerTls, TransportTuning};
+use net::MessageWriter;
 use proto::{
     AgentId, BlobKind, Digest, Filters, FrameworkId, FrameworkInfo, Message, Offer, OfferId,
     Resources, Role, TaskFile, TaskId, TaskInfo, TaskStatus,
@@ -385,22 +386,22 @@ enum LinkEnd {
 impl Background {
     async fn run(&mut self, link: Link) {
         let mut link = Some(link);
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = net::backoff::Reconnect::new(self.opts.max_backoff);
         loop {
             let current = match link.take() {
                 Some(l) => l,
                 None => match self.redial().await {
                     Ok(l) => {
-                        backoff = Duration::from_millis(100);
+                        backoff.reset();
                         l
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, ?backoff, "cannot reach the master");
+                        let delay = backoff.next_delay();
+                        tracing::warn!(error = %e, ?delay, "cannot reach the master");
                         if self.calls.is_closed() {
                             return;
                         }
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(self.opts.max_backoff);
+                        tokio::time::sleep(delay).await;
                         continue;
                     }
                 },
@@ -433,7 +434,7 @@ impl Background {
         let (in_tx, mut in_rx) = mpsc::unbounded_channel();
         let reader = tokio::spawn(async move {
             loop {
-                let r = proto::frame::read_frame(&mut recv, proto::frame::DEFAULT_MAX_FRAME).await;
+                let r = recv.recv().await;
                 let end = !matches!(r, Ok(Some(_)));
                 if in_tx.send(r).is_err() || end {
                     return;
@@ -445,12 +446,12 @@ impl Background {
                 call = self.calls.recv() => match call {
                     Some(msg) => {
                         let teardown = matches!(msg, Message::Teardown);
-                        if let Err(e) = proto::frame::write_frame(&mut send, &msg).await {
+                        if let Err(e) = send.send(&msg).await {
                             self.pending.push(msg);
                             break LinkEnd::Lost(e.to_string());
                         }
                         if teardown {
-                            let _ = send.finish();
+                            let _ = send.get_mut().finish();
                             tokio::time::sleep(Duration::from_millis(100)).await;
                             break LinkEnd::Closed;
                         }
@@ -481,15 +482,13 @@ impl Background {
     async fn on_message(
         &mut self,
         msg: Message,
-        send: &mut quinn::SendStream,
+        send: &mut MessageWriter<quinn::SendStream>,
     ) -> Result<(), String> {
         let event = match msg {
             Message::Subscribed { framework_id, .. } => {
                 self.framework_id = framework_id.clone();
                 for call in std::mem::take(&mut self.pending) {
-                    proto::frame::write_frame(send, &call)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    send.send(&call).await.map_err(|e| e.to_string())?;
                 }
                 Event::Subscribed { framework_id }
             }
@@ -503,9 +502,7 @@ impl Background {
                             task_id: status.task_id.clone(),
                             uuid: uuid.clone(),
                         };
-                        proto::frame::write_frame(send, &ack)
-                            .await
-                            .map_err(|e| e.to_string())?;
+                        send.send(&ack).await.map_err(|e| e.to_string())?;
                     }
                     let key = (status.task_id.clone(), uuid.0.clone());
                     if !self.seen.insert(key.clone()) {

@@ -2,8 +2,8 @@
 //! an oversized frame or the wrong protocol version loses its own connection and nothing else.
 
 use master::driver::close_code;
-use proto::frame::{self, DEFAULT_MAX_FRAME};
-use proto::tls::{ClusterCa, PeerTls, MASTER_SERVER_NAME};
+use net::tls::{ClusterCa, PeerTls, MASTER_SERVER_NAME};
+use proto::frame::DEFAULT_MAX_FRAME;
 use proto::{Filters, Message, Role, TaskState, PROTOCOL_VERSION};
 use sdk::{Event, Scheduler, TaskBuilder};
 use std::collections::BTreeSet;
@@ -14,7 +14,7 @@ use tessera_tests::*;
 /// A raw QUIC connection to the master with valid cluster certificates (TLS done, nothing sent).
 async fn raw_conn(cluster: &LocalCluster) -> (quinn::Endpoint, quinn::Connection) {
     let tls = cluster.peer_tls("raw-peer").unwrap();
-    let endpoint = proto::link::client_endpoint(&tls, cluster.config.tuning).unwrap();
+    let endpoint = net::link::client_endpoint(&tls, cluster.config.tuning).unwrap();
     let conn = endpoint
         .connect(cluster.master_addr, MASTER_SERVER_NAME)
         .unwrap()
@@ -39,8 +39,8 @@ async fn raw_link(
         version: PROTOCOL_VERSION,
         role,
     };
-    frame::write_frame(&mut send, &hello).await.unwrap();
-    let ack = frame::read_frame(&mut recv, DEFAULT_MAX_FRAME)
+    net::codec::write_one(&mut send, &hello).await.unwrap();
+    let ack = net::codec::read_one(&mut recv, DEFAULT_MAX_FRAME)
         .await
         .unwrap();
     assert!(matches!(ack, Some(Message::HelloAck { .. })), "{ack:?}");
@@ -192,7 +192,7 @@ async fn misbehaving_peers_lose_only_their_own_connection() {
         },
         running: vec![],
     };
-    frame::write_frame(&mut send, &register).await.unwrap();
+    net::codec::write_one(&mut send, &register).await.unwrap();
     let why = closed_with(&conn, close_code::PROTOCOL).await;
     assert!(why.contains("protocol violation"), "{why}");
 
@@ -203,8 +203,8 @@ async fn misbehaving_peers_lose_only_their_own_connection() {
         version: PROTOCOL_VERSION + 98,
         role: Role::Scheduler,
     };
-    frame::write_frame(&mut send, &hello).await.unwrap();
-    let answer = frame::read_frame(&mut recv, DEFAULT_MAX_FRAME)
+    net::codec::write_one(&mut send, &hello).await.unwrap();
+    let answer = net::codec::read_one(&mut recv, DEFAULT_MAX_FRAME)
         .await
         .unwrap();
     match answer {

@@ -4,10 +4,11 @@
 //!
 //! Only the mechanics live here; when to reconnect and what to say is each role's business.
 
-use crate::frame::{self, FrameError, DEFAULT_MAX_FRAME};
-use crate::ids::{Digest, Hasher};
-use crate::messages::{BlobKind, Message, Role, PROTOCOL_VERSION};
+use crate::codec::{read_one, write_one, MessageReader, MessageWriter};
 use crate::tls::{self, PeerTls, TlsError, TransportTuning, MASTER_SERVER_NAME};
+use proto::frame::{FrameError, DEFAULT_MAX_FRAME};
+use proto::ids::{Digest, Hasher};
+use proto::messages::{BlobKind, Message, Role, PROTOCOL_VERSION};
 use std::net::SocketAddr;
 use std::path::Path;
 use tokio::io::AsyncWriteExt;
@@ -77,9 +78,9 @@ pub struct Link {
     /// The QUIC connection (open blob streams on it).
     pub conn: quinn::Connection,
     /// Sending half of the control stream.
-    pub send: quinn::SendStream,
+    pub send: MessageWriter<quinn::SendStream>,
     /// Receiving half of the control stream.
-    pub recv: quinn::RecvStream,
+    pub recv: MessageReader<quinn::RecvStream>,
 }
 
 impl Link {
@@ -96,16 +97,15 @@ impl Link {
                 message: e.to_string(),
             })?;
         let conn = connecting.await?;
-        let (mut send, mut recv) = conn.open_bi().await?;
-        frame::write_frame(
-            &mut send,
-            &Message::Hello {
-                version: PROTOCOL_VERSION,
-                role,
-            },
-        )
+        let (send, recv) = conn.open_bi().await?;
+        let mut send = MessageWriter::new(send);
+        let mut recv = MessageReader::new(recv, DEFAULT_MAX_FRAME);
+        send.send(&Message::Hello {
+            version: PROTOCOL_VERSION,
+            role,
+        })
         .await?;
-        match frame::read_frame(&mut recv, DEFAULT_MAX_FRAME).await {
+        match recv.recv().await {
             Ok(Some(Message::HelloAck { .. })) => Ok(Self { conn, send, recv }),
             Ok(Some(other)) => Err(LinkError::Protocol(format!(
                 "expected HelloAck, got {}",
@@ -121,13 +121,13 @@ impl Link {
 
     /// Sends one control message.
     pub async fn send(&mut self, msg: &Message) -> Result<(), LinkError> {
-        frame::write_frame(&mut self.send, msg).await?;
+        self.send.send(msg).await?;
         Ok(())
     }
 
     /// Receives one control message; `None` when the master closed the stream.
     pub async fn recv(&mut self) -> Result<Option<Message>, LinkError> {
-        Ok(frame::read_frame(&mut self.recv, DEFAULT_MAX_FRAME).await?)
+        Ok(self.recv.recv().await?)
     }
 }
 
@@ -146,7 +146,7 @@ pub async fn upload_blob(
 ) -> Result<Digest, LinkError> {
     let digest = Digest::of(bytes);
     let (mut send, mut recv) = conn.open_bi().await?;
-    frame::write_frame(
+    write_one(
         &mut send,
         &Message::UploadBlob {
             digest,
@@ -157,7 +157,7 @@ pub async fn upload_blob(
     .await?;
     send.write_all(bytes).await?;
     let _ = send.finish();
-    match frame::read_frame(&mut recv, DEFAULT_MAX_FRAME).await? {
+    match read_one(&mut recv, DEFAULT_MAX_FRAME).await? {
         Some(Message::BlobOk { .. }) => Ok(digest),
         Some(Message::BlobError { message }) => Err(LinkError::Refused(message)),
         Some(other) => Err(LinkError::Protocol(format!(
@@ -179,9 +179,9 @@ pub async fn fetch_blob(
     max_size: u64,
 ) -> Result<u64, LinkError> {
     let (mut send, mut recv) = conn.open_bi().await?;
-    frame::write_frame(&mut send, &Message::FetchBlob { digest }).await?;
+    write_one(&mut send, &Message::FetchBlob { digest }).await?;
     let _ = send.finish();
-    let size = match frame::read_frame(&mut recv, DEFAULT_MAX_FRAME).await? {
+    let size = match read_one(&mut recv, DEFAULT_MAX_FRAME).await? {
         Some(Message::BlobOk { size }) => size,
         Some(Message::BlobError { message }) => return Err(LinkError::Refused(message)),
         Some(other) => {
@@ -240,7 +240,8 @@ pub async fn read_blob_body(
     recv: &mut quinn::RecvStream,
     size: u64,
 ) -> Result<(Vec<u8>, Digest), LinkError> {
-    let mut out = Vec::with_capacity(size.min(1 << 24) as usize);
+    // Grows as bytes arrive: the announced size is the peer's word, not a reason to allocate.
+    let mut out = Vec::with_capacity(size.min(CHUNK as u64) as usize);
     let mut hasher = Hasher::default();
     let mut chunks = Chunks::new(size);
     while let Some(chunk) = chunks.next(recv).await? {
