@@ -1,27 +1,12 @@
 //! Builds the guest programs in `guests/` for `wasm32-wasip1` and generates
-//! `$OUT_DIR/guests.rs`, which `src/lib.rs` includes.
+//! `$OUT_DIR/guests.rs`, which `src/lib.rs` includes: a constant pair per guest and the
+//! `foreach_guest!` macro, with which a test crate proves every guest has a test (wasmtime's
+//! test-programs trick: a guest without one fails the build).
 
 use std::env;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// Every guest binary (`guests/src/bin/<name>.rs`); keep in sync with `src/lib.rs` tests.
-const GUESTS: &[&str] = &[
-    "hello",
-    "pi",
-    "memhog",
-    "spinner",
-    "trap",
-    "files",
-    "flood",
-    "burn",
-    "stackoverflow",
-    "diskfill",
-    "escape",
-    "sha256",
-    "json",
-];
 
 const TARGET: &str = "wasm32-wasip1";
 
@@ -41,7 +26,8 @@ fn main() {
         "cargo:rerun-if-changed={}",
         guests_dir.join("src").display()
     );
-    for name in GUESTS {
+    let guests = guest_names(&guests_dir.join("src/bin"));
+    for name in &guests {
         let src = guests_dir.join("src/bin").join(format!("{name}.rs"));
         println!("cargo:rerun-if-changed={}", src.display());
     }
@@ -55,7 +41,13 @@ fn main() {
     );
     let mut all_paths =
         String::from("/// Every guest as `(name, absolute path of the .wasm file)`.\npub const ALL_PATHS: &[(&str, &str)] = &[\n");
-    for name in GUESTS {
+    let mut foreach = String::from(
+        "/// Calls `$mac!(name)` once per guest: `foreach_guest!(assert_guest_tested)` in a test\n\
+         /// module fails to compile when a guest has no test there.\n\
+         #[macro_export]\nmacro_rules! foreach_guest {\n    ($mac:ident) => {\n",
+    );
+    for name in &guests {
+        writeln!(foreach, "        $mac!({name});").unwrap();
         let wasm = target_dir
             .join(TARGET)
             .join("release")
@@ -78,11 +70,31 @@ fn main() {
         writeln!(all, "    ({name:?}, {upper}),").unwrap();
         writeln!(all_paths, "    ({name:?}, {upper}_PATH),").unwrap();
     }
+    foreach.push_str("    };\n}\n");
+    code.push_str(&foreach);
     all.push_str("];\n");
     all_paths.push_str("];\n");
     code.push_str(&all);
     code.push_str(&all_paths);
     std::fs::write(out_dir.join("guests.rs"), code).expect("writing guests.rs");
+}
+
+/// The guests are the files of `guests/src/bin`, sorted: adding one there is all it takes to
+/// build it (and, through `foreach_guest!`, to be asked for its test).
+fn guest_names(bin_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(bin_dir)
+        .expect("reading guests/src/bin")
+        .map(|e| e.expect("reading guests/src/bin").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .map(|p| {
+            p.file_stem()
+                .and_then(|s| s.to_str())
+                .expect("UTF-8 guest name")
+                .to_owned()
+        })
+        .collect();
+    names.sort();
+    names
 }
 
 fn build_guests(guests_dir: &Path, target_dir: &Path) {

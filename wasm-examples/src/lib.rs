@@ -3,7 +3,8 @@
 //! `build.rs` compiles the `guests/` package (a separate cargo workspace) and
 //! generates one pair of constants per guest: `NAME` (the module's bytes) and
 //! `NAME_PATH` (the absolute path of the `.wasm` file), plus [`ALL`] and
-//! [`ALL_PATHS`]. Guests:
+//! [`ALL_PATHS`] (sorted by name), and the [`foreach_guest!`] macro that makes a guest without a
+//! test fail the build of the crate that holds the tests. Guests:
 //!
 //! - `hello`: greets, echoes its args, writes a stderr line; exits `$EXIT_CODE`.
 //! - `pi`: `pi <seed> <samples>` Monte Carlo estimate, one line of output.
@@ -30,19 +31,19 @@ mod tests {
     #[test]
     fn every_guest_is_a_wasm_module() {
         let expected = [
-            "hello",
-            "pi",
-            "memhog",
-            "spinner",
-            "trap",
-            "files",
-            "flood",
             "burn",
-            "stackoverflow",
             "diskfill",
             "escape",
-            "sha256",
+            "files",
+            "flood",
+            "hello",
             "json",
+            "memhog",
+            "pi",
+            "sha256",
+            "spinner",
+            "stackoverflow",
+            "trap",
         ];
         let names: Vec<&str> = ALL.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, expected);
