@@ -132,4 +132,39 @@ mod tests {
             Err(FrameError::Malformed(_))
         ));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Every message survives the wire: `parse(encode(m)) == m` (compared as re-encoded
+        /// bytes too, which also holds for messages carrying a NaN).
+        #[test]
+        fn every_message_round_trips(msg in proptest::prelude::any::<Message>()) {
+            let bytes = encode(&msg).unwrap();
+            let (back, used) = parse(&bytes, usize::MAX).unwrap().unwrap();
+            proptest::prop_assert_eq!(used, bytes.len());
+            proptest::prop_assert_eq!(encode(&back).unwrap(), bytes);
+            #[allow(clippy::eq_op)]
+            if msg == msg {
+                proptest::prop_assert_eq!(back, msg);
+            }
+        }
+
+        /// Arbitrary bytes never panic the parser: a frame, "need more", or an error.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = parse(&bytes, DEFAULT_MAX_FRAME);
+        }
+
+        /// Every proper prefix of a frame is "need more bytes", never an error or a message.
+        #[test]
+        fn every_prefix_is_incomplete(msg in proptest::prelude::any::<Message>()) {
+            let bytes = encode(&msg).unwrap();
+            for cut in [0, 1, HEADER_LEN, bytes.len() / 2, bytes.len() - 1] {
+                if cut < bytes.len() {
+                    proptest::prop_assert!(parse(&bytes[..cut], usize::MAX).unwrap().is_none());
+                }
+            }
+        }
+    }
 }

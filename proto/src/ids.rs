@@ -11,6 +11,7 @@ macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
         pub struct $name(pub String);
 
         impl $name {
@@ -88,6 +89,7 @@ pub fn is_safe_relative_path(path: &str) -> bool {
 
 /// The sha256 of a blob (module or task file), the key by which everything refers to it.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct Digest(pub [u8; 32]);
 
 impl Digest {

@@ -16,6 +16,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 /// What a peer is, stated in its handshake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub enum Role {
     /// A worker machine running tasks.
     Agent,
@@ -25,6 +26,7 @@ pub enum Role {
 
 /// Describes a framework when it subscribes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct FrameworkInfo {
     /// Human-readable name.
     pub name: String,
@@ -43,6 +45,7 @@ pub struct FrameworkInfo {
 
 /// Describes an agent when it registers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct AgentInfo {
     /// The machine's name.
     pub hostname: String,
@@ -58,6 +61,7 @@ pub struct AgentInfo {
 
 /// Resources of one agent offered to one framework.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct Offer {
     /// Names the offer in accept and decline calls.
     pub id: OfferId,
@@ -78,6 +82,7 @@ pub struct Offer {
 
 /// A file placed in a task's sandbox before it starts, like the Mesos fetcher's URIs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct TaskFile {
     /// Path relative to the sandbox root (no `..`, not absolute).
     pub path: String,
@@ -87,6 +92,7 @@ pub struct TaskFile {
 
 /// A task to launch: a WASI command module run with args and env inside a share of an agent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct TaskInfo {
     /// Unique within the framework.
     pub task_id: TaskId,
@@ -113,6 +119,7 @@ pub struct TaskInfo {
 
 /// The states of a task's life, as in Mesos.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub enum TaskState {
     /// Accepted by the master, on its way to the agent.
     Staging,
@@ -166,6 +173,7 @@ impl TaskState {
 
 /// Why a task reached the state it is in.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub enum Reason {
     /// The guest exited with this code.
     ExitCode(i32),
@@ -201,6 +209,7 @@ pub enum Reason {
 
 /// A task's status as reported to its scheduler.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct TaskStatus {
     /// The task.
     pub task_id: TaskId,
@@ -224,6 +233,7 @@ pub struct TaskStatus {
 
 /// Refuse filters, as Mesos's `Filters`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct Filters {
     /// How long the master should not offer the declined agent's resources to this framework.
     pub refuse_seconds: f64,
@@ -240,6 +250,7 @@ impl Default for Filters {
 
 /// What a blob is for, which decides how it is validated on upload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub enum BlobKind {
     /// A WebAssembly module: validated before it is stored.
     Module,
@@ -249,6 +260,7 @@ pub enum BlobKind {
 
 /// A task the agent still runs, reported when it re-registers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct RunningTask {
     /// Its framework.
     pub framework_id: FrameworkId,
@@ -260,6 +272,7 @@ pub struct RunningTask {
 
 /// Every message of the protocol.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub enum Message {
     // ----- handshake (first frame of a control stream) -----
     /// Opens a control stream: the peer's protocol version and role.

@@ -14,6 +14,7 @@ pub const GIB: u64 = 1 << 30;
 
 /// A bundle of scalar resources an agent offers and a task consumes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct Resources {
     /// Thousandths of a CPU core.
     pub cpus_milli: u64,
