@@ -2,10 +2,11 @@
 //! [`H`] harness, which drives timeouts like a driver would and asserts `check_invariants`.
 
 use super::*;
+use crate::allocator::Allocator;
 use crate::allocator::Drf;
 use proto::resources::{GIB, MIB};
 use proto::{
-    AgentInfo, Filters, FrameworkInfo, RunningTask, TaskFile, TaskInfo, TaskStatus, UpdateId,
+    AgentInfo, Filters, FrameworkInfo, Offer, RunningTask, TaskFile, TaskInfo, TaskStatus, UpdateId,
 };
 
 const SCHED: Role = Role::Scheduler;
