@@ -1,8 +1,10 @@
 //! The master's content-addressed blob store: uploaded modules and task files on disk, named by
 //! their sha256.
 //!
-//! A blob is written under a temporary name and renamed into place once complete and checked,
-//! so a crash or a torn upload never leaves a file under a digest it does not match.
+//! A blob is written under a temporary name of its own (a `tempfile::NamedTempFile` in the
+//! store's directory) and renamed into place once complete and checked, so a crash or a torn
+//! upload never leaves a file under a digest it does not match, and concurrent uploads of the
+//! same blob never share a temporary file.
 
 use proto::{BlobKind, Digest};
 use std::path::{Path, PathBuf};
@@ -77,9 +79,12 @@ impl BlobStore {
             validate_module(bytes)?;
         }
         let path = self.path(&announced);
-        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, &path)?;
+        // A fresh temporary file per upload (never a shared name), so concurrent uploads of the
+        // same blob cannot truncate or rename each other's half-written file; the last rename
+        // wins and every one of them puts the same checked bytes in place.
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+        std::io::Write::write_all(&mut tmp, bytes)?;
+        tmp.persist(&path).map_err(|e| e.error)?;
         Ok(())
     }
 
@@ -135,5 +140,32 @@ mod tests {
         assert_eq!(scanned.len(), 2);
         assert!(scanned.contains(&(Digest::of(wasm), BlobKind::Module)));
         assert!(scanned.contains(&(Digest::of(b"garbage"), BlobKind::File)));
+    }
+
+    #[test]
+    fn concurrent_stores_of_the_same_blob_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(BlobStore::open(dir.path()).unwrap());
+        let wasm: &[u8] = b"\0asm\x01\0\0\0";
+        let digest = Digest::of(wasm);
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    (0..20)
+                        .map(|_| store.put(digest, BlobKind::Module, wasm))
+                        .collect::<Result<Vec<()>, _>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap().unwrap();
+        }
+        assert_eq!(std::fs::read(store.path(&digest)).unwrap(), wasm);
+        // No temporary file is left behind, and the blob is scanned once.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(store.scan().unwrap(), vec![(digest, BlobKind::Module)]);
     }
 }

@@ -69,6 +69,16 @@ impl Resources {
         })
     }
 
+    /// The per-dimension minimum of `self` and `other`: the largest bundle both contain (what
+    /// a pool can give towards a need, what a limit leaves of a free pool).
+    pub fn min_each(&self, other: &Resources) -> Resources {
+        Resources {
+            cpus_milli: self.cpus_milli.min(other.cpus_milli),
+            mem: self.mem.min(other.mem),
+            disk: self.disk.min(other.disk),
+        }
+    }
+
     /// The share of `total` this bundle takes in its largest dimension (DRF's dominant share).
     pub fn dominant_share(&self, total: &Resources) -> f64 {
         let share = |a: u64, t: u64| if t == 0 { 0.0 } else { a as f64 / t as f64 };
@@ -329,5 +339,14 @@ mod tests {
         ] {
             assert!(parse_resource_spec(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn min_each_takes_the_smaller_of_each_dimension() {
+        let a = Resources::new(1000, 4 * GIB, 7);
+        let b = Resources::new(2000, GIB, 0);
+        assert_eq!(a.min_each(&b), Resources::new(1000, GIB, 0));
+        assert_eq!(a.min_each(&b), b.min_each(&a));
+        assert_eq!(a.min_each(&Resources::ZERO), Resources::ZERO);
     }
 }

@@ -21,11 +21,16 @@
 //! - [`drf`]: hierarchical DRF with weights, quotas and reservations ([`Drf`], the default).
 //! - [`priority`]: strict priority, DRF within a priority ([`Priority`]).
 //! - [`simple`]: the original flat DRF ([`SimpleDrf`]), kept as the benchmark's baseline.
+//! - `datadriven` (tests only): golden cases as data, `testdata/*.txt` (a cluster in, the
+//!   proposed offers out as text); adding a policy means adding a file of cases.
 
 pub mod drf;
 pub mod priority;
 pub mod simple;
 pub mod sorter;
+
+#[cfg(test)]
+mod datadriven;
 
 pub use drf::Drf;
 pub use priority::Priority;

@@ -25,13 +25,10 @@ use proto::Resources;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-/// Per-dimension minimum.
+/// Per-dimension minimum; kept as a forwarder to [`Resources::min_each`] so existing callers
+/// outside this crate keep compiling.
 pub fn min_each(a: &Resources, b: &Resources) -> Resources {
-    Resources::new(
-        a.cpus_milli.min(b.cpus_milli),
-        a.mem.min(b.mem),
-        a.disk.min(b.disk),
-    )
+    a.min_each(b)
 }
 
 /// An order-preserving integer key for a non-negative share.
@@ -64,7 +61,7 @@ impl RoleState {
     fn cap(&self, free: &Resources) -> Resources {
         match &self.limit {
             None => *free,
-            Some(l) => min_each(free, &(*l - self.alloc)),
+            Some(l) => free.min_each(&(*l - self.alloc)),
         }
     }
 }

@@ -1,7 +1,8 @@
-//! Handlers for what agents send: registration (with task reconciliation) and status updates.
+//! Handlers for what agents send: registration (with task reconciliation) and status updates;
+//! and the agent life cycle: disconnection, and removal when it does not come back in time.
 
+use super::timer::Timer;
 use super::{AgentEntry, Binding, ConnId, Master, TaskEntry};
-use crate::allocator::sorter::min_each;
 use proto::{
     AgentId, AgentInfo, FrameworkId, Message, Reason, Resources, RunningTask, TaskId, TaskState,
     TaskStatus,
@@ -20,7 +21,7 @@ pub fn sanitize_reservations(
         if role.trim().is_empty() || role == "*" {
             continue;
         }
-        let r = min_each(r, &left);
+        let r = r.min_each(&left);
         if r.is_empty() {
             continue;
         }
@@ -112,6 +113,7 @@ impl Master {
                     a.conn = Some(conn);
                     a.remove_at = None;
                 }
+                self.timers.stop(&Timer::AgentRemoval(id.clone()));
                 tracing::info!(agent = %id, "agent re-registered");
                 id
             }
@@ -138,7 +140,6 @@ impl Master {
                         reservations,
                         reserved_used: Default::default(),
                         reserved_offered: Default::default(),
-                        refused: Vec::new(),
                     },
                 );
                 tracing::info!(agent = %id, "agent registered");
@@ -326,7 +327,7 @@ impl Master {
                 continue;
             };
             let u = used.entry(role.clone()).or_default();
-            let take = min_each(&t.info.resources, &(*reservation - *u));
+            let take = t.info.resources.min_each(&(*reservation - *u));
             if !take.is_empty() {
                 *u += take;
                 t.reserved.push((role, take));
@@ -370,5 +371,48 @@ impl Master {
                 },
             );
         }
+    }
+
+    // ----- life cycle -----
+
+    /// Its connection went: rescinds its offers and starts the re-registration clock.
+    pub(super) fn agent_disconnected(&mut self, aid: &AgentId) {
+        self.rescind_agent_offers(aid);
+        let now = self.now;
+        let timeout = self.cfg.agent_reregister_timeout;
+        if let Some(a) = self.agents.get_mut(aid) {
+            a.conn = None;
+            // A zero timeout removes the agent at the next handle_timeout.
+            let at = now.checked_add(timeout).unwrap_or(now);
+            a.remove_at = Some(at);
+            self.timers.set(Timer::AgentRemoval(aid.clone()), at);
+            tracing::info!(agent = %aid, "agent disconnected");
+        }
+    }
+
+    /// Removes an agent that did not re-register in time: its tasks are lost.
+    pub(super) fn remove_agent(&mut self, aid: &AgentId) {
+        self.rescind_agent_offers(aid);
+        let keys: Vec<(FrameworkId, TaskId)> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.info.agent_id == *aid)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let secs = self.cfg.agent_reregister_timeout.as_secs_f64();
+        for key in keys {
+            self.end_task(
+                &key,
+                aid,
+                TaskState::Lost,
+                Reason::AgentLost,
+                format!("agent {aid} did not re-register within {secs} s"),
+            );
+        }
+        self.ledger.refuse.clear_agent(aid);
+        self.timers.stop(&Timer::AgentRemoval(aid.clone()));
+        self.agents.remove(aid);
+        self.removed_agents.insert(aid.clone());
+        tracing::info!(agent = %aid, "agent removed");
     }
 }

@@ -1,7 +1,8 @@
-//! Handlers for the calls a framework's scheduler makes.
+//! Handlers for the calls a framework's scheduler makes, and the framework life cycle:
+//! disconnection, and teardown (asked for, or when the failover timeout passes).
 
+use super::timer::Timer;
 use super::{Binding, ConnId, FrameworkEntry, Master, TaskEntry};
-use crate::allocator::sorter::min_each;
 use proto::{
     AgentId, BlobKind, FrameworkId, FrameworkInfo, Message, OfferId, Reason, Resources, TaskId,
     TaskInfo, TaskState, UpdateId,
@@ -157,6 +158,7 @@ impl Master {
             f.failover_at = None;
             f.suppressed = false;
         }
+        self.timers.stop(&Timer::FrameworkFailover(fid.clone()));
         self.bind(conn, Binding::Framework(fid.clone()));
         tracing::info!(framework = %fid, "framework re-subscribed");
     }
@@ -173,7 +175,7 @@ impl Master {
                 self.on_decline(conn, &fid, offer_ids, filters.refuse_seconds)
             }
             Message::Revive => {
-                self.clear_framework_filters(&fid);
+                self.ledger.refuse.clear_framework(&fid);
                 if let Some(f) = self.frameworks.get_mut(&fid) {
                     f.suppressed = false;
                 }
@@ -254,7 +256,7 @@ impl Master {
                 errors.push(format!("offer {id} is named twice"));
                 continue;
             }
-            match self.offers.get(id) {
+            match self.ledger.offers.get(id) {
                 None => errors.push(format!("offer {id} is unknown or no longer valid")),
                 Some(o) if o.framework_id != *fid => {
                     errors.push(format!("offer {id} is not an offer to framework {fid}"))
@@ -322,7 +324,7 @@ impl Master {
                     let mut need = task.resources;
                     let mut parts = Vec::new();
                     for (role, pool) in &mut reserved {
-                        let take = min_each(&need, pool);
+                        let take = need.min_each(pool);
                         if !take.is_empty() {
                             *pool -= take;
                             need -= take;
@@ -474,7 +476,12 @@ impl Master {
         }
         let mut bad = Vec::new();
         for id in offer_ids {
-            if self.offers.get(&id).is_some_and(|o| o.framework_id == *fid) {
+            if self
+                .ledger
+                .offers
+                .get(&id)
+                .is_some_and(|o| o.framework_id == *fid)
+            {
                 if let Some(o) = self.remove_offer(&id) {
                     self.add_filter(fid, &o.agent_id, refuse_seconds);
                 }
@@ -579,6 +586,67 @@ impl Master {
             status.uuid = None;
             self.send(conn, Message::Update { status });
         }
+    }
+
+    // ----- life cycle -----
+
+    /// Its scheduler's connection went: drops its offers and starts the failover clock.
+    pub(super) fn framework_disconnected(&mut self, fid: &FrameworkId) {
+        self.drop_framework_offers(fid);
+        let now = self.now;
+        if let Some(f) = self.frameworks.get_mut(fid) {
+            f.conn = None;
+            let d = Duration::from_millis(f.info.failover_timeout_ms);
+            // A zero timeout tears down at the next handle_timeout; an absurd one never does.
+            f.failover_at = if d.is_zero() {
+                Some(now)
+            } else {
+                now.checked_add(d)
+            };
+            let at = f.failover_at;
+            self.timers
+                .set_or_stop(Timer::FrameworkFailover(fid.clone()), at);
+            tracing::info!(framework = %fid, "framework disconnected");
+        }
+        self.schedule_allocation();
+    }
+
+    /// Ends a framework: kills its tasks, drops its offers and filters, forgets it.
+    pub(super) fn teardown(&mut self, fid: &FrameworkId) {
+        self.drop_framework_offers(fid);
+        let keys: Vec<(FrameworkId, TaskId)> = self
+            .tasks
+            .range((fid.clone(), TaskId(String::new()))..)
+            .take_while(|((f, _), _)| f == fid)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            let Some(t) = self.tasks.get(&key) else {
+                continue;
+            };
+            if t.is_terminal() {
+                self.complete_task(&key);
+            } else {
+                let aid = t.info.agent_id.clone();
+                self.send_to_agent(
+                    &aid,
+                    Message::KillTask {
+                        framework_id: key.0.clone(),
+                        task_id: key.1.clone(),
+                    },
+                );
+            }
+        }
+        self.ledger.refuse.clear_framework(fid);
+        self.timers.stop(&Timer::FrameworkFailover(fid.clone()));
+        if let Some(f) = self.frameworks.remove(fid) {
+            if let Some(c) = f.conn.and_then(|c| self.conns.get_mut(&c)) {
+                c.bound = None;
+            }
+        }
+        self.removed_frameworks.insert(fid.clone());
+        self.schedule_allocation();
+        tracing::info!(framework = %fid, "framework torn down");
     }
 }
 

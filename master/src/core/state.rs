@@ -21,7 +21,8 @@ pub struct AgentEntry {
     pub attributes: Vec<(String, String)>,
     /// The control connection it is registered on, `None` while disconnected.
     pub conn: Option<ConnId>,
-    /// While disconnected: when it will be removed and its tasks declared lost.
+    /// While disconnected: when it will be removed and its tasks declared lost (the core's
+    /// timer table holds the same deadline; this copy is for readers).
     pub remove_at: Option<Instant>,
     /// Resources of its non-terminal tasks.
     pub used: Resources,
@@ -34,9 +35,6 @@ pub struct AgentEntry {
     pub reserved_used: BTreeMap<String, Resources>,
     /// The part of `offered` drawn from each role's reservation.
     pub reserved_offered: BTreeMap<String, Resources>,
-    /// Active refuse filters on this agent: (framework `seq`, until), sorted by `seq`. Mirrors
-    /// [`FilterMap`] for the allocator, which looks them up per agent.
-    pub refused: Vec<(u64, Instant)>,
 }
 
 impl AgentEntry {
@@ -67,7 +65,7 @@ impl AgentEntry {
         let pool = self.reservation(role)
             - self.reserved_used.get(role).copied().unwrap_or_default()
             - self.reserved_offered.get(role).copied().unwrap_or_default();
-        crate::allocator::sorter::min_each(&pool, &self.available())
+        pool.min_each(&self.available())
     }
 
     /// What can still be offered from the unreserved pool: everything free except what the
@@ -103,7 +101,8 @@ pub struct FrameworkEntry {
     pub conn: Option<ConnId>,
     /// True after `Suppress` until `Revive` (or a new subscription).
     pub suppressed: bool,
-    /// While disconnected: when it will be torn down (`None`: never, or connected).
+    /// While disconnected: when it will be torn down (`None`: never, or connected). The core's
+    /// timer table holds the same deadline; this copy is for readers.
     pub failover_at: Option<Instant>,
 }
 
@@ -138,5 +137,6 @@ impl TaskEntry {
 }
 
 /// Refuse filters by (framework, agent): no offers of that agent to that framework before the
-/// instant.
+/// instant. One of the views the core's refuse index keeps in step (with an expiry order and a
+/// per-agent index for the allocator).
 pub type FilterMap = BTreeMap<(FrameworkId, AgentId), Instant>;

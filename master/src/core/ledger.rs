@@ -1,0 +1,360 @@
+//! The master's books: outstanding offers, what each framework is charged for (live tasks plus
+//! offers), the resources tasks hold on their agents, and refuse filters.
+//!
+//! Every change to these goes through the functions here, so the cached sums (an agent's
+//! `used`/`offered` and their per-role parts, a framework's allocation) and the three views of
+//! the refuse filters (by pair, by expiry, by agent) cannot drift apart. The
+//! [audit](super::audit) recomputes them all from scratch after every step in tests.
+
+use super::timer::Timer;
+use super::{FilterMap, Master, TaskEntry};
+use proto::{AgentId, FrameworkId, Message, Offer, OfferId, Resources};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+/// Offers, charges and filters: the part of the master's state that says who may use what.
+#[derive(Debug, Default)]
+pub(super) struct Ledger {
+    /// Outstanding offers by id.
+    pub(super) offers: BTreeMap<OfferId, Offer>,
+    /// Per framework (including torn-down ones whose tasks still run): live tasks plus
+    /// outstanding offers. Entries are dropped once empty.
+    pub(super) fw_alloc: BTreeMap<FrameworkId, Resources>,
+    /// The refuse filters.
+    pub(super) refuse: RefuseIndex,
+}
+
+impl Ledger {
+    /// A framework's allocation (zero when it has none).
+    pub(super) fn allocated(&self, fid: &FrameworkId) -> Resources {
+        self.fw_alloc.get(fid).copied().unwrap_or_default()
+    }
+
+    /// Counts `r` towards a framework's allocation.
+    pub(super) fn charge(&mut self, fid: &FrameworkId, r: Resources) {
+        *self.fw_alloc.entry(fid.clone()).or_default() += r;
+    }
+
+    /// Takes `r` off a framework's allocation.
+    pub(super) fn discharge(&mut self, fid: &FrameworkId, r: Resources) {
+        if let Some(a) = self.fw_alloc.get_mut(fid) {
+            *a -= r;
+            if a.is_empty() {
+                self.fw_alloc.remove(fid);
+            }
+        }
+    }
+}
+
+/// The refuse filters, indexed three ways, owned in one place: by (framework, agent) for the
+/// API and for lengthening, by expiry for pruning without a scan, and per agent by framework
+/// `seq` for the allocator, which asks "does this agent refuse that framework?" per agent.
+#[derive(Clone, Debug, Default)]
+pub(super) struct RefuseIndex {
+    /// Until when each framework refuses each agent.
+    filters: FilterMap,
+    /// The same, by expiry.
+    expiry: BTreeSet<(Instant, FrameworkId, AgentId)>,
+    /// Per agent: (framework seq, until), sorted by seq; only agents with filters.
+    by_agent: BTreeMap<AgentId, Vec<(u64, Instant)>>,
+    /// The seq of each framework that has filters, to find its entries in `by_agent`.
+    seqs: BTreeMap<FrameworkId, u64>,
+}
+
+impl RefuseIndex {
+    /// Every active filter (expired ones stay until [`RefuseIndex::prune`]).
+    pub(super) fn filters(&self) -> &FilterMap {
+        &self.filters
+    }
+
+    /// The filters on one agent as (framework seq, until), sorted by seq.
+    pub(super) fn on_agent(&self, aid: &AgentId) -> &[(u64, Instant)] {
+        self.by_agent.get(aid).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// True when the framework with `seq` refuses `aid` at `now`.
+    pub(super) fn refuses(&self, aid: &AgentId, seq: u64, now: Instant) -> bool {
+        let on = self.on_agent(aid);
+        on.binary_search_by_key(&seq, |(s, _)| *s)
+            .is_ok_and(|i| on[i].1 > now)
+    }
+
+    /// Sets the filter of framework `fid` (subscription `seq`) on `aid` to `until`, unless a
+    /// longer one is already in place.
+    pub(super) fn set(&mut self, fid: &FrameworkId, seq: u64, aid: &AgentId, until: Instant) {
+        let key = (fid.clone(), aid.clone());
+        if let Some(old) = self.filters.get(&key).copied() {
+            if old >= until {
+                return;
+            }
+            self.expiry.remove(&(old, fid.clone(), aid.clone()));
+        }
+        self.filters.insert(key, until);
+        self.expiry.insert((until, fid.clone(), aid.clone()));
+        self.seqs.insert(fid.clone(), seq);
+        let on = self.by_agent.entry(aid.clone()).or_default();
+        match on.binary_search_by_key(&seq, |(s, _)| *s) {
+            Ok(i) => on[i].1 = until,
+            Err(i) => on.insert(i, (seq, until)),
+        }
+    }
+
+    /// Removes the filter of `fid` on `aid`, if any.
+    pub(super) fn clear(&mut self, fid: &FrameworkId, aid: &AgentId) {
+        let Some(until) = self.filters.remove(&(fid.clone(), aid.clone())) else {
+            return;
+        };
+        self.expiry.remove(&(until, fid.clone(), aid.clone()));
+        if let Some(seq) = self.seqs.get(fid).copied() {
+            if let Some(on) = self.by_agent.get_mut(aid) {
+                if let Ok(i) = on.binary_search_by_key(&seq, |(s, _)| *s) {
+                    on.remove(i);
+                }
+                if on.is_empty() {
+                    self.by_agent.remove(aid);
+                }
+            }
+            if self.agents_of(fid).next().is_none() {
+                self.seqs.remove(fid);
+            }
+        }
+    }
+
+    /// Removes every filter of a framework (revive, teardown).
+    pub(super) fn clear_framework(&mut self, fid: &FrameworkId) {
+        let agents: Vec<AgentId> = self.agents_of(fid).cloned().collect();
+        for a in agents {
+            self.clear(fid, &a);
+        }
+    }
+
+    /// Removes every filter on an agent (it was removed).
+    pub(super) fn clear_agent(&mut self, aid: &AgentId) {
+        let frameworks: Vec<FrameworkId> = self
+            .filters
+            .keys()
+            .filter(|(_, a)| a == aid)
+            .map(|(f, _)| f.clone())
+            .collect();
+        for f in frameworks {
+            self.clear(&f, aid);
+        }
+    }
+
+    /// Drops the filters that have expired by `now`.
+    pub(super) fn prune(&mut self, now: Instant) {
+        while let Some((until, f, a)) = self.expiry.first().cloned() {
+            if until > now {
+                break;
+            }
+            self.clear(&f, &a);
+        }
+    }
+
+    /// The agents a framework has filters on.
+    fn agents_of<'a>(&'a self, fid: &'a FrameworkId) -> impl Iterator<Item = &'a AgentId> + 'a {
+        self.filters
+            .range((fid.clone(), AgentId(String::new()))..)
+            .take_while(move |((f, _), _)| f == fid)
+            .map(|((_, a), _)| a)
+    }
+
+    /// Checks that the three views agree; `seq_of` gives a framework's current seq.
+    pub(super) fn check(&self, seq_of: impl Fn(&FrameworkId) -> Option<u64>) -> Result<(), String> {
+        if self.expiry.len() != self.filters.len() {
+            return Err("filter expiry index out of step with filters".into());
+        }
+        let mut per_agent: BTreeMap<&AgentId, usize> = BTreeMap::new();
+        for ((f, a), until) in &self.filters {
+            *per_agent.entry(a).or_default() += 1;
+            if !self.expiry.contains(&(*until, f.clone(), a.clone())) {
+                return Err(format!("filter ({f}, {a}) missing from the expiry index"));
+            }
+            let seq = seq_of(f);
+            if seq.is_none() || self.seqs.get(f).copied() != seq {
+                return Err(format!(
+                    "filter ({f}, {a}) of an unknown or renumbered framework"
+                ));
+            }
+            let indexed = seq.is_some_and(|s| self.on_agent(a).binary_search(&(s, *until)).is_ok());
+            if !indexed {
+                return Err(format!("filter ({f}, {a}) missing from the agent's index"));
+            }
+        }
+        for (a, on) in &self.by_agent {
+            if on.windows(2).any(|w| w[0].0 >= w[1].0) {
+                return Err(format!("agent {a}: refuse index not sorted"));
+            }
+            if on.len() != per_agent.get(a).copied().unwrap_or(0) {
+                return Err(format!("agent {a}: refuse index has stale entries"));
+            }
+        }
+        if self.seqs.len()
+            != self
+                .filters
+                .keys()
+                .map(|(f, _)| f)
+                .collect::<BTreeSet<_>>()
+                .len()
+        {
+            return Err("refuse index remembers frameworks without filters".into());
+        }
+        Ok(())
+    }
+}
+
+/// Subtracts `r` from `role`'s entry of a pool map, dropping the entry once empty.
+fn sub_pool(pools: &mut BTreeMap<String, Resources>, role: &str, r: Resources) {
+    if let Some(p) = pools.get_mut(role) {
+        *p -= r;
+        if p.is_empty() {
+            pools.remove(role);
+        }
+    }
+}
+
+impl Master {
+    /// Books a new offer: on its agent (and reserved pool), on its framework, and its expiry
+    /// timer when offers time out.
+    pub(super) fn book_offer(&mut self, offer: Offer) {
+        if let Some(a) = self.agents.get_mut(&offer.agent_id) {
+            a.offered += offer.resources;
+            if let Some(r) = &offer.reserved_for {
+                *a.reserved_offered.entry(r.clone()).or_default() += offer.resources;
+            }
+        }
+        self.ledger.charge(&offer.framework_id, offer.resources);
+        if let Some(deadline) = self.cfg.offer_timeout.and_then(|d| self.now.checked_add(d)) {
+            self.timers
+                .set(Timer::OfferExpiry(offer.id.clone()), deadline);
+        }
+        self.ledger.offers.insert(offer.id.clone(), offer);
+    }
+
+    /// Removes an offer, returning its resources to the agent's pool.
+    pub(super) fn remove_offer(&mut self, id: &OfferId) -> Option<Offer> {
+        let o = self.ledger.offers.remove(id)?;
+        if let Some(a) = self.agents.get_mut(&o.agent_id) {
+            a.offered -= o.resources;
+            if let Some(role) = &o.reserved_for {
+                sub_pool(&mut a.reserved_offered, role, o.resources);
+            }
+        }
+        self.timers.stop(&Timer::OfferExpiry(id.clone()));
+        self.ledger.discharge(&o.framework_id, o.resources);
+        Some(o)
+    }
+
+    /// Rescinds every offer of an agent, telling each holder.
+    pub(super) fn rescind_agent_offers(&mut self, aid: &AgentId) {
+        let ids: Vec<OfferId> = self
+            .ledger
+            .offers
+            .values()
+            .filter(|o| o.agent_id == *aid)
+            .map(|o| o.id.clone())
+            .collect();
+        for id in ids {
+            if let Some(o) = self.remove_offer(&id) {
+                self.send_to_framework(&o.framework_id, Message::Rescind { offer_id: o.id });
+            }
+        }
+    }
+
+    /// Returns every offer of a framework to the pool, silently.
+    pub(super) fn drop_framework_offers(&mut self, fid: &FrameworkId) {
+        let ids: Vec<OfferId> = self
+            .ledger
+            .offers
+            .values()
+            .filter(|o| o.framework_id == *fid)
+            .map(|o| o.id.clone())
+            .collect();
+        for id in ids {
+            self.remove_offer(&id);
+        }
+    }
+
+    /// Rescinds an offer nobody answered in time, and keeps its resources away from that
+    /// framework for the default refuse time so that they go to someone else first.
+    pub(super) fn expire_offer(&mut self, id: &OfferId) {
+        let Some(o) = self.remove_offer(id) else {
+            return;
+        };
+        tracing::info!(offer = %id, framework = %o.framework_id, "offer timed out; rescinded");
+        let refuse = self.refuse_duration(f64::NAN);
+        if let Some(until) = refuse.and_then(|d| self.now.checked_add(d)) {
+            self.set_filter(&o.framework_id, &o.agent_id, until);
+        }
+        self.send_to_framework(&o.framework_id, Message::Rescind { offer_id: o.id });
+        self.schedule_allocation();
+    }
+
+    /// Books a new non-terminal task's resources on its agent (pools included) and framework.
+    pub(super) fn hold_task(&mut self, t: &TaskEntry) {
+        if let Some(a) = self.agents.get_mut(&t.info.agent_id) {
+            a.used += t.info.resources;
+            for (role, r) in &t.reserved {
+                *a.reserved_used.entry(role.clone()).or_default() += *r;
+            }
+        }
+        self.ledger.charge(&t.framework_id, t.info.resources);
+    }
+
+    /// Undoes [`Master::hold_task`] for a task that became terminal or left the table.
+    pub(super) fn release_task(&mut self, t: &TaskEntry) {
+        if let Some(a) = self.agents.get_mut(&t.info.agent_id) {
+            a.used -= t.info.resources;
+            for (role, r) in &t.reserved {
+                sub_pool(&mut a.reserved_used, role, *r);
+            }
+        }
+        self.ledger.discharge(&t.framework_id, t.info.resources);
+    }
+
+    /// Sets (or lengthens) the refuse filter of `fid` on `aid` to `until`; nothing when either
+    /// is unknown.
+    pub(super) fn set_filter(&mut self, fid: &FrameworkId, aid: &AgentId, until: Instant) {
+        let Some(seq) = self.frameworks.get(fid).map(|f| f.seq) else {
+            return;
+        };
+        if !self.agents.contains_key(aid) {
+            return;
+        }
+        self.ledger.refuse.set(fid, seq, aid, until);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn refuse_index_keeps_its_views_in_step() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let (f1, f2) = (FrameworkId("f1".into()), FrameworkId("f2".into()));
+        let (a1, a2) = (AgentId("a1".into()), AgentId("a2".into()));
+        let seq = |f: &FrameworkId| Some(if *f == FrameworkId("f1".into()) { 1 } else { 2 });
+        let mut r = RefuseIndex::default();
+        r.set(&f2, 2, &a1, t0 + s(5));
+        r.set(&f1, 1, &a1, t0 + s(3));
+        r.set(&f1, 1, &a2, t0 + s(9));
+        // A shorter filter does not shorten a longer one.
+        r.set(&f1, 1, &a2, t0 + s(1));
+        r.check(seq).unwrap();
+        assert_eq!(r.on_agent(&a1), &[(1, t0 + s(3)), (2, t0 + s(5))]);
+        assert!(r.refuses(&a2, 1, t0 + s(8)));
+        assert!(!r.refuses(&a2, 1, t0 + s(9)));
+        r.prune(t0 + s(4));
+        r.check(seq).unwrap();
+        assert_eq!(r.on_agent(&a1), &[(2, t0 + s(5))]);
+        r.clear_agent(&a1);
+        r.check(seq).unwrap();
+        assert_eq!(r.filters().len(), 1);
+        r.clear_framework(&f1);
+        r.check(seq).unwrap();
+        assert!(r.filters().is_empty() && r.on_agent(&a2).is_empty());
+    }
+}

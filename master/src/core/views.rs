@@ -1,0 +1,101 @@
+//! Read-only views of the master's state, for the CLI, the driver's status pages and tests.
+//! Nothing here changes the state; everything is borrowed, in a deterministic order.
+
+use super::timer::Timer;
+use super::{AgentEntry, FilterMap, FrameworkEntry, Master, MasterConfig, TaskEntry};
+use proto::{AgentId, BlobKind, Digest, FrameworkId, Offer, OfferId, Resources, TaskId};
+use std::time::Instant;
+
+impl Master {
+    /// The configuration the master runs with.
+    pub fn config(&self) -> &MasterConfig {
+        &self.cfg
+    }
+
+    /// The allocation policy's name.
+    pub fn allocator_name(&self) -> &'static str {
+        self.allocator.name()
+    }
+
+    /// Registered agents (connected or waiting to re-register), in id order.
+    pub fn agents(&self) -> impl Iterator<Item = &AgentEntry> {
+        self.agents.values()
+    }
+
+    /// One agent.
+    pub fn agent(&self, id: &AgentId) -> Option<&AgentEntry> {
+        self.agents.get(id)
+    }
+
+    /// Subscribed frameworks (connected or within their failover timeout), in id order.
+    pub fn frameworks(&self) -> impl Iterator<Item = &FrameworkEntry> {
+        self.frameworks.values()
+    }
+
+    /// One framework.
+    pub fn framework(&self, id: &FrameworkId) -> Option<&FrameworkEntry> {
+        self.frameworks.get(id)
+    }
+
+    /// Live tasks: non-terminal, or terminal but not yet acknowledged.
+    pub fn tasks(&self) -> impl Iterator<Item = &TaskEntry> {
+        self.tasks.values()
+    }
+
+    /// One live task.
+    pub fn task(&self, framework: &FrameworkId, task: &TaskId) -> Option<&TaskEntry> {
+        self.tasks.get(&(framework.clone(), task.clone()))
+    }
+
+    /// The most recent terminal tasks that left the live table, oldest first.
+    pub fn completed_tasks(&self) -> impl Iterator<Item = &TaskEntry> {
+        self.completed.iter()
+    }
+
+    /// Outstanding offers, in id order.
+    pub fn offers(&self) -> impl Iterator<Item = &Offer> {
+        self.ledger.offers.values()
+    }
+
+    /// One outstanding offer.
+    pub fn offer(&self, id: &OfferId) -> Option<&Offer> {
+        self.ledger.offers.get(id)
+    }
+
+    /// Active refuse filters (expired ones are pruned at each allocation round).
+    pub fn filters(&self) -> &FilterMap {
+        self.ledger.refuse.filters()
+    }
+
+    /// A framework's allocation: its live tasks plus its outstanding offers (also for a
+    /// torn-down framework whose tasks are still being killed).
+    pub fn framework_allocated(&self, id: &FrameworkId) -> Resources {
+        self.ledger.allocated(id)
+    }
+
+    /// True when the blob was stored (and, for modules, validated).
+    pub fn has_blob(&self, digest: &Digest) -> Option<BlobKind> {
+        self.blobs.get(digest).copied()
+    }
+
+    /// The sum of connected agents' totals.
+    pub fn cluster_total(&self) -> Resources {
+        self.agents
+            .values()
+            .filter(|a| a.is_connected())
+            .fold(Resources::ZERO, |t, a| t + a.total)
+    }
+
+    /// When the next allocation round will run.
+    pub fn next_allocation(&self) -> Option<Instant> {
+        self.timers.get(&Timer::Allocation)
+    }
+
+    /// A role's allocation: the sum of its subscribed frameworks' allocations.
+    pub fn role_allocated(&self, role: &str) -> Resources {
+        self.frameworks
+            .values()
+            .filter(|f| f.info.role == role)
+            .fold(Resources::ZERO, |t, f| t + self.ledger.allocated(&f.id))
+    }
+}
