@@ -252,27 +252,24 @@ pub fn parse_cpus(s: &str) -> Result<u64, ParseError> {
 }
 
 /// Parses a size ("64MiB", "4GB", "512", "1.5GiB") into bytes. KB/MB/GB are read as binary
-/// units, as Mesos and most operators mean them.
+/// units, as Mesos and most operators mean them. The parsing itself is the `parse-size` crate's.
 pub fn parse_size(s: &str) -> Result<u64, ParseError> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => return Err(ParseError::Unit(s.to_owned())),
-    };
-    let value: f64 = num.parse().map_err(|_| ParseError::Invalid(s.to_owned()))?;
-    let bytes = value * mult as f64;
-    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 / 2.0 {
+    use parse_size::Error;
+    let bytes = parse_size::Config::new()
+        .with_binary()
+        .parse_size(s.trim())
+        .map_err(|e| match e {
+            Error::PosOverflow => ParseError::Range(s.to_owned()),
+            // A number followed by letters: the unit is what's wrong.
+            Error::InvalidDigit if s.trim().starts_with(|c: char| c.is_ascii_digit()) => {
+                ParseError::Unit(s.to_owned())
+            }
+            _ => ParseError::Invalid(s.to_owned()),
+        })?;
+    if bytes > u64::MAX / 2 {
         return Err(ParseError::Range(s.to_owned()));
     }
-    Ok(bytes.round() as u64)
+    Ok(bytes)
 }
 
 #[cfg(test)]
