@@ -10,6 +10,7 @@
 //! ```
 //!
 //! # Layout
+//! - [`identity`]: a peer's kind and name ([`identity::PeerId`]) and its `spiffe://` URI form.
 //! - [`ids`]: agent, framework, offer, task and update ids; sha256 [`ids::Digest`]s.
 //! - [`resources`]: fixed-point [`Resources`] arithmetic and parsing of `0.5` / `64MiB`.
 //! - [`messages`]: the one versioned [`Message`] enum and the structs it carries.
@@ -19,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod frame;
+pub mod identity;
 pub mod ids;
 pub mod messages;
 pub mod resources;
