@@ -2,11 +2,11 @@
 //! auto-acknowledgement and duplicate-update filtering, as one deterministic state machine.
 //!
 //! ```text
-//!  driver ── handle_connected / handle_message / handle_disconnected / handle_write_failed ─▶ ┐
-//!  app    ── accept / decline / kill / acknowledge / reconcile / revive / suppress / teardown ▶ ┤
+//! driver ─▶ handle_connected · handle_message · handle_disconnected · handle_write_failed ────┐
+//! app ────▶ accept · decline · kill · acknowledge · reconcile · revive · suppress · teardown ─┤
 //!                                                                               SchedulerCore ┤
-//!  driver ◀── poll_transmit: Message to write on the control stream, in order ─────────────── ┤
-//!  app    ◀── poll_event: Event (Subscribed, Offers, Rescind, Update, Error, Disconnected) ── ┘
+//! driver ◀─ poll_transmit: the next Message to write on the control stream ───────────────────┤
+//! app ◀──── poll_event: Subscribed · Offers · Rescind · Update · Error · Disconnected ────────┘
 //! ```
 //!
 //! The core opens no sockets, reads no clock and spawns nothing; it depends on `proto` alone
@@ -32,6 +32,23 @@
 //! - Once [`SchedulerCore::poll_transmit`] has returned the `Teardown`,
 //!   [`SchedulerCore::is_finished`] is true: the driver finishes the stream and stops. A finished
 //!   core ignores every input and call.
+//!
+//! # Example: driving the core by hand
+//! ```
+//! use proto::{FrameworkInfo, Message};
+//! use tessera_sdk::{Event, SchedulerCore};
+//! # let framework = FrameworkInfo { priority: 0, name: "fw".into(), role: "*".into(),
+//! #     principal: "fw".into(), id: None, failover_timeout_ms: 60_000 };
+//! let mut core = SchedulerCore::new(framework, true);
+//! core.revive(); // no link yet: queued
+//! core.handle_connected();
+//! assert!(matches!(core.poll_transmit(), Some(Message::Subscribe { .. })));
+//! assert_eq!(core.poll_transmit(), None); // the revive waits for the subscription
+//! let subscribed = Message::Subscribed { framework_id: "F1".into(), heartbeat_interval_ms: 5000 };
+//! core.handle_message(subscribed);
+//! assert_eq!(core.poll_transmit(), Some(Message::Revive));
+//! assert_eq!(core.poll_event(), Some(Event::Subscribed { framework_id: "F1".into() }));
+//! ```
 //!
 //! Nothing here depends on time, so no input takes a `now` and there is no `poll_timeout`: the
 //! two waits a scheduler has (the redial backoff and the deadline of the first subscription)

@@ -6,12 +6,11 @@
 //! reconcile, teardown) and upload modules and files.
 //!
 //! ```text
-//!  your code ──calls──▶ Scheduler ──▶ background task ──▶ SchedulerCore ──poll_transmit──┐
-//!                                      (driver.rs)         (core.rs, sans-IO)             │
-//!  your code ◀─events── Scheduler ◀── background task ◀────poll_event─┘                  │
-//!                                       │    ▲                                            │
-//!                                       ▼    │ handle_message / handle_disconnected       ▼
-//!                               master ◀──QUIC control stream (MessageWriter / reader)───────
+//!  your code ──calls──▶ Scheduler ──▶ background task ──calls, handle_*──▶ SchedulerCore
+//!  your code ◀─events── Scheduler ◀── background task ◀──poll_event─────── (sans-IO, pure)
+//!                                       │        ▲    ◀──poll_transmit──────┘
+//!                              messages ▼        │ messages
+//!                                QUIC control stream ⇄ master   (+ blob streams for uploads)
 //! ```
 //!
 //! The protocol lives in [`SchedulerCore`], a deterministic state machine with no I/O: it
