@@ -9,7 +9,7 @@ use crate::messages::{Offer, TaskFile, TaskInfo};
 use crate::resources::Resources;
 use std::time::Duration;
 
-/// Builds a [`TaskInfo`] with sensible defaults (argv[0] = the task id, no env, no files).
+/// Builds a [`TaskInfo`] with sensible defaults (`argv[0]` = the task id, no env, no files).
 #[derive(Clone, Debug)]
 pub struct TaskBuilder {
     info: TaskInfo,
@@ -40,7 +40,7 @@ impl TaskBuilder {
         self
     }
 
-    /// Arguments after argv[0].
+    /// Arguments after `argv[0]`.
     pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
         self.info.args = args.into_iter().map(Into::into).collect();
         self
