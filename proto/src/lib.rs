@@ -16,6 +16,8 @@
 //! - [`messages`]: the one versioned [`Message`] enum and the structs it carries.
 //! - [`frame`]: length-prefixed framing with a maximum size: `encode`, `check` and `parse` on
 //!   byte slices.
+//! - [`task_builder`]: [`task_builder::TaskBuilder`], a [`TaskInfo`] with defaults, placed on an
+//!   offer's agent.
 
 #![warn(missing_docs)]
 
@@ -24,6 +26,7 @@ pub mod identity;
 pub mod ids;
 pub mod messages;
 pub mod resources;
+pub mod task_builder;
 
 pub use ids::{AgentId, Digest, FrameworkId, OfferId, TaskId, UpdateId};
 pub use messages::*;

@@ -1,0 +1,394 @@
+//! The scheduler's driver: [`Scheduler`], the handle an application holds, and the background
+//! task that owns the QUIC link and feeds the sans-IO [`SchedulerCore`].
+//!
+//! The task is one loop per control stream: it applies the application's calls to the core,
+//! feeds it what the master sends, writes whatever the core wants sent and forwards the core's
+//! events. When the link drops it redials with jittered backoff and reports the new stream to
+//! the core, which re-subscribes. Blob uploads are plain I/O and run on the caller's task, on
+//! the current connection.
+
+use crate::core::{Event, SchedulerCore};
+use net::link::{self, Link, LinkError};
+use net::tls::{PeerTls, TransportTuning};
+use net::MessageWriter;
+use proto::{
+    BlobKind, Digest, Filters, FrameworkId, FrameworkInfo, OfferId, Role, TaskId, TaskInfo,
+    TaskStatus,
+};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How long the background task lets a `Teardown` travel before closing the connection.
+const TEARDOWN_GRACE: Duration = Duration::from_millis(100);
+
+/// How long [`Scheduler::teardown`] waits for the background task to finish.
+const TEARDOWN_WAIT: Duration = Duration::from_secs(5);
+
+/// How to reach the master and what framework to subscribe.
+#[derive(Clone, Debug)]
+pub struct SchedulerOptions {
+    /// The master's QUIC address.
+    pub master: SocketAddr,
+    /// CA and this framework's certificate.
+    pub tls: PeerTls,
+    /// QUIC keep-alive and idle timeout.
+    pub tuning: TransportTuning,
+    /// The framework to subscribe.
+    pub framework: FrameworkInfo,
+    /// Acknowledge status updates automatically (default true). Turn it off to acknowledge
+    /// only once an update is durably handled, with [`Scheduler::acknowledge`].
+    pub auto_acknowledge: bool,
+    /// Longest pause between reconnection attempts (default 5 s).
+    pub max_backoff: Duration,
+    /// How long [`Scheduler::connect`] waits for the first subscription (default 10 s).
+    pub subscribe_timeout: Duration,
+}
+
+impl SchedulerOptions {
+    /// Options for a framework `name` in `role`, with defaults for the rest (failover timeout
+    /// 60 s).
+    pub fn new(master: SocketAddr, tls: PeerTls, name: &str, role: &str) -> Self {
+        Self {
+            master,
+            tls,
+            tuning: TransportTuning::default(),
+            framework: FrameworkInfo {
+                priority: 0,
+                name: name.to_owned(),
+                role: role.to_owned(),
+                principal: name.to_owned(),
+                id: None,
+                failover_timeout_ms: 60_000,
+            },
+            auto_acknowledge: true,
+            max_backoff: Duration::from_secs(5),
+            subscribe_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What can go wrong in the SDK.
+#[derive(Debug, thiserror::Error)]
+pub enum SdkError {
+    /// Connecting, TLS, or a blob transfer failed.
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    /// The master refused the subscription.
+    #[error("subscription refused: {0}")]
+    Refused(String),
+    /// No subscription in time.
+    #[error("no answer from the master within {0:?}")]
+    Timeout(Duration),
+    /// The scheduler's background task has stopped.
+    #[error("the scheduler is closed")]
+    Closed,
+    /// Not connected right now (for blob uploads, which are not queued).
+    #[error("not connected to the master")]
+    NotConnected,
+}
+
+/// An application call, run on the core inside the background task, so that each
+/// [`Scheduler`] method is the core method of the same name.
+type Call = Box<dyn FnOnce(&mut SchedulerCore) + Send>;
+
+/// A connected, subscribed framework scheduler.
+pub struct Scheduler {
+    /// Calls for the background task's core.
+    calls: mpsc::UnboundedSender<Call>,
+    /// Events the background task forwards from the core.
+    events: mpsc::UnboundedReceiver<Event>,
+    /// The current connection, for blob uploads (`None` while reconnecting).
+    conn: Arc<Mutex<Option<quinn::Connection>>>,
+    /// Learned at the first subscription.
+    framework_id: FrameworkId,
+    /// The background task, aborted on drop.
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Scheduler {
+    /// Connects, subscribes, and waits for the master's `Subscribed`.
+    pub async fn connect(opts: SchedulerOptions) -> Result<Self, SdkError> {
+        let endpoint = link::client_endpoint(&opts.tls, opts.tuning)?;
+        let mut core = SchedulerCore::new(opts.framework.clone(), opts.auto_acknowledge);
+        let mut link = Link::connect(&endpoint, opts.master, Role::Scheduler).await?;
+        core.handle_connected();
+        let framework_id = tokio::time::timeout(opts.subscribe_timeout, async {
+            loop {
+                while let Some(msg) = core.poll_transmit() {
+                    link.send(&msg).await?;
+                }
+                while let Some(event) = core.poll_event() {
+                    match event {
+                        Event::Subscribed { framework_id } => return Ok(framework_id),
+                        Event::Error(message) => return Err(SdkError::Refused(message)),
+                        _ => continue, // nothing else comes before the subscription
+                    }
+                }
+                match link.recv().await? {
+                    Some(msg) => core.handle_message(msg),
+                    None => return Err(SdkError::Refused("the master closed the stream".into())),
+                }
+            }
+        })
+        .await
+        .map_err(|_| SdkError::Timeout(opts.subscribe_timeout))??;
+        tracing::info!(%framework_id, "subscribed");
+        let (calls, calls_rx) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let conn = Arc::new(Mutex::new(Some(link.conn.clone())));
+        let _ = events_tx.send(Event::Subscribed {
+            framework_id: framework_id.clone(),
+        });
+        let background = Background {
+            core,
+            endpoint,
+            master: opts.master,
+            max_backoff: opts.max_backoff,
+            calls: calls_rx,
+            events: events_tx,
+            conn: conn.clone(),
+        };
+        let task = tokio::spawn(background.run(link));
+        Ok(Self {
+            calls,
+            events,
+            conn,
+            framework_id,
+            task,
+        })
+    }
+
+    /// The framework's id.
+    pub fn framework_id(&self) -> &FrameworkId {
+        &self.framework_id
+    }
+
+    /// The next event; `None` once the scheduler is closed.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    fn call(&self, call: impl FnOnce(&mut SchedulerCore) + Send + 'static) -> Result<(), SdkError> {
+        self.calls
+            .send(Box::new(call))
+            .map_err(|_| SdkError::Closed)
+    }
+
+    /// Launches `tasks` on the resources of `offer_ids` (all of one agent); the unused rest is
+    /// declined with `filters`.
+    pub fn accept(
+        &self,
+        offer_ids: Vec<OfferId>,
+        tasks: Vec<TaskInfo>,
+        filters: Filters,
+    ) -> Result<(), SdkError> {
+        self.call(move |core| core.accept(offer_ids, tasks, filters))
+    }
+
+    /// Declines offers; their agents are not offered to this framework again for
+    /// `filters.refuse_seconds` (default 5 s).
+    pub fn decline(&self, offer_ids: Vec<OfferId>, filters: Filters) -> Result<(), SdkError> {
+        self.call(move |core| core.decline(offer_ids, filters))
+    }
+
+    /// Kills a task; its end arrives as a `TASK_KILLED` update.
+    pub fn kill(&self, task_id: TaskId) -> Result<(), SdkError> {
+        self.call(move |core| core.kill(task_id))
+    }
+
+    /// Acknowledges an update (only needed with `auto_acknowledge` off); updates without a
+    /// uuid need none.
+    pub fn acknowledge(&self, status: &TaskStatus) -> Result<(), SdkError> {
+        if status.agent_id.is_none() || status.uuid.is_none() {
+            return Ok(());
+        }
+        let status = status.clone();
+        self.call(move |core| core.acknowledge(&status))
+    }
+
+    /// Clears this framework's decline filters and resumes offers.
+    pub fn revive(&self) -> Result<(), SdkError> {
+        self.call(SchedulerCore::revive)
+    }
+
+    /// Stops offers until [`Scheduler::revive`].
+    pub fn suppress(&self) -> Result<(), SdkError> {
+        self.call(SchedulerCore::suppress)
+    }
+
+    /// Asks for the latest state of tasks (all of the framework's when empty).
+    pub fn reconcile(&self, task_ids: Vec<TaskId>) -> Result<(), SdkError> {
+        self.call(move |core| core.reconcile(task_ids))
+    }
+
+    /// Ends the framework: the master kills its tasks and forgets it.
+    pub async fn teardown(mut self) -> Result<(), SdkError> {
+        self.call(SchedulerCore::teardown)?;
+        let _ = tokio::time::timeout(TEARDOWN_WAIT, &mut self.task).await;
+        Ok(())
+    }
+
+    /// Uploads a WebAssembly module (validated by the master) and returns its digest.
+    pub async fn upload_module(&self, wasm: &[u8]) -> Result<Digest, SdkError> {
+        self.upload(BlobKind::Module, wasm).await
+    }
+
+    /// Uploads a file for tasks' sandboxes and returns its digest.
+    pub async fn upload_file(&self, bytes: &[u8]) -> Result<Digest, SdkError> {
+        self.upload(BlobKind::File, bytes).await
+    }
+
+    async fn upload(&self, kind: BlobKind, bytes: &[u8]) -> Result<Digest, SdkError> {
+        let conn = self.conn.lock().expect("poisoned").clone();
+        let conn = conn.ok_or(SdkError::NotConnected)?;
+        Ok(link::upload_blob(&conn, kind, bytes).await?)
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.task.abort();
+        if let Some(conn) = self.conn.lock().expect("poisoned").take() {
+            conn.close(0u32.into(), b"scheduler closed");
+        }
+    }
+}
+
+/// The background task's state: the core and what it needs to redial.
+struct Background {
+    /// The protocol state.
+    core: SchedulerCore,
+    /// The client endpoint every dial goes through.
+    endpoint: quinn::Endpoint,
+    /// Where to redial.
+    master: SocketAddr,
+    /// Longest pause between dials.
+    max_backoff: Duration,
+    /// Calls from the [`Scheduler`].
+    calls: mpsc::UnboundedReceiver<Call>,
+    /// Events to the [`Scheduler`].
+    events: mpsc::UnboundedSender<Event>,
+    /// Shared with the [`Scheduler`] for uploads.
+    conn: Arc<Mutex<Option<quinn::Connection>>>,
+}
+
+/// How one control stream ended.
+enum LinkEnd {
+    /// Torn down, or the [`Scheduler`] is gone: stop.
+    Closed,
+    /// Lost (the core has been told): redial.
+    Lost,
+}
+
+impl Background {
+    /// Serves `link`, then redials and serves again whenever it is lost, until closed.
+    async fn run(mut self, link: Link) {
+        let mut link = Some(link);
+        let mut backoff = net::backoff::Reconnect::new(self.max_backoff);
+        loop {
+            let current = match link.take() {
+                Some(l) => l,
+                None => match Link::connect(&self.endpoint, self.master, Role::Scheduler).await {
+                    Ok(l) => {
+                        backoff.reset();
+                        self.core.handle_connected();
+                        l
+                    }
+                    Err(e) => {
+                        let delay = backoff.next_delay();
+                        tracing::warn!(error = %e, ?delay, "cannot reach the master");
+                        if self.calls.is_closed() {
+                            return;
+                        }
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                },
+            };
+            *self.conn.lock().expect("poisoned") = Some(current.conn.clone());
+            let end = self.serve(current).await;
+            self.forward_events();
+            match end {
+                LinkEnd::Closed => return,
+                LinkEnd::Lost => *self.conn.lock().expect("poisoned") = None,
+            }
+        }
+    }
+
+    /// Runs the core on one control stream until it is lost or closed.
+    async fn serve(&mut self, link: Link) -> LinkEnd {
+        let Link {
+            conn,
+            mut send,
+            mut recv,
+        } = link;
+        // A reader task of its own, so incoming messages keep flowing while a write waits.
+        let (in_tx, mut in_rx) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(async move {
+            loop {
+                let r = recv.recv().await;
+                let end = !matches!(r, Ok(Some(_)));
+                if in_tx.send(r).is_err() || end {
+                    return;
+                }
+            }
+        });
+        let end = loop {
+            if !self.transmit(&mut send).await {
+                break LinkEnd::Lost;
+            }
+            self.forward_events();
+            if self.core.is_finished() {
+                let _ = send.get_mut().finish();
+                tokio::time::sleep(TEARDOWN_GRACE).await;
+                break LinkEnd::Closed;
+            }
+            tokio::select! {
+                call = self.calls.recv() => match call {
+                    Some(call) => call(&mut self.core),
+                    None => break LinkEnd::Closed,
+                },
+                input = in_rx.recv() => match input {
+                    Some(Ok(Some(msg))) => self.core.handle_message(msg),
+                    Some(Ok(None)) | None => {
+                        self.core.handle_disconnected("the master closed the stream".into());
+                        break LinkEnd::Lost;
+                    }
+                    Some(Err(e)) => {
+                        let why = match conn.close_reason() {
+                            Some(r) => r.to_string(),
+                            None => e.to_string(),
+                        };
+                        self.core.handle_disconnected(why);
+                        break LinkEnd::Lost;
+                    }
+                },
+            }
+        };
+        reader.abort();
+        if matches!(end, LinkEnd::Closed) {
+            conn.close(0u32.into(), b"scheduler closed");
+        }
+        end
+    }
+
+    /// Writes what the core has to send; `false` (the core told) when a write failed.
+    async fn transmit(&mut self, send: &mut MessageWriter<quinn::SendStream>) -> bool {
+        while let Some(msg) = self.core.poll_transmit() {
+            if let Err(e) = send.send(&msg).await {
+                self.core.handle_write_failed(msg, e.to_string());
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Hands the core's events to the application (gone already: nothing to do).
+    fn forward_events(&mut self) {
+        while let Some(event) = self.core.poll_event() {
+            let _ = self.events.send(event);
+        }
+    }
+}
