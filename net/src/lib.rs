@@ -16,6 +16,7 @@
 //! - [`codec`]: [`codec::MessageCodec`] (a tokio-util codec over `proto::frame`), the
 //!   [`MessageReader`] / [`MessageWriter`] pair, and [`codec::read_one`] for streams that carry
 //!   one frame then raw bytes.
+//! - [`identity`]: a peer's kind and name read from its verified certificate.
 //! - [`tls`]: the cluster CA (rcgen), certificate issue, mutual-TLS QUIC configurations.
 //! - [`link`]: the client side of a connection (dial, handshake, blob upload and fetch).
 //! - [`backoff`]: jittered exponential reconnect delays shared by agents and schedulers.
@@ -25,6 +26,7 @@
 
 pub mod backoff;
 pub mod codec;
+pub mod identity;
 pub mod link;
 pub mod timer;
 pub mod tls;

@@ -5,9 +5,11 @@
 //! client during the TLS handshake, before a single frame is read. `tessera cert` uses
 //! [`ClusterCa`] to create the CA and issue certificates; `tessera dev` makes an ephemeral one.
 
+use proto::identity::{PeerId, PeerKind};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevokedCertParams, SanType, SerialNumber,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -17,6 +19,12 @@ use std::time::Duration;
 
 /// The DNS name the master's certificate carries and clients verify.
 pub const MASTER_SERVER_NAME: &str = "tessera-master";
+
+/// How long a peer certificate is valid unless told otherwise: one year.
+pub const DEFAULT_PEER_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// How far back a new certificate's validity starts, for clocks a little behind the CA's.
+const BACKDATE: Duration = Duration::from_secs(300);
 
 /// ALPN protocol id of Tessera's QUIC connections.
 pub const ALPN: &[u8] = b"tessera/1";
@@ -148,9 +156,91 @@ impl ClusterCa {
         })
     }
 
-    /// Issues the master's certificate (server name [`MASTER_SERVER_NAME`] and `localhost`).
+    /// Issues the master's certificate (server name [`MASTER_SERVER_NAME`] and `localhost`,
+    /// identity `master/master`), valid for [`DEFAULT_PEER_VALIDITY`].
     pub fn issue_master(&self) -> Result<Identity, TlsError> {
-        self.issue("tessera-master", &[MASTER_SERVER_NAME, "localhost"])
+        let id = PeerId::new(PeerKind::Master, "master").expect("a valid name");
+        self.issue_peer(&id, DEFAULT_PEER_VALIDITY)
+    }
+
+    /// The cluster's name: the CA certificate's common name, and the trust domain of every
+    /// identity URI it signs.
+    pub fn cluster_name(&self) -> Result<String, TlsError> {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let der = CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
+            .map_err(|e| pem_err("CA certificate", e))?;
+        let (_, cert) =
+            X509Certificate::from_der(&der).map_err(|e| pem_err("CA certificate", e))?;
+        let cn = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .ok_or_else(|| pem_err("CA certificate", "no common name"))?;
+        Ok(cn.to_owned())
+    }
+
+    /// Issues a certificate stating `id` (URI SAN `spiffe://<cluster>/<kind>/<name>`, common
+    /// name `<name>`), valid from a few minutes ago for `validity`, usable as a client and,
+    /// for the master, as the server [`MASTER_SERVER_NAME`].
+    pub fn issue_peer(&self, id: &PeerId, validity: Duration) -> Result<Identity, TlsError> {
+        let cluster = self.cluster_name()?;
+        let ca_key = KeyPair::from_pem(&self.key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, ca_key)?;
+        let key = KeyPair::generate()?;
+        let dns: Vec<String> = if id.kind == PeerKind::Master {
+            vec![MASTER_SERVER_NAME.to_owned(), "localhost".to_owned()]
+        } else {
+            Vec::new()
+        };
+        let mut params = CertificateParams::new(dns)?;
+        params
+            .subject_alt_names
+            .push(SanType::URI(id.uri(&cluster).try_into()?));
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, id.name.as_str());
+        params.distinguished_name = dn;
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - BACKDATE;
+        params.not_after = now + validity;
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok(Identity {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// A revocation list (PEM) naming the certificates with these serial numbers, signed by the
+    /// CA; `number` must grow with each new list.
+    pub fn revocation_list(&self, serials: &[Vec<u8>], number: u64) -> Result<String, TlsError> {
+        let ca_key = KeyPair::from_pem(&self.key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, ca_key)?;
+        let now = time::OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now - BACKDATE,
+            next_update: now + DEFAULT_PEER_VALIDITY,
+            crl_number: SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|serial| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(serial),
+                    revocation_time: now - BACKDATE,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&issuer)?.pem()?)
     }
 }
 
@@ -205,11 +295,23 @@ pub fn server_config(
     identity: &Identity,
     tuning: TransportTuning,
 ) -> Result<quinn::ServerConfig, TlsError> {
+    server_config_with_crls(ca_pem, identity, &[], tuning)
+}
+
+/// [`server_config`] that also refuses client certificates named in any of the revocation
+/// lists `crls` (PEM, signed by the CA).
+pub fn server_config_with_crls(
+    ca_pem: &str,
+    identity: &Identity,
+    crls: &[String],
+    tuning: TransportTuning,
+) -> Result<quinn::ServerConfig, TlsError> {
     let (certs, key) = identity.der()?;
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots(ca_pem)?),
         provider(),
     )
+    .with_crls(crl_ders(crls)?)
     .build()
     .map_err(|e| TlsError::Verifier(e.to_string()))?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
@@ -224,16 +326,44 @@ pub fn server_config(
     Ok(cfg)
 }
 
+fn crl_ders(
+    crls: &[String],
+) -> Result<Vec<rustls::pki_types::CertificateRevocationListDer<'static>>, TlsError> {
+    crls.iter()
+        .map(|pem| {
+            rustls::pki_types::CertificateRevocationListDer::from_pem_slice(pem.as_bytes())
+                .map_err(|e| pem_err("revocation list", e))
+        })
+        .collect()
+}
+
 /// A peer's QUIC client configuration: trusts only `ca_pem`, presents `identity`.
 pub fn client_config(
     ca_pem: &str,
     identity: &Identity,
     tuning: TransportTuning,
 ) -> Result<quinn::ClientConfig, TlsError> {
+    client_config_with_crls(ca_pem, identity, &[], tuning)
+}
+
+/// [`client_config`] that also refuses a server certificate named in any of `crls`.
+pub fn client_config_with_crls(
+    ca_pem: &str,
+    identity: &Identity,
+    crls: &[String],
+    tuning: TransportTuning,
+) -> Result<quinn::ClientConfig, TlsError> {
     let (certs, key) = identity.der()?;
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots(ca_pem)?),
+        provider(),
+    )
+    .with_crls(crl_ders(crls)?)
+    .build()
+    .map_err(|e| TlsError::Verifier(e.to_string()))?;
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots(ca_pem)?)
+        .with_webpki_verifier(verifier)
         .with_client_auth_cert(certs, key)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
@@ -277,5 +407,93 @@ mod tests {
             client_config("not a pem", &agent, TransportTuning::default()),
             Err(TlsError::Pem { .. })
         ));
+    }
+
+    #[test]
+    fn issued_certificates_state_their_identity() {
+        let ca = ClusterCa::generate("prod").unwrap();
+        assert_eq!(ca.cluster_name().unwrap(), "prod");
+        for kind in PeerKind::ALL {
+            let id = PeerId::new(kind, "node-7").unwrap();
+            let cert = ca.issue_peer(&id, DEFAULT_PEER_VALIDITY).unwrap();
+            let der = CertificateDer::from_pem_slice(cert.cert_pem.as_bytes()).unwrap();
+            let (cluster, got) = crate::identity::of_certificate(&der).unwrap();
+            assert_eq!((cluster.as_str(), got), ("prod", id));
+        }
+        // The old anonymous certificates carry no identity at all.
+        let anonymous = ca.issue("x", &[]).unwrap();
+        let der = CertificateDer::from_pem_slice(anonymous.cert_pem.as_bytes()).unwrap();
+        assert!(matches!(
+            crate::identity::of_certificate(&der),
+            Err(crate::identity::PeerIdError::Count(0))
+        ));
+    }
+
+    /// Over real QUIC on loopback: the server reads the client's identity from its certificate,
+    /// and a certificate on the revocation list is refused in the handshake.
+    #[tokio::test]
+    async fn the_server_reads_identities_and_refuses_revoked_certificates() {
+        let ca = ClusterCa::generate("prod").unwrap();
+        let master = ca.issue_master().unwrap();
+        let good = ca
+            .issue_peer(
+                &PeerId::new(PeerKind::Agent, "a1").unwrap(),
+                DEFAULT_PEER_VALIDITY,
+            )
+            .unwrap();
+        let revoked = ca
+            .issue_peer(
+                &PeerId::new(PeerKind::Agent, "a2").unwrap(),
+                DEFAULT_PEER_VALIDITY,
+            )
+            .unwrap();
+        let serial = crate::identity::serial_of_pem(&revoked.cert_pem).unwrap();
+        let crl = ca.revocation_list(&[serial], 1).unwrap();
+        let tuning = TransportTuning::default();
+        let server_cfg =
+            server_config_with_crls(&ca.cert_pem, &master, std::slice::from_ref(&crl), tuning)
+                .unwrap();
+        let server = quinn::Endpoint::server(server_cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = server.local_addr().unwrap();
+        let accepting = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while let Some(incoming) = server.accept().await {
+                match incoming.await {
+                    Ok(conn) => {
+                        seen.push(crate::identity::of_connection(&conn).unwrap().1);
+                        break;
+                    }
+                    Err(_) => continue,
+                }
+            }
+            seen
+        });
+        let dial = |id: &Identity| {
+            let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+            ep.set_default_client_config(client_config(&ca.cert_pem, id, tuning).unwrap());
+            async move {
+                // In TLS 1.3 the server judges the client's certificate after the client
+                // considers itself connected: its verdict is how the connection closes.
+                match ep.connect(addr, MASTER_SERVER_NAME).unwrap().await {
+                    Ok(conn) => conn.closed().await,
+                    Err(e) => e,
+                }
+            }
+        };
+        let refused = tokio::time::timeout(Duration::from_secs(5), dial(&revoked))
+            .await
+            .expect("the server must close a revoked peer's connection");
+        assert!(
+            matches!(
+                refused,
+                quinn::ConnectionError::TransportError(_)
+                    | quinn::ConnectionError::ConnectionClosed(_)
+            ),
+            "a revoked certificate must fail the handshake: {refused:?}"
+        );
+        let good_dial = tokio::spawn(dial(&good));
+        let seen = accepting.await.unwrap();
+        good_dial.abort();
+        assert_eq!(seen, vec![PeerId::new(PeerKind::Agent, "a1").unwrap()]);
     }
 }
