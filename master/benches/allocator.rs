@@ -10,6 +10,7 @@
 //! `Master::handle_timeout` running the round: building the snapshot, the policy, re-validation
 //! and minting offers.
 
+use proto::identity::{PeerId, PeerKind};
 use proto::resources::MIB;
 use proto::{
     AgentInfo, BlobKind, Digest, Filters, FrameworkInfo, Message, Offer, Resources, Role, TaskId,
@@ -68,6 +69,7 @@ fn run(agents: usize, frameworks: usize, allocator: Box<dyn Allocator>) -> Resul
                 conn: fconn(i),
                 role: Role::Scheduler,
                 peer: format!("f{i}"),
+                principal: PeerId::new(PeerKind::Framework, "bench").unwrap(),
             },
         );
         m.handle(
@@ -95,6 +97,7 @@ fn run(agents: usize, frameworks: usize, allocator: Box<dyn Allocator>) -> Resul
                 conn,
                 role: Role::Agent,
                 peer: format!("a{i}"),
+                principal: PeerId::new(PeerKind::Agent, &format!("a{i}")).unwrap(),
             },
         );
         m.handle(

@@ -13,6 +13,7 @@ use net::codec::{read_one, write_one};
 use net::tls::{self, Identity, TransportTuning};
 use net::{MessageReader, MessageWriter};
 use proto::frame::{self, FrameError};
+use proto::identity::{PeerId, PeerKind};
 use proto::{BlobKind, Message, Role, PROTOCOL_VERSION};
 use std::collections::HashMap;
 use std::future::Future;
@@ -33,6 +34,9 @@ pub mod close_code {
     pub const VERSION: u32 = 2;
     /// The peer does not read its messages fast enough.
     pub const TOO_SLOW: u32 = 3;
+    /// The peer's certificate does not allow what it asked (no identity, another cluster, or a
+    /// kind that may not take the role it claimed).
+    pub const FORBIDDEN: u32 = 4;
 }
 
 /// Control messages queued per connection before the peer is considered too slow.
@@ -66,6 +70,9 @@ pub struct MasterOptions {
     /// Most connections served at once (default 10,000); further ones are refused at the QUIC
     /// handshake, so a flood of peers cannot exhaust the master.
     pub max_connections: usize,
+    /// Certificate revocation lists (PEM, signed by the CA): certificates they name are refused
+    /// in the TLS handshake.
+    pub crls: Vec<String>,
 }
 
 impl MasterOptions {
@@ -82,6 +89,7 @@ impl MasterOptions {
             max_frame: frame::DEFAULT_MAX_FRAME,
             handshake_timeout: Duration::from_secs(10),
             max_connections: 10_000,
+            crls: Vec::new(),
         }
     }
 }
@@ -103,6 +111,12 @@ pub enum MasterError {
     /// The blob store could not be opened.
     #[error(transparent)]
     Blobs(#[from] BlobError),
+    /// The master's own certificate states no master identity.
+    #[error("the master's certificate is not a master's ({0}); issue one with `tessera cert issue master`")]
+    Identity(String),
+    /// The operating system gave no randomness for the id key.
+    #[error("no randomness for the id key: {0}")]
+    Random(String),
 }
 
 /// A bound master, ready to run.
@@ -111,6 +125,20 @@ pub struct MasterServer {
     opts: MasterOptions,
     allocator: Box<dyn Allocator>,
     store: Arc<BlobStore>,
+    /// The trust domain of the master's certificate: peers must belong to the same.
+    cluster: String,
+}
+
+/// The cluster named by the master's own certificate, which must state a master identity.
+fn own_cluster(identity: &Identity) -> Result<String, MasterError> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let der = CertificateDer::from_pem_slice(identity.cert_pem.as_bytes())
+        .map_err(|e| MasterError::Identity(e.to_string()))?;
+    match net::identity::of_certificate(&der) {
+        Ok((cluster, id)) if id.kind == PeerKind::Master => Ok(cluster),
+        Ok((_, id)) => Err(MasterError::Identity(format!("it states {id}"))),
+        Err(e) => Err(MasterError::Identity(e.to_string())),
+    }
 }
 
 /// What connection tasks tell the core's loop. `Core` carries a whole message, which is what
@@ -127,8 +155,17 @@ enum Input {
 
 impl MasterServer {
     /// Binds the QUIC endpoint (must be called inside a tokio runtime).
-    pub fn bind(opts: MasterOptions, allocator: Box<dyn Allocator>) -> Result<Self, MasterError> {
-        let server = tls::server_config(&opts.ca_pem, &opts.identity, opts.tuning)?;
+    pub fn bind(
+        mut opts: MasterOptions,
+        allocator: Box<dyn Allocator>,
+    ) -> Result<Self, MasterError> {
+        let cluster = own_cluster(&opts.identity)?;
+        if opts.config.id_key == [0; 32] {
+            getrandom::getrandom(&mut opts.config.id_key)
+                .map_err(|e| MasterError::Random(e.to_string()))?;
+        }
+        let server =
+            tls::server_config_with_crls(&opts.ca_pem, &opts.identity, &opts.crls, opts.tuning)?;
         let endpoint =
             quinn::Endpoint::server(server, opts.listen).map_err(|source| MasterError::Bind {
                 addr: opts.listen,
@@ -140,6 +177,7 @@ impl MasterServer {
             opts,
             allocator,
             store,
+            cluster,
         })
     }
 
@@ -157,6 +195,7 @@ impl MasterServer {
             opts,
             allocator,
             store,
+            cluster,
         } = self;
         let mut core = Master::new(opts.config.clone(), allocator, Instant::now().into_std());
         for (digest, kind) in store.scan()? {
@@ -175,6 +214,7 @@ impl MasterServer {
             max_frame: opts.max_frame,
             max_blob_size: opts.max_blob_size,
             handshake_timeout: opts.handshake_timeout,
+            cluster,
         });
         let acceptor = {
             let endpoint = endpoint.clone();
@@ -263,6 +303,7 @@ struct ConnShared {
     max_frame: usize,
     max_blob_size: u64,
     handshake_timeout: Duration,
+    cluster: String,
 }
 
 async fn serve_connection(incoming: quinn::Incoming, conn_id: ConnId, shared: Arc<ConnShared>) {
@@ -275,12 +316,42 @@ async fn serve_connection(incoming: quinn::Incoming, conn_id: ConnId, shared: Ar
             return;
         }
     };
+    let principal = match net::identity::of_connection(&conn) {
+        Ok((cluster, id)) if cluster == shared.cluster => id,
+        Ok((cluster, id)) => {
+            let why = format!(
+                "certificate of {id} is for cluster {cluster:?}, this is cluster {:?}",
+                shared.cluster
+            );
+            tracing::warn!(%remote, principal = %id, %why, "connection refused");
+            conn.close(close_code::FORBIDDEN.into(), why.as_bytes());
+            return;
+        }
+        Err(e) => {
+            let why = format!("certificate refused: {e}");
+            tracing::warn!(%remote, %why, "connection refused");
+            conn.close(close_code::FORBIDDEN.into(), why.as_bytes());
+            return;
+        }
+    };
     let handshake = async {
         let (send, recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
         let mut send = MessageWriter::new(send);
         let mut recv = MessageReader::new(recv, shared.max_frame);
         match recv.recv().await {
             Ok(Some(Message::Hello { version, role })) if version == PROTOCOL_VERSION => {
+                if let Some(why) = role_refusal(role, &principal) {
+                    tracing::warn!(%remote, %principal, ?role, %why, "connection refused");
+                    let _ = send
+                        .send(&Message::Error {
+                            message: why.clone(),
+                        })
+                        .await;
+                    let _ = send.get_mut().finish();
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    conn.close(close_code::FORBIDDEN.into(), why.as_bytes());
+                    return Err(why);
+                }
                 send.send(&Message::HelloAck {
                     version: PROTOCOL_VERSION,
                 })
@@ -333,6 +404,7 @@ async fn serve_connection(incoming: quinn::Incoming, conn_id: ConnId, shared: Ar
         conn: conn_id,
         role,
         peer: remote.to_string(),
+        principal,
     }));
     tokio::spawn(async move {
         while let Some(msg) = outbox.recv().await {
@@ -382,6 +454,25 @@ async fn serve_connection(incoming: quinn::Incoming, conn_id: ConnId, shared: Ar
     let _ = shared
         .tx
         .send(Input::Core(Event::Disconnected { conn: conn_id }));
+}
+
+/// Why a certificate of `principal`'s kind may not take `role`, if it may not: agents register
+/// only with agent certificates, schedulers subscribe only with framework or operator ones.
+fn role_refusal(role: Role, principal: &PeerId) -> Option<String> {
+    let allowed = match role {
+        Role::Agent => principal.kind == PeerKind::Agent,
+        Role::Scheduler => matches!(principal.kind, PeerKind::Framework | PeerKind::Operator),
+    };
+    (!allowed).then(|| {
+        let what = match role {
+            Role::Agent => "register as an agent",
+            Role::Scheduler => "subscribe a framework",
+        };
+        format!(
+            "a {} certificate ({principal}) may not {what}",
+            principal.kind
+        )
+    })
 }
 
 async fn serve_blob_stream(

@@ -88,6 +88,26 @@ impl Master {
                 return self.close(conn, message);
             }
         }
+        let name = self
+            .principal(conn)
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        if let Some(owner) = agent_id
+            .as_ref()
+            .and_then(|id| self.agents.get(id))
+            .map(|a| a.owner.clone())
+            .filter(|owner| *owner != name)
+        {
+            let id = agent_id.as_ref().expect("checked above");
+            tracing::warn!(agent = %id, %owner, certificate = %name, "register refused: agent id held by another certificate");
+            return self.close(
+                conn,
+                format!(
+                    "register refused: agent id {id} belongs to agent {owner:?}, and this \
+                     certificate is agent {name:?}"
+                ),
+            );
+        }
         let plan_id = agent_id.clone().unwrap_or_else(|| AgentId(String::new()));
         let plan = match self.plan_register(&plan_id, &info, &running) {
             Ok(p) => p,
@@ -131,6 +151,7 @@ impl Master {
                         id: id.clone(),
                         seq,
                         hostname: info.hostname,
+                        owner: name,
                         total: info.resources,
                         attributes: info.attributes,
                         conn: Some(conn),
@@ -345,6 +366,27 @@ impl Master {
         };
         let key = (status.framework_id.clone(), status.task_id.clone());
         let on_this_agent = self.tasks.get(&key).is_some_and(|t| t.info.agent_id == aid);
+        if let Some(elsewhere) = self
+            .tasks
+            .get(&key)
+            .filter(|t| t.info.agent_id != aid)
+            .map(|t| t.info.agent_id.clone())
+        {
+            // A forged report: the master placed this task on another agent.
+            let principal = self
+                .principal(conn)
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            tracing::warn!(agent = %aid, %principal, framework = %key.0, task = %key.1, %elsewhere, "status update refused: task not placed on this agent");
+            return self.error(
+                conn,
+                format!(
+                    "status update refused: task {} of framework {} was not placed on agent \
+                     {aid}",
+                    key.1, key.0
+                ),
+            );
+        }
         let framework_known = self.frameworks.contains_key(&key.0);
         if on_this_agent {
             let mut st = status.clone();

@@ -72,6 +72,7 @@ pub use state::{AgentEntry, FilterMap, FrameworkEntry, TaskEntry};
 
 use crate::allocator::{Allocator, Roles};
 use ledger::Ledger;
+use proto::identity::PeerId;
 use proto::{
     AgentId, BlobKind, Digest, FrameworkId, Message, OfferId, Reason, Resources, Role, TaskId,
     TaskState, TaskStatus,
@@ -112,6 +113,9 @@ pub struct MasterConfig {
     /// with a refuse filter of the default 5 s for that framework on that agent, so the
     /// resources go to someone else first.
     pub offer_timeout: Option<Duration>,
+    /// Secret key of the keyed hash that makes framework ids unguessable (`{run_id}-F{n}-` and
+    /// 128 bits derived from it). The driver draws it at random; the core draws no randomness.
+    pub id_key: [u8; 32],
 }
 
 impl Default for MasterConfig {
@@ -130,6 +134,7 @@ impl Default for MasterConfig {
             completed_tasks_limit: 1000,
             roles: Roles::new(),
             offer_timeout: None,
+            id_key: [0; 32],
         }
     }
 }
@@ -144,10 +149,14 @@ pub enum Event {
     Connected {
         /// The connection.
         conn: ConnId,
-        /// What the peer said it is in its `Hello`.
+        /// What the peer said it is in its `Hello` (the driver has checked that its certificate
+        /// allows it).
         role: Role,
-        /// Its address or certificate subject, for logs.
+        /// Its address, for logs.
         peer: String,
+        /// Who it is, from its verified certificate: frameworks are bound to it, agent ids to
+        /// its name.
+        principal: PeerId,
     },
     /// A control message arrived on a connection.
     Message {
@@ -202,6 +211,7 @@ enum Binding {
 struct Conn {
     role: Role,
     peer: String,
+    principal: PeerId,
     bound: Option<Binding>,
 }
 
@@ -316,17 +326,23 @@ impl Master {
     pub fn handle(&mut self, now: Instant, ev: Event) {
         self.advance(now);
         match ev {
-            Event::Connected { conn, role, peer } => {
+            Event::Connected {
+                conn,
+                role,
+                peer,
+                principal,
+            } => {
                 if self.conns.contains_key(&conn) {
                     tracing::warn!(conn, "connection id reused before Disconnected");
                     self.detach(conn);
                 }
-                tracing::debug!(conn, ?role, %peer, "connected");
+                tracing::debug!(conn, ?role, %peer, %principal, "connected");
                 self.conns.insert(
                     conn,
                     Conn {
                         role,
                         peer,
+                        principal,
                         bound: None,
                     },
                 );
@@ -495,11 +511,31 @@ impl Master {
     fn mint_framework_id(&mut self) -> FrameworkId {
         loop {
             self.next_framework += 1;
-            let id = FrameworkId(format!("{}-F{}", self.cfg.run_id, self.next_framework));
+            let id = FrameworkId(format!(
+                "{}-F{}-{}",
+                self.cfg.run_id,
+                self.next_framework,
+                self.id_secret(b'F', self.next_framework)
+            ));
             if !self.frameworks.contains_key(&id) && !self.removed_frameworks.contains(&id) {
                 return id;
             }
         }
+    }
+
+    /// 128 bits of a keyed SHA-256 of `(kind, n)`, in hex: unguessable without `id_key`.
+    fn id_secret(&self, kind: u8, n: u64) -> String {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(self.cfg.id_key);
+        h.update([kind]);
+        h.update(n.to_be_bytes());
+        hex::encode(&h.finalize()[..16])
+    }
+
+    /// Who is on `conn`, per its certificate.
+    fn principal(&self, conn: ConnId) -> Option<&PeerId> {
+        self.conns.get(&conn).map(|c| &c.principal)
     }
 
     fn mint_offer_id(&mut self) -> OfferId {

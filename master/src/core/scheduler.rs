@@ -93,6 +93,23 @@ impl Master {
                         ),
                     );
                 }
+                let principal = self.principal(conn).cloned();
+                if let Some(owner) = self
+                    .frameworks
+                    .get(&fid)
+                    .map(|f| &f.principal)
+                    .filter(|owner| Some(*owner) != principal.as_ref())
+                {
+                    let who = principal.map(|p| p.to_string()).unwrap_or_default();
+                    tracing::warn!(framework = %fid, %owner, principal = %who, "subscribe refused: framework owned by another principal");
+                    return self.close(
+                        conn,
+                        format!(
+                            "subscribe refused: framework {fid} belongs to another principal \
+                             ({who} may not take it over)"
+                        ),
+                    );
+                }
                 if self.frameworks.contains_key(&fid) {
                     self.reattach_framework(conn, &fid, info);
                 } else {
@@ -119,11 +136,18 @@ impl Master {
         info.id = Some(fid.clone());
         let seq = self.next_seq();
         tracing::info!(framework = %fid, name = %info.name, "framework subscribed");
+        let principal = self
+            .principal(conn)
+            .cloned()
+            .expect("a subscribing connection is connected");
+        // What the scheduler said is replaced by what its certificate says.
+        info.principal = principal.name.clone();
         self.frameworks.insert(
             fid.clone(),
             FrameworkEntry {
                 id: fid.clone(),
                 seq,
+                principal,
                 info,
                 conn: Some(conn),
                 suppressed: false,

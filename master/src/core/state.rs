@@ -2,6 +2,7 @@
 //! the driver's status pages and tests.
 
 use super::ConnId;
+use proto::identity::PeerId;
 use proto::{AgentId, FrameworkId, FrameworkInfo, Resources, TaskInfo, TaskStatus};
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -15,6 +16,9 @@ pub struct AgentEntry {
     pub seq: u64,
     /// Its hostname, copied into offers.
     pub hostname: String,
+    /// The agent name of the certificate that registered it: only that name may re-register
+    /// this id.
+    pub owner: String,
     /// Everything it has.
     pub total: Resources,
     /// Its attributes, copied into offers.
@@ -97,6 +101,8 @@ pub struct FrameworkEntry {
     pub seq: u64,
     /// What it said about itself when it (last) subscribed.
     pub info: FrameworkInfo,
+    /// The principal whose certificate subscribed it: only that principal may re-subscribe.
+    pub principal: PeerId,
     /// Its scheduler's connection, `None` while disconnected.
     pub conn: Option<ConnId>,
     /// True after `Suppress` until `Revive` (or a new subscription).

@@ -9,7 +9,7 @@ fn seed_worked_example() {
     let a1 = h.register(1, res(4.0, 4 * GIB));
     assert_eq!(a1, AgentId("r-A1".into()));
     let f1 = h.subscribe(10, "f1");
-    assert_eq!(f1, FrameworkId("r-F1".into()));
+    assert!(f1.as_str().starts_with("r-F1-"), "{f1}");
     let offers = h.offers(10);
     assert_eq!(offers.len(), 1);
     let o = &offers[0];

@@ -14,6 +14,15 @@ use proto::{
 const SCHED: Role = Role::Scheduler;
 const AGENT: Role = Role::Agent;
 
+/// The identity a certificate of `role`'s usual kind named `name` states.
+fn principal_for(role: Role, name: &str) -> PeerId {
+    let kind = match role {
+        Role::Agent => proto::identity::PeerKind::Agent,
+        Role::Scheduler => proto::identity::PeerKind::Framework,
+    };
+    PeerId::new(kind, name).unwrap()
+}
+
 fn res(cpus: f64, mem: u64) -> Resources {
     Resources::new((cpus * 1000.0) as u64, mem, 0)
 }
@@ -71,11 +80,19 @@ impl H {
         self.settle();
     }
 
+    /// Connects a peer whose certificate is the default one of its role (so reconnections on
+    /// new connections are the same principal).
     fn connect(&mut self, conn: ConnId, role: Role) {
+        self.connect_as(conn, role, principal_for(role, "default"));
+    }
+
+    /// Connects a peer holding `principal`'s certificate.
+    fn connect_as(&mut self, conn: ConnId, role: Role, principal: PeerId) {
         self.ev(Event::Connected {
             conn,
             role,
             peer: format!("peer{conn}"),
+            principal,
         });
     }
 
@@ -314,6 +331,7 @@ mod agents;
 mod connections;
 mod drf;
 mod filters;
+mod identity;
 mod kill;
 /// Allocation policies through the core: DRF, weights, quotas, reservations, priority, and the
 /// offer life cycle.

@@ -190,6 +190,7 @@ fn register_batch(h: &mut H, conns: std::ops::RangeInclusive<ConnId>, r: Resourc
                 conn: c,
                 role: AGENT,
                 peer: format!("a{c}"),
+                principal: principal_for(AGENT, "default"),
             },
         );
     }
@@ -508,6 +509,7 @@ fn allocation_is_batched_one_run_pending() {
                 conn: c,
                 role: AGENT,
                 peer: "a".into(),
+                principal: principal_for(AGENT, "default"),
             },
         );
         h.m.handle(

@@ -1,0 +1,147 @@
+//! Identities come from certificates: frameworks belong to the principal that subscribed them,
+//! agent ids to the agent name that registered them, and agents may report only the tasks the
+//! master placed on them. Each refusal leaves the rightful owner untouched.
+
+use super::*;
+
+fn framework(name: &str) -> PeerId {
+    principal_for(SCHED, name)
+}
+
+fn agent(name: &str) -> PeerId {
+    principal_for(AGENT, name)
+}
+
+#[test]
+fn framework_ids_are_unguessable_from_one_another() {
+    let mut h = H::new();
+    let f1 = h.subscribe(10, "f1");
+    let f2 = h.subscribe(11, "f2");
+    assert!(f1.as_str().starts_with("r-F1-") && f2.as_str().starts_with("r-F2-"));
+    let secret = |f: &FrameworkId| f.as_str().rsplit('-').next().unwrap().to_owned();
+    assert_eq!(secret(&f1).len(), 32);
+    assert_ne!(secret(&f1), secret(&f2));
+    // Another key mints other ids for the same sequence.
+    let mut other = H::with(MasterConfig {
+        run_id: "r".into(),
+        id_key: [7; 32],
+        ..MasterConfig::default()
+    });
+    assert_ne!(other.subscribe(10, "f1"), f1);
+}
+
+#[test]
+fn another_principal_cannot_subscribe_with_a_frameworks_id() {
+    let (mut h, _a, f, offer, _module) = one_agent_one_offer();
+    h.connect_as(20, SCHED, framework("mallory"));
+    h.msg(20, subscribe_msg("evil", Some(f.clone())));
+    let closes = h.closes();
+    assert_eq!(closes.len(), 1, "{closes:?}");
+    assert_eq!(closes[0].0, 20);
+    assert!(
+        closes[0].1.contains("belongs to another principal"),
+        "{}",
+        closes[0].1
+    );
+    assert!(h
+        .sent(20)
+        .iter()
+        .all(|m| !matches!(m, Message::Subscribed { .. })));
+    // The owner keeps its connection, its subscription and its offer.
+    let entry = h.m.framework(&f).unwrap();
+    assert_eq!(entry.conn, Some(10));
+    assert_eq!(entry.principal, framework("default"));
+    assert!(h.m.offer(&offer.id).is_some());
+}
+
+#[test]
+fn the_owning_principal_may_fail_over_to_a_new_connection() {
+    let (mut h, _a, f, _offer, _module) = one_agent_one_offer();
+    h.connect_as(20, SCHED, framework("default"));
+    h.msg(20, subscribe_msg("f1", Some(f.clone())));
+    assert!(h
+        .sent(20)
+        .iter()
+        .any(|m| matches!(m, Message::Subscribed { framework_id, .. } if *framework_id == f)));
+    assert_eq!(h.m.framework(&f).unwrap().conn, Some(20));
+}
+
+#[test]
+fn the_certificate_not_the_message_names_a_frameworks_principal() {
+    let mut h = H::new();
+    h.connect_as(10, SCHED, framework("alice"));
+    h.msg(10, subscribe_msg("f1", None)); // says principal "test"
+    let f = match h.take_first(10) {
+        Some(Message::Subscribed { framework_id, .. }) => framework_id,
+        other => panic!("{other:?}"),
+    };
+    let entry = h.m.framework(&f).unwrap();
+    assert_eq!(entry.principal, framework("alice"));
+    assert_eq!(entry.info.principal, "alice");
+}
+
+#[test]
+fn another_agent_cannot_register_with_an_existing_agent_id() {
+    let mut h = H::new();
+    h.connect_as(1, AGENT, agent("node1"));
+    h.msg(1, register_msg(None, res(4.0, 4 * GIB), vec![]));
+    let a = match h.take_first(1) {
+        Some(Message::Registered { agent_id }) => agent_id,
+        other => panic!("{other:?}"),
+    };
+    h.connect_as(2, AGENT, agent("impostor"));
+    h.msg(
+        2,
+        register_msg(Some(a.clone()), res(64.0, 64 * GIB), vec![]),
+    );
+    let closes = h.closes();
+    assert_eq!(closes.len(), 1, "{closes:?}");
+    assert_eq!(closes[0].0, 2);
+    assert!(
+        closes[0].1.contains("belongs to agent \"node1\""),
+        "{}",
+        closes[0].1
+    );
+    // The real agent is still registered on its connection with its own resources.
+    let entry = h.m.agent(&a).unwrap();
+    assert_eq!(entry.conn, Some(1));
+    assert_eq!(entry.total, res(4.0, 4 * GIB));
+    // The same name may come back on a new connection (a restart keeping its id).
+    h.connect_as(3, AGENT, agent("node1"));
+    h.msg(3, register_msg(Some(a.clone()), res(4.0, 4 * GIB), vec![]));
+    assert!(h.closes().iter().all(|(c, _)| *c != 3));
+    assert_eq!(h.m.agent(&a).unwrap().conn, Some(3));
+}
+
+#[test]
+fn an_agent_cannot_report_a_task_placed_on_another_agent() {
+    let (mut h, a, f, offer, module) = one_agent_one_offer();
+    h.accept(10, &[&offer], vec![task("t1", &a, res(1.0, GIB), module)]);
+    h.take();
+    h.connect_as(2, AGENT, agent("rogue"));
+    h.msg(2, register_msg(None, res(1.0, GIB), vec![]));
+    h.take();
+    h.msg(
+        2,
+        Message::StatusUpdate {
+            status: TaskStatus {
+                task_id: TaskId("t1".into()),
+                framework_id: f.clone(),
+                agent_id: None,
+                state: TaskState::Finished,
+                reason: None,
+                message: "forged".into(),
+                stdout_tail: "all good".into(),
+                stderr_tail: String::new(),
+                uuid: Some(UpdateId("forged".into())),
+            },
+        },
+    );
+    let errs = errors(&h.sent(2));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("was not placed on agent"), "{}", errs[0]);
+    // Nothing reached the framework and the task is still staging on its real agent.
+    assert!(h.sent(10).is_empty());
+    let t = h.m.task(&f, &TaskId("t1".into())).unwrap();
+    assert_eq!(t.status.state, TaskState::Staging);
+}
