@@ -16,3 +16,4 @@
 pub mod core;
 pub mod driver;
 pub mod executor;
+pub mod workdir;
