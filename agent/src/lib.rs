@@ -16,4 +16,6 @@
 pub mod core;
 pub mod driver;
 pub mod executor;
+pub mod fetch;
+pub mod launch;
 pub mod workdir;
