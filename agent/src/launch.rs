@@ -104,3 +104,89 @@ pub fn outcome_of(o: TaskOutcome, timeout_ms: Option<u64>) -> Outcome {
         stderr_tail: o.stderr_tail,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::{AgentId, Digest, Resources, TaskId};
+    use std::path::Path;
+
+    fn task() -> TaskInfo {
+        TaskInfo {
+            task_id: TaskId::from("t1"),
+            name: "hello".into(),
+            agent_id: AgentId::from("A1"),
+            resources: Resources::new(250, 64 << 20, 1 << 20),
+            module: Digest::of(b"m"),
+            args: vec!["a".into(), "b".into()],
+            env: vec![("K".into(), "V".into())],
+            files: vec![],
+            timeout_ms: Some(1500),
+            max_cpu_ms: Some(20),
+        }
+    }
+
+    #[test]
+    fn spec_names_the_work_dir_paths_and_carries_the_share() {
+        let w = WorkDir::new("/w");
+        let t = task();
+        let s = spec(&w, &FrameworkId::from("f1"), &t);
+        let hex = t.module.to_hex();
+        assert_eq!(s.digest, hex);
+        assert_eq!(s.wasm_path, Path::new("/w/blobs").join(&hex));
+        assert_eq!(s.task_dir, Path::new("/w/frameworks/f1/tasks/t1"));
+        assert_eq!(s.args, ["hello", "a", "b"]);
+        assert_eq!(s.env, [("K".to_owned(), "V".to_owned())]);
+        assert_eq!(
+            (s.mem_bytes, s.cpus_milli, s.disk_bytes),
+            (64 << 20, 250, 1 << 20)
+        );
+        assert_eq!(s.timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(s.max_cpu, Some(Duration::from_millis(20)));
+    }
+
+    fn ended(termination: Termination) -> TaskOutcome {
+        TaskOutcome {
+            termination,
+            stdout_tail: "out".into(),
+            stderr_tail: "err".into(),
+            fuel_consumed: 0,
+            wall: Duration::ZERO,
+            cpu_paused: Duration::ZERO,
+            cpu_time: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn outcomes_map_to_states_and_reasons() {
+        let o = outcome_of(ended(Termination::Exited(0)), None);
+        assert_eq!(
+            (o.state, o.reason),
+            (TaskState::Finished, Reason::ExitCode(0))
+        );
+        assert_eq!(
+            (o.stdout_tail.as_str(), o.stderr_tail.as_str()),
+            ("out", "err")
+        );
+        let o = outcome_of(ended(Termination::Exited(3)), None);
+        assert_eq!(
+            (o.state, o.reason),
+            (TaskState::Failed, Reason::ExitCode(3))
+        );
+        let o = outcome_of(ended(Termination::Timeout), Some(1500));
+        assert_eq!((o.state, o.reason), (TaskState::Failed, Reason::Timeout));
+        assert_eq!(o.message, "wall-clock timeout of 1500 ms reached");
+        let o = outcome_of(ended(Termination::Killed), None);
+        assert_eq!((o.state, o.reason), (TaskState::Killed, Reason::Killed));
+        let o = outcome_of(ended(Termination::StartFailed("bad".into())), None);
+        assert_eq!(
+            (o.state, o.reason),
+            (TaskState::Failed, Reason::ModuleInvalid)
+        );
+        let key = (FrameworkId::from("f1"), proto::TaskId::from("t1"));
+        assert!(matches!(
+            event_of(&key, ExecEvent::Running, None),
+            Event::Running { key: k } if k == key
+        ));
+    }
+}
