@@ -3,7 +3,7 @@
 //! One loop owns the core. It dials the master (redialling with jittered exponential backoff
 //! whenever the link drops; the core then re-registers and resends unacknowledged status
 //! updates), feeds the core, and carries out its actions by calling into the
-//! [`Fetcher`](crate::fetch::Fetcher), the [`launch`](crate::launch) translator and the
+//! [`Fetcher`], the [`launch`] translator and the
 //! [`Executor`]. Everything that takes time (the control stream's reader, fetches and
 //! compilation, running guests) runs in tasks of its own and reports back through one channel,
 //! so the core sees a single ordered stream of events.
