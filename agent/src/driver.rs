@@ -42,7 +42,7 @@ pub struct AgentOptions {
     pub tls: PeerTls,
     /// QUIC keep-alive and idle timeout.
     pub tuning: TransportTuning,
-    /// Root of blobs, compiled-module cache and task directories.
+    /// Root of blobs, compiled-module cache and task directories (laid out by [`WorkDir`]).
     pub work_dir: PathBuf,
     /// Hostname, resources and attributes to register with.
     pub info: AgentInfo,
