@@ -337,10 +337,7 @@ impl Executor {
         let inner = self.inner.clone();
         tokio::spawn(async move {
             let _keep_sender = keep_sender;
-            let mut guard = FinishGuard {
-                notify: Some(notify),
-                running: false,
-            };
+            let mut guard = FinishGuard::new(notify);
             let outcome = inner.run(spec, rx, &mut guard).await;
             guard.finish(outcome);
         });

@@ -3,7 +3,6 @@
 //! [`Termination`] with the output tails.
 
 use std::path::{Path, PathBuf};
-
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -33,12 +32,20 @@ pub(super) struct TaskState {
 /// dropped (runtime shutdown) or panics.
 pub(super) struct FinishGuard {
     /// Taken when `Finished` is sent, so it is sent once.
-    pub(super) notify: Option<Box<dyn Fn(ExecEvent) + Send + Sync>>,
+    notify: Option<Box<dyn Fn(ExecEvent) + Send + Sync>>,
     /// `Running` was sent: a dropped task was killed rather than never started.
-    pub(super) running: bool,
+    running: bool,
 }
 
 impl FinishGuard {
+    /// Guards the notifications of one launch.
+    pub(super) fn new(notify: Box<dyn Fn(ExecEvent) + Send + Sync>) -> Self {
+        FinishGuard {
+            notify: Some(notify),
+            running: false,
+        }
+    }
+
     fn running(&mut self) {
         if let Some(n) = &self.notify {
             self.running = true;
@@ -111,6 +118,8 @@ fn error_message(e: &wasmtime::Error) -> String {
 }
 
 impl Inner {
+    /// Runs one task to its end: `Running` goes out through `guard` once `_start` is about to
+    /// run; the outcome is returned for the caller to send as `Finished`.
     pub(super) async fn run(
         &self,
         spec: TaskSpec,
