@@ -1,29 +1,33 @@
-//! The agent's driver: the QUIC link to the master, the blob fetcher, and the executor, around
-//! the sans-IO [`Agent`] core.
+//! The agent's driver: the loop around the sans-IO [`Agent`] core.
 //!
-//! One loop owns the core. Everything else (the control stream's reader, module and file
-//! fetches, running guests) runs in tasks of its own and reports back through one channel, so
-//! the core sees a single ordered stream of events. The loop redials the master with
-//! exponential backoff whenever the link drops; the core re-registers and resends unacknowledged
-//! status updates.
+//! One loop owns the core. It dials the master (redialling with jittered exponential backoff
+//! whenever the link drops; the core then re-registers and resends unacknowledged status
+//! updates), feeds the core, and carries out its actions by calling into the
+//! [`Fetcher`], the [`launch`] translator and the
+//! [`Executor`]. Everything that takes time (the control stream's reader, fetches and
+//! compilation, running guests) runs in tasks of its own and reports back through one channel,
+//! so the core sees a single ordered stream of events.
 
-use crate::core::{Action, Agent, AgentConfig, Event, Outcome, TaskKey};
-use crate::executor::{
-    ExecEvent, Executor, ExecutorConfig, KillHandle, PoolingConfig, TaskOutcome, TaskSpec,
-    Termination,
-};
+use crate::core::{Action, Agent, AgentConfig, Event, TaskKey};
+use crate::executor::{Executor, ExecutorConfig, KillHandle, PoolingConfig};
+use crate::fetch::{Fetcher, PrepareError};
+use crate::launch;
+use crate::workdir::WorkDir;
 use net::link::{self, Link, LinkError};
 use net::tls::{PeerTls, TransportTuning};
 use net::{MessageReader, MessageWriter};
-use proto::{AgentInfo, Digest, FrameworkId, Message, Reason, Role, TaskInfo, TaskState};
+use proto::{AgentInfo, FrameworkId, Message, Role, TaskInfo};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+
+/// Kept here for callers of the driver's former home of the mapping; see [`launch::outcome_of`].
+pub use crate::launch::outcome_of;
 
 /// The registered attribute carrying the executor's calibrated fuel rate
 /// (fuel one core burns per second; see [`Executor::fuel_per_core_second`]).
@@ -38,7 +42,7 @@ pub struct AgentOptions {
     pub tls: PeerTls,
     /// QUIC keep-alive and idle timeout.
     pub tuning: TransportTuning,
-    /// Root of blobs, compiled-module cache and task directories.
+    /// Root of blobs, compiled-module cache and task directories (laid out by [`WorkDir`]).
     pub work_dir: PathBuf,
     /// Hostname, resources and attributes to register with.
     pub info: AgentInfo,
@@ -102,15 +106,12 @@ enum Input {
 
 /// Runs an agent until `shutdown` completes.
 pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
-    let blobs = opts.work_dir.join("blobs");
-    for dir in [&opts.work_dir, &blobs, &opts.work_dir.join("frameworks")] {
-        std::fs::create_dir_all(dir).map_err(|source| AgentError::WorkDir {
-            path: dir.clone(),
-            source,
-        })?;
-    }
+    let work_dir = WorkDir::new(&opts.work_dir);
+    work_dir
+        .create()
+        .map_err(|(path, source)| AgentError::WorkDir { path, source })?;
     let mut exec_cfg = opts.executor.clone();
-    exec_cfg.cache_dir = Some(opts.work_dir.join("cache"));
+    exec_cfg.cache_dir = Some(work_dir.cache().into());
     let executor = Executor::new(exec_cfg)?;
     let fuel_rate = executor.fuel_per_core_second();
     tracing::info!(
@@ -118,31 +119,9 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         pool_slots = executor.stats().pool_slots,
         "executor ready: a task offered c cpus may burn c x this much fuel per second"
     );
-    let mut info = opts.info.clone();
-    info.attributes.retain(|(k, _)| k != FUEL_RATE_ATTRIBUTE);
-    info.attributes
-        .push((FUEL_RATE_ATTRIBUTE.to_owned(), fuel_rate.to_string()));
     let endpoint = link::client_endpoint(&opts.tls, opts.tuning)?;
-    let boot_id = format!(
-        "{}-{}",
-        opts.info.hostname,
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default()
-    );
-    let mut core = Agent::new(AgentConfig {
-        info,
-        boot_id,
-        status_retry: opts.status_retry,
-    });
-    let ctx = Arc::new(Fetcher {
-        conn: Mutex::new(None),
-        blobs,
-        work_dir: opts.work_dir.clone(),
-        max_blob_size: opts.max_blob_size,
-        executor: executor.clone(),
-    });
+    let mut core = Agent::new(core_config(&opts, fuel_rate));
+    let fetcher = Arc::new(Fetcher::new(work_dir, opts.max_blob_size));
     let (tx, mut rx) = mpsc::unbounded_channel::<Input>();
     let mut kills = Guests::default();
     let mut control: Option<MessageWriter<quinn::SendStream>> = None;
@@ -163,7 +142,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                     generation += 1;
                     backoff.reset();
                     tracing::info!(master = %opts.master, "connected to the master");
-                    *ctx.conn.lock().expect("poisoned") = Some(link.conn.clone());
+                    fetcher.connect(link.conn.clone());
                     control = Some(link.send);
                     spawn_reader(link.recv, link.conn, generation, tx.clone());
                     core.handle(Instant::now().into_std(), Event::Connected);
@@ -182,18 +161,19 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                     if let Some(send) = control.as_mut() {
                         if let Err(e) = send.send(&msg).await {
                             tracing::warn!(error = %e, "control stream write failed");
-                            drop_link(&mut control, &ctx);
+                            drop_link(&mut control, &fetcher);
                             core.handle(Instant::now().into_std(), Event::Disconnected);
                             next_dial = Instant::now();
                         }
                     }
                 }
                 Action::Prepare { framework_id, task } => {
-                    let ctx = ctx.clone();
+                    let fetcher = fetcher.clone();
+                    let executor = executor.clone();
                     let tx = tx.clone();
                     tokio::spawn(async move {
                         let key = (framework_id.clone(), task.task_id.clone());
-                        let result = ctx.prepare(&framework_id, &task).await;
+                        let result = prepare(&fetcher, &executor, &framework_id, &task).await;
                         if let Err((_, msg)) = &result {
                             tracing::warn!(task = %key.1, error = %msg, "task preparation failed");
                         }
@@ -202,21 +182,14 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                 }
                 Action::Launch { framework_id, task } => {
                     let key = (framework_id.clone(), task.task_id.clone());
-                    let spec = ctx.spec(&framework_id, &task);
+                    let spec = launch::spec(fetcher.work_dir(), &framework_id, &task);
                     let tx = tx.clone();
                     let k = key.clone();
                     let timeout_ms = task.timeout_ms;
                     let handle = executor.launch(
                         spec,
                         Box::new(move |ev| {
-                            let event = match ev {
-                                ExecEvent::Running => Event::Running { key: k.clone() },
-                                ExecEvent::Finished(outcome) => Event::Finished {
-                                    key: k.clone(),
-                                    outcome: outcome_of(outcome, timeout_ms),
-                                },
-                            };
-                            let _ = tx.send(Input::Core(event));
+                            let _ = tx.send(Input::Core(launch::event_of(&k, ev, timeout_ms)));
                         }),
                     );
                     kills.insert(key, handle);
@@ -254,7 +227,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                 Some(Input::LinkDown { generation: g, why }) => {
                     if g == generation && control.is_some() {
                         tracing::warn!(%why, "lost the master");
-                        drop_link(&mut control, &ctx);
+                        drop_link(&mut control, &fetcher);
                         core.handle(Instant::now().into_std(), Event::Disconnected);
                         next_dial = Instant::now() + backoff.next_delay();
                     }
@@ -265,11 +238,33 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         }
     }
     drop(kills);
-    if let Some(conn) = ctx.conn.lock().expect("poisoned").take() {
+    if let Some(conn) = fetcher.disconnect() {
         conn.close(0u32.into(), b"agent shutting down");
     }
     endpoint.wait_idle().await;
     Ok(())
+}
+
+/// The core's configuration: the options' agent info with the executor's fuel rate attached
+/// (as [`FUEL_RATE_ATTRIBUTE`]), and a boot id unique to this run.
+fn core_config(opts: &AgentOptions, fuel_rate: u64) -> AgentConfig {
+    let mut info = opts.info.clone();
+    info.attributes.retain(|(k, _)| k != FUEL_RATE_ATTRIBUTE);
+    info.attributes
+        .push((FUEL_RATE_ATTRIBUTE.to_owned(), fuel_rate.to_string()));
+    let boot_id = format!(
+        "{}-{}",
+        opts.info.hostname,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    );
+    AgentConfig {
+        info,
+        boot_id,
+        status_retry: opts.status_retry,
+    }
 }
 
 /// The running guests' kill handles. Dropping it kills them all, so however the agent's loop
@@ -298,9 +293,10 @@ impl Drop for Guests {
     }
 }
 
-fn drop_link(control: &mut Option<MessageWriter<quinn::SendStream>>, ctx: &Fetcher) {
+/// Forgets the control stream and closes the connection (fetches in flight fail).
+fn drop_link(control: &mut Option<MessageWriter<quinn::SendStream>>, fetcher: &Fetcher) {
     *control = None;
-    if let Some(conn) = ctx.conn.lock().expect("poisoned").take() {
+    if let Some(conn) = fetcher.disconnect() {
         conn.close(0u32.into(), b"reconnecting");
     }
 }
@@ -332,145 +328,17 @@ fn spawn_reader(
     });
 }
 
-/// Maps the executor's terms onto the protocol's.
-pub fn outcome_of(o: TaskOutcome, timeout_ms: Option<u64>) -> Outcome {
-    let (state, reason, message) = match o.termination {
-        Termination::Exited(0) => (
-            TaskState::Finished,
-            Reason::ExitCode(0),
-            "exited with code 0".to_owned(),
-        ),
-        Termination::Exited(code) => (
-            TaskState::Failed,
-            Reason::ExitCode(code),
-            format!("exited with code {code}"),
-        ),
-        Termination::Trapped(m) => (TaskState::Failed, Reason::Trap(m.clone()), m),
-        Termination::MemoryLimit(m) => (
-            TaskState::Failed,
-            Reason::MemoryLimit,
-            format!("memory limit reached: {m}"),
-        ),
-        Termination::Timeout => (
-            TaskState::Failed,
-            Reason::Timeout,
-            format!(
-                "wall-clock timeout of {} ms reached",
-                timeout_ms.unwrap_or(0)
-            ),
-        ),
-        Termination::CpuLimit(m) => (
-            TaskState::Failed,
-            Reason::CpuLimit,
-            format!("CPU limit reached: {m}"),
-        ),
-        Termination::DiskLimit(m) => (
-            TaskState::Failed,
-            Reason::DiskLimit,
-            format!("disk limit reached: {m}"),
-        ),
-        Termination::Killed => (TaskState::Killed, Reason::Killed, "killed".to_owned()),
-        Termination::StartFailed(m) => (TaskState::Failed, Reason::ModuleInvalid, m),
-    };
-    Outcome {
-        state,
-        reason,
-        message,
-        stdout_tail: o.stdout_tail,
-        stderr_tail: o.stderr_tail,
-    }
-}
-
-/// Fetches modules and files from the master and lays out task directories.
-struct Fetcher {
-    conn: Mutex<Option<quinn::Connection>>,
-    blobs: PathBuf,
-    work_dir: PathBuf,
-    max_blob_size: u64,
-    executor: Executor,
-}
-
-impl Fetcher {
-    fn task_dir(&self, fid: &FrameworkId, task: &TaskInfo) -> PathBuf {
-        self.work_dir
-            .join("frameworks")
-            .join(fid.as_str())
-            .join("tasks")
-            .join(task.task_id.as_str())
-    }
-
-    fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.blobs.join(digest.to_hex())
-    }
-
-    fn spec(&self, fid: &FrameworkId, task: &TaskInfo) -> TaskSpec {
-        let mut args = Vec::with_capacity(task.args.len() + 1);
-        args.push(task.name.clone());
-        args.extend(task.args.iter().cloned());
-        TaskSpec {
-            digest: task.module.to_hex(),
-            wasm_path: self.blob_path(&task.module),
-            args,
-            env: task.env.clone(),
-            task_dir: self.task_dir(fid, task),
-            mem_bytes: task.resources.mem,
-            cpus_milli: task.resources.cpus_milli,
-            timeout: task.timeout_ms.map(Duration::from_millis),
-            max_cpu: task.max_cpu_ms.map(Duration::from_millis),
-            disk_bytes: task.resources.disk,
-        }
-    }
-
-    async fn ensure_blob(&self, digest: Digest) -> Result<PathBuf, (Reason, String)> {
-        let path = self.blob_path(&digest);
-        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
-            return Ok(path);
-        }
-        let conn = self.conn.lock().expect("poisoned").clone();
-        let Some(conn) = conn else {
-            return Err((Reason::FetchFailed, "not connected to the master".into()));
-        };
-        link::fetch_blob(&conn, digest, &path, self.max_blob_size)
-            .await
-            .map_err(|e| (Reason::FetchFailed, format!("fetching {digest:?}: {e}")))?;
-        tracing::debug!(?digest, "fetched blob");
-        Ok(path)
-    }
-
-    async fn prepare(&self, fid: &FrameworkId, task: &TaskInfo) -> Result<(), (Reason, String)> {
-        let dir = self.task_dir(fid, task);
-        let sandbox = dir.join("sandbox");
-        let io = |e: std::io::Error| (Reason::AgentError, format!("task directory: {e}"));
-        if tokio::fs::try_exists(&dir).await.unwrap_or(false) {
-            tokio::fs::remove_dir_all(&dir).await.map_err(io)?;
-        }
-        tokio::fs::create_dir_all(&sandbox).await.map_err(io)?;
-        let module = self.ensure_blob(task.module).await?;
-        for file in &task.files {
-            if !proto::ids::is_safe_relative_path(&file.path) {
-                return Err((
-                    Reason::TaskInvalid,
-                    format!(
-                        "file path {:?} is not a relative path inside the sandbox",
-                        file.path
-                    ),
-                ));
-            }
-            let src = self.ensure_blob(file.digest).await?;
-            place_file(&src, &sandbox.join(&file.path))
-                .await
-                .map_err(io)?;
-        }
-        self.executor
-            .prepare(&task.module.to_hex(), &module)
-            .await
-            .map_err(|e| (Reason::ModuleInvalid, e.to_string()))
-    }
-}
-
-async fn place_file(src: &Path, dest: &Path) -> std::io::Result<()> {
-    if let Some(parent) = dest.parent() {
-        tokio::fs::create_dir_all(parent).await?;
-    }
-    tokio::fs::copy(src, dest).await.map(|_| ())
+/// Carries out [`Action::Prepare`]: the fetcher lays out the task's directory and brings its
+/// module and files, then the executor compiles the module.
+async fn prepare(
+    fetcher: &Fetcher,
+    executor: &Executor,
+    fid: &FrameworkId,
+    task: &TaskInfo,
+) -> Result<(), PrepareError> {
+    let module = fetcher.prepare(fid, task).await?;
+    executor
+        .prepare(&launch::module_key(task), &module)
+        .await
+        .map_err(launch::prepare_failed)
 }

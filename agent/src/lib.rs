@@ -1,18 +1,42 @@
-//! The Tessera agent: runs tasks as WASI modules in wasmtime, each inside its offered share.
+//! The Tessera agent: runs tasks as WASI modules in wasmtime, each inside the share of the
+//! agent's resources it was offered, and reports their states to the master.
+//!
+//! The agent is a sans-IO [`core`] (the task life cycle and the reliable status-update queue)
+//! wrapped by a thin async [`driver`]. The core never touches a socket, a file, wasmtime or the
+//! clock; the driver feeds it events with the time and carries out the actions it returns. The
+//! [`executor`] runs guests and knows nothing of the protocol: [`launch`] is the one module
+//! that translates between the two, and [`fetch`] the one that writes blobs into the
+//! [`workdir`] layout.
 //!
 //! ```text
-//!  master ──QUIC──▶ driver ──Event──▶ core::Agent ──Action──▶ driver ──▶ executor (wasmtime)
-//!                     ▲                                                    │
-//!                     └──────────── Running / Finished ◀───────────────────┘
+//!          control stream (QUIC, mTLS)
+//!  master ◀───────────────────────────▶ driver ──Event, now──▶ core::Agent
+//!    │                                   │  ▲ ◀──────Action──────┘
+//!    │ blob streams                      │  │
+//!    ▼                                   │  │   Send     ─▶ the control stream
+//!  fetch::Fetcher ◀──── Prepare ─────────┤  │   Prepare  ─▶ fetcher, then executor.prepare
+//!    └─▶ workdir: blobs/, task dirs      │  │   Launch   ─▶ launch::spec ─▶ executor.launch
+//!                                        │  │   Kill     ─▶ the task's KillHandle
+//!  executor ◀──── TaskSpec ──── Launch ──┘  │
+//!    └──ExecEvent──▶ launch::event_of ──────┘   (Prepared, Running, Finished: back as Events)
 //! ```
 //!
 //! # Layout
-//! - [`core`]: the sans-IO state machine (task life cycle, reliable status updates).
-//! - [`executor`]: wasmtime engine, module cache, sandbox, limits.
-//! - [`driver`]: the QUIC connection to the master, the blob fetcher, and the glue.
+//! - [`core`]: the sans-IO state machine (task life cycle, reliable status updates, resource
+//!   accounting); its calling contract (time never goes backwards, drain the actions after
+//!   every input, delivery of status updates) is documented under [Contract](core#contract).
+//! - [`driver`]: the loop: dial and redial the master, feed the core, carry out its actions.
+//! - [`fetch`]: the blob fetcher, sole writer of `blobs/` and of task directories' files.
+//! - [`launch`]: where the protocol meets the executor (`TaskInfo` → `TaskSpec`, executor
+//!   outcomes → core outcomes and reasons).
+//! - [`executor`]: wasmtime engine, module cache, task runs, sandbox, limits, CPU pacing.
+//! - [`workdir`]: the on-disk layout (`blobs/`, `cache/`, `frameworks/<fid>/tasks/<tid>/`).
 
 #![warn(missing_docs)]
 
 pub mod core;
 pub mod driver;
 pub mod executor;
+pub mod fetch;
+pub mod launch;
+pub mod workdir;

@@ -1,30 +1,22 @@
 //! Sandbox disk use: a walk that never follows symlinks.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use walkdir::WalkDir;
 
 /// Bytes used under `root`: for every file, directory and symlink (never
 /// followed), the larger of its apparent size and its allocated blocks, so
 /// that neither sparse files nor many small files hide their footprint.
-/// Entries that vanish during the walk are skipped.
+/// Entries that vanish during the walk, or cannot be read, are skipped.
 pub(crate) fn usage(root: &Path) -> u64 {
-    let mut total = 0u64;
-    let mut stack: Vec<PathBuf> = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            // `DirEntry::metadata` does not traverse symlinks.
-            let Ok(meta) = entry.metadata() else {
-                continue;
-            };
-            total = total.saturating_add(footprint(&meta));
-            if meta.is_dir() {
-                stack.push(entry.path());
-            }
-        }
-    }
-    total
+    WalkDir::new(root)
+        .min_depth(1) // the entries under `root`, not `root` itself
+        .follow_links(false) // a guest's symlink must not count (or loop) outside its sandbox
+        .into_iter()
+        .filter_map(Result::ok)
+        // Without `follow_links`, `DirEntry::metadata` does not traverse symlinks.
+        .filter_map(|entry| entry.metadata().ok())
+        .fold(0u64, |total, meta| total.saturating_add(footprint(&meta)))
 }
 
 #[cfg(unix)]
@@ -56,5 +48,17 @@ mod tests {
         let used = usage(&root);
         assert!((100_000..1_000_000).contains(&used), "{used}");
         assert_eq!(usage(&dir.path().join("missing")), 0);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_loop_ends_the_walk() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("sandbox");
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        std::fs::write(root.join("a/f"), vec![1u8; 1000]).unwrap();
+        std::os::unix::fs::symlink(&root, root.join("a/loop")).unwrap();
+        let used = usage(&root);
+        assert!((1000..100_000).contains(&used), "{used}");
     }
 }

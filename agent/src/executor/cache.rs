@@ -1,0 +1,210 @@
+//! The module cache: wasm compiled once per digest, kept in memory as a linked
+//! [`InstancePre`], and on disk as `.cwasm` files that survive agent restarts (see
+//! [`ModuleCacheDir`] for their names).
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use wasmtime::{Engine, InstancePre, Linker, Module};
+
+use super::run::TaskState;
+use super::ExecError;
+use crate::workdir::ModuleCacheDir;
+
+/// A compiled module ready to instantiate.
+#[derive(Clone)]
+pub(super) struct Prepared {
+    /// Linked against the WASI imports, type-checked `_start`.
+    pub(super) pre: InstancePre<TaskState>,
+}
+
+/// Compiled modules by digest, in memory and (if configured) on disk, with hit/miss counters.
+pub(super) struct ModuleCache {
+    /// Compiles and deserializes modules.
+    engine: Engine,
+    /// WASI preview 1, resolved once per module into its [`InstancePre`].
+    linker: Linker<TaskState>,
+    /// Modules linked so far, by digest.
+    modules: Mutex<HashMap<String, Prepared>>,
+    /// The on-disk cache, if any (`ExecutorConfig::cache_dir`).
+    dir: Option<ModuleCacheDir>,
+    /// The engine's compatibility hash, part of every cache file name.
+    compat_hash: String,
+    /// Modules compiled from wasm (cache misses).
+    pub(super) compiles: AtomicU64,
+    /// Modules loaded from the on-disk cache.
+    pub(super) disk_cache_hits: AtomicU64,
+    /// On-disk entries found unusable and rebuilt.
+    pub(super) cache_rebuilds: AtomicU64,
+}
+
+impl ModuleCache {
+    /// An empty cache for `engine`'s modules; creates `dir` if given.
+    pub(super) fn new(
+        engine: Engine,
+        linker: Linker<TaskState>,
+        dir: Option<PathBuf>,
+    ) -> Result<Self, ExecError> {
+        let mut h = DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        let compat_hash = format!("{:016x}", h.finish());
+        if let Some(dir) = &dir {
+            std::fs::create_dir_all(dir).map_err(|source| ExecError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        Ok(ModuleCache {
+            engine,
+            linker,
+            modules: Mutex::new(HashMap::new()),
+            dir: dir.map(ModuleCacheDir::new),
+            compat_hash,
+            compiles: AtomicU64::new(0),
+            disk_cache_hits: AtomicU64::new(0),
+            cache_rebuilds: AtomicU64::new(0),
+        })
+    }
+
+    fn lock_modules(&self) -> MutexGuard<'_, HashMap<String, Prepared>> {
+        self.modules.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many modules are linked in memory.
+    pub(super) fn len(&self) -> usize {
+        self.lock_modules().len()
+    }
+
+    /// Whether `digest` is linked in memory.
+    pub(super) fn contains(&self, digest: &str) -> bool {
+        self.lock_modules().contains_key(digest)
+    }
+
+    /// The module of `digest`: from memory, else from the disk cache, else compiled from
+    /// `wasm_path` (on tokio's blocking pool).
+    pub(super) async fn prepared(
+        self: &Arc<Self>,
+        digest: &str,
+        wasm_path: &Path,
+    ) -> Result<Prepared, ExecError> {
+        if !valid_digest(digest) {
+            return Err(ExecError::InvalidDigest(digest.to_owned()));
+        }
+        if let Some(p) = self.lock_modules().get(digest) {
+            return Ok(p.clone());
+        }
+        let this = self.clone();
+        let d = digest.to_owned();
+        let path = wasm_path.to_owned();
+        let prepared = tokio::task::spawn_blocking(move || this.load_blocking(&d, &path))
+            .await
+            .map_err(|e| ExecError::Join(e.to_string()))??;
+        self.lock_modules()
+            .entry(digest.to_owned())
+            .or_insert(prepared.clone());
+        Ok(prepared)
+    }
+
+    /// Compiles (or loads from the disk cache) and links a module. Blocking.
+    fn load_blocking(&self, digest: &str, wasm_path: &Path) -> Result<Prepared, ExecError> {
+        let Some(dir) = &self.dir else {
+            let module = self.compile(digest, wasm_path)?;
+            return self.link(digest, &module);
+        };
+        let cached = dir.entry(digest, &self.compat_hash);
+        if cached.is_file() {
+            // SAFETY: the cache directory is agent-owned and trusted (see
+            // `ExecutorConfig::cache_dir`), and files in it are only ever
+            // written by `Module::serialize` of an engine with the same
+            // compatibility hash (it is part of the file name).
+            match unsafe { Module::deserialize_file(&self.engine, &cached) } {
+                Ok(module) => {
+                    self.disk_cache_hits.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(digest, "loaded compiled module from the disk cache");
+                    return self.link(digest, &module);
+                }
+                Err(e) => {
+                    self.cache_rebuilds.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        path = %cached.display(),
+                        "discarding unusable cached module: {e:#}"
+                    )
+                }
+            }
+        }
+        let module = self.compile(digest, wasm_path)?;
+        let prepared = self.link(digest, &module)?;
+        match module.serialize() {
+            Ok(bytes) => {
+                // Write a unique temporary file and rename it into place:
+                // never modify a `.cwasm` in place, other executors may have
+                // it mmapped (truncating a mapped file is a SIGBUS).
+                static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+                let unique = format!(
+                    "{}-{}",
+                    std::process::id(),
+                    TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+                );
+                let tmp = dir.temp_entry(digest, &self.compat_hash, &unique);
+                let res =
+                    std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &cached));
+                if let Err(e) = res {
+                    let _ = std::fs::remove_file(&tmp);
+                    tracing::warn!(path = %cached.display(), "cannot write module cache: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("cannot serialize module {digest}: {e:#}"),
+        }
+        Ok(prepared)
+    }
+
+    fn compile(&self, digest: &str, wasm_path: &Path) -> Result<Module, ExecError> {
+        let bytes = std::fs::read(wasm_path).map_err(|source| ExecError::Io {
+            path: wasm_path.to_owned(),
+            source,
+        })?;
+        self.compiles.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(digest, "compiling module");
+        Module::new(&self.engine, &bytes).map_err(|e| ExecError::Compile {
+            digest: digest.to_owned(),
+            message: format!("{e:#}"),
+        })
+    }
+
+    fn link(&self, digest: &str, module: &Module) -> Result<Prepared, ExecError> {
+        let not_command = |message: String| ExecError::NotACommand {
+            digest: digest.to_owned(),
+            message,
+        };
+        match module.get_export("_start") {
+            None => return Err(not_command("no exported `_start` function".into())),
+            Some(wasmtime::ExternType::Func(f)) => {
+                if f.params().len() != 0 || f.results().len() != 0 {
+                    return Err(not_command("`_start` must have type `() -> ()`".into()));
+                }
+            }
+            Some(_) => return Err(not_command("export `_start` is not a function".into())),
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(module)
+            .map_err(|e| ExecError::Link {
+                digest: digest.to_owned(),
+                message: format!("{e:#}"),
+            })?;
+        Ok(Prepared { pre })
+    }
+}
+
+fn valid_digest(digest: &str) -> bool {
+    !digest.is_empty()
+        && digest.len() <= 200
+        && !digest.starts_with('.')
+        && digest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}

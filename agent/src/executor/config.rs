@@ -1,0 +1,178 @@
+//! Executor-wide settings and the wasmtime engine they build: output caps, disk checks, the
+//! fuel rate, the pooling allocator's sizes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig, Strategy,
+};
+
+use super::ExecError;
+
+/// Executor-wide settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutorConfig {
+    /// Maximum bytes of guest output kept per stdout/stderr file (default
+    /// 1 MiB), so a chatty guest cannot fill the agent's disk. Further output
+    /// is dropped and `"\n[tessera: output truncated]\n"` is appended once.
+    pub output_cap: u64,
+    /// How many trailing bytes of stdout/stderr to report in
+    /// [`TaskOutcome`](super::TaskOutcome) (default 4096), small enough to ship in a status update.
+    pub tail_bytes: usize,
+    /// Where compiled modules are cached across agent restarts, as
+    /// `<cache_dir>/<digest>.<engine-compat-hash>.cwasm`; `None` keeps the
+    /// cache in memory only. The directory must be trusted (agent-owned):
+    /// its files are loaded (mmapped) as native code, so they must only be
+    /// replaced by rename, never modified in place.
+    pub cache_dir: Option<PathBuf>,
+    /// Fuel one core burns per second. `None` (the default) measures it when
+    /// the executor starts (about 250 ms, once per process); set it to pin
+    /// the CPU shares to a known rate.
+    pub fuel_per_core_second: Option<u64>,
+    /// Disk cap of a task whose [`TaskSpec::disk_bytes`](super::TaskSpec::disk_bytes) is 0 (default 1 GiB).
+    pub default_disk_cap: u64,
+    /// How often a running task's sandbox is measured (default 200 ms); it
+    /// is measured once more when the task ends.
+    pub disk_check_interval: Duration,
+    /// The pooling instance allocator and its sizes, or `None` for
+    /// wasmtime's on-demand allocator (one `mmap` per linear memory per
+    /// task). Default: pooling sized by [`PoolingConfig::default`]; the
+    /// agent's driver sizes it from the agent's resources
+    /// ([`PoolingConfig::for_resources`]). If the pools cannot be reserved
+    /// (address space), the executor falls back to on-demand allocation and
+    /// says so in a warning and in [`ExecStats::pool_slots`](super::ExecStats::pool_slots).
+    pub pooling: Option<PoolingConfig>,
+}
+
+/// Sizes of the pooling instance allocator ([`ExecutorConfig::pooling`]).
+///
+/// The pools are reserved when the executor starts: every task slot reserves
+/// one linear memory's address space (4 GiB plus a 32 MiB guard, never
+/// committed until used, so that bounds checks stay elided), a table of
+/// [`PoolingConfig::table_elements`] pointers, an instance record and an
+/// async stack. Slots are reused, with linear memories reset copy-on-write
+/// from the module's memory image, so a launch costs no `mmap`/`munmap` of a
+/// fresh reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolingConfig {
+    /// Most tasks alive at once. A launch beyond it fails with
+    /// [`Termination::StartFailed`](super::Termination::StartFailed) (its instantiation error names the
+    /// limit). Clamped to 1..=[`PoolingConfig::MAX_TASKS`].
+    pub max_tasks: u32,
+    /// Largest linear memory any one task may have, in bytes (clamped to
+    /// 64 KiB..=4 GiB, the per-slot reservation). Each task's own `mem` is
+    /// still enforced below this by its resource limiter; a 64-bit memory
+    /// cannot grow past this cap under pooling.
+    pub max_task_mem: u64,
+}
+
+impl PoolingConfig {
+    /// Upper bound of [`PoolingConfig::max_tasks`]: 10 000 slots reserve
+    /// about 40 TiB of the 128 TiB user address space of x86-64 Linux.
+    pub const MAX_TASKS: u32 = 10_000;
+
+    /// Sized from an agent's resources: every task asks for at least one
+    /// thousandth of a cpu (the master refuses `cpus = 0`), so the agent can
+    /// hold at most `cpus_milli` tasks at once (capped at
+    /// [`PoolingConfig::MAX_TASKS`]); a task may ask for all of the agent's
+    /// memory.
+    pub fn for_resources(cpus_milli: u64, mem: u64) -> Self {
+        PoolingConfig {
+            max_tasks: cpus_milli.clamp(1, u64::from(Self::MAX_TASKS)) as u32,
+            max_task_mem: mem,
+        }
+    }
+
+    fn tasks(&self) -> u32 {
+        self.max_tasks.clamp(1, Self::MAX_TASKS)
+    }
+
+    fn memory_bytes(&self) -> u64 {
+        self.max_task_mem.clamp(64 << 10, 4 << 30)
+    }
+
+    /// Elements of the largest table (8 bytes each): enough for the task
+    /// memory cap, between 20 000 (wasmtime's default) and 2^20 (8 MiB of
+    /// address space per slot). A table grown past it fails like one denied
+    /// by the memory limit.
+    pub fn table_elements(&self) -> usize {
+        (self.memory_bytes() / 8).clamp(20_000, 1 << 20) as usize
+    }
+
+    fn allocation_config(&self) -> PoolingAllocationConfig {
+        let n = self.tasks();
+        let mut p = PoolingAllocationConfig::new();
+        p.total_core_instances(n)
+            .total_memories(n)
+            .total_tables(n)
+            .total_stacks(n)
+            .total_gc_heaps(n)
+            .max_memory_size(self.memory_bytes() as usize)
+            .table_elements(self.table_elements())
+            // A WASI command has one memory and one table; allow a few more
+            // (each takes a slot of its pool).
+            .max_memories_per_module(4)
+            .max_tables_per_module(4);
+        p
+    }
+}
+
+impl Default for PoolingConfig {
+    /// 1000 tasks of up to 4 GiB each (about 4 TiB of address space).
+    fn default() -> Self {
+        PoolingConfig {
+            max_tasks: 1000,
+            max_task_mem: 4 << 30,
+        }
+    }
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            output_cap: 1 << 20,
+            tail_bytes: 4096,
+            cache_dir: None,
+            fuel_per_core_second: None,
+            default_disk_cap: 1 << 30,
+            disk_check_interval: Duration::from_millis(200),
+            pooling: Some(PoolingConfig::default()),
+        }
+    }
+}
+
+/// The executor's engine configuration: Cranelift, fuel metering, no epoch
+/// interruption (fuel yields do its job, see `pacing.rs`), copy-on-write
+/// memory images; instances allocated on demand (the executor adds the
+/// pooling allocator, see [`ExecutorConfig::pooling`]).
+pub fn engine_config() -> Config {
+    let mut config = Config::new();
+    config
+        .strategy(Strategy::Cranelift)
+        .cranelift_opt_level(OptLevel::Speed)
+        .consume_fuel(true)
+        .memory_init_cow(true);
+    config
+}
+
+/// The executor's engine: [`engine_config`] plus, if asked for, the pooling
+/// allocator; falls back to on-demand allocation (with a warning) if the
+/// pools cannot be reserved. Returns the engine and its pool's task slots.
+pub(super) fn new_engine(pooling: Option<&PoolingConfig>) -> Result<(Engine, u32), ExecError> {
+    let mut config = engine_config();
+    if let Some(p) = pooling {
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(p.allocation_config()));
+        match Engine::new(&config) {
+            Ok(engine) => return Ok((engine, p.tasks())),
+            Err(e) => tracing::warn!(
+                max_tasks = p.tasks(),
+                "cannot reserve the pooling allocator's pools, allocating instances on \
+                 demand instead: {e:#}"
+            ),
+        }
+        config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+    }
+    let engine = Engine::new(&config).map_err(|e| ExecError::Engine(format!("{e:#}")))?;
+    Ok((engine, 0))
+}

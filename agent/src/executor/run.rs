@@ -1,0 +1,314 @@
+//! One task's run: store setup (WASI context, output files, memory limiter, fuel), `_start`
+//! under pacing, raced against kill, timeout and the disk cap, and its classification into a
+//! [`Termination`] with the output tails.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use wasmtime::{Store, Trap};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+use super::limiter::MemLimiter;
+use super::output::{read_tail, CappedOutput};
+use super::pacing::Pacer;
+use super::{disk, ExecEvent, Inner, TaskOutcome, TaskSpec, Termination};
+use crate::workdir::TaskDir;
+
+/// Fuel given to a store without a CPU-time budget: effectively unlimited;
+/// such a task's fuel is used for pacing and accounting only.
+const UNLIMITED_FUEL: u64 = u64::MAX / 2;
+
+/// Per-store data.
+pub(super) struct TaskState {
+    /// The guest's WASI preview-1 context: args, env, sandbox preopen, output files.
+    pub(super) wasi: WasiP1Ctx,
+    /// Caps linear memories and tables at the task's `mem`.
+    pub(super) limiter: MemLimiter,
+}
+
+/// Guarantees `Finished` is sent exactly once, even if the task future is
+/// dropped (runtime shutdown) or panics.
+pub(super) struct FinishGuard {
+    /// Taken when `Finished` is sent, so it is sent once.
+    notify: Option<Box<dyn Fn(ExecEvent) + Send + Sync>>,
+    /// `Running` was sent: a dropped task was killed rather than never started.
+    running: bool,
+}
+
+impl FinishGuard {
+    /// Guards the notifications of one launch.
+    pub(super) fn new(notify: Box<dyn Fn(ExecEvent) + Send + Sync>) -> Self {
+        FinishGuard {
+            notify: Some(notify),
+            running: false,
+        }
+    }
+
+    fn running(&mut self) {
+        if let Some(n) = &self.notify {
+            self.running = true;
+            n(ExecEvent::Running);
+        }
+    }
+
+    pub(super) fn finish(&mut self, outcome: TaskOutcome) {
+        if let Some(n) = self.notify.take() {
+            n(ExecEvent::Finished(outcome));
+        }
+    }
+}
+
+impl Drop for FinishGuard {
+    fn drop(&mut self) {
+        let termination = if self.running {
+            Termination::Killed
+        } else {
+            Termination::StartFailed("executor task was dropped before the task started".into())
+        };
+        self.finish(TaskOutcome {
+            termination,
+            stdout_tail: String::new(),
+            stderr_tail: String::new(),
+            fuel_consumed: 0,
+            wall: Duration::ZERO,
+            cpu_paused: Duration::ZERO,
+            cpu_time: Duration::ZERO,
+        });
+    }
+}
+
+/// How `_start` ended, before classification.
+enum Ended {
+    Returned(wasmtime::Result<()>),
+    Killed,
+    Timeout,
+    Disk(u64),
+}
+
+/// Resolves when the sandbox at `sandbox` holds more than `cap` bytes,
+/// with the bytes used; checks every `every`.
+async fn disk_over(sandbox: PathBuf, cap: u64, every: Duration) -> u64 {
+    loop {
+        tokio::time::sleep(every).await;
+        let s = sandbox.clone();
+        if let Ok(used) = tokio::task::spawn_blocking(move || disk::usage(&s)).await {
+            if used > cap {
+                return used;
+            }
+        }
+    }
+}
+
+/// Resolves once `kill` is set (never if the sender is gone, which cannot
+/// happen while the task keeps its own handle).
+async fn killed(kill: &mut watch::Receiver<bool>) {
+    if kill.wait_for(|k| *k).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// A trap's message: the trap code if there is one, else the error chain.
+fn error_message(e: &wasmtime::Error) -> String {
+    if let Some(trap) = e.downcast_ref::<Trap>() {
+        return trap.to_string();
+    }
+    format!("{e:#}")
+}
+
+impl Inner {
+    /// Runs one task to its end: `Running` goes out through `guard` once `_start` is about to
+    /// run; the outcome is returned for the caller to send as `Finished`.
+    pub(super) async fn run(
+        &self,
+        spec: TaskSpec,
+        mut kill: watch::Receiver<bool>,
+        guard: &mut FinishGuard,
+    ) -> TaskOutcome {
+        let dir = TaskDir::new(&spec.task_dir);
+        let stdout_path = dir.stdout();
+        let stderr_path = dir.stderr();
+        let tail_bytes = self.cfg.tail_bytes;
+        let finish = |termination: Termination,
+                      fuel_consumed: u64,
+                      wall: Duration,
+                      cpu_paused: Duration,
+                      cpu_time: Duration| TaskOutcome {
+            termination,
+            stdout_tail: read_tail(&stdout_path, tail_bytes),
+            stderr_tail: read_tail(&stderr_path, tail_bytes),
+            fuel_consumed,
+            wall,
+            cpu_paused,
+            cpu_time,
+        };
+        let mut pacer = Pacer::new(spec.cpus_milli, self.fuel_rate);
+        let initial_fuel = match spec.max_cpu {
+            Some(d) => {
+                let fuel = (d.as_secs_f64() * self.fuel_rate as f64).min(UNLIMITED_FUEL as f64);
+                (fuel as u64).max(1)
+            }
+            None => UNLIMITED_FUEL,
+        };
+
+        let setup = tokio::select! {
+            biased;
+            () = killed(&mut kill) => Err(Termination::Killed),
+            r = self.setup(&spec, initial_fuel, pacer.interval()) => r,
+        };
+        let (mut store, start) = match setup {
+            Ok(s) => s,
+            Err(t) => return finish(t, 0, Duration::ZERO, Duration::ZERO, Duration::ZERO),
+        };
+
+        let sandbox = dir.sandbox();
+        let disk_cap = match spec.disk_bytes {
+            0 => self.cfg.default_disk_cap,
+            n => n,
+        };
+        guard.running();
+        let started = Instant::now();
+        pacer.start();
+        let timeout = async {
+            match spec.timeout {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let ended = tokio::select! {
+            biased;
+            () = killed(&mut kill) => Ended::Killed,
+            () = timeout => Ended::Timeout,
+            used = disk_over(sandbox.clone(), disk_cap, self.cfg.disk_check_interval) => {
+                Ended::Disk(used)
+            }
+            r = pacer.run(start.call_async(&mut store, ())) => Ended::Returned(r),
+        };
+        let wall = started.elapsed();
+        let fuel_consumed = store
+            .get_fuel()
+            .map(|left| initial_fuel.saturating_sub(left))
+            .unwrap_or(0);
+        // A last look at the sandbox, unless the task was stopped from outside.
+        let ended = match ended {
+            Ended::Returned(r) => {
+                let s = sandbox.clone();
+                match tokio::task::spawn_blocking(move || disk::usage(&s)).await {
+                    Ok(used) if used > disk_cap => Ended::Disk(used),
+                    _ => Ended::Returned(r),
+                }
+            }
+            other => other,
+        };
+        let termination = match ended {
+            Ended::Killed => Termination::Killed,
+            Ended::Timeout => Termination::Timeout,
+            Ended::Disk(used) => Termination::DiskLimit(format!(
+                "sandbox uses {used} bytes, over its disk cap of {disk_cap} bytes"
+            )),
+            Ended::Returned(Ok(())) => Termination::Exited(0),
+            Ended::Returned(Err(e)) => {
+                if let Some(exit) = e.downcast_ref::<I32Exit>() {
+                    Termination::Exited(exit.0)
+                } else if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel)
+                    && spec.max_cpu.is_some()
+                {
+                    let budget = spec.max_cpu.unwrap_or_default();
+                    Termination::CpuLimit(format!(
+                        "CPU-time budget of {} ms used up ({initial_fuel} fuel at {} fuel per \
+                         core-second)",
+                        budget.as_millis(),
+                        self.fuel_rate
+                    ))
+                } else if let Some(denied) = store.data().limiter.denied() {
+                    Termination::MemoryLimit(format!("{denied} ({})", error_message(&e)))
+                } else {
+                    Termination::Trapped(error_message(&e))
+                }
+            }
+        };
+        // Close the output files before reading the tails.
+        drop(store);
+        finish(
+            termination,
+            fuel_consumed,
+            wall,
+            pacer.paused(),
+            pacer.cpu_time(),
+        )
+    }
+
+    /// Builds the store and instance; errors are the task's termination.
+    async fn setup(
+        &self,
+        spec: &TaskSpec,
+        initial_fuel: u64,
+        yield_interval: u64,
+    ) -> Result<(Store<TaskState>, wasmtime::TypedFunc<(), ()>), Termination> {
+        let prepared = self
+            .modules
+            .prepared(&spec.digest, &spec.wasm_path)
+            .await
+            .map_err(|e| Termination::StartFailed(e.to_string()))?;
+        let io_err = |what: &Path, e: std::io::Error| {
+            Termination::StartFailed(format!("cannot set up {}: {e}", what.display()))
+        };
+        let dir = TaskDir::new(&spec.task_dir);
+        let sandbox = dir.sandbox();
+        tokio::fs::create_dir_all(&sandbox)
+            .await
+            .map_err(|e| io_err(&sandbox, e))?;
+        let cap = self.cfg.output_cap;
+        let stdout_path = dir.stdout();
+        let stderr_path = dir.stderr();
+        let stdout =
+            CappedOutput::create(&stdout_path, cap).map_err(|e| io_err(&stdout_path, e))?;
+        let stderr =
+            CappedOutput::create(&stderr_path, cap).map_err(|e| io_err(&stderr_path, e))?;
+
+        let mut builder = WasiCtxBuilder::new();
+        builder
+            .args(&spec.args)
+            .envs(&spec.env)
+            .stdout(stdout)
+            .stderr(stderr);
+        builder
+            .preopened_dir(&sandbox, "/", FsPerms::ReadWrite)
+            .map_err(|e| {
+                Termination::StartFailed(format!("cannot preopen {}: {e:#}", sandbox.display()))
+            })?;
+        let wasi = builder.build_p1();
+
+        let mut store = Store::new(
+            &self.engine,
+            TaskState {
+                wasi,
+                limiter: MemLimiter::new(spec.mem_bytes),
+            },
+        );
+        store.limiter(|s| &mut s.limiter);
+        let store_err =
+            |e: wasmtime::Error| Termination::StartFailed(format!("store setup: {e:#}"));
+        store.set_fuel(initial_fuel).map_err(store_err)?;
+        store
+            .fuel_async_yield_interval(Some(yield_interval))
+            .map_err(store_err)?;
+
+        let instance = match prepared.pre.instantiate_async(&mut store).await {
+            Ok(i) => i,
+            Err(e) => {
+                return Err(match store.data().limiter.denied() {
+                    Some(denied) => {
+                        Termination::MemoryLimit(format!("{denied} (instantiation failed: {e:#})"))
+                    }
+                    None => Termination::StartFailed(format!("instantiation failed: {e:#}")),
+                })
+            }
+        };
+        let start = instance
+            .get_typed_func::<(), ()>(&mut store, "_start")
+            .map_err(|e| Termination::StartFailed(format!("cannot get `_start`: {e:#}")))?;
+        Ok((store, start))
+    }
+}

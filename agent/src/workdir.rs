@@ -1,0 +1,171 @@
+//! The agent's on-disk layout, named in one place.
+//!
+//! ```text
+//! <work_dir>/
+//!   blobs/<sha256>                        modules and files fetched from the master
+//!   cache/<sha256>.<engine-hash>.cwasm    compiled modules
+//!   frameworks/<fid>/tasks/<tid>/
+//!     sandbox/                            the guest's only preopened directory, seen as /
+//!     stdout, stderr                      capped, outside the guest's reach
+//! ```
+//!
+//! Every path the agent reads or writes is built by a method here, so the layout above is the
+//! whole truth. Names are plain strings (hex digests, id strings), not protocol types, so that
+//! the executor, which never sees the protocol, shares [`TaskDir`] and [`ModuleCacheDir`] with
+//! the rest of the agent. Ids are trusted to be safe path components: the core refuses tasks
+//! whose framework or task id is not (`proto::ids::is_safe_id`).
+
+use std::path::{Path, PathBuf};
+
+/// The root of one agent's files: fetched blobs, the compiled-module cache and task directories.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkDir {
+    /// `<work_dir>`, as configured.
+    root: PathBuf,
+}
+
+impl WorkDir {
+    /// The layout under `root` (nothing is created until [`WorkDir::create`]).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        WorkDir { root: root.into() }
+    }
+
+    /// Creates the root, `blobs/` and `frameworks/` (the executor creates `cache/` itself).
+    /// On error, says which directory could not be made.
+    pub fn create(&self) -> Result<(), (PathBuf, std::io::Error)> {
+        for dir in [self.root.clone(), self.blobs(), self.frameworks()] {
+            std::fs::create_dir_all(&dir).map_err(|e| (dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// `<work_dir>` itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `blobs/`: content-addressed modules and files, as fetched from the master.
+    pub fn blobs(&self) -> PathBuf {
+        self.root.join("blobs")
+    }
+
+    /// `blobs/<sha256>`: one fetched blob, named by its hex digest.
+    pub fn blob(&self, sha256_hex: &str) -> PathBuf {
+        self.blobs().join(sha256_hex)
+    }
+
+    /// `cache/`: compiled modules, kept across agent restarts (the executor's
+    /// `ExecutorConfig::cache_dir`).
+    pub fn cache(&self) -> ModuleCacheDir {
+        ModuleCacheDir::new(self.root.join("cache"))
+    }
+
+    /// `frameworks/`: the task directories, by framework.
+    pub fn frameworks(&self) -> PathBuf {
+        self.root.join("frameworks")
+    }
+
+    /// `frameworks/<fid>/tasks/<tid>/`: one task's directory.
+    pub fn task(&self, framework_id: &str, task_id: &str) -> TaskDir {
+        TaskDir::new(
+            self.frameworks()
+                .join(framework_id)
+                .join("tasks")
+                .join(task_id),
+        )
+    }
+}
+
+/// One task's directory: the sandbox the guest sees as `/`, and its output files beside it, out
+/// of the guest's reach.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskDir {
+    /// `frameworks/<fid>/tasks/<tid>/` (or any directory an executor user picks).
+    path: PathBuf,
+}
+
+impl TaskDir {
+    /// The layout under `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        TaskDir { path: path.into() }
+    }
+
+    /// The directory itself.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `sandbox/`: the guest's only preopened directory, mounted at `/`; task files go here.
+    pub fn sandbox(&self) -> PathBuf {
+        self.path.join("sandbox")
+    }
+
+    /// `stdout`: the guest's capped standard output.
+    pub fn stdout(&self) -> PathBuf {
+        self.path.join("stdout")
+    }
+
+    /// `stderr`: the guest's capped standard error.
+    pub fn stderr(&self) -> PathBuf {
+        self.path.join("stderr")
+    }
+}
+
+/// The compiled-module cache: `<digest>.<engine-hash>.cwasm` files, loaded (mmapped) as native
+/// code, so only ever replaced by rename from a temporary sibling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModuleCacheDir {
+    /// `cache/` (or any trusted directory an executor user picks).
+    path: PathBuf,
+}
+
+impl ModuleCacheDir {
+    /// The cache in `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        ModuleCacheDir { path: path.into() }
+    }
+
+    /// The directory itself.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `<digest>.<engine-hash>.cwasm`: a module compiled by an engine whose compatibility hash
+    /// is `engine_hash`, so that another wasmtime build or configuration never loads it.
+    pub fn entry(&self, digest: &str, engine_hash: &str) -> PathBuf {
+        self.path.join(format!("{digest}.{engine_hash}.cwasm"))
+    }
+
+    /// `<digest>.<engine-hash>.cwasm.tmp<unique>`: where an entry is written before it is
+    /// renamed into place; `unique` keeps concurrent writers apart.
+    pub fn temp_entry(&self, digest: &str, engine_hash: &str, unique: &str) -> PathBuf {
+        self.path
+            .join(format!("{digest}.{engine_hash}.cwasm.tmp{unique}"))
+    }
+}
+
+impl From<ModuleCacheDir> for PathBuf {
+    fn from(dir: ModuleCacheDir) -> Self {
+        dir.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_the_design() {
+        let w = WorkDir::new("/w");
+        assert_eq!(w.blob("ab12"), Path::new("/w/blobs/ab12"));
+        assert_eq!(
+            w.cache().entry("ab12", "e0"),
+            Path::new("/w/cache/ab12.e0.cwasm")
+        );
+        let t = w.task("f1", "t1");
+        assert_eq!(t.path(), Path::new("/w/frameworks/f1/tasks/t1"));
+        assert_eq!(t.sandbox(), Path::new("/w/frameworks/f1/tasks/t1/sandbox"));
+        assert_eq!(t.stdout(), Path::new("/w/frameworks/f1/tasks/t1/stdout"));
+        assert_eq!(t.stderr(), Path::new("/w/frameworks/f1/tasks/t1/stderr"));
+    }
+}
