@@ -841,3 +841,95 @@ async fn on_demand_allocation_still_works() {
         Termination::MemoryLimit(_)
     ));
 }
+
+#[tokio::test]
+async fn sha256_guest_matches_a_native_sha256() {
+    use sha2::Digest as _;
+    let exec = executor();
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        &exec,
+        spec(
+            dir.path(),
+            "sha256",
+            wasm_examples::SHA256_PATH,
+            &["4", "2"],
+        ),
+    )
+    .await;
+    assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+    // The guest's buffer: a linear congruential generator's high bytes.
+    let mut buf = vec![0u8; 4 * 1024];
+    let mut x: u32 = 1;
+    for b in buf.iter_mut() {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        *b = (x >> 16) as u8;
+    }
+    let mut digest = [0u8; 32];
+    for _ in 0..2 {
+        let mut h = sha2::Sha256::new();
+        h.update(digest);
+        h.update(&buf);
+        digest = h.finalize().into();
+    }
+    assert_eq!(
+        out.stdout_tail.trim(),
+        format!("sha256: kib=4 rounds=2 digest={}", hex::encode(digest))
+    );
+}
+
+#[tokio::test]
+async fn json_guest_parses_what_it_generates() {
+    let exec = executor();
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        &exec,
+        spec(dir.path(), "json", wasm_examples::JSON_PATH, &["10", "3"]),
+    )
+    .await;
+    assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+    let line = out.stdout_tail.trim();
+    // Each of the three passes reads the same ten records, five of them with "ok": true.
+    assert!(
+        line.starts_with("json: records=10 rounds=3 ") && line.ends_with(" ok=15"),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn burn_runs_its_rounds_and_prints_a_checksum() {
+    let exec = executor();
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        &exec,
+        spec(dir.path(), "burn", wasm_examples::BURN_PATH, &["3"]),
+    )
+    .await;
+    assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+    let line = out.stdout_tail.trim();
+    assert!(line.starts_with("burn: rounds=3 checksum="), "{line}");
+    assert_eq!(line.len(), "burn: rounds=3 checksum=".len() + 16, "{line}");
+}
+
+/// Every guest `wasm-examples` builds names the test here that runs it, so a new guest without
+/// a test fails the build (wasmtime's test-programs trick, through `foreach_guest!`).
+mod guest_tests {
+    pub(super) use super::{
+        burn_runs_its_rounds_and_prints_a_checksum as burn,
+        disk_filler_hits_the_disk_limit as diskfill, escape_attempts_all_fail as escape,
+        files_guest_is_sandboxed as files, hello_exits_zero_with_output as hello,
+        hogs_fail_with_the_right_reason_and_others_are_unaffected as stackoverflow,
+        json_guest_parses_what_it_generates as json, memhog_hits_memory_limit as memhog,
+        output_is_capped as flood, pi_prints_its_line as pi,
+        sha256_guest_matches_a_native_sha256 as sha256, spinner_times_out as spinner,
+        trap_is_reported as trap,
+    };
+}
+
+macro_rules! assert_guest_tested {
+    ($name:ident) => {
+        #[allow(unused_imports)]
+        use guest_tests::$name as _;
+    };
+}
+wasm_examples::foreach_guest!(assert_guest_tested);
