@@ -99,82 +99,13 @@ const MEAN_DURATION: f64 = 30.0;
 
 /// Runs the workload once under `sharing`, with `allocator` in the master.
 pub fn run(cfg: &SimConfig, sharing: Sharing, allocator: Box<dyn Allocator>) -> SimReport {
-    let mut master = MasterConfig {
-        run_id: "sim".into(),
-        ..MasterConfig::default()
-    };
-    for (i, w) in cfg.role_weights.iter().enumerate() {
-        master.roles.insert(
-            format!("r{i}"),
-            master::allocator::RoleSpec {
-                weight: *w,
-                ..Default::default()
-            },
-        );
-    }
-    // Messages arrive at once and tasks start at once: the report is about allocation.
-    let opts = SimOptions {
-        seed: cfg.seed,
-        master,
-        latency_ms: (0, 0),
-        prepare: Duration::ZERO,
-        trace: false,
-        check_invariants: false,
-        ..SimOptions::default()
-    };
-    let mut sim = Sim::with_options(opts, allocator);
-    for i in 0..cfg.agents {
-        sim.add_agent(AgentInfo {
-            hostname: format!("agent{i}"),
-            resources: cfg.agent_resources,
-            reservations: vec![],
-            attributes: vec![],
-        });
-    }
+    let mut sim = cluster(cfg, allocator);
     let total = Resources::new(
         cfg.agent_resources.cpus_milli * cfg.agents as u64,
         cfg.agent_resources.mem * cfg.agents as u64,
         0,
     );
-    // Frameworks: alternating shapes (cpu-heavy, memory-heavy, balanced), demand scaled to load.
-    let shapes = [
-        Resources::new(1000, GIB, 0),
-        Resources::new(250, 4 * GIB, 0),
-        Resources::new(500, 2 * GIB, 0),
-    ];
-    let mut tenants: Vec<Tenant> = (0..cfg.frameworks)
-        .map(|f| {
-            let shape = shapes[f % shapes.len()];
-            let role_idx = f % cfg.role_weights.len().max(1);
-            // Each framework alone would offer load/frameworks of the cluster's dominant resource.
-            let per_task_share = shape.dominant_share(&total);
-            let target = cfg.load / cfg.frameworks as f64;
-            Tenant {
-                role: format!("r{role_idx}"),
-                weight: cfg.role_weights.get(role_idx).copied().unwrap_or(1.0),
-                shape,
-                job_rate: target / (per_task_share * MEAN_TASKS_PER_JOB * MEAN_DURATION),
-                sim: None,
-                partition: BTreeSet::new(),
-            }
-        })
-        .collect();
-    // Static partitioning: agents dealt to frameworks in proportion to their weights.
-    let total_weight: f64 = tenants.iter().map(|t| t.weight).sum();
-    let mut dealt = 0usize;
-    let count = tenants.len();
-    for (f, t) in tenants.iter_mut().enumerate() {
-        let n = if f + 1 == count {
-            cfg.agents - dealt
-        } else {
-            ((t.weight / total_weight) * cfg.agents as f64).round() as usize
-        };
-        t.partition = (dealt..(dealt + n).min(cfg.agents))
-            .map(|i| sim.agent_hostname(i).to_owned())
-            .collect();
-        dealt = (dealt + n).min(cfg.agents);
-    }
-
+    let mut tenants = tenants(cfg, total, &sim);
     let mut events: BinaryHeap<Reverse<(Duration, u64, Kind)>> = BinaryHeap::new();
     let mut seq = 0u64;
     let mut push =
@@ -229,46 +160,150 @@ pub fn run(cfg: &SimConfig, sharing: Sharing, allocator: Box<dyn Allocator>) -> 
                 push(&mut events, now + gap, Kind::Job(f));
             }
             Kind::Sample => {
-                let running: Vec<Resources> = tenants
-                    .iter()
-                    .map(|t| {
-                        t.sim
-                            .map_or(Resources::ZERO, |i| sim.frameworks[i].running())
-                    })
-                    .collect();
-                let used = running.iter().fold(Resources::ZERO, |acc, r| acc + *r);
-                let shares: Vec<f64> = running.iter().map(|r| r.dominant_share(&total)).collect();
-                let active_weight: f64 = tenants
-                    .iter()
-                    .filter(|t| t.sim.is_some())
-                    .map(|t| t.weight)
-                    .sum();
-                let wanting: Vec<f64> = tenants
-                    .iter()
-                    .zip(&shares)
-                    .filter(|(t, _)| t.sim.is_some_and(|i| !sim.frameworks[i].pending.is_empty()))
-                    .map(|(t, s)| s / (t.weight / active_weight))
-                    .collect();
+                let s = sample(&sim, &tenants, total, now);
                 if cfg.frameworks > 1 && late_fair.is_none() && tenants[late].sim.is_some() {
+                    let active_weight = active_weight(&tenants);
                     let fair = tenants[late].weight / active_weight;
-                    if shares[late] >= 0.9 * fair {
+                    if s.shares[late] >= 0.9 * fair {
                         late_fair = Some((now - cfg.late_join).as_secs_f64());
                     }
                 }
-                samples.push(Sample {
-                    t: now.as_secs_f64(),
-                    cpu_util: used.cpus_milli as f64 / total.cpus_milli as f64,
-                    mem_util: used.mem as f64 / total.mem as f64,
-                    shares,
-                    jain: jain(&wanting),
-                });
+                samples.push(s);
                 push(&mut events, now + cfg.sample_every, Kind::Sample);
             }
         }
     }
-    let joined = || tenants.iter().filter_map(|t| t.sim);
-    let waits: Vec<Duration> = joined()
-        .flat_map(|i| sim.frameworks[i].waits().collect::<Vec<_>>())
+    summarize(&sim, &tenants, sharing, samples, late_fair)
+}
+
+/// The simulated cluster: the master with the roles' weights and `allocator`, and the agents.
+fn cluster(cfg: &SimConfig, allocator: Box<dyn Allocator>) -> Sim {
+    let mut master = MasterConfig {
+        run_id: "sim".into(),
+        ..MasterConfig::default()
+    };
+    for (i, w) in cfg.role_weights.iter().enumerate() {
+        master.roles.insert(
+            format!("r{i}"),
+            master::allocator::RoleSpec {
+                weight: *w,
+                ..Default::default()
+            },
+        );
+    }
+    // Messages arrive at once and tasks start at once: the report is about allocation.
+    let opts = SimOptions {
+        seed: cfg.seed,
+        master,
+        latency_ms: (0, 0),
+        prepare: Duration::ZERO,
+        trace: false,
+        check_invariants: false,
+        ..SimOptions::default()
+    };
+    let mut sim = Sim::with_options(opts, allocator);
+    for i in 0..cfg.agents {
+        sim.add_agent(AgentInfo {
+            hostname: format!("agent{i}"),
+            resources: cfg.agent_resources,
+            reservations: vec![],
+            attributes: vec![],
+        });
+    }
+    sim
+}
+
+/// The workload's frameworks: alternating shapes (cpu-heavy, memory-heavy, balanced), demand
+/// scaled to the load, and each one's slice of the agents for static partitioning.
+fn tenants(cfg: &SimConfig, total: Resources, sim: &Sim) -> Vec<Tenant> {
+    let shapes = [
+        Resources::new(1000, GIB, 0),
+        Resources::new(250, 4 * GIB, 0),
+        Resources::new(500, 2 * GIB, 0),
+    ];
+    let mut tenants: Vec<Tenant> = (0..cfg.frameworks)
+        .map(|f| {
+            let shape = shapes[f % shapes.len()];
+            let role_idx = f % cfg.role_weights.len().max(1);
+            // Each framework alone would offer load/frameworks of the cluster's dominant resource.
+            let per_task_share = shape.dominant_share(&total);
+            let target = cfg.load / cfg.frameworks as f64;
+            Tenant {
+                role: format!("r{role_idx}"),
+                weight: cfg.role_weights.get(role_idx).copied().unwrap_or(1.0),
+                shape,
+                job_rate: target / (per_task_share * MEAN_TASKS_PER_JOB * MEAN_DURATION),
+                sim: None,
+                partition: BTreeSet::new(),
+            }
+        })
+        .collect();
+    // Static partitioning: agents dealt to frameworks in proportion to their weights.
+    let total_weight: f64 = tenants.iter().map(|t| t.weight).sum();
+    let mut dealt = 0usize;
+    let count = tenants.len();
+    for (f, t) in tenants.iter_mut().enumerate() {
+        let n = if f + 1 == count {
+            cfg.agents - dealt
+        } else {
+            ((t.weight / total_weight) * cfg.agents as f64).round() as usize
+        };
+        t.partition = (dealt..(dealt + n).min(cfg.agents))
+            .map(|i| sim.agent_hostname(i).to_owned())
+            .collect();
+        dealt = (dealt + n).min(cfg.agents);
+    }
+    tenants
+}
+
+/// The weight of the frameworks that have joined.
+fn active_weight(tenants: &[Tenant]) -> f64 {
+    tenants
+        .iter()
+        .filter(|t| t.sim.is_some())
+        .map(|t| t.weight)
+        .sum()
+}
+
+/// Utilization and shares at `now`, as the frameworks know their running tasks.
+fn sample(sim: &Sim, tenants: &[Tenant], total: Resources, now: Duration) -> Sample {
+    let running: Vec<Resources> = tenants
+        .iter()
+        .map(|t| {
+            t.sim
+                .map_or(Resources::ZERO, |i| sim.frameworks[i].running())
+        })
+        .collect();
+    let used = running.iter().fold(Resources::ZERO, |acc, r| acc + *r);
+    let shares: Vec<f64> = running.iter().map(|r| r.dominant_share(&total)).collect();
+    let active_weight = active_weight(tenants);
+    let wanting: Vec<f64> = tenants
+        .iter()
+        .zip(&shares)
+        .filter(|(t, _)| t.sim.is_some_and(|i| !sim.frameworks[i].pending.is_empty()))
+        .map(|(t, s)| s / (t.weight / active_weight))
+        .collect();
+    Sample {
+        t: now.as_secs_f64(),
+        cpu_util: used.cpus_milli as f64 / total.cpus_milli as f64,
+        mem_util: used.mem as f64 / total.mem as f64,
+        shares,
+        jain: jain(&wanting),
+    }
+}
+
+/// The report of a finished run.
+fn summarize(
+    sim: &Sim,
+    tenants: &[Tenant],
+    sharing: Sharing,
+    samples: Vec<Sample>,
+    late_fair: Option<f64>,
+) -> SimReport {
+    let waits: Vec<Duration> = tenants
+        .iter()
+        .filter_map(|t| t.sim)
+        .flat_map(|i| sim.frameworks[i].waits())
         .collect();
     let n = samples.len().max(1) as f64;
     let contested: Vec<&Sample> = samples
