@@ -80,3 +80,24 @@ fn a_long_isolation_drops_the_connection_and_redials_fail_until_recovery() {
         all_finished(&sim, 20);
     }
 }
+
+#[test]
+fn runs_with_every_link_fault_replay_from_the_seed() {
+    let run = |seed| {
+        let mut sim = Sim::new(seed, 3, res(4, 4), 2);
+        sim.submit(0, 15, (50, 500), res(1, 1));
+        sim.submit(1, 15, (50, 500), res(1, 1));
+        sim.drop(0, 0.2);
+        sim.delay(1, Duration::from_millis(40));
+        let start = sim.now;
+        sim.run_until(start + Duration::from_millis(400));
+        sim.isolate(2);
+        sim.run_until(start + Duration::from_secs(4));
+        sim.recover(2);
+        sim.drive_until_done(200_000);
+        assert_exactly_once(&sim);
+        sim.trace.clone()
+    };
+    assert_eq!(run(11), run(11));
+    assert_ne!(run(11), run(12));
+}

@@ -3,6 +3,12 @@
 //! in-process [`LocalCluster`] (master and agents on loopback QUIC with mutual TLS, wasmtime
 //! running the example guests, task files in temporary directories), the lossy-link [`proxy`],
 //! and the virtual-time [`sim`].
+//!
+//! # Layout
+//! - this file: tracing for tests, resource shorthands, a fast-timeout cluster config, and
+//!   waits on scheduler events (`wait_for`, `wait_state`, `wait_all`, ...).
+//! - `tests/*.rs`: the scenarios (real clusters; `simulated_faults.rs` on the virtual-time one).
+//! - `benches/launch.rs`: the launch benchmark.
 
 use proto::resources::{GIB, MIB};
 use proto::{Offer, Resources, TaskState, TaskStatus};

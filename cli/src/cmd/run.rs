@@ -48,9 +48,9 @@ pub struct RunArgs {
 pub struct RunSpec {
     /// The module's bytes.
     pub wasm: Vec<u8>,
-    /// Task name (argv[0]).
+    /// Task name (`argv[0]`).
     pub name: String,
-    /// Arguments after argv[0].
+    /// Arguments after `argv[0]`.
     pub args: Vec<String>,
     /// Environment.
     pub env: Vec<(String, String)>,
