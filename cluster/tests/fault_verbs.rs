@@ -5,6 +5,7 @@
 use proto::resources::GIB;
 use proto::{Resources, TaskState};
 use std::time::Duration;
+use tessera_cluster::sim::LinkFaults;
 use tessera_cluster::Sim;
 
 fn res(cpus: u64, gib: u64) -> Resources {
@@ -54,6 +55,7 @@ fn a_short_isolation_is_ridden_out_by_the_connection() {
         // Shorter than the idle timeout: both ends keep the connection, what it held arrives.
         sim.run_until(sim.now + sim.idle_timeout / 2);
         sim.recover(0);
+        assert_eq!(sim.link_faults(0), LinkFaults::default());
         sim.drive_until_done(200_000);
         assert_exactly_once(&sim);
         all_finished(&sim, 20);

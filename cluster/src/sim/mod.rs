@@ -19,8 +19,8 @@
 //! - [`Sim::jump`]: the clock moves forward at once.
 //!
 //! Drive it with [`Sim::step`] (everything due at the next moment anything happens),
-//! [`Sim::run_until`], and the bounded [`Sim::drive_until`] / [`Sim::drive_until_done`], which
-//! fail loudly on a livelock. After every step the master's invariants are checked (unless
+//! [`Sim::run_until`], and the bounded [`Sim::drive_until`] (false on a livelock) and
+//! [`Sim::drive_until_done`] (panics on one). After every step the master's invariants are checked (unless
 //! [`SimOptions::check_invariants`] is off).
 //!
 //! # Layout
@@ -35,6 +35,7 @@ pub mod framework;
 mod wire;
 
 use self::agent::SimAgent;
+use crate::Rng;
 use ::agent::core::Event as AEvent;
 pub use framework::{Launched, QueuedTask, SimFramework};
 use master::allocator::drf::Drf;
@@ -45,8 +46,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 pub use wire::LinkFaults;
 use wire::Wire;
-
-use crate::Rng;
 
 /// Who is at one end of a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -275,6 +274,11 @@ impl Sim {
     /// How many connections agent `i` has opened to the master (1 while its first one lives).
     pub fn agent_connects(&self, i: usize) -> u64 {
         self.agents[i].connects
+    }
+
+    /// The faults set on agent `i`'s link.
+    pub fn link_faults(&self, i: usize) -> LinkFaults {
+        self.faults[i]
     }
 
     /// Hostname of agent `i`.
