@@ -1,18 +1,20 @@
-//! The library behind the `tessera` command: the in-process [`local::LocalCluster`] used by
-//! `tessera dev`, `tessera run`, the end-to-end tests and the benchmarks, and the logic of the
-//! `dev` and `run` subcommands.
+//! The library behind the `tessera` command: one module per subcommand, each holding its clap
+//! arguments beside the logic that uses them. The clusters it starts or simulates (`tessera
+//! dev`, `tessera run` without `--master`, `tessera sim`) come from `tessera-cluster`; nothing
+//! depends on this crate.
 //!
 //! # Layout
-//! - [`local`]: a master and agents on loopback QUIC in one process.
-//! - [`dev`]: the seed's worked example and a pi job, as a trace.
-//! - [`run`]: one task, like `mesos-execute`.
-//! - [`sim`]: the master core and allocator under a synthetic workload in virtual time.
-//! - [`master_config`]: the master's `--config` file (allocator, roles' weights and quotas).
+//! - [`cmd::master`]: `tessera master`; [`cmd::master::config`] reads its `--config` file
+//!   (allocator, roles' weights and quotas).
+//! - [`cmd::agent`]: `tessera agent`.
+//! - [`cmd::cert`]: `tessera cert ca|issue`.
+//! - [`cmd::dev`]: `tessera dev`, the seed's worked example and a pi job, as a trace.
+//! - [`cmd::run`]: `tessera run`, one task, like `mesos-execute`.
+//! - [`cmd::sim`]: `tessera sim`, its workload ([`cmd::sim::workload`]) and report
+//!   ([`cmd::sim::report`]).
+//! - [`tls`]: the `--ca`/`--cert`/`--key` arguments shared by deployed peers.
 
 #![warn(missing_docs)]
 
-pub mod dev;
-pub mod local;
-pub mod master_config;
-pub mod run;
-pub mod sim;
+pub mod cmd;
+pub mod tls;

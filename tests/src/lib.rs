@@ -1,16 +1,21 @@
-//! Shared harness for the end-to-end tests: a real cluster in-process (master and agents on
-//! loopback QUIC with mutual TLS, wasmtime running the example guests, task files in temporary
-//! directories), plus helpers to wait for scheduler events.
+//! Shared harness for the end-to-end tests: helpers to wait for scheduler events and to build
+//! resources and configs, over the clusters of `tessera-cluster` (re-exported here): the real
+//! in-process [`LocalCluster`] (master and agents on loopback QUIC with mutual TLS, wasmtime
+//! running the example guests, task files in temporary directories), the lossy-link [`proxy`],
+//! and the virtual-time [`sim`].
+//!
+//! # Layout
+//! - this file: tracing for tests, resource shorthands, a fast-timeout cluster config, and
+//!   waits on scheduler events (`wait_for`, `wait_state`, `wait_all`, ...).
+//! - `tests/*.rs`: the scenarios (real clusters; `simulated_faults.rs` on the virtual-time one).
+//! - `benches/launch.rs`: the launch benchmark.
 
 use proto::resources::{GIB, MIB};
 use proto::{Offer, Resources, TaskState, TaskStatus};
 use sdk::{Event, Scheduler};
 use std::time::Duration;
 
-pub use cli::local::{LocalCluster, LocalClusterConfig};
-
-pub mod proxy;
-pub mod sim;
+pub use cluster::{proxy, sim, LocalCluster, LocalClusterConfig};
 
 /// Installs a tracing subscriber writing through the test harness (so output shows with a
 /// failing test). Global rather than per-thread, because the cluster's tasks run on the

@@ -1,6 +1,7 @@
 //! The master's defences: mutual TLS refuses peers of another CA, and a peer that sends garbage,
 //! an oversized frame or the wrong protocol version loses its own connection and nothing else.
 
+use cluster::Rng as XorShift;
 use master::driver::close_code;
 use net::tls::{ClusterCa, PeerTls, MASTER_SERVER_NAME};
 use proto::frame::DEFAULT_MAX_FRAME;
@@ -8,7 +9,6 @@ use proto::{Filters, Message, Role, TaskState, PROTOCOL_VERSION};
 use sdk::{Event, Scheduler, TaskBuilder};
 use std::collections::BTreeSet;
 use std::time::Duration;
-use tessera_tests::proxy::XorShift;
 use tessera_tests::*;
 
 /// A raw QUIC connection to the master with valid cluster certificates (TLS done, nothing sent).

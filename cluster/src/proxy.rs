@@ -1,13 +1,15 @@
 //! A tiny UDP proxy to put between a peer and the master, for fault tests: it can black-hole the
 //! link (a crashed machine or a cut cable: nothing arrives, no QUIC close frame), and drop,
-//! duplicate, delay or reorder datagrams, with every random choice drawn from a seeded xorshift
-//! so a given seed always makes the same sequence of choices.
+//! duplicate, delay or reorder datagrams, with every random choice drawn from a seeded [`Rng`] so
+//! a given seed always makes the same sequence of choices. It is the real tier's fault injector,
+//! as the fault verbs of [`crate::sim::Sim`] are the virtual-time tier's.
 //!
 //! ```text
 //!  client ──▶ [front 127.0.0.1:p] ──(faults)──▶ [upstream socket per client] ──▶ target
 //!  client ◀── [front]            ◀──(faults)── [upstream socket per client] ◀── target
 //! ```
 
+use crate::Rng;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,9 +47,6 @@ impl Faults {
     }
 }
 
-/// The seeded generator that drives the faults (shared with the simulations).
-pub type XorShift = cli::sim::Rng;
-
 /// Counters of what the proxy did, over both directions.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProxyStats {
@@ -78,7 +77,7 @@ struct Counters {
 struct Shared {
     blackhole: AtomicBool,
     faults: Mutex<Faults>,
-    rng: Mutex<XorShift>,
+    rng: Mutex<Rng>,
     counters: Counters,
 }
 
@@ -167,7 +166,7 @@ impl UdpProxy {
         let shared = Arc::new(Shared {
             blackhole: AtomicBool::new(false),
             faults: Mutex::new(faults),
-            rng: Mutex::new(XorShift::new(seed)),
+            rng: Mutex::new(Rng::new(seed)),
             counters: Counters::default(),
         });
         let tasks = Arc::new(Mutex::new(Vec::new()));
@@ -285,23 +284,6 @@ async fn run_back(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn xorshift_is_seeded_and_roughly_uniform() {
-        let a: Vec<u64> = {
-            let mut r = XorShift::new(7);
-            (0..5).map(|_| r.next_u64()).collect()
-        };
-        let b: Vec<u64> = {
-            let mut r = XorShift::new(7);
-            (0..5).map(|_| r.next_u64()).collect()
-        };
-        assert_eq!(a, b);
-        let mut r = XorShift::new(0);
-        let hits = (0..10_000).filter(|_| r.chance(0.1)).count();
-        assert!((800..1200).contains(&hits), "{hits}");
-        assert!(!XorShift::new(1).chance(0.0));
-    }
 
     #[tokio::test]
     async fn forwards_both_ways_and_blackholes() {

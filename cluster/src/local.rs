@@ -1,18 +1,30 @@
 //! A whole cluster inside one process: a master and agents on loopback QUIC with an ephemeral
-//! CA, the same code paths as a real deployment. `tessera dev`, `tessera run` without
-//! `--master`, the end-to-end tests and the benchmarks all stand on it.
+//! CA, the same code paths as a real deployment: the real tier, beside the virtual-time
+//! [`crate::sim`]. `tessera dev`, `tessera run` without `--master`, the end-to-end tests and the
+//! benchmarks all stand on it.
 
 use agent::driver::AgentOptions;
 use master::allocator::drf::Drf;
 use master::core::MasterConfig;
-use master::driver::{MasterOptions, MasterServer};
-use net::tls::{ClusterCa, PeerTls, TransportTuning};
+use master::driver::{MasterError, MasterOptions, MasterServer};
+use net::tls::{ClusterCa, PeerTls, TlsError, TransportTuning};
 use proto::{AgentInfo, Resources};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+/// Why a local cluster could not start one of its parts.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalClusterError {
+    /// The ephemeral CA or a peer's certificate could not be made.
+    #[error("certificates: {0}")]
+    Tls(#[from] TlsError),
+    /// The master could not start (e.g. bind its endpoint).
+    #[error("master: {0}")]
+    Master(#[from] MasterError),
+}
 
 /// Knobs of a local cluster.
 #[derive(Clone, Debug)]
@@ -66,11 +78,11 @@ pub struct LocalCluster {
 
 impl LocalCluster {
     /// Starts a master on `127.0.0.1:0` with work directories under `dir`.
-    pub async fn start(config: LocalClusterConfig, dir: &Path) -> anyhow::Result<Self> {
+    pub async fn start(config: LocalClusterConfig, dir: &Path) -> Result<Self, LocalClusterError> {
         let ca = ClusterCa::generate("tessera-local-ca")?;
         let identity = ca.issue_master()?;
         let mut opts = MasterOptions::new(
-            "127.0.0.1:0".parse()?,
+            (Ipv4Addr::LOCALHOST, 0).into(),
             ca.cert_pem.clone(),
             identity,
             dir.join("master"),
@@ -103,7 +115,7 @@ impl LocalCluster {
     }
 
     /// A certificate for a peer named `name`, signed by the cluster CA.
-    pub fn peer_tls(&self, name: &str) -> anyhow::Result<PeerTls> {
+    pub fn peer_tls(&self, name: &str) -> Result<PeerTls, LocalClusterError> {
         Ok(PeerTls {
             ca_pem: self.ca.cert_pem.clone(),
             identity: self.ca.issue(name, &[])?,
@@ -117,7 +129,7 @@ impl LocalCluster {
         name: &str,
         resources: Resources,
         via: Option<SocketAddr>,
-    ) -> anyhow::Result<AgentOptions> {
+    ) -> Result<AgentOptions, LocalClusterError> {
         let mut opts = AgentOptions::new(
             via.unwrap_or(self.master_addr),
             self.peer_tls(name)?,
@@ -159,7 +171,11 @@ impl LocalCluster {
     }
 
     /// Starts an agent named `name` offering `resources`; returns its index.
-    pub fn add_agent(&mut self, name: &str, resources: Resources) -> anyhow::Result<usize> {
+    pub fn add_agent(
+        &mut self,
+        name: &str,
+        resources: Resources,
+    ) -> Result<usize, LocalClusterError> {
         let opts = self.agent_options(name, resources, None)?;
         Ok(self.spawn_agent(opts))
     }
@@ -169,7 +185,7 @@ impl LocalCluster {
         &self,
         name: &str,
         role: &str,
-    ) -> anyhow::Result<sdk::SchedulerOptions> {
+    ) -> Result<sdk::SchedulerOptions, LocalClusterError> {
         let mut opts =
             sdk::SchedulerOptions::new(self.master_addr, self.peer_tls(name)?, name, role);
         opts.tuning = self.config.tuning;

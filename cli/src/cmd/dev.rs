@@ -2,8 +2,8 @@
 //! directories) running the seed's worked example as a readable trace, then a Monte Carlo pi
 //! job spread across the agents.
 
-use crate::local::{LocalCluster, LocalClusterConfig};
 use anyhow::{bail, ensure, Context};
+use cluster::{LocalCluster, LocalClusterConfig};
 use proto::resources::GIB;
 use proto::{Filters, Offer, Resources, TaskState, TaskStatus};
 use sdk::{Event, Scheduler, TaskBuilder};
@@ -39,7 +39,7 @@ async fn offers(sched: &mut Scheduler) -> anyhow::Result<Vec<Offer>> {
 }
 
 /// Runs the whole demonstration; `Ok` when everything went as the seed describes.
-pub async fn run() -> anyhow::Result<()> {
+pub async fn execute() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let t = Trace {
         start: Instant::now(),

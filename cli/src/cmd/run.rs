@@ -2,19 +2,55 @@
 //! files for the sandbox), waits for an offer that fits, launches, waits for the end, and maps
 //! the outcome onto an exit code.
 
+use crate::tls::TlsArgs;
+use anyhow::Context;
+use clap::Args;
+use cluster::{LocalCluster, LocalClusterConfig};
+use proto::resources::{parse_cpus, parse_size};
 use proto::{Filters, Reason, Resources, TaskState, TaskStatus};
 use sdk::{Event, Scheduler, SchedulerOptions, TaskBuilder};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Arguments of `tessera run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The WASI (preview 1) command module to run.
+    module: PathBuf,
+    /// CPU share.
+    #[arg(long, default_value = "0.5", value_parser = parse_cpus)]
+    cpus: u64,
+    /// Memory share.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    mem: u64,
+    /// Wall-clock limit.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(long = "env", value_parser = super::parse_kv)]
+    env: Vec<(String, String)>,
+    /// Copy this local directory's contents into the task's sandbox (its `/`).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Submit to this cluster instead of an embedded one.
+    #[arg(long)]
+    master: Option<SocketAddr>,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// Arguments passed to the module.
+    #[arg(last = true)]
+    args: Vec<String>,
+}
 
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct RunSpec {
     /// The module's bytes.
     pub wasm: Vec<u8>,
-    /// Task name (argv[0]).
+    /// Task name (`argv[0]`).
     pub name: String,
-    /// Arguments after argv[0].
+    /// Arguments after `argv[0]`.
     pub args: Vec<String>,
     /// Environment.
     pub env: Vec<(String, String)>,
@@ -141,4 +177,82 @@ pub async fn run_task(opts: SchedulerOptions, spec: &RunSpec) -> anyhow::Result<
             _ => {}
         }
     }
+}
+
+/// Runs the task (on `--master`, or on an embedded one-agent cluster), prints its output and
+/// returns the exit code to leave with.
+pub async fn execute(a: RunArgs) -> anyhow::Result<i32> {
+    let wasm =
+        std::fs::read(&a.module).with_context(|| format!("reading {}", a.module.display()))?;
+    let stem = a
+        .module
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "task".into());
+    let name: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    let spec = RunSpec {
+        wasm,
+        name,
+        args: a.args,
+        env: a.env,
+        resources: Resources::new(a.cpus, a.mem, 0),
+        timeout: a.timeout,
+        dir: a.dir,
+    };
+    let (status, outputs) = match a.master {
+        Some(master) => {
+            let tls = a.tls.load("tessera-run")?;
+            let opts = SchedulerOptions::new(master, tls, "tessera-run", "*");
+            (run_task(opts, &spec).await?, None)
+        }
+        None => {
+            let dir = tempfile::tempdir()?;
+            let mut cfg = LocalClusterConfig::default();
+            cfg.master.allocation_interval = Duration::from_millis(100);
+            let mut cluster = LocalCluster::start(cfg, dir.path()).await?;
+            let cpus = spec.resources.cpus_milli.max(1000);
+            let mem = spec.resources.mem.max(1 << 30);
+            cluster.add_agent("local", Resources::new(cpus, mem, 0))?;
+            let opts = cluster.scheduler_options("tessera-run", "*")?;
+            let status = run_task(opts, &spec).await?;
+            // The embedded agent's files hold the whole (capped) output, not just the tail.
+            let task_dir = cluster.agents[0]
+                .work_dir
+                .join("frameworks")
+                .join(status.framework_id.as_str())
+                .join("tasks")
+                .join(status.task_id.as_str());
+            let out = std::fs::read(task_dir.join("stdout")).ok();
+            let err = std::fs::read(task_dir.join("stderr")).ok();
+            cluster.shutdown().await;
+            (status, out.zip(err))
+        }
+    };
+    use std::io::Write;
+    match outputs {
+        Some((out, err)) => {
+            std::io::stdout().write_all(&out)?;
+            std::io::stderr().write_all(&err)?;
+        }
+        None => {
+            print!("{}", status.stdout_tail);
+            eprint!("{}", status.stderr_tail);
+        }
+    }
+    std::io::stdout().flush()?;
+    let (code, reason) = exit_status(&status);
+    if let Some(reason) = reason {
+        eprintln!("tessera: task {}: {reason}", status.state.name());
+    }
+    Ok(code)
 }

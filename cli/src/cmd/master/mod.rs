@@ -1,0 +1,95 @@
+//! `tessera master`: runs the master on a QUIC endpoint, with its tunables from flags and an
+//! optional TOML file ([`config`]).
+
+pub mod config;
+
+use crate::tls::TlsArgs;
+use anyhow::{bail, Context};
+use clap::Args;
+use master::driver::{MasterOptions, MasterServer};
+use proto::resources::{parse_cpus, parse_size};
+use proto::Resources;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Arguments of `tessera master`.
+#[derive(Args, Debug)]
+pub struct MasterArgs {
+    /// UDP address to listen on.
+    #[arg(long, default_value = "0.0.0.0:5050")]
+    listen: SocketAddr,
+    /// Where uploaded modules and files are stored.
+    #[arg(long, default_value = "/var/lib/tessera/master")]
+    work_dir: PathBuf,
+    /// Period of allocation rounds.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    allocation_interval: Duration,
+    /// How long a disconnected agent may take to come back before its tasks are TASK_LOST.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    agent_reregister_timeout: Duration,
+    /// Largest module or file accepted.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    max_blob_size: u64,
+    /// Allocation policy: `drf` (hierarchical DRF with role weights, quotas and reservations)
+    /// or `priority` (strict framework priority, DRF within a priority). Default: the config
+    /// file's `allocator`, else drf.
+    #[arg(long)]
+    allocator: Option<String>,
+    /// TOML file with `allocator`, `offer_timeout` and `[roles.NAME]` tables (`weight`, default
+    /// 1.0; `guarantee` and `limit`, e.g. `{ cpus = 4, mem = "8GiB" }`, default none).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Rescind offers not answered within this time (default: the config file's, else never).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    offer_timeout: Option<Duration>,
+    /// Smallest offer, cpus part (offers need at least this many cpus and the memory below).
+    #[arg(long, default_value = "0.01", value_parser = parse_cpus)]
+    min_allocatable_cpus: u64,
+    /// Smallest offer, memory part.
+    #[arg(long, default_value = "32MiB", value_parser = parse_size)]
+    min_allocatable_mem: u64,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// Runs the master until Ctrl-C.
+pub async fn execute(a: MasterArgs) -> anyhow::Result<i32> {
+    let tls = a.tls.load("master")?;
+    let mut opts = MasterOptions::new(a.listen, tls.ca_pem, tls.identity, a.work_dir);
+    opts.config.allocation_interval = a.allocation_interval;
+    opts.config.agent_reregister_timeout = a.agent_reregister_timeout;
+    opts.config.run_id = run_id();
+    opts.max_blob_size = a.max_blob_size;
+    opts.config.min_allocatable = Resources::new(a.min_allocatable_cpus, a.min_allocatable_mem, 0);
+    let file = match &a.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            config::parse(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => Default::default(),
+    };
+    opts.config.roles = file.roles;
+    opts.config.offer_timeout = a.offer_timeout.or(file.offer_timeout);
+    let name = a
+        .allocator
+        .or(file.allocator)
+        .unwrap_or_else(|| "drf".into());
+    let Some(allocator) = master::allocator::by_name(&name) else {
+        bail!("unknown allocator {name:?} (drf or priority)");
+    };
+    let server = MasterServer::bind(opts, allocator)?;
+    println!("tessera master listening on {}", server.local_addr());
+    server.run(super::shutdown_signal()).await?;
+    Ok(0)
+}
+
+/// Distinguishes this run of the master (its start time, in hex seconds).
+fn run_id() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    format!("{secs:x}")
+}

@@ -1,0 +1,192 @@
+//! A simulated agent: the real agent core, with simulated guests (a task runs for the number of
+//! milliseconds in its first argument) and the state of its link to the master (connection,
+//! redial, an unnoticed dead link).
+
+use agent::core::{Action, Agent, AgentConfig, Event, Outcome, TaskKey};
+use master::core::ConnId;
+use proto::{AgentInfo, Message, Reason, TaskState};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// How long a guest runs when its first argument is not a number of milliseconds.
+const DEFAULT_RUN: Duration = Duration::from_millis(100);
+
+/// One agent of the simulation.
+pub(crate) struct SimAgent {
+    /// The real core.
+    pub core: Agent,
+    /// Its connection to the master, while it believes it has one.
+    pub conn: Option<ConnId>,
+    /// When it dials the master next.
+    pub reconnect_at: Option<Instant>,
+    /// When it notices that its (isolated) link died: the idle timeout on its side.
+    pub lost_at: Option<Instant>,
+    /// How many connections to the master it has opened.
+    pub connects: u64,
+    /// Simulated guests: when each running one will exit.
+    running: BTreeMap<TaskKey, Instant>,
+    /// Guests being prepared: when preparation ends, and how long they will run.
+    preparing: BTreeMap<TaskKey, (Instant, Duration)>,
+    /// The earliest end of a preparation or a run (kept, as steps ask for it far more often
+    /// than guests change).
+    next_guest: Option<Instant>,
+    restarts: u64,
+    info: AgentInfo,
+    status_retry: Duration,
+}
+
+impl SimAgent {
+    /// An agent registering as `info`, dialling at `now`.
+    pub fn new(info: AgentInfo, status_retry: Duration, now: Instant) -> Self {
+        Self {
+            core: Agent::new(config(&info, 0, status_retry)),
+            conn: None,
+            reconnect_at: Some(now),
+            lost_at: None,
+            connects: 0,
+            running: BTreeMap::new(),
+            preparing: BTreeMap::new(),
+            next_guest: None,
+            restarts: 0,
+            info,
+            status_retry,
+        }
+    }
+
+    /// Its hostname.
+    pub fn hostname(&self) -> &str {
+        &self.info.hostname
+    }
+
+    /// A new run of the agent: memory and guests gone (the caller drops the link first).
+    pub fn restart(&mut self) {
+        self.restarts += 1;
+        self.core = Agent::new(config(&self.info, self.restarts, self.status_retry));
+        self.running.clear();
+        self.preparing.clear();
+        self.next_guest = None;
+    }
+
+    /// Recomputes [`SimAgent::next_guest`] after guests changed.
+    fn guests_changed(&mut self) {
+        let run = self.running.values().copied().min();
+        let prep = self.preparing.values().map(|(t, _)| *t).min();
+        self.next_guest = run.into_iter().chain(prep).min();
+    }
+
+    /// The link is gone: tell the core, and dial again after `redial`.
+    pub fn disconnected(&mut self, now: Instant, redial: Duration) {
+        self.conn = None;
+        self.lost_at = None;
+        self.core.handle(now, Event::Disconnected);
+        self.reconnect_at = Some(now + redial);
+    }
+
+    /// The earliest moment something happens on this agent.
+    pub fn next_event_at(&self) -> Option<Instant> {
+        [
+            self.core.poll_timeout(),
+            self.reconnect_at,
+            self.lost_at,
+            self.next_guest,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Guests whose preparation or run ends by `now` tell the core.
+    pub fn guests(&mut self, now: Instant) {
+        if self.next_guest.is_none_or(|t| t > now) {
+            return;
+        }
+        let ready: Vec<(TaskKey, Duration)> = self
+            .preparing
+            .iter()
+            .filter(|(_, (t, _))| *t <= now)
+            .map(|(k, (_, run))| (k.clone(), *run))
+            .collect();
+        for (key, run) in ready {
+            self.preparing.remove(&key);
+            self.core.handle(
+                now,
+                Event::Prepared {
+                    key: key.clone(),
+                    result: Ok(()),
+                },
+            );
+            self.running.insert(key, now + run);
+        }
+        let done: Vec<TaskKey> = self
+            .running
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in done {
+            self.running.remove(&key);
+            self.core.handle(
+                now,
+                Event::Finished {
+                    key,
+                    outcome: outcome(TaskState::Finished, Reason::ExitCode(0)),
+                },
+            );
+        }
+        self.guests_changed();
+    }
+
+    /// Carries out one action of the core; returns the message to send, if it is one.
+    /// Preparation takes `prepare`.
+    pub fn execute(&mut self, now: Instant, action: Action, prepare: Duration) -> Option<Message> {
+        match action {
+            Action::Send(msg) => return Some(msg),
+            Action::Prepare { framework_id, task } => {
+                let run = task
+                    .args
+                    .first()
+                    .and_then(|a| a.parse().ok())
+                    .map(Duration::from_millis)
+                    .unwrap_or(DEFAULT_RUN);
+                let key = (framework_id, task.task_id);
+                self.preparing.insert(key, (now + prepare, run));
+                self.guests_changed();
+            }
+            Action::Launch { framework_id, task } => {
+                let key = (framework_id, task.task_id);
+                self.core.handle(now, Event::Running { key });
+            }
+            Action::Kill { key } => {
+                if self.running.remove(&key).is_some() {
+                    self.guests_changed();
+                    self.core.handle(
+                        now,
+                        Event::Finished {
+                            key,
+                            outcome: outcome(TaskState::Killed, Reason::Killed),
+                        },
+                    );
+                }
+            }
+        }
+        None
+    }
+}
+
+fn config(info: &AgentInfo, restarts: u64, status_retry: Duration) -> AgentConfig {
+    AgentConfig {
+        info: info.clone(),
+        boot_id: format!("{}-boot{restarts}", info.hostname),
+        status_retry,
+    }
+}
+
+fn outcome(state: TaskState, reason: Reason) -> Outcome {
+    Outcome {
+        state,
+        reason,
+        message: String::new(),
+        stdout_tail: String::new(),
+        stderr_tail: String::new(),
+    }
+}
