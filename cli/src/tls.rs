@@ -18,11 +18,15 @@ pub struct TlsArgs {
     /// This peer's private key.
     #[arg(long)]
     key: Option<PathBuf>,
+    /// A certificate revocation list (default: `crl.pem` beside the CA, when it exists).
+    #[arg(long)]
+    crl: Option<PathBuf>,
 }
 
 impl TlsArgs {
     /// Loads the files; a missing `--cert`/`--key` defaults to `NAME.pem`/`NAME-key.pem`
-    /// beside the CA, as `tessera cert issue NAME` writes them.
+    /// beside the CA, as `tessera cert issue KIND NAME` writes them, and a missing `--crl` to
+    /// `crl.pem` there when `tessera cert revoke` has written one.
     pub fn load(&self, default_name: &str) -> anyhow::Result<PeerTls> {
         let dir = self.ca.parent().unwrap_or(Path::new("."));
         let cert = self
@@ -33,13 +37,23 @@ impl TlsArgs {
             .key
             .clone()
             .unwrap_or_else(|| dir.join(format!("{default_name}-key.pem")));
-        PeerTls::from_files(&self.ca, &cert, &key).with_context(|| {
+        let tls = PeerTls::from_files(&self.ca, &cert, &key).with_context(|| {
             format!(
                 "loading TLS files (CA {}, cert {}, key {}); create them with `tessera cert`",
                 self.ca.display(),
                 cert.display(),
                 key.display()
             )
-        })
+        })?;
+        let crl = match &self.crl {
+            Some(path) => Some(path.clone()),
+            None => Some(dir.join("crl.pem")).filter(|p| p.exists()),
+        };
+        match crl {
+            Some(path) => tls
+                .with_crl_file(&path)
+                .with_context(|| format!("loading the revocation list {}", path.display())),
+            None => Ok(tls),
+        }
     }
 }

@@ -111,7 +111,7 @@ fn cert_creates_a_ca_and_issues_certificates() {
         .unwrap()
         .success());
     assert!(tessera()
-        .args(["cert", "issue", "agent1", "--dir", d])
+        .args(["cert", "issue", "agent", "agent1", "--dir", d])
         .status()
         .unwrap()
         .success());
@@ -123,7 +123,22 @@ fn cert_creates_a_ca_and_issues_certificates() {
     .unwrap();
     net::tls::client_config(&tls.ca_pem, &tls.identity, Default::default()).unwrap();
     assert!(!tessera()
-        .args(["cert", "issue", "../x", "--dir", d])
+        .args(["cert", "issue", "agent", "../x", "--dir", d])
+        .status()
+        .unwrap()
+        .success());
+    // A second CA would orphan every certificate of the first: refused, the first kept.
+    let before = std::fs::read(dir.path().join("ca.pem")).unwrap();
+    let out = tessera().args(["cert", "ca", "--dir", d]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refusing to replace"),
+        "{out:?}"
+    );
+    assert_eq!(std::fs::read(dir.path().join("ca.pem")).unwrap(), before);
+    // An unknown kind is a usage error.
+    assert!(!tessera()
+        .args(["cert", "issue", "admin", "x", "--dir", d])
         .status()
         .unwrap()
         .success());
@@ -148,8 +163,10 @@ fn a_deployment_of_separate_processes_runs_a_task() {
     for args in [
         vec!["cert", "ca", "--dir", c],
         vec!["cert", "issue", "master", "--dir", c],
-        vec!["cert", "issue", "worker1", "--dir", c],
-        vec!["cert", "issue", "tessera-run", "--dir", c],
+        vec!["cert", "issue", "agent", "worker1", "--dir", c],
+        vec!["cert", "issue", "framework", "tessera-run", "--dir", c],
+        vec!["cert", "issue", "framework", "fired", "--dir", c],
+        vec!["cert", "revoke", "fired", "--dir", c],
     ] {
         assert!(tessera().args(&args).status().unwrap().success());
     }
@@ -219,6 +236,22 @@ fn a_deployment_of_separate_processes_runs_a_task() {
     );
     assert!(stdout.contains("Hello from Tessera!"), "{stdout}");
     assert!(stdout.contains("real cluster"), "{stdout}");
+    // A revoked certificate is refused in the TLS handshake (the master loaded certs/crl.pem).
+    let out = tessera()
+        .args(["run", wasm_examples::HELLO_PATH, "--master", &addr, "--ca"])
+        .arg(&ca)
+        .arg("--cert")
+        .arg(certs.join("fired.pem"))
+        .arg("--key")
+        .arg(certs.join("fired-key.pem"))
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid peer certificate: Revoked"),
+        "{stderr}"
+    );
     // The agent kept the task's files.
     let tasks: Vec<_> = std::fs::read_dir(dir.path().join("worker1/frameworks"))
         .unwrap()

@@ -7,7 +7,8 @@ use agent::driver::AgentOptions;
 use master::allocator::drf::Drf;
 use master::core::MasterConfig;
 use master::driver::{MasterError, MasterOptions, MasterServer};
-use net::tls::{ClusterCa, PeerTls, TlsError, TransportTuning};
+use net::tls::{ClusterCa, PeerTls, TlsError, TransportTuning, DEFAULT_PEER_VALIDITY};
+use proto::identity::{PeerId, PeerKind};
 use proto::{AgentInfo, Resources};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -24,6 +25,9 @@ pub enum LocalClusterError {
     /// The master could not start (e.g. bind its endpoint).
     #[error("master: {0}")]
     Master(#[from] MasterError),
+    /// A peer name a certificate cannot carry.
+    #[error("peer name: {0}")]
+    Name(String),
 }
 
 /// Knobs of a local cluster.
@@ -114,11 +118,13 @@ impl LocalCluster {
         })
     }
 
-    /// A certificate for a peer named `name`, signed by the cluster CA.
-    pub fn peer_tls(&self, name: &str) -> Result<PeerTls, LocalClusterError> {
+    /// A certificate stating `kind`/`name`, signed by the cluster CA.
+    pub fn peer_tls(&self, kind: PeerKind, name: &str) -> Result<PeerTls, LocalClusterError> {
+        let id = PeerId::new(kind, name).map_err(|e| LocalClusterError::Name(e.to_string()))?;
         Ok(PeerTls {
             ca_pem: self.ca.cert_pem.clone(),
-            identity: self.ca.issue(name, &[])?,
+            identity: self.ca.issue_peer(&id, DEFAULT_PEER_VALIDITY)?,
+            crls: Vec::new(),
         })
     }
 
@@ -132,7 +138,7 @@ impl LocalCluster {
     ) -> Result<AgentOptions, LocalClusterError> {
         let mut opts = AgentOptions::new(
             via.unwrap_or(self.master_addr),
-            self.peer_tls(name)?,
+            self.peer_tls(PeerKind::Agent, name)?,
             self.dir.join(name),
             AgentInfo {
                 reservations: vec![],
@@ -186,8 +192,12 @@ impl LocalCluster {
         name: &str,
         role: &str,
     ) -> Result<sdk::SchedulerOptions, LocalClusterError> {
-        let mut opts =
-            sdk::SchedulerOptions::new(self.master_addr, self.peer_tls(name)?, name, role);
+        let mut opts = sdk::SchedulerOptions::new(
+            self.master_addr,
+            self.peer_tls(PeerKind::Framework, name)?,
+            name,
+            role,
+        );
         opts.tuning = self.config.tuning;
         Ok(opts)
     }

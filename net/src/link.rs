@@ -48,6 +48,9 @@ pub enum LinkError {
     /// The master refused a blob.
     #[error("blob refused: {0}")]
     Refused(String),
+    /// The master refused the connection at the handshake (its certificate's kind, version...).
+    #[error("the master refused this peer: {0}")]
+    HelloRefused(String),
     /// A fetched blob's bytes did not match its digest.
     #[error("blob {expected:?} arrived with digest {got:?}")]
     DigestMismatch {
@@ -66,7 +69,7 @@ pub fn client_endpoint(
     tls: &PeerTls,
     tuning: TransportTuning,
 ) -> Result<quinn::Endpoint, LinkError> {
-    let cfg = tls::client_config(&tls.ca_pem, &tls.identity, tuning)?;
+    let cfg = tls::client_config_with_crls(&tls.ca_pem, &tls.identity, &tls.crls, tuning)?;
     let mut ep = quinn::Endpoint::client("0.0.0.0:0".parse().expect("valid addr"))
         .map_err(LinkError::Endpoint)?;
     ep.set_default_client_config(cfg);
@@ -107,6 +110,7 @@ impl Link {
         .await?;
         match recv.recv().await {
             Ok(Some(Message::HelloAck { .. })) => Ok(Self { conn, send, recv }),
+            Ok(Some(Message::Error { message })) => Err(LinkError::HelloRefused(message)),
             Ok(Some(other)) => Err(LinkError::Protocol(format!(
                 "expected HelloAck, got {}",
                 other.kind()

@@ -130,8 +130,9 @@ impl ClusterCa {
         })
     }
 
-    /// Issues a certificate for `common_name`, valid as a server for `dns_names` and as a
-    /// client.
+    /// Issues a certificate for `common_name` that states no identity, valid as a server for
+    /// `dns_names` and as a client. The master refuses its holder: it exists to test that
+    /// refusal; peers get [`ClusterCa::issue_peer`].
     pub fn issue(&self, common_name: &str, dns_names: &[&str]) -> Result<Identity, TlsError> {
         let ca_key = KeyPair::from_pem(&self.key_pem)?;
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, ca_key)?;
@@ -373,22 +374,32 @@ pub fn client_config_with_crls(
     Ok(cfg)
 }
 
-/// Everything a peer needs to speak TLS in a cluster: the CA to trust and its own identity.
+/// Everything a peer needs to speak TLS in a cluster: the CA to trust, its own identity and the
+/// revocation lists in force.
 #[derive(Clone, Debug)]
 pub struct PeerTls {
     /// The cluster CA certificate (PEM).
     pub ca_pem: String,
     /// This peer's certificate and key.
     pub identity: Identity,
+    /// Revocation lists (PEM): a master certificate they name is refused.
+    pub crls: Vec<String>,
 }
 
 impl PeerTls {
-    /// Reads the three PEM files a deployed peer is given.
+    /// Reads the three PEM files a deployed peer is given (no revocation list).
     pub fn from_files(ca: &Path, cert: &Path, key: &Path) -> Result<Self, TlsError> {
         Ok(Self {
             ca_pem: read(ca)?,
             identity: Identity::from_files(cert, key)?,
+            crls: Vec::new(),
         })
+    }
+
+    /// Adds the revocation list at `path`.
+    pub fn with_crl_file(mut self, path: &Path) -> Result<Self, TlsError> {
+        self.crls.push(read(path)?);
+        Ok(self)
     }
 }
 

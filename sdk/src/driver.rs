@@ -69,6 +69,9 @@ impl SchedulerOptions {
     }
 }
 
+/// How long a refused subscription waits for the master's close reason.
+const CLOSE_REASON_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What can go wrong in the SDK.
 #[derive(Debug, thiserror::Error)]
 pub enum SdkError {
@@ -128,7 +131,17 @@ impl Scheduler {
                 }
                 match link.recv().await? {
                     Some(msg) => core.handle_message(msg),
-                    None => return Err(SdkError::Refused("the master closed the stream".into())),
+                    None => {
+                        // The reason travels with the connection's close, just behind.
+                        let closed = tokio::time::timeout(CLOSE_REASON_WAIT, link.conn.closed());
+                        let why = match closed.await {
+                            Ok(quinn::ConnectionError::ApplicationClosed(c)) => {
+                                String::from_utf8_lossy(&c.reason).into_owned()
+                            }
+                            _ => "the master closed the stream".to_owned(),
+                        };
+                        return Err(SdkError::Refused(why));
+                    }
                 }
             }
         })

@@ -5,6 +5,7 @@ use cluster::Rng as XorShift;
 use master::driver::close_code;
 use net::tls::{ClusterCa, PeerTls, MASTER_SERVER_NAME};
 use proto::frame::DEFAULT_MAX_FRAME;
+use proto::identity::PeerKind;
 use proto::{Filters, Message, Role, TaskState, PROTOCOL_VERSION};
 use sdk::{Event, Scheduler, TaskBuilder};
 use std::collections::BTreeSet;
@@ -13,7 +14,15 @@ use tessera_tests::*;
 
 /// A raw QUIC connection to the master with valid cluster certificates (TLS done, nothing sent).
 async fn raw_conn(cluster: &LocalCluster) -> (quinn::Endpoint, quinn::Connection) {
-    let tls = cluster.peer_tls("raw-peer").unwrap();
+    raw_conn_as(cluster, PeerKind::Framework).await
+}
+
+/// [`raw_conn`] with a certificate of `kind`.
+async fn raw_conn_as(
+    cluster: &LocalCluster,
+    kind: PeerKind,
+) -> (quinn::Endpoint, quinn::Connection) {
+    let tls = cluster.peer_tls(kind, "raw-peer").unwrap();
     let endpoint = net::link::client_endpoint(&tls, cluster.config.tuning).unwrap();
     let conn = endpoint
         .connect(cluster.master_addr, MASTER_SERVER_NAME)
@@ -33,7 +42,11 @@ async fn raw_link(
     quinn::SendStream,
     quinn::RecvStream,
 ) {
-    let (ep, conn) = raw_conn(cluster).await;
+    let kind = match role {
+        Role::Agent => PeerKind::Agent,
+        Role::Scheduler => PeerKind::Framework,
+    };
+    let (ep, conn) = raw_conn_as(cluster, kind).await;
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     let hello = Message::Hello {
         version: PROTOCOL_VERSION,
@@ -90,6 +103,7 @@ async fn peers_of_another_ca_are_refused() {
     opts.tls = PeerTls {
         ca_pem: cluster.ca.cert_pem.clone(),
         identity: foreign.issue("intruder", &[]).unwrap(),
+        crls: vec![],
     };
     opts.subscribe_timeout = Duration::from_secs(3);
     let refused = tokio::time::timeout(Duration::from_secs(10), Scheduler::connect(opts))
@@ -104,6 +118,7 @@ async fn peers_of_another_ca_are_refused() {
     opts.tls = PeerTls {
         ca_pem: foreign.cert_pem.clone(),
         identity: foreign.issue("stranger", &[]).unwrap(),
+        crls: vec![],
     };
     opts.subscribe_timeout = Duration::from_secs(3);
     let refused = tokio::time::timeout(Duration::from_secs(10), Scheduler::connect(opts))
@@ -288,5 +303,240 @@ async fn connections_beyond_the_limit_are_refused_and_slots_come_back() {
     }
     assert!(again.is_some(), "a freed slot is usable again");
     drop(second);
+    cluster.shutdown().await;
+}
+
+/// Reads the one `Error` the master answers a refused `Hello` with.
+async fn refused_hello(cluster: &LocalCluster, kind: PeerKind, role: Role) -> String {
+    let (_ep, conn) = raw_conn_as(cluster, kind).await;
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let hello = Message::Hello {
+        version: PROTOCOL_VERSION,
+        role,
+    };
+    net::codec::write_one(&mut send, &hello).await.unwrap();
+    let answer = net::codec::read_one(&mut recv, DEFAULT_MAX_FRAME)
+        .await
+        .unwrap();
+    let why = closed_with(&conn, close_code::FORBIDDEN).await;
+    match answer {
+        Some(Message::Error { message }) => assert_eq!(message, why),
+        other => panic!("expected an Error, got {other:?}"),
+    }
+    why
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_grants_only_its_own_kind() {
+    trace();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(fast_config(), dir.path())
+        .await
+        .unwrap();
+    let why = refused_hello(&cluster, PeerKind::Framework, Role::Agent).await;
+    assert!(
+        why.contains("framework certificate (framework/raw-peer) may not register as an agent"),
+        "{why}"
+    );
+    let why = refused_hello(&cluster, PeerKind::Agent, Role::Scheduler).await;
+    assert!(
+        why.contains("agent certificate (agent/raw-peer) may not subscribe a framework"),
+        "{why}"
+    );
+
+    // A certificate of the cluster's own CA that states no identity is refused before Hello.
+    let anonymous = PeerTls {
+        ca_pem: cluster.ca.cert_pem.clone(),
+        identity: cluster.ca.issue("anonymous", &[]).unwrap(),
+        crls: vec![],
+    };
+    let ep = net::link::client_endpoint(&anonymous, cluster.config.tuning).unwrap();
+    let conn = ep
+        .connect(cluster.master_addr, MASTER_SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let why = closed_with(&conn, close_code::FORBIDDEN).await;
+    assert!(why.contains("spiffe:// identities"), "{why}");
+
+    // Through the SDK, the refusal is the error a scheduler gets.
+    let opts = cluster.scheduler_options("fw", "*").unwrap();
+    let mut as_agent = opts.clone();
+    as_agent.tls = cluster.peer_tls(PeerKind::Agent, "fw").unwrap();
+    as_agent.subscribe_timeout = Duration::from_secs(3);
+    let err = Scheduler::connect(as_agent).await.err().expect("refused");
+    assert!(
+        err.to_string().contains("may not subscribe a framework"),
+        "{err}"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_framework_belongs_to_its_principal() {
+    trace();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = LocalCluster::start(fast_config(), dir.path())
+        .await
+        .unwrap();
+    cluster.add_agent("node1", res(4.0, 4.0)).unwrap();
+    let mut alice = Scheduler::connect(cluster.scheduler_options("alice", "*").unwrap())
+        .await
+        .unwrap();
+    let alice_id = alice.framework_id().clone();
+    let offer = offer_from(&mut alice, "node1").await;
+    let spinner = alice.upload_module(wasm_examples::SPINNER).await.unwrap();
+    let task = TaskBuilder::new("alice-task", spinner)
+        .resources(res(1.0, 0.25))
+        .build(&offer);
+    alice
+        .accept(vec![offer.id.clone()], vec![task], Filters::default())
+        .unwrap();
+    wait_state(&mut alice, "alice-task", TaskState::Running).await;
+
+    // Alice holds the rest of node1 in an offer.
+    alice.revive().unwrap();
+    let alices = wait_for(&mut alice, Duration::from_secs(10), |e| match e {
+        Event::Offers(o) => o.first().cloned(),
+        _ => None,
+    })
+    .await;
+
+    // Mallory, another principal, cannot subscribe under Alice's id.
+    let mut opts = cluster.scheduler_options("mallory", "*").unwrap();
+    opts.framework.id = Some(alice_id.clone());
+    opts.subscribe_timeout = Duration::from_secs(3);
+    let err = Scheduler::connect(opts).await.err().expect("refused");
+    assert!(
+        err.to_string().contains("belongs to another principal"),
+        "{err}"
+    );
+
+    // Under her own framework she can neither accept Alice's offers nor kill Alice's tasks.
+    let mut mallory = Scheduler::connect(cluster.scheduler_options("mallory", "*").unwrap())
+        .await
+        .unwrap();
+    assert_ne!(mallory.framework_id(), &alice_id);
+    let stolen = TaskBuilder::new("stolen", spinner).build(&alices);
+    mallory
+        .accept(vec![alices.id.clone()], vec![stolen], Filters::default())
+        .unwrap();
+    mallory.kill(proto::TaskId::from("alice-task")).unwrap();
+    let errors: Vec<String> = events_for(&mut mallory, Duration::from_secs(2))
+        .await
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Error(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|m| m.contains("is not an offer to framework")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|m| m.contains("unknown task alice-task")),
+        "{errors:?}"
+    );
+    // Alice's task runs on, hers to kill.
+    alice.kill(proto::TaskId::from("alice-task")).unwrap();
+    let end = wait_terminal(&mut alice, "alice-task").await;
+    assert_eq!(end.state, TaskState::Killed);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_belong_to_their_certificates() {
+    trace();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = LocalCluster::start(fast_config(), dir.path())
+        .await
+        .unwrap();
+    cluster.add_agent("node1", res(4.0, 4.0)).unwrap();
+    let mut sched = Scheduler::connect(cluster.scheduler_options("fw", "*").unwrap())
+        .await
+        .unwrap();
+    let offer = offer_from(&mut sched, "node1").await;
+    let spinner = sched.upload_module(wasm_examples::SPINNER).await.unwrap();
+    let task = TaskBuilder::new("t1", spinner)
+        .resources(res(1.0, 0.25))
+        .build(&offer);
+    sched
+        .accept(vec![offer.id.clone()], vec![task], Filters::default())
+        .unwrap();
+    wait_state(&mut sched, "t1", TaskState::Running).await;
+    let agent_info = proto::AgentInfo {
+        reservations: vec![],
+        hostname: "impostor".into(),
+        resources: res(64.0, 64.0),
+        attributes: vec![],
+    };
+
+    // Another agent certificate registering with node1's id is refused; node1 stays.
+    let (_ep, conn, mut send, _recv) = raw_link(&cluster, Role::Agent).await;
+    let register = Message::Register {
+        agent_id: Some(offer.agent_id.clone()),
+        info: agent_info.clone(),
+        running: vec![],
+    };
+    net::codec::write_one(&mut send, &register).await.unwrap();
+    let why = closed_with(&conn, close_code::PROTOCOL).await;
+    assert!(why.contains("belongs to agent \"node1\""), "{why}");
+
+    // An agent reporting a task the master placed elsewhere gets an error; nothing is forwarded.
+    let (_ep, conn, send, recv) = raw_link(&cluster, Role::Agent).await;
+    let mut send = net::MessageWriter::new(send);
+    let mut recv = net::MessageReader::new(recv, DEFAULT_MAX_FRAME);
+    let register = Message::Register {
+        agent_id: None,
+        info: agent_info,
+        running: vec![],
+    };
+    send.send(&register).await.unwrap();
+    assert!(matches!(
+        recv.recv().await.unwrap(),
+        Some(Message::Registered { .. })
+    ));
+    let forged = proto::TaskStatus {
+        task_id: proto::TaskId::from("t1"),
+        framework_id: sched.framework_id().clone(),
+        agent_id: None,
+        state: TaskState::Finished,
+        reason: None,
+        message: "forged".into(),
+        stdout_tail: "all is well".into(),
+        stderr_tail: String::new(),
+        uuid: Some(proto::UpdateId("forged".into())),
+    };
+    send.send(&Message::StatusUpdate { status: forged })
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match recv.recv().await.unwrap() {
+                Some(Message::Error { message }) => return message,
+                Some(_) => continue,
+                None => panic!("closed without an answer"),
+            }
+        }
+    })
+    .await
+    .expect("no answer to a forged update");
+    assert!(answer.contains("was not placed on agent"), "{answer}");
+    drop(conn);
+    let seen = events_for(&mut sched, Duration::from_secs(1)).await;
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e, Event::Update(s) if s.task_id.as_str() == "t1" && s.state == TaskState::Finished)),
+        "{seen:?}"
+    );
+    sched.kill(proto::TaskId::from("t1")).unwrap();
+    assert_eq!(
+        wait_terminal(&mut sched, "t1").await.state,
+        TaskState::Killed
+    );
     cluster.shutdown().await;
 }

@@ -54,6 +54,19 @@ enum Peer {
     Framework(usize),
 }
 
+impl Peer {
+    /// The identity its certificate would state: one per agent and per framework, the same
+    /// across its reconnections.
+    fn principal(self) -> proto::identity::PeerId {
+        use proto::identity::{PeerId, PeerKind};
+        match self {
+            Peer::Agent(i) => PeerId::new(PeerKind::Agent, &format!("agent{i}")),
+            Peer::Framework(i) => PeerId::new(PeerKind::Framework, &format!("framework{i}")),
+        }
+        .expect("valid names")
+    }
+}
+
 /// The knobs of a simulation.
 #[derive(Clone, Debug)]
 pub struct SimOptions {
@@ -413,6 +426,7 @@ impl Sim {
                 conn,
                 role,
                 peer: format!("{peer:?}"),
+                principal: peer.principal(),
             },
         );
         conn

@@ -57,9 +57,10 @@ pub struct MasterArgs {
 pub async fn execute(a: MasterArgs) -> anyhow::Result<i32> {
     let tls = a.tls.load("master")?;
     let mut opts = MasterOptions::new(a.listen, tls.ca_pem, tls.identity, a.work_dir);
+    opts.crls = tls.crls;
     opts.config.allocation_interval = a.allocation_interval;
     opts.config.agent_reregister_timeout = a.agent_reregister_timeout;
-    opts.config.run_id = run_id();
+    opts.config.run_id = run_id()?;
     opts.max_blob_size = a.max_blob_size;
     opts.config.min_allocatable = Resources::new(a.min_allocatable_cpus, a.min_allocatable_mem, 0);
     let file = match &a.config {
@@ -85,11 +86,11 @@ pub async fn execute(a: MasterArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Distinguishes this run of the master (its start time, in hex seconds).
-fn run_id() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    format!("{secs:x}")
+/// Distinguishes this run of the master from every other run and every other master: 64
+/// random bits in hex (ids minted by the master start with it).
+fn run_id() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 8];
+    getrandom::getrandom(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("drawing the master's run id: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
