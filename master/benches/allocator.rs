@@ -59,6 +59,7 @@ fn run(agents: usize, frameworks: usize, allocator: Box<dyn Allocator>) -> Resul
         Event::BlobStored {
             digest: module,
             kind: BlobKind::Module,
+            owner: Some("bench".into()),
         },
     );
     let fconn = |i: usize| 1_000_000 + i as u64;

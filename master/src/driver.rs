@@ -15,7 +15,7 @@ use net::{MessageReader, MessageWriter};
 use proto::frame::{self, FrameError};
 use proto::identity::{PeerId, PeerKind};
 use proto::{BlobKind, Message, Role, PROTOCOL_VERSION};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,7 +44,19 @@ const WRITE_QUEUE: usize = 4096;
 
 /// Uploads held in memory at once across all connections (each up to `max_blob_size`), so a
 /// burst of uploads cannot exhaust the master's memory; further uploads wait their turn.
-const CONCURRENT_UPLOADS: usize = 4;
+const CONCURRENT_UPLOADS: usize = 8;
+
+/// Uploads of one principal at once: a tenant stalling its uploads waits on its own permits.
+const UPLOADS_PER_PRINCIPAL: usize = 2;
+
+/// Longest silence inside an upload's body before it is dropped.
+const UPLOAD_IDLE: Duration = Duration::from_secs(5);
+
+/// Slowest average rate an upload may keep after [`UPLOAD_GRACE`] (bytes per second).
+const UPLOAD_MIN_RATE: u64 = 64 * 1024;
+
+/// Time every upload gets on top of its size at [`UPLOAD_MIN_RATE`].
+const UPLOAD_GRACE: Duration = Duration::from_secs(10);
 
 /// Everything the master process is configured with.
 #[derive(Clone, Debug)]
@@ -73,6 +85,8 @@ pub struct MasterOptions {
     /// Certificate revocation lists (PEM, signed by the CA): certificates they name are refused
     /// in the TLS handshake.
     pub crls: Vec<String>,
+    /// Bytes of blobs each principal may store (default 4 GiB).
+    pub blob_quota: u64,
 }
 
 impl MasterOptions {
@@ -90,6 +104,7 @@ impl MasterOptions {
             handshake_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             crls: Vec::new(),
+            blob_quota: 4 << 30,
         }
     }
 }
@@ -151,6 +166,12 @@ enum Input {
         writer: mpsc::Sender<Message>,
     },
     Core(Event),
+    /// A blob stream asks whether its peer may fetch a digest (the core keeps who owns what).
+    MayFetch {
+        conn_id: ConnId,
+        digest: proto::Digest,
+        reply: tokio::sync::oneshot::Sender<bool>,
+    },
 }
 
 impl MasterServer {
@@ -201,7 +222,11 @@ impl MasterServer {
         for (digest, kind) in store.scan()? {
             core.handle(
                 Instant::now().into_std(),
-                Event::BlobStored { digest, kind },
+                Event::BlobStored {
+                    digest,
+                    kind,
+                    owner: None,
+                },
             );
         }
         tracing::info!(addr = %endpoint.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -215,6 +240,7 @@ impl MasterServer {
             max_blob_size: opts.max_blob_size,
             handshake_timeout: opts.handshake_timeout,
             cluster,
+            quota: Quota::new(opts.blob_quota),
         });
         let acceptor = {
             let endpoint = endpoint.clone();
@@ -275,6 +301,9 @@ impl MasterServer {
                         }
                         core.handle(Instant::now().into_std(), ev);
                     }
+                    Some(Input::MayFetch { conn_id, digest, reply }) => {
+                        let _ = reply.send(core.may_fetch(conn_id, &digest));
+                    }
                     None => break,
                 },
                 _ = sleep => core.handle_timeout(Instant::now().into_std()),
@@ -304,6 +333,52 @@ struct ConnShared {
     max_blob_size: u64,
     handshake_timeout: Duration,
     cluster: String,
+    quota: Quota,
+}
+
+/// Bytes each principal has stored, against the per-principal limit, and each principal's
+/// upload permits.
+struct Quota {
+    limit: u64,
+    state: std::sync::Mutex<QuotaState>,
+}
+
+#[derive(Default)]
+struct QuotaState {
+    /// Digests charged to each principal (a re-upload of its own blob is not charged twice).
+    charged: HashMap<String, (u64, HashSet<proto::Digest>)>,
+    permits: HashMap<String, Arc<tokio::sync::Semaphore>>,
+}
+
+impl Quota {
+    fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            state: Default::default(),
+        }
+    }
+
+    fn used(&self, principal: &str) -> u64 {
+        let state = self.state.lock().expect("poisoned");
+        state.charged.get(principal).map(|(b, _)| *b).unwrap_or(0)
+    }
+
+    fn charge(&self, principal: &str, digest: proto::Digest, size: u64) {
+        let mut state = self.state.lock().expect("poisoned");
+        let (bytes, digests) = state.charged.entry(principal.to_owned()).or_default();
+        if digests.insert(digest) {
+            *bytes += size;
+        }
+    }
+
+    fn permits(&self, principal: &str) -> Arc<tokio::sync::Semaphore> {
+        let mut state = self.state.lock().expect("poisoned");
+        state
+            .permits
+            .entry(principal.to_owned())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(UPLOADS_PER_PRINCIPAL)))
+            .clone()
+    }
 }
 
 async fn serve_connection(incoming: quinn::Incoming, conn_id: ConnId, shared: Arc<ConnShared>) {
@@ -404,7 +479,7 @@ async fn serve_connection(incoming: quinn::Incoming, conn_id: ConnId, shared: Ar
         conn: conn_id,
         role,
         peer: remote.to_string(),
-        principal,
+        principal: principal.clone(),
     }));
     tokio::spawn(async move {
         while let Some(msg) = outbox.recv().await {
@@ -419,7 +494,16 @@ async fn serve_connection(incoming: quinn::Incoming, conn_id: ConnId, shared: Ar
         let shared = shared.clone();
         tokio::spawn(async move {
             while let Ok((send, recv)) = conn.accept_bi().await {
-                tokio::spawn(serve_blob_stream(send, recv, role, shared.clone()));
+                tokio::spawn(serve_blob_stream(
+                    send,
+                    recv,
+                    Peer {
+                        conn_id,
+                        role,
+                        principal: principal.clone(),
+                    },
+                    shared.clone(),
+                ));
             }
         })
     };
@@ -475,15 +559,29 @@ fn role_refusal(role: Role, principal: &PeerId) -> Option<String> {
     })
 }
 
+/// Who is at the other end of a blob stream.
+struct Peer {
+    conn_id: ConnId,
+    role: Role,
+    principal: PeerId,
+}
+
 async fn serve_blob_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
-    role: Role,
+    peer: Peer,
     shared: Arc<ConnShared>,
 ) {
     let reply = match read_one(&mut recv, shared.max_frame).await {
         Ok(Some(Message::UploadBlob { digest, kind, size })) => {
-            upload(&mut recv, digest, kind, size, role, &shared).await
+            upload(&mut recv, digest, kind, size, &peer, &shared).await
+        }
+        Ok(Some(Message::FetchBlob { digest })) if !may_fetch(&peer, digest, &shared).await => {
+            tracing::warn!(principal = %peer.principal, ?digest, "fetch refused");
+            // The same answer as for a blob that does not exist: no oracle for other tenants'.
+            Message::BlobError {
+                message: format!("unknown blob {digest:?}"),
+            }
         }
         Ok(Some(Message::FetchBlob { digest })) => {
             let path = shared.store.path(&digest);
@@ -518,15 +616,26 @@ async fn serve_blob_stream(
     let _ = send.finish();
 }
 
+/// Asks the core whether `peer` may fetch `digest`.
+async fn may_fetch(peer: &Peer, digest: proto::Digest, shared: &ConnShared) -> bool {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let asked = shared.tx.send(Input::MayFetch {
+        conn_id: peer.conn_id,
+        digest,
+        reply,
+    });
+    asked.is_ok() && answer.await.unwrap_or(false)
+}
+
 async fn upload(
     recv: &mut quinn::RecvStream,
     digest: proto::Digest,
     kind: BlobKind,
     size: u64,
-    role: Role,
+    peer: &Peer,
     shared: &ConnShared,
 ) -> Message {
-    if role != Role::Scheduler {
+    if peer.role != Role::Scheduler {
         return Message::BlobError {
             message: "only schedulers upload blobs".into(),
         };
@@ -541,17 +650,48 @@ async fn upload(
             .to_string(),
         };
     }
+    let owner = peer.principal.name.clone();
+    let used = shared.quota.used(&owner);
+    if used.saturating_add(size) > shared.quota.limit {
+        let _ = recv.stop(close_code::PROTOCOL.into());
+        return Message::BlobError {
+            message: format!(
+                "storage quota exceeded: principal {owner} has {used} of {} bytes stored and \
+                 this blob is {size}",
+                shared.quota.limit
+            ),
+        };
+    }
+    // One principal's uploads wait for its own permits first, so a tenant stalling uploads
+    // holds up only itself; then a global permit bounds the bytes held in memory.
+    let own = shared.quota.permits(&owner);
+    let Ok(_own) = own.acquire().await else {
+        return Message::BlobError {
+            message: "master shutting down".into(),
+        };
+    };
     let Ok(_permit) = shared.uploads.acquire().await else {
         return Message::BlobError {
             message: "master shutting down".into(),
         };
     };
-    let bytes = match net::link::read_blob_body(recv, size).await {
-        Ok((bytes, _)) => bytes,
-        Err(e) => {
+    // A stalled or crawling upload is dropped: each chunk must come within `UPLOAD_IDLE`, and
+    // the whole body at `UPLOAD_MIN_RATE` after a grace period.
+    let deadline = UPLOAD_GRACE + Duration::from_secs(size / UPLOAD_MIN_RATE);
+    let read = net::link::read_blob_body_within(recv, size, UPLOAD_IDLE);
+    let bytes = match tokio::time::timeout(deadline, read).await {
+        Ok(Ok((bytes, _))) => bytes,
+        Ok(Err(e)) => {
+            let _ = recv.stop(close_code::PROTOCOL.into());
             return Message::BlobError {
                 message: e.to_string(),
-            }
+            };
+        }
+        Err(_) => {
+            let _ = recv.stop(close_code::PROTOCOL.into());
+            return Message::BlobError {
+                message: format!("upload too slow: {size} bytes not received within {deadline:?}"),
+            };
         }
     };
     let store = shared.store.clone();
@@ -559,9 +699,12 @@ async fn upload(
     match stored {
         Ok(Ok(())) => {
             tracing::info!(?digest, ?kind, size, "blob stored");
-            let _ = shared
-                .tx
-                .send(Input::Core(Event::BlobStored { digest, kind }));
+            shared.quota.charge(&owner, digest, size);
+            let _ = shared.tx.send(Input::Core(Event::BlobStored {
+                digest,
+                kind,
+                owner: Some(owner),
+            }));
             Message::BlobOk { size }
         }
         Ok(Err(e)) => {

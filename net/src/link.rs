@@ -11,6 +11,7 @@ use proto::ids::{Digest, Hasher};
 use proto::messages::{BlobKind, Message, Role, PROTOCOL_VERSION};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 /// Chunk size for streaming blob bytes.
@@ -244,11 +245,34 @@ pub async fn read_blob_body(
     recv: &mut quinn::RecvStream,
     size: u64,
 ) -> Result<(Vec<u8>, Digest), LinkError> {
+    read_blob_body_within(recv, size, Duration::MAX).await
+}
+
+/// [`read_blob_body`] that gives up when no byte arrives for `idle`: a peer stalling an upload
+/// loses it instead of holding the master's upload slot.
+pub async fn read_blob_body_within(
+    recv: &mut quinn::RecvStream,
+    size: u64,
+    idle: Duration,
+) -> Result<(Vec<u8>, Digest), LinkError> {
     // Grows as bytes arrive: the announced size is the peer's word, not a reason to allocate.
     let mut out = Vec::with_capacity(size.min(CHUNK as u64) as usize);
     let mut hasher = Hasher::default();
     let mut chunks = Chunks::new(size);
-    while let Some(chunk) = chunks.next(recv).await? {
+    loop {
+        let next = if idle == Duration::MAX {
+            chunks.next(recv).await?
+        } else {
+            match tokio::time::timeout(idle, chunks.next(recv)).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(LinkError::Protocol(format!(
+                        "upload stalled: no bytes for {idle:?}"
+                    )))
+                }
+            }
+        };
+        let Some(chunk) = next else { break };
         hasher.update(chunk);
         out.extend_from_slice(chunk);
     }

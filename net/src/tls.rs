@@ -280,12 +280,16 @@ impl Default for TransportTuning {
     }
 }
 
-fn transport(t: TransportTuning) -> Arc<quinn::TransportConfig> {
+/// Streams a client may open on the master at once: the control stream and blob transfers.
+/// Each costs the master a task and a buffer, so a peer gets a few dozen, not hundreds.
+pub const SERVER_MAX_STREAMS: u32 = 64;
+
+fn transport(t: TransportTuning, bidi: u32, uni: u32) -> Arc<quinn::TransportConfig> {
     let mut cfg = quinn::TransportConfig::default();
     cfg.max_idle_timeout(t.idle_timeout.try_into().ok());
     cfg.keep_alive_interval(Some(t.keep_alive));
-    cfg.max_concurrent_bidi_streams(256u32.into());
-    cfg.max_concurrent_uni_streams(16u32.into());
+    cfg.max_concurrent_bidi_streams(bidi.into());
+    cfg.max_concurrent_uni_streams(uni.into());
     Arc::new(cfg)
 }
 
@@ -323,7 +327,7 @@ pub fn server_config_with_crls(
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| TlsError::Quic(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    cfg.transport_config(transport(tuning));
+    cfg.transport_config(transport(tuning, SERVER_MAX_STREAMS, 0));
     Ok(cfg)
 }
 
@@ -370,7 +374,7 @@ pub fn client_config_with_crls(
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| TlsError::Quic(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
-    cfg.transport_config(transport(tuning));
+    cfg.transport_config(transport(tuning, 256, 16));
     Ok(cfg)
 }
 

@@ -188,6 +188,7 @@ impl Sim {
             MEvent::BlobStored {
                 digest: module,
                 kind: BlobKind::Module,
+                owner: None,
             },
         );
         Sim {
@@ -228,6 +229,15 @@ impl Sim {
     /// index.
     pub fn add_framework(&mut self, name: &str, role: &str) -> usize {
         let f = self.frameworks.len();
+        // Each framework's principal uploads the simulated module.
+        self.master.handle(
+            self.now,
+            MEvent::BlobStored {
+                digest: self.module,
+                kind: BlobKind::Module,
+                owner: Some(Peer::Framework(f).principal().name),
+            },
+        );
         let conn = self.open(Peer::Framework(f), Role::Scheduler);
         let fw = SimFramework::new(conn, name, role, self.module);
         let subscribe = fw.subscribe();

@@ -116,6 +116,8 @@ pub struct MasterConfig {
     /// Secret key of the keyed hash that makes framework ids unguessable (`{run_id}-F{n}-` and
     /// 128 bits derived from it). The driver draws it at random; the core draws no randomness.
     pub id_key: [u8; 32],
+    /// Most frameworks one principal may have registered at once.
+    pub max_frameworks_per_principal: usize,
 }
 
 impl Default for MasterConfig {
@@ -135,6 +137,7 @@ impl Default for MasterConfig {
             roles: Roles::new(),
             offer_timeout: None,
             id_key: [0; 32],
+            max_frameworks_per_principal: 100,
         }
     }
 }
@@ -170,12 +173,16 @@ pub enum Event {
         /// The connection.
         conn: ConnId,
     },
-    /// An uploaded blob was validated and stored; tasks may now name it.
+    /// An uploaded blob was validated and stored; tasks of its uploader may now name it.
     BlobStored {
         /// The blob.
         digest: Digest,
         /// What it was uploaded as.
         kind: BlobKind,
+        /// The principal that uploaded it (`None` for a blob found in the store at start,
+        /// which nobody may use until someone uploads it again): blobs belong to the principals
+        /// that uploaded them, so one tenant can neither run nor fetch another's.
+        owner: Option<String>,
     },
 }
 
@@ -207,6 +214,14 @@ enum Binding {
 }
 
 /// One live connection.
+/// A stored blob as the core knows it.
+#[derive(Clone, Debug)]
+struct BlobEntry {
+    kind: BlobKind,
+    /// Principals that uploaded it: only their frameworks may name it in tasks or fetch it.
+    owners: BTreeSet<String>,
+}
+
 #[derive(Clone, Debug)]
 struct Conn {
     role: Role,
@@ -268,8 +283,8 @@ pub struct Master {
     ledger: Ledger,
     /// Every deadline the core has.
     timers: TimerTable,
-    /// Stored blobs, and what each may serve as.
-    blobs: BTreeMap<Digest, BlobKind>,
+    /// Stored blobs: what each may serve as, and who uploaded it.
+    blobs: BTreeMap<Digest, BlobEntry>,
     /// Agent ids removed recently, refused if they come back.
     removed_agents: BoundedSet<AgentId>,
     /// Framework ids torn down recently, refused if they come back.
@@ -349,12 +364,20 @@ impl Master {
             }
             Event::Message { conn, msg } => self.on_message(conn, msg),
             Event::Disconnected { conn } => self.detach(conn),
-            Event::BlobStored { digest, kind } => {
+            Event::BlobStored {
+                digest,
+                kind,
+                owner,
+            } => {
+                let entry = self.blobs.entry(digest).or_insert(BlobEntry {
+                    kind,
+                    owners: BTreeSet::new(),
+                });
                 // A module validated once stays a module even if re-uploaded as a plain file.
-                let entry = self.blobs.entry(digest).or_insert(kind);
                 if kind == BlobKind::Module {
-                    *entry = BlobKind::Module;
+                    entry.kind = BlobKind::Module;
                 }
+                entry.owners.extend(owner);
             }
         }
     }

@@ -4,8 +4,8 @@
 use super::timer::Timer;
 use super::{Binding, ConnId, FrameworkEntry, Master, TaskEntry};
 use proto::{
-    AgentId, BlobKind, FrameworkId, FrameworkInfo, Message, OfferId, Reason, Resources, TaskId,
-    TaskInfo, TaskState, UpdateId,
+    AgentId, BlobKind, Digest, FrameworkId, FrameworkInfo, Message, OfferId, Reason, Resources,
+    TaskId, TaskInfo, TaskState, UpdateId,
 };
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -33,6 +33,12 @@ fn valid_sandbox_path(path: &str) -> bool {
     normal > 0
 }
 
+/// Most tasks one accept may launch; a larger call is refused whole.
+pub const MAX_TASKS_PER_ACCEPT: usize = 1_000;
+
+/// Most task ids one reconcile may name (an empty list asks for all of the framework's tasks).
+pub const MAX_RECONCILE_IDS: usize = 10_000;
+
 impl Master {
     pub(super) fn on_subscribe(&mut self, conn: ConnId, info: FrameworkInfo) {
         if info.name.trim().is_empty() {
@@ -55,6 +61,24 @@ impl Master {
                              set framework.id to re-subscribe"
                         ),
                     );
+                }
+                if let Some(p) = self.principal(conn).cloned() {
+                    let held = self
+                        .frameworks
+                        .values()
+                        .filter(|f| f.principal == p)
+                        .count();
+                    if held >= self.cfg.max_frameworks_per_principal {
+                        tracing::warn!(principal = %p, held, "subscribe refused: too many frameworks");
+                        return self.close(
+                            conn,
+                            format!(
+                                "subscribe refused: principal {p} already has {held} frameworks \
+                                 (at most {}); tear one down or re-subscribe with its id",
+                                self.cfg.max_frameworks_per_principal
+                            ),
+                        );
+                    }
                 }
                 let fid = self.mint_framework_id();
                 self.add_framework(conn, fid.clone(), info);
@@ -272,6 +296,28 @@ impl Master {
         let mut valid = Vec::new();
         let mut agent: Option<AgentId> = None;
         let mut seen = BTreeSet::new();
+        if tasks.len() > MAX_TASKS_PER_ACCEPT {
+            // Refused whole, with one error rather than an update per task.
+            self.error(
+                conn,
+                format!(
+                    "accept refused: {} tasks in one accept; at most {MAX_TASKS_PER_ACCEPT}",
+                    tasks.len()
+                ),
+            );
+            for id in &offer_ids {
+                if self
+                    .ledger
+                    .offers
+                    .get(id)
+                    .is_some_and(|o| o.framework_id == *fid)
+                {
+                    self.remove_offer(id);
+                }
+            }
+            self.schedule_allocation();
+            return;
+        }
         if offer_ids.is_empty() {
             errors.push("accept names no offers".to_owned());
         }
@@ -403,7 +449,18 @@ impl Master {
                 task.resources
             ));
         }
-        match self.blobs.get(&task.module) {
+        let principal = self
+            .frameworks
+            .get(fid)
+            .map(|f| f.principal.name.clone())
+            .unwrap_or_default();
+        let owned = |digest: &Digest| {
+            self.blobs
+                .get(digest)
+                .filter(|b| b.owners.contains(&principal))
+                .map(|b| b.kind)
+        };
+        match owned(&task.module) {
             Some(BlobKind::Module) => {}
             Some(BlobKind::File) => {
                 return Err((
@@ -418,7 +475,7 @@ impl Master {
                 return Err((
                     Reason::ModuleInvalid,
                     format!(
-                        "module sha256:{} has not been uploaded",
+                        "module sha256:{} has not been uploaded by principal {principal}",
                         task.module.to_hex()
                     ),
                 ))
@@ -436,9 +493,9 @@ impl Master {
             if !paths.insert(f.path.as_str()) {
                 return invalid(format!("file path {:?} is given twice", f.path));
             }
-            if !self.blobs.contains_key(&f.digest) {
+            if owned(&f.digest).is_none() {
                 return invalid(format!(
-                    "file {:?} (sha256:{}) has not been uploaded",
+                    "file {:?} (sha256:{}) has not been uploaded by principal {principal}",
                     f.path,
                     f.digest.to_hex()
                 ));
@@ -579,6 +636,24 @@ impl Master {
     }
 
     fn on_reconcile(&mut self, conn: ConnId, fid: &FrameworkId, task_ids: Vec<TaskId>) {
+        if task_ids.len() > MAX_RECONCILE_IDS {
+            return self.error(
+                conn,
+                format!(
+                    "reconcile refused: {} task ids in one call; at most {MAX_RECONCILE_IDS} \
+                     (or none, for all of the framework's tasks)",
+                    task_ids.len()
+                ),
+            );
+        }
+        // Each id is answered once however often it is named.
+        let task_ids: Vec<TaskId> = {
+            let mut seen = BTreeSet::new();
+            task_ids
+                .into_iter()
+                .filter(|t| seen.insert(t.clone()))
+                .collect()
+        };
         let mut statuses = Vec::new();
         if task_ids.is_empty() {
             statuses.extend(

@@ -2,7 +2,9 @@
 //! Nothing here changes the state; everything is borrowed, in a deterministic order.
 
 use super::timer::Timer;
-use super::{AgentEntry, FilterMap, FrameworkEntry, Master, MasterConfig, TaskEntry};
+use super::{
+    AgentEntry, Binding, ConnId, FilterMap, FrameworkEntry, Master, MasterConfig, TaskEntry,
+};
 use proto::{AgentId, BlobKind, Digest, FrameworkId, Offer, OfferId, Resources, TaskId};
 use std::time::Instant;
 
@@ -75,7 +77,27 @@ impl Master {
 
     /// True when the blob was stored (and, for modules, validated).
     pub fn has_blob(&self, digest: &Digest) -> Option<BlobKind> {
-        self.blobs.get(digest).copied()
+        self.blobs.get(digest).map(|b| b.kind)
+    }
+
+    /// Whether the peer on `conn` may fetch `digest`: a framework's principal only the blobs it
+    /// uploaded, an agent only the module and files of a live task the master placed on it.
+    /// The driver asks before it serves a fetch.
+    pub fn may_fetch(&self, conn: ConnId, digest: &Digest) -> bool {
+        match self.binding(conn) {
+            Some(Binding::Agent(aid)) => self.tasks.values().any(|t| {
+                t.info.agent_id == aid
+                    && !t.is_terminal()
+                    && (t.info.module == *digest
+                        || t.info.files.iter().any(|f| f.digest == *digest))
+            }),
+            Some(Binding::Framework(_)) | None => {
+                match (self.principal(conn), self.blobs.get(digest)) {
+                    (Some(p), Some(b)) => b.owners.contains(&p.name),
+                    _ => false,
+                }
+            }
+        }
     }
 
     /// The sum of connected agents' totals.

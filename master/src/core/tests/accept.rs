@@ -94,6 +94,7 @@ fn accept_validates_each_task() {
     h.ev(Event::BlobStored {
         digest: file,
         kind: BlobKind::File,
+        owner: Some("default".into()),
     });
     let mut with_bad_path = task("badpath", &a, res(0.1, MIB), m);
     with_bad_path.files = vec![TaskFile {
@@ -159,7 +160,10 @@ fn accept_validates_each_task() {
     );
     assert_eq!(
         ups[3].message,
-        format!("module sha256:{} has not been uploaded", missing.to_hex())
+        format!(
+            "module sha256:{} has not been uploaded by principal default",
+            missing.to_hex()
+        )
     );
     // A live task id cannot be reused in a later accept.
     h.take();

@@ -212,6 +212,7 @@ impl H {
         self.ev(Event::BlobStored {
             digest,
             kind: BlobKind::Module,
+            owner: Some("default".into()),
         });
         digest
     }
@@ -333,6 +334,7 @@ mod drf;
 mod filters;
 mod identity;
 mod kill;
+mod limits;
 /// Allocation policies through the core: DRF, weights, quotas, reservations, priority, and the
 /// offer life cycle.
 mod policies;
