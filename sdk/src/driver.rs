@@ -72,12 +72,21 @@ impl SchedulerOptions {
 /// How long a refused subscription waits for the master's close reason.
 const CLOSE_REASON_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Time an upload gets on top of its size at [`UPLOAD_MIN_RATE`].
+const UPLOAD_GRACE: Duration = Duration::from_secs(20);
+
+/// Slowest average upload rate waited for (bytes per second).
+const UPLOAD_MIN_RATE: u64 = 64 * 1024;
+
 /// What can go wrong in the SDK.
 #[derive(Debug, thiserror::Error)]
 pub enum SdkError {
     /// Connecting, TLS, or a blob transfer failed.
     #[error(transparent)]
     Link(#[from] LinkError),
+    /// An upload did not complete in time.
+    #[error("upload did not complete within {0:?}")]
+    UploadTimeout(Duration),
     /// The master refused the subscription.
     #[error("subscription refused: {0}")]
     Refused(String),
@@ -256,7 +265,13 @@ impl Scheduler {
     async fn upload(&self, kind: BlobKind, bytes: &[u8]) -> Result<Digest, SdkError> {
         let conn = self.conn.lock().expect("poisoned").clone();
         let conn = conn.ok_or(SdkError::NotConnected)?;
-        Ok(link::upload_blob(&conn, kind, bytes).await?)
+        // As long as the master would wait for the bytes, and then some: a link that stalls
+        // fails the upload instead of hanging the caller.
+        let limit = UPLOAD_GRACE + Duration::from_secs(bytes.len() as u64 / UPLOAD_MIN_RATE);
+        tokio::time::timeout(limit, link::upload_blob(&conn, kind, bytes))
+            .await
+            .map_err(|_| SdkError::UploadTimeout(limit))?
+            .map_err(SdkError::from)
     }
 }
 
