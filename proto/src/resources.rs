@@ -255,6 +255,11 @@ pub fn parse_cpus(s: &str) -> Result<u64, ParseError> {
 /// units, as Mesos and most operators mean them. The parsing itself is the `parse-size` crate's.
 pub fn parse_size(s: &str) -> Result<u64, ParseError> {
     use parse_size::Error;
+    // parse-size 1.1 overflows (a panic in debug builds, a wrapped 0 in release) rounding a
+    // mantissa of u64::MAX, reachable with 21 or more digits; no valid size has that many.
+    if s.bytes().filter(u8::is_ascii_digit).count() > 19 {
+        return Err(ParseError::Range(s.to_owned()));
+    }
     let bytes = parse_size::Config::new()
         .with_binary()
         .parse_size(s.trim())
@@ -302,6 +307,9 @@ mod tests {
         assert_eq!(parse_size("1.5GiB"), Ok(3 * GIB / 2));
         assert_eq!(parse_size("100"), Ok(100));
         assert!(parse_size("5 parsecs").is_err());
+        // Found by the `resources` fuzz target: long digit strings must be refused, not wrapped.
+        let long = format!("00{}5{}", u64::MAX / 10, "6".repeat(80));
+        assert_eq!(parse_size(&long), Err(ParseError::Range(long.clone())));
         assert_eq!(format_cpus(1500), "1.5");
         assert_eq!(format_cpus(250), "0.25");
     }
