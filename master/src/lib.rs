@@ -15,12 +15,17 @@
 //!   invariants check (`audit.rs`); read-only views (`views.rs`, `state.rs`).
 //! - [`allocator`]: the `Allocator` trait and its policies, with golden cases as data
 //!   (`allocator/testdata/*.txt`).
+//! - [`acl`]: access-control lists (who may register frameworks in which roles, which agents may
+//!   reserve for which roles).
+//! - [`config`]: the master's TOML configuration file (roles, allocator, ACLs).
 //! - [`blobs`]: the content-addressed store of modules and task files.
 //! - [`driver`]: the quinn endpoint, one task per connection, the timer.
 
 #![warn(missing_docs)]
 
+pub mod acl;
 pub mod allocator;
 pub mod blobs;
+pub mod config;
 pub mod core;
 pub mod driver;

@@ -108,6 +108,20 @@ impl Master {
                 ),
             );
         }
+        if let Some((role, _)) = info
+            .reservations
+            .iter()
+            .find(|(role, _)| !self.cfg.acls.may_reserve(&name, role))
+        {
+            tracing::warn!(agent = %name, %role, "register refused by the ACLs");
+            return self.close(
+                conn,
+                format!(
+                    "register refused: agent {name:?} may not reserve resources for role \
+                     {role:?} (acls.reserve_resources)"
+                ),
+            );
+        }
         let plan_id = agent_id.clone().unwrap_or_else(|| AgentId(String::new()));
         let plan = match self.plan_register(&plan_id, &info, &running) {
             Ok(p) => p,

@@ -118,6 +118,8 @@ pub struct MasterConfig {
     pub id_key: [u8; 32],
     /// Most frameworks one principal may have registered at once.
     pub max_frameworks_per_principal: usize,
+    /// Who may register frameworks in which roles and reserve resources for which roles.
+    pub acls: crate::acl::Acls,
 }
 
 impl Default for MasterConfig {
@@ -138,6 +140,7 @@ impl Default for MasterConfig {
             offer_timeout: None,
             id_key: [0; 32],
             max_frameworks_per_principal: 100,
+            acls: crate::acl::Acls::default(),
         }
     }
 }

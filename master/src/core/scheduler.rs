@@ -47,6 +47,19 @@ impl Master {
         if info.role.trim().is_empty() {
             return self.error(conn, "subscribe refused: framework role must not be empty");
         }
+        if let Some(p) = self.principal(conn).cloned() {
+            if !self.cfg.acls.may_register(&p.name, &info.role) {
+                tracing::warn!(principal = %p, role = %info.role, "subscribe refused by the ACLs");
+                return self.close(
+                    conn,
+                    format!(
+                        "subscribe refused: principal {} may not register frameworks in role {:?} \
+                         (acls.register_frameworks)",
+                        p.name, info.role
+                    ),
+                );
+            }
+        }
         let bound = match self.binding(conn) {
             Some(Binding::Framework(f)) => Some(f),
             _ => None,

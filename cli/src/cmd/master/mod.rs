@@ -1,7 +1,5 @@
 //! `tessera master`: runs the master on a QUIC endpoint, with its tunables from flags and an
-//! optional TOML file ([`config`]).
-
-pub mod config;
+//! optional TOML file (`master::config`).
 
 use crate::tls::TlsArgs;
 use anyhow::{bail, Context};
@@ -67,11 +65,12 @@ pub async fn execute(a: MasterArgs) -> anyhow::Result<i32> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            config::parse(&text).with_context(|| format!("in {}", path.display()))?
+            master::config::parse(&text).with_context(|| format!("in {}", path.display()))?
         }
         None => Default::default(),
     };
     opts.config.roles = file.roles;
+    opts.config.acls = file.acls;
     opts.config.offer_timeout = a.offer_timeout.or(file.offer_timeout);
     let name = a
         .allocator

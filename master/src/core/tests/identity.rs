@@ -145,3 +145,75 @@ fn an_agent_cannot_report_a_task_placed_on_another_agent() {
     let t = h.m.task(&f, &TaskId("t1".into())).unwrap();
     assert_eq!(t.status.state, TaskState::Staging);
 }
+
+fn acls() -> crate::acl::Acls {
+    use crate::acl::{Acls, Rule};
+    Acls {
+        register_frameworks: Some(vec![Rule {
+            names: vec!["analytics-team".into()],
+            roles: vec!["analytics".into()],
+        }]),
+        reserve_resources: Some(vec![Rule {
+            names: vec!["gpu-1".into()],
+            roles: vec!["ml".into()],
+        }]),
+    }
+}
+
+#[test]
+fn a_role_the_acls_forbid_is_refused_at_subscribe() {
+    let mut h = H::with(MasterConfig {
+        run_id: "r".into(),
+        acls: acls(),
+        ..MasterConfig::default()
+    });
+    let mut msg = subscribe_msg("f", None);
+    if let Message::Subscribe { framework } = &mut msg {
+        framework.role = "analytics".into();
+    }
+    h.connect_as(10, SCHED, framework("web-team"));
+    h.msg(10, msg.clone());
+    let closes = h.closes();
+    assert_eq!(closes.len(), 1, "{closes:?}");
+    assert!(
+        closes[0]
+            .1
+            .contains("may not register frameworks in role \"analytics\""),
+        "{}",
+        closes[0].1
+    );
+    assert_eq!(h.m.frameworks().count(), 0);
+    h.connect_as(11, SCHED, framework("analytics-team"));
+    h.msg(11, msg);
+    assert!(matches!(h.take_first(11), Some(Message::Subscribed { .. })));
+}
+
+#[test]
+fn a_reservation_the_acls_forbid_is_refused_at_register() {
+    let mut h = H::with(MasterConfig {
+        run_id: "r".into(),
+        acls: acls(),
+        ..MasterConfig::default()
+    });
+    let reserving = |r: Resources| Message::Register {
+        agent_id: None,
+        info: AgentInfo {
+            reservations: vec![("ml".into(), r)],
+            hostname: "host".into(),
+            resources: r,
+            attributes: vec![],
+        },
+        running: vec![],
+    };
+    h.connect_as(1, AGENT, agent("cpu-1"));
+    h.msg(1, reserving(res(4.0, 4 * GIB)));
+    let closes = h.closes();
+    assert_eq!(closes.len(), 1, "{closes:?}");
+    assert!(closes[0]
+        .1
+        .contains("may not reserve resources for role \"ml\""));
+    assert_eq!(h.m.agents().count(), 0);
+    h.connect_as(2, AGENT, agent("gpu-1"));
+    h.msg(2, reserving(res(4.0, 4 * GIB)));
+    assert!(matches!(h.take_first(2), Some(Message::Registered { .. })));
+}
