@@ -103,3 +103,50 @@ fn runs_with_every_link_fault_replay_from_the_seed() {
     assert_eq!(run(11), run(11));
     assert_ne!(run(11), run(12));
 }
+
+#[test]
+fn a_cut_framework_link_resubscribes_under_the_same_id_and_sends_queued_kills() {
+    for seed in 0..10 {
+        let mut sim = Sim::new(seed, 3, res(4, 4), 1);
+        // Long tasks: they end only if killed (or after a minute); short ones finish.
+        let long: Vec<_> = (0..4)
+            .map(|_| sim.submit_task(0, Duration::from_secs(60), res(1, 1)))
+            .collect();
+        sim.submit(0, 16, (100, 600), res(1, 1));
+        let start = sim.now;
+        sim.run_until(start + Duration::from_millis(500));
+        let id = sim.frameworks[0].id().cloned();
+        assert!(id.is_some(), "seed {seed}");
+        let live = sim.live_tasks(0);
+        sim.cut_framework(0);
+        // Killed while the framework has no link: the SDK core queues the kills and sends them
+        // once re-subscribed.
+        for t in long.iter().filter(|t| live.contains(&t.0)) {
+            sim.kill(0, &t.0);
+        }
+        sim.drive_until(500_000, |s| {
+            s.all_done() || s.frameworks[0].live_tasks().all(|t| long.contains(t))
+        });
+        for t in long.iter().filter(|t| !live.contains(&t.0)) {
+            sim.kill(0, &t.0); // launched after the cut: killed now
+        }
+        sim.drive_until_done(500_000);
+        assert_exactly_once(&sim);
+        let f = &sim.frameworks[0];
+        assert_eq!(f.id().cloned(), id, "seed {seed}: a new framework id");
+        assert_eq!(f.subscriptions, 2, "seed {seed}");
+        assert_eq!(f.terminal.len(), 20, "seed {seed}");
+        for (t, state) in &f.terminal {
+            if long.contains(t) {
+                assert_eq!(*state, TaskState::Killed, "seed {seed} task {t}");
+            } else {
+                // Lost: its accept was in flight when the link dropped, and the reconciliation
+                // after the re-subscription learnt so from the master.
+                assert!(
+                    matches!(state, TaskState::Finished | TaskState::Lost),
+                    "seed {seed} task {t}: {state:?}"
+                );
+            }
+        }
+    }
+}

@@ -1,5 +1,5 @@
-//! The fault verbs of [`Sim`]: what can go wrong with an agent's link, the agent itself, or the
-//! clock. Each is one word, as in raft-rs's test `Network`, and leaves a line in the trace.
+//! The fault verbs of [`Sim`]: what can go wrong with an agent's link, the agent itself, a
+//! framework's link, or the clock. Each is one word, as in raft-rs's test `Network`, and leaves a line in the trace.
 
 use super::{LinkFaults, Sim};
 use std::time::Duration;
@@ -64,6 +64,20 @@ impl Sim {
         self.cut(i);
         self.agents[i].restart();
         self.note(|| format!("restart agent{i}"));
+    }
+
+    /// Cuts framework `f`'s link: in-flight messages are lost, the framework notices now (its
+    /// scheduler core queues the calls made meanwhile and redials after the redial delay,
+    /// re-subscribing under the same id), the master after the idle timeout.
+    pub fn cut_framework(&mut self, f: usize) {
+        if let Some(conn) = self.frameworks[f].conn {
+            self.note(|| format!("cut framework{f} conn{conn}"));
+            self.wire.forget(conn);
+            self.half_open.insert(conn, self.now + self.idle_timeout);
+            let redial_at = self.now + self.redial;
+            self.frameworks[f].disconnected("link cut".into(), redial_at);
+            self.flush_framework(f);
+        }
     }
 
     /// Moves the clock forward by `d` at once (a paused VM, an NTP step on a monotonic

@@ -1,15 +1,26 @@
-//! A simulated framework: a greedy scheduler with a queue of tasks, and the scheduler side of the
-//! protocol (subscribe, answer offers, acknowledge updates, drop duplicate deliveries).
+//! A simulated framework: the SDK's real sans-IO [`SchedulerCore`] for the protocol, and a
+//! greedy workload policy on top of it.
 //!
-//! The protocol logic sits in this one type, fed messages and `now` and returning the messages
-//! to send, so it can later give way to the SDK's sans-IO scheduler core without touching the
-//! rest of the simulation.
+//! The core owns everything protocol: the `Subscribe` on every new connection (re-subscribing
+//! under the framework id the master assigned), calls queued while the link is down and sent
+//! once each after the next `Subscribed`, auto-acknowledgement, and dropping duplicate updates
+//! by (task id, uuid). This type keeps only the policy (which queued tasks to launch on which
+//! offer, what to refuse) and what the tests assert on (launches, updates, how each task ended,
+//! errors). [`crate::sim::Sim`] feeds the core its inputs and drains its outputs as the core's
+//! calling contract asks: after each input or call, every `poll_transmit` message goes on the
+//! simulated wire, in order, then every `poll_event` goes to the policy (whose calls are drained
+//! the same way).
+//!
+//! Because the dedup is the core's, the simulated-fault scenarios (every task ends exactly once
+//! and no update is lost or duplicated across link cuts, restarts and clock jumps) test the
+//! SDK's `SchedulerCore` as well as the master and agent cores.
 
 use master::core::ConnId;
 use proto::{
-    Digest, Filters, FrameworkId, FrameworkInfo, Message, Resources, TaskId, TaskInfo, TaskState,
-    TaskStatus,
+    Digest, Filters, FrameworkId, FrameworkInfo, Message, Offer, Resources, TaskId, TaskInfo,
+    TaskState, TaskStatus,
 };
+use sdk::{Event, SchedulerCore};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -40,26 +51,33 @@ pub struct Launched {
     pub started_at: Option<Instant>,
 }
 
-/// A simulated framework: a greedy scheduler with a queue of tasks to run.
+/// A simulated framework: a greedy scheduler with a queue of tasks to run, speaking the
+/// protocol through the SDK's [`SchedulerCore`].
 pub struct SimFramework {
-    /// Its connection to the master.
-    pub(crate) conn: ConnId,
-    /// What it subscribes as.
+    /// Its connection to the master, while it has one.
+    pub(crate) conn: Option<ConnId>,
+    /// When it dials the master again after losing its link.
+    pub(crate) reconnect_at: Option<Instant>,
+    /// The protocol: subscription, queued calls, acknowledgements, duplicate filtering.
+    core: SchedulerCore,
+    /// What it subscribes as (without an id; the core keeps the one the master assigns).
     pub info: FrameworkInfo,
-    /// Its id once subscribed.
-    pub id: Option<FrameworkId>,
     /// Tasks still to launch, in launch order.
     pub pending: VecDeque<QueuedTask>,
     /// Tasks launched, by id.
     pub launched: BTreeMap<TaskId, Launched>,
-    /// Every update delivered (after dropping duplicates by uuid).
+    /// Every update the core delivered (it has dropped duplicates by task id and uuid).
     pub updates: Vec<TaskStatus>,
-    seen: BTreeSet<(TaskId, String)>,
     /// Terminal state of each task, as the framework learnt it.
     pub terminal: BTreeMap<TaskId, TaskState>,
     /// Errors the master sent, and protocol violations the framework saw (a task ending twice,
     /// or updating after its end).
     pub errors: Vec<String>,
+    /// How many times it has (re-)subscribed.
+    pub subscriptions: u64,
+    /// Tasks it asked the master about after re-subscribing: their end may be told twice, by
+    /// the reconciliation answer and by the update that was in flight.
+    reconciling: BTreeSet<TaskId>,
     /// How long the master should hold back the rest of an offer it answers.
     pub refuse_seconds: f64,
     /// When set, the framework uses offers of these hosts only and refuses the others for an
@@ -69,110 +87,170 @@ pub struct SimFramework {
 }
 
 impl SimFramework {
-    /// A framework named `name` in `role`, on connection `conn`, launching `module`.
-    pub(crate) fn new(conn: ConnId, name: &str, role: &str, module: Digest) -> Self {
-        Self {
-            conn,
-            info: FrameworkInfo {
-                priority: 0,
-                name: name.to_owned(),
-                role: role.to_owned(),
-                principal: name.to_owned(),
-                id: None,
-                failover_timeout_ms: 600_000,
-            },
+    /// A framework named `name` in `role`, launching `module`, not yet connected.
+    pub(crate) fn new(name: &str, role: &str, module: Digest) -> Self {
+        let info = FrameworkInfo {
+            priority: 0,
+            name: name.to_owned(),
+            role: role.to_owned(),
+            principal: name.to_owned(),
             id: None,
+            failover_timeout_ms: 600_000,
+        };
+        Self {
+            conn: None,
+            reconnect_at: None,
+            core: SchedulerCore::new(info.clone(), true),
+            info,
             pending: VecDeque::new(),
             launched: BTreeMap::new(),
             updates: Vec::new(),
-            seen: BTreeSet::new(),
             terminal: BTreeMap::new(),
             errors: Vec::new(),
+            subscriptions: 0,
+            reconciling: BTreeSet::new(),
             refuse_seconds: 0.5,
             only_hosts: None,
             module,
         }
     }
 
-    /// The first message it sends.
-    pub(crate) fn subscribe(&self) -> Message {
-        Message::Subscribe {
-            framework: self.info.clone(),
-        }
+    /// Its framework id, once the master has assigned one.
+    pub fn id(&self) -> Option<&FrameworkId> {
+        self.core.framework_id()
     }
 
-    /// Handles a message from the master; returns the messages to send back.
-    pub(crate) fn receive(&mut self, now: Instant, msg: Message) -> Vec<Message> {
-        let mut out = Vec::new();
-        match msg {
-            Message::Subscribed { framework_id, .. } => self.id = Some(framework_id),
-            Message::Offers { offers } => {
+    // ---- the driver's side: inputs to the core, its outputs ----
+
+    /// A new connection `conn` to the master is up: the core subscribes on it.
+    pub(crate) fn connected(&mut self, conn: ConnId) {
+        self.conn = Some(conn);
+        self.reconnect_at = None;
+        self.core.handle_connected();
+    }
+
+    /// A message from the master.
+    pub(crate) fn receive(&mut self, msg: Message) {
+        self.core.handle_message(msg);
+    }
+
+    /// The connection is gone (`why`); it dials again at `redial_at`.
+    pub(crate) fn disconnected(&mut self, why: String, redial_at: Instant) {
+        self.conn = None;
+        self.reconnect_at = Some(redial_at);
+        self.core.handle_disconnected(why);
+    }
+
+    /// The next message to put on its connection.
+    pub(crate) fn poll_transmit(&mut self) -> Option<Message> {
+        self.core.poll_transmit()
+    }
+
+    /// Writing `msg`, just taken from [`SimFramework::poll_transmit`], failed: there is no
+    /// connection. The core keeps it for the next subscription.
+    pub(crate) fn write_failed(&mut self, msg: Message) {
+        self.core
+            .handle_write_failed(msg, "no connection to the master".into());
+    }
+
+    /// Hands the core's next event to the policy; false when there was none.
+    pub(crate) fn handle_next_event(&mut self, now: Instant) -> bool {
+        let Some(event) = self.core.poll_event() else {
+            return false;
+        };
+        match event {
+            Event::Subscribed { .. } => {
+                self.subscriptions += 1;
+                if self.subscriptions > 1 {
+                    self.reconcile();
+                }
+            }
+            Event::Offers(offers) => {
                 for offer in offers {
-                    let own = self
-                        .only_hosts
-                        .as_ref()
-                        .is_none_or(|h| h.contains(&offer.hostname));
-                    let mut left = offer.resources;
-                    let mut tasks = Vec::new();
-                    while let Some(next) = self.pending.front() {
-                        if !own || !left.contains(&next.resources) {
-                            break;
-                        }
-                        let t = self.pending.pop_front().expect("front exists");
-                        left -= t.resources;
-                        self.launched.insert(
-                            t.id.clone(),
-                            Launched {
-                                resources: t.resources,
-                                queued_at: t.queued_at,
-                                started_at: None,
-                            },
-                        );
-                        tasks.push(TaskInfo {
-                            max_cpu_ms: None,
-                            name: t.id.0.clone(),
-                            task_id: t.id,
-                            agent_id: offer.agent_id.clone(),
-                            resources: t.resources,
-                            module: self.module,
-                            args: vec![t.run.as_millis().to_string()],
-                            env: vec![],
-                            files: vec![],
-                            timeout_ms: None,
-                        });
-                    }
-                    let refuse_seconds = if own {
-                        self.refuse_seconds
-                    } else {
-                        REFUSE_FOREIGN_SECONDS
-                    };
-                    let filters = Filters { refuse_seconds };
-                    out.push(Message::answer_offer(offer.id, tasks, filters));
+                    self.answer(offer);
                 }
             }
-            Message::Update { status } => {
-                if let (Some(agent_id), Some(uuid)) = (&status.agent_id, &status.uuid) {
-                    out.push(Message::Acknowledge {
-                        agent_id: agent_id.clone(),
-                        task_id: status.task_id.clone(),
-                        uuid: uuid.clone(),
-                    });
-                    if !self.seen.insert((status.task_id.clone(), uuid.0.clone())) {
-                        return out;
-                    }
-                }
-                self.learn(now, status);
-            }
-            Message::Error { message } => self.errors.push(message),
-            _ => {}
+            Event::Update(status) => self.learn(now, status),
+            Event::Error(message) => self.errors.push(message),
+            // Offers simply go unanswered; the link's loss is the driver's business.
+            Event::Rescind(_) | Event::Disconnected(_) => {}
         }
-        out
+        true
     }
 
-    /// Takes in a (not duplicate) update.
+    /// Asks the master to kill `task` (sent now, or queued until the next subscription).
+    pub(crate) fn kill(&mut self, task: TaskId) {
+        self.core.kill(task);
+    }
+
+    // ---- the policy ----
+
+    /// Packs queued tasks, in order, into `offer` and accepts it, or declines it.
+    fn answer(&mut self, offer: Offer) {
+        let own = self
+            .only_hosts
+            .as_ref()
+            .is_none_or(|h| h.contains(&offer.hostname));
+        let mut left = offer.resources;
+        let mut tasks = Vec::new();
+        while let Some(next) = self.pending.front() {
+            if !own || !left.contains(&next.resources) {
+                break;
+            }
+            let t = self.pending.pop_front().expect("front exists");
+            left -= t.resources;
+            self.launched.insert(
+                t.id.clone(),
+                Launched {
+                    resources: t.resources,
+                    queued_at: t.queued_at,
+                    started_at: None,
+                },
+            );
+            tasks.push(TaskInfo {
+                max_cpu_ms: None,
+                name: t.id.0.clone(),
+                task_id: t.id,
+                agent_id: offer.agent_id.clone(),
+                resources: t.resources,
+                module: self.module,
+                args: vec![t.run.as_millis().to_string()],
+                env: vec![],
+                files: vec![],
+                timeout_ms: None,
+            });
+        }
+        let refuse_seconds = if own {
+            self.refuse_seconds
+        } else {
+            REFUSE_FOREIGN_SECONDS
+        };
+        let filters = Filters { refuse_seconds };
+        if tasks.is_empty() {
+            self.core.decline(vec![offer.id], filters);
+        } else {
+            self.core.accept(vec![offer.id], tasks, filters);
+        }
+    }
+
+    /// After a re-subscription, asks the master how its live tasks stand: an accept in flight
+    /// when the link dropped was lost with it, and only the master can say so (it answers
+    /// `TASK_LOST` for a task it does not know).
+    fn reconcile(&mut self) {
+        let live: Vec<TaskId> = self.live_tasks().cloned().collect();
+        if !live.is_empty() {
+            self.reconciling.extend(live.iter().cloned());
+            self.core.reconcile(live);
+        }
+    }
+
+    /// Takes in an update (the core has dropped duplicates).
     fn learn(&mut self, now: Instant, status: TaskStatus) {
         if status.state.is_terminal() {
-            if let Some(prev) = self.terminal.insert(status.task_id.clone(), status.state) {
+            let prev = self.terminal.insert(status.task_id.clone(), status.state);
+            // The same end told by a reconciliation answer and by the update itself.
+            let retold = prev == Some(status.state) && self.reconciling.contains(&status.task_id);
+            if let Some(prev) = prev.filter(|_| !retold) {
                 self.errors.push(format!(
                     "{} terminal twice: {} then {}",
                     status.task_id,
@@ -193,6 +271,8 @@ impl SimFramework {
         }
         self.updates.push(status);
     }
+
+    // ---- what the tests and reports read ----
 
     /// Tasks launched and not yet seen end, in id order.
     pub fn live_tasks(&self) -> impl Iterator<Item = &TaskId> {

@@ -16,6 +16,9 @@
 //! - [`Sim::recover`]: clears the link's faults (an isolated link that neither end gave up on
 //!   carries on, its held messages delivered);
 //! - [`Sim::restart_agent`]: the agent's memory and guests are gone and it registers afresh;
+//! - [`Sim::cut_framework`]: a framework's link drops as an agent's does under [`Sim::cut`]; its
+//!   scheduler core re-subscribes under the same id after the redial delay, and sends the calls
+//!   made meanwhile then;
 //! - [`Sim::jump`]: the clock moves forward at once.
 //!
 //! Drive it with [`Sim::step`] (everything due at the next moment anything happens),
@@ -24,7 +27,9 @@
 //! [`SimOptions::check_invariants`] is off).
 //!
 //! # Layout
-//! - [`framework`]: the simulated framework (queue, offer packing, ack and dedup).
+//! - [`framework`]: the simulated framework: the SDK's real `SchedulerCore` (subscription,
+//!   queued calls, acknowledgements, duplicate filtering) under a greedy policy (queue, offer
+//!   packing). The exactly-once checks of the fault scenarios are thus checks of that core too.
 //! - `faults`: the fault verbs.
 //! - `agent`: a real agent core with simulated guests and its link state.
 //! - `wire`: messages in flight and per-link faults.
@@ -78,7 +83,7 @@ pub struct SimOptions {
     pub latency_ms: (u64, u64),
     /// How long either end takes to notice a silent connection.
     pub idle_timeout: Duration,
-    /// How long an agent waits before redialling.
+    /// How long an agent or a framework waits before redialling.
     pub redial: Duration,
     /// What a lost datagram costs a message (QUIC's retransmission timeout).
     pub retransmit: Duration,
@@ -143,7 +148,7 @@ pub struct Sim {
     pub latency_ms: (u64, u64),
     /// How long the master takes to notice a silent connection.
     pub idle_timeout: Duration,
-    /// How long an agent waits before redialling.
+    /// How long an agent or a framework waits before redialling.
     pub redial: Duration,
     retransmit: Duration,
     prepare: Duration,
@@ -238,11 +243,9 @@ impl Sim {
                 owner: Some(Peer::Framework(f).principal().name),
             },
         );
-        let conn = self.open(Peer::Framework(f), Role::Scheduler);
-        let fw = SimFramework::new(conn, name, role, self.module);
-        let subscribe = fw.subscribe();
-        self.frameworks.push(fw);
-        self.send(conn, true, subscribe);
+        self.frameworks
+            .push(SimFramework::new(name, role, self.module));
+        self.connect_framework(f);
         f
     }
 
@@ -270,15 +273,9 @@ impl Sim {
 
     /// Framework `f` asks the master to kill one of its tasks.
     pub fn kill(&mut self, f: usize, task: &str) {
-        let conn = self.frameworks[f].conn;
         self.note(|| format!("kill {task}"));
-        self.send(
-            conn,
-            true,
-            Message::Kill {
-                task_id: TaskId(task.to_owned()),
-            },
-        );
+        self.frameworks[f].kill(TaskId(task.to_owned()));
+        self.flush_framework(f);
     }
 
     /// Tasks framework `f` has launched and not yet seen end, in id order.
@@ -317,6 +314,7 @@ impl Sim {
             self.half_open.values().copied().min(),
             self.silent.values().copied().min(),
             self.agents.iter().filter_map(SimAgent::next_event_at).min(),
+            self.frameworks.iter().filter_map(|f| f.reconnect_at).min(),
         ]
         .into_iter()
         .flatten()
@@ -375,6 +373,11 @@ impl Sim {
                 }
             }
             self.agents[i].core.handle_timeout(now);
+        }
+        for f in 0..self.frameworks.len() {
+            if self.frameworks[f].reconnect_at.is_some_and(|t| t <= now) {
+                self.connect_framework(f);
+            }
         }
         self.master.handle_timeout(now);
         self.pump();
@@ -474,10 +477,34 @@ impl Sim {
                 }
             }
             Peer::Framework(f) => {
-                let fw_conn = self.frameworks[f].conn;
-                for reply in self.frameworks[f].receive(self.now, msg) {
-                    self.send(fw_conn, true, reply);
+                if self.frameworks[f].conn == Some(conn) {
+                    self.frameworks[f].receive(msg);
+                    self.flush_framework(f);
                 }
+            }
+        }
+    }
+
+    /// Framework `f` opens a new connection to the master; its core subscribes on it.
+    fn connect_framework(&mut self, f: usize) {
+        let conn = self.open(Peer::Framework(f), Role::Scheduler);
+        self.frameworks[f].connected(conn);
+        self.flush_framework(f);
+    }
+
+    /// Drains framework `f`'s scheduler core as its calling contract asks: every message it
+    /// has to send goes on the wire, in order, then each event goes to the framework's policy,
+    /// whose calls are drained the same way.
+    fn flush_framework(&mut self, f: usize) {
+        loop {
+            while let Some(msg) = self.frameworks[f].poll_transmit() {
+                match self.frameworks[f].conn {
+                    Some(conn) => self.send(conn, true, msg),
+                    None => self.frameworks[f].write_failed(msg),
+                }
+            }
+            if !self.frameworks[f].handle_next_event(self.now) {
+                break;
             }
         }
     }
@@ -498,10 +525,16 @@ impl Sim {
                     MAction::Close { conn, reason } => {
                         self.note(|| format!("close {conn}: {reason}"));
                         self.silent.remove(&conn);
-                        if let Some(Peer::Agent(i)) = self.conns.remove(&conn) {
-                            if self.agents[i].conn == Some(conn) {
+                        match self.conns.remove(&conn) {
+                            Some(Peer::Agent(i)) if self.agents[i].conn == Some(conn) => {
                                 self.agents[i].disconnected(self.now, self.redial);
                             }
+                            Some(Peer::Framework(f)) if self.frameworks[f].conn == Some(conn) => {
+                                let redial_at = self.now + self.redial;
+                                self.frameworks[f].disconnected(reason, redial_at);
+                                self.flush_framework(f);
+                            }
+                            _ => {}
                         }
                         self.wire.forget(conn);
                     }
