@@ -19,6 +19,7 @@
 //! - `escape`: tries to leave its sandbox through `..`, absolute paths and symlinks.
 //! - `sha256`: `sha256 <KiB> <rounds>`, SHA-256 over a generated buffer.
 //! - `json`: `json <records> <rounds>`, generates and parses a JSON document.
+//! - `sockets`: calls the (denied) WASI socket functions and prints each errno.
 
 #![warn(missing_docs)]
 
@@ -41,6 +42,7 @@ mod tests {
             "memhog",
             "pi",
             "sha256",
+            "sockets",
             "spinner",
             "stackoverflow",
             "trap",

@@ -916,6 +916,7 @@ async fn burn_runs_its_rounds_and_prints_a_checksum() {
 mod guest_tests {
     pub(super) use super::{
         burn_runs_its_rounds_and_prints_a_checksum as burn,
+        denied_socket_calls_keep_wasi_errno_semantics as sockets,
         disk_filler_hits_the_disk_limit as diskfill, escape_attempts_all_fail as escape,
         files_guest_is_sandboxed as files, hello_exits_zero_with_output as hello,
         hogs_fail_with_the_right_reason_and_others_are_unaffected as stackoverflow,
@@ -933,3 +934,35 @@ macro_rules! assert_guest_tested {
     };
 }
 wasm_examples::foreach_guest!(assert_guest_tested);
+
+#[tokio::test]
+async fn denied_socket_calls_keep_wasi_errno_semantics() {
+    const EBADF: u32 = 8;
+    const ENOTSOCK: u32 = 57;
+    let exec = executor();
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        &exec,
+        spec(dir.path(), "sockets", wasm_examples::SOCKETS_PATH, &[]),
+    )
+    .await;
+    assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+    let got: Vec<(String, u32)> = out
+        .stdout_tail
+        .lines()
+        .map(|l| {
+            let (call, errno) = l.rsplit_once(' ').unwrap();
+            (call.to_owned(), errno.parse().unwrap())
+        })
+        .collect();
+    let want = [
+        ("sock_shutdown not_open", EBADF),
+        ("sock_shutdown stdout", ENOTSOCK),
+        ("sock_accept not_open", EBADF),
+        ("sock_recv not_open", EBADF),
+        ("sock_send not_open", EBADF),
+        ("sock_send stdout", ENOTSOCK),
+    ];
+    let want: Vec<(String, u32)> = want.iter().map(|(c, e)| (c.to_string(), *e)).collect();
+    assert_eq!(got, want);
+}
