@@ -21,6 +21,17 @@ async fn attacker(cluster: &LocalCluster, name: &str) -> (quinn::Endpoint, quinn
     (ep, conn)
 }
 
+/// Opens the control stream and says `Hello` as a scheduler (the answer is not awaited).
+async fn hello(conn: &quinn::Connection) -> (quinn::SendStream, quinn::RecvStream) {
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    let hello = Message::Hello {
+        version: PROTOCOL_VERSION,
+        role: Role::Scheduler,
+    };
+    net::codec::write_one(&mut send, &hello).await.unwrap();
+    (send, recv)
+}
+
 /// A normal tenant's `hello` end to end: subscribe, upload, launch, finish. Returns how long it
 /// took (reported, never compared with a threshold).
 async fn hello_runs(cluster: &LocalCluster, name: &str) -> Duration {
@@ -66,12 +77,7 @@ async fn stalled_uploads_hold_up_only_their_own_tenant() {
 
     // Four uploads announcing 1 MiB that stop after 64 bytes.
     let (_ep, conn) = attacker(&cluster, "staller").await;
-    let (mut control, _control_recv) = conn.open_bi().await.unwrap();
-    let hello = Message::Hello {
-        version: PROTOCOL_VERSION,
-        role: Role::Scheduler,
-    };
-    net::codec::write_one(&mut control, &hello).await.unwrap();
+    let _control = hello(&conn).await;
     let mut stalled = Vec::new();
     for i in 0..4u8 {
         let (mut send, recv) = conn.open_bi().await.unwrap();
@@ -149,12 +155,7 @@ async fn streams_announcing_large_frames_cost_only_what_they_send() {
     let mut held = Vec::new();
     for c in 0..2 {
         let (ep, conn) = attacker(&cluster, &format!("hoarder{c}")).await;
-        let (mut control, _r) = conn.open_bi().await.unwrap();
-        let hello = Message::Hello {
-            version: PROTOCOL_VERSION,
-            role: Role::Scheduler,
-        };
-        net::codec::write_one(&mut control, &hello).await.unwrap();
+        let control = hello(&conn).await;
         let mut opened = 0;
         for _ in 0..255 {
             let Ok(Ok((mut send, recv))) =
@@ -173,7 +174,7 @@ async fn streams_announcing_large_frames_cost_only_what_they_send() {
             opened <= net::tls::SERVER_MAX_STREAMS as usize,
             "{opened} streams"
         );
-        held.push((control, _r));
+        held.push(control);
         tracing::info!(opened, "streams held open");
         std::mem::forget(ep);
         std::mem::forget(conn);
