@@ -508,9 +508,18 @@ async fn serve_connection(incoming: quinn::Incoming, conn_id: ConnId, shared: Ar
         })
     };
 
+    let mut budget = crate::rate::FrameBudget::new(
+        crate::rate::FRAMES_PER_SECOND,
+        crate::rate::FRAME_BURST,
+        std::time::Instant::now(),
+    );
     loop {
         match recv.recv().await {
             Ok(Some(msg)) => {
+                if let Some(wait) = budget.take(std::time::Instant::now()) {
+                    // Over its rate: this peer waits, and QUIC flow control holds it back.
+                    tokio::time::sleep(wait).await;
+                }
                 if shared
                     .tx
                     .send(Input::Core(Event::Message { conn: conn_id, msg }))

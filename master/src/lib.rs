@@ -19,6 +19,7 @@
 //!   reserve for which roles).
 //! - [`config`]: the master's TOML configuration file (roles, allocator, ACLs).
 //! - [`blobs`]: the content-addressed store of modules and task files.
+//! - [`rate`]: the token bucket pacing each connection's control frames.
 //! - [`driver`]: the quinn endpoint, one task per connection, the timer.
 
 #![warn(missing_docs)]
@@ -29,3 +30,4 @@ pub mod blobs;
 pub mod config;
 pub mod core;
 pub mod driver;
+pub mod rate;

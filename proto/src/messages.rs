@@ -441,6 +441,18 @@ pub enum Message {
         /// Why.
         message: String,
     },
+
+    // ----- operator -> master, and its answer -----
+    /// Tears down any framework: allowed only to an operator certificate.
+    TeardownFramework {
+        /// The framework.
+        framework_id: FrameworkId,
+    },
+    /// The framework named in `TeardownFramework` is torn down (its tasks are being killed).
+    TornDown {
+        /// The framework.
+        framework_id: FrameworkId,
+    },
 }
 
 impl Message {
@@ -475,6 +487,8 @@ impl Message {
             Message::Acknowledge { .. } => "Acknowledge",
             Message::Reconcile { .. } => "Reconcile",
             Message::Teardown => "Teardown",
+            Message::TeardownFramework { .. } => "TeardownFramework",
+            Message::TornDown { .. } => "TornDown",
             Message::Subscribed { .. } => "Subscribed",
             Message::Offers { .. } => "Offers",
             Message::Rescind { .. } => "Rescind",

@@ -685,6 +685,7 @@ impl Master {
                     | Message::Acknowledge { .. }
                     | Message::Reconcile { .. }
                     | Message::Teardown
+                    | Message::TeardownFramework { .. }
             ),
             Role::Agent => matches!(msg, Message::Register { .. } | Message::StatusUpdate { .. }),
         };
@@ -711,6 +712,9 @@ impl Master {
                 running,
             } => self.on_register(conn, agent_id, info, running),
             Message::StatusUpdate { status } => self.on_status_update(conn, status),
+            Message::TeardownFramework { framework_id } => {
+                self.on_operator_teardown(conn, framework_id)
+            }
             call => match self.binding(conn) {
                 Some(Binding::Framework(fid)) => self.on_call(conn, fid, call),
                 _ => self.error(

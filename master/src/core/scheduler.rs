@@ -3,6 +3,7 @@
 
 use super::timer::Timer;
 use super::{Binding, ConnId, FrameworkEntry, Master, TaskEntry};
+use proto::identity::PeerKind;
 use proto::{
     AgentId, BlobKind, Digest, FrameworkId, FrameworkInfo, Message, OfferId, Reason, Resources,
     TaskId, TaskInfo, TaskState, UpdateId,
@@ -222,6 +223,28 @@ impl Master {
         self.timers.stop(&Timer::FrameworkFailover(fid.clone()));
         self.bind(conn, Binding::Framework(fid.clone()));
         tracing::info!(framework = %fid, "framework re-subscribed");
+    }
+
+    /// An operator tears down any framework; anyone else is refused.
+    pub(super) fn on_operator_teardown(&mut self, conn: ConnId, fid: FrameworkId) {
+        let principal = self.principal(conn).cloned();
+        let Some(p) = principal.filter(|p| p.kind == PeerKind::Operator) else {
+            let who = self
+                .principal(conn)
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            tracing::warn!(principal = %who, framework = %fid, "teardown refused: not an operator");
+            return self.error(
+                conn,
+                format!("teardown of {fid} refused: only an operator certificate may tear down another framework ({who} is not one)"),
+            );
+        };
+        if !self.frameworks.contains_key(&fid) {
+            return self.error(conn, format!("teardown refused: unknown framework {fid}"));
+        }
+        tracing::info!(operator = %p, framework = %fid, "operator tears down a framework");
+        self.teardown(&fid);
+        self.send(conn, Message::TornDown { framework_id: fid });
     }
 
     /// A call from a subscribed framework (anything but `Subscribe`).

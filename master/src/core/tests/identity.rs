@@ -217,3 +217,41 @@ fn a_reservation_the_acls_forbid_is_refused_at_register() {
     h.msg(2, reserving(res(4.0, 4 * GIB)));
     assert!(matches!(h.take_first(2), Some(Message::Registered { .. })));
 }
+
+#[test]
+fn only_an_operator_may_tear_down_another_principals_framework() {
+    let (mut h, _a, f, _o, _m) = one_agent_one_offer();
+    // Another framework principal is refused, whatever it names.
+    h.connect_as(20, SCHED, framework("mallory"));
+    h.msg(
+        20,
+        Message::TeardownFramework {
+            framework_id: f.clone(),
+        },
+    );
+    let errs = errors(&h.sent(20));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("only an operator certificate"),
+        "{}",
+        errs[0]
+    );
+    assert!(h.m.framework(&f).is_some());
+    // An operator may.
+    h.connect_as(
+        30,
+        SCHED,
+        PeerId::new(proto::identity::PeerKind::Operator, "ops").unwrap(),
+    );
+    h.msg(
+        30,
+        Message::TeardownFramework {
+            framework_id: f.clone(),
+        },
+    );
+    assert!(h
+        .sent(30)
+        .iter()
+        .any(|m| matches!(m, Message::TornDown { framework_id } if *framework_id == f)));
+    assert!(h.m.framework(&f).is_none());
+}
