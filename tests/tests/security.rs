@@ -540,3 +540,82 @@ async fn agents_belong_to_their_certificates() {
     );
     cluster.shutdown().await;
 }
+
+/// A raw scheduler connection of framework principal `name`, past `Hello`.
+async fn raw_framework(cluster: &LocalCluster, name: &str) -> (quinn::Endpoint, quinn::Connection) {
+    let tls = cluster.peer_tls(PeerKind::Framework, name).unwrap();
+    let ep = net::link::client_endpoint(&tls, cluster.config.tuning).unwrap();
+    let link = net::link::Link::connect(&ep, cluster.master_addr, Role::Scheduler)
+        .await
+        .unwrap();
+    let conn = link.conn.clone();
+    std::mem::forget(link); // keep the control stream open for the test's life
+    (ep, conn)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_belong_to_their_uploaders() {
+    trace();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(fast_config(), dir.path())
+        .await
+        .unwrap();
+    let (_ea, alice) = raw_framework(&cluster, "alice").await;
+    let digest = net::link::upload_blob(&alice, proto::BlobKind::File, b"alice's secret")
+        .await
+        .unwrap();
+    let dest = dir.path().join("fetched");
+    // Alice may fetch her blob back.
+    net::link::fetch_blob(&alice, digest, &dest, 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), b"alice's secret");
+    // Mallory may not, and the refusal is the same as for a blob that does not exist.
+    let (_em, mallory) = raw_framework(&cluster, "mallory").await;
+    let theirs = net::link::fetch_blob(&mallory, digest, &dest, 1 << 20).await;
+    let missing = net::link::fetch_blob(&mallory, proto::Digest::of(b"none"), &dest, 1 << 20).await;
+    let text = |r: Result<u64, net::link::LinkError>| r.err().expect("refused").to_string();
+    let (theirs, missing) = (text(theirs), text(missing));
+    assert!(theirs.starts_with("blob refused: unknown blob"), "{theirs}");
+    assert_eq!(
+        theirs.replace(&format!("{digest:?}"), "D"),
+        missing.replace(&format!("{:?}", proto::Digest::of(b"none")), "D")
+    );
+    // Uploading the same bytes still sends them all and gives Mallory her own copy.
+    net::link::upload_blob(&mallory, proto::BlobKind::File, b"alice's secret")
+        .await
+        .unwrap();
+    net::link::fetch_blob(&mallory, digest, &dest, 1 << 20)
+        .await
+        .unwrap();
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_the_acls_forbid_is_refused() {
+    trace();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = fast_config();
+    config.master.acls = master::config::parse(
+        "[[acls.register_frameworks]]\nprincipals = [\"analytics-team\"]\nroles = [\"analytics\"]\n",
+    )
+    .unwrap()
+    .acls;
+    let cluster = LocalCluster::start(config, dir.path()).await.unwrap();
+    let mut opts = cluster.scheduler_options("web-team", "analytics").unwrap();
+    opts.subscribe_timeout = Duration::from_secs(3);
+    let err = Scheduler::connect(opts).await.err().expect("refused");
+    assert!(
+        err.to_string()
+            .contains("principal web-team may not register frameworks in role \"analytics\""),
+        "{err}"
+    );
+    let ok = Scheduler::connect(
+        cluster
+            .scheduler_options("analytics-team", "analytics")
+            .unwrap(),
+    )
+    .await;
+    assert!(ok.is_ok());
+    cluster.shutdown().await;
+}
