@@ -48,6 +48,8 @@
 //!   the agent life cycle (disconnect, removal).
 //! - `scheduler`: what schedulers send (subscribe, accept, decline, kill, ...) and the
 //!   framework life cycle (disconnect, teardown).
+//! - `validate`: what a task in an accept must be (ids, paths, resources, its principal's
+//!   blobs) before it is charged and launched.
 //! - `ledger`: the books: offers, charges, resources held by tasks, and the `RefuseIndex` of
 //!   refuse filters.
 //! - `allocation`: the allocation round: snapshot, policy, re-validation, offers.
@@ -66,6 +68,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 mod timer;
+mod validate;
 mod views;
 
 pub use state::{AgentEntry, FilterMap, FrameworkEntry, TaskEntry};
@@ -80,6 +83,9 @@ use proto::{
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 use timer::{Timer, TimerTable};
+
+/// Why a task of an accept was rejected.
+type TaskRejection = (Reason, String);
 
 /// Names one peer connection; chosen by the driver, opaque to the core.
 pub type ConnId = u64;
