@@ -36,6 +36,10 @@
 //!   event the driver reports later for it (and any message still queued from it) is ignored.
 //! - Blob streams and the `Hello` handshake belong to the driver: it reports a connection with
 //!   `Connected` only after the handshake, and a validated upload with `BlobStored`.
+//! - Identity comes with `Connected`: the principal read from the peer's verified certificate.
+//!   The core binds frameworks to it, agent ids to agent names and blobs to their uploaders, and
+//!   never trusts what a message says about its sender. Fetch permissions are a query
+//!   ([`Master::may_fetch`]) the driver asks before serving a blob.
 //!
 //! Every bad input is answered, never dropped silently and never a panic: a role violation
 //! closes the connection with a reason, an invalid call gets `Message::Error`, an invalid task
