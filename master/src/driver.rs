@@ -39,6 +39,10 @@ pub mod close_code {
     pub const FORBIDDEN: u32 = 4;
 }
 
+/// Inputs (messages of all connections, blob events, fetch questions) queued for the core; when
+/// full, connections' readers wait, and QUIC flow control pushes back on their peers.
+const INPUT_QUEUE: usize = 16_384;
+
 /// Control messages queued per connection before the peer is considered too slow.
 const WRITE_QUEUE: usize = 4096;
 
@@ -231,7 +235,7 @@ impl MasterServer {
         }
         tracing::info!(addr = %endpoint.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             allocator = core.allocator_name(), "master listening");
-        let (tx, mut rx) = mpsc::unbounded_channel::<Input>();
+        let (tx, mut rx) = mpsc::channel::<Input>(INPUT_QUEUE);
         let shared = Arc::new(ConnShared {
             tx: tx.clone(),
             store,
@@ -276,6 +280,12 @@ impl MasterServer {
                             if writer.try_send(msg).is_err() {
                                 tracing::warn!(conn, "peer too slow or gone; closing");
                                 c.close(close_code::TOO_SLOW.into(), b"too slow reading messages");
+                                // Forgotten at once: its queue and the core's books let go now.
+                                conns.remove(&conn);
+                                core.handle(
+                                    Instant::now().into_std(),
+                                    Event::Disconnected { conn },
+                                );
                             }
                         }
                     }
@@ -326,7 +336,7 @@ fn close_after_flush(conn: quinn::Connection, reason: String) {
 }
 
 struct ConnShared {
-    tx: mpsc::UnboundedSender<Input>,
+    tx: mpsc::Sender<Input>,
     store: Arc<BlobStore>,
     uploads: tokio::sync::Semaphore,
     max_frame: usize,
@@ -470,17 +480,23 @@ async fn serve_connection(incoming: quinn::Incoming, conn_id: ConnId, shared: Ar
     tracing::debug!(%remote, conn_id, ?role, "peer connected");
 
     let (writer, mut outbox) = mpsc::channel::<Message>(WRITE_QUEUE);
-    let _ = shared.tx.send(Input::Open {
-        conn_id,
-        conn: conn.clone(),
-        writer,
-    });
-    let _ = shared.tx.send(Input::Core(Event::Connected {
-        conn: conn_id,
-        role,
-        peer: remote.to_string(),
-        principal: principal.clone(),
-    }));
+    let _ = shared
+        .tx
+        .send(Input::Open {
+            conn_id,
+            conn: conn.clone(),
+            writer,
+        })
+        .await;
+    let _ = shared
+        .tx
+        .send(Input::Core(Event::Connected {
+            conn: conn_id,
+            role,
+            peer: remote.to_string(),
+            principal: principal.clone(),
+        }))
+        .await;
     tokio::spawn(async move {
         while let Some(msg) = outbox.recv().await {
             if let Err(e) = send.send(&msg).await {
@@ -523,6 +539,7 @@ async fn serve_connection(incoming: quinn::Incoming, conn_id: ConnId, shared: Ar
                 if shared
                     .tx
                     .send(Input::Core(Event::Message { conn: conn_id, msg }))
+                    .await
                     .is_err()
                 {
                     break;
@@ -546,7 +563,8 @@ async fn serve_connection(incoming: quinn::Incoming, conn_id: ConnId, shared: Ar
     blobs.abort();
     let _ = shared
         .tx
-        .send(Input::Core(Event::Disconnected { conn: conn_id }));
+        .send(Input::Core(Event::Disconnected { conn: conn_id }))
+        .await;
 }
 
 /// Why a certificate of `principal`'s kind may not take `role`, if it may not: agents register
@@ -628,11 +646,14 @@ async fn serve_blob_stream(
 /// Asks the core whether `peer` may fetch `digest`.
 async fn may_fetch(peer: &Peer, digest: proto::Digest, shared: &ConnShared) -> bool {
     let (reply, answer) = tokio::sync::oneshot::channel();
-    let asked = shared.tx.send(Input::MayFetch {
-        conn_id: peer.conn_id,
-        digest,
-        reply,
-    });
+    let asked = shared
+        .tx
+        .send(Input::MayFetch {
+            conn_id: peer.conn_id,
+            digest,
+            reply,
+        })
+        .await;
     asked.is_ok() && answer.await.unwrap_or(false)
 }
 
@@ -709,11 +730,14 @@ async fn upload(
         Ok(Ok(())) => {
             tracing::info!(?digest, ?kind, size, "blob stored");
             shared.quota.charge(&owner, digest, size);
-            let _ = shared.tx.send(Input::Core(Event::BlobStored {
-                digest,
-                kind,
-                owner: Some(owner),
-            }));
+            let _ = shared
+                .tx
+                .send(Input::Core(Event::BlobStored {
+                    digest,
+                    kind,
+                    owner: Some(owner),
+                }))
+                .await;
             Message::BlobOk { size }
         }
         Ok(Err(e)) => {

@@ -435,6 +435,19 @@ mod tests {
             let (cluster, got) = crate::identity::of_certificate(&der).unwrap();
             assert_eq!((cluster.as_str(), got), ("prod", id));
         }
+        // Valid from a few minutes ago for the validity asked, not from 1975 to 4096.
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let id = PeerId::new(PeerKind::Agent, "short").unwrap();
+        let cert = ca.issue_peer(&id, Duration::from_secs(86_400)).unwrap();
+        let der = CertificateDer::from_pem_slice(cert.cert_pem.as_bytes()).unwrap();
+        let (_, x509) = X509Certificate::from_der(&der).unwrap();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let (from, to) = (
+            x509.validity().not_before.timestamp(),
+            x509.validity().not_after.timestamp(),
+        );
+        assert!(from <= now && now - from <= 600, "{from} {now}");
+        assert!((to - (now + 86_400)).abs() <= 60, "{to} {now}");
         // The old anonymous certificates carry no identity at all.
         let anonymous = ca.issue("x", &[]).unwrap();
         let der = CertificateDer::from_pem_slice(anonymous.cert_pem.as_bytes()).unwrap();

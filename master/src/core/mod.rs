@@ -725,6 +725,14 @@ impl Master {
             Message::TeardownFramework { framework_id } => {
                 self.on_operator_teardown(conn, framework_id)
             }
+            Message::Reconcile { task_ids }
+                if self.binding(conn).is_none()
+                    && self
+                        .principal(conn)
+                        .is_some_and(|p| p.kind == proto::identity::PeerKind::Operator) =>
+            {
+                self.on_operator_reconcile(conn, task_ids)
+            }
             call => match self.binding(conn) {
                 Some(Binding::Framework(fid)) => self.on_call(conn, fid, call),
                 _ => self.error(

@@ -227,6 +227,29 @@ impl Master {
         self.send(conn, Message::TornDown { framework_id: fid });
     }
 
+    /// An operator that has subscribed no framework sees every framework's tasks: `Reconcile`
+    /// with no ids answers the state of all live and recently completed tasks (named ids are
+    /// looked up in every framework).
+    pub(super) fn on_operator_reconcile(&mut self, conn: ConnId, task_ids: Vec<TaskId>) {
+        if task_ids.len() > MAX_RECONCILE_IDS {
+            return self.error(
+                conn,
+                format!("reconcile refused: at most {MAX_RECONCILE_IDS} task ids"),
+            );
+        }
+        let wanted: BTreeSet<TaskId> = task_ids.into_iter().collect();
+        let statuses: Vec<_> = self
+            .tasks
+            .values()
+            .filter(|t| wanted.is_empty() || wanted.contains(&t.info.task_id))
+            .map(|t| t.status.clone())
+            .collect();
+        for mut status in statuses {
+            status.uuid = None;
+            self.send(conn, Message::Update { status });
+        }
+    }
+
     /// A call from a subscribed framework (anything but `Subscribe`).
     pub(super) fn on_call(&mut self, conn: ConnId, fid: FrameworkId, call: Message) {
         match call {

@@ -255,3 +255,29 @@ fn only_an_operator_may_tear_down_another_principals_framework() {
         .any(|m| matches!(m, Message::TornDown { framework_id } if *framework_id == f)));
     assert!(h.m.framework(&f).is_none());
 }
+
+#[test]
+fn an_operator_sees_every_frameworks_tasks_and_a_framework_only_its_own() {
+    let (mut h, a, f, o, m) = one_agent_one_offer();
+    h.accept(10, &[&o], vec![task("mine", &a, res(1.0, MIB), m)]);
+    h.take();
+    // Another principal's framework sees nothing of it.
+    h.connect_as(20, SCHED, framework("mallory"));
+    h.msg(20, subscribe_msg("m", None));
+    h.take();
+    h.msg(20, Message::Reconcile { task_ids: vec![] });
+    assert!(h.updates(20).is_empty());
+    // An operator sees it, with its framework.
+    h.connect_as(
+        30,
+        SCHED,
+        PeerId::new(proto::identity::PeerKind::Operator, "ops").unwrap(),
+    );
+    h.msg(30, Message::Reconcile { task_ids: vec![] });
+    let seen = h.updates(30);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        (seen[0].framework_id.clone(), seen[0].task_id.as_str()),
+        (f, "mine")
+    );
+}
