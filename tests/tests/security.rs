@@ -574,7 +574,7 @@ async fn blobs_belong_to_their_uploaders() {
     let (_em, mallory) = raw_framework(&cluster, "mallory").await;
     let theirs = net::link::fetch_blob(&mallory, digest, &dest, 1 << 20).await;
     let missing = net::link::fetch_blob(&mallory, proto::Digest::of(b"none"), &dest, 1 << 20).await;
-    let text = |r: Result<u64, net::link::LinkError>| r.err().expect("refused").to_string();
+    let text = |r: Result<u64, net::link::LinkError>| r.expect_err("refused").to_string();
     let (theirs, missing) = (text(theirs), text(missing));
     assert!(theirs.starts_with("blob refused: unknown blob"), "{theirs}");
     assert_eq!(
