@@ -20,7 +20,9 @@
 //! - [`config`]: the master's TOML configuration file (roles, allocator, ACLs).
 //! - [`blobs`]: the content-addressed store of modules and task files.
 //! - [`rate`]: the token bucket pacing each connection's control frames.
-//! - [`driver`]: the quinn endpoint, one task per connection, the timer.
+//! - [`driver`]: the quinn endpoint, one task per connection, the timer; identities read from
+//!   certificates; the blob streams (uploads with quotas and stall limits, fetches the core allows)
+//!   in `driver/blob_streams.rs`.
 
 #![warn(missing_docs)]
 

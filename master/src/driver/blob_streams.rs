@@ -1,0 +1,240 @@
+//! The blob streams beside each control stream: uploads (validated, stored, charged to the
+//! uploader's quota, dropped when they stall) and fetches (served only to whom the core says
+//! may fetch).
+
+use super::{close_code, ConnShared, Input};
+use crate::blobs::BlobError;
+use crate::core::{ConnId, Event};
+use net::codec::{read_one, write_one};
+use proto::identity::PeerId;
+use proto::{BlobKind, Message, Role};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Uploads held in memory at once across all connections (each up to `max_blob_size`), so a
+/// burst of uploads cannot exhaust the master's memory; further uploads wait their turn.
+pub(super) const CONCURRENT_UPLOADS: usize = 8;
+
+/// Uploads of one principal at once: a tenant stalling its uploads waits on its own permits.
+const UPLOADS_PER_PRINCIPAL: usize = 2;
+
+/// Longest silence inside an upload's body before it is dropped.
+const UPLOAD_IDLE: Duration = Duration::from_secs(5);
+
+/// Slowest average rate an upload may keep after [`UPLOAD_GRACE`] (bytes per second).
+const UPLOAD_MIN_RATE: u64 = 64 * 1024;
+
+/// Time every upload gets on top of its size at [`UPLOAD_MIN_RATE`].
+const UPLOAD_GRACE: Duration = Duration::from_secs(10);
+
+/// Bytes each principal has stored, against the per-principal limit, and each principal's
+/// upload permits.
+pub(super) struct Quota {
+    limit: u64,
+    state: std::sync::Mutex<QuotaState>,
+}
+
+#[derive(Default)]
+struct QuotaState {
+    /// Digests charged to each principal (a re-upload of its own blob is not charged twice).
+    charged: HashMap<String, (u64, HashSet<proto::Digest>)>,
+    permits: HashMap<String, Arc<tokio::sync::Semaphore>>,
+}
+
+impl Quota {
+    pub(super) fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            state: Default::default(),
+        }
+    }
+
+    fn used(&self, principal: &str) -> u64 {
+        let state = self.state.lock().expect("poisoned");
+        state.charged.get(principal).map(|(b, _)| *b).unwrap_or(0)
+    }
+
+    fn charge(&self, principal: &str, digest: proto::Digest, size: u64) {
+        let mut state = self.state.lock().expect("poisoned");
+        let (bytes, digests) = state.charged.entry(principal.to_owned()).or_default();
+        if digests.insert(digest) {
+            *bytes += size;
+        }
+    }
+
+    fn permits(&self, principal: &str) -> Arc<tokio::sync::Semaphore> {
+        let mut state = self.state.lock().expect("poisoned");
+        state
+            .permits
+            .entry(principal.to_owned())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(UPLOADS_PER_PRINCIPAL)))
+            .clone()
+    }
+}
+
+/// Who is at the other end of a blob stream.
+pub(super) struct Peer {
+    pub(super) conn_id: ConnId,
+    pub(super) role: Role,
+    pub(super) principal: PeerId,
+}
+
+pub(super) async fn serve_blob_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    peer: Peer,
+    shared: Arc<ConnShared>,
+) {
+    let reply = match read_one(&mut recv, shared.max_frame).await {
+        Ok(Some(Message::UploadBlob { digest, kind, size })) => {
+            upload(&mut recv, digest, kind, size, &peer, &shared).await
+        }
+        Ok(Some(Message::FetchBlob { digest })) if !may_fetch(&peer, digest, &shared).await => {
+            tracing::warn!(principal = %peer.principal, ?digest, "fetch refused");
+            // The same answer as for a blob that does not exist: no oracle for other tenants'.
+            Message::BlobError {
+                message: format!("unknown blob {digest:?}"),
+            }
+        }
+        Ok(Some(Message::FetchBlob { digest })) => {
+            let path = shared.store.path(&digest);
+            match tokio::fs::File::open(&path).await {
+                Ok(mut file) => {
+                    let size = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+                    if write_one(&mut send, &Message::BlobOk { size })
+                        .await
+                        .is_ok()
+                    {
+                        if let Err(e) = tokio::io::copy(&mut file, &mut send).await {
+                            tracing::debug!(error = %e, "blob send failed");
+                        }
+                    }
+                    let _ = send.finish();
+                    return;
+                }
+                Err(_) => Message::BlobError {
+                    message: format!("unknown blob {digest:?}"),
+                },
+            }
+        }
+        Ok(Some(other)) => Message::BlobError {
+            message: format!("unexpected {} on a blob stream", other.kind()),
+        },
+        Ok(None) => return,
+        Err(e) => Message::BlobError {
+            message: e.to_string(),
+        },
+    };
+    let _ = write_one(&mut send, &reply).await;
+    let _ = send.finish();
+}
+
+/// Asks the core whether `peer` may fetch `digest`.
+async fn may_fetch(peer: &Peer, digest: proto::Digest, shared: &ConnShared) -> bool {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let asked = shared
+        .tx
+        .send(Input::MayFetch {
+            conn_id: peer.conn_id,
+            digest,
+            reply,
+        })
+        .await;
+    asked.is_ok() && answer.await.unwrap_or(false)
+}
+
+async fn upload(
+    recv: &mut quinn::RecvStream,
+    digest: proto::Digest,
+    kind: BlobKind,
+    size: u64,
+    peer: &Peer,
+    shared: &ConnShared,
+) -> Message {
+    if peer.role != Role::Scheduler {
+        return Message::BlobError {
+            message: "only schedulers upload blobs".into(),
+        };
+    }
+    if size > shared.max_blob_size {
+        let _ = recv.stop(close_code::PROTOCOL.into());
+        return Message::BlobError {
+            message: BlobError::TooLarge {
+                size,
+                max: shared.max_blob_size,
+            }
+            .to_string(),
+        };
+    }
+    let owner = peer.principal.name.clone();
+    let used = shared.quota.used(&owner);
+    if used.saturating_add(size) > shared.quota.limit {
+        let _ = recv.stop(close_code::PROTOCOL.into());
+        return Message::BlobError {
+            message: format!(
+                "storage quota exceeded: principal {owner} has {used} of {} bytes stored and \
+                 this blob is {size}",
+                shared.quota.limit
+            ),
+        };
+    }
+    // One principal's uploads wait for its own permits first, so a tenant stalling uploads
+    // holds up only itself; then a global permit bounds the bytes held in memory.
+    let own = shared.quota.permits(&owner);
+    let Ok(_own) = own.acquire().await else {
+        return Message::BlobError {
+            message: "master shutting down".into(),
+        };
+    };
+    let Ok(_permit) = shared.uploads.acquire().await else {
+        return Message::BlobError {
+            message: "master shutting down".into(),
+        };
+    };
+    // A stalled or crawling upload is dropped: each chunk must come within `UPLOAD_IDLE`, and
+    // the whole body at `UPLOAD_MIN_RATE` after a grace period.
+    let deadline = UPLOAD_GRACE + Duration::from_secs(size / UPLOAD_MIN_RATE);
+    let read = net::link::read_blob_body_within(recv, size, UPLOAD_IDLE);
+    let bytes = match tokio::time::timeout(deadline, read).await {
+        Ok(Ok((bytes, _))) => bytes,
+        Ok(Err(e)) => {
+            let _ = recv.stop(close_code::PROTOCOL.into());
+            return Message::BlobError {
+                message: e.to_string(),
+            };
+        }
+        Err(_) => {
+            let _ = recv.stop(close_code::PROTOCOL.into());
+            return Message::BlobError {
+                message: format!("upload too slow: {size} bytes not received within {deadline:?}"),
+            };
+        }
+    };
+    let store = shared.store.clone();
+    let stored = tokio::task::spawn_blocking(move || store.put(digest, kind, &bytes)).await;
+    match stored {
+        Ok(Ok(())) => {
+            tracing::info!(?digest, ?kind, size, "blob stored");
+            shared.quota.charge(&owner, digest, size);
+            let _ = shared
+                .tx
+                .send(Input::Core(Event::BlobStored {
+                    digest,
+                    kind,
+                    owner: Some(owner),
+                }))
+                .await;
+            Message::BlobOk { size }
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(?digest, error = %e, "upload refused");
+            Message::BlobError {
+                message: e.to_string(),
+            }
+        }
+        Err(e) => Message::BlobError {
+            message: format!("store failed: {e}"),
+        },
+    }
+}
