@@ -257,4 +257,23 @@ fn a_deployment_of_separate_processes_runs_a_task() {
         .unwrap()
         .collect();
     assert_eq!(tasks.len(), 1);
+    // SIGTERM (what systemd and Kubernetes send) stops the master in an orderly way.
+    let pid = master.0.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = master.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the master ignored SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
 }

@@ -15,7 +15,22 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
 }
 
-/// Resolves when the process is asked to stop (Ctrl-C), for the long-running master and agent.
+/// Resolves when the process is asked to stop, for the long-running master and agent: Ctrl-C
+/// (SIGINT) or SIGTERM, which is what systemd, Kubernetes and `kill` send; either way the
+/// daemon closes its QUIC connections properly so peers learn at once instead of at the idle
+/// timeout.
 async fn shutdown_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
+                _ = term.recv() => tracing::info!("SIGTERM; shutting down"),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
