@@ -136,6 +136,24 @@ fn cert_creates_a_ca_and_issues_certificates() {
         "{out:?}"
     );
     assert_eq!(std::fs::read(dir.path().join("ca.pem")).unwrap(), before);
+    // Re-issuing over an existing pair is refused (the old one could no longer be revoked).
+    let out = tessera()
+        .args(["cert", "issue", "framework", "agent1", "--dir", d])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("revoke and remove it first"),
+        "{out:?}"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("agent1-key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "a key readable by others: {mode:o}");
+    }
     // An unknown kind is a usage error.
     assert!(!tessera()
         .args(["cert", "issue", "admin", "x", "--dir", d])

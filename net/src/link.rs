@@ -245,29 +245,52 @@ pub async fn read_blob_body(
     recv: &mut quinn::RecvStream,
     size: u64,
 ) -> Result<(Vec<u8>, Digest), LinkError> {
-    read_blob_body_within(recv, size, Duration::MAX).await
+    read_blob_body_paced(recv, size, Pace::NONE).await
 }
 
-/// [`read_blob_body`] that gives up when no byte arrives for `idle`: a peer stalling an upload
-/// loses it instead of holding the master's upload slot.
-pub async fn read_blob_body_within(
+/// How slow an upload may be before the reader gives up on it.
+#[derive(Clone, Copy, Debug)]
+pub struct Pace {
+    /// Longest silence between two chunks.
+    pub idle: Duration,
+    /// Time before the average rate is checked.
+    pub grace: Duration,
+    /// Slowest average rate after the grace period, in bytes per second.
+    pub min_rate: u64,
+}
+
+impl Pace {
+    /// No limit at all.
+    pub const NONE: Pace = Pace {
+        idle: Duration::MAX,
+        grace: Duration::MAX,
+        min_rate: 0,
+    };
+}
+
+/// [`read_blob_body`] that gives up when no byte arrives for `pace.idle`, or when, after
+/// `pace.grace`, fewer bytes have come than `pace.min_rate` would have brought since: a peer
+/// stalling or trickling an upload loses it instead of holding the master's upload slot.
+pub async fn read_blob_body_paced(
     recv: &mut quinn::RecvStream,
     size: u64,
-    idle: Duration,
+    pace: Pace,
 ) -> Result<(Vec<u8>, Digest), LinkError> {
     // Grows as bytes arrive: the announced size is the peer's word, not a reason to allocate.
     let mut out = Vec::with_capacity(size.min(CHUNK as u64) as usize);
     let mut hasher = Hasher::default();
     let mut chunks = Chunks::new(size);
+    let start = tokio::time::Instant::now();
     loop {
-        let next = if idle == Duration::MAX {
+        let next = if pace.idle == Duration::MAX {
             chunks.next(recv).await?
         } else {
-            match tokio::time::timeout(idle, chunks.next(recv)).await {
+            match tokio::time::timeout(pace.idle, chunks.next(recv)).await {
                 Ok(r) => r?,
                 Err(_) => {
                     return Err(LinkError::Protocol(format!(
-                        "upload stalled: no bytes for {idle:?}"
+                        "upload stalled: no bytes for {:?}",
+                        pace.idle
                     )))
                 }
             }
@@ -275,6 +298,17 @@ pub async fn read_blob_body_within(
         let Some(chunk) = next else { break };
         hasher.update(chunk);
         out.extend_from_slice(chunk);
+        let elapsed = start.elapsed();
+        if elapsed > pace.grace {
+            let due = (elapsed - pace.grace).as_secs_f64() * pace.min_rate as f64;
+            if (out.len() as f64) < due {
+                return Err(LinkError::Protocol(format!(
+                    "upload too slow: {} bytes in {elapsed:?}, below {} bytes/s",
+                    out.len(),
+                    pace.min_rate
+                )));
+            }
+        }
     }
     recv.read_to_end(0)
         .await

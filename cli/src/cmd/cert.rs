@@ -95,8 +95,10 @@ pub fn execute(command: CertCommand) -> anyhow::Result<i32> {
             let id = PeerId::new(kind, &name)?;
             let ca = ClusterCa::from_files(&dir.join("ca.pem"), &dir.join("ca-key.pem"))?;
             let cert = ca.issue_peer(&id, validity)?;
-            write_private(&dir.join(format!("{name}.pem")), &cert.cert_pem, false)?;
-            write_private(&dir.join(format!("{name}-key.pem")), &cert.key_pem, true)?;
+            // Never over an existing pair: the old certificate would stay valid but could no
+            // longer be named to `revoke`. Revoke and remove it first to re-issue.
+            write_new(&dir.join(format!("{name}.pem")), &cert.cert_pem, false)?;
+            write_new(&dir.join(format!("{name}-key.pem")), &cert.key_pem, true)?;
             let days = validity.as_secs() / 86_400;
             println!(
                 "wrote {0}/{name}.pem and {0}/{name}-key.pem ({id}, valid {days} days)",
@@ -131,8 +133,8 @@ pub fn execute(command: CertCommand) -> anyhow::Result<i32> {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let ca = ClusterCa::from_files(&dir.join("ca.pem"), &dir.join("ca-key.pem"))?;
             let crl = ca.revocation_list(&serials, unix_seconds())?;
-            write_private(&list, &(lines.join("\n") + "\n"), false)?;
-            write_private(&dir.join("crl.pem"), &crl, false)?;
+            write_public(&list, &(lines.join("\n") + "\n"))?;
+            write_public(&dir.join("crl.pem"), &crl)?;
             println!(
                 "revoked {name} (serial {hex}); wrote {0}/crl.pem with {1} revoked \
                  certificate(s): copy it to the master and the peers and restart them",
@@ -166,32 +168,27 @@ fn unix_seconds() -> u64 {
         .unwrap_or_default()
 }
 
-/// Writes `contents` to a new file at `path` (never replacing one).
+/// Writes `contents` to a new file at `path`, never replacing one; a `secret` is created
+/// readable by its owner only (from the start, not chmod'ed after).
 fn write_new(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(if secret { 0o600 } else { 0o644 })
         .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
+        .with_context(|| {
+            format!(
+                "creating {} (it exists? revoke and remove it first to re-issue)",
+                path.display()
+            )
+        })?;
     file.write_all(contents.as_bytes())?;
-    if secret {
-        restrict(path)?;
-    }
     Ok(())
 }
 
-/// Writes `contents` to `path`, readable by the owner only when `secret`.
-fn write_private(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
-    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))?;
-    if secret {
-        restrict(path)?;
-    }
-    Ok(())
-}
-
-fn restrict(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(())
+/// Replaces the public file at `path` (the revocation list and its index).
+fn write_public(path: &Path, contents: &str) -> anyhow::Result<()> {
+    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))
 }

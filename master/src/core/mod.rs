@@ -128,6 +128,8 @@ pub struct MasterConfig {
     pub id_key: [u8; 32],
     /// Most frameworks one principal may have registered at once.
     pub max_frameworks_per_principal: usize,
+    /// Longest failover timeout honoured (a framework asking more gets this much).
+    pub max_failover: Duration,
     /// Who may register frameworks in which roles and reserve resources for which roles.
     pub acls: crate::acl::Acls,
 }
@@ -150,6 +152,7 @@ impl Default for MasterConfig {
             offer_timeout: None,
             id_key: [0; 32],
             max_frameworks_per_principal: 100,
+            max_failover: Duration::from_secs(7 * 24 * 3600),
             acls: crate::acl::Acls::default(),
         }
     }

@@ -56,23 +56,8 @@ impl Master {
                         ),
                     );
                 }
-                if let Some(p) = self.principal(conn).cloned() {
-                    let held = self
-                        .frameworks
-                        .values()
-                        .filter(|f| f.principal == p)
-                        .count();
-                    if held >= self.cfg.max_frameworks_per_principal {
-                        tracing::warn!(principal = %p, held, "subscribe refused: too many frameworks");
-                        return self.close(
-                            conn,
-                            format!(
-                                "subscribe refused: principal {p} already has {held} frameworks \
-                                 (at most {}); tear one down or re-subscribe with its id",
-                                self.cfg.max_frameworks_per_principal
-                            ),
-                        );
-                    }
+                if !self.room_for_framework(conn) {
+                    return;
                 }
                 let fid = self.mint_framework_id();
                 self.add_framework(conn, fid.clone(), info);
@@ -131,7 +116,11 @@ impl Master {
                 if self.frameworks.contains_key(&fid) {
                     self.reattach_framework(conn, &fid, info);
                 } else {
-                    // Unknown id: a framework of a previous master run comes back.
+                    // Unknown id: a framework of a previous master run comes back. It counts
+                    // against its principal's frameworks like a new one.
+                    if !self.room_for_framework(conn) {
+                        return;
+                    }
                     tracing::info!(framework = %fid, "re-admitting a framework unknown to this run");
                     self.add_framework(conn, fid.clone(), info);
                 }
@@ -148,6 +137,32 @@ impl Master {
             },
         );
         self.schedule_allocation();
+    }
+
+    /// Whether the principal on `conn` may register one more framework; closes the connection
+    /// with the reason when it may not.
+    fn room_for_framework(&mut self, conn: ConnId) -> bool {
+        let Some(p) = self.principal(conn).cloned() else {
+            return true;
+        };
+        let held = self
+            .frameworks
+            .values()
+            .filter(|f| f.principal == p)
+            .count();
+        if held < self.cfg.max_frameworks_per_principal {
+            return true;
+        }
+        tracing::warn!(principal = %p, held, "subscribe refused: too many frameworks");
+        self.close(
+            conn,
+            format!(
+                "subscribe refused: principal {p} already has {held} frameworks (at most {}); \
+                 tear one down or re-subscribe with its id",
+                self.cfg.max_frameworks_per_principal
+            ),
+        );
+        false
     }
 
     fn add_framework(&mut self, conn: ConnId, fid: FrameworkId, mut info: FrameworkInfo) {
@@ -176,6 +191,10 @@ impl Master {
     }
 
     fn reattach_framework(&mut self, conn: ConnId, fid: &FrameworkId, mut info: FrameworkInfo) {
+        if let Some(p) = self.principal(conn) {
+            // What the scheduler said is replaced by what its certificate says.
+            info.principal = p.name.clone();
+        }
         let old = self.frameworks.get(fid).and_then(|f| f.conn);
         let role_changed = self
             .frameworks
@@ -228,8 +247,8 @@ impl Master {
     }
 
     /// An operator that has subscribed no framework sees every framework's tasks: `Reconcile`
-    /// with no ids answers the state of all live and recently completed tasks (named ids are
-    /// looked up in every framework).
+    /// with no ids answers the state of every live task (named ids are looked up in every
+    /// framework; ids of no live task are answered with an error naming them).
     pub(super) fn on_operator_reconcile(&mut self, conn: ConnId, task_ids: Vec<TaskId>) {
         if task_ids.len() > MAX_RECONCILE_IDS {
             return self.error(
@@ -244,6 +263,18 @@ impl Master {
             .filter(|t| wanted.is_empty() || wanted.contains(&t.info.task_id))
             .map(|t| t.status.clone())
             .collect();
+        let found: BTreeSet<&TaskId> = statuses.iter().map(|s| &s.task_id).collect();
+        let unknown: Vec<String> = wanted
+            .iter()
+            .filter(|t| !found.contains(t))
+            .map(|t| t.to_string())
+            .collect();
+        if !unknown.is_empty() {
+            self.error(
+                conn,
+                format!("reconcile: no live task {}", unknown.join(", ")),
+            );
+        }
         for mut status in statuses {
             status.uuid = None;
             self.send(conn, Message::Update { status });
@@ -523,6 +554,11 @@ impl Master {
             .get(&key)
             .or_else(|| self.completed_task(fid, &key.1));
         match task {
+            Some(t) if !t.is_terminal() && t.kill_requested => {
+                // Asked already: the master resends kills itself when the agent comes back, so
+                // a repeated Kill sends the agent nothing more.
+                tracing::debug!(task = %key.1, "kill already requested");
+            }
             Some(t) if !t.is_terminal() => {
                 let aid = t.info.agent_id.clone();
                 if let Some(t) = self.tasks.get_mut(&key) {
@@ -564,6 +600,22 @@ impl Master {
         }
         if !self.agents.contains_key(&agent_id) {
             return self.error(conn, format!("acknowledge: unknown agent {agent_id}"));
+        }
+        let ours = self
+            .tasks
+            .get(&key)
+            .or_else(|| self.completed_task(fid, &key.1))
+            .is_some_and(|t| t.info.agent_id == agent_id);
+        if !ours && !done {
+            // Only a framework's own tasks' updates are acknowledged on its behalf: an agent is
+            // never sent acks a framework has no business sending.
+            return self.error(
+                conn,
+                format!(
+                    "acknowledge: task {} is not a task of this framework on agent {agent_id}",
+                    key.1
+                ),
+            );
         }
         self.send_to_agent(
             &agent_id,
@@ -635,7 +687,8 @@ impl Master {
         let now = self.now;
         if let Some(f) = self.frameworks.get_mut(fid) {
             f.conn = None;
-            let d = Duration::from_millis(f.info.failover_timeout_ms);
+            // Capped, so a framework cannot make itself immortal once disconnected.
+            let d = Duration::from_millis(f.info.failover_timeout_ms).min(self.cfg.max_failover);
             // A zero timeout tears down at the next handle_timeout; an absurd one never does.
             f.failover_at = if d.is_zero() {
                 Some(now)

@@ -5,7 +5,8 @@ use super::timer::Timer;
 use super::{
     AgentEntry, Binding, ConnId, FilterMap, FrameworkEntry, Master, MasterConfig, TaskEntry,
 };
-use proto::{AgentId, BlobKind, Digest, FrameworkId, Offer, OfferId, Resources, TaskId};
+use proto::identity::PeerKind;
+use proto::{AgentId, BlobKind, Digest, FrameworkId, Offer, OfferId, Resources, TaskId, TaskState};
 use std::time::Instant;
 
 impl Master {
@@ -85,15 +86,20 @@ impl Master {
     /// The driver asks before it serves a fetch.
     pub fn may_fetch(&self, conn: ConnId, digest: &Digest) -> bool {
         match self.binding(conn) {
+            // Only while the task is being prepared: a task an agent merely reported at
+            // registration (adopted, not placed) never entitles it to a blob.
             Some(Binding::Agent(aid)) => self.tasks.values().any(|t| {
                 t.info.agent_id == aid
-                    && !t.is_terminal()
+                    && matches!(t.status.state, TaskState::Staging | TaskState::Starting)
                     && (t.info.module == *digest
                         || t.info.files.iter().any(|f| f.digest == *digest))
             }),
             Some(Binding::Framework(_)) | None => {
                 match (self.principal(conn), self.blobs.get(digest)) {
-                    (Some(p), Some(b)) => b.owners.contains(&p.name),
+                    (Some(p), Some(b)) => {
+                        matches!(p.kind, PeerKind::Framework | PeerKind::Operator)
+                            && b.owners.contains(&p.name)
+                    }
                     _ => false,
                 }
             }

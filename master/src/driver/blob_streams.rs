@@ -50,16 +50,29 @@ impl Quota {
         }
     }
 
-    fn used(&self, principal: &str) -> u64 {
-        let state = self.state.lock().expect("poisoned");
-        state.charged.get(principal).map(|(b, _)| *b).unwrap_or(0)
-    }
-
-    fn charge(&self, principal: &str, digest: proto::Digest, size: u64) {
+    /// Charges `size` bytes of `digest` to `principal` unless it holds that digest already
+    /// (`Ok(false)`: nothing charged); `Err(used)` when the charge would pass the limit.
+    fn reserve(&self, principal: &str, digest: proto::Digest, size: u64) -> Result<bool, u64> {
         let mut state = self.state.lock().expect("poisoned");
         let (bytes, digests) = state.charged.entry(principal.to_owned()).or_default();
-        if digests.insert(digest) {
-            *bytes += size;
+        if digests.contains(&digest) {
+            return Ok(false);
+        }
+        if bytes.saturating_add(size) > self.limit {
+            return Err(*bytes);
+        }
+        *bytes += size;
+        digests.insert(digest);
+        Ok(true)
+    }
+
+    /// Gives back a reservation whose upload failed.
+    fn release(&self, principal: &str, digest: proto::Digest, size: u64) {
+        let mut state = self.state.lock().expect("poisoned");
+        if let Some((bytes, digests)) = state.charged.get_mut(principal) {
+            if digests.remove(&digest) {
+                *bytes = bytes.saturating_sub(size);
+            }
         }
     }
 
@@ -168,17 +181,6 @@ async fn upload(
         };
     }
     let owner = peer.principal.name.clone();
-    let used = shared.quota.used(&owner);
-    if used.saturating_add(size) > shared.quota.limit {
-        let _ = recv.stop(close_code::PROTOCOL.into());
-        return Message::BlobError {
-            message: format!(
-                "storage quota exceeded: principal {owner} has {used} of {} bytes stored and \
-                 this blob is {size}",
-                shared.quota.limit
-            ),
-        };
-    }
     // One principal's uploads wait for its own permits first, so a tenant stalling uploads
     // holds up only itself; then a global permit bounds the bytes held in memory.
     let own = shared.quota.permits(&owner);
@@ -192,10 +194,46 @@ async fn upload(
             message: "master shutting down".into(),
         };
     };
+    // Reserved before the bytes are read, under the quota's lock: uploads racing each other
+    // cannot all pass a check made against the same old total.
+    let charged = match shared.quota.reserve(&owner, digest, size) {
+        Ok(charged) => charged,
+        Err(used) => {
+            let _ = recv.stop(close_code::PROTOCOL.into());
+            return Message::BlobError {
+                message: format!(
+                    "storage quota exceeded: principal {owner} has {used} of {} bytes stored and \
+                     this blob is {size}",
+                    shared.quota.limit
+                ),
+            };
+        }
+    };
+    let reply = receive(recv, digest, kind, size, &owner, shared).await;
+    if charged && !matches!(reply, Message::BlobOk { .. }) {
+        shared.quota.release(&owner, digest, size);
+    }
+    reply
+}
+
+/// Reads, validates and stores an upload whose quota is reserved.
+async fn receive(
+    recv: &mut quinn::RecvStream,
+    digest: proto::Digest,
+    kind: BlobKind,
+    size: u64,
+    owner: &str,
+    shared: &ConnShared,
+) -> Message {
     // A stalled or crawling upload is dropped: each chunk must come within `UPLOAD_IDLE`, and
     // the whole body at `UPLOAD_MIN_RATE` after a grace period.
     let deadline = UPLOAD_GRACE + Duration::from_secs(size / UPLOAD_MIN_RATE);
-    let read = net::link::read_blob_body_within(recv, size, UPLOAD_IDLE);
+    let pace = net::link::Pace {
+        idle: UPLOAD_IDLE,
+        grace: UPLOAD_GRACE,
+        min_rate: UPLOAD_MIN_RATE,
+    };
+    let read = net::link::read_blob_body_paced(recv, size, pace);
     let bytes = match tokio::time::timeout(deadline, read).await {
         Ok(Ok((bytes, _))) => bytes,
         Ok(Err(e)) => {
@@ -216,13 +254,12 @@ async fn upload(
     match stored {
         Ok(Ok(())) => {
             tracing::info!(?digest, ?kind, size, "blob stored");
-            shared.quota.charge(&owner, digest, size);
             let _ = shared
                 .tx
                 .send(Input::Core(Event::BlobStored {
                     digest,
                     kind,
-                    owner: Some(owner),
+                    owner: Some(owner.to_owned()),
                 }))
                 .await;
             Message::BlobOk { size }

@@ -46,7 +46,7 @@ pub mod close_code {
 const INPUT_QUEUE: usize = 16_384;
 
 /// Control messages queued per connection before the peer is considered too slow.
-const WRITE_QUEUE: usize = 4096;
+const WRITE_QUEUE: usize = 65_536;
 
 /// Everything the master process is configured with.
 #[derive(Clone, Debug)]

@@ -138,3 +138,77 @@ fn fetches_are_allowed_to_uploaders_and_to_agents_running_a_task_that_names_the_
     h.register(2, res(1.0, GIB));
     assert!(!h.m.may_fetch(2, &m));
 }
+
+#[test]
+fn re_admitted_framework_ids_count_against_the_principal_and_failover_is_capped() {
+    let mut h = H::with(MasterConfig {
+        run_id: "r".into(),
+        max_frameworks_per_principal: 1,
+        max_failover: Duration::from_secs(60),
+        ..MasterConfig::default()
+    });
+    let f = h.subscribe(10, "f1");
+    // An id unknown to this run (a previous run's, or made up) is a framework like any other.
+    h.connect(11, SCHED);
+    h.msg(
+        11,
+        subscribe_msg("f2", Some(FrameworkId("old-run-F9-x".into()))),
+    );
+    let closes = h.closes();
+    assert_eq!(closes.len(), 1, "{closes:?}");
+    assert!(
+        closes[0].1.contains("already has 1 frameworks"),
+        "{}",
+        closes[0].1
+    );
+    // A framework asking to be kept for ever after a disconnect is kept for the cap.
+    let mut forever = subscribe_msg("f1", Some(f.clone()));
+    if let Message::Subscribe { framework } = &mut forever {
+        framework.failover_timeout_ms = u64::MAX;
+    }
+    h.msg(10, forever);
+    h.disconnect(10);
+    assert!(h.m.framework(&f).is_some());
+    h.advance(Duration::from_secs(61));
+    assert!(h.m.framework(&f).is_none(), "torn down at the cap");
+}
+
+#[test]
+fn acknowledgements_and_kills_reach_agents_only_for_the_frameworks_own_tasks_once() {
+    let (mut h, a, _f, o, m) = one_agent_one_offer();
+    h.accept(10, &[&o], vec![task("t1", &a, res(1.0, MIB), m)]);
+    h.take();
+    // Another framework acknowledging an update of t1 is refused; the agent hears nothing.
+    h.connect_as(20, SCHED, principal_for(SCHED, "mallory"));
+    h.msg(20, subscribe_msg("m", None));
+    h.take();
+    h.msg(
+        20,
+        Message::Acknowledge {
+            agent_id: a.clone(),
+            task_id: TaskId("t1".into()),
+            uuid: UpdateId("u".into()),
+        },
+    );
+    assert_eq!(errors(&h.sent(20)).len(), 1);
+    assert!(h.sent(1).is_empty(), "nothing for the agent");
+    // Killing twice sends one KillTask.
+    h.msg(
+        10,
+        Message::Kill {
+            task_id: TaskId("t1".into()),
+        },
+    );
+    h.msg(
+        10,
+        Message::Kill {
+            task_id: TaskId("t1".into()),
+        },
+    );
+    let kills = h
+        .sent(1)
+        .into_iter()
+        .filter(|m| matches!(m, Message::KillTask { .. }))
+        .count();
+    assert_eq!(kills, 1);
+}
