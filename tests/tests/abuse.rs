@@ -187,3 +187,64 @@ async fn streams_announcing_large_frames_cost_only_what_they_send() {
     drop(held);
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_principal_holds_a_bounded_number_of_connections() {
+    trace();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = LocalCluster::start(fast_config(), dir.path())
+        .await
+        .unwrap();
+    cluster.add_agent("node1", res(2.0, 2.0)).unwrap();
+    let tls = cluster.peer_tls(PeerKind::Framework, "hog").unwrap();
+    let ep = net::link::client_endpoint(&tls, cluster.config.tuning).unwrap();
+    let mut held = Vec::new();
+    let refused = loop {
+        let conn = ep
+            .connect(cluster.master_addr, MASTER_SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap();
+        let mut control = hello(&conn).await;
+        // An admitted connection is answered with HelloAck; a refused one is closed.
+        match net::codec::read_one(&mut control.1, proto::frame::DEFAULT_MAX_FRAME).await {
+            Ok(Some(Message::HelloAck { .. })) => held.push((conn, control)),
+            _ => match conn.closed().await {
+                quinn::ConnectionError::ApplicationClosed(close) => {
+                    break String::from_utf8_lossy(&close.reason).into_owned()
+                }
+                other => panic!("unexpected close: {other}"),
+            },
+        }
+        assert!(held.len() <= 64, "more than 64 connections admitted");
+    };
+    assert_eq!(held.len(), 64);
+    assert!(
+        refused.contains("already holds 64 connections"),
+        "{refused}"
+    );
+    // Every other tenant still gets in.
+    hello_runs(&cluster, "victim").await;
+    // Slots come back as connections close (the master notices the close at once).
+    let (gone, _) = held.pop().unwrap();
+    gone.close(0u32.into(), b"bye");
+    gone.closed().await;
+    let mut admitted = false;
+    for _ in 0..50 {
+        let conn = ep
+            .connect(cluster.master_addr, MASTER_SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap();
+        let mut control = hello(&conn).await;
+        let answer = net::codec::read_one(&mut control.1, proto::frame::DEFAULT_MAX_FRAME).await;
+        if matches!(answer, Ok(Some(Message::HelloAck { .. }))) {
+            admitted = true;
+            held.push((conn, control));
+            break;
+        }
+        // The master may not have seen the close yet: it is refused, and its slot comes back.
+    }
+    assert!(admitted, "a freed slot is usable again");
+    cluster.shutdown().await;
+}

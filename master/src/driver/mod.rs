@@ -45,6 +45,12 @@ pub mod close_code {
 /// full, connections' readers wait, and QUIC flow control pushes back on their peers.
 const INPUT_QUEUE: usize = 16_384;
 
+/// Messages of one connection waiting for the core at once: its share of [`INPUT_QUEUE`].
+const PEER_INPUTS: usize = 1024;
+
+/// Connections one principal may hold open at once (agents need one, schedulers a few).
+const CONNECTIONS_PER_PRINCIPAL: usize = 64;
+
 /// Control messages queued per connection before the peer is considered too slow.
 const WRITE_QUEUE: usize = 65_536;
 
@@ -156,6 +162,9 @@ enum Input {
         writer: mpsc::Sender<Message>,
     },
     Core(Event),
+    /// A message from a peer, holding one of its connection's input permits until the core has
+    /// handled it: a connection can fill only its own share of the core's queue.
+    FromPeer(Event, tokio::sync::OwnedSemaphorePermit),
     /// A blob stream asks whether its peer may fetch a digest (the core keeps who owns what).
     MayFetch {
         conn_id: ConnId,
@@ -231,6 +240,7 @@ impl MasterServer {
             handshake_timeout: opts.handshake_timeout,
             cluster,
             quota: Quota::new(opts.blob_quota),
+            principals: PrincipalSlots::default(),
         });
         let acceptor = {
             let endpoint = endpoint.clone();
@@ -297,6 +307,7 @@ impl MasterServer {
                         }
                         core.handle(Instant::now().into_std(), ev);
                     }
+                    Some(Input::FromPeer(ev, _permit)) => core.handle(Instant::now().into_std(), ev),
                     Some(Input::MayFetch { conn_id, digest, reply }) => {
                         let _ = reply.send(core.may_fetch(conn_id, &digest));
                     }
@@ -330,6 +341,46 @@ struct ConnShared {
     handshake_timeout: Duration,
     cluster: String,
     quota: Quota,
+    principals: PrincipalSlots,
+}
+
+/// Open connections per principal, against [`CONNECTIONS_PER_PRINCIPAL`].
+#[derive(Default)]
+struct PrincipalSlots(std::sync::Mutex<HashMap<PeerId, usize>>);
+
+impl PrincipalSlots {
+    /// Takes a slot for `who`, given back when the returned guard drops; `None` when it holds
+    /// all its slots.
+    fn enter(&self, who: &PeerId) -> Option<PrincipalSlot<'_>> {
+        let mut held = self.0.lock().expect("poisoned");
+        let n = held.entry(who.clone()).or_default();
+        if *n >= CONNECTIONS_PER_PRINCIPAL {
+            return None;
+        }
+        *n += 1;
+        Some(PrincipalSlot {
+            slots: self,
+            who: who.clone(),
+        })
+    }
+}
+
+/// One connection's slot; gives it back on drop.
+struct PrincipalSlot<'a> {
+    slots: &'a PrincipalSlots,
+    who: PeerId,
+}
+
+impl Drop for PrincipalSlot<'_> {
+    fn drop(&mut self) {
+        let mut held = self.slots.0.lock().expect("poisoned");
+        if let Some(n) = held.get_mut(&self.who) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.who);
+            }
+        }
+    }
 }
 
 async fn serve_connection(incoming: quinn::Incoming, conn_id: ConnId, shared: Arc<ConnShared>) {
@@ -359,6 +410,14 @@ async fn serve_connection(incoming: quinn::Incoming, conn_id: ConnId, shared: Ar
             conn.close(close_code::FORBIDDEN.into(), why.as_bytes());
             return;
         }
+    };
+    let Some(_slot) = shared.principals.enter(&principal) else {
+        let why = format!(
+            "{principal} already holds {CONNECTIONS_PER_PRINCIPAL} connections to the master"
+        );
+        tracing::warn!(%remote, %principal, "connection refused: too many connections");
+        conn.close(close_code::FORBIDDEN.into(), why.as_bytes());
+        return;
     };
     let handshake = async {
         let (send, recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
@@ -465,6 +524,7 @@ async fn serve_connection(incoming: quinn::Incoming, conn_id: ConnId, shared: Ar
         })
     };
 
+    let inputs = Arc::new(tokio::sync::Semaphore::new(PEER_INPUTS));
     let mut budget = crate::rate::FrameBudget::new(
         crate::rate::FRAMES_PER_SECOND,
         crate::rate::FRAME_BURST,
@@ -477,9 +537,15 @@ async fn serve_connection(incoming: quinn::Incoming, conn_id: ConnId, shared: Ar
                     // Over its rate: this peer waits, and QUIC flow control holds it back.
                     tokio::time::sleep(wait).await;
                 }
+                let Ok(permit) = inputs.clone().acquire_owned().await else {
+                    break;
+                };
                 if shared
                     .tx
-                    .send(Input::Core(Event::Message { conn: conn_id, msg }))
+                    .send(Input::FromPeer(
+                        Event::Message { conn: conn_id, msg },
+                        permit,
+                    ))
                     .await
                     .is_err()
                 {
