@@ -32,6 +32,37 @@ async fn hello(conn: &quinn::Connection) -> (quinn::SendStream, quinn::RecvStrea
     (send, recv)
 }
 
+/// A connection with `ep`'s certificate past `Hello` (`Ok`), or the master's reason for
+/// refusing it (`Err`), however early the refusal comes.
+async fn admitted(
+    ep: &quinn::Endpoint,
+    cluster: &LocalCluster,
+) -> Result<(quinn::Connection, (quinn::SendStream, quinn::RecvStream)), String> {
+    let why = |e: quinn::ConnectionError| match e {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            String::from_utf8_lossy(&c.reason).into_owned()
+        }
+        other => other.to_string(),
+    };
+    let conn = ep
+        .connect(cluster.master_addr, MASTER_SERVER_NAME)
+        .unwrap()
+        .await
+        .map_err(why)?;
+    let Ok((mut send, mut recv)) = conn.open_bi().await else {
+        return Err(why(conn.closed().await));
+    };
+    let hello = Message::Hello {
+        version: PROTOCOL_VERSION,
+        role: Role::Scheduler,
+    };
+    let _ = net::codec::write_one(&mut send, &hello).await;
+    match net::codec::read_one(&mut recv, proto::frame::DEFAULT_MAX_FRAME).await {
+        Ok(Some(Message::HelloAck { .. })) => Ok((conn, (send, recv))),
+        _ => Err(why(conn.closed().await)),
+    }
+}
+
 /// A normal tenant's `hello` end to end: subscribe, upload, launch, finish. Returns how long it
 /// took (reported, never compared with a threshold).
 async fn hello_runs(cluster: &LocalCluster, name: &str) -> Duration {
@@ -53,6 +84,10 @@ async fn hello_runs(cluster: &LocalCluster, name: &str) -> Duration {
     start.elapsed()
 }
 
+/// The tests measuring this process's memory run one at a time: a cluster started by a test
+/// running beside would be counted too.
+static MEMORY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Resident memory of this process (master and agents run in it), from /proc.
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -68,6 +103,7 @@ fn rss_bytes() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_uploads_hold_up_only_their_own_tenant() {
     trace();
+    let _alone = MEMORY.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = LocalCluster::start(fast_config(), dir.path())
         .await
@@ -114,6 +150,7 @@ async fn stalled_uploads_hold_up_only_their_own_tenant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconcile_of_half_a_million_ids_is_one_error() {
     trace();
+    let _alone = MEMORY.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = LocalCluster::start(fast_config(), dir.path())
         .await
@@ -135,7 +172,9 @@ async fn a_reconcile_of_half_a_million_ids_is_one_error() {
     assert!(answer.contains("at most 10000"), "{answer}");
     let grown = rss_bytes().saturating_sub(before);
     tracing::info!(grown, "memory after the reconcile");
-    assert!(grown < 64 << 20, "the master grew by {grown} bytes");
+    // Decoding the one 1 MiB frame into 500,000 ids is the cost (about 50 MB, transient): bounded
+    // by the frame limit, not by what the peer asks for.
+    assert!(grown < 96 << 20, "the master grew by {grown} bytes");
     flooder.teardown().await.unwrap(); // it held the agent's offer
     hello_runs(&cluster, "victim").await;
     cluster.shutdown().await;
@@ -144,6 +183,7 @@ async fn a_reconcile_of_half_a_million_ids_is_one_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_announcing_large_frames_cost_only_what_they_send() {
     trace();
+    let _alone = MEMORY.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = LocalCluster::start(fast_config(), dir.path())
         .await
@@ -191,6 +231,7 @@ async fn streams_announcing_large_frames_cost_only_what_they_send() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_principal_holds_a_bounded_number_of_connections() {
     trace();
+    let _alone = MEMORY.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = LocalCluster::start(fast_config(), dir.path())
         .await
@@ -200,21 +241,9 @@ async fn one_principal_holds_a_bounded_number_of_connections() {
     let ep = net::link::client_endpoint(&tls, cluster.config.tuning).unwrap();
     let mut held = Vec::new();
     let refused = loop {
-        let conn = ep
-            .connect(cluster.master_addr, MASTER_SERVER_NAME)
-            .unwrap()
-            .await
-            .unwrap();
-        let mut control = hello(&conn).await;
-        // An admitted connection is answered with HelloAck; a refused one is closed.
-        match net::codec::read_one(&mut control.1, proto::frame::DEFAULT_MAX_FRAME).await {
-            Ok(Some(Message::HelloAck { .. })) => held.push((conn, control)),
-            _ => match conn.closed().await {
-                quinn::ConnectionError::ApplicationClosed(close) => {
-                    break String::from_utf8_lossy(&close.reason).into_owned()
-                }
-                other => panic!("unexpected close: {other}"),
-            },
+        match admitted(&ep, &cluster).await {
+            Ok(admitted) => held.push(admitted),
+            Err(why) => break why,
         }
         assert!(held.len() <= 64, "more than 64 connections admitted");
     };
@@ -229,22 +258,15 @@ async fn one_principal_holds_a_bounded_number_of_connections() {
     let (gone, _) = held.pop().unwrap();
     gone.close(0u32.into(), b"bye");
     gone.closed().await;
-    let mut admitted = false;
+    let mut admitted_again = false;
     for _ in 0..50 {
-        let conn = ep
-            .connect(cluster.master_addr, MASTER_SERVER_NAME)
-            .unwrap()
-            .await
-            .unwrap();
-        let mut control = hello(&conn).await;
-        let answer = net::codec::read_one(&mut control.1, proto::frame::DEFAULT_MAX_FRAME).await;
-        if matches!(answer, Ok(Some(Message::HelloAck { .. }))) {
-            admitted = true;
-            held.push((conn, control));
+        // The master may not have seen the close yet: refused, and its slot comes back.
+        if let Ok(conn) = admitted(&ep, &cluster).await {
+            held.push(conn);
+            admitted_again = true;
             break;
         }
-        // The master may not have seen the close yet: it is refused, and its slot comes back.
     }
-    assert!(admitted, "a freed slot is usable again");
+    assert!(admitted_again, "a freed slot is usable again");
     cluster.shutdown().await;
 }
