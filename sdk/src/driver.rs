@@ -20,11 +20,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// How long the background task lets a `Teardown` travel before closing the connection.
-const TEARDOWN_GRACE: Duration = Duration::from_millis(100);
+/// Longest the background task waits for the master to acknowledge a `Teardown` (and the
+/// rest of the control stream) before closing the connection anyway.
+const TEARDOWN_DELIVERY: Duration = Duration::from_secs(10);
 
 /// How long [`Scheduler::teardown`] waits for the background task to finish.
-const TEARDOWN_WAIT: Duration = Duration::from_secs(5);
+const TEARDOWN_WAIT: Duration = Duration::from_secs(12);
 
 /// How to reach the master and what framework to subscribe.
 #[derive(Clone, Debug)]
@@ -369,8 +370,15 @@ impl Background {
             }
             self.forward_events();
             if self.core.is_finished() {
+                // Closing the connection drops whatever is still unacknowledged, so on a lossy
+                // link a timer is no guarantee: wait until the master has acknowledged every
+                // byte of the control stream, the Teardown included.
                 let _ = send.get_mut().finish();
-                tokio::time::sleep(TEARDOWN_GRACE).await;
+                let delivered =
+                    tokio::time::timeout(TEARDOWN_DELIVERY, send.get_mut().stopped()).await;
+                if delivered.is_err() {
+                    tracing::warn!("the master did not acknowledge the teardown in time");
+                }
                 break LinkEnd::Closed;
             }
             tokio::select! {

@@ -301,3 +301,77 @@ async fn tasks_finish_over_lossy_links_with_one_terminal_update_each() {
     assert!(a.dropped > 0 && s.dropped > 0, "{a:?} {s:?}");
     cluster.shutdown().await;
 }
+
+/// Whether the master still holds task `task` live, as an operator sees it (a direct link).
+async fn live(ops: &mut net::link::Link, task: &str) -> bool {
+    let ask = proto::Message::Reconcile {
+        task_ids: vec![proto::TaskId::from(task)],
+    };
+    ops.send(&ask).await.unwrap();
+    loop {
+        match ops.recv().await.unwrap() {
+            Some(proto::Message::Update { status }) if status.task_id.as_str() == task => {
+                return !status.state.is_terminal()
+            }
+            Some(proto::Message::Error { message }) if message.contains("no live task") => {
+                return false
+            }
+            Some(_) => continue,
+            None => panic!("the master closed the operator's link"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_teardown_reaches_the_master_over_a_lossy_link() {
+    trace();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = LocalCluster::start(fast_config(), dir.path())
+        .await
+        .unwrap();
+    cluster.add_agent("node1", res(2.0, 1.0)).unwrap();
+    let ops_tls = cluster
+        .peer_tls(proto::identity::PeerKind::Operator, "ops")
+        .unwrap();
+    let ops_ep = net::link::client_endpoint(&ops_tls, cluster.config.tuning).unwrap();
+    let mut ops = net::link::Link::connect(&ops_ep, cluster.master_addr, proto::Role::Scheduler)
+        .await
+        .unwrap();
+    for round in 0..3 {
+        // A proxy per scheduler: it forwards one client's datagrams.
+        let proxy = UdpProxy::start(cluster.master_addr, Faults::lossy(0.3), 23 + round)
+            .await
+            .unwrap();
+        let mut opts = cluster.scheduler_options("lossy-fw", "*").unwrap();
+        opts.master = proxy.addr();
+        // Kept for an hour if the teardown were lost: only a delivered teardown ends it now.
+        opts.framework.failover_timeout_ms = 3_600_000;
+        let mut sched = Scheduler::connect(opts).await.unwrap();
+        let spinner = sched.upload_module(wasm_examples::SPINNER).await.unwrap();
+        let offer = offer_from(&mut sched, "node1").await;
+        let name = format!("spin-{round}");
+        let task = TaskBuilder::new(&name, spinner)
+            .resources(res_mib(0.5, 64))
+            .build(&offer);
+        sched
+            .accept(vec![offer.id.clone()], vec![task], no_filter())
+            .unwrap();
+        wait_state(&mut sched, &name, TaskState::Running).await;
+        sched.teardown().await.unwrap();
+        // The master ends the framework's task: the teardown got through the lossy link.
+        let mut ended = false;
+        for _ in 0..100 {
+            if !live(&mut ops, &name).await {
+                ended = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(
+            ended,
+            "round {round}: the torn-down framework's task still runs"
+        );
+        tracing::info!(round, stats = ?proxy.stats(), "proxy");
+    }
+    cluster.shutdown().await;
+}
