@@ -50,6 +50,36 @@ pub fn fast_config() -> LocalClusterConfig {
     cfg
 }
 
+/// A local cluster under `dir` with [`fast_config`] and one agent `name` offering `r`.
+pub async fn cluster_with_agent(dir: &std::path::Path, name: &str, r: Resources) -> LocalCluster {
+    let mut cluster = LocalCluster::start(fast_config(), dir).await.unwrap();
+    cluster.add_agent(name, r).unwrap();
+    cluster
+}
+
+/// Uploads the spinner guest and launches it as task `name` in `r` on `offer`; returns once the
+/// task runs, with the spinner's digest.
+pub async fn run_spinner(
+    sched: &mut Scheduler,
+    offer: &Offer,
+    name: &str,
+    r: Resources,
+) -> proto::Digest {
+    let spinner = sched.upload_module(wasm_examples::SPINNER).await.unwrap();
+    let task = sdk::TaskBuilder::new(name, spinner)
+        .resources(r)
+        .build(offer);
+    sched
+        .accept(
+            vec![offer.id.clone()],
+            vec![task],
+            proto::Filters::default(),
+        )
+        .unwrap();
+    wait_state(sched, name, TaskState::Running).await;
+    spinner
+}
+
 /// Waits (up to `within`) for an event `pick` returns `Some` for; other events are skipped.
 pub async fn wait_for<T>(
     sched: &mut Scheduler,

@@ -105,10 +105,7 @@ async fn stalled_uploads_hold_up_only_their_own_tenant() {
     trace();
     let _alone = MEMORY.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = LocalCluster::start(fast_config(), dir.path())
-        .await
-        .unwrap();
-    cluster.add_agent("node1", res(2.0, 2.0)).unwrap();
+    let cluster = cluster_with_agent(dir.path(), "node1", res(2.0, 2.0)).await;
     let baseline = hello_runs(&cluster, "baseline").await;
 
     // Four uploads announcing 1 MiB that stop after 64 bytes.
@@ -152,10 +149,7 @@ async fn a_reconcile_of_half_a_million_ids_is_one_error() {
     trace();
     let _alone = MEMORY.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = LocalCluster::start(fast_config(), dir.path())
-        .await
-        .unwrap();
-    cluster.add_agent("node1", res(2.0, 2.0)).unwrap();
+    let cluster = cluster_with_agent(dir.path(), "node1", res(2.0, 2.0)).await;
     let opts = cluster.scheduler_options("flooder", "*").unwrap();
     let mut flooder = Scheduler::connect(opts).await.unwrap();
     let before = rss_bytes();
@@ -185,10 +179,7 @@ async fn streams_announcing_large_frames_cost_only_what_they_send() {
     trace();
     let _alone = MEMORY.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = LocalCluster::start(fast_config(), dir.path())
-        .await
-        .unwrap();
-    cluster.add_agent("node1", res(2.0, 2.0)).unwrap();
+    let cluster = cluster_with_agent(dir.path(), "node1", res(2.0, 2.0)).await;
     let before = rss_bytes();
     // Two connections, each opening as many streams as the master grants (up to 255 asked),
     // each announcing a 1 MiB frame and sending 16 bytes of it.
@@ -233,10 +224,7 @@ async fn one_principal_holds_a_bounded_number_of_connections() {
     trace();
     let _alone = MEMORY.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = LocalCluster::start(fast_config(), dir.path())
-        .await
-        .unwrap();
-    cluster.add_agent("node1", res(2.0, 2.0)).unwrap();
+    let cluster = cluster_with_agent(dir.path(), "node1", res(2.0, 2.0)).await;
     let tls = cluster.peer_tls(PeerKind::Framework, "hog").unwrap();
     let ep = net::link::client_endpoint(&tls, cluster.config.tuning).unwrap();
     let mut held = Vec::new();

@@ -326,10 +326,7 @@ async fn live(ops: &mut net::link::Link, task: &str) -> bool {
 async fn a_teardown_reaches_the_master_over_a_lossy_link() {
     trace();
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = LocalCluster::start(fast_config(), dir.path())
-        .await
-        .unwrap();
-    cluster.add_agent("node1", res(2.0, 1.0)).unwrap();
+    let cluster = cluster_with_agent(dir.path(), "node1", res(2.0, 1.0)).await;
     let ops_tls = cluster
         .peer_tls(proto::identity::PeerKind::Operator, "ops")
         .unwrap();

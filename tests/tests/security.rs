@@ -155,10 +155,7 @@ async fn peers_of_another_ca_are_refused() {
 async fn misbehaving_peers_lose_only_their_own_connection() {
     trace();
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = LocalCluster::start(fast_config(), dir.path())
-        .await
-        .unwrap();
-    cluster.add_agent("agent1", res(1.0, 1.0)).unwrap();
+    let cluster = cluster_with_agent(dir.path(), "agent1", res(1.0, 1.0)).await;
     // A well-behaved framework, subscribed throughout.
     let mut witness = Scheduler::connect(cluster.scheduler_options("witness", "*").unwrap())
         .await
@@ -387,23 +384,13 @@ async fn a_certificate_grants_only_its_own_kind() {
 async fn a_framework_belongs_to_its_principal() {
     trace();
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = LocalCluster::start(fast_config(), dir.path())
-        .await
-        .unwrap();
-    cluster.add_agent("node1", res(4.0, 4.0)).unwrap();
+    let cluster = cluster_with_agent(dir.path(), "node1", res(4.0, 4.0)).await;
     let mut alice = Scheduler::connect(cluster.scheduler_options("alice", "*").unwrap())
         .await
         .unwrap();
     let alice_id = alice.framework_id().clone();
     let offer = offer_from(&mut alice, "node1").await;
-    let spinner = alice.upload_module(wasm_examples::SPINNER).await.unwrap();
-    let task = TaskBuilder::new("alice-task", spinner)
-        .resources(res(1.0, 0.25))
-        .build(&offer);
-    alice
-        .accept(vec![offer.id.clone()], vec![task], Filters::default())
-        .unwrap();
-    wait_state(&mut alice, "alice-task", TaskState::Running).await;
+    let spinner = run_spinner(&mut alice, &offer, "alice-task", res(1.0, 0.25)).await;
 
     // Alice holds the rest of node1 in an offer.
     alice.revive().unwrap();
@@ -462,22 +449,12 @@ async fn a_framework_belongs_to_its_principal() {
 async fn agents_belong_to_their_certificates() {
     trace();
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = LocalCluster::start(fast_config(), dir.path())
-        .await
-        .unwrap();
-    cluster.add_agent("node1", res(4.0, 4.0)).unwrap();
+    let cluster = cluster_with_agent(dir.path(), "node1", res(4.0, 4.0)).await;
     let mut sched = Scheduler::connect(cluster.scheduler_options("fw", "*").unwrap())
         .await
         .unwrap();
     let offer = offer_from(&mut sched, "node1").await;
-    let spinner = sched.upload_module(wasm_examples::SPINNER).await.unwrap();
-    let task = TaskBuilder::new("t1", spinner)
-        .resources(res(1.0, 0.25))
-        .build(&offer);
-    sched
-        .accept(vec![offer.id.clone()], vec![task], Filters::default())
-        .unwrap();
-    wait_state(&mut sched, "t1", TaskState::Running).await;
+    run_spinner(&mut sched, &offer, "t1", res(1.0, 0.25)).await;
     let agent_info = proto::AgentInfo {
         reservations: vec![],
         hostname: "impostor".into(),
