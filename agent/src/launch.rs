@@ -36,6 +36,7 @@ pub fn spec(work_dir: &WorkDir, fid: &FrameworkId, task: &TaskInfo) -> TaskSpec 
         timeout: task.timeout_ms.map(Duration::from_millis),
         max_cpu: task.max_cpu_ms.map(Duration::from_millis),
         disk_bytes: task.resources.disk,
+        datasets: Vec::new(),
     }
 }
 
@@ -113,6 +114,9 @@ mod tests {
 
     fn task() -> TaskInfo {
         TaskInfo {
+            data: Vec::new(),
+            datasets: Vec::new(),
+            executor: None,
             task_id: TaskId::from("t1"),
             name: "hello".into(),
             agent_id: AgentId::from("A1"),

@@ -141,6 +141,7 @@ impl LocalCluster {
             self.peer_tls(PeerKind::Agent, name)?,
             self.dir.join(name),
             AgentInfo {
+                datasets: Vec::new(),
                 reservations: vec![],
                 hostname: name.to_owned(),
                 resources,

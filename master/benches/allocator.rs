@@ -106,8 +106,10 @@ fn run(agents: usize, frameworks: usize, allocator: Box<dyn Allocator>) -> Resul
             Event::Message {
                 conn,
                 msg: Message::Register {
+                    executors: Vec::new(),
                     agent_id: None,
                     info: AgentInfo {
+                        datasets: Vec::new(),
                         hostname: format!("a{i}"),
                         resources: Resources::new(24_000, 4096 * MIB, 0),
                         reservations: vec![],
@@ -130,6 +132,9 @@ fn run(agents: usize, frameworks: usize, allocator: Box<dyn Allocator>) -> Resul
     // Each offer is used by one task of <16 cpus, 2014 MiB>; the rest is returned unfiltered.
     for (n, (conn, o)) in offers.into_iter().enumerate() {
         let task = TaskInfo {
+            data: Vec::new(),
+            datasets: Vec::new(),
+            executor: None,
             task_id: TaskId(format!("t{n}")),
             name: "t".into(),
             agent_id: o.agent_id.clone(),

@@ -85,6 +85,8 @@ fn decode_body(body: &[u8]) -> Result<Message, FrameError> {
 mod tests {
     use super::*;
     use crate::ids::TaskId;
+    use proptest::prelude::{any, prop_assert, prop_assert_eq, ProptestConfig};
+    use proptest::test_runner::TestRunner;
 
     fn sample() -> Message {
         Message::Kill {
@@ -133,38 +135,65 @@ mod tests {
         ));
     }
 
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+    /// Runs `test` on a thread with a large stack: the derived strategy for [`Message`] is deep
+    /// enough to overflow a test thread's default 2 MiB while generating.
+    fn on_big_stack(test: impl FnOnce() + Send + 'static) {
+        std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(test)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
 
-        /// Every message survives the wire: `parse(encode(m)) == m` (compared as re-encoded
-        /// bytes too, which also holds for messages carrying a NaN).
-        #[test]
-        fn every_message_round_trips(msg in proptest::prelude::any::<Message>()) {
-            let bytes = encode(&msg).unwrap();
-            let (back, used) = parse(&bytes, usize::MAX).unwrap().unwrap();
-            proptest::prop_assert_eq!(used, bytes.len());
-            proptest::prop_assert_eq!(encode(&back).unwrap(), bytes);
-            #[allow(clippy::eq_op)]
-            if msg == msg {
-                proptest::prop_assert_eq!(back, msg);
-            }
-        }
+    /// Every message survives the wire: `parse(encode(m)) == m` (compared as re-encoded bytes
+    /// too, which also holds for messages carrying a NaN).
+    #[test]
+    fn every_message_round_trips() {
+        on_big_stack(|| {
+            let mut runner = TestRunner::new(ProptestConfig::with_cases(256));
+            runner
+                .run(&any::<Message>(), |msg| {
+                    let bytes = encode(&msg).unwrap();
+                    let (back, used) = parse(&bytes, usize::MAX).unwrap().unwrap();
+                    prop_assert_eq!(used, bytes.len());
+                    prop_assert_eq!(encode(&back).unwrap(), bytes);
+                    #[allow(clippy::eq_op)]
+                    if msg == msg {
+                        prop_assert_eq!(back, msg);
+                    }
+                    Ok(())
+                })
+                .unwrap();
+        });
+    }
+
+    /// Every proper prefix of a frame is "need more bytes", never an error or a message.
+    #[test]
+    fn every_prefix_is_incomplete() {
+        on_big_stack(|| {
+            let mut runner = TestRunner::new(ProptestConfig::with_cases(256));
+            runner
+                .run(&any::<Message>(), |msg| {
+                    let bytes = encode(&msg).unwrap();
+                    for cut in [0, 1, HEADER_LEN, bytes.len() / 2, bytes.len() - 1] {
+                        if cut < bytes.len() {
+                            prop_assert!(parse(&bytes[..cut], usize::MAX).unwrap().is_none());
+                        }
+                    }
+                    Ok(())
+                })
+                .unwrap();
+        });
+    }
+
+    proptest::proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
 
         /// Arbitrary bytes never panic the parser: a frame, "need more", or an error.
         #[test]
-        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = parse(&bytes, DEFAULT_MAX_FRAME);
-        }
-
-        /// Every proper prefix of a frame is "need more bytes", never an error or a message.
-        #[test]
-        fn every_prefix_is_incomplete(msg in proptest::prelude::any::<Message>()) {
-            let bytes = encode(&msg).unwrap();
-            for cut in [0, 1, HEADER_LEN, bytes.len() / 2, bytes.len() - 1] {
-                if cut < bytes.len() {
-                    proptest::prop_assert!(parse(&bytes[..cut], usize::MAX).unwrap().is_none());
-                }
-            }
         }
     }
 }

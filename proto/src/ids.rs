@@ -59,6 +59,11 @@ string_id!(
     TaskId
 );
 string_id!(
+    /// A framework's executor, chosen by its scheduler, unique within the framework: tasks
+    /// naming the same executor id on one agent run inside the same executor instance.
+    ExecutorId
+);
+string_id!(
     /// One status update, stamped by the agent that produced it; acknowledgements name it.
     UpdateId
 );

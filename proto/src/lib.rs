@@ -28,6 +28,6 @@ pub mod messages;
 pub mod resources;
 pub mod task_builder;
 
-pub use ids::{AgentId, Digest, FrameworkId, OfferId, TaskId, UpdateId};
+pub use ids::{AgentId, Digest, ExecutorId, FrameworkId, OfferId, TaskId, UpdateId};
 pub use messages::*;
 pub use resources::Resources;

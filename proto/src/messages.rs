@@ -7,12 +7,12 @@
 //! with [`Message::UploadBlob`] or [`Message::FetchBlob`], so bulk bytes never delay control
 //! messages.
 
-use crate::ids::{AgentId, Digest, FrameworkId, OfferId, TaskId, UpdateId};
+use crate::ids::{AgentId, Digest, ExecutorId, FrameworkId, OfferId, TaskId, UpdateId};
 use crate::resources::Resources;
 use serde::{Deserialize, Serialize};
 
 /// The version of this protocol; peers of another version are refused at the handshake.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// What a peer is, stated in its handshake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,8 +55,13 @@ pub struct AgentInfo {
     /// frameworks of that role (`--resources "cpus(analytics):2;mem(analytics):2GiB;..."`).
     #[serde(default)]
     pub reservations: Vec<(String, Resources)>,
-    /// Free-form key/value attributes (rack, zone, data sets...), passed to schedulers in offers.
+    /// Free-form key/value attributes (rack, zone...), passed to schedulers in offers.
     pub attributes: Vec<(String, String)>,
+    /// Names of the data sets the agent holds (`tessera agent --dataset NAME=PATH`): a task
+    /// asking for one sees it read-only at `/data/NAME`. Advertised in offers, so that
+    /// frameworks can prefer the agents holding their data (delay scheduling).
+    #[serde(default)]
+    pub datasets: Vec<String>,
 }
 
 /// Resources of one agent offered to one framework.
@@ -78,6 +83,9 @@ pub struct Offer {
     pub reserved_for: Option<String>,
     /// The agent's attributes.
     pub attributes: Vec<(String, String)>,
+    /// The data sets the agent holds ([`AgentInfo::datasets`]).
+    #[serde(default)]
+    pub datasets: Vec<String>,
 }
 
 /// A file placed in a task's sandbox before it starts, like the Mesos fetcher's URIs.
@@ -115,6 +123,61 @@ pub struct TaskInfo {
     /// CPU-time budget in milliseconds of one core (counted in fuel), if any.
     #[serde(default)]
     pub max_cpu_ms: Option<u64>,
+    /// Data sets of the agent the task reads, each preopened read-only at `/data/NAME`; an
+    /// accept naming a data set the offer's agent lacks is refused.
+    #[serde(default)]
+    pub datasets: Vec<String>,
+    /// Run by this executor of the framework instead of as a one-shot command: the first such
+    /// task on an agent starts the executor, later ones go to the running instance. `module`
+    /// must then equal the executor's module.
+    #[serde(default)]
+    pub executor: Option<ExecutorInfo>,
+    /// Opaque bytes handed to the executor with the task (Mesos's `TaskInfo.data`), at most
+    /// [`MAX_TASK_DATA`]; unused by one-shot tasks.
+    #[serde(default)]
+    pub data: Vec<u8>,
+}
+
+/// The largest [`TaskInfo::data`] accepted.
+pub const MAX_TASK_DATA: usize = 64 * 1024;
+
+/// The largest framework message ([`Message::FrameworkMessage`], [`Message::ExecutorMessage`])
+/// accepted; bigger payloads belong in blobs. Delivery is at most once, as in Mesos.
+pub const MAX_FRAMEWORK_MESSAGE: usize = 64 * 1024;
+
+/// A framework's long-lived guest on an agent: a WASI 0.2 component of the `tessera:executor`
+/// world that receives its framework's tasks, kills, messages and a shutdown, and reports task
+/// states and messages back. Its envelope is its own `resources` plus those of its live tasks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct ExecutorInfo {
+    /// Unique within the framework; one instance per (agent, framework, executor id).
+    pub executor_id: ExecutorId,
+    /// Human-readable name; also the guest's argv[0].
+    pub name: String,
+    /// The component to run (uploaded beforehand).
+    pub module: Digest,
+    /// The executor's own share, charged once per agent on top of its tasks'.
+    pub resources: Resources,
+    /// Arguments after argv[0].
+    pub args: Vec<String>,
+    /// Environment variables.
+    pub env: Vec<(String, String)>,
+    /// Stops the executor after this long with no live task (default: the agent's, 60 s).
+    pub idle_timeout_ms: Option<u64>,
+    /// How long a kill may go unanswered before the agent ends the task itself (default 5 s).
+    pub kill_grace_ms: Option<u64>,
+}
+
+/// An executor the agent still runs, reported when it re-registers so that the master charges
+/// its resources again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct RunningExecutor {
+    /// Its framework.
+    pub framework_id: FrameworkId,
+    /// The executor as first launched.
+    pub info: ExecutorInfo,
 }
 
 /// The states of a task's life, as in Mesos.
@@ -205,6 +268,8 @@ pub enum Reason {
     FrameworkRemoved,
     /// The agent could not run the task (sandbox, disk...).
     AgentError,
+    /// The task's executor ended (trap, exit, outgrown envelope, killed) before the task did.
+    ExecutorTerminated(String),
 }
 
 /// A task's status as reported to its scheduler.
@@ -376,6 +441,9 @@ pub enum Message {
         info: AgentInfo,
         /// Tasks it still runs.
         running: Vec<RunningTask>,
+        /// Executors it still runs.
+        #[serde(default)]
+        executors: Vec<RunningExecutor>,
     },
     /// The master admitted the agent.
     Registered {
@@ -453,6 +521,58 @@ pub enum Message {
         /// The framework.
         framework_id: FrameworkId,
     },
+
+    // ----- executors -----
+    /// Scheduler -> master: bytes for the framework's executor on an agent; master ->
+    /// scheduler: bytes from that executor. At most once, at most [`MAX_FRAMEWORK_MESSAGE`].
+    FrameworkMessage {
+        /// Where the executor runs.
+        agent_id: AgentId,
+        /// The executor.
+        executor_id: ExecutorId,
+        /// The payload.
+        data: Vec<u8>,
+    },
+    /// Master -> agent: bytes for an executor; agent -> master: bytes from an executor to its
+    /// scheduler. The master checks the framework owns the executor.
+    ExecutorMessage {
+        /// The executor's framework.
+        framework_id: FrameworkId,
+        /// The executor.
+        executor_id: ExecutorId,
+        /// The payload.
+        data: Vec<u8>,
+    },
+    /// Scheduler -> master: stop the framework's executor on an agent (its live tasks are
+    /// killed first).
+    ShutdownExecutor {
+        /// Where it runs.
+        agent_id: AgentId,
+        /// The executor.
+        executor_id: ExecutorId,
+    },
+    /// Master -> agent: stop an executor (shutdown event, then forcibly after the grace).
+    KillExecutor {
+        /// Its framework.
+        framework_id: FrameworkId,
+        /// The executor.
+        executor_id: ExecutorId,
+    },
+    /// Agent -> master -> scheduler: an executor ended; its resources are free again. Sent at
+    /// most once (as Mesos's executor-exited event); the task updates that follow are reliable.
+    ExecutorExited {
+        /// Its framework.
+        framework_id: FrameworkId,
+        /// Where it ran (set by the master from the agent's connection).
+        agent_id: AgentId,
+        /// The executor.
+        executor_id: ExecutorId,
+        /// False after a shutdown asked for or an idle stop; true after a trap, an unasked
+        /// exit, an outgrown envelope or a forced kill.
+        failed: bool,
+        /// What happened (trap message, exit code, limit).
+        message: String,
+    },
 }
 
 impl Message {
@@ -506,6 +626,11 @@ impl Message {
             Message::FetchBlob { .. } => "FetchBlob",
             Message::BlobOk { .. } => "BlobOk",
             Message::BlobError { .. } => "BlobError",
+            Message::FrameworkMessage { .. } => "FrameworkMessage",
+            Message::ExecutorMessage { .. } => "ExecutorMessage",
+            Message::ShutdownExecutor { .. } => "ShutdownExecutor",
+            Message::KillExecutor { .. } => "KillExecutor",
+            Message::ExecutorExited { .. } => "ExecutorExited",
         }
     }
 }

@@ -5,7 +5,7 @@
 //! can use it without any I/O crate.
 
 use crate::ids::{AgentId, Digest, TaskId};
-use crate::messages::{Offer, TaskFile, TaskInfo};
+use crate::messages::{ExecutorInfo, Offer, TaskFile, TaskInfo};
 use crate::resources::Resources;
 use std::time::Duration;
 
@@ -30,6 +30,9 @@ impl TaskBuilder {
                 env: Vec::new(),
                 files: Vec::new(),
                 timeout_ms: None,
+                datasets: Vec::new(),
+                executor: None,
+                data: Vec::new(),
             },
         }
     }
@@ -67,6 +70,25 @@ impl TaskBuilder {
         self
     }
 
+    /// Reads data set `name` of the agent, read-only at `/data/NAME`.
+    pub fn dataset(mut self, name: &str) -> Self {
+        self.info.datasets.push(name.to_owned());
+        self
+    }
+
+    /// Runs inside `executor` (its module becomes the task's module).
+    pub fn executor(mut self, executor: ExecutorInfo) -> Self {
+        self.info.module = executor.module;
+        self.info.executor = Some(executor);
+        self
+    }
+
+    /// Opaque bytes for the executor ([`TaskInfo::data`]).
+    pub fn data(mut self, data: impl Into<Vec<u8>>) -> Self {
+        self.info.data = data.into();
+        self
+    }
+
     /// The task, placed on the offer's agent.
     pub fn build(mut self, offer: &Offer) -> TaskInfo {
         self.info.agent_id = offer.agent_id.clone();
@@ -88,6 +110,7 @@ mod tests {
             resources: Resources::new(1000, 1 << 30, 0),
             reserved_for: None,
             attributes: vec![],
+            datasets: vec![],
         }
     }
 

@@ -195,8 +195,10 @@ async fn misbehaving_peers_lose_only_their_own_connection() {
     // A well-formed message the role may not send.
     let (_ep, conn, mut send, _recv) = raw_link(&cluster, Role::Scheduler).await;
     let register = Message::Register {
+        executors: Vec::new(),
         agent_id: None,
         info: proto::AgentInfo {
+            datasets: Vec::new(),
             reservations: vec![],
             hostname: "impostor".into(),
             resources: res(64.0, 64.0),
@@ -456,6 +458,7 @@ async fn agents_belong_to_their_certificates() {
     let offer = offer_from(&mut sched, "node1").await;
     run_spinner(&mut sched, &offer, "t1", res(1.0, 0.25)).await;
     let agent_info = proto::AgentInfo {
+        datasets: Vec::new(),
         reservations: vec![],
         hostname: "impostor".into(),
         resources: res(64.0, 64.0),
@@ -465,6 +468,7 @@ async fn agents_belong_to_their_certificates() {
     // Another agent certificate registering with node1's id is refused; node1 stays.
     let (_ep, conn, mut send, _recv) = raw_link(&cluster, Role::Agent).await;
     let register = Message::Register {
+        executors: Vec::new(),
         agent_id: Some(offer.agent_id.clone()),
         info: agent_info.clone(),
         running: vec![],
@@ -478,6 +482,7 @@ async fn agents_belong_to_their_certificates() {
     let mut send = net::MessageWriter::new(send);
     let mut recv = net::MessageReader::new(recv, DEFAULT_MAX_FRAME);
     let register = Message::Register {
+        executors: Vec::new(),
         agent_id: None,
         info: agent_info,
         running: vec![],

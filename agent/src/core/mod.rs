@@ -235,6 +235,7 @@ impl Agent {
                     agent_id: self.agent_id.clone(),
                     info: self.cfg.info.clone(),
                     running,
+                    executors: Vec::new(),
                 }));
             }
             Event::Disconnected => {

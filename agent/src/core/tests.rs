@@ -7,6 +7,7 @@ use proto::Digest;
 fn cfg() -> AgentConfig {
     AgentConfig {
         info: AgentInfo {
+            datasets: Vec::new(),
             reservations: vec![],
             hostname: "h1".into(),
             resources: Resources::new(4000, 4 * GIB, 0),
@@ -19,6 +20,9 @@ fn cfg() -> AgentConfig {
 
 fn task(id: &str, cpus: u64, mem: u64) -> TaskInfo {
     TaskInfo {
+        data: Vec::new(),
+        datasets: Vec::new(),
+        executor: None,
         max_cpu_ms: None,
         task_id: TaskId::from(id),
         name: id.into(),

@@ -155,6 +155,8 @@ pub struct TaskSpec {
     /// Cap on the sandbox's disk use; 0 means
     /// [`ExecutorConfig::default_disk_cap`].
     pub disk_bytes: u64,
+    /// Data sets as `(name, host directory)`: each is preopened read-only at `/data/<name>`.
+    pub datasets: Vec<(String, PathBuf)>,
 }
 
 /// Life-cycle notifications sent by [`Executor::launch`].

@@ -20,6 +20,7 @@ fn spec(dir: &Path, digest: &str, wasm: &str, args: &[&str]) -> TaskSpec {
     let mut argv = vec![digest.to_owned()];
     argv.extend(args.iter().map(|a| a.to_string()));
     TaskSpec {
+        datasets: Vec::new(),
         digest: digest.to_owned(),
         wasm_path: PathBuf::from(wasm),
         args: argv,

@@ -52,6 +52,7 @@ pub async fn execute(a: AgentArgs) -> anyhow::Result<i32> {
         ),
     };
     let info = AgentInfo {
+        datasets: Vec::new(),
         reservations,
         hostname,
         resources,

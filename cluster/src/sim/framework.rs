@@ -208,6 +208,9 @@ impl SimFramework {
                 },
             );
             tasks.push(TaskInfo {
+                data: Vec::new(),
+                datasets: Vec::new(),
+                executor: None,
                 max_cpu_ms: None,
                 name: t.id.0.clone(),
                 task_id: t.id,

@@ -171,6 +171,7 @@ impl Sim {
         let mut sim = Sim::with_options(opts, Box::new(Drf::new()));
         for i in 0..agents {
             sim.add_agent(AgentInfo {
+                datasets: Vec::new(),
                 reservations: vec![],
                 hostname: format!("agent{}", i + 1),
                 resources: res,

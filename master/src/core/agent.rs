@@ -144,6 +144,7 @@ impl Master {
                     a.reservations = reservations;
                     a.total = info.resources;
                     a.attributes = info.attributes;
+                    a.datasets = info.datasets;
                     a.conn = Some(conn);
                     a.remove_at = None;
                 }
@@ -168,6 +169,7 @@ impl Master {
                         owner: name,
                         total: info.resources,
                         attributes: info.attributes,
+                        datasets: info.datasets,
                         conn: Some(conn),
                         remove_at: None,
                         used: Resources::ZERO,

@@ -111,6 +111,7 @@ impl Master {
                 resources: p.resources,
                 reserved_for: p.reserved_for.clone(),
                 attributes: a.attributes.clone(),
+                datasets: a.datasets.clone(),
             };
             self.book_offer(offer.clone());
             batches

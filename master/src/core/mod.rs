@@ -723,6 +723,7 @@ impl Master {
                 agent_id,
                 info,
                 running,
+                executors: _,
             } => self.on_register(conn, agent_id, info, running),
             Message::StatusUpdate { status } => self.on_status_update(conn, status),
             Message::TeardownFramework { framework_id } => {

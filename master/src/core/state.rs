@@ -23,6 +23,8 @@ pub struct AgentEntry {
     pub total: Resources,
     /// Its attributes, copied into offers.
     pub attributes: Vec<(String, String)>,
+    /// Its data sets' names, copied into offers and checked at accept.
+    pub datasets: Vec<String>,
     /// The control connection it is registered on, `None` while disconnected.
     pub conn: Option<ConnId>,
     /// While disconnected: when it will be removed and its tasks declared lost (the core's

@@ -337,6 +337,7 @@ fn heartbeats_are_ignored() {
 fn offers_rescinds_and_errors_are_surfaced_in_order() {
     let mut core = subscribed(true);
     let offer = Offer {
+        datasets: Vec::new(),
         id: "O1".into(),
         framework_id: "F1".into(),
         agent_id: "A1".into(),

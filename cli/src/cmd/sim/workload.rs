@@ -204,6 +204,7 @@ fn cluster(cfg: &SimConfig, allocator: Box<dyn Allocator>) -> Sim {
     let mut sim = Sim::with_options(opts, allocator);
     for i in 0..cfg.agents {
         sim.add_agent(AgentInfo {
+            datasets: Vec::new(),
             hostname: format!("agent{i}"),
             resources: cfg.agent_resources,
             reservations: vec![],

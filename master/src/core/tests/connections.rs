@@ -40,8 +40,10 @@ fn role_violations_close_and_calls_need_subscribe() {
     h.msg(
         11,
         Message::Register {
+            executors: Vec::new(),
             agent_id: None,
             info: AgentInfo {
+                datasets: Vec::new(),
                 reservations: vec![],
                 hostname: "h".into(),
                 resources: res(1.0, GIB),

@@ -196,8 +196,10 @@ fn a_reservation_the_acls_forbid_is_refused_at_register() {
         ..MasterConfig::default()
     });
     let reserving = |r: Resources| Message::Register {
+        executors: Vec::new(),
         agent_id: None,
         info: AgentInfo {
+            datasets: Vec::new(),
             reservations: vec![("ml".into(), r)],
             hostname: "host".into(),
             resources: r,

@@ -235,8 +235,10 @@ impl H {
 
 fn register_msg(id: Option<AgentId>, r: Resources, running: Vec<RunningTask>) -> Message {
     Message::Register {
+        executors: Vec::new(),
         agent_id: id,
         info: AgentInfo {
+            datasets: Vec::new(),
             reservations: vec![],
             hostname: "host".into(),
             resources: r,
@@ -261,6 +263,9 @@ fn subscribe_msg(name: &str, id: Option<FrameworkId>) -> Message {
 
 fn task(id: &str, agent: &AgentId, r: Resources, module: Digest) -> TaskInfo {
     TaskInfo {
+        data: Vec::new(),
+        datasets: Vec::new(),
+        executor: None,
         max_cpu_ms: None,
         task_id: TaskId(id.into()),
         name: id.into(),

@@ -53,8 +53,10 @@ fn register_reserved(
     h.msg(
         conn,
         Message::Register {
+            executors: Vec::new(),
             agent_id: None,
             info: AgentInfo {
+                datasets: Vec::new(),
                 hostname: format!("h{conn}"),
                 resources: total,
                 reservations: reservations

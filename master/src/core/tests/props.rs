@@ -194,8 +194,10 @@ impl World {
         self.h.msg(
             conn,
             Message::Register {
+                executors: Vec::new(),
                 agent_id: id,
                 info: AgentInfo {
+                    datasets: Vec::new(),
                     hostname: format!("h{conn}"),
                     resources: total,
                     reservations,
