@@ -41,6 +41,7 @@
 mod cache;
 mod config;
 mod disk;
+mod instance;
 mod limiter;
 mod output;
 mod pacing;
@@ -60,6 +61,9 @@ use self::cache::ModuleCache;
 use self::run::{FinishGuard, TaskState};
 
 pub use self::config::{engine_config, ExecutorConfig, PoolingConfig};
+pub use self::instance::{
+    GuestTaskState, InstanceEvent, InstanceHandle, InstanceSpec, InstanceTask,
+};
 pub use self::output::TRUNCATION_MARKER;
 
 /// Executor counters, for metrics and tests.
