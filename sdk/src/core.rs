@@ -59,7 +59,8 @@ mod tests;
 
 use crate::dedup::SeenUpdates;
 use proto::{
-    Filters, FrameworkId, FrameworkInfo, Message, Offer, OfferId, TaskId, TaskInfo, TaskStatus,
+    AgentId, ExecutorId, Filters, FrameworkId, FrameworkInfo, Message, Offer, OfferId, TaskId,
+    TaskInfo, TaskStatus,
 };
 use std::collections::VecDeque;
 
@@ -80,6 +81,26 @@ pub enum Event {
     Rescind(OfferId),
     /// A task's status changed (duplicates already dropped).
     Update(TaskStatus),
+    /// Bytes from one of the framework's executors (at most once, as in Mesos).
+    Message {
+        /// Where the executor runs.
+        agent_id: AgentId,
+        /// The executor.
+        executor_id: ExecutorId,
+        /// The payload.
+        data: Vec<u8>,
+    },
+    /// One of the framework's executors ended; the updates of its tasks follow as usual.
+    ExecutorExited {
+        /// Where it ran.
+        agent_id: AgentId,
+        /// The executor.
+        executor_id: ExecutorId,
+        /// True when it failed (trap, unasked exit, outgrown envelope, forced kill).
+        failed: bool,
+        /// What happened.
+        message: String,
+    },
     /// A call failed.
     Error(String),
     /// The link to the master dropped; the SDK is reconnecting.
@@ -209,6 +230,27 @@ impl SchedulerCore {
                 }
                 Event::Update(status)
             }
+            Message::FrameworkMessage {
+                agent_id,
+                executor_id,
+                data,
+            } => Event::Message {
+                agent_id,
+                executor_id,
+                data,
+            },
+            Message::ExecutorExited {
+                agent_id,
+                executor_id,
+                failed,
+                message,
+                ..
+            } => Event::ExecutorExited {
+                agent_id,
+                executor_id,
+                failed,
+                message,
+            },
             Message::Error { message } => Event::Error(message),
             Message::Heartbeat => return,
             other => {
@@ -270,6 +312,24 @@ impl SchedulerCore {
     /// Kills a task; its end arrives as a `TASK_KILLED` update.
     pub fn kill(&mut self, task_id: TaskId) {
         self.call(Message::Kill { task_id });
+    }
+
+    /// Sends bytes to the framework's executor on an agent (at most once; at most
+    /// [`proto::MAX_FRAMEWORK_MESSAGE`] bytes, the master refuses more with an error).
+    pub fn send_message(&mut self, agent_id: AgentId, executor_id: ExecutorId, data: Vec<u8>) {
+        self.call(Message::FrameworkMessage {
+            agent_id,
+            executor_id,
+            data,
+        });
+    }
+
+    /// Stops the framework's executor on an agent; its live tasks are killed.
+    pub fn shutdown_executor(&mut self, agent_id: AgentId, executor_id: ExecutorId) {
+        self.call(Message::ShutdownExecutor {
+            agent_id,
+            executor_id,
+        });
     }
 
     /// Acknowledges an update (only needed with `auto_acknowledge` off); updates without an

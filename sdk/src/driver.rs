@@ -12,8 +12,8 @@ use net::link::{self, Link, LinkError};
 use net::tls::{PeerTls, TransportTuning};
 use net::MessageWriter;
 use proto::{
-    BlobKind, Digest, Filters, FrameworkId, FrameworkInfo, OfferId, Role, TaskId, TaskInfo,
-    TaskStatus,
+    AgentId, BlobKind, Digest, ExecutorId, Filters, FrameworkId, FrameworkInfo, OfferId, Role,
+    TaskId, TaskInfo, TaskStatus,
 };
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -219,6 +219,27 @@ impl Scheduler {
     /// Kills a task; its end arrives as a `TASK_KILLED` update.
     pub fn kill(&self, task_id: TaskId) -> Result<(), SdkError> {
         self.call(move |core| core.kill(task_id))
+    }
+
+    /// Sends bytes to the framework's executor on an agent: delivered at most once (as in
+    /// Mesos), at most [`proto::MAX_FRAMEWORK_MESSAGE`] bytes.
+    pub fn send_message(
+        &self,
+        agent_id: AgentId,
+        executor_id: ExecutorId,
+        data: Vec<u8>,
+    ) -> Result<(), SdkError> {
+        self.call(move |core| core.send_message(agent_id, executor_id, data))
+    }
+
+    /// Stops the framework's executor on an agent (its live tasks are killed); its end
+    /// arrives as [`Event::ExecutorExited`](crate::Event::ExecutorExited).
+    pub fn shutdown_executor(
+        &self,
+        agent_id: AgentId,
+        executor_id: ExecutorId,
+    ) -> Result<(), SdkError> {
+        self.call(move |core| core.shutdown_executor(agent_id, executor_id))
     }
 
     /// Acknowledges an update (only needed with `auto_acknowledge` off); updates without a

@@ -184,7 +184,7 @@ impl Driver {
             Event::Update(status) => return Ok(Some(status)),
             Event::Error(e) => anyhow::bail!("master reported an error: {e}"),
             Event::Disconnected(why) => anyhow::bail!("scheduler disconnected: {why}"),
-            Event::Subscribed { .. } => {}
+            Event::Subscribed { .. } | Event::Message { .. } | Event::ExecutorExited { .. } => {}
         }
         Ok(None)
     }

@@ -172,8 +172,12 @@ impl SimFramework {
             }
             Event::Update(status) => self.learn(now, status),
             Event::Error(message) => self.errors.push(message),
-            // Offers simply go unanswered; the link's loss is the driver's business.
-            Event::Rescind(_) | Event::Disconnected(_) => {}
+            // Offers simply go unanswered; the link's loss is the driver's business; simulated
+            // frameworks run no executors.
+            Event::Rescind(_)
+            | Event::Disconnected(_)
+            | Event::Message { .. }
+            | Event::ExecutorExited { .. } => {}
         }
         true
     }
