@@ -20,6 +20,7 @@
 //! - `sha256`: `sha256 <KiB> <rounds>`, SHA-256 over a generated buffer.
 //! - `json`: `json <records> <rounds>`, generates and parses a JSON document.
 //! - `sockets`: calls the (denied) WASI socket functions and prints each errno.
+//! - `datasets`: reads the read-only data set at `/data/<argv[1]>` and tries to change or leave it.
 
 #![warn(missing_docs)]
 
@@ -47,6 +48,7 @@ mod tests {
     fn every_guest_is_a_wasm_module() {
         let expected = [
             "burn",
+            "datasets",
             "diskfill",
             "escape",
             "files",

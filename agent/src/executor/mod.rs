@@ -39,6 +39,7 @@
 //! - `disk.rs`: the sandbox's disk use.
 
 mod cache;
+mod component;
 mod config;
 mod disk;
 mod instance;

@@ -1,7 +1,20 @@
 //! `p2cmd [exit-code] [path...]`: prints its argv and `$GREETING`, writes and reads back a file
 //! in its sandbox, prints each `path` it is given (`cat <path>: <content>`), then exits with
-//! `exit-code` (default 0).
+//! `exit-code` (default 0, at most 255) through `wasi:cli/exit#exit-with-code`.
 use std::fs;
+
+wit_bindgen::generate!({
+    inline: "
+        package wasi:cli@0.2.12;
+        interface exit {
+            exit: func(status: result);
+            exit-with-code: func(status-code: u8);
+        }
+        world p2cmd {
+            import exit;
+        }
+    ",
+});
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -23,6 +36,8 @@ fn main() {
         }
     }
     eprintln!("p2cmd: done");
-    let code: i32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(0);
-    std::process::exit(code);
+    let code: u8 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(0);
+    // `std::process::exit(code)` would report any non-zero code as 1 (`wasi:cli/exit#exit`).
+    wasi::cli::exit::exit_with_code(code);
+    unreachable!("exit-with-code returned");
 }
