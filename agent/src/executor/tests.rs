@@ -759,6 +759,27 @@ async fn a_full_pool_fails_the_launch_cleanly_and_frees_slots() {
 }
 
 #[tokio::test]
+async fn a_full_pool_holds_as_many_components_as_tasks() {
+    let exec = pooled_executor(2, 64 * MIB);
+    let dir = tempfile::tempdir().unwrap();
+    let sleeper = |i: usize| p2spec(&dir.path().join(format!("c{i}")), "p2spin", &["sleep"]);
+    let mut a = launch(&exec, sleeper(0));
+    a.wait_running().await;
+    let mut b = launch(&exec, sleeper(1));
+    b.wait_running().await;
+    match run(&exec, sleeper(2)).await.termination {
+        Termination::StartFailed(msg) => assert!(msg.contains("limit of 2"), "{msg}"),
+        other => panic!("expected StartFailed on a full pool, got {other:?}"),
+    }
+    a.kill.kill();
+    assert_eq!(a.finished().await.termination, Termination::Killed);
+    let out = run(&exec, p2spec(&dir.path().join("c3"), "p2cmd", &[])).await;
+    assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+    b.kill.kill();
+    assert_eq!(b.finished().await.termination, Termination::Killed);
+}
+
+#[tokio::test]
 async fn pooled_tasks_may_use_all_of_the_agents_memory_and_no_more() {
     // An agent with 96 MiB: a task with all of it may grow to nearly that.
     let exec = pooled_executor(4, 96 * MIB);
