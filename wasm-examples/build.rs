@@ -239,10 +239,16 @@ fn build_components(manifest_dir: &Path, out_dir: &Path) {
 fn cargo_build_components(crate_dir: &Path, target_dir: &Path) {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--release", "--target", P2_TARGET, "--manifest-path"])
-        .arg(crate_dir.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target_dir);
+    cmd.args([
+        "build",
+        "--release",
+        "--target",
+        P2_TARGET,
+        "--manifest-path",
+    ])
+    .arg(crate_dir.join("Cargo.toml"))
+    .arg("--target-dir")
+    .arg(target_dir);
     for (var, _) in env::vars_os() {
         let scrub = var.to_str().is_some_and(|v| {
             v.starts_with("CARGO_BUILD_")

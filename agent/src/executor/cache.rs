@@ -225,7 +225,9 @@ impl ModuleCache {
             Some(Precompiled::Component) => Ok(Compiled::Component(unsafe {
                 Component::deserialize_file(&self.engine, cached)
             }?)),
-            None => Err(wasmtime::format_err!("not a precompiled module or component")),
+            None => Err(wasmtime::format_err!(
+                "not a precompiled module or component"
+            )),
         }
     }
 

@@ -160,7 +160,7 @@ impl Drop for FinishGuard {
     }
 }
 
-/// How `_start` ended, before classification.
+/// How the entry point ended, before classification.
 enum Ended {
     Returned(wasmtime::Result<()>),
     Killed,
@@ -199,8 +199,8 @@ fn error_message(e: &wasmtime::Error) -> String {
 }
 
 impl Inner {
-    /// Runs one task to its end: `Running` goes out through `guard` once `_start` is about to
-    /// run; the outcome is returned for the caller to send as `Finished`.
+    /// Runs one task to its end: `Running` goes out through `guard` once the entry point is
+    /// about to run; the outcome is returned for the caller to send as `Finished`.
     pub(super) async fn run(
         &self,
         spec: TaskSpec,

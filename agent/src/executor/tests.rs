@@ -938,6 +938,7 @@ async fn burn_runs_its_rounds_and_prints_a_checksum() {
 mod guest_tests {
     pub(super) use super::{
         burn_runs_its_rounds_and_prints_a_checksum as burn,
+        data_sets_are_read_only_and_closed as datasets,
         denied_socket_calls_keep_wasi_errno_semantics as sockets,
         disk_filler_hits_the_disk_limit as diskfill, escape_attempts_all_fail as escape,
         files_guest_is_sandboxed as files, hello_exits_zero_with_output as hello,
@@ -946,7 +947,6 @@ mod guest_tests {
         output_is_capped as flood, pi_prints_its_line as pi,
         sha256_guest_matches_a_native_sha256 as sha256, spinner_times_out as spinner,
         trap_is_reported as trap,
-        data_sets_are_read_only_and_closed as datasets,
     };
 }
 
@@ -994,10 +994,9 @@ async fn denied_socket_calls_keep_wasi_errno_semantics() {
 mod component_tests {
     pub(super) use super::{
         p2_command_runs_with_args_env_files_and_exit_code as p2cmd,
-        p2_failed_run_is_exit_code_one as p2fail,
+        p2_failed_run_is_exit_code_one as p2fail, p2_guest_cannot_reach_the_network as p2net,
         p2_memhog_hits_the_memory_limit as p2memhog,
         p2_spinner_times_out_is_killed_paced_and_budgeted as p2spin,
-        p2_guest_cannot_reach_the_network as p2net,
     };
 }
 
@@ -1044,7 +1043,10 @@ async fn data_sets_are_read_only_and_closed() {
     let exec = executor();
     let root = tempfile::tempdir().unwrap();
     let ds = dataset(root.path());
-    let mtime = std::fs::metadata(ds.join("file.txt")).unwrap().modified().unwrap();
+    let mtime = std::fs::metadata(ds.join("file.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
     let task = root.path().join("task");
     let mut s = spec(&task, "datasets", wasm_examples::DATASETS_PATH, &["ds"]);
     s.datasets = vec![("ds".into(), ds.clone())];
@@ -1054,7 +1056,10 @@ async fn data_sets_are_read_only_and_closed() {
     eprintln!("{stdout}");
     assert!(stdout.contains("datasets: done"), "{stdout}");
     assert!(stdout.contains("read: ok data set content\n"), "{stdout}");
-    assert!(stdout.contains("list: ok abs,file.txt,sub,up\n"), "{stdout}");
+    assert!(
+        stdout.contains("list: ok abs,file.txt,sub,up\n"),
+        "{stdout}"
+    );
     let attempts: Vec<&str> = stdout
         .lines()
         .filter(|l| {
@@ -1124,8 +1129,16 @@ async fn bad_data_sets_fail_the_start_with_a_reason() {
         ("a\\b".into(), ds.clone(), "[A-Za-z0-9._-]"),
         ("caf\u{e9}".into(), ds.clone(), "[A-Za-z0-9._-]"),
         (long, ds.clone(), "longer than 128"),
-        ("gone".into(), root.path().join("missing"), "not an existing directory"),
-        ("file".into(), ds.join("file.txt"), "not an existing directory"),
+        (
+            "gone".into(),
+            root.path().join("missing"),
+            "not an existing directory",
+        ),
+        (
+            "file".into(),
+            ds.join("file.txt"),
+            "not an existing directory",
+        ),
     ];
     for (i, (name, dir, why)) in cases.into_iter().enumerate() {
         let mut s = spec(
@@ -1142,14 +1155,24 @@ async fn bad_data_sets_fail_the_start_with_a_reason() {
         }
     }
     // Twice the same name is refused; a valid 128-character name and a component work.
-    let mut s = spec(&root.path().join("dup"), "hello", wasm_examples::HELLO_PATH, &[]);
+    let mut s = spec(
+        &root.path().join("dup"),
+        "hello",
+        wasm_examples::HELLO_PATH,
+        &[],
+    );
     s.datasets = vec![("ds".into(), ds.clone()), ("ds".into(), ds.clone())];
     assert!(matches!(
         run(&exec, s).await.termination,
         Termination::StartFailed(m) if m.contains("twice")
     ));
     let name = format!("A-z_0.9{}", "x".repeat(121));
-    let mut s = spec(&root.path().join("ok"), "hello", wasm_examples::HELLO_PATH, &[]);
+    let mut s = spec(
+        &root.path().join("ok"),
+        "hello",
+        wasm_examples::HELLO_PATH,
+        &[],
+    );
     s.datasets = vec![(name, ds.clone()), ("other".into(), ds)];
     assert_eq!(run(&exec, s).await.termination, Termination::Exited(0));
 }
@@ -1181,7 +1204,10 @@ async fn p2_command_runs_with_args_env_files_and_exit_code() {
         stdout.contains("p2cmd: read back \"written by p2cmd\""),
         "{stdout}"
     );
-    assert!(stdout.contains("cat /input.txt: sandbox input\n"), "{stdout}");
+    assert!(
+        stdout.contains("cat /input.txt: sandbox input\n"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("cat /data/ds/file.txt: data set content\n"),
         "{stdout}"
@@ -1197,7 +1223,10 @@ async fn p2_command_runs_with_args_env_files_and_exit_code() {
 
     // Exit code 0, and the output cap and the disk cap hold for components too.
     s.args = vec!["p2cmd".into(), "0".into()];
-    assert_eq!(run(&exec, s.clone()).await.termination, Termination::Exited(0));
+    assert_eq!(
+        run(&exec, s.clone()).await.termination,
+        Termination::Exited(0)
+    );
     s.disk_bytes = 10;
     assert!(matches!(
         run(&exec, s.clone()).await.termination,
@@ -1240,7 +1269,10 @@ async fn p2_memhog_hits_the_memory_limit() {
     assert!(out.stdout_tail.contains("p2memhog: 2 MiB"), "{out:?}");
     // Below the limit it runs to completion; below its initial memory it cannot start.
     s.args.push("8".into());
-    assert_eq!(run(&exec, s.clone()).await.termination, Termination::Exited(0));
+    assert_eq!(
+        run(&exec, s.clone()).await.termination,
+        Termination::Exited(0)
+    );
     s.mem_bytes = 4096;
     assert!(matches!(
         run(&exec, s).await.termination,
