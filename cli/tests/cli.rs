@@ -90,7 +90,10 @@ fn run_takes_a_wasi_0_2_command_component() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(5), "{stdout}\n{stderr}");
-    assert!(stdout.contains("p2cmd: argv=p2cmd 5 /input.txt\n"), "{stdout}");
+    assert!(
+        stdout.contains("p2cmd: argv=p2cmd 5 /input.txt\n"),
+        "{stdout}"
+    );
     assert!(stdout.contains("p2cmd: GREETING=hello\n"), "{stdout}");
     assert!(
         stdout.contains("cat /input.txt: data from the host\n"),

@@ -1422,3 +1422,90 @@ async fn components_are_cached_on_disk_like_modules() {
     let s = exec.stats();
     assert_eq!((s.compiles, s.disk_cache_hits, s.cache_rebuilds), (1, 0, 1));
 }
+
+/// One-off measurement, not a check: time to prepare (compile) and to launch a warm task, for
+/// the same program (`memhog 0` / `p2memhog 0`: start, print a line, exit) as a preview-1
+/// module and as a WASI 0.2 component, interleaved in one run.
+/// `cargo test -p tessera-agent --lib measure_p2 -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_p2_against_p1_prepare_and_launch() {
+    let n_compiles = 8;
+    let n_launches = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let exec = Executor::new(ExecutorConfig {
+        cache_dir: Some(cache.clone()),
+        ..ExecutorConfig::default()
+    })
+    .unwrap();
+    let kinds = [
+        ("p1", wasm_examples::MEMHOG_PATH),
+        ("p2", wasm_examples::components::P2MEMHOG_PATH),
+    ];
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        (v[v.len() / 2], v[v.len() * 9 / 10])
+    };
+    let mut compile = [Vec::new(), Vec::new()];
+    for i in 0..n_compiles {
+        for (k, (kind, path)) in kinds.iter().enumerate() {
+            let t0 = Instant::now();
+            exec.prepare(&format!("{kind}-{i}"), Path::new(path))
+                .await
+                .unwrap();
+            compile[k].push(t0.elapsed());
+        }
+    }
+    // From the disk cache, in a fresh executor.
+    let exec2 = Executor::new(ExecutorConfig {
+        cache_dir: Some(cache),
+        ..ExecutorConfig::default()
+    })
+    .unwrap();
+    let mut load = [Vec::new(), Vec::new()];
+    for i in 0..n_compiles {
+        for (k, (kind, path)) in kinds.iter().enumerate() {
+            let t0 = Instant::now();
+            exec2
+                .prepare(&format!("{kind}-{i}"), Path::new(path))
+                .await
+                .unwrap();
+            load[k].push(t0.elapsed());
+        }
+    }
+    let mut launches = [Vec::new(), Vec::new()];
+    for i in 0..n_launches {
+        for (k, (kind, path)) in kinds.iter().enumerate() {
+            let s = spec(
+                &dir.path().join(format!("t-{kind}-{i}")),
+                &format!("{kind}-0"),
+                path,
+                &["0"],
+            );
+            let t0 = Instant::now();
+            let out = run(&exec, s).await;
+            launches[k].push(t0.elapsed());
+            assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+        }
+    }
+    for (k, (kind, path)) in kinds.iter().enumerate() {
+        let size = std::fs::metadata(path).unwrap().len();
+        let (c, c90) = median(compile[k].clone());
+        let (l, l90) = median(load[k].clone());
+        let (r, r90) = median(launches[k].clone());
+        eprintln!(
+            "{kind} ({size} bytes): compile median {c:?} p90 {c90:?}; disk-cache load median \
+             {l:?} p90 {l90:?}; warm launch-to-exit median {r:?} p90 {r90:?}"
+        );
+    }
+    let ratio = |v: &[Vec<Duration>; 2]| {
+        median(v[1].clone()).0.as_secs_f64() / median(v[0].clone()).0.as_secs_f64()
+    };
+    eprintln!(
+        "p2/p1 ratios of medians: compile {:.2}, disk-cache load {:.2}, warm launch {:.2}",
+        ratio(&compile),
+        ratio(&load),
+        ratio(&launches)
+    );
+}
