@@ -390,6 +390,15 @@ impl Agent {
                 Reason::TaskInvalid,
                 "framework or task id is not a safe name".to_owned(),
             ))
+        } else if let Some(missing) = task
+            .datasets
+            .iter()
+            .find(|d| !self.cfg.info.datasets.contains(d))
+        {
+            Some((
+                Reason::TaskInvalid,
+                format!("this agent holds no data set {missing:?}"),
+            ))
         } else if !free.contains(&task.resources) {
             Some((
                 Reason::AgentError,
