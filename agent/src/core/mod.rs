@@ -58,6 +58,7 @@ pub struct Outcome {
 }
 
 /// Inputs of the core.
+#[allow(clippy::large_enum_variant)] // moved once from the driver into the core
 #[derive(Clone, Debug)]
 pub enum Event {
     /// The control stream to the master is up (handshake done).
