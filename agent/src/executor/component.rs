@@ -5,7 +5,8 @@
 //! data ([`TaskState`], whose WASI context serves both ABIs), limits, pacing and the
 //! classification of the outcome live in `run.rs`; compilation and the disk cache in `cache.rs`.
 
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, Linker, Type};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::bindings::{Command, CommandPre};
 use wasmtime_wasi::I32Exit;
@@ -44,13 +45,18 @@ pub(super) fn link(
         message,
     };
     let ty = component.component_type();
-    if !ty
+    let Some((name, run)) = ty
         .exports(engine)
-        .any(|(name, _)| name.starts_with(RUN_EXPORT))
-    {
+        .find(|(name, _)| name.starts_with(RUN_EXPORT))
+    else {
         return Err(not_command(
             "component does not export `wasi:cli/run` (not a WASI 0.2 command)".into(),
         ));
+    };
+    if !run_type_ok(engine, run.ty) {
+        return Err(not_command(format!(
+            "export `{name}` must be an instance with `run: func() -> result`"
+        )));
     }
     let pre = linker
         .instantiate_pre(component)
@@ -59,6 +65,23 @@ pub(super) fn link(
             message: format!("{e:#}"),
         })?;
     CommandPre::new(pre).map_err(|e| not_command(format!("{e:#}")))
+}
+
+/// Whether the `wasi:cli/run` export is an instance whose `run` is `func() -> result`, so that
+/// a mistyped command is refused when it is prepared rather than when it is launched.
+fn run_type_ok(engine: &Engine, export: ComponentItem) -> bool {
+    let ComponentItem::ComponentInstance(instance) = export else {
+        return false;
+    };
+    let Some(run) = instance.get_export(engine, "run") else {
+        return false;
+    };
+    let ComponentItem::ComponentFunc(func) = run.ty else {
+        return false;
+    };
+    let results: Vec<Type> = func.results().collect();
+    func.params().len() == 0
+        && matches!(results.as_slice(), [Type::Result(r)] if r.ok().is_none() && r.err().is_none())
 }
 
 /// Calls `wasi:cli/run`: `Ok` for success; a failed run (`Err(())`) is exit code 1, as

@@ -1374,6 +1374,43 @@ async fn components_that_are_not_commands_are_refused() {
         Termination::StartFailed(msg) => assert!(msg.contains("not a WASI command"), "{msg}"),
         other => panic!("expected StartFailed, got {other:?}"),
     }
+    // Hand-made components: `run` of the wrong type; an import nobody provides; and a minimal
+    // command returning `Ok` and `Err`.
+    let component = |name: &str, run_ty: &str, body: &str, import: &str| {
+        let wat = format!(
+            r#"(component
+                 {import}
+                 (core module $m (func (export "run") (result i32) {body}))
+                 (core instance $i (instantiate $m))
+                 (func $run (result {run_ty}) (canon lift (core func $i "run")))
+                 (instance $r (export "run" (func $run)))
+                 (export "wasi:cli/run@0.2.0" (instance $r)))"#
+        );
+        let path = dir.path().join(format!("{name}.wasm"));
+        std::fs::write(&path, wat::parse_str(&wat).unwrap()).unwrap();
+        path
+    };
+    let bad_type = component("bad-type", "u32", "i32.const 0", "");
+    let err = exec.prepare("bad-type", &bad_type).await.unwrap_err();
+    assert!(matches!(err, ExecError::NotACommand { .. }), "{err}");
+    let evil = r#"(import "evil:thing/x" (instance (export "f" (func))))"#;
+    let imports = component("imports", "(result)", "i32.const 0", evil);
+    let err = exec.prepare("imports", &imports).await.unwrap_err();
+    match &err {
+        ExecError::Link { message, .. } => assert!(message.contains("evil:thing/x"), "{message}"),
+        other => panic!("expected Link, got {other}"),
+    }
+    for (name, body, code) in [("ok", "i32.const 0", 0), ("err", "i32.const 1", 1)] {
+        let path = component(name, "(result)", body, "");
+        let s = spec(
+            &dir.path().join(format!("t-{name}")),
+            name,
+            path.to_str().unwrap(),
+            &[],
+        );
+        assert_eq!(run(&exec, s).await.termination, Termination::Exited(code));
+    }
+
     // A broken component is a compile error.
     let broken = dir.path().join("broken.wasm");
     std::fs::write(&broken, b"\0asm\x0d\0\x01\0\x07\xff").unwrap();
