@@ -31,7 +31,8 @@ include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 /// [`components::ALL_PATHS`], and the [`foreach_component!`] macro. Components:
 ///
 /// - `p2cmd`: `p2cmd [exit-code] [path...]` prints argv and `$GREETING`, writes and reads back
-///   a sandbox file, prints each path's content, exits with `exit-code`.
+///   a sandbox file, tries to write `$P2CMD_WRITE` if set, prints each path's content, exits
+///   with `exit-code` (through `wasi:cli/exit#exit-with-code`).
 /// - `p2memhog`: allocates 1 MiB chunks forever (or up to `argv[1]` MiB).
 /// - `p2spin`: `loop {}`, or `p2spin sleep` to sleep in a loop.
 /// - `p2net`: `p2net <addr>` tries a TCP connection, a name lookup and a UDP bind.

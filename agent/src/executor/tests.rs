@@ -1190,7 +1190,10 @@ async fn p2_command_runs_with_args_env_files_and_exit_code() {
         "p2cmd",
         &["7", "/input.txt", "/data/ds/file.txt", "/data/ds/up"],
     );
-    s.env = vec![("GREETING".into(), "hi there".into())];
+    s.env = vec![
+        ("GREETING".into(), "hi there".into()),
+        ("P2CMD_WRITE".into(), "/data/ds/file.txt".into()),
+    ];
     s.datasets = vec![("ds".into(), ds.clone())];
     let out = run(&exec, s.clone()).await;
     assert_eq!(out.termination, Termination::Exited(7), "{out:?}");
@@ -1212,7 +1215,15 @@ async fn p2_command_runs_with_args_env_files_and_exit_code() {
         stdout.contains("cat /data/ds/file.txt: data set content\n"),
         "{stdout}"
     );
-    // A symlink out of the data set is not followed.
+    // The data set is read-only, and a symlink out of it is not followed.
+    assert!(
+        stdout.contains("write /data/ds/file.txt: denied ("),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ds.join("file.txt")).unwrap(),
+        "data set content\n"
+    );
     assert!(stdout.contains("cat /data/ds/up: error"), "{stdout}");
     assert!(out.stderr_tail.contains("p2cmd: done"), "{out:?}");
     assert!(out.fuel_consumed > 0, "{out:?}");

@@ -1,5 +1,5 @@
 //! `p2cmd [exit-code] [path...]`: prints its argv and `$GREETING`, writes and reads back a file
-//! in its sandbox, prints each `path` it is given (`cat <path>: <content>`), then exits with
+//! in its sandbox, tries to write `$P2CMD_WRITE` if set, prints each `path` it is given (`cat <path>: <content>`), then exits with
 //! `exit-code` (default 0, at most 255) through `wasi:cli/exit#exit-with-code`.
 use std::fs;
 
@@ -28,6 +28,12 @@ fn main() {
     match wrote {
         Ok(s) => println!("p2cmd: read back {:?}", s.trim_end()),
         Err(e) => println!("p2cmd: sandbox write failed: {e}"),
+    }
+    if let Ok(path) = std::env::var("P2CMD_WRITE") {
+        match fs::write(&path, "written by p2cmd\n") {
+            Ok(()) => println!("write {path}: ALLOWED"),
+            Err(e) => println!("write {path}: denied ({e})"),
+        }
     }
     for path in args.iter().skip(2) {
         match fs::read_to_string(path) {
