@@ -231,18 +231,19 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                     let tx = tx.clone();
                     let sets = opts.datasets.clone();
                     tokio::spawn(async move {
-                        let result = fetcher
-                            .prepare_executor(&id.framework_id, &info)
-                            .await
-                            .map(|_| {
-                                launch::instance_spec(
-                                    fetcher.work_dir(),
-                                    &sets,
-                                    &id.framework_id,
-                                    &info,
-                                    &datasets,
-                                )
-                            });
+                        let result =
+                            fetcher
+                                .prepare_executor(&id.framework_id, &info)
+                                .await
+                                .map(|_| {
+                                    launch::instance_spec(
+                                        fetcher.work_dir(),
+                                        &sets,
+                                        &id.framework_id,
+                                        &info,
+                                        &datasets,
+                                    )
+                                });
                         let _ = tx.send(Input::InstanceReady { id, result });
                     });
                 }

@@ -296,7 +296,10 @@ mod tests {
             &info,
             &["web".to_owned()],
         );
-        assert_eq!(s.wasm_path, Path::new("/w/blobs").join(info.module.to_hex()));
+        assert_eq!(
+            s.wasm_path,
+            Path::new("/w/blobs").join(info.module.to_hex())
+        );
         assert_eq!(s.dir, Path::new("/w/frameworks/f1/executors/e1"));
         assert_eq!(s.args, ["kv", "x"]);
         assert_eq!(
@@ -326,7 +329,10 @@ mod tests {
         );
         assert!(matches!(
             ev,
-            Event::Executor(ExecutorEvent::TaskUpdate { state: TaskState::Killed, .. })
+            Event::Executor(ExecutorEvent::TaskUpdate {
+                state: TaskState::Killed,
+                ..
+            })
         ));
         let mut o = ended(Termination::Exited(1));
         o.stderr_tail = "log\nrun failed: no table\n".into();

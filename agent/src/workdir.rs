@@ -233,7 +233,13 @@ mod tests {
             e.task_files("t1"),
             Path::new("/w/frameworks/f1/executors/e1/sandbox/tasks/t1")
         );
-        assert_eq!(e.stdout(), Path::new("/w/frameworks/f1/executors/e1/stdout"));
-        assert_eq!(e.stderr(), Path::new("/w/frameworks/f1/executors/e1/stderr"));
+        assert_eq!(
+            e.stdout(),
+            Path::new("/w/frameworks/f1/executors/e1/stdout")
+        );
+        assert_eq!(
+            e.stderr(),
+            Path::new("/w/frameworks/f1/executors/e1/stderr")
+        );
     }
 }

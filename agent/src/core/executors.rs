@@ -78,6 +78,8 @@ impl ExecutorRun {
 }
 
 /// What the core asks of the driver's executor instances.
+// Unboxed: actions are drained and consumed at once, never stored in bulk.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum ExecutorAction {
     /// Lay out the executor's directory afresh, fetch its component and start it with
@@ -466,8 +468,7 @@ impl Agent {
                 if i.kill_deadlines.contains_key(&key.1) {
                     return; // a kill is already under way
                 }
-                i.kill_deadlines
-                    .insert(key.1.clone(), now + i.kill_grace());
+                i.kill_deadlines.insert(key.1.clone(), now + i.kill_grace());
                 let id = i.id(&ekey);
                 self.exec_action(ExecutorAction::KillTask {
                     id,
@@ -651,11 +652,12 @@ impl Agent {
                     tracing::warn!(executor = %id.executor_id, "executor message dropped: not connected to the master (at most once)");
                     return;
                 }
-                self.actions.push_back(Action::Send(Message::ExecutorMessage {
-                    framework_id: id.framework_id,
-                    executor_id: id.executor_id,
-                    data,
-                }));
+                self.actions
+                    .push_back(Action::Send(Message::ExecutorMessage {
+                        framework_id: id.framework_id,
+                        executor_id: id.executor_id,
+                        data,
+                    }));
             }
             ExecutorEvent::Exited { id, outcome } => self.on_executor_exited(now, id, outcome),
         }
@@ -721,7 +723,8 @@ impl Agent {
         }
         let i = self.instances.remove(&key).expect("current");
         let asked = i.stopping.is_some();
-        let failed = !asked || i.forced || !matches!(outcome.state, TaskState::Finished | TaskState::Killed);
+        let failed =
+            !asked || i.forced || !matches!(outcome.state, TaskState::Finished | TaskState::Killed);
         let detail = if i.forced {
             format!(
                 "did not stop within the {} ms grace after shutdown; stopped forcibly",
@@ -772,13 +775,14 @@ impl Agent {
             }
         }
         if self.registered {
-            self.actions.push_back(Action::Send(Message::ExecutorExited {
-                framework_id: key.0.clone(),
-                agent_id: self.agent_id.clone().unwrap_or_else(|| "".into()),
-                executor_id: key.1.clone(),
-                failed,
-                message: detail,
-            }));
+            self.actions
+                .push_back(Action::Send(Message::ExecutorExited {
+                    framework_id: key.0.clone(),
+                    agent_id: self.agent_id.clone().unwrap_or_else(|| "".into()),
+                    executor_id: key.1.clone(),
+                    failed,
+                    message: detail,
+                }));
         } else {
             tracing::warn!(executor = %key.1, "executor exit not reported: not registered (the master reconciles from the next registration)");
         }

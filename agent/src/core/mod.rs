@@ -67,6 +67,9 @@ pub struct Outcome {
 }
 
 /// Inputs of the core.
+// Unboxed: events are handed over and consumed one at a time, and the largest variant (a
+// master's message) is the most common one.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Event {
     /// The control stream to the master is up (handshake done).
