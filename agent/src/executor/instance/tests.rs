@@ -308,6 +308,39 @@ async fn kill_stops_it_blocked_in_next_event_and_in_a_busy_loop() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cpu_share_follows_the_envelope() {
+    let exec = executor();
+    let dir = tempfile::tempdir().unwrap();
+    let spin = |name: &str| {
+        let mut s = spec(&dir.path().join(name), "kvexec", KVEXEC_EXECUTOR_PATH);
+        s.cpus_milli = 100;
+        s
+    };
+    let mut small = start(&exec, spin("small"));
+    let mut grown = start(&exec, spin("grown"));
+    for inst in [&mut small, &mut grown] {
+        inst.started().await;
+        inst.handle.launch(task("l", "loop"));
+        assert_eq!(inst.update("l").await.0, GuestTaskState::Running);
+    }
+    // Same wall time for both; one gets a grown envelope while it spins.
+    grown.handle.set_envelope(900, 256 * MIB);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    small.handle.kill();
+    grown.handle.kill();
+    let small = small.exited().await;
+    let grown = grown.exited().await;
+    let ratio = grown.cpu_time.as_secs_f64() / small.cpu_time.as_secs_f64().max(1e-6);
+    eprintln!(
+        "cpu time in the same wall time: 0.1 cpu {:?}, grown to 0.9 cpu {:?} (ratio {ratio:.1})",
+        small.cpu_time, grown.cpu_time
+    );
+    // Nine times the share; even on a loaded machine, well over twice the CPU.
+    assert!(ratio > 2.5, "ratio {ratio}: {small:?} {grown:?}");
+    assert!(small.cpu_paused > Duration::ZERO);
+}
+
 #[tokio::test]
 async fn a_flood_of_updates_is_paced_and_bounded() {
     let exec = executor();
@@ -464,6 +497,7 @@ async fn measure_instance_latencies() {
         let elapsed = t0.elapsed();
         assert_eq!(first.0, GuestTaskState::Running);
         eprintln!("instance start to first task update, {label}: {elapsed:?}");
+        assert_eq!(inst.update("t").await.0, GuestTaskState::Finished);
         inst.handle.kill();
         inst.exited().await;
     }
@@ -477,6 +511,27 @@ async fn measure_instance_latencies() {
         assert_eq!(state, GuestTaskState::Finished);
     }
     let per_exec_task = t0.elapsed() / n;
+    inst.handle.kill();
+    inst.exited().await;
+
+    // Why state pays: the first task builds the generated table, later ones only query it.
+    let mut inst = start(
+        &exec,
+        spec(&dir.path().join("gen"), "kvexec", KVEXEC_EXECUTOR_PATH),
+    );
+    inst.started().await;
+    let t0 = Instant::now();
+    inst.run_task("load", "count").await;
+    let first = t0.elapsed();
+    let t0 = Instant::now();
+    for i in 0..n {
+        inst.run_task(&format!("g{i}"), &format!("get:k{i}")).await;
+    }
+    let later = t0.elapsed() / n;
+    eprintln!(
+        "generated table: first task (loads) {first:?}, later tasks {later:?} (ratio {:.0}x)",
+        first.as_secs_f64() / later.as_secs_f64()
+    );
     inst.handle.kill();
     inst.exited().await;
 
