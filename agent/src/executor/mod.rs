@@ -37,6 +37,8 @@
 //! - `pacing.rs`: fuel calibration and CPU-share pacing on the thread's CPU clock.
 //! - `output.rs`: capped stdout/stderr files and their tails.
 //! - `disk.rs`: the sandbox's disk use.
+//! - `instance/`: long-lived framework executors (WASI 0.2 components of the
+//!   `tessera:executor` world, `wit/executor/world.wit`) and their envelopes.
 
 mod cache;
 mod config;
