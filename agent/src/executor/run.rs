@@ -89,7 +89,7 @@ enum Ended {
 
 /// Resolves when the sandbox at `sandbox` holds more than `cap` bytes,
 /// with the bytes used; checks every `every`.
-async fn disk_over(sandbox: PathBuf, cap: u64, every: Duration) -> u64 {
+pub(super) async fn disk_over(sandbox: PathBuf, cap: u64, every: Duration) -> u64 {
     loop {
         tokio::time::sleep(every).await;
         let s = sandbox.clone();
@@ -103,9 +103,21 @@ async fn disk_over(sandbox: PathBuf, cap: u64, every: Duration) -> u64 {
 
 /// Resolves once `kill` is set (never if the sender is gone, which cannot
 /// happen while the task keeps its own handle).
-async fn killed(kill: &mut watch::Receiver<bool>) {
+pub(super) async fn killed(kill: &mut watch::Receiver<bool>) {
     if kill.wait_for(|k| *k).await.is_err() {
         std::future::pending::<()>().await;
+    }
+}
+
+/// How a guest's call that returned an error ended (shared with executor instances): an exit
+/// of WASI `proc_exit`/`exit`, a trap after a refused memory growth, or another trap.
+pub(super) fn guest_error(e: &wasmtime::Error, limiter: &MemLimiter) -> Termination {
+    if let Some(exit) = e.downcast_ref::<I32Exit>() {
+        Termination::Exited(exit.0)
+    } else if let Some(denied) = limiter.denied() {
+        Termination::MemoryLimit(format!("{denied} ({})", error_message(e)))
+    } else {
+        Termination::Trapped(error_message(e))
     }
 }
 
@@ -209,11 +221,7 @@ impl Inner {
             )),
             Ended::Returned(Ok(())) => Termination::Exited(0),
             Ended::Returned(Err(e)) => {
-                if let Some(exit) = e.downcast_ref::<I32Exit>() {
-                    Termination::Exited(exit.0)
-                } else if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel)
-                    && spec.max_cpu.is_some()
-                {
+                if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) && spec.max_cpu.is_some() {
                     let budget = spec.max_cpu.unwrap_or_default();
                     Termination::CpuLimit(format!(
                         "CPU-time budget of {} ms used up ({initial_fuel} fuel at {} fuel per \
@@ -221,10 +229,8 @@ impl Inner {
                         budget.as_millis(),
                         self.fuel_rate
                     ))
-                } else if let Some(denied) = store.data().limiter.denied() {
-                    Termination::MemoryLimit(format!("{denied} ({})", error_message(&e)))
                 } else {
-                    Termination::Trapped(error_message(&e))
+                    guest_error(&e, &store.data().limiter)
                 }
             }
         };
