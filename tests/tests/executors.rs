@@ -127,6 +127,26 @@ impl Fw {
         self.offers.remove(0)
     }
 
+    /// Holds back the first offer of at least `r`, declining smaller ones (to be offered again
+    /// at once, with more once something ends).
+    async fn wait_for_offer_of(&mut self, r: Resources) {
+        loop {
+            let offer = self.offer().await;
+            if offer.resources.contains(&r) {
+                self.offers.insert(0, offer);
+                return;
+            }
+            self.sched
+                .decline(
+                    vec![offer.id],
+                    Filters {
+                        refuse_seconds: 0.0,
+                    },
+                )
+                .unwrap();
+        }
+    }
+
     /// Launches `tasks` on the next offer (the rest of it offered again at once); returns when
     /// the accept was sent.
     async fn launch(&mut self, tasks: Vec<TaskBuilder>) -> (Instant, Offer) {
@@ -250,13 +270,7 @@ async fn an_idle_executor_stops_and_says_so() {
     assert!(!failed, "{message}");
     // Its charge is free again: a task needing the whole agent fits.
     let hello = fw.sched.upload_module(wasm_examples::HELLO).await.unwrap();
-    loop {
-        let offer = fw.offer().await;
-        if offer.resources.contains(&res(2.0, 1.0)) {
-            fw.offers.insert(0, offer);
-            break;
-        }
-    }
+    fw.wait_for_offer_of(res(2.0, 1.0)).await;
     fw.launch(vec![TaskBuilder::new("all", hello).resources(res(2.0, 1.0))])
         .await;
     assert_eq!(fw.terminal("all").await.state, TaskState::Finished);
@@ -293,13 +307,19 @@ async fn several_tasks_live_at_once_and_messages_go_both_ways() {
         .await;
     assert_eq!(echo, (agent.clone(), b"echo:hello".to_vec()));
     // All three are still running: none ended before the release.
-    assert!(!fw.log.iter().any(|e| matches!(e, Event::Update(s) if s.state.is_terminal())));
+    assert!(!fw
+        .log
+        .iter()
+        .any(|e| matches!(e, Event::Update(s) if s.state.is_terminal())));
     fw.sched
         .send_message(agent, ExecutorId::from(KV), b"release".to_vec())
         .unwrap();
     for t in ["w1", "w2", "w3"] {
         let s = fw.terminal(t).await;
-        assert_eq!((s.state, s.message.as_str()), (TaskState::Finished, "released"));
+        assert_eq!(
+            (s.state, s.message.as_str()),
+            (TaskState::Finished, "released")
+        );
     }
     assert_eq!(fw.executor_exits(), 0);
     cluster.shutdown().await;
@@ -376,7 +396,9 @@ async fn a_kill_the_executor_ignores_ends_the_task_after_the_grace() {
     let stubborn = fw.terminal("stubborn").await;
     assert_eq!(stubborn.state, TaskState::Killed, "{stubborn:?}");
     assert!(
-        stubborn.message.contains("did not answer the kill within the 500 ms grace")
+        stubborn
+            .message
+            .contains("did not answer the kill within the 500 ms grace")
             && stubborn.message.contains("stopped forcibly"),
         "{stubborn:?}"
     );
@@ -403,7 +425,10 @@ async fn an_executor_shut_down_on_request_kills_its_tasks_without_failing() {
     assert!(!failed, "{message}");
     let s = fw.terminal("w1").await;
     assert_eq!(s.state, TaskState::Killed, "{s:?}");
-    assert!(matches!(s.reason, Some(Reason::ExecutorTerminated(_))), "{s:?}");
+    assert!(
+        matches!(s.reason, Some(Reason::ExecutorTerminated(_))),
+        "{s:?}"
+    );
     cluster.shutdown().await;
 }
 
@@ -430,12 +455,20 @@ async fn tearing_down_the_framework_stops_its_executor() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Everything is free again on the agent: another framework's task needing all of it runs.
+    // (The master frees the executor's charge at the teardown; the agent when the executor has
+    // returned from its loop, a little later: a task offered in between is refused.)
     let mut other = Fw::connect(&cluster, "other").await;
-    let hello = other.sched.upload_module(wasm_examples::HELLO).await.unwrap();
+    let hello = other
+        .sched
+        .upload_module(wasm_examples::HELLO)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
     let mut attempt = 0;
     loop {
         attempt += 1;
         let id = format!("all{attempt}");
+        other.wait_for_offer_of(res(2.0, 1.0)).await;
         other
             .launch(vec![TaskBuilder::new(&id, hello).resources(res(2.0, 1.0))])
             .await;
@@ -445,7 +478,11 @@ async fn tearing_down_the_framework_stops_its_executor() {
         }
         // The agent may not have seen the executor exit yet when the offer was made.
         assert_eq!(s.reason, Some(Reason::AgentError), "{s:?}");
-        assert!(attempt < 100, "the executor's share never came back: {s:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the executor's share never came back: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     cluster.shutdown().await;
 }
@@ -469,7 +506,9 @@ async fn measure_executor_launch_latency() {
     // Cold: nothing compiled. `exit` does not build the table, so this is start to first update.
     let mut info = kv_info(kv);
     info.executor_id = ExecutorId::from("cold");
-    let (t, _) = fw.launch(vec![Fw::task(&info, "c1", "exit", small())]).await;
+    let (t, _) = fw
+        .launch(vec![Fw::task(&info, "c1", "exit", small())])
+        .await;
     fw.terminal("c1").await;
     let cold = t.elapsed();
     assert!(first_update(&fw, "c1"));
@@ -477,7 +516,9 @@ async fn measure_executor_launch_latency() {
 
     // Warm compile, new instance.
     info.executor_id = ExecutorId::from("fresh");
-    let (t, _) = fw.launch(vec![Fw::task(&info, "f1", "exit", small())]).await;
+    let (t, _) = fw
+        .launch(vec![Fw::task(&info, "f1", "exit", small())])
+        .await;
     fw.terminal("f1").await;
     let fresh = t.elapsed();
     fw.exited("fresh").await;
