@@ -11,7 +11,7 @@
 //! Framework executors: [`ExecutorAction::Start`] fetches the component and lays out the
 //! executor's directory in a task of its own, then (back in the loop) starts the instance;
 //! the other executor actions are calls on its [`InstanceHandle`]. The handles live next to the
-//! one-shot guests' kill handles in [`Guests`], so however the loop ends, no guest of either
+//! one-shot guests' kill handles in `Guests`, so however the loop ends, no guest of either
 //! kind outlives it.
 
 use crate::core::{
