@@ -54,6 +54,9 @@ pub struct AgentOptions {
     pub max_blob_size: u64,
     /// Longest pause between reconnection attempts.
     pub max_backoff: Duration,
+    /// Data sets as `(name, host directory)`: their names are registered (replacing
+    /// `info.datasets`) and tasks asking for one see it read-only at `/data/NAME`.
+    pub datasets: Vec<(String, PathBuf)>,
 }
 
 impl AgentOptions {
@@ -74,6 +77,7 @@ impl AgentOptions {
             status_retry: Duration::from_secs(2),
             max_blob_size: 256 << 20,
             max_backoff: Duration::from_secs(5),
+            datasets: Vec::new(),
         }
     }
 }
@@ -182,7 +186,8 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                 }
                 Action::Launch { framework_id, task } => {
                     let key = (framework_id.clone(), task.task_id.clone());
-                    let spec = launch::spec(fetcher.work_dir(), &framework_id, &task);
+                    let spec =
+                        launch::spec(fetcher.work_dir(), &opts.datasets, &framework_id, &task);
                     let tx = tx.clone();
                     let k = key.clone();
                     let timeout_ms = task.timeout_ms;
@@ -252,6 +257,7 @@ fn core_config(opts: &AgentOptions, fuel_rate: u64) -> AgentConfig {
     info.attributes.retain(|(k, _)| k != FUEL_RATE_ATTRIBUTE);
     info.attributes
         .push((FUEL_RATE_ATTRIBUTE.to_owned(), fuel_rate.to_string()));
+    info.datasets = opts.datasets.iter().map(|(n, _)| n.clone()).collect();
     let boot_id = format!(
         "{}-{}",
         opts.info.hostname,

@@ -9,6 +9,7 @@ use crate::core::{Event, Outcome, TaskKey};
 use crate::executor::{ExecError, ExecEvent, TaskOutcome, TaskSpec, Termination};
 use crate::workdir::WorkDir;
 use proto::{FrameworkId, Reason, TaskInfo, TaskState};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The executor's module-cache key of a task's module: its digest in hex.
@@ -17,8 +18,14 @@ pub fn module_key(task: &TaskInfo) -> String {
 }
 
 /// What the executor runs for `task` of framework `fid`: argv is the task's name then its
-/// args; the module and task directory are where [`WorkDir`] puts them.
-pub fn spec(work_dir: &WorkDir, fid: &FrameworkId, task: &TaskInfo) -> TaskSpec {
+/// args; the module and task directory are where [`WorkDir`] puts them; the data sets it asks
+/// for are looked up in the agent's `datasets` (the core has refused tasks naming others).
+pub fn spec(
+    work_dir: &WorkDir,
+    datasets: &[(String, PathBuf)],
+    fid: &FrameworkId,
+    task: &TaskInfo,
+) -> TaskSpec {
     let mut args = Vec::with_capacity(task.args.len() + 1);
     args.push(task.name.clone());
     args.extend(task.args.iter().cloned());
@@ -36,7 +43,11 @@ pub fn spec(work_dir: &WorkDir, fid: &FrameworkId, task: &TaskInfo) -> TaskSpec 
         timeout: task.timeout_ms.map(Duration::from_millis),
         max_cpu: task.max_cpu_ms.map(Duration::from_millis),
         disk_bytes: task.resources.disk,
-        datasets: Vec::new(),
+        datasets: task
+            .datasets
+            .iter()
+            .filter_map(|name| datasets.iter().find(|(n, _)| n == name).cloned())
+            .collect(),
     }
 }
 
@@ -134,7 +145,13 @@ mod tests {
     fn spec_names_the_work_dir_paths_and_carries_the_share() {
         let w = WorkDir::new("/w");
         let t = task();
-        let s = spec(&w, &FrameworkId::from("f1"), &t);
+        let mut t = t;
+        t.datasets = vec!["logs".into()];
+        let sets = [
+            ("web".to_owned(), PathBuf::from("/srv/web")),
+            ("logs".to_owned(), PathBuf::from("/srv/logs")),
+        ];
+        let s = spec(&w, &sets, &FrameworkId::from("f1"), &t);
         let hex = t.module.to_hex();
         assert_eq!(s.digest, hex);
         assert_eq!(s.wasm_path, Path::new("/w/blobs").join(&hex));
@@ -147,6 +164,10 @@ mod tests {
         );
         assert_eq!(s.timeout, Some(Duration::from_millis(1500)));
         assert_eq!(s.max_cpu, Some(Duration::from_millis(20)));
+        assert_eq!(
+            s.datasets,
+            [("logs".to_owned(), PathBuf::from("/srv/logs"))]
+        );
     }
 
     fn ended(termination: Termination) -> TaskOutcome {

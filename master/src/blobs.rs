@@ -36,13 +36,10 @@ pub enum BlobError {
     Io(#[from] std::io::Error),
 }
 
-/// Checks that `bytes` are a valid WebAssembly module (a core module, not a component).
+/// Checks that `bytes` are valid WebAssembly: a core module (WASI preview 1 command) or a
+/// component (WASI 0.2 command, or a framework executor), validated with the component model's
+/// features. Whether it has the exports a task needs is the agent's check, when it links it.
 pub fn validate_module(bytes: &[u8]) -> Result<(), BlobError> {
-    if wasmparser::Parser::is_component(bytes) {
-        return Err(BlobError::InvalidModule(
-            "this is a component; Tessera runs WASI preview 1 core modules".into(),
-        ));
-    }
     wasmparser::Validator::new()
         .validate_all(bytes)
         .map(|_| ())
@@ -140,6 +137,19 @@ mod tests {
         assert_eq!(scanned.len(), 2);
         assert!(scanned.contains(&(Digest::of(wasm), BlobKind::Module)));
         assert!(scanned.contains(&(Digest::of(b"garbage"), BlobKind::File)));
+    }
+
+    #[test]
+    fn components_are_modules_too_and_broken_ones_are_refused() {
+        // An empty component: magic, version 0x0d, layer 1.
+        let component = b"\0asm\x0d\0\x01\0";
+        validate_module(component).unwrap();
+        // A component whose only section is cut short.
+        let broken = b"\0asm\x0d\0\x01\0\x07\x05\x01";
+        assert!(matches!(
+            validate_module(broken),
+            Err(BlobError::InvalidModule(_))
+        ));
     }
 
     #[test]

@@ -336,6 +336,9 @@ pub struct RunningTask {
 }
 
 /// Every message of the protocol.
+// `RunTask` (a whole `TaskInfo`) is the largest; a message is moved from the parser to its
+// handler once, so boxing it would cost an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub enum Message {

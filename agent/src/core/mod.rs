@@ -58,6 +58,7 @@ pub struct Outcome {
 }
 
 /// Inputs of the core.
+#[allow(clippy::large_enum_variant)] // moved once from the driver into the core
 #[derive(Clone, Debug)]
 pub enum Event {
     /// The control stream to the master is up (handshake done).
@@ -389,6 +390,15 @@ impl Agent {
             Some((
                 Reason::TaskInvalid,
                 "framework or task id is not a safe name".to_owned(),
+            ))
+        } else if let Some(missing) = task
+            .datasets
+            .iter()
+            .find(|d| !self.cfg.info.datasets.contains(d))
+        {
+            Some((
+                Reason::TaskInvalid,
+                format!("this agent holds no data set {missing:?}"),
             ))
         } else if !free.contains(&task.resources) {
             Some((

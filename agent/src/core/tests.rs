@@ -262,6 +262,33 @@ fn refuses_tasks_beyond_its_resources_and_unsafe_ids() {
 }
 
 #[test]
+fn refuses_a_task_asking_for_a_data_set_it_does_not_hold() {
+    let t0 = Instant::now();
+    let mut a = registered(t0);
+    let mut t = task("reader", 100, GIB);
+    t.datasets = vec!["genome".into()];
+    a.handle(
+        t0,
+        Event::Message(Message::RunTask {
+            framework_id: fid(),
+            task: t,
+        }),
+    );
+    let acts = drain(&mut a);
+    assert!(!acts.iter().any(|x| matches!(x, Action::Prepare { .. })));
+    let status = acts
+        .iter()
+        .find_map(|x| match x {
+            Action::Send(Message::StatusUpdate { status }) => Some(status.clone()),
+            _ => None,
+        })
+        .expect("an update");
+    assert_eq!(status.state, TaskState::Failed);
+    assert_eq!(status.reason, Some(Reason::TaskInvalid));
+    assert!(status.message.contains("genome"), "{}", status.message);
+}
+
+#[test]
 fn shutdown_kills_and_forgets() {
     let t0 = Instant::now();
     let mut a = registered(t0);

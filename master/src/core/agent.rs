@@ -2,10 +2,10 @@
 //! and the agent life cycle: disconnection, and removal when it does not come back in time.
 
 use super::timer::Timer;
-use super::{AgentEntry, Binding, ConnId, Master, TaskEntry};
+use super::{AgentEntry, Binding, ConnId, ExecutorKey, Master, TaskEntry};
 use proto::{
-    AgentId, AgentInfo, FrameworkId, Message, Reason, Resources, RunningTask, TaskId, TaskState,
-    TaskStatus,
+    AgentId, AgentInfo, ExecutorId, FrameworkId, Message, Reason, Resources, RunningExecutor,
+    RunningTask, TaskId, TaskState, TaskStatus,
 };
 use std::collections::BTreeSet;
 
@@ -50,7 +50,14 @@ struct RegisterPlan {
     /// Reported tasks the agent should not be running (stale, elsewhere, or of a removed
     /// framework): killed.
     kill: Vec<(FrameworkId, TaskId)>,
-    /// Resources the agent's non-terminal tasks will use afterwards.
+    /// Known executors the agent no longer reports: their charge is freed, their frameworks
+    /// told.
+    executors_lost: Vec<ExecutorKey>,
+    /// Reported executors unknown to the master, of live frameworks: charged.
+    executors_adopt: Vec<RunningExecutor>,
+    /// Reported executors of frameworks that are gone: stopped.
+    executors_kill: Vec<(FrameworkId, ExecutorId)>,
+    /// Resources the agent's non-terminal tasks and executors will use afterwards.
     used: Resources,
 }
 
@@ -61,6 +68,7 @@ impl Master {
         agent_id: Option<AgentId>,
         info: AgentInfo,
         running: Vec<RunningTask>,
+        executors: Vec<RunningExecutor>,
     ) {
         if let Some(Binding::Agent(bound)) = self.binding(conn) {
             if agent_id.as_ref() != Some(&bound) {
@@ -123,7 +131,7 @@ impl Master {
             );
         }
         let plan_id = agent_id.clone().unwrap_or_else(|| AgentId(String::new()));
-        let plan = match self.plan_register(&plan_id, &info, &running) {
+        let plan = match self.plan_register(&plan_id, &info, &running, &executors) {
             Ok(p) => p,
             Err(reason) => return self.close(conn, format!("register refused: {reason}")),
         };
@@ -201,6 +209,7 @@ impl Master {
         id: &AgentId,
         info: &AgentInfo,
         running: &[RunningTask],
+        executors: &[RunningExecutor],
     ) -> Result<RegisterPlan, String> {
         let mut plan = RegisterPlan::default();
         let mut reported = BTreeSet::new();
@@ -263,9 +272,42 @@ impl Master {
                 plan.lost.push(k.clone());
             }
         }
+        let mut reported = BTreeSet::new();
+        for re in executors {
+            let key = (
+                id.clone(),
+                re.framework_id.clone(),
+                re.info.executor_id.clone(),
+            );
+            if !reported.insert(key.clone()) {
+                return Err(format!("executor {} of {} is reported twice", key.2, key.1));
+            }
+            let charged = match self.executor(&key) {
+                Some(e) => Some(e.info.resources),
+                None if self.frameworks.contains_key(&key.1) => {
+                    plan.executors_adopt.push(re.clone());
+                    Some(re.info.resources)
+                }
+                None => {
+                    plan.executors_kill.push((key.1.clone(), key.2.clone()));
+                    None
+                }
+            };
+            if let Some(r) = charged {
+                plan.used = plan
+                    .used
+                    .checked_add(&r)
+                    .ok_or("running executors' resources overflow")?;
+            }
+        }
+        for key in self.executors_on(id) {
+            if !reported.contains(&key) {
+                plan.executors_lost.push(key);
+            }
+        }
         if !info.resources.contains(&plan.used) {
             return Err(format!(
-                "running tasks use {} but the agent has only {}",
+                "running tasks and executors use {} but the agent has only {}",
                 plan.used, info.resources
             ));
         }
@@ -329,6 +371,23 @@ impl Master {
                 },
             );
         }
+        for key in plan.executors_lost {
+            self.remove_executor(&key);
+            self.executor_gone(&key, true, format!("agent {id} re-registered without it"));
+        }
+        for re in plan.executors_adopt {
+            tracing::info!(agent = %id, framework = %re.framework_id, executor = %re.info.executor_id, "adopted executor");
+            self.add_executor(id, &re.framework_id, re.info, Vec::new());
+        }
+        for (framework_id, executor_id) in plan.executors_kill {
+            self.send_to_agent(
+                id,
+                Message::KillExecutor {
+                    framework_id,
+                    executor_id,
+                },
+            );
+        }
         debug_assert!(self.agents.get(id).is_none_or(|a| a.used == plan.used));
     }
 
@@ -368,6 +427,25 @@ impl Master {
             if !take.is_empty() {
                 *u += take;
                 t.reserved.push((role, take));
+            }
+        }
+        for key in self.executors_on(id) {
+            let role = self.frameworks.get(&key.1).map(|f| f.info.role.clone());
+            let Some(e) = self.executors.get_mut(&key) else {
+                continue;
+            };
+            e.reserved.clear();
+            let Some(role) = role else {
+                continue;
+            };
+            let Some((_, reservation)) = reservations.iter().find(|(r, _)| *r == role) else {
+                continue;
+            };
+            let u = used.entry(role.clone()).or_default();
+            let take = e.info.resources.min_each(&(*reservation - *u));
+            if !take.is_empty() {
+                *u += take;
+                e.reserved.push((role, take));
             }
         }
         used.retain(|_, r| !r.is_empty());
@@ -467,6 +545,10 @@ impl Master {
                 format!("agent {aid} did not re-register within {secs} s"),
             );
         }
+        self.drop_agent_executors(
+            aid,
+            &format!("agent {aid} did not re-register within {secs} s"),
+        );
         self.ledger.refuse.clear_agent(aid);
         self.timers.stop(&Timer::AgentRemoval(aid.clone()));
         self.agents.remove(aid);

@@ -63,6 +63,27 @@ impl Master {
                 }
             }
         }
+        for ((aid, fid, eid), e) in &self.executors {
+            if *eid != e.info.executor_id {
+                return Err(format!("executor table key {eid} mismatches its entry"));
+            }
+            if !self.agents.contains_key(aid) {
+                return Err(format!("executor {eid} of {fid} is on unknown agent {aid}"));
+            }
+            let u = used.entry(aid).or_default();
+            *u = u
+                .checked_add(&e.info.resources)
+                .ok_or_else(|| format!("used resources overflow on {aid}"))?;
+            *fw_alloc.entry(fid).or_default() += e.info.resources;
+            let mut parts = Resources::ZERO;
+            for (role, r) in &e.reserved {
+                pools.entry((aid, role)).or_default().0 += *r;
+                parts += *r;
+            }
+            if !e.info.resources.contains(&parts) {
+                return Err(format!("executor {eid} of {fid}: reserved parts exceed it"));
+            }
+        }
         let mut offered: Sums<'_> = BTreeMap::new();
         for (id, o) in &self.ledger.offers {
             if *id != o.id {

@@ -292,24 +292,57 @@ impl Master {
 
     /// Books a new non-terminal task's resources on its agent (pools included) and framework.
     pub(super) fn hold_task(&mut self, t: &TaskEntry) {
-        if let Some(a) = self.agents.get_mut(&t.info.agent_id) {
-            a.used += t.info.resources;
-            for (role, r) in &t.reserved {
-                *a.reserved_used.entry(role.clone()).or_default() += *r;
-            }
-        }
-        self.ledger.charge(&t.framework_id, t.info.resources);
+        self.hold(
+            &t.info.agent_id,
+            &t.framework_id,
+            t.info.resources,
+            &t.reserved,
+        );
     }
 
     /// Undoes [`Master::hold_task`] for a task that became terminal or left the table.
     pub(super) fn release_task(&mut self, t: &TaskEntry) {
-        if let Some(a) = self.agents.get_mut(&t.info.agent_id) {
-            a.used -= t.info.resources;
-            for (role, r) in &t.reserved {
-                sub_pool(&mut a.reserved_used, role, *r);
+        self.release(
+            &t.info.agent_id,
+            &t.framework_id,
+            t.info.resources,
+            &t.reserved,
+        );
+    }
+
+    /// Books `r` (of which `reserved` comes from those roles' reservations) used on `agent`
+    /// and charged to `fid`: a task's or an executor's share.
+    pub(super) fn hold(
+        &mut self,
+        agent: &AgentId,
+        fid: &FrameworkId,
+        r: Resources,
+        reserved: &[(String, Resources)],
+    ) {
+        if let Some(a) = self.agents.get_mut(agent) {
+            a.used += r;
+            for (role, part) in reserved {
+                *a.reserved_used.entry(role.clone()).or_default() += *part;
             }
         }
-        self.ledger.discharge(&t.framework_id, t.info.resources);
+        self.ledger.charge(fid, r);
+    }
+
+    /// Undoes [`Master::hold`].
+    pub(super) fn release(
+        &mut self,
+        agent: &AgentId,
+        fid: &FrameworkId,
+        r: Resources,
+        reserved: &[(String, Resources)],
+    ) {
+        if let Some(a) = self.agents.get_mut(agent) {
+            a.used -= r;
+            for (role, part) in reserved {
+                sub_pool(&mut a.reserved_used, role, *part);
+            }
+        }
+        self.ledger.discharge(fid, r);
     }
 
     /// Sets (or lengthens) the refuse filter of `fid` on `aid` to `until`; nothing when either

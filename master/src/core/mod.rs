@@ -66,6 +66,7 @@
 mod agent;
 mod allocation;
 mod audit;
+mod executors;
 mod ledger;
 mod scheduler;
 mod state;
@@ -75,7 +76,8 @@ mod timer;
 mod validate;
 mod views;
 
-pub use state::{AgentEntry, FilterMap, FrameworkEntry, TaskEntry};
+pub use executors::ExecutorKey;
+pub use state::{AgentEntry, ExecutorEntry, FilterMap, FrameworkEntry, TaskEntry};
 
 use crate::allocator::{Allocator, Roles};
 use ledger::Ledger;
@@ -293,6 +295,8 @@ pub struct Master {
     frameworks: BTreeMap<FrameworkId, FrameworkEntry>,
     /// Live tasks: non-terminal, or terminal but not yet acknowledged.
     tasks: BTreeMap<(FrameworkId, TaskId), TaskEntry>,
+    /// Executors placed on agents, each charged its own resources once.
+    executors: BTreeMap<ExecutorKey, ExecutorEntry>,
     /// The most recent tasks that left the live table, for reconciliation.
     completed: VecDeque<TaskEntry>,
     /// Offers, charges and refuse filters.
@@ -338,6 +342,7 @@ impl Master {
             frameworks: BTreeMap::new(),
             tasks: BTreeMap::new(),
             completed: VecDeque::new(),
+            executors: BTreeMap::new(),
             ledger: Ledger::default(),
             timers,
             blobs: BTreeMap::new(),
@@ -699,8 +704,16 @@ impl Master {
                     | Message::Reconcile { .. }
                     | Message::Teardown
                     | Message::TeardownFramework { .. }
+                    | Message::FrameworkMessage { .. }
+                    | Message::ShutdownExecutor { .. }
             ),
-            Role::Agent => matches!(msg, Message::Register { .. } | Message::StatusUpdate { .. }),
+            Role::Agent => matches!(
+                msg,
+                Message::Register { .. }
+                    | Message::StatusUpdate { .. }
+                    | Message::ExecutorMessage { .. }
+                    | Message::ExecutorExited { .. }
+            ),
         };
         if !allowed {
             let role = match role {
@@ -723,8 +736,20 @@ impl Master {
                 agent_id,
                 info,
                 running,
-                executors: _,
-            } => self.on_register(conn, agent_id, info, running),
+                executors,
+            } => self.on_register(conn, agent_id, info, running, executors),
+            Message::ExecutorMessage {
+                framework_id,
+                executor_id,
+                data,
+            } => self.on_executor_message(conn, framework_id, executor_id, data),
+            Message::ExecutorExited {
+                framework_id,
+                executor_id,
+                failed,
+                message,
+                ..
+            } => self.on_executor_exited(conn, framework_id, executor_id, failed, message),
             Message::StatusUpdate { status } => self.on_status_update(conn, status),
             Message::TeardownFramework { framework_id } => {
                 self.on_operator_teardown(conn, framework_id)

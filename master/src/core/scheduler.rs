@@ -312,6 +312,15 @@ impl Master {
             } => self.on_acknowledge(conn, &fid, agent_id, task_id, uuid),
             Message::Reconcile { task_ids } => self.on_reconcile(conn, &fid, task_ids),
             Message::Teardown => self.teardown(&fid),
+            Message::FrameworkMessage {
+                agent_id,
+                executor_id,
+                data,
+            } => self.on_framework_message(conn, &fid, agent_id, executor_id, data),
+            Message::ShutdownExecutor {
+                agent_id,
+                executor_id,
+            } => self.on_shutdown_executor(conn, &fid, agent_id, executor_id),
             other => self.error(conn, format!("unexpected call {}", other.kind())),
         }
     }
@@ -459,18 +468,14 @@ impl Master {
                 Err((reason, message)) => {
                     self.task_update(conn, fid, &task.task_id, TaskState::Error, reason, message)
                 }
-                Ok(()) => {
-                    remaining -= task.resources;
-                    let mut need = task.resources;
-                    let mut parts = Vec::new();
-                    for (role, pool) in &mut reserved {
-                        let take = need.min_each(pool);
-                        if !take.is_empty() {
-                            *pool -= take;
-                            need -= take;
-                            parts.push((role.clone(), take));
-                        }
+                Ok(new_executor) => {
+                    if let Some(e) = new_executor {
+                        remaining -= e.resources;
+                        let parts = draw_from_pools(&mut reserved, e.resources);
+                        self.add_executor(&agent, fid, e, parts);
                     }
+                    remaining -= task.resources;
+                    let parts = draw_from_pools(&mut reserved, task.resources);
                     self.launch(fid, &agent, task, parts);
                 }
             }
@@ -481,6 +486,7 @@ impl Master {
         self.schedule_allocation();
     }
 
+    /// Launches a validated task: charges it and sends it to its agent.
     fn launch(
         &mut self,
         fid: &FrameworkId,
@@ -729,6 +735,7 @@ impl Master {
                 );
             }
         }
+        self.stop_framework_executors(fid);
         self.ledger.refuse.clear_framework(fid);
         self.timers.stop(&Timer::FrameworkFailover(fid.clone()));
         if let Some(f) = self.frameworks.remove(fid) {
@@ -740,4 +747,20 @@ impl Master {
         self.schedule_allocation();
         tracing::info!(framework = %fid, "framework torn down");
     }
+}
+
+/// Draws `r` from the reserved pools of an accept's offers, in order, as far as they go: the
+/// reserved parts of a charge (the rest is unreserved).
+fn draw_from_pools(pools: &mut [(String, Resources)], r: Resources) -> Vec<(String, Resources)> {
+    let mut need = r;
+    let mut parts = Vec::new();
+    for (role, pool) in pools {
+        let take = need.min_each(pool);
+        if !take.is_empty() {
+            *pool -= take;
+            need -= take;
+            parts.push((role.clone(), take));
+        }
+    }
+    parts
 }

@@ -3,7 +3,7 @@
 
 use super::ConnId;
 use proto::identity::PeerId;
-use proto::{AgentId, FrameworkId, FrameworkInfo, Resources, TaskInfo, TaskStatus};
+use proto::{AgentId, ExecutorInfo, FrameworkId, FrameworkInfo, Resources, TaskInfo, TaskStatus};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -119,6 +119,15 @@ impl FrameworkEntry {
     pub fn is_connected(&self) -> bool {
         self.conn.is_some()
     }
+}
+
+/// A framework's executor on an agent, charged its own resources once.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExecutorEntry {
+    /// The executor as its first task named it.
+    pub info: ExecutorInfo,
+    /// The parts of its resources drawn from reservations, by role (empty: all unreserved).
+    pub reserved: Vec<(String, Resources)>,
 }
 
 /// A task the master knows about.

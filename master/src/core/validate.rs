@@ -2,7 +2,10 @@
 //! its resources and sends it to an agent (ids, paths, resources, and blobs of its own principal).
 
 use super::{Master, TaskRejection};
-use proto::{AgentId, BlobKind, Digest, FrameworkId, Reason, Resources, TaskId, TaskInfo};
+use proto::{
+    AgentId, BlobKind, Digest, ExecutorInfo, FrameworkId, Reason, Resources, TaskId, TaskInfo,
+    MAX_TASK_DATA,
+};
 use std::collections::BTreeSet;
 
 /// True for a sandbox path that is relative, non-empty and never climbs out (`..`).
@@ -23,6 +26,8 @@ fn valid_sandbox_path(path: &str) -> bool {
 }
 
 impl Master {
+    /// Checks a task of an accept; `Ok(Some(executor))` when it starts a new executor on the
+    /// agent, whose resources are then charged too (the offers must hold both).
     pub(super) fn validate_task(
         &self,
         fid: &FrameworkId,
@@ -30,7 +35,7 @@ impl Master {
         task: &TaskInfo,
         remaining: &Resources,
         ids_in_call: &BTreeSet<TaskId>,
-    ) -> Result<(), TaskRejection> {
+    ) -> Result<Option<ExecutorInfo>, TaskRejection> {
         let invalid = |m: String| Err((Reason::TaskInvalid, m));
         let tid = &task.task_id;
         if tid.0.is_empty() {
@@ -113,13 +118,95 @@ impl Master {
                 ));
             }
         }
-        if !remaining.contains(&task.resources) {
+        if task.data.len() > MAX_TASK_DATA {
             return invalid(format!(
-                "task {tid} needs {} but only {remaining} remain in the offers",
-                task.resources
+                "task {tid} carries {} bytes of data, at most {MAX_TASK_DATA}",
+                task.data.len()
             ));
         }
-        Ok(())
+        let holds = self.agents.get(agent).map(|a| &a.datasets);
+        let mut sets = BTreeSet::new();
+        for name in &task.datasets {
+            if !sets.insert(name) {
+                return invalid(format!("data set {name:?} is named twice"));
+            }
+            if !holds.is_some_and(|h| h.contains(name)) {
+                return invalid(format!(
+                    "task {tid} reads data set {name:?}, which agent {agent} does not hold"
+                ));
+            }
+        }
+        let new_executor = match &task.executor {
+            None => None,
+            Some(e) => self.validate_executor(fid, agent, task, e)?,
+        };
+        let need = task.resources
+            + new_executor
+                .as_ref()
+                .map(|e| e.resources)
+                .unwrap_or_default();
+        if !remaining.contains(&need) {
+            let what = match &new_executor {
+                Some(e) => format!(
+                    "{need} (its own {} and its new executor's {})",
+                    task.resources, e.resources
+                ),
+                None => need.to_string(),
+            };
+            return invalid(format!(
+                "task {tid} needs {what} but only {remaining} remain in the offers"
+            ));
+        }
+        Ok(new_executor)
+    }
+
+    /// Checks the executor a task names; `Some` when it is new on the agent.
+    fn validate_executor(
+        &self,
+        fid: &FrameworkId,
+        agent: &AgentId,
+        task: &TaskInfo,
+        e: &ExecutorInfo,
+    ) -> Result<Option<ExecutorInfo>, TaskRejection> {
+        let invalid = |m: String| Err((Reason::TaskInvalid, m));
+        let eid = &e.executor_id;
+        if !proto::ids::is_safe_id(eid.as_str()) {
+            return invalid(format!(
+                "executor id {:?} must be 1 to 128 characters of [A-Za-z0-9._-], not . or ..",
+                eid.as_str()
+            ));
+        }
+        if e.module != task.module {
+            return invalid(format!(
+                "task {} names module sha256:{} but its executor {eid} runs sha256:{}",
+                task.task_id,
+                task.module.to_hex(),
+                e.module.to_hex()
+            ));
+        }
+        if e.resources.cpus_milli == 0 || e.resources.mem == 0 {
+            return invalid(format!(
+                "executor {eid} must ask for cpus > 0 and mem > 0, not {}",
+                e.resources
+            ));
+        }
+        let key = (agent.clone(), fid.clone(), eid.clone());
+        match self.executor(&key) {
+            None => Ok(Some(e.clone())),
+            Some(running)
+                if running.info.module == e.module && running.info.resources == e.resources =>
+            {
+                Ok(None)
+            }
+            Some(running) => invalid(format!(
+                "executor {eid} already runs on agent {agent} as sha256:{} with {}; this task \
+                 names sha256:{} with {}",
+                running.info.module.to_hex(),
+                running.info.resources,
+                e.module.to_hex(),
+                e.resources
+            )),
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 
 use super::timer::Timer;
 use super::{
-    AgentEntry, Binding, ConnId, FilterMap, FrameworkEntry, Master, MasterConfig, TaskEntry,
+    AgentEntry, Binding, ConnId, ExecutorEntry, ExecutorKey, FilterMap, FrameworkEntry, Master,
+    MasterConfig, TaskEntry,
 };
 use proto::identity::PeerKind;
 use proto::{AgentId, BlobKind, Digest, FrameworkId, Offer, OfferId, Resources, TaskId, TaskState};
@@ -28,6 +29,11 @@ impl Master {
     /// One agent.
     pub fn agent(&self, id: &AgentId) -> Option<&AgentEntry> {
         self.agents.get(id)
+    }
+
+    /// Executors placed on agents, by (agent, framework, executor id).
+    pub fn executors(&self) -> impl Iterator<Item = (&ExecutorKey, &ExecutorEntry)> {
+        self.executors.iter()
     }
 
     /// Subscribed frameworks (connected or within their failover timeout), in id order.

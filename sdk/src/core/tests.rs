@@ -424,3 +424,52 @@ fn a_teardown_whose_write_failed_is_sent_again_after_resubscription() {
     assert_eq!(out[1..], [Message::Teardown]);
     assert!(core.is_finished());
 }
+
+#[test]
+fn executor_messages_and_exits_come_out_as_events_and_calls_go_out() {
+    let mut core = subscribed(true);
+    core.send_message(AgentId::from("A1"), ExecutorId::from("kv"), b"q".to_vec());
+    core.shutdown_executor(AgentId::from("A1"), ExecutorId::from("kv"));
+    assert_eq!(
+        sent(&mut core),
+        vec![
+            Message::FrameworkMessage {
+                agent_id: AgentId::from("A1"),
+                executor_id: ExecutorId::from("kv"),
+                data: b"q".to_vec(),
+            },
+            Message::ShutdownExecutor {
+                agent_id: AgentId::from("A1"),
+                executor_id: ExecutorId::from("kv"),
+            },
+        ]
+    );
+    core.handle_message(Message::FrameworkMessage {
+        agent_id: AgentId::from("A1"),
+        executor_id: ExecutorId::from("kv"),
+        data: b"a".to_vec(),
+    });
+    core.handle_message(Message::ExecutorExited {
+        framework_id: FrameworkId::from("F1"),
+        agent_id: AgentId::from("A1"),
+        executor_id: ExecutorId::from("kv"),
+        failed: true,
+        message: "trap".into(),
+    });
+    assert_eq!(
+        events(&mut core),
+        vec![
+            Event::Message {
+                agent_id: AgentId::from("A1"),
+                executor_id: ExecutorId::from("kv"),
+                data: b"a".to_vec(),
+            },
+            Event::ExecutorExited {
+                agent_id: AgentId::from("A1"),
+                executor_id: ExecutorId::from("kv"),
+                failed: true,
+                message: "trap".into(),
+            },
+        ]
+    );
+}

@@ -220,7 +220,10 @@ fn agent_register_validation() {
     );
     let closes = h.closes();
     assert_eq!(closes.len(), 1);
-    assert!(closes[0].1.contains("running tasks use"), "{closes:?}");
+    assert!(
+        closes[0].1.contains("running tasks and executors use"),
+        "{closes:?}"
+    );
     assert_eq!(h.m.agents().count(), 0);
     // Overflowing resources.
     h.connect(2, AGENT);

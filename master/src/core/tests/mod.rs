@@ -336,6 +336,7 @@ mod accept;
 mod agents;
 mod connections;
 mod drf;
+mod executors;
 mod filters;
 mod identity;
 mod kill;
