@@ -99,7 +99,7 @@ pub async fn run_data_job(
         tasks.iter().map(|t| (t.id.clone(), t.clone())).collect();
     for t in tasks {
         let pref = Preference::datasets([t.dataset.clone()]);
-        helper.submit(job, &t.id.clone(), per_task, pref, t, start);
+        helper.submit(job, &t.id.clone(), per_task, pref, t);
     }
     if helper.take_revive() {
         sched.revive()?;

@@ -9,7 +9,7 @@
 //! Because tasks are short and offers keep coming, a short wait buys almost perfect locality.
 //!
 //! ```text
-//! app ──▶ submit(job, task, now) ─┐
+//! app ──▶ submit(job, task) ──────┐
 //!                                 ├─ DelayScheduler (pure: no clock, no I/O) ──▶ Answer per offer:
 //! app ──▶ answer(offer, now) ─────┘                                              Accept{tasks, refuse}
 //!                                                                                | Decline{refuse}
@@ -50,7 +50,7 @@
 //!
 //! let mut ds = DelayScheduler::new(DelayConfig { wait: Duration::from_secs(1), ..Default::default() });
 //! let now = Instant::now();
-//! ds.submit("job1", "t1", Resources::new(1000, 1 << 30, 0), Preference::datasets(["block-7"]), (), now);
+//! ds.submit("job1", "t1", Resources::new(1000, 1 << 30, 0), Preference::datasets(["block-7"]), ());
 //! let offer = |host: &str, sets: &[&str]| Offer {
 //!     id: OfferId::from(host), framework_id: FrameworkId::from("F"), agent_id: AgentId::from(host),
 //!     hostname: host.into(), resources: Resources::new(4000, 8 << 30, 0), reserved_for: None,
@@ -225,8 +225,8 @@ impl<T> DelayScheduler<T> {
     }
 
     /// Queues task `id` of `job`, needing `resources`, preferring `preference`; `payload` comes
-    /// back in the [`Placed`] task. `now` is accepted for symmetry and future use by the
-    /// caller's clock; a job's wait starts when an offer first skips it.
+    /// back in the [`Placed`] task. No clock is needed: a job's wait starts when an offer
+    /// first skips it.
     pub fn submit(
         &mut self,
         job: &str,
@@ -234,9 +234,7 @@ impl<T> DelayScheduler<T> {
         resources: Resources,
         preference: Preference,
         payload: T,
-        now: Instant,
     ) {
-        let _ = now;
         let entry = self.jobs.entry(job.to_owned()).or_insert_with(|| {
             self.order.push_back(job.to_owned());
             Job {
@@ -422,7 +420,7 @@ mod tests {
     fn a_local_offer_is_taken_at_once() {
         let t0 = Instant::now();
         let mut s = ds(1000);
-        s.submit("j", "t1", one_cpu(), Preference::datasets(["b1"]), 1, t0);
+        s.submit("j", "t1", one_cpu(), Preference::datasets(["b1"]), 1);
         let a = s.answer(&offer("h1", &["b1", "b2"], 4), t0);
         assert_eq!(ids(&a), vec![("t1".to_string(), true)]);
         assert!(s.is_idle());
@@ -433,7 +431,7 @@ mod tests {
     fn a_non_local_offer_is_declined_until_the_wait_passes_then_taken() {
         let t0 = Instant::now();
         let mut s = ds(1000);
-        s.submit("j", "t1", one_cpu(), Preference::datasets(["b1"]), 1, t0);
+        s.submit("j", "t1", one_cpu(), Preference::datasets(["b1"]), 1);
         let far = offer("h2", &["b9"], 4);
         let a = s.answer(&far, t0);
         let Answer::Decline { filters, .. } = a else {
@@ -456,7 +454,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = ds(1000);
         for (t, b) in [("t1", "b1"), ("t2", "b2"), ("t3", "b3")] {
-            s.submit("j", t, one_cpu(), Preference::datasets([b]), 0, t0);
+            s.submit("j", t, one_cpu(), Preference::datasets([b]), 0);
         }
         // Skipped at t0, so the clock runs from t0 ...
         assert!(matches!(
@@ -491,14 +489,13 @@ mod tests {
     fn with_wait_zero_any_offer_is_taken() {
         let t0 = Instant::now();
         let mut s = ds(0);
-        s.submit("j", "t1", one_cpu(), Preference::datasets(["b1"]), 0, t0);
+        s.submit("j", "t1", one_cpu(), Preference::datasets(["b1"]), 0);
         s.submit(
             "j",
             "t2",
             one_cpu(),
             Preference::Attribute("gpu".into(), "a100".into()),
             0,
-            t0,
         );
         let a = s.answer(&offer("h9", &[], 4), t0);
         assert_eq!(
@@ -518,7 +515,6 @@ mod tests {
                 one_cpu(),
                 Preference::datasets([format!("b{i}")]),
                 i,
-                t0,
             );
         }
         // 3 cpus: t3 is local and goes first, then two others fill the offer.
@@ -556,9 +552,8 @@ mod tests {
             one_cpu(),
             Preference::Attribute("rack".into(), "rack-h2".into()),
             0,
-            t0,
         );
-        s.submit("k", "free", one_cpu(), Preference::Anywhere, 0, t0);
+        s.submit("k", "free", one_cpu(), Preference::Anywhere, 0);
         // h1 is not rack-h2: only the free task goes there.
         assert_eq!(
             ids(&s.answer(&offer("h1", &[], 4), t0)),
@@ -584,7 +579,6 @@ mod tests {
                     one_cpu(),
                     Preference::datasets([format!("b{}", i % 3)]),
                     i,
-                    t,
                 );
             }
             let o = offer(&format!("h{i}"), &[&format!("b{}", i % 5)], 2);
@@ -604,7 +598,7 @@ mod tests {
         assert_eq!(filters.refuse_seconds, 30.0);
         s.take_revive();
         s.answer(&offer("h", &[], 8), t);
-        s.submit("j2", "n", one_cpu(), Preference::Anywhere, 0, t);
+        s.submit("j2", "n", one_cpu(), Preference::Anywhere, 0);
         assert!(s.take_revive());
         assert!(!s.take_revive());
     }

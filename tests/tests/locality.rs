@@ -61,7 +61,9 @@ async fn delay_scheduling_places_tasks_by_their_data() {
     let dir = tempfile::tempdir().unwrap();
     // Each agent could take the whole job: only the policy decides where tasks go.
     let (cluster, blocks) = data_cluster(dir.path(), res(1.0, 1.0)).await;
-    let delayed = job(&cluster, &blocks, "delayed", Duration::from_secs(1)).await;
+    // A wait of 3 s rather than 1 s: margin for a loaded machine, at no cost when the local
+    // offers come (every agent is offered within one 200 ms allocation interval).
+    let delayed = job(&cluster, &blocks, "delayed", Duration::from_secs(3)).await;
     let greedy = job(&cluster, &blocks, "greedy", Duration::ZERO).await;
     let show = |r: &DataJobReport| {
         r.runs
@@ -70,7 +72,7 @@ async fn delay_scheduling_places_tasks_by_their_data() {
             .collect::<Vec<_>>()
     };
     eprintln!(
-        "locality: wait 1 s {}/{} ({:?}), wait 0 {}/{} ({:?})",
+        "locality: wait 3 s {}/{} ({:?}), wait 0 {}/{} ({:?})",
         delayed.local(),
         delayed.runs.len(),
         delayed.elapsed,

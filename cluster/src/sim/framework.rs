@@ -253,8 +253,8 @@ impl SimFramework {
         }
     }
 
-    /// Queues task `id` of `job` for delay scheduling: it runs `run` in `res` when placed on
-    /// an agent holding all of `datasets`, longer elsewhere. Revives offers when the helper
+    /// Queues `task` (id `id`, of `job`, in `res`) for delay scheduling: it runs its time when
+    /// placed on an agent holding all of its data sets, longer elsewhere. Revives offers when the helper
     /// asks. Needs [`SimFramework::locality`].
     pub(crate) fn submit_located(
         &mut self,
@@ -262,14 +262,13 @@ impl SimFramework {
         id: &str,
         task: LocalityTask,
         res: Resources,
-        now: Instant,
     ) {
         let policy = self
             .locality
             .as_mut()
             .expect("submit_located needs a locality policy");
         let pref = Preference::datasets(task.datasets.iter().cloned());
-        policy.helper.submit(job, id, res, pref, task, now);
+        policy.helper.submit(job, id, res, pref, task);
         if policy.helper.take_revive() {
             self.core.revive();
         }

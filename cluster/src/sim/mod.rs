@@ -293,7 +293,7 @@ impl Sim {
             datasets,
             queued_at: now,
         };
-        self.frameworks[f].submit_located(job, id, task, res, now);
+        self.frameworks[f].submit_located(job, id, task, res);
         self.flush_framework(f);
     }
 
