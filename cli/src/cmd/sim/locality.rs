@@ -49,6 +49,8 @@ pub struct LocalityConfig {
     pub slowdown: f64,
     /// Mean base run time of a task, in seconds.
     pub mean_task_secs: f64,
+    /// Check the master's invariants after every step (a test oracle; slow on large runs).
+    pub check_invariants: bool,
 }
 
 impl Default for LocalityConfig {
@@ -64,6 +66,7 @@ impl Default for LocalityConfig {
             load: 0.6,
             slowdown: 2.0,
             mean_task_secs: 20.0,
+            check_invariants: false,
         }
     }
 }
@@ -244,7 +247,7 @@ fn cluster(cfg: &LocalityConfig, w: &Workload) -> Sim {
         latency_ms: (0, 0),
         prepare: Duration::ZERO,
         trace: false,
-        check_invariants: false,
+        check_invariants: cfg.check_invariants,
         ..SimOptions::default()
     };
     let mut sim = Sim::with_options(opts, Box::new(Drf::new()));
@@ -403,7 +406,11 @@ mod tests {
 
     #[test]
     fn a_one_second_wait_gives_far_more_locality_than_none() {
-        let cfg = small();
+        // The master's books are checked after every step while the frameworks decline.
+        let cfg = LocalityConfig {
+            check_invariants: true,
+            ..small()
+        };
         let none = run(&cfg, Placement::Delay { wait_secs: 0.0 });
         let one = run(&cfg, Placement::Delay { wait_secs: 1.0 });
         assert!(
