@@ -487,6 +487,88 @@ async fn tearing_down_the_framework_stops_its_executor() {
     cluster.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_outlives_a_dropped_link_and_is_charged_again() {
+    trace();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = fast_config();
+    cfg.master.agent_reregister_timeout = Duration::from_secs(30);
+    let mut cluster = LocalCluster::start(cfg, dir.path()).await.unwrap();
+    let proxy = proxy::UdpProxy::start(cluster.master_addr, proxy::Faults::default(), 5)
+        .await
+        .unwrap();
+    let total = res(2.0, 1.0);
+    let opts = cluster
+        .agent_options("agent1", total, Some(proxy.addr()))
+        .unwrap();
+    cluster.spawn_agent(opts);
+    let mut fw = Fw::connect(&cluster, "fw").await;
+    let info = kv_info(fw.sched.upload_module(&kvexec()).await.unwrap());
+    let (_, offer) = fw
+        .launch(vec![Fw::task(&info, "w1", "wait", small())])
+        .await;
+    fw.state("w1", TaskState::Running).await;
+
+    // Cut the link until the master has noticed (it rescinds the agent's offers).
+    while fw.offers.is_empty() {
+        fw.receive().await;
+    }
+    proxy.blackhole(true);
+    while !fw.offers.is_empty() {
+        fw.receive().await;
+    }
+    proxy.blackhole(false);
+
+    // The agent re-registers with its executor: it still runs the task and answers messages.
+    let agent = offer.agent_id.clone();
+    loop {
+        fw.sched
+            .send_message(agent.clone(), ExecutorId::from(KV), b"release".to_vec())
+            .unwrap();
+        let answered = tokio::time::timeout(Duration::from_millis(500), async {
+            fw.until(|e| match e {
+                Event::Message { data, .. } if data == b"echo:release" => Some(()),
+                _ => None,
+            })
+            .await
+        })
+        .await;
+        if answered.is_ok() {
+            break;
+        }
+        // Sent before the agent was back (messages are at most once): try again.
+    }
+    let s = fw.terminal("w1").await;
+    assert_eq!(
+        (s.state, s.message.as_str()),
+        (TaskState::Finished, "released")
+    );
+    assert_eq!(fw.executor_exits(), 0);
+    // The master charges the executor again from the agent's registration: all that is offered
+    // is what the executor's own share leaves.
+    let left = total - info.resources;
+    loop {
+        let o = fw.offer().await;
+        assert!(
+            left.contains(&o.resources),
+            "offered {} of {left}",
+            o.resources
+        );
+        if o.resources == left {
+            break;
+        }
+        fw.sched
+            .decline(
+                vec![o.id],
+                Filters {
+                    refuse_seconds: 0.0,
+                },
+            )
+            .unwrap();
+    }
+    cluster.shutdown().await;
+}
+
 /// Prints launch latencies side by side: accept → first update of an executor's first task
 /// (cold: component compiled; and warm: compiled, new instance), accept → TASK_FINISHED of
 /// queries in a warm executor, and of one-shot `hello` tasks. Run with
