@@ -53,6 +53,7 @@ mod tests {
             "json",
             "memhog",
             "pi",
+            "readblock",
             "sha256",
             "sockets",
             "spinner",

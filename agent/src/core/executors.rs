@@ -707,7 +707,11 @@ impl Agent {
             }
             TaskState::Finished | TaskState::Failed | TaskState::Killed => {
                 self.tasks.get_mut(&tkey).expect("checked").phase = Phase::Done;
-                let reason = (state == TaskState::Killed).then_some(Reason::Killed);
+                let reason = match state {
+                    TaskState::Killed => Some(Reason::Killed),
+                    s if s.is_terminal() => Some(Reason::ExecutorReported),
+                    _ => None,
+                };
                 self.push_update(now, &tkey, state, reason, &message, None);
             }
             other => {
