@@ -203,7 +203,7 @@ fn the_envelope_follows_the_live_tasks() {
     let s = statuses(&acts);
     assert_eq!(
         (s[0].state, s[0].reason.clone()),
-        (TaskState::Finished, None)
+        (TaskState::Finished, Some(Reason::ExecutorReported))
     );
     assert_eq!(
         exec_actions(&acts),
