@@ -41,6 +41,18 @@ pub mod components {
     include!(concat!(env!("OUT_DIR"), "/components.rs"));
 }
 
+/// Example framework executors: WASI 0.2 components of the `tessera:executor` world
+/// (`wit/executor/world.wit`), built for `wasm32-wasip2` from `executors/` over the guest SDK in
+/// `executor-sdk/`. `NAME_EXECUTOR_PATH` per executor, [`executors::ALL_EXECUTOR_PATHS`], and
+/// [`foreach_executor!`]. Executors:
+///
+/// - `kvexec`: loads a table once (a data set's `kv.txt` or a generated one) and answers
+///   query tasks from memory; also waits, allocates, floods, traps on request (see its file).
+/// - `badexec`: returns an error from its run loop at once.
+pub mod executors {
+    include!(concat!(env!("OUT_DIR"), "/executors.rs"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +70,7 @@ mod tests {
             "json",
             "memhog",
             "pi",
+            "readblock",
             "sha256",
             "sockets",
             "spinner",

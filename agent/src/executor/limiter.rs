@@ -1,12 +1,19 @@
 //! Per-task memory accounting for linear memories and tables.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 /// Caps the total bytes of all linear memories and tables of one store.
 /// A denied growth is recorded so that a subsequent trap (or failed
 /// instantiation) can be reported as a memory-limit violation; so is a
 /// growth this limiter granted but wasmtime then failed (beyond the pooling
 /// allocator's per-slot maximum, or the host out of memory).
+///
+/// The cap is shared ([`MemLimiter::shared`]) so that an executor's envelope can move while it
+/// runs: every growth is checked against the cap of that moment (growth is rare, so the atomic
+/// load costs a one-shot task nothing measurable). Memory already granted is never taken back.
 pub(crate) struct MemLimiter {
-    limit: u64,
+    limit: Arc<AtomicU64>,
     total: u64,
     /// Bytes granted by the last successful `*_growing` call, undone if the
     /// growth then fails.
@@ -21,7 +28,14 @@ pub(crate) struct MemLimiter {
 const TABLE_ELEM_BYTES: u64 = std::mem::size_of::<usize>() as u64;
 
 impl MemLimiter {
+    /// A limiter with a fixed cap of `limit` bytes (a one-shot task's `mem`).
     pub(crate) fn new(limit: u64) -> Self {
+        Self::shared(Arc::new(AtomicU64::new(limit)))
+    }
+
+    /// A limiter whose cap is whatever `limit` holds when the guest grows (an executor's
+    /// envelope, set by the agent as tasks come and go).
+    pub(crate) fn shared(limit: Arc<AtomicU64>) -> Self {
         MemLimiter {
             limit,
             total: 0,
@@ -38,16 +52,27 @@ impl MemLimiter {
         self.denied.as_deref().or(self.failed.as_deref())
     }
 
+    /// Forgets earlier denied or failed growths: a long-lived guest that handled them (it came
+    /// back to the host afterwards) should not have a later, unrelated trap blamed on them.
+    pub(crate) fn forgive(&mut self) {
+        self.denied = None;
+        self.failed = None;
+    }
+
+    fn limit(&self) -> u64 {
+        self.limit.load(Ordering::Relaxed)
+    }
+
     fn grow(&mut self, what: &'static str, current: u64, desired: u64) -> bool {
         self.last = Some((what, current, desired));
         let delta = desired.saturating_sub(current);
         let new_total = self.total.saturating_add(delta);
-        if new_total > self.limit {
+        let limit = self.limit();
+        if new_total > limit {
             if self.denied.is_none() {
                 self.denied = Some(format!(
-                    "memory limit of {} bytes exceeded: growing a {what} from {current} to \
-                     {desired} bytes would use {new_total} bytes",
-                    self.limit
+                    "memory limit of {limit} bytes exceeded: growing a {what} from {current} to \
+                     {desired} bytes would use {new_total} bytes"
                 ));
             }
             self.pending = 0;
@@ -78,7 +103,7 @@ impl MemLimiter {
                 Some((what, current, desired)) if asked => format!(
                     "growing a {what} from {current} to {desired} bytes failed under the \
                      task's memory limit of {} bytes: {msg}",
-                    self.limit
+                    self.limit()
                 ),
                 _ => format!("growing a {what} failed: {msg}"),
             });
@@ -140,6 +165,24 @@ mod tests {
         assert_eq!(l.total, 60 + 4 * TABLE_ELEM_BYTES);
         // ... and the failure is reported.
         assert!(l.failed.as_deref().unwrap().contains("os said no"));
+    }
+
+    #[test]
+    fn a_shared_cap_moves_and_denials_can_be_forgiven() {
+        let cap = Arc::new(AtomicU64::new(100));
+        let mut l = MemLimiter::shared(cap.clone());
+        assert!(l.memory_growing(0, 80, None).unwrap());
+        assert!(!l.memory_growing(80, 150, None).unwrap());
+        assert!(l.denied().unwrap().contains("memory limit of 100 bytes"));
+        l.forgive();
+        assert!(l.denied().is_none());
+        cap.store(200, Ordering::Relaxed);
+        assert!(l.memory_growing(80, 150, None).unwrap());
+        // A smaller cap refuses later growth but takes nothing back.
+        cap.store(50, Ordering::Relaxed);
+        assert!(!l.memory_growing(150, 151, None).unwrap());
+        assert_eq!(l.total, 150);
+        assert!(l.denied().unwrap().contains("memory limit of 50 bytes"));
     }
 
     #[test]

@@ -45,6 +45,8 @@
 //! - `pacing.rs`: fuel calibration and CPU-share pacing on the thread's CPU clock.
 //! - `output.rs`: capped stdout/stderr files and their tails.
 //! - `disk.rs`: the sandbox's disk use.
+//! - `instance/`: long-lived framework executors (WASI 0.2 components of the
+//!   `tessera:executor` world, `wit/executor/world.wit`) and their envelopes.
 
 mod cache;
 mod component;
@@ -71,7 +73,7 @@ use self::run::{FinishGuard, TaskState};
 
 pub use self::config::{engine_config, ExecutorConfig, PoolingConfig};
 pub use self::instance::{
-    GuestTaskState, InstanceEvent, InstanceHandle, InstanceSpec, InstanceTask,
+    GuestTaskState, InstanceEvent, InstanceHandle, InstanceSpec, InstanceTask, MAX_GUEST_MESSAGE,
 };
 pub use self::output::TRUNCATION_MARKER;
 
@@ -275,6 +277,8 @@ struct Inner {
     fuel_rate: u64,
     /// Task slots of the pooling allocator (0: on demand), for [`ExecStats`].
     pool_slots: u32,
+    /// Executor instances' components, compiled and linked (see `instance/`).
+    components: Arc<instance::Components>,
 }
 
 impl Executor {
@@ -292,6 +296,7 @@ impl Executor {
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut TaskState| &mut s.wasi)
             .map_err(|e| ExecError::Engine(e.to_string()))?;
         let modules = ModuleCache::new(engine.clone(), linker, cfg.cache_dir.clone())?;
+        let components = Arc::new(instance::Components::new(engine.clone())?);
         Ok(Executor {
             inner: Arc::new(Inner {
                 cfg,
@@ -299,6 +304,7 @@ impl Executor {
                 modules: Arc::new(modules),
                 fuel_rate,
                 pool_slots,
+                components,
             }),
         })
     }

@@ -19,10 +19,14 @@
 //!
 //! A WASI preview-1 task is one thread: a share above one cpu buys no more
 //! than one core, and tasks of 1 cpu or more are not paced at all.
+//!
+//! An executor instance's share moves with its envelope: [`Pacer::shared`] reads the share from
+//! an atomic at every yield (about once a millisecond) and re-derives its rate when it changed;
+//! a one-shot task's pacer has no shared share and pays nothing for the feature.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -185,6 +189,8 @@ pub(crate) struct Pacer {
     waker: Waker,
     /// Total time paused for being ahead of budget.
     paused: Duration,
+    /// The share to follow, if it can change, with the value last applied.
+    shared: Option<(Arc<AtomicU64>, u64)>,
 }
 
 /// How long a paced task may save up its share while idle (or asleep).
@@ -195,10 +201,7 @@ impl Pacer {
     /// agent whose cores burn `fuel_per_core_second`.
     pub(crate) fn new(cpus_milli: u64, fuel_per_core_second: u64) -> Self {
         let interval = fuel_yield_interval(fuel_per_core_second);
-        let rate = (cpus_milli < 1000).then(|| cpus_milli.max(1) as f64 / 1000.0);
-        let cap = rate
-            .map(|r| (r * BURST.as_secs_f64()).max(0.002))
-            .unwrap_or(0.0);
+        let (rate, cap) = Self::rate_and_cap(cpus_milli);
         let flag = Arc::new(WakeFlag {
             woken: AtomicBool::new(false),
             waker: Mutex::new(None),
@@ -215,6 +218,39 @@ impl Pacer {
             waker: Waker::from(flag.clone()),
             flag,
             paused: Duration::ZERO,
+            shared: None,
+        }
+    }
+
+    /// A pacer following the share in `cpus_milli` as it changes (an executor's envelope).
+    pub(crate) fn shared(cpus_milli: Arc<AtomicU64>, fuel_per_core_second: u64) -> Self {
+        let now = cpus_milli.load(Ordering::Relaxed);
+        let mut p = Self::new(now, fuel_per_core_second);
+        p.shared = Some((cpus_milli, now));
+        p
+    }
+
+    /// The rate (`None`: unpaced) and the most tokens saved up, for a share.
+    fn rate_and_cap(cpus_milli: u64) -> (Option<f64>, f64) {
+        let rate = (cpus_milli < 1000).then(|| cpus_milli.max(1) as f64 / 1000.0);
+        let cap = rate
+            .map(|r| (r * BURST.as_secs_f64()).max(0.002))
+            .unwrap_or(0.0);
+        (rate, cap)
+    }
+
+    /// Applies a changed shared share (cheap when unchanged: one atomic load).
+    fn follow_share(&mut self) {
+        let Some((share, applied)) = &mut self.shared else {
+            return;
+        };
+        let now = share.load(Ordering::Relaxed);
+        if now != *applied {
+            *applied = now;
+            let (rate, cap) = Self::rate_and_cap(now);
+            self.rate = rate;
+            self.cap = cap;
+            self.tokens = self.tokens.min(cap);
         }
     }
 
@@ -274,6 +310,7 @@ impl Pacer {
     /// A fuel yield: pay for the CPU time used since the last one, and sleep
     /// off any debt.
     fn yielded(&mut self, cx: &mut Context<'_>) {
+        self.follow_share();
         let unpaid = std::mem::take(&mut self.unpaid);
         let Some(rate) = self.rate else { return };
         let now = Instant::now();
@@ -311,5 +348,19 @@ mod tests {
         assert_eq!(p.rate, Some(0.25));
         // A zero share is treated as the smallest one, never as unlimited.
         assert_eq!(Pacer::new(0, 1_000_000_000).rate, Some(0.001));
+    }
+
+    #[test]
+    fn a_shared_share_is_followed() {
+        let share = Arc::new(AtomicU64::new(250));
+        let mut p = Pacer::shared(share.clone(), 1_000_000_000);
+        assert_eq!(p.rate, Some(0.25));
+        share.store(2000, Ordering::Relaxed);
+        p.follow_share();
+        assert!(p.rate.is_none());
+        share.store(500, Ordering::Relaxed);
+        p.follow_share();
+        assert_eq!(p.rate, Some(0.5));
+        assert!(p.cap > 0.0);
     }
 }

@@ -65,9 +65,12 @@ pub(super) fn invalid_dataset_name(name: &str) -> Option<String> {
 }
 
 /// Preopens each data set's host directory read-only (directories and files) at
-/// `/data/<name>`; refuses invalid names, duplicates and missing directories.
+/// `/data/<name>`, with an empty mount point `data/<name>` in `sandbox` so that listing `/data`
+/// shows the sets (paths below it resolve in the read-only preopen); refuses invalid names,
+/// duplicates and missing directories.
 pub(super) fn preopen_datasets(
     builder: &mut WasiCtxBuilder,
+    sandbox: &Path,
     datasets: &[(String, PathBuf)],
 ) -> Result<(), String> {
     let mut seen = std::collections::HashSet::new();
@@ -84,6 +87,9 @@ pub(super) fn preopen_datasets(
                 host.display()
             ));
         }
+        let mount = sandbox.join(&DATASET_ROOT[1..]).join(name);
+        std::fs::create_dir_all(&mount)
+            .map_err(|e| format!("cannot make the mount point {}: {e}", mount.display()))?;
         builder
             .preopened_dir(host, format!("{DATASET_ROOT}/{name}"), FsPerms::ReadOnly)
             .map_err(|e| format!("data set {name:?}: cannot open {}: {e:#}", host.display()))?;
@@ -170,7 +176,7 @@ enum Ended {
 
 /// Resolves when the sandbox at `sandbox` holds more than `cap` bytes,
 /// with the bytes used; checks every `every`.
-async fn disk_over(sandbox: PathBuf, cap: u64, every: Duration) -> u64 {
+pub(super) async fn disk_over(sandbox: PathBuf, cap: u64, every: Duration) -> u64 {
     loop {
         tokio::time::sleep(every).await;
         let s = sandbox.clone();
@@ -184,9 +190,21 @@ async fn disk_over(sandbox: PathBuf, cap: u64, every: Duration) -> u64 {
 
 /// Resolves once `kill` is set (never if the sender is gone, which cannot
 /// happen while the task keeps its own handle).
-async fn killed(kill: &mut watch::Receiver<bool>) {
+pub(super) async fn killed(kill: &mut watch::Receiver<bool>) {
     if kill.wait_for(|k| *k).await.is_err() {
         std::future::pending::<()>().await;
+    }
+}
+
+/// How a guest's call that returned an error ended (shared with executor instances): an exit
+/// of WASI `proc_exit`/`exit`, a trap after a refused memory growth, or another trap.
+pub(super) fn guest_error(e: &wasmtime::Error, limiter: &MemLimiter) -> Termination {
+    if let Some(exit) = e.downcast_ref::<I32Exit>() {
+        Termination::Exited(exit.0)
+    } else if let Some(denied) = limiter.denied() {
+        Termination::MemoryLimit(format!("{denied} ({})", error_message(e)))
+    } else {
+        Termination::Trapped(error_message(e))
     }
 }
 
@@ -290,11 +308,7 @@ impl Inner {
             )),
             Ended::Returned(Ok(())) => Termination::Exited(0),
             Ended::Returned(Err(e)) => {
-                if let Some(exit) = e.downcast_ref::<I32Exit>() {
-                    Termination::Exited(exit.0)
-                } else if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel)
-                    && spec.max_cpu.is_some()
-                {
+                if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) && spec.max_cpu.is_some() {
                     let budget = spec.max_cpu.unwrap_or_default();
                     Termination::CpuLimit(format!(
                         "CPU-time budget of {} ms used up ({initial_fuel} fuel at {} fuel per \
@@ -302,10 +316,8 @@ impl Inner {
                         budget.as_millis(),
                         self.fuel_rate
                     ))
-                } else if let Some(denied) = store.data().limiter.denied() {
-                    Termination::MemoryLimit(format!("{denied} ({})", error_message(&e)))
                 } else {
-                    Termination::Trapped(error_message(&e))
+                    guest_error(&e, &store.data().limiter)
                 }
             }
         };
@@ -353,13 +365,18 @@ impl Inner {
             .args(&spec.args)
             .envs(&spec.env)
             .stdout(stdout)
-            .stderr(stderr);
+            .stderr(stderr)
+            // Denied by the default address check already; said outright.
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
         builder
             .preopened_dir(&sandbox, "/", FsPerms::ReadWrite)
             .map_err(|e| {
                 Termination::StartFailed(format!("cannot preopen {}: {e:#}", sandbox.display()))
             })?;
-        preopen_datasets(&mut builder, &spec.datasets).map_err(Termination::StartFailed)?;
+        preopen_datasets(&mut builder, &sandbox, &spec.datasets)
+            .map_err(Termination::StartFailed)?;
         let wasi = builder.build_p1();
 
         let mut store = Store::new(

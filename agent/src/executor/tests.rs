@@ -945,8 +945,8 @@ mod guest_tests {
         hogs_fail_with_the_right_reason_and_others_are_unaffected as stackoverflow,
         json_guest_parses_what_it_generates as json, memhog_hits_memory_limit as memhog,
         output_is_capped as flood, pi_prints_its_line as pi,
-        sha256_guest_matches_a_native_sha256 as sha256, spinner_times_out as spinner,
-        trap_is_reported as trap,
+        readblock_reads_its_blocks as readblock, sha256_guest_matches_a_native_sha256 as sha256,
+        spinner_times_out as spinner, trap_is_reported as trap,
     };
 }
 
@@ -988,6 +988,33 @@ async fn denied_socket_calls_keep_wasi_errno_semantics() {
     ];
     let want: Vec<(String, u32)> = want.iter().map(|(c, e)| (c.to_string(), *e)).collect();
     assert_eq!(got, want);
+}
+
+#[tokio::test]
+async fn readblock_reads_its_blocks() {
+    let exec = executor();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("sandbox")).unwrap();
+    std::fs::write(dir.path().join("sandbox/block"), "row one\nrow two\n").unwrap();
+    let args = ["/block", "/missing"];
+    let out = run(
+        &exec,
+        spec(
+            dir.path(),
+            "readblock",
+            wasm_examples::READBLOCK_PATH,
+            &args,
+        ),
+    )
+    .await;
+    assert_eq!(out.termination, Termination::Exited(1), "{out:?}");
+    let lines: Vec<&str> = out.stdout_tail.lines().collect();
+    assert!(
+        lines[0].starts_with("/block: 16 bytes, 2 lines, fnv1a "),
+        "{lines:?}"
+    );
+    assert_eq!(lines[1], "first: row one");
+    assert!(lines[2].starts_with("/missing: error"), "{lines:?}");
 }
 
 /// Every WASI 0.2 component `wasm-examples` builds names its test here (`foreach_component!`).
@@ -1060,10 +1087,13 @@ async fn data_sets_are_read_only_and_closed() {
         stdout.contains("list: ok abs,file.txt,sub,up\n"),
         "{stdout}"
     );
+    assert!(stdout.contains("mounts: ok ds\n"), "{stdout}");
     let attempts: Vec<&str> = stdout
         .lines()
         .filter(|l| {
-            !l.starts_with("read: ") && !l.starts_with("list: ") && !l.starts_with("datasets: ")
+            !["read: ", "list: ", "mounts: ", "datasets: "]
+                .iter()
+                .any(|p| l.starts_with(p))
         })
         .collect();
     let want = [
@@ -1111,7 +1141,10 @@ async fn data_sets_are_read_only_and_closed() {
         "top secret"
     );
     assert_eq!(names_in(root.path()), ["ds", "secret.txt", "task"]);
-    assert_eq!(names_in(&task.join("sandbox")), ["mine"]);
+    // The sandbox holds the guest's own file and the empty mount point.
+    assert_eq!(names_in(&task.join("sandbox")), ["data", "mine"]);
+    assert_eq!(names_in(&task.join("sandbox/data")), ["ds"]);
+    assert!(names_in(&task.join("sandbox/data/ds")).is_empty());
     assert_eq!(names_in(&task.join("sandbox/mine")), ["own.txt"]);
 }
 

@@ -105,6 +105,17 @@ fn main() {
         }
         Err(e) => println!("list: FAILED ({e})"),
     }
+    match fs::read_dir("/data") {
+        Ok(entries) => {
+            let mut names: Vec<String> = entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            println!("mounts: ok {}", names.join(","));
+        }
+        Err(e) => println!("mounts: FAILED ({e})"),
+    }
 
     report("create", fs::File::create(format!("{root}/new.txt")));
     let open = |o: &mut OpenOptions| o.open(&file).and_then(|mut f| f.write_all(b"pwned"));
