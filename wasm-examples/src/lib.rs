@@ -68,6 +68,7 @@ mod tests {
             "flood",
             "hello",
             "json",
+            "kvquery",
             "memhog",
             "pi",
             "readblock",

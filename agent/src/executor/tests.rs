@@ -943,7 +943,8 @@ mod guest_tests {
         disk_filler_hits_the_disk_limit as diskfill, escape_attempts_all_fail as escape,
         files_guest_is_sandboxed as files, hello_exits_zero_with_output as hello,
         hogs_fail_with_the_right_reason_and_others_are_unaffected as stackoverflow,
-        json_guest_parses_what_it_generates as json, memhog_hits_memory_limit as memhog,
+        json_guest_parses_what_it_generates as json,
+        kvquery_answers_from_a_table_it_builds as kvquery, memhog_hits_memory_limit as memhog,
         output_is_capped as flood, pi_prints_its_line as pi,
         readblock_reads_its_blocks as readblock, sha256_guest_matches_a_native_sha256 as sha256,
         spinner_times_out as spinner, trap_is_reported as trap,
@@ -1015,6 +1016,36 @@ async fn readblock_reads_its_blocks() {
     );
     assert_eq!(lines[1], "first: row one");
     assert!(lines[2].starts_with("/missing: error"), "{lines:?}");
+}
+
+#[tokio::test]
+async fn kvquery_answers_from_a_table_it_builds() {
+    let exec = executor();
+    let dir = tempfile::tempdir().unwrap();
+    let found = run(
+        &exec,
+        spec(
+            dir.path(),
+            "kvquery",
+            wasm_examples::KVQUERY_PATH,
+            &["get:k42"],
+        ),
+    )
+    .await;
+    assert_eq!(found.termination, Termination::Exited(0), "{found:?}");
+    // The same value `kvexec` answers for k42 (its table is built the same way).
+    assert_eq!(found.stdout_tail.trim().len(), 16, "{found:?}");
+    let missing = run(
+        &exec,
+        spec(
+            dir.path(),
+            "kvquery",
+            wasm_examples::KVQUERY_PATH,
+            &["get:nope"],
+        ),
+    )
+    .await;
+    assert_eq!(missing.termination, Termination::Exited(1), "{missing:?}");
 }
 
 /// Every WASI 0.2 component `wasm-examples` builds names its test here (`foreach_component!`).
