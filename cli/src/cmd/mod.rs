@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod cert;
 pub mod dev;
+mod dev_executor;
 pub mod master;
 pub mod run;
 pub mod sim;
