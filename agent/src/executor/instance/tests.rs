@@ -247,6 +247,26 @@ async fn envelope_growth_lets_a_bigger_task_succeed() {
 }
 
 #[tokio::test]
+async fn growth_beyond_the_envelope_that_the_guest_cannot_handle_is_a_memory_limit() {
+    let exec = executor();
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("kv.txt"), "a=1\n").unwrap();
+    let mut s = spec(dir.path(), "kvexec", KVEXEC_EXECUTOR_PATH);
+    s.datasets = vec![("tiny".into(), data.path().to_owned())];
+    s.mem_bytes = 16 * MIB;
+    let mut inst = start(&exec, s);
+    inst.started().await;
+    inst.handle.launch(task("h", "hog:32"));
+    assert_eq!(inst.update("h").await.0, GuestTaskState::Running);
+    let out = inst.exited().await;
+    match &out.termination {
+        Termination::MemoryLimit(m) => assert!(m.contains("memory limit of 16777216"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn kill_task_is_answered_and_ignore_kill_is_not() {
     let exec = executor();
     let dir = tempfile::tempdir().unwrap();
