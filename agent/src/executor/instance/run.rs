@@ -148,6 +148,7 @@ impl Inner {
             0 => self.cfg.default_disk_cap,
             n => n,
         };
+        tracing::debug!(digest = %spec.digest, dir = %spec.dir.display(), "executor instance started");
         guard.started();
         let started = Instant::now();
         pacer.start();
@@ -187,6 +188,12 @@ impl Inner {
             }
             Ended::Returned(Err(e)) => guest_error(&e, &store.data().limiter),
         };
+        tracing::debug!(
+            digest = %spec.digest,
+            ?termination,
+            wall_ms = wall.as_millis() as u64,
+            "executor instance ended"
+        );
         // Close the output files before reading the tails.
         drop(store);
         let mut outcome = finish(
