@@ -22,11 +22,13 @@
 //! - [`sim`]: the virtual-time cluster and its fault verbs; [`sim::framework`] holds the
 //!   simulated scheduler's protocol logic.
 //! - [`local`]: the in-process real cluster.
+//! - [`datajob`]: a data-local job on a real cluster, placed by delay scheduling.
 //! - [`proxy`]: the lossy UDP proxy (drop, duplicate, delay, reorder, black-hole).
 //! - [`rng`]: the seeded generator.
 
 #![warn(missing_docs)]
 
+pub mod datajob;
 pub mod local;
 pub mod proxy;
 pub mod rng;

@@ -187,6 +187,21 @@ impl LocalCluster {
         Ok(self.spawn_agent(opts))
     }
 
+    /// Starts an agent named `name` offering `resources` and holding `datasets` as
+    /// `(name, host directory)` (each seen read-only at `/data/NAME` by tasks asking for it,
+    /// and advertised in the agent's offers); returns its index.
+    pub fn add_agent_with_datasets(
+        &mut self,
+        name: &str,
+        resources: Resources,
+        datasets: Vec<(String, PathBuf)>,
+    ) -> Result<usize, LocalClusterError> {
+        let mut opts = self.agent_options(name, resources, None)?;
+        opts.info.datasets = datasets.iter().map(|(n, _)| n.clone()).collect();
+        opts.datasets = datasets;
+        Ok(self.spawn_agent(opts))
+    }
+
     /// Options for a scheduler of framework `name` in `role`.
     pub fn scheduler_options(
         &self,

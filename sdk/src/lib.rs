@@ -24,6 +24,7 @@
 //!
 //! # Layout
 //! - [`core`]: [`SchedulerCore`] and the [`Event`]s it surfaces; its calling contract.
+//! - [`delay`]: delay scheduling for data locality (decline non-local offers for a short wait).
 //! - `dedup`: the bounded window of recent updates used to drop duplicates.
 //! - `driver`: [`Scheduler`], [`SchedulerOptions`], [`SdkError`] and the background task.
 //! - [`TaskBuilder`] is `proto::task_builder::TaskBuilder`, re-exported here.
@@ -56,6 +57,7 @@
 
 pub mod core;
 mod dedup;
+pub mod delay;
 mod driver;
 
 pub use self::core::{Event, SchedulerCore};

@@ -180,3 +180,45 @@ pub fn task_dir(
         .join("tasks")
         .join(task)
 }
+
+/// A [`fast_config`] cluster of three agents `data1..3` offering `r` each, agent `i` holding
+/// data set `blk-i`: a directory (under `dir`) with one file `part-0` whose contents are
+/// returned, by data set name.
+pub async fn data_cluster(
+    dir: &std::path::Path,
+    r: Resources,
+) -> (LocalCluster, std::collections::BTreeMap<String, String>) {
+    let mut cluster = LocalCluster::start(fast_config(), dir).await.unwrap();
+    let mut blocks = std::collections::BTreeMap::new();
+    for i in 1..=3 {
+        let name = format!("blk-{i}");
+        let path = dir.join("datasets").join(&name);
+        std::fs::create_dir_all(&path).unwrap();
+        let contents = format!("block {i} of the input\nrecord {}\n", i * 111);
+        std::fs::write(path.join("part-0"), &contents).unwrap();
+        cluster
+            .add_agent_with_datasets(&format!("data{i}"), r, vec![(name.clone(), path)])
+            .unwrap();
+        blocks.insert(name, contents);
+    }
+    (cluster, blocks)
+}
+
+/// Waits until offers from `n` distinct agents have been seen, declining each with a zero
+/// refuse filter so that it comes straight back.
+pub async fn wait_agents(sched: &mut Scheduler, n: usize) {
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < n {
+        for o in next_offers(sched).await {
+            seen.insert(o.hostname.clone());
+            sched
+                .decline(
+                    vec![o.id],
+                    proto::Filters {
+                        refuse_seconds: 0.0,
+                    },
+                )
+                .unwrap();
+        }
+    }
+}

@@ -923,8 +923,8 @@ mod guest_tests {
         hogs_fail_with_the_right_reason_and_others_are_unaffected as stackoverflow,
         json_guest_parses_what_it_generates as json, memhog_hits_memory_limit as memhog,
         output_is_capped as flood, pi_prints_its_line as pi,
-        sha256_guest_matches_a_native_sha256 as sha256, spinner_times_out as spinner,
-        trap_is_reported as trap,
+        readblock_reads_its_blocks as readblock, sha256_guest_matches_a_native_sha256 as sha256,
+        spinner_times_out as spinner, trap_is_reported as trap,
     };
 }
 
@@ -966,4 +966,31 @@ async fn denied_socket_calls_keep_wasi_errno_semantics() {
     ];
     let want: Vec<(String, u32)> = want.iter().map(|(c, e)| (c.to_string(), *e)).collect();
     assert_eq!(got, want);
+}
+
+#[tokio::test]
+async fn readblock_reads_its_blocks() {
+    let exec = executor();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("sandbox")).unwrap();
+    std::fs::write(dir.path().join("sandbox/block"), "row one\nrow two\n").unwrap();
+    let args = ["/block", "/missing"];
+    let out = run(
+        &exec,
+        spec(
+            dir.path(),
+            "readblock",
+            wasm_examples::READBLOCK_PATH,
+            &args,
+        ),
+    )
+    .await;
+    assert_eq!(out.termination, Termination::Exited(1), "{out:?}");
+    let lines: Vec<&str> = out.stdout_tail.lines().collect();
+    assert!(
+        lines[0].starts_with("/block: 16 bytes, 2 lines, fnv1a "),
+        "{lines:?}"
+    );
+    assert_eq!(lines[1], "first: row one");
+    assert!(lines[2].starts_with("/missing: error"), "{lines:?}");
 }

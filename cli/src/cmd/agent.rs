@@ -36,12 +36,18 @@ pub struct AgentArgs {
     /// Attributes passed to schedulers in offers, as KEY=VALUE (repeatable).
     #[arg(long = "attribute", value_parser = super::parse_kv)]
     attributes: Vec<(String, String)>,
+    /// A data set this agent holds, as NAME=PATH (repeatable): PATH, an existing directory, is
+    /// seen read-only at /data/NAME by tasks asking for NAME, and NAME is advertised in offers
+    /// so that frameworks can prefer this agent (delay scheduling).
+    #[arg(long = "dataset", value_parser = parse_dataset)]
+    datasets: Vec<(String, PathBuf)>,
     #[command(flatten)]
     tls: TlsArgs,
 }
 
 /// Runs the agent until Ctrl-C.
 pub async fn execute(a: AgentArgs) -> anyhow::Result<i32> {
+    check_unique(&a.datasets)?;
     let hostname = a.hostname.clone().unwrap_or_else(hostname);
     let tls = a.tls.load(&hostname)?;
     let (resources, reservations) = match a.resources {
@@ -52,13 +58,14 @@ pub async fn execute(a: AgentArgs) -> anyhow::Result<i32> {
         ),
     };
     let info = AgentInfo {
-        datasets: Vec::new(),
+        datasets: a.datasets.iter().map(|(n, _)| n.clone()).collect(),
         reservations,
         hostname,
         resources,
         attributes: a.attributes,
     };
-    let opts = agent::driver::AgentOptions::new(a.master, tls, a.work_dir, info);
+    let mut opts = agent::driver::AgentOptions::new(a.master, tls, a.work_dir, info);
+    opts.datasets = a.datasets;
     agent::driver::run(opts, super::shutdown_signal()).await?;
     Ok(0)
 }
@@ -71,4 +78,98 @@ fn hostname() -> String {
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "agent".into())
+}
+
+/// Longest data set name.
+const MAX_DATASET_NAME: usize = 128;
+
+/// Parses `--dataset NAME=PATH`: NAME of 1-128 characters from `[A-Za-z0-9._-]`, not `.` or
+/// `..` (it becomes the directory `/data/NAME` in the guest); PATH an existing directory,
+/// returned canonical so that the agent preopens what was meant even if a symlink moves.
+pub fn parse_dataset(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=PATH, got {s:?}"))?;
+    if name.is_empty() || name.len() > MAX_DATASET_NAME {
+        return Err(format!(
+            "data set name {name:?} must have 1 to {MAX_DATASET_NAME} characters"
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("data set name {name:?} is not allowed"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "data set name {name:?} has {c:?}; use letters, digits, '.', '_' and '-'"
+        ));
+    }
+    if path.is_empty() {
+        return Err(format!("data set {name:?} has an empty path"));
+    }
+    let canonical = std::fs::canonicalize(path)
+        .map_err(|e| format!("data set {name:?}: cannot resolve {path:?}: {e}"))?;
+    if !canonical.is_dir() {
+        return Err(format!(
+            "data set {name:?}: {} is not a directory",
+            canonical.display()
+        ));
+    }
+    Ok((name.to_owned(), canonical))
+}
+
+/// Refuses a data set name given twice.
+fn check_unique(datasets: &[(String, PathBuf)]) -> anyhow::Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, _) in datasets {
+        if !seen.insert(name) {
+            anyhow::bail!("data set {name:?} is given twice");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dataset_flags_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let (name, path) = parse_dataset(&format!("blk-1.v2_a={d}")).unwrap();
+        assert_eq!(name, "blk-1.v2_a");
+        assert_eq!(path, std::fs::canonicalize(dir.path()).unwrap());
+        // Canonical: a path through `..` comes back resolved.
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let (_, p) = parse_dataset(&format!("x={}/sub/..", d)).unwrap();
+        assert_eq!(p, path);
+        for (arg, why) in [
+            ("nopath".to_string(), "NAME=PATH"),
+            (format!("={d}"), "1 to 128"),
+            (format!("{}={d}", "a".repeat(129)), "1 to 128"),
+            (format!("..={d}"), "not allowed"),
+            (format!(".={d}"), "not allowed"),
+            (format!("a/b={d}"), "'/'"),
+            (format!("a b={d}"), "' '"),
+            ("x=".to_string(), "empty path"),
+            (format!("x={d}/missing"), "cannot resolve"),
+        ] {
+            let err = parse_dataset(&arg).unwrap_err();
+            assert!(err.contains(why), "{arg}: {err}");
+        }
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        let err = parse_dataset(&format!("x={}", file.display())).unwrap_err();
+        assert!(err.contains("not a directory"), "{err}");
+        assert!(parse_dataset(&format!("{}={d}", "a".repeat(128))).is_ok());
+        let twice = vec![("a".to_string(), path.clone()), ("a".to_string(), path)];
+        assert!(check_unique(&twice)
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
+    }
 }

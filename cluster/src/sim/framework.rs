@@ -15,12 +15,14 @@
 //! and no update is lost or duplicated across link cuts, restarts and clock jumps) test the
 //! SDK's `SchedulerCore` as well as the master and agent cores.
 
+use super::locality::{LocalityPolicy, LocalityTask, PlacedTask};
 use master::core::ConnId;
 use proto::{
     Digest, Filters, FrameworkId, FrameworkInfo, Message, Offer, Resources, TaskId, TaskInfo,
     TaskState, TaskStatus,
 };
-use sdk::{Event, SchedulerCore};
+use sdk::delay::{Answer, Preference};
+use sdk::{Event, SchedulerCore, TaskBuilder};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -49,6 +51,8 @@ pub struct Launched {
     pub queued_at: Instant,
     /// When the framework learnt it was running.
     pub started_at: Option<Instant>,
+    /// When the framework learnt it ended.
+    pub ended_at: Option<Instant>,
 }
 
 /// A simulated framework: a greedy scheduler with a queue of tasks to run, speaking the
@@ -83,6 +87,9 @@ pub struct SimFramework {
     /// When set, the framework uses offers of these hosts only and refuses the others for an
     /// hour (static partitioning).
     pub only_hosts: Option<BTreeSet<String>>,
+    /// When set, offers are answered by delay scheduling (the SDK's helper) over the tasks
+    /// queued with [`SimFramework::submit_located`] instead of the greedy queue.
+    pub locality: Option<LocalityPolicy>,
     module: Digest,
 }
 
@@ -111,6 +118,7 @@ impl SimFramework {
             reconciling: BTreeSet::new(),
             refuse_seconds: 0.5,
             only_hosts: None,
+            locality: None,
             module,
         }
     }
@@ -167,7 +175,11 @@ impl SimFramework {
             }
             Event::Offers(offers) => {
                 for offer in offers {
-                    self.answer(offer);
+                    if self.locality.is_some() {
+                        self.answer_delay(offer, now);
+                    } else {
+                        self.answer(offer);
+                    }
                 }
             }
             Event::Update(status) => self.learn(now, status),
@@ -209,6 +221,7 @@ impl SimFramework {
                     resources: t.resources,
                     queued_at: t.queued_at,
                     started_at: None,
+                    ended_at: None,
                 },
             );
             tasks.push(TaskInfo {
@@ -240,6 +253,85 @@ impl SimFramework {
         }
     }
 
+    /// Queues `task` (id `id`, of `job`, in `res`) for delay scheduling: it runs its time when
+    /// placed on an agent holding all of its data sets, longer elsewhere. Revives offers when the helper
+    /// asks. Needs [`SimFramework::locality`].
+    pub(crate) fn submit_located(
+        &mut self,
+        job: &str,
+        id: &str,
+        task: LocalityTask,
+        res: Resources,
+    ) {
+        let policy = self
+            .locality
+            .as_mut()
+            .expect("submit_located needs a locality policy");
+        let pref = Preference::datasets(task.datasets.iter().cloned());
+        policy.helper.submit(job, id, res, pref, task);
+        if policy.helper.take_revive() {
+            self.core.revive();
+        }
+    }
+
+    /// Answers `offer` with the delay scheduler: its tasks, or a decline (every offer of a
+    /// host outside [`SimFramework::only_hosts`] is refused for an hour).
+    fn answer_delay(&mut self, offer: Offer, now: Instant) {
+        let own = self
+            .only_hosts
+            .as_ref()
+            .is_none_or(|h| h.contains(&offer.hostname));
+        if !own {
+            let filters = Filters {
+                refuse_seconds: REFUSE_FOREIGN_SECONDS,
+            };
+            self.core.decline(vec![offer.id], filters);
+            return;
+        }
+        let policy = self.locality.as_mut().expect("delay policy set");
+        match policy.helper.answer(&offer, now) {
+            Answer::Decline { offer_id, filters } => self.core.decline(vec![offer_id], filters),
+            Answer::Accept {
+                offer_id,
+                tasks,
+                filters,
+            } => {
+                let mut infos = Vec::with_capacity(tasks.len());
+                for t in tasks {
+                    let run = policy.run_time(t.payload.run, t.local);
+                    let id = TaskId(t.id.clone());
+                    policy.placed.insert(
+                        id.clone(),
+                        PlacedTask {
+                            job: t.job.clone(),
+                            local: t.local,
+                            hostname: offer.hostname.clone(),
+                        },
+                    );
+                    self.launched.insert(
+                        id.clone(),
+                        Launched {
+                            resources: t.resources,
+                            queued_at: t.payload.queued_at,
+                            started_at: None,
+                            ended_at: None,
+                        },
+                    );
+                    let mut b = TaskBuilder::new(&t.id, self.module)
+                        .resources(t.resources)
+                        .args([run.as_millis().to_string()]);
+                    if t.local {
+                        for d in &t.payload.datasets {
+                            b = b.dataset(d);
+                        }
+                    }
+                    infos.push(b.build(&offer));
+                }
+                self.core.accept(vec![offer_id], infos, filters);
+            }
+        }
+    }
+
     /// After a re-subscription, asks the master how its live tasks stand: an accept in flight
     /// when the link dropped was lost with it, and only the master can say so (it answers
     /// `TASK_LOST` for a task it does not know).
@@ -254,6 +346,9 @@ impl SimFramework {
     /// Takes in an update (the core has dropped duplicates).
     fn learn(&mut self, now: Instant, status: TaskStatus) {
         if status.state.is_terminal() {
+            if let Some(l) = self.launched.get_mut(&status.task_id) {
+                l.ended_at.get_or_insert(now);
+            }
             let prev = self.terminal.insert(status.task_id.clone(), status.state);
             // The same end told by a reconciliation answer and by the update itself.
             let retold = prev == Some(status.state) && self.reconciling.contains(&status.task_id);
@@ -290,7 +385,9 @@ impl SimFramework {
 
     /// True when every task is launched and the framework has learnt how each ended.
     pub fn is_done(&self) -> bool {
-        self.pending.is_empty() && self.live_tasks().next().is_none()
+        self.pending.is_empty()
+            && self.locality.as_ref().is_none_or(|l| l.helper.is_idle())
+            && self.live_tasks().next().is_none()
     }
 
     /// What its tasks known to be running hold.

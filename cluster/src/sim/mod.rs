@@ -30,6 +30,8 @@
 //! - [`framework`]: the simulated framework: the SDK's real `SchedulerCore` (subscription,
 //!   queued calls, acknowledgements, duplicate filtering) under a greedy policy (queue, offer
 //!   packing). The exactly-once checks of the fault scenarios are thus checks of that core too.
+//! - [`locality`]: the frameworks' delay-scheduling policy (the SDK's `sdk::delay` helper) for
+//!   the data-locality workload.
 //! - `faults`: the fault verbs.
 //! - `agent`: a real agent core with simulated guests and its link state.
 //! - `wire`: messages in flight and per-link faults.
@@ -37,6 +39,7 @@
 mod agent;
 mod faults;
 pub mod framework;
+pub mod locality;
 mod wire;
 
 use self::agent::SimAgent;
@@ -270,6 +273,28 @@ impl Sim {
             queued_at: self.now,
         });
         id
+    }
+
+    /// Queues task `id` of `job` for framework `f`'s delay scheduler (set
+    /// [`SimFramework::locality`] first): it runs `run` in `res` on an agent holding all of
+    /// `datasets` (which it prefers), longer elsewhere.
+    pub fn submit_located(
+        &mut self,
+        f: usize,
+        job: &str,
+        id: &str,
+        run: Duration,
+        datasets: Vec<String>,
+        res: Resources,
+    ) {
+        let now = self.now;
+        let task = locality::LocalityTask {
+            run,
+            datasets,
+            queued_at: now,
+        };
+        self.frameworks[f].submit_located(job, id, task, res);
+        self.flush_framework(f);
     }
 
     /// Framework `f` asks the master to kill one of its tasks.

@@ -1,9 +1,14 @@
 //! `tessera sim`: the master core and allocator under a synthetic, seeded workload in virtual
 //! time, shared by offers and statically partitioned, side by side.
 //!
+//! With `--workload locality` it runs instead the data-locality workload of [`locality`]: delay
+//! scheduling (the SDK's helper) at several waits against static partitioning.
+//!
 //! - [`workload`]: the workload and one run of it on the virtual-time cluster.
 //! - [`report`]: samples, summary and the table.
+//! - [`locality`]: the data-locality workload, its runs and its table.
 
+pub mod locality;
 pub mod report;
 pub mod workload;
 
@@ -20,24 +25,37 @@ pub struct SimArgs {
     /// Seed of every random draw (same seed, same output).
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Number of agents.
-    #[arg(long, default_value_t = 50)]
-    agents: usize,
+    /// Which workload: `sharing` (offers against static partitioning) or `locality` (delay
+    /// scheduling for data locality).
+    #[arg(long, default_value = "sharing")]
+    workload: String,
+    /// Number of agents (default 50; 100 for `locality`).
+    #[arg(long)]
+    agents: Option<usize>,
     /// CPUs of each agent.
     #[arg(long, default_value = "8", value_parser = parse_cpus)]
     agent_cpus: u64,
     /// Memory of each agent.
     #[arg(long, default_value = "16GiB", value_parser = parse_size)]
     agent_mem: u64,
-    /// Number of frameworks (the last one subscribes late).
-    #[arg(long, default_value_t = 4)]
-    frameworks: usize,
+    /// Number of frameworks (the last one subscribes late; default 4, 10 for `locality`).
+    #[arg(long)]
+    frameworks: Option<usize>,
     /// Role weights, cycled over the frameworks (framework i is in role r{i mod n}).
     #[arg(long, default_value = "1", value_delimiter = ',')]
     weights: Vec<f64>,
-    /// Simulated time.
+    /// Simulated time (for `locality`: how long jobs arrive).
     #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// `locality`: the delay-scheduling waits to compare.
+    #[arg(long, default_value = "0s,1s,5s", value_delimiter = ',', value_parser = humantime::parse_duration)]
+    waits: Vec<Duration>,
+    /// `locality`: how many times longer a task runs away from its block.
+    #[arg(long, default_value_t = 2.0)]
+    slowdown: f64,
+    /// `locality`: task slots per agent.
+    #[arg(long, default_value_t = 4)]
+    slots: u64,
     /// Sampling period.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     sample_every: Duration,
@@ -57,11 +75,16 @@ pub struct SimArgs {
 
 /// Runs the workload both ways and prints the report.
 pub fn execute(a: SimArgs) -> anyhow::Result<i32> {
+    match a.workload.as_str() {
+        "sharing" => {}
+        "locality" => return execute_locality(a),
+        other => bail!("unknown workload {other:?} (sharing or locality)"),
+    }
     let cfg = SimConfig {
         seed: a.seed,
-        agents: a.agents,
+        agents: a.agents.unwrap_or(50),
         agent_resources: Resources::new(a.agent_cpus, a.agent_mem, 0),
-        frameworks: a.frameworks,
+        frameworks: a.frameworks.unwrap_or(4),
         role_weights: a.weights,
         duration: a.duration,
         sample_every: a.sample_every,
@@ -90,6 +113,39 @@ pub fn execute(a: SimArgs) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print!("{}", report::render(&cfg, &shared, &partitioned));
+    }
+    Ok(0)
+}
+
+/// Runs the locality workload under static partitioning and at each wait, and prints the
+/// table (or JSON).
+fn execute_locality(a: SimArgs) -> anyhow::Result<i32> {
+    let cfg = locality::LocalityConfig {
+        seed: a.seed,
+        agents: a.agents.unwrap_or(100),
+        slots: a.slots,
+        frameworks: a.frameworks.unwrap_or(10),
+        duration: a.duration,
+        slowdown: a.slowdown,
+        ..locality::LocalityConfig::default()
+    };
+    if cfg.agents == 0 || cfg.frameworks == 0 || cfg.slots == 0 || cfg.frameworks > cfg.agents {
+        bail!("need at least one agent with a slot, and no more frameworks than agents");
+    }
+    if cfg.slowdown < 1.0 || !cfg.slowdown.is_finite() {
+        bail!("--slowdown must be at least 1");
+    }
+    let mut runs = vec![locality::run(&cfg, locality::Placement::StaticPartition)];
+    for w in &a.waits {
+        let p = locality::Placement::Delay {
+            wait_secs: w.as_secs_f64(),
+        };
+        runs.push(locality::run(&cfg, p));
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+    } else {
+        print!("{}", locality::render(&cfg, &runs));
     }
     Ok(0)
 }
