@@ -71,6 +71,7 @@ mod tests {
             "json",
             "memhog",
             "pi",
+            "readblock",
             "sha256",
             "sockets",
             "spinner",
