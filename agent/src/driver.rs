@@ -7,9 +7,20 @@
 //! [`Executor`]. Everything that takes time (the control stream's reader, fetches and
 //! compilation, running guests) runs in tasks of its own and reports back through one channel,
 //! so the core sees a single ordered stream of events.
+//!
+//! Framework executors: [`ExecutorAction::Start`] fetches the component and lays out the
+//! executor's directory in a task of its own, then (back in the loop) starts the instance;
+//! the other executor actions are calls on its [`InstanceHandle`]. The handles live next to the
+//! one-shot guests' kill handles in `Guests`, so however the loop ends, no guest of either
+//! kind outlives it.
 
-use crate::core::{Action, Agent, AgentConfig, Event, TaskKey};
-use crate::executor::{Executor, ExecutorConfig, KillHandle, PoolingConfig};
+use crate::core::{
+    Action, Agent, AgentConfig, Event, ExecutorAction, ExecutorEvent, ExecutorKey, ExecutorRun,
+    TaskKey,
+};
+use crate::executor::{
+    Executor, ExecutorConfig, InstanceHandle, InstanceSpec, KillHandle, PoolingConfig,
+};
 use crate::fetch::{Fetcher, PrepareError};
 use crate::launch;
 use crate::workdir::WorkDir;
@@ -105,7 +116,15 @@ pub enum AgentError {
 #[allow(clippy::large_enum_variant)]
 enum Input {
     Core(Event),
-    LinkDown { generation: u64, why: String },
+    LinkDown {
+        generation: u64,
+        why: String,
+    },
+    /// An executor's component and directory are ready (or could not be made ready).
+    InstanceReady {
+        id: ExecutorRun,
+        result: Result<InstanceSpec, PrepareError>,
+    },
 }
 
 /// Runs an agent until `shutdown` completes.
@@ -127,7 +146,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     let mut core = Agent::new(core_config(&opts, fuel_rate));
     let fetcher = Arc::new(Fetcher::new(work_dir, opts.max_blob_size));
     let (tx, mut rx) = mpsc::unbounded_channel::<Input>();
-    let mut kills = Guests::default();
+    let mut guests = Guests::default();
     let mut control: Option<MessageWriter<quinn::SendStream>> = None;
     let mut generation = 0u64;
     let mut backoff = net::backoff::Reconnect::new(opts.max_backoff);
@@ -197,13 +216,38 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                             let _ = tx.send(Input::Core(launch::event_of(&k, ev, timeout_ms)));
                         }),
                     );
-                    kills.insert(key, handle);
+                    guests.tasks.insert(key, handle);
                 }
                 Action::Kill { key } => {
-                    if let Some(h) = kills.get(&key) {
+                    if let Some(h) = guests.tasks.get(&key) {
                         h.kill();
                     }
                 }
+                Action::Executor(ExecutorAction::Start { id, info, datasets }) => {
+                    guests
+                        .instances
+                        .insert(id.key(), Instance::Starting { run: id.run });
+                    let fetcher = fetcher.clone();
+                    let tx = tx.clone();
+                    let sets = opts.datasets.clone();
+                    tokio::spawn(async move {
+                        let result =
+                            fetcher
+                                .prepare_executor(&id.framework_id, &info)
+                                .await
+                                .map(|_| {
+                                    launch::instance_spec(
+                                        fetcher.work_dir(),
+                                        &sets,
+                                        &id.framework_id,
+                                        &info,
+                                        &datasets,
+                                    )
+                                });
+                        let _ = tx.send(Input::InstanceReady { id, result });
+                    });
+                }
+                Action::Executor(other) => guests.instance_action(other),
             }
         }
 
@@ -220,7 +264,10 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                 Some(Input::Core(ev)) => {
                     tracing::debug!(event = ?ev, "agent event");
                     if let Event::Finished { key, .. } = &ev {
-                        kills.remove(key);
+                        guests.tasks.remove(key);
+                    }
+                    if let Event::Executor(ExecutorEvent::Exited { id, .. }) = &ev {
+                        guests.instance_exited(id);
                     }
                     if let Event::Message(Message::Shutdown { .. }) = &ev {
                         // The master forgot us: start afresh on a new connection.
@@ -228,6 +275,12 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                         continue;
                     }
                     core.handle(Instant::now().into_std(), ev);
+                }
+                Some(Input::InstanceReady { id, result }) => {
+                    let ev = guests.start_instance(&executor, &tx, id, result);
+                    if let Some(ev) = ev {
+                        core.handle(Instant::now().into_std(), ev);
+                    }
                 }
                 Some(Input::LinkDown { generation: g, why }) => {
                     if g == generation && control.is_some() {
@@ -242,7 +295,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
             _ = sleep => core.handle_timeout(Instant::now().into_std()),
         }
     }
-    drop(kills);
+    drop(guests);
     if let Some(conn) = fetcher.disconnect() {
         conn.close(0u32.into(), b"agent shutting down");
     }
@@ -273,28 +326,142 @@ fn core_config(opts: &AgentOptions, fuel_rate: u64) -> AgentConfig {
     }
 }
 
-/// The running guests' kill handles. Dropping it kills them all, so however the agent's loop
-/// ends (shutdown, error, or its task aborted), no guest outlives it.
+/// The running guests: one-shot tasks' kill handles and executor instances' handles. Dropping
+/// it kills them all, so however the agent's loop ends (shutdown, error, or its task aborted),
+/// no guest outlives it.
 #[derive(Default)]
-struct Guests(HashMap<TaskKey, KillHandle>);
+struct Guests {
+    tasks: HashMap<TaskKey, KillHandle>,
+    instances: HashMap<ExecutorKey, Instance>,
+}
 
-impl std::ops::Deref for Guests {
-    type Target = HashMap<TaskKey, KillHandle>;
-    fn deref(&self) -> &Self::Target {
-        &self.0
+/// An executor instance as the driver holds it.
+enum Instance {
+    /// Its component and directory are being prepared.
+    Starting { run: u64 },
+    /// Killed while being prepared: it will not be started.
+    Cancelled { run: u64 },
+    /// Started.
+    Running { run: u64, handle: InstanceHandle },
+}
+
+impl Instance {
+    fn run(&self) -> u64 {
+        match self {
+            Instance::Starting { run }
+            | Instance::Cancelled { run }
+            | Instance::Running { run, .. } => *run,
+        }
     }
 }
 
-impl std::ops::DerefMut for Guests {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
+impl Guests {
+    /// Starts a prepared instance unless it was cancelled meanwhile; returns the core's event
+    /// when it does not start (preparation failed, or cancelled).
+    fn start_instance(
+        &mut self,
+        executor: &Executor,
+        tx: &mpsc::UnboundedSender<Input>,
+        id: ExecutorRun,
+        result: Result<InstanceSpec, PrepareError>,
+    ) -> Option<Event> {
+        let key = id.key();
+        let starting = matches!(
+            self.instances.get(&key),
+            Some(Instance::Starting { run }) if *run == id.run
+        );
+        if !starting {
+            if self.instances.get(&key).is_some_and(|i| i.run() == id.run) {
+                self.instances.remove(&key);
+            }
+            return Some(launch::executor_start_failed(
+                &id,
+                (
+                    proto::Reason::Killed,
+                    "stopped before it started".to_owned(),
+                ),
+            ));
+        }
+        let spec = match result {
+            Ok(spec) => spec,
+            Err(why) => {
+                tracing::warn!(executor = %id.executor_id, error = %why.1, "executor preparation failed");
+                self.instances.remove(&key);
+                return Some(launch::executor_start_failed(&id, why));
+            }
+        };
+        let tx = tx.clone();
+        let run = id.run;
+        let handle = executor.start_instance(
+            spec,
+            Box::new(move |ev| {
+                let _ = tx.send(Input::Core(launch::executor_event(&id, ev)));
+            }),
+        );
+        self.instances
+            .insert(key, Instance::Running { run, handle });
+        None
+    }
+
+    /// Carries out an executor action other than `Start` on the instance it names (actions
+    /// for a run that is gone are dropped).
+    fn instance_action(&mut self, action: ExecutorAction) {
+        let id = match &action {
+            ExecutorAction::Start { id, .. }
+            | ExecutorAction::SetEnvelope { id, .. }
+            | ExecutorAction::Launch { id, .. }
+            | ExecutorAction::KillTask { id, .. }
+            | ExecutorAction::Message { id, .. }
+            | ExecutorAction::Shutdown { id }
+            | ExecutorAction::Kill { id } => id.clone(),
+        };
+        let Some(inst) = self.instances.get_mut(&id.key()) else {
+            return;
+        };
+        if inst.run() != id.run {
+            return;
+        }
+        let handle = match inst {
+            Instance::Running { handle, .. } => handle,
+            Instance::Starting { run } => {
+                if matches!(action, ExecutorAction::Kill { .. }) {
+                    *inst = Instance::Cancelled { run: *run };
+                }
+                return;
+            }
+            Instance::Cancelled { .. } => return,
+        };
+        match action {
+            ExecutorAction::Start { .. } => {}
+            ExecutorAction::SetEnvelope { resources, .. } => {
+                handle.set_envelope(resources.cpus_milli, resources.mem)
+            }
+            ExecutorAction::Launch { task, .. } => handle.launch(launch::instance_task(&task)),
+            ExecutorAction::KillTask { task_id, .. } => handle.kill_task(task_id.as_str()),
+            ExecutorAction::Message { data, .. } => handle.message(data),
+            ExecutorAction::Shutdown { .. } => handle.shutdown(),
+            ExecutorAction::Kill { .. } => handle.kill(),
+        }
+    }
+
+    /// Forgets the handle of an instance that has ended.
+    fn instance_exited(&mut self, id: &ExecutorRun) {
+        let key = id.key();
+        if self.instances.get(&key).is_some_and(|i| i.run() == id.run) {
+            self.instances.remove(&key);
+        }
     }
 }
 
 impl Drop for Guests {
     fn drop(&mut self) {
-        for h in self.0.values() {
+        for h in self.tasks.values() {
             h.kill();
+        }
+        for i in self.instances.values() {
+            if let Instance::Running { handle, .. } = i {
+                handle.kill();
+            }
         }
     }
 }
@@ -335,13 +502,19 @@ fn spawn_reader(
 }
 
 /// Carries out [`Action::Prepare`]: the fetcher lays out the task's directory and brings its
-/// module and files, then the executor compiles the module.
+/// module and files, then the executor compiles the module. A task of an executor only has its
+/// files placed in the executor's sandbox (the component was fetched when it started).
 async fn prepare(
     fetcher: &Fetcher,
     executor: &Executor,
     fid: &FrameworkId,
     task: &TaskInfo,
 ) -> Result<(), PrepareError> {
+    if let Some(exec) = &task.executor {
+        return fetcher
+            .prepare_executor_task(fid, &exec.executor_id, task)
+            .await;
+    }
     let module = fetcher.prepare(fid, task).await?;
     executor
         .prepare(&launch::module_key(task), &module)

@@ -3,10 +3,11 @@
 //! It is the one writer of `blobs/`: a blob is fetched once, on first use, over its own QUIC
 //! stream of the current connection ([`net::link::fetch_blob`] writes it whole or not at all),
 //! and kept for later tasks. It also lays out a task's directory afresh and copies the task's
-//! files into its sandbox.
+//! files into its sandbox; for an executor, it lays out the executor's directory afresh when an
+//! instance starts, and each of its tasks' file directories (`sandbox/tasks/<tid>/`).
 
 use crate::workdir::WorkDir;
-use proto::{Digest, FrameworkId, Reason, TaskInfo};
+use proto::{Digest, ExecutorId, ExecutorInfo, FrameworkId, Reason, TaskFile, TaskInfo};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -70,7 +71,54 @@ impl Fetcher {
         }
         tokio::fs::create_dir_all(&sandbox).await.map_err(io)?;
         let module = self.ensure_blob(task.module).await?;
-        for file in &task.files {
+        self.place_files(&task.files, &sandbox).await?;
+        Ok(module)
+    }
+
+    /// Lays out an executor's directory afresh (what an earlier instance of the same id left is
+    /// removed) and fetches its component. Returns the component's path.
+    pub async fn prepare_executor(
+        &self,
+        fid: &FrameworkId,
+        info: &ExecutorInfo,
+    ) -> Result<PathBuf, PrepareError> {
+        let dir = self
+            .work_dir
+            .executor(fid.as_str(), info.executor_id.as_str());
+        let io = |e: std::io::Error| (Reason::AgentError, format!("executor directory: {e}"));
+        if tokio::fs::try_exists(dir.path()).await.unwrap_or(false) {
+            tokio::fs::remove_dir_all(dir.path()).await.map_err(io)?;
+        }
+        tokio::fs::create_dir_all(dir.sandbox().join("tasks"))
+            .await
+            .map_err(io)?;
+        self.ensure_blob(info.module).await
+    }
+
+    /// Lays out the files directory of a task of executor `eid` afresh in the executor's
+    /// sandbox (`tasks/<tid>/`) and places the task's files there. The module is the
+    /// executor's, fetched when it started.
+    pub async fn prepare_executor_task(
+        &self,
+        fid: &FrameworkId,
+        eid: &ExecutorId,
+        task: &TaskInfo,
+    ) -> Result<(), PrepareError> {
+        let dest = self
+            .work_dir
+            .executor(fid.as_str(), eid.as_str())
+            .task_files(task.task_id.as_str());
+        let io = |e: std::io::Error| (Reason::AgentError, format!("task directory: {e}"));
+        if tokio::fs::try_exists(&dest).await.unwrap_or(false) {
+            tokio::fs::remove_dir_all(&dest).await.map_err(io)?;
+        }
+        tokio::fs::create_dir_all(&dest).await.map_err(io)?;
+        self.place_files(&task.files, &dest).await
+    }
+
+    /// Fetches `files` and copies each to its relative path under `base`.
+    async fn place_files(&self, files: &[TaskFile], base: &Path) -> Result<(), PrepareError> {
+        for file in files {
             if !proto::ids::is_safe_relative_path(&file.path) {
                 return Err((
                     Reason::TaskInvalid,
@@ -81,11 +129,11 @@ impl Fetcher {
                 ));
             }
             let src = self.ensure_blob(file.digest).await?;
-            place_file(&src, &sandbox.join(&file.path))
+            place_file(&src, &base.join(&file.path))
                 .await
-                .map_err(io)?;
+                .map_err(|e| (Reason::AgentError, format!("task directory: {e}")))?;
         }
-        Ok(module)
+        Ok(())
     }
 
     /// The blob's path, fetched first if it is not on disk yet.

@@ -1,14 +1,19 @@
 //! Where the protocol meets the executor: a [`TaskInfo`] becomes an executor [`TaskSpec`], and
 //! the executor's answers ([`ExecEvent`], [`TaskOutcome`], [`ExecError`]) become the core's
-//! [`Event`]s, [`Outcome`]s and [`Reason`]s.
+//! [`Event`]s, [`Outcome`]s and [`Reason`]s. Likewise for framework executors: an
+//! [`ExecutorInfo`] becomes an [`InstanceSpec`], a task launched into it an [`InstanceTask`],
+//! and the instance's [`InstanceEvent`]s the core's [`ExecutorEvent`]s.
 //!
 //! The executor never imports `proto`, so that it can be run, tested and benchmarked on its
 //! own; this module is the only place that knows both vocabularies.
 
-use crate::core::{Event, Outcome, TaskKey};
-use crate::executor::{ExecError, ExecEvent, TaskOutcome, TaskSpec, Termination};
+use crate::core::{Event, ExecutorEvent, ExecutorRun, Outcome, TaskKey};
+use crate::executor::{
+    ExecError, ExecEvent, GuestTaskState, InstanceEvent, InstanceSpec, InstanceTask, TaskOutcome,
+    TaskSpec, Termination,
+};
 use crate::workdir::WorkDir;
-use proto::{FrameworkId, Reason, TaskInfo, TaskState};
+use proto::{ExecutorInfo, FrameworkId, Reason, TaskId, TaskInfo, TaskState};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -49,6 +54,106 @@ pub fn spec(
             .filter_map(|name| datasets.iter().find(|(n, _)| n == name).cloned())
             .collect(),
     }
+}
+
+/// What the runtime starts for executor `info` of framework `fid`: argv is the executor's name
+/// then its args; the component and the executor's directory are where [`WorkDir`] puts them;
+/// the envelope starts at the executor's own share; `task_datasets` (its first task's) are
+/// looked up in the agent's `datasets`.
+pub fn instance_spec(
+    work_dir: &WorkDir,
+    datasets: &[(String, PathBuf)],
+    fid: &FrameworkId,
+    info: &ExecutorInfo,
+    task_datasets: &[String],
+) -> InstanceSpec {
+    let mut args = Vec::with_capacity(info.args.len() + 1);
+    args.push(info.name.clone());
+    args.extend(info.args.iter().cloned());
+    InstanceSpec {
+        digest: info.module.to_hex(),
+        wasm_path: work_dir.blob(&info.module.to_hex()),
+        args,
+        env: info.env.clone(),
+        dir: work_dir
+            .executor(fid.as_str(), info.executor_id.as_str())
+            .path()
+            .to_owned(),
+        cpus_milli: info.resources.cpus_milli,
+        mem_bytes: info.resources.mem,
+        disk_bytes: info.resources.disk,
+        datasets: task_datasets
+            .iter()
+            .filter_map(|name| datasets.iter().find(|(n, _)| n == name).cloned())
+            .collect(),
+    }
+}
+
+/// A task as its executor receives it.
+pub fn instance_task(task: &TaskInfo) -> InstanceTask {
+    InstanceTask {
+        task_id: task.task_id.0.clone(),
+        name: task.name.clone(),
+        args: task.args.clone(),
+        env: task.env.clone(),
+        data: task.data.clone(),
+        cpus_milli: task.resources.cpus_milli,
+        mem_bytes: task.resources.mem,
+    }
+}
+
+/// The core's event for an instance's notification.
+pub fn executor_event(id: &ExecutorRun, ev: InstanceEvent) -> Event {
+    let id = id.clone();
+    Event::Executor(match ev {
+        InstanceEvent::Started => ExecutorEvent::Started { id },
+        InstanceEvent::TaskUpdate {
+            task_id,
+            state,
+            message,
+        } => ExecutorEvent::TaskUpdate {
+            id,
+            task_id: TaskId::from(task_id.as_str()),
+            state: match state {
+                GuestTaskState::Running => TaskState::Running,
+                GuestTaskState::Finished => TaskState::Finished,
+                GuestTaskState::Failed => TaskState::Failed,
+                GuestTaskState::Killed => TaskState::Killed,
+            },
+            message,
+        },
+        InstanceEvent::Message(data) => ExecutorEvent::Message { id, data },
+        InstanceEvent::Exited(o) => ExecutorEvent::Exited {
+            id,
+            outcome: executor_outcome(o),
+        },
+    })
+}
+
+/// How an instance ended, in task terms; a non-zero exit carries the last line the executor
+/// wrote to stderr (where the runtime records the error its run loop returned).
+pub fn executor_outcome(o: TaskOutcome) -> Outcome {
+    let mut out = outcome_of(o, None);
+    if matches!(out.reason, Reason::ExitCode(c) if c != 0) {
+        if let Some(line) = out.stderr_tail.lines().rev().find(|l| !l.trim().is_empty()) {
+            out.message = format!("{}: {}", out.message, line.trim());
+        }
+    }
+    out
+}
+
+/// The executor event for an instance that could not be started (`why` from preparation).
+pub fn executor_start_failed(id: &ExecutorRun, (reason, message): (Reason, String)) -> Event {
+    Event::Executor(ExecutorEvent::Exited {
+        id: id.clone(),
+        outcome: Outcome {
+            state: TaskState::Failed,
+            reason,
+            message,
+            stdout_tail: String::new(),
+            stderr_tail: String::new(),
+        },
+    })
 }
 
 /// Why a module that was fetched could not be prepared: the executor refused it.
@@ -168,6 +273,71 @@ mod tests {
             s.datasets,
             [("logs".to_owned(), PathBuf::from("/srv/logs"))]
         );
+    }
+
+    #[test]
+    fn executor_specs_tasks_and_events_translate() {
+        let w = WorkDir::new("/w");
+        let info = ExecutorInfo {
+            executor_id: proto::ExecutorId::from("e1"),
+            name: "kv".into(),
+            module: Digest::of(b"c"),
+            resources: Resources::new(100, 16 << 20, 1 << 20),
+            args: vec!["x".into()],
+            env: vec![("K".into(), "V".into())],
+            idle_timeout_ms: None,
+            kill_grace_ms: None,
+        };
+        let sets = [("web".to_owned(), PathBuf::from("/srv/web"))];
+        let s = instance_spec(
+            &w,
+            &sets,
+            &FrameworkId::from("f1"),
+            &info,
+            &["web".to_owned()],
+        );
+        assert_eq!(
+            s.wasm_path,
+            Path::new("/w/blobs").join(info.module.to_hex())
+        );
+        assert_eq!(s.dir, Path::new("/w/frameworks/f1/executors/e1"));
+        assert_eq!(s.args, ["kv", "x"]);
+        assert_eq!(
+            (s.cpus_milli, s.mem_bytes, s.disk_bytes),
+            (100, 16 << 20, 1 << 20)
+        );
+        assert_eq!(s.datasets, [("web".to_owned(), PathBuf::from("/srv/web"))]);
+        let mut t = task();
+        t.data = b"q".to_vec();
+        let it = instance_task(&t);
+        assert_eq!(
+            (it.task_id.as_str(), it.data.as_slice(), it.mem_bytes),
+            ("t1", &b"q"[..], 64 << 20)
+        );
+        let id = ExecutorRun {
+            framework_id: FrameworkId::from("f1"),
+            executor_id: proto::ExecutorId::from("e1"),
+            run: 3,
+        };
+        let ev = executor_event(
+            &id,
+            InstanceEvent::TaskUpdate {
+                task_id: "t1".into(),
+                state: GuestTaskState::Killed,
+                message: "bye".into(),
+            },
+        );
+        assert!(matches!(
+            ev,
+            Event::Executor(ExecutorEvent::TaskUpdate {
+                state: TaskState::Killed,
+                ..
+            })
+        ));
+        let mut o = ended(Termination::Exited(1));
+        o.stderr_tail = "log\nrun failed: no table\n".into();
+        let out = executor_outcome(o);
+        assert_eq!(out.message, "exited with code 1: run failed: no table");
     }
 
     fn ended(termination: Termination) -> TaskOutcome {

@@ -17,20 +17,31 @@
 //!  fetch::Fetcher ◀──── Prepare ─────────┤  │   Prepare  ─▶ fetcher, then executor.prepare
 //!    └─▶ workdir: blobs/, task dirs      │  │   Launch   ─▶ launch::spec ─▶ executor.launch
 //!                                        │  │   Kill     ─▶ the task's KillHandle
-//!  executor ◀──── TaskSpec ──── Launch ──┘  │
-//!    └──ExecEvent──▶ launch::event_of ──────┘   (Prepared, Running, Finished: back as Events)
+//!  executor ◀──── TaskSpec ──── Launch ──┤  │   Executor ─▶ Start: fetcher, then
+//!    └──ExecEvent──▶ launch::event_of ───│──┤               executor.start_instance;
+//!                                        │  │               the rest: its InstanceHandle
+//!  instance ◀── InstanceSpec/Task ───────┘  │
+//!    └──InstanceEvent──▶ launch::executor_event   (Event::Executor: started, task updates,
+//!                                                  messages, exited)
 //! ```
+//!
+//! A task either runs alone (a WASI command, one guest per task) or inside its framework's
+//! *executor*: a long-lived component instance that the first task naming it starts and later
+//! ones reuse, whose envelope grows and shrinks with its live tasks (see [`core::executors`]).
 //!
 //! # Layout
 //! - [`core`]: the sans-IO state machine (task life cycle, reliable status updates, resource
-//!   accounting); its calling contract (time never goes backwards, drain the actions after
+//!   accounting, executor instances in `core::executors`); its calling contract (time never goes backwards, drain the actions after
 //!   every input, delivery of status updates) is documented under [Contract](core#contract).
 //! - [`driver`]: the loop: dial and redial the master, feed the core, carry out its actions.
-//! - [`fetch`]: the blob fetcher, sole writer of `blobs/` and of task directories' files.
+//! - [`fetch`]: the blob fetcher, sole writer of `blobs/`, of task directories' files and of
+//!   executor directories.
 //! - [`launch`]: where the protocol meets the executor (`TaskInfo` → `TaskSpec`, executor
-//!   outcomes → core outcomes and reasons).
+//!   outcomes → core outcomes and reasons; `ExecutorInfo` → `InstanceSpec`, instance events →
+//!   core executor events).
 //! - [`executor`]: wasmtime engine, module cache, task runs, sandbox, limits, CPU pacing.
-//! - [`workdir`]: the on-disk layout (`blobs/`, `cache/`, `frameworks/<fid>/tasks/<tid>/`).
+//! - [`workdir`]: the on-disk layout (`blobs/`, `cache/`, `frameworks/<fid>/tasks/<tid>/`,
+//!   `frameworks/<fid>/executors/<eid>/`).
 
 #![warn(missing_docs)]
 

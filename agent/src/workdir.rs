@@ -4,10 +4,19 @@
 //! <work_dir>/
 //!   blobs/<sha256>                        modules and files fetched from the master
 //!   cache/<sha256>.<engine-hash>.cwasm    compiled modules
-//!   frameworks/<fid>/tasks/<tid>/
+//!   frameworks/<fid>/tasks/<tid>/         a one-shot task
 //!     sandbox/                            the guest's only preopened directory, seen as /
 //!     stdout, stderr                      capped, outside the guest's reach
+//!   frameworks/<fid>/executors/<eid>/     an executor instance (laid out afresh at its start)
+//!     sandbox/                            its `/`, kept across its tasks for the instance's life
+//!       tasks/<tid>/                      each task's files, seen by the executor at /tasks/<tid>/
+//!     stdout, stderr                      the instance's capped output, outside its reach
 //! ```
+//!
+//! An executor's sandbox outlives each of its tasks (state an executor keeps on disk between
+//! tasks is the point of having one), but not the instance: the next start of the same
+//! executor id begins with an empty sandbox. A task directory under `tasks/` is laid out afresh
+//! when a task of that id is prepared.
 //!
 //! Every path the agent reads or writes is built by a method here, so the layout above is the
 //! whole truth. Names are plain strings (hex digests, id strings), not protocol types, so that
@@ -65,6 +74,17 @@ impl WorkDir {
         self.root.join("frameworks")
     }
 
+    /// `frameworks/<fid>/executors/<eid>/`: one executor's directory.
+    pub fn executor(&self, framework_id: &str, executor_id: &str) -> ExecutorDir {
+        ExecutorDir {
+            path: self
+                .frameworks()
+                .join(framework_id)
+                .join("executors")
+                .join(executor_id),
+        }
+    }
+
     /// `frameworks/<fid>/tasks/<tid>/`: one task's directory.
     pub fn task(&self, framework_id: &str, task_id: &str) -> TaskDir {
         TaskDir::new(
@@ -106,6 +126,42 @@ impl TaskDir {
     }
 
     /// `stderr`: the guest's capped standard error.
+    pub fn stderr(&self) -> PathBuf {
+        self.path.join("stderr")
+    }
+}
+
+/// One executor's directory: its sandbox (the instance's `/`, holding each task's files under
+/// `tasks/<tid>/`) and its output files beside it, out of the guest's reach. The same shape as a
+/// [`TaskDir`], which is what the executor's runtime is given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecutorDir {
+    /// `frameworks/<fid>/executors/<eid>/`.
+    path: PathBuf,
+}
+
+impl ExecutorDir {
+    /// The directory itself.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `sandbox/`: the instance's only preopened directory, mounted at `/`.
+    pub fn sandbox(&self) -> PathBuf {
+        self.path.join("sandbox")
+    }
+
+    /// `sandbox/tasks/<tid>/`: a task's files, seen by the executor at `/tasks/<tid>/`.
+    pub fn task_files(&self, task_id: &str) -> PathBuf {
+        self.sandbox().join("tasks").join(task_id)
+    }
+
+    /// `stdout`: the instance's capped standard output.
+    pub fn stdout(&self) -> PathBuf {
+        self.path.join("stdout")
+    }
+
+    /// `stderr`: the instance's capped standard error.
     pub fn stderr(&self) -> PathBuf {
         self.path.join("stderr")
     }
@@ -167,5 +223,23 @@ mod tests {
         assert_eq!(t.sandbox(), Path::new("/w/frameworks/f1/tasks/t1/sandbox"));
         assert_eq!(t.stdout(), Path::new("/w/frameworks/f1/tasks/t1/stdout"));
         assert_eq!(t.stderr(), Path::new("/w/frameworks/f1/tasks/t1/stderr"));
+        let e = w.executor("f1", "e1");
+        assert_eq!(e.path(), Path::new("/w/frameworks/f1/executors/e1"));
+        assert_eq!(
+            e.sandbox(),
+            Path::new("/w/frameworks/f1/executors/e1/sandbox")
+        );
+        assert_eq!(
+            e.task_files("t1"),
+            Path::new("/w/frameworks/f1/executors/e1/sandbox/tasks/t1")
+        );
+        assert_eq!(
+            e.stdout(),
+            Path::new("/w/frameworks/f1/executors/e1/stdout")
+        );
+        assert_eq!(
+            e.stderr(),
+            Path::new("/w/frameworks/f1/executors/e1/stderr")
+        );
     }
 }

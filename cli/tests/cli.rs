@@ -77,6 +77,41 @@ fn run_with_dir_gives_the_guest_that_directory_and_nothing_else() {
 }
 
 #[test]
+fn run_takes_a_wasi_0_2_command_component() {
+    use wasm_examples::components::{P2CMD_PATH, P2MEMHOG_PATH};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("input.txt"), "data from the host\n").unwrap();
+    let out = tessera()
+        .args(["run", P2CMD_PATH, "--env", "GREETING=hello", "--dir"])
+        .arg(dir.path())
+        .args(["--", "5", "/input.txt"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("p2cmd: argv=p2cmd 5 /input.txt\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("p2cmd: GREETING=hello\n"), "{stdout}");
+    assert!(
+        stdout.contains("cat /input.txt: data from the host\n"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("p2cmd: done"), "{stderr}");
+
+    // A memory limit hit is exit code 137, as for a module.
+    let out = tessera()
+        .args(["run", P2MEMHOG_PATH, "--mem", "32MiB"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(137), "{stderr}");
+    assert!(stderr.contains("memory limit"), "{stderr}");
+}
+
+#[test]
 fn dev_plays_the_worked_example() {
     let out = tessera().arg("dev").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

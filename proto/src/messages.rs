@@ -270,6 +270,9 @@ pub enum Reason {
     AgentError,
     /// The task's executor ended (trap, exit, outgrown envelope, killed) before the task did.
     ExecutorTerminated(String),
+    /// The task's executor reported this state itself (finished or failed); its message says
+    /// why.
+    ExecutorReported,
 }
 
 /// A task's status as reported to its scheduler.

@@ -84,9 +84,8 @@ async fn delay_scheduling_places_tasks_by_their_data() {
     assert!(delayed.locality() >= 0.9, "{:?}", show(&delayed));
     // Without a wait the first offer takes what fits, local tasks first: one agent in three.
     assert!(greedy.locality() <= 0.5, "{:?}", show(&greedy));
-    // Tasks away from their data read the uploaded copy of their block (reading in place is
-    // `a_task_reads_its_data_set_in_place`).
-    for r in delayed.runs.iter().chain(&greedy.runs).filter(|r| !r.local) {
+    // Every task read its block: in place at /data/NAME when local, else the uploaded copy.
+    for r in delayed.runs.iter().chain(&greedy.runs) {
         assert!(read_ok(r), "{}: {:?}", r.id, r.status);
         let set = &r.id.split('-').collect::<Vec<_>>()[1..3].join("-");
         let first = blocks[set].lines().next().unwrap();
@@ -101,7 +100,6 @@ async fn delay_scheduling_places_tasks_by_their_data() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the executor's /data/NAME preopen (agent/src/executor/run.rs), not yet in main"]
 async fn a_task_reads_its_data_set_in_place() {
     tessera_tests::trace();
     let dir = tempfile::tempdir().unwrap();

@@ -20,10 +20,26 @@
 //! - `sha256`: `sha256 <KiB> <rounds>`, SHA-256 over a generated buffer.
 //! - `json`: `json <records> <rounds>`, generates and parses a JSON document.
 //! - `sockets`: calls the (denied) WASI socket functions and prints each errno.
+//! - `datasets`: reads the read-only data set at `/data/<argv[1]>` and tries to change or leave it.
 
 #![warn(missing_docs)]
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+
+/// WASI 0.2 command components (`wasi:cli/run`), built from `components/` for `wasm32-wasip2`:
+/// per component `NAME` (bytes) and `NAME_PATH`, [`components::ALL`] and
+/// [`components::ALL_PATHS`], and the [`foreach_component!`] macro. Components:
+///
+/// - `p2cmd`: `p2cmd [exit-code] [path...]` prints argv and `$GREETING`, writes and reads back
+///   a sandbox file, tries to write `$P2CMD_WRITE` if set, prints each path's content, exits
+///   with `exit-code` (through `wasi:cli/exit#exit-with-code`).
+/// - `p2memhog`: allocates 1 MiB chunks forever (or up to `argv[1]` MiB).
+/// - `p2spin`: `loop {}`, or `p2spin sleep` to sleep in a loop.
+/// - `p2net`: `p2net <addr>` tries a TCP connection, a name lookup and a UDP bind.
+/// - `p2fail`: returns an error from `main` (`wasi:cli/run` fails).
+pub mod components {
+    include!(concat!(env!("OUT_DIR"), "/components.rs"));
+}
 
 /// Example framework executors: WASI 0.2 components of the `tessera:executor` world
 /// (`wit/executor/world.wit`), built for `wasm32-wasip2` from `executors/` over the guest SDK in
@@ -63,6 +79,7 @@ mod tests {
     fn every_guest_is_a_wasm_module() {
         let expected = [
             "burn",
+            "datasets",
             "diskfill",
             "escape",
             "files",
@@ -105,6 +122,15 @@ mod tests {
             JSON,
         ] {
             assert!(bytes.len() > 8);
+        }
+        let names: Vec<&str> = components::ALL.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["p2cmd", "p2fail", "p2memhog", "p2net", "p2spin"]);
+        for (name, bytes) in components::ALL {
+            // A component's preamble: layer 1, version 0x0d.
+            assert!(
+                bytes.starts_with(b"\0asm\x0d\0\x01\0"),
+                "{name} is not a component"
+            );
         }
         for path in [
             HELLO_PATH,

@@ -17,9 +17,18 @@
 //!   queue is resent every `status_retry` until the master relays the scheduler's
 //!   acknowledgement. Only then does the next update of that task go out, so a scheduler sees a
 //!   task's states in order.
+//! - Tasks naming an executor run inside a framework's long-lived instance; its life cycle
+//!   (start, reuse, envelope, kill grace, idle stop, failure) is in [`executors`], with its
+//!   own [`ExecutorAction`]s and [`ExecutorEvent`]s wrapped in [`Action::Executor`] and
+//!   [`Event::Executor`].
 
+pub mod executors;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_executors;
+
+pub use executors::{ExecutorAction, ExecutorEvent, ExecutorKey, ExecutorRun};
 
 use proto::{
     AgentId, AgentInfo, FrameworkId, Message, Reason, Resources, RunningTask, TaskId, TaskInfo,
@@ -58,7 +67,9 @@ pub struct Outcome {
 }
 
 /// Inputs of the core.
-#[allow(clippy::large_enum_variant)] // moved once from the driver into the core
+// Unboxed: events are handed over and consumed one at a time, and the largest variant (a
+// master's message) is the most common one.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Event {
     /// The control stream to the master is up (handshake done).
@@ -86,6 +97,8 @@ pub enum Event {
         /// How.
         outcome: Outcome,
     },
+    /// An executor instance reported something.
+    Executor(ExecutorEvent),
 }
 
 /// Outputs of the core.
@@ -113,10 +126,14 @@ pub enum Action {
         /// The task.
         key: TaskKey,
     },
+    /// Drive an executor instance; it answers with [`Event::Executor`].
+    Executor(ExecutorAction),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
+    /// A task of an executor that is starting: prepared once it has.
+    Waiting,
     Preparing,
     Launched,
     Done,
@@ -142,6 +159,10 @@ pub struct Agent {
     tasks: BTreeMap<TaskKey, Task>,
     next_update: u64,
     actions: VecDeque<Action>,
+    /// Executor instances not yet exited.
+    instances: BTreeMap<ExecutorKey, executors::Instance>,
+    /// Numbers the starts of executor instances.
+    next_run: u64,
 }
 
 impl Agent {
@@ -155,6 +176,8 @@ impl Agent {
             tasks: BTreeMap::new(),
             next_update: 0,
             actions: VecDeque::new(),
+            instances: BTreeMap::new(),
+            next_run: 0,
         }
     }
 
@@ -168,12 +191,12 @@ impl Agent {
         self.registered
     }
 
-    /// Resources of tasks that have not ended.
+    /// Resources of tasks that have not ended, plus executors' own shares until they exit.
     pub fn used(&self) -> Resources {
         self.tasks
             .values()
             .filter(|t| !t.state.is_terminal())
-            .fold(Resources::ZERO, |acc, t| acc + t.info.resources)
+            .fold(self.executors_own_share(), |acc, t| acc + t.info.resources)
     }
 
     /// The state of a task this agent still tracks.
@@ -193,14 +216,18 @@ impl Agent {
 
     /// When `handle_timeout` should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if !self.registered {
-            return None;
-        }
-        self.tasks.values().filter_map(|t| t.next_retry).min()
+        let retries = if self.registered {
+            self.tasks.values().filter_map(|t| t.next_retry).min()
+        } else {
+            None
+        };
+        retries.into_iter().chain(self.executors_deadline()).min()
     }
 
-    /// Resends the status updates whose retry time has come.
+    /// Fires the executors' timers (idle stop, kill grace, forced stop) and resends the status
+    /// updates whose retry time has come.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.executors_timeout(now);
         if !self.registered {
             return;
         }
@@ -236,7 +263,7 @@ impl Agent {
                     agent_id: self.agent_id.clone(),
                     info: self.cfg.info.clone(),
                     running,
-                    executors: Vec::new(),
+                    executors: self.running_executors(),
                 }));
             }
             Event::Disconnected => {
@@ -244,6 +271,7 @@ impl Agent {
                 self.registered = false;
             }
             Event::Message(msg) => self.on_message(now, msg),
+            Event::Executor(ev) => self.on_executor_event(now, ev),
             Event::Prepared { key, result } => self.on_prepared(now, key, result),
             Event::Running { key } => {
                 if let Some(t) = self.tasks.get(&key) {
@@ -323,6 +351,7 @@ impl Agent {
             } => {
                 let key = (framework_id, task_id);
                 match self.tasks.get_mut(&key) {
+                    Some(t) if t.info.executor.is_some() => self.kill_executor_task(now, &key),
                     Some(t) if t.phase == Phase::Preparing => t.kill_requested = true,
                     Some(t) if t.phase == Phase::Launched => {
                         t.kill_requested = true;
@@ -371,6 +400,15 @@ impl Agent {
                     }
                 }
             }
+            Message::KillExecutor {
+                framework_id,
+                executor_id,
+            } => self.on_kill_executor(now, (framework_id, executor_id)),
+            Message::ExecutorMessage {
+                framework_id,
+                executor_id,
+                data,
+            } => self.on_executor_message((framework_id, executor_id), data),
             other => {
                 tracing::warn!(kind = other.kind(), "unexpected message from the master");
             }
@@ -400,6 +438,9 @@ impl Agent {
                 Reason::TaskInvalid,
                 format!("this agent holds no data set {missing:?}"),
             ))
+        } else if let Some(exec) = &task.executor {
+            self.check_executor_task(&framework_id, &task, exec, &free)
+                .err()
         } else if !free.contains(&task.resources) {
             Some((
                 Reason::AgentError,
@@ -425,6 +466,26 @@ impl Agent {
         if let Some((reason, message)) = invalid {
             self.tasks.get_mut(&key).expect("just inserted").phase = Phase::Done;
             self.push_update(now, &key, TaskState::Failed, Some(reason), &message, None);
+            return;
+        }
+        if let Some(exec) = &task.executor {
+            self.push_update(
+                now,
+                &key,
+                TaskState::Starting,
+                None,
+                &format!("starting in executor {}", exec.executor_id),
+                None,
+            );
+            match self.route_executor_task(&framework_id, &task, exec) {
+                executors::Route::Wait => {
+                    self.tasks.get_mut(&key).expect("just inserted").phase = Phase::Waiting;
+                }
+                executors::Route::Prepare => {
+                    self.actions
+                        .push_back(Action::Prepare { framework_id, task });
+                }
+            }
             return;
         }
         self.push_update(
@@ -459,6 +520,10 @@ impl Agent {
             return;
         }
         match result {
+            Ok(()) if t.info.executor.is_some() => {
+                t.phase = Phase::Launched;
+                self.launch_into_executor(&key);
+            }
             Ok(()) => {
                 t.phase = Phase::Launched;
                 self.actions.push_back(Action::Launch {
@@ -475,8 +540,9 @@ impl Agent {
 
     /// Kills everything and forgets every task (the master no longer knows this agent).
     fn forget_all(&mut self) {
+        self.forget_executors();
         for (key, t) in &self.tasks {
-            if t.phase == Phase::Launched {
+            if t.phase == Phase::Launched && t.info.executor.is_none() {
                 self.actions.push_back(Action::Kill { key: key.clone() });
             }
         }
@@ -511,10 +577,14 @@ impl Agent {
             uuid: Some(uuid),
         };
         t.updates.push_back(status.clone());
+        let exec = t.info.executor.as_ref().map(|e| e.executor_id.clone());
         if t.updates.len() == 1 && self.registered {
             self.actions
                 .push_back(Action::Send(Message::StatusUpdate { status }));
             t.next_retry = Some(now + self.cfg.status_retry);
+        }
+        if let (true, Some(eid)) = (state.is_terminal(), exec) {
+            self.executor_task_ended(now, key, &eid);
         }
     }
 }

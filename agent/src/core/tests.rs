@@ -4,7 +4,7 @@ use super::*;
 use proto::resources::GIB;
 use proto::Digest;
 
-fn cfg() -> AgentConfig {
+pub(super) fn cfg() -> AgentConfig {
     AgentConfig {
         info: AgentInfo {
             datasets: Vec::new(),
@@ -18,7 +18,7 @@ fn cfg() -> AgentConfig {
     }
 }
 
-fn task(id: &str, cpus: u64, mem: u64) -> TaskInfo {
+pub(super) fn task(id: &str, cpus: u64, mem: u64) -> TaskInfo {
     TaskInfo {
         data: Vec::new(),
         datasets: Vec::new(),
@@ -36,7 +36,7 @@ fn task(id: &str, cpus: u64, mem: u64) -> TaskInfo {
     }
 }
 
-fn drain(a: &mut Agent) -> Vec<Action> {
+pub(super) fn drain(a: &mut Agent) -> Vec<Action> {
     std::iter::from_fn(|| a.poll_action()).collect()
 }
 
@@ -52,7 +52,7 @@ fn updates(actions: &[Action]) -> Vec<(TaskState, Option<UpdateId>)> {
         .collect()
 }
 
-fn registered(now: Instant) -> Agent {
+pub(super) fn registered(now: Instant) -> Agent {
     let mut a = Agent::new(cfg());
     a.handle(now, Event::Connected);
     let acts = drain(&mut a);
@@ -70,11 +70,11 @@ fn registered(now: Instant) -> Agent {
     a
 }
 
-fn fid() -> FrameworkId {
+pub(super) fn fid() -> FrameworkId {
     FrameworkId::from("F1")
 }
 
-fn ack(a: &mut Agent, now: Instant, task: &str, uuid: UpdateId) {
+pub(super) fn ack(a: &mut Agent, now: Instant, task: &str, uuid: UpdateId) {
     a.handle(
         now,
         Event::Message(Message::StatusUpdateAck {

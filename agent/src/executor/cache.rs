@@ -1,6 +1,7 @@
-//! The module cache: wasm compiled once per digest, kept in memory as a linked
-//! [`InstancePre`], and on disk as `.cwasm` files that survive agent restarts (see
-//! [`ModuleCacheDir`] for their names).
+//! The module cache: wasm compiled once per digest, kept in memory both as compiled code
+//! ([`Compiled`]: a core module or a component) and linked as a WASI command ([`Prepared`]), and
+//! on disk as `.cwasm` files that survive agent restarts (see [`ModuleCacheDir`] for their
+//! names; whether a file holds a module or a component is read from the file itself).
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -9,17 +10,39 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use wasmtime::{Engine, InstancePre, Linker, Module};
+use wasmtime::component::Component;
+use wasmtime::{Engine, InstancePre, Linker, Module, Precompiled};
+use wasmtime_wasi::p2::bindings::CommandPre;
 
 use super::run::TaskState;
-use super::ExecError;
+use super::{component, ExecError};
 use crate::workdir::ModuleCacheDir;
 
-/// A compiled module ready to instantiate.
+/// Compiled code of one digest: a core module or a component (cheap to clone).
 #[derive(Clone)]
-pub(super) struct Prepared {
-    /// Linked against the WASI imports, type-checked `_start`.
-    pub(super) pre: InstancePre<TaskState>,
+pub(super) enum Compiled {
+    /// A core WebAssembly module.
+    Module(Module),
+    /// A component of the component model.
+    Component(Component),
+}
+
+impl Compiled {
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+        match self {
+            Compiled::Module(m) => m.serialize(),
+            Compiled::Component(c) => c.serialize(),
+        }
+    }
+}
+
+/// A WASI command ready to instantiate, of either ABI.
+#[derive(Clone)]
+pub(super) enum Prepared {
+    /// A WASI preview-1 module, linked against preview 1, with a type-checked `_start`.
+    Core(InstancePre<TaskState>),
+    /// A WASI 0.2 command component, linked against WASI 0.2, exporting `wasi:cli/run`.
+    Command(CommandPre<TaskState>),
 }
 
 /// Compiled modules by digest, in memory and (if configured) on disk, with hit/miss counters.
@@ -28,8 +51,12 @@ pub(super) struct ModuleCache {
     engine: Engine,
     /// WASI preview 1, resolved once per module into its [`InstancePre`].
     linker: Linker<TaskState>,
+    /// WASI 0.2, resolved once per component into its [`CommandPre`].
+    component_linker: wasmtime::component::Linker<TaskState>,
     /// Modules linked so far, by digest.
     modules: Mutex<HashMap<String, Prepared>>,
+    /// Compiled code by digest (also what is not a command, for other uses of components).
+    compiled: Mutex<HashMap<String, Compiled>>,
     /// The on-disk cache, if any (`ExecutorConfig::cache_dir`).
     dir: Option<ModuleCacheDir>,
     /// The engine's compatibility hash, part of every cache file name.
@@ -58,10 +85,13 @@ impl ModuleCache {
                 source,
             })?;
         }
+        let component_linker = component::linker(&engine)?;
         Ok(ModuleCache {
             engine,
             linker,
+            component_linker,
             modules: Mutex::new(HashMap::new()),
+            compiled: Mutex::new(HashMap::new()),
             dir: dir.map(ModuleCacheDir::new),
             compat_hash,
             compiles: AtomicU64::new(0),
@@ -84,8 +114,8 @@ impl ModuleCache {
         self.lock_modules().contains_key(digest)
     }
 
-    /// The module of `digest`: from memory, else from the disk cache, else compiled from
-    /// `wasm_path` (on tokio's blocking pool).
+    /// The command of `digest`, linked: from memory, else from the disk cache, else compiled
+    /// from `wasm_path` (on tokio's blocking pool).
     pub(super) async fn prepared(
         self: &Arc<Self>,
         digest: &str,
@@ -97,35 +127,56 @@ impl ModuleCache {
         if let Some(p) = self.lock_modules().get(digest) {
             return Ok(p.clone());
         }
-        let this = self.clone();
-        let d = digest.to_owned();
-        let path = wasm_path.to_owned();
-        let prepared = tokio::task::spawn_blocking(move || this.load_blocking(&d, &path))
-            .await
-            .map_err(|e| ExecError::Join(e.to_string()))??;
+        let compiled = self.compiled(digest, wasm_path).await?;
+        let prepared = self.link(digest, &compiled)?;
         self.lock_modules()
             .entry(digest.to_owned())
             .or_insert(prepared.clone());
         Ok(prepared)
     }
 
-    /// Compiles (or loads from the disk cache) and links a module. Blocking.
-    fn load_blocking(&self, digest: &str, wasm_path: &Path) -> Result<Prepared, ExecError> {
+    /// The compiled code of `digest` (a module or a component, command or not): from memory,
+    /// else from the disk cache, else compiled from `wasm_path` (on tokio's blocking pool).
+    pub(super) async fn compiled(
+        self: &Arc<Self>,
+        digest: &str,
+        wasm_path: &Path,
+    ) -> Result<Compiled, ExecError> {
+        if !valid_digest(digest) {
+            return Err(ExecError::InvalidDigest(digest.to_owned()));
+        }
+        if let Some(c) = self.lock_compiled().get(digest) {
+            return Ok(c.clone());
+        }
+        let this = self.clone();
+        let d = digest.to_owned();
+        let path = wasm_path.to_owned();
+        let compiled = tokio::task::spawn_blocking(move || this.load_blocking(&d, &path))
+            .await
+            .map_err(|e| ExecError::Join(e.to_string()))??;
+        Ok(self
+            .lock_compiled()
+            .entry(digest.to_owned())
+            .or_insert(compiled)
+            .clone())
+    }
+
+    fn lock_compiled(&self) -> MutexGuard<'_, HashMap<String, Compiled>> {
+        self.compiled.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Loads from the disk cache, or compiles (and writes the disk cache). Blocking.
+    fn load_blocking(&self, digest: &str, wasm_path: &Path) -> Result<Compiled, ExecError> {
         let Some(dir) = &self.dir else {
-            let module = self.compile(digest, wasm_path)?;
-            return self.link(digest, &module);
+            return self.compile(digest, wasm_path);
         };
         let cached = dir.entry(digest, &self.compat_hash);
         if cached.is_file() {
-            // SAFETY: the cache directory is agent-owned and trusted (see
-            // `ExecutorConfig::cache_dir`), and files in it are only ever
-            // written by `Module::serialize` of an engine with the same
-            // compatibility hash (it is part of the file name).
-            match unsafe { Module::deserialize_file(&self.engine, &cached) } {
-                Ok(module) => {
+            match self.deserialize(&cached) {
+                Ok(compiled) => {
                     self.disk_cache_hits.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(digest, "loaded compiled module from the disk cache");
-                    return self.link(digest, &module);
+                    tracing::debug!(digest, "loaded compiled code from the disk cache");
+                    return Ok(compiled);
                 }
                 Err(e) => {
                     self.cache_rebuilds.fetch_add(1, Ordering::Relaxed);
@@ -136,9 +187,8 @@ impl ModuleCache {
                 }
             }
         }
-        let module = self.compile(digest, wasm_path)?;
-        let prepared = self.link(digest, &module)?;
-        match module.serialize() {
+        let compiled = self.compile(digest, wasm_path)?;
+        match compiled.serialize() {
             Ok(bytes) => {
                 // Write a unique temporary file and rename it into place:
                 // never modify a `.cwasm` in place, other executors may have
@@ -159,23 +209,59 @@ impl ModuleCache {
             }
             Err(e) => tracing::warn!("cannot serialize module {digest}: {e:#}"),
         }
-        Ok(prepared)
+        Ok(compiled)
     }
 
-    fn compile(&self, digest: &str, wasm_path: &Path) -> Result<Module, ExecError> {
+    /// A `.cwasm` of the disk cache, as a module or a component according to its header.
+    fn deserialize(&self, cached: &Path) -> wasmtime::Result<Compiled> {
+        // SAFETY (both calls): the cache directory is agent-owned and trusted (see
+        // `ExecutorConfig::cache_dir`), and files in it are only ever written by
+        // `Module::serialize` / `Component::serialize` of an engine with the same compatibility
+        // hash (it is part of the file name).
+        match Engine::detect_precompiled_file(cached)? {
+            Some(Precompiled::Module) => Ok(Compiled::Module(unsafe {
+                Module::deserialize_file(&self.engine, cached)
+            }?)),
+            Some(Precompiled::Component) => Ok(Compiled::Component(unsafe {
+                Component::deserialize_file(&self.engine, cached)
+            }?)),
+            None => Err(wasmtime::format_err!(
+                "not a precompiled module or component"
+            )),
+        }
+    }
+
+    fn compile(&self, digest: &str, wasm_path: &Path) -> Result<Compiled, ExecError> {
         let bytes = std::fs::read(wasm_path).map_err(|source| ExecError::Io {
             path: wasm_path.to_owned(),
             source,
         })?;
         self.compiles.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(digest, "compiling module");
-        Module::new(&self.engine, &bytes).map_err(|e| ExecError::Compile {
+        let compile_err = |e: wasmtime::Error| ExecError::Compile {
             digest: digest.to_owned(),
             message: format!("{e:#}"),
-        })
+        };
+        if component::is_component(&bytes) {
+            tracing::debug!(digest, "compiling component");
+            Component::new(&self.engine, &bytes)
+                .map(Compiled::Component)
+                .map_err(compile_err)
+        } else {
+            tracing::debug!(digest, "compiling module");
+            Module::new(&self.engine, &bytes)
+                .map(Compiled::Module)
+                .map_err(compile_err)
+        }
     }
 
-    fn link(&self, digest: &str, module: &Module) -> Result<Prepared, ExecError> {
+    fn link(&self, digest: &str, compiled: &Compiled) -> Result<Prepared, ExecError> {
+        let module = match compiled {
+            Compiled::Module(m) => m,
+            Compiled::Component(c) => {
+                return component::link(&self.engine, &self.component_linker, digest, c)
+                    .map(Prepared::Command)
+            }
+        };
         let not_command = |message: String| ExecError::NotACommand {
             digest: digest.to_owned(),
             message,
@@ -196,7 +282,7 @@ impl ModuleCache {
                 digest: digest.to_owned(),
                 message: format!("{e:#}"),
             })?;
-        Ok(Prepared { pre })
+        Ok(Prepared::Core(pre))
     }
 }
 

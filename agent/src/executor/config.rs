@@ -103,9 +103,10 @@ impl PoolingConfig {
     fn allocation_config(&self) -> PoolingAllocationConfig {
         let n = self.tasks();
         let mut p = PoolingAllocationConfig::new();
-        p.total_core_instances(n)
+        p.total_core_instances(n.saturating_mul(CORE_INSTANCES_PER_TASK))
+            .total_component_instances(n)
             .total_memories(n)
-            .total_tables(n)
+            .total_tables(n.saturating_mul(TABLES_PER_TASK))
             .total_stacks(n)
             .total_gc_heaps(n)
             .max_memory_size(self.memory_bytes() as usize)
@@ -113,10 +114,23 @@ impl PoolingConfig {
             // A WASI command has one memory and one table; allow a few more
             // (each takes a slot of its pool).
             .max_memories_per_module(4)
-            .max_tables_per_module(4);
+            .max_tables_per_module(4)
+            // A component's core instances, memories and tables come from the same pools: cap
+            // what one may hold, so that `max_tasks` of them always fit.
+            .max_core_instances_per_component(CORE_INSTANCES_PER_TASK)
+            .max_memories_per_component(1)
+            .max_tables_per_component(TABLES_PER_TASK);
         p
     }
 }
+
+/// Core instances one task may hold: a preview-1 module is one; a WASI 0.2 command component
+/// holds a few (its module, the preview-1 adapter, shims), with room for other toolchains. Each
+/// slot reserves address space for one instance record, committed only when used.
+const CORE_INSTANCES_PER_TASK: u32 = 8;
+
+/// Tables one task may hold (a component's shims have tables of their own).
+const TABLES_PER_TASK: u32 = 4;
 
 impl Default for PoolingConfig {
     /// 1000 tasks of up to 4 GiB each (about 4 TiB of address space).

@@ -1,12 +1,17 @@
 //! The wasmtime executor: compiles, caches and runs tasks as WASI preview-1
-//! modules, one [`Store`](wasmtime::Store) per task, with memory, output, time and kill limits.
+//! command modules (`_start`) or WASI 0.2 command components (`wasi:cli/run`, told apart from
+//! modules by their bytes), one [`Store`](wasmtime::Store) per task, with memory, output, time
+//! and kill limits. Both kinds share one code path: the same store data, limits, pacing and
+//! classification of the outcome; only linking and the entry point differ (`component.rs`).
 //!
 //! Isolation model:
-//! - the guest's only preopen is `<task_dir>/sandbox`, mounted at `/`;
+//! - the guest's preopens are `<task_dir>/sandbox`, mounted read-write at `/`, and each data
+//!   set of [`TaskSpec::datasets`], mounted read-only (directories and files) at
+//!   `/data/<name>`;
 //! - stdout/stderr go to `<task_dir>/stdout` and `<task_dir>/stderr`
 //!   (outside the sandbox, see [`TaskDir`](crate::workdir::TaskDir)), each
 //!   capped at [`ExecutorConfig::output_cap`];
-//! - no stdin, no network, no inherited environment;
+//! - no stdin, no network (no sockets, no name lookup), no inherited environment;
 //! - linear memories and tables are capped at [`TaskSpec::mem_bytes`];
 //! - instances, memories, tables and async stacks come from the pooling
 //!   allocator's slots ([`ExecutorConfig::pooling`], sized from the agent's
@@ -21,7 +26,7 @@
 //!   about a millisecond; an optional CPU-time budget
 //!   ([`TaskSpec::max_cpu`]) is the store's fuel.
 //!
-//! A WASI preview-1 task is single-threaded: a share above one cpu buys no
+//! A task (preview-1 module or WASI 0.2 component) is single-threaded: a share above one cpu buys no
 //! more than one core.
 //!
 //! The executor knows nothing of the protocol (it never imports `proto`): it
@@ -31,8 +36,11 @@
 //! # Layout
 //! - `mod.rs`: the [`Executor`] facade, its task spec, events, outcome and errors.
 //! - `config.rs`: [`ExecutorConfig`], [`PoolingConfig`] and engine construction.
-//! - `cache.rs`: the module cache (compile, link, on-disk `.cwasm`, counters).
-//! - `run.rs`: one task's run (store setup, limits and pacing, output, kill, finish).
+//! - `cache.rs`: the module cache (compile modules and components, link, on-disk `.cwasm`,
+//!   counters).
+//! - `component.rs`: WASI 0.2 command components (detection, linker, `wasi:cli/run`).
+//! - `run.rs`: one task's run (store setup with the sandbox and data sets, limits and pacing,
+//!   output, kill, finish).
 //! - `limiter.rs`: the memory and table limiter.
 //! - `pacing.rs`: fuel calibration and CPU-share pacing on the thread's CPU clock.
 //! - `output.rs`: capped stdout/stderr files and their tails.
@@ -41,6 +49,7 @@
 //!   `tessera:executor` world, `wit/executor/world.wit`) and their envelopes.
 
 mod cache;
+mod component;
 mod config;
 mod disk;
 mod instance;
@@ -101,7 +110,7 @@ pub enum ExecError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// The bytes are not a valid WebAssembly module (or failed to compile).
+    /// The bytes are not a valid WebAssembly module or component (or failed to compile).
     #[error("module {digest} is not a valid WebAssembly module: {message}")]
     Compile {
         /// Digest of the module.
@@ -109,17 +118,17 @@ pub enum ExecError {
         /// Compiler/validator message.
         message: String,
     },
-    /// The module has no exported `_start` function of type `() -> ()`, so it
-    /// is not a WASI command.
+    /// The module has no exported `_start` function of type `() -> ()`, or the component does
+    /// not export `wasi:cli/run`, so it is not a WASI command.
     #[error("module {digest} is not a WASI command: {message}")]
     NotACommand {
         /// Digest of the module.
         digest: String,
-        /// What is wrong with (or missing about) `_start`.
+        /// What is wrong with (or missing about) `_start` or `wasi:cli/run`.
         message: String,
     },
     /// The module imports something the executor does not provide (only
-    /// `wasi_snapshot_preview1` is available).
+    /// `wasi_snapshot_preview1` is available to modules, and WASI 0.2 to components).
     #[error("module {digest} has unsatisfiable imports: {message}")]
     Link {
         /// Digest of the module.
@@ -153,7 +162,7 @@ pub struct TaskSpec {
     /// time. Shares of 1000 and more are not paced (one thread cannot
     /// use more than one core); 0 counts as 1.
     pub cpus_milli: u64,
-    /// Wall-clock limit for `_start`, if any.
+    /// Wall-clock limit for the entry point (`_start` or `wasi:cli/run`), if any.
     pub timeout: Option<Duration>,
     /// CPU-time budget, in time of one core, counted in fuel; over it the
     /// task ends with [`Termination::CpuLimit`].
@@ -162,13 +171,16 @@ pub struct TaskSpec {
     /// [`ExecutorConfig::default_disk_cap`].
     pub disk_bytes: u64,
     /// Data sets as `(name, host directory)`: each is preopened read-only at `/data/<name>`.
+    /// A name must be 1-128 characters of `[A-Za-z0-9._-]`, not `.` or `..`, and unique, and
+    /// the directory must exist; otherwise the task ends with [`Termination::StartFailed`].
     pub datasets: Vec<(String, PathBuf)>,
 }
 
 /// Life-cycle notifications sent by [`Executor::launch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExecEvent {
-    /// The instance is ready and `_start` is about to run (sent at most once).
+    /// The instance is ready and its entry point (`_start` or `wasi:cli/run`) is about to run
+    /// (sent at most once).
     Running,
     /// The task is over (sent exactly once, always last).
     Finished(TaskOutcome),
@@ -185,7 +197,7 @@ pub struct TaskOutcome {
     pub stderr_tail: String,
     /// Fuel (roughly: wasm instructions) consumed by the guest.
     pub fuel_consumed: u64,
-    /// Wall-clock time `_start` ran (zero if it never started).
+    /// Wall-clock time the entry point ran (zero if it never started).
     pub wall: Duration,
     /// Part of `wall` the task was paused for being ahead of its CPU share.
     pub cpu_paused: Duration,
@@ -196,7 +208,9 @@ pub struct TaskOutcome {
 /// How a task ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Termination {
-    /// The guest returned from `_start` (code 0) or called `proc_exit(code)`.
+    /// The guest returned from `_start` (code 0) or called `proc_exit(code)`; a component
+    /// returned from `wasi:cli/run` (`Ok`: 0, `Err`: 1) or called `wasi:cli/exit` (`exit`:
+    /// 0 or 1, `exit-with-code`: its code).
     Exited(i32),
     /// The guest trapped; the message says why (e.g. "wasm trap: wasm
     /// `unreachable` instruction executed").
@@ -212,8 +226,8 @@ pub enum Termination {
     DiskLimit(String),
     /// [`KillHandle::kill`] was called.
     Killed,
-    /// The task never started: bad module, missing `_start`, I/O error on the
-    /// task directory, ...
+    /// The task never started: bad module, missing `_start`, invalid data set, I/O error on
+    /// the task directory, ...
     StartFailed(String),
 }
 
@@ -314,7 +328,7 @@ impl Executor {
         }
     }
 
-    /// Validates and compiles the module at `wasm_path` (or fetches it from
+    /// Validates and compiles the module or component at `wasm_path` (or fetches it from
     /// the memory/disk cache by `digest`), so that launch failures are caught
     /// early and launch itself is fast. Compilation runs on tokio's blocking
     /// pool. The file's content is trusted to match `digest`.
@@ -334,7 +348,7 @@ impl Executor {
     /// Starts a task on the current tokio runtime (panics outside one).
     ///
     /// Calls `notify(ExecEvent::Running)` once the instance is ready and
-    /// `_start` is about to run, then `notify(ExecEvent::Finished(outcome))`
+    /// its entry point is about to run, then `notify(ExecEvent::Finished(outcome))`
     /// exactly once (also when the task fails to start, in which case
     /// `Running` is not sent). If the module was not prepared, it is compiled
     /// first. `notify` is called from a tokio task and must not block.

@@ -1,6 +1,7 @@
-//! One task's run: store setup (WASI context, output files, memory limiter, fuel), `_start`
-//! under pacing, raced against kill, timeout and the disk cap, and its classification into a
-//! [`Termination`] with the output tails.
+//! One task's run, for preview-1 modules and WASI 0.2 command components alike: store setup
+//! (WASI context with the sandbox and the read-only data sets, output files, memory limiter,
+//! fuel), the entry point (`_start` or `wasi:cli/run`) under pacing, raced against kill, timeout
+//! and the disk cap, and its classification into a [`Termination`] with the output tails.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -8,8 +9,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+use wasmtime_wasi::p2::bindings::Command;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use super::cache::Prepared;
 use super::limiter::MemLimiter;
 use super::output::{read_tail, CappedOutput};
 use super::pacing::Pacer;
@@ -20,12 +23,96 @@ use crate::workdir::TaskDir;
 /// such a task's fuel is used for pacing and accounting only.
 const UNLIMITED_FUEL: u64 = u64::MAX / 2;
 
-/// Per-store data.
+/// Per-store data, for both ABIs.
 pub(super) struct TaskState {
-    /// The guest's WASI preview-1 context: args, env, sandbox preopen, output files.
+    /// The guest's WASI context (args, env, preopens, output files) with its resource table:
+    /// preview 1 reaches it through the adapter it carries, WASI 0.2 through [`WasiView`].
     pub(super) wasi: WasiP1Ctx,
     /// Caps linear memories and tables at the task's `mem`.
     pub(super) limiter: MemLimiter,
+}
+
+impl WasiView for TaskState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        self.wasi.ctx()
+    }
+}
+
+/// Where a data set is mounted in the guest: `/data/<name>`.
+pub(super) const DATASET_ROOT: &str = "/data";
+
+/// Longest data-set name.
+const MAX_DATASET_NAME: usize = 128;
+
+/// Why a data-set name cannot be mounted at `/data/<name>`, if it cannot: it must be 1-128
+/// characters of `[A-Za-z0-9._-]`, and neither `.` nor `..`.
+pub(super) fn invalid_dataset_name(name: &str) -> Option<String> {
+    let why = if name.is_empty() {
+        "it is empty"
+    } else if name.len() > MAX_DATASET_NAME {
+        "it is longer than 128 characters"
+    } else if name == "." || name == ".." {
+        "it is `.` or `..`"
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        "only [A-Za-z0-9._-] are allowed"
+    } else {
+        return None;
+    };
+    Some(format!("invalid data set name {name:?}: {why}"))
+}
+
+/// Preopens each data set's host directory read-only (directories and files) at
+/// `/data/<name>`, with an empty mount point `data/<name>` in `sandbox` so that listing `/data`
+/// shows the sets (paths below it resolve in the read-only preopen); refuses invalid names,
+/// duplicates and missing directories.
+pub(super) fn preopen_datasets(
+    builder: &mut WasiCtxBuilder,
+    sandbox: &Path,
+    datasets: &[(String, PathBuf)],
+) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for (name, host) in datasets {
+        if let Some(why) = invalid_dataset_name(name) {
+            return Err(why);
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(format!("data set {name:?} is given twice"));
+        }
+        if !host.is_dir() {
+            return Err(format!(
+                "data set {name:?}: {} is not an existing directory",
+                host.display()
+            ));
+        }
+        let mount = sandbox.join(&DATASET_ROOT[1..]).join(name);
+        std::fs::create_dir_all(&mount)
+            .map_err(|e| format!("cannot make the mount point {}: {e}", mount.display()))?;
+        builder
+            .preopened_dir(host, format!("{DATASET_ROOT}/{name}"), FsPerms::ReadOnly)
+            .map_err(|e| format!("data set {name:?}: cannot open {}: {e:#}", host.display()))?;
+    }
+    Ok(())
+}
+
+/// A task's entry point, in its instance.
+enum Entry {
+    /// A preview-1 module's `_start`.
+    Core(wasmtime::TypedFunc<(), ()>),
+    /// A WASI 0.2 command's `wasi:cli/run`.
+    Command(Command),
+}
+
+impl Entry {
+    /// Runs the guest to its end; exits (and a failed `wasi:cli/run`) are [`I32Exit`] errors.
+    async fn call(&self, store: &mut Store<TaskState>) -> wasmtime::Result<()> {
+        match self {
+            Entry::Core(start) => start.call_async(store, ()).await,
+            Entry::Command(command) => super::component::call_run(command, store).await,
+        }
+    }
 }
 
 /// Guarantees `Finished` is sent exactly once, even if the task future is
@@ -79,7 +166,7 @@ impl Drop for FinishGuard {
     }
 }
 
-/// How `_start` ended, before classification.
+/// How the entry point ended, before classification.
 enum Ended {
     Returned(wasmtime::Result<()>),
     Killed,
@@ -130,8 +217,8 @@ fn error_message(e: &wasmtime::Error) -> String {
 }
 
 impl Inner {
-    /// Runs one task to its end: `Running` goes out through `guard` once `_start` is about to
-    /// run; the outcome is returned for the caller to send as `Finished`.
+    /// Runs one task to its end: `Running` goes out through `guard` once the entry point is
+    /// about to run; the outcome is returned for the caller to send as `Finished`.
     pub(super) async fn run(
         &self,
         spec: TaskSpec,
@@ -195,7 +282,7 @@ impl Inner {
             used = disk_over(sandbox.clone(), disk_cap, self.cfg.disk_check_interval) => {
                 Ended::Disk(used)
             }
-            r = pacer.run(start.call_async(&mut store, ())) => Ended::Returned(r),
+            r = pacer.run(start.call(&mut store)) => Ended::Returned(r),
         };
         let wall = started.elapsed();
         let fuel_consumed = store
@@ -251,7 +338,7 @@ impl Inner {
         spec: &TaskSpec,
         initial_fuel: u64,
         yield_interval: u64,
-    ) -> Result<(Store<TaskState>, wasmtime::TypedFunc<(), ()>), Termination> {
+    ) -> Result<(Store<TaskState>, Entry), Termination> {
         let prepared = self
             .modules
             .prepared(&spec.digest, &spec.wasm_path)
@@ -278,12 +365,18 @@ impl Inner {
             .args(&spec.args)
             .envs(&spec.env)
             .stdout(stdout)
-            .stderr(stderr);
+            .stderr(stderr)
+            // Denied by the default address check already; said outright.
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
         builder
             .preopened_dir(&sandbox, "/", FsPerms::ReadWrite)
             .map_err(|e| {
                 Termination::StartFailed(format!("cannot preopen {}: {e:#}", sandbox.display()))
             })?;
+        preopen_datasets(&mut builder, &sandbox, &spec.datasets)
+            .map_err(Termination::StartFailed)?;
         let wasi = builder.build_p1();
 
         let mut store = Store::new(
@@ -301,20 +394,21 @@ impl Inner {
             .fuel_async_yield_interval(Some(yield_interval))
             .map_err(store_err)?;
 
-        let instance = match prepared.pre.instantiate_async(&mut store).await {
-            Ok(i) => i,
-            Err(e) => {
-                return Err(match store.data().limiter.denied() {
-                    Some(denied) => {
-                        Termination::MemoryLimit(format!("{denied} (instantiation failed: {e:#})"))
-                    }
-                    None => Termination::StartFailed(format!("instantiation failed: {e:#}")),
-                })
-            }
+        let instantiated = match &prepared {
+            Prepared::Core(pre) => pre.instantiate_async(&mut store).await.and_then(|i| {
+                i.get_typed_func::<(), ()>(&mut store, "_start")
+                    .map(Entry::Core)
+            }),
+            Prepared::Command(pre) => pre.instantiate_async(&mut store).await.map(Entry::Command),
         };
-        let start = instance
-            .get_typed_func::<(), ()>(&mut store, "_start")
-            .map_err(|e| Termination::StartFailed(format!("cannot get `_start`: {e:#}")))?;
-        Ok((store, start))
+        match instantiated {
+            Ok(entry) => Ok((store, entry)),
+            Err(e) => Err(match store.data().limiter.denied() {
+                Some(denied) => {
+                    Termination::MemoryLimit(format!("{denied} (instantiation failed: {e:#})"))
+                }
+                None => Termination::StartFailed(format!("instantiation failed: {e:#}")),
+            }),
+        }
     }
 }

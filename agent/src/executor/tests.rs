@@ -759,6 +759,27 @@ async fn a_full_pool_fails_the_launch_cleanly_and_frees_slots() {
 }
 
 #[tokio::test]
+async fn a_full_pool_holds_as_many_components_as_tasks() {
+    let exec = pooled_executor(2, 64 * MIB);
+    let dir = tempfile::tempdir().unwrap();
+    let sleeper = |i: usize| p2spec(&dir.path().join(format!("c{i}")), "p2spin", &["sleep"]);
+    let mut a = launch(&exec, sleeper(0));
+    a.wait_running().await;
+    let mut b = launch(&exec, sleeper(1));
+    b.wait_running().await;
+    match run(&exec, sleeper(2)).await.termination {
+        Termination::StartFailed(msg) => assert!(msg.contains("limit of 2"), "{msg}"),
+        other => panic!("expected StartFailed on a full pool, got {other:?}"),
+    }
+    a.kill.kill();
+    assert_eq!(a.finished().await.termination, Termination::Killed);
+    let out = run(&exec, p2spec(&dir.path().join("c3"), "p2cmd", &[])).await;
+    assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+    b.kill.kill();
+    assert_eq!(b.finished().await.termination, Termination::Killed);
+}
+
+#[tokio::test]
 async fn pooled_tasks_may_use_all_of_the_agents_memory_and_no_more() {
     // An agent with 96 MiB: a task with all of it may grow to nearly that.
     let exec = pooled_executor(4, 96 * MIB);
@@ -917,6 +938,7 @@ async fn burn_runs_its_rounds_and_prints_a_checksum() {
 mod guest_tests {
     pub(super) use super::{
         burn_runs_its_rounds_and_prints_a_checksum as burn,
+        data_sets_are_read_only_and_closed as datasets,
         denied_socket_calls_keep_wasi_errno_semantics as sockets,
         disk_filler_hits_the_disk_limit as diskfill, escape_attempts_all_fail as escape,
         files_guest_is_sandboxed as files, hello_exits_zero_with_output as hello,
@@ -993,4 +1015,578 @@ async fn readblock_reads_its_blocks() {
     );
     assert_eq!(lines[1], "first: row one");
     assert!(lines[2].starts_with("/missing: error"), "{lines:?}");
+}
+
+/// Every WASI 0.2 component `wasm-examples` builds names its test here (`foreach_component!`).
+mod component_tests {
+    pub(super) use super::{
+        p2_command_runs_with_args_env_files_and_exit_code as p2cmd,
+        p2_failed_run_is_exit_code_one as p2fail, p2_guest_cannot_reach_the_network as p2net,
+        p2_memhog_hits_the_memory_limit as p2memhog,
+        p2_spinner_times_out_is_killed_paced_and_budgeted as p2spin,
+    };
+}
+
+macro_rules! assert_component_tested {
+    ($name:ident) => {
+        #[allow(unused_imports)]
+        use component_tests::$name as _;
+    };
+}
+wasm_examples::foreach_component!(assert_component_tested);
+
+fn p2spec(dir: &Path, name: &str, args: &[&str]) -> TaskSpec {
+    let path = wasm_examples::components::ALL_PATHS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, p)| *p)
+        .unwrap();
+    spec(dir, name, path, args)
+}
+
+/// A data set on the host: `<root>/ds` holds `file.txt`, an empty `sub/` and two symlinks out
+/// (`up -> ../secret.txt`, `abs -> <root>/secret.txt`); `<root>/secret.txt` is beside it.
+fn dataset(root: &Path) -> PathBuf {
+    let ds = root.join("ds");
+    std::fs::create_dir_all(ds.join("sub")).unwrap();
+    std::fs::write(ds.join("file.txt"), "data set content\n").unwrap();
+    std::fs::write(root.join("secret.txt"), "top secret").unwrap();
+    std::os::unix::fs::symlink("../secret.txt", ds.join("up")).unwrap();
+    std::os::unix::fs::symlink(root.join("secret.txt"), ds.join("abs")).unwrap();
+    ds
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn data_sets_are_read_only_and_closed() {
+    let exec = executor();
+    let root = tempfile::tempdir().unwrap();
+    let ds = dataset(root.path());
+    let mtime = std::fs::metadata(ds.join("file.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let task = root.path().join("task");
+    let mut s = spec(&task, "datasets", wasm_examples::DATASETS_PATH, &["ds"]);
+    s.datasets = vec![("ds".into(), ds.clone())];
+    let out = run(&exec, s).await;
+    assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+    let stdout = std::fs::read_to_string(task.join("stdout")).unwrap();
+    eprintln!("{stdout}");
+    assert!(stdout.contains("datasets: done"), "{stdout}");
+    assert!(stdout.contains("read: ok data set content\n"), "{stdout}");
+    assert!(
+        stdout.contains("list: ok abs,file.txt,sub,up\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("mounts: ok ds\n"), "{stdout}");
+    let attempts: Vec<&str> = stdout
+        .lines()
+        .filter(|l| {
+            !["read: ", "list: ", "mounts: ", "datasets: "]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .collect();
+    let want = [
+        "create",
+        "open for write",
+        "open for append",
+        "open for truncate",
+        "rename inside",
+        "rename out",
+        "hardlink inside",
+        "hardlink out",
+        "unlink",
+        "mkdir",
+        "rmdir",
+        "rename in from the sandbox",
+        "set times",
+        "symlink",
+        "symlink out",
+        "climb ..",
+        "climb sub/../..",
+        "climb via path",
+        "list ..",
+        "host symlink up",
+        "host symlink abs",
+    ];
+    let got: Vec<&str> = attempts
+        .iter()
+        .map(|l| l.split_once(": ").unwrap().0)
+        .collect();
+    assert_eq!(got, want, "{stdout}");
+    for line in &attempts {
+        assert!(line.contains(": denied ("), "{line}\n{stdout}");
+    }
+    // The data set and its neighbours are untouched; nothing came into the sandbox from it.
+    assert_eq!(names_in(&ds), ["abs", "file.txt", "sub", "up"]);
+    assert!(names_in(&ds.join("sub")).is_empty());
+    assert_eq!(
+        std::fs::read_to_string(ds.join("file.txt")).unwrap(),
+        "data set content\n"
+    );
+    let meta = std::fs::metadata(ds.join("file.txt")).unwrap();
+    assert_eq!(meta.modified().unwrap(), mtime);
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("secret.txt")).unwrap(),
+        "top secret"
+    );
+    assert_eq!(names_in(root.path()), ["ds", "secret.txt", "task"]);
+    // The sandbox holds the guest's own file and the empty mount point.
+    assert_eq!(names_in(&task.join("sandbox")), ["data", "mine"]);
+    assert_eq!(names_in(&task.join("sandbox/data")), ["ds"]);
+    assert!(names_in(&task.join("sandbox/data/ds")).is_empty());
+    assert_eq!(names_in(&task.join("sandbox/mine")), ["own.txt"]);
+}
+
+#[tokio::test]
+async fn bad_data_sets_fail_the_start_with_a_reason() {
+    let exec = executor();
+    let root = tempfile::tempdir().unwrap();
+    let ds = dataset(root.path());
+    let long = "x".repeat(129);
+    let cases: Vec<(String, PathBuf, &str)> = vec![
+        (String::new(), ds.clone(), "empty"),
+        (".".into(), ds.clone(), "`.` or `..`"),
+        ("..".into(), ds.clone(), "`.` or `..`"),
+        ("a/b".into(), ds.clone(), "[A-Za-z0-9._-]"),
+        ("a\\b".into(), ds.clone(), "[A-Za-z0-9._-]"),
+        ("caf\u{e9}".into(), ds.clone(), "[A-Za-z0-9._-]"),
+        (long, ds.clone(), "longer than 128"),
+        (
+            "gone".into(),
+            root.path().join("missing"),
+            "not an existing directory",
+        ),
+        (
+            "file".into(),
+            ds.join("file.txt"),
+            "not an existing directory",
+        ),
+    ];
+    for (i, (name, dir, why)) in cases.into_iter().enumerate() {
+        let mut s = spec(
+            &root.path().join(format!("t{i}")),
+            "hello",
+            wasm_examples::HELLO_PATH,
+            &[],
+        );
+        s.datasets = vec![(name.clone(), dir)];
+        let out = run(&exec, s).await;
+        match &out.termination {
+            Termination::StartFailed(msg) => assert!(msg.contains(why), "{name:?}: {msg}"),
+            other => panic!("{name:?}: expected StartFailed, got {other:?}"),
+        }
+    }
+    // Twice the same name is refused; a valid 128-character name and a component work.
+    let mut s = spec(
+        &root.path().join("dup"),
+        "hello",
+        wasm_examples::HELLO_PATH,
+        &[],
+    );
+    s.datasets = vec![("ds".into(), ds.clone()), ("ds".into(), ds.clone())];
+    assert!(matches!(
+        run(&exec, s).await.termination,
+        Termination::StartFailed(m) if m.contains("twice")
+    ));
+    let name = format!("A-z_0.9{}", "x".repeat(121));
+    let mut s = spec(
+        &root.path().join("ok"),
+        "hello",
+        wasm_examples::HELLO_PATH,
+        &[],
+    );
+    s.datasets = vec![(name, ds.clone()), ("other".into(), ds)];
+    assert_eq!(run(&exec, s).await.termination, Termination::Exited(0));
+}
+
+#[tokio::test]
+async fn p2_command_runs_with_args_env_files_and_exit_code() {
+    let exec = executor();
+    let root = tempfile::tempdir().unwrap();
+    let ds = dataset(root.path());
+    let task = root.path().join("task");
+    std::fs::create_dir_all(task.join("sandbox")).unwrap();
+    std::fs::write(task.join("sandbox/input.txt"), "sandbox input\n").unwrap();
+    let mut s = p2spec(
+        &task,
+        "p2cmd",
+        &["7", "/input.txt", "/data/ds/file.txt", "/data/ds/up"],
+    );
+    s.env = vec![
+        ("GREETING".into(), "hi there".into()),
+        ("P2CMD_WRITE".into(), "/data/ds/file.txt".into()),
+    ];
+    s.datasets = vec![("ds".into(), ds.clone())];
+    let out = run(&exec, s.clone()).await;
+    assert_eq!(out.termination, Termination::Exited(7), "{out:?}");
+    let stdout = &out.stdout_tail;
+    assert!(
+        stdout.contains("p2cmd: argv=p2cmd 7 /input.txt /data/ds/file.txt /data/ds/up\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("p2cmd: GREETING=hi there\n"), "{stdout}");
+    assert!(
+        stdout.contains("p2cmd: read back \"written by p2cmd\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("cat /input.txt: sandbox input\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("cat /data/ds/file.txt: data set content\n"),
+        "{stdout}"
+    );
+    // The data set is read-only, and a symlink out of it is not followed.
+    assert!(
+        stdout.contains("write /data/ds/file.txt: denied ("),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ds.join("file.txt")).unwrap(),
+        "data set content\n"
+    );
+    assert!(stdout.contains("cat /data/ds/up: error"), "{stdout}");
+    assert!(out.stderr_tail.contains("p2cmd: done"), "{out:?}");
+    assert!(out.fuel_consumed > 0, "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(task.join("sandbox/p2cmd-out.txt")).unwrap(),
+        "written by p2cmd\n"
+    );
+
+    // Exit code 0, and the output cap and the disk cap hold for components too.
+    s.args = vec!["p2cmd".into(), "0".into()];
+    assert_eq!(
+        run(&exec, s.clone()).await.termination,
+        Termination::Exited(0)
+    );
+    s.disk_bytes = 10;
+    assert!(matches!(
+        run(&exec, s.clone()).await.termination,
+        Termination::DiskLimit(_)
+    ));
+    s.disk_bytes = 0;
+    let capped = Executor::new(ExecutorConfig {
+        output_cap: 10,
+        ..ExecutorConfig::default()
+    })
+    .unwrap();
+    let out = run(&capped, s).await;
+    assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+    let mut want = b"p2cmd: arg".to_vec();
+    want.extend_from_slice(TRUNCATION_MARKER);
+    assert_eq!(std::fs::read(task.join("stdout")).unwrap(), want);
+}
+
+#[tokio::test]
+async fn p2_failed_run_is_exit_code_one() {
+    let exec = executor();
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&exec, p2spec(dir.path(), "p2fail", &[])).await;
+    assert_eq!(out.termination, Termination::Exited(1), "{out:?}");
+    assert!(out.stdout_tail.contains("p2fail: about to fail"), "{out:?}");
+    assert!(out.stderr_tail.contains("failing on purpose"), "{out:?}");
+}
+
+#[tokio::test]
+async fn p2_memhog_hits_the_memory_limit() {
+    let exec = executor();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = p2spec(dir.path(), "p2memhog", &[]);
+    s.mem_bytes = 32 * MIB;
+    let out = run(&exec, s.clone()).await;
+    match &out.termination {
+        Termination::MemoryLimit(msg) => assert!(msg.contains("memory limit"), "{msg}"),
+        other => panic!("expected MemoryLimit, got {other:?} / {out:?}"),
+    }
+    assert!(out.stdout_tail.contains("p2memhog: 2 MiB"), "{out:?}");
+    // Below the limit it runs to completion; below its initial memory it cannot start.
+    s.args.push("8".into());
+    assert_eq!(
+        run(&exec, s.clone()).await.termination,
+        Termination::Exited(0)
+    );
+    s.mem_bytes = 4096;
+    assert!(matches!(
+        run(&exec, s).await.termination,
+        Termination::MemoryLimit(_)
+    ));
+}
+
+#[tokio::test]
+async fn p2_spinner_times_out_is_killed_paced_and_budgeted() {
+    let exec = executor();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = p2spec(dir.path(), "p2spin", &[]);
+    s.timeout = Some(Duration::from_millis(300));
+    let out = run(&exec, s.clone()).await;
+    assert_eq!(out.termination, Termination::Timeout, "{out:?}");
+    assert!(out.wall >= Duration::from_millis(300));
+    assert!(out.fuel_consumed > 1_000_000, "{out:?}");
+    assert!(out.stdout_tail.contains("p2spin: started"), "{out:?}");
+
+    // Killed in `loop {}` and while sleeping.
+    for args in [vec!["p2spin"], vec!["p2spin", "sleep"]] {
+        let mut k = s.clone();
+        k.timeout = None;
+        k.args = args.iter().map(|a| a.to_string()).collect();
+        let mut task = launch(&exec, k);
+        task.wait_running().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        task.kill.kill();
+        let out = task.finished().await;
+        assert_eq!(out.termination, Termination::Killed, "{args:?}: {out:?}");
+    }
+
+    // Paced to a tenth of a core.
+    let mut p = s.clone();
+    p.cpus_milli = 100;
+    let out = run(&exec, p).await;
+    assert_eq!(out.termination, Termination::Timeout, "{out:?}");
+    assert!(out.cpu_time < out.wall / 4, "{out:?}");
+    assert!(out.cpu_paused > Duration::ZERO, "{out:?}");
+
+    // A CPU-time budget.
+    let mut b = s;
+    b.timeout = None;
+    b.max_cpu = Some(Duration::from_millis(100));
+    let out = run(&exec, b).await;
+    match &out.termination {
+        Termination::CpuLimit(msg) => assert!(msg.contains("100 ms"), "{msg}"),
+        other => panic!("expected CpuLimit, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn p2_guest_cannot_reach_the_network() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let exec = executor();
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&exec, p2spec(dir.path(), "p2net", &[&addr])).await;
+    assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+    eprintln!("{}", out.stdout_tail);
+    let lines: Vec<&str> = out.stdout_tail.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", out.stdout_tail);
+    for (line, what) in lines.iter().zip(["connect", "lookup", "udp bind"]) {
+        assert!(
+            line.starts_with(&format!("{what}: denied (")),
+            "{}",
+            out.stdout_tail
+        );
+    }
+    // Nothing reached the listener.
+    assert_eq!(
+        listener.accept().unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock
+    );
+}
+
+#[tokio::test]
+async fn components_that_are_not_commands_are_refused() {
+    let exec = executor();
+    let dir = tempfile::tempdir().unwrap();
+    // The smallest component: a preamble (layer 1), exporting nothing.
+    let empty = dir.path().join("empty.wasm");
+    std::fs::write(&empty, b"\0asm\x0d\0\x01\0").unwrap();
+    let err = exec.prepare("empty", &empty).await.unwrap_err();
+    match &err {
+        ExecError::NotACommand { message, .. } => {
+            assert!(message.contains("wasi:cli/run"), "{message}")
+        }
+        other => panic!("expected NotACommand, got {other}"),
+    }
+    assert!(!exec.is_prepared("empty"));
+    let out = run(
+        &exec,
+        spec(&dir.path().join("t"), "empty", empty.to_str().unwrap(), &[]),
+    )
+    .await;
+    match &out.termination {
+        Termination::StartFailed(msg) => assert!(msg.contains("not a WASI command"), "{msg}"),
+        other => panic!("expected StartFailed, got {other:?}"),
+    }
+    // Hand-made components: `run` of the wrong type; an import nobody provides; and a minimal
+    // command returning `Ok` and `Err`.
+    let component = |name: &str, run_ty: &str, body: &str, import: &str| {
+        let wat = format!(
+            r#"(component
+                 {import}
+                 (core module $m (func (export "run") (result i32) {body}))
+                 (core instance $i (instantiate $m))
+                 (func $run (result {run_ty}) (canon lift (core func $i "run")))
+                 (instance $r (export "run" (func $run)))
+                 (export "wasi:cli/run@0.2.0" (instance $r)))"#
+        );
+        let path = dir.path().join(format!("{name}.wasm"));
+        std::fs::write(&path, wat::parse_str(&wat).unwrap()).unwrap();
+        path
+    };
+    let bad_type = component("bad-type", "u32", "i32.const 0", "");
+    let err = exec.prepare("bad-type", &bad_type).await.unwrap_err();
+    assert!(matches!(err, ExecError::NotACommand { .. }), "{err}");
+    let evil = r#"(import "evil:thing/x" (instance (export "f" (func))))"#;
+    let imports = component("imports", "(result)", "i32.const 0", evil);
+    let err = exec.prepare("imports", &imports).await.unwrap_err();
+    match &err {
+        ExecError::Link { message, .. } => assert!(message.contains("evil:thing/x"), "{message}"),
+        other => panic!("expected Link, got {other}"),
+    }
+    for (name, body, code) in [("ok", "i32.const 0", 0), ("err", "i32.const 1", 1)] {
+        let path = component(name, "(result)", body, "");
+        let s = spec(
+            &dir.path().join(format!("t-{name}")),
+            name,
+            path.to_str().unwrap(),
+            &[],
+        );
+        assert_eq!(run(&exec, s).await.termination, Termination::Exited(code));
+    }
+
+    // A broken component is a compile error.
+    let broken = dir.path().join("broken.wasm");
+    std::fs::write(&broken, b"\0asm\x0d\0\x01\0\x07\xff").unwrap();
+    let err = exec.prepare("broken", &broken).await.unwrap_err();
+    assert!(matches!(err, ExecError::Compile { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn components_are_cached_on_disk_like_modules() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ExecutorConfig {
+        cache_dir: Some(dir.path().join("cache")),
+        ..ExecutorConfig::default()
+    };
+    let p2cmd = Path::new(wasm_examples::components::P2CMD_PATH);
+    let exec = Executor::new(cfg.clone()).unwrap();
+    exec.prepare("c", p2cmd).await.unwrap();
+    exec.prepare("c", p2cmd).await.unwrap();
+    let s = exec.stats();
+    assert_eq!((s.compiles, s.disk_cache_hits, s.cache_rebuilds), (1, 0, 0));
+    drop(exec);
+
+    // A new executor runs it from the disk cache, without the source.
+    let exec = Executor::new(cfg.clone()).unwrap();
+    let out = run(
+        &exec,
+        spec(&dir.path().join("t"), "c", "/nonexistent.wasm", &["3"]),
+    )
+    .await;
+    assert_eq!(out.termination, Termination::Exited(3), "{out:?}");
+    let s = exec.stats();
+    assert_eq!((s.compiles, s.disk_cache_hits, s.cache_rebuilds), (0, 1, 0));
+    drop(exec);
+
+    // A corrupt entry is rebuilt.
+    let cwasm = std::fs::read_dir(dir.path().join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .unwrap();
+    let tmp = cwasm.with_extension("tmp");
+    std::fs::write(&tmp, b"corrupt").unwrap();
+    std::fs::rename(&tmp, &cwasm).unwrap();
+    let exec = Executor::new(cfg).unwrap();
+    exec.prepare("c", p2cmd).await.unwrap();
+    let s = exec.stats();
+    assert_eq!((s.compiles, s.disk_cache_hits, s.cache_rebuilds), (1, 0, 1));
+}
+
+/// One-off measurement, not a check: time to prepare (compile) and to launch a warm task, for
+/// the same program (`memhog 0` / `p2memhog 0`: start, print a line, exit) as a preview-1
+/// module and as a WASI 0.2 component, interleaved in one run.
+/// `cargo test -p tessera-agent --lib measure_p2 -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_p2_against_p1_prepare_and_launch() {
+    let n_compiles = 8;
+    let n_launches = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let exec = Executor::new(ExecutorConfig {
+        cache_dir: Some(cache.clone()),
+        ..ExecutorConfig::default()
+    })
+    .unwrap();
+    let kinds = [
+        ("p1", wasm_examples::MEMHOG_PATH),
+        ("p2", wasm_examples::components::P2MEMHOG_PATH),
+    ];
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        (v[v.len() / 2], v[v.len() * 9 / 10])
+    };
+    let mut compile = [Vec::new(), Vec::new()];
+    for i in 0..n_compiles {
+        for (k, (kind, path)) in kinds.iter().enumerate() {
+            let t0 = Instant::now();
+            exec.prepare(&format!("{kind}-{i}"), Path::new(path))
+                .await
+                .unwrap();
+            compile[k].push(t0.elapsed());
+        }
+    }
+    // From the disk cache, in a fresh executor.
+    let exec2 = Executor::new(ExecutorConfig {
+        cache_dir: Some(cache),
+        ..ExecutorConfig::default()
+    })
+    .unwrap();
+    let mut load = [Vec::new(), Vec::new()];
+    for i in 0..n_compiles {
+        for (k, (kind, path)) in kinds.iter().enumerate() {
+            let t0 = Instant::now();
+            exec2
+                .prepare(&format!("{kind}-{i}"), Path::new(path))
+                .await
+                .unwrap();
+            load[k].push(t0.elapsed());
+        }
+    }
+    let mut launches = [Vec::new(), Vec::new()];
+    for i in 0..n_launches {
+        for (k, (kind, path)) in kinds.iter().enumerate() {
+            let s = spec(
+                &dir.path().join(format!("t-{kind}-{i}")),
+                &format!("{kind}-0"),
+                path,
+                &["0"],
+            );
+            let t0 = Instant::now();
+            let out = run(&exec, s).await;
+            launches[k].push(t0.elapsed());
+            assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+        }
+    }
+    for (k, (kind, path)) in kinds.iter().enumerate() {
+        let size = std::fs::metadata(path).unwrap().len();
+        let (c, c90) = median(compile[k].clone());
+        let (l, l90) = median(load[k].clone());
+        let (r, r90) = median(launches[k].clone());
+        eprintln!(
+            "{kind} ({size} bytes): compile median {c:?} p90 {c90:?}; disk-cache load median \
+             {l:?} p90 {l90:?}; warm launch-to-exit median {r:?} p90 {r90:?}"
+        );
+    }
+    let ratio = |v: &[Vec<Duration>; 2]| {
+        median(v[1].clone()).0.as_secs_f64() / median(v[0].clone()).0.as_secs_f64()
+    };
+    eprintln!(
+        "p2/p1 ratios of medians: compile {:.2}, disk-cache load {:.2}, warm launch {:.2}",
+        ratio(&compile),
+        ratio(&load),
+        ratio(&launches)
+    );
 }

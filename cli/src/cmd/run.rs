@@ -1,6 +1,6 @@
-//! `tessera run`: one task, like `mesos-execute`. Uploads the module (and a local directory's
-//! files for the sandbox), waits for an offer that fits, launches, waits for the end, and maps
-//! the outcome onto an exit code.
+//! `tessera run`: one task, like `mesos-execute`. Uploads the module (a WASI preview 1 command
+//! module or a WASI 0.2 command component) and a local directory's files for the sandbox, waits
+//! for an offer that fits, launches, waits for the end, and maps the outcome onto an exit code.
 
 use crate::tls::TlsArgs;
 use anyhow::Context;
@@ -16,7 +16,7 @@ use std::time::Duration;
 /// Arguments of `tessera run`.
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// The WASI (preview 1) command module to run.
+    /// The task to run: a WASI preview 1 command module or a WASI 0.2 command component.
     module: PathBuf,
     /// CPU share.
     #[arg(long, default_value = "0.5", value_parser = parse_cpus)]
@@ -38,7 +38,7 @@ pub struct RunArgs {
     master: Option<SocketAddr>,
     #[command(flatten)]
     tls: TlsArgs,
-    /// Arguments passed to the module.
+    /// Arguments passed to the task.
     #[arg(last = true)]
     args: Vec<String>,
 }
@@ -46,7 +46,7 @@ pub struct RunArgs {
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct RunSpec {
-    /// The module's bytes.
+    /// The bytes of the module or component.
     pub wasm: Vec<u8>,
     /// Task name (`argv[0]`).
     pub name: String,

@@ -168,6 +168,8 @@ impl SimAgent {
                     );
                 }
             }
+            // The simulation's schedulers launch no framework executors.
+            Action::Executor(_) => {}
         }
         None
     }

@@ -4,7 +4,8 @@
 //! An executor is charged its own resources once per (agent, framework, executor id), at the
 //! accept of the first task that names it there, on top of its tasks' (which are charged as any
 //! task's). The charge lasts until the agent reports the executor ended (`ExecutorExited`), the
-//! agent re-registers without it, the agent is removed, or the framework is torn down.
+//! agent re-registers without it, or the agent is removed; tearing the framework down asks the
+//! agent to stop it and the charge goes with the agent's report.
 //!
 //! Ownership is the key: a scheduler can message or stop only an executor its framework has on
 //! that agent, and an agent can speak only for the executors the master placed on it. Framework
@@ -222,7 +223,9 @@ impl Master {
         self.executor_gone(&key, failed, message);
     }
 
-    /// A framework is torn down: its executors are stopped and their charges freed now.
+    /// A framework is torn down: its executors are told to stop. Like its tasks' shares, their
+    /// charges stay until the agent reports them ended (or is removed, or re-registers without
+    /// them), so their resources are not offered while the executors still hold them.
     pub(super) fn stop_framework_executors(&mut self, fid: &FrameworkId) {
         for key in self.executors_of(fid) {
             self.send_to_agent(
@@ -232,7 +235,6 @@ impl Master {
                     executor_id: key.2.clone(),
                 },
             );
-            self.remove_executor(&key);
         }
     }
 

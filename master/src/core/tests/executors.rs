@@ -213,8 +213,8 @@ fn messages_go_only_between_a_framework_and_its_own_executors() {
 }
 
 #[test]
-fn teardown_stops_the_frameworks_executors_and_frees_them() {
-    let (mut h, a, _f, o, m) = one_agent_one_offer();
+fn teardown_stops_the_frameworks_executors_and_frees_them_when_they_end() {
+    let (mut h, a, f, o, m) = one_agent_one_offer();
     let e = exec_info("kv", m, res(0.5, 256 * MIB));
     h.accept(10, &[&o], vec![exec_task("t1", &a, res(1.0, GIB), &e)]);
     h.take();
@@ -224,8 +224,21 @@ fn teardown_stops_the_frameworks_executors_and_frees_them() {
     assert!(at_agent
         .iter()
         .any(|m| matches!(m, Message::KillExecutor { .. })));
+    // Held until the agent reports the executor (and the task) ended.
+    assert_eq!(used(&h, &a), res(1.5, GIB + 256 * MIB));
+    h.status(1, update(&f, "t1", &a, TaskState::Killed, "u1"));
+    h.msg(
+        1,
+        Message::ExecutorExited {
+            framework_id: f,
+            agent_id: a.clone(),
+            executor_id: e.executor_id,
+            failed: false,
+            message: "shut down".into(),
+        },
+    );
     assert_eq!(h.m.executors().count(), 0);
-    assert_eq!(used(&h, &a), res(1.0, GIB));
+    assert_eq!(used(&h, &a), Resources::ZERO);
 }
 
 #[test]
