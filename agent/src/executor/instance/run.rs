@@ -233,7 +233,7 @@ impl Inner {
     ) -> Result<(Store<InstanceState>, ExecutorWorld), Termination> {
         let pre = self
             .components
-            .prepared(&spec.digest, &spec.wasm_path)
+            .prepared(&self.modules, &spec.digest, &spec.wasm_path)
             .await
             .map_err(Termination::StartFailed)?;
         let io_err = |what: &std::path::Path, e: std::io::Error| {

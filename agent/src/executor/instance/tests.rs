@@ -135,7 +135,7 @@ async fn kvexec_loads_once_and_answers_from_memory() {
     let out = inst.exited().await;
     assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
     assert!(out.stderr_tail.contains("kvexec: shutting down"), "{out:?}");
-    assert_eq!(exec.instance_compiles(), 1);
+    assert_eq!(exec.stats().compiles, 1);
 }
 
 #[tokio::test]
@@ -442,6 +442,34 @@ async fn an_error_from_run_is_exit_code_one_with_the_message() {
 }
 
 #[tokio::test]
+async fn a_compiled_executor_survives_an_agent_restart_in_the_disk_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ExecutorConfig {
+        cache_dir: Some(cache.path().to_owned()),
+        ..ExecutorConfig::default()
+    };
+    for round in 0..2 {
+        let exec = Executor::new(cfg.clone()).unwrap();
+        let d = dir.path().join(format!("r{round}"));
+        let mut inst = start(&exec, spec(&d, "kvexec", KVEXEC_EXECUTOR_PATH));
+        inst.started().await;
+        assert_eq!(
+            inst.run_task("q", "get:k3").await.0,
+            GuestTaskState::Finished
+        );
+        inst.handle.shutdown();
+        assert_eq!(inst.exited().await.termination, Termination::Exited(0));
+        let stats = exec.stats();
+        assert_eq!(
+            (stats.compiles, stats.disk_cache_hits),
+            if round == 0 { (1, 0) } else { (0, 1) },
+            "round {round}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn invalid_components_fail_to_start_with_a_clear_message() {
     let exec = executor();
     let dir = tempfile::tempdir().unwrap();
@@ -451,18 +479,24 @@ async fn invalid_components_fail_to_start_with_a_clear_message() {
         (
             "junk",
             junk.to_str().unwrap().to_owned(),
-            "not a valid WebAssembly component",
+            "not a valid WebAssembly",
         ),
         // A core module (a WASI preview-1 command) is not a component.
         (
             "core",
             wasm_examples::HELLO_PATH.to_owned(),
-            "not a valid WebAssembly component",
+            "not a component",
+        ),
+        // A WASI 0.2 command is a component, but not an executor.
+        (
+            "command",
+            wasm_examples::components::P2CMD_PATH.to_owned(),
+            "does not export",
         ),
         (
             "missing",
             "/nonexistent/x.wasm".to_owned(),
-            "cannot read component",
+            "I/O error on /nonexistent/x.wasm",
         ),
     ];
     for (name, path, want) in cases {
