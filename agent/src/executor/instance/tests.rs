@@ -158,6 +158,14 @@ async fn kvexec_reads_its_data_set_read_only() {
     );
     inst.handle.shutdown();
     assert_eq!(inst.exited().await.termination, Termination::Exited(0));
+
+    // A data set that is not there fails the start, saying which.
+    let mut s = spec(&dir.path().join("2"), "kvexec", KVEXEC_EXECUTOR_PATH);
+    s.datasets = vec![("gone".into(), dir.path().join("nonexistent"))];
+    match start(&exec, s).exited().await.termination {
+        Termination::StartFailed(m) => assert!(m.contains("\"gone\""), "{m}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]
