@@ -541,7 +541,13 @@ wasm_examples::foreach_executor!(assert_executor_tested);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn measure_instance_latencies() {
-    let exec = executor();
+    let cache = tempfile::tempdir().unwrap();
+    let cfg = ExecutorConfig {
+        cache_dir: Some(cache.path().to_owned()),
+        ..ExecutorConfig::default()
+    };
+    let exec = Executor::new(cfg.clone()).unwrap();
+    let restarted = Executor::new(cfg).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
     std::fs::write(data.path().join("kv.txt"), "a=1\n").unwrap();
@@ -550,9 +556,13 @@ async fn measure_instance_latencies() {
         s.datasets = vec![("tiny".into(), data.path().to_owned())];
         s
     };
-    for (label, name) in [("cold (compile)", "cold"), ("warm (compiled)", "warm")] {
+    for (label, exec, name) in [
+        ("cold (compile)", &exec, "cold"),
+        ("warm (compiled in memory)", &exec, "warm"),
+        ("after an agent restart (disk cache)", &restarted, "disk"),
+    ] {
         let t0 = Instant::now();
-        let mut inst = start(&exec, with_data(name));
+        let mut inst = start(exec, with_data(name));
         inst.handle.launch(task("t", "get:a"));
         inst.started().await;
         let first = inst.update("t").await;
