@@ -58,6 +58,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_executor_is_a_component() {
+        let names: Vec<&str> = executors::ALL_EXECUTOR_PATHS
+            .iter()
+            .map(|(n, _)| *n)
+            .collect();
+        assert_eq!(names, ["badexec", "kvexec"]);
+        for (name, path) in executors::ALL_EXECUTOR_PATHS {
+            let bytes = std::fs::read(path).unwrap();
+            // Component-model binaries have layer 1 in the version field.
+            assert!(
+                bytes.starts_with(b"\0asm\x0d\0\x01\0"),
+                "{name} is not a component"
+            );
+        }
+        assert!(executors::KVEXEC_EXECUTOR_PATH.ends_with("kvexec.wasm"));
+    }
+
+    #[test]
     fn every_guest_is_a_wasm_module() {
         let expected = [
             "burn",

@@ -296,7 +296,7 @@ impl Executor {
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut TaskState| &mut s.wasi)
             .map_err(|e| ExecError::Engine(e.to_string()))?;
         let modules = ModuleCache::new(engine.clone(), linker, cfg.cache_dir.clone())?;
-        let components = Arc::new(instance::Components::new(engine.clone())?);
+        let components = Arc::new(instance::Components::new(&engine)?);
         Ok(Executor {
             inner: Arc::new(Inner {
                 cfg,

@@ -19,7 +19,7 @@
 //! - `bindings.rs`: the host bindings `bindgen!` generates from the WIT world.
 //! - `host.rs`: the store data and the host interface (event queue, paced and capped updates
 //!   and messages, live-task books).
-//! - `compile.rs`: executor components compiled and linked once per digest.
+//! - `compile.rs`: executor components linked once per digest (compiled by the module cache).
 //! - `run.rs`: one instance's run (store setup, envelope limits, kill, classification).
 //! - `tests.rs`: the runtime's tests on real example executors.
 
@@ -242,10 +242,5 @@ impl Executor {
             guard.exit(outcome);
         });
         handle
-    }
-
-    /// Executor components compiled so far (cache misses), for tests and measurements.
-    pub fn instance_compiles(&self) -> u64 {
-        self.inner.components.compiles.load(Ordering::Relaxed)
     }
 }

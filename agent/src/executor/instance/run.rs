@@ -17,7 +17,7 @@ use super::{InstanceEvent, InstanceSpec};
 use crate::executor::limiter::MemLimiter;
 use crate::executor::output::{read_tail, CappedOutput};
 use crate::executor::pacing::Pacer;
-use crate::executor::run::{disk_over, guest_error, killed};
+use crate::executor::run::{disk_over, guest_error, killed, preopen_datasets};
 use crate::executor::{disk, Inner, TaskOutcome, Termination};
 use crate::workdir::TaskDir;
 
@@ -148,6 +148,7 @@ impl Inner {
             0 => self.cfg.default_disk_cap,
             n => n,
         };
+        tracing::debug!(digest = %spec.digest, dir = %spec.dir.display(), "executor instance started");
         guard.started();
         let started = Instant::now();
         pacer.start();
@@ -187,6 +188,12 @@ impl Inner {
             }
             Ended::Returned(Err(e)) => guest_error(&e, &store.data().limiter),
         };
+        tracing::debug!(
+            digest = %spec.digest,
+            ?termination,
+            wall_ms = wall.as_millis() as u64,
+            "executor instance ended"
+        );
         // Close the output files before reading the tails.
         drop(store);
         let mut outcome = finish(
@@ -226,7 +233,7 @@ impl Inner {
     ) -> Result<(Store<InstanceState>, ExecutorWorld), Termination> {
         let pre = self
             .components
-            .prepared(&spec.digest, &spec.wasm_path)
+            .prepared(&self.modules, &spec.digest, &spec.wasm_path)
             .await
             .map_err(Termination::StartFailed)?;
         let io_err = |what: &std::path::Path, e: std::io::Error| {
@@ -259,22 +266,9 @@ impl Inner {
         builder
             .preopened_dir(&sandbox, "/", FsPerms::ReadWrite)
             .map_err(|e| preopen_err(&sandbox, e))?;
-        for (name, host) in &spec.datasets {
-            if name.is_empty() || name.contains(['/', '\\']) || name == "." || name == ".." {
-                return Err(Termination::StartFailed(format!(
-                    "invalid data set name {name:?}"
-                )));
-            }
-            // An empty mount point in the sandbox, so that listing `/data` shows the set; its
-            // contents come from the read-only preopen, which wins for paths below it.
-            let mount = sandbox.join("data").join(name);
-            tokio::fs::create_dir_all(&mount)
-                .await
-                .map_err(|e| io_err(&mount, e))?;
-            builder
-                .preopened_dir(host, format!("/data/{name}"), FsPerms::ReadOnly)
-                .map_err(|e| preopen_err(host, e))?;
-        }
+        // Data sets read-only at /data/<name>, exactly as for one-shot tasks.
+        preopen_datasets(&mut builder, &sandbox, &spec.datasets)
+            .map_err(Termination::StartFailed)?;
         let state = InstanceState::new(builder.build(), side);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

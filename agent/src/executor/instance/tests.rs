@@ -135,7 +135,7 @@ async fn kvexec_loads_once_and_answers_from_memory() {
     let out = inst.exited().await;
     assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
     assert!(out.stderr_tail.contains("kvexec: shutting down"), "{out:?}");
-    assert_eq!(exec.instance_compiles(), 1);
+    assert_eq!(exec.stats().compiles, 1);
 }
 
 #[tokio::test]
@@ -158,6 +158,14 @@ async fn kvexec_reads_its_data_set_read_only() {
     );
     inst.handle.shutdown();
     assert_eq!(inst.exited().await.termination, Termination::Exited(0));
+
+    // A data set that is not there fails the start, saying which.
+    let mut s = spec(&dir.path().join("2"), "kvexec", KVEXEC_EXECUTOR_PATH);
+    s.datasets = vec![("gone".into(), dir.path().join("nonexistent"))];
+    match start(&exec, s).exited().await.termination {
+        Termination::StartFailed(m) => assert!(m.contains("\"gone\""), "{m}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -244,6 +252,26 @@ async fn envelope_growth_lets_a_bigger_task_succeed() {
     );
     inst.handle.shutdown();
     assert_eq!(inst.exited().await.termination, Termination::Exited(0));
+}
+
+#[tokio::test]
+async fn growth_beyond_the_envelope_that_the_guest_cannot_handle_is_a_memory_limit() {
+    let exec = executor();
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("kv.txt"), "a=1\n").unwrap();
+    let mut s = spec(dir.path(), "kvexec", KVEXEC_EXECUTOR_PATH);
+    s.datasets = vec![("tiny".into(), data.path().to_owned())];
+    s.mem_bytes = 16 * MIB;
+    let mut inst = start(&exec, s);
+    inst.started().await;
+    inst.handle.launch(task("h", "hog:32"));
+    assert_eq!(inst.update("h").await.0, GuestTaskState::Running);
+    let out = inst.exited().await;
+    match &out.termination {
+        Termination::MemoryLimit(m) => assert!(m.contains("memory limit of 16777216"), "{m}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -422,6 +450,34 @@ async fn an_error_from_run_is_exit_code_one_with_the_message() {
 }
 
 #[tokio::test]
+async fn a_compiled_executor_survives_an_agent_restart_in_the_disk_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ExecutorConfig {
+        cache_dir: Some(cache.path().to_owned()),
+        ..ExecutorConfig::default()
+    };
+    for round in 0..2 {
+        let exec = Executor::new(cfg.clone()).unwrap();
+        let d = dir.path().join(format!("r{round}"));
+        let mut inst = start(&exec, spec(&d, "kvexec", KVEXEC_EXECUTOR_PATH));
+        inst.started().await;
+        assert_eq!(
+            inst.run_task("q", "get:k3").await.0,
+            GuestTaskState::Finished
+        );
+        inst.handle.shutdown();
+        assert_eq!(inst.exited().await.termination, Termination::Exited(0));
+        let stats = exec.stats();
+        assert_eq!(
+            (stats.compiles, stats.disk_cache_hits),
+            if round == 0 { (1, 0) } else { (0, 1) },
+            "round {round}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn invalid_components_fail_to_start_with_a_clear_message() {
     let exec = executor();
     let dir = tempfile::tempdir().unwrap();
@@ -431,18 +487,24 @@ async fn invalid_components_fail_to_start_with_a_clear_message() {
         (
             "junk",
             junk.to_str().unwrap().to_owned(),
-            "not a valid WebAssembly component",
+            "not a valid WebAssembly",
         ),
         // A core module (a WASI preview-1 command) is not a component.
         (
             "core",
             wasm_examples::HELLO_PATH.to_owned(),
-            "not a valid WebAssembly component",
+            "not a component",
+        ),
+        // A WASI 0.2 command is a component, but not an executor.
+        (
+            "command",
+            wasm_examples::components::P2CMD_PATH.to_owned(),
+            "does not export",
         ),
         (
             "missing",
             "/nonexistent/x.wasm".to_owned(),
-            "cannot read component",
+            "I/O error on /nonexistent/x.wasm",
         ),
     ];
     for (name, path, want) in cases {
@@ -479,7 +541,13 @@ wasm_examples::foreach_executor!(assert_executor_tested);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn measure_instance_latencies() {
-    let exec = executor();
+    let cache = tempfile::tempdir().unwrap();
+    let cfg = ExecutorConfig {
+        cache_dir: Some(cache.path().to_owned()),
+        ..ExecutorConfig::default()
+    };
+    let exec = Executor::new(cfg.clone()).unwrap();
+    let restarted = Executor::new(cfg).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
     std::fs::write(data.path().join("kv.txt"), "a=1\n").unwrap();
@@ -488,9 +556,13 @@ async fn measure_instance_latencies() {
         s.datasets = vec![("tiny".into(), data.path().to_owned())];
         s
     };
-    for (label, name) in [("cold (compile)", "cold"), ("warm (compiled)", "warm")] {
+    for (label, exec, name) in [
+        ("cold (compile)", &exec, "cold"),
+        ("warm (compiled in memory)", &exec, "warm"),
+        ("after an agent restart (disk cache)", &restarted, "disk"),
+    ] {
         let t0 = Instant::now();
-        let mut inst = start(&exec, with_data(name));
+        let mut inst = start(exec, with_data(name));
         inst.handle.launch(task("t", "get:a"));
         inst.started().await;
         let first = inst.update("t").await;

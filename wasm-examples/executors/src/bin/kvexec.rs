@@ -8,6 +8,7 @@
 //! - `wait`: stays running until a message `release` comes, then finishes;
 //! - `ignore-kill`: stays running and never answers a kill;
 //! - `alloc:<MiB>`: tries to allocate that much (fallibly): finished if it got it, else failed;
+//! - `hog:<MiB>`: allocates that much infallibly (beyond the envelope, the executor dies);
 //! - `flood:<n>`: sends `n` running updates, then finishes;
 //! - `slices:<n>`: does its work in `n` slices of [`Executor::tick`], then finishes;
 //! - `big:<bytes>`: sends a running update with a message of that many bytes: finished if the
@@ -129,6 +130,11 @@ impl Executor for KvExec {
                     report(ctx, &id, TaskState::Failed, &msg);
                 }
             }
+        } else if let Some(mib) = data.strip_prefix("hog:") {
+            let mib: usize = mib.parse().unwrap_or(0);
+            let v = vec![1u8; mib << 20];
+            let msg = format!("hogged {} MiB", std::hint::black_box(v).len() >> 20);
+            report(ctx, &id, TaskState::Finished, &msg);
         } else if let Some(n) = data.strip_prefix("flood:") {
             let n: u64 = n.parse().unwrap_or(0);
             for i in 0..n {
