@@ -363,9 +363,9 @@ impl Executor {
         let inner = self.inner.clone();
         tokio::spawn(async move {
             let _keep_sender = keep_sender;
-            let mut guard = FinishGuard::new(notify);
+            let mut guard = FinishGuard::for_task(notify);
             let outcome = inner.run(spec, rx, &mut guard).await;
-            guard.finish(outcome);
+            guard.end(outcome);
         });
         handle
     }

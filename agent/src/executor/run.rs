@@ -4,6 +4,7 @@
 //! and the disk cap, and its classification into a [`Termination`] with the output tails.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -115,46 +116,63 @@ impl Entry {
     }
 }
 
-/// Guarantees `Finished` is sent exactly once, even if the task future is
-/// dropped (runtime shutdown) or panics.
-pub(super) struct FinishGuard {
-    /// Taken when `Finished` is sent, so it is sent once.
-    notify: Option<Box<dyn Fn(ExecEvent) + Send + Sync>>,
-    /// `Running` was sent: a dropped task was killed rather than never started.
-    running: bool,
+/// Guarantees a run's last event (a task's `Finished`, an instance's `Exited`) is sent exactly
+/// once, even if the run's future is dropped (runtime shutdown) or panics: dropped after its
+/// start event, the run counts as killed; before, as never started.
+pub(super) struct EndGuard<E> {
+    /// Taken when the last event is sent, so it is sent once.
+    notify: Option<Arc<dyn Fn(E) + Send + Sync>>,
+    /// The start event was sent.
+    started: bool,
+    /// Makes the start event (`Running`, `Started`).
+    start_event: fn() -> E,
+    /// Makes the last event (`Finished`, `Exited`).
+    end_event: fn(TaskOutcome) -> E,
+    /// What was dropped, for the never-started outcome ("task", "instance").
+    what: &'static str,
 }
 
-impl FinishGuard {
-    /// Guards the notifications of one launch.
-    pub(super) fn new(notify: Box<dyn Fn(ExecEvent) + Send + Sync>) -> Self {
-        FinishGuard {
+impl<E> EndGuard<E> {
+    /// Guards the notifications of one run.
+    pub(super) fn new(
+        notify: Arc<dyn Fn(E) + Send + Sync>,
+        start_event: fn() -> E,
+        end_event: fn(TaskOutcome) -> E,
+        what: &'static str,
+    ) -> Self {
+        EndGuard {
             notify: Some(notify),
-            running: false,
+            started: false,
+            start_event,
+            end_event,
+            what,
         }
     }
 
-    fn running(&mut self) {
+    /// Sends the start event (before the last one only).
+    pub(super) fn started(&mut self) {
         if let Some(n) = &self.notify {
-            self.running = true;
-            n(ExecEvent::Running);
+            self.started = true;
+            n((self.start_event)());
         }
     }
 
-    pub(super) fn finish(&mut self, outcome: TaskOutcome) {
+    /// Sends the last event (once).
+    pub(super) fn end(&mut self, outcome: TaskOutcome) {
         if let Some(n) = self.notify.take() {
-            n(ExecEvent::Finished(outcome));
+            n((self.end_event)(outcome));
         }
     }
 }
 
-impl Drop for FinishGuard {
+impl<E> Drop for EndGuard<E> {
     fn drop(&mut self) {
-        let termination = if self.running {
+        let termination = if self.started {
             Termination::Killed
         } else {
-            Termination::StartFailed("executor task was dropped before the task started".into())
+            Termination::StartFailed(format!("the {} was dropped before it started", self.what))
         };
-        self.finish(TaskOutcome {
+        self.end(TaskOutcome {
             termination,
             stdout_tail: String::new(),
             stderr_tail: String::new(),
@@ -163,6 +181,21 @@ impl Drop for FinishGuard {
             cpu_paused: Duration::ZERO,
             cpu_time: Duration::ZERO,
         });
+    }
+}
+
+/// The guard of a one-shot task's `Running` and `Finished`.
+pub(super) type FinishGuard = EndGuard<ExecEvent>;
+
+impl FinishGuard {
+    /// Guards the notifications of one launch.
+    pub(super) fn for_task(notify: Box<dyn Fn(ExecEvent) + Send + Sync>) -> Self {
+        EndGuard::new(
+            Arc::from(notify),
+            || ExecEvent::Running,
+            ExecEvent::Finished,
+            "task",
+        )
     }
 }
 
@@ -266,7 +299,7 @@ impl Inner {
             0 => self.cfg.default_disk_cap,
             n => n,
         };
-        guard.running();
+        guard.started();
         let started = Instant::now();
         pacer.start();
         let timeout = async {

@@ -237,9 +237,9 @@ impl Executor {
         let notify: host::Notify = Arc::from(notify);
         let inner = self.inner.clone();
         tokio::spawn(async move {
-            let mut guard = ExitGuard::new(notify.clone());
+            let mut guard = ExitGuard::for_instance(notify.clone());
             let outcome = inner.run_instance(spec, parts, notify, &mut guard).await;
-            guard.exit(outcome);
+            guard.end(outcome);
         });
         handle
     }

@@ -17,7 +17,7 @@ use super::{InstanceEvent, InstanceSpec};
 use crate::executor::limiter::MemLimiter;
 use crate::executor::output::{read_tail, CappedOutput};
 use crate::executor::pacing::Pacer;
-use crate::executor::run::{disk_over, guest_error, killed, preopen_datasets};
+use crate::executor::run::{disk_over, guest_error, killed, preopen_datasets, EndGuard};
 use crate::executor::{disk, Inner, TaskOutcome, Termination};
 use crate::workdir::TaskDir;
 
@@ -39,55 +39,18 @@ pub(super) struct Parts {
     pub(super) kill: watch::Receiver<bool>,
 }
 
-/// Guarantees `Exited` is sent exactly once, last, even if the instance's future is dropped
-/// (runtime shutdown) or panics.
-pub(super) struct ExitGuard {
-    /// Taken when `Exited` is sent.
-    notify: Option<Notify>,
-    /// `Started` was sent: a dropped instance was killed rather than never started.
-    started: bool,
-}
+/// The guard of an instance's `Started` and `Exited`.
+pub(super) type ExitGuard = EndGuard<InstanceEvent>;
 
 impl ExitGuard {
     /// Guards the notifications of one instance.
-    pub(super) fn new(notify: Notify) -> Self {
-        ExitGuard {
-            notify: Some(notify),
-            started: false,
-        }
-    }
-
-    fn started(&mut self) {
-        if let Some(n) = &self.notify {
-            self.started = true;
-            n(InstanceEvent::Started);
-        }
-    }
-
-    /// Sends `Exited(outcome)` (once).
-    pub(super) fn exit(&mut self, outcome: TaskOutcome) {
-        if let Some(n) = self.notify.take() {
-            n(InstanceEvent::Exited(outcome));
-        }
-    }
-}
-
-impl Drop for ExitGuard {
-    fn drop(&mut self) {
-        let termination = if self.started {
-            Termination::Killed
-        } else {
-            Termination::StartFailed("the instance was dropped before it started".into())
-        };
-        self.exit(TaskOutcome {
-            termination,
-            stdout_tail: String::new(),
-            stderr_tail: String::new(),
-            fuel_consumed: 0,
-            wall: Duration::ZERO,
-            cpu_paused: Duration::ZERO,
-            cpu_time: Duration::ZERO,
-        });
+    pub(super) fn for_instance(notify: Notify) -> Self {
+        EndGuard::new(
+            notify,
+            || InstanceEvent::Started,
+            InstanceEvent::Exited,
+            "instance",
+        )
     }
 }
 
