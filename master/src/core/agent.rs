@@ -412,40 +412,14 @@ impl Master {
             .collect();
         for key in keys {
             let role = self.frameworks.get(&key.0).map(|f| f.info.role.clone());
-            let Some(t) = self.tasks.get_mut(&key) else {
-                continue;
-            };
-            t.reserved.clear();
-            let Some(role) = role else {
-                continue;
-            };
-            let Some((_, reservation)) = reservations.iter().find(|(r, _)| *r == role) else {
-                continue;
-            };
-            let u = used.entry(role.clone()).or_default();
-            let take = t.info.resources.min_each(&(*reservation - *u));
-            if !take.is_empty() {
-                *u += take;
-                t.reserved.push((role, take));
+            if let Some(t) = self.tasks.get_mut(&key) {
+                t.reserved = draw_reservation(&reservations, &mut used, role, t.info.resources);
             }
         }
         for key in self.executors_on(id) {
             let role = self.frameworks.get(&key.1).map(|f| f.info.role.clone());
-            let Some(e) = self.executors.get_mut(&key) else {
-                continue;
-            };
-            e.reserved.clear();
-            let Some(role) = role else {
-                continue;
-            };
-            let Some((_, reservation)) = reservations.iter().find(|(r, _)| *r == role) else {
-                continue;
-            };
-            let u = used.entry(role.clone()).or_default();
-            let take = e.info.resources.min_each(&(*reservation - *u));
-            if !take.is_empty() {
-                *u += take;
-                e.reserved.push((role, take));
+            if let Some(e) = self.executors.get_mut(&key) {
+                e.reserved = draw_reservation(&reservations, &mut used, role, e.info.resources);
             }
         }
         used.retain(|_, r| !r.is_empty());
@@ -555,4 +529,28 @@ impl Master {
         self.removed_agents.insert(aid.clone());
         tracing::info!(agent = %aid, "agent removed");
     }
+}
+
+/// The part of a charge of `r` by a framework of `role` (`None`: a framework that is gone)
+/// drawn from that role's reservation, given what `used` says is already drawn from each
+/// reservation (updated): as much as is left, the rest being unreserved.
+fn draw_reservation(
+    reservations: &[(String, Resources)],
+    used: &mut std::collections::BTreeMap<String, Resources>,
+    role: Option<String>,
+    r: Resources,
+) -> Vec<(String, Resources)> {
+    let Some(role) = role else {
+        return Vec::new();
+    };
+    let Some((_, reservation)) = reservations.iter().find(|(name, _)| *name == role) else {
+        return Vec::new();
+    };
+    let u = used.entry(role.clone()).or_default();
+    let take = r.min_each(&(*reservation - *u));
+    if take.is_empty() {
+        return Vec::new();
+    }
+    *u += take;
+    vec![(role, take)]
 }
