@@ -1,9 +1,9 @@
 //! The `--ca`/`--cert`/`--key` arguments every deployed peer (master, agent, `tessera run`
-//! against a cluster) takes, and loading them.
+//! against a cluster) takes, and loading them; and the `--quic-*` timers of its links.
 
 use anyhow::Context;
 use clap::Args;
-use net::tls::PeerTls;
+use net::tls::{PeerTls, TransportTuning};
 use std::path::{Path, PathBuf};
 
 /// The three PEM files a deployed peer is given.
@@ -55,5 +55,36 @@ impl TlsArgs {
                 .with_context(|| format!("loading the revocation list {}", path.display())),
             None => Ok(tls),
         }
+    }
+}
+
+/// The QUIC timers every deployed peer (master, agent, `tessera run`) can tune for its links:
+/// the defaults hold at 10 % loss and 300 ms of round trip; longer or lossier links want a
+/// longer idle timeout and an initial RTT near the real one.
+#[derive(Args, Clone, Debug)]
+pub struct QuicArgs {
+    /// Close a connection after this long without a packet from the peer (that is how a dead
+    /// peer is noticed). Both ends take the smaller of their two values.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    quic_idle_timeout: std::time::Duration,
+    /// Send a keep-alive after this long without traffic: at most half the idle timeout.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    quic_keep_alive: std::time::Duration,
+    /// The round-trip time assumed before one is measured (sets the handshake's first
+    /// retransmission timer).
+    #[arg(long, default_value = "333ms", value_parser = humantime::parse_duration)]
+    quic_initial_rtt: std::time::Duration,
+}
+
+impl QuicArgs {
+    /// The transport tuning these flags describe, checked for sense.
+    pub fn tuning(&self) -> anyhow::Result<TransportTuning> {
+        let t = TransportTuning {
+            idle_timeout: self.quic_idle_timeout,
+            keep_alive: self.quic_keep_alive,
+            initial_rtt: self.quic_initial_rtt,
+        };
+        t.validate().map_err(|e| anyhow::anyhow!("--quic-*: {e}"))?;
+        Ok(t)
     }
 }

@@ -43,8 +43,13 @@ pub struct SchedulerOptions {
     pub auto_acknowledge: bool,
     /// Longest pause between reconnection attempts (default 5 s).
     pub max_backoff: Duration,
-    /// How long [`Scheduler::connect`] waits for the first subscription (default 10 s).
+    /// How long one subscription attempt waits for the master's `Subscribed` once the link
+    /// is up (default 10 s).
     pub subscribe_timeout: Duration,
+    /// How long [`Scheduler::connect`] keeps redialing (with jittered backoff) a master that
+    /// cannot be reached before it gives up with [`SdkError::Unreachable`] (default 60 s). A
+    /// refusal (TLS, identity, subscription) ends it at once: redialing would not change it.
+    pub connect_timeout: Duration,
 }
 
 impl SchedulerOptions {
@@ -66,8 +71,53 @@ impl SchedulerOptions {
             auto_acknowledge: true,
             max_backoff: Duration::from_secs(5),
             subscribe_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(60),
         }
     }
+}
+
+/// Whether a failed connection attempt may succeed if tried again: the master is down or
+/// slow, the link lost the handshake. A refusal (TLS, identity, version, subscription) is
+/// final, and so is a local set-up error.
+fn is_transient(e: &SdkError) -> bool {
+    use quinn::ConnectionError as C;
+    match e {
+        SdkError::Timeout(_) => true,
+        SdkError::Link(LinkError::Connection(c)) => {
+            match c {
+                C::TimedOut | C::Reset | C::LocallyClosed | C::CidsExhausted => true,
+                // A TLS alert: the master (or this side) refused the certificates.
+                C::ConnectionClosed(close) => !is_tls_alert(close.error_code.into()),
+                C::TransportError(t) => !is_tls_alert(t.code.into()),
+                C::ApplicationClosed(_) | C::VersionMismatch => false,
+            }
+        }
+        SdkError::Link(LinkError::Write(_)) => true,
+        SdkError::Link(LinkError::Frame(proto::frame::FrameError::Io(_)))
+        | SdkError::Link(LinkError::Frame(proto::frame::FrameError::Truncated)) => true,
+        _ => false,
+    }
+}
+
+impl SdkError {
+    /// Whether the master (or the TLS handshake) said no: a certificate it does not accept, an
+    /// identity or ACL it refuses, an invalid blob, a refused subscription. Trying again
+    /// unchanged gives the same answer, unlike a link that failed or a master not up yet.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            SdkError::Refused(_) => true,
+            SdkError::Link(
+                LinkError::Refused(_) | LinkError::HelloRefused(_) | LinkError::Tls(_),
+            ) => true,
+            SdkError::Link(LinkError::Connection(_)) => !is_transient(self),
+            _ => false,
+        }
+    }
+}
+
+/// QUIC carries TLS alerts as transport error codes 0x100 to 0x1ff (RFC 9001, section 4.8).
+fn is_tls_alert(code: u64) -> bool {
+    (0x100..0x200).contains(&code)
 }
 
 /// How long a refused subscription waits for the master's close reason.
@@ -94,6 +144,14 @@ pub enum SdkError {
     /// No subscription in time.
     #[error("no answer from the master within {0:?}")]
     Timeout(Duration),
+    /// The master could not be reached (or did not answer) within the connect deadline.
+    #[error("cannot reach the master within {after:?}: {last}")]
+    Unreachable {
+        /// The connect deadline.
+        after: Duration,
+        /// Why the last attempt failed.
+        last: String,
+    },
     /// The scheduler's background task has stopped.
     #[error("the scheduler is closed")]
     Closed,
@@ -121,11 +179,71 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// Connects, subscribes, and waits for the master's `Subscribed`.
+    /// Connects, subscribes, and waits for the master's `Subscribed`. A master that cannot be
+    /// reached (down, not up yet, a link losing the handshake) is redialed with jittered
+    /// backoff until `opts.connect_timeout`; a refusal is returned at once.
     pub async fn connect(opts: SchedulerOptions) -> Result<Self, SdkError> {
         let endpoint = link::client_endpoint(&opts.tls, opts.tuning)?;
         let mut core = SchedulerCore::new(opts.framework.clone(), opts.auto_acknowledge);
-        let mut link = Link::connect(&endpoint, opts.master, Role::Scheduler).await?;
+        let deadline = tokio::time::Instant::now() + opts.connect_timeout;
+        let mut backoff = net::backoff::Reconnect::new(opts.max_backoff);
+        let (link, framework_id) = loop {
+            let attempt = tokio::time::timeout_at(
+                deadline,
+                Self::subscribe_once(&endpoint, &opts, &mut core),
+            )
+            .await;
+            let last = match attempt {
+                Ok(Ok(done)) => break done,
+                Ok(Err(e)) if !is_transient(&e) => return Err(e),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no answer before the deadline".to_owned(),
+            };
+            let delay = backoff.next_delay();
+            if tokio::time::Instant::now() + delay >= deadline {
+                return Err(SdkError::Unreachable {
+                    after: opts.connect_timeout,
+                    last,
+                });
+            }
+            tracing::warn!(error = %last, ?delay, "cannot reach the master; retrying");
+            // The core restarts from a clean subscription on the next link.
+            core = SchedulerCore::new(opts.framework.clone(), opts.auto_acknowledge);
+            tokio::time::sleep(delay).await;
+        };
+        tracing::info!(%framework_id, "subscribed");
+        let (calls, calls_rx) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let conn = Arc::new(Mutex::new(Some(link.conn.clone())));
+        let _ = events_tx.send(Event::Subscribed {
+            framework_id: framework_id.clone(),
+        });
+        let background = Background {
+            core,
+            endpoint,
+            master: opts.master,
+            max_backoff: opts.max_backoff,
+            calls: calls_rx,
+            events: events_tx,
+            conn: conn.clone(),
+        };
+        let task = tokio::spawn(background.run(link));
+        Ok(Self {
+            calls,
+            events,
+            conn,
+            framework_id,
+            task,
+        })
+    }
+
+    /// One dial and subscription: the link and the framework id, or why not.
+    async fn subscribe_once(
+        endpoint: &quinn::Endpoint,
+        opts: &SchedulerOptions,
+        core: &mut SchedulerCore,
+    ) -> Result<(Link, FrameworkId), SdkError> {
+        let mut link = Link::connect(endpoint, opts.master, Role::Scheduler).await?;
         core.handle_connected();
         let framework_id = tokio::time::timeout(opts.subscribe_timeout, async {
             loop {
@@ -157,30 +275,7 @@ impl Scheduler {
         })
         .await
         .map_err(|_| SdkError::Timeout(opts.subscribe_timeout))??;
-        tracing::info!(%framework_id, "subscribed");
-        let (calls, calls_rx) = mpsc::unbounded_channel();
-        let (events_tx, events) = mpsc::unbounded_channel();
-        let conn = Arc::new(Mutex::new(Some(link.conn.clone())));
-        let _ = events_tx.send(Event::Subscribed {
-            framework_id: framework_id.clone(),
-        });
-        let background = Background {
-            core,
-            endpoint,
-            master: opts.master,
-            max_backoff: opts.max_backoff,
-            calls: calls_rx,
-            events: events_tx,
-            conn: conn.clone(),
-        };
-        let task = tokio::spawn(background.run(link));
-        Ok(Self {
-            calls,
-            events,
-            conn,
-            framework_id,
-            task,
-        })
+        Ok((link, framework_id))
     }
 
     /// The framework's id.
@@ -285,6 +380,30 @@ impl Scheduler {
     }
 
     async fn upload(&self, kind: BlobKind, bytes: &[u8]) -> Result<Digest, SdkError> {
+        self.uploader().upload(kind, bytes).await
+    }
+
+    /// A handle that uploads blobs on the scheduler's current connection without borrowing
+    /// the scheduler, so uploads can run on tasks of their own while the caller keeps reading
+    /// events (`tessera run` uploads while it waits for an offer).
+    pub fn uploader(&self) -> Uploader {
+        Uploader {
+            conn: self.conn.clone(),
+        }
+    }
+}
+
+/// Uploads blobs on a [`Scheduler`]'s current connection; see [`Scheduler::uploader`].
+#[derive(Clone)]
+pub struct Uploader {
+    /// The scheduler's current connection (`None` while reconnecting).
+    conn: Arc<Mutex<Option<quinn::Connection>>>,
+}
+
+impl Uploader {
+    /// Uploads `bytes` as a blob of `kind` (a module is validated by the master) and returns
+    /// its digest once the master has stored it.
+    pub async fn upload(&self, kind: BlobKind, bytes: &[u8]) -> Result<Digest, SdkError> {
         let conn = self.conn.lock().expect("poisoned").clone();
         let conn = conn.ok_or(SdkError::NotConnected)?;
         // As long as the master would wait for the bytes, and then some: a link that stalls

@@ -26,7 +26,7 @@
 //! - [`core`]: [`SchedulerCore`] and the [`Event`]s it surfaces; its calling contract.
 //! - [`delay`]: delay scheduling for data locality (decline non-local offers for a short wait).
 //! - `dedup`: the bounded window of recent updates used to drop duplicates.
-//! - `driver`: [`Scheduler`], [`SchedulerOptions`], [`SdkError`] and the background task.
+//! - `driver`: [`Scheduler`], [`SchedulerOptions`], [`SdkError`], [`Uploader`] and the background task.
 //! - [`TaskBuilder`] is `proto::task_builder::TaskBuilder`, re-exported here.
 //!
 //! # Example
@@ -61,5 +61,5 @@ pub mod delay;
 mod driver;
 
 pub use self::core::{Event, SchedulerCore};
-pub use driver::{Scheduler, SchedulerOptions, SdkError};
+pub use driver::{Scheduler, SchedulerOptions, SdkError, Uploader};
 pub use proto::task_builder::TaskBuilder;

@@ -1,6 +1,6 @@
 //! `tessera agent`: runs an agent on this machine, offering the resources it is given.
 
-use crate::tls::TlsArgs;
+use crate::tls::{QuicArgs, TlsArgs};
 use clap::Args;
 use proto::resources::{parse_cpus, parse_resource_spec, parse_size};
 use proto::{AgentInfo, Resources};
@@ -43,6 +43,8 @@ pub struct AgentArgs {
     datasets: Vec<(String, PathBuf)>,
     #[command(flatten)]
     tls: TlsArgs,
+    #[command(flatten)]
+    quic: QuicArgs,
 }
 
 /// Runs the agent until Ctrl-C.
@@ -66,6 +68,7 @@ pub async fn execute(a: AgentArgs) -> anyhow::Result<i32> {
     };
     let mut opts = agent::driver::AgentOptions::new(a.master, tls, a.work_dir, info);
     opts.datasets = a.datasets;
+    opts.tuning = a.quic.tuning()?;
     agent::driver::run(opts, super::shutdown_signal()).await?;
     Ok(0)
 }

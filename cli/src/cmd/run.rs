@@ -1,14 +1,25 @@
 //! `tessera run`: one task, like `mesos-execute`. Uploads the module (a WASI preview 1 command
 //! module or a WASI 0.2 command component) and a local directory's files for the sandbox, waits
 //! for an offer that fits, launches, waits for the end, and maps the outcome onto an exit code.
+//!
+//! It follows its task for as long as the task lives: no idle limit (a quiet task is awaited
+//! however long it takes, or up to `--timeout` plus [`WAIT_MARGIN`]), the first connection is
+//! redialed until `--connect-timeout`, and Ctrl-C or SIGTERM kills the task before leaving.
+//! Failures of the cluster rather than of the task have exit codes of their own
+//! ([`exit_code`]), so a script can tell "retry later" from "the task failed".
+//!
+//! Round trips on the way: the module and files upload on streams of their own while the
+//! subscription and the first allocation round run, so on a slow link the upload's round trips
+//! hide behind the wait for an offer instead of adding to it.
 
-use crate::tls::TlsArgs;
+use crate::tls::{QuicArgs, TlsArgs};
 use anyhow::Context;
 use clap::Args;
 use cluster::{LocalCluster, LocalClusterConfig};
 use proto::resources::{parse_cpus, parse_size};
-use proto::{Filters, Reason, Resources, TaskState, TaskStatus};
-use sdk::{Event, Scheduler, SchedulerOptions, TaskBuilder};
+use proto::{BlobKind, Digest, Filters, Reason, Resources, TaskId, TaskState, TaskStatus};
+use sdk::{Event, Scheduler, SchedulerOptions, SdkError, TaskBuilder, Uploader};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -36,8 +47,13 @@ pub struct RunArgs {
     /// Submit to this cluster instead of an embedded one.
     #[arg(long)]
     master: Option<SocketAddr>,
+    /// How long to keep redialing a master that cannot be reached before giving up (exit 69).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    connect_timeout: Duration,
     #[command(flatten)]
     tls: TlsArgs,
+    #[command(flatten)]
+    quic: QuicArgs,
     /// Arguments passed to the task.
     #[arg(last = true)]
     args: Vec<String>,
@@ -70,8 +86,82 @@ pub mod exit_code {
     pub const MEMORY: i32 = 137;
     /// The wall-clock timeout passed (as `timeout(1)`).
     pub const TIMEOUT: i32 = 124;
-    /// Anything else (lost, killed, invalid module...).
+    /// Anything else the task did (killed by someone else...).
     pub const OTHER: i32 = 1;
+    /// The master could not be reached within `--connect-timeout` (`EX_UNAVAILABLE`).
+    pub const UNREACHABLE: i32 = 69;
+    /// The task was lost or dropped through no fault of its own, or the cluster stopped
+    /// answering about it: trying again may succeed (`EX_TEMPFAIL`).
+    pub const TEMPFAIL: i32 = 75;
+    /// The master refused: TLS, identity or ACL, an invalid module or task (`EX_PROTOCOL`).
+    pub const REFUSED: i32 = 76;
+    /// Ctrl-C (SIGINT) arrived; the task was killed (128 + 2, as a shell reports it).
+    pub const INTERRUPTED: i32 = 130;
+    /// SIGTERM arrived; the task was killed (128 + 15).
+    pub const TERMINATED: i32 = 143;
+}
+
+/// How long past its own `--timeout` a task is awaited (fetching, queueing for a slot and the
+/// updates' way back take time the task's clock does not count).
+pub const WAIT_MARGIN: Duration = Duration::from_secs(60);
+
+/// How long an interrupted run waits for its task's `TASK_KILLED` before tearing down (the
+/// teardown kills it too, so this only decides whether its output tails are shown).
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// Attempts at one upload when the link drops under it (a refusal is not retried).
+const UPLOAD_ATTEMPTS: u32 = 5;
+
+/// A failure of the cluster rather than of the task, with the exit code that says which.
+#[derive(Debug)]
+pub struct Infrastructure {
+    /// One of [`exit_code`]'s infrastructure codes.
+    pub code: i32,
+    /// What happened.
+    pub message: String,
+}
+
+impl std::fmt::Display for Infrastructure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Infrastructure {}
+
+impl Infrastructure {
+    fn new(code: i32, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Sorts an SDK error: unreachable, refused, or a link that failed for good.
+    fn from_sdk(e: SdkError, what: &str) -> Self {
+        let code = match &e {
+            SdkError::Unreachable { .. } => exit_code::UNREACHABLE,
+            e if e.is_refusal() => exit_code::REFUSED,
+            _ => exit_code::TEMPFAIL,
+        };
+        Self::new(code, format!("{what}: {e}"))
+    }
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The task reached this terminal state.
+    Ended(TaskStatus),
+    /// A signal stopped the run (exit code [`exit_code::INTERRUPTED`] or
+    /// [`exit_code::TERMINATED`]); the task, if launched, was killed, with this last status
+    /// when its end arrived in time.
+    Interrupted {
+        /// The exit code the signal calls for.
+        code: i32,
+        /// The killed task's terminal status, when it arrived within the kill wait.
+        status: Option<TaskStatus>,
+    },
 }
 
 /// The exit code for a terminal status, and a one-line reason when it is not the guest's own.
@@ -85,6 +175,24 @@ pub fn exit_status(status: &TaskStatus) -> (i32, Option<String>) {
             Some(format!("memory limit: {}", status.message)),
         ),
         (_, Some(Reason::Timeout)) => (exit_code::TIMEOUT, Some(status.message.clone())),
+        // Infrastructure, not the task: lost with its agent or never delivered (retry), or
+        // refused as invalid at accept.
+        (TaskState::Lost | TaskState::Dropped, reason) => (
+            exit_code::TEMPFAIL,
+            Some(format!(
+                "{}: {reason:?}: {}",
+                status.state.name(),
+                status.message
+            )),
+        ),
+        (TaskState::Error, reason) => (
+            exit_code::REFUSED,
+            Some(format!(
+                "{}: {reason:?}: {}",
+                status.state.name(),
+                status.message
+            )),
+        ),
         (state, reason) => (
             exit_code::OTHER,
             Some(format!(
@@ -120,10 +228,47 @@ pub fn collect_dir(dir: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     Ok(out)
 }
 
-/// Submits the task through a scheduler and returns its terminal status.
-pub async fn run_task(opts: SchedulerOptions, spec: &RunSpec) -> anyhow::Result<TaskStatus> {
-    let mut sched = Scheduler::connect(opts).await?;
-    let module = sched.upload_module(&spec.wasm).await?;
+/// Uploads one blob, again when the link drops under it (the scheduler redials meanwhile).
+async fn upload(up: Uploader, kind: BlobKind, bytes: Vec<u8>) -> Result<Digest, SdkError> {
+    let mut attempt = 1;
+    loop {
+        match up.upload(kind, &bytes).await {
+            Ok(d) => return Ok(d),
+            Err(e @ (SdkError::Link(net::link::LinkError::Refused(_)) | SdkError::Closed)) => {
+                return Err(e)
+            }
+            Err(e) if attempt >= UPLOAD_ATTEMPTS => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "upload failed; retrying");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// Submits the task through a scheduler and follows it to its terminal state, or until `stop`
+/// resolves (to the exit code of the signal that arrived), then kills it. Failures of the
+/// cluster come back as [`Infrastructure`] errors.
+pub async fn run_task(
+    opts: SchedulerOptions,
+    spec: &RunSpec,
+    stop: impl Future<Output = i32>,
+) -> anyhow::Result<Outcome> {
+    let mut stop = std::pin::pin!(stop);
+    let mut sched = tokio::select! {
+        s = Scheduler::connect(opts) => s.map_err(|e| Infrastructure::from_sdk(e, "subscribing"))?,
+        code = &mut stop => return Ok(Outcome::Interrupted { code, status: None }),
+    };
+    // Digests are known locally, so the task is described at once; the bytes travel while the
+    // subscription's first allocation round runs.
+    let up = sched.uploader();
+    let module = Digest::of(&spec.wasm);
+    let mut uploads = vec![tokio::spawn(upload(
+        up.clone(),
+        BlobKind::Module,
+        spec.wasm.clone(),
+    ))];
     let mut builder = TaskBuilder::new(&spec.name, module)
         .resources(spec.resources)
         .args(spec.args.clone());
@@ -135,24 +280,59 @@ pub async fn run_task(opts: SchedulerOptions, spec: &RunSpec) -> anyhow::Result<
     }
     if let Some(dir) = &spec.dir {
         for (path, bytes) in collect_dir(dir)? {
-            let digest = sched.upload_file(&bytes).await?;
-            builder = builder.file(&path, digest);
+            builder = builder.file(&path, Digest::of(&bytes));
+            uploads.push(tokio::spawn(upload(up.clone(), BlobKind::File, bytes)));
         }
     }
+    let task_id = TaskId::from(spec.name.as_str());
     let mut launched = false;
+    // No idle limit: a live task is awaited however quiet it is; only a task with a timeout
+    // of its own has a bound, and the cluster gets a margin on top of it.
+    let mut give_up: Option<tokio::time::Instant> = None;
     loop {
-        let event = tokio::time::timeout(Duration::from_secs(60), sched.next_event())
-            .await
-            .map_err(|_| anyhow::anyhow!("no offer or update from the master in 60 s"))?
-            .ok_or_else(|| anyhow::anyhow!("the scheduler closed"))?;
+        let until = give_up;
+        let event = tokio::select! {
+            e = sched.next_event() => e,
+            code = &mut stop => {
+                let status = if launched { kill(&mut sched, &task_id).await } else { None };
+                let _ = sched.teardown().await;
+                return Ok(Outcome::Interrupted { code, status });
+            }
+            _ = async move {
+                match until {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let _ = kill(&mut sched, &task_id).await;
+                let _ = sched.teardown().await;
+                return Err(Infrastructure::new(
+                    exit_code::TEMPFAIL,
+                    format!("no end of the task within its timeout and {WAIT_MARGIN:?}"),
+                )
+                .into());
+            }
+        };
+        let Some(event) = event else {
+            return Err(Infrastructure::new(exit_code::TEMPFAIL, "the scheduler closed").into());
+        };
         match event {
             Event::Offers(offers) => {
                 let mut unused = Vec::new();
                 for offer in offers {
                     if !launched && offer.resources.contains(&spec.resources) {
+                        // The master needs the bytes before it accepts a task naming them.
+                        for handle in uploads.drain(..) {
+                            handle
+                                .await?
+                                .map_err(|e| Infrastructure::from_sdk(e, "uploading"))?;
+                        }
                         let task = builder.clone().build(&offer);
                         sched.accept(vec![offer.id.clone()], vec![task], Filters::default())?;
                         launched = true;
+                        give_up = spec
+                            .timeout
+                            .map(|t| tokio::time::Instant::now() + t + WAIT_MARGIN);
                     } else {
                         unused.push(offer.id);
                     }
@@ -166,17 +346,54 @@ pub async fn run_task(opts: SchedulerOptions, spec: &RunSpec) -> anyhow::Result<
                     )?;
                 }
             }
-            Event::Update(status) if status.task_id.as_str() == spec.name => {
+            Event::Update(status) if status.task_id == task_id => {
                 tracing::debug!(state = status.state.name(), "task update");
                 if status.state.is_terminal() {
                     let _ = sched.teardown().await;
-                    return Ok(status);
+                    return Ok(Outcome::Ended(status));
                 }
             }
-            Event::Error(message) => anyhow::bail!("master: {message}"),
+            Event::Error(message) => {
+                return Err(
+                    Infrastructure::new(exit_code::REFUSED, format!("master: {message}")).into(),
+                )
+            }
             _ => {}
         }
     }
+}
+
+/// Kills the task and waits up to [`KILL_WAIT`] for its terminal status.
+async fn kill(sched: &mut Scheduler, task_id: &TaskId) -> Option<TaskStatus> {
+    sched.kill(task_id.clone()).ok()?;
+    tokio::time::timeout(KILL_WAIT, async {
+        while let Some(event) = sched.next_event().await {
+            if let Event::Update(status) = event {
+                if &status.task_id == task_id && status.state.is_terminal() {
+                    return Some(status);
+                }
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Resolves to the exit code of the first SIGINT ([`exit_code::INTERRUPTED`]) or SIGTERM
+/// ([`exit_code::TERMINATED`]). The handlers are installed when this is called, not when it
+/// is first polled, so a signal during start-up is not lost.
+pub fn stop_signal() -> anyhow::Result<impl Future<Output = i32>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => exit_code::INTERRUPTED,
+            _ = term.recv() => exit_code::TERMINATED,
+        }
+    })
 }
 
 /// Runs the task (on `--master`, or on an embedded one-agent cluster), prints its output and
@@ -209,33 +426,75 @@ pub async fn execute(a: RunArgs) -> anyhow::Result<i32> {
         timeout: a.timeout,
         dir: a.dir,
     };
-    let (status, outputs) = match a.master {
+    let tuning = a.quic.tuning()?;
+    // Installed before anything else, so a Ctrl-C while connecting is handled too.
+    let stop = stop_signal()?;
+    let result = match a.master {
         Some(master) => {
             let tls = a.tls.load("tessera-run")?;
-            let opts = SchedulerOptions::new(master, tls, "tessera-run", "*");
-            (run_task(opts, &spec).await?, None)
+            let mut opts = SchedulerOptions::new(master, tls, "tessera-run", "*");
+            opts.tuning = tuning;
+            opts.connect_timeout = a.connect_timeout;
+            run_task(opts, &spec, stop).await.map(|o| (o, None))
         }
         None => {
             let dir = tempfile::tempdir()?;
             let mut cfg = LocalClusterConfig::default();
             cfg.master.allocation_interval = Duration::from_millis(100);
+            cfg.tuning = tuning;
             let mut cluster = LocalCluster::start(cfg, dir.path()).await?;
             let cpus = spec.resources.cpus_milli.max(1000);
             let mem = spec.resources.mem.max(1 << 30);
             cluster.add_agent("local", Resources::new(cpus, mem, 0))?;
             let opts = cluster.scheduler_options("tessera-run", "*")?;
-            let status = run_task(opts, &spec).await?;
+            let result = run_task(opts, &spec, stop).await;
             // The embedded agent's files hold the whole (capped) output, not just the tail.
-            let task_dir = cluster.agents[0]
-                .work_dir
-                .join("frameworks")
-                .join(status.framework_id.as_str())
-                .join("tasks")
-                .join(status.task_id.as_str());
-            let out = std::fs::read(task_dir.join("stdout")).ok();
-            let err = std::fs::read(task_dir.join("stderr")).ok();
+            let outputs = match &result {
+                Ok(Outcome::Ended(status)) => {
+                    let task_dir = cluster.agents[0]
+                        .work_dir
+                        .join("frameworks")
+                        .join(status.framework_id.as_str())
+                        .join("tasks")
+                        .join(status.task_id.as_str());
+                    let out = std::fs::read(task_dir.join("stdout")).ok();
+                    let err = std::fs::read(task_dir.join("stderr")).ok();
+                    out.zip(err)
+                }
+                _ => None,
+            };
             cluster.shutdown().await;
-            (status, out.zip(err))
+            result.map(|o| (o, outputs))
+        }
+    };
+    let (outcome, outputs) = match result {
+        Ok(r) => r,
+        Err(e) => match e.downcast::<Infrastructure>() {
+            Ok(infra) => {
+                eprintln!("tessera: {infra}");
+                return Ok(infra.code);
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    let (status, code) = match outcome {
+        Outcome::Ended(status) => (status, None),
+        Outcome::Interrupted { code, status } => {
+            let what = if code == exit_code::TERMINATED {
+                "terminated"
+            } else {
+                "interrupted"
+            };
+            match status {
+                Some(status) => {
+                    eprintln!("tessera: {what}; task {}", status.state.name());
+                    (status, Some(code))
+                }
+                None => {
+                    eprintln!("tessera: {what}; the task was torn down with its framework");
+                    return Ok(code);
+                }
+            }
         }
     };
     use std::io::Write;
@@ -250,6 +509,9 @@ pub async fn execute(a: RunArgs) -> anyhow::Result<i32> {
         }
     }
     std::io::stdout().flush()?;
+    if let Some(code) = code {
+        return Ok(code);
+    }
     let (code, reason) = exit_status(&status);
     if let Some(reason) = reason {
         eprintln!("tessera: task {}: {reason}", status.state.name());

@@ -1,7 +1,7 @@
 //! `tessera master`: runs the master on a QUIC endpoint, with its tunables from flags and an
 //! optional TOML file (`master::config`).
 
-use crate::tls::TlsArgs;
+use crate::tls::{QuicArgs, TlsArgs};
 use anyhow::{bail, Context};
 use clap::Args;
 use master::driver::{MasterOptions, MasterServer};
@@ -49,6 +49,8 @@ pub struct MasterArgs {
     min_allocatable_mem: u64,
     #[command(flatten)]
     tls: TlsArgs,
+    #[command(flatten)]
+    quic: QuicArgs,
 }
 
 /// Runs the master until Ctrl-C.
@@ -56,6 +58,7 @@ pub async fn execute(a: MasterArgs) -> anyhow::Result<i32> {
     let tls = a.tls.load("master")?;
     let mut opts = MasterOptions::new(a.listen, tls.ca_pem, tls.identity, a.work_dir);
     opts.crls = tls.crls;
+    opts.tuning = a.quic.tuning()?;
     opts.config.allocation_interval = a.allocation_interval;
     opts.config.agent_reregister_timeout = a.agent_reregister_timeout;
     opts.config.run_id = run_id()?;
