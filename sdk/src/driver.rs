@@ -80,22 +80,29 @@ impl SchedulerOptions {
 /// slow, the link lost the handshake. A refusal (TLS, identity, version, subscription) is
 /// final, and so is a local set-up error.
 fn is_transient(e: &SdkError) -> bool {
-    use quinn::ConnectionError as C;
     match e {
         SdkError::Timeout(_) => true,
-        SdkError::Link(LinkError::Connection(c)) => {
-            match c {
-                C::TimedOut | C::Reset | C::LocallyClosed | C::CidsExhausted => true,
-                // A TLS alert: the master (or this side) refused the certificates.
-                C::ConnectionClosed(close) => !is_tls_alert(close.error_code.into()),
-                C::TransportError(t) => !is_tls_alert(t.code.into()),
-                C::ApplicationClosed(_) | C::VersionMismatch => false,
-            }
+        SdkError::Link(LinkError::Connection(c)) => connection_transient(c),
+        SdkError::Link(LinkError::Write(quinn::WriteError::ConnectionLost(c))) => {
+            connection_transient(c)
         }
         SdkError::Link(LinkError::Write(_)) => true,
         SdkError::Link(LinkError::Frame(proto::frame::FrameError::Io(_)))
         | SdkError::Link(LinkError::Frame(proto::frame::FrameError::Truncated)) => true,
         _ => false,
+    }
+}
+
+/// Whether a connection that ended this way may work if dialed again (see [`is_transient`]).
+fn connection_transient(c: &quinn::ConnectionError) -> bool {
+    use quinn::ConnectionError as C;
+    match c {
+        C::TimedOut | C::Reset | C::LocallyClosed | C::CidsExhausted => true,
+        // A TLS alert: the master (or this side) refused the certificates.
+        C::ConnectionClosed(close) => !is_tls_alert(close.error_code.into()),
+        C::TransportError(t) => !is_tls_alert(t.code.into()),
+        // The master closed with a reason (identity, ACL) or speaks another QUIC version.
+        C::ApplicationClosed(_) | C::VersionMismatch => false,
     }
 }
 
@@ -109,7 +116,7 @@ impl SdkError {
             SdkError::Link(
                 LinkError::Refused(_) | LinkError::HelloRefused(_) | LinkError::Tls(_),
             ) => true,
-            SdkError::Link(LinkError::Connection(_)) => !is_transient(self),
+            SdkError::Link(LinkError::Connection(_) | LinkError::Write(_)) => !is_transient(self),
             _ => false,
         }
     }
