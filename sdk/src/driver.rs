@@ -98,8 +98,12 @@ fn connection_transient(c: &quinn::ConnectionError) -> bool {
     use quinn::ConnectionError as C;
     match c {
         C::TimedOut | C::Reset | C::LocallyClosed | C::CidsExhausted => true,
-        // A TLS alert: the master (or this side) refused the certificates.
-        C::ConnectionClosed(close) => !is_tls_alert(close.error_code.into()),
+        // A TLS alert: the master (or this side) refused the certificates; or the master
+        // refused the connection outright (its connection limit): it said no, so say so.
+        C::ConnectionClosed(close) => {
+            let code = close.error_code;
+            !is_tls_alert(code.into()) && code != quinn::TransportErrorCode::CONNECTION_REFUSED
+        }
         C::TransportError(t) => !is_tls_alert(t.code.into()),
         // The master closed with a reason (identity, ACL) or speaks another QUIC version.
         C::ApplicationClosed(_) | C::VersionMismatch => false,
