@@ -372,3 +372,63 @@ async fn a_teardown_reaches_the_master_over_a_lossy_link() {
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduler_started_before_its_master_is_reachable_redials_until_it_is() {
+    trace();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster_with_agent(dir.path(), "node1", res(1.0, 1.0)).await;
+    // Nothing gets through at first: to the scheduler the master is not up yet.
+    let proxy = UdpProxy::start(cluster.master_addr, Faults::default(), 31)
+        .await
+        .unwrap();
+    proxy.blackhole(true);
+    let mut opts = cluster.scheduler_options("early-fw", "*").unwrap();
+    opts.master = proxy.addr();
+    opts.max_backoff = Duration::from_millis(500);
+    opts.connect_timeout = Duration::from_secs(60);
+    // The master comes up after more than one handshake's idle timeout (2 s in fast_config),
+    // so the first dial fails and only a redial can succeed.
+    let connecting = tokio::spawn(Scheduler::connect(opts));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !connecting.is_finished(),
+        "connect gave up while the master was down"
+    );
+    proxy.blackhole(false);
+    let mut sched = connecting
+        .await
+        .unwrap()
+        .expect("subscribed once the master is up");
+    let hello = sched.upload_module(wasm_examples::HELLO).await.unwrap();
+    let offer = offer_from(&mut sched, "node1").await;
+    let task = TaskBuilder::new("late", hello).build(&offer);
+    sched
+        .accept(vec![offer.id.clone()], vec![task], no_filter())
+        .unwrap();
+    let done = wait_terminal(&mut sched, "late").await;
+    assert_eq!(done.state, TaskState::Finished, "{done:?}");
+    sched.teardown().await.unwrap();
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_master_is_given_up_on_at_the_connect_deadline() {
+    trace();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster_with_agent(dir.path(), "node1", res(1.0, 1.0)).await;
+    let proxy = UdpProxy::start(cluster.master_addr, Faults::default(), 32)
+        .await
+        .unwrap();
+    proxy.blackhole(true);
+    let mut opts = cluster.scheduler_options("fw", "*").unwrap();
+    opts.master = proxy.addr();
+    opts.connect_timeout = Duration::from_secs(3);
+    let err = Scheduler::connect(opts)
+        .await
+        .err()
+        .expect("nothing to reach");
+    assert!(matches!(err, sdk::SdkError::Unreachable { .. }), "{err:?}");
+    assert!(!err.is_refusal(), "{err:?}");
+    cluster.shutdown().await;
+}
