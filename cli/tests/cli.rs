@@ -299,7 +299,8 @@ fn a_deployment_of_separate_processes_runs_a_task() {
         .arg(certs.join("fired-key.pem"))
         .output()
         .unwrap();
-    assert_ne!(out.status.code(), Some(0));
+    // Refused by the master: its own exit code, not the task's, and no redialing.
+    assert_eq!(out.status.code(), Some(76), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("invalid peer certificate: Revoked"),
@@ -329,4 +330,198 @@ fn a_deployment_of_separate_processes_runs_a_task() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn run_awaits_a_quiet_task_across_many_idle_timeouts() {
+    // A task that prints nothing for seconds, on links whose idle timeout is a fraction of
+    // that: keep-alives hold the connections, and the run waits for the task's own end (here
+    // its wall-clock limit) however quiet it is.
+    let out = tessera()
+        .args(["run", wasm_examples::SPINNER_PATH, "--timeout", "3s"])
+        .args(["--quic-idle-timeout", "400ms", "--quic-keep-alive", "100ms"])
+        .args(["--", "sleep"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(124), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("spinner: started"),
+        "{out:?}"
+    );
+    // Timers that cannot work together are a usage error, before anything starts.
+    let out = tessera()
+        .args(["run", wasm_examples::HELLO_PATH])
+        .args(["--quic-idle-timeout", "1s", "--quic-keep-alive", "800ms"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("at most half the idle timeout"),
+        "{out:?}"
+    );
+}
+
+/// A master and one agent `worker1` (1 cpu, 512 MiB) as separate processes, with certificates
+/// for them and for `tessera run` under `dir/certs`.
+struct Deployment {
+    /// The cluster CA.
+    ca: std::path::PathBuf,
+    /// The master's address.
+    addr: String,
+    /// The agent's work directory.
+    agent_dir: std::path::PathBuf,
+    _master: Reaper,
+    _agent: Reaper,
+}
+
+fn certs(dir: &std::path::Path) -> std::path::PathBuf {
+    let certs = dir.join("certs");
+    let c = certs.to_str().unwrap();
+    for args in [
+        vec!["cert", "ca", "--dir", c],
+        vec!["cert", "issue", "master", "--dir", c],
+        vec!["cert", "issue", "agent", "worker1", "--dir", c],
+        vec!["cert", "issue", "framework", "tessera-run", "--dir", c],
+    ] {
+        assert!(tessera().args(&args).status().unwrap().success());
+    }
+    certs.join("ca.pem")
+}
+
+fn deploy(dir: &std::path::Path) -> Deployment {
+    use std::io::BufRead;
+    let ca = certs(dir);
+    let mut master = Reaper(
+        tessera()
+            .args(["master", "--listen", "127.0.0.1:0", "--work-dir"])
+            .arg(dir.join("master"))
+            .args(["--allocation-interval", "200ms", "--ca"])
+            .arg(&ca)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(master.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
+    let agent_dir = dir.join("worker1");
+    let agent = Reaper(
+        tessera()
+            .args(["agent", "--master", &addr, "--hostname", "worker1"])
+            .args(["--cpus", "1", "--mem", "512MiB", "--work-dir"])
+            .arg(&agent_dir)
+            .arg("--ca")
+            .arg(&ca)
+            .spawn()
+            .unwrap(),
+    );
+    Deployment {
+        ca,
+        addr,
+        agent_dir,
+        _master: master,
+        _agent: agent,
+    }
+}
+
+/// Waits (up to a hang guard) for `child` to exit.
+fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the process hangs");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn ctrl_c_on_run_kills_the_remote_task_and_exits_130() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let d = deploy(dir.path());
+    let mut run = Reaper(
+        tessera()
+            .args([
+                "run",
+                wasm_examples::SPINNER_PATH,
+                "--master",
+                &d.addr,
+                "--ca",
+            ])
+            .arg(&d.ca)
+            .args(["--", "sleep"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // The task runs on the agent once its output file says so.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let frameworks = d.agent_dir.join("frameworks");
+    let started = || -> bool {
+        let Ok(fws) = std::fs::read_dir(&frameworks) else {
+            return false;
+        };
+        fws.flatten().any(|fw| {
+            std::fs::read_to_string(fw.path().join("tasks/spinner/stdout"))
+                .is_ok_and(|s| s.contains("spinner: started"))
+        })
+    };
+    while !started() {
+        assert!(std::time::Instant::now() < deadline, "the task never ran");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let pid = run.0.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = wait_exit(&mut run.0);
+    let mut stderr = String::new();
+    run.0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let mut stdout = String::new();
+    run.0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    // The master reported the task killed (the end every run now waits for), with its output.
+    assert!(stderr.contains("interrupted; task TASK_KILLED"), "{stderr}");
+    assert!(stdout.contains("spinner: started"), "{stdout}");
+}
+
+#[test]
+fn an_unreachable_master_exits_69_after_the_connect_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = certs(dir.path());
+    // A port nothing listens on.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let out = tessera()
+        .args(["run", wasm_examples::HELLO_PATH, "--master", &addr, "--ca"])
+        .arg(&ca)
+        .args(["--connect-timeout", "2s", "--quic-idle-timeout", "1s"])
+        .args(["--quic-keep-alive", "200ms"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(stderr.contains("cannot reach the master"), "{stderr}");
 }
