@@ -525,3 +525,158 @@ fn an_unreachable_master_exits_69_after_the_connect_deadline() {
     assert_eq!(out.status.code(), Some(69), "{stderr}");
     assert!(stderr.contains("cannot reach the master"), "{stderr}");
 }
+
+/// The in-process `tessera run` flow ([`run_task`](tessera_cli::cmd::run::run_task)) against a
+/// local cluster, its client link through a UDP proxy with `faults`: how long it took and how
+/// the task ended.
+async fn run_through(
+    cluster: &cluster::LocalCluster,
+    faults: cluster::proxy::Faults,
+    seed: u64,
+) -> (std::time::Duration, proto::TaskStatus) {
+    use tessera_cli::cmd::run::{run_task, Outcome, RunSpec};
+    let proxy = cluster::proxy::UdpProxy::start(cluster.master_addr, faults, seed)
+        .await
+        .unwrap();
+    let mut opts = cluster.scheduler_options("tessera-run", "*").unwrap();
+    opts.master = proxy.addr();
+    let spec = RunSpec {
+        wasm: wasm_examples::HELLO.to_vec(),
+        name: "hello".into(),
+        args: vec![format!("run-{seed}")],
+        env: vec![],
+        resources: proto::Resources::new(500, 64 << 20, 0),
+        timeout: None,
+        dir: None,
+    };
+    let start = std::time::Instant::now();
+    let outcome = run_task(opts, &spec, std::future::pending()).await;
+    let took = start.elapsed();
+    match outcome {
+        Ok(Outcome::Ended(status)) => (took, status),
+        other => panic!("run {seed}: {other:?}"),
+    }
+}
+
+/// The flow `tessera run` had before its uploads overlapped the first allocation round (upload,
+/// wait for its answer, then wait for an offer), with the time of each phase: subscribed,
+/// uploaded, offer in hand, terminal update, torn down.
+async fn run_sequentially(
+    cluster: &cluster::LocalCluster,
+    faults: cluster::proxy::Faults,
+    seed: u64,
+) -> [std::time::Duration; 5] {
+    let proxy = cluster::proxy::UdpProxy::start(cluster.master_addr, faults, seed)
+        .await
+        .unwrap();
+    let mut opts = cluster.scheduler_options("tessera-run", "*").unwrap();
+    opts.master = proxy.addr();
+    let start = std::time::Instant::now();
+    let mut sched = sdk::Scheduler::connect(opts).await.unwrap();
+    let subscribed = start.elapsed();
+    let module = sched.upload_module(wasm_examples::HELLO).await.unwrap();
+    let uploaded = start.elapsed();
+    let mut offered = std::time::Duration::ZERO;
+    loop {
+        match sched.next_event().await.expect("open") {
+            sdk::Event::Offers(offers) if offered.is_zero() => {
+                offered = start.elapsed();
+                let offer = &offers[0];
+                let task = sdk::TaskBuilder::new("hello", module)
+                    .resources(proto::Resources::new(500, 64 << 20, 0))
+                    .build(offer);
+                sched
+                    .accept(vec![offer.id.clone()], vec![task], Default::default())
+                    .unwrap();
+            }
+            sdk::Event::Update(s) if s.state.is_terminal() => {
+                assert_eq!(s.state, proto::TaskState::Finished, "{s:?}");
+                break;
+            }
+            _ => {}
+        }
+    }
+    let ended = start.elapsed();
+    sched.teardown().await.unwrap();
+    [subscribed, uploaded, offered, ended, start.elapsed()]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_over_a_lossy_client_link_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = cluster::LocalClusterConfig::default();
+    cfg.master.allocation_interval = std::time::Duration::from_millis(200);
+    let mut cluster = cluster::LocalCluster::start(cfg, dir.path()).await.unwrap();
+    cluster
+        .add_agent("node1", proto::Resources::new(2000, 1 << 30, 0))
+        .unwrap();
+    for seed in 0..10 {
+        let (_, status) =
+            run_through(&cluster, cluster::proxy::Faults::lossy(0.1), 100 + seed).await;
+        assert_eq!(status.state, proto::TaskState::Finished, "{status:?}");
+        assert!(
+            status.stdout_tail.contains(&format!("run-{}", 100 + seed)),
+            "{status:?}"
+        );
+    }
+    cluster.shutdown().await;
+}
+
+/// p50 and p95 of `v`, in milliseconds.
+fn percentiles(v: &mut [std::time::Duration]) -> (u128, u128) {
+    v.sort();
+    let at = |q: usize| v[(v.len() * q / 100).min(v.len() - 1)].as_millis();
+    (at(50), at(95))
+}
+
+/// A measurement, not a check (run with `--ignored --nocapture`): `tessera run`'s flow on a
+/// clean client link and on one with 10 % loss and 150 ms each way (300 ms RTT), 20 runs each,
+/// with the default QUIC timers and a master's default 1 s allocation round; and, in the same
+/// run, the earlier sequential flow with its phases, to see where the time goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement of several minutes"]
+async fn measure_runs_over_a_slow_lossy_client_link() {
+    use cluster::proxy::Faults;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = cluster::LocalCluster::start(Default::default(), dir.path())
+        .await
+        .unwrap();
+    cluster
+        .add_agent("node1", proto::Resources::new(2000, 1 << 30, 0))
+        .unwrap();
+    let slow = Faults {
+        drop: 0.1,
+        delay: std::time::Duration::from_millis(150),
+        ..Faults::default()
+    };
+    let runs = 20u64;
+    for (name, faults) in [("clean", Faults::default()), ("10% loss, 300ms RTT", slow)] {
+        let (mut new, mut old) = (Vec::new(), Vec::new());
+        let mut phases = [(); 5].map(|_| Vec::new());
+        for seed in 0..runs {
+            let (took, status) = run_through(&cluster, faults, 1000 + seed).await;
+            assert_eq!(status.state, proto::TaskState::Finished, "{status:?}");
+            new.push(took);
+            let p = run_sequentially(&cluster, faults, 2000 + seed).await;
+            old.push(p[4]);
+            let mut prev = std::time::Duration::ZERO;
+            for (i, t) in p.into_iter().enumerate() {
+                phases[i].push(t - prev);
+                prev = t;
+            }
+        }
+        let (n50, n95) = percentiles(&mut new);
+        let (o50, o95) = percentiles(&mut old);
+        println!(
+            "{name}: run_task p50 {n50} ms p95 {n95} ms; sequential p50 {o50} ms p95 {o95} ms"
+        );
+        for (label, v) in ["subscribe", "upload", "offer", "task", "teardown"]
+            .iter()
+            .zip(phases.iter_mut())
+        {
+            let (p50, p95) = percentiles(v);
+            println!("  sequential {label}: p50 {p50} ms p95 {p95} ms");
+        }
+    }
+    cluster.shutdown().await;
+}
