@@ -94,6 +94,20 @@ impl Link {
         addr: SocketAddr,
         role: Role,
     ) -> Result<Self, LinkError> {
+        Self::connect_with(ep, addr, role, &[]).await
+    }
+
+    /// Dials the master and performs the handshake as `role`, sending `first` right behind
+    /// the `Hello` instead of after the `HelloAck`: on a slow link that saves a round trip
+    /// (a scheduler's `Subscribe` travels with its `Hello`). The master reads its control
+    /// stream in order, so `first` is handled only once the `Hello` is accepted, and dropped
+    /// with the connection when it is refused.
+    pub async fn connect_with(
+        ep: &quinn::Endpoint,
+        addr: SocketAddr,
+        role: Role,
+        first: &[Message],
+    ) -> Result<Self, LinkError> {
         let connecting = ep
             .connect(addr, MASTER_SERVER_NAME)
             .map_err(|e| LinkError::Connect {
@@ -109,6 +123,9 @@ impl Link {
             role,
         })
         .await?;
+        for msg in first {
+            send.send(msg).await?;
+        }
         match recv.recv().await {
             Ok(Some(Message::HelloAck { .. })) => Ok(Self { conn, send, recv }),
             Ok(Some(Message::Error { message })) => Err(LinkError::HelloRefused(message)),

@@ -440,6 +440,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn transport_timers_are_checked_together() {
+        assert!(TransportTuning::default().validate().is_ok());
+        let ms = Duration::from_millis;
+        let t = |idle, keep, rtt| TransportTuning {
+            idle_timeout: ms(idle),
+            keep_alive: ms(keep),
+            initial_rtt: ms(rtt),
+        };
+        assert!(t(1000, 500, 100).validate().is_ok());
+        let err = t(1000, 600, 100).validate().unwrap_err();
+        assert!(err.contains("at most half"), "{err}");
+        assert!(t(1000, 100, 0).validate().is_err());
+        // A long link's timers are usable as a transport configuration.
+        let _ = transport(t(60_000, 5_000, 1_500), 4, 4);
+    }
+
+    #[test]
     fn ca_issues_usable_configs() {
         let ca = ClusterCa::generate("test-ca").unwrap();
         let master = ca.issue_master().unwrap();

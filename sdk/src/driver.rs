@@ -254,8 +254,14 @@ impl Scheduler {
         opts: &SchedulerOptions,
         core: &mut SchedulerCore,
     ) -> Result<(Link, FrameworkId), SdkError> {
-        let mut link = Link::connect(endpoint, opts.master, Role::Scheduler).await?;
+        // The Subscribe travels right behind the Hello: one round trip fewer than waiting for
+        // the HelloAck first.
         core.handle_connected();
+        let mut first = Vec::new();
+        while let Some(msg) = core.poll_transmit() {
+            first.push(msg);
+        }
+        let mut link = Link::connect_with(endpoint, opts.master, Role::Scheduler, &first).await?;
         let framework_id = tokio::time::timeout(opts.subscribe_timeout, async {
             loop {
                 while let Some(msg) = core.poll_transmit() {
