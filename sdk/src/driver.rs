@@ -194,6 +194,20 @@ impl Scheduler {
     /// reached (down, not up yet, a link losing the handshake) is redialed with jittered
     /// backoff until `opts.connect_timeout`; a refusal is returned at once.
     pub async fn connect(opts: SchedulerOptions) -> Result<Self, SdkError> {
+        Self::connect_then(opts, |_| {}).await
+    }
+
+    /// [`Scheduler::connect`], calling `on_link` with an [`Uploader`] as soon as the first
+    /// link is up, before the subscription is answered: uploads started there travel while
+    /// the master subscribes the framework and makes its first offers, instead of after
+    /// (`tessera run` sends its module this way). The uploader follows the scheduler's
+    /// connection; an upload caught by a lost link fails and may be tried again.
+    pub async fn connect_then(
+        opts: SchedulerOptions,
+        on_link: impl FnOnce(Uploader),
+    ) -> Result<Self, SdkError> {
+        let conn = Arc::new(Mutex::new(None));
+        let mut on_link = Some(on_link);
         let endpoint = link::client_endpoint(&opts.tls, opts.tuning)?;
         let mut core = SchedulerCore::new(opts.framework.clone(), opts.auto_acknowledge);
         let deadline = tokio::time::Instant::now() + opts.connect_timeout;
@@ -201,9 +215,13 @@ impl Scheduler {
         let (link, framework_id) = loop {
             let attempt = tokio::time::timeout_at(
                 deadline,
-                Self::subscribe_once(&endpoint, &opts, &mut core),
+                Self::subscribe_once(&endpoint, &opts, &mut core, &conn, &mut on_link),
             )
             .await;
+            if !matches!(attempt, Ok(Ok(_))) {
+                // Uploads wait for the next link rather than use a failed one.
+                *conn.lock().expect("poisoned") = None;
+            }
             let last = match attempt {
                 Ok(Ok(done)) => break done,
                 Ok(Err(e)) if !is_transient(&e) => return Err(e),
@@ -225,7 +243,7 @@ impl Scheduler {
         tracing::info!(%framework_id, "subscribed");
         let (calls, calls_rx) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
-        let conn = Arc::new(Mutex::new(Some(link.conn.clone())));
+        *conn.lock().expect("poisoned") = Some(link.conn.clone());
         let _ = events_tx.send(Event::Subscribed {
             framework_id: framework_id.clone(),
         });
@@ -253,6 +271,8 @@ impl Scheduler {
         endpoint: &quinn::Endpoint,
         opts: &SchedulerOptions,
         core: &mut SchedulerCore,
+        conn: &Arc<Mutex<Option<quinn::Connection>>>,
+        on_link: &mut Option<impl FnOnce(Uploader)>,
     ) -> Result<(Link, FrameworkId), SdkError> {
         // The Subscribe travels right behind the Hello: one round trip fewer than waiting for
         // the HelloAck first.
@@ -262,6 +282,10 @@ impl Scheduler {
             first.push(msg);
         }
         let mut link = Link::connect_with(endpoint, opts.master, Role::Scheduler, &first).await?;
+        *conn.lock().expect("poisoned") = Some(link.conn.clone());
+        if let Some(on_link) = on_link.take() {
+            on_link(Uploader { conn: conn.clone() });
+        }
         let framework_id = tokio::time::timeout(opts.subscribe_timeout, async {
             loop {
                 while let Some(msg) = core.poll_transmit() {

@@ -8,9 +8,10 @@
 //! Failures of the cluster rather than of the task have exit codes of their own
 //! ([`exit_code`]), so a script can tell "retry later" from "the task failed".
 //!
-//! Round trips on the way: the module and files upload on streams of their own while the
-//! subscription and the first allocation round run, so on a slow link the upload's round trips
-//! hide behind the wait for an offer instead of adding to it.
+//! Round trips on the way: the `Subscribe` travels with the `Hello`, and the module and files
+//! upload on streams of their own as soon as the link is up, while the subscription and the
+//! first allocation round run, so on a slow link the upload's round trips overlap the wait
+//! for an offer instead of adding to it.
 
 use crate::tls::{QuicArgs, TlsArgs};
 use anyhow::Context;
@@ -109,7 +110,8 @@ pub const WAIT_MARGIN: Duration = Duration::from_secs(60);
 /// teardown kills it too, so this only decides whether its output tails are shown).
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
-/// Attempts at one upload when the link drops under it (a refusal is not retried).
+/// Attempts at one upload that failed on a link (a refusal is not retried; waiting for the
+/// scheduler to redial does not count).
 const UPLOAD_ATTEMPTS: u32 = 5;
 
 /// A failure of the cluster rather than of the task, with the exit code that says which.
@@ -237,6 +239,8 @@ async fn upload(up: Uploader, kind: BlobKind, bytes: Vec<u8>) -> Result<Digest, 
             Err(e @ (SdkError::Link(net::link::LinkError::Refused(_)) | SdkError::Closed)) => {
                 return Err(e)
             }
+            // Between links (the scheduler redials): wait for the next one, without counting.
+            Err(SdkError::NotConnected) => tokio::time::sleep(Duration::from_millis(200)).await,
             Err(e) if attempt >= UPLOAD_ATTEMPTS => return Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, attempt, "upload failed; retrying");
@@ -256,20 +260,10 @@ pub async fn run_task(
     stop: impl Future<Output = i32>,
 ) -> anyhow::Result<Outcome> {
     let mut stop = std::pin::pin!(stop);
-    let mut sched = tokio::select! {
-        s = Scheduler::connect(opts) => s.map_err(|e| Infrastructure::from_sdk(e, "subscribing"))?,
-        code = &mut stop => return Ok(Outcome::Interrupted { code, status: None }),
-    };
-    // Digests are known locally, so the task is described at once; the bytes travel while the
-    // subscription's first allocation round runs.
-    let up = sched.uploader();
-    let module = Digest::of(&spec.wasm);
-    let mut uploads = vec![tokio::spawn(upload(
-        up.clone(),
-        BlobKind::Module,
-        spec.wasm.clone(),
-    ))];
-    let mut builder = TaskBuilder::new(&spec.name, module)
+    // Digests are known locally, so the task is described at once; the bytes travel as soon
+    // as the link is up, while the master subscribes the framework and makes its offers.
+    let mut blobs = vec![(BlobKind::Module, spec.wasm.clone())];
+    let mut builder = TaskBuilder::new(&spec.name, Digest::of(&spec.wasm))
         .resources(spec.resources)
         .args(spec.args.clone());
     for (k, v) in &spec.env {
@@ -281,9 +275,21 @@ pub async fn run_task(
     if let Some(dir) = &spec.dir {
         for (path, bytes) in collect_dir(dir)? {
             builder = builder.file(&path, Digest::of(&bytes));
-            uploads.push(tokio::spawn(upload(up.clone(), BlobKind::File, bytes)));
+            blobs.push((BlobKind::File, bytes));
         }
     }
+    let mut uploads = Vec::new();
+    let start_uploads = |up: Uploader| {
+        for (kind, bytes) in blobs {
+            uploads.push(tokio::spawn(upload(up.clone(), kind, bytes)));
+        }
+    };
+    let mut sched = tokio::select! {
+        s = Scheduler::connect_then(opts, start_uploads) => {
+            s.map_err(|e| Infrastructure::from_sdk(e, "subscribing"))?
+        }
+        code = &mut stop => return Ok(Outcome::Interrupted { code, status: None }),
+    };
     let task_id = TaskId::from(spec.name.as_str());
     let mut launched = false;
     // No idle limit: a live task is awaited however quiet it is; only a task with a timeout
