@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use net::tls::{PeerTls, TransportTuning};
+use net::tls::{Congestion, PeerTls, TransportTuning};
 use std::path::{Path, PathBuf};
 
 /// The three PEM files a deployed peer is given.
@@ -74,6 +74,18 @@ pub struct QuicArgs {
     /// retransmission timer).
     #[arg(long, default_value = "333ms", value_parser = humantime::parse_duration)]
     quic_initial_rtt: std::time::Duration,
+    /// Congestion controller: `bbr` (paces by measured bandwidth; holds up on links that
+    /// lose packets at random) or `cubic` (loss-based).
+    #[arg(long, default_value = "bbr", value_parser = parse_congestion)]
+    quic_congestion: Congestion,
+}
+
+fn parse_congestion(s: &str) -> Result<Congestion, String> {
+    match s {
+        "bbr" => Ok(Congestion::Bbr),
+        "cubic" => Ok(Congestion::Cubic),
+        _ => Err(format!("{s:?}: expected bbr or cubic")),
+    }
 }
 
 impl QuicArgs {
@@ -83,6 +95,7 @@ impl QuicArgs {
             idle_timeout: self.quic_idle_timeout,
             keep_alive: self.quic_keep_alive,
             initial_rtt: self.quic_initial_rtt,
+            congestion: self.quic_congestion,
         };
         t.validate().map_err(|e| anyhow::anyhow!("--quic-*: {e}"))?;
         Ok(t)

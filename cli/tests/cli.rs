@@ -534,12 +534,23 @@ async fn run_through(
     faults: cluster::proxy::Faults,
     seed: u64,
 ) -> (std::time::Duration, proto::TaskStatus) {
+    run_through_with(cluster, faults, seed, Default::default()).await
+}
+
+/// [`run_through`] with the client's QUIC congestion controller chosen.
+async fn run_through_with(
+    cluster: &cluster::LocalCluster,
+    faults: cluster::proxy::Faults,
+    seed: u64,
+    congestion: net::tls::Congestion,
+) -> (std::time::Duration, proto::TaskStatus) {
     use tessera_cli::cmd::run::{run_task, Outcome, RunSpec};
     let proxy = cluster::proxy::UdpProxy::start(cluster.master_addr, faults, seed)
         .await
         .unwrap();
     let mut opts = cluster.scheduler_options("tessera-run", "*").unwrap();
     opts.master = proxy.addr();
+    opts.tuning.congestion = congestion;
     let spec = RunSpec {
         wasm: wasm_examples::HELLO.to_vec(),
         name: "hello".into(),
@@ -565,12 +576,14 @@ async fn run_sequentially(
     cluster: &cluster::LocalCluster,
     faults: cluster::proxy::Faults,
     seed: u64,
+    congestion: net::tls::Congestion,
 ) -> [std::time::Duration; 5] {
     let proxy = cluster::proxy::UdpProxy::start(cluster.master_addr, faults, seed)
         .await
         .unwrap();
     let mut opts = cluster.scheduler_options("tessera-run", "*").unwrap();
     opts.master = proxy.addr();
+    opts.tuning.congestion = congestion;
     let start = std::time::Instant::now();
     let mut sched = sdk::Scheduler::connect(opts).await.unwrap();
     let subscribed = start.elapsed();
@@ -631,12 +644,18 @@ fn percentiles(v: &mut [std::time::Duration]) -> (u128, u128) {
 
 /// A measurement, not a check (run with `--ignored --nocapture`): `tessera run`'s flow on a
 /// clean client link and on one with 10 % loss and 150 ms each way (300 ms RTT), 20 runs each,
-/// with the default QUIC timers and a master's default 1 s allocation round; and, in the same
-/// run, the earlier sequential flow with its phases, to see where the time goes.
+/// with the default QUIC timers and a master's default 1 s allocation round; in the same run,
+/// with the client's congestion controller Cubic (quinn's default) and BBR, and the earlier
+/// sequential flow (subscribe, upload, then offer) with its phases, to see where time goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement of several minutes"]
 async fn measure_runs_over_a_slow_lossy_client_link() {
     use cluster::proxy::Faults;
+    use net::tls::Congestion;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = cluster::LocalCluster::start(Default::default(), dir.path())
         .await
@@ -649,33 +668,40 @@ async fn measure_runs_over_a_slow_lossy_client_link() {
         delay: std::time::Duration::from_millis(150),
         ..Faults::default()
     };
-    let runs = 20u64;
+    let runs: u64 = std::env::var("RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20);
+    let labels = ["subscribe", "upload", "offer", "task", "teardown"];
     for (name, faults) in [("clean", Faults::default()), ("10% loss, 300ms RTT", slow)] {
-        let (mut new, mut old) = (Vec::new(), Vec::new());
-        let mut phases = [(); 5].map(|_| Vec::new());
+        let mut runs_of = [(); 2].map(|_| Vec::new());
+        let mut seq_of = [(); 2].map(|_| Vec::new());
+        let mut phases_of = [(); 2].map(|_| [(); 5].map(|_| Vec::new()));
         for seed in 0..runs {
-            let (took, status) = run_through(&cluster, faults, 1000 + seed).await;
-            assert_eq!(status.state, proto::TaskState::Finished, "{status:?}");
-            new.push(took);
-            let p = run_sequentially(&cluster, faults, 2000 + seed).await;
-            old.push(p[4]);
-            let mut prev = std::time::Duration::ZERO;
-            for (i, t) in p.into_iter().enumerate() {
-                phases[i].push(t - prev);
-                prev = t;
+            for (i, cc) in [Congestion::Cubic, Congestion::Bbr].into_iter().enumerate() {
+                let (took, status) =
+                    run_through_with(&cluster, faults, 1000 + seed * 2 + i as u64, cc).await;
+                assert_eq!(status.state, proto::TaskState::Finished, "{status:?}");
+                runs_of[i].push(took);
+                let p = run_sequentially(&cluster, faults, 5000 + seed * 2 + i as u64, cc).await;
+                seq_of[i].push(p[4]);
+                let mut prev = std::time::Duration::ZERO;
+                for (k, t) in p.into_iter().enumerate() {
+                    phases_of[i][k].push(t - prev);
+                    prev = t;
+                }
             }
         }
-        let (n50, n95) = percentiles(&mut new);
-        let (o50, o95) = percentiles(&mut old);
-        println!(
-            "{name}: run_task p50 {n50} ms p95 {n95} ms; sequential p50 {o50} ms p95 {o95} ms"
-        );
-        for (label, v) in ["subscribe", "upload", "offer", "task", "teardown"]
-            .iter()
-            .zip(phases.iter_mut())
-        {
-            let (p50, p95) = percentiles(v);
-            println!("  sequential {label}: p50 {p50} ms p95 {p95} ms");
+        for (i, cc) in ["cubic", "bbr"].iter().enumerate() {
+            let (n50, n95) = percentiles(&mut runs_of[i]);
+            let (o50, o95) = percentiles(&mut seq_of[i]);
+            println!(
+                "{name}, {cc}: run_task p50 {n50} ms p95 {n95} ms; sequential p50 {o50} ms p95 {o95} ms"
+            );
+            for (label, v) in labels.iter().zip(phases_of[i].iter_mut()) {
+                let (p50, p95) = percentiles(v);
+                println!("  sequential {label}: p50 {p50} ms p95 {p95} ms");
+            }
         }
     }
     cluster.shutdown().await;

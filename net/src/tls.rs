@@ -278,6 +278,24 @@ pub struct TransportTuning {
     /// The round-trip time assumed until one is measured (quinn's `initial_rtt`, 333 ms by
     /// default as RFC 9002 recommends): it sets the handshake's first retransmission timer.
     pub initial_rtt: Duration,
+    /// The congestion controller pacing what this peer sends.
+    pub congestion: Congestion,
+}
+
+/// Which congestion controller paces a peer's sending.
+///
+/// Cubic (quinn's default) reads every lost packet as congestion and halves its window, so on
+/// a link that loses packets at random (wireless, a bad uplink) a transfer of a few dozen
+/// packets crawls; BBR paces by the measured bandwidth and round trip and barely notices
+/// random loss. Tessera's transfers (modules, files, control messages) are small and its
+/// links few, so BBR's gentler sharing with other flows costs little.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Congestion {
+    /// Loss-based (RFC 9438).
+    Cubic,
+    /// Model-based: bandwidth and round trip.
+    #[default]
+    Bbr,
 }
 
 impl Default for TransportTuning {
@@ -286,6 +304,7 @@ impl Default for TransportTuning {
             idle_timeout: Duration::from_secs(10),
             keep_alive: Duration::from_secs(2),
             initial_rtt: Duration::from_millis(333),
+            congestion: Congestion::default(),
         }
     }
 }
@@ -316,6 +335,14 @@ fn transport(t: TransportTuning, bidi: u32, uni: u32) -> Arc<quinn::TransportCon
     cfg.max_idle_timeout(t.idle_timeout.try_into().ok());
     cfg.keep_alive_interval(Some(t.keep_alive));
     cfg.initial_rtt(t.initial_rtt);
+    match t.congestion {
+        Congestion::Cubic => {
+            cfg.congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default()))
+        }
+        Congestion::Bbr => {
+            cfg.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()))
+        }
+    };
     cfg.max_concurrent_bidi_streams(bidi.into());
     cfg.max_concurrent_uni_streams(uni.into());
     Arc::new(cfg)
@@ -447,6 +474,7 @@ mod tests {
             idle_timeout: ms(idle),
             keep_alive: ms(keep),
             initial_rtt: ms(rtt),
+            congestion: Congestion::Cubic,
         };
         assert!(t(1000, 500, 100).validate().is_ok());
         let err = t(1000, 600, 100).validate().unwrap_err();

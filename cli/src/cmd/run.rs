@@ -284,12 +284,14 @@ pub async fn run_task(
             uploads.push(tokio::spawn(upload(up.clone(), kind, bytes)));
         }
     };
+    let started = tokio::time::Instant::now();
     let mut sched = tokio::select! {
         s = Scheduler::connect_then(opts, start_uploads) => {
             s.map_err(|e| Infrastructure::from_sdk(e, "subscribing"))?
         }
         code = &mut stop => return Ok(Outcome::Interrupted { code, status: None }),
     };
+    tracing::debug!(elapsed = ?started.elapsed(), "subscribed");
     let task_id = TaskId::from(spec.name.as_str());
     let mut launched = false;
     // No idle limit: a live task is awaited however quiet it is; only a task with a timeout
@@ -333,6 +335,7 @@ pub async fn run_task(
                                 .await?
                                 .map_err(|e| Infrastructure::from_sdk(e, "uploading"))?;
                         }
+                        tracing::debug!(elapsed = ?started.elapsed(), "uploaded; launching");
                         let task = builder.clone().build(&offer);
                         sched.accept(vec![offer.id.clone()], vec![task], Filters::default())?;
                         launched = true;
@@ -355,7 +358,9 @@ pub async fn run_task(
             Event::Update(status) if status.task_id == task_id => {
                 tracing::debug!(state = status.state.name(), "task update");
                 if status.state.is_terminal() {
+                    tracing::debug!(elapsed = ?started.elapsed(), "ended; tearing down");
                     let _ = sched.teardown().await;
+                    tracing::debug!(elapsed = ?started.elapsed(), "torn down");
                     return Ok(Outcome::Ended(status));
                 }
             }
