@@ -278,10 +278,11 @@ pub async fn run_task(
             blobs.push((BlobKind::File, bytes));
         }
     }
-    let mut uploads = Vec::new();
+    // Aborted when the run ends, however it ends.
+    let mut uploads = tokio::task::JoinSet::new();
     let start_uploads = |up: Uploader| {
         for (kind, bytes) in blobs {
-            uploads.push(tokio::spawn(upload(up.clone(), kind, bytes)));
+            uploads.spawn(upload(up.clone(), kind, bytes));
         }
     };
     let started = tokio::time::Instant::now();
@@ -330,10 +331,8 @@ pub async fn run_task(
                 for offer in offers {
                     if !launched && offer.resources.contains(&spec.resources) {
                         // The master needs the bytes before it accepts a task naming them.
-                        for handle in uploads.drain(..) {
-                            handle
-                                .await?
-                                .map_err(|e| Infrastructure::from_sdk(e, "uploading"))?;
+                        while let Some(done) = uploads.join_next().await {
+                            done?.map_err(|e| Infrastructure::from_sdk(e, "uploading"))?;
                         }
                         tracing::debug!(elapsed = ?started.elapsed(), "uploaded; launching");
                         let task = builder.clone().build(&offer);
