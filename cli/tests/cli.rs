@@ -643,7 +643,8 @@ fn percentiles(v: &mut [std::time::Duration]) -> (u128, u128) {
 }
 
 /// A measurement, not a check (run with `--ignored --nocapture`): `tessera run`'s flow on a
-/// clean client link and on one with 10 % loss and 150 ms each way (300 ms RTT), 20 runs each,
+/// clean client link, one with 10 % loss, and one with 10 % loss and 150 ms each way (300 ms
+/// RTT), 20 runs each (`RUNS` to change),
 /// with the default QUIC timers and a master's default 1 s allocation round; in the same run,
 /// with the client's congestion controller Cubic (quinn's default) and BBR, and the earlier
 /// sequential flow (subscribe, upload, then offer) with its phases, to see where time goes.
@@ -673,7 +674,12 @@ async fn measure_runs_over_a_slow_lossy_client_link() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(20);
     let labels = ["subscribe", "upload", "offer", "task", "teardown"];
-    for (name, faults) in [("clean", Faults::default()), ("10% loss, 300ms RTT", slow)] {
+    let conditions = [
+        ("clean", Faults::default()),
+        ("10% loss", Faults::lossy(0.1)),
+        ("10% loss, 300ms RTT", slow),
+    ];
+    for (name, faults) in conditions {
         let mut runs_of = [(); 2].map(|_| Vec::new());
         let mut seq_of = [(); 2].map(|_| Vec::new());
         let mut phases_of = [(); 2].map(|_| [(); 5].map(|_| Vec::new()));
