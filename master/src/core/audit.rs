@@ -261,7 +261,7 @@ impl Master {
                         "offer {id} is gone but its expiry is armed at {t:?}"
                     ))
                 }
-                Timer::Heartbeat | Timer::Allocation => expected += 1,
+                Timer::Heartbeat | Timer::Allocation | Timer::BlobGc => expected += 1,
                 Timer::AgentRemoval(_) | Timer::FrameworkFailover(_) => {}
             }
         }

@@ -66,6 +66,7 @@
 mod agent;
 mod allocation;
 mod audit;
+mod blob_gc;
 mod executors;
 mod ledger;
 mod scheduler;
@@ -134,6 +135,9 @@ pub struct MasterConfig {
     pub max_failover: Duration,
     /// Who may register frameworks in which roles and reserve resources for which roles.
     pub acls: crate::acl::Acls,
+    /// Delete a stored blob no live task or executor names and nobody used for this long
+    /// (`None`, the default here: keep every blob). The master's driver options turn it on.
+    pub blob_gc_grace: Option<Duration>,
 }
 
 impl Default for MasterConfig {
@@ -156,6 +160,7 @@ impl Default for MasterConfig {
             max_frameworks_per_principal: 100,
             max_failover: Duration::from_secs(7 * 24 * 3600),
             acls: crate::acl::Acls::default(),
+            blob_gc_grace: None,
         }
     }
 }
@@ -238,6 +243,8 @@ struct BlobEntry {
     kind: BlobKind,
     /// Principals that uploaded it: only their frameworks may name it in tasks or fetch it.
     owners: BTreeSet<String>,
+    /// Its last upload or launch of a task naming it (see `blob_gc`).
+    last_used: Instant,
 }
 
 #[derive(Clone, Debug)]
@@ -316,6 +323,8 @@ pub struct Master {
     next_seq: u64,
     /// Actions not yet polled.
     actions: VecDeque<Action>,
+    /// Blobs forgotten by the blob GC, for the driver to delete.
+    blob_gc_due: VecDeque<Digest>,
 }
 
 /// `now + d`, or `None` when `d` is zero or the sum overflows (meaning "never").
@@ -353,6 +362,7 @@ impl Master {
             next_offer: 0,
             next_seq: 0,
             actions: VecDeque::new(),
+            blob_gc_due: VecDeque::new(),
         }
     }
 
@@ -393,12 +403,15 @@ impl Master {
                 let entry = self.blobs.entry(digest).or_insert(BlobEntry {
                     kind,
                     owners: BTreeSet::new(),
+                    last_used: self.now,
                 });
+                entry.last_used = self.now;
                 // A module validated once stays a module even if re-uploaded as a plain file.
                 if kind == BlobKind::Module {
                     entry.kind = BlobKind::Module;
                 }
                 entry.owners.extend(owner);
+                self.arm_blob_gc();
             }
         }
     }
@@ -427,6 +440,7 @@ impl Master {
                     self.timers.set_or_stop(Timer::Heartbeat, next);
                 }
                 Timer::Allocation => allocate = true,
+                Timer::BlobGc => self.collect_blobs(),
             }
         }
         // What ran above may have brought the round forward to now.

@@ -511,6 +511,7 @@ impl Master {
             reserved,
         };
         self.hold_task(&entry);
+        self.blobs_used_by(&task);
         self.tasks
             .insert((fid.clone(), task.task_id.clone()), entry);
         self.send_to_agent(

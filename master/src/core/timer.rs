@@ -28,6 +28,8 @@ pub(super) enum Timer {
     /// The allocation round: periodic, and brought forward to "now" by anything that frees or
     /// adds resources.
     Allocation,
+    /// The sweep of blobs unused for the grace period (only with `blob_gc_grace`).
+    BlobGc,
 }
 
 impl Timer {
@@ -39,6 +41,7 @@ impl Timer {
             Timer::OfferExpiry(_) => 2,
             Timer::Heartbeat => 3,
             Timer::Allocation => 4,
+            Timer::BlobGc => 5,
         }
     }
 }

@@ -334,6 +334,7 @@ fn one_agent_one_offer() -> (H, AgentId, FrameworkId, Offer, Digest) {
 
 mod accept;
 mod agents;
+mod blob_gc;
 mod connections;
 mod drf;
 mod executors;
