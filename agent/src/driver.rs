@@ -76,7 +76,8 @@ pub struct AgentOptions {
     pub datasets: Vec<(String, PathBuf)>,
     /// When ended tasks' and executors' directories are removed (see [`crate::core::gc`]).
     pub gc: GcPolicy,
-    /// How often the work directory's disk usage is measured (it scales the GC delay).
+    /// How often the work directory's disk usage is measured (it scales the GC delay); zero:
+    /// never, so the delay is never scaled.
     pub disk_watch_interval: Duration,
 }
 
@@ -157,9 +158,11 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     );
     let endpoint = link::client_endpoint(&opts.tls, opts.tuning)?;
     let mut core = Agent::new(core_config(&opts, fuel_rate)).with_gc(opts.gc);
-    let mut disk_watch =
-        tokio::time::interval(opts.disk_watch_interval.max(Duration::from_millis(1)));
-    disk_watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut disk_watch = (!opts.disk_watch_interval.is_zero()).then(|| {
+        let mut i = tokio::time::interval(opts.disk_watch_interval);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
     let fetcher = Arc::new(Fetcher::new(work_dir, opts.max_blob_size));
     let (tx, mut rx) = mpsc::unbounded_channel::<Input>();
     let mut guests = Guests::default();
@@ -312,7 +315,14 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                 None => break,
             },
             _ = sleep => core.handle_timeout(Instant::now().into_std()),
-            _ = disk_watch.tick() => {
+            _ = async {
+                match disk_watch.as_mut() {
+                    Some(i) => {
+                        i.tick().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            } => {
                 let dir = fetcher.work_dir().clone();
                 match tokio::task::spawn_blocking(move || dir.disk_space()).await {
                     Ok(Ok(space)) => {

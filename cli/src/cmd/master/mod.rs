@@ -44,6 +44,11 @@ pub struct MasterArgs {
     /// Smallest offer, cpus part (offers need at least this many cpus and the memory below).
     #[arg(long, default_value = "0.01", value_parser = parse_cpus)]
     min_allocatable_cpus: u64,
+    /// Delete an uploaded module or file that no live task names and nobody used for this long
+    /// (`0s`: keep every blob forever). A task naming a deleted blob fails as "not uploaded";
+    /// upload it again.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    blob_gc_grace: Duration,
     /// Smallest offer, memory part.
     #[arg(long, default_value = "32MiB", value_parser = parse_size)]
     min_allocatable_mem: u64,
@@ -60,6 +65,7 @@ pub async fn execute(a: MasterArgs) -> anyhow::Result<i32> {
     opts.config.agent_reregister_timeout = a.agent_reregister_timeout;
     opts.config.run_id = run_id()?;
     opts.max_blob_size = a.max_blob_size;
+    opts.config.blob_gc_grace = (!a.blob_gc_grace.is_zero()).then_some(a.blob_gc_grace);
     opts.config.min_allocatable = Resources::new(a.min_allocatable_cpus, a.min_allocatable_mem, 0);
     let file = match &a.config {
         Some(path) => {
