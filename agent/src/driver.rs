@@ -138,6 +138,8 @@ enum Input {
         id: ExecutorRun,
         result: Result<InstanceSpec, PrepareError>,
     },
+    /// The used fraction of the work directory's file system, just measured.
+    DiskUsage(f64),
 }
 
 /// Runs an agent until `shutdown` completes.
@@ -304,6 +306,10 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                         core.handle(Instant::now().into_std(), ev);
                     }
                 }
+                Some(Input::DiskUsage(usage)) => {
+                    core.set_disk_usage(usage);
+                    core.handle_timeout(Instant::now().into_std());
+                }
                 Some(Input::LinkDown { generation: g, why }) => {
                     if g == generation && control.is_some() {
                         tracing::warn!(%why, "lost the master");
@@ -323,15 +329,15 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                     None => std::future::pending().await,
                 }
             } => {
+                // Measured off the loop (a slow file system must not stall it), reported back.
                 let dir = fetcher.work_dir().clone();
-                match tokio::task::spawn_blocking(move || dir.disk_space()).await {
-                    Ok(Ok(space)) => {
-                        core.set_disk_usage(space.usage);
-                        core.handle_timeout(Instant::now().into_std());
+                let tx = tx.clone();
+                tokio::task::spawn_blocking(move || match dir.disk_space() {
+                    Ok(space) => {
+                        let _ = tx.send(Input::DiskUsage(space.usage));
                     }
-                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot measure the work directory's disk"),
-                    Err(e) => tracing::warn!(error = %e, "disk measurement panicked"),
-                }
+                    Err(e) => tracing::warn!(error = %e, "cannot measure the work directory's disk"),
+                });
             }
         }
     }
@@ -629,4 +635,72 @@ async fn prepare(
         .prepare(&launch::module_key(task), &module)
         .await
         .map_err(launch::prepare_failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waits (a liveness bound, not a timing claim) until `dir` has no entries.
+    async fn until_empty(dir: &std::path::Path) {
+        for _ in 0..600 {
+            if std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{} never emptied", dir.display());
+    }
+
+    #[tokio::test]
+    async fn a_previous_runs_directories_are_cleared_and_blobs_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let w = WorkDir::new(tmp.path());
+        w.create().unwrap();
+        let t = w.task("f1", "t1");
+        std::fs::create_dir_all(t.sandbox()).unwrap();
+        std::fs::write(t.sandbox().join("big"), vec![0u8; 1 << 20]).unwrap();
+        std::fs::create_dir_all(w.executor("f1", "e1").sandbox()).unwrap();
+        std::fs::create_dir_all(w.trash().join("half-deleted")).unwrap();
+        std::fs::write(w.blob("ab12"), b"blob").unwrap();
+
+        clear_leftovers(&w).unwrap();
+        assert!(w.frameworks().is_dir());
+        assert_eq!(std::fs::read_dir(w.frameworks()).unwrap().count(), 0);
+        until_empty(&w.trash()).await;
+        assert_eq!(std::fs::read(w.blob("ab12")).unwrap(), b"blob");
+
+        // A clean work directory has nothing to clear.
+        clear_leftovers(&w).unwrap();
+        assert_eq!(std::fs::read_dir(w.trash()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_collected_directory_leaves_at_once_and_its_id_can_start_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let w = WorkDir::new(tmp.path());
+        w.create().unwrap();
+        let t = w.task("f1", "t1");
+        std::fs::create_dir_all(t.sandbox()).unwrap();
+        collect(
+            &w,
+            &GcTarget::Task {
+                framework_id: "f1".into(),
+                task_id: "t1".into(),
+            },
+        );
+        assert!(!t.path().exists());
+        // Laid out afresh right away, the new directory is not touched by the deletion.
+        std::fs::create_dir_all(t.sandbox()).unwrap();
+        until_empty(&w.trash()).await;
+        assert!(t.sandbox().is_dir());
+        // A directory that is not there is nothing to collect.
+        collect(
+            &w,
+            &GcTarget::Executor {
+                framework_id: "f1".into(),
+                executor_id: "e9".into(),
+            },
+        );
+    }
 }

@@ -21,6 +21,8 @@
 //!   (start, reuse, envelope, kill grace, idle stop, failure) is in [`executors`], with its
 //!   own [`ExecutorAction`]s and [`ExecutorEvent`]s wrapped in [`Action::Executor`] and
 //!   [`Event::Executor`].
+//! - With collection on ([`Agent::with_gc`]), also drain [`Agent::poll_gc`] after every call:
+//!   the directories of ended tasks and executors whose delay has passed ([`gc`]).
 
 pub mod executors;
 pub mod gc;
