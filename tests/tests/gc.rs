@@ -218,3 +218,57 @@ async fn the_master_deletes_blobs_nobody_used_for_the_grace() {
     assert!(spinner_path.exists());
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_executors_directory_is_collected_after_it_exits() {
+    trace();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = LocalCluster::start(fast_config(), dir.path())
+        .await
+        .unwrap();
+    add_gc_agent(&mut cluster, "a1", agent_res(1024));
+    let mut sched = Scheduler::connect(cluster.scheduler_options("fw", "*").unwrap())
+        .await
+        .unwrap();
+    let kvexec = std::fs::read(wasm_examples::executors::KVEXEC_EXECUTOR_PATH).unwrap();
+    let kv = sched.upload_module(&kvexec).await.unwrap();
+    let info = proto::ExecutorInfo {
+        executor_id: proto::ExecutorId::from("kv"),
+        name: "kvexec".into(),
+        module: kv,
+        resources: Resources::new(100, 64 * MIB, 0),
+        args: vec![],
+        env: vec![],
+        // Stops soon after its only task: its exit starts the GC delay.
+        idle_timeout_ms: Some(200),
+        kill_grace_ms: None,
+    };
+    let offer = offer_from(&mut sched, "a1").await;
+    let task = TaskBuilder::new("q1", kv)
+        .executor(info)
+        .data(b"get:k1".to_vec())
+        .resources(Resources::new(100, 16 * MIB, 0))
+        .build(&offer);
+    sched
+        .accept(vec![offer.id.clone()], vec![task], Filters::default())
+        .unwrap();
+    let done = wait_terminal(&mut sched, "q1").await;
+    assert_eq!(done.state, TaskState::Finished, "{done:?}");
+    let edir = cluster.agents[0]
+        .work_dir
+        .join("frameworks")
+        .join(sched.framework_id().as_str())
+        .join("executors")
+        .join("kv");
+    wait_for(&mut sched, Duration::from_secs(30), |e| {
+        matches!(e, sdk::Event::ExecutorExited { .. }).then_some(())
+    })
+    .await;
+    eventually(
+        "the executor's directory is collected",
+        GC_DELAY * 10,
+        || !edir.exists(),
+    )
+    .await;
+    cluster.shutdown().await;
+}
