@@ -49,8 +49,8 @@ struct GuestCrate {
     kind: &'static str,
 }
 
-/// The crates, in build order. The generated names are the public API of this package: the
-/// agent's and the cli's tests use them, so changing a field here changes that API.
+/// The crates, in build order. The generated names are the public API of this package (the
+/// agent's, the cli's and the end-to-end tests use them), so changing a field here changes it.
 const CRATES: [GuestCrate; 3] = [
     // WASI preview 1 modules, the bulk of the test programs.
     GuestCrate {
