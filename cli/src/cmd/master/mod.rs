@@ -23,8 +23,9 @@ pub struct MasterArgs {
     /// Period of allocation rounds.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     allocation_interval: Duration,
-    /// How long a disconnected agent may take to come back before its tasks are TASK_LOST.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    /// How long a disconnected agent may take to come back: meanwhile its tasks are
+    /// TASK_UNREACHABLE, past it TASK_GONE (and the agent, if it returns, kills them).
+    #[arg(long, default_value = "10min", value_parser = humantime::parse_duration)]
     agent_reregister_timeout: Duration,
     /// Largest module or file accepted.
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
