@@ -412,6 +412,7 @@ impl Master {
         reported: &BTreeMap<(FrameworkId, TaskId), TaskState>,
         lost: &[(FrameworkId, TaskId)],
     ) {
+        let lost: BTreeSet<&(FrameworkId, TaskId)> = lost.iter().collect();
         let keys: Vec<((FrameworkId, TaskId), TaskState)> = self
             .tasks
             .iter()
