@@ -165,6 +165,9 @@ impl Master {
                 id
             }
             other => {
+                if other.is_none() {
+                    self.forget_restarted_agents(&name);
+                }
                 // New, or (with a foreign id) an agent of a previous master run coming back.
                 let id = match other {
                     Some(id) => id,
@@ -582,6 +585,41 @@ impl Master {
     /// Removes an agent that did not re-register in time: its tasks are TASK_GONE (their
     /// resources freed); were it to come back, it would be told to shut down.
     pub(super) fn remove_agent(&mut self, aid: &AgentId) {
+        let secs = self.cfg.agent_reregister_timeout.as_secs_f64();
+        self.remove_agent_because(
+            aid,
+            Reason::AgentLost,
+            format!(
+                "agent {aid} did not re-register within {secs} s; it kills the task if it comes \
+                 back"
+            ),
+        );
+    }
+
+    /// An agent registering afresh (no id) under the certificate name of agents that are
+    /// disconnected has restarted without its state: their tasks cannot come back, so they end
+    /// TASK_GONE now (reason `AgentRestarted`) instead of staying unreachable until the
+    /// re-registration timeout.
+    fn forget_restarted_agents(&mut self, name: &str) {
+        let stale: Vec<AgentId> = self
+            .agents
+            .values()
+            .filter(|a| a.owner == name && !a.is_connected())
+            .map(|a| a.id.clone())
+            .collect();
+        for aid in stale {
+            tracing::info!(agent = %aid, certificate = %name, "agent restarted afresh; its tasks are gone");
+            self.remove_agent_because(
+                &aid,
+                Reason::AgentRestarted,
+                format!("agent {aid} restarted without its tasks (registered afresh as {name:?})"),
+            );
+        }
+    }
+
+    /// Removes an agent whose tasks are known to be gone (timeout, or the agent restarted
+    /// afresh): its tasks end TASK_GONE with `reason`, its executors are dropped.
+    fn remove_agent_because(&mut self, aid: &AgentId, reason: Reason, message: String) {
         self.rescind_agent_offers(aid);
         let keys: Vec<(FrameworkId, TaskId)> = self
             .tasks
@@ -589,23 +627,10 @@ impl Master {
             .filter(|(_, t)| t.info.agent_id == *aid)
             .map(|(k, _)| k.clone())
             .collect();
-        let secs = self.cfg.agent_reregister_timeout.as_secs_f64();
         for key in keys {
-            self.end_task(
-                &key,
-                aid,
-                TaskState::Gone,
-                Reason::AgentLost,
-                format!(
-                    "agent {aid} did not re-register within {secs} s; it kills the task if it \
-                     comes back"
-                ),
-            );
+            self.end_task(&key, aid, TaskState::Gone, reason.clone(), message.clone());
         }
-        self.drop_agent_executors(
-            aid,
-            &format!("agent {aid} did not re-register within {secs} s"),
-        );
+        self.drop_agent_executors(aid, &message);
         self.ledger.refuse.clear_agent(aid);
         self.timers.stop(&Timer::AgentRemoval(aid.clone()));
         self.agents.remove(aid);

@@ -280,3 +280,27 @@ fn repeated_partitions_each_go_unreachable_and_back() {
     // 1500 s of partitions in all, none longer than the timeout: the task survived.
     assert!(h.m.agent(&a).is_some());
 }
+
+#[test]
+fn an_agent_registering_afresh_under_the_same_name_ends_its_old_tasks_at_once() {
+    let (mut h, a, _f, _) = running_task();
+    h.disconnect(1);
+    h.take();
+    // The same agent certificate registers without an id: it restarted and lost its tasks.
+    h.connect(2, AGENT);
+    h.msg(2, register_msg(None, res(4.0, 4 * GIB), vec![]));
+    let ups = h.updates(10);
+    assert_eq!(ups.len(), 1, "{ups:?}");
+    assert_eq!(ups[0].state, TaskState::Gone);
+    assert_eq!(ups[0].reason, Some(Reason::AgentRestarted));
+    assert!(h.m.agent(&a).is_none());
+    assert_eq!(reconcile(&mut h, "t1").0, TaskState::Gone);
+    // Another agent's certificate does not end them.
+    let (mut h, a, _f, _) = running_task();
+    h.disconnect(1);
+    h.take();
+    h.connect_as(2, AGENT, principal_for(AGENT, "other-agent"));
+    h.msg(2, register_msg(None, res(4.0, 4 * GIB), vec![]));
+    assert!(h.updates(10).is_empty());
+    assert!(h.m.agent(&a).is_some());
+}
