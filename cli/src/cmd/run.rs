@@ -75,6 +75,8 @@ pub mod exit_code {
 }
 
 /// The exit code for a terminal status, and a one-line reason when it is not the guest's own.
+/// Only terminal states come here: TASK_UNREACHABLE is not one (the task may still end well, so
+/// `run` keeps waiting), TASK_GONE is (its agent was removed: [`exit_code::OTHER`]).
 pub fn exit_status(status: &TaskStatus) -> (i32, Option<String>) {
     match (&status.state, &status.reason) {
         (TaskState::Finished, _) => (0, None),

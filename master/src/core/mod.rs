@@ -108,7 +108,10 @@ pub struct MasterConfig {
     pub run_id: String,
     /// Period of the regular allocation round (zero: only event-driven rounds).
     pub allocation_interval: Duration,
-    /// How long a disconnected agent may take to re-register before its tasks are lost.
+    /// How long a disconnected agent may take to re-register: meanwhile its tasks are
+    /// TASK_UNREACHABLE (still charged, probably still running); past it they are TASK_GONE and
+    /// the agent is removed. Mesos's default, 10 minutes, rides out the link losses of edge
+    /// sites.
     pub agent_reregister_timeout: Duration,
     /// Period of heartbeats to connected frameworks (zero: none).
     pub heartbeat_interval: Duration,
@@ -141,7 +144,7 @@ pub struct MasterConfig {
 }
 
 impl Default for MasterConfig {
-    /// Mesos-like defaults: allocate every second (and as soon as resources free up), 10 s to
+    /// Mesos-like defaults: allocate every second (and as soon as resources free up), 10 min to
     /// re-register, heartbeat every 5 s, minimum offer <0.01 cpus, 32 MiB>, refuse at most one
     /// hour, keep 1000 completed tasks, no roles configured (weight 1.0, no quota), no offer
     /// timeout.
@@ -149,7 +152,7 @@ impl Default for MasterConfig {
         MasterConfig {
             run_id: "master".to_owned(),
             allocation_interval: Duration::from_secs(1),
-            agent_reregister_timeout: Duration::from_secs(10),
+            agent_reregister_timeout: Duration::from_secs(600),
             heartbeat_interval: Duration::from_secs(5),
             min_allocatable: Resources::new(10, 32 * proto::resources::MIB, 0),
             max_refuse: Duration::from_secs(3600),
@@ -662,6 +665,9 @@ impl Master {
             return false;
         }
         let terminal = status.state.is_terminal();
+        if status.state != TaskState::Unreachable {
+            t.before_unreachable = None;
+        }
         t.status = status;
         if terminal {
             let t = t.clone();

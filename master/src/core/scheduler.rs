@@ -509,6 +509,7 @@ impl Master {
             info: task.clone(),
             status,
             reserved,
+            before_unreachable: None,
         };
         self.hold_task(&entry);
         self.blobs_used_by(&task);

@@ -17,7 +17,7 @@ use std::time::Instant;
 /// nothing.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Timer {
-    /// A disconnected agent that has not re-registered is removed; its tasks are lost.
+    /// A disconnected agent that has not re-registered is removed; its tasks are TASK_GONE.
     AgentRemoval(AgentId),
     /// A disconnected framework that has not re-subscribed is torn down.
     FrameworkFailover(FrameworkId),

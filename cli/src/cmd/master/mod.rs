@@ -23,9 +23,11 @@ pub struct MasterArgs {
     /// Period of allocation rounds.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     allocation_interval: Duration,
-    /// How long a disconnected agent may take to come back before its tasks are TASK_LOST.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    agent_reregister_timeout: Duration,
+    /// How long a disconnected agent may take to come back: meanwhile its tasks are
+    /// TASK_UNREACHABLE, past it TASK_GONE (and the agent, if it returns, kills them).
+    /// Default: the config file's `agent_reregister_timeout`, else 10min (as Mesos).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    agent_reregister_timeout: Option<Duration>,
     /// Largest module or file accepted.
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     max_blob_size: u64,
@@ -62,7 +64,6 @@ pub async fn execute(a: MasterArgs) -> anyhow::Result<i32> {
     let mut opts = MasterOptions::new(a.listen, tls.ca_pem, tls.identity, a.work_dir);
     opts.crls = tls.crls;
     opts.config.allocation_interval = a.allocation_interval;
-    opts.config.agent_reregister_timeout = a.agent_reregister_timeout;
     opts.config.run_id = run_id()?;
     opts.max_blob_size = a.max_blob_size;
     opts.config.blob_gc_grace = (!a.blob_gc_grace.is_zero()).then_some(a.blob_gc_grace);
@@ -78,6 +79,9 @@ pub async fn execute(a: MasterArgs) -> anyhow::Result<i32> {
     opts.config.roles = file.roles;
     opts.config.acls = file.acls;
     opts.config.offer_timeout = a.offer_timeout.or(file.offer_timeout);
+    if let Some(t) = a.agent_reregister_timeout.or(file.agent_reregister_timeout) {
+        opts.config.agent_reregister_timeout = t;
+    }
     let name = a
         .allocator
         .or(file.allocator)

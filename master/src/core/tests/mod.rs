@@ -342,6 +342,8 @@ mod filters;
 mod identity;
 mod kill;
 mod limits;
+/// Partition-aware task states: TASK_UNREACHABLE, back, TASK_GONE.
+mod partition;
 /// Allocation policies through the core: DRF, weights, quotas, reservations, priority, and the
 /// offer life cycle.
 mod policies;
