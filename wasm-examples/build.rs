@@ -1,98 +1,161 @@
-//! Builds the guest programs in `guests/` for `wasm32-wasip1` and generates
-//! `$OUT_DIR/guests.rs`, which `src/lib.rs` includes: a constant pair per guest and the
-//! `foreach_guest!` macro, with which a test crate proves every guest has a test (wasmtime's
-//! test-programs trick: a guest without one fails the build).
+//! Builds the three crates of wasm programs in this package, each with its own inner
+//! `cargo build`, and generates the Rust code `src/lib.rs` includes from `$OUT_DIR`:
+//!
+//! - `guests/` for `wasm32-wasip1` -> `guests.rs`: per guest `NAME` (the module's bytes) and
+//!   `NAME_PATH`, `ALL`, `ALL_PATHS` and `foreach_guest!`;
+//! - `executors/` (over `executor-sdk/` and `../wit/executor`) for `wasm32-wasip2` ->
+//!   `executors.rs`: per executor `NAME_EXECUTOR_PATH`, `ALL_EXECUTOR_PATHS` and
+//!   `foreach_executor!`;
+//! - `components/` for `wasm32-wasip2` -> `components.rs`: per component `NAME` and
+//!   `NAME_PATH`, `ALL`, `ALL_PATHS` and `foreach_component!`.
+//!
+//! Each crate is its own cargo workspace for a wasm target, so it cannot be an ordinary
+//! dependency of the host build. A [`GuestCrate`] describes one of them and [`build`] is the
+//! single pipeline they all go through: check the target is installed, run cargo with the outer
+//! build's configuration scrubbed, declare the inputs, generate the code. The programs are the
+//! files of `<crate>/src/bin`, sorted: adding one there is all it takes to build it. The
+//! `foreach_*!` macros are wasmtime's test-programs trick: a test crate calls e.g.
+//! `foreach_guest!(assert_guest_tested)`, so a program without a test there fails its build.
 
 use std::env;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const TARGET: &str = "wasm32-wasip1";
+/// One crate of wasm programs: where it is, what it is built for, and what code is generated
+/// for it. Everything that differs between the crates is here, so they cannot drift apart.
+struct GuestCrate {
+    /// The crate's directory (a workspace of its own), relative to this package; its target
+    /// directory is `$OUT_DIR/<dir>-target`.
+    dir: &'static str,
+    /// The Rust target it is built for.
+    target: &'static str,
+    /// The file generated in `$OUT_DIR`, which `src/lib.rs` includes.
+    out_file: &'static str,
+    /// The generated `#[macro_export]` macro that calls `$mac!(name)` once per program.
+    macro_name: &'static str,
+    /// Inserted in every generated constant name: `NAME{infix}_PATH`, `ALL{infix}_PATHS`, and
+    /// with [`include_bytes`](Self::include_bytes) `NAME{infix}` and `ALL{infix}`.
+    infix: &'static str,
+    /// Whether the programs' bytes are generated too (`NAME`, `ALL`, through `include_bytes!`),
+    /// or only their paths.
+    include_bytes: bool,
+    /// Inputs outside `dir` whose changes must rebuild the crate, relative to this package.
+    extra_inputs: &'static [&'static str],
+    /// What one program of the crate is called in error messages and in the docs of the
+    /// generated lists and macro.
+    label: &'static str,
+    /// What one program of the crate is, in the docs of its generated constants.
+    kind: &'static str,
+}
+
+/// The crates, in build order. The generated names are the public API of this package (the
+/// agent's, the cli's and the end-to-end tests use them), so changing a field here changes it.
+const CRATES: [GuestCrate; 3] = [
+    // WASI preview 1 modules, the bulk of the test programs.
+    GuestCrate {
+        dir: "guests",
+        target: "wasm32-wasip1",
+        out_file: "guests.rs",
+        macro_name: "foreach_guest",
+        infix: "",
+        include_bytes: true,
+        extra_inputs: &[],
+        label: "guest",
+        kind: "guest module",
+    },
+    // Framework executors: components of the `tessera:executor` world, used by path only.
+    GuestCrate {
+        dir: "executors",
+        target: "wasm32-wasip2",
+        out_file: "executors.rs",
+        macro_name: "foreach_executor",
+        infix: "_EXECUTOR",
+        include_bytes: false,
+        extra_inputs: &[
+            "executor-sdk/Cargo.toml",
+            "executor-sdk/src",
+            "../wit/executor",
+        ],
+        label: "executor",
+        kind: "executor component",
+    },
+    // WASI 0.2 command components (`wasi:cli/run`).
+    GuestCrate {
+        dir: "components",
+        target: "wasm32-wasip2",
+        out_file: "components.rs",
+        macro_name: "foreach_component",
+        infix: "",
+        include_bytes: true,
+        extra_inputs: &[],
+        label: "component",
+        kind: "component",
+    },
+];
 
 fn main() {
     let manifest_dir =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
-    let guests_dir = manifest_dir.join("guests");
-    let target_dir = out_dir.join("guests-target");
-
     println!("cargo:rerun-if-changed=build.rs");
-    println!(
-        "cargo:rerun-if-changed={}",
-        guests_dir.join("Cargo.toml").display()
-    );
-    println!(
-        "cargo:rerun-if-changed={}",
-        guests_dir.join("src").display()
-    );
-    let guests = guest_names(&guests_dir.join("src/bin"));
-    for name in &guests {
-        let src = guests_dir.join("src/bin").join(format!("{name}.rs"));
-        println!("cargo:rerun-if-changed={}", src.display());
+    let sysroot = sysroot();
+    for krate in &CRATES {
+        build(krate, &manifest_dir, &out_dir, sysroot.as_deref());
     }
-
-    build_guests(&guests_dir, &target_dir);
-
-    let mut code = String::new();
-    code.push_str("// @generated by wasm-examples/build.rs\n");
-    let mut all = String::from(
-        "/// Every guest as `(name, wasm bytes)`.\npub const ALL: &[(&str, &[u8])] = &[\n",
-    );
-    let mut all_paths =
-        String::from("/// Every guest as `(name, absolute path of the .wasm file)`.\npub const ALL_PATHS: &[(&str, &str)] = &[\n");
-    let mut foreach = String::from(
-        "/// Calls `$mac!(name)` once per guest: `foreach_guest!(assert_guest_tested)` in a test\n\
-         /// module fails to compile when a guest has no test there.\n\
-         #[macro_export]\nmacro_rules! foreach_guest {\n    ($mac:ident) => {\n",
-    );
-    for name in &guests {
-        writeln!(foreach, "        $mac!({name});").unwrap();
-        let wasm = target_dir
-            .join(TARGET)
-            .join("release")
-            .join(format!("{name}.wasm"));
-        assert!(
-            wasm.is_file(),
-            "guest `{name}` was not produced at {}",
-            wasm.display()
-        );
-        let path = wasm.to_str().expect("non-UTF-8 OUT_DIR is not supported");
-        let upper = name.to_uppercase();
-        writeln!(
-            code,
-            "/// The `{name}` guest module (see `guests/src/bin/{name}.rs`).\n\
-             pub const {upper}: &[u8] = include_bytes!({path:?});\n\
-             /// Absolute path of the built `{name}` guest module.\n\
-             pub const {upper}_PATH: &str = {path:?};"
-        )
-        .unwrap();
-        writeln!(all, "    ({name:?}, {upper}),").unwrap();
-        writeln!(all_paths, "    ({name:?}, {upper}_PATH),").unwrap();
-    }
-    foreach.push_str("    };\n}\n");
-    code.push_str(&foreach);
-    all.push_str("];\n");
-    all_paths.push_str("];\n");
-    code.push_str(&all);
-    code.push_str(&all_paths);
-    std::fs::write(out_dir.join("guests.rs"), code).expect("writing guests.rs");
-
-    build_executors(&manifest_dir, &out_dir);
-    build_components(&manifest_dir, &out_dir);
 }
 
-/// The guests are the files of `guests/src/bin`, sorted: adding one there is all it takes to
-/// build it (and, through `foreach_guest!`, to be asked for its test).
-fn guest_names(bin_dir: &Path) -> Vec<String> {
+/// The whole pipeline for one crate: declares its inputs, checks its target is installed,
+/// builds it, checks every program came out, and writes its generated file.
+fn build(krate: &GuestCrate, manifest_dir: &Path, out_dir: &Path, sysroot: Option<&Path>) {
+    let crate_dir = manifest_dir.join(krate.dir);
+    let target_dir = out_dir.join(format!("{}-target", krate.dir));
+    // A directory is scanned recursively by cargo, so `src` covers every program in
+    // `src/bin`, including ones added or removed later.
+    let own_inputs = [crate_dir.join("Cargo.toml"), crate_dir.join("src")];
+    let extra_inputs = krate.extra_inputs.iter().map(|p| manifest_dir.join(p));
+    for input in own_inputs.into_iter().chain(extra_inputs) {
+        println!("cargo:rerun-if-changed={}", input.display());
+    }
+    let names = program_names(&crate_dir.join("src/bin"));
+
+    if let Some(sysroot) = sysroot {
+        check_target_installed(krate, &crate_dir, sysroot);
+    }
+    cargo_build(krate, &crate_dir, &target_dir);
+
+    let release_dir = target_dir.join(krate.target).join("release");
+    let programs: Vec<(String, String)> = names
+        .into_iter()
+        .map(|name| {
+            let wasm = release_dir.join(format!("{name}.wasm"));
+            assert!(
+                wasm.is_file(),
+                "{} `{name}` was not produced at {}",
+                krate.label,
+                wasm.display()
+            );
+            let path = wasm.to_str().expect("non-UTF-8 OUT_DIR is not supported");
+            (name, path.to_owned())
+        })
+        .collect();
+    let out_file = out_dir.join(krate.out_file);
+    std::fs::write(&out_file, generate(krate, &programs))
+        .unwrap_or_else(|e| panic!("writing {}: {e}", out_file.display()));
+}
+
+/// The programs of a crate are the files of its `src/bin`, sorted, so there is no hand list to
+/// drift (and, through the `foreach_*!` macro, each new one is asked for its test).
+fn program_names(bin_dir: &Path) -> Vec<String> {
+    let read_error = |e: std::io::Error| format!("reading {}: {e}", bin_dir.display());
     let mut names: Vec<String> = std::fs::read_dir(bin_dir)
-        .expect("reading guests/src/bin")
-        .map(|e| e.expect("reading guests/src/bin").path())
+        .unwrap_or_else(|e| panic!("{}", read_error(e)))
+        .map(|e| e.unwrap_or_else(|e| panic!("{}", read_error(e))).path())
         .filter(|p| p.extension().is_some_and(|x| x == "rs"))
         .map(|p| {
             p.file_stem()
                 .and_then(|s| s.to_str())
-                .expect("UTF-8 guest name")
+                .expect("UTF-8 program name")
                 .to_owned()
         })
         .collect();
@@ -100,289 +163,153 @@ fn guest_names(bin_dir: &Path) -> Vec<String> {
     names
 }
 
-fn build_guests(guests_dir: &Path, target_dir: &Path) {
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.arg("build")
-        .arg("--release")
-        .arg("--target")
-        .arg(TARGET)
-        .arg("--manifest-path")
-        .arg(guests_dir.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target_dir);
-    // Do not let the outer build's configuration leak into the guest build
-    // (same list as wasmtime's crates/test-programs/artifacts/build.rs, plus a few).
-    for var in [
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "CARGO_BUILD_TARGET_DIR",
-        "CARGO_MAKEFLAGS",
-        "MAKEFLAGS",
-        "MFLAGS",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "RUSTC_WRAPPER",
-        "CARGO_PROFILE_RELEASE_DEBUG",
-        "CARGO_INCREMENTAL",
-        "CARGO_PRIMARY_PACKAGE",
-        "CARGO_LLVM_COV",
-        "CARGO_LLVM_COV_TARGET_DIR",
-        "LLVM_PROFILE_FILE",
-        "__CARGO_FIX_YOLO",
-    ] {
-        cmd.env_remove(var);
-    }
-    // Inherit only the outer build's jobserver-less behaviour; the guests are tiny.
-    let status = cmd.status().unwrap_or_else(|e| {
-        panic!(
-            "failed to run cargo to build the wasm guests: {e}\n\
-             (is the `{TARGET}` target installed? try `rustup target add {TARGET}`)"
-        )
-    });
-    assert!(
-        status.success(),
-        "building the wasm guests in {} failed ({status}).\n\
-         Make sure the target is installed: `rustup target add {TARGET}`",
-        guests_dir.display()
-    );
-}
-
-/// Target of the example executors: WASI 0.2 components.
-const EXECUTORS_TARGET: &str = "wasm32-wasip2";
-
-/// Builds the example executors (`executors/src/bin`, components of the `tessera:executor`
-/// world over `executor-sdk/` and `../wit/executor`) for `wasm32-wasip2` and generates
-/// `$OUT_DIR/executors.rs`: `NAME_EXECUTOR_PATH` per executor, `ALL_EXECUTOR_PATHS`, and the
-/// `foreach_executor!` macro that asks for a test per executor. Self-contained: its own
-/// target directory, inputs and generated file.
-fn build_executors(manifest_dir: &Path, out_dir: &Path) {
-    let crate_dir = manifest_dir.join("executors");
-    let target_dir = out_dir.join("executors-target");
-    for input in [
-        crate_dir.join("Cargo.toml"),
-        crate_dir.join("src"),
-        manifest_dir.join("executor-sdk/Cargo.toml"),
-        manifest_dir.join("executor-sdk/src"),
-        manifest_dir.join("../wit/executor"),
-    ] {
-        println!("cargo:rerun-if-changed={}", input.display());
-    }
-    let names = guest_names(&crate_dir.join("src/bin"));
-    for name in &names {
-        let src = crate_dir.join("src/bin").join(format!("{name}.rs"));
-        println!("cargo:rerun-if-changed={}", src.display());
-    }
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--release", "--target", EXECUTORS_TARGET])
-        .arg("--manifest-path")
-        .arg(crate_dir.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target_dir);
-    for (key, _) in env::vars_os() {
-        let key = key.to_string_lossy().into_owned();
-        let leaks = key.starts_with("CARGO_ENCODED_RUSTFLAGS")
-            || key == "RUSTFLAGS"
-            || key.starts_with("CARGO_BUILD_")
-            || key == "CARGO_TARGET_DIR"
-            || key.starts_with("CARGO_PROFILE_")
-            || key.ends_with("MAKEFLAGS")
-            || key == "MFLAGS"
-            || key.starts_with("RUSTC_")
-            || key == "CARGO_INCREMENTAL"
-            || key == "CARGO_PRIMARY_PACKAGE"
-            || key.starts_with("CARGO_LLVM_COV")
-            || key == "LLVM_PROFILE_FILE"
-            || key == "__CARGO_FIX_YOLO";
-        if leaks {
-            cmd.env_remove(&key);
-        }
-    }
-    let status = cmd
-        .status()
-        .unwrap_or_else(|e| panic!("failed to run cargo to build the example executors: {e}"));
-    assert!(
-        status.success(),
-        "building the example executors in {} failed ({status}).\n\
-         Make sure the target is installed: `rustup target add {EXECUTORS_TARGET}`",
-        crate_dir.display()
-    );
-
-    let mut code = String::from("// @generated by wasm-examples/build.rs (build_executors)\n");
-    let mut all = String::from(
-        "/// Every example executor as `(name, absolute path of the component)`.\n\
-         pub const ALL_EXECUTOR_PATHS: &[(&str, &str)] = &[\n",
-    );
-    let mut foreach = String::from(
-        "/// Calls `$mac!(name)` once per example executor: `foreach_executor!(assert_tested)` in\n\
-         /// a test module fails to compile when an executor has no test there.\n\
-         #[macro_export]\nmacro_rules! foreach_executor {\n    ($mac:ident) => {\n",
-    );
-    for name in &names {
-        let wasm = target_dir
-            .join(EXECUTORS_TARGET)
-            .join("release")
-            .join(format!("{name}.wasm"));
-        assert!(
-            wasm.is_file(),
-            "executor `{name}` was not produced at {}",
-            wasm.display()
-        );
-        let path = wasm.to_str().expect("non-UTF-8 OUT_DIR is not supported");
-        let upper = name.to_uppercase();
-        writeln!(
-            code,
-            "/// Absolute path of the built `{name}` executor component \
-             (see `executors/src/bin/{name}.rs`).\n\
-             pub const {upper}_EXECUTOR_PATH: &str = {path:?};"
-        )
-        .unwrap();
-        writeln!(all, "    ({name:?}, {upper}_EXECUTOR_PATH),").unwrap();
-        writeln!(foreach, "        $mac!({name});").unwrap();
-    }
-    all.push_str("];\n");
-    foreach.push_str("    };\n}\n");
-    code.push_str(&all);
-    code.push_str(&foreach);
-    std::fs::write(out_dir.join("executors.rs"), code).expect("writing executors.rs");
-}
-
-// WASI 0.2 command components (`components/`, for `wasm32-wasip2`): built and described by
-// `build_components` alone, into `$OUT_DIR/components.rs` (the `components` module of
-// `src/lib.rs` and the `foreach_component!` macro).
-
-const P2_TARGET: &str = "wasm32-wasip2";
-
-/// Builds `components/` for [`P2_TARGET`] and writes `$OUT_DIR/components.rs`: per component
-/// `NAME` (bytes) and `NAME_PATH`, `ALL`/`ALL_PATHS`, and `foreach_component!`, which makes a
-/// component without a test in the agent's executor tests fail their build.
-fn build_components(manifest_dir: &Path, out_dir: &Path) {
-    let crate_dir = manifest_dir.join("components");
-    let target_dir = out_dir.join("components-target");
-    println!(
-        "cargo:rerun-if-changed={}",
-        crate_dir.join("Cargo.toml").display()
-    );
-    println!("cargo:rerun-if-changed={}", crate_dir.join("src").display());
-    let names = guest_names(&crate_dir.join("src/bin"));
-    for name in &names {
-        let src = crate_dir.join("src/bin").join(format!("{name}.rs"));
-        println!("cargo:rerun-if-changed={}", src.display());
-    }
-    // A missing target would otherwise fail deep inside cargo with "can't find crate for `std`".
+/// The sysroot of the rustc this build uses, or `None` when it cannot be asked (then a missing
+/// target is left for the inner cargo to report).
+fn sysroot() -> Option<PathBuf> {
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let sysroot = Command::new(rustc)
+    Command::new(rustc)
         .args(["--print", "sysroot"])
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    if let Some(sysroot) = sysroot {
-        assert!(
-            sysroot.join("lib/rustlib").join(P2_TARGET).is_dir(),
-            "the `{P2_TARGET}` Rust target is not installed (needed to build the WASI 0.2 \
-             components in {}): run `rustup target add {P2_TARGET}`",
-            crate_dir.display()
-        );
-    }
-    cargo_build_components(&crate_dir, &target_dir);
-
-    let mut code = String::from("// @generated by wasm-examples/build.rs (build_components)\n");
-    let mut all = String::from(
-        "/// Every component as `(name, wasm bytes)`.\npub const ALL: &[(&str, &[u8])] = &[\n",
-    );
-    let mut all_paths = String::from(
-        "/// Every component as `(name, absolute path of the .wasm file)`.\n\
-         pub const ALL_PATHS: &[(&str, &str)] = &[\n",
-    );
-    let mut foreach = String::from(
-        "/// Calls `$mac!(name)` once per WASI 0.2 component: `foreach_component!(assert_tested)`\n\
-         /// in a test module fails to compile when a component has no test there.\n\
-         #[macro_export]\nmacro_rules! foreach_component {\n    ($mac:ident) => {\n",
-    );
-    for name in &names {
-        writeln!(foreach, "        $mac!({name});").unwrap();
-        let wasm = target_dir
-            .join(P2_TARGET)
-            .join("release")
-            .join(format!("{name}.wasm"));
-        assert!(
-            wasm.is_file(),
-            "component `{name}` was not produced at {}",
-            wasm.display()
-        );
-        let path = wasm.to_str().expect("non-UTF-8 OUT_DIR is not supported");
-        let upper = name.to_uppercase();
-        writeln!(
-            code,
-            "/// The `{name}` component (see `components/src/bin/{name}.rs`).\n\
-             pub const {upper}: &[u8] = include_bytes!({path:?});\n\
-             /// Absolute path of the built `{name}` component.\n\
-             pub const {upper}_PATH: &str = {path:?};"
-        )
-        .unwrap();
-        writeln!(all, "    ({name:?}, {upper}),").unwrap();
-        writeln!(all_paths, "    ({name:?}, {upper}_PATH),").unwrap();
-    }
-    foreach.push_str("    };\n}\n");
-    all.push_str("];\n");
-    all_paths.push_str("];\n");
-    code.push_str(&foreach);
-    code.push_str(&all);
-    code.push_str(&all_paths);
-    std::fs::write(out_dir.join("components.rs"), code).expect("writing components.rs");
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
 }
 
-/// `cargo build --release --target wasm32-wasip2` of the components crate, with the outer
-/// build's configuration scrubbed as in `build_guests`.
-fn cargo_build_components(crate_dir: &Path, target_dir: &Path) {
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "--release",
-        "--target",
-        P2_TARGET,
-        "--manifest-path",
-    ])
-    .arg(crate_dir.join("Cargo.toml"))
-    .arg("--target-dir")
-    .arg(target_dir);
-    for (var, _) in env::vars_os() {
-        let scrub = var.to_str().is_some_and(|v| {
-            v.starts_with("CARGO_BUILD_")
-                || v.starts_with("CARGO_LLVM_COV")
-                || matches!(
-                    v,
-                    "CARGO_ENCODED_RUSTFLAGS"
-                        | "RUSTFLAGS"
-                        | "CARGO_TARGET_DIR"
-                        | "CARGO_MAKEFLAGS"
-                        | "MAKEFLAGS"
-                        | "MFLAGS"
-                        | "RUSTC_WORKSPACE_WRAPPER"
-                        | "RUSTC_WRAPPER"
-                        | "CARGO_PROFILE_RELEASE_DEBUG"
-                        | "CARGO_INCREMENTAL"
-                        | "CARGO_PRIMARY_PACKAGE"
-                        | "LLVM_PROFILE_FILE"
-                        | "__CARGO_FIX_YOLO"
-                )
-        });
-        if scrub {
-            cmd.env_remove(var);
-        }
-    }
-    let status = cmd
-        .status()
-        .unwrap_or_else(|e| panic!("failed to run cargo to build the WASI 0.2 components: {e}"));
+/// Fails with the fix when the crate's target has no standard library installed, which the
+/// inner cargo would otherwise report deep in its output as "can't find crate for `std`".
+fn check_target_installed(krate: &GuestCrate, crate_dir: &Path, sysroot: &Path) {
+    let target = krate.target;
     assert!(
-        status.success(),
-        "building the WASI 0.2 components in {} failed ({status}).\n\
-         Make sure the target is installed: `rustup target add {P2_TARGET}`",
+        sysroot.join("lib/rustlib").join(target).is_dir(),
+        "the `{target}` Rust target is not installed (needed to build the {}s in {}): \
+         run `rustup target add {target}`",
+        krate.label,
         crate_dir.display()
     );
+}
+
+/// `cargo build --release --target <target>` of the crate into its own target directory, with
+/// the variables [`leaks_into_inner_build`] names removed from its environment.
+fn cargo_build(krate: &GuestCrate, crate_dir: &Path, target_dir: &Path) {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--release", "--target", krate.target])
+        .arg("--manifest-path")
+        .arg(crate_dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir);
+    for (key, _) in env::vars_os() {
+        if key.to_str().is_some_and(leaks_into_inner_build) {
+            cmd.env_remove(&key);
+        }
+    }
+    let status = cmd.status().unwrap_or_else(|e| {
+        panic!(
+            "failed to run cargo to build the {}s in {}: {e}",
+            krate.label,
+            crate_dir.display()
+        )
+    });
+    assert!(
+        status.success(),
+        "building the {}s in {} for `{}` failed ({status}); cargo's errors are above",
+        krate.label,
+        crate_dir.display(),
+        krate.target
+    );
+}
+
+/// Whether an environment variable of the outer build must not reach the inner cargo, because
+/// it configures the host build and would break or change the wasm one (wasmtime's
+/// `crates/test-programs/artifacts/build.rs` removes the same, by name; prefixes here also
+/// catch the variants, such as `CARGO_BUILD_RUSTFLAGS` or `CARGO_PROFILE_RELEASE_DEBUG`).
+fn leaks_into_inner_build(key: &str) -> bool {
+    // Compiler flags meant for the host (e.g. `-C target-cpu=native`, coverage).
+    key.starts_with("CARGO_ENCODED_RUSTFLAGS")
+        || key == "RUSTFLAGS"
+        || key.starts_with("CARGO_BUILD_")
+        // The outer target directory and profiles: the inner build has its own, and its
+        // crates' `[profile.release]`.
+        || key == "CARGO_TARGET_DIR"
+        || key.starts_with("CARGO_PROFILE_")
+        // The outer cargo's jobserver (`CARGO_MAKEFLAGS`, `MAKEFLAGS`, `MFLAGS`).
+        || key.ends_with("MAKEFLAGS")
+        || key == "MFLAGS"
+        // Wrappers such as sccache, or clippy-driver under `cargo clippy`, which would lint the
+        // guests with the host's `-D warnings`.
+        || key.starts_with("RUSTC_")
+        // The state of the outer build's own crate.
+        || key == "CARGO_INCREMENTAL"
+        || key == "CARGO_PRIMARY_PACKAGE"
+        // Coverage instrumentation (cargo-llvm-cov) and `cargo fix`.
+        || key.starts_with("CARGO_LLVM_COV")
+        || key == "LLVM_PROFILE_FILE"
+        || key == "__CARGO_FIX_YOLO"
+}
+
+/// The generated file of a crate, from its `(name, absolute path of the .wasm file)` pairs.
+fn generate(krate: &GuestCrate, programs: &[(String, String)]) -> String {
+    let GuestCrate {
+        dir,
+        macro_name,
+        infix,
+        label,
+        kind,
+        ..
+    } = krate;
+    let mut code = String::from("// @generated by wasm-examples/build.rs\n");
+    for (name, path) in programs {
+        let upper = name.to_uppercase();
+        let source = format!("(see `{dir}/src/bin/{name}.rs`)");
+        if krate.include_bytes {
+            writeln!(
+                code,
+                "/// The `{name}` {kind} {source}.\n\
+                 pub const {upper}{infix}: &[u8] = include_bytes!({path:?});\n\
+                 /// Absolute path of the built `{name}` {kind}.\n\
+                 pub const {upper}{infix}_PATH: &str = {path:?};"
+            )
+        } else {
+            writeln!(
+                code,
+                "/// Absolute path of the built `{name}` {kind} {source}.\n\
+                 pub const {upper}{infix}_PATH: &str = {path:?};"
+            )
+        }
+        .unwrap();
+    }
+
+    writeln!(
+        code,
+        "/// Calls `$mac!(name)` once per {label}: `{macro_name}!(assert_{label}_tested)` in a test\n\
+         /// module fails to compile unless every {label} has a test there.\n\
+         #[macro_export]\nmacro_rules! {macro_name} {{\n    ($mac:ident) => {{"
+    )
+    .unwrap();
+    for (name, _) in programs {
+        writeln!(code, "        $mac!({name});").unwrap();
+    }
+    code.push_str("    };\n}\n");
+
+    let mut list = |doc: &str, decl: &str, suffix: &str| {
+        writeln!(code, "/// Every {label} as `(name, {doc})`.\n{decl} = &[").unwrap();
+        for (name, _) in programs {
+            let upper = name.to_uppercase();
+            writeln!(code, "    ({name:?}, {upper}{infix}{suffix}),").unwrap();
+        }
+        code.push_str("];\n");
+    };
+    if krate.include_bytes {
+        list(
+            "wasm bytes",
+            &format!("pub const ALL{infix}: &[(&str, &[u8])]"),
+            "",
+        );
+    }
+    list(
+        "absolute path of the .wasm file",
+        &format!("pub const ALL{infix}_PATHS: &[(&str, &str)]"),
+        "_PATH",
+    );
+    code
 }

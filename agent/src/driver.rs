@@ -13,10 +13,16 @@
 //! the other executor actions are calls on its [`InstanceHandle`]. The handles live next to the
 //! one-shot guests' kill handles in `Guests`, so however the loop ends, no guest of either
 //! kind outlives it.
+//!
+//! Garbage collection: the core decides when an ended task's or executor's directory goes
+//! ([`crate::core::gc`]); the loop renames each one the core hands out into `trash/` and
+//! deletes it on the blocking pool, and reports the work directory's disk usage every
+//! [`AgentOptions::disk_watch_interval`]. At start, everything under `frameworks/` is a
+//! previous run's leftover (no guest survives an agent restart) and is cleared the same way.
 
 use crate::core::{
     Action, Agent, AgentConfig, Event, ExecutorAction, ExecutorEvent, ExecutorKey, ExecutorRun,
-    TaskKey,
+    GcPolicy, GcTarget, TaskKey,
 };
 use crate::executor::{
     Executor, ExecutorConfig, InstanceHandle, InstanceSpec, KillHandle, PoolingConfig,
@@ -68,6 +74,11 @@ pub struct AgentOptions {
     /// Data sets as `(name, host directory)`: their names are registered (replacing
     /// `info.datasets`) and tasks asking for one see it read-only at `/data/NAME`.
     pub datasets: Vec<(String, PathBuf)>,
+    /// When ended tasks' and executors' directories are removed (see [`crate::core::gc`]).
+    pub gc: GcPolicy,
+    /// How often the work directory's disk usage is measured (it scales the GC delay); zero:
+    /// never, so the delay is never scaled.
+    pub disk_watch_interval: Duration,
 }
 
 impl AgentOptions {
@@ -89,6 +100,8 @@ impl AgentOptions {
             max_blob_size: 256 << 20,
             max_backoff: Duration::from_secs(5),
             datasets: Vec::new(),
+            gc: GcPolicy::default(),
+            disk_watch_interval: Duration::from_secs(60),
         }
     }
 }
@@ -125,6 +138,8 @@ enum Input {
         id: ExecutorRun,
         result: Result<InstanceSpec, PrepareError>,
     },
+    /// The used fraction of the work directory's file system, just measured.
+    DiskUsage(f64),
 }
 
 /// Runs an agent until `shutdown` completes.
@@ -133,6 +148,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     work_dir
         .create()
         .map_err(|(path, source)| AgentError::WorkDir { path, source })?;
+    clear_leftovers(&work_dir).map_err(|(path, source)| AgentError::WorkDir { path, source })?;
     let mut exec_cfg = opts.executor.clone();
     exec_cfg.cache_dir = Some(work_dir.cache().into());
     let executor = Executor::new(exec_cfg)?;
@@ -143,7 +159,12 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         "executor ready: a task offered c cpus may burn c x this much fuel per second"
     );
     let endpoint = link::client_endpoint(&opts.tls, opts.tuning)?;
-    let mut core = Agent::new(core_config(&opts, fuel_rate));
+    let mut core = Agent::new(core_config(&opts, fuel_rate)).with_gc(opts.gc);
+    let mut disk_watch = (!opts.disk_watch_interval.is_zero()).then(|| {
+        let mut i = tokio::time::interval(opts.disk_watch_interval);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
     let fetcher = Arc::new(Fetcher::new(work_dir, opts.max_blob_size));
     let (tx, mut rx) = mpsc::unbounded_channel::<Input>();
     let mut guests = Guests::default();
@@ -250,6 +271,9 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                 Action::Executor(other) => guests.instance_action(other),
             }
         }
+        while let Some(target) = core.poll_gc() {
+            collect(fetcher.work_dir(), &target);
+        }
 
         let wake = match (core.poll_timeout(), control.is_none()) {
             (Some(t), true) => Some(Instant::from_std(t).min(next_dial)),
@@ -282,6 +306,10 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                         core.handle(Instant::now().into_std(), ev);
                     }
                 }
+                Some(Input::DiskUsage(usage)) => {
+                    core.set_disk_usage(usage);
+                    core.handle_timeout(Instant::now().into_std());
+                }
                 Some(Input::LinkDown { generation: g, why }) => {
                     if g == generation && control.is_some() {
                         tracing::warn!(%why, "lost the master");
@@ -293,6 +321,24 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                 None => break,
             },
             _ = sleep => core.handle_timeout(Instant::now().into_std()),
+            _ = async {
+                match disk_watch.as_mut() {
+                    Some(i) => {
+                        i.tick().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            } => {
+                // Measured off the loop (a slow file system must not stall it), reported back.
+                let dir = fetcher.work_dir().clone();
+                let tx = tx.clone();
+                tokio::task::spawn_blocking(move || match dir.disk_space() {
+                    Ok(space) => {
+                        let _ = tx.send(Input::DiskUsage(space.usage));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot measure the work directory's disk"),
+                });
+            }
         }
     }
     drop(guests);
@@ -300,6 +346,75 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         conn.close(0u32.into(), b"agent shutting down");
     }
     endpoint.wait_idle().await;
+    Ok(())
+}
+
+/// Removes a directory the core collects: renamed into `trash/` at once (so a task or executor
+/// of the same id laid out next never meets it), deleted on the blocking pool.
+fn collect(work_dir: &WorkDir, target: &GcTarget) {
+    let dir = match target {
+        GcTarget::Task {
+            framework_id,
+            task_id,
+        } => work_dir
+            .task(framework_id.as_str(), task_id.as_str())
+            .path()
+            .to_path_buf(),
+        GcTarget::Executor {
+            framework_id,
+            executor_id,
+        } => work_dir
+            .executor(framework_id.as_str(), executor_id.as_str())
+            .path()
+            .to_path_buf(),
+    };
+    match work_dir.move_to_trash(&dir) {
+        Ok(Some(trashed)) => {
+            tracing::info!(dir = %dir.display(), "garbage-collecting a directory");
+            delete_in_background(trashed);
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot collect a directory"),
+    }
+}
+
+/// Deletes `dir` on the blocking pool, logging (not failing) on error.
+fn delete_in_background(dir: PathBuf) {
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot delete a collected directory");
+            }
+        }
+    });
+}
+
+/// Clears a previous run's directories: `frameworks/` (every task and executor directory, since
+/// no guest survives a restart) and whatever `trash/` still holds go to the blocking pool, and an
+/// empty `frameworks/` takes their place before anything is launched.
+fn clear_leftovers(work_dir: &WorkDir) -> Result<(), (PathBuf, std::io::Error)> {
+    let trash = work_dir.trash();
+    let old_trash = match std::fs::read_dir(&trash) {
+        Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+        Err(_) => Vec::new(),
+    };
+    let frameworks = work_dir.frameworks();
+    let has_leftovers = std::fs::read_dir(&frameworks)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    let moved = if has_leftovers {
+        let moved = work_dir
+            .move_to_trash(&frameworks)
+            .map_err(|e| (frameworks.clone(), e))?;
+        std::fs::create_dir_all(&frameworks).map_err(|e| (frameworks.clone(), e))?;
+        tracing::info!("removing a previous run's task and executor directories");
+        moved
+    } else {
+        None
+    };
+    for dir in old_trash.into_iter().chain(moved) {
+        delete_in_background(dir);
+    }
     Ok(())
 }
 
@@ -520,4 +635,72 @@ async fn prepare(
         .prepare(&launch::module_key(task), &module)
         .await
         .map_err(launch::prepare_failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waits (a liveness bound, not a timing claim) until `dir` has no entries.
+    async fn until_empty(dir: &std::path::Path) {
+        for _ in 0..600 {
+            if std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{} never emptied", dir.display());
+    }
+
+    #[tokio::test]
+    async fn a_previous_runs_directories_are_cleared_and_blobs_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let w = WorkDir::new(tmp.path());
+        w.create().unwrap();
+        let t = w.task("f1", "t1");
+        std::fs::create_dir_all(t.sandbox()).unwrap();
+        std::fs::write(t.sandbox().join("big"), vec![0u8; 1 << 20]).unwrap();
+        std::fs::create_dir_all(w.executor("f1", "e1").sandbox()).unwrap();
+        std::fs::create_dir_all(w.trash().join("half-deleted")).unwrap();
+        std::fs::write(w.blob("ab12"), b"blob").unwrap();
+
+        clear_leftovers(&w).unwrap();
+        assert!(w.frameworks().is_dir());
+        assert_eq!(std::fs::read_dir(w.frameworks()).unwrap().count(), 0);
+        until_empty(&w.trash()).await;
+        assert_eq!(std::fs::read(w.blob("ab12")).unwrap(), b"blob");
+
+        // A clean work directory has nothing to clear.
+        clear_leftovers(&w).unwrap();
+        assert_eq!(std::fs::read_dir(w.trash()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_collected_directory_leaves_at_once_and_its_id_can_start_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let w = WorkDir::new(tmp.path());
+        w.create().unwrap();
+        let t = w.task("f1", "t1");
+        std::fs::create_dir_all(t.sandbox()).unwrap();
+        collect(
+            &w,
+            &GcTarget::Task {
+                framework_id: "f1".into(),
+                task_id: "t1".into(),
+            },
+        );
+        assert!(!t.path().exists());
+        // Laid out afresh right away, the new directory is not touched by the deletion.
+        std::fs::create_dir_all(t.sandbox()).unwrap();
+        until_empty(&w.trash()).await;
+        assert!(t.sandbox().is_dir());
+        // A directory that is not there is nothing to collect.
+        collect(
+            &w,
+            &GcTarget::Executor {
+                framework_id: "f1".into(),
+                executor_id: "e9".into(),
+            },
+        );
+    }
 }

@@ -11,6 +11,7 @@
 //!     sandbox/                            its `/`, kept across its tasks for the instance's life
 //!       tasks/<tid>/                      each task's files, seen by the executor at /tasks/<tid>/
 //!     stdout, stderr                      the instance's capped output, outside its reach
+//!   trash/<n>/                            directories being removed (garbage collection)
 //! ```
 //!
 //! An executor's sandbox outlives each of its tasks (state an executor keeps on disk between
@@ -74,6 +75,61 @@ impl WorkDir {
         self.root.join("frameworks")
     }
 
+    /// `trash/`: directories on their way out. A collected directory is first renamed here
+    /// (one quick syscall, so a task or executor of the same id laid out right after never
+    /// sees it half removed), then deleted in the background.
+    pub fn trash(&self) -> PathBuf {
+        self.root.join("trash")
+    }
+
+    /// Moves `dir` (inside this work directory) into [`WorkDir::trash`] under a fresh name and
+    /// returns that name; `Ok(None)` when `dir` does not exist.
+    pub fn move_to_trash(&self, dir: &Path) -> std::io::Result<Option<PathBuf>> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        if !dir.exists() {
+            return Ok(None);
+        }
+        std::fs::create_dir_all(self.trash())?;
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let to = self.trash().join(format!("{stamp}-{n}"));
+        std::fs::rename(dir, &to)?;
+        Ok(Some(to))
+    }
+
+    /// The used fraction (0..=1) of the file system holding this work directory, and its free
+    /// bytes (what an unprivileged process may still write).
+    // statvfs's field types differ between platforms (u32 or u64): `u64::from` is only useless
+    // on some of them.
+    #[allow(clippy::useless_conversion)]
+    pub fn disk_space(&self) -> std::io::Result<DiskSpace> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(self.root.as_os_str().as_bytes())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: `path` is a valid NUL-terminated string and `st` a writable statvfs that the
+        // call fills in; nothing is retained after the call.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let frsize = u64::from(st.f_frsize);
+        let total = u64::from(st.f_blocks) * frsize;
+        let free = u64::from(st.f_bfree) * frsize;
+        let available = u64::from(st.f_bavail) * frsize;
+        // Blocks reserved for root count as used, as `df` does.
+        let usable = total - (free - available.min(free));
+        let usage = if usable == 0 {
+            0.0
+        } else {
+            1.0 - available as f64 / usable as f64
+        };
+        Ok(DiskSpace { usage, available })
+    }
+
     /// `frameworks/<fid>/executors/<eid>/`: one executor's directory.
     pub fn executor(&self, framework_id: &str, executor_id: &str) -> ExecutorDir {
         ExecutorDir {
@@ -94,6 +150,15 @@ impl WorkDir {
                 .join(task_id),
         )
     }
+}
+
+/// How full the work directory's file system is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DiskSpace {
+    /// Used fraction, 0..=1 (what the garbage collector's delay is scaled by).
+    pub usage: f64,
+    /// Bytes still writable by the agent.
+    pub available: u64,
 }
 
 /// One task's directory: the sandbox the guest sees as `/`, and its output files beside it, out
@@ -241,5 +306,23 @@ mod tests {
             e.stderr(),
             Path::new("/w/frameworks/f1/executors/e1/stderr")
         );
+        assert_eq!(w.trash(), Path::new("/w/trash"));
+    }
+
+    #[test]
+    fn trash_takes_a_directory_out_of_the_layout_and_disk_space_is_sane() {
+        let tmp = tempfile::tempdir().unwrap();
+        let w = WorkDir::new(tmp.path());
+        w.create().unwrap();
+        let t = w.task("f1", "t1");
+        std::fs::create_dir_all(t.sandbox()).unwrap();
+        std::fs::write(t.stdout(), b"out").unwrap();
+        let moved = w.move_to_trash(t.path()).unwrap().unwrap();
+        assert!(!t.path().exists());
+        assert!(moved.starts_with(w.trash()));
+        assert_eq!(std::fs::read(moved.join("stdout")).unwrap(), b"out");
+        assert_eq!(w.move_to_trash(t.path()).unwrap(), None);
+        let space = w.disk_space().unwrap();
+        assert!((0.0..=1.0).contains(&space.usage), "{space:?}");
     }
 }

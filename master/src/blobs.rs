@@ -85,6 +85,16 @@ impl BlobStore {
         Ok(())
     }
 
+    /// Deletes a blob the core has forgotten (garbage collection); `Ok(false)` when it was
+    /// not there.
+    pub fn remove(&self, digest: &Digest) -> Result<bool, BlobError> {
+        match std::fs::remove_file(self.path(digest)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Lists the blobs already stored (after a restart), with the kind each can serve as.
     pub fn scan(&self) -> Result<Vec<(Digest, BlobKind)>, BlobError> {
         let mut out = Vec::new();
@@ -137,6 +147,12 @@ mod tests {
         assert_eq!(scanned.len(), 2);
         assert!(scanned.contains(&(Digest::of(wasm), BlobKind::Module)));
         assert!(scanned.contains(&(Digest::of(b"garbage"), BlobKind::File)));
+        assert!(store.remove(&Digest::of(b"garbage")).unwrap());
+        assert!(!store.remove(&Digest::of(b"garbage")).unwrap());
+        assert_eq!(
+            store.scan().unwrap(),
+            vec![(Digest::of(wasm), BlobKind::Module)]
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! ```toml
 //! allocator = "drf"          # or "priority"; default "drf"
 //! offer_timeout = "30s"      # default: none (offers are held until answered)
+//! agent_reregister_timeout = "10min"  # default 10min: tasks UNREACHABLE meanwhile, then GONE
 //!
 //! [roles.analytics]
 //! weight = 2.0                                   # default 1.0
@@ -35,6 +36,8 @@ pub struct MasterFileConfig {
     pub allocator: Option<String>,
     /// `offer_timeout`, if given.
     pub offer_timeout: Option<Duration>,
+    /// `agent_reregister_timeout`, if given.
+    pub agent_reregister_timeout: Option<Duration>,
     /// `[roles.NAME]` tables.
     pub roles: Roles,
     /// `[acls]`.
@@ -63,6 +66,7 @@ fn within<T, E: std::fmt::Display>(
 struct Raw {
     allocator: Option<String>,
     offer_timeout: Option<String>,
+    agent_reregister_timeout: Option<String>,
     #[serde(default)]
     roles: BTreeMap<String, RawRole>,
     acls: Option<RawAcls>,
@@ -175,6 +179,12 @@ pub fn parse(text: &str) -> Result<MasterFileConfig, ConfigError> {
         })?),
         None => None,
     };
+    let agent_reregister_timeout = match raw.agent_reregister_timeout {
+        Some(s) => Some(within(humantime::parse_duration(&s), || {
+            "agent_reregister_timeout".into()
+        })?),
+        None => None,
+    };
     if let Some(a) = &raw.allocator {
         if crate::allocator::by_name(a).is_none() {
             return bad(format!("unknown allocator {a:?} (drf or priority)"));
@@ -206,6 +216,7 @@ pub fn parse(text: &str) -> Result<MasterFileConfig, ConfigError> {
     Ok(MasterFileConfig {
         allocator: raw.allocator,
         offer_timeout,
+        agent_reregister_timeout,
         roles,
         acls,
     })
@@ -222,6 +233,7 @@ mod tests {
             r#"
             allocator = "priority"
             offer_timeout = "30s"
+            agent_reregister_timeout = "30min"
             [roles.analytics]
             weight = 2.0
             guarantee = { cpus = 4, mem = "8GiB" }
@@ -232,6 +244,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.allocator.as_deref(), Some("priority"));
         assert_eq!(c.offer_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(c.agent_reregister_timeout, Some(Duration::from_secs(1800)));
         let a = &c.roles["analytics"];
         assert_eq!(a.weight, 2.0);
         assert_eq!(a.guarantee, Resources::new(4000, 8 * GIB, 0));
@@ -245,6 +258,7 @@ mod tests {
         assert!(parse("[roles.a]\nweight = 0").is_err());
         assert!(parse("[roles.a]\nwight = 1").is_err());
         assert!(parse("allocator = \"lottery\"").is_err());
+        assert!(parse("agent_reregister_timeout = \"soon\"").is_err());
         assert!(parse("[roles.a]\nguarantee = { cpus = 4 }\nlimit = { cpus = 2 }").is_err());
         assert!(parse("[roles.a]\nlimit = { mem = \"lots\" }").is_err());
         assert!(parse("[[acls.register_frameworks]]\nprincipal = [\"a\"]\nroles = []").is_err());

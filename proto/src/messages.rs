@@ -202,6 +202,13 @@ pub enum TaskState {
     Error,
     /// Could not be delivered to an agent (offer no longer valid, agent gone).
     Dropped,
+    /// The agent's connection dropped: the task probably still runs there, and returns to its
+    /// real state if the agent re-registers within the master's re-registration timeout. Not
+    /// terminal (Mesos's TASK_UNREACHABLE).
+    Unreachable,
+    /// The agent was removed after it failed to re-register in time; were it to come back it
+    /// would be told to kill the task. Terminal (Mesos's TASK_GONE).
+    Gone,
 }
 
 impl TaskState {
@@ -215,6 +222,7 @@ impl TaskState {
                 | TaskState::Lost
                 | TaskState::Error
                 | TaskState::Dropped
+                | TaskState::Gone
         )
     }
 
@@ -230,6 +238,8 @@ impl TaskState {
             TaskState::Lost => "TASK_LOST",
             TaskState::Error => "TASK_ERROR",
             TaskState::Dropped => "TASK_DROPPED",
+            TaskState::Unreachable => "TASK_UNREACHABLE",
+            TaskState::Gone => "TASK_GONE",
         }
     }
 }
@@ -273,6 +283,9 @@ pub enum Reason {
     /// The task's executor reported this state itself (finished or failed); its message says
     /// why.
     ExecutorReported,
+    /// The agent's connection dropped; it may still come back within the re-registration
+    /// timeout.
+    AgentUnreachable,
 }
 
 /// A task's status as reported to its scheduler.

@@ -9,6 +9,10 @@ use crate::messages::{ExecutorInfo, Offer, TaskFile, TaskInfo};
 use crate::resources::Resources;
 use std::time::Duration;
 
+/// Disk a task built without one is charged, when its offer has that much disk: its sandbox
+/// and output may hold this many bytes (the agent enforces it).
+pub const DEFAULT_TASK_DISK: u64 = 64 << 20;
+
 /// Builds a [`TaskInfo`] with sensible defaults (`argv[0]` = the task id, no env, no files).
 #[derive(Clone, Debug)]
 pub struct TaskBuilder {
@@ -37,7 +41,8 @@ impl TaskBuilder {
         }
     }
 
-    /// The share it runs in (default <0.1 cpus, 32 MiB>).
+    /// The share it runs in (default <0.1 cpus, 32 MiB>, and [`DEFAULT_TASK_DISK`] of disk if
+    /// the offer has it; see [`TaskBuilder::build`]).
     pub fn resources(mut self, r: Resources) -> Self {
         self.info.resources = r;
         self
@@ -89,9 +94,15 @@ impl TaskBuilder {
         self
     }
 
-    /// The task, placed on the offer's agent.
+    /// The task, placed on the offer's agent. A task still asking for no disk gets
+    /// [`DEFAULT_TASK_DISK`] when the offer has that much, so that disk is charged like cpus and
+    /// memory; on an agent offering no disk it keeps 0, which the agent caps at its own default
+    /// without charging it.
     pub fn build(mut self, offer: &Offer) -> TaskInfo {
         self.info.agent_id = offer.agent_id.clone();
+        if self.info.resources.disk == 0 && offer.resources.disk >= DEFAULT_TASK_DISK {
+            self.info.resources.disk = DEFAULT_TASK_DISK;
+        }
         self.info
     }
 }
@@ -149,5 +160,20 @@ mod tests {
         assert_eq!(task.resources, Resources::new(100, 32 << 20, 0));
         assert!(task.args.is_empty() && task.env.is_empty() && task.files.is_empty());
         assert_eq!(task.timeout_ms, None);
+    }
+
+    #[test]
+    fn no_disk_means_the_default_share_when_the_offer_has_disk() {
+        let mut o = offer("A1");
+        o.resources.disk = 1 << 30;
+        let task = TaskBuilder::new("t1", Digest::of(b"m")).build(&o);
+        assert_eq!(task.resources.disk, DEFAULT_TASK_DISK);
+        let asked = TaskBuilder::new("t1", Digest::of(b"m"))
+            .resources(Resources::new(100, 32 << 20, 5 << 20))
+            .build(&o);
+        assert_eq!(asked.resources.disk, 5 << 20);
+        o.resources.disk = DEFAULT_TASK_DISK - 1;
+        let task = TaskBuilder::new("t1", Digest::of(b"m")).build(&o);
+        assert_eq!(task.resources.disk, 0);
     }
 }

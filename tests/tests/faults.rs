@@ -83,18 +83,25 @@ async fn a_crashed_agent_has_its_offers_rescinded_and_its_tasks_lost() {
     proxy.blackhole(true);
     cluster.crash_agent(doomed);
 
-    // The master notices by the idle timeout and rescinds the agent's offers; once the
-    // re-register timeout passes too, the task is lost.
+    // The master notices by the idle timeout, rescinds the agent's offers and reports the
+    // task TASK_UNREACHABLE; once the re-register timeout passes too, it is TASK_GONE.
     let mut rescinded = Vec::new();
+    let mut unreachable = 0;
     let lost = loop {
         match next(&mut sched).await {
             Event::Rescind(id) => rescinded.push(id),
+            Event::Update(s)
+                if s.task_id.as_str() == "sleeper" && s.state == TaskState::Unreachable =>
+            {
+                unreachable += 1;
+            }
             Event::Update(s) if s.task_id.as_str() == "sleeper" => break s,
             Event::Update(s) => panic!("unexpected update {s:?}"),
             _ => {}
         }
     };
-    assert_eq!(lost.state, TaskState::Lost, "{lost:?}");
+    assert_eq!(unreachable, 1, "TASK_UNREACHABLE once, before the end");
+    assert_eq!(lost.state, TaskState::Gone, "{lost:?}");
     assert_eq!(lost.reason, Some(Reason::AgentLost), "{lost:?}");
     assert_eq!(lost.agent_id.as_ref(), Some(&doomed_id));
     assert_eq!(

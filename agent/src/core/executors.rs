@@ -408,6 +408,10 @@ impl Agent {
         };
         tracing::info!(framework = %key.0, executor = %key.1, run, "starting executor");
         let id = inst.id(&key);
+        self.gc_cancel(&super::GcTarget::Executor {
+            framework_id: key.0.clone(),
+            executor_id: key.1.clone(),
+        });
         self.instances.insert(key, inst);
         self.exec_action(ExecutorAction::Start {
             id,
@@ -726,6 +730,13 @@ impl Agent {
             return;
         }
         let i = self.instances.remove(&key).expect("current");
+        self.gc_schedule(
+            now,
+            super::GcTarget::Executor {
+                framework_id: key.0.clone(),
+                executor_id: key.1.clone(),
+            },
+        );
         let asked = i.stopping.is_some();
         let failed =
             !asked || i.forced || !matches!(outcome.state, TaskState::Finished | TaskState::Killed);
@@ -793,10 +804,17 @@ impl Agent {
     }
 
     /// Stops every instance at once and forgets them (the master no longer knows this agent).
-    pub(super) fn forget_executors(&mut self) {
+    pub(super) fn forget_executors(&mut self, now: Instant) {
         for (key, i) in std::mem::take(&mut self.instances) {
             let id = i.id(&key);
             self.exec_action(ExecutorAction::Kill { id });
+            self.gc_schedule(
+                now,
+                super::GcTarget::Executor {
+                    framework_id: key.0,
+                    executor_id: key.1,
+                },
+            );
         }
     }
 

@@ -21,14 +21,20 @@
 //!   (start, reuse, envelope, kill grace, idle stop, failure) is in [`executors`], with its
 //!   own [`ExecutorAction`]s and [`ExecutorEvent`]s wrapped in [`Action::Executor`] and
 //!   [`Event::Executor`].
+//! - With collection on ([`Agent::with_gc`]), also drain [`Agent::poll_gc`] after every call:
+//!   the directories of ended tasks and executors whose delay has passed ([`gc`]).
 
 pub mod executors;
+pub mod gc;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_executors;
+#[cfg(test)]
+mod tests_gc;
 
 pub use executors::{ExecutorAction, ExecutorEvent, ExecutorKey, ExecutorRun};
+pub use gc::{GcPolicy, GcTarget};
 
 use proto::{
     AgentId, AgentInfo, FrameworkId, Message, Reason, Resources, RunningTask, TaskId, TaskInfo,
@@ -163,6 +169,8 @@ pub struct Agent {
     instances: BTreeMap<ExecutorKey, executors::Instance>,
     /// Numbers the starts of executor instances.
     next_run: u64,
+    /// Directories of ended tasks and executors, and when they go.
+    gc: gc::Gc,
 }
 
 impl Agent {
@@ -178,6 +186,7 @@ impl Agent {
             actions: VecDeque::new(),
             instances: BTreeMap::new(),
             next_run: 0,
+            gc: gc::Gc::default(),
         }
     }
 
@@ -221,13 +230,19 @@ impl Agent {
         } else {
             None
         };
-        retries.into_iter().chain(self.executors_deadline()).min()
+        retries
+            .into_iter()
+            .chain(self.executors_deadline())
+            .chain(self.gc_deadline())
+            .min()
     }
 
-    /// Fires the executors' timers (idle stop, kill grace, forced stop) and resends the status
-    /// updates whose retry time has come.
+    /// Fires the executors' timers (idle stop, kill grace, forced stop), hands out the
+    /// directories due for collection ([`Agent::poll_gc`]) and resends the status updates whose
+    /// retry time has come.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.executors_timeout(now);
+        self.gc_timeout(now);
         if !self.registered {
             return;
         }
@@ -321,7 +336,7 @@ impl Agent {
                 if let Some(old) = &self.agent_id {
                     if *old != agent_id {
                         // A new identity: nothing of the old one is valid any more.
-                        self.forget_all();
+                        self.forget_all(now);
                     }
                 }
                 self.agent_id = Some(agent_id.clone());
@@ -340,7 +355,7 @@ impl Agent {
             }
             Message::Shutdown { message } => {
                 tracing::warn!(%message, "master asked this agent to shut down its tasks");
-                self.forget_all();
+                self.forget_all(now);
                 self.agent_id = None;
                 self.registered = false;
             }
@@ -396,6 +411,7 @@ impl Agent {
                 } else {
                     t.next_retry = None;
                     if t.phase == Phase::Done {
+                        self.gc_task_forgotten(now, &key);
                         self.tasks.remove(&key);
                     }
                 }
@@ -421,6 +437,10 @@ impl Agent {
             tracing::warn!(task = %key.1, "duplicate RunTask ignored");
             return;
         }
+        self.gc_cancel(&GcTarget::Task {
+            framework_id: key.0.clone(),
+            task_id: key.1.clone(),
+        });
         let free = self.cfg.info.resources - self.used();
         let invalid = if !proto::ids::is_safe_id(framework_id.as_str())
             || !proto::ids::is_safe_id(task.task_id.as_str())
@@ -538,13 +558,18 @@ impl Agent {
         }
     }
 
-    /// Kills everything and forgets every task (the master no longer knows this agent).
-    fn forget_all(&mut self) {
-        self.forget_executors();
+    /// Kills everything and forgets every task (the master no longer knows this agent); their
+    /// directories are collected after the delay.
+    fn forget_all(&mut self, now: Instant) {
+        self.forget_executors(now);
         for (key, t) in &self.tasks {
             if t.phase == Phase::Launched && t.info.executor.is_none() {
                 self.actions.push_back(Action::Kill { key: key.clone() });
             }
+        }
+        let keys: Vec<TaskKey> = self.tasks.keys().cloned().collect();
+        for key in keys {
+            self.gc_task_forgotten(now, &key);
         }
         self.tasks.clear();
     }

@@ -733,3 +733,53 @@ fn an_executor_that_cannot_start_fails_its_waiting_tasks_with_the_cause() {
     assert!(exited(&acts).unwrap().0);
     assert_eq!(a.used(), Resources::ZERO);
 }
+
+#[test]
+fn an_exited_executors_directory_is_collected_unless_it_starts_again() {
+    let t0 = Instant::now();
+    let (a, id) = running_one(t0);
+    let mut a = a.with_gc(gc::GcPolicy {
+        delay: IDLE,
+        disk_headroom: 0.0,
+    });
+    let target = GcTarget::Executor {
+        framework_id: fid(),
+        executor_id: ExecutorId::from("E1"),
+    };
+    a.handle(
+        t0,
+        Event::Executor(ExecutorEvent::Exited {
+            id,
+            outcome: outcome(TaskState::Failed, Reason::ExitCode(1), "exited 1"),
+        }),
+    );
+    let acts = drain(&mut a);
+    ack_all(&mut a, t0, &acts);
+    // The executor's task lives in the executor's directory: only that one is collected.
+    assert_eq!(a.gc_pending(), 1);
+    assert_eq!(a.poll_timeout(), Some(t0 + IDLE));
+    a.handle_timeout(t0 + IDLE);
+    assert_eq!(a.poll_gc(), Some(target.clone()));
+    assert_eq!(a.poll_gc(), None);
+
+    // Exited again, then restarted before the delay: the fresh directory stays.
+    let t1 = t0 + IDLE * 2;
+    let acts = run_task(&mut a, t1, etask("t2", 1000, 256 * MIB));
+    let id = match exec_actions(&acts).as_slice() {
+        [ExecutorAction::Start { id, .. }] => id.clone(),
+        other => panic!("{other:?}"),
+    };
+    a.handle(
+        t1,
+        Event::Executor(ExecutorEvent::Exited {
+            id,
+            outcome: outcome(TaskState::Failed, Reason::ExitCode(1), "could not start"),
+        }),
+    );
+    drain(&mut a);
+    assert_eq!(a.gc_pending(), 1);
+    run_task(&mut a, t1, etask("t3", 1000, 256 * MIB));
+    assert_eq!(a.gc_pending(), 0);
+    a.handle_timeout(t1 + IDLE * 10);
+    assert_eq!(a.poll_gc(), None);
+}

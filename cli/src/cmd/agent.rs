@@ -6,6 +6,7 @@ use proto::resources::{parse_cpus, parse_resource_spec, parse_size};
 use proto::{AgentInfo, Resources};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Arguments of `tessera agent`.
 #[derive(Args, Debug)]
@@ -19,9 +20,18 @@ pub struct AgentArgs {
     /// Memory to offer (e.g. 4GiB); required unless --resources is given.
     #[arg(long, value_parser = parse_size, required_unless_present = "resources")]
     mem: Option<u64>,
-    /// Disk to offer.
-    #[arg(long, default_value = "0", value_parser = parse_size)]
-    disk: u64,
+    /// Disk to offer (tasks are charged their `disk` and capped at it). Default: half of the
+    /// free space of the work directory's file system at start (`0`: offer none).
+    #[arg(long, value_parser = parse_size)]
+    disk: Option<u64>,
+    /// How long an ended task's sandbox and output (and an exited executor's directory) are
+    /// kept once its final status is acknowledged; shortened as the disk fills (see --gc-disk-headroom).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    gc_delay: Duration,
+    /// Fraction of the work directory's disk to keep free: the GC delay in force is
+    /// gc-delay x max(0, 1 - headroom - used fraction), as Mesos's --gc_disk_headroom.
+    #[arg(long, default_value = "0.1", value_parser = parse_headroom)]
+    gc_disk_headroom: f64,
     /// Resources with static reservations, Mesos style, instead of --cpus/--mem/--disk:
     /// "cpus(analytics):2;mem(analytics):2GiB;cpus:2;mem:4GiB" offers <4 cpus, 6 GiB>, of which
     /// <2 cpus, 2 GiB> only to frameworks of role analytics.
@@ -52,10 +62,14 @@ pub async fn execute(a: AgentArgs) -> anyhow::Result<i32> {
     check_unique(&a.datasets)?;
     let hostname = a.hostname.clone().unwrap_or_else(hostname);
     let tls = a.tls.load(&hostname)?;
+    let disk = match a.disk {
+        Some(d) => d,
+        None => default_disk(&a.work_dir)?,
+    };
     let (resources, reservations) = match a.resources {
         Some(spec) => spec,
         None => (
-            Resources::new(a.cpus.unwrap_or(0), a.mem.unwrap_or(0), a.disk),
+            Resources::new(a.cpus.unwrap_or(0), a.mem.unwrap_or(0), disk),
             vec![],
         ),
     };
@@ -69,8 +83,41 @@ pub async fn execute(a: AgentArgs) -> anyhow::Result<i32> {
     let mut opts = agent::driver::AgentOptions::new(a.master, tls, a.work_dir, info);
     opts.datasets = a.datasets;
     opts.tuning = a.quic.tuning()?;
+    opts.gc = agent::core::GcPolicy {
+        delay: a.gc_delay,
+        disk_headroom: a.gc_disk_headroom,
+    };
     agent::driver::run(opts, super::shutdown_signal()).await?;
     Ok(0)
+}
+
+/// The disk offered without `--disk`: half of what the work directory's file system has free
+/// now (the rest stays for blobs, the module cache and other users of the disk), in whole MiB.
+fn default_disk(work_dir: &std::path::Path) -> anyhow::Result<u64> {
+    use anyhow::Context;
+    std::fs::create_dir_all(work_dir)
+        .with_context(|| format!("creating the work directory {}", work_dir.display()))?;
+    let space = agent::workdir::WorkDir::new(work_dir)
+        .disk_space()
+        .with_context(|| format!("measuring the free space of {}", work_dir.display()))?;
+    let disk = space.available / 2 / (1 << 20) * (1 << 20);
+    tracing::info!(
+        disk_mib = disk >> 20,
+        "offering half of the work directory's free disk (set --disk to choose)"
+    );
+    Ok(disk)
+}
+
+/// Parses `--gc-disk-headroom`: a fraction in 0..=1.
+fn parse_headroom(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a number: {e}"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not a fraction between 0 and 1"))
+    }
 }
 
 /// The machine's hostname (as the OS reports it, not a file that may be absent), or `agent`.

@@ -167,6 +167,8 @@ pub enum Outcome {
 }
 
 /// The exit code for a terminal status, and a one-line reason when it is not the guest's own.
+/// Only terminal states come here: TASK_UNREACHABLE is not one (the task may still end well, so
+/// `run` keeps waiting), TASK_GONE is (its agent was removed: [`exit_code::TEMPFAIL`]).
 pub fn exit_status(status: &TaskStatus) -> (i32, Option<String>) {
     match (&status.state, &status.reason) {
         (TaskState::Finished, _) => (0, None),
@@ -177,9 +179,9 @@ pub fn exit_status(status: &TaskStatus) -> (i32, Option<String>) {
             Some(format!("memory limit: {}", status.message)),
         ),
         (_, Some(Reason::Timeout)) => (exit_code::TIMEOUT, Some(status.message.clone())),
-        // Infrastructure, not the task: lost with its agent or never delivered (retry), or
-        // refused as invalid at accept.
-        (TaskState::Lost | TaskState::Dropped, reason) => (
+        // Infrastructure, not the task: lost or gone with its agent, or never delivered
+        // (retry); or refused as invalid at accept.
+        (TaskState::Lost | TaskState::Gone | TaskState::Dropped, reason) => (
             exit_code::TEMPFAIL,
             Some(format!(
                 "{}: {reason:?}: {}",

@@ -322,6 +322,11 @@ impl Sim {
         self.agents[i].connects
     }
 
+    /// Agent `i`'s core, to read what it still runs (say, across a partition).
+    pub fn agent_core(&self, i: usize) -> &::agent::core::Agent {
+        &self.agents[i].core
+    }
+
     /// The faults set on agent `i`'s link.
     pub fn link_faults(&self, i: usize) -> LinkFaults {
         self.faults[i]
@@ -553,6 +558,14 @@ impl Sim {
                         self.silent.remove(&conn);
                         match self.conns.remove(&conn) {
                             Some(Peer::Agent(i)) if self.agents[i].conn == Some(conn) => {
+                                // The driver flushes what was sent before a close (such as
+                                // the `Shutdown` to an agent removed while away): it arrives,
+                                // now rather than after the link's latency.
+                                if !self.faults[i].isolated {
+                                    for msg in self.wire.flush_to_peer(conn) {
+                                        self.agents[i].core.handle(self.now, AEvent::Message(msg));
+                                    }
+                                }
                                 self.agents[i].disconnected(self.now, self.redial);
                             }
                             Some(Peer::Framework(f)) if self.frameworks[f].conn == Some(conn) => {

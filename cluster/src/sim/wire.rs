@@ -79,6 +79,17 @@ impl Wire {
         Some((p.conn, p.to_master, p.msg))
     }
 
+    /// Takes what is in flight from the master to the peer on `conn`, in order (a close
+    /// flushes what was sent before it).
+    pub fn flush_to_peer(&mut self, conn: ConnId) -> Vec<Message> {
+        let (mine, rest) = std::mem::take(&mut self.packets)
+            .into_iter()
+            .partition(|p| p.conn == conn && !p.to_master);
+        self.packets = rest;
+        let mine: VecDeque<Packet> = mine;
+        mine.into_iter().map(|p| p.msg).collect()
+    }
+
     /// Loses everything in flight on `conn` (the connection is gone).
     pub fn forget(&mut self, conn: ConnId) {
         self.packets.retain(|p| p.conn != conn);

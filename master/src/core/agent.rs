@@ -1,5 +1,6 @@
 //! Handlers for what agents send: registration (with task reconciliation) and status updates;
-//! and the agent life cycle: disconnection, and removal when it does not come back in time.
+//! and the agent life cycle: disconnection (its tasks TASK_UNREACHABLE), return (back to their
+//! real states), and removal when it does not come back in time (TASK_GONE).
 
 use super::timer::Timer;
 use super::{AgentEntry, Binding, ConnId, ExecutorKey, Master, TaskEntry};
@@ -7,7 +8,7 @@ use proto::{
     AgentId, AgentInfo, ExecutorId, FrameworkId, Message, Reason, Resources, RunningExecutor,
     RunningTask, TaskId, TaskState, TaskStatus,
 };
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Cleans an agent's static reservations: drops the unreserved role `*` and empty ones, merges
 /// entries of one role, and trims them (in the order given) so that together they fit `total`.
@@ -57,6 +58,9 @@ struct RegisterPlan {
     executors_adopt: Vec<RunningExecutor>,
     /// Reported executors of frameworks that are gone: stopped.
     executors_kill: Vec<(FrameworkId, ExecutorId)>,
+    /// The non-terminal state the agent reports for each known task it still runs: a task
+    /// TASK_UNREACHABLE returns to it.
+    reported: BTreeMap<(FrameworkId, TaskId), TaskState>,
     /// Resources the agent's non-terminal tasks and executors will use afterwards.
     used: Resources,
 }
@@ -161,6 +165,9 @@ impl Master {
                 id
             }
             other => {
+                if other.is_none() {
+                    self.forget_restarted_agents(&name);
+                }
                 // New, or (with a foreign id) an agent of a previous master run coming back.
                 let id = match other {
                     Some(id) => id,
@@ -224,6 +231,9 @@ impl Master {
             match self.tasks.get(&key) {
                 Some(t) if t.info.agent_id == *id => {
                     if !t.is_terminal() {
+                        if !rt.state.is_terminal() {
+                            plan.reported.insert(key.clone(), rt.state);
+                        }
                         plan.used = plan
                             .used
                             .checked_add(&t.info.resources)
@@ -259,7 +269,7 @@ impl Master {
             if t.info.agent_id != *id || t.is_terminal() || reported.contains(k) {
                 continue;
             }
-            if t.status.state == TaskState::Staging
+            if t.reachable_state() == TaskState::Staging
                 && self.frameworks.contains_key(&k.0)
                 && !t.kill_requested
             {
@@ -315,11 +325,12 @@ impl Master {
     }
 
     fn apply_register_plan(&mut self, id: &AgentId, plan: RegisterPlan) {
+        self.make_reachable(id, &plan.reported, &plan.lost);
         for key in plan.lost {
             let killed = self
                 .tasks
                 .get(&key)
-                .is_some_and(|t| t.kill_requested && t.status.state == TaskState::Staging);
+                .is_some_and(|t| t.kill_requested && t.reachable_state() == TaskState::Staging);
             if killed {
                 // The launch and the kill were both lost in transit: the task never ran.
                 let message = "killed before it reached the agent".to_owned();
@@ -358,6 +369,7 @@ impl Master {
                 info: task,
                 status,
                 reserved: Vec::new(),
+                before_unreachable: None,
             };
             self.hold_task(&entry);
             self.tasks.insert(key, entry);
@@ -389,6 +401,42 @@ impl Master {
             );
         }
         debug_assert!(self.agents.get(id).is_none_or(|a| a.used == plan.used));
+    }
+
+    /// The agent is back: each of its TASK_UNREACHABLE tasks returns to the state the agent
+    /// reports for it (`reported`), or else to the state it had before, and its framework is
+    /// told, before the agent's own queued updates (which it resends once registered) follow.
+    /// A task the agent reports as terminal returns to its state before the partition: the
+    /// agent's queued updates, oldest first, then bring it to its end in order. Tasks it does
+    /// not report (`lost`) are left to the rest of the plan, which ends them.
+    fn make_reachable(
+        &mut self,
+        id: &AgentId,
+        reported: &BTreeMap<(FrameworkId, TaskId), TaskState>,
+        lost: &[(FrameworkId, TaskId)],
+    ) {
+        let lost: BTreeSet<&(FrameworkId, TaskId)> = lost.iter().collect();
+        let keys: Vec<((FrameworkId, TaskId), TaskState)> = self
+            .tasks
+            .iter()
+            .filter(|(k, t)| t.info.agent_id == *id && !t.is_terminal() && !lost.contains(k))
+            .filter_map(|(k, t)| t.before_unreachable.map(|before| (k.clone(), before)))
+            .collect();
+        for (key, before) in keys {
+            let state = reported.get(&key).copied().unwrap_or(before);
+            let status = Self::master_status(
+                &key.0,
+                &key.1,
+                Some(id.clone()),
+                state,
+                None,
+                format!("agent {id} re-registered: the task is reachable again"),
+            );
+            tracing::info!(agent = %id, framework = %key.0, task = %key.1, state = state.name(), "task reachable again");
+            if self.set_status(&key, status.clone()) {
+                self.send_to_framework(&key.0, Message::Update { status });
+            }
+        }
     }
 
     /// Recomputes which part of each of the agent's live tasks comes from a reservation, after
@@ -485,11 +533,45 @@ impl Master {
 
     // ----- life cycle -----
 
-    /// Its connection went: rescinds its offers and starts the re-registration clock.
+    /// Its connection went: rescinds its offers, makes its live tasks TASK_UNREACHABLE (they
+    /// stay charged: they most likely still run) and starts the re-registration clock.
     pub(super) fn agent_disconnected(&mut self, aid: &AgentId) {
         self.rescind_agent_offers(aid);
         let now = self.now;
         let timeout = self.cfg.agent_reregister_timeout;
+        let keys: Vec<(FrameworkId, TaskId)> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| {
+                t.info.agent_id == *aid
+                    && !t.is_terminal()
+                    && t.status.state != TaskState::Unreachable
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        let secs = timeout.as_secs_f64();
+        for key in keys {
+            let Some(before) = self.tasks.get(&key).map(|t| t.status.state) else {
+                continue;
+            };
+            let status = Self::master_status(
+                &key.0,
+                &key.1,
+                Some(aid.clone()),
+                TaskState::Unreachable,
+                Some(Reason::AgentUnreachable),
+                format!(
+                    "agent {aid} disconnected; the task may still run there, and is TASK_GONE \
+                     if the agent does not re-register within {secs} s"
+                ),
+            );
+            if self.set_status(&key, status.clone()) {
+                if let Some(t) = self.tasks.get_mut(&key) {
+                    t.before_unreachable = Some(before);
+                }
+                self.send_to_framework(&key.0, Message::Update { status });
+            }
+        }
         if let Some(a) = self.agents.get_mut(aid) {
             a.conn = None;
             // A zero timeout removes the agent at the next handle_timeout.
@@ -500,8 +582,44 @@ impl Master {
         }
     }
 
-    /// Removes an agent that did not re-register in time: its tasks are lost.
+    /// Removes an agent that did not re-register in time: its tasks are TASK_GONE (their
+    /// resources freed); were it to come back, it would be told to shut down.
     pub(super) fn remove_agent(&mut self, aid: &AgentId) {
+        let secs = self.cfg.agent_reregister_timeout.as_secs_f64();
+        self.remove_agent_because(
+            aid,
+            Reason::AgentLost,
+            format!(
+                "agent {aid} did not re-register within {secs} s; it kills the task if it comes \
+                 back"
+            ),
+        );
+    }
+
+    /// An agent registering afresh (no id) under the certificate name of agents that are
+    /// disconnected has restarted without its state: their tasks cannot come back, so they end
+    /// TASK_GONE now (reason `AgentRestarted`) instead of staying unreachable until the
+    /// re-registration timeout.
+    fn forget_restarted_agents(&mut self, name: &str) {
+        let stale: Vec<AgentId> = self
+            .agents
+            .values()
+            .filter(|a| a.owner == name && !a.is_connected())
+            .map(|a| a.id.clone())
+            .collect();
+        for aid in stale {
+            tracing::info!(agent = %aid, certificate = %name, "agent restarted afresh; its tasks are gone");
+            self.remove_agent_because(
+                &aid,
+                Reason::AgentRestarted,
+                format!("agent {aid} restarted without its tasks (registered afresh as {name:?})"),
+            );
+        }
+    }
+
+    /// Removes an agent whose tasks are known to be gone (timeout, or the agent restarted
+    /// afresh): its tasks end TASK_GONE with `reason`, its executors are dropped.
+    fn remove_agent_because(&mut self, aid: &AgentId, reason: Reason, message: String) {
         self.rescind_agent_offers(aid);
         let keys: Vec<(FrameworkId, TaskId)> = self
             .tasks
@@ -509,20 +627,10 @@ impl Master {
             .filter(|(_, t)| t.info.agent_id == *aid)
             .map(|(k, _)| k.clone())
             .collect();
-        let secs = self.cfg.agent_reregister_timeout.as_secs_f64();
         for key in keys {
-            self.end_task(
-                &key,
-                aid,
-                TaskState::Lost,
-                Reason::AgentLost,
-                format!("agent {aid} did not re-register within {secs} s"),
-            );
+            self.end_task(&key, aid, TaskState::Gone, reason.clone(), message.clone());
         }
-        self.drop_agent_executors(
-            aid,
-            &format!("agent {aid} did not re-register within {secs} s"),
-        );
+        self.drop_agent_executors(aid, &message);
         self.ledger.refuse.clear_agent(aid);
         self.timers.stop(&Timer::AgentRemoval(aid.clone()));
         self.agents.remove(aid);

@@ -5,7 +5,7 @@
 
 use super::timer::Timer;
 use super::{Binding, Master};
-use proto::{AgentId, FrameworkId, Resources};
+use proto::{AgentId, FrameworkId, Resources, TaskState};
 use std::collections::BTreeMap;
 
 /// Per agent and role: reserved resources used by tasks and offered, recomputed.
@@ -45,6 +45,30 @@ impl Master {
                 return Err(format!(
                     "task {tid} of {fid} is on unknown agent {}",
                     t.info.agent_id
+                ));
+            }
+            // TASK_UNREACHABLE exactly while its agent is disconnected, remembering the state
+            // it returns to.
+            let unreachable = t.status.state == TaskState::Unreachable;
+            let agent_up = self
+                .agents
+                .get(&t.info.agent_id)
+                .is_some_and(|a| a.is_connected());
+            if unreachable != t.before_unreachable.is_some()
+                || t.before_unreachable
+                    .is_some_and(|s| s.is_terminal() || s == TaskState::Unreachable)
+                || (unreachable && agent_up)
+                || (!t.is_terminal() && !unreachable && !agent_up)
+            {
+                return Err(format!(
+                    "task {tid} of {fid} is {} (before: {:?}) on an agent {}",
+                    t.status.state.name(),
+                    t.before_unreachable,
+                    if agent_up {
+                        "connected"
+                    } else {
+                        "disconnected"
+                    }
                 ));
             }
             if !t.is_terminal() {
@@ -261,7 +285,7 @@ impl Master {
                         "offer {id} is gone but its expiry is armed at {t:?}"
                     ))
                 }
-                Timer::Heartbeat | Timer::Allocation => expected += 1,
+                Timer::Heartbeat | Timer::Allocation | Timer::BlobGc => expected += 1,
                 Timer::AgentRemoval(_) | Timer::FrameworkFailover(_) => {}
             }
         }

@@ -66,6 +66,7 @@
 mod agent;
 mod allocation;
 mod audit;
+mod blob_gc;
 mod executors;
 mod ledger;
 mod scheduler;
@@ -107,7 +108,10 @@ pub struct MasterConfig {
     pub run_id: String,
     /// Period of the regular allocation round (zero: only event-driven rounds).
     pub allocation_interval: Duration,
-    /// How long a disconnected agent may take to re-register before its tasks are lost.
+    /// How long a disconnected agent may take to re-register: meanwhile its tasks are
+    /// TASK_UNREACHABLE (still charged, probably still running); past it they are TASK_GONE and
+    /// the agent is removed. Mesos's default, 10 minutes, rides out the link losses of edge
+    /// sites.
     pub agent_reregister_timeout: Duration,
     /// Period of heartbeats to connected frameworks (zero: none).
     pub heartbeat_interval: Duration,
@@ -134,10 +138,13 @@ pub struct MasterConfig {
     pub max_failover: Duration,
     /// Who may register frameworks in which roles and reserve resources for which roles.
     pub acls: crate::acl::Acls,
+    /// Delete a stored blob no live task or executor names and nobody used for this long
+    /// (`None`, the default here: keep every blob). The master's driver options turn it on.
+    pub blob_gc_grace: Option<Duration>,
 }
 
 impl Default for MasterConfig {
-    /// Mesos-like defaults: allocate every second (and as soon as resources free up), 10 s to
+    /// Mesos-like defaults: allocate every second (and as soon as resources free up), 10 min to
     /// re-register, heartbeat every 5 s, minimum offer <0.01 cpus, 32 MiB>, refuse at most one
     /// hour, keep 1000 completed tasks, no roles configured (weight 1.0, no quota), no offer
     /// timeout.
@@ -145,7 +152,7 @@ impl Default for MasterConfig {
         MasterConfig {
             run_id: "master".to_owned(),
             allocation_interval: Duration::from_secs(1),
-            agent_reregister_timeout: Duration::from_secs(10),
+            agent_reregister_timeout: Duration::from_secs(600),
             heartbeat_interval: Duration::from_secs(5),
             min_allocatable: Resources::new(10, 32 * proto::resources::MIB, 0),
             max_refuse: Duration::from_secs(3600),
@@ -156,6 +163,7 @@ impl Default for MasterConfig {
             max_frameworks_per_principal: 100,
             max_failover: Duration::from_secs(7 * 24 * 3600),
             acls: crate::acl::Acls::default(),
+            blob_gc_grace: None,
         }
     }
 }
@@ -238,6 +246,8 @@ struct BlobEntry {
     kind: BlobKind,
     /// Principals that uploaded it: only their frameworks may name it in tasks or fetch it.
     owners: BTreeSet<String>,
+    /// Its last upload or launch of a task naming it (see `blob_gc`).
+    last_used: Instant,
 }
 
 #[derive(Clone, Debug)]
@@ -316,6 +326,8 @@ pub struct Master {
     next_seq: u64,
     /// Actions not yet polled.
     actions: VecDeque<Action>,
+    /// Blobs forgotten by the blob GC, for the driver to delete.
+    blob_gc_due: VecDeque<Digest>,
 }
 
 /// `now + d`, or `None` when `d` is zero or the sum overflows (meaning "never").
@@ -353,6 +365,7 @@ impl Master {
             next_offer: 0,
             next_seq: 0,
             actions: VecDeque::new(),
+            blob_gc_due: VecDeque::new(),
         }
     }
 
@@ -393,12 +406,15 @@ impl Master {
                 let entry = self.blobs.entry(digest).or_insert(BlobEntry {
                     kind,
                     owners: BTreeSet::new(),
+                    last_used: self.now,
                 });
+                entry.last_used = self.now;
                 // A module validated once stays a module even if re-uploaded as a plain file.
                 if kind == BlobKind::Module {
                     entry.kind = BlobKind::Module;
                 }
                 entry.owners.extend(owner);
+                self.arm_blob_gc();
             }
         }
     }
@@ -427,6 +443,7 @@ impl Master {
                     self.timers.set_or_stop(Timer::Heartbeat, next);
                 }
                 Timer::Allocation => allocate = true,
+                Timer::BlobGc => self.collect_blobs(),
             }
         }
         // What ran above may have brought the round forward to now.
@@ -648,6 +665,9 @@ impl Master {
             return false;
         }
         let terminal = status.state.is_terminal();
+        if status.state != TaskState::Unreachable {
+            t.before_unreachable = None;
+        }
         t.status = status;
         if terminal {
             let t = t.clone();

@@ -509,8 +509,10 @@ impl Master {
             info: task.clone(),
             status,
             reserved,
+            before_unreachable: None,
         };
         self.hold_task(&entry);
+        self.blobs_used_by(&task);
         self.tasks
             .insert((fid.clone(), task.task_id.clone()), entry);
         self.send_to_agent(

@@ -3,7 +3,9 @@
 
 use super::ConnId;
 use proto::identity::PeerId;
-use proto::{AgentId, ExecutorInfo, FrameworkId, FrameworkInfo, Resources, TaskInfo, TaskStatus};
+use proto::{
+    AgentId, ExecutorInfo, FrameworkId, FrameworkInfo, Resources, TaskInfo, TaskState, TaskStatus,
+};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -144,12 +146,21 @@ pub struct TaskEntry {
     /// The framework asked to kill it: the kill is sent again if the agent re-registers still
     /// running it (the first `KillTask` may have been lost with a dropped link).
     pub kill_requested: bool,
+    /// While its agent is unreachable (status TASK_UNREACHABLE): the state the task had before,
+    /// which decides what happens to it if the agent re-registers without reporting it.
+    pub before_unreachable: Option<TaskState>,
 }
 
 impl TaskEntry {
     /// True once the task reached a terminal state.
     pub fn is_terminal(&self) -> bool {
         self.status.state.is_terminal()
+    }
+
+    /// Its state as last known from its agent: the state before TASK_UNREACHABLE while its
+    /// agent is unreachable, else its status's.
+    pub fn reachable_state(&self) -> TaskState {
+        self.before_unreachable.unwrap_or(self.status.state)
     }
 }
 

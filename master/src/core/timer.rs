@@ -17,7 +17,7 @@ use std::time::Instant;
 /// nothing.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Timer {
-    /// A disconnected agent that has not re-registered is removed; its tasks are lost.
+    /// A disconnected agent that has not re-registered is removed; its tasks are TASK_GONE.
     AgentRemoval(AgentId),
     /// A disconnected framework that has not re-subscribed is torn down.
     FrameworkFailover(FrameworkId),
@@ -28,6 +28,8 @@ pub(super) enum Timer {
     /// The allocation round: periodic, and brought forward to "now" by anything that frees or
     /// adds resources.
     Allocation,
+    /// The sweep of blobs unused for the grace period (only with `blob_gc_grace`).
+    BlobGc,
 }
 
 impl Timer {
@@ -39,6 +41,7 @@ impl Timer {
             Timer::OfferExpiry(_) => 2,
             Timer::Heartbeat => 3,
             Timer::Allocation => 4,
+            Timer::BlobGc => 5,
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::core::{ConnId, Event};
 use net::codec::{read_one, write_one};
 use proto::identity::PeerId;
 use proto::{BlobKind, Message, Role};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,8 +37,9 @@ pub(super) struct Quota {
 
 #[derive(Default)]
 struct QuotaState {
-    /// Digests charged to each principal (a re-upload of its own blob is not charged twice).
-    charged: HashMap<String, (u64, HashSet<proto::Digest>)>,
+    /// Digests charged to each principal, with their sizes (a re-upload of its own blob is not
+    /// charged twice).
+    charged: HashMap<String, (u64, HashMap<proto::Digest, u64>)>,
     permits: HashMap<String, Arc<tokio::sync::Semaphore>>,
 }
 
@@ -55,22 +56,32 @@ impl Quota {
     fn reserve(&self, principal: &str, digest: proto::Digest, size: u64) -> Result<bool, u64> {
         let mut state = self.state.lock().expect("poisoned");
         let (bytes, digests) = state.charged.entry(principal.to_owned()).or_default();
-        if digests.contains(&digest) {
+        if digests.contains_key(&digest) {
             return Ok(false);
         }
         if bytes.saturating_add(size) > self.limit {
             return Err(*bytes);
         }
         *bytes += size;
-        digests.insert(digest);
+        digests.insert(digest, size);
         Ok(true)
+    }
+
+    /// Gives back every principal's charge for a blob the garbage collector deleted.
+    pub(super) fn forget(&self, digest: proto::Digest) {
+        let mut state = self.state.lock().expect("poisoned");
+        for (bytes, digests) in state.charged.values_mut() {
+            if let Some(size) = digests.remove(&digest) {
+                *bytes = bytes.saturating_sub(size);
+            }
+        }
     }
 
     /// Gives back a reservation whose upload failed.
     fn release(&self, principal: &str, digest: proto::Digest, size: u64) {
         let mut state = self.state.lock().expect("poisoned");
         if let Some((bytes, digests)) = state.charged.get_mut(principal) {
-            if digests.remove(&digest) {
+            if digests.remove(&digest).is_some() {
                 *bytes = bytes.saturating_sub(size);
             }
         }

@@ -54,6 +54,9 @@ const CONNECTIONS_PER_PRINCIPAL: usize = 64;
 /// Control messages queued per connection before the peer is considered too slow.
 const WRITE_QUEUE: usize = 65_536;
 
+/// How long a blob nobody uses is kept (`MasterConfig::blob_gc_grace` of [`MasterOptions::new`]).
+pub const DEFAULT_BLOB_GC_GRACE: Duration = Duration::from_secs(3600);
+
 /// Everything the master process is configured with.
 #[derive(Clone, Debug)]
 pub struct MasterOptions {
@@ -94,7 +97,10 @@ impl MasterOptions {
             identity,
             tuning: TransportTuning::default(),
             work_dir,
-            config: MasterConfig::default(),
+            config: MasterConfig {
+                blob_gc_grace: Some(DEFAULT_BLOB_GC_GRACE),
+                ..MasterConfig::default()
+            },
             max_blob_size: 64 << 20,
             max_frame: frame::DEFAULT_MAX_FRAME,
             handshake_timeout: Duration::from_secs(10),
@@ -293,6 +299,14 @@ impl MasterServer {
                     }
                 }
             }
+            while let Some(digest) = core.poll_blob_gc() {
+                // One unlink, in the loop: a re-upload's `BlobStored` queued behind it then
+                // finds the file gone (below) instead of the core trusting a deleted blob.
+                shared.quota.forget(digest);
+                if let Err(e) = shared.store.remove(&digest) {
+                    tracing::warn!(digest = %digest.to_hex(), error = %e, "cannot delete a collected blob");
+                }
+            }
             let wake = core.poll_timeout().map(Instant::from_std);
             let sleep = net::timer::sleep_until(wake);
             tokio::select! {
@@ -304,6 +318,13 @@ impl MasterServer {
                     Some(Input::Core(ev)) => {
                         if let Event::Disconnected { conn } = &ev {
                             conns.remove(conn);
+                        }
+                        if let Event::BlobStored { digest, .. } = &ev {
+                            if !shared.store.path(digest).exists() {
+                                // Stored, then collected before this event came through.
+                                tracing::warn!(digest = %digest.to_hex(), "an upload raced the blob GC and was deleted; it must be uploaded again");
+                                continue;
+                            }
                         }
                         core.handle(Instant::now().into_std(), ev);
                     }

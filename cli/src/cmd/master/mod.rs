@@ -23,9 +23,11 @@ pub struct MasterArgs {
     /// Period of allocation rounds.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     allocation_interval: Duration,
-    /// How long a disconnected agent may take to come back before its tasks are TASK_LOST.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    agent_reregister_timeout: Duration,
+    /// How long a disconnected agent may take to come back: meanwhile its tasks are
+    /// TASK_UNREACHABLE, past it TASK_GONE (and the agent, if it returns, kills them).
+    /// Default: the config file's `agent_reregister_timeout`, else 10min (as Mesos).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    agent_reregister_timeout: Option<Duration>,
     /// Largest module or file accepted.
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     max_blob_size: u64,
@@ -44,6 +46,11 @@ pub struct MasterArgs {
     /// Smallest offer, cpus part (offers need at least this many cpus and the memory below).
     #[arg(long, default_value = "0.01", value_parser = parse_cpus)]
     min_allocatable_cpus: u64,
+    /// Delete an uploaded module or file that no live task names and nobody used for this long
+    /// (`0s`: keep every blob forever). A task naming a deleted blob fails as "not uploaded";
+    /// upload it again.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    blob_gc_grace: Duration,
     /// Smallest offer, memory part.
     #[arg(long, default_value = "32MiB", value_parser = parse_size)]
     min_allocatable_mem: u64,
@@ -60,9 +67,9 @@ pub async fn execute(a: MasterArgs) -> anyhow::Result<i32> {
     opts.crls = tls.crls;
     opts.tuning = a.quic.tuning()?;
     opts.config.allocation_interval = a.allocation_interval;
-    opts.config.agent_reregister_timeout = a.agent_reregister_timeout;
     opts.config.run_id = run_id()?;
     opts.max_blob_size = a.max_blob_size;
+    opts.config.blob_gc_grace = (!a.blob_gc_grace.is_zero()).then_some(a.blob_gc_grace);
     opts.config.min_allocatable = Resources::new(a.min_allocatable_cpus, a.min_allocatable_mem, 0);
     let file = match &a.config {
         Some(path) => {
@@ -75,6 +82,9 @@ pub async fn execute(a: MasterArgs) -> anyhow::Result<i32> {
     opts.config.roles = file.roles;
     opts.config.acls = file.acls;
     opts.config.offer_timeout = a.offer_timeout.or(file.offer_timeout);
+    if let Some(t) = a.agent_reregister_timeout.or(file.agent_reregister_timeout) {
+        opts.config.agent_reregister_timeout = t;
+    }
     let name = a
         .allocator
         .or(file.allocator)

@@ -4,13 +4,16 @@
 use super::*;
 
 #[test]
-fn agent_disconnect_rescinds_then_tasks_lost_after_timeout() {
+fn agent_disconnect_rescinds_then_tasks_gone_after_timeout() {
     let (mut h, a, f, o, m) = one_agent_one_offer();
     h.accept(10, &[&o], vec![task("t1", &a, res(1.0, GIB), m)]);
     h.take();
     h.msg(10, Message::Revive);
     let rest = h.offers(10).remove(0);
     h.disconnect(1);
+    let ups = h.updates(10);
+    assert_eq!(ups.len(), 1);
+    assert_eq!(ups[0].state, TaskState::Unreachable);
     assert_eq!(
         h.sent(10),
         [Message::Rescind {
@@ -18,13 +21,13 @@ fn agent_disconnect_rescinds_then_tasks_lost_after_timeout() {
         }]
     );
     assert_eq!(h.m.offers().count(), 0);
-    h.advance(Duration::from_millis(9_999));
+    h.advance(Duration::from_millis(599_999));
     assert!(h.updates(10).is_empty());
     assert!(h.m.agent(&a).is_some());
     h.advance(Duration::from_millis(1));
     let ups = h.updates(10);
     assert_eq!(ups.len(), 1);
-    assert_eq!(ups[0].state, TaskState::Lost);
+    assert_eq!(ups[0].state, TaskState::Gone);
     assert_eq!(ups[0].reason, Some(Reason::AgentLost));
     assert_eq!(ups[0].uuid, None);
     assert!(h.m.agent(&a).is_none());
@@ -83,6 +86,7 @@ fn agent_reregisters_within_timeout_and_keeps_tasks() {
     h.take();
     h.disconnect(1);
     h.advance(Duration::from_secs(5));
+    assert_eq!(h.updates(10).len(), 3, "each task TASK_UNREACHABLE");
     let keep = h.m.task(&f, &TaskId("keep".into())).unwrap().info.clone();
     let adopted = TaskInfo {
         task_id: TaskId("adopted".into()),
@@ -115,10 +119,20 @@ fn agent_reregisters_within_timeout_and_keeps_tasks() {
             agent_id: a.clone()
         }
     );
+    // "keep" back to RUNNING as reported, "intransit" back to STAGING (launched again), "gone"
+    // lost.
     let ups = h.updates(10);
-    assert_eq!(ups.len(), 1);
-    assert_eq!(ups[0].task_id, TaskId("gone".into()));
-    assert_eq!(ups[0].state, TaskState::Lost);
+    let states: Vec<(&str, TaskState)> =
+        ups.iter().map(|s| (s.task_id.as_str(), s.state)).collect();
+    assert_eq!(
+        states,
+        [
+            ("intransit", TaskState::Staging),
+            ("keep", TaskState::Running),
+            ("gone", TaskState::Lost),
+        ]
+    );
+    let ups = &ups[2..];
     assert_eq!(ups[0].reason, Some(Reason::AgentRestarted));
     assert!(h.m.task(&f, &TaskId("keep".into())).is_some());
     assert!(h.m.task(&f, &TaskId("adopted".into())).is_some());

@@ -334,6 +334,7 @@ fn one_agent_one_offer() -> (H, AgentId, FrameworkId, Offer, Digest) {
 
 mod accept;
 mod agents;
+mod blob_gc;
 mod connections;
 mod drf;
 mod executors;
@@ -341,6 +342,8 @@ mod filters;
 mod identity;
 mod kill;
 mod limits;
+/// Partition-aware task states: TASK_UNREACHABLE, back, TASK_GONE.
+mod partition;
 /// Allocation policies through the core: DRF, weights, quotas, reservations, priority, and the
 /// offer life cycle.
 mod policies;
