@@ -644,10 +644,10 @@ fn percentiles(v: &mut [std::time::Duration]) -> (u128, u128) {
 
 /// A measurement, not a check (run with `--ignored --nocapture`): `tessera run`'s flow on a
 /// clean client link, one with 10 % loss, and one with 10 % loss and 150 ms each way (300 ms
-/// RTT), 20 runs each (`RUNS` to change),
-/// with the default QUIC timers and a master's default 1 s allocation round; in the same run,
-/// with the client's congestion controller Cubic (quinn's default) and BBR, and the earlier
-/// sequential flow (subscribe, upload, then offer) with its phases, to see where time goes.
+/// RTT), 20 runs each (`RUNS` to change), with the default QUIC timers and a master's default
+/// 1 s allocation round; in the same run, with the client's congestion controller Cubic
+/// (quinn's default) and BBR, and the earlier sequential flow (subscribe, upload, then offer)
+/// with its phases, to see where the time goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement of several minutes"]
 async fn measure_runs_over_a_slow_lossy_client_link() {

@@ -288,7 +288,8 @@ pub struct TransportTuning {
 /// a link that loses packets at random (wireless, a bad uplink) a transfer of a few dozen
 /// packets crawls; BBR paces by the measured bandwidth and round trip and barely notices
 /// random loss. Tessera's transfers (modules, files, control messages) are small and its
-/// links few, so BBR's gentler sharing with other flows costs little.
+/// links few, so BBR's gentler sharing with other flows costs little. quinn 0.11 calls its
+/// BBR experimental: `Cubic` is the way back if it misbehaves (`--quic-congestion cubic`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Congestion {
     /// Loss-based (RFC 9438).
