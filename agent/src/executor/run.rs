@@ -200,11 +200,55 @@ impl FinishGuard {
 }
 
 /// How the entry point ended, before classification.
-enum Ended {
-    Returned(wasmtime::Result<()>),
+pub(super) enum Ended<T> {
+    Returned(T),
     Killed,
     Timeout,
     Disk(u64),
+}
+
+/// Runs a guest's entry point under kill, an optional wall-clock timeout and the sandbox's disk
+/// cap (checked every `every` while it runs, and once more after it returned): one-shot tasks
+/// and executor instances are supervised alike.
+pub(super) async fn supervise<T>(
+    entry: impl std::future::Future<Output = T>,
+    kill: &mut watch::Receiver<bool>,
+    timeout: Option<Duration>,
+    sandbox: &Path,
+    disk_cap: u64,
+    every: Duration,
+) -> Ended<T> {
+    let timeout = async {
+        match timeout {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    let ended = tokio::select! {
+        biased;
+        () = killed(kill) => Ended::Killed,
+        () = timeout => Ended::Timeout,
+        used = disk_over(sandbox.to_owned(), disk_cap, every) => Ended::Disk(used),
+        r = entry => Ended::Returned(r),
+    };
+    // A last look at the sandbox, unless the guest was stopped from outside.
+    match ended {
+        Ended::Returned(r) => {
+            let s = sandbox.to_owned();
+            match tokio::task::spawn_blocking(move || disk::usage(&s)).await {
+                Ok(used) if used > disk_cap => Ended::Disk(used),
+                _ => Ended::Returned(r),
+            }
+        }
+        other => other,
+    }
+}
+
+/// The termination of a guest whose sandbox outgrew its cap.
+pub(super) fn disk_limit(used: u64, cap: u64) -> Termination {
+    Termination::DiskLimit(format!(
+        "sandbox uses {used} bytes, over its disk cap of {cap} bytes"
+    ))
 }
 
 /// Resolves when the sandbox at `sandbox` holds more than `cap` bytes,
@@ -302,43 +346,24 @@ impl Inner {
         guard.started();
         let started = Instant::now();
         pacer.start();
-        let timeout = async {
-            match spec.timeout {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        let ended = tokio::select! {
-            biased;
-            () = killed(&mut kill) => Ended::Killed,
-            () = timeout => Ended::Timeout,
-            used = disk_over(sandbox.clone(), disk_cap, self.cfg.disk_check_interval) => {
-                Ended::Disk(used)
-            }
-            r = pacer.run(start.call(&mut store)) => Ended::Returned(r),
-        };
+        let ended = supervise(
+            pacer.run(start.call(&mut store)),
+            &mut kill,
+            spec.timeout,
+            &sandbox,
+            disk_cap,
+            self.cfg.disk_check_interval,
+        )
+        .await;
         let wall = started.elapsed();
         let fuel_consumed = store
             .get_fuel()
             .map(|left| initial_fuel.saturating_sub(left))
             .unwrap_or(0);
-        // A last look at the sandbox, unless the task was stopped from outside.
-        let ended = match ended {
-            Ended::Returned(r) => {
-                let s = sandbox.clone();
-                match tokio::task::spawn_blocking(move || disk::usage(&s)).await {
-                    Ok(used) if used > disk_cap => Ended::Disk(used),
-                    _ => Ended::Returned(r),
-                }
-            }
-            other => other,
-        };
         let termination = match ended {
             Ended::Killed => Termination::Killed,
             Ended::Timeout => Termination::Timeout,
-            Ended::Disk(used) => Termination::DiskLimit(format!(
-                "sandbox uses {used} bytes, over its disk cap of {disk_cap} bytes"
-            )),
+            Ended::Disk(used) => disk_limit(used, disk_cap),
             Ended::Returned(Ok(())) => Termination::Exited(0),
             Ended::Returned(Err(e)) => {
                 if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) && spec.max_cpu.is_some() {

@@ -17,8 +17,10 @@ use super::{InstanceEvent, InstanceSpec};
 use crate::executor::limiter::MemLimiter;
 use crate::executor::output::{read_tail, CappedOutput};
 use crate::executor::pacing::Pacer;
-use crate::executor::run::{disk_over, guest_error, killed, preopen_datasets, EndGuard};
-use crate::executor::{disk, Inner, TaskOutcome, Termination};
+use crate::executor::run::{
+    disk_limit, guest_error, killed, preopen_datasets, supervise, EndGuard, Ended,
+};
+use crate::executor::{Inner, TaskOutcome, Termination};
 use crate::workdir::TaskDir;
 
 /// Fuel of an instance: effectively unlimited (executors have no CPU-time budget); fuel only
@@ -52,13 +54,6 @@ impl ExitGuard {
             "instance",
         )
     }
-}
-
-/// How `run` ended, before classification.
-enum Ended {
-    Returned(wasmtime::Result<Result<(), String>>),
-    Killed,
-    Disk(u64),
 }
 
 impl Inner {
@@ -115,35 +110,26 @@ impl Inner {
         guard.started();
         let started = Instant::now();
         pacer.start();
-        let ended = tokio::select! {
-            biased;
-            () = killed(&mut kill) => Ended::Killed,
-            used = disk_over(sandbox.clone(), disk_cap, self.cfg.disk_check_interval) => {
-                Ended::Disk(used)
-            }
-            r = pacer.run(world.call_run(&mut store)) => Ended::Returned(r),
-        };
+        let ended = supervise(
+            pacer.run(world.call_run(&mut store)),
+            &mut kill,
+            None,
+            &sandbox,
+            disk_cap,
+            self.cfg.disk_check_interval,
+        )
+        .await;
         let wall = started.elapsed();
         let fuel_consumed = store
             .get_fuel()
             .map(|left| UNLIMITED_FUEL.saturating_sub(left))
             .unwrap_or(0);
-        let ended = match ended {
-            Ended::Returned(r) => {
-                let s = sandbox.clone();
-                match tokio::task::spawn_blocking(move || disk::usage(&s)).await {
-                    Ok(used) if used > disk_cap => Ended::Disk(used),
-                    _ => Ended::Returned(r),
-                }
-            }
-            other => other,
-        };
         let mut run_error = None;
         let termination = match ended {
             Ended::Killed => Termination::Killed,
-            Ended::Disk(used) => Termination::DiskLimit(format!(
-                "sandbox uses {used} bytes, over its disk cap of {disk_cap} bytes"
-            )),
+            Ended::Disk(used) => disk_limit(used, disk_cap),
+            // Instances have no wall-clock limit.
+            Ended::Timeout => Termination::Timeout,
             Ended::Returned(Ok(Ok(()))) => Termination::Exited(0),
             Ended::Returned(Ok(Err(msg))) => {
                 run_error = Some(msg);
