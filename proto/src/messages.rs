@@ -12,7 +12,7 @@ use crate::resources::Resources;
 use serde::{Deserialize, Serialize};
 
 /// The version of this protocol; peers of another version are refused at the handshake.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// What a peer is, stated in its handshake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -592,6 +592,18 @@ pub enum Message {
         /// What happened (trap message, exit code, limit).
         message: String,
     },
+    /// Agent -> master: the agent is stopping on purpose (SIGTERM, SIGINT, an upgrade). Its
+    /// resources stop being offered at once. With `keep_tasks`, its tasks and executors keep
+    /// running in the agent's runtime process and a successor will re-register under the same
+    /// agent id (the master keeps them as they are until the re-registration timeout);
+    /// without, the agent has killed its tasks and delivered their terminal updates, and the
+    /// master removes it. Answered with [`Message::AgentLeft`].
+    AgentLeaving {
+        /// Whether the tasks keep running for a successor.
+        keep_tasks: bool,
+    },
+    /// Master -> agent: the [`Message::AgentLeaving`] is recorded; the agent may close.
+    AgentLeft,
 }
 
 impl Message {
@@ -650,6 +662,8 @@ impl Message {
             Message::ShutdownExecutor { .. } => "ShutdownExecutor",
             Message::KillExecutor { .. } => "KillExecutor",
             Message::ExecutorExited { .. } => "ExecutorExited",
+            Message::AgentLeaving { .. } => "AgentLeaving",
+            Message::AgentLeft => "AgentLeft",
         }
     }
 }
