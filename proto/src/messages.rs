@@ -286,6 +286,10 @@ pub enum Reason {
     /// The agent's connection dropped; it may still come back within the re-registration
     /// timeout.
     AgentUnreachable,
+    /// The agent's runtime process (where its guests run, outliving agent restarts) died
+    /// while the agent was away, and the task with it: what it did after the agent's last
+    /// checkpoint is unknown.
+    RuntimeLost,
 }
 
 /// A task's status as reported to its scheduler.
