@@ -47,6 +47,7 @@
 
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod core;
 pub mod driver;
 pub mod executor;

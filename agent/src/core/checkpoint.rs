@@ -115,6 +115,30 @@ pub struct LiveGuests {
 }
 
 impl Agent {
+    /// The guests this core believes run or may run: one-shot tasks handed to the runtime and
+    /// not ended, and every executor instance (started or starting). The driver names them in
+    /// the runtime, and after a restart tells the core which of them still run.
+    pub fn guests(&self) -> LiveGuests {
+        LiveGuests {
+            tasks: self
+                .tasks
+                .iter()
+                .filter(|(_, t)| t.info.executor.is_none() && t.phase == Phase::Launched)
+                .map(|(k, _)| k.clone())
+                .collect(),
+            executors: self.instances.iter().map(|(k, i)| i.run_id(k)).collect(),
+        }
+    }
+
+    /// Executor instances that have reported `Started`.
+    pub fn started_executors(&self) -> Vec<super::ExecutorRun> {
+        self.instances
+            .iter()
+            .filter(|(_, i)| i.is_started())
+            .map(|(k, i)| i.run_id(k))
+            .collect()
+    }
+
     /// Counts the changes of the state a [`Checkpoint`] holds: the driver writes a new
     /// checkpoint only when it moved since the last one.
     pub fn generation(&self) -> u64 {

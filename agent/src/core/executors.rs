@@ -855,6 +855,10 @@ impl Instance {
         self.id(key)
     }
 
+    pub(super) fn is_started(&self) -> bool {
+        self.started
+    }
+
     pub(super) fn checkpoint(&self, key: &ExecutorKey) -> InstanceCheckpoint {
         InstanceCheckpoint {
             id: self.id(key),
@@ -938,9 +942,13 @@ impl Agent {
             return;
         }
         if !i.started {
-            // Its start never reached the runtime (or died with it before anything ran in
-            // it): start it again, same run.
-            tracing::info!(framework = %key.0, executor = %key.1, "starting executor again after recovery");
+            // Its start never reached the runtime (it was being fetched), or died with it
+            // before any task ran in it: start it again, as a new run, so that a late event of
+            // the old one is recognised and ignored.
+            i.run = self.next_run;
+            self.next_run += 1;
+            let id = i.id(key);
+            tracing::info!(framework = %key.0, executor = %key.1, run = id.run, "starting executor again after recovery");
             let info = i.info.clone();
             let datasets = i.datasets.clone();
             self.exec_action(ExecutorAction::Start { id, info, datasets });

@@ -235,6 +235,11 @@ impl Agent {
         self.tasks.get(key).map(|t| t.state)
     }
 
+    /// The info of a task this agent still tracks.
+    pub fn task_info(&self, key: &TaskKey) -> Option<&TaskInfo> {
+        self.tasks.get(key).map(|t| &t.info)
+    }
+
     /// Number of tasks tracked (running, or ended with updates not yet acknowledged).
     pub fn task_count(&self) -> usize {
         self.tasks.len()

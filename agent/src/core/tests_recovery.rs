@@ -309,10 +309,15 @@ fn an_executor_whose_start_was_under_way_is_started_again() {
     };
     let mut r = restart(&a, t0);
     r.handle(t0, Event::Recovered(LiveGuests::default()));
-    assert!(
-        matches!(exec_actions(&drain(&mut r)).as_slice(), [ExecutorAction::Start { id: again, .. }] if *again == id)
-    );
+    let again = match exec_actions(&drain(&mut r)).as_slice() {
+        [ExecutorAction::Start { id: again, .. }] => again.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(again.run > id.run, "a new run");
+    // A late start of the old run is not this one.
     r.handle(t0, Event::Executor(ExecutorEvent::Started { id }));
+    assert!(drain(&mut r).is_empty());
+    r.handle(t0, Event::Executor(ExecutorEvent::Started { id: again }));
     assert!(matches!(&drain(&mut r)[..], [Action::Prepare { .. }]));
 }
 
