@@ -444,7 +444,10 @@ impl Driver {
         let now = self.now();
         let live: HashSet<GuestId> = attachment.live.iter().cloned().collect();
         if let Some(cp) = saved {
-            let same = cp.runtime_id == attachment.runtime_id;
+            // An in-process runtime never holds a previous run's guests (its id names the
+            // process, which a library user may run several agents in, one after another).
+            let same = cp.runtime_id == attachment.runtime_id
+                && !matches!(self.opts.guests, GuestHost::InProcess);
             if same {
                 self.skip_through = cp.last_seq;
                 self.last_seq = cp.last_seq;

@@ -127,7 +127,9 @@ pub async fn execute(a: AgentArgs) -> anyhow::Result<i32> {
     opts.on_stop = match a.on_stop {
         StopMode::KeepTasks if !a.in_process_guests => agent::driver::OnStop::KeepTasks,
         StopMode::KeepTasks => {
-            tracing::info!("--in-process-guests: tasks cannot outlive the agent; a stop kills them");
+            tracing::info!(
+                "--in-process-guests: tasks cannot outlive the agent; a stop kills them"
+            );
             agent::driver::OnStop::KillTasks
         }
         StopMode::KillTasks => agent::driver::OnStop::KillTasks,

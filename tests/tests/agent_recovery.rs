@@ -1,0 +1,93 @@
+//! Agent checkpoint and stop on a real cluster with in-process guests (which die with the
+//! agent): a restarted agent recovers its checkpoint, re-registers under its old id and reports
+//! the tasks that died with it exactly once (`RuntimeLost`); a stop that kills tasks reports
+//! them, tells the master and removes its checkpoint, without hanging when the master does not
+//! confirm. The runtime process (guests that outlive the agent) is tested end to end in
+//! cli/tests/agent_restart.rs.
+
+use agent::driver::OnStop;
+use proto::resources::MIB;
+use proto::{Reason, Resources, TaskState};
+use sdk::{Event, Scheduler};
+use std::time::Duration;
+use tessera_tests::*;
+
+fn updates_of(events: &[Event], task: &str) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, Event::Update(s) if s.task_id.as_str() == task))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_reports_the_tasks_that_died_with_it_once() {
+    trace();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = LocalCluster::start(fast_config(), dir.path())
+        .await
+        .unwrap();
+    let mut opts = cluster
+        .agent_options("a1", Resources::new(2000, 512 * MIB, 0), None)
+        .unwrap();
+    opts.checkpoint = true;
+    cluster.spawn_agent(opts.clone());
+    let mut sched = Scheduler::connect(cluster.scheduler_options("fw", "*").unwrap())
+        .await
+        .unwrap();
+    let offer = offer_from(&mut sched, "a1").await;
+    run_spinner(&mut sched, &offer, "spin", Resources::new(100, 32 * MIB, 0)).await;
+    let checkpoint = cluster.agents[0].work_dir.join("checkpoint");
+    assert!(checkpoint.exists(), "written before the task was reported");
+
+    cluster.crash_agent(0);
+    cluster.spawn_agent(opts);
+    let lost = wait_terminal(&mut sched, "spin").await;
+    assert_eq!(lost.state, TaskState::Failed, "{lost:?}");
+    assert_eq!(lost.reason, Some(Reason::RuntimeLost), "{lost:?}");
+    assert_eq!(
+        lost.agent_id.as_ref(),
+        Some(&offer.agent_id),
+        "re-registered under its old id"
+    );
+    let later = events_for(&mut sched, Duration::from_secs(2)).await;
+    assert_eq!(
+        updates_of(&later, "spin"),
+        0,
+        "one terminal update: {later:?}"
+    );
+    // The task's directory is the recovered agent's (collected after the delay), not a
+    // leftover removed at start.
+    let tdir = task_dir(&cluster, 1, sched.framework_id(), "spin");
+    assert!(tdir.exists());
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_that_kills_tasks_reports_them_and_forgets_the_checkpoint() {
+    trace();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = LocalCluster::start(fast_config(), dir.path())
+        .await
+        .unwrap();
+    let mut opts = cluster
+        .agent_options("a1", Resources::new(2000, 512 * MIB, 0), None)
+        .unwrap();
+    opts.checkpoint = true;
+    opts.on_stop = OnStop::KillTasks;
+    opts.stop_timeout = Duration::from_secs(3);
+    cluster.spawn_agent(opts);
+    let mut sched = Scheduler::connect(cluster.scheduler_options("fw", "*").unwrap())
+        .await
+        .unwrap();
+    let offer = offer_from(&mut sched, "a1").await;
+    run_spinner(&mut sched, &offer, "spin", Resources::new(100, 32 * MIB, 0)).await;
+    let checkpoint = cluster.agents[0].work_dir.join("checkpoint");
+    assert!(checkpoint.exists());
+
+    // Returns whether or not the master confirms the leaving (bounded waits).
+    cluster.stop_agent(0).await;
+    let killed = wait_terminal(&mut sched, "spin").await;
+    assert_eq!(killed.state, TaskState::Killed, "{killed:?}");
+    assert!(!checkpoint.exists(), "nothing left to recover");
+    cluster.shutdown().await;
+}
