@@ -36,6 +36,8 @@ struct Inner {
     /// Whether events are kept until acknowledged (the runtime process) or only sent (in
     /// process: there is no later attachment to replay them to).
     keep_outbox: bool,
+    /// Most bytes of unacknowledged messages kept ([`MAX_OUTBOX_MESSAGE_BYTES`] but in tests).
+    message_cap: u64,
     state: Mutex<State>,
     /// How many guests are live, for [`Host::stop_all`] to wait on.
     live: watch::Sender<usize>,
@@ -55,8 +57,10 @@ struct State {
     outbox_message_bytes: u64,
     /// Messages dropped because the outbox was full of them.
     dropped_messages: u64,
-    /// The attached agent's event channel.
-    subscriber: Option<mpsc::UnboundedSender<RuntimeEvent>>,
+    /// Attachments so far (the last one's token).
+    attachments: u64,
+    /// The attached agent's event channel, with its attachment's token.
+    subscriber: Option<(u64, mpsc::UnboundedSender<RuntimeEvent>)>,
 }
 
 /// A live guest's handle.
@@ -96,12 +100,23 @@ impl Host {
         runtime_id: String,
         keep_outbox: bool,
     ) -> Result<Host, RuntimeError> {
+        Host::with_message_cap(cfg, runtime_id, keep_outbox, MAX_OUTBOX_MESSAGE_BYTES)
+    }
+
+    /// [`Host::new`] keeping at most `message_cap` bytes of unacknowledged messages.
+    pub(crate) fn with_message_cap(
+        cfg: ExecutorConfig,
+        runtime_id: String,
+        keep_outbox: bool,
+        message_cap: u64,
+    ) -> Result<Host, RuntimeError> {
         let executor = Executor::new(cfg)?;
         Ok(Host {
             inner: Arc::new(Inner {
                 executor,
                 runtime_id,
                 keep_outbox,
+                message_cap,
                 state: Mutex::new(State {
                     next_gen: 1,
                     ..State::default()
@@ -116,54 +131,47 @@ impl Host {
     }
 
     /// Makes `tx` the one subscriber (a previous one is dropped, which ends its stream) and
-    /// returns what it attached to; the outbox is sent to it first, in order.
-    pub(crate) fn attach(&self, tx: mpsc::UnboundedSender<RuntimeEvent>) -> Attachment {
+    /// returns what it attached to, with a token for [`Host::detach`]; the outbox is sent to
+    /// it first, in order.
+    pub(crate) fn attach(&self, tx: mpsc::UnboundedSender<RuntimeEvent>) -> (Attachment, u64) {
         let mut st = self.state();
         let mut live: Vec<GuestId> = st.guests.keys().cloned().collect();
         live.sort();
         for ev in &st.outbox {
             let _ = tx.send(ev.clone());
         }
-        st.subscriber = Some(tx);
-        Attachment {
+        st.attachments += 1;
+        let token = st.attachments;
+        st.subscriber = Some((token, tx));
+        let attachment = Attachment {
             runtime_id: self.inner.runtime_id.clone(),
             live,
             fuel_per_core_second: self.inner.executor.fuel_per_core_second(),
-        }
+        };
+        (attachment, token)
     }
 
-    /// Drops the subscriber if it is still `tx`'s channel (a newer one may have replaced it).
-    #[allow(dead_code)] // used by the runtime process's server
-    pub(crate) fn detach(&self, tx: &mpsc::UnboundedSender<RuntimeEvent>) {
+    /// Drops the subscriber if it is still the one `token` attached (a newer one may have
+    /// replaced it).
+    pub(crate) fn detach(&self, token: u64) {
         let mut st = self.state();
-        if st.subscriber.as_ref().is_some_and(|s| s.same_channel(tx)) {
+        if st.subscriber.as_ref().is_some_and(|(t, _)| *t == token) {
             st.subscriber = None;
         }
     }
 
     /// Whether an agent is attached.
-    #[allow(dead_code)] // used by the runtime process's server
-    pub(crate) fn attached(&self) -> bool {
-        self.state()
-            .subscriber
-            .as_ref()
-            .is_some_and(|s| !s.is_closed())
-    }
-
-    /// How many guests are live.
-    #[allow(dead_code)] // used by the runtime process's server
     pub(crate) fn live_count(&self) -> usize {
         *self.inner.live.borrow()
     }
 
     /// Events numbered and not yet acknowledged.
-    #[allow(dead_code)] // used by the runtime process's tests
+    #[cfg(test)]
     pub(crate) fn outbox_len(&self) -> usize {
         self.state().outbox.len()
     }
 
     /// Messages dropped because the outbox was full.
-    #[allow(dead_code)] // used by the runtime process's server
     pub(crate) fn dropped_messages(&self) -> u64 {
         self.state().dropped_messages
     }
@@ -270,6 +278,9 @@ impl Host {
         }
         let mut live = self.inner.live.subscribe();
         let _ = live.wait_for(|n| *n == 0).await;
+        // The last end is counted inside its event's critical section: once this lock is
+        // taken, every end event has been numbered and sent.
+        drop(self.state());
     }
 }
 
@@ -295,7 +306,7 @@ fn emit(weak: &Weak<Inner>, guest: &str, generation: u64, event: GuestEvent, end
         _ => None,
     };
     if let (Some(len), true) = (message_len, inner.keep_outbox) {
-        if st.outbox_message_bytes.saturating_add(len) > MAX_OUTBOX_MESSAGE_BYTES {
+        if st.outbox_message_bytes.saturating_add(len) > inner.message_cap {
             st.dropped_messages += 1;
             tracing::warn!(
                 %guest,
@@ -314,7 +325,7 @@ fn emit(weak: &Weak<Inner>, guest: &str, generation: u64, event: GuestEvent, end
         event,
     };
     let kept = inner.keep_outbox.then(|| ev.clone());
-    if let Some(tx) = &st.subscriber {
+    if let Some((_, tx)) = &st.subscriber {
         if tx.send(ev).is_err() {
             st.subscriber = None;
         }

@@ -27,10 +27,18 @@
 //! - `mod.rs`: the interface ([`Runtime`], [`Events`], [`RuntimeEvent`], [`Attachment`],
 //!   [`RuntimeOptions`], [`RuntimeError`]).
 //! - `host.rs`: the guests' side: executor, guest table, sequence, outbox, subscriber.
+//! - `wire.rs`: the socket's protocol (length-delimited postcard frames).
+//! - `server.rs`: the runtime process's body ([`serve`]): lock, socket, connections,
+//!   recovery timeout.
+//! - `client.rs`: the agent's end: connect or start the runtime process, hello, the
+//!   connection task.
 
+mod client;
 mod host;
+mod server;
 #[cfg(test)]
 mod tests;
+mod wire;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -41,8 +49,13 @@ use crate::executor::{
     ExecError, ExecEvent, ExecutorConfig, InstanceEvent, InstanceSpec, InstanceTask, TaskSpec,
 };
 
+use self::client::Client;
 use self::host::Host;
+use self::wire::Request;
+
+pub use self::client::read_config;
 pub use self::host::MAX_OUTBOX_MESSAGE_BYTES;
+pub use self::server::{serve, ServeOptions};
 
 /// A guest's name in the runtime, chosen by the agent and stable across agent restarts (the
 /// agent derives it from the task key or the executor run). Unique among live guests: a
@@ -181,12 +194,15 @@ pub struct Runtime {
 enum Backend {
     /// Guests in this process.
     Local(Host),
+    /// Guests in the runtime process at the other end of a socket.
+    Remote(Client),
 }
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.backend {
             Backend::Local(_) => f.write_str("Runtime(in process)"),
+            Backend::Remote(_) => f.write_str("Runtime(runtime process)"),
         }
     }
 }
@@ -201,7 +217,7 @@ impl Runtime {
         let id = format!("in-process-{}", std::process::id());
         let host = Host::new(cfg, id, false)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let attachment = host.attach(tx);
+        let (attachment, _) = host.attach(tx);
         Ok((
             Runtime {
                 backend: Backend::Local(host),
@@ -218,9 +234,13 @@ impl Runtime {
     pub async fn attach(
         opts: RuntimeOptions,
     ) -> Result<(Runtime, Attachment, Events), RuntimeError> {
-        let _ = opts;
-        Err(RuntimeError::Start(
-            "the runtime process is not implemented yet".to_owned(),
+        let (client, attachment, events) = client::attach(&opts).await?;
+        Ok((
+            Runtime {
+                backend: Backend::Remote(client),
+            },
+            attachment,
+            events,
         ))
     }
 
@@ -232,6 +252,7 @@ impl Runtime {
                 .prepare(digest, wasm_path)
                 .await
                 .map_err(RuntimeError::Prepare),
+            Backend::Remote(c) => c.prepare(digest, wasm_path).await,
         }
     }
 
@@ -241,6 +262,7 @@ impl Runtime {
     pub fn launch(&self, guest: GuestId, spec: TaskSpec) {
         match &self.backend {
             Backend::Local(h) => h.launch(guest, spec),
+            Backend::Remote(c) => c.send(Request::Launch { guest, spec }),
         }
     }
 
@@ -249,6 +271,9 @@ impl Runtime {
     pub fn kill(&self, guest: &str) {
         match &self.backend {
             Backend::Local(h) => h.kill(guest),
+            Backend::Remote(c) => c.send(Request::Kill {
+                guest: guest.to_owned(),
+            }),
         }
     }
 
@@ -258,6 +283,7 @@ impl Runtime {
     pub fn start_instance(&self, guest: GuestId, spec: InstanceSpec) {
         match &self.backend {
             Backend::Local(h) => h.start_instance(guest, spec),
+            Backend::Remote(c) => c.send(Request::StartInstance { guest, spec }),
         }
     }
 
@@ -265,6 +291,10 @@ impl Runtime {
     pub fn instance_launch(&self, guest: &str, task: InstanceTask) {
         match &self.backend {
             Backend::Local(h) => h.with_instance(guest, |i| i.launch(task)),
+            Backend::Remote(c) => c.send(Request::InstanceLaunch {
+                guest: guest.to_owned(),
+                task,
+            }),
         }
     }
 
@@ -272,6 +302,10 @@ impl Runtime {
     pub fn instance_kill_task(&self, guest: &str, task_id: &str) {
         match &self.backend {
             Backend::Local(h) => h.with_instance(guest, |i| i.kill_task(task_id)),
+            Backend::Remote(c) => c.send(Request::InstanceKillTask {
+                guest: guest.to_owned(),
+                task_id: task_id.to_owned(),
+            }),
         }
     }
 
@@ -279,6 +313,10 @@ impl Runtime {
     pub fn instance_message(&self, guest: &str, data: Vec<u8>) {
         match &self.backend {
             Backend::Local(h) => h.with_instance(guest, |i| i.message(data)),
+            Backend::Remote(c) => c.send(Request::InstanceMessage {
+                guest: guest.to_owned(),
+                data,
+            }),
         }
     }
 
@@ -286,6 +324,9 @@ impl Runtime {
     pub fn instance_shutdown(&self, guest: &str) {
         match &self.backend {
             Backend::Local(h) => h.with_instance(guest, |i| i.shutdown()),
+            Backend::Remote(c) => c.send(Request::InstanceShutdown {
+                guest: guest.to_owned(),
+            }),
         }
     }
 
@@ -293,6 +334,11 @@ impl Runtime {
     pub fn set_envelope(&self, guest: &str, cpus_milli: u64, mem_bytes: u64) {
         match &self.backend {
             Backend::Local(h) => h.with_instance(guest, |i| i.set_envelope(cpus_milli, mem_bytes)),
+            Backend::Remote(c) => c.send(Request::SetEnvelope {
+                guest: guest.to_owned(),
+                cpus_milli,
+                mem_bytes,
+            }),
         }
     }
 
@@ -301,6 +347,7 @@ impl Runtime {
     pub fn ack(&self, seq: u64) {
         match &self.backend {
             Backend::Local(h) => h.ack(seq),
+            Backend::Remote(c) => c.send(Request::Ack { seq }),
         }
     }
 
@@ -309,9 +356,9 @@ impl Runtime {
     /// runtime process exits). In process, both kill every guest and wait: nothing survives
     /// the agent there.
     pub async fn close(self, stop_guests: bool) {
-        let _ = stop_guests;
         match self.backend {
             Backend::Local(h) => h.stop_all().await,
+            Backend::Remote(c) => c.close(stop_guests).await,
         }
     }
 }
