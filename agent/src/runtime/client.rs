@@ -20,6 +20,8 @@ use super::{Attachment, Events, RuntimeError, RuntimeEvent, RuntimeOptions};
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the runtime has to answer a hello.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(30);
+/// Size past which a starting runtime process's log is moved aside (to `runtime.log.1`).
+const MAX_LOG_BYTES: u64 = 16 << 20;
 /// Longest Unix socket path (`sun_path` holds 108 bytes with the terminating NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -156,6 +158,10 @@ async fn start(opts: &RuntimeOptions) -> Result<UnixStream, RuntimeError> {
     let config = opts.dir.join("executor.cfg");
     write_config(&config, &opts.executor)?;
     let log_path = opts.dir.join("runtime.log");
+    // One previous log is kept: each runtime process appends to a fresh one past the cap.
+    if std::fs::metadata(&log_path).is_ok_and(|m| m.len() > MAX_LOG_BYTES) {
+        let _ = std::fs::rename(&log_path, opts.dir.join("runtime.log.1"));
+    }
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -294,8 +300,7 @@ async fn run(
                     Err(FrameError::Decode(e)) => {
                         tracing::warn!(error = %e, "request to the runtime not sent: cannot encode it");
                     }
-                    Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidInput => {
-                        // The codec refuses frames over the cap without writing anything.
+                    Err(e @ FrameError::TooLarge(_)) => {
                         tracing::warn!(error = %e, "request to the runtime dropped: too large");
                     }
                     Err(e) => {

@@ -24,6 +24,12 @@ use crate::executor::{
 /// them must not grow the runtime without bound). Every other event is always kept.
 pub const MAX_OUTBOX_MESSAGE_BYTES: u64 = 64 << 20;
 
+/// Most bytes (estimated) of unacknowledged events of every kind the outbox holds before an
+/// executor instance that adds more task updates is killed: updates are never dropped, so an
+/// executor flooding them while no agent takes them is stopped instead of growing the
+/// runtime without bound (its updates so far, and its end, are kept).
+pub const MAX_OUTBOX_BYTES: u64 = 256 << 20;
+
 /// The guests and their events. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Host {
@@ -38,6 +44,9 @@ struct Inner {
     keep_outbox: bool,
     /// Most bytes of unacknowledged messages kept ([`MAX_OUTBOX_MESSAGE_BYTES`] but in tests).
     message_cap: u64,
+    /// Most bytes of unacknowledged events before a flooding instance is killed
+    /// ([`MAX_OUTBOX_BYTES`] but in tests).
+    outbox_cap: u64,
     state: Mutex<State>,
     /// How many guests are live, for [`Host::stop_all`] to wait on.
     live: watch::Sender<usize>,
@@ -55,6 +64,8 @@ struct State {
     outbox: VecDeque<RuntimeEvent>,
     /// Bytes of `Message` payloads in `outbox`.
     outbox_message_bytes: u64,
+    /// Estimated bytes of every event in `outbox`.
+    outbox_bytes: u64,
     /// Messages dropped because the outbox was full of them.
     dropped_messages: u64,
     /// Attachments so far (the last one's token).
@@ -100,15 +111,16 @@ impl Host {
         runtime_id: String,
         keep_outbox: bool,
     ) -> Result<Host, RuntimeError> {
-        Host::with_message_cap(cfg, runtime_id, keep_outbox, MAX_OUTBOX_MESSAGE_BYTES)
+        let caps = (MAX_OUTBOX_MESSAGE_BYTES, MAX_OUTBOX_BYTES);
+        Host::with_caps(cfg, runtime_id, keep_outbox, caps)
     }
 
-    /// [`Host::new`] keeping at most `message_cap` bytes of unacknowledged messages.
-    pub(crate) fn with_message_cap(
+    /// [`Host::new`] with other outbox caps: (messages' bytes, every event's bytes).
+    pub(crate) fn with_caps(
         cfg: ExecutorConfig,
         runtime_id: String,
         keep_outbox: bool,
-        message_cap: u64,
+        (message_cap, outbox_cap): (u64, u64),
     ) -> Result<Host, RuntimeError> {
         let executor = Executor::new(cfg)?;
         Ok(Host {
@@ -117,6 +129,7 @@ impl Host {
                 runtime_id,
                 keep_outbox,
                 message_cap,
+                outbox_cap,
                 state: Mutex::new(State {
                     next_gen: 1,
                     ..State::default()
@@ -267,6 +280,7 @@ impl Host {
                 if let GuestEvent::Instance(InstanceEvent::Message(m)) = &ev.event {
                     st.outbox_message_bytes -= m.len() as u64;
                 }
+                st.outbox_bytes -= size_of_event(&ev);
             }
         }
     }
@@ -331,7 +345,50 @@ fn emit(weak: &Weak<Inner>, guest: &str, generation: u64, event: GuestEvent, end
         }
     }
     if let Some(ev) = kept {
+        st.outbox_bytes += size_of_event(&ev);
+        if st.outbox_bytes > inner.outbox_cap && !end {
+            if let Some(Guest {
+                kind: GuestKind::Instance(h),
+                ..
+            }) = st.guests.get(guest)
+            {
+                tracing::error!(
+                    %guest,
+                    outbox_bytes = st.outbox_bytes,
+                    "runtime outbox full of unacknowledged events: executor flooding it killed"
+                );
+                h.kill();
+            }
+        }
         st.outbox.push_back(ev);
+    }
+}
+
+/// An event's size in the outbox, roughly: its variable parts plus a fixed overhead.
+fn size_of_event(ev: &RuntimeEvent) -> u64 {
+    let body = match &ev.event {
+        GuestEvent::Task(ExecEvent::Running) | GuestEvent::Instance(InstanceEvent::Started) => 0,
+        GuestEvent::Task(ExecEvent::Finished(o))
+        | GuestEvent::Instance(InstanceEvent::Exited(o)) => {
+            o.stdout_tail.len() + o.stderr_tail.len() + termination_len(&o.termination)
+        }
+        GuestEvent::Instance(InstanceEvent::TaskUpdate {
+            task_id, message, ..
+        }) => task_id.len() + message.len(),
+        GuestEvent::Instance(InstanceEvent::Message(m)) => m.len(),
+    };
+    (128 + ev.guest.len() + body) as u64
+}
+
+fn termination_len(t: &crate::executor::Termination) -> usize {
+    use crate::executor::Termination as T;
+    match t {
+        T::Trapped(m)
+        | T::MemoryLimit(m)
+        | T::CpuLimit(m)
+        | T::DiskLimit(m)
+        | T::StartFailed(m) => m.len(),
+        T::Exited(_) | T::Timeout | T::Killed => 0,
     }
 }
 

@@ -12,7 +12,9 @@
 //! (re)attached agent, and the agent skips what its checkpoint already covers by `seq`. The
 //! outbox never drops terminal events (`Finished`, `Exited`) nor task updates; only
 //! guest-to-scheduler messages beyond [`MAX_OUTBOX_MESSAGE_BYTES`] unacknowledged are dropped,
-//! with a counted warning.
+//! with a counted warning, and an executor instance that keeps adding updates to an outbox
+//! past [`MAX_OUTBOX_BYTES`] is killed (so the runtime's memory stays bounded). The agent
+//! should therefore ack as soon as it has recorded events.
 //!
 //! [`Attachment::runtime_id`] names the runtime process's life: a different id than the one
 //! the agent checkpointed means the old runtime died, and its guests with it.
@@ -54,7 +56,7 @@ use self::host::Host;
 use self::wire::Request;
 
 pub use self::client::read_config;
-pub use self::host::MAX_OUTBOX_MESSAGE_BYTES;
+pub use self::host::{MAX_OUTBOX_BYTES, MAX_OUTBOX_MESSAGE_BYTES};
 pub use self::server::{serve, ServeOptions};
 
 /// A guest's name in the runtime, chosen by the agent and stable across agent restarts (the
@@ -86,7 +88,9 @@ impl GuestEvent {
 /// replay, what its checkpoint already covers.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RuntimeEvent {
-    /// Grows by one per event of this runtime process (from 1), across agent attachments.
+    /// Grows by one per event of this runtime process (from 1), across agent attachments. A
+    /// new runtime process (another [`Attachment::runtime_id`]) starts again from 1: compare
+    /// runtime ids before skipping events by `seq`.
     pub seq: u64,
     /// The guest that reported it.
     pub guest: GuestId,

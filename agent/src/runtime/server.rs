@@ -180,7 +180,15 @@ impl Server {
                         None => break,
                     },
                 };
-                writer.send(&reply).await?;
+                match writer.send(&reply).await {
+                    Ok(()) => {}
+                    // Cannot happen with the executor's caps (tails, updates and messages are
+                    // far smaller); never let one event wedge every later attachment.
+                    Err(e @ super::wire::FrameError::TooLarge(_)) => {
+                        tracing::error!(error = %e, "event too large for the socket: not sent");
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             Ok::<(), super::wire::FrameError>(())
         });

@@ -553,7 +553,7 @@ async fn recovery_timeout_kills_orphaned_guests_and_exits() {
 
 #[tokio::test]
 async fn outbox_drops_messages_beyond_its_cap_but_never_other_events() {
-    let host = host::Host::with_message_cap(config(), "t".into(), true, 10).unwrap();
+    let host = host::Host::with_caps(config(), "t".into(), true, (10, u64::MAX)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     host.start_instance("e".into(), instance_spec(dir.path()));
     for m in ["a", "b", "c"] {
@@ -583,4 +583,36 @@ async fn outbox_drops_messages_beyond_its_cap_but_never_other_events() {
     assert_eq!(host.dropped_messages(), 2);
     host.ack(3);
     assert_eq!(host.outbox_len(), 0);
+}
+
+#[tokio::test]
+async fn an_executor_flooding_a_full_outbox_with_updates_is_killed_and_no_update_is_lost() {
+    let host = host::Host::with_caps(config(), "t".into(), true, (u64::MAX, 64 << 10)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    host.start_instance("e".into(), instance_spec(dir.path()));
+    host.with_instance("e", |i| i.launch(instance_task("f", "flood:1000000")));
+    tokio::time::timeout(SANITY, async {
+        while host.live_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the flooding instance was not stopped");
+    let (tx, rx) = mpsc::unbounded_channel();
+    host.attach(tx);
+    let mut events = Events { rx };
+    let mut last = 0;
+    let mut updates = 0;
+    let mut end = None;
+    while let Some(ev) = events.try_recv() {
+        assert_eq!(ev.seq, last + 1, "no event lost");
+        last = ev.seq;
+        match ev.event {
+            GuestEvent::Instance(InstanceEvent::TaskUpdate { .. }) => updates += 1,
+            GuestEvent::Instance(InstanceEvent::Exited(o)) => end = Some(o.termination),
+            _ => {}
+        }
+    }
+    assert_eq!(end, Some(Termination::Killed));
+    assert!(updates > 100, "{updates} updates kept");
 }

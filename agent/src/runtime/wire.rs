@@ -91,9 +91,13 @@ pub(crate) enum FrameError {
     /// The socket failed, or a frame was over [`MAX_FRAME`].
     #[error("socket: {0}")]
     Io(#[from] std::io::Error),
-    /// The frame is not a message of the protocol.
+    /// The frame is not a message of the protocol (or a message could not be encoded).
     #[error("malformed frame: {0}")]
     Decode(#[from] postcard::Error),
+    /// A message to send encodes to more than [`MAX_FRAME`] bytes: not sent, the connection
+    /// stays usable.
+    #[error("message of {0} bytes is over the frame cap")]
+    TooLarge(usize),
 }
 
 /// Reads messages of type `T` from a socket's read half.
@@ -136,6 +140,9 @@ impl<T: Serialize> Writer<T> {
     /// Sends one message (an error if it encodes to more than [`MAX_FRAME`] bytes).
     pub(crate) async fn send(&mut self, msg: &T) -> Result<(), FrameError> {
         let bytes = postcard::to_stdvec(msg)?;
+        if bytes.len() > MAX_FRAME {
+            return Err(FrameError::TooLarge(bytes.len()));
+        }
         self.inner.send(Bytes::from(bytes)).await?;
         Ok(())
     }
