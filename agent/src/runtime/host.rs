@@ -160,6 +160,7 @@ impl Host {
             runtime_id: self.inner.runtime_id.clone(),
             live,
             fuel_per_core_second: self.inner.executor.fuel_per_core_second(),
+            last_seq: st.last_seq,
         };
         (attachment, token)
     }

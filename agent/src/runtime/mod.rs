@@ -19,6 +19,23 @@
 //! [`Attachment::runtime_id`] names the runtime process's life: a different id than the one
 //! the agent checkpointed means the old runtime died, and its guests with it.
 //!
+//! # Recovering with it
+//! An agent checkpoints, with its own state, the `runtime_id` it ran on and the `seq` of the
+//! last event whose effects the checkpoint holds; it acks that `seq` once the checkpoint is on
+//! disk. At start it attaches and compares runtime ids:
+//! - the same: its guests kept running; it skips the replayed events up to its checkpoint's
+//!   `seq` and applies the rest; every guest it knows is either in [`Attachment::live`] or
+//!   ended (its end in the checkpoint or in the replay up to [`Attachment::last_seq`]); one
+//!   that is neither never reached the runtime;
+//! - another: the old runtime died with every guest; their tasks are reported failed, once.
+//!
+//! [`Events`] ending while attached means the runtime process died (or a newer agent
+//! attached): its guests are gone with it.
+//!
+//! The runtime process must outlive the agent in the service manager too: under systemd,
+//! `KillMode=process` for the agent's unit (as for Mesos agents), or the runtime, in the same
+//! cgroup, is stopped with it. It keeps the executor config it started with until it exits.
+//!
 //! # Modes
 //! - [`Runtime::in_process`]: guests in the agent's process (tests, `tessera dev`, the local
 //!   cluster): same calls, same numbered events, nothing survives the agent.
@@ -111,6 +128,12 @@ pub struct Attachment {
     /// Fuel one core burns per second (calibrated once per runtime process, so pacing stays
     /// the same across agent restarts).
     pub fuel_per_core_second: u64,
+    /// Sequence number of the last event numbered before this attachment (0: none): the
+    /// replayed events are the unacknowledged ones up to it, later ones are live. Once the
+    /// agent has read up to it, a guest of its checkpoint that is neither live nor ended
+    /// (in the checkpoint or the replay) never reached the runtime (e.g. the agent died
+    /// between recording a launch and sending it).
+    pub last_seq: u64,
 }
 
 /// Errors of the runtime interface.
@@ -172,6 +195,11 @@ impl RuntimeOptions {
     pub fn new(work_dir: &Path, executor: ExecutorConfig) -> Result<Self, RuntimeError> {
         let program = std::env::current_exe().map_err(|source| RuntimeError::Io {
             path: PathBuf::from("/proc/self/exe"),
+            source,
+        })?;
+        // Absolute, so that the runtime process's paths do not depend on its working directory.
+        let work_dir = std::path::absolute(work_dir).map_err(|source| RuntimeError::Io {
+            path: work_dir.to_owned(),
             source,
         })?;
         let dir = work_dir.join("runtime");

@@ -368,6 +368,7 @@ async fn reattach_finds_the_task_live_and_its_end_comes_once_after_ack_trims() {
     let (rt, att2, mut events) = s.attach().await;
     assert_eq!(att2.runtime_id, att1.runtime_id);
     assert_eq!(att2.live, ["spin"]);
+    assert_eq!((att1.last_seq, att2.last_seq), (0, 1));
     rt.kill("spin");
     let ev = next(&mut events).await;
     assert_eq!((ev.seq, ev.guest.as_str()), (2, "spin"), "{ev:?}");
@@ -381,6 +382,7 @@ async fn reattach_finds_the_task_live_and_its_end_comes_once_after_ack_trims() {
     rt.close(false).await;
     let (rt, att3, mut events) = s.attach().await;
     assert!(att3.live.is_empty());
+    assert_eq!(att3.last_seq, 2);
     let ev = next(&mut events).await;
     assert_eq!(ev.seq, 2);
     assert!(ev.event.is_end());
