@@ -24,6 +24,12 @@ use crate::executor::{
 /// them must not grow the runtime without bound). Every other event is always kept.
 pub const MAX_OUTBOX_MESSAGE_BYTES: u64 = 64 << 20;
 
+/// Most bytes (estimated) of unacknowledged events of every kind the outbox holds before an
+/// executor instance that adds more task updates is killed: updates are never dropped, so an
+/// executor flooding them while no agent takes them is stopped instead of growing the
+/// runtime without bound (its updates so far, and its end, are kept).
+pub const MAX_OUTBOX_BYTES: u64 = 256 << 20;
+
 /// The guests and their events. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Host {
@@ -36,6 +42,11 @@ struct Inner {
     /// Whether events are kept until acknowledged (the runtime process) or only sent (in
     /// process: there is no later attachment to replay them to).
     keep_outbox: bool,
+    /// Most bytes of unacknowledged messages kept ([`MAX_OUTBOX_MESSAGE_BYTES`] but in tests).
+    message_cap: u64,
+    /// Most bytes of unacknowledged events before a flooding instance is killed
+    /// ([`MAX_OUTBOX_BYTES`] but in tests).
+    outbox_cap: u64,
     state: Mutex<State>,
     /// How many guests are live, for [`Host::stop_all`] to wait on.
     live: watch::Sender<usize>,
@@ -53,10 +64,14 @@ struct State {
     outbox: VecDeque<RuntimeEvent>,
     /// Bytes of `Message` payloads in `outbox`.
     outbox_message_bytes: u64,
+    /// Estimated bytes of every event in `outbox`.
+    outbox_bytes: u64,
     /// Messages dropped because the outbox was full of them.
     dropped_messages: u64,
-    /// The attached agent's event channel.
-    subscriber: Option<mpsc::UnboundedSender<RuntimeEvent>>,
+    /// Attachments so far (the last one's token).
+    attachments: u64,
+    /// The attached agent's event channel, with its attachment's token.
+    subscriber: Option<(u64, mpsc::UnboundedSender<RuntimeEvent>)>,
 }
 
 /// A live guest's handle.
@@ -96,12 +111,25 @@ impl Host {
         runtime_id: String,
         keep_outbox: bool,
     ) -> Result<Host, RuntimeError> {
+        let caps = (MAX_OUTBOX_MESSAGE_BYTES, MAX_OUTBOX_BYTES);
+        Host::with_caps(cfg, runtime_id, keep_outbox, caps)
+    }
+
+    /// [`Host::new`] with other outbox caps: (messages' bytes, every event's bytes).
+    pub(crate) fn with_caps(
+        cfg: ExecutorConfig,
+        runtime_id: String,
+        keep_outbox: bool,
+        (message_cap, outbox_cap): (u64, u64),
+    ) -> Result<Host, RuntimeError> {
         let executor = Executor::new(cfg)?;
         Ok(Host {
             inner: Arc::new(Inner {
                 executor,
                 runtime_id,
                 keep_outbox,
+                message_cap,
+                outbox_cap,
                 state: Mutex::new(State {
                     next_gen: 1,
                     ..State::default()
@@ -116,54 +144,48 @@ impl Host {
     }
 
     /// Makes `tx` the one subscriber (a previous one is dropped, which ends its stream) and
-    /// returns what it attached to; the outbox is sent to it first, in order.
-    pub(crate) fn attach(&self, tx: mpsc::UnboundedSender<RuntimeEvent>) -> Attachment {
+    /// returns what it attached to, with a token for [`Host::detach`]; the outbox is sent to
+    /// it first, in order.
+    pub(crate) fn attach(&self, tx: mpsc::UnboundedSender<RuntimeEvent>) -> (Attachment, u64) {
         let mut st = self.state();
         let mut live: Vec<GuestId> = st.guests.keys().cloned().collect();
         live.sort();
         for ev in &st.outbox {
             let _ = tx.send(ev.clone());
         }
-        st.subscriber = Some(tx);
-        Attachment {
+        st.attachments += 1;
+        let token = st.attachments;
+        st.subscriber = Some((token, tx));
+        let attachment = Attachment {
             runtime_id: self.inner.runtime_id.clone(),
             live,
             fuel_per_core_second: self.inner.executor.fuel_per_core_second(),
-        }
+            last_seq: st.last_seq,
+        };
+        (attachment, token)
     }
 
-    /// Drops the subscriber if it is still `tx`'s channel (a newer one may have replaced it).
-    #[allow(dead_code)] // used by the runtime process's server
-    pub(crate) fn detach(&self, tx: &mpsc::UnboundedSender<RuntimeEvent>) {
+    /// Drops the subscriber if it is still the one `token` attached (a newer one may have
+    /// replaced it).
+    pub(crate) fn detach(&self, token: u64) {
         let mut st = self.state();
-        if st.subscriber.as_ref().is_some_and(|s| s.same_channel(tx)) {
+        if st.subscriber.as_ref().is_some_and(|(t, _)| *t == token) {
             st.subscriber = None;
         }
     }
 
     /// Whether an agent is attached.
-    #[allow(dead_code)] // used by the runtime process's server
-    pub(crate) fn attached(&self) -> bool {
-        self.state()
-            .subscriber
-            .as_ref()
-            .is_some_and(|s| !s.is_closed())
-    }
-
-    /// How many guests are live.
-    #[allow(dead_code)] // used by the runtime process's server
     pub(crate) fn live_count(&self) -> usize {
         *self.inner.live.borrow()
     }
 
     /// Events numbered and not yet acknowledged.
-    #[allow(dead_code)] // used by the runtime process's tests
+    #[cfg(test)]
     pub(crate) fn outbox_len(&self) -> usize {
         self.state().outbox.len()
     }
 
     /// Messages dropped because the outbox was full.
-    #[allow(dead_code)] // used by the runtime process's server
     pub(crate) fn dropped_messages(&self) -> u64 {
         self.state().dropped_messages
     }
@@ -259,6 +281,7 @@ impl Host {
                 if let GuestEvent::Instance(InstanceEvent::Message(m)) = &ev.event {
                     st.outbox_message_bytes -= m.len() as u64;
                 }
+                st.outbox_bytes -= size_of_event(&ev);
             }
         }
     }
@@ -270,6 +293,9 @@ impl Host {
         }
         let mut live = self.inner.live.subscribe();
         let _ = live.wait_for(|n| *n == 0).await;
+        // The last end is counted inside its event's critical section: once this lock is
+        // taken, every end event has been numbered and sent.
+        drop(self.state());
     }
 }
 
@@ -295,7 +321,7 @@ fn emit(weak: &Weak<Inner>, guest: &str, generation: u64, event: GuestEvent, end
         _ => None,
     };
     if let (Some(len), true) = (message_len, inner.keep_outbox) {
-        if st.outbox_message_bytes.saturating_add(len) > MAX_OUTBOX_MESSAGE_BYTES {
+        if st.outbox_message_bytes.saturating_add(len) > inner.message_cap {
             st.dropped_messages += 1;
             tracing::warn!(
                 %guest,
@@ -314,13 +340,56 @@ fn emit(weak: &Weak<Inner>, guest: &str, generation: u64, event: GuestEvent, end
         event,
     };
     let kept = inner.keep_outbox.then(|| ev.clone());
-    if let Some(tx) = &st.subscriber {
+    if let Some((_, tx)) = &st.subscriber {
         if tx.send(ev).is_err() {
             st.subscriber = None;
         }
     }
     if let Some(ev) = kept {
+        st.outbox_bytes += size_of_event(&ev);
+        if st.outbox_bytes > inner.outbox_cap && !end {
+            if let Some(Guest {
+                kind: GuestKind::Instance(h),
+                ..
+            }) = st.guests.get(guest)
+            {
+                tracing::error!(
+                    %guest,
+                    outbox_bytes = st.outbox_bytes,
+                    "runtime outbox full of unacknowledged events: executor flooding it killed"
+                );
+                h.kill();
+            }
+        }
         st.outbox.push_back(ev);
+    }
+}
+
+/// An event's size in the outbox, roughly: its variable parts plus a fixed overhead.
+fn size_of_event(ev: &RuntimeEvent) -> u64 {
+    let body = match &ev.event {
+        GuestEvent::Task(ExecEvent::Running) | GuestEvent::Instance(InstanceEvent::Started) => 0,
+        GuestEvent::Task(ExecEvent::Finished(o))
+        | GuestEvent::Instance(InstanceEvent::Exited(o)) => {
+            o.stdout_tail.len() + o.stderr_tail.len() + termination_len(&o.termination)
+        }
+        GuestEvent::Instance(InstanceEvent::TaskUpdate {
+            task_id, message, ..
+        }) => task_id.len() + message.len(),
+        GuestEvent::Instance(InstanceEvent::Message(m)) => m.len(),
+    };
+    (128 + ev.guest.len() + body) as u64
+}
+
+fn termination_len(t: &crate::executor::Termination) -> usize {
+    use crate::executor::Termination as T;
+    match t {
+        T::Trapped(m)
+        | T::MemoryLimit(m)
+        | T::CpuLimit(m)
+        | T::DiskLimit(m)
+        | T::StartFailed(m) => m.len(),
+        T::Exited(_) | T::Timeout | T::Killed => 0,
     }
 }
 

@@ -12,10 +12,29 @@
 //! (re)attached agent, and the agent skips what its checkpoint already covers by `seq`. The
 //! outbox never drops terminal events (`Finished`, `Exited`) nor task updates; only
 //! guest-to-scheduler messages beyond [`MAX_OUTBOX_MESSAGE_BYTES`] unacknowledged are dropped,
-//! with a counted warning.
+//! with a counted warning, and an executor instance that keeps adding updates to an outbox
+//! past [`MAX_OUTBOX_BYTES`] is killed (so the runtime's memory stays bounded). The agent
+//! should therefore ack as soon as it has recorded events.
 //!
 //! [`Attachment::runtime_id`] names the runtime process's life: a different id than the one
 //! the agent checkpointed means the old runtime died, and its guests with it.
+//!
+//! # Recovering with it
+//! An agent checkpoints, with its own state, the `runtime_id` it ran on and the `seq` of the
+//! last event whose effects the checkpoint holds; it acks that `seq` once the checkpoint is on
+//! disk. At start it attaches and compares runtime ids:
+//! - the same: its guests kept running; it skips the replayed events up to its checkpoint's
+//!   `seq` and applies the rest; every guest it knows is either in [`Attachment::live`] or
+//!   ended (its end in the checkpoint or in the replay up to [`Attachment::last_seq`]); one
+//!   that is neither never reached the runtime;
+//! - another: the old runtime died with every guest; their tasks are reported failed, once.
+//!
+//! [`Events`] ending while attached means the runtime process died (or a newer agent
+//! attached): its guests are gone with it.
+//!
+//! The runtime process must outlive the agent in the service manager too: under systemd,
+//! `KillMode=process` for the agent's unit (as for Mesos agents), or the runtime, in the same
+//! cgroup, is stopped with it. It keeps the executor config it started with until it exits.
 //!
 //! # Modes
 //! - [`Runtime::in_process`]: guests in the agent's process (tests, `tessera dev`, the local
@@ -27,10 +46,18 @@
 //! - `mod.rs`: the interface ([`Runtime`], [`Events`], [`RuntimeEvent`], [`Attachment`],
 //!   [`RuntimeOptions`], [`RuntimeError`]).
 //! - `host.rs`: the guests' side: executor, guest table, sequence, outbox, subscriber.
+//! - `wire.rs`: the socket's protocol (length-delimited postcard frames).
+//! - `server.rs`: the runtime process's body ([`serve`]): lock, socket, connections,
+//!   recovery timeout.
+//! - `client.rs`: the agent's end: connect or start the runtime process, hello, the
+//!   connection task.
 
+mod client;
 mod host;
+mod server;
 #[cfg(test)]
 mod tests;
+mod wire;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -41,8 +68,13 @@ use crate::executor::{
     ExecError, ExecEvent, ExecutorConfig, InstanceEvent, InstanceSpec, InstanceTask, TaskSpec,
 };
 
+use self::client::Client;
 use self::host::Host;
-pub use self::host::MAX_OUTBOX_MESSAGE_BYTES;
+use self::wire::Request;
+
+pub use self::client::read_config;
+pub use self::host::{MAX_OUTBOX_BYTES, MAX_OUTBOX_MESSAGE_BYTES};
+pub use self::server::{serve, ServeOptions};
 
 /// A guest's name in the runtime, chosen by the agent and stable across agent restarts (the
 /// agent derives it from the task key or the executor run). Unique among live guests: a
@@ -73,7 +105,9 @@ impl GuestEvent {
 /// replay, what its checkpoint already covers.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RuntimeEvent {
-    /// Grows by one per event of this runtime process (from 1), across agent attachments.
+    /// Grows by one per event of this runtime process (from 1), across agent attachments. A
+    /// new runtime process (another [`Attachment::runtime_id`]) starts again from 1: compare
+    /// runtime ids before skipping events by `seq`.
     pub seq: u64,
     /// The guest that reported it.
     pub guest: GuestId,
@@ -94,6 +128,12 @@ pub struct Attachment {
     /// Fuel one core burns per second (calibrated once per runtime process, so pacing stays
     /// the same across agent restarts).
     pub fuel_per_core_second: u64,
+    /// Sequence number of the last event numbered before this attachment (0: none): the
+    /// replayed events are the unacknowledged ones up to it, later ones are live. Once the
+    /// agent has read up to it, a guest of its checkpoint that is neither live nor ended
+    /// (in the checkpoint or the replay) never reached the runtime (e.g. the agent died
+    /// between recording a launch and sending it).
+    pub last_seq: u64,
 }
 
 /// Errors of the runtime interface.
@@ -157,6 +197,11 @@ impl RuntimeOptions {
             path: PathBuf::from("/proc/self/exe"),
             source,
         })?;
+        // Absolute, so that the runtime process's paths do not depend on its working directory.
+        let work_dir = std::path::absolute(work_dir).map_err(|source| RuntimeError::Io {
+            path: work_dir.to_owned(),
+            source,
+        })?;
         let dir = work_dir.join("runtime");
         Ok(RuntimeOptions {
             socket: dir.join("sock"),
@@ -181,12 +226,15 @@ pub struct Runtime {
 enum Backend {
     /// Guests in this process.
     Local(Host),
+    /// Guests in the runtime process at the other end of a socket.
+    Remote(Client),
 }
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.backend {
             Backend::Local(_) => f.write_str("Runtime(in process)"),
+            Backend::Remote(_) => f.write_str("Runtime(runtime process)"),
         }
     }
 }
@@ -201,7 +249,7 @@ impl Runtime {
         let id = format!("in-process-{}", std::process::id());
         let host = Host::new(cfg, id, false)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let attachment = host.attach(tx);
+        let (attachment, _) = host.attach(tx);
         Ok((
             Runtime {
                 backend: Backend::Local(host),
@@ -218,9 +266,13 @@ impl Runtime {
     pub async fn attach(
         opts: RuntimeOptions,
     ) -> Result<(Runtime, Attachment, Events), RuntimeError> {
-        let _ = opts;
-        Err(RuntimeError::Start(
-            "the runtime process is not implemented yet".to_owned(),
+        let (client, attachment, events) = client::attach(&opts).await?;
+        Ok((
+            Runtime {
+                backend: Backend::Remote(client),
+            },
+            attachment,
+            events,
         ))
     }
 
@@ -232,6 +284,7 @@ impl Runtime {
                 .prepare(digest, wasm_path)
                 .await
                 .map_err(RuntimeError::Prepare),
+            Backend::Remote(c) => c.prepare(digest, wasm_path).await,
         }
     }
 
@@ -241,6 +294,7 @@ impl Runtime {
     pub fn launch(&self, guest: GuestId, spec: TaskSpec) {
         match &self.backend {
             Backend::Local(h) => h.launch(guest, spec),
+            Backend::Remote(c) => c.send(Request::Launch { guest, spec }),
         }
     }
 
@@ -249,6 +303,9 @@ impl Runtime {
     pub fn kill(&self, guest: &str) {
         match &self.backend {
             Backend::Local(h) => h.kill(guest),
+            Backend::Remote(c) => c.send(Request::Kill {
+                guest: guest.to_owned(),
+            }),
         }
     }
 
@@ -258,6 +315,7 @@ impl Runtime {
     pub fn start_instance(&self, guest: GuestId, spec: InstanceSpec) {
         match &self.backend {
             Backend::Local(h) => h.start_instance(guest, spec),
+            Backend::Remote(c) => c.send(Request::StartInstance { guest, spec }),
         }
     }
 
@@ -265,6 +323,10 @@ impl Runtime {
     pub fn instance_launch(&self, guest: &str, task: InstanceTask) {
         match &self.backend {
             Backend::Local(h) => h.with_instance(guest, |i| i.launch(task)),
+            Backend::Remote(c) => c.send(Request::InstanceLaunch {
+                guest: guest.to_owned(),
+                task,
+            }),
         }
     }
 
@@ -272,6 +334,10 @@ impl Runtime {
     pub fn instance_kill_task(&self, guest: &str, task_id: &str) {
         match &self.backend {
             Backend::Local(h) => h.with_instance(guest, |i| i.kill_task(task_id)),
+            Backend::Remote(c) => c.send(Request::InstanceKillTask {
+                guest: guest.to_owned(),
+                task_id: task_id.to_owned(),
+            }),
         }
     }
 
@@ -279,6 +345,10 @@ impl Runtime {
     pub fn instance_message(&self, guest: &str, data: Vec<u8>) {
         match &self.backend {
             Backend::Local(h) => h.with_instance(guest, |i| i.message(data)),
+            Backend::Remote(c) => c.send(Request::InstanceMessage {
+                guest: guest.to_owned(),
+                data,
+            }),
         }
     }
 
@@ -286,6 +356,9 @@ impl Runtime {
     pub fn instance_shutdown(&self, guest: &str) {
         match &self.backend {
             Backend::Local(h) => h.with_instance(guest, |i| i.shutdown()),
+            Backend::Remote(c) => c.send(Request::InstanceShutdown {
+                guest: guest.to_owned(),
+            }),
         }
     }
 
@@ -293,6 +366,11 @@ impl Runtime {
     pub fn set_envelope(&self, guest: &str, cpus_milli: u64, mem_bytes: u64) {
         match &self.backend {
             Backend::Local(h) => h.with_instance(guest, |i| i.set_envelope(cpus_milli, mem_bytes)),
+            Backend::Remote(c) => c.send(Request::SetEnvelope {
+                guest: guest.to_owned(),
+                cpus_milli,
+                mem_bytes,
+            }),
         }
     }
 
@@ -301,6 +379,7 @@ impl Runtime {
     pub fn ack(&self, seq: u64) {
         match &self.backend {
             Backend::Local(h) => h.ack(seq),
+            Backend::Remote(c) => c.send(Request::Ack { seq }),
         }
     }
 
@@ -309,9 +388,9 @@ impl Runtime {
     /// runtime process exits). In process, both kill every guest and wait: nothing survives
     /// the agent there.
     pub async fn close(self, stop_guests: bool) {
-        let _ = stop_guests;
         match self.backend {
             Backend::Local(h) => h.stop_all().await,
+            Backend::Remote(c) => c.close(stop_guests).await,
         }
     }
 }

@@ -214,3 +214,407 @@ async fn in_process_runs_an_executor_instance_through_launch_update_message_exit
     }
     rt.close(true).await;
 }
+
+// ---- The runtime process's protocol, served on a task of this test process. ----
+
+/// A runtime served by [`serve`] on a task of the test, and options to attach to it (whose
+/// program does not exist: attaching never starts a process here).
+struct Served {
+    opts: RuntimeOptions,
+    task: tokio::task::JoinHandle<Result<(), RuntimeError>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn served(recovery_timeout: Duration) -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    let rdir = dir.path().join("runtime");
+    let opts = RuntimeOptions {
+        socket: rdir.join("sock"),
+        dir: rdir.clone(),
+        program: dir.path().join("no-such-program"),
+        args: Vec::new(),
+        executor: config(),
+        recovery_timeout,
+        boot_id: "test".to_owned(),
+    };
+    let task = tokio::spawn(serve(ServeOptions {
+        dir: rdir,
+        socket: opts.socket.clone(),
+        executor: config(),
+        recovery_timeout,
+    }));
+    let waited = tokio::time::timeout(SANITY, async {
+        while tokio::net::UnixStream::connect(&opts.socket).await.is_err() {
+            assert!(!task.is_finished(), "serve ended early");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    waited.expect("the runtime did not serve its socket in time");
+    Served {
+        opts,
+        task,
+        _dir: dir,
+    }
+}
+
+impl Served {
+    async fn attach(&self) -> (Runtime, Attachment, Events) {
+        Runtime::attach(self.opts.clone()).await.unwrap()
+    }
+
+    /// Waits for `serve` to return.
+    async fn ended(self) {
+        tokio::time::timeout(SANITY, self.task)
+            .await
+            .expect("the runtime did not exit")
+            .unwrap()
+            .unwrap();
+        assert!(!self.opts.socket.exists(), "the socket is removed at exit");
+    }
+}
+
+/// The stream ends (within the hang guard), perhaps after events still in flight.
+async fn ends(events: &mut Events) {
+    tokio::time::timeout(SANITY, async { while events.recv().await.is_some() {} })
+        .await
+        .expect("the event stream did not end");
+}
+
+const FOREVER: Duration = Duration::from_secs(3600);
+
+#[tokio::test]
+async fn runtime_process_protocol_runs_a_task_and_an_instance() {
+    let s = served(FOREVER).await;
+    let (rt, att, mut events) = s.attach().await;
+    assert!(att.live.is_empty());
+    assert!(att.fuel_per_core_second > 0);
+    let dir = tempfile::tempdir().unwrap();
+    rt.prepare("hello", wasm_examples::HELLO_PATH.as_ref())
+        .await
+        .unwrap();
+    let bad = dir.path().join("bad.wasm");
+    std::fs::write(&bad, b"junk").unwrap();
+    assert!(matches!(
+        rt.prepare("bad", &bad).await,
+        Err(RuntimeError::Prepare(_))
+    ));
+    rt.launch(
+        "t1".into(),
+        task_spec(dir.path(), "hello", wasm_examples::HELLO_PATH, &["x"]),
+    );
+    let mut last = 0;
+    let out = finished(&mut events, "t1", &mut last).await;
+    assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+    assert!(out.stdout_tail.contains("Hello from Tessera! x"), "{out:?}");
+
+    let g = "exec-1";
+    let idir = tempfile::tempdir().unwrap();
+    rt.start_instance(g.into(), instance_spec(idir.path()));
+    assert_eq!(
+        instance_event(&mut events, g, &mut last).await,
+        InstanceEvent::Started
+    );
+    rt.set_envelope(g, 1100, 257 * MIB);
+    rt.instance_launch(g, instance_task("q1", "get:k5"));
+    let (st, _) = update(instance_event(&mut events, g, &mut last).await, "q1");
+    assert_eq!(st, GuestTaskState::Running);
+    let (st, v) = update(instance_event(&mut events, g, &mut last).await, "q1");
+    assert_eq!((st, v.len()), (GuestTaskState::Finished, 16), "{v}");
+    rt.instance_message(g, b"ping".to_vec());
+    assert_eq!(
+        instance_event(&mut events, g, &mut last).await,
+        InstanceEvent::Message(b"echo:ping".to_vec())
+    );
+    rt.instance_launch(g, instance_task("w", "wait"));
+    update(instance_event(&mut events, g, &mut last).await, "w");
+    rt.instance_kill_task(g, "w");
+    let (st, _) = update(instance_event(&mut events, g, &mut last).await, "w");
+    assert_eq!(st, GuestTaskState::Killed);
+    rt.instance_shutdown(g);
+    match instance_event(&mut events, g, &mut last).await {
+        InstanceEvent::Exited(o) => assert_eq!(o.termination, Termination::Exited(0), "{o:?}"),
+        other => panic!("expected Exited, got {other:?}"),
+    }
+    rt.close(true).await;
+    ends(&mut events).await;
+    s.ended().await;
+}
+
+#[tokio::test]
+async fn reattach_finds_the_task_live_and_its_end_comes_once_after_ack_trims() {
+    let s = served(FOREVER).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, att1, mut events) = s.attach().await;
+    rt.launch(
+        "spin".into(),
+        task_spec(
+            dir.path(),
+            "spinner",
+            wasm_examples::SPINNER_PATH,
+            &["sleep"],
+        ),
+    );
+    let ev = next(&mut events).await;
+    assert_eq!(
+        (ev.seq, ev.event),
+        (1, GuestEvent::Task(ExecEvent::Running))
+    );
+    rt.ack(1);
+    rt.close(false).await;
+    ends(&mut events).await;
+
+    // The successor: same runtime, the task still live, nothing replayed (acked).
+    let (rt, att2, mut events) = s.attach().await;
+    assert_eq!(att2.runtime_id, att1.runtime_id);
+    assert_eq!(att2.live, ["spin"]);
+    assert_eq!((att1.last_seq, att2.last_seq), (0, 1));
+    rt.kill("spin");
+    let ev = next(&mut events).await;
+    assert_eq!((ev.seq, ev.guest.as_str()), (2, "spin"), "{ev:?}");
+    match ev.event {
+        GuestEvent::Task(ExecEvent::Finished(o)) => {
+            assert_eq!(o.termination, Termination::Killed, "{o:?}")
+        }
+        other => panic!("expected Finished, got {other:?}"),
+    }
+    // Not acked: a successor gets the end again (its checkpoint decides by seq)...
+    rt.close(false).await;
+    let (rt, att3, mut events) = s.attach().await;
+    assert!(att3.live.is_empty());
+    assert_eq!(att3.last_seq, 2);
+    let ev = next(&mut events).await;
+    assert_eq!(ev.seq, 2);
+    assert!(ev.event.is_end());
+    // ...and once acked, never again.
+    rt.ack(2);
+    rt.close(false).await;
+    let (rt, att4, mut events) = s.attach().await;
+    assert!(att4.live.is_empty());
+    rt.launch(
+        "h".into(),
+        task_spec(dir.path(), "hello", wasm_examples::HELLO_PATH, &[]),
+    );
+    let ev = next(&mut events).await;
+    assert_eq!(
+        (ev.seq, ev.guest.as_str()),
+        (3, "h"),
+        "nothing older is replayed"
+    );
+    rt.close(true).await;
+    s.ended().await;
+}
+
+#[tokio::test]
+async fn events_produced_while_detached_are_replayed_in_order_exactly_once() {
+    let s = served(FOREVER).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, _att, events) = s.attach().await;
+    let n = 12;
+    for i in 0..n {
+        let d = dir.path().join(format!("t{i}"));
+        rt.launch(
+            format!("t{i}"),
+            task_spec(&d, "hello", wasm_examples::HELLO_PATH, &[]),
+        );
+    }
+    // One that ends by its own timeout, surely while nobody is attached.
+    let mut slow = task_spec(
+        &dir.path().join("slow"),
+        "spinner",
+        wasm_examples::SPINNER_PATH,
+        &["sleep"],
+    );
+    slow.timeout = Some(Duration::from_millis(300));
+    rt.launch("slow".into(), slow);
+    rt.close(false).await;
+    drop(events);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    let (rt, _att, mut events) = s.attach().await;
+    let mut last = 0;
+    let mut ended = std::collections::BTreeMap::new();
+    let mut running = std::collections::BTreeSet::new();
+    while ended.len() < n + 1 {
+        let ev = next(&mut events).await;
+        assert_eq!(ev.seq, last + 1, "in order, none missing: {ev:?}");
+        last = ev.seq;
+        match ev.event {
+            GuestEvent::Task(ExecEvent::Running) => {
+                assert!(running.insert(ev.guest.clone()), "Running twice");
+            }
+            GuestEvent::Task(ExecEvent::Finished(o)) => {
+                assert!(running.contains(&ev.guest), "Finished before Running");
+                assert!(
+                    ended.insert(ev.guest, o.termination).is_none(),
+                    "Finished twice"
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(ended["slow"], Termination::Timeout);
+    assert!(ended
+        .iter()
+        .filter(|(g, _)| *g != "slow")
+        .all(|(_, t)| *t == Termination::Exited(0)));
+    assert_eq!(last, 2 * (n as u64 + 1));
+    assert!(events.try_recv().is_none(), "nothing more");
+    rt.close(true).await;
+    s.ended().await;
+}
+
+#[tokio::test]
+async fn the_newest_agent_wins_and_garbage_connections_change_nothing() {
+    use tokio::io::AsyncWriteExt;
+    let s = served(FOREVER).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (rt1, _a1, mut ev1) = s.attach().await;
+    rt1.launch(
+        "spin".into(),
+        task_spec(
+            dir.path(),
+            "spinner",
+            wasm_examples::SPINNER_PATH,
+            &["sleep"],
+        ),
+    );
+    assert_eq!(next(&mut ev1).await.seq, 1);
+
+    // Garbage of every kind, on connections of their own.
+    let garbage: [&[u8]; 4] = [
+        b"\x00\x00\x00\x05hello",    // a frame that is not a message
+        b"\xff\xff\xff\xffxxxx",     // a frame over the cap
+        b"\x00\x00",                 // a truncated prefix, then EOF
+        b"\x00\x00\x00\x02\x03\x00", // a valid kill (of guest "") before any hello
+    ];
+    for g in garbage {
+        let mut c = tokio::net::UnixStream::connect(&s.opts.socket)
+            .await
+            .unwrap();
+        c.write_all(g).await.unwrap();
+        c.shutdown().await.unwrap();
+        let mut buf = Vec::new();
+        // The runtime closes the connection without answering.
+        tokio::time::timeout(
+            SANITY,
+            tokio::io::AsyncReadExt::read_to_end(&mut c, &mut buf),
+        )
+        .await
+        .expect("garbage connection not closed")
+        .ok();
+        assert!(buf.is_empty(), "no answer to garbage: {buf:?}");
+    }
+    // The attached agent is undisturbed.
+    rt1.launch(
+        "h1".into(),
+        task_spec(
+            &dir.path().join("h1"),
+            "hello",
+            wasm_examples::HELLO_PATH,
+            &[],
+        ),
+    );
+    let mut last = 1;
+    finished(&mut ev1, "h1", &mut last).await;
+
+    // A second agent replaces the first, whose stream ends.
+    let (rt2, a2, mut ev2) = s.attach().await;
+    assert_eq!(a2.live, ["spin"]);
+    ends(&mut ev1).await;
+    // Nothing was acked: the whole history is replayed to it.
+    for seq in 1..=last {
+        assert_eq!(next(&mut ev2).await.seq, seq);
+    }
+    rt1.kill("spin"); // from the replaced agent: goes nowhere
+    rt2.kill("spin");
+    let ev = next(&mut ev2).await;
+    assert_eq!((ev.seq, ev.guest.as_str()), (last + 1, "spin"));
+    assert!(ev.event.is_end());
+    rt2.close(true).await;
+    s.ended().await;
+}
+
+#[tokio::test]
+async fn recovery_timeout_kills_orphaned_guests_and_exits() {
+    let s = served(Duration::from_millis(300)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, _att, mut events) = s.attach().await;
+    rt.launch(
+        "spin".into(),
+        task_spec(dir.path(), "spinner", wasm_examples::SPINNER_PATH, &[]),
+    );
+    assert_eq!(
+        next(&mut events).await.event,
+        GuestEvent::Task(ExecEvent::Running)
+    );
+    rt.close(false).await;
+    // With nobody attached, the runtime kills its guest (serve waits for its end) and exits.
+    s.ended().await;
+}
+
+#[tokio::test]
+async fn outbox_drops_messages_beyond_its_cap_but_never_other_events() {
+    let host = host::Host::with_caps(config(), "t".into(), true, (10, u64::MAX)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    host.start_instance("e".into(), instance_spec(dir.path()));
+    for m in ["a", "b", "c"] {
+        host.with_instance("e", |i| i.message(m.as_bytes().to_vec()));
+    }
+    host.with_instance("e", |i| i.shutdown());
+    tokio::time::timeout(SANITY, async {
+        while host.live_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the instance did not exit");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (att, _) = host.attach(tx);
+    assert!(att.live.is_empty());
+    let mut events = Events { rx };
+    let mut got = Vec::new();
+    while let Some(ev) = events.try_recv() {
+        got.push((ev.seq, ev.event));
+    }
+    let echo = |s: &str| GuestEvent::Instance(InstanceEvent::Message(s.as_bytes().to_vec()));
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[0], (1, GuestEvent::Instance(InstanceEvent::Started)));
+    assert_eq!(got[1], (2, echo("echo:a")));
+    assert!(got[2].1.is_end());
+    assert_eq!(host.dropped_messages(), 2);
+    host.ack(3);
+    assert_eq!(host.outbox_len(), 0);
+}
+
+#[tokio::test]
+async fn an_executor_flooding_a_full_outbox_with_updates_is_killed_and_no_update_is_lost() {
+    let host = host::Host::with_caps(config(), "t".into(), true, (u64::MAX, 64 << 10)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    host.start_instance("e".into(), instance_spec(dir.path()));
+    host.with_instance("e", |i| i.launch(instance_task("f", "flood:1000000")));
+    tokio::time::timeout(SANITY, async {
+        while host.live_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the flooding instance was not stopped");
+    let (tx, rx) = mpsc::unbounded_channel();
+    host.attach(tx);
+    let mut events = Events { rx };
+    let mut last = 0;
+    let mut updates = 0;
+    let mut end = None;
+    while let Some(ev) = events.try_recv() {
+        assert_eq!(ev.seq, last + 1, "no event lost");
+        last = ev.seq;
+        match ev.event {
+            GuestEvent::Instance(InstanceEvent::TaskUpdate { .. }) => updates += 1,
+            GuestEvent::Instance(InstanceEvent::Exited(o)) => end = Some(o.termination),
+            _ => {}
+        }
+    }
+    assert_eq!(end, Some(Termination::Killed));
+    assert!(updates > 100, "{updates} updates kept");
+}
