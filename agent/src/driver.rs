@@ -345,6 +345,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         events,
         last_seq: 0,
         skip_through: 0,
+        seen_seq: 0,
         written: None,
         acked: 0,
         file,
@@ -364,7 +365,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         started,
         opts,
     };
-    let owned = d.recover(cfg, saved, attachment);
+    let owned = d.recover(cfg, saved, attachment).await;
     clear_leftovers(&work_dir, &owned)
         .map_err(|(path, source)| AgentError::WorkDir { path, source })?;
     let result = d.run(shutdown).await;
@@ -383,6 +384,8 @@ struct Driver {
     last_seq: u64,
     /// Replayed events up to this one are already in the recovered core.
     skip_through: u64,
+    /// The last runtime event received (applied or skipped).
+    seen_seq: u64,
     /// The core generation and event written in the last checkpoint.
     written: Option<(u64, u64)>,
     /// The last event acknowledged to the runtime.
@@ -433,9 +436,11 @@ impl Driver {
         Instant::now().into_std()
     }
 
-    /// Rebuilds the core from the checkpoint (if any) against what the runtime still runs;
-    /// kills guests nobody owns. Returns the directories the recovered core owns.
-    fn recover(
+    /// Rebuilds the core from the checkpoint (if any) against what the runtime still runs:
+    /// with the same runtime, reads its replay up to [`Attachment::last_seq`] first (skipping
+    /// what the checkpoint covers), so every guest is then live, ended, or never launched.
+    /// Kills guests nobody owns. Returns the directories the recovered core owns.
+    async fn recover(
         &mut self,
         cfg: AgentConfig,
         saved: Option<AgentCheckpoint>,
@@ -448,35 +453,31 @@ impl Driver {
             // process, which a library user may run several agents in, one after another).
             let same = cp.runtime_id == attachment.runtime_id
                 && !matches!(self.opts.guests, GuestHost::InProcess);
+            self.core = Agent::recover(cfg, cp.core, now).with_gc(self.opts.gc);
             if same {
                 self.skip_through = cp.last_seq;
                 self.last_seq = cp.last_seq;
                 // Covered by the checkpoint: the runtime may forget them.
                 self.runtime.ack(cp.last_seq);
                 self.acked = cp.last_seq;
+                self.read_replay(attachment.last_seq).await;
             } else {
                 tracing::warn!(old = %cp.runtime_id, new = %attachment.runtime_id,
-                    "the runtime process the guests ran in is gone: its tasks are lost");
+                    "the runtime process the guests ran in is gone: their tasks are lost");
             }
-            self.core = Agent::recover(cfg, cp.core, now).with_gc(self.opts.gc);
             let mine = self.core.guests();
-            // With the same runtime, a guest it does not list has ended and its end is among
-            // the events it replays (acknowledged ends are in the checkpoint already).
-            let still = |g: &GuestId| live.contains(g) || same;
             let report = LiveGuests {
                 tasks: mine
                     .tasks
                     .into_iter()
-                    .filter(|k| still(&task_guest(k)))
+                    .filter(|k| live.contains(&task_guest(k)))
                     .collect(),
                 executors: mine
                     .executors
                     .into_iter()
-                    .filter(|id| {
-                        live.contains(&executor_guest(id))
-                            || (same && self.core.started_executors().contains(id))
-                    })
+                    .filter(|id| live.contains(&executor_guest(id)))
                     .collect(),
+                same_runtime: same,
             };
             for id in &report.executors {
                 self.instances
@@ -487,8 +488,10 @@ impl Driver {
                 executors = self.core.executor_count(),
                 live_tasks = report.tasks.len(),
                 live_executors = report.executors.len(),
+                same_runtime = same,
                 "recovering from the checkpoint"
             );
+            let now = self.now();
             self.core.handle(now, Event::Recovered(report));
         }
         let mine = self.core.guests();
@@ -503,6 +506,29 @@ impl Driver {
             self.runtime.kill(g);
         }
         self.core.owned_directories()
+    }
+
+    /// Applies the runtime's replayed events up to `until` (bounded: a runtime that does not
+    /// deliver them is given up on with a warning; later ones are applied as they come).
+    async fn read_replay(&mut self, until: u64) {
+        let deadline = Instant::now() + self.opts.stop_timeout.max(Duration::from_secs(10));
+        while self.seen_seq.max(self.skip_through) < until {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(ev)) => self.runtime_event(ev),
+                Ok(None) => {
+                    tracing::error!("the runtime process went away during recovery");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        seen = self.seen_seq,
+                        until,
+                        "the runtime's replay did not arrive in time"
+                    );
+                    return;
+                }
+            }
+        }
     }
 
     async fn run(&mut self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
@@ -668,6 +694,7 @@ impl Driver {
 
     /// One event from the runtime: skipped if the checkpoint covers it, else applied.
     fn runtime_event(&mut self, ev: RuntimeEvent) {
+        self.seen_seq = self.seen_seq.max(ev.seq);
         if ev.seq <= self.skip_through {
             return;
         }

@@ -17,7 +17,9 @@
 //! 2. The driver feeds the runtime's replayed events (those the checkpoint does not cover yet)
 //!    as ordinary events: each is applied once, in order.
 //! 3. The driver feeds [`Event::Recovered`](super::Event::Recovered) with the guests the
-//!    runtime still runs. A launched task or a started instance that is not among them and has
+//!    runtime still runs. With the same runtime (replay applied), a launched one-shot task it
+//!    neither runs nor reported ended never reached it, and is launched now. Otherwise (the
+//!    runtime died) a launched task or a started instance that is not among them and has
 //!    not ended gets exactly one terminal update: TASK_FAILED with
 //!    [`Reason::RuntimeLost`](proto::Reason::RuntimeLost) (for an instance, through the
 //!    executor-failure path: each of its unfinished tasks fails with that reason and the master
@@ -112,6 +114,11 @@ pub struct LiveGuests {
     pub tasks: Vec<TaskKey>,
     /// Executor instances (with their run) that run.
     pub executors: Vec<super::ExecutorRun>,
+    /// The runtime is the one the checkpoint was taken with, and its replay has been applied:
+    /// a launched guest it neither runs nor reported ended never reached it (the agent died
+    /// between recording the launch and sending it) and is launched now. Otherwise the runtime
+    /// died, and such a guest with it.
+    pub same_runtime: bool,
 }
 
 impl Agent {
@@ -127,16 +134,8 @@ impl Agent {
                 .map(|(k, _)| k.clone())
                 .collect(),
             executors: self.instances.iter().map(|(k, i)| i.run_id(k)).collect(),
+            same_runtime: false,
         }
-    }
-
-    /// Executor instances that have reported `Started`.
-    pub fn started_executors(&self) -> Vec<super::ExecutorRun> {
-        self.instances
-            .iter()
-            .filter(|(_, i)| i.is_started())
-            .map(|(k, i)| i.run_id(k))
-            .collect()
     }
 
     /// Counts the changes of the state a [`Checkpoint`] holds: the driver writes a new
@@ -246,6 +245,13 @@ impl Agent {
                         self.actions
                             .push_back(super::Action::Kill { key: key.clone() });
                     }
+                }
+                Phase::Launched if live.same_runtime => {
+                    tracing::info!(task = %key.1, "task's launch never reached the runtime; launching it");
+                    self.actions.push_back(super::Action::Launch {
+                        framework_id: key.0.clone(),
+                        task: t.info.clone(),
+                    });
                 }
                 Phase::Launched => {
                     tracing::warn!(task = %key.1, "task's guest is gone from the runtime");

@@ -855,9 +855,6 @@ impl Instance {
         self.id(key)
     }
 
-    pub(super) fn is_started(&self) -> bool {
-        self.started
-    }
 
     pub(super) fn checkpoint(&self, key: &ExecutorKey) -> InstanceCheckpoint {
         InstanceCheckpoint {

@@ -126,6 +126,7 @@ fn tasks_live_in_the_runtime_keep_running_and_finish_once() {
         Event::Recovered(LiveGuests {
             tasks: vec![tkey("t1"), tkey("t2")],
             executors: vec![],
+            same_runtime: true,
         }),
     );
     assert!(drain(&mut r).is_empty(), "nothing to redo or report");
@@ -252,6 +253,7 @@ fn a_recovered_executor_gets_its_tasks_updates() {
         Event::Recovered(LiveGuests {
             tasks: vec![],
             executors: vec![id.clone()],
+            same_runtime: true,
         }),
     );
     // Only the envelope is set again (idempotent).
@@ -402,4 +404,26 @@ fn drain_kills_everything_and_refuses_new_tasks() {
     let acts = drain(&mut a);
     ack_all(&mut a, t0, &acts);
     assert!(a.is_drained(), "{} tasks left", a.task_count());
+}
+
+#[test]
+fn a_launch_that_never_reached_a_surviving_runtime_is_sent_again() {
+    let t0 = Instant::now();
+    let mut a = registered(t0);
+    running(&mut a, t0, "t1");
+    let mut r = restart(&a, t0);
+    r.handle(
+        t0,
+        Event::Recovered(LiveGuests {
+            same_runtime: true,
+            ..LiveGuests::default()
+        }),
+    );
+    assert!(
+        matches!(&drain(&mut r)[..], [Action::Launch { task, .. }] if task.task_id.as_str() == "t1")
+    );
+    assert_eq!(r.task_state(&tkey("t1")), Some(TaskState::Running));
+    r.handle(t0, finished(&tkey("t1")));
+    reconnect(&mut r, t0);
+    assert_eq!(r.task_state(&tkey("t1")), Some(TaskState::Finished));
 }
