@@ -297,6 +297,7 @@ pub struct CheckpointStats {
 
 /// Runs an agent until `shutdown` completes (then stops as [`AgentOptions::on_stop`] says).
 pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    let started = Instant::now();
     let work_dir = WorkDir::new(&opts.work_dir);
     work_dir
         .create()
@@ -311,7 +312,6 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     let boot_id = boot_id(&opts);
     let mut exec_cfg = opts.executor.clone();
     exec_cfg.cache_dir = Some(work_dir.cache().into());
-    let started = Instant::now();
     let (runtime, attachment, events) = match &opts.guests {
         GuestHost::InProcess => Runtime::in_process(exec_cfg)?,
         GuestHost::RuntimeProcess(p) => {

@@ -855,7 +855,6 @@ impl Instance {
         self.id(key)
     }
 
-
     pub(super) fn checkpoint(&self, key: &ExecutorKey) -> InstanceCheckpoint {
         InstanceCheckpoint {
             id: self.id(key),
