@@ -75,6 +75,8 @@ fn alive(pid: i32) -> bool {
 }
 
 struct Cluster {
+    /// The agent's extra flags.
+    extra: Vec<&'static str>,
     dir: tempfile::TempDir,
     ca: PathBuf,
     addr: String,
@@ -122,9 +124,11 @@ fn start_agent(
     addr: &str,
     ca: &Path,
     agent_dir: &Path,
+    extra: &[&str],
 ) -> (Reaper, mpsc::Receiver<(Instant, String)>) {
     let mut child = tessera()
         .args(["agent", "--master", addr, "--hostname", "worker1"])
+        .args(extra)
         .args(["--cpus", "4", "--mem", "8GiB", "--recovery-timeout", "60s"])
         .arg("--work-dir")
         .arg(agent_dir)
@@ -143,6 +147,7 @@ fn start_agent(
             if line.contains("registered: from start")
                 || line.contains("runtime attached")
                 || line.contains("recovering from the checkpoint")
+                || line.contains("stopping")
                 || line.contains("ERROR")
             {
                 eprintln!("agent: {line}");
@@ -154,6 +159,10 @@ fn start_agent(
 }
 
 fn deploy() -> Cluster {
+    deploy_with(&[])
+}
+
+fn deploy_with(extra: &[&'static str]) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let ca = certs(dir.path());
     let mut master = Reaper(
@@ -172,8 +181,9 @@ fn deploy() -> Cluster {
         .unwrap();
     let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
     let agent_dir = dir.path().join("worker1");
-    let (agent, agent_log) = start_agent(&addr, &ca, &agent_dir);
+    let (agent, agent_log) = start_agent(&addr, &ca, &agent_dir, extra);
     Cluster {
+        extra: extra.to_vec(),
         _runtime: RuntimeReaper(agent_dir.clone()),
         dir,
         ca,
@@ -205,11 +215,29 @@ impl Cluster {
         agent.0.wait().unwrap();
     }
 
+    /// SIGTERM to the agent; returns its exit status.
+    fn stop_agent(&mut self) -> std::process::ExitStatus {
+        let mut agent = self.agent.take().unwrap();
+        assert!(Command::new("kill")
+            .args(["-TERM", &agent.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        let deadline = Instant::now() + SANITY;
+        loop {
+            if let Some(status) = agent.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the agent ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Starts the agent again on the same work directory; returns when it started.
     fn restart_agent(&mut self) -> Instant {
         while self.agent_log.try_recv().is_ok() {}
         let at = Instant::now();
-        let (agent, log) = start_agent(&self.addr, &self.ca, &self.agent_dir);
+        let (agent, log) = start_agent(&self.addr, &self.ca, &self.agent_dir, &self.extra);
         self.agent = Some(agent);
         self.agent_log = log;
         at
@@ -470,4 +498,97 @@ async fn kill_9_of_the_agent_and_its_runtime_reports_each_task_lost_once() {
         assert_eq!(terminal[0].reason, Some(Reason::RuntimeLost), "{task}");
     }
     c.wait_all_acknowledged().await;
+}
+
+/// Drains the events already coming for a moment, into `seen`.
+async fn settle(sched: &mut Scheduler, seen: &mut Seen) {
+    let quiet = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Some(ev)) = tokio::time::timeout_at(quiet, sched.next_event()).await {
+        if let Event::Update(s) = ev {
+            seen.add(s);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_keeps_the_tasks_running_for_the_next_agent_by_default() {
+    let mut c = deploy();
+    let mut sched = c.scheduler().await;
+    let hello = sched.upload_module(wasm_examples::HELLO).await.unwrap();
+    let burn = sched.upload_module(wasm_examples::BURN).await.unwrap();
+    let long = 5;
+    launch(&mut sched, hello, burn, 0, long, "kept-").await;
+    let mut seen = Seen::default();
+    until(&mut sched, &mut seen, "every task runs", |s| {
+        s.count(TaskState::Running) == long
+    })
+    .await;
+    let runtime = runtime_pid(&c.agent_dir).expect("the runtime process runs");
+    let status = c.stop_agent();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        alive(runtime),
+        "the guests' runtime stays for the next agent"
+    );
+    assert!(c.agent_dir.join("checkpoint").exists());
+    assert_eq!(seen.terminal(), 0, "nothing was killed");
+
+    c.restart_agent();
+    c.wait_log("registered: from start");
+    until(&mut sched, &mut seen, "every task ended", |s| {
+        s.terminal() == long
+    })
+    .await;
+    settle(&mut sched, &mut seen).await;
+    for (task, updates) in &seen.updates {
+        let terminal: Vec<&TaskStatus> = updates.iter().filter(|s| s.state.is_terminal()).collect();
+        assert_eq!(terminal.len(), 1, "{task}: {updates:?}");
+        assert_eq!(
+            terminal[0].state,
+            TaskState::Finished,
+            "{task}: {updates:?}"
+        );
+    }
+    c.wait_all_acknowledged().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_kill_tasks_kills_and_reports_them_and_stops_the_runtime() {
+    let mut c = deploy_with(&["--on-stop", "kill-tasks"]);
+    let mut sched = c.scheduler().await;
+    let hello = sched.upload_module(wasm_examples::HELLO).await.unwrap();
+    let burn = sched.upload_module(wasm_examples::BURN).await.unwrap();
+    let long = 5;
+    launch(&mut sched, hello, burn, 0, long, "drained-").await;
+    let mut seen = Seen::default();
+    until(&mut sched, &mut seen, "every task runs", |s| {
+        s.count(TaskState::Running) == long
+    })
+    .await;
+    let runtime = runtime_pid(&c.agent_dir).expect("the runtime process runs");
+    let status = c.stop_agent();
+    assert!(status.success(), "{status:?}");
+    // Reported before the agent exited (it waits for the acknowledgements).
+    until(&mut sched, &mut seen, "every task ended", |s| {
+        s.terminal() == long
+    })
+    .await;
+    settle(&mut sched, &mut seen).await;
+    for (task, updates) in &seen.updates {
+        let terminal: Vec<&TaskStatus> = updates.iter().filter(|s| s.state.is_terminal()).collect();
+        assert_eq!(terminal.len(), 1, "{task}: {updates:?}");
+        assert_eq!(terminal[0].state, TaskState::Killed, "{task}: {updates:?}");
+    }
+    assert!(
+        !c.agent_dir.join("checkpoint").exists(),
+        "nothing to recover"
+    );
+    let deadline = Instant::now() + SANITY;
+    while alive(runtime) {
+        assert!(
+            Instant::now() < deadline,
+            "the runtime outlived a kill-tasks stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
