@@ -241,3 +241,107 @@ mod tests {
         ));
     }
 }
+
+/// The checkpoint's cost at scale, printed (run with `--ignored --nocapture`; a measurement,
+/// never asserted).
+#[cfg(test)]
+mod measure {
+    use super::*;
+    use crate::core::{Agent, AgentConfig, Event};
+    use proto::{AgentInfo, Message, Resources, TaskInfo};
+    use std::time::{Duration, Instant};
+
+    fn agent_with(n: usize) -> Agent {
+        let now = Instant::now();
+        let mut a = Agent::new(AgentConfig {
+            info: AgentInfo {
+                datasets: vec![],
+                reservations: vec![],
+                hostname: "h".into(),
+                resources: Resources::new(1_000_000, 1 << 50, 0),
+                attributes: vec![],
+            },
+            boot_id: "boot".into(),
+            status_retry: Duration::from_secs(2),
+        });
+        a.handle(now, Event::Connected);
+        a.handle(
+            now,
+            Event::Message(Message::Registered {
+                agent_id: "A1".into(),
+            }),
+        );
+        for i in 0..n {
+            let task = TaskInfo {
+                data: Vec::new(),
+                datasets: Vec::new(),
+                executor: None,
+                max_cpu_ms: None,
+                task_id: format!("task-{i:05}").as_str().into(),
+                name: format!("task-{i:05}"),
+                agent_id: "A1".into(),
+                resources: Resources::new(10, 32 << 20, 0),
+                module: proto::Digest::of(b"module"),
+                args: vec!["--rounds".into(), "1500".into()],
+                env: vec![("MODE".into(), "batch".into())],
+                files: vec![],
+                timeout_ms: Some(60_000),
+            };
+            let key = ("framework-1".into(), task.task_id.clone());
+            a.handle(
+                now,
+                Event::Message(Message::RunTask {
+                    framework_id: "framework-1".into(),
+                    task,
+                }),
+            );
+            a.handle(
+                now,
+                Event::Prepared {
+                    key: key.clone(),
+                    result: Ok(()),
+                },
+            );
+            a.handle(now, Event::Running { key });
+        }
+        while a.poll_action().is_some() {}
+        a
+    }
+
+    #[test]
+    #[ignore]
+    fn checkpoint_size_and_write_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = CheckpointFile::new(dir.path().join("checkpoint"));
+        for n in [100, 1000] {
+            let a = agent_with(n);
+            let writes = 50;
+            let t = Instant::now();
+            let mut size = 0;
+            for seq in 0..writes {
+                let cp = AgentCheckpoint {
+                    core: a.checkpoint(Instant::now()),
+                    runtime_id: "r".into(),
+                    last_seq: seq,
+                };
+                size = file.store(&cp).unwrap();
+            }
+            let per = t.elapsed() / writes as u32;
+            let t = Instant::now();
+            for _ in 0..writes {
+                std::hint::black_box(encode(&AgentCheckpoint {
+                    core: a.checkpoint(Instant::now()),
+                    runtime_id: "r".into(),
+                    last_seq: 0,
+                }));
+            }
+            let encode_only = t.elapsed() / writes as u32;
+            println!(
+                "checkpoint with {n} running tasks (2 unacknowledged updates each): {size} bytes, \
+                 {:.2} ms per durable write ({:.3} ms of it building and encoding)",
+                per.as_secs_f64() * 1e3,
+                encode_only.as_secs_f64() * 1e3
+            );
+        }
+    }
+}

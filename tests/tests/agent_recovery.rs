@@ -91,3 +91,66 @@ async fn a_stop_that_kills_tasks_reports_them_and_forgets_the_checkpoint() {
     assert!(!checkpoint.exists(), "nothing left to recover");
     cluster.shutdown().await;
 }
+
+/// Tasks per second through one agent with and without its checkpoint, in the same run
+/// (run with `--ignored --nocapture`; a measurement, never asserted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_task_throughput_with_and_without_the_checkpoint() {
+    let n = 300;
+    let mut rates = Vec::new();
+    for (round, checkpoint) in [false, true, false, true, false, true]
+        .into_iter()
+        .enumerate()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cluster = LocalCluster::start(fast_config(), dir.path())
+            .await
+            .unwrap();
+        let mut opts = cluster
+            .agent_options("a1", Resources::new(64_000, 64 * 1024 * MIB, 0), None)
+            .unwrap();
+        opts.checkpoint = checkpoint;
+        cluster.spawn_agent(opts);
+        let mut sched = Scheduler::connect(cluster.scheduler_options("fw", "*").unwrap())
+            .await
+            .unwrap();
+        let hello = sched.upload_module(wasm_examples::HELLO).await.unwrap();
+        let offer = offer_from(&mut sched, "a1").await;
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                sdk::TaskBuilder::new(&format!("t{i}"), hello)
+                    .resources(Resources::new(100, 32 * MIB, 0))
+                    .build(&offer)
+            })
+            .collect();
+        let t = std::time::Instant::now();
+        sched
+            .accept(vec![offer.id.clone()], tasks, proto::Filters::default())
+            .unwrap();
+        let mut done = 0;
+        while done < n {
+            let s = wait_for(&mut sched, Duration::from_secs(120), |e| match e {
+                Event::Update(s) if s.state.is_terminal() => Some(s.clone()),
+                _ => None,
+            })
+            .await;
+            assert_eq!(s.state, TaskState::Finished, "{s:?}");
+            done += 1;
+        }
+        let rate = n as f64 / t.elapsed().as_secs_f64();
+        println!("round {round}: checkpoint {checkpoint}: {rate:.0} tasks/s");
+        rates.push((checkpoint, rate));
+        cluster.shutdown().await;
+    }
+    let mean = |c: bool| {
+        let v: Vec<f64> = rates.iter().filter(|r| r.0 == c).map(|r| r.1).collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    println!(
+        "{n} hello tasks: {:.0} tasks/s with the checkpoint, {:.0} without: ratio {:.2}",
+        mean(true),
+        mean(false),
+        mean(true) / mean(false)
+    );
+}
