@@ -1285,6 +1285,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn only_directories_no_recovered_task_or_executor_owns_are_leftovers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let w = WorkDir::new(tmp.path());
+        w.create().unwrap();
+        for (f, t) in [("f1", "kept"), ("f1", "gone"), ("f2", "gone")] {
+            std::fs::create_dir_all(w.task(f, t).sandbox()).unwrap();
+        }
+        std::fs::create_dir_all(w.executor("f1", "e1").sandbox()).unwrap();
+        std::fs::create_dir_all(w.executor("f1", "e2").sandbox()).unwrap();
+        let owned = BTreeSet::from([
+            GcTarget::Task {
+                framework_id: "f1".into(),
+                task_id: "kept".into(),
+            },
+            GcTarget::Executor {
+                framework_id: "f1".into(),
+                executor_id: "e1".into(),
+            },
+        ]);
+        clear_leftovers(&w, &owned).unwrap();
+        assert!(w.task("f1", "kept").sandbox().is_dir());
+        assert!(w.executor("f1", "e1").sandbox().is_dir());
+        assert!(!w.task("f1", "gone").path().exists());
+        assert!(!w.task("f2", "gone").path().exists());
+        assert!(!w.executor("f1", "e2").path().exists());
+        until_empty(&w.trash()).await;
+    }
+
+    #[test]
+    fn guest_ids_name_tasks_and_executor_runs_both_ways() {
+        let key: TaskKey = ("f.1".into(), "t-1".into());
+        assert_eq!(task_guest(&key), "task/f.1/t-1");
+        assert_eq!(parse_guest(&task_guest(&key)), Some(GuestName::Task(key)));
+        let run = ExecutorRun {
+            framework_id: "f".into(),
+            executor_id: "e_1".into(),
+            run: 7,
+        };
+        assert_eq!(
+            parse_guest(&executor_guest(&run)),
+            Some(GuestName::Executor(run))
+        );
+        assert_eq!(parse_guest("exec/f/e/x"), None);
+        assert_eq!(parse_guest("other"), None);
+    }
+
+    #[tokio::test]
     async fn a_collected_directory_leaves_at_once_and_its_id_can_start_again() {
         let tmp = tempfile::tempdir().unwrap();
         let w = WorkDir::new(tmp.path());

@@ -246,6 +246,17 @@ impl Agent {
                             .push_back(super::Action::Kill { key: key.clone() });
                     }
                 }
+                Phase::Launched if live.same_runtime && t.kill_requested => {
+                    self.tasks.get_mut(&key).expect("listed").phase = Phase::Done;
+                    self.push_update(
+                        now,
+                        &key,
+                        TaskState::Killed,
+                        Some(proto::Reason::Killed),
+                        "killed before it started",
+                        None,
+                    );
+                }
                 Phase::Launched if live.same_runtime => {
                     tracing::info!(task = %key.1, "task's launch never reached the runtime; launching it");
                     self.actions.push_back(super::Action::Launch {

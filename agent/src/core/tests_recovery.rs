@@ -427,3 +427,30 @@ fn a_launch_that_never_reached_a_surviving_runtime_is_sent_again() {
     reconnect(&mut r, t0);
     assert_eq!(r.task_state(&tkey("t1")), Some(TaskState::Finished));
 }
+
+#[test]
+fn a_kill_asked_before_the_launch_reached_the_runtime_ends_the_task_killed() {
+    let t0 = Instant::now();
+    let mut a = registered(t0);
+    running(&mut a, t0, "t1");
+    a.handle(
+        t0,
+        Event::Message(Message::KillTask {
+            framework_id: fid(),
+            task_id: TaskId::from("t1"),
+        }),
+    );
+    drain(&mut a);
+    let mut r = restart(&a, t0);
+    r.handle(
+        t0,
+        Event::Recovered(LiveGuests {
+            same_runtime: true,
+            ..LiveGuests::default()
+        }),
+    );
+    assert!(drain(&mut r).is_empty(), "no launch");
+    let ups = statuses(&reconnect(&mut r, t0));
+    assert_eq!(ups.len(), 1);
+    assert_eq!(ups[0].state, TaskState::Killed);
+}
