@@ -74,10 +74,12 @@ fn alive(pid: i32) -> bool {
         .is_some_and(|r| !r.starts_with('Z') && !r.starts_with('X'))
 }
 
+/// Fields drop in order: the runtime is killed while its lock file still names it, the
+/// directory goes last.
 struct Cluster {
+    _runtime: RuntimeReaper,
     /// The agent's extra flags.
     extra: Vec<&'static str>,
-    dir: tempfile::TempDir,
     ca: PathBuf,
     addr: String,
     agent_dir: PathBuf,
@@ -85,7 +87,7 @@ struct Cluster {
     agent: Option<Reaper>,
     /// The agent's log lines that matter to the test.
     agent_log: mpsc::Receiver<(Instant, String)>,
-    _runtime: RuntimeReaper,
+    dir: tempfile::TempDir,
 }
 
 fn certs(dir: &Path) -> PathBuf {
