@@ -18,7 +18,11 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use super::{Attachment, GuestId, RuntimeEvent};
 use crate::executor::{InstanceSpec, InstanceTask, TaskSpec};
 
-/// Version of this protocol; a runtime refuses a hello of another version.
+/// Version of this protocol; a runtime refuses a hello of another version. Postcard is not
+/// self-describing, so bump it whenever [`Request`], [`Reply`] or any type they carry (the
+/// executor's specs, events and config) changes; a test pins the encoding to it. The
+/// [`Request::Hello`] and [`Reply::Refused`] variants keep their place and shape forever, so
+/// that a refusal is always understood.
 pub(crate) const PROTOCOL_VERSION: u32 = 1;
 
 /// Largest frame either side sends or accepts (guest messages are at most 64 KiB, specs and
