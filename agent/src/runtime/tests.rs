@@ -753,3 +753,23 @@ fn the_wire_encoding_is_pinned_to_the_protocol_version() {
         "the wire encoding changed: bump PROTOCOL_VERSION and update this digest"
     );
 }
+
+#[tokio::test]
+async fn a_second_runtime_for_the_same_directory_refuses_to_serve() {
+    let s = served(FOREVER).await;
+    let err = serve(ServeOptions {
+        dir: s.opts.dir.clone(),
+        socket: s.opts.socket.clone(),
+        executor: config(),
+        recovery_timeout: FOREVER,
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(err, RuntimeError::Start(_)), "{err:?}");
+    assert!(err.to_string().contains("another runtime"), "{err}");
+    // The first one still serves.
+    let (rt, att, _events) = s.attach().await;
+    assert!(att.live.is_empty());
+    rt.close(true).await;
+    s.ended().await;
+}
