@@ -309,11 +309,14 @@ async fn run(
                 };
                 match writer.send(&req).await {
                     Ok(()) => {}
-                    Err(FrameError::Decode(e)) => {
-                        tracing::warn!(error = %e, "request to the runtime not sent: cannot encode it");
-                    }
-                    Err(e @ FrameError::TooLarge(_)) => {
-                        tracing::warn!(error = %e, "request to the runtime dropped: too large");
+                    Err(e @ (FrameError::Decode(_) | FrameError::TooLarge(_))) => {
+                        // Not sent, the connection is fine: a prepare gets the error.
+                        tracing::warn!(error = %e, "request to the runtime not sent");
+                        if let Request::Prepare { id, .. } = req {
+                            if let Some(reply) = pending.remove(&id) {
+                                let _ = reply.send(Err(RuntimeError::Protocol(e.to_string())));
+                            }
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "runtime connection lost");

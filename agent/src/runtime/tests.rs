@@ -773,3 +773,26 @@ async fn a_second_runtime_for_the_same_directory_refuses_to_serve() {
     rt.close(true).await;
     s.ended().await;
 }
+
+#[tokio::test]
+async fn a_request_over_the_frame_cap_is_dropped_and_the_connection_stays() {
+    let s = served(FOREVER).await;
+    let (rt, _att, mut events) = s.attach().await;
+    let dir = tempfile::tempdir().unwrap();
+    let g = "exec";
+    rt.start_instance(g.into(), instance_spec(dir.path()));
+    let mut last = 0;
+    assert_eq!(
+        instance_event(&mut events, g, &mut last).await,
+        InstanceEvent::Started
+    );
+    rt.instance_message(g, vec![b'x'; wire::MAX_FRAME + 1]);
+    rt.instance_message(g, b"after".to_vec());
+    assert_eq!(
+        instance_event(&mut events, g, &mut last).await,
+        InstanceEvent::Message(b"echo:after".to_vec()),
+        "the large message was dropped, the next one delivered"
+    );
+    rt.close(true).await;
+    s.ended().await;
+}
