@@ -47,6 +47,7 @@ enum Command {
 /// The agent's handle on a runtime connection. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Client {
+    /// To the connection task, which owns the socket.
     commands: mpsc::UnboundedSender<Command>,
 }
 

@@ -224,9 +224,11 @@ impl RuntimeOptions {
 /// gone are dropped (the [`Events`] stream has ended, which tells the agent).
 #[derive(Clone)]
 pub struct Runtime {
+    /// Where the guests are.
     backend: Backend,
 }
 
+/// The two modes behind one interface.
 #[derive(Clone)]
 enum Backend {
     /// Guests in this process.
@@ -405,6 +407,7 @@ impl Runtime {
 /// process died, or a newer agent attached) or closed.
 #[derive(Debug)]
 pub struct Events {
+    /// Filled by the host (in process) or the connection task (runtime process).
     rx: mpsc::UnboundedReceiver<RuntimeEvent>,
 }
 

@@ -120,6 +120,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), RuntimeError> {
 /// What every connection shares.
 #[derive(Clone)]
 struct Server {
+    /// The guests and their events.
     host: Host,
     /// The attached connection, if any.
     active: Arc<watch::Sender<Option<u64>>>,

@@ -106,7 +106,9 @@ pub(crate) enum FrameError {
 
 /// Reads messages of type `T` from a socket's read half.
 pub(crate) struct Reader<T> {
+    /// Frames off the socket.
     inner: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    /// The message type it decodes.
     _t: std::marker::PhantomData<fn() -> T>,
 }
 
@@ -129,7 +131,9 @@ impl<T: DeserializeOwned> Reader<T> {
 
 /// Writes messages of type `T` to a socket's write half.
 pub(crate) struct Writer<T> {
+    /// Frames onto the socket.
     inner: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+    /// The message type it encodes.
     _t: std::marker::PhantomData<fn(T)>,
 }
 
