@@ -22,6 +22,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(30);
 /// Size past which a starting runtime process's log is moved aside (to `runtime.log.1`).
 const MAX_LOG_BYTES: u64 = 16 << 20;
+/// Connections (or starts) tried before giving up on attaching.
+const ATTACH_ATTEMPTS: u32 = 3;
 /// Longest Unix socket path (`sun_path` holds 108 bytes with the terminating NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -45,6 +47,7 @@ enum Command {
 /// The agent's handle on a runtime connection. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Client {
+    /// To the connection task, which owns the socket.
     commands: mpsc::UnboundedSender<Command>,
 }
 
@@ -88,12 +91,22 @@ pub(crate) async fn attach(
         )));
     }
     // A runtime that is exiting (its recovery timeout passed, or it was stopped) may accept
-    // and then close: start a fresh one and try again.
+    // and then close, or still hold its lock when a fresh one starts: try again, a few times.
     let mut last_err = RuntimeError::Disconnected;
-    for _ in 0..3 {
+    for attempt in 0..ATTACH_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let stream = match UnixStream::connect(&opts.socket).await {
             Ok(s) => s,
-            Err(e) if is_absent(&e) => start(opts).await?,
+            Err(e) if is_absent(&e) => match start(opts).await {
+                Ok(s) => s,
+                Err(e @ RuntimeError::Start(_)) => {
+                    last_err = e;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            },
             Err(source) => {
                 return Err(RuntimeError::Io {
                     path: opts.socket.clone(),
@@ -297,11 +310,14 @@ async fn run(
                 };
                 match writer.send(&req).await {
                     Ok(()) => {}
-                    Err(FrameError::Decode(e)) => {
-                        tracing::warn!(error = %e, "request to the runtime not sent: cannot encode it");
-                    }
-                    Err(e @ FrameError::TooLarge(_)) => {
-                        tracing::warn!(error = %e, "request to the runtime dropped: too large");
+                    Err(e @ (FrameError::Decode(_) | FrameError::TooLarge(_))) => {
+                        // Not sent, the connection is fine: a prepare gets the error.
+                        tracing::warn!(error = %e, "request to the runtime not sent");
+                        if let Request::Prepare { id, .. } = req {
+                            if let Some(reply) = pending.remove(&id) {
+                                let _ = reply.send(Err(RuntimeError::Protocol(e.to_string())));
+                            }
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "runtime connection lost");

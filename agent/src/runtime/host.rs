@@ -36,8 +36,12 @@ pub(crate) struct Host {
     inner: Arc<Inner>,
 }
 
+/// What every clone of a [`Host`] shares (the guests' notify callbacks hold it weakly, so
+/// dropping the last `Host` stops the guests).
 struct Inner {
+    /// Runs the guests.
     executor: Executor,
+    /// This host's life, reported in every [`Attachment`].
     runtime_id: String,
     /// Whether events are kept until acknowledged (the runtime process) or only sent (in
     /// process: there is no later attachment to replay them to).
@@ -47,13 +51,16 @@ struct Inner {
     /// Most bytes of unacknowledged events before a flooding instance is killed
     /// ([`MAX_OUTBOX_BYTES`] but in tests).
     outbox_cap: u64,
+    /// Guests, sequence, outbox and subscriber, under one lock (see the module docs).
     state: Mutex<State>,
     /// How many guests are live, for [`Host::stop_all`] to wait on.
     live: watch::Sender<usize>,
 }
 
+/// The mutable part of a [`Host`].
 #[derive(Default)]
 struct State {
+    /// Live guests by id: their handles, for kills and instance calls.
     guests: HashMap<GuestId, Guest>,
     /// Generation of the next guest, so that a late end of a guest never removes a successor
     /// that reuses its id.
@@ -76,12 +83,17 @@ struct State {
 
 /// A live guest's handle.
 struct Guest {
+    /// Tells this guest's end from that of an earlier guest of the same id.
     generation: u64,
+    /// How to drive it.
     kind: GuestKind,
 }
 
+/// A one-shot task or an executor instance.
 enum GuestKind {
+    /// A task: it can only be killed.
     Task(KillHandle),
+    /// An instance: killed, or driven through its handle.
     Instance(InstanceHandle),
 }
 

@@ -29,14 +29,19 @@
 //!   that is neither never reached the runtime;
 //! - another: the old runtime died with every guest; their tasks are reported failed, once.
 //!
-//! [`Events`] ending while attached means the runtime process died (or a newer agent
-//! attached): its guests are gone with it.
+//! [`Events`] ending while attached means the runtime process died, with its guests (or a
+//! newer agent attached in this one's place).
 //!
 //! The runtime process must outlive the agent in the service manager too: under systemd,
 //! `KillMode=process` for the agent's unit (as for Mesos agents), or the runtime, in the same
 //! cgroup, is stopped with it. It keeps the executor config it started with until it exits.
 //!
 //! # Modes
+//! ```text
+//!  agent ── Runtime ──(in process)─────────────────────────── Host ── Executor ── guests
+//!              └──(Unix socket, wire.rs)── runtime process: serve ── Host ── Executor ── guests
+//!                   requests ▶   ◀ Welcome(Attachment), replayed + live Events, Prepared
+//! ```
 //! - [`Runtime::in_process`]: guests in the agent's process (tests, `tessera dev`, the local
 //!   cluster): same calls, same numbered events, nothing survives the agent.
 //! - [`Runtime::attach`]: guests in the runtime process serving a Unix socket under the
@@ -219,9 +224,11 @@ impl RuntimeOptions {
 /// gone are dropped (the [`Events`] stream has ended, which tells the agent).
 #[derive(Clone)]
 pub struct Runtime {
+    /// Where the guests are.
     backend: Backend,
 }
 
+/// The two modes behind one interface.
 #[derive(Clone)]
 enum Backend {
     /// Guests in this process.
@@ -400,6 +407,7 @@ impl Runtime {
 /// process died, or a newer agent attached) or closed.
 #[derive(Debug)]
 pub struct Events {
+    /// Filled by the host (in process) or the connection task (runtime process).
     rx: mpsc::UnboundedReceiver<RuntimeEvent>,
 }
 

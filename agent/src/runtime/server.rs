@@ -97,6 +97,11 @@ pub async fn serve(opts: ServeOptions) -> Result<(), RuntimeError> {
                 };
             }
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                if server.active.borrow().is_some() {
+                    // An agent attached just now (its change is next in line).
+                    detached_since = None;
+                    continue;
+                }
                 tracing::warn!(
                     live = host.live_count(),
                     "no agent attached for the recovery timeout: killing the guests and exiting"
@@ -115,6 +120,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), RuntimeError> {
 /// What every connection shares.
 #[derive(Clone)]
 struct Server {
+    /// The guests and their events.
     host: Host,
     /// The attached connection, if any.
     active: Arc<watch::Sender<Option<u64>>>,
@@ -139,8 +145,8 @@ impl Server {
                 let _ = writer.send(&Reply::Refused(why)).await;
                 return;
             }
-            Ok(Ok(Some(other))) => {
-                tracing::warn!(conn, request = ?other, "connection did not start with a hello: closed");
+            Ok(Ok(Some(_))) => {
+                tracing::warn!(conn, "connection did not start with a hello: closed");
                 return;
             }
             Ok(Ok(None)) => return,

@@ -618,3 +618,181 @@ async fn an_executor_flooding_a_full_outbox_with_updates_is_killed_and_no_update
     assert_eq!(end, Some(Termination::Killed));
     assert!(updates > 100, "{updates} updates kept");
 }
+
+#[tokio::test]
+async fn a_socket_path_too_long_for_unix_sockets_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = RuntimeOptions::new(dir.path(), config()).unwrap();
+    opts.socket = dir.path().join("s".repeat(120));
+    let err = Runtime::attach(opts).await.unwrap_err();
+    assert!(matches!(err, RuntimeError::Start(_)), "{err:?}");
+    assert!(err.to_string().contains("bytes"), "{err}");
+}
+
+/// Postcard is not self-describing: a runtime and an agent of different builds understand
+/// each other only if every type on the wire is unchanged. This pins the encoding of a sample
+/// of every request and reply to [`wire::PROTOCOL_VERSION`]: when it fails, bump the version
+/// (a runtime refuses agents of another version) and update the digest.
+#[test]
+fn the_wire_encoding_is_pinned_to_the_protocol_version() {
+    use sha2::Digest;
+    use wire::{Reply, Request};
+    let dir = Path::new("/w");
+    let outcome = TaskOutcome {
+        termination: Termination::Trapped("t".into()),
+        stdout_tail: "o".into(),
+        stderr_tail: "e".into(),
+        fuel_consumed: 7,
+        wall: Duration::from_millis(3),
+        cpu_paused: Duration::from_millis(1),
+        cpu_time: Duration::from_millis(2),
+    };
+    let mut spec = task_spec(dir, "d", "/m.wasm", &["a"]);
+    spec.timeout = Some(Duration::from_secs(1));
+    spec.env = vec![("K".into(), "V".into())];
+    spec.datasets = vec![("n".into(), "/data".into())];
+    let requests = vec![
+        Request::Hello {
+            version: wire::PROTOCOL_VERSION,
+            boot_id: "b".into(),
+        },
+        Request::Prepare {
+            id: 1,
+            digest: "d".into(),
+            wasm_path: "/m.wasm".into(),
+        },
+        Request::Launch {
+            guest: "g".into(),
+            spec,
+        },
+        Request::Kill { guest: "g".into() },
+        Request::StartInstance {
+            guest: "g".into(),
+            spec: instance_spec(dir),
+        },
+        Request::InstanceLaunch {
+            guest: "g".into(),
+            task: instance_task("t", "x"),
+        },
+        Request::InstanceKillTask {
+            guest: "g".into(),
+            task_id: "t".into(),
+        },
+        Request::InstanceMessage {
+            guest: "g".into(),
+            data: vec![1, 2],
+        },
+        Request::InstanceShutdown { guest: "g".into() },
+        Request::SetEnvelope {
+            guest: "g".into(),
+            cpus_milli: 1,
+            mem_bytes: 2,
+        },
+        Request::Ack { seq: 9 },
+        Request::Stop,
+    ];
+    let event = |event| RuntimeEvent {
+        seq: 1,
+        guest: "g".into(),
+        event,
+    };
+    let replies = vec![
+        Reply::Welcome(Attachment {
+            runtime_id: "r".into(),
+            live: vec!["g".into()],
+            fuel_per_core_second: 5,
+            last_seq: 4,
+        }),
+        Reply::Refused("no".into()),
+        Reply::Prepared {
+            id: 1,
+            result: Err("bad".into()),
+        },
+        Reply::Event(event(GuestEvent::Task(ExecEvent::Running))),
+        Reply::Event(event(GuestEvent::Task(ExecEvent::Finished(
+            outcome.clone(),
+        )))),
+        Reply::Event(event(GuestEvent::Instance(InstanceEvent::Started))),
+        Reply::Event(event(GuestEvent::Instance(InstanceEvent::TaskUpdate {
+            task_id: "t".into(),
+            state: GuestTaskState::Killed,
+            message: "m".into(),
+        }))),
+        Reply::Event(event(GuestEvent::Instance(InstanceEvent::Message(vec![3])))),
+        Reply::Event(event(GuestEvent::Instance(InstanceEvent::Exited(outcome)))),
+        Reply::Stopped,
+    ];
+    let mut h = sha2::Sha256::new();
+    for r in &requests {
+        h.update(postcard::to_stdvec(r).unwrap());
+    }
+    for r in &replies {
+        h.update(postcard::to_stdvec(r).unwrap());
+    }
+    // The config file the agent writes for the runtime process (a literal: defaults may move).
+    let cfg = ExecutorConfig {
+        output_cap: 1,
+        tail_bytes: 2,
+        cache_dir: Some("/c".into()),
+        fuel_per_core_second: Some(3),
+        default_disk_cap: 4,
+        disk_check_interval: Duration::from_millis(5),
+        pooling: Some(crate::executor::PoolingConfig {
+            max_tasks: 6,
+            max_task_mem: 7,
+        }),
+    };
+    h.update(postcard::to_stdvec(&cfg).unwrap());
+    let digest = hex::encode(h.finalize());
+    assert_eq!(
+        (wire::PROTOCOL_VERSION, digest.as_str()),
+        (
+            1,
+            "0e283539a22821f38ecb0732b3d8594ef2f53ae3ab07fd5d2ee4b2fe83948ca6"
+        ),
+        "the wire encoding changed: bump PROTOCOL_VERSION and update this digest"
+    );
+}
+
+#[tokio::test]
+async fn a_second_runtime_for_the_same_directory_refuses_to_serve() {
+    let s = served(FOREVER).await;
+    let err = serve(ServeOptions {
+        dir: s.opts.dir.clone(),
+        socket: s.opts.socket.clone(),
+        executor: config(),
+        recovery_timeout: FOREVER,
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(err, RuntimeError::Start(_)), "{err:?}");
+    assert!(err.to_string().contains("another runtime"), "{err}");
+    // The first one still serves.
+    let (rt, att, _events) = s.attach().await;
+    assert!(att.live.is_empty());
+    rt.close(true).await;
+    s.ended().await;
+}
+
+#[tokio::test]
+async fn a_request_over_the_frame_cap_is_dropped_and_the_connection_stays() {
+    let s = served(FOREVER).await;
+    let (rt, _att, mut events) = s.attach().await;
+    let dir = tempfile::tempdir().unwrap();
+    let g = "exec";
+    rt.start_instance(g.into(), instance_spec(dir.path()));
+    let mut last = 0;
+    assert_eq!(
+        instance_event(&mut events, g, &mut last).await,
+        InstanceEvent::Started
+    );
+    rt.instance_message(g, vec![b'x'; wire::MAX_FRAME + 1]);
+    rt.instance_message(g, b"after".to_vec());
+    assert_eq!(
+        instance_event(&mut events, g, &mut last).await,
+        InstanceEvent::Message(b"echo:after".to_vec()),
+        "the large message was dropped, the next one delivered"
+    );
+    rt.close(true).await;
+    s.ended().await;
+}

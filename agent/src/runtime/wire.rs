@@ -18,7 +18,11 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use super::{Attachment, GuestId, RuntimeEvent};
 use crate::executor::{InstanceSpec, InstanceTask, TaskSpec};
 
-/// Version of this protocol; a runtime refuses a hello of another version.
+/// Version of this protocol; a runtime refuses a hello of another version. Postcard is not
+/// self-describing, so bump it whenever [`Request`], [`Reply`] or any type they carry (the
+/// executor's specs, events and config) changes; a test pins the encoding to it. The
+/// [`Request::Hello`] and [`Reply::Refused`] variants keep their place and shape forever, so
+/// that a refusal is always understood.
 pub(crate) const PROTOCOL_VERSION: u32 = 1;
 
 /// Largest frame either side sends or accepts (guest messages are at most 64 KiB, specs and
@@ -102,7 +106,9 @@ pub(crate) enum FrameError {
 
 /// Reads messages of type `T` from a socket's read half.
 pub(crate) struct Reader<T> {
+    /// Frames off the socket.
     inner: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    /// The message type it decodes.
     _t: std::marker::PhantomData<fn() -> T>,
 }
 
@@ -125,7 +131,9 @@ impl<T: DeserializeOwned> Reader<T> {
 
 /// Writes messages of type `T` to a socket's write half.
 pub(crate) struct Writer<T> {
+    /// Frames onto the socket.
     inner: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+    /// The message type it encodes.
     _t: std::marker::PhantomData<fn(T)>,
 }
 
