@@ -22,7 +22,8 @@
 //! (messages to the master, guests to launch or kill, acknowledgements to the runtime), the
 //! loop writes the core's checkpoint ([`crate::checkpoint`]) if [`Agent::generation`] or the
 //! last applied runtime event moved. Only then are the runtime's events up to it acknowledged
-//! (the runtime forgets them). At start: load the checkpoint, attach to the runtime, recover
+//! (the runtime forgets them). If the write fails, the actions wait (logged as an error) and the
+//! write is retried every second or at the next input. At start: load the checkpoint, attach to the runtime, recover
 //! the core, skip replayed events the checkpoint covers, tell the core which guests still run
 //! ([`crate::core::checkpoint`]), kill guests nobody owns, re-register under the old id.
 //!
@@ -573,8 +574,10 @@ impl Driver {
                 }
             }
 
-            self.persist().await;
-            self.act().await;
+            let persisted = self.persist().await;
+            if persisted {
+                self.act().await;
+            }
             if self.stop_progress().await {
                 break;
             }
@@ -584,6 +587,12 @@ impl Driver {
                 (Some(t), false) => Some(Instant::from_std(t)),
                 (None, true) => Some(self.next_dial),
                 (None, false) => None,
+            };
+            let wake = if persisted {
+                wake
+            } else {
+                let retry = Instant::now() + Duration::from_secs(1);
+                Some(wake.map_or(retry, |w| w.min(retry)))
             };
             let wake = match self.stop {
                 Some(Stop::Draining { until } | Stop::Leaving { until }) => {
@@ -728,11 +737,13 @@ impl Driver {
     }
 
     /// Writes the checkpoint if the core or the applied events moved since the last one, then
-    /// acknowledges the events it covers to the runtime.
-    async fn persist(&mut self) {
+    /// acknowledges the events it covers to the runtime. False when it could not be written:
+    /// the actions then wait (nothing is told what the checkpoint does not hold), and the write
+    /// is tried again a second later or at the next input.
+    async fn persist(&mut self) -> bool {
         let mark = (self.core.generation(), self.last_seq);
         if self.written == Some(mark) {
-            return;
+            return true;
         }
         if let Some(file) = &self.file {
             let t = std::time::Instant::now();
@@ -751,13 +762,13 @@ impl Driver {
                     self.stats.time += t.elapsed();
                 }
                 Ok(Err(e)) => {
-                    // Not acknowledged, so the runtime keeps the events; retried next turn.
-                    tracing::error!(error = %e, "cannot write the checkpoint");
-                    return;
+                    // Not acknowledged, so the runtime keeps the events; retried.
+                    tracing::error!(error = %e, "cannot write the checkpoint; actions wait");
+                    return false;
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "checkpoint writer failed");
-                    return;
+                    tracing::error!(error = %e, "checkpoint writer failed; actions wait");
+                    return false;
                 }
             }
         }
@@ -766,6 +777,7 @@ impl Driver {
             self.runtime.ack(self.last_seq);
             self.acked = self.last_seq;
         }
+        true
     }
 
     /// Carries out the core's actions and hands out due collections.
