@@ -33,3 +33,4 @@ pub mod config;
 pub mod core;
 pub mod driver;
 pub mod rate;
+pub mod registry;

@@ -67,8 +67,10 @@ mod agent;
 mod allocation;
 mod audit;
 mod blob_gc;
+mod drain;
 mod executors;
 mod ledger;
+mod recover;
 mod scheduler;
 mod state;
 #[cfg(test)]
@@ -81,6 +83,7 @@ pub use executors::ExecutorKey;
 pub use state::{AgentEntry, ExecutorEntry, FilterMap, FrameworkEntry, TaskEntry};
 
 use crate::allocator::{Allocator, Roles};
+use crate::registry::RegistryOp;
 use ledger::Ledger;
 use proto::identity::PeerId;
 use proto::{
@@ -223,6 +226,9 @@ pub enum Action {
         /// The message.
         msg: Message,
     },
+    /// Make these registry changes durable, as one atomic batch, before executing any action
+    /// queued after this one (persist, then send). Consecutive changes come in one `Persist`.
+    Persist(Vec<RegistryOp>),
     /// Close a connection (after flushing what was sent before), telling the peer why.
     Close {
         /// The connection.
@@ -413,7 +419,19 @@ impl Master {
                 if kind == BlobKind::Module {
                     entry.kind = BlobKind::Module;
                 }
-                entry.owners.extend(owner);
+                match owner {
+                    Some(owner) => {
+                        entry.owners.insert(owner);
+                    }
+                    None => {
+                        // Found in the store at start: after a restart, the principals whose
+                        // recovered tasks name it uploaded it (their accepts were checked).
+                        let owners = self.recovered_blob_owners(&digest);
+                        if let Some(entry) = self.blobs.get_mut(&digest) {
+                            entry.owners.extend(owners);
+                        }
+                    }
+                }
                 self.arm_blob_gc();
             }
         }
@@ -479,6 +497,24 @@ impl Master {
 
     fn send(&mut self, conn: ConnId, msg: Message) {
         self.actions.push_back(Action::Send { conn, msg });
+    }
+
+    /// Queues a registry change; it joins the `Persist` at the back of the queue if there is
+    /// one, so the driver writes consecutive changes in one transaction.
+    fn persist(&mut self, op: RegistryOp) {
+        if let Some(Action::Persist(ops)) = self.actions.back_mut() {
+            ops.push(op);
+        } else {
+            self.actions.push_back(Action::Persist(vec![op]));
+        }
+    }
+
+    /// Persists that a task left the books.
+    fn persist_task_removed(&mut self, key: &(FrameworkId, TaskId)) {
+        self.persist(RegistryOp::RemoveTask {
+            framework_id: key.0.clone(),
+            task_id: key.1.clone(),
+        });
     }
 
     fn error(&mut self, conn: ConnId, message: impl Into<String>) {
@@ -649,10 +685,14 @@ impl Master {
             Some(reason),
             message,
         );
+        // Durable before the framework hears of the end, so a restart cannot bring it back.
+        if self.tasks.contains_key(key) {
+            self.persist_task_removed(key);
+        }
         if self.set_status(key, status.clone()) {
             self.send_to_framework(&key.0, Message::Update { status });
         }
-        self.complete_task(key);
+        self.drop_task(key);
     }
 
     /// Records a new status for a live task; a task already terminal keeps its terminal status.
@@ -677,8 +717,17 @@ impl Master {
         true
     }
 
-    /// Moves a terminal task out of the live table into the bounded completed list.
+    /// Moves a terminal task out of the live table into the bounded completed list, and out of
+    /// the registry (persisted before whatever is sent next, such as the ack it allows).
     fn complete_task(&mut self, key: &(FrameworkId, TaskId)) {
+        if self.tasks.contains_key(key) {
+            self.persist_task_removed(key);
+        }
+        self.drop_task(key);
+    }
+
+    /// [`Master::complete_task`] without the registry change (persisted already).
+    fn drop_task(&mut self, key: &(FrameworkId, TaskId)) {
         let Some(t) = self.tasks.remove(key) else {
             return;
         };
@@ -730,6 +779,7 @@ impl Master {
             Role::Agent => matches!(
                 msg,
                 Message::Register { .. }
+                    | Message::AgentLeaving { .. }
                     | Message::StatusUpdate { .. }
                     | Message::ExecutorMessage { .. }
                     | Message::ExecutorExited { .. }
@@ -771,6 +821,7 @@ impl Master {
                 ..
             } => self.on_executor_exited(conn, framework_id, executor_id, failed, message),
             Message::StatusUpdate { status } => self.on_status_update(conn, status),
+            Message::AgentLeaving { keep_tasks } => self.on_agent_leaving(conn, keep_tasks),
             Message::TeardownFramework { framework_id } => {
                 self.on_operator_teardown(conn, framework_id)
             }
