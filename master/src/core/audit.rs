@@ -55,10 +55,7 @@ impl Master {
                 .get(&t.info.agent_id)
                 .is_some_and(|a| a.is_connected());
             // A leaving agent's tasks keep their states while it is away (a planned restart).
-            let leaving = self
-                .agents
-                .get(&t.info.agent_id)
-                .is_some_and(|a| a.leaving);
+            let leaving = self.agents.get(&t.info.agent_id).is_some_and(|a| a.leaving);
             if unreachable != t.before_unreachable.is_some()
                 || t.before_unreachable
                     .is_some_and(|s| s.is_terminal() || s == TaskState::Unreachable)
@@ -123,7 +120,12 @@ impl Master {
             }
             match self.agents.get(&o.agent_id) {
                 Some(a) if a.is_offerable() => {}
-                _ => return Err(format!("offer {id} is on absent or leaving agent {}", o.agent_id)),
+                _ => {
+                    return Err(format!(
+                        "offer {id} is on absent or leaving agent {}",
+                        o.agent_id
+                    ))
+                }
             }
             match self.frameworks.get(&o.framework_id) {
                 Some(f) if f.is_connected() => {}

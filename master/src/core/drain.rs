@@ -46,6 +46,10 @@ impl Master {
                 Reason::AgentRestarted,
                 format!("agent {aid} was drained and left without reporting the task's end"),
             );
+            // The connection speaks for no agent any more.
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.bound = None;
+            }
         }
         self.send(conn, Message::AgentLeft);
     }

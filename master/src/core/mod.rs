@@ -4,7 +4,7 @@
 //! ```text
 //!  driver ── Event (Connected / Message / Disconnected / BlobStored) ──▶ Master::handle
 //!  driver ── handle_timeout(now) at poll_timeout() ───────────────────▶ Master::handle_timeout
-//!  driver ◀── Action (Send { conn, msg } / Close { conn, reason }) ──── Master::poll_action
+//!  driver ◀── Action (Persist(ops) / Send { conn, msg } / Close { conn, reason }) ── Master::poll_action
 //!                                  │
 //!                                  └──▶ Allocator::allocate(&Snapshot) ─▶ re-validated offers
 //! ```
@@ -32,6 +32,19 @@
 //! - Allocation is never run inside `handle`: anything that frees or adds resources sets the
 //!   next allocation to "now", so `poll_timeout` returns an instant that has already passed and
 //!   the driver should call `handle_timeout` straight away.
+//! - Persist, then send: an [`Action::Persist`] carries registry changes
+//!   ([`RegistryOp`](crate::registry::RegistryOp)) that must be durable before the driver
+//!   executes **any** action queued after it (it may write them earlier, e.g. every change of
+//!   a drained batch in one transaction ahead of the batch's sends; a crash can always fall
+//!   between a write and the sends after it, and recovery copes with that). The core emits one
+//!   ahead of each send that depends on it: a framework's record before `Subscribed`, its
+//!   removal at teardown; an agent's record before `Registered` (with the tasks it reported
+//!   that are adopted), its removal; a task before its `RunTask`; a kill request before its
+//!   `KillTask`; a task's removal from the books before the ack that lets its agent forget it
+//!   and before a TASK_GONE it declares. Status relays persist nothing (agents resend
+//!   unacknowledged updates). A restarted core is built with [`Master::recover`] from what
+//!   was persisted (see `recover`), and [`Master::check_registry`] compares a registry with
+//!   the core.
 //! - A `Close` action also detaches the connection inside the core at once; the `Disconnected`
 //!   event the driver reports later for it (and any message still queued from it) is ignored.
 //! - Blob streams and the `Hello` handshake belong to the driver: it reports a connection with
@@ -58,6 +71,9 @@
 //!   refuse filters.
 //! - `allocation`: the allocation round: snapshot, policy, re-validation, offers.
 //! - `timer`: the one timer table behind `poll_timeout`.
+//! - `recover`: [`Master::recover`], a core rebuilt from the registry after a restart, and
+//!   [`Master::check_registry`].
+//! - `drain`: an agent leaving on purpose (`AgentLeaving`).
 //! - `audit`: [`Master::check_invariants`], the books recomputed from scratch.
 //! - `views`: read-only accessors.
 //! - `state`: the records those views return ([`AgentEntry`], [`FrameworkEntry`],

@@ -151,7 +151,9 @@ impl Master {
         }
         for f in &snapshot.frameworks {
             let e = &self.frameworks[&f.id];
-            if e.principal != f.principal || e.info.failover_timeout_ms != f.info.failover_timeout_ms {
+            if e.principal != f.principal
+                || e.info.failover_timeout_ms != f.info.failover_timeout_ms
+            {
                 return Err(format!("registry record of framework {} is stale", f.id));
             }
         }
@@ -165,12 +167,26 @@ impl Master {
         let ts: Vec<_> = snapshot
             .tasks
             .iter()
-            .map(|t| (&t.framework_id, &t.info.task_id, &t.info.agent_id, t.kill_requested))
+            .map(|t| {
+                (
+                    &t.framework_id,
+                    &t.info.task_id,
+                    &t.info.agent_id,
+                    t.kill_requested,
+                )
+            })
             .collect();
         let core_ts: Vec<_> = self
             .tasks
             .values()
-            .map(|t| (&t.framework_id, &t.info.task_id, &t.info.agent_id, t.kill_requested))
+            .map(|t| {
+                (
+                    &t.framework_id,
+                    &t.info.task_id,
+                    &t.info.agent_id,
+                    t.kill_requested,
+                )
+            })
             .collect();
         if ts != core_ts {
             return Err(format!(
@@ -188,7 +204,10 @@ impl Master {
             .filter(|t| {
                 t.info.module == *digest
                     || t.info.files.iter().any(|f| f.digest == *digest)
-                    || t.info.executor.as_ref().is_some_and(|e| e.module == *digest)
+                    || t.info
+                        .executor
+                        .as_ref()
+                        .is_some_and(|e| e.module == *digest)
             })
             .filter_map(|t| self.frameworks.get(&t.framework_id))
             .map(|f| f.principal.name.clone())

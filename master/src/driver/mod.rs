@@ -345,42 +345,48 @@ impl MasterServer {
                     if let Err(e) = registry.apply(&ops) {
                         tracing::error!(error = %e, "cannot write the registry; stopping");
                         acceptor.abort();
-                        endpoint.close(close_code::NORMAL.into(), b"master stopping: registry write failed");
+                        endpoint.close(
+                            close_code::NORMAL.into(),
+                            b"master stopping: registry write failed",
+                        );
                         return Err(e.into());
                     }
                 }
                 for action in actions {
-                match action {
-                    Action::Persist(_) => unreachable!("separated above"),
-                    Action::Send { conn, msg } => {
-                        if first_offer && matches!(msg, Message::Offers { .. }) {
-                            first_offer = false;
-                            tracing::info!(
-                                after_start_ms = started.elapsed().as_secs_f64() * 1e3,
-                                known_tasks = tasks,
-                                "first offers served"
-                            );
-                        }
-                        if let Some((c, writer)) = conns.get(&conn) {
-                            if writer.try_send(msg).is_err() {
-                                tracing::warn!(conn, "peer too slow or gone; closing");
-                                c.close(close_code::TOO_SLOW.into(), b"too slow reading messages");
-                                // Forgotten at once: its queue and the core's books let go now.
-                                conns.remove(&conn);
-                                core.handle(
-                                    Instant::now().into_std(),
-                                    Event::Disconnected { conn },
+                    match action {
+                        Action::Persist(_) => unreachable!("separated above"),
+                        Action::Send { conn, msg } => {
+                            if first_offer && matches!(msg, Message::Offers { .. }) {
+                                first_offer = false;
+                                tracing::info!(
+                                    after_start_ms = started.elapsed().as_secs_f64() * 1e3,
+                                    known_tasks = tasks,
+                                    "first offers served"
                                 );
+                            }
+                            if let Some((c, writer)) = conns.get(&conn) {
+                                if writer.try_send(msg).is_err() {
+                                    tracing::warn!(conn, "peer too slow or gone; closing");
+                                    c.close(
+                                        close_code::TOO_SLOW.into(),
+                                        b"too slow reading messages",
+                                    );
+                                    // Forgotten at once: its queue and the core's books let go now.
+                                    conns.remove(&conn);
+                                    core.handle(
+                                        Instant::now().into_std(),
+                                        Event::Disconnected { conn },
+                                    );
+                                }
+                            }
+                        }
+                        Action::Close { conn, reason } => {
+                            if let Some((c, _)) = conns.remove(&conn) {
+                                tracing::info!(conn, %reason, "closing connection");
+                                close_after_flush(c, reason);
                             }
                         }
                     }
-                    Action::Close { conn, reason } => {
-                        if let Some((c, _)) = conns.remove(&conn) {
-                            tracing::info!(conn, %reason, "closing connection");
-                            close_after_flush(c, reason);
-                        }
-                    }
-                }
                 }
             }
             while let Some(digest) = core.poll_blob_gc() {

@@ -2,7 +2,9 @@
 //! store, so a test keeps a handle while the "crashed" master's copy is dropped, and a new core
 //! is recovered from what it held, without any I/O.
 
-use super::{AgentRecord, FrameworkRecord, Registry, RegistryError, RegistryOp, Snapshot, TaskRecord};
+use super::{
+    AgentRecord, FrameworkRecord, Registry, RegistryError, RegistryOp, Snapshot, TaskRecord,
+};
 use proto::{AgentId, FrameworkId, TaskId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};

@@ -21,6 +21,8 @@
 
 pub mod memory;
 pub mod redb;
+#[cfg(test)]
+mod tests;
 
 pub use self::memory::MemRegistry;
 pub use self::redb::RedbRegistry;
@@ -69,6 +71,9 @@ pub struct TaskRecord {
 }
 
 /// One change to the registry. A batch of them is applied atomically, in order.
+// `PutTask` (a whole `TaskInfo`) dominates; each op is built once and moved into its batch, so
+// boxing would only add an allocation per launch.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum RegistryOp {
     /// A framework subscribed, or re-subscribed with new info.

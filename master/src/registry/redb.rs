@@ -73,13 +73,16 @@ impl RedbRegistry {
                 Some(v) => {
                     return Err(RegistryError::Store {
                         what: "check schema version",
-                        source: format!("version {v} is older than {SCHEMA_VERSION} and has no migration")
-                            .into(),
+                        source: format!(
+                            "version {v} is older than {SCHEMA_VERSION} and has no migration"
+                        )
+                        .into(),
                     })
                 }
             }
             // Every table exists from the start, so reads never meet a missing one.
-            txn.open_table(FRAMEWORKS).map_err(store_err("create tables"))?;
+            txn.open_table(FRAMEWORKS)
+                .map_err(store_err("create tables"))?;
             txn.open_table(AGENTS).map_err(store_err("create tables"))?;
             txn.open_table(TASKS).map_err(store_err("create tables"))?;
             txn.open_table(KILLS).map_err(store_err("create tables"))?;
@@ -112,6 +115,27 @@ impl RedbRegistry {
         }
         txn.commit().map_err(store_err("commit"))
     }
+
+    /// Writes raw bytes into a record table (for tests of corrupt records).
+    #[doc(hidden)]
+    pub fn write_raw_for_tests(
+        &self,
+        table: &'static str,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), RegistryError> {
+        let def = match table {
+            "frameworks" => FRAMEWORKS,
+            "agents" => AGENTS,
+            _ => TASKS,
+        };
+        let txn = self.db.begin_write().map_err(store_err("begin"))?;
+        {
+            let mut t = txn.open_table(def).map_err(store_err("open table"))?;
+            t.insert(key, value).map_err(store_err("write"))?;
+        }
+        txn.commit().map_err(store_err("commit"))
+    }
 }
 
 fn decode_all<T: serde::de::DeserializeOwned>(
@@ -122,8 +146,10 @@ fn decode_all<T: serde::de::DeserializeOwned>(
     for row in table.iter().map_err(store_err("read"))? {
         let (_, v) = row.map_err(store_err("read"))?;
         out.push(
-            postcard::from_bytes(v.value())
-                .map_err(|source| RegistryError::Corrupt { table: name, source })?,
+            postcard::from_bytes(v.value()).map_err(|source| RegistryError::Corrupt {
+                table: name,
+                source,
+            })?,
         );
     }
     Ok(out)
@@ -132,7 +158,9 @@ fn decode_all<T: serde::de::DeserializeOwned>(
 impl Registry for RedbRegistry {
     fn load(&self) -> Result<Snapshot, RegistryError> {
         let txn = self.db.begin_read().map_err(store_err("begin read"))?;
-        let frameworks = txn.open_table(FRAMEWORKS).map_err(store_err("open table"))?;
+        let frameworks = txn
+            .open_table(FRAMEWORKS)
+            .map_err(store_err("open table"))?;
         let agents = txn.open_table(AGENTS).map_err(store_err("open table"))?;
         let tasks = txn.open_table(TASKS).map_err(store_err("open table"))?;
         let kills = txn.open_table(KILLS).map_err(store_err("open table"))?;
@@ -164,7 +192,9 @@ impl Registry for RedbRegistry {
         }
         let txn = self.db.begin_write().map_err(store_err("begin"))?;
         {
-            let mut frameworks = txn.open_table(FRAMEWORKS).map_err(store_err("open table"))?;
+            let mut frameworks = txn
+                .open_table(FRAMEWORKS)
+                .map_err(store_err("open table"))?;
             let mut agents = txn.open_table(AGENTS).map_err(store_err("open table"))?;
             let mut tasks = txn.open_table(TASKS).map_err(store_err("open table"))?;
             let mut kills = txn.open_table(KILLS).map_err(store_err("open table"))?;
