@@ -85,7 +85,7 @@ fn start_agent(dir: &Path, certs: &Path, addr: &str, name: &str) -> Reaper {
     Reaper(
         tessera()
             .args(["agent", "--master", addr, "--hostname", name])
-            .args(["--cpus", "4", "--mem", "512MiB"])
+            .args(["--cpus", "4", "--mem", "512MiB", "--disk", "1GiB"])
             .args(["--quic-idle-timeout", IDLE, "--quic-keep-alive", KEEP_ALIVE])
             .arg("--work-dir")
             .arg(dir.join(name))
@@ -158,7 +158,8 @@ async fn kill_9_of_the_master_during_1000_tasks_loses_and_repeats_nothing() {
         .await
         .expect("uploaded");
 
-    let per_task = Resources::new(10, 8 * MIB, 0);
+    // At most 64 at once per agent (by memory); disk set, so the default share does not apply.
+    let per_task = Resources::new(10, 8 * MIB, 4 * MIB);
     let mut jobs: Vec<Job> = (0..JOBS).map(|_| Job::default()).collect();
     let mut pending: VecDeque<usize> = (0..JOBS).collect();
     // Everything seen, per task id, in order.
@@ -262,6 +263,10 @@ async fn kill_9_of_the_master_during_1000_tasks_loses_and_repeats_nothing() {
                     && ((status.state == TaskState::Dropped
                         && status.reason == Some(Reason::InvalidOffers))
                         || (status.state == TaskState::Lost && status.message == "unknown task"));
+                assert!(
+                    status.state != TaskState::Error,
+                    "refused launch: {status:?}"
+                );
                 if never_launched {
                     if latest && jobs[j].launched && !jobs[j].done {
                         jobs[j].launched = false;

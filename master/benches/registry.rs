@@ -5,9 +5,14 @@
 //!
 //! `cargo bench -p tessera-master --bench registry` (add `-- quick` for fewer tasks). Prints
 //! tasks/s for each store and its ratio to the in-memory store measured in the same run.
+//!
+//! Then a restart with N known tasks (N ∈ {1k, 10k}): the time to open and load the redb
+//! registry, rebuild the core ([`Master::recover`]), and serve the first offer once the
+//! framework has re-subscribed and the agent re-registered reporting its N running tasks.
 
 use proto::identity::{PeerId, PeerKind};
 use proto::task_builder::TaskBuilder;
+use proto::{AgentId, FrameworkId, RunningTask, TaskInfo};
 use proto::{
     AgentInfo, BlobKind, Digest, Filters, FrameworkInfo, Message, Resources, Role, TaskState,
     TaskStatus, UpdateId,
@@ -23,7 +28,8 @@ const PER_ACCEPT: usize = 50;
 enum Store {
     None,
     Mem(MemRegistry),
-    Redb(RedbRegistry, tempfile::TempDir),
+    /// The store, and the directory that holds it (deleted on drop).
+    Redb(RedbRegistry, #[allow(dead_code)] tempfile::TempDir),
 }
 
 struct Run {
@@ -61,7 +67,7 @@ impl Run {
             }
         }
         self.handled += 1;
-        if self.handled % self.group == 0 {
+        if self.handled.is_multiple_of(self.group) {
             self.flush();
         }
         sends
@@ -244,6 +250,225 @@ fn run(tasks: usize, store: Store, group: usize) -> (f64, u64) {
     (rate, r.commits)
 }
 
+fn framework_info(id: Option<FrameworkId>) -> FrameworkInfo {
+    FrameworkInfo {
+        name: "f".into(),
+        role: "*".into(),
+        principal: "bench".into(),
+        id,
+        failover_timeout_ms: 3_600_000,
+        priority: 0,
+    }
+}
+
+fn agent_info() -> AgentInfo {
+    AgentInfo {
+        datasets: Vec::new(),
+        hostname: "a".into(),
+        resources: Resources::new(1_000_000, 1 << 40, 0),
+        reservations: vec![],
+        attributes: vec![],
+    }
+}
+
+fn connect(m: &mut Master, now: Instant, conn: u64, role: Role, kind: PeerKind, name: &str) {
+    m.handle(
+        now,
+        Event::Connected {
+            conn,
+            role,
+            peer: name.into(),
+            principal: PeerId::new(kind, name).unwrap(),
+        },
+    );
+}
+
+/// Writes a registry holding `n` running tasks on one agent through a core; returns the ids
+/// and the tasks (for the agent's report).
+fn populate(reg: &mut RedbRegistry, n: usize) -> (AgentId, FrameworkId, Vec<TaskInfo>) {
+    let mut now = Instant::now();
+    let cfg = MasterConfig {
+        run_id: "p".into(),
+        allocation_interval: Duration::ZERO,
+        heartbeat_interval: Duration::ZERO,
+        ..MasterConfig::default()
+    };
+    let mut m = Master::new(cfg, Box::new(Drf::new()), now);
+    let flush = |m: &mut Master, reg: &mut RedbRegistry| -> Vec<Message> {
+        let mut ops = Vec::new();
+        let mut sends = Vec::new();
+        while let Some(a) = m.poll_action() {
+            match a {
+                Action::Persist(o) => ops.extend(o),
+                Action::Send { msg, .. } => sends.push(msg),
+                Action::Close { .. } => {}
+            }
+        }
+        reg.apply(&ops).unwrap();
+        sends
+    };
+    let module = Digest::of(b"bench");
+    m.handle(
+        now,
+        Event::BlobStored {
+            digest: module,
+            kind: BlobKind::Module,
+            owner: Some("bench".into()),
+        },
+    );
+    connect(&mut m, now, 1, Role::Agent, PeerKind::Agent, "a");
+    m.handle(
+        now,
+        Event::Message {
+            conn: 1,
+            msg: Message::Register {
+                executors: Vec::new(),
+                agent_id: None,
+                info: agent_info(),
+                running: vec![],
+            },
+        },
+    );
+    connect(
+        &mut m,
+        now,
+        2,
+        Role::Scheduler,
+        PeerKind::Framework,
+        "bench",
+    );
+    m.handle(
+        now,
+        Event::Message {
+            conn: 2,
+            msg: Message::Subscribe {
+                framework: framework_info(None),
+            },
+        },
+    );
+    let mut aid = None;
+    let mut fid = None;
+    for msg in flush(&mut m, reg) {
+        match msg {
+            Message::Registered { agent_id } => aid = Some(agent_id),
+            Message::Subscribed { framework_id, .. } => fid = Some(framework_id),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    while all.len() < n {
+        now += Duration::from_millis(1);
+        m.handle_timeout(now);
+        let offer = flush(&mut m, reg)
+            .into_iter()
+            .find_map(|msg| match msg {
+                Message::Offers { offers } => offers.into_iter().next(),
+                _ => None,
+            })
+            .expect("an offer");
+        let batch: Vec<_> = (0..(n - all.len()).min(1000))
+            .map(|i| {
+                TaskBuilder::new(&format!("t{}", all.len() + i), module)
+                    .resources(Resources::new(10, 1 << 20, 0))
+                    .build(&offer)
+            })
+            .collect();
+        m.handle(
+            now,
+            Event::Message {
+                conn: 2,
+                msg: Message::Accept {
+                    offer_ids: vec![offer.id.clone()],
+                    tasks: batch.clone(),
+                    filters: Filters {
+                        refuse_seconds: 0.0,
+                    },
+                },
+            },
+        );
+        flush(&mut m, reg);
+        all.extend(batch);
+    }
+    (aid.unwrap(), fid.unwrap(), all)
+}
+
+/// A master restart with `n` known tasks: (load, recover, first offer after the peers are
+/// back), each measured from the previous step.
+fn restart(n: usize) -> (Duration, Duration, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let (aid, fid, tasks) = {
+        let mut reg = RedbRegistry::open_in(dir.path()).unwrap();
+        populate(&mut reg, n)
+    };
+    let t0 = Instant::now();
+    let reg = RedbRegistry::open_in(dir.path()).unwrap();
+    let snapshot = reg.load().unwrap();
+    assert_eq!(snapshot.tasks.len(), n);
+    let loaded = t0.elapsed();
+    let cfg = MasterConfig {
+        run_id: "q".into(),
+        allocation_interval: Duration::ZERO,
+        heartbeat_interval: Duration::ZERO,
+        ..MasterConfig::default()
+    };
+    let t1 = Instant::now();
+    let now = Instant::now();
+    let mut m = Master::recover(cfg, Box::new(Drf::new()), &snapshot, now);
+    let recovered = t1.elapsed();
+    let t2 = Instant::now();
+    connect(
+        &mut m,
+        now,
+        11,
+        Role::Scheduler,
+        PeerKind::Framework,
+        "bench",
+    );
+    m.handle(
+        now,
+        Event::Message {
+            conn: 11,
+            msg: Message::Subscribe {
+                framework: framework_info(Some(fid.clone())),
+            },
+        },
+    );
+    connect(&mut m, now, 12, Role::Agent, PeerKind::Agent, "a");
+    let running = tasks
+        .into_iter()
+        .map(|task| RunningTask {
+            framework_id: fid.clone(),
+            task,
+            state: TaskState::Running,
+        })
+        .collect();
+    m.handle(
+        now,
+        Event::Message {
+            conn: 12,
+            msg: Message::Register {
+                executors: Vec::new(),
+                agent_id: Some(aid),
+                info: agent_info(),
+                running,
+            },
+        },
+    );
+    m.handle_timeout(now);
+    let mut offered = false;
+    while let Some(a) = m.poll_action() {
+        if let Action::Send {
+            msg: Message::Offers { .. },
+            ..
+        } = a
+        {
+            offered = true;
+        }
+    }
+    assert!(offered);
+    (loaded, recovered, t2.elapsed())
+}
+
 fn redb() -> Store {
     let dir = tempfile::tempdir().unwrap();
     let reg = RedbRegistry::open_in(dir.path()).unwrap();
@@ -268,6 +493,16 @@ fn main() {
         println!(
             "redb, group {group:>3}      {rate:>10.0} tasks/s  ({:.3}x memory, {commits} commits)",
             rate / mem
+        );
+    }
+    for n in [1_000, 10_000] {
+        let (loaded, recovered, offered) = restart(n);
+        println!(
+            "restart with {n:>6} known tasks: open+load {:.1} ms, recover {:.1} ms, \
+             re-subscribe + re-register + first offer {:.1} ms",
+            loaded.as_secs_f64() * 1e3,
+            recovered.as_secs_f64() * 1e3,
+            offered.as_secs_f64() * 1e3
         );
     }
 }
