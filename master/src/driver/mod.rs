@@ -5,6 +5,13 @@
 //! peer is cut off rather than allowed to grow the master's memory), and a task accepting its
 //! blob streams. A peer that sends a malformed or oversized frame, or the wrong protocol version,
 //! loses its own connection and nothing else.
+//!
+//! The registry (`{work_dir}/registry.redb`) is loaded at start and the core recovered from it
+//! ([`Master::recover`]; an empty registry is a fresh master). The loop handles every input
+//! already queued (up to 256 more) before it drains the core's actions, writes all
+//! their registry changes in one transaction, and only then executes the sends and closes: one
+//! fsync is shared by everything that arrived together. The write blocks the core's loop (the
+//! loop would have to wait for it anyway); a failed write stops the master.
 
 mod blob_streams;
 
