@@ -554,6 +554,44 @@ async fn recovery_timeout_kills_orphaned_guests_and_exits() {
 }
 
 #[tokio::test]
+async fn a_detached_runtime_whose_directory_is_removed_kills_its_guests_and_exits() {
+    let s = served(FOREVER).await;
+    let tasks = tempfile::tempdir().unwrap();
+    let (rt, _att, mut events) = s.attach().await;
+    rt.launch(
+        "spin".into(),
+        task_spec(tasks.path(), "spinner", wasm_examples::SPINNER_PATH, &[]),
+    );
+    assert_eq!(
+        next(&mut events).await.event,
+        GuestEvent::Task(ExecEvent::Running)
+    );
+    // While attached, the directory's state does not matter (the agent owns it).
+    rt.close(false).await;
+    ends(&mut events).await;
+    std::fs::remove_dir_all(&s.opts.dir).unwrap();
+    // With a recovery timeout of an hour, only the missing directory makes it exit (the
+    // hang guard of `ended` is a minute): it kills the spinner first (serve waits for it).
+    s.ended().await;
+}
+
+#[tokio::test]
+async fn a_runtime_whose_directory_is_replaced_leaves_the_new_socket_alone() {
+    let s = served(FOREVER).await;
+    std::fs::remove_dir_all(&s.opts.dir).unwrap();
+    std::fs::create_dir_all(&s.opts.dir).unwrap();
+    std::fs::write(s.opts.dir.join("lock"), b"").unwrap();
+    std::fs::write(&s.opts.socket, b"a successor's").unwrap();
+    let socket = s.opts.socket.clone();
+    tokio::time::timeout(SANITY, s.task)
+        .await
+        .expect("the runtime did not exit")
+        .unwrap()
+        .unwrap();
+    assert!(socket.exists(), "the successor's socket is kept");
+}
+
+#[tokio::test]
 async fn outbox_drops_messages_beyond_its_cap_but_never_other_events() {
     let host = host::Host::with_caps(config(), "t".into(), true, (10, u64::MAX)).unwrap();
     let dir = tempfile::tempdir().unwrap();
