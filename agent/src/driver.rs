@@ -450,10 +450,8 @@ impl Driver {
         let now = self.now();
         let live: HashSet<GuestId> = attachment.live.iter().cloned().collect();
         if let Some(cp) = saved {
-            // An in-process runtime never holds a previous run's guests (its id names the
-            // process, which a library user may run several agents in, one after another).
-            let same = cp.runtime_id == attachment.runtime_id
-                && !matches!(self.opts.guests, GuestHost::InProcess);
+            // An in-process runtime's id is unique to it: never the checkpoint's.
+            let same = cp.runtime_id == attachment.runtime_id;
             self.core = Agent::recover(cfg, cp.core, now).with_gc(self.opts.gc);
             if same {
                 self.skip_through = cp.last_seq;

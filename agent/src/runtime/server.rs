@@ -299,7 +299,7 @@ impl Server {
             Request::Launch { guest, spec } => h.launch(guest, spec),
             Request::Kill { guest } => h.kill(&guest),
             Request::StartInstance { guest, spec } => h.start_instance(guest, spec),
-            Request::InstanceLaunch { guest, task } => h.with_instance(&guest, |i| i.launch(task)),
+            Request::InstanceLaunch { guest, task } => h.instance_launch(&guest, task),
             Request::InstanceKillTask { guest, task_id } => {
                 h.with_instance(&guest, |i| i.kill_task(&task_id))
             }
