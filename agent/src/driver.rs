@@ -453,19 +453,20 @@ impl Driver {
             // An in-process runtime's id is unique to it: never the checkpoint's.
             let same = cp.runtime_id == attachment.runtime_id;
             self.core = Agent::recover(cfg, cp.core, now).with_gc(self.opts.gc);
+            let mut replayed = false;
             if same {
                 self.skip_through = cp.last_seq;
                 self.last_seq = cp.last_seq;
                 // Covered by the checkpoint: the runtime may forget them.
                 self.runtime.ack(cp.last_seq);
                 self.acked = cp.last_seq;
-                self.read_replay(attachment.last_seq).await;
+                replayed = self.read_replay(attachment.last_seq).await;
             } else {
                 tracing::warn!(old = %cp.runtime_id, new = %attachment.runtime_id,
                     "the runtime process the guests ran in is gone: their tasks are lost");
             }
             let mine = self.core.guests();
-            let report = LiveGuests {
+            let mut report = LiveGuests {
                 tasks: mine
                     .tasks
                     .into_iter()
@@ -477,7 +478,21 @@ impl Driver {
                     .filter(|id| live.contains(&executor_guest(id)))
                     .collect(),
                 same_runtime: same,
+                executor_tasks: Default::default(),
             };
+            if same && replayed {
+                // Which launches reached each live instance (consistent with the replay read).
+                let has = report
+                    .executors
+                    .iter()
+                    .filter_map(|id| {
+                        let tasks = attachment.instance_tasks.get(&executor_guest(id))?;
+                        let tasks = tasks.iter().map(|t| proto::TaskId::from(t.as_str()));
+                        Some((id.clone(), tasks.collect()))
+                    })
+                    .collect();
+                report.executor_tasks = Some(has);
+            }
             for id in &report.executors {
                 self.instances
                     .insert(id.key(), Instance::Running { run: id.run });
@@ -508,15 +523,15 @@ impl Driver {
     }
 
     /// Applies the runtime's replayed events up to `until` (bounded: a runtime that does not
-    /// deliver them is given up on with a warning; later ones are applied as they come).
-    async fn read_replay(&mut self, until: u64) {
+    /// deliver them is given up on with a warning; later ones are applied as they come). Whether it read them all.
+    async fn read_replay(&mut self, until: u64) -> bool {
         let deadline = Instant::now() + self.opts.stop_timeout.max(Duration::from_secs(10));
         while self.seen_seq.max(self.skip_through) < until {
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
                 Ok(Some(ev)) => self.runtime_event(ev),
                 Ok(None) => {
                     tracing::error!("the runtime process went away during recovery");
-                    return;
+                    return false;
                 }
                 Err(_) => {
                     tracing::warn!(
@@ -524,10 +539,11 @@ impl Driver {
                         until,
                         "the runtime's replay did not arrive in time"
                     );
-                    return;
+                    return false;
                 }
             }
         }
+        true
     }
 
     async fn run(&mut self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
