@@ -46,7 +46,10 @@
 //! deletes it on the blocking pool, and reports the work directory's disk usage every
 //! [`AgentOptions::disk_watch_interval`]. At start, the directories under `frameworks/` that
 //! no recovered task or executor owns (and no pending collection names) are a previous run's
-//! leftovers and are cleared the same way.
+//! leftovers and are cleared the same way. On the same tick, `blobs/` and `cache/` are
+//! scanned off the loop and, back on it, kept under [`AgentOptions::cache_size`] by
+//! [`crate::blob_gc`] (least recently used first, never what the core's tasks and executors
+//! use).
 
 use crate::checkpoint::{AgentCheckpoint, CheckpointError, CheckpointFile};
 use crate::core::{
@@ -151,9 +154,13 @@ pub struct AgentOptions {
     pub datasets: Vec<(String, PathBuf)>,
     /// When ended tasks' and executors' directories are removed (see [`crate::core::gc`]).
     pub gc: GcPolicy,
-    /// How often the work directory's disk usage is measured (it scales the GC delay); zero:
-    /// never, so the delay is never scaled.
+    /// How often the work directory's disk usage is measured (it scales the GC delay) and
+    /// the blobs and compiled modules are collected; zero: never.
     pub disk_watch_interval: Duration,
+    /// Most bytes of fetched blobs and compiled modules kept (`blobs/` and `cache/`); beyond
+    /// it the least recently used ones that no task or executor uses are removed (see
+    /// [`crate::blob_gc`]). Default 2 GiB.
+    pub cache_size: u64,
     /// Where guests run (default: in process).
     pub guests: GuestHost,
     /// Whether the agent persists a checkpoint before acting, and recovers from it at start
@@ -186,6 +193,7 @@ impl AgentOptions {
             datasets: Vec::new(),
             gc: GcPolicy::default(),
             disk_watch_interval: Duration::from_secs(60),
+            cache_size: 2 << 30,
             guests: GuestHost::InProcess,
             checkpoint: false,
             on_stop: OnStop::Quit,
@@ -272,6 +280,8 @@ enum Input {
     },
     /// The used fraction of the work directory's file system, just measured.
     DiskUsage(f64),
+    /// The files of `blobs/` and `cache/`, just scanned.
+    Cached(Vec<crate::blob_gc::CachedFile>),
 }
 
 /// Where a stop is.
@@ -646,11 +656,14 @@ impl Driver {
                     // Measured off the loop (a slow file system must not stall it), reported back.
                     let dir = self.fetcher.work_dir().clone();
                     let tx = self.tx.clone();
-                    tokio::task::spawn_blocking(move || match dir.disk_space() {
-                        Ok(space) => {
-                            let _ = tx.send(Input::DiskUsage(space.usage));
+                    tokio::task::spawn_blocking(move || {
+                        match dir.disk_space() {
+                            Ok(space) => {
+                                let _ = tx.send(Input::DiskUsage(space.usage));
+                            }
+                            Err(e) => tracing::warn!(error = %e, "cannot measure the work directory's disk"),
                         }
-                        Err(e) => tracing::warn!(error = %e, "cannot measure the work directory's disk"),
+                        let _ = tx.send(Input::Cached(crate::blob_gc::scan(&dir)));
                     });
                 }
             }
@@ -703,6 +716,22 @@ impl Driver {
             Input::DiskUsage(usage) => {
                 self.core.set_disk_usage(usage);
                 self.core.handle_timeout(now);
+            }
+            Input::Cached(files) => {
+                // Decided and removed on the loop, against what the core uses right now: no
+                // task can start using an entry in between.
+                let in_use = self.core.blobs_in_use();
+                let planned = crate::blob_gc::plan(&files, &in_use, self.opts.cache_size);
+                if !planned.is_empty() {
+                    let c = crate::blob_gc::remove(&files, &planned);
+                    tracing::info!(
+                        total_bytes = c.total_bytes,
+                        removed_bytes = c.removed_bytes,
+                        removed = c.removed.len(),
+                        cap = self.opts.cache_size,
+                        "blobs and compiled modules over the cache size: least recently used removed"
+                    );
+                }
             }
             Input::LinkDown { generation: g, why } => {
                 if g == self.generation && self.control.is_some() {

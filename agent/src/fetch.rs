@@ -140,6 +140,8 @@ impl Fetcher {
     async fn ensure_blob(&self, digest: Digest) -> Result<PathBuf, PrepareError> {
         let path = self.work_dir.blob(&digest.to_hex());
         if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            // Used again: the cache collection keeps recently used blobs.
+            crate::blob_gc::touch(&path);
             return Ok(path);
         }
         let conn = self.lock_conn().clone();

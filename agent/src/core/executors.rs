@@ -226,6 +226,11 @@ impl Instance {
             .map_or(DEFAULT_KILL_GRACE, Duration::from_millis)
     }
 
+    /// The executor's component.
+    pub(super) fn module(&self) -> proto::Digest {
+        self.info.module
+    }
+
     fn envelope(&self) -> Resources {
         self.live.values().fold(self.info.resources, |a, r| a + *r)
     }
