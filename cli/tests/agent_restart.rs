@@ -692,7 +692,7 @@ async fn kill_9_of_the_agent_keeps_its_executor_and_its_state() {
         .accept(
             vec![offer.id.clone()],
             vec![task("w1", &offer), task("w2", &offer)],
-            filters.clone(),
+            filters,
         )
         .unwrap();
     let running = |s: &ExecSeen, ids: &[&str]| {
