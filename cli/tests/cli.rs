@@ -713,7 +713,10 @@ async fn phases_of_a_run(
     .await
     .unwrap();
     let ack = recv.recv().await.unwrap();
-    assert!(matches!(ack, Some(proto::Message::HelloAck { .. })), "{ack:?}");
+    assert!(
+        matches!(ack, Some(proto::Message::HelloAck { .. })),
+        "{ack:?}"
+    );
     let hello = t.elapsed();
     conn.close(0u32.into(), b"done");
     let mut marks = [std::time::Duration::ZERO; 5];

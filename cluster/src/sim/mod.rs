@@ -33,6 +33,7 @@
 //! - [`locality`]: the frameworks' delay-scheduling policy (the SDK's `sdk::delay` helper) for
 //!   the data-locality workload.
 //! - `faults`: the fault verbs.
+//! - [`scenario`]: seeded schedules of those verbs (the [`scenario::Fault`] enum lists them).
 //! - `agent`: a real agent core with simulated guests and its link state.
 //! - `wire`: messages in flight and per-link faults.
 
@@ -40,6 +41,7 @@ mod agent;
 mod faults;
 pub mod framework;
 pub mod locality;
+pub mod scenario;
 mod wire;
 
 use self::agent::SimAgent;
@@ -325,6 +327,17 @@ impl Sim {
     /// Agent `i`'s core, to read what it still runs (say, across a partition).
     pub fn agent_core(&self, i: usize) -> &::agent::core::Agent {
         &self.agents[i].core
+    }
+
+    /// How many times the guest of task `task` was started, on every agent and across their
+    /// restarts (a task must never run twice).
+    pub fn guest_starts(&self, task: &TaskId) -> u32 {
+        self.agents
+            .iter()
+            .flat_map(|a| a.starts.iter())
+            .filter(|((_, t), _)| t == task)
+            .map(|(_, n)| *n)
+            .sum()
     }
 
     /// The faults set on agent `i`'s link.
