@@ -285,17 +285,19 @@ async fn run_front(
             // On some platforms an ICMP error of an earlier send surfaces here; keep going.
             Err(_) => continue,
         };
-        if !upstreams.contains_key(&client) {
-            let Ok(up) = open_upstream(target).await else {
-                continue;
-            };
-            let up = Arc::new(up);
-            let back_line = DelayLine::new(front.clone(), Some(client), &tasks);
-            let back = tokio::spawn(run_back(up.clone(), back_line, shared.clone()));
-            tasks.lock().expect("poisoned").push(back);
-            upstreams.insert(client, DelayLine::new(up, None, &tasks));
-        }
-        let line = &upstreams[&client];
+        let line = match upstreams.entry(client) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let Ok(up) = open_upstream(target).await else {
+                    continue;
+                };
+                let up = Arc::new(up);
+                let back_line = DelayLine::new(front.clone(), Some(client), &tasks);
+                let back = tokio::spawn(run_back(up.clone(), back_line, shared.clone()));
+                tasks.lock().expect("poisoned").push(back);
+                e.insert(DelayLine::new(up, None, &tasks))
+            }
+        };
         if let Some(plan) = shared.plan() {
             shared.forward(line, &buf[..n], plan).await;
         }

@@ -111,7 +111,7 @@ async fn batch(lc: &mut LossyCluster) {
                     let mut tasks = Vec::new();
                     while left.contains(&share) {
                         let Some(id) = pending.pop() else { break };
-                        left = left - share;
+                        left -= share;
                         tasks.push(
                             TaskBuilder::new(&id, hello)
                                 .args([id.clone()])
