@@ -26,7 +26,7 @@ use std::process::Command;
 /// for it. Everything that differs between the crates is here, so they cannot drift apart.
 struct GuestCrate {
     /// The crate's directory (a workspace of its own), relative to this package; its target
-    /// directory is `$OUT_DIR/<dir>-target`.
+    /// directory is `<outer target dir>/wasm-guests/<dir>` (see [`guest_target_dir`]).
     dir: &'static str,
     /// The Rust target it is built for.
     target: &'static str,
@@ -109,7 +109,7 @@ fn main() {
 /// builds it, checks every program came out, and writes its generated file.
 fn build(krate: &GuestCrate, manifest_dir: &Path, out_dir: &Path, sysroot: Option<&Path>) {
     let crate_dir = manifest_dir.join(krate.dir);
-    let target_dir = out_dir.join(format!("{}-target", krate.dir));
+    let target_dir = guest_target_dir(out_dir).join(krate.dir);
     // A directory is scanned recursively by cargo, so `src` covers every program in
     // `src/bin`, including ones added or removed later.
     let own_inputs = [crate_dir.join("Cargo.toml"), crate_dir.join("src")];
@@ -186,6 +186,23 @@ fn check_target_installed(krate: &GuestCrate, crate_dir: &Path, sysroot: &Path) 
         krate.label,
         crate_dir.display()
     );
+}
+
+/// Where the inner builds keep their artifacts: `wasm-guests/` in the outer build's target
+/// directory (the nearest ancestor of `$OUT_DIR` holding cargo's `CACHEDIR.TAG`), not in
+/// `$OUT_DIR` itself. Every run of this script shares it: `cargo clippy` and `cargo test`
+/// run the script in different `$OUT_DIR`s (clippy's wrapper changes the package's hash), and
+/// with per-run directories CI compiled every guest, wit-bindgen included, twice. The inner
+/// cargo's own lock serialises concurrent runs; a wasm-only tree cannot clash with host
+/// artifacts.
+fn guest_target_dir(out_dir: &Path) -> PathBuf {
+    out_dir
+        .ancestors()
+        .find(|dir| dir.join("CACHEDIR.TAG").is_file())
+        .map_or_else(
+            || out_dir.to_path_buf(),
+            |target| target.join("wasm-guests"),
+        )
 }
 
 /// `cargo build --release --target <target>` of the crate into its own target directory, with

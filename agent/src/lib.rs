@@ -40,6 +40,8 @@
 //!   outcomes → core outcomes and reasons; `ExecutorInfo` → `InstanceSpec`, instance events →
 //!   core executor events).
 //! - [`executor`]: wasmtime engine, module cache, task runs, sandbox, limits, CPU pacing.
+//! - [`runtime`]: where guests run: in the agent's process, or in a runtime process that
+//!   outlives the agent and is reattached over a Unix socket.
 //! - [`workdir`]: the on-disk layout (`blobs/`, `cache/`, `frameworks/<fid>/tasks/<tid>/`,
 //!   `frameworks/<fid>/executors/<eid>/`).
 
@@ -50,4 +52,5 @@ pub mod driver;
 pub mod executor;
 pub mod fetch;
 pub mod launch;
+pub mod runtime;
 pub mod workdir;

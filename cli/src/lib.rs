@@ -10,6 +10,7 @@
 //! - [`cmd::cert`]: `tessera cert ca|issue`.
 //! - [`cmd::dev`]: `tessera dev`, the seed's worked example and a pi job, as a trace.
 //! - [`cmd::run`]: `tessera run`, one task, like `mesos-execute`.
+//! - [`cmd::runtime`]: `tessera runtime` (hidden), the process an agent's guests run in.
 //! - [`cmd::sim`]: `tessera sim`, its workload ([`cmd::sim::workload`]) and report
 //!   ([`cmd::sim::report`]).
 //! - [`tls`]: the `--ca`/`--cert`/`--key` arguments shared by deployed peers.

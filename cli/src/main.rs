@@ -32,6 +32,9 @@ enum Command {
     /// Simulate the master and allocator under a synthetic workload (virtual time, seeded),
     /// against static partitioning.
     Sim(cmd::sim::SimArgs),
+    /// The runtime process an agent starts so that its guests outlive it (started by agents).
+    #[command(hide = true)]
+    Runtime(cmd::runtime::RuntimeArgs),
 }
 
 fn init_tracing(default: &str) {
@@ -82,5 +85,6 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             cmd::run::execute(a).await
         }
         Command::Sim(a) => cmd::sim::execute(a),
+        Command::Runtime(a) => cmd::runtime::execute(a).await,
     }
 }

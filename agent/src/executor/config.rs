@@ -11,7 +11,7 @@ use wasmtime::{
 use super::ExecError;
 
 /// Executor-wide settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExecutorConfig {
     /// Maximum bytes of guest output kept per stdout/stderr file (default
     /// 1 MiB), so a chatty guest cannot fill the agent's disk. Further output
@@ -54,7 +54,7 @@ pub struct ExecutorConfig {
 /// async stack. Slots are reused, with linear memories reset copy-on-write
 /// from the module's memory image, so a launch costs no `mmap`/`munmap` of a
 /// fresh reservation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PoolingConfig {
     /// Most tasks alive at once. A launch beyond it fails with
     /// [`Termination::StartFailed`](super::Termination::StartFailed) (its instantiation error names the

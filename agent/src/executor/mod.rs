@@ -142,7 +142,7 @@ pub enum ExecError {
 }
 
 /// Everything needed to run one task.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TaskSpec {
     /// Content digest of the module; the module cache key.
     pub digest: String,
@@ -177,7 +177,7 @@ pub struct TaskSpec {
 }
 
 /// Life-cycle notifications sent by [`Executor::launch`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ExecEvent {
     /// The instance is ready and its entry point (`_start` or `wasi:cli/run`) is about to run
     /// (sent at most once).
@@ -187,7 +187,7 @@ pub enum ExecEvent {
 }
 
 /// The result of one task run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TaskOutcome {
     /// How the task ended.
     pub termination: Termination,
@@ -206,7 +206,7 @@ pub struct TaskOutcome {
 }
 
 /// How a task ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Termination {
     /// The guest returned from `_start` (code 0) or called `proc_exit(code)`; a component
     /// returned from `wasi:cli/run` (`Ok`: 0, `Err`: 1) or called `wasi:cli/exit` (`exit`:

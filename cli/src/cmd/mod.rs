@@ -7,6 +7,7 @@ pub mod dev;
 mod dev_executor;
 pub mod master;
 pub mod run;
+pub mod runtime;
 pub mod sim;
 
 /// Parses `KEY=VALUE` (environment variables, attributes).

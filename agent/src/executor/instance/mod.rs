@@ -44,7 +44,7 @@ pub(crate) use self::compile::Components;
 pub use self::host::MAX_GUEST_MESSAGE;
 
 /// Everything needed to start one executor instance.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InstanceSpec {
     /// Content digest of the component; the module cache key.
     pub digest: String,
@@ -68,7 +68,7 @@ pub struct InstanceSpec {
 }
 
 /// A task handed to a running instance.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InstanceTask {
     /// The task's id (unique within the framework).
     pub task_id: String,
@@ -87,7 +87,7 @@ pub struct InstanceTask {
 }
 
 /// The task states an executor may report for its tasks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum GuestTaskState {
     /// The task's work has started.
     Running,
@@ -100,7 +100,7 @@ pub enum GuestTaskState {
 }
 
 /// What an instance reports, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum InstanceEvent {
     /// The instance is up and its run loop started (sent at most once, first).
     Started,
