@@ -1,5 +1,5 @@
 //! Seeded virtual-time scenarios mixing every fault the simulation knows (issue 11): loss and
-//! latency on agents' links, short partitions and a 3-minute one, link cuts, agent restarts,
+//! latency on agents' and frameworks' links, short partitions and a 3-minute one, link cuts, agent restarts,
 //! framework link cuts and clock jumps, drawn from a seed by
 //! [`Scenario::generate`](tessera_tests::sim::scenario::Scenario::generate) and played against
 //! two frameworks' short and long tasks. The master's invariants are checked after every step;
@@ -8,8 +8,10 @@
 //! - no agent update reached a framework twice (after the SDK core's dedup by uuid), none came
 //!   after a task's end, and none is left unacknowledged on any agent;
 //! - no task's guest ran twice;
-//! - without agent restarts, every task finished (a partition of 3 minutes is well inside the
-//!   10-minute re-registration timeout, so it costs latency only).
+//! - without agent restarts, every task that started finished (a partition of 3 minutes is
+//!   well inside the 10-minute re-registration timeout, so it costs latency only); a task that
+//!   never started may end `TASK_LOST` (its accept lost with a cut framework link) or
+//!   `TASK_DROPPED` (its accept arrived after its offer was gone), as in Mesos.
 //!
 //! `SIM_SEEDS` (default 200) sets how many seeds run; `SIM_SEED` runs one (to replay a failure).
 
@@ -121,6 +123,10 @@ fn play(seed: u64, scenario: &Scenario) -> Result<usize, String> {
             }
             let fine = match state {
                 TaskState::Finished => true,
+                // Never launched: its accept was lost with a cut framework link (the master,
+                // asked after the re-subscription, knows no such task), or came after its
+                // offer was gone. The framework is told; nothing ran.
+                TaskState::Lost | TaskState::Dropped if starts == 0 => true,
                 // A restarted agent's guests are gone: lost, or gone after the timeout.
                 TaskState::Lost | TaskState::Gone => scenario.loses_tasks(),
                 _ => false,

@@ -1,6 +1,7 @@
 //! Seeded fault scenarios for [`Sim`]: a schedule of [`Fault`]s at virtual times, drawn from a
-//! seed, mixing every fault kind the simulation knows (loss, delay, partitions short and long,
-//! cuts, agent restarts, framework link cuts, clock jumps), and played against a running
+//! seed, mixing every fault kind the simulation knows (loss and delay on agents' and
+//! frameworks' links, partitions short and long, cuts, agent restarts, framework link cuts,
+//! clock jumps), and played against a running
 //! workload. The master's invariants are checked after every step by the simulation itself;
 //! [`Scenario::play`] only applies the faults at their times.
 //!
@@ -56,6 +57,26 @@ pub enum Fault {
     },
     /// The clock moves forward at once ([`Sim::jump`]).
     Jump(Duration),
+    /// Framework `framework`'s link loses a `rate` fraction of its datagrams
+    /// ([`Sim::drop_framework`]).
+    DropFramework {
+        /// Which framework.
+        framework: usize,
+        /// Loss rate, below 1.
+        rate: f64,
+    },
+    /// Framework `framework`'s link gets `extra` one-way latency ([`Sim::delay_framework`]).
+    DelayFramework {
+        /// Which framework.
+        framework: usize,
+        /// Added latency.
+        extra: Duration,
+    },
+    /// Framework `framework`'s link is clean again ([`Sim::recover_framework`]).
+    RecoverFramework {
+        /// Which framework.
+        framework: usize,
+    },
     // Master restart (from the durable registry) and agent recovery (reattaching to the
     // tasks that kept running) are added here as they land in the simulation.
 }
@@ -72,6 +93,9 @@ impl Fault {
             Fault::RestartAgent { agent } => sim.restart_agent(agent),
             Fault::CutFramework { framework } => sim.cut_framework(framework),
             Fault::Jump(d) => sim.jump(d),
+            Fault::DropFramework { framework, rate } => sim.drop_framework(framework, rate),
+            Fault::DelayFramework { framework, extra } => sim.delay_framework(framework, extra),
+            Fault::RecoverFramework { framework } => sim.recover_framework(framework),
         }
     }
 
@@ -138,7 +162,7 @@ impl Scenario {
             let at = Duration::from_millis(rng.range(0, span_ms));
             // Heals within a few seconds to half a minute.
             let heal = at + Duration::from_millis(rng.range(500, 30_000));
-            let kind = rng.range(0, 8);
+            let kind = rng.range(0, 9);
             match kind {
                 0 => {
                     let a = agent(&mut rng);
@@ -177,7 +201,16 @@ impl Scenario {
                     let max = shape.max_jump.as_millis().max(2) as u64;
                     steps.push((at, Fault::Jump(Duration::from_millis(rng.range(1, max)))));
                 }
-                // Loss and latency together, as on a bad long link.
+                // A framework's link lossy and long.
+                8 if shape.frameworks > 0 => {
+                    let framework = rng.range(0, shape.frameworks as u64) as usize;
+                    let rate = rng.range(5, 30) as f64 / 100.0;
+                    let extra = Duration::from_millis(rng.range(50, 300));
+                    steps.push((at, Fault::DropFramework { framework, rate }));
+                    steps.push((at, Fault::DelayFramework { framework, extra }));
+                    steps.push((heal, Fault::RecoverFramework { framework }));
+                }
+                // Loss and latency together on an agent's link, as on a bad long link.
                 _ => {
                     let a = agent(&mut rng);
                     let rate = rng.range(5, 20) as f64 / 100.0;
@@ -223,6 +256,9 @@ impl Scenario {
         }
         for i in 0..sim.agent_count() {
             sim.recover(i);
+        }
+        for f in 0..sim.frameworks.len() {
+            sim.recover_framework(f);
         }
     }
 }
