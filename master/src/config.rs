@@ -6,6 +6,7 @@
 //! allocator = "drf"          # or "priority"; default "drf"
 //! offer_timeout = "30s"      # default: none (offers are held until answered)
 //! agent_reregister_timeout = "10min"  # default 10min: tasks UNREACHABLE meanwhile, then GONE
+//! blob_gc_grace = "1h"       # default 1h; "0s" keeps every blob
 //!
 //! [roles.analytics]
 //! weight = 2.0                                   # default 1.0
@@ -38,6 +39,8 @@ pub struct MasterFileConfig {
     pub offer_timeout: Option<Duration>,
     /// `agent_reregister_timeout`, if given.
     pub agent_reregister_timeout: Option<Duration>,
+    /// `blob_gc_grace`, if given (zero: keep every blob).
+    pub blob_gc_grace: Option<Duration>,
     /// `[roles.NAME]` tables.
     pub roles: Roles,
     /// `[acls]`.
@@ -67,6 +70,7 @@ struct Raw {
     allocator: Option<String>,
     offer_timeout: Option<String>,
     agent_reregister_timeout: Option<String>,
+    blob_gc_grace: Option<String>,
     #[serde(default)]
     roles: BTreeMap<String, RawRole>,
     acls: Option<RawAcls>,
@@ -185,6 +189,12 @@ pub fn parse(text: &str) -> Result<MasterFileConfig, ConfigError> {
         })?),
         None => None,
     };
+    let blob_gc_grace = match raw.blob_gc_grace {
+        Some(s) => Some(within(humantime::parse_duration(&s), || {
+            "blob_gc_grace".into()
+        })?),
+        None => None,
+    };
     if let Some(a) = &raw.allocator {
         if crate::allocator::by_name(a).is_none() {
             return bad(format!("unknown allocator {a:?} (drf or priority)"));
@@ -217,6 +227,7 @@ pub fn parse(text: &str) -> Result<MasterFileConfig, ConfigError> {
         allocator: raw.allocator,
         offer_timeout,
         agent_reregister_timeout,
+        blob_gc_grace,
         roles,
         acls,
     })
@@ -245,6 +256,11 @@ mod tests {
         assert_eq!(c.allocator.as_deref(), Some("priority"));
         assert_eq!(c.offer_timeout, Some(Duration::from_secs(30)));
         assert_eq!(c.agent_reregister_timeout, Some(Duration::from_secs(1800)));
+        assert_eq!(
+            parse("blob_gc_grace = \"2h\"").unwrap().blob_gc_grace,
+            Some(Duration::from_secs(7200))
+        );
+        assert!(parse("blob_gc_grace = \"later\"").is_err());
         let a = &c.roles["analytics"];
         assert_eq!(a.weight, 2.0);
         assert_eq!(a.guarantee, Resources::new(4000, 8 * GIB, 0));

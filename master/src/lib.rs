@@ -20,6 +20,8 @@
 //! - [`config`]: the master's TOML configuration file (roles, allocator, ACLs).
 //! - [`blobs`]: the content-addressed store of modules and task files.
 //! - [`rate`]: the token bucket pacing each connection's control frames.
+//! - [`registry`]: the durable registry (trait, records, the redb and in-memory stores) that a
+//!   restarted master recovers from.
 //! - [`driver`]: the quinn endpoint, one task per connection, the timer; identities read from
 //!   certificates; the blob streams (uploads with quotas and stall limits, fetches the core allows)
 //!   in `driver/blob_streams.rs`.
@@ -33,3 +35,4 @@ pub mod config;
 pub mod core;
 pub mod driver;
 pub mod rate;
+pub mod registry;

@@ -575,6 +575,8 @@ impl Sim {
                             self.send(conn, false, msg);
                         }
                     }
+                    // The simulated master keeps no registry (yet).
+                    MAction::Persist(_) => {}
                     MAction::Close { conn, reason } => {
                         self.note(|| format!("close {conn}: {reason}"));
                         self.silent.remove(&conn);

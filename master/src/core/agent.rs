@@ -4,6 +4,7 @@
 
 use super::timer::Timer;
 use super::{AgentEntry, Binding, ConnId, ExecutorKey, Master, TaskEntry};
+use crate::registry::{AgentRecord, RegistryOp, TaskRecord};
 use proto::{
     AgentId, AgentInfo, ExecutorId, FrameworkId, Message, Reason, Resources, RunningExecutor,
     RunningTask, TaskId, TaskState, TaskStatus,
@@ -159,6 +160,7 @@ impl Master {
                     a.datasets = info.datasets;
                     a.conn = Some(conn);
                     a.remove_at = None;
+                    a.leaving = false;
                 }
                 self.timers.stop(&Timer::AgentRemoval(id.clone()));
                 tracing::info!(agent = %id, "agent re-registered");
@@ -192,6 +194,7 @@ impl Master {
                         reservations,
                         reserved_used: Default::default(),
                         reserved_offered: Default::default(),
+                        leaving: false,
                     },
                 );
                 tracing::info!(agent = %id, "agent registered");
@@ -199,6 +202,20 @@ impl Master {
             }
         };
         self.bind(conn, Binding::Agent(id.clone()));
+        // Durable before the agent learns its id: the agent, and the tasks it reported that the
+        // master adopts.
+        if let Some(record) = self.agent_record(&id) {
+            self.persist(RegistryOp::PutAgent(record));
+        }
+        for rt in &plan.adopt {
+            let mut info = rt.task.clone();
+            info.agent_id = id.clone();
+            self.persist(RegistryOp::PutTask(TaskRecord {
+                framework_id: rt.framework_id.clone(),
+                info,
+                kill_requested: false,
+            }));
+        }
         self.send(
             conn,
             Message::Registered {
@@ -439,11 +456,26 @@ impl Master {
         }
     }
 
+    /// What the registry keeps of an agent.
+    pub(super) fn agent_record(&self, id: &AgentId) -> Option<AgentRecord> {
+        self.agents.get(id).map(|a| AgentRecord {
+            id: id.clone(),
+            info: AgentInfo {
+                hostname: a.hostname.clone(),
+                resources: a.total,
+                reservations: a.reservations.clone(),
+                attributes: a.attributes.clone(),
+                datasets: a.datasets.clone(),
+            },
+            owner: a.owner.clone(),
+        })
+    }
+
     /// Recomputes which part of each of the agent's live tasks comes from a reservation, after
     /// a (re-)registration that may have changed its reservations: each task draws on its
     /// framework's role's reservation first (in task order), the rest is unreserved. The agent
     /// has no outstanding offers at this point.
-    fn rebuild_pools(&mut self, id: &AgentId) {
+    pub(super) fn rebuild_pools(&mut self, id: &AgentId) {
         let Some(a) = self.agents.get(id) else {
             return;
         };
@@ -539,11 +571,15 @@ impl Master {
         self.rescind_agent_offers(aid);
         let now = self.now;
         let timeout = self.cfg.agent_reregister_timeout;
+        // An agent that said it is leaving (a planned restart) is not partitioned: its tasks
+        // keep their states until it re-registers or its re-registration timeout passes.
+        let leaving = self.agents.get(aid).is_some_and(|a| a.leaving);
         let keys: Vec<(FrameworkId, TaskId)> = self
             .tasks
             .iter()
             .filter(|(_, t)| {
-                t.info.agent_id == *aid
+                !leaving
+                    && t.info.agent_id == *aid
                     && !t.is_terminal()
                     && t.status.state != TaskState::Unreachable
             })
@@ -619,7 +655,10 @@ impl Master {
 
     /// Removes an agent whose tasks are known to be gone (timeout, or the agent restarted
     /// afresh): its tasks end TASK_GONE with `reason`, its executors are dropped.
-    fn remove_agent_because(&mut self, aid: &AgentId, reason: Reason, message: String) {
+    pub(super) fn remove_agent_because(&mut self, aid: &AgentId, reason: Reason, message: String) {
+        if self.agents.contains_key(aid) {
+            self.persist(RegistryOp::RemoveAgent(aid.clone()));
+        }
         self.rescind_agent_offers(aid);
         let keys: Vec<(FrameworkId, TaskId)> = self
             .tasks

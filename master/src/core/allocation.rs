@@ -24,7 +24,7 @@ fn snapshot<'a>(
 ) -> Option<Snapshot<'a>> {
     let mut total = Resources::ZERO;
     let mut views: Vec<AgentView<'a>> = Vec::new();
-    for a in agents.values().filter(|a| a.is_connected()) {
+    for a in agents.values().filter(|a| a.is_offerable()) {
         total += a.total;
         let available = a.unreserved_free();
         let reserved: Vec<(&str, Resources)> = a
@@ -142,7 +142,7 @@ impl Master {
                 None => a.unreserved_free(),
                 Some(r) => a.reserved_free(r),
             };
-            a.is_connected()
+            a.is_offerable()
                 && pool.contains(&p.resources)
                 && is_allocatable(&p.resources, &self.cfg.min_allocatable)
         });

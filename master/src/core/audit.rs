@@ -54,11 +54,13 @@ impl Master {
                 .agents
                 .get(&t.info.agent_id)
                 .is_some_and(|a| a.is_connected());
+            // A leaving agent's tasks keep their states while it is away (a planned restart).
+            let leaving = self.agents.get(&t.info.agent_id).is_some_and(|a| a.leaving);
             if unreachable != t.before_unreachable.is_some()
                 || t.before_unreachable
                     .is_some_and(|s| s.is_terminal() || s == TaskState::Unreachable)
                 || (unreachable && agent_up)
-                || (!t.is_terminal() && !unreachable && !agent_up)
+                || (!t.is_terminal() && !unreachable && !agent_up && !leaving)
             {
                 return Err(format!(
                     "task {tid} of {fid} is {} (before: {:?}) on an agent {}",
@@ -117,8 +119,13 @@ impl Master {
                 return Err(format!("offer {id} is empty"));
             }
             match self.agents.get(&o.agent_id) {
-                Some(a) if a.is_connected() => {}
-                _ => return Err(format!("offer {id} is on absent agent {}", o.agent_id)),
+                Some(a) if a.is_offerable() => {}
+                _ => {
+                    return Err(format!(
+                        "offer {id} is on absent or leaving agent {}",
+                        o.agent_id
+                    ))
+                }
             }
             match self.frameworks.get(&o.framework_id) {
                 Some(f) if f.is_connected() => {}

@@ -4,7 +4,7 @@
 //! ```text
 //!  driver ── Event (Connected / Message / Disconnected / BlobStored) ──▶ Master::handle
 //!  driver ── handle_timeout(now) at poll_timeout() ───────────────────▶ Master::handle_timeout
-//!  driver ◀── Action (Send { conn, msg } / Close { conn, reason }) ──── Master::poll_action
+//!  driver ◀── Action (Persist(ops) / Send { conn, msg } / Close { conn, reason }) ── Master::poll_action
 //!                                  │
 //!                                  └──▶ Allocator::allocate(&Snapshot) ─▶ re-validated offers
 //! ```
@@ -32,6 +32,19 @@
 //! - Allocation is never run inside `handle`: anything that frees or adds resources sets the
 //!   next allocation to "now", so `poll_timeout` returns an instant that has already passed and
 //!   the driver should call `handle_timeout` straight away.
+//! - Persist, then send: an [`Action::Persist`] carries registry changes
+//!   ([`RegistryOp`](crate::registry::RegistryOp)) that must be durable before the driver
+//!   executes **any** action queued after it (it may write them earlier, e.g. every change of
+//!   a drained batch in one transaction ahead of the batch's sends; a crash can always fall
+//!   between a write and the sends after it, and recovery copes with that). The core emits one
+//!   ahead of each send that depends on it: a framework's record before `Subscribed`, its
+//!   removal at teardown; an agent's record before `Registered` (with the tasks it reported
+//!   that are adopted), its removal; a task before its `RunTask`; a kill request before its
+//!   `KillTask`; a task's removal from the books before the ack that lets its agent forget it
+//!   and before a TASK_GONE it declares. Status relays persist nothing (agents resend
+//!   unacknowledged updates). A restarted core is built with [`Master::recover`] from what
+//!   was persisted (see `recover`), and [`Master::check_registry`] compares a registry with
+//!   the core.
 //! - A `Close` action also detaches the connection inside the core at once; the `Disconnected`
 //!   event the driver reports later for it (and any message still queued from it) is ignored.
 //! - Blob streams and the `Hello` handshake belong to the driver: it reports a connection with
@@ -58,6 +71,9 @@
 //!   refuse filters.
 //! - `allocation`: the allocation round: snapshot, policy, re-validation, offers.
 //! - `timer`: the one timer table behind `poll_timeout`.
+//! - `recover`: [`Master::recover`], a core rebuilt from the registry after a restart, and
+//!   [`Master::check_registry`].
+//! - `drain`: an agent leaving on purpose (`AgentLeaving`).
 //! - `audit`: [`Master::check_invariants`], the books recomputed from scratch.
 //! - `views`: read-only accessors.
 //! - `state`: the records those views return ([`AgentEntry`], [`FrameworkEntry`],
@@ -67,8 +83,10 @@ mod agent;
 mod allocation;
 mod audit;
 mod blob_gc;
+mod drain;
 mod executors;
 mod ledger;
+mod recover;
 mod scheduler;
 mod state;
 #[cfg(test)]
@@ -81,6 +99,7 @@ pub use executors::ExecutorKey;
 pub use state::{AgentEntry, ExecutorEntry, FilterMap, FrameworkEntry, TaskEntry};
 
 use crate::allocator::{Allocator, Roles};
+use crate::registry::RegistryOp;
 use ledger::Ledger;
 use proto::identity::PeerId;
 use proto::{
@@ -223,6 +242,9 @@ pub enum Action {
         /// The message.
         msg: Message,
     },
+    /// Make these registry changes durable, as one atomic batch, before executing any action
+    /// queued after this one (persist, then send). Consecutive changes come in one `Persist`.
+    Persist(Vec<RegistryOp>),
     /// Close a connection (after flushing what was sent before), telling the peer why.
     Close {
         /// The connection.
@@ -413,7 +435,19 @@ impl Master {
                 if kind == BlobKind::Module {
                     entry.kind = BlobKind::Module;
                 }
-                entry.owners.extend(owner);
+                match owner {
+                    Some(owner) => {
+                        entry.owners.insert(owner);
+                    }
+                    None => {
+                        // Found in the store at start: after a restart, the principals whose
+                        // recovered tasks name it uploaded it (their accepts were checked).
+                        let owners = self.recovered_blob_owners(&digest);
+                        if let Some(entry) = self.blobs.get_mut(&digest) {
+                            entry.owners.extend(owners);
+                        }
+                    }
+                }
                 self.arm_blob_gc();
             }
         }
@@ -479,6 +513,24 @@ impl Master {
 
     fn send(&mut self, conn: ConnId, msg: Message) {
         self.actions.push_back(Action::Send { conn, msg });
+    }
+
+    /// Queues a registry change; it joins the `Persist` at the back of the queue if there is
+    /// one, so the driver writes consecutive changes in one transaction.
+    fn persist(&mut self, op: RegistryOp) {
+        if let Some(Action::Persist(ops)) = self.actions.back_mut() {
+            ops.push(op);
+        } else {
+            self.actions.push_back(Action::Persist(vec![op]));
+        }
+    }
+
+    /// Persists that a task left the books.
+    fn persist_task_removed(&mut self, key: &(FrameworkId, TaskId)) {
+        self.persist(RegistryOp::RemoveTask {
+            framework_id: key.0.clone(),
+            task_id: key.1.clone(),
+        });
     }
 
     fn error(&mut self, conn: ConnId, message: impl Into<String>) {
@@ -649,10 +701,14 @@ impl Master {
             Some(reason),
             message,
         );
+        // Durable before the framework hears of the end, so a restart cannot bring it back.
+        if self.tasks.contains_key(key) {
+            self.persist_task_removed(key);
+        }
         if self.set_status(key, status.clone()) {
             self.send_to_framework(&key.0, Message::Update { status });
         }
-        self.complete_task(key);
+        self.drop_task(key);
     }
 
     /// Records a new status for a live task; a task already terminal keeps its terminal status.
@@ -677,8 +733,17 @@ impl Master {
         true
     }
 
-    /// Moves a terminal task out of the live table into the bounded completed list.
+    /// Moves a terminal task out of the live table into the bounded completed list, and out of
+    /// the registry (persisted before whatever is sent next, such as the ack it allows).
     fn complete_task(&mut self, key: &(FrameworkId, TaskId)) {
+        if self.tasks.contains_key(key) {
+            self.persist_task_removed(key);
+        }
+        self.drop_task(key);
+    }
+
+    /// [`Master::complete_task`] without the registry change (persisted already).
+    fn drop_task(&mut self, key: &(FrameworkId, TaskId)) {
         let Some(t) = self.tasks.remove(key) else {
             return;
         };
@@ -730,6 +795,7 @@ impl Master {
             Role::Agent => matches!(
                 msg,
                 Message::Register { .. }
+                    | Message::AgentLeaving { .. }
                     | Message::StatusUpdate { .. }
                     | Message::ExecutorMessage { .. }
                     | Message::ExecutorExited { .. }
@@ -771,6 +837,7 @@ impl Master {
                 ..
             } => self.on_executor_exited(conn, framework_id, executor_id, failed, message),
             Message::StatusUpdate { status } => self.on_status_update(conn, status),
+            Message::AgentLeaving { keep_tasks } => self.on_agent_leaving(conn, keep_tasks),
             Message::TeardownFramework { framework_id } => {
                 self.on_operator_teardown(conn, framework_id)
             }

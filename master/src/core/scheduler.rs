@@ -3,6 +3,7 @@
 
 use super::timer::Timer;
 use super::{Binding, ConnId, FrameworkEntry, Master, TaskEntry};
+use crate::registry::{FrameworkRecord, RegistryOp, TaskRecord};
 use proto::identity::PeerKind;
 use proto::{
     AgentId, FrameworkId, FrameworkInfo, Message, OfferId, Reason, Resources, TaskId, TaskInfo,
@@ -127,6 +128,15 @@ impl Master {
                 fid
             }
         };
+        // Durable before the scheduler learns its id (persist, then send).
+        if let Some(f) = self.frameworks.get(&fid) {
+            let record = FrameworkRecord {
+                id: fid.clone(),
+                info: f.info.clone(),
+                principal: f.principal.clone(),
+            };
+            self.persist(RegistryOp::PutFramework(record));
+        }
         let heartbeat_interval_ms =
             u64::try_from(self.cfg.heartbeat_interval.as_millis()).unwrap_or(u64::MAX);
         self.send(
@@ -515,6 +525,13 @@ impl Master {
         self.blobs_used_by(&task);
         self.tasks
             .insert((fid.clone(), task.task_id.clone()), entry);
+        // Durable before the agent may start it: a restarted master knows every task it
+        // launched.
+        self.persist(RegistryOp::PutTask(TaskRecord {
+            framework_id: fid.clone(),
+            info: task.clone(),
+            kill_requested: false,
+        }));
         self.send_to_agent(
             agent,
             Message::RunTask {
@@ -572,6 +589,10 @@ impl Master {
                 if let Some(t) = self.tasks.get_mut(&key) {
                     t.kill_requested = true;
                 }
+                self.persist(RegistryOp::KillRequested {
+                    framework_id: key.0.clone(),
+                    task_id: key.1.clone(),
+                });
                 self.send_to_agent(
                     &aid,
                     Message::KillTask {
@@ -713,6 +734,9 @@ impl Master {
 
     /// Ends a framework: kills its tasks, drops its offers and filters, forgets it.
     pub(super) fn teardown(&mut self, fid: &FrameworkId) {
+        if self.frameworks.contains_key(fid) {
+            self.persist(RegistryOp::RemoveFramework(fid.clone()));
+        }
         self.drop_framework_offers(fid);
         let keys: Vec<(FrameworkId, TaskId)> = self
             .tasks

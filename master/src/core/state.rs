@@ -43,6 +43,10 @@ pub struct AgentEntry {
     pub reserved_used: BTreeMap<String, Resources>,
     /// The part of `offered` drawn from each role's reservation.
     pub reserved_offered: BTreeMap<String, Resources>,
+    /// It said it is leaving (`AgentLeaving { keep_tasks: true }`): not offered any more, and
+    /// its tasks keep their states when it disconnects, until it re-registers or its
+    /// re-registration timeout passes.
+    pub leaving: bool,
 }
 
 impl AgentEntry {
@@ -93,6 +97,11 @@ impl AgentEntry {
     /// True while its control connection is up.
     pub fn is_connected(&self) -> bool {
         self.conn.is_some()
+    }
+
+    /// True while its resources may be offered: connected and not leaving.
+    pub fn is_offerable(&self) -> bool {
+        self.conn.is_some() && !self.leaving
     }
 }
 

@@ -5,12 +5,20 @@
 //! peer is cut off rather than allowed to grow the master's memory), and a task accepting its
 //! blob streams. A peer that sends a malformed or oversized frame, or the wrong protocol version,
 //! loses its own connection and nothing else.
+//!
+//! The registry (`{work_dir}/registry.redb`) is loaded at start and the core recovered from it
+//! ([`Master::recover`]; an empty registry is a fresh master). The loop handles every input
+//! already queued (up to 256 more) before it drains the core's actions, writes all
+//! their registry changes in one transaction, and only then executes the sends and closes: one
+//! fsync is shared by everything that arrived together. The write blocks the core's loop (the
+//! loop would have to wait for it anyway); a failed write stops the master.
 
 mod blob_streams;
 
 use crate::allocator::Allocator;
 use crate::blobs::{BlobError, BlobStore};
 use crate::core::{Action, ConnId, Event, Master, MasterConfig};
+use crate::registry::{RedbRegistry, Registry, RegistryError};
 use blob_streams::{serve_blob_stream, Peer, Quota, CONCURRENT_UPLOADS};
 use net::tls::{self, Identity, TransportTuning};
 use net::{MessageReader, MessageWriter};
@@ -53,6 +61,10 @@ const CONNECTIONS_PER_PRINCIPAL: usize = 64;
 
 /// Control messages queued per connection before the peer is considered too slow.
 const WRITE_QUEUE: usize = 65_536;
+
+/// Most further inputs already queued that are handled before the core's actions are drained,
+/// so that their registry changes are written in one transaction.
+const GROUP_COMMIT: usize = 256;
 
 /// How long a blob nobody uses is kept (`MasterConfig::blob_gc_grace` of [`MasterOptions::new`]).
 pub const DEFAULT_BLOB_GC_GRACE: Duration = Duration::from_secs(3600);
@@ -131,6 +143,18 @@ pub enum MasterError {
     /// The master's own certificate states no master identity.
     #[error("the master's certificate is not a master's ({0}); issue one with `tessera cert issue master`")]
     Identity(String),
+    /// The registry could not be opened, read or written. A master that cannot persist stops
+    /// rather than send what depends on a write that did not happen.
+    #[error("registry: {0}")]
+    Registry(#[from] RegistryError),
+    /// The work directory could not be created.
+    #[error("creating the work directory {path}: {source}")]
+    WorkDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The operating system gave no randomness for the id key.
     #[error("no randomness for the id key: {0}")]
     Random(String),
@@ -142,6 +166,8 @@ pub struct MasterServer {
     opts: MasterOptions,
     allocator: Box<dyn Allocator>,
     store: Arc<BlobStore>,
+    /// The durable registry, `{work_dir}/registry.redb`.
+    registry: RedbRegistry,
     /// The trust domain of the master's certificate: peers must belong to the same.
     cluster: String,
 }
@@ -198,11 +224,17 @@ impl MasterServer {
                 source,
             })?;
         let store = Arc::new(BlobStore::open(&opts.work_dir.join("blobs"))?);
+        std::fs::create_dir_all(&opts.work_dir).map_err(|source| MasterError::WorkDir {
+            path: opts.work_dir.clone(),
+            source,
+        })?;
+        let registry = RedbRegistry::open_in(&opts.work_dir)?;
         Ok(Self {
             endpoint,
             opts,
             allocator,
             store,
+            registry,
             cluster,
         })
     }
@@ -221,9 +253,34 @@ impl MasterServer {
             opts,
             allocator,
             store,
+            mut registry,
             cluster,
         } = self;
-        let mut core = Master::new(opts.config.clone(), allocator, Instant::now().into_std());
+        let started = Instant::now();
+        let snapshot = registry.load()?;
+        let (agents, frameworks, tasks) = (
+            snapshot.agents.len(),
+            snapshot.frameworks.len(),
+            snapshot.tasks.len(),
+        );
+        let mut core = Master::recover(
+            opts.config.clone(),
+            allocator,
+            &snapshot,
+            Instant::now().into_std(),
+        );
+        drop(snapshot);
+        if agents + frameworks + tasks > 0 {
+            tracing::info!(
+                agents,
+                frameworks,
+                tasks,
+                elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+                registry = %registry.path().display(),
+                "registry loaded; waiting for agents to re-register and frameworks to re-subscribe"
+            );
+        }
+        let mut first_offer = true;
         for (digest, kind) in store.scan()? {
             core.handle(
                 Instant::now().into_std(),
@@ -275,26 +332,66 @@ impl MasterServer {
         let mut conns: HashMap<ConnId, (quinn::Connection, mpsc::Sender<Message>)> = HashMap::new();
         tokio::pin!(shutdown);
         loop {
-            while let Some(action) = core.poll_action() {
-                match action {
-                    Action::Send { conn, msg } => {
-                        if let Some((c, writer)) = conns.get(&conn) {
-                            if writer.try_send(msg).is_err() {
-                                tracing::warn!(conn, "peer too slow or gone; closing");
-                                c.close(close_code::TOO_SLOW.into(), b"too slow reading messages");
-                                // Forgotten at once: its queue and the core's books let go now.
-                                conns.remove(&conn);
-                                core.handle(
-                                    Instant::now().into_std(),
-                                    Event::Disconnected { conn },
+            // Persist, then send: every registry change the drained actions carry is written in
+            // one transaction before any of them is executed. Writing a change earlier than the
+            // sends queued before it is safe (a crash may always fall between a write and the
+            // sends after it), and groups every change of the handled inputs into one commit.
+            loop {
+                let mut ops = Vec::new();
+                let mut actions = Vec::new();
+                while let Some(action) = core.poll_action() {
+                    match action {
+                        Action::Persist(batch) => ops.extend(batch),
+                        other => actions.push(other),
+                    }
+                }
+                if ops.is_empty() && actions.is_empty() {
+                    break;
+                }
+                if !ops.is_empty() {
+                    if let Err(e) = registry.apply(&ops) {
+                        tracing::error!(error = %e, "cannot write the registry; stopping");
+                        acceptor.abort();
+                        endpoint.close(
+                            close_code::NORMAL.into(),
+                            b"master stopping: registry write failed",
+                        );
+                        return Err(e.into());
+                    }
+                }
+                for action in actions {
+                    match action {
+                        Action::Persist(_) => unreachable!("separated above"),
+                        Action::Send { conn, msg } => {
+                            if first_offer && matches!(msg, Message::Offers { .. }) {
+                                first_offer = false;
+                                tracing::info!(
+                                    after_start_ms = started.elapsed().as_secs_f64() * 1e3,
+                                    known_tasks = tasks,
+                                    "first offers served"
                                 );
                             }
+                            if let Some((c, writer)) = conns.get(&conn) {
+                                if writer.try_send(msg).is_err() {
+                                    tracing::warn!(conn, "peer too slow or gone; closing");
+                                    c.close(
+                                        close_code::TOO_SLOW.into(),
+                                        b"too slow reading messages",
+                                    );
+                                    // Forgotten at once: its queue and the core's books let go now.
+                                    conns.remove(&conn);
+                                    core.handle(
+                                        Instant::now().into_std(),
+                                        Event::Disconnected { conn },
+                                    );
+                                }
+                            }
                         }
-                    }
-                    Action::Close { conn, reason } => {
-                        if let Some((c, _)) = conns.remove(&conn) {
-                            tracing::info!(conn, %reason, "closing connection");
-                            close_after_flush(c, reason);
+                        Action::Close { conn, reason } => {
+                            if let Some((c, _)) = conns.remove(&conn) {
+                                tracing::info!(conn, %reason, "closing connection");
+                                close_after_flush(c, reason);
+                            }
                         }
                     }
                 }
@@ -312,25 +409,16 @@ impl MasterServer {
             tokio::select! {
                 _ = &mut shutdown => break,
                 input = rx.recv() => match input {
-                    Some(Input::Open { conn_id, conn, writer }) => {
-                        conns.insert(conn_id, (conn, writer));
-                    }
-                    Some(Input::Core(ev)) => {
-                        if let Event::Disconnected { conn } = &ev {
-                            conns.remove(conn);
-                        }
-                        if let Event::BlobStored { digest, .. } = &ev {
-                            if !shared.store.path(digest).exists() {
-                                // Stored, then collected before this event came through.
-                                tracing::warn!(digest = %digest.to_hex(), "an upload raced the blob GC and was deleted; it must be uploaded again");
-                                continue;
+                    Some(input) => {
+                        handle_input(&mut core, &mut conns, &shared, input);
+                        // Inputs already waiting are handled before the actions are drained,
+                        // so their registry changes share one commit.
+                        for _ in 0..GROUP_COMMIT {
+                            match rx.try_recv() {
+                                Ok(input) => handle_input(&mut core, &mut conns, &shared, input),
+                                Err(_) => break,
                             }
                         }
-                        core.handle(Instant::now().into_std(), ev);
-                    }
-                    Some(Input::FromPeer(ev, _permit)) => core.handle(Instant::now().into_std(), ev),
-                    Some(Input::MayFetch { conn_id, digest, reply }) => {
-                        let _ = reply.send(core.may_fetch(conn_id, &digest));
                     }
                     None => break,
                 },
@@ -341,6 +429,45 @@ impl MasterServer {
         endpoint.close(close_code::NORMAL.into(), b"master shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
         Ok(())
+    }
+}
+
+/// Feeds one input from the connection tasks to the core (or the connection table).
+fn handle_input(
+    core: &mut Master,
+    conns: &mut HashMap<ConnId, (quinn::Connection, mpsc::Sender<Message>)>,
+    shared: &ConnShared,
+    input: Input,
+) {
+    match input {
+        Input::Open {
+            conn_id,
+            conn,
+            writer,
+        } => {
+            conns.insert(conn_id, (conn, writer));
+        }
+        Input::Core(ev) => {
+            if let Event::Disconnected { conn } = &ev {
+                conns.remove(conn);
+            }
+            if let Event::BlobStored { digest, .. } = &ev {
+                if !shared.store.path(digest).exists() {
+                    // Stored, then collected before this event came through.
+                    tracing::warn!(digest = %digest.to_hex(), "an upload raced the blob GC and was deleted; it must be uploaded again");
+                    return;
+                }
+            }
+            core.handle(Instant::now().into_std(), ev);
+        }
+        Input::FromPeer(ev, _permit) => core.handle(Instant::now().into_std(), ev),
+        Input::MayFetch {
+            conn_id,
+            digest,
+            reply,
+        } => {
+            let _ = reply.send(core.may_fetch(conn_id, &digest));
+        }
     }
 }
 

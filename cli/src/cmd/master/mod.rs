@@ -17,7 +17,8 @@ pub struct MasterArgs {
     /// UDP address to listen on.
     #[arg(long, default_value = "0.0.0.0:5050")]
     listen: SocketAddr,
-    /// Where uploaded modules and files are stored.
+    /// Where uploaded modules and files (`blobs/`) and the registry (`registry.redb`: the
+    /// frameworks, agents and tasks a restarted master recovers) are stored.
     #[arg(long, default_value = "/var/lib/tessera/master")]
     work_dir: PathBuf,
     /// Period of allocation rounds.
@@ -48,9 +49,9 @@ pub struct MasterArgs {
     min_allocatable_cpus: u64,
     /// Delete an uploaded module or file that no live task names and nobody used for this long
     /// (`0s`: keep every blob forever). A task naming a deleted blob fails as "not uploaded";
-    /// upload it again.
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
-    blob_gc_grace: Duration,
+    /// upload it again. Default: the config file's `blob_gc_grace`, else 1h.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    blob_gc_grace: Option<Duration>,
     /// Smallest offer, memory part.
     #[arg(long, default_value = "32MiB", value_parser = parse_size)]
     min_allocatable_mem: u64,
@@ -60,7 +61,8 @@ pub struct MasterArgs {
     quic: QuicArgs,
 }
 
-/// Runs the master until Ctrl-C.
+/// Runs the master until Ctrl-C or SIGTERM (connections closed cleanly), recovering what its
+/// work directory's registry holds.
 pub async fn execute(a: MasterArgs) -> anyhow::Result<i32> {
     let tls = a.tls.load("master")?;
     let mut opts = MasterOptions::new(a.listen, tls.ca_pem, tls.identity, a.work_dir);
@@ -69,7 +71,6 @@ pub async fn execute(a: MasterArgs) -> anyhow::Result<i32> {
     opts.config.allocation_interval = a.allocation_interval;
     opts.config.run_id = run_id()?;
     opts.max_blob_size = a.max_blob_size;
-    opts.config.blob_gc_grace = (!a.blob_gc_grace.is_zero()).then_some(a.blob_gc_grace);
     opts.config.min_allocatable = Resources::new(a.min_allocatable_cpus, a.min_allocatable_mem, 0);
     let file = match &a.config {
         Some(path) => {
@@ -82,6 +83,11 @@ pub async fn execute(a: MasterArgs) -> anyhow::Result<i32> {
     opts.config.roles = file.roles;
     opts.config.acls = file.acls;
     opts.config.offer_timeout = a.offer_timeout.or(file.offer_timeout);
+    let grace = a
+        .blob_gc_grace
+        .or(file.blob_gc_grace)
+        .unwrap_or(master::driver::DEFAULT_BLOB_GC_GRACE);
+    opts.config.blob_gc_grace = (!grace.is_zero()).then_some(grace);
     if let Some(t) = a.agent_reregister_timeout.or(file.agent_reregister_timeout) {
         opts.config.agent_reregister_timeout = t;
     }

@@ -31,7 +31,14 @@ fn res(cpus: f64, mem: u64) -> Resources {
 struct H {
     m: Master,
     now: Instant,
+    /// What it sent and closed (its `Persist` actions go to `reg`).
     out: Vec<Action>,
+    /// Every action in the order produced, `Persist` included, for ordering checks.
+    log: Vec<Action>,
+    /// The registry its `Persist` actions are applied to (checked against the core after every
+    /// step).
+    reg: crate::registry::MemRegistry,
+    cfg: MasterConfig,
 }
 
 impl H {
@@ -43,21 +50,46 @@ impl H {
     }
 
     fn with(cfg: MasterConfig) -> Self {
+        Self::with_allocator(cfg, Box::new(Drf::new()))
+    }
+
+    fn with_allocator(cfg: MasterConfig, alloc: Box<dyn Allocator>) -> Self {
         let now = Instant::now();
         H {
-            m: Master::new(cfg, Box::new(Drf::new()), now),
+            m: Master::new(cfg.clone(), alloc, now),
             now,
             out: Vec::new(),
+            log: Vec::new(),
+            reg: crate::registry::MemRegistry::new(),
+            cfg,
         }
     }
 
     fn drain(&mut self) {
+        use crate::registry::Registry as _;
         while let Some(a) = self.m.poll_action() {
-            self.out.push(a);
+            self.log.push(a.clone());
+            match a {
+                Action::Persist(ops) => self.reg.apply(&ops).expect("memory registry"),
+                a => self.out.push(a),
+            }
         }
         if let Err(e) = self.m.check_invariants() {
             panic!("invariant violated: {e}");
         }
+        if let Err(e) = self.m.check_registry(&self.reg.snapshot()) {
+            panic!("registry out of step: {e}");
+        }
+    }
+
+    /// The master process dies and a new one starts from the registry at the same instant:
+    /// every connection is gone, nothing not persisted survives.
+    fn restart(&mut self) {
+        let snapshot = self.reg.snapshot();
+        self.m = Master::recover(self.cfg.clone(), Box::new(Drf::new()), &snapshot, self.now);
+        self.out.clear();
+        self.log.clear();
+        self.settle();
     }
 
     /// Runs what is due at `now`, as a driver would, until nothing is.
@@ -141,7 +173,7 @@ impl H {
             .position(|a| matches!(a, Action::Send { conn: c, .. } if *c == conn))?;
         match self.out.remove(i) {
             Action::Send { msg, .. } => Some(msg),
-            Action::Close { .. } => None,
+            Action::Close { .. } | Action::Persist(_) => None,
         }
     }
 
@@ -350,5 +382,7 @@ mod policies;
 /// Property tests of allocation invariants on random clusters and event sequences.
 mod props;
 mod random;
+/// Master restart from the registry, and agent drain.
+mod restart;
 mod status;
 mod timers;

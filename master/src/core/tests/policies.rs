@@ -5,12 +5,7 @@ use crate::allocator::{Priority, RoleSpec};
 
 /// A master with `alloc` and `cfg`, in virtual time.
 fn h_with(cfg: MasterConfig, alloc: Box<dyn Allocator>) -> H {
-    let now = Instant::now();
-    H {
-        m: Master::new(cfg, alloc, now),
-        now,
-        out: Vec::new(),
-    }
+    H::with_allocator(cfg, alloc)
 }
 
 fn cfg(roles: Vec<(&str, RoleSpec)>) -> MasterConfig {

@@ -125,12 +125,7 @@ impl World {
         } else {
             Box::new(Drf::new())
         };
-        let now = Instant::now();
-        let mut h = H {
-            m: Master::new(cfg, alloc, now),
-            now,
-            out: Vec::new(),
-        };
+        let mut h = H::with_allocator(cfg, alloc);
         let module = h.upload_module(b"m");
         let mut fws = Vec::new();
         for (i, (role, prio)) in c.frameworks.iter().enumerate() {

@@ -194,6 +194,7 @@ fn random_traffic_reaches_interesting_states() {
             let k = match &a {
                 Action::Send { msg, .. } => msg.kind(),
                 Action::Close { .. } => "Close",
+                Action::Persist(_) => "Persist",
             };
             *kinds.entry(k).or_default() += 1;
         }

@@ -1,0 +1,583 @@
+//! Master restart: a core recovered from the registry its `Persist` actions were written to.
+//! Agents and frameworks come back under their ids, tasks are TASK_UNREACHABLE (never LOST)
+//! until their agent re-registers, timeouts count from the restart, and every registry change
+//! precedes the sends that depend on it. Also the master side of an agent's drain.
+
+use super::*;
+use crate::registry::RegistryOp;
+use std::collections::BTreeSet;
+
+/// One agent (conn 1) running `t1` (RUNNING acknowledged) and `t2` (still STAGING), for
+/// framework `f1` (conn 10).
+fn two_tasks() -> (H, AgentId, FrameworkId, Vec<TaskInfo>, Digest) {
+    let (mut h, a, f, o, m) = one_agent_one_offer();
+    h.accept(
+        10,
+        &[&o],
+        vec![
+            task("t1", &a, res(1.0, GIB), m),
+            task("t2", &a, res(1.0, GIB), m),
+        ],
+    );
+    h.status(1, update(&f, "t1", &a, TaskState::Running, "u1"));
+    h.msg(
+        10,
+        Message::Acknowledge {
+            agent_id: a.clone(),
+            task_id: TaskId("t1".into()),
+            uuid: UpdateId("u1".into()),
+        },
+    );
+    h.take();
+    let infos = ["t1", "t2"]
+        .iter()
+        .map(|t| h.m.task(&f, &TaskId((*t).into())).unwrap().info.clone())
+        .collect();
+    (h, a, f, infos, m)
+}
+
+fn resubscribe(h: &mut H, conn: ConnId, f: &FrameworkId) -> Vec<Message> {
+    h.connect(conn, SCHED);
+    h.msg(conn, subscribe_msg("f1", Some(f.clone())));
+    h.sent(conn)
+}
+
+fn reregister(h: &mut H, conn: ConnId, a: &AgentId, running: Vec<RunningTask>) -> Vec<Message> {
+    h.connect(conn, AGENT);
+    h.msg(
+        conn,
+        register_msg(Some(a.clone()), res(4.0, 4 * GIB), running),
+    );
+    h.sent(conn)
+}
+
+fn reported(f: &FrameworkId, info: &TaskInfo, state: TaskState) -> RunningTask {
+    RunningTask {
+        framework_id: f.clone(),
+        task: info.clone(),
+        state,
+    }
+}
+
+fn reconcile_states(h: &mut H, conn: ConnId) -> Vec<(String, TaskState)> {
+    h.take();
+    h.msg(conn, Message::Reconcile { task_ids: vec![] });
+    h.updates(conn)
+        .into_iter()
+        .map(|s| (s.task_id.0, s.state))
+        .collect()
+}
+
+#[test]
+fn restart_recovers_agents_frameworks_and_tasks_as_unreachable() {
+    let (mut h, a, f, _, _) = two_tasks();
+    let used = h.m.agent(&a).unwrap().used;
+    h.restart();
+    let agent = h.m.agent(&a).expect("agent recovered");
+    assert!(!agent.is_connected());
+    assert_eq!(agent.used, used, "its tasks are still charged");
+    assert_eq!(
+        agent.remove_at,
+        Some(h.now + h.cfg.agent_reregister_timeout)
+    );
+    let fw = h.m.framework(&f).expect("framework recovered");
+    assert!(!fw.is_connected());
+    assert_eq!(fw.failover_at, Some(h.now + Duration::from_secs(60)));
+    for t in h.m.tasks() {
+        assert_eq!(t.status.state, TaskState::Unreachable);
+        assert_eq!(t.status.reason, Some(Reason::AgentUnreachable));
+    }
+    assert_eq!(h.m.tasks().count(), 2);
+    assert_eq!(
+        h.m.offers().count(),
+        0,
+        "nothing to offer: the agent is away"
+    );
+}
+
+#[test]
+fn reconcile_before_the_agent_is_back_says_unreachable_then_tasks_return_and_finish() {
+    let (mut h, a, f, infos, _) = two_tasks();
+    h.restart();
+    let sent = resubscribe(&mut h, 11, &f);
+    assert!(
+        matches!(&sent[0], Message::Subscribed { framework_id, .. } if *framework_id == f),
+        "{sent:?}"
+    );
+    assert_eq!(
+        reconcile_states(&mut h, 11),
+        vec![
+            ("t1".into(), TaskState::Unreachable),
+            ("t2".into(), TaskState::Unreachable)
+        ],
+        "never LOST while the agent may come back"
+    );
+    // Explicit reconcile too.
+    h.msg(
+        11,
+        Message::Reconcile {
+            task_ids: vec![TaskId("t1".into())],
+        },
+    );
+    assert_eq!(h.updates(11)[0].state, TaskState::Unreachable);
+    // The agent comes back with both tasks running.
+    let to_agent = reregister(
+        &mut h,
+        2,
+        &a,
+        vec![
+            reported(&f, &infos[0], TaskState::Running),
+            reported(&f, &infos[1], TaskState::Running),
+        ],
+    );
+    assert!(matches!(&to_agent[0], Message::Registered { agent_id } if *agent_id == a));
+    assert!(run_tasks(&to_agent).is_empty(), "nothing is launched twice");
+    assert!(kill_tasks(&to_agent).is_empty());
+    let ups = h.updates(11);
+    assert_eq!(
+        ups.iter()
+            .map(|s| (s.task_id.0.as_str(), s.state))
+            .collect::<Vec<_>>(),
+        vec![("t1", TaskState::Running), ("t2", TaskState::Running)]
+    );
+    // Offers flow again: the agent's free part goes to the re-subscribed framework.
+    assert_eq!(h.offers(11).len(), 1);
+    // t1 finishes; the update is relayed, the ack goes to the agent, the registry forgets it.
+    h.status(2, update(&f, "t1", &a, TaskState::Finished, "u2"));
+    let ups = h.updates(11);
+    assert_eq!(ups.len(), 1);
+    assert_eq!(ups[0].state, TaskState::Finished);
+    h.msg(
+        11,
+        Message::Acknowledge {
+            agent_id: a.clone(),
+            task_id: TaskId("t1".into()),
+            uuid: UpdateId("u2".into()),
+        },
+    );
+    assert!(h
+        .sent(2)
+        .iter()
+        .any(|m| matches!(m, Message::StatusUpdateAck { .. })));
+    let snap = h.reg.snapshot();
+    assert_eq!(snap.tasks.len(), 1);
+    assert_eq!(snap.tasks[0].info.task_id.0, "t2");
+}
+
+#[test]
+fn updates_from_an_agent_back_before_its_framework_reach_it_once_it_resubscribes() {
+    let (mut h, a, f, infos, _) = two_tasks();
+    h.restart();
+    reregister(
+        &mut h,
+        2,
+        &a,
+        vec![
+            reported(&f, &infos[0], TaskState::Running),
+            reported(&f, &infos[1], TaskState::Finished),
+        ],
+    );
+    // The framework is away: the agent's update is not acknowledged by the master (the agent
+    // keeps and resends it).
+    h.status(2, update(&f, "t2", &a, TaskState::Finished, "u9"));
+    assert!(!h
+        .sent(2)
+        .iter()
+        .any(|m| matches!(m, Message::StatusUpdateAck { .. })));
+    resubscribe(&mut h, 11, &f);
+    // The agent resends; now it is relayed.
+    h.status(2, update(&f, "t2", &a, TaskState::Finished, "u9"));
+    let ups = h.updates(11);
+    assert_eq!(ups.len(), 1);
+    assert_eq!(ups[0].state, TaskState::Finished);
+    assert_eq!(ups[0].uuid, Some(UpdateId("u9".into())));
+}
+
+#[test]
+fn an_unreported_staging_task_is_launched_again_and_an_unreported_running_one_is_lost() {
+    let (mut h, a, f, infos, _) = two_tasks();
+    h.restart();
+    resubscribe(&mut h, 11, &f);
+    // The agent reports t1 (running) but not t2, whose launch was persisted and maybe never
+    // sent: it is sent again, not declared lost.
+    let to_agent = reregister(
+        &mut h,
+        2,
+        &a,
+        vec![reported(&f, &infos[0], TaskState::Running)],
+    );
+    assert_eq!(run_tasks(&to_agent), vec![TaskId("t2".into())]);
+    assert_eq!(
+        h.m.task(&f, &TaskId("t2".into())).unwrap().status.state,
+        TaskState::Staging
+    );
+    assert_eq!(
+        h.m.task(&f, &TaskId("t1".into())).unwrap().status.state,
+        TaskState::Running
+    );
+}
+
+#[test]
+fn a_kill_requested_before_the_restart_is_sent_again_when_the_agent_returns() {
+    let (mut h, a, f, infos, _) = two_tasks();
+    h.msg(
+        10,
+        Message::Kill {
+            task_id: TaskId("t1".into()),
+        },
+    );
+    assert_eq!(kill_tasks(&h.sent(1)), vec![TaskId("t1".into())]);
+    h.restart();
+    assert!(h.m.task(&f, &TaskId("t1".into())).unwrap().kill_requested);
+    resubscribe(&mut h, 11, &f);
+    let to_agent = reregister(
+        &mut h,
+        2,
+        &a,
+        vec![
+            reported(&f, &infos[0], TaskState::Running),
+            reported(&f, &infos[1], TaskState::Running),
+        ],
+    );
+    assert_eq!(kill_tasks(&to_agent), vec![TaskId("t1".into())]);
+}
+
+#[test]
+fn timeouts_count_from_the_restart() {
+    let (mut h, a, f, _, _) = two_tasks();
+    // Time passes before the crash; none of it counts afterwards.
+    h.advance(Duration::from_secs(3600));
+    h.take();
+    h.restart();
+    // The framework comes back at 59 s, within its 60 s failover timeout.
+    h.advance(Duration::from_secs(59));
+    resubscribe(&mut h, 11, &f);
+    assert!(h.m.framework(&f).is_some());
+    // The agent never does: its tasks stay UNREACHABLE until the re-registration timeout.
+    let left = h.cfg.agent_reregister_timeout - Duration::from_secs(60);
+    h.advance(left);
+    assert!(h.m.agent(&a).is_some());
+    assert!(h.updates(11).is_empty());
+    h.advance(Duration::from_secs(2));
+    assert!(h.m.agent(&a).is_none());
+    let ups = h.updates(11);
+    assert_eq!(ups.len(), 2);
+    assert!(ups.iter().all(|s| s.state == TaskState::Gone));
+    assert!(h.reg.snapshot().agents.is_empty());
+    assert!(h.reg.snapshot().tasks.is_empty());
+}
+
+#[test]
+fn a_framework_not_back_within_its_failover_timeout_is_torn_down_after_a_restart() {
+    let (mut h, a, f, infos, _) = two_tasks();
+    h.restart();
+    h.advance(Duration::from_secs(61));
+    assert!(h.m.framework(&f).is_none());
+    assert!(h.reg.snapshot().frameworks.is_empty());
+    // Its agent comes back: the torn-down framework's tasks are killed.
+    let to_agent = reregister(
+        &mut h,
+        2,
+        &a,
+        vec![
+            reported(&f, &infos[0], TaskState::Running),
+            reported(&f, &infos[1], TaskState::Running),
+        ],
+    );
+    assert_eq!(
+        kill_tasks(&to_agent),
+        vec![TaskId("t1".into()), TaskId("t2".into())]
+    );
+}
+
+#[test]
+fn a_second_restart_before_anyone_returns_keeps_everything() {
+    let (mut h, a, f, _, _) = two_tasks();
+    h.restart();
+    h.advance(Duration::from_secs(10));
+    h.restart();
+    assert!(h.m.agent(&a).is_some());
+    assert!(h.m.framework(&f).is_some());
+    assert_eq!(h.m.tasks().count(), 2);
+}
+
+#[test]
+fn blobs_named_by_recovered_tasks_keep_their_owners_and_are_not_collected() {
+    let mut h = H::with(MasterConfig {
+        run_id: "r".into(),
+        blob_gc_grace: Some(Duration::from_secs(60)),
+        ..MasterConfig::default()
+    });
+    let a = h.register(1, res(4.0, 4 * GIB));
+    let f = h.subscribe(10, "f1");
+    let o = h.offers(10).remove(0);
+    let m = h.upload_module(b"\0asm module");
+    let unused = Digest::of(b"\0asm other");
+    h.ev(Event::BlobStored {
+        digest: unused,
+        kind: BlobKind::Module,
+        owner: Some("default".into()),
+    });
+    h.accept(10, &[&o], vec![task("t1", &a, res(1.0, GIB), m)]);
+    h.take();
+    h.restart();
+    // The driver reports the blobs it finds in its store, owned by nobody it knows of.
+    for digest in [m, unused] {
+        h.ev(Event::BlobStored {
+            digest,
+            kind: BlobKind::Module,
+            owner: None,
+        });
+    }
+    resubscribe(&mut h, 11, &f);
+    assert!(
+        h.m.may_fetch(11, &m),
+        "the recovered task's principal owns it"
+    );
+    assert!(!h.m.may_fetch(11, &unused), "nobody's until uploaded again");
+    // Within the agent's re-registration timeout, well past the grace.
+    h.advance(Duration::from_secs(300));
+    assert!(h.m.has_blob(&m).is_some(), "referenced by a recovered task");
+    assert!(h.m.has_blob(&unused).is_none());
+}
+
+/// Every send that depends on a registry change comes after it in the action order.
+fn assert_persisted_before_sent(log: &[Action]) {
+    let mut frameworks = BTreeSet::new();
+    let mut agents = BTreeSet::new();
+    let mut tasks = BTreeSet::new();
+    let mut kills = BTreeSet::new();
+    let mut removed = BTreeSet::new();
+    let mut terminal_uuids = BTreeSet::new();
+    let mut checked = 0;
+    for a in log {
+        match a {
+            Action::Persist(ops) => {
+                for op in ops {
+                    match op {
+                        RegistryOp::PutFramework(f) => {
+                            frameworks.insert(f.id.clone());
+                        }
+                        RegistryOp::PutAgent(a) => {
+                            agents.insert(a.id.clone());
+                        }
+                        RegistryOp::PutTask(t) => {
+                            tasks.insert((t.framework_id.clone(), t.info.task_id.clone()));
+                        }
+                        RegistryOp::KillRequested {
+                            framework_id,
+                            task_id,
+                        } => {
+                            kills.insert((framework_id.clone(), task_id.clone()));
+                        }
+                        RegistryOp::RemoveTask {
+                            framework_id,
+                            task_id,
+                        } => {
+                            removed.insert((framework_id.clone(), task_id.clone()));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Action::Send { msg, .. } => {
+                checked += 1;
+                match msg {
+                    Message::Subscribed { framework_id, .. } => {
+                        assert!(
+                            frameworks.contains(framework_id),
+                            "Subscribed before persisted"
+                        )
+                    }
+                    Message::Registered { agent_id } => {
+                        assert!(agents.contains(agent_id), "Registered before persisted")
+                    }
+                    Message::RunTask { framework_id, task } => assert!(
+                        tasks.contains(&(framework_id.clone(), task.task_id.clone())),
+                        "RunTask before persisted"
+                    ),
+                    Message::KillTask {
+                        framework_id,
+                        task_id,
+                    } => assert!(
+                        kills.contains(&(framework_id.clone(), task_id.clone())),
+                        "KillTask before the kill was persisted"
+                    ),
+                    Message::Update { status } if status.state == TaskState::Gone => assert!(
+                        removed.contains(&(status.framework_id.clone(), status.task_id.clone())),
+                        "GONE before the task left the registry"
+                    ),
+                    Message::Update { status } if status.state.is_terminal() => {
+                        terminal_uuids.extend(status.uuid.clone());
+                    }
+                    Message::StatusUpdateAck {
+                        framework_id,
+                        task_id,
+                        uuid,
+                    } if terminal_uuids.contains(uuid) => assert!(
+                        removed.contains(&(framework_id.clone(), task_id.clone())),
+                        "terminal ack before the task left the registry"
+                    ),
+                    _ => checked -= 1,
+                }
+            }
+            Action::Close { .. } => {}
+        }
+    }
+    assert!(checked > 0, "nothing checked");
+}
+
+#[test]
+fn every_registry_change_precedes_the_sends_that_depend_on_it() {
+    let (mut h, a, f, _, _) = two_tasks();
+    h.msg(
+        10,
+        Message::Kill {
+            task_id: TaskId("t2".into()),
+        },
+    );
+    h.status(1, update(&f, "t2", &a, TaskState::Killed, "u3"));
+    h.msg(
+        10,
+        Message::Acknowledge {
+            agent_id: a.clone(),
+            task_id: TaskId("t2".into()),
+            uuid: UpdateId("u3".into()),
+        },
+    );
+    h.status(1, update(&f, "t1", &a, TaskState::Finished, "u4"));
+    h.msg(
+        10,
+        Message::Acknowledge {
+            agent_id: a.clone(),
+            task_id: TaskId("t1".into()),
+            uuid: UpdateId("u4".into()),
+        },
+    );
+    let log = h.log.clone();
+    assert_persisted_before_sent(&log);
+    // And across a restart with the agent timing out.
+    let (mut h, _, f, _, _) = two_tasks();
+    h.restart();
+    resubscribe(&mut h, 11, &f);
+    h.advance(h.cfg.agent_reregister_timeout + Duration::from_secs(1));
+    let log = h.log.clone();
+    assert_persisted_before_sent(&log);
+}
+
+#[test]
+fn a_draining_agent_keeping_its_tasks_is_not_offered_and_its_tasks_keep_their_states() {
+    let (mut h, a, f, infos, _) = two_tasks();
+    // Its remaining resources are on offer to f1.
+    h.msg(10, Message::Revive);
+    let before = h.m.offers().count();
+    assert!(before > 0);
+    h.take();
+    h.msg(1, Message::AgentLeaving { keep_tasks: true });
+    let sent = h.sent(1);
+    assert_eq!(sent, vec![Message::AgentLeft]);
+    assert!(h
+        .sent(10)
+        .iter()
+        .any(|m| matches!(m, Message::Rescind { .. })));
+    assert_eq!(h.m.offers().count(), 0);
+    h.advance(Duration::from_secs(5));
+    assert_eq!(h.m.offers().count(), 0, "not offered again while leaving");
+    h.disconnect(1);
+    assert!(
+        h.updates(10).is_empty(),
+        "a planned restart is not a partition"
+    );
+    assert_eq!(
+        reconcile_states(&mut h, 10),
+        vec![
+            ("t1".into(), TaskState::Running),
+            ("t2".into(), TaskState::Staging)
+        ]
+    );
+    // Its successor re-registers under the same id with the tasks: offered again.
+    let to_agent = reregister(
+        &mut h,
+        2,
+        &a,
+        vec![
+            reported(&f, &infos[0], TaskState::Running),
+            reported(&f, &infos[1], TaskState::Running),
+        ],
+    );
+    assert!(run_tasks(&to_agent).is_empty());
+    assert!(!h.m.agent(&a).unwrap().leaving);
+    assert_eq!(h.offers(10).len(), 1);
+}
+
+#[test]
+fn a_leaving_agent_that_never_returns_has_its_tasks_gone_at_the_timeout() {
+    let (mut h, a, _, _, _) = two_tasks();
+    h.msg(1, Message::AgentLeaving { keep_tasks: true });
+    h.disconnect(1);
+    h.take();
+    h.advance(h.cfg.agent_reregister_timeout + Duration::from_secs(1));
+    assert!(h.m.agent(&a).is_none());
+    let ups = h.updates(10);
+    assert_eq!(ups.len(), 2);
+    assert!(ups.iter().all(|s| s.state == TaskState::Gone));
+}
+
+#[test]
+fn a_draining_agent_without_its_tasks_is_removed_and_told_after_the_write() {
+    let (mut h, a, f, _, _) = two_tasks();
+    h.status(1, update(&f, "t1", &a, TaskState::Killed, "u5"));
+    h.take();
+    h.log.clear();
+    h.msg(1, Message::AgentLeaving { keep_tasks: false });
+    assert!(h.m.agent(&a).is_none());
+    assert!(h.reg.snapshot().agents.is_empty());
+    // t1 ended already (its update delivered); t2 had not: it is GONE now.
+    let ups = h.updates(10);
+    assert_eq!(ups.len(), 1);
+    assert_eq!(ups[0].task_id.0, "t2");
+    assert_eq!(ups[0].state, TaskState::Gone);
+    assert_eq!(ups[0].reason, Some(Reason::AgentRestarted));
+    let left = h
+        .log
+        .iter()
+        .position(|a| {
+            matches!(
+                a,
+                Action::Send {
+                    msg: Message::AgentLeft,
+                    ..
+                }
+            )
+        })
+        .expect("AgentLeft sent");
+    let removed = h
+        .log
+        .iter()
+        .position(|a| {
+            matches!(a, Action::Persist(ops) if ops.iter().any(|o| matches!(o, RegistryOp::RemoveAgent(_))))
+        })
+        .expect("removal persisted");
+    assert!(removed < left);
+    // The agent's id is gone for good: coming back with it, it is told to shut down.
+    let to_agent = reregister(&mut h, 2, &a, vec![]);
+    assert!(matches!(to_agent[0], Message::Shutdown { .. }));
+}
+
+#[test]
+fn agent_leaving_before_register_is_a_protocol_violation() {
+    let mut h = H::new();
+    h.connect(1, AGENT);
+    h.msg(1, Message::AgentLeaving { keep_tasks: true });
+    assert_eq!(h.closes().len(), 1);
+}
+
+#[test]
+fn an_empty_registry_recovers_a_fresh_master() {
+    let mut h = H::new();
+    h.restart();
+    assert_eq!(h.m.agents().count(), 0);
+    let a = h.register(1, res(4.0, 4 * GIB));
+    h.subscribe(10, "f1");
+    assert_eq!(h.offers(10)[0].agent_id, a);
+}

@@ -1,0 +1,107 @@
+//! An in-memory [`Registry`], for unit tests and the virtual-time simulator: clones share one
+//! store, so a test keeps a handle while the "crashed" master's copy is dropped, and a new core
+//! is recovered from what it held, without any I/O.
+
+use super::{
+    AgentRecord, FrameworkRecord, Registry, RegistryError, RegistryOp, Snapshot, TaskRecord,
+};
+use proto::{AgentId, FrameworkId, TaskId};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Default)]
+struct MemState {
+    frameworks: BTreeMap<FrameworkId, FrameworkRecord>,
+    agents: BTreeMap<AgentId, AgentRecord>,
+    tasks: BTreeMap<(FrameworkId, TaskId), TaskRecord>,
+    kills: BTreeSet<(FrameworkId, TaskId)>,
+    batches: u64,
+}
+
+/// A registry in memory; cheap to clone, and every clone sees the same store.
+#[derive(Clone, Debug, Default)]
+pub struct MemRegistry(Arc<Mutex<MemState>>);
+
+impl MemRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// What it holds now (infallible, unlike [`Registry::load`] in general).
+    pub fn snapshot(&self) -> Snapshot {
+        let s = self.0.lock().expect("poisoned");
+        Snapshot {
+            frameworks: s.frameworks.values().cloned().collect(),
+            agents: s.agents.values().cloned().collect(),
+            tasks: s
+                .tasks
+                .iter()
+                .map(|(k, t)| TaskRecord {
+                    kill_requested: s.kills.contains(k),
+                    ..t.clone()
+                })
+                .collect(),
+        }
+    }
+
+    /// How many batches were applied (for tests counting writes).
+    pub fn batches(&self) -> u64 {
+        self.0.lock().expect("poisoned").batches
+    }
+}
+
+impl Registry for MemRegistry {
+    fn load(&self) -> Result<Snapshot, RegistryError> {
+        Ok(self.snapshot())
+    }
+
+    fn apply(&mut self, batch: &[RegistryOp]) -> Result<(), RegistryError> {
+        let mut s = self.0.lock().expect("poisoned");
+        s.batches += 1;
+        for op in batch {
+            match op {
+                RegistryOp::PutFramework(f) => {
+                    s.frameworks.insert(f.id.clone(), f.clone());
+                }
+                RegistryOp::RemoveFramework(id) => {
+                    s.frameworks.remove(id);
+                }
+                RegistryOp::PutAgent(a) => {
+                    s.agents.insert(a.id.clone(), a.clone());
+                }
+                RegistryOp::RemoveAgent(id) => {
+                    s.agents.remove(id);
+                }
+                RegistryOp::PutTask(t) => {
+                    let key = (t.framework_id.clone(), t.info.task_id.clone());
+                    s.tasks.insert(
+                        key,
+                        TaskRecord {
+                            kill_requested: false,
+                            ..t.clone()
+                        },
+                    );
+                }
+                RegistryOp::RemoveTask {
+                    framework_id,
+                    task_id,
+                } => {
+                    let key = (framework_id.clone(), task_id.clone());
+                    s.tasks.remove(&key);
+                    s.kills.remove(&key);
+                }
+                RegistryOp::KillRequested {
+                    framework_id,
+                    task_id,
+                } => {
+                    let key = (framework_id.clone(), task_id.clone());
+                    if s.tasks.contains_key(&key) {
+                        s.kills.insert(key);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

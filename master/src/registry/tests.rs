@@ -1,0 +1,206 @@
+//! Both stores against the same expectations; the redb one on real files (written, closed,
+//! reopened).
+
+use super::*;
+use proto::identity::PeerKind;
+use proto::{Digest, Resources};
+
+fn framework(n: u32) -> FrameworkRecord {
+    FrameworkRecord {
+        id: FrameworkId(format!("m-F{n}-x")),
+        info: FrameworkInfo {
+            name: format!("fw{n}"),
+            role: "*".into(),
+            principal: "p".into(),
+            id: Some(FrameworkId(format!("m-F{n}-x"))),
+            failover_timeout_ms: 60_000,
+            priority: 0,
+        },
+        principal: PeerId::new(PeerKind::Framework, "p").unwrap(),
+    }
+}
+
+fn agent(n: u32) -> AgentRecord {
+    AgentRecord {
+        id: AgentId(format!("m-A{n}")),
+        info: AgentInfo {
+            hostname: format!("host{n}"),
+            resources: Resources::new(4000, 4 << 30, 0),
+            reservations: vec![("r".into(), Resources::new(1000, 1 << 30, 0))],
+            attributes: vec![("rack".into(), "r1".into())],
+            datasets: vec![],
+        },
+        owner: format!("agent{n}"),
+    }
+}
+
+fn task(f: u32, t: &str, a: u32) -> TaskRecord {
+    TaskRecord {
+        framework_id: FrameworkId(format!("m-F{f}-x")),
+        info: TaskInfo {
+            task_id: TaskId(t.into()),
+            name: t.into(),
+            agent_id: AgentId(format!("m-A{a}")),
+            resources: Resources::new(100, 1 << 20, 0),
+            module: Digest::of(b"module"),
+            args: vec!["a".into()],
+            env: vec![],
+            files: vec![],
+            timeout_ms: Some(1000),
+            max_cpu_ms: None,
+            datasets: vec![],
+            executor: None,
+            data: vec![1, 2, 3],
+        },
+        kill_requested: false,
+    }
+}
+
+/// Writes a history of batches and returns what should be left.
+fn write_history(reg: &mut dyn Registry) -> Snapshot {
+    reg.apply(&[
+        RegistryOp::PutFramework(framework(1)),
+        RegistryOp::PutFramework(framework(2)),
+        RegistryOp::PutAgent(agent(1)),
+    ])
+    .unwrap();
+    reg.apply(&[
+        RegistryOp::PutTask(task(1, "t1", 1)),
+        RegistryOp::PutTask(task(1, "t2", 1)),
+        RegistryOp::PutTask(task(2, "t1", 1)),
+    ])
+    .unwrap();
+    reg.apply(&[
+        RegistryOp::KillRequested {
+            framework_id: FrameworkId("m-F1-x".into()),
+            task_id: TaskId("t2".into()),
+        },
+        // A kill of a task not (or no longer) stored is nothing.
+        RegistryOp::KillRequested {
+            framework_id: FrameworkId("m-F1-x".into()),
+            task_id: TaskId("nope".into()),
+        },
+        RegistryOp::RemoveTask {
+            framework_id: FrameworkId("m-F2-x".into()),
+            task_id: TaskId("t1".into()),
+        },
+        RegistryOp::RemoveFramework(FrameworkId("m-F2-x".into())),
+        RegistryOp::PutAgent(agent(2)),
+        RegistryOp::RemoveAgent(AgentId("m-A2".into())),
+    ])
+    .unwrap();
+    reg.apply(&[]).unwrap();
+    let mut killed = task(1, "t2", 1);
+    killed.kill_requested = true;
+    Snapshot {
+        frameworks: vec![framework(1)],
+        agents: vec![agent(1)],
+        tasks: vec![task(1, "t1", 1), killed],
+    }
+}
+
+#[test]
+fn memory_store_keeps_what_was_applied() {
+    let mut reg = MemRegistry::new();
+    assert!(reg.load().unwrap().is_empty());
+    let want = write_history(&mut reg);
+    assert_eq!(reg.load().unwrap(), want);
+    // Clones share the store.
+    let other = reg.clone();
+    assert_eq!(other.load().unwrap(), want);
+    assert_eq!(other.batches(), 4);
+}
+
+#[test]
+fn redb_store_survives_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut reg = RedbRegistry::open_in(dir.path()).unwrap();
+        assert!(reg.load().unwrap().is_empty());
+        let want = write_history(&mut reg);
+        assert_eq!(reg.load().unwrap(), want);
+    }
+    assert!(dir.path().join(super::redb::FILE_NAME).is_file());
+    let reg = RedbRegistry::open_in(dir.path()).unwrap();
+    let mut mem = MemRegistry::new();
+    assert_eq!(reg.load().unwrap(), write_history(&mut mem));
+}
+
+#[test]
+fn a_put_task_does_not_clear_a_requested_kill_in_the_store_but_a_removal_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut reg = RedbRegistry::open_in(dir.path()).unwrap();
+    let key = RegistryOp::KillRequested {
+        framework_id: FrameworkId("m-F1-x".into()),
+        task_id: TaskId("t1".into()),
+    };
+    reg.apply(&[RegistryOp::PutTask(task(1, "t1", 1)), key.clone()])
+        .unwrap();
+    assert!(reg.load().unwrap().tasks[0].kill_requested);
+    reg.apply(&[RegistryOp::RemoveTask {
+        framework_id: FrameworkId("m-F1-x".into()),
+        task_id: TaskId("t1".into()),
+    }])
+    .unwrap();
+    // Same task id launched again later: no stale kill.
+    reg.apply(&[RegistryOp::PutTask(task(1, "t1", 1))]).unwrap();
+    assert!(!reg.load().unwrap().tasks[0].kill_requested);
+}
+
+#[test]
+fn a_newer_schema_version_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let reg = RedbRegistry::open_in(dir.path()).unwrap();
+        reg.set_schema_version_for_tests(SCHEMA_VERSION + 1)
+            .unwrap();
+    }
+    let err = RedbRegistry::open_in(dir.path())
+        .err()
+        .expect("a newer schema is refused");
+    assert!(matches!(
+        err,
+        RegistryError::NewerSchema { found, supported } if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION
+    ));
+    assert!(
+        err.to_string().contains("newer than this master's"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_file_that_is_not_a_registry_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(super::redb::FILE_NAME),
+        b"not a database at all",
+    )
+    .unwrap();
+    let err = RedbRegistry::open_in(dir.path())
+        .err()
+        .expect("garbage is refused");
+    assert!(matches!(err, RegistryError::Store { .. }), "{err}");
+}
+
+#[test]
+fn a_corrupt_record_is_reported_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(super::redb::FILE_NAME);
+    {
+        let reg = RedbRegistry::open(&path).unwrap();
+        reg.write_raw_for_tests("agents", b"m-A1", b"\xff\xff\xff")
+            .unwrap();
+    }
+    let reg = RedbRegistry::open(&path).unwrap();
+    let err = reg.load().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RegistryError::Corrupt {
+                table: "agents",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
