@@ -18,7 +18,9 @@
 //!    as ordinary events: each is applied once, in order.
 //! 3. The driver feeds [`Event::Recovered`](super::Event::Recovered) with the guests the
 //!    runtime still runs. With the same runtime (replay applied), a launched one-shot task it
-//!    neither runs nor reported ended never reached it, and is launched now. Otherwise (the
+//!    neither runs nor reported ended never reached it, and is launched now; so is a task
+//!    launched into a live instance that the runtime says the instance does not hold
+//!    ([`LiveGuests::executor_tasks`]). Otherwise (the
 //!    runtime died) a launched task or a started instance that is not among them and has
 //!    not ended gets exactly one terminal update: TASK_FAILED with
 //!    [`Reason::RuntimeLost`](proto::Reason::RuntimeLost) (for an instance, through the

@@ -26,7 +26,9 @@
 //! - the same: its guests kept running; it skips the replayed events up to its checkpoint's
 //!   `seq` and applies the rest; every guest it knows is either in [`Attachment::live`] or
 //!   ended (its end in the checkpoint or in the replay up to [`Attachment::last_seq`]); one
-//!   that is neither never reached the runtime;
+//!   that is neither never reached the runtime; likewise, a task launched into a live
+//!   instance that [`Attachment::instance_tasks`] does not list (and that has not ended)
+//!   never reached it, and is launched again;
 //! - another: the old runtime died with every guest; their tasks are reported failed, once.
 //!
 //! [`Events`] ending while attached means the runtime process died, with its guests (or a
