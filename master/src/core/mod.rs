@@ -116,8 +116,9 @@ type TaskRejection = (Reason, String);
 /// Names one peer connection; chosen by the driver, opaque to the core.
 pub type ConnId = u64;
 
-/// How many removed agent and framework ids the master remembers to refuse them.
-const REMEMBERED_REMOVED: usize = 10_000;
+/// How many removed agent and framework ids the master remembers to refuse them (the registry
+/// keeps as many tombstones, so the memory survives a restart).
+const REMEMBERED_REMOVED: usize = crate::registry::REMOVED_IDS_KEPT;
 
 /// Tunables of the master core.
 #[derive(Clone, Debug, PartialEq)]

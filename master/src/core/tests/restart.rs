@@ -581,3 +581,44 @@ fn an_empty_registry_recovers_a_fresh_master() {
     h.subscribe(10, "f1");
     assert_eq!(h.offers(10)[0].agent_id, a);
 }
+
+#[test]
+fn an_agent_removed_before_a_restart_is_told_to_shut_down_after_it() {
+    let (mut h, a, f, infos, _) = two_tasks();
+    // The agent's link drops and it does not come back in time: removed, tasks GONE.
+    h.disconnect(1);
+    h.advance(h.cfg.agent_reregister_timeout + Duration::from_secs(1));
+    assert!(h.m.agent(&a).is_none());
+    assert_eq!(h.reg.snapshot().removed_agents, vec![a.clone()]);
+    // A new master process, minting ids under a new run id: the old id is not "its own".
+    h.cfg.run_id = "r2".into();
+    h.restart();
+    let to_agent = reregister(
+        &mut h,
+        2,
+        &a,
+        vec![reported(&f, &infos[0], TaskState::Running)],
+    );
+    assert!(
+        matches!(to_agent.as_slice(), [Message::Shutdown { .. }]),
+        "{to_agent:?}"
+    );
+    assert!(h.m.agent(&a).is_none(), "not re-admitted");
+    assert!(h.m.task(&f, &TaskId("t1".into())).is_none());
+}
+
+#[test]
+fn a_framework_torn_down_before_a_restart_cannot_resubscribe_after_it() {
+    let (mut h, _, f, _, _) = two_tasks();
+    h.msg(10, Message::Teardown);
+    assert!(h.m.framework(&f).is_none());
+    assert_eq!(h.reg.snapshot().removed_frameworks, vec![f.clone()]);
+    h.cfg.run_id = "r2".into();
+    h.restart();
+    let answer = resubscribe(&mut h, 11, &f);
+    assert!(
+        matches!(answer.as_slice(), [Message::Error { message }] if message.contains("torn down")),
+        "{answer:?}"
+    );
+    assert!(h.m.framework(&f).is_none());
+}
