@@ -3,38 +3,68 @@
 //! One loop owns the core. It dials the master (redialling with jittered exponential backoff
 //! whenever the link drops; the core then re-registers and resends unacknowledged status
 //! updates), feeds the core, and carries out its actions by calling into the
-//! [`Fetcher`], the [`launch`] translator and the
-//! [`Executor`]. Everything that takes time (the control stream's reader, fetches and
-//! compilation, running guests) runs in tasks of its own and reports back through one channel,
-//! so the core sees a single ordered stream of events.
+//! [`Fetcher`], the [`launch`] translator and the [`Runtime`] where guests run. Everything that
+//! takes time (the control stream's reader, fetches and compilation, the guests) runs in tasks
+//! of its own and reports back through channels, so the core sees a single ordered stream of
+//! events.
+//!
+//! # Where guests run
+//! [`AgentOptions::guests`]: in the agent's process ([`GuestHost::InProcess`], the default for
+//! library users and test clusters: guests die with the agent), or in a runtime process that
+//! outlives it ([`GuestHost::RuntimeProcess`], what `tessera agent` uses), reattached at the
+//! next start. Guests are named in the runtime by a [`GuestId`] derived from the task key
+//! (`task/<fid>/</tid>`) or the executor run (`exec/<fid>/<eid>/<run>`), so the names survive
+//! restarts ([`task_guest`], [`executor_guest`]).
+//!
+//! # Persist, then act
+//! With [`AgentOptions::checkpoint`] on, after handling a batch of inputs (everything ready,
+//! drained at once so a burst costs one write) and before carrying out that batch's actions
+//! (messages to the master, guests to launch or kill, acknowledgements to the runtime), the
+//! loop writes the core's checkpoint ([`crate::checkpoint`]) if [`Agent::generation`] or the
+//! last applied runtime event moved. Only then are the runtime's events up to it acknowledged
+//! (the runtime forgets them). If the write fails, the actions wait (logged as an error) and the
+//! write is retried every second or at the next input. At start: load the checkpoint, attach to the runtime, recover
+//! the core, skip replayed events the checkpoint covers, tell the core which guests still run
+//! ([`crate::core::checkpoint`]), kill guests nobody owns, re-register under the old id.
+//!
+//! # Stopping
+//! When `shutdown` completes, [`AgentOptions::on_stop`] says what happens to the guests:
+//! [`OnStop::KeepTasks`] tells the master (`AgentLeaving { keep_tasks: true }`), waits (at
+//! most [`AgentOptions::stop_timeout`]) for `AgentLeft`, writes the checkpoint and detaches
+//! from the runtime, leaving the guests running for the next agent; [`OnStop::KillTasks`]
+//! kills every task and executor, waits (bounded) until their terminal updates are
+//! acknowledged, tells the master (`AgentLeaving { keep_tasks: false }`), waits (bounded) for
+//! `AgentLeft`, stops the runtime and removes the checkpoint; [`OnStop::Quit`] just stops
+//! (in-process guests die with the loop; the master notices the agent is gone).
 //!
 //! Framework executors: [`ExecutorAction::Start`] fetches the component and lays out the
-//! executor's directory in a task of its own, then (back in the loop) starts the instance;
-//! the other executor actions are calls on its [`InstanceHandle`]. The handles live next to the
-//! one-shot guests' kill handles in `Guests`, so however the loop ends, no guest of either
-//! kind outlives it.
+//! executor's directory in a task of its own, then (back in the loop) starts the instance in
+//! the runtime; the other executor actions are runtime calls on its guest.
 //!
 //! Garbage collection: the core decides when an ended task's or executor's directory goes
 //! ([`crate::core::gc`]); the loop renames each one the core hands out into `trash/` and
 //! deletes it on the blocking pool, and reports the work directory's disk usage every
-//! [`AgentOptions::disk_watch_interval`]. At start, everything under `frameworks/` is a
-//! previous run's leftover (no guest survives an agent restart) and is cleared the same way.
+//! [`AgentOptions::disk_watch_interval`]. At start, the directories under `frameworks/` that
+//! no recovered task or executor owns (and no pending collection names) are a previous run's
+//! leftovers and are cleared the same way.
 
+use crate::checkpoint::{AgentCheckpoint, CheckpointError, CheckpointFile};
 use crate::core::{
     Action, Agent, AgentConfig, Event, ExecutorAction, ExecutorEvent, ExecutorKey, ExecutorRun,
-    GcPolicy, GcTarget, TaskKey,
+    GcPolicy, GcTarget, LiveGuests, TaskKey,
 };
-use crate::executor::{
-    Executor, ExecutorConfig, InstanceHandle, InstanceSpec, KillHandle, PoolingConfig,
-};
+use crate::executor::{ExecutorConfig, InstanceSpec, PoolingConfig};
 use crate::fetch::{Fetcher, PrepareError};
 use crate::launch;
+use crate::runtime::{
+    Attachment, Events, GuestEvent, GuestId, Runtime, RuntimeError, RuntimeEvent, RuntimeOptions,
+};
 use crate::workdir::WorkDir;
 use net::link::{self, Link, LinkError};
 use net::tls::{PeerTls, TransportTuning};
 use net::{MessageReader, MessageWriter};
-use proto::{AgentInfo, FrameworkId, Message, Role, TaskInfo};
-use std::collections::HashMap;
+use proto::{AgentInfo, FrameworkId, Message, Reason, Role, TaskInfo};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,8 +77,53 @@ use tokio::time::Instant;
 pub use crate::launch::outcome_of;
 
 /// The registered attribute carrying the executor's calibrated fuel rate
-/// (fuel one core burns per second; see [`Executor::fuel_per_core_second`]).
+/// (fuel one core burns per second; see [`crate::executor::Executor::fuel_per_core_second`]).
 pub const FUEL_RATE_ATTRIBUTE: &str = "tessera.fuel_per_core_second";
+
+/// Where the agent's guests run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GuestHost {
+    /// In the agent's own process: they die with it (tests, the local cluster, library users).
+    InProcess,
+    /// In a runtime process that outlives the agent, started if none serves the work
+    /// directory's socket, reattached at the next start.
+    RuntimeProcess(RuntimeProcess),
+}
+
+/// How the runtime process is started (when none runs yet).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuntimeProcess {
+    /// The program (default: this executable).
+    pub program: Option<PathBuf>,
+    /// Its arguments before the runtime's own flags (default: `["runtime"]`).
+    pub args: Option<Vec<String>>,
+    /// How long it keeps guests running with no agent attached (default: 15 minutes).
+    pub recovery_timeout: Option<Duration>,
+}
+
+impl RuntimeProcess {
+    /// This executable's `runtime` subcommand, with the runtime's defaults.
+    pub fn this_executable() -> Self {
+        RuntimeProcess {
+            program: None,
+            args: None,
+            recovery_timeout: None,
+        }
+    }
+}
+
+/// What a stopping agent does with its guests (see the [module doc](self#stopping)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnStop {
+    /// Leave them running in the runtime process for the next agent on this work directory
+    /// (an upgrade or a restart); the master keeps them as they are meanwhile. With in-process
+    /// guests, which cannot outlive the agent, this is [`OnStop::KillTasks`].
+    KeepTasks,
+    /// Kill every task and executor, report them, then leave the cluster.
+    KillTasks,
+    /// Stop at once without telling anyone (in-process guests die with the agent).
+    Quit,
+}
 
 /// Everything an agent process is configured with.
 #[derive(Clone, Debug)]
@@ -79,6 +154,15 @@ pub struct AgentOptions {
     /// How often the work directory's disk usage is measured (it scales the GC delay); zero:
     /// never, so the delay is never scaled.
     pub disk_watch_interval: Duration,
+    /// Where guests run (default: in process).
+    pub guests: GuestHost,
+    /// Whether the agent persists a checkpoint before acting, and recovers from it at start
+    /// (default: off; on whenever guests run in the runtime process).
+    pub checkpoint: bool,
+    /// What a stop does with the guests (default: [`OnStop::Quit`]).
+    pub on_stop: OnStop,
+    /// The bound of each wait of a stop (terminal updates acknowledged, `AgentLeft`).
+    pub stop_timeout: Duration,
 }
 
 impl AgentOptions {
@@ -97,12 +181,25 @@ impl AgentOptions {
                 ..ExecutorConfig::default()
             },
             status_retry: Duration::from_secs(2),
-            max_blob_size: 256 << 20,
             max_backoff: Duration::from_secs(5),
+            max_blob_size: 256 << 20,
             datasets: Vec::new(),
             gc: GcPolicy::default(),
             disk_watch_interval: Duration::from_secs(60),
+            guests: GuestHost::InProcess,
+            checkpoint: false,
+            on_stop: OnStop::Quit,
+            stop_timeout: Duration::from_secs(5),
         }
+    }
+
+    /// Guests in a runtime process that outlives the agent, checkpointing on, and tasks kept
+    /// running over a stop: what `tessera agent` runs with by default.
+    pub fn with_runtime_process(mut self, runtime: RuntimeProcess) -> Self {
+        self.guests = GuestHost::RuntimeProcess(runtime);
+        self.checkpoint = true;
+        self.on_stop = OnStop::KeepTasks;
+        self
     }
 }
 
@@ -112,9 +209,14 @@ pub enum AgentError {
     /// Link set-up (TLS, socket) failed.
     #[error(transparent)]
     Link(#[from] LinkError),
-    /// The executor could not start.
+    /// The runtime (or the in-process executor) could not start, or the runtime process went
+    /// away: its guests are gone, and the next start of the agent reports them.
     #[error(transparent)]
-    Executor(#[from] crate::executor::ExecError),
+    Runtime(#[from] RuntimeError),
+    /// The checkpoint could not be read (the agent does not start over a checkpoint it cannot
+    /// read: that would forget its tasks).
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
     /// The work directory could not be prepared.
     #[error("work directory {path}: {source}")]
     WorkDir {
@@ -123,6 +225,36 @@ pub enum AgentError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// The runtime's name of a one-shot task's guest.
+pub fn task_guest(key: &TaskKey) -> GuestId {
+    format!("task/{}/{}", key.0, key.1)
+}
+
+/// The runtime's name of an executor run's guest.
+pub fn executor_guest(id: &ExecutorRun) -> GuestId {
+    format!("exec/{}/{}/{}", id.framework_id, id.executor_id, id.run)
+}
+
+/// What a guest id names (ids are safe names, which never hold `/`).
+#[derive(Debug, PartialEq)]
+enum GuestName {
+    Task(TaskKey),
+    Executor(ExecutorRun),
+}
+
+fn parse_guest(g: &str) -> Option<GuestName> {
+    let parts: Vec<&str> = g.split('/').collect();
+    match parts.as_slice() {
+        ["task", fid, tid] => Some(GuestName::Task(((*fid).into(), (*tid).into()))),
+        ["exec", fid, eid, run] => Some(GuestName::Executor(ExecutorRun {
+            framework_id: (*fid).into(),
+            executor_id: (*eid).into(),
+            run: run.parse().ok()?,
+        })),
+        _ => None,
+    }
 }
 
 /// What the loop's channel carries (unboxed: nearly every input is a `Core` event).
@@ -142,82 +274,524 @@ enum Input {
     DiskUsage(f64),
 }
 
-/// Runs an agent until `shutdown` completes.
+/// Where a stop is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Stop {
+    /// Killing everything: waiting until every terminal update is acknowledged.
+    Draining { until: Instant },
+    /// `AgentLeaving` sent: waiting for `AgentLeft`.
+    Leaving { until: Instant },
+}
+
+/// Counters of checkpoint writes, logged at the end and readable by benchmarks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CheckpointStats {
+    /// Checkpoints written.
+    pub writes: u64,
+    /// Bytes written, in all.
+    pub bytes: u64,
+    /// Size of the last one.
+    pub last_bytes: u64,
+    /// Time spent serialising and writing, in all.
+    pub time: Duration,
+}
+
+/// Runs an agent until `shutdown` completes (then stops as [`AgentOptions::on_stop`] says).
 pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    let started = Instant::now();
     let work_dir = WorkDir::new(&opts.work_dir);
     work_dir
         .create()
         .map_err(|(path, source)| AgentError::WorkDir { path, source })?;
-    clear_leftovers(&work_dir).map_err(|(path, source)| AgentError::WorkDir { path, source })?;
+    let file = opts
+        .checkpoint
+        .then(|| CheckpointFile::new(work_dir.checkpoint()));
+    let saved = match &file {
+        Some(f) => f.load()?,
+        None => None,
+    };
+    let boot_id = boot_id(&opts);
     let mut exec_cfg = opts.executor.clone();
     exec_cfg.cache_dir = Some(work_dir.cache().into());
-    let executor = Executor::new(exec_cfg)?;
-    let fuel_rate = executor.fuel_per_core_second();
+    let (runtime, attachment, events) = match &opts.guests {
+        GuestHost::InProcess => Runtime::in_process(exec_cfg)?,
+        GuestHost::RuntimeProcess(p) => {
+            let mut ro = RuntimeOptions::new(work_dir.root(), exec_cfg)?;
+            if let Some(program) = &p.program {
+                ro.program = program.clone();
+            }
+            if let Some(args) = &p.args {
+                ro.args = args.clone();
+            }
+            if let Some(t) = p.recovery_timeout {
+                ro.recovery_timeout = t;
+            }
+            ro.boot_id = boot_id.clone();
+            Runtime::attach(ro).await?
+        }
+    };
     tracing::info!(
-        fuel_per_core_second = fuel_rate,
-        pool_slots = executor.stats().pool_slots,
-        "executor ready: a task offered c cpus may burn c x this much fuel per second"
+        fuel_per_core_second = attachment.fuel_per_core_second,
+        runtime = %attachment.runtime_id,
+        live_guests = attachment.live.len(),
+        "runtime attached: a task offered c cpus may burn c x this much fuel per second"
     );
-    let endpoint = link::client_endpoint(&opts.tls, opts.tuning)?;
-    let mut core = Agent::new(core_config(&opts, fuel_rate)).with_gc(opts.gc);
-    let mut disk_watch = (!opts.disk_watch_interval.is_zero()).then(|| {
-        let mut i = tokio::time::interval(opts.disk_watch_interval);
-        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        i
-    });
-    let fetcher = Arc::new(Fetcher::new(work_dir, opts.max_blob_size));
-    let (tx, mut rx) = mpsc::unbounded_channel::<Input>();
-    let mut guests = Guests::default();
-    let mut control: Option<MessageWriter<quinn::SendStream>> = None;
-    let mut generation = 0u64;
-    let mut backoff = net::backoff::Reconnect::new(opts.max_backoff);
-    let mut next_dial = Instant::now();
-    tokio::pin!(shutdown);
+    let cfg = core_config(&opts, attachment.fuel_per_core_second, boot_id);
+    let fetcher = Arc::new(Fetcher::new(work_dir.clone(), opts.max_blob_size));
+    let (tx, rx) = mpsc::unbounded_channel::<Input>();
+    let mut d = Driver {
+        core: Agent::new(cfg.clone()).with_gc(opts.gc),
+        runtime,
+        runtime_id: attachment.runtime_id.clone(),
+        events,
+        last_seq: 0,
+        skip_through: 0,
+        seen_seq: 0,
+        written: None,
+        acked: 0,
+        file,
+        stats: CheckpointStats::default(),
+        fetcher,
+        tx,
+        rx,
+        instances: HashMap::new(),
+        control: None,
+        generation: 0,
+        next_dial: Instant::now(),
+        backoff: net::backoff::Reconnect::new(opts.max_backoff),
+        stop: None,
+        left: false,
+        pending_sends: Vec::new(),
+        registered_at: None,
+        started,
+        opts,
+    };
+    let owned = d.recover(cfg, saved, attachment).await;
+    clear_leftovers(&work_dir, &owned)
+        .map_err(|(path, source)| AgentError::WorkDir { path, source })?;
+    let result = d.run(shutdown).await;
+    d.finish(result.is_ok()).await;
+    result
+}
 
-    loop {
-        if control.is_none() && Instant::now() >= next_dial {
-            let dial = Link::connect(&endpoint, opts.master, Role::Agent);
-            let result = tokio::select! {
-                _ = &mut shutdown => break,
-                r = dial => r,
+/// The loop's state.
+struct Driver {
+    opts: AgentOptions,
+    core: Agent,
+    runtime: Runtime,
+    runtime_id: String,
+    events: Events,
+    /// The last runtime event applied to the core.
+    last_seq: u64,
+    /// Replayed events up to this one are already in the recovered core.
+    skip_through: u64,
+    /// The last runtime event received (applied or skipped).
+    seen_seq: u64,
+    /// The core generation and event written in the last checkpoint.
+    written: Option<(u64, u64)>,
+    /// The last event acknowledged to the runtime.
+    acked: u64,
+    file: Option<CheckpointFile>,
+    stats: CheckpointStats,
+    fetcher: Arc<Fetcher>,
+    tx: mpsc::UnboundedSender<Input>,
+    rx: mpsc::UnboundedReceiver<Input>,
+    /// Executor instances being prepared or started, by key.
+    instances: HashMap<ExecutorKey, Instance>,
+    control: Option<MessageWriter<quinn::SendStream>>,
+    generation: u64,
+    next_dial: Instant,
+    backoff: net::backoff::Reconnect,
+    stop: Option<Stop>,
+    /// `AgentLeft` came.
+    left: bool,
+    /// The driver's own messages to the master (`AgentLeaving`), sent after the core's.
+    pending_sends: Vec<Message>,
+    /// When the agent first registered in this run (for the recovery time).
+    registered_at: Option<Instant>,
+    started: Instant,
+}
+
+/// An executor instance as the driver holds it.
+enum Instance {
+    /// Its component and directory are being prepared.
+    Starting { run: u64 },
+    /// Killed while being prepared: it will not be started.
+    Cancelled { run: u64 },
+    /// Started in the runtime.
+    Running { run: u64 },
+}
+
+impl Instance {
+    fn run(&self) -> u64 {
+        match self {
+            Instance::Starting { run }
+            | Instance::Cancelled { run }
+            | Instance::Running { run } => *run,
+        }
+    }
+}
+
+impl Driver {
+    fn now(&self) -> std::time::Instant {
+        Instant::now().into_std()
+    }
+
+    /// Rebuilds the core from the checkpoint (if any) against what the runtime still runs:
+    /// with the same runtime, reads its replay up to [`Attachment::last_seq`] first (skipping
+    /// what the checkpoint covers), so every guest is then live, ended, or never launched.
+    /// Kills guests nobody owns. Returns the directories the recovered core owns.
+    async fn recover(
+        &mut self,
+        cfg: AgentConfig,
+        saved: Option<AgentCheckpoint>,
+        attachment: Attachment,
+    ) -> BTreeSet<GcTarget> {
+        let now = self.now();
+        let live: HashSet<GuestId> = attachment.live.iter().cloned().collect();
+        if let Some(cp) = saved {
+            // An in-process runtime never holds a previous run's guests (its id names the
+            // process, which a library user may run several agents in, one after another).
+            let same = cp.runtime_id == attachment.runtime_id
+                && !matches!(self.opts.guests, GuestHost::InProcess);
+            self.core = Agent::recover(cfg, cp.core, now).with_gc(self.opts.gc);
+            if same {
+                self.skip_through = cp.last_seq;
+                self.last_seq = cp.last_seq;
+                // Covered by the checkpoint: the runtime may forget them.
+                self.runtime.ack(cp.last_seq);
+                self.acked = cp.last_seq;
+                self.read_replay(attachment.last_seq).await;
+            } else {
+                tracing::warn!(old = %cp.runtime_id, new = %attachment.runtime_id,
+                    "the runtime process the guests ran in is gone: their tasks are lost");
+            }
+            let mine = self.core.guests();
+            let report = LiveGuests {
+                tasks: mine
+                    .tasks
+                    .into_iter()
+                    .filter(|k| live.contains(&task_guest(k)))
+                    .collect(),
+                executors: mine
+                    .executors
+                    .into_iter()
+                    .filter(|id| live.contains(&executor_guest(id)))
+                    .collect(),
+                same_runtime: same,
             };
-            match result {
-                Ok(link) => {
-                    generation += 1;
-                    backoff.reset();
-                    tracing::info!(master = %opts.master, "connected to the master");
-                    fetcher.connect(link.conn.clone());
-                    control = Some(link.send);
-                    spawn_reader(link.recv, link.conn, generation, tx.clone());
-                    core.handle(Instant::now().into_std(), Event::Connected);
+            for id in &report.executors {
+                self.instances
+                    .insert(id.key(), Instance::Running { run: id.run });
+            }
+            tracing::info!(
+                tasks = self.core.task_count(),
+                executors = self.core.executor_count(),
+                live_tasks = report.tasks.len(),
+                live_executors = report.executors.len(),
+                same_runtime = same,
+                "recovering from the checkpoint"
+            );
+            let now = self.now();
+            self.core.handle(now, Event::Recovered(report));
+        }
+        let mine = self.core.guests();
+        let owned: HashSet<GuestId> = mine
+            .tasks
+            .iter()
+            .map(task_guest)
+            .chain(mine.executors.iter().map(executor_guest))
+            .collect();
+        for g in attachment.live.iter().filter(|g| !owned.contains(*g)) {
+            tracing::warn!(guest = %g, "killing a guest no task of this agent owns");
+            self.runtime.kill(g);
+        }
+        self.core.owned_directories()
+    }
+
+    /// Applies the runtime's replayed events up to `until` (bounded: a runtime that does not
+    /// deliver them is given up on with a warning; later ones are applied as they come).
+    async fn read_replay(&mut self, until: u64) {
+        let deadline = Instant::now() + self.opts.stop_timeout.max(Duration::from_secs(10));
+        while self.seen_seq.max(self.skip_through) < until {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(ev)) => self.runtime_event(ev),
+                Ok(None) => {
+                    tracing::error!("the runtime process went away during recovery");
+                    return;
                 }
-                Err(e) => {
-                    let delay = backoff.next_delay();
-                    tracing::warn!(master = %opts.master, error = %e, ?delay, "cannot reach the master");
-                    next_dial = Instant::now() + delay;
+                Err(_) => {
+                    tracing::warn!(
+                        seen = self.seen_seq,
+                        until,
+                        "the runtime's replay did not arrive in time"
+                    );
+                    return;
                 }
             }
         }
+    }
 
-        while let Some(action) = core.poll_action() {
-            match action {
-                Action::Send(msg) => {
-                    if let Some(send) = control.as_mut() {
-                        if let Err(e) = send.send(&msg).await {
-                            tracing::warn!(error = %e, "control stream write failed");
-                            drop_link(&mut control, &fetcher);
-                            core.handle(Instant::now().into_std(), Event::Disconnected);
-                            next_dial = Instant::now();
-                        }
+    async fn run(&mut self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+        let endpoint = link::client_endpoint(&self.opts.tls, self.opts.tuning)?;
+        let mut disk_watch = (!self.opts.disk_watch_interval.is_zero()).then(|| {
+            let mut i = tokio::time::interval(self.opts.disk_watch_interval);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
+        tokio::pin!(shutdown);
+        let mut shutdown_done = false;
+        loop {
+            if self.control.is_none()
+                && Instant::now() >= self.next_dial
+                && !matches!(self.stop, Some(Stop::Leaving { .. }))
+            {
+                let dial = Link::connect(&endpoint, self.opts.master, Role::Agent);
+                let result = tokio::select! {
+                    _ = &mut shutdown, if !shutdown_done => {
+                        shutdown_done = true;
+                        self.begin_stop();
+                        continue;
+                    }
+                    r = dial => r,
+                };
+                match result {
+                    Ok(link) => {
+                        self.generation += 1;
+                        self.backoff.reset();
+                        tracing::info!(master = %self.opts.master, "connected to the master");
+                        self.fetcher.connect(link.conn.clone());
+                        self.control = Some(link.send);
+                        spawn_reader(link.recv, link.conn, self.generation, self.tx.clone());
+                        let now = self.now();
+                        self.core.handle(now, Event::Connected);
+                    }
+                    Err(e) => {
+                        let delay = self.backoff.next_delay();
+                        tracing::warn!(master = %self.opts.master, error = %e, ?delay, "cannot reach the master");
+                        self.next_dial = Instant::now() + delay;
                     }
                 }
+            }
+
+            let persisted = self.persist().await;
+            if persisted {
+                self.act().await;
+            }
+            if self.stop_progress().await {
+                break;
+            }
+
+            let wake = match (self.core.poll_timeout(), self.control.is_none()) {
+                (Some(t), true) => Some(Instant::from_std(t).min(self.next_dial)),
+                (Some(t), false) => Some(Instant::from_std(t)),
+                (None, true) => Some(self.next_dial),
+                (None, false) => None,
+            };
+            let wake = if persisted {
+                wake
+            } else {
+                let retry = Instant::now() + Duration::from_secs(1);
+                Some(wake.map_or(retry, |w| w.min(retry)))
+            };
+            let wake = match self.stop {
+                Some(Stop::Draining { until } | Stop::Leaving { until }) => {
+                    Some(wake.map_or(until, |w| w.min(until)))
+                }
+                None => wake,
+            };
+            let sleep = net::timer::sleep_until(wake);
+            tokio::select! {
+                _ = &mut shutdown, if !shutdown_done => {
+                    shutdown_done = true;
+                    self.begin_stop();
+                }
+                input = self.rx.recv() => match input {
+                    Some(input) => self.input(input),
+                    None => break,
+                },
+                ev = self.events.recv() => match ev {
+                    Some(ev) => self.runtime_event(ev),
+                    None => {
+                        tracing::error!("the runtime process is gone, and the guests with it: stopping (the next start reports their tasks)");
+                        return Err(AgentError::Runtime(RuntimeError::Disconnected));
+                    }
+                },
+                _ = sleep => {
+                    let now = self.now();
+                    self.core.handle_timeout(now);
+                }
+                _ = async {
+                    match disk_watch.as_mut() {
+                        Some(i) => {
+                            i.tick().await;
+                        }
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    // Measured off the loop (a slow file system must not stall it), reported back.
+                    let dir = self.fetcher.work_dir().clone();
+                    let tx = self.tx.clone();
+                    tokio::task::spawn_blocking(move || match dir.disk_space() {
+                        Ok(space) => {
+                            let _ = tx.send(Input::DiskUsage(space.usage));
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot measure the work directory's disk"),
+                    });
+                }
+            }
+            // The rest of the batch: whatever is ready, so a burst costs one checkpoint.
+            loop {
+                if let Ok(input) = self.rx.try_recv() {
+                    self.input(input);
+                } else if let Some(ev) = self.events.try_recv() {
+                    self.runtime_event(ev);
+                } else {
+                    break;
+                }
+            }
+        }
+        if let Some(conn) = self.fetcher.disconnect() {
+            conn.close(0u32.into(), b"agent shutting down");
+        }
+        self.control = None;
+        endpoint.wait_idle().await;
+        Ok(())
+    }
+
+    /// One input from the loop's channel.
+    fn input(&mut self, input: Input) {
+        let now = self.now();
+        match input {
+            Input::Core(Event::Message(Message::AgentLeft)) => {
+                tracing::info!("the master recorded this agent's leaving");
+                self.left = true;
+            }
+            Input::Core(ev) => {
+                tracing::debug!(event = ?ev, "agent event");
+                if let Event::Message(Message::Registered { .. }) = &ev {
+                    if self.registered_at.is_none() {
+                        self.registered_at = Some(Instant::now());
+                        tracing::info!(
+                            elapsed_ms = self.started.elapsed().as_millis() as u64,
+                            tasks = self.core.task_count(),
+                            "registered: from start (runtime attached, core recovered) to registration"
+                        );
+                    }
+                }
+                self.core.handle(now, ev);
+            }
+            Input::InstanceReady { id, result } => {
+                if let Some(ev) = self.start_instance(id, result) {
+                    self.core.handle(now, ev);
+                }
+            }
+            Input::DiskUsage(usage) => {
+                self.core.set_disk_usage(usage);
+                self.core.handle_timeout(now);
+            }
+            Input::LinkDown { generation: g, why } => {
+                if g == self.generation && self.control.is_some() {
+                    tracing::warn!(%why, "lost the master");
+                    drop_link(&mut self.control, &self.fetcher);
+                    self.core.handle(now, Event::Disconnected);
+                    self.next_dial = Instant::now() + self.backoff.next_delay();
+                }
+            }
+        }
+    }
+
+    /// One event from the runtime: skipped if the checkpoint covers it, else applied.
+    fn runtime_event(&mut self, ev: RuntimeEvent) {
+        self.seen_seq = self.seen_seq.max(ev.seq);
+        if ev.seq <= self.skip_through {
+            return;
+        }
+        self.last_seq = self.last_seq.max(ev.seq);
+        let now = self.now();
+        let core_event = match (parse_guest(&ev.guest), ev.event) {
+            (Some(GuestName::Task(key)), GuestEvent::Task(e)) => {
+                let Some(info) = self.core.task_info(&key) else {
+                    tracing::debug!(guest = %ev.guest, "event of a task this agent no longer tracks ignored");
+                    return;
+                };
+                launch::event_of(&key, e, info.timeout_ms)
+            }
+            (Some(GuestName::Executor(id)), GuestEvent::Instance(e)) => {
+                let ev = launch::executor_event(&id, e);
+                if let Event::Executor(ExecutorEvent::Exited { id, .. }) = &ev {
+                    let key = id.key();
+                    if self.instances.get(&key).is_some_and(|i| i.run() == id.run) {
+                        self.instances.remove(&key);
+                    }
+                }
+                ev
+            }
+            (_, e) => {
+                tracing::warn!(guest = %ev.guest, event = ?e, "runtime event of an unknown guest ignored");
+                return;
+            }
+        };
+        tracing::debug!(seq = ev.seq, event = ?core_event, "runtime event");
+        self.core.handle(now, core_event);
+    }
+
+    /// Writes the checkpoint if the core or the applied events moved since the last one, then
+    /// acknowledges the events it covers to the runtime. False when it could not be written:
+    /// the actions then wait (nothing is told what the checkpoint does not hold), and the write
+    /// is tried again a second later or at the next input.
+    async fn persist(&mut self) -> bool {
+        let mark = (self.core.generation(), self.last_seq);
+        if self.written == Some(mark) {
+            return true;
+        }
+        if let Some(file) = &self.file {
+            let t = std::time::Instant::now();
+            let cp = AgentCheckpoint {
+                core: self.core.checkpoint(self.now()),
+                runtime_id: self.runtime_id.clone(),
+                last_seq: self.last_seq,
+            };
+            let f = file.clone();
+            let r = tokio::task::spawn_blocking(move || f.store(&cp)).await;
+            match r {
+                Ok(Ok(n)) => {
+                    self.stats.writes += 1;
+                    self.stats.bytes += n as u64;
+                    self.stats.last_bytes = n as u64;
+                    self.stats.time += t.elapsed();
+                }
+                Ok(Err(e)) => {
+                    // Not acknowledged, so the runtime keeps the events; retried.
+                    tracing::error!(error = %e, "cannot write the checkpoint; actions wait");
+                    return false;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "checkpoint writer failed; actions wait");
+                    return false;
+                }
+            }
+        }
+        self.written = Some(mark);
+        if self.last_seq > self.acked {
+            self.runtime.ack(self.last_seq);
+            self.acked = self.last_seq;
+        }
+        true
+    }
+
+    /// Carries out the core's actions and hands out due collections.
+    async fn act(&mut self) {
+        while let Some(action) = self.core.poll_action() {
+            match action {
+                Action::Send(msg) => self.send(&msg).await,
                 Action::Prepare { framework_id, task } => {
-                    let fetcher = fetcher.clone();
-                    let executor = executor.clone();
-                    let tx = tx.clone();
+                    let fetcher = self.fetcher.clone();
+                    let runtime = self.runtime.clone();
+                    let tx = self.tx.clone();
                     tokio::spawn(async move {
                         let key = (framework_id.clone(), task.task_id.clone());
-                        let result = prepare(&fetcher, &executor, &framework_id, &task).await;
+                        let result = prepare(&fetcher, &runtime, &framework_id, &task).await;
                         if let Err((_, msg)) = &result {
                             tracing::warn!(task = %key.1, error = %msg, "task preparation failed");
                         }
@@ -226,31 +800,21 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                 }
                 Action::Launch { framework_id, task } => {
                     let key = (framework_id.clone(), task.task_id.clone());
-                    let spec =
-                        launch::spec(fetcher.work_dir(), &opts.datasets, &framework_id, &task);
-                    let tx = tx.clone();
-                    let k = key.clone();
-                    let timeout_ms = task.timeout_ms;
-                    let handle = executor.launch(
-                        spec,
-                        Box::new(move |ev| {
-                            let _ = tx.send(Input::Core(launch::event_of(&k, ev, timeout_ms)));
-                        }),
+                    let spec = launch::spec(
+                        self.fetcher.work_dir(),
+                        &self.opts.datasets,
+                        &framework_id,
+                        &task,
                     );
-                    guests.tasks.insert(key, handle);
+                    self.runtime.launch(task_guest(&key), spec);
                 }
-                Action::Kill { key } => {
-                    if let Some(h) = guests.tasks.get(&key) {
-                        h.kill();
-                    }
-                }
+                Action::Kill { key } => self.runtime.kill(&task_guest(&key)),
                 Action::Executor(ExecutorAction::Start { id, info, datasets }) => {
-                    guests
-                        .instances
+                    self.instances
                         .insert(id.key(), Instance::Starting { run: id.run });
-                    let fetcher = fetcher.clone();
-                    let tx = tx.clone();
-                    let sets = opts.datasets.clone();
+                    let fetcher = self.fetcher.clone();
+                    let tx = self.tx.clone();
+                    let sets = self.opts.datasets.clone();
                     tokio::spawn(async move {
                         let result =
                             fetcher
@@ -268,85 +832,222 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
                         let _ = tx.send(Input::InstanceReady { id, result });
                     });
                 }
-                Action::Executor(other) => guests.instance_action(other),
+                Action::Executor(other) => self.instance_action(other),
             }
         }
-        while let Some(target) = core.poll_gc() {
-            collect(fetcher.work_dir(), &target);
+        while let Some(target) = self.core.poll_gc() {
+            collect(self.fetcher.work_dir(), &target);
         }
+    }
 
-        let wake = match (core.poll_timeout(), control.is_none()) {
-            (Some(t), true) => Some(Instant::from_std(t).min(next_dial)),
-            (Some(t), false) => Some(Instant::from_std(t)),
-            (None, true) => Some(next_dial),
-            (None, false) => None,
-        };
-        let sleep = net::timer::sleep_until(wake);
-        tokio::select! {
-            _ = &mut shutdown => break,
-            input = rx.recv() => match input {
-                Some(Input::Core(ev)) => {
-                    tracing::debug!(event = ?ev, "agent event");
-                    if let Event::Finished { key, .. } = &ev {
-                        guests.tasks.remove(key);
-                    }
-                    if let Event::Executor(ExecutorEvent::Exited { id, .. }) = &ev {
-                        guests.instance_exited(id);
-                    }
-                    if let Event::Message(Message::Shutdown { .. }) = &ev {
-                        // The master forgot us: start afresh on a new connection.
-                        core.handle(Instant::now().into_std(), ev);
-                        continue;
-                    }
-                    core.handle(Instant::now().into_std(), ev);
-                }
-                Some(Input::InstanceReady { id, result }) => {
-                    let ev = guests.start_instance(&executor, &tx, id, result);
-                    if let Some(ev) = ev {
-                        core.handle(Instant::now().into_std(), ev);
-                    }
-                }
-                Some(Input::DiskUsage(usage)) => {
-                    core.set_disk_usage(usage);
-                    core.handle_timeout(Instant::now().into_std());
-                }
-                Some(Input::LinkDown { generation: g, why }) => {
-                    if g == generation && control.is_some() {
-                        tracing::warn!(%why, "lost the master");
-                        drop_link(&mut control, &fetcher);
-                        core.handle(Instant::now().into_std(), Event::Disconnected);
-                        next_dial = Instant::now() + backoff.next_delay();
-                    }
-                }
-                None => break,
-            },
-            _ = sleep => core.handle_timeout(Instant::now().into_std()),
-            _ = async {
-                match disk_watch.as_mut() {
-                    Some(i) => {
-                        i.tick().await;
-                    }
-                    None => std::future::pending().await,
-                }
-            } => {
-                // Measured off the loop (a slow file system must not stall it), reported back.
-                let dir = fetcher.work_dir().clone();
-                let tx = tx.clone();
-                tokio::task::spawn_blocking(move || match dir.disk_space() {
-                    Ok(space) => {
-                        let _ = tx.send(Input::DiskUsage(space.usage));
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot measure the work directory's disk"),
-                });
+    async fn send(&mut self, msg: &Message) {
+        if let Some(send) = self.control.as_mut() {
+            if let Err(e) = send.send(msg).await {
+                tracing::warn!(error = %e, "control stream write failed");
+                drop_link(&mut self.control, &self.fetcher);
+                let now = self.now();
+                self.core.handle(now, Event::Disconnected);
+                self.next_dial = Instant::now();
             }
         }
     }
-    drop(guests);
-    if let Some(conn) = fetcher.disconnect() {
-        conn.close(0u32.into(), b"agent shutting down");
+
+    /// Starts a prepared instance unless it was cancelled meanwhile; returns the core's event
+    /// when it does not start (preparation failed, or cancelled).
+    fn start_instance(
+        &mut self,
+        id: ExecutorRun,
+        result: Result<InstanceSpec, PrepareError>,
+    ) -> Option<Event> {
+        let key = id.key();
+        let starting = matches!(
+            self.instances.get(&key),
+            Some(Instance::Starting { run }) if *run == id.run
+        );
+        if !starting {
+            if self.instances.get(&key).is_some_and(|i| i.run() == id.run) {
+                self.instances.remove(&key);
+            }
+            return Some(launch::executor_start_failed(
+                &id,
+                (Reason::Killed, "stopped before it started".to_owned()),
+            ));
+        }
+        let spec = match result {
+            Ok(spec) => spec,
+            Err(why) => {
+                tracing::warn!(executor = %id.executor_id, error = %why.1, "executor preparation failed");
+                self.instances.remove(&key);
+                return Some(launch::executor_start_failed(&id, why));
+            }
+        };
+        self.runtime.start_instance(executor_guest(&id), spec);
+        self.instances
+            .insert(key, Instance::Running { run: id.run });
+        None
     }
-    endpoint.wait_idle().await;
-    Ok(())
+
+    /// Carries out an executor action other than `Start` on the instance it names (actions
+    /// for a run that is gone are dropped).
+    fn instance_action(&mut self, action: ExecutorAction) {
+        let id = match &action {
+            ExecutorAction::Start { id, .. }
+            | ExecutorAction::SetEnvelope { id, .. }
+            | ExecutorAction::Launch { id, .. }
+            | ExecutorAction::KillTask { id, .. }
+            | ExecutorAction::Message { id, .. }
+            | ExecutorAction::Shutdown { id }
+            | ExecutorAction::Kill { id } => id.clone(),
+        };
+        let Some(inst) = self.instances.get_mut(&id.key()) else {
+            return;
+        };
+        if inst.run() != id.run {
+            return;
+        }
+        match inst {
+            Instance::Running { .. } => {}
+            Instance::Starting { run } => {
+                if matches!(action, ExecutorAction::Kill { .. }) {
+                    *inst = Instance::Cancelled { run: *run };
+                }
+                return;
+            }
+            Instance::Cancelled { .. } => return,
+        }
+        let g = executor_guest(&id);
+        let rt = &self.runtime;
+        match action {
+            ExecutorAction::Start { .. } => {}
+            ExecutorAction::SetEnvelope { resources, .. } => {
+                rt.set_envelope(&g, resources.cpus_milli, resources.mem)
+            }
+            ExecutorAction::Launch { task, .. } => {
+                rt.instance_launch(&g, launch::instance_task(&task))
+            }
+            ExecutorAction::KillTask { task_id, .. } => rt.instance_kill_task(&g, task_id.as_str()),
+            ExecutorAction::Message { data, .. } => rt.instance_message(&g, data),
+            ExecutorAction::Shutdown { .. } => rt.instance_shutdown(&g),
+            ExecutorAction::Kill { .. } => rt.kill(&g),
+        }
+    }
+
+    /// `shutdown` completed: starts the stop [`AgentOptions::on_stop`] asks for.
+    fn begin_stop(&mut self) {
+        let until = Instant::now() + self.opts.stop_timeout;
+        match self.effective_on_stop() {
+            OnStop::Quit => {
+                tracing::info!("stopping");
+                self.stop = Some(Stop::Leaving {
+                    until: Instant::now(),
+                });
+                self.left = true;
+            }
+            OnStop::KeepTasks => {
+                tracing::info!(
+                    tasks = self.core.task_count(),
+                    "stopping; tasks keep running for the next agent on this work directory"
+                );
+                self.stop = Some(Stop::Leaving { until });
+                self.leave(true);
+            }
+            OnStop::KillTasks => {
+                tracing::info!(
+                    tasks = self.core.task_count(),
+                    "stopping; killing every task and executor and reporting them"
+                );
+                let now = self.now();
+                self.core.drain(now);
+                self.stop = Some(Stop::Draining { until });
+            }
+        }
+    }
+
+    fn effective_on_stop(&self) -> OnStop {
+        match (self.opts.on_stop, &self.opts.guests) {
+            (OnStop::KeepTasks, GuestHost::InProcess) => OnStop::KillTasks,
+            (s, _) => s,
+        }
+    }
+
+    /// Sends `AgentLeaving` if connected (else there is nobody to wait for).
+    fn leave(&mut self, keep_tasks: bool) {
+        if self.core.is_registered() {
+            self.core_send(Message::AgentLeaving { keep_tasks });
+        } else {
+            self.left = true;
+        }
+    }
+
+    /// Queues a message of the driver's own to the master (sent after the core's actions).
+    fn core_send(&mut self, msg: Message) {
+        self.pending_sends.push(msg);
+    }
+
+    /// Moves a stop along; true when the loop should end.
+    async fn stop_progress(&mut self) -> bool {
+        for msg in std::mem::take(&mut self.pending_sends) {
+            self.send(&msg).await;
+        }
+        let now = Instant::now();
+        match self.stop {
+            None => false,
+            Some(Stop::Draining { until }) => {
+                if self.core.is_drained() || now >= until {
+                    if !self.core.is_drained() {
+                        tracing::warn!(
+                            tasks = self.core.task_count(),
+                            executors = self.core.executor_count(),
+                            "stop: not every terminal update was acknowledged in time"
+                        );
+                    }
+                    self.stop = Some(Stop::Leaving {
+                        until: now + self.opts.stop_timeout,
+                    });
+                    self.leave(false);
+                    for msg in std::mem::take(&mut self.pending_sends) {
+                        self.send(&msg).await;
+                    }
+                }
+                false
+            }
+            Some(Stop::Leaving { until }) => {
+                if self.left || self.control.is_none() || now >= until {
+                    if !self.left {
+                        tracing::warn!("stop: the master did not confirm the leaving in time");
+                    }
+                    return true;
+                }
+                false
+            }
+        }
+    }
+
+    /// After the loop: detach leaving the guests running (their checkpoint written), or stop
+    /// the runtime and remove the checkpoint.
+    async fn finish(&mut self, clean: bool) {
+        let kill = clean && self.effective_on_stop() == OnStop::KillTasks;
+        if kill {
+            self.runtime.clone().close(true).await;
+            if let Some(f) = &self.file {
+                if let Err(e) = f.remove() {
+                    tracing::warn!(error = %e, "cannot remove the checkpoint");
+                }
+            }
+        } else {
+            self.persist().await;
+            self.runtime.clone().close(false).await;
+        }
+        if self.stats.writes > 0 {
+            tracing::info!(
+                writes = self.stats.writes,
+                bytes = self.stats.bytes,
+                last_bytes = self.stats.last_bytes,
+                mean_us = (self.stats.time.as_micros() as u64) / self.stats.writes,
+                "checkpoint writes"
+            );
+        }
+    }
 }
 
 /// Removes a directory the core collects: renamed into `trash/` at once (so a task or executor
@@ -389,10 +1090,14 @@ fn delete_in_background(dir: PathBuf) {
     });
 }
 
-/// Clears a previous run's directories: `frameworks/` (every task and executor directory, since
-/// no guest survives a restart) and whatever `trash/` still holds go to the blocking pool, and an
-/// empty `frameworks/` takes their place before anything is launched.
-fn clear_leftovers(work_dir: &WorkDir) -> Result<(), (PathBuf, std::io::Error)> {
+/// Clears a previous run's directories: those under `frameworks/` that `owned` (the recovered
+/// core's tasks, executors and pending collections) does not name, and whatever `trash/` still
+/// holds, go to the blocking pool before anything is launched. With nothing owned, all of
+/// `frameworks/` goes at once (one rename).
+fn clear_leftovers(
+    work_dir: &WorkDir,
+    owned: &BTreeSet<GcTarget>,
+) -> Result<(), (PathBuf, std::io::Error)> {
     let trash = work_dir.trash();
     let old_trash = match std::fs::read_dir(&trash) {
         Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
@@ -402,182 +1107,98 @@ fn clear_leftovers(work_dir: &WorkDir) -> Result<(), (PathBuf, std::io::Error)> 
     let has_leftovers = std::fs::read_dir(&frameworks)
         .map(|mut d| d.next().is_some())
         .unwrap_or(false);
-    let moved = if has_leftovers {
-        let moved = work_dir
+    let mut moved = Vec::new();
+    if has_leftovers && owned.is_empty() {
+        if let Some(m) = work_dir
             .move_to_trash(&frameworks)
-            .map_err(|e| (frameworks.clone(), e))?;
+            .map_err(|e| (frameworks.clone(), e))?
+        {
+            moved.push(m);
+        }
         std::fs::create_dir_all(&frameworks).map_err(|e| (frameworks.clone(), e))?;
         tracing::info!("removing a previous run's task and executor directories");
-        moved
-    } else {
-        None
-    };
+    } else if has_leftovers {
+        for (fid, kind, id, path) in framework_dirs(work_dir) {
+            let target = match kind {
+                DirKind::Task => GcTarget::Task {
+                    framework_id: fid.as_str().into(),
+                    task_id: id.as_str().into(),
+                },
+                DirKind::Executor => GcTarget::Executor {
+                    framework_id: fid.as_str().into(),
+                    executor_id: id.as_str().into(),
+                },
+            };
+            if owned.contains(&target) {
+                continue;
+            }
+            tracing::info!(dir = %path.display(), "removing a previous run's leftover directory");
+            if let Some(m) = work_dir
+                .move_to_trash(&path)
+                .map_err(|e| (path.clone(), e))?
+            {
+                moved.push(m);
+            }
+        }
+    }
     for dir in old_trash.into_iter().chain(moved) {
         delete_in_background(dir);
     }
     Ok(())
 }
 
-/// The core's configuration: the options' agent info with the executor's fuel rate attached
-/// (as [`FUEL_RATE_ATTRIBUTE`]), and a boot id unique to this run.
-fn core_config(opts: &AgentOptions, fuel_rate: u64) -> AgentConfig {
-    let mut info = opts.info.clone();
-    info.attributes.retain(|(k, _)| k != FUEL_RATE_ATTRIBUTE);
-    info.attributes
-        .push((FUEL_RATE_ATTRIBUTE.to_owned(), fuel_rate.to_string()));
-    info.datasets = opts.datasets.iter().map(|(n, _)| n.clone()).collect();
-    let boot_id = format!(
+enum DirKind {
+    Task,
+    Executor,
+}
+
+/// Every `frameworks/<fid>/{tasks,executors}/<id>` directory.
+fn framework_dirs(work_dir: &WorkDir) -> Vec<(String, DirKind, String, PathBuf)> {
+    let names = |dir: &std::path::Path| -> Vec<(String, PathBuf)> {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for (fid, fdir) in names(&work_dir.frameworks()) {
+        for (tid, path) in names(&fdir.join("tasks")) {
+            out.push((fid.clone(), DirKind::Task, tid, path));
+        }
+        for (eid, path) in names(&fdir.join("executors")) {
+            out.push((fid.clone(), DirKind::Executor, eid, path));
+        }
+    }
+    out
+}
+
+/// A boot id unique to this run of the agent (its updates' uuids start with it).
+fn boot_id(opts: &AgentOptions) -> String {
+    format!(
         "{}-{}",
         opts.info.hostname,
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default()
-    );
+    )
+}
+
+/// The core's configuration: the options' agent info with the runtime's fuel rate attached
+/// (as [`FUEL_RATE_ATTRIBUTE`]), and this run's boot id.
+fn core_config(opts: &AgentOptions, fuel_rate: u64, boot_id: String) -> AgentConfig {
+    let mut info = opts.info.clone();
+    info.attributes.retain(|(k, _)| k != FUEL_RATE_ATTRIBUTE);
+    info.attributes
+        .push((FUEL_RATE_ATTRIBUTE.to_owned(), fuel_rate.to_string()));
+    info.datasets = opts.datasets.iter().map(|(n, _)| n.clone()).collect();
     AgentConfig {
         info,
         boot_id,
         status_retry: opts.status_retry,
-    }
-}
-
-/// The running guests: one-shot tasks' kill handles and executor instances' handles. Dropping
-/// it kills them all, so however the agent's loop ends (shutdown, error, or its task aborted),
-/// no guest outlives it.
-#[derive(Default)]
-struct Guests {
-    tasks: HashMap<TaskKey, KillHandle>,
-    instances: HashMap<ExecutorKey, Instance>,
-}
-
-/// An executor instance as the driver holds it.
-enum Instance {
-    /// Its component and directory are being prepared.
-    Starting { run: u64 },
-    /// Killed while being prepared: it will not be started.
-    Cancelled { run: u64 },
-    /// Started.
-    Running { run: u64, handle: InstanceHandle },
-}
-
-impl Instance {
-    fn run(&self) -> u64 {
-        match self {
-            Instance::Starting { run }
-            | Instance::Cancelled { run }
-            | Instance::Running { run, .. } => *run,
-        }
-    }
-}
-
-impl Guests {
-    /// Starts a prepared instance unless it was cancelled meanwhile; returns the core's event
-    /// when it does not start (preparation failed, or cancelled).
-    fn start_instance(
-        &mut self,
-        executor: &Executor,
-        tx: &mpsc::UnboundedSender<Input>,
-        id: ExecutorRun,
-        result: Result<InstanceSpec, PrepareError>,
-    ) -> Option<Event> {
-        let key = id.key();
-        let starting = matches!(
-            self.instances.get(&key),
-            Some(Instance::Starting { run }) if *run == id.run
-        );
-        if !starting {
-            if self.instances.get(&key).is_some_and(|i| i.run() == id.run) {
-                self.instances.remove(&key);
-            }
-            return Some(launch::executor_start_failed(
-                &id,
-                (
-                    proto::Reason::Killed,
-                    "stopped before it started".to_owned(),
-                ),
-            ));
-        }
-        let spec = match result {
-            Ok(spec) => spec,
-            Err(why) => {
-                tracing::warn!(executor = %id.executor_id, error = %why.1, "executor preparation failed");
-                self.instances.remove(&key);
-                return Some(launch::executor_start_failed(&id, why));
-            }
-        };
-        let tx = tx.clone();
-        let run = id.run;
-        let handle = executor.start_instance(
-            spec,
-            Box::new(move |ev| {
-                let _ = tx.send(Input::Core(launch::executor_event(&id, ev)));
-            }),
-        );
-        self.instances
-            .insert(key, Instance::Running { run, handle });
-        None
-    }
-
-    /// Carries out an executor action other than `Start` on the instance it names (actions
-    /// for a run that is gone are dropped).
-    fn instance_action(&mut self, action: ExecutorAction) {
-        let id = match &action {
-            ExecutorAction::Start { id, .. }
-            | ExecutorAction::SetEnvelope { id, .. }
-            | ExecutorAction::Launch { id, .. }
-            | ExecutorAction::KillTask { id, .. }
-            | ExecutorAction::Message { id, .. }
-            | ExecutorAction::Shutdown { id }
-            | ExecutorAction::Kill { id } => id.clone(),
-        };
-        let Some(inst) = self.instances.get_mut(&id.key()) else {
-            return;
-        };
-        if inst.run() != id.run {
-            return;
-        }
-        let handle = match inst {
-            Instance::Running { handle, .. } => handle,
-            Instance::Starting { run } => {
-                if matches!(action, ExecutorAction::Kill { .. }) {
-                    *inst = Instance::Cancelled { run: *run };
-                }
-                return;
-            }
-            Instance::Cancelled { .. } => return,
-        };
-        match action {
-            ExecutorAction::Start { .. } => {}
-            ExecutorAction::SetEnvelope { resources, .. } => {
-                handle.set_envelope(resources.cpus_milli, resources.mem)
-            }
-            ExecutorAction::Launch { task, .. } => handle.launch(launch::instance_task(&task)),
-            ExecutorAction::KillTask { task_id, .. } => handle.kill_task(task_id.as_str()),
-            ExecutorAction::Message { data, .. } => handle.message(data),
-            ExecutorAction::Shutdown { .. } => handle.shutdown(),
-            ExecutorAction::Kill { .. } => handle.kill(),
-        }
-    }
-
-    /// Forgets the handle of an instance that has ended.
-    fn instance_exited(&mut self, id: &ExecutorRun) {
-        let key = id.key();
-        if self.instances.get(&key).is_some_and(|i| i.run() == id.run) {
-            self.instances.remove(&key);
-        }
-    }
-}
-
-impl Drop for Guests {
-    fn drop(&mut self) {
-        for h in self.tasks.values() {
-            h.kill();
-        }
-        for i in self.instances.values() {
-            if let Instance::Running { handle, .. } = i {
-                handle.kill();
-            }
-        }
     }
 }
 
@@ -617,11 +1238,11 @@ fn spawn_reader(
 }
 
 /// Carries out [`Action::Prepare`]: the fetcher lays out the task's directory and brings its
-/// module and files, then the executor compiles the module. A task of an executor only has its
+/// module and files, then the runtime compiles the module. A task of an executor only has its
 /// files placed in the executor's sandbox (the component was fetched when it started).
 async fn prepare(
     fetcher: &Fetcher,
-    executor: &Executor,
+    runtime: &Runtime,
     fid: &FrameworkId,
     task: &TaskInfo,
 ) -> Result<(), PrepareError> {
@@ -631,10 +1252,10 @@ async fn prepare(
             .await;
     }
     let module = fetcher.prepare(fid, task).await?;
-    executor
+    runtime
         .prepare(&launch::module_key(task), &module)
         .await
-        .map_err(launch::prepare_failed)
+        .map_err(launch::runtime_prepare_failed)
 }
 
 #[cfg(test)]
@@ -664,15 +1285,62 @@ mod tests {
         std::fs::create_dir_all(w.trash().join("half-deleted")).unwrap();
         std::fs::write(w.blob("ab12"), b"blob").unwrap();
 
-        clear_leftovers(&w).unwrap();
+        clear_leftovers(&w, &BTreeSet::new()).unwrap();
         assert!(w.frameworks().is_dir());
         assert_eq!(std::fs::read_dir(w.frameworks()).unwrap().count(), 0);
         until_empty(&w.trash()).await;
         assert_eq!(std::fs::read(w.blob("ab12")).unwrap(), b"blob");
 
         // A clean work directory has nothing to clear.
-        clear_leftovers(&w).unwrap();
+        clear_leftovers(&w, &BTreeSet::new()).unwrap();
         assert_eq!(std::fs::read_dir(w.trash()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn only_directories_no_recovered_task_or_executor_owns_are_leftovers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let w = WorkDir::new(tmp.path());
+        w.create().unwrap();
+        for (f, t) in [("f1", "kept"), ("f1", "gone"), ("f2", "gone")] {
+            std::fs::create_dir_all(w.task(f, t).sandbox()).unwrap();
+        }
+        std::fs::create_dir_all(w.executor("f1", "e1").sandbox()).unwrap();
+        std::fs::create_dir_all(w.executor("f1", "e2").sandbox()).unwrap();
+        let owned = BTreeSet::from([
+            GcTarget::Task {
+                framework_id: "f1".into(),
+                task_id: "kept".into(),
+            },
+            GcTarget::Executor {
+                framework_id: "f1".into(),
+                executor_id: "e1".into(),
+            },
+        ]);
+        clear_leftovers(&w, &owned).unwrap();
+        assert!(w.task("f1", "kept").sandbox().is_dir());
+        assert!(w.executor("f1", "e1").sandbox().is_dir());
+        assert!(!w.task("f1", "gone").path().exists());
+        assert!(!w.task("f2", "gone").path().exists());
+        assert!(!w.executor("f1", "e2").path().exists());
+        until_empty(&w.trash()).await;
+    }
+
+    #[test]
+    fn guest_ids_name_tasks_and_executor_runs_both_ways() {
+        let key: TaskKey = ("f.1".into(), "t-1".into());
+        assert_eq!(task_guest(&key), "task/f.1/t-1");
+        assert_eq!(parse_guest(&task_guest(&key)), Some(GuestName::Task(key)));
+        let run = ExecutorRun {
+            framework_id: "f".into(),
+            executor_id: "e_1".into(),
+            run: 7,
+        };
+        assert_eq!(
+            parse_guest(&executor_guest(&run)),
+            Some(GuestName::Executor(run))
+        );
+        assert_eq!(parse_guest("exec/f/e/x"), None);
+        assert_eq!(parse_guest("other"), None);
     }
 
     #[tokio::test]

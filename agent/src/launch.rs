@@ -161,6 +161,15 @@ pub fn prepare_failed(e: ExecError) -> (Reason, String) {
     (Reason::ModuleInvalid, e.to_string())
 }
 
+/// Why a module that was fetched could not be prepared, as the runtime says: the executor
+/// refused it (an invalid module), or the runtime could not be asked.
+pub fn runtime_prepare_failed(e: crate::runtime::RuntimeError) -> (Reason, String) {
+    match e {
+        crate::runtime::RuntimeError::Prepare(m) => (Reason::ModuleInvalid, m),
+        other => (Reason::AgentError, other.to_string()),
+    }
+}
+
 /// The core's event for the executor's notification about task `key` (whose wall-clock
 /// timeout, if any, was `timeout_ms`).
 pub fn event_of(key: &TaskKey, ev: ExecEvent, timeout_ms: Option<u64>) -> Event {

@@ -33,7 +33,10 @@
 //! - [`core`]: the sans-IO state machine (task life cycle, reliable status updates, resource
 //!   accounting, executor instances in `core::executors`); its calling contract (time never goes backwards, drain the actions after
 //!   every input, delivery of status updates) is documented under [Contract](core#contract).
-//! - [`driver`]: the loop: dial and redial the master, feed the core, carry out its actions.
+//! - [`driver`]: the loop: dial and redial the master, feed the core, persist its checkpoint,
+//!   carry out its actions through the fetcher and the runtime; recovery at start, stop modes.
+//! - [`checkpoint`]: the checkpoint file (versioned, written atomically) a restarted agent
+//!   recovers from.
 //! - [`fetch`]: the blob fetcher, sole writer of `blobs/`, of task directories' files and of
 //!   executor directories.
 //! - [`launch`]: where the protocol meets the executor (`TaskInfo` → `TaskSpec`, executor
@@ -47,6 +50,7 @@
 
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod core;
 pub mod driver;
 pub mod executor;

@@ -12,6 +12,8 @@
 //!       tasks/<tid>/                      each task's files, seen by the executor at /tasks/<tid>/
 //!     stdout, stderr                      the instance's capped output, outside its reach
 //!   trash/<n>/                            directories being removed (garbage collection)
+//!   checkpoint                            what a restarted agent recovers (crate::checkpoint)
+//!   runtime/                              the runtime process's socket, lock and log
 //! ```
 //!
 //! An executor's sandbox outlives each of its tasks (state an executor keeps on disk between
@@ -68,6 +70,11 @@ impl WorkDir {
     /// `ExecutorConfig::cache_dir`).
     pub fn cache(&self) -> ModuleCacheDir {
         ModuleCacheDir::new(self.root.join("cache"))
+    }
+
+    /// `checkpoint`: the agent's last checkpoint (see [`crate::checkpoint`]).
+    pub fn checkpoint(&self) -> PathBuf {
+        self.root.join("checkpoint")
     }
 
     /// `frameworks/`: the task directories, by framework.

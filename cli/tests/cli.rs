@@ -534,84 +534,7 @@ async fn run_through(
     faults: cluster::proxy::Faults,
     seed: u64,
 ) -> (std::time::Duration, proto::TaskStatus) {
-    run_through_with(cluster, faults, seed, Default::default()).await
-}
-
-/// [`run_through`] with the client's QUIC congestion controller chosen.
-async fn run_through_with(
-    cluster: &cluster::LocalCluster,
-    faults: cluster::proxy::Faults,
-    seed: u64,
-    congestion: net::tls::Congestion,
-) -> (std::time::Duration, proto::TaskStatus) {
-    use tessera_cli::cmd::run::{run_task, Outcome, RunSpec};
-    let proxy = cluster::proxy::UdpProxy::start(cluster.master_addr, faults, seed)
-        .await
-        .unwrap();
-    let mut opts = cluster.scheduler_options("tessera-run", "*").unwrap();
-    opts.master = proxy.addr();
-    opts.tuning.congestion = congestion;
-    let spec = RunSpec {
-        wasm: wasm_examples::HELLO.to_vec(),
-        name: "hello".into(),
-        args: vec![format!("run-{seed}")],
-        env: vec![],
-        resources: proto::Resources::new(500, 64 << 20, 0),
-        timeout: None,
-        dir: None,
-    };
-    let start = std::time::Instant::now();
-    let outcome = run_task(opts, &spec, std::future::pending()).await;
-    let took = start.elapsed();
-    match outcome {
-        Ok(Outcome::Ended(status)) => (took, status),
-        other => panic!("run {seed}: {other:?}"),
-    }
-}
-
-/// The flow `tessera run` had before its uploads overlapped the first allocation round (upload,
-/// wait for its answer, then wait for an offer), with the time of each phase: subscribed,
-/// uploaded, offer in hand, terminal update, torn down.
-async fn run_sequentially(
-    cluster: &cluster::LocalCluster,
-    faults: cluster::proxy::Faults,
-    seed: u64,
-    congestion: net::tls::Congestion,
-) -> [std::time::Duration; 5] {
-    let proxy = cluster::proxy::UdpProxy::start(cluster.master_addr, faults, seed)
-        .await
-        .unwrap();
-    let mut opts = cluster.scheduler_options("tessera-run", "*").unwrap();
-    opts.master = proxy.addr();
-    opts.tuning.congestion = congestion;
-    let start = std::time::Instant::now();
-    let mut sched = sdk::Scheduler::connect(opts).await.unwrap();
-    let subscribed = start.elapsed();
-    let module = sched.upload_module(wasm_examples::HELLO).await.unwrap();
-    let uploaded = start.elapsed();
-    let mut offered = std::time::Duration::ZERO;
-    loop {
-        match sched.next_event().await.expect("open") {
-            sdk::Event::Offers(offers) if offered.is_zero() => {
-                offered = start.elapsed();
-                let offer = &offers[0];
-                let task = sdk::TaskBuilder::new("hello", module)
-                    .resources(proto::Resources::new(500, 64 << 20, 0))
-                    .build(offer);
-                sched
-                    .accept(vec![offer.id.clone()], vec![task], Default::default())
-                    .unwrap();
-            }
-            sdk::Event::Update(s) if s.state.is_terminal() => {
-                assert_eq!(s.state, proto::TaskState::Finished, "{s:?}");
-                break;
-            }
-            _ => {}
-        }
-    }
-    let ended = start.elapsed();
-    sched.teardown().await.unwrap();
-    [subscribed, uploaded, offered, ended, start.elapsed()]
+    run_through_tuned(cluster, faults, seed, Default::default()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -642,17 +565,18 @@ fn percentiles(v: &mut [std::time::Duration]) -> (u128, u128) {
     (at(50), at(95))
 }
 
-/// A measurement, not a check (run with `--ignored --nocapture`): `tessera run`'s flow on a
-/// clean client link, one with 10 % loss, and one with 10 % loss and 150 ms each way (300 ms
-/// RTT), 20 runs each (`RUNS` to change), with the default QUIC timers and a master's default
-/// 1 s allocation round; in the same run, with the client's congestion controller Cubic
-/// (quinn's default) and BBR, and the earlier sequential flow (subscribe, upload, then offer)
-/// with its phases, to see where the time goes.
+/// A measurement, not a check (run with `--ignored --nocapture`): `tessera run`'s flow
+/// ([`run_task`](tessera_cli::cmd::run::run_task)) on a loopback client link, on a clean one
+/// with 200 ms RTT, and on one with 200 ms RTT and 10 % loss each way, `RUNS` runs each
+/// (default 20), all in one process against one cluster (the master's default 1 s allocation
+/// round, which a subscription brings forward), with the default QUIC timers (`INITIAL_RTT_MS`
+/// overrides the client's assumed initial round trip). For each link also the phases, timed
+/// one after the other: the QUIC handshake alone, the `Hello` on top of it, then the SDK's
+/// flow (subscribe, upload, offer, task, teardown), to see where the time goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement of several minutes"]
 async fn measure_runs_over_a_slow_lossy_client_link() {
     use cluster::proxy::Faults;
-    use net::tls::Congestion;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
@@ -664,51 +588,172 @@ async fn measure_runs_over_a_slow_lossy_client_link() {
     cluster
         .add_agent("node1", proto::Resources::new(2000, 1 << 30, 0))
         .unwrap();
-    let slow = Faults {
-        drop: 0.1,
-        delay: std::time::Duration::from_millis(150),
+    let env = |k: &str, d: u64| -> u64 {
+        std::env::var(k)
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(d)
+    };
+    let runs = env("RUNS", 20);
+    let mut tuning = net::tls::TransportTuning::default();
+    if let Ok(ms) = std::env::var("INITIAL_RTT_MS") {
+        tuning.initial_rtt = std::time::Duration::from_millis(ms.parse().unwrap());
+    }
+    let rtt200 = |drop| Faults {
+        drop,
+        delay: std::time::Duration::from_millis(100),
         ..Faults::default()
     };
-    let runs: u64 = std::env::var("RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(20);
-    let labels = ["subscribe", "upload", "offer", "task", "teardown"];
-    let conditions = [
-        ("clean", Faults::default()),
-        ("10% loss", Faults::lossy(0.1)),
-        ("10% loss, 300ms RTT", slow),
+    let labels = [
+        "QUIC handshake",
+        "Hello -> HelloAck",
+        "SDK: handshake + Hello/Subscribe -> Subscribed",
+        "SDK: upload -> BlobOk",
+        "SDK: first offer",
+        "SDK: accept -> terminal update",
+        "SDK: teardown confirmed",
     ];
+    let conditions = [
+        ("loopback", Faults::default()),
+        ("200ms RTT", rtt200(0.0)),
+        ("200ms RTT, 10% loss", rtt200(0.1)),
+    ];
+    let mut p50s = Vec::new();
     for (name, faults) in conditions {
-        let mut runs_of = [(); 2].map(|_| Vec::new());
-        let mut seq_of = [(); 2].map(|_| Vec::new());
-        let mut phases_of = [(); 2].map(|_| [(); 5].map(|_| Vec::new()));
+        let mut total = Vec::new();
+        let mut phases = [(); 7].map(|_| Vec::new());
         for seed in 0..runs {
-            for (i, cc) in [Congestion::Cubic, Congestion::Bbr].into_iter().enumerate() {
-                let (took, status) =
-                    run_through_with(&cluster, faults, 1000 + seed * 2 + i as u64, cc).await;
-                assert_eq!(status.state, proto::TaskState::Finished, "{status:?}");
-                runs_of[i].push(took);
-                let p = run_sequentially(&cluster, faults, 5000 + seed * 2 + i as u64, cc).await;
-                seq_of[i].push(p[4]);
-                let mut prev = std::time::Duration::ZERO;
-                for (k, t) in p.into_iter().enumerate() {
-                    phases_of[i][k].push(t - prev);
-                    prev = t;
-                }
+            let (took, status) = run_through_tuned(&cluster, faults, 1000 + seed, tuning).await;
+            assert_eq!(status.state, proto::TaskState::Finished, "{status:?}");
+            total.push(took);
+            let p = phases_of_a_run(&cluster, faults, 5000 + seed, tuning).await;
+            for (k, t) in p.into_iter().enumerate() {
+                phases[k].push(t);
             }
         }
-        for (i, cc) in ["cubic", "bbr"].iter().enumerate() {
-            let (n50, n95) = percentiles(&mut runs_of[i]);
-            let (o50, o95) = percentiles(&mut seq_of[i]);
-            println!(
-                "{name}, {cc}: run_task p50 {n50} ms p95 {n95} ms; sequential p50 {o50} ms p95 {o95} ms"
-            );
-            for (label, v) in labels.iter().zip(phases_of[i].iter_mut()) {
-                let (p50, p95) = percentiles(v);
-                println!("  sequential {label}: p50 {p50} ms p95 {p95} ms");
-            }
+        let (p50, p95) = percentiles(&mut total);
+        p50s.push(p50);
+        println!("{name}: run_task p50 {p50} ms p95 {p95} ms");
+        for (label, v) in labels.iter().zip(phases.iter_mut()) {
+            let (p50, p95) = percentiles(v);
+            println!("  {label}: p50 {p50} ms p95 {p95} ms");
         }
     }
+    println!(
+        "ratio p50 10% loss / clean at 200ms RTT: {:.2}; / loopback: {:.1}",
+        p50s[2] as f64 / p50s[1].max(1) as f64,
+        p50s[2] as f64 / p50s[0].max(1) as f64
+    );
     cluster.shutdown().await;
 }
+
+/// [`run_through`] with the client's QUIC tuning given.
+async fn run_through_tuned(
+    cluster: &cluster::LocalCluster,
+    faults: cluster::proxy::Faults,
+    seed: u64,
+    tuning: net::tls::TransportTuning,
+) -> (std::time::Duration, proto::TaskStatus) {
+    use tessera_cli::cmd::run::{run_task, Outcome, RunSpec};
+    let proxy = cluster::proxy::UdpProxy::start(cluster.master_addr, faults, seed)
+        .await
+        .unwrap();
+    let mut opts = cluster.scheduler_options("tessera-run", "*").unwrap();
+    opts.master = proxy.addr();
+    opts.tuning = tuning;
+    let spec = RunSpec {
+        wasm: wasm_examples::HELLO.to_vec(),
+        name: "hello".into(),
+        args: vec![format!("run-{seed}")],
+        env: vec![],
+        resources: proto::Resources::new(500, 64 << 20, 0),
+        timeout: None,
+        dir: None,
+    };
+    let start = std::time::Instant::now();
+    let outcome = run_task(opts, &spec, std::future::pending()).await;
+    let took = start.elapsed();
+    match outcome {
+        Ok(Outcome::Ended(status)) => (took, status),
+        other => panic!("run {seed}: {other:?}"),
+    }
+}
+
+/// The duration of each phase of a run, one after the other (nothing overlapped): a bare QUIC
+/// handshake, a `Hello` on a second connection, then through the SDK: subscribed, module
+/// uploaded, first offer, terminal update, teardown confirmed.
+async fn phases_of_a_run(
+    cluster: &cluster::LocalCluster,
+    faults: cluster::proxy::Faults,
+    seed: u64,
+    tuning: net::tls::TransportTuning,
+) -> [std::time::Duration; 7] {
+    let proxy = cluster::proxy::UdpProxy::start(cluster.master_addr, faults, seed)
+        .await
+        .unwrap();
+    let mut opts = cluster.scheduler_options("tessera-run", "*").unwrap();
+    opts.master = proxy.addr();
+    opts.tuning = tuning;
+    let ep = net::link::client_endpoint(&opts.tls, tuning).unwrap();
+    let t = std::time::Instant::now();
+    let conn = ep
+        .connect(proxy.addr(), net::tls::MASTER_SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let handshake = t.elapsed();
+    let (send, recv) = conn.open_bi().await.unwrap();
+    let mut send = net::MessageWriter::new(send);
+    let mut recv = net::MessageReader::new(recv, proto::frame::DEFAULT_MAX_FRAME);
+    let t = std::time::Instant::now();
+    send.send(&proto::Message::Hello {
+        version: proto::PROTOCOL_VERSION,
+        role: proto::Role::Scheduler,
+    })
+    .await
+    .unwrap();
+    let ack = recv.recv().await.unwrap();
+    assert!(
+        matches!(ack, Some(proto::Message::HelloAck { .. })),
+        "{ack:?}"
+    );
+    let hello = t.elapsed();
+    conn.close(0u32.into(), b"done");
+    let mut marks = [std::time::Duration::ZERO; 5];
+    let start = std::time::Instant::now();
+    let mut sched = sdk::Scheduler::connect(opts).await.unwrap();
+    marks[0] = start.elapsed();
+    let module = sched.upload_module(wasm_examples::HELLO).await.unwrap();
+    marks[1] = start.elapsed();
+    let mut offered = false;
+    loop {
+        match sched.next_event().await.expect("open") {
+            sdk::Event::Offers(offers) if !offered => {
+                offered = true;
+                marks[2] = start.elapsed();
+                let offer = &offers[0];
+                let task = sdk::TaskBuilder::new("hello", module)
+                    .resources(proto::Resources::new(500, 64 << 20, 0))
+                    .build(offer);
+                sched
+                    .accept(vec![offer.id.clone()], vec![task], Default::default())
+                    .unwrap();
+            }
+            sdk::Event::Update(s) if s.state.is_terminal() => {
+                assert_eq!(s.state, proto::TaskState::Finished, "{s:?}");
+                break;
+            }
+            _ => {}
+        }
+    }
+    marks[3] = start.elapsed();
+    sched.teardown().await.unwrap();
+    marks[4] = start.elapsed();
+    let mut out = [handshake, hello, marks[0], ZERO, ZERO, ZERO, ZERO];
+    for k in 1..5 {
+        out[k + 2] = marks[k] - marks[k - 1];
+    }
+    out
+}
+
+const ZERO: std::time::Duration = std::time::Duration::ZERO;

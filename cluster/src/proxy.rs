@@ -85,6 +85,8 @@ struct Shared {
 struct Plan {
     copies: usize,
     delay: Duration,
+    /// The link's fixed latency (`delay` is more when the datagram is held back to reorder).
+    base: Duration,
 }
 
 impl Shared {
@@ -111,33 +113,27 @@ impl Shared {
             c.reordered.fetch_add(1, Ordering::Relaxed);
             delay += f.reorder_delay.mul_f64(rng.unit());
         }
-        Some(Plan { copies, delay })
+        Some(Plan {
+            copies,
+            delay,
+            base: f.delay,
+        })
     }
 
-    /// Sends `buf` to `to` through `sock` as `plan` says (at once, or from a task after the delay).
-    async fn forward(
-        self: &Arc<Self>,
-        sock: &Arc<UdpSocket>,
-        buf: &[u8],
-        to: Option<SocketAddr>,
-        plan: Plan,
-    ) {
-        async fn send(sock: &UdpSocket, buf: &[u8], to: Option<SocketAddr>) {
-            // Errors (e.g. ICMP unreachable surfacing) are a lost datagram, as on a real link.
-            let _ = match to {
-                Some(addr) => sock.send_to(buf, addr).await,
-                None => sock.send(buf).await,
-            };
-        }
+    /// Sends `buf` through `line` as `plan` says: at once, in order behind what the line
+    /// already holds, or (when reordered) from a task of its own after its extra delay.
+    async fn forward(self: &Arc<Self>, line: &DelayLine, buf: &[u8], plan: Plan) {
         self.counters
             .forwarded
             .fetch_add(plan.copies as u64, Ordering::Relaxed);
         if plan.delay.is_zero() {
             for _ in 0..plan.copies {
-                send(sock, buf, to).await;
+                line.send_now(buf).await;
             }
+        } else if plan.delay <= plan.base {
+            line.push(plan.delay, buf, plan.copies);
         } else {
-            let sock = sock.clone();
+            let (sock, to) = (line.sock.clone(), line.to);
             let buf = buf.to_vec();
             tokio::spawn(async move {
                 tokio::time::sleep(plan.delay).await;
@@ -146,6 +142,59 @@ impl Shared {
                 }
             });
         }
+    }
+}
+
+/// Sends one datagram; errors (e.g. ICMP unreachable surfacing) are a lost datagram, as on a
+/// real link.
+async fn send(sock: &UdpSocket, buf: &[u8], to: Option<SocketAddr>) {
+    let _ = match to {
+        Some(addr) => sock.send_to(buf, addr).await,
+        None => sock.send(buf).await,
+    };
+}
+
+/// One direction of one client's path: delayed datagrams leave in the order they came, as on
+/// a real link of fixed latency. (A task per datagram sleeping its delay would reorder
+/// datagrams that arrive within the timer's granularity, and QUIC pays for reordering around
+/// its handshake with a retransmission timeout: a server drops 1-RTT packets that overtake
+/// the client's `Finished`.) Only the `reorder` knob reorders.
+struct DelayLine {
+    sock: Arc<UdpSocket>,
+    to: Option<SocketAddr>,
+    queue: tokio::sync::mpsc::UnboundedSender<(tokio::time::Instant, Vec<u8>, usize)>,
+}
+
+impl DelayLine {
+    /// A line sending through `sock` (to `to`, or to its connected peer), with its task added
+    /// to `tasks`.
+    fn new(
+        sock: Arc<UdpSocket>,
+        to: Option<SocketAddr>,
+        tasks: &Mutex<Vec<JoinHandle<()>>>,
+    ) -> Self {
+        let (queue, mut rx) =
+            tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>, usize)>();
+        let out = sock.clone();
+        let task = tokio::spawn(async move {
+            while let Some((due, buf, copies)) = rx.recv().await {
+                tokio::time::sleep_until(due).await;
+                for _ in 0..copies {
+                    send(&out, &buf, to).await;
+                }
+            }
+        });
+        tasks.lock().expect("poisoned").push(task);
+        Self { sock, to, queue }
+    }
+
+    async fn send_now(&self, buf: &[u8]) {
+        send(&self.sock, buf, self.to).await;
+    }
+
+    fn push(&self, delay: Duration, buf: &[u8], copies: usize) {
+        let due = tokio::time::Instant::now() + delay;
+        let _ = self.queue.send((due, buf.to_vec(), copies));
     }
 }
 
@@ -228,7 +277,7 @@ async fn run_front(
     shared: Arc<Shared>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 ) {
-    let mut upstreams: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+    let mut upstreams: HashMap<SocketAddr, DelayLine> = HashMap::new();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         let (n, client) = match front.recv_from(&mut buf).await {
@@ -236,22 +285,21 @@ async fn run_front(
             // On some platforms an ICMP error of an earlier send surfaces here; keep going.
             Err(_) => continue,
         };
-        let up = match upstreams.get(&client) {
-            Some(up) => up.clone(),
-            None => {
+        let line = match upstreams.entry(client) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
                 let Ok(up) = open_upstream(target).await else {
                     continue;
                 };
                 let up = Arc::new(up);
-                upstreams.insert(client, up.clone());
-                let back =
-                    tokio::spawn(run_back(up.clone(), front.clone(), client, shared.clone()));
+                let back_line = DelayLine::new(front.clone(), Some(client), &tasks);
+                let back = tokio::spawn(run_back(up.clone(), back_line, shared.clone()));
                 tasks.lock().expect("poisoned").push(back);
-                up
+                e.insert(DelayLine::new(up, None, &tasks))
             }
         };
         if let Some(plan) = shared.plan() {
-            shared.forward(&up, &buf[..n], None, plan).await;
+            shared.forward(line, &buf[..n], plan).await;
         }
     }
 }
@@ -263,12 +311,7 @@ async fn open_upstream(target: SocketAddr) -> std::io::Result<UdpSocket> {
 }
 
 /// Carries the target's answers back to one client.
-async fn run_back(
-    up: Arc<UdpSocket>,
-    front: Arc<UdpSocket>,
-    client: SocketAddr,
-    shared: Arc<Shared>,
-) {
+async fn run_back(up: Arc<UdpSocket>, line: DelayLine, shared: Arc<Shared>) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         let n = match up.recv(&mut buf).await {
@@ -276,7 +319,7 @@ async fn run_back(
             Err(_) => continue,
         };
         if let Some(plan) = shared.plan() {
-            shared.forward(&front, &buf[..n], Some(client), plan).await;
+            shared.forward(&line, &buf[..n], plan).await;
         }
     }
 }
@@ -329,5 +372,30 @@ mod tests {
         );
         let s = proxy.stats();
         assert_eq!((s.received, s.forwarded, s.blackholed), (5, 3, 2));
+    }
+
+    #[tokio::test]
+    async fn a_fixed_delay_keeps_datagrams_in_order() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let faults = Faults {
+            delay: Duration::from_millis(20),
+            ..Faults::default()
+        };
+        let proxy = UdpProxy::start(server.local_addr().unwrap(), faults, 1)
+            .await
+            .unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.connect(proxy.addr()).await.unwrap();
+        for i in 0..200u32 {
+            client.send(&i.to_be_bytes()).await.unwrap();
+        }
+        let mut buf = [0u8; 8];
+        for i in 0..200u32 {
+            let n = tokio::time::timeout(Duration::from_secs(5), server.recv(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(&buf[..n], &i.to_be_bytes(), "datagram {i} out of order");
+        }
     }
 }

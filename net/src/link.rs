@@ -108,6 +108,24 @@ impl Link {
         role: Role,
         first: &[Message],
     ) -> Result<Self, LinkError> {
+        Self::connect_with_then(ep, addr, role, first, |_| {}).await
+    }
+
+    /// [`Link::connect_with`], calling `on_conn` with the connection as soon as the QUIC
+    /// handshake is done and the `Hello` (with `first`) is written, before the `HelloAck`
+    /// comes back: blob streams opened there travel in the same flight as the `Hello`, a
+    /// round trip earlier. The control stream is opened first, so it has the lowest stream
+    /// id and the master (which takes its first accepted stream as the control stream) never
+    /// mistakes an upload for it; the master serves blob streams only once the `Hello` is
+    /// accepted, and QUIC holds their bytes until then.
+    pub async fn connect_with_then(
+        ep: &quinn::Endpoint,
+        addr: SocketAddr,
+        role: Role,
+        first: &[Message],
+        on_conn: impl FnOnce(&quinn::Connection),
+    ) -> Result<Self, LinkError> {
+        let t0 = std::time::Instant::now();
         let connecting = ep
             .connect(addr, MASTER_SERVER_NAME)
             .map_err(|e| LinkError::Connect {
@@ -115,6 +133,7 @@ impl Link {
                 message: e.to_string(),
             })?;
         let conn = connecting.await?;
+        tracing::debug!(elapsed = ?t0.elapsed(), %addr, "QUIC handshake done");
         let (send, recv) = conn.open_bi().await?;
         let mut send = MessageWriter::new(send);
         let mut recv = MessageReader::new(recv, DEFAULT_MAX_FRAME);
@@ -126,8 +145,12 @@ impl Link {
         for msg in first {
             send.send(msg).await?;
         }
+        on_conn(&conn);
         match recv.recv().await {
-            Ok(Some(Message::HelloAck { .. })) => Ok(Self { conn, send, recv }),
+            Ok(Some(Message::HelloAck { .. })) => {
+                tracing::debug!(elapsed = ?t0.elapsed(), %addr, "HelloAck received");
+                Ok(Self { conn, send, recv })
+            }
             Ok(Some(Message::Error { message })) => Err(LinkError::HelloRefused(message)),
             Ok(Some(other)) => Err(LinkError::Protocol(format!(
                 "expected HelloAck, got {}",

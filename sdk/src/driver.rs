@@ -281,11 +281,17 @@ impl Scheduler {
         while let Some(msg) = core.poll_transmit() {
             first.push(msg);
         }
-        let mut link = Link::connect_with(endpoint, opts.master, Role::Scheduler, &first).await?;
+        // Uploads start as soon as QUIC is up, in the Hello's flight: the master holds their
+        // streams until it has accepted the Hello.
+        let mut link =
+            Link::connect_with_then(endpoint, opts.master, Role::Scheduler, &first, |c| {
+                *conn.lock().expect("poisoned") = Some(c.clone());
+                if let Some(on_link) = on_link.take() {
+                    on_link(Uploader { conn: conn.clone() });
+                }
+            })
+            .await?;
         *conn.lock().expect("poisoned") = Some(link.conn.clone());
-        if let Some(on_link) = on_link.take() {
-            on_link(Uploader { conn: conn.clone() });
-        }
         let framework_id = tokio::time::timeout(opts.subscribe_timeout, async {
             loop {
                 while let Some(msg) = core.poll_transmit() {

@@ -222,3 +222,92 @@ pub async fn wait_agents(sched: &mut Scheduler, n: usize) {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Lossy links everywhere (tests/tests/lossy.rs): a local cluster whose every peer, agents and
+// schedulers alike, dials the master through its own UDP impairment proxy.
+// ---------------------------------------------------------------------------------------------
+
+/// 10 % of the datagrams lost in each direction and 100 ms each way (200 ms of round trip):
+/// the link of issue 11's all-links test.
+pub fn lossy_link() -> proxy::Faults {
+    proxy::Faults {
+        drop: 0.1,
+        delay: Duration::from_millis(100),
+        ..proxy::Faults::default()
+    }
+}
+
+/// A cluster config for links like [`lossy_link`]: the default QUIC timers (which hold at 10 %
+/// loss and 300 ms RTT), fast allocation rounds, and status updates resent every second (a few
+/// round trips, so a lost one is not waited for long, without flooding the link).
+pub fn lossy_config() -> LocalClusterConfig {
+    let mut cfg = LocalClusterConfig::default();
+    cfg.master.allocation_interval = Duration::from_millis(200);
+    cfg.status_retry = Duration::from_secs(1);
+    cfg
+}
+
+/// A local cluster whose agents and schedulers each reach the master through a proxy of their
+/// own, all with the same faults (each proxy seeded differently, so their losses differ).
+pub struct LossyCluster {
+    /// The cluster.
+    pub cluster: LocalCluster,
+    /// What every link does to datagrams.
+    pub faults: proxy::Faults,
+    /// The proxies, kept alive with the cluster (one per agent or scheduler).
+    pub proxies: Vec<proxy::UdpProxy>,
+    seed: u64,
+}
+
+impl LossyCluster {
+    /// Starts the master (on loopback, unimpaired: only the links to it are).
+    pub async fn start(dir: &std::path::Path, faults: proxy::Faults, seed: u64) -> Self {
+        let cluster = LocalCluster::start(lossy_config(), dir).await.unwrap();
+        Self {
+            cluster,
+            faults,
+            proxies: Vec::new(),
+            seed,
+        }
+    }
+
+    async fn proxy(&mut self) -> std::net::SocketAddr {
+        self.seed += 1;
+        let p = proxy::UdpProxy::start(self.cluster.master_addr, self.faults, self.seed)
+            .await
+            .unwrap();
+        let addr = p.addr();
+        self.proxies.push(p);
+        addr
+    }
+
+    /// Adds an agent behind a proxy of its own; returns its index.
+    pub async fn add_agent(&mut self, name: &str, r: Resources) -> usize {
+        let via = self.proxy().await;
+        let opts = self.cluster.agent_options(name, r, Some(via)).unwrap();
+        self.cluster.spawn_agent(opts)
+    }
+
+    /// Options for a scheduler of framework `name` behind a proxy of its own.
+    pub async fn scheduler_options(&mut self, name: &str) -> sdk::SchedulerOptions {
+        let via = self.proxy().await;
+        let mut opts = self.cluster.scheduler_options(name, "*").unwrap();
+        opts.master = via;
+        opts
+    }
+
+    /// A scheduler of framework `name`, connected and subscribed behind a proxy of its own.
+    pub async fn scheduler(&mut self, name: &str) -> Scheduler {
+        let opts = self.scheduler_options(name).await;
+        Scheduler::connect(opts).await.unwrap()
+    }
+
+    /// Datagrams the proxies dropped, of those they received (both directions, all links).
+    pub fn dropped(&self) -> (u64, u64) {
+        self.proxies.iter().fold((0, 0), |(d, r), p| {
+            let s = p.stats();
+            (d + s.dropped, r + s.received)
+        })
+    }
+}

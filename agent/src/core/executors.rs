@@ -60,7 +60,9 @@ pub type ExecutorKey = (FrameworkId, ExecutorId);
 
 /// One run of an executor instance: its ids and a number unique within this agent's run, so
 /// that events of an instance that has ended are never mistaken for a later one's.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct ExecutorRun {
     /// The executor's framework.
     pub framework_id: FrameworkId,
@@ -172,7 +174,7 @@ pub enum ExecutorEvent {
 
 /// Why an instance is stopping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum StopCause {
+pub(super) enum StopCause {
     /// The master (`KillExecutor`) asked.
     Asked,
     /// No task for the idle timeout.
@@ -512,7 +514,7 @@ impl Agent {
 
     /// Asks an instance to stop: the shutdown event now if it has started (else when it
     /// does), a forced stop after the grace.
-    fn ask_stop(&mut self, now: Instant, key: &ExecutorKey, cause: StopCause) {
+    pub(super) fn ask_stop(&mut self, now: Instant, key: &ExecutorKey, cause: StopCause) {
         let Some(i) = self.instances.get_mut(key) else {
             return;
         };
@@ -820,5 +822,208 @@ impl Agent {
 
     fn exec_action(&mut self, a: ExecutorAction) {
         self.actions.push_back(Action::Executor(a));
+    }
+}
+
+/// One executor instance in a checkpoint: its run, info, data sets and tasks (timers are not
+/// kept: they start afresh at recovery).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct InstanceCheckpoint {
+    /// The run.
+    pub id: ExecutorRun,
+    /// The executor.
+    pub info: ExecutorInfo,
+    /// The data sets it was started with.
+    pub datasets: Vec<String>,
+    /// It reported `Started`.
+    pub started: bool,
+    /// Tasks routed to it and not launched.
+    pub pending: Vec<TaskId>,
+    /// Launched tasks not ended, with their shares (its envelope is its own share plus these).
+    pub live: Vec<(TaskId, Resources)>,
+    /// A stop was asked: by the master (`true`) or for idleness (`false`).
+    pub stopping: Option<bool>,
+    /// It was stopped forcibly.
+    pub forced: bool,
+    /// Tasks with a kill delivered and not answered.
+    pub killing: Vec<TaskId>,
+}
+
+impl Instance {
+    /// The run this instance is.
+    pub(super) fn run_id(&self, key: &ExecutorKey) -> ExecutorRun {
+        self.id(key)
+    }
+
+    pub(super) fn checkpoint(&self, key: &ExecutorKey) -> InstanceCheckpoint {
+        InstanceCheckpoint {
+            id: self.id(key),
+            info: self.info.clone(),
+            datasets: self.datasets.clone(),
+            started: self.started,
+            pending: self.pending.iter().cloned().collect(),
+            live: self.live.iter().map(|(t, r)| (t.clone(), *r)).collect(),
+            stopping: self.stopping.map(|c| c == StopCause::Asked),
+            forced: self.forced,
+            killing: self.kill_deadlines.keys().cloned().collect(),
+        }
+    }
+}
+
+impl InstanceCheckpoint {
+    /// The instance it describes, timers unset; the kills under way are kept with a deadline
+    /// set at recovery.
+    pub(super) fn restore(self, now: Instant) -> (ExecutorKey, Instance) {
+        let key = self.id.key();
+        let far = now;
+        let inst = Instance {
+            run: self.id.run,
+            info: self.info,
+            datasets: self.datasets,
+            started: self.started,
+            pending: self.pending.into_iter().collect(),
+            live: self.live.into_iter().collect(),
+            idle_at: None,
+            stopping: self.stopping.map(|asked| {
+                if asked {
+                    StopCause::Asked
+                } else {
+                    StopCause::Idle
+                }
+            }),
+            force_at: None,
+            forced: self.forced,
+            // Placeholder deadlines, replaced in `recover_instance`.
+            kill_deadlines: self.killing.into_iter().map(|t| (t, far)).collect(),
+        };
+        (key, inst)
+    }
+}
+
+impl Agent {
+    /// Recovery of one instance (see [`super::checkpoint`]): a live one has its timers and
+    /// pending asks restarted; a dead one that had started fails like an executor that
+    /// terminated, with [`Reason::RuntimeLost`]; one whose start was under way is started again.
+    pub(super) fn recover_instance(&mut self, now: Instant, key: &ExecutorKey, is_live: bool) {
+        let Some(i) = self.instances.get_mut(key) else {
+            return;
+        };
+        let id = i.id(key);
+        if is_live {
+            let grace = i.kill_grace();
+            let killing: Vec<TaskId> = i.kill_deadlines.keys().cloned().collect();
+            for t in &killing {
+                i.kill_deadlines.insert(t.clone(), now + grace);
+            }
+            let stop = i.stopping.is_some() && i.started;
+            if stop {
+                i.force_at = Some(now + grace);
+            }
+            i.maybe_idle(now);
+            // The envelope again (idempotent), in case the last change never reached it.
+            let resources = i.envelope();
+            self.exec_action(ExecutorAction::SetEnvelope {
+                id: id.clone(),
+                resources,
+            });
+            for task_id in killing {
+                self.exec_action(ExecutorAction::KillTask {
+                    id: id.clone(),
+                    task_id,
+                });
+            }
+            if stop {
+                self.exec_action(ExecutorAction::Shutdown { id });
+            }
+            return;
+        }
+        if !i.started {
+            // Its start never reached the runtime (it was being fetched), or died with it
+            // before any task ran in it: start it again, as a new run, so that a late event of
+            // the old one is recognised and ignored.
+            i.run = self.next_run;
+            self.next_run += 1;
+            let id = i.id(key);
+            tracing::info!(framework = %key.0, executor = %key.1, run = id.run, "starting executor again after recovery");
+            let info = i.info.clone();
+            let datasets = i.datasets.clone();
+            self.exec_action(ExecutorAction::Start { id, info, datasets });
+            return;
+        }
+        tracing::warn!(framework = %key.0, executor = %key.1, "executor's instance is gone from the runtime");
+        let i = self.instances.remove(key).expect("checked");
+        self.gc_schedule(
+            now,
+            super::GcTarget::Executor {
+                framework_id: key.0.clone(),
+                executor_id: key.1.clone(),
+            },
+        );
+        let detail = "the runtime process running it died while the agent was away".to_owned();
+        let tasks: Vec<TaskId> = i.pending.iter().chain(i.live.keys()).cloned().collect();
+        for tid in tasks {
+            let tkey = (key.0.clone(), tid);
+            let Some(t) = self.tasks.get_mut(&tkey) else {
+                continue;
+            };
+            if t.phase == Phase::Done || t.state.is_terminal() {
+                continue;
+            }
+            t.phase = Phase::Done;
+            self.push_update(
+                now,
+                &tkey,
+                TaskState::Failed,
+                Some(Reason::RuntimeLost),
+                &format!("executor {} terminated: {detail}", key.1),
+                None,
+            );
+        }
+        if self.registered {
+            self.actions
+                .push_back(Action::Send(Message::ExecutorExited {
+                    framework_id: key.0.clone(),
+                    agent_id: self.agent_id.clone().unwrap_or_else(|| "".into()),
+                    executor_id: key.1.clone(),
+                    failed: true,
+                    message: detail,
+                }));
+        }
+    }
+
+    /// Recovery of a task of an executor, after its instance's: one being prepared is
+    /// prepared again if its instance runs; one whose instance is gone has ended (already
+    /// reported by [`Agent::recover_instance`], or reported here).
+    pub(super) fn recover_executor_task(&mut self, now: Instant, key: &TaskKey) {
+        let Some(t) = self.tasks.get(key) else { return };
+        if t.phase == Phase::Done || t.state.is_terminal() {
+            return;
+        }
+        let Some(exec) = &t.info.executor else { return };
+        let ekey = (key.0.clone(), exec.executor_id.clone());
+        match self.instances.get(&ekey) {
+            Some(i) if t.phase == Phase::Preparing && i.started => {
+                self.actions.push_back(Action::Prepare {
+                    framework_id: key.0.clone(),
+                    task: t.info.clone(),
+                });
+            }
+            Some(_) => {}
+            None => {
+                self.tasks.get_mut(key).expect("checked").phase = Phase::Done;
+                self.push_update(
+                    now,
+                    key,
+                    TaskState::Failed,
+                    Some(Reason::RuntimeLost),
+                    &format!(
+                        "executor {} is gone: the runtime process running it died while the \
+                         agent was away",
+                        ekey.1
+                    ),
+                    None,
+                );
+            }
+        }
     }
 }

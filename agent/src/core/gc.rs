@@ -55,7 +55,9 @@ impl GcPolicy {
 }
 
 /// A directory the driver should remove (it maps it to a path with `WorkDir`).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum GcTarget {
     /// `frameworks/<fid>/tasks/<tid>/`.
     Task {
@@ -85,7 +87,52 @@ pub(super) struct Gc {
     due: VecDeque<GcTarget>,
 }
 
+/// The collector's books in a checkpoint: what is pending, and for how long it has waited.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GcCheckpoint {
+    /// Collectable directories, with the milliseconds they had waited at the checkpoint.
+    pub pending: Vec<(GcTarget, u64)>,
+    /// Due and not yet removed (removed right after recovery).
+    pub due: Vec<GcTarget>,
+}
+
 impl Gc {
+    pub(super) fn due_len(&self) -> usize {
+        self.due.len()
+    }
+
+    pub(super) fn checkpoint(&self, now: Instant) -> GcCheckpoint {
+        GcCheckpoint {
+            pending: self
+                .pending
+                .iter()
+                .map(|(t, since)| {
+                    let waited = now.saturating_duration_since(*since);
+                    (
+                        t.clone(),
+                        u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+                    )
+                })
+                .collect(),
+            due: self.due.iter().cloned().collect(),
+        }
+    }
+
+    pub(super) fn restore(&mut self, c: GcCheckpoint, now: Instant) {
+        for (t, waited) in c.pending {
+            let since = now
+                .checked_sub(Duration::from_millis(waited))
+                .unwrap_or(now);
+            self.pending.insert(t, since);
+        }
+        self.due.extend(c.due);
+    }
+
+    /// Every directory the collector knows (pending or due): not a leftover at start.
+    pub(super) fn targets(&self) -> impl Iterator<Item = &GcTarget> {
+        self.pending.keys().chain(self.due.iter())
+    }
+
     fn delay(&self) -> Option<Duration> {
         self.policy.map(|p| p.scaled_delay(self.usage))
     }
@@ -117,7 +164,41 @@ impl Agent {
 
     /// Next directory to remove.
     pub fn poll_gc(&mut self) -> Option<GcTarget> {
-        self.gc.due.pop_front()
+        let t = self.gc.due.pop_front();
+        if t.is_some() {
+            self.generation += 1;
+        }
+        t
+    }
+
+    /// The directories this agent still owns: those of its tasks and executors, and those
+    /// waiting for collection. At start, anything else under `frameworks/` is a leftover.
+    pub fn owned_directories(&self) -> std::collections::BTreeSet<GcTarget> {
+        let tasks = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.info.executor.is_none())
+            .map(|((fid, tid), _)| GcTarget::Task {
+                framework_id: fid.clone(),
+                task_id: tid.clone(),
+            });
+        let execs = self
+            .tasks
+            .iter()
+            .filter_map(|((fid, _), t)| {
+                t.info.executor.as_ref().map(|e| GcTarget::Executor {
+                    framework_id: fid.clone(),
+                    executor_id: e.executor_id.clone(),
+                })
+            })
+            .chain(self.instances.keys().map(|(fid, eid)| GcTarget::Executor {
+                framework_id: fid.clone(),
+                executor_id: eid.clone(),
+            }));
+        tasks
+            .chain(execs)
+            .chain(self.gc.targets().cloned())
+            .collect()
     }
 
     pub(super) fn gc_deadline(&self) -> Option<Instant> {

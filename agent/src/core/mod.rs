@@ -23,7 +23,14 @@
 //!   [`Event::Executor`].
 //! - With collection on ([`Agent::with_gc`]), also drain [`Agent::poll_gc`] after every call:
 //!   the directories of ended tasks and executors whose delay has passed ([`gc`]).
+//! - Guests outlive the agent: [`Agent::checkpoint`] is what a restart needs, and
+//!   [`Agent::recover`] plus [`Event::Recovered`] pick up from it ([`checkpoint`]). The driver
+//!   persists a checkpoint whenever [`Agent::generation`] moved, before carrying out the
+//!   actions of the inputs that moved it.
+//! - [`Agent::drain`] stops for good: every guest killed, new tasks refused, done when
+//!   [`Agent::is_drained`].
 
+pub mod checkpoint;
 pub mod executors;
 pub mod gc;
 #[cfg(test)]
@@ -32,7 +39,10 @@ mod tests;
 mod tests_executors;
 #[cfg(test)]
 mod tests_gc;
+#[cfg(test)]
+mod tests_recovery;
 
+pub use checkpoint::{Checkpoint, LiveGuests};
 pub use executors::{ExecutorAction, ExecutorEvent, ExecutorKey, ExecutorRun};
 pub use gc::{GcPolicy, GcTarget};
 
@@ -105,6 +115,9 @@ pub enum Event {
     },
     /// An executor instance reported something.
     Executor(ExecutorEvent),
+    /// After [`Agent::recover`] and the runtime's replayed events: the guests the runtime
+    /// still runs (see [`checkpoint`]).
+    Recovered(LiveGuests),
 }
 
 /// Outputs of the core.
@@ -171,6 +184,12 @@ pub struct Agent {
     next_run: u64,
     /// Directories of ended tasks and executors, and when they go.
     gc: gc::Gc,
+    /// Moves whenever the checkpointed state may have changed.
+    generation: u64,
+    /// Between [`Agent::recover`] and [`Event::Recovered`].
+    recovering: bool,
+    /// Stopping for good: new tasks are refused.
+    draining: bool,
 }
 
 impl Agent {
@@ -187,6 +206,9 @@ impl Agent {
             instances: BTreeMap::new(),
             next_run: 0,
             gc: gc::Gc::default(),
+            generation: 0,
+            recovering: false,
+            draining: false,
         }
     }
 
@@ -213,9 +235,46 @@ impl Agent {
         self.tasks.get(key).map(|t| t.state)
     }
 
+    /// The info of a task this agent still tracks.
+    pub fn task_info(&self, key: &TaskKey) -> Option<&TaskInfo> {
+        self.tasks.get(key).map(|t| &t.info)
+    }
+
     /// Number of tasks tracked (running, or ended with updates not yet acknowledged).
     pub fn task_count(&self) -> usize {
         self.tasks.len()
+    }
+
+    /// Stops for good (the agent leaves without keeping its guests): every task is killed and
+    /// every executor asked to stop, and new tasks are refused. Their terminal updates go out
+    /// as usual; [`Agent::is_drained`] tells when all are acknowledged.
+    pub fn drain(&mut self, now: Instant) {
+        self.draining = true;
+        self.generation += 1;
+        let keys: Vec<TaskKey> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.phase != Phase::Done)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (framework_id, task_id) in keys {
+            self.on_message(
+                now,
+                Message::KillTask {
+                    framework_id,
+                    task_id,
+                },
+            );
+        }
+        let execs: Vec<ExecutorKey> = self.instances.keys().cloned().collect();
+        for key in execs {
+            self.ask_stop(now, &key, executors::StopCause::Asked);
+        }
+    }
+
+    /// True once no task is tracked (all ended and acknowledged) and no executor is left.
+    pub fn is_drained(&self) -> bool {
+        self.tasks.is_empty() && self.instances.is_empty()
     }
 
     /// Next output for the driver.
@@ -241,8 +300,12 @@ impl Agent {
     /// directories due for collection ([`Agent::poll_gc`]) and resends the status updates whose
     /// retry time has come.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let before = (self.actions.len(), self.gc.due_len());
         self.executors_timeout(now);
         self.gc_timeout(now);
+        if (self.actions.len(), self.gc.due_len()) != before {
+            self.generation += 1;
+        }
         if !self.registered {
             return;
         }
@@ -261,7 +324,11 @@ impl Agent {
 
     /// Feeds one input.
     pub fn handle(&mut self, now: Instant, event: Event) {
+        if !matches!(event, Event::Connected | Event::Disconnected) {
+            self.generation += 1;
+        }
         match event {
+            Event::Recovered(live) => self.on_recovered(now, live),
             Event::Connected => {
                 self.connected = true;
                 self.registered = false;
@@ -437,12 +504,20 @@ impl Agent {
             tracing::warn!(task = %key.1, "duplicate RunTask ignored");
             return;
         }
+        let stopping = self.draining.then(|| {
+            (
+                Reason::AgentError,
+                "the agent is stopping; launch the task elsewhere".to_owned(),
+            )
+        });
         self.gc_cancel(&GcTarget::Task {
             framework_id: key.0.clone(),
             task_id: key.1.clone(),
         });
         let free = self.cfg.info.resources - self.used();
-        let invalid = if !proto::ids::is_safe_id(framework_id.as_str())
+        let invalid = if stopping.is_some() {
+            stopping
+        } else if !proto::ids::is_safe_id(framework_id.as_str())
             || !proto::ids::is_safe_id(task.task_id.as_str())
         {
             Some((

@@ -9,7 +9,7 @@ use proto::{Digest, ExecutorId, ExecutorInfo};
 const IDLE: Duration = Duration::from_secs(10);
 const GRACE: Duration = Duration::from_secs(3);
 
-fn exec_info() -> ExecutorInfo {
+pub(super) fn exec_info() -> ExecutorInfo {
     ExecutorInfo {
         executor_id: ExecutorId::from("E1"),
         name: "kv".into(),
@@ -23,14 +23,14 @@ fn exec_info() -> ExecutorInfo {
 }
 
 /// A task of executor `exec_info()`.
-fn etask(id: &str, cpus: u64, mem: u64) -> TaskInfo {
+pub(super) fn etask(id: &str, cpus: u64, mem: u64) -> TaskInfo {
     let mut t = task(id, cpus, mem);
     t.module = exec_info().module;
     t.executor = Some(exec_info());
     t
 }
 
-fn run_task(a: &mut Agent, now: Instant, t: TaskInfo) -> Vec<Action> {
+pub(super) fn run_task(a: &mut Agent, now: Instant, t: TaskInfo) -> Vec<Action> {
     a.handle(
         now,
         Event::Message(Message::RunTask {
@@ -41,15 +41,15 @@ fn run_task(a: &mut Agent, now: Instant, t: TaskInfo) -> Vec<Action> {
     drain(a)
 }
 
-fn ekey() -> ExecutorKey {
+pub(super) fn ekey() -> ExecutorKey {
     (fid(), ExecutorId::from("E1"))
 }
 
-fn tkey(t: &str) -> TaskKey {
+pub(super) fn tkey(t: &str) -> TaskKey {
     (fid(), TaskId::from(t))
 }
 
-fn statuses(actions: &[Action]) -> Vec<TaskStatus> {
+pub(super) fn statuses(actions: &[Action]) -> Vec<TaskStatus> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -59,7 +59,7 @@ fn statuses(actions: &[Action]) -> Vec<TaskStatus> {
         .collect()
 }
 
-fn exec_actions(actions: &[Action]) -> Vec<ExecutorAction> {
+pub(super) fn exec_actions(actions: &[Action]) -> Vec<ExecutorAction> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -90,7 +90,7 @@ fn outcome(state: TaskState, reason: Reason, message: &str) -> Outcome {
 
 /// The agent acknowledges every update at once (as a prompt scheduler would), so each new
 /// update goes out as soon as it is made and `statuses` sees it.
-fn ack_all(a: &mut Agent, now: Instant, actions: &[Action]) -> Vec<Action> {
+pub(super) fn ack_all(a: &mut Agent, now: Instant, actions: &[Action]) -> Vec<Action> {
     let mut out = Vec::new();
     for s in statuses(actions) {
         ack(a, now, s.task_id.as_str(), s.uuid.clone().unwrap());
@@ -101,7 +101,7 @@ fn ack_all(a: &mut Agent, now: Instant, actions: &[Action]) -> Vec<Action> {
 
 /// An agent whose executor E1 runs task `t1` (launched; every update acknowledged): returns
 /// the agent and the instance's run.
-fn running_one(now: Instant) -> (Agent, ExecutorRun) {
+pub(super) fn running_one(now: Instant) -> (Agent, ExecutorRun) {
     let mut a = registered(now);
     let acts = run_task(&mut a, now, etask("t1", 1000, 256 * MIB));
     ack_all(&mut a, now, &acts);
@@ -145,7 +145,13 @@ fn running_one(now: Instant) -> (Agent, ExecutorRun) {
     (a, id)
 }
 
-fn update(a: &mut Agent, now: Instant, id: &ExecutorRun, t: &str, state: TaskState) -> Vec<Action> {
+pub(super) fn update(
+    a: &mut Agent,
+    now: Instant,
+    id: &ExecutorRun,
+    t: &str,
+    state: TaskState,
+) -> Vec<Action> {
     a.handle(
         now,
         Event::Executor(ExecutorEvent::TaskUpdate {

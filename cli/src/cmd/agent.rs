@@ -51,13 +51,42 @@ pub struct AgentArgs {
     /// so that frameworks can prefer this agent (delay scheduling).
     #[arg(long = "dataset", value_parser = parse_dataset)]
     datasets: Vec<(String, PathBuf)>,
+    /// Run guests inside the agent's process instead of a runtime process that outlives it:
+    /// every task then dies with the agent (a restart reports them failed), and a stop kills
+    /// them whatever --on-stop says.
+    #[arg(long)]
+    in_process_guests: bool,
+    /// What stopping the agent (SIGTERM, SIGINT) does to its tasks: `keep-tasks` leaves them
+    /// running in the runtime process for the next agent started on this work directory (an
+    /// upgrade or a restart; the master is told and keeps them as they are), `kill-tasks`
+    /// kills every task and executor, reports them to their frameworks, and leaves the
+    /// cluster (decommissioning).
+    #[arg(long, value_enum, default_value_t = StopMode::KeepTasks)]
+    on_stop: StopMode,
+    /// How long each step of a stop may wait (terminal updates acknowledged, the master's
+    /// confirmation).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    stop_timeout: Duration,
+    /// How long the runtime process keeps the guests running while no agent is attached
+    /// before it kills them and exits (when it is started by this agent).
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    recovery_timeout: Duration,
     #[command(flatten)]
     tls: TlsArgs,
     #[command(flatten)]
     quic: QuicArgs,
 }
 
-/// Runs the agent until Ctrl-C.
+/// `--on-stop`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopMode {
+    /// Tasks keep running for the next agent on this work directory.
+    KeepTasks,
+    /// Tasks are killed and reported; the agent leaves the cluster.
+    KillTasks,
+}
+
+/// Runs the agent until SIGTERM or SIGINT, then stops as `--on-stop` says.
 pub async fn execute(a: AgentArgs) -> anyhow::Result<i32> {
     check_unique(&a.datasets)?;
     let hostname = a.hostname.clone().unwrap_or_else(hostname);
@@ -87,6 +116,25 @@ pub async fn execute(a: AgentArgs) -> anyhow::Result<i32> {
         delay: a.gc_delay,
         disk_headroom: a.gc_disk_headroom,
     };
+    if !a.in_process_guests {
+        let mut runtime = agent::driver::RuntimeProcess::this_executable();
+        runtime.recovery_timeout = Some(a.recovery_timeout);
+        opts = opts.with_runtime_process(runtime);
+    }
+    // A daemon checkpoints either way: unacknowledged updates survive a restart, and tasks
+    // that died with in-process guests are reported once.
+    opts.checkpoint = true;
+    opts.on_stop = match a.on_stop {
+        StopMode::KeepTasks if !a.in_process_guests => agent::driver::OnStop::KeepTasks,
+        StopMode::KeepTasks => {
+            tracing::info!(
+                "--in-process-guests: tasks cannot outlive the agent; a stop kills them"
+            );
+            agent::driver::OnStop::KillTasks
+        }
+        StopMode::KillTasks => agent::driver::OnStop::KillTasks,
+    };
+    opts.stop_timeout = a.stop_timeout;
     agent::driver::run(opts, super::shutdown_signal()).await?;
     Ok(0)
 }

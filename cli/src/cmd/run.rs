@@ -8,10 +8,13 @@
 //! Failures of the cluster rather than of the task have exit codes of their own
 //! ([`exit_code`]), so a script can tell "retry later" from "the task failed".
 //!
-//! Round trips on the way: the `Subscribe` travels with the `Hello`, and the module and files
-//! upload on streams of their own as soon as the link is up, while the subscription and the
-//! first allocation round run, so on a slow link the upload's round trips overlap the wait
-//! for an offer instead of adding to it.
+//! Round trips on the way (about six on a clean link): the QUIC handshake (one); the `Hello`,
+//! the `Subscribe` and the module's and files' upload streams all in the next flight, sent as
+//! soon as QUIC is up without waiting for the `HelloAck` (one, and a little more for the
+//! bytes; the master's first offer follows the `Subscribed` at once); the accept, then one
+//! round trip per status update (`STARTING`, `RUNNING`, the terminal one: the agent sends a
+//! task's next update once the scheduler has acknowledged the previous); the teardown,
+//! confirmed by the master (one).
 
 use crate::tls::{QuicArgs, TlsArgs};
 use anyhow::Context;

@@ -31,6 +31,9 @@ pub(crate) struct SimAgent {
     /// than guests change).
     next_guest: Option<Instant>,
     restarts: u64,
+    /// How many times each task's guest was started here, across restarts (the world's
+    /// record, not the core's: a task started twice is a bug the core could not see).
+    pub starts: BTreeMap<TaskKey, u32>,
     info: AgentInfo,
     status_retry: Duration,
 }
@@ -48,6 +51,7 @@ impl SimAgent {
             preparing: BTreeMap::new(),
             next_guest: None,
             restarts: 0,
+            starts: BTreeMap::new(),
             info,
             status_retry,
         }
@@ -154,6 +158,7 @@ impl SimAgent {
             }
             Action::Launch { framework_id, task } => {
                 let key = (framework_id, task.task_id);
+                *self.starts.entry(key.clone()).or_default() += 1;
                 self.core.handle(now, Event::Running { key });
             }
             Action::Kill { key } => {

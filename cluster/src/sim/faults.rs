@@ -86,4 +86,24 @@ impl Sim {
         self.note(|| format!("jump {d:?}"));
         self.now += d;
     }
+
+    /// Loses a `rate` fraction (below 1) of the datagrams on framework `f`'s link, as
+    /// [`Sim::drop`] does on an agent's.
+    pub fn drop_framework(&mut self, f: usize, rate: f64) {
+        assert!((0.0..1.0).contains(&rate), "loss rate {rate} not in [0, 1)");
+        self.note(|| format!("drop framework{f} {rate}"));
+        self.framework_faults[f].loss = rate;
+    }
+
+    /// Adds `extra` one-way latency on framework `f`'s link.
+    pub fn delay_framework(&mut self, f: usize, extra: Duration) {
+        self.note(|| format!("delay framework{f} {extra:?}"));
+        self.framework_faults[f].delay = extra;
+    }
+
+    /// Clears the loss and latency set on framework `f`'s link.
+    pub fn recover_framework(&mut self, f: usize) {
+        self.note(|| format!("recover framework{f}"));
+        self.framework_faults[f] = LinkFaults::default();
+    }
 }

@@ -19,7 +19,9 @@
 //! - [`Sim::cut_framework`]: a framework's link drops as an agent's does under [`Sim::cut`]; its
 //!   scheduler core re-subscribes under the same id after the redial delay, and sends the calls
 //!   made meanwhile then;
-//! - [`Sim::jump`]: the clock moves forward at once.
+//! - [`Sim::jump`]: the clock moves forward at once;
+//! - [`Sim::drop_framework`], [`Sim::delay_framework`], [`Sim::recover_framework`]: loss and
+//!   latency on a framework's link, as on an agent's.
 //!
 //! Drive it with [`Sim::step`] (everything due at the next moment anything happens),
 //! [`Sim::run_until`], and the bounded [`Sim::drive_until`] (false on a livelock) and
@@ -33,6 +35,7 @@
 //! - [`locality`]: the frameworks' delay-scheduling policy (the SDK's `sdk::delay` helper) for
 //!   the data-locality workload.
 //! - `faults`: the fault verbs.
+//! - [`scenario`]: seeded schedules of those verbs (the [`scenario::Fault`] enum lists them).
 //! - `agent`: a real agent core with simulated guests and its link state.
 //! - `wire`: messages in flight and per-link faults.
 
@@ -40,6 +43,7 @@ mod agent;
 mod faults;
 pub mod framework;
 pub mod locality;
+pub mod scenario;
 mod wire;
 
 use self::agent::SimAgent;
@@ -134,6 +138,9 @@ pub struct Sim {
     agents: Vec<SimAgent>,
     /// Faults on each agent's link.
     faults: Vec<LinkFaults>,
+    /// Loss and latency on each framework's link (its isolation is not modelled: see
+    /// [`Sim::cut_framework`]).
+    framework_faults: Vec<LinkFaults>,
     /// The frameworks.
     pub frameworks: Vec<SimFramework>,
     conns: BTreeMap<ConnId, Peer>,
@@ -206,6 +213,7 @@ impl Sim {
             master,
             agents: Vec::new(),
             faults: Vec::new(),
+            framework_faults: Vec::new(),
             frameworks: Vec::new(),
             conns: BTreeMap::new(),
             half_open: BTreeMap::new(),
@@ -249,6 +257,7 @@ impl Sim {
         );
         self.frameworks
             .push(SimFramework::new(name, role, self.module));
+        self.framework_faults.push(LinkFaults::default());
         self.connect_framework(f);
         f
     }
@@ -325,6 +334,17 @@ impl Sim {
     /// Agent `i`'s core, to read what it still runs (say, across a partition).
     pub fn agent_core(&self, i: usize) -> &::agent::core::Agent {
         &self.agents[i].core
+    }
+
+    /// How many times the guest of task `task` was started, on every agent and across their
+    /// restarts (a task must never run twice).
+    pub fn guest_starts(&self, task: &TaskId) -> u32 {
+        self.agents
+            .iter()
+            .flat_map(|a| a.starts.iter())
+            .filter(|((_, t), _)| t == task)
+            .map(|(_, n)| *n)
+            .sum()
     }
 
     /// The faults set on agent `i`'s link.
@@ -480,12 +500,14 @@ impl Sim {
     fn send(&mut self, conn: ConnId, to_master: bool, msg: Message) {
         let mut latency =
             Duration::from_millis(self.rng.range(self.latency_ms.0, self.latency_ms.1));
-        if let Some(Peer::Agent(i)) = self.conns.get(&conn) {
-            let faults = self.faults[*i];
-            latency += faults.delay;
-            while self.rng.chance(faults.loss) {
-                latency += self.retransmit;
-            }
+        let faults = match self.conns.get(&conn) {
+            Some(Peer::Agent(i)) => self.faults[*i],
+            Some(Peer::Framework(f)) => self.framework_faults[*f],
+            None => LinkFaults::default(),
+        };
+        latency += faults.delay;
+        while self.rng.chance(faults.loss) {
+            latency += self.retransmit;
         }
         self.wire.send(self.now, latency, conn, to_master, msg);
     }

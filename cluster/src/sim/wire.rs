@@ -8,7 +8,8 @@ use proto::Message;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
-/// The faults set on one agent's link (cleared by [`crate::sim::Sim::recover`]).
+/// The faults set on one agent's link (cleared by [`crate::sim::Sim::recover`]), or on a
+/// framework's (loss and latency only; cleared by [`crate::sim::Sim::recover_framework`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct LinkFaults {
     /// Fraction of datagrams lost; on a QUIC stream a loss costs a retransmission timeout and

@@ -1,0 +1,596 @@
+//! Agent restarts for real: a `tessera master` and a `tessera agent` (guests in its runtime
+//! process), a scheduler in this test process, 100 tasks mixed short and long, and `kill -9`:
+//! - of the agent only, while many run: restarted on the same work directory, it reattaches
+//!   to its runtime, re-registers under its old id, and every task reaches exactly one
+//!   terminal state reflecting what it did (the long ones finish with exit 0 after the
+//!   restart), none runs twice, and every update is delivered and acknowledged (the agent's
+//!   checkpoint ends with no task left);
+//! - of the agent and its runtime: the tasks that ran are reported failed with
+//!   `RuntimeLost`, once each.
+//!
+//! The time from starting the new agent process to its re-registration is printed (a
+//! measurement, never asserted).
+
+use agent::checkpoint::CheckpointFile;
+use proto::resources::MIB;
+use proto::{Digest, Filters, Reason, Resources, TaskState, TaskStatus};
+use sdk::{Event, Scheduler, SchedulerOptions, TaskBuilder};
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Hang guard for anything that must happen (never a speed assertion).
+const SANITY: Duration = Duration::from_secs(180);
+
+/// Rounds of the long tasks: several seconds at their CPU share, so they run across the
+/// restart.
+const LONG_ROUNDS: &str = "1500";
+
+fn tessera() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+}
+
+/// Kills a child process when dropped, so a failing test leaves nothing running.
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Kills the runtime process of a work directory when dropped (it outlives its agent on
+/// purpose).
+struct RuntimeReaper(PathBuf);
+
+impl Drop for RuntimeReaper {
+    fn drop(&mut self) {
+        if let Some(pid) = runtime_pid(&self.0) {
+            kill9(pid);
+        }
+    }
+}
+
+fn runtime_pid(work_dir: &Path) -> Option<i32> {
+    std::fs::read_to_string(work_dir.join("runtime/lock"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn kill9(pid: i32) {
+    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(')').next().map(|r| r.trim().to_owned()))
+        .is_some_and(|r| !r.starts_with('Z') && !r.starts_with('X'))
+}
+
+/// Fields drop in order: the runtime is killed while its lock file still names it, the
+/// directory goes last.
+struct Cluster {
+    _runtime: RuntimeReaper,
+    /// The agent's extra flags.
+    extra: Vec<&'static str>,
+    ca: PathBuf,
+    addr: String,
+    agent_dir: PathBuf,
+    _master: Reaper,
+    agent: Option<Reaper>,
+    /// The agent's log lines that matter to the test.
+    agent_log: mpsc::Receiver<(Instant, String)>,
+    dir: tempfile::TempDir,
+}
+
+fn certs(dir: &Path) -> PathBuf {
+    let certs = dir.join("certs");
+    let c = certs.to_str().unwrap();
+    for args in [
+        vec!["cert", "ca", "--dir", c],
+        vec!["cert", "issue", "master", "--dir", c],
+        vec!["cert", "issue", "agent", "worker1", "--dir", c],
+        vec!["cert", "issue", "framework", "restarts", "--dir", c],
+    ] {
+        assert!(tessera().args(&args).status().unwrap().success());
+    }
+    certs.join("ca.pem")
+}
+
+/// Removes ANSI colour sequences from a log line.
+fn plain(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn start_agent(
+    addr: &str,
+    ca: &Path,
+    agent_dir: &Path,
+    extra: &[&str],
+) -> (Reaper, mpsc::Receiver<(Instant, String)>) {
+    let mut child = tessera()
+        .args(["agent", "--master", addr, "--hostname", "worker1"])
+        .args(extra)
+        .args(["--cpus", "4", "--mem", "8GiB", "--recovery-timeout", "60s"])
+        .arg("--work-dir")
+        .arg(agent_dir)
+        .arg("--ca")
+        .arg(ca)
+        .env("RUST_LOG", "info,quinn=warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let line = plain(&line);
+            if line.contains("registered: from start")
+                || line.contains("runtime attached")
+                || line.contains("recovering from the checkpoint")
+                || line.contains("stopping")
+                || line.contains("ERROR")
+            {
+                eprintln!("agent: {line}");
+                let _ = tx.send((Instant::now(), line));
+            }
+        }
+    });
+    (Reaper(child), rx)
+}
+
+fn deploy() -> Cluster {
+    deploy_with(&[])
+}
+
+fn deploy_with(extra: &[&'static str]) -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = certs(dir.path());
+    let mut master = Reaper(
+        tessera()
+            .args(["master", "--listen", "127.0.0.1:0", "--work-dir"])
+            .arg(dir.path().join("master"))
+            .args(["--allocation-interval", "200ms", "--ca"])
+            .arg(&ca)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(master.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
+    let agent_dir = dir.path().join("worker1");
+    let (agent, agent_log) = start_agent(&addr, &ca, &agent_dir, extra);
+    Cluster {
+        extra: extra.to_vec(),
+        _runtime: RuntimeReaper(agent_dir.clone()),
+        dir,
+        ca,
+        addr,
+        agent_dir,
+        _master: master,
+        agent: Some(agent),
+        agent_log,
+    }
+}
+
+impl Cluster {
+    async fn scheduler(&self) -> Scheduler {
+        let certs = self.dir.path().join("certs");
+        let tls = net::tls::PeerTls::from_files(
+            &self.ca,
+            &certs.join("restarts.pem"),
+            &certs.join("restarts-key.pem"),
+        )
+        .unwrap();
+        let opts = SchedulerOptions::new(self.addr.parse().unwrap(), tls, "restarts", "*");
+        Scheduler::connect(opts).await.unwrap()
+    }
+
+    /// `kill -9` of the agent process.
+    fn kill_agent(&mut self) {
+        let mut agent = self.agent.take().unwrap();
+        agent.0.kill().unwrap();
+        agent.0.wait().unwrap();
+    }
+
+    /// SIGTERM to the agent; returns its exit status.
+    fn stop_agent(&mut self) -> std::process::ExitStatus {
+        let mut agent = self.agent.take().unwrap();
+        assert!(Command::new("kill")
+            .args(["-TERM", &agent.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        let deadline = Instant::now() + SANITY;
+        loop {
+            if let Some(status) = agent.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the agent ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the agent again on the same work directory; returns when it started.
+    fn restart_agent(&mut self) -> Instant {
+        while self.agent_log.try_recv().is_ok() {}
+        let at = Instant::now();
+        let (agent, log) = start_agent(&self.addr, &self.ca, &self.agent_dir, &self.extra);
+        self.agent = Some(agent);
+        self.agent_log = log;
+        at
+    }
+
+    /// Waits for the agent's log line containing `what`; returns when it was read and the line.
+    fn wait_log(&self, what: &str) -> (Instant, String) {
+        let deadline = Instant::now() + SANITY;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (at, line) = self
+                .agent_log
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no agent log line with {what:?}"));
+            if line.contains(what) {
+                return (at, line);
+            }
+        }
+    }
+
+    /// Waits until the agent's checkpoint holds no task: every update acknowledged.
+    async fn wait_all_acknowledged(&self) {
+        let file = CheckpointFile::new(self.agent_dir.join("checkpoint"));
+        let deadline = Instant::now() + SANITY;
+        loop {
+            let left = file.load().unwrap().map_or(0, |cp| cp.core.tasks.len());
+            if left == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{left} tasks still have unacknowledged updates"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Every update of every task, in the order received (the SDK already dropped duplicates).
+#[derive(Default)]
+struct Seen {
+    updates: BTreeMap<String, Vec<TaskStatus>>,
+}
+
+impl Seen {
+    fn add(&mut self, s: TaskStatus) {
+        self.updates
+            .entry(s.task_id.as_str().to_owned())
+            .or_default()
+            .push(s);
+    }
+
+    fn count(&self, state: TaskState) -> usize {
+        self.updates
+            .values()
+            .filter(|v| v.iter().any(|s| s.state == state))
+            .count()
+    }
+
+    fn terminal(&self) -> usize {
+        self.updates
+            .values()
+            .filter(|v| v.iter().any(|s| s.state.is_terminal()))
+            .count()
+    }
+}
+
+/// Feeds updates into `seen` until `done` holds.
+async fn until(sched: &mut Scheduler, seen: &mut Seen, what: &str, done: impl Fn(&Seen) -> bool) {
+    let deadline = tokio::time::Instant::now() + SANITY;
+    while !done(seen) {
+        let ev = tokio::time::timeout_at(deadline, sched.next_event())
+            .await
+            .unwrap_or_else(|_| {
+                let last: Vec<String> = seen
+                    .updates
+                    .iter()
+                    .take(5)
+                    .map(|(t, v)| format!("{t}: {:?}", v.last()))
+                    .collect();
+                panic!(
+                    "timed out waiting until {what}: {} tasks seen, e.g. {last:#?}",
+                    seen.updates.len()
+                )
+            })
+            .expect("scheduler closed");
+        if let Event::Update(s) = ev {
+            seen.add(s);
+        }
+    }
+}
+
+/// Takes the agent's offer and launches `short` hello tasks and `long` burn tasks on it.
+async fn launch(
+    sched: &mut Scheduler,
+    hello: Digest,
+    burn: Digest,
+    short: usize,
+    long: usize,
+    prefix: &str,
+) {
+    let offer = loop {
+        let ev = tokio::time::timeout(SANITY, sched.next_event())
+            .await
+            .expect("no offer")
+            .expect("scheduler closed");
+        if let Event::Offers(o) = ev {
+            if let Some(o) = o.into_iter().next() {
+                break o;
+            }
+        }
+    };
+    let share = Resources::new(10, 32 * MIB, 0);
+    let mut tasks = Vec::new();
+    for i in 0..short {
+        tasks.push(
+            TaskBuilder::new(&format!("{prefix}short-{i}"), hello)
+                .resources(share)
+                .build(&offer),
+        );
+    }
+    for i in 0..long {
+        tasks.push(
+            TaskBuilder::new(&format!("{prefix}long-{i}"), burn)
+                .resources(share)
+                .args([LONG_ROUNDS])
+                .build(&offer),
+        );
+    }
+    sched
+        .accept(vec![offer.id.clone()], tasks, Filters::default())
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_agent_keeps_its_tasks_running_and_reports_each_once() {
+    let mut c = deploy();
+    let mut sched = c.scheduler().await;
+    let hello = sched.upload_module(wasm_examples::HELLO).await.unwrap();
+    let burn = sched.upload_module(wasm_examples::BURN).await.unwrap();
+    let (short, long) = (30, 70);
+    launch(&mut sched, hello, burn, short, long, "").await;
+    let mut seen = Seen::default();
+    until(&mut sched, &mut seen, "every long task runs", |s| {
+        s.updates
+            .iter()
+            .filter(|(t, v)| t.contains("long") && v.iter().any(|u| u.state == TaskState::Running))
+            .count()
+            == long
+    })
+    .await;
+    let running_at_kill = seen
+        .updates
+        .values()
+        .filter(|v| {
+            v.iter().any(|u| u.state == TaskState::Running)
+                && !v.iter().any(|u| u.state.is_terminal())
+        })
+        .count();
+    let runtime = runtime_pid(&c.agent_dir).expect("the runtime process runs");
+    c.kill_agent();
+    assert!(alive(runtime), "the runtime outlives its agent");
+
+    let started = c.restart_agent();
+    let (attached, _) = c.wait_log("runtime attached");
+    let (registered, line) = c.wait_log("registered: from start");
+    assert_eq!(runtime_pid(&c.agent_dir), Some(runtime), "the same runtime");
+    println!(
+        "agent restart with {} tasks ({} running at the kill): runtime reattached {} ms and \
+         re-registered {} ms after the new process started (agent's own count: {})",
+        short + long,
+        running_at_kill,
+        attached.duration_since(started).as_millis(),
+        registered.duration_since(started).as_millis(),
+        line.split("elapsed_ms=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or("?")
+    );
+
+    until(&mut sched, &mut seen, "every task ended", |s| {
+        s.terminal() == short + long
+    })
+    .await;
+    // Nothing more comes for any of them.
+    let quiet = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Some(ev)) = tokio::time::timeout_at(quiet, sched.next_event()).await {
+        if let Event::Update(s) = ev {
+            seen.add(s);
+        }
+    }
+    for (task, updates) in &seen.updates {
+        let terminal: Vec<&TaskStatus> = updates.iter().filter(|s| s.state.is_terminal()).collect();
+        assert_eq!(terminal.len(), 1, "{task}: {updates:?}");
+        assert_eq!(
+            terminal[0].state,
+            TaskState::Finished,
+            "{task}: {updates:?}"
+        );
+        assert_eq!(terminal[0].reason, Some(Reason::ExitCode(0)), "{task}");
+        let runs = updates
+            .iter()
+            .filter(|s| s.state == TaskState::Running)
+            .count();
+        assert!(runs <= 1, "{task} ran twice: {updates:?}");
+        if task.contains("long") {
+            assert!(
+                terminal[0]
+                    .stdout_tail
+                    .contains(&format!("rounds={LONG_ROUNDS}")),
+                "{task} did all its work: {:?}",
+                terminal[0].stdout_tail
+            );
+        }
+    }
+    assert_eq!(seen.updates.len(), short + long);
+    c.wait_all_acknowledged().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_agent_and_its_runtime_reports_each_task_lost_once() {
+    let mut c = deploy();
+    let mut sched = c.scheduler().await;
+    let hello = sched.upload_module(wasm_examples::HELLO).await.unwrap();
+    let burn = sched.upload_module(wasm_examples::BURN).await.unwrap();
+    let long = 20;
+    launch(&mut sched, hello, burn, 0, long, "doomed-").await;
+    let mut seen = Seen::default();
+    until(&mut sched, &mut seen, "every task runs", |s| {
+        s.count(TaskState::Running) == long
+    })
+    .await;
+    let runtime = runtime_pid(&c.agent_dir).expect("the runtime process runs");
+    c.kill_agent();
+    kill9(runtime);
+    let deadline = Instant::now() + SANITY;
+    while alive(runtime) {
+        assert!(Instant::now() < deadline, "the runtime survived kill -9");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    c.restart_agent();
+    c.wait_log("registered: from start");
+    until(&mut sched, &mut seen, "every task ended", |s| {
+        s.terminal() == long
+    })
+    .await;
+    let quiet = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Some(ev)) = tokio::time::timeout_at(quiet, sched.next_event()).await {
+        if let Event::Update(s) = ev {
+            seen.add(s);
+        }
+    }
+    for (task, updates) in &seen.updates {
+        let terminal: Vec<&TaskStatus> = updates.iter().filter(|s| s.state.is_terminal()).collect();
+        assert_eq!(terminal.len(), 1, "{task}: {updates:?}");
+        assert_eq!(terminal[0].state, TaskState::Failed, "{task}: {updates:?}");
+        assert_eq!(terminal[0].reason, Some(Reason::RuntimeLost), "{task}");
+    }
+    c.wait_all_acknowledged().await;
+}
+
+/// Drains the events already coming for a moment, into `seen`.
+async fn settle(sched: &mut Scheduler, seen: &mut Seen) {
+    let quiet = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Some(ev)) = tokio::time::timeout_at(quiet, sched.next_event()).await {
+        if let Event::Update(s) = ev {
+            seen.add(s);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_keeps_the_tasks_running_for_the_next_agent_by_default() {
+    let mut c = deploy();
+    let mut sched = c.scheduler().await;
+    let hello = sched.upload_module(wasm_examples::HELLO).await.unwrap();
+    let burn = sched.upload_module(wasm_examples::BURN).await.unwrap();
+    let long = 5;
+    launch(&mut sched, hello, burn, 0, long, "kept-").await;
+    let mut seen = Seen::default();
+    until(&mut sched, &mut seen, "every task runs", |s| {
+        s.count(TaskState::Running) == long
+    })
+    .await;
+    let runtime = runtime_pid(&c.agent_dir).expect("the runtime process runs");
+    let status = c.stop_agent();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        alive(runtime),
+        "the guests' runtime stays for the next agent"
+    );
+    assert!(c.agent_dir.join("checkpoint").exists());
+    assert_eq!(seen.terminal(), 0, "nothing was killed");
+
+    c.restart_agent();
+    c.wait_log("registered: from start");
+    until(&mut sched, &mut seen, "every task ended", |s| {
+        s.terminal() == long
+    })
+    .await;
+    settle(&mut sched, &mut seen).await;
+    for (task, updates) in &seen.updates {
+        let terminal: Vec<&TaskStatus> = updates.iter().filter(|s| s.state.is_terminal()).collect();
+        assert_eq!(terminal.len(), 1, "{task}: {updates:?}");
+        assert_eq!(
+            terminal[0].state,
+            TaskState::Finished,
+            "{task}: {updates:?}"
+        );
+    }
+    c.wait_all_acknowledged().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_kill_tasks_kills_and_reports_them_and_stops_the_runtime() {
+    let mut c = deploy_with(&["--on-stop", "kill-tasks"]);
+    let mut sched = c.scheduler().await;
+    let hello = sched.upload_module(wasm_examples::HELLO).await.unwrap();
+    let burn = sched.upload_module(wasm_examples::BURN).await.unwrap();
+    let long = 5;
+    launch(&mut sched, hello, burn, 0, long, "drained-").await;
+    let mut seen = Seen::default();
+    until(&mut sched, &mut seen, "every task runs", |s| {
+        s.count(TaskState::Running) == long
+    })
+    .await;
+    let runtime = runtime_pid(&c.agent_dir).expect("the runtime process runs");
+    let status = c.stop_agent();
+    assert!(status.success(), "{status:?}");
+    // Reported before the agent exited (it waits for the acknowledgements).
+    until(&mut sched, &mut seen, "every task ended", |s| {
+        s.terminal() == long
+    })
+    .await;
+    settle(&mut sched, &mut seen).await;
+    for (task, updates) in &seen.updates {
+        let terminal: Vec<&TaskStatus> = updates.iter().filter(|s| s.state.is_terminal()).collect();
+        assert_eq!(terminal.len(), 1, "{task}: {updates:?}");
+        assert_eq!(terminal[0].state, TaskState::Killed, "{task}: {updates:?}");
+    }
+    assert!(
+        !c.agent_dir.join("checkpoint").exists(),
+        "nothing to recover"
+    );
+    let deadline = Instant::now() + SANITY;
+    while alive(runtime) {
+        assert!(
+            Instant::now() < deadline,
+            "the runtime outlived a kill-tasks stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
