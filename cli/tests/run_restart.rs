@@ -154,7 +154,10 @@ fn tessera_run_follows_its_task_across_a_kill_9_of_the_master() {
                 .arg(wasm_examples::BURN_PATH)
                 .arg("--")
                 .arg(ROUNDS.to_string())
-                .env("RUST_LOG", "tessera=debug,tessera_cli=debug,tessera_sdk=debug")
+                .env(
+                    "RUST_LOG",
+                    "tessera=debug,tessera_cli=debug,tessera_sdk=debug",
+                )
                 .stdout(std::fs::File::create(&out_path).unwrap())
                 .stderr(std::fs::File::create(&err_path).unwrap())
                 .spawn()

@@ -724,6 +724,9 @@ impl Master {
         let terminal = status.state.is_terminal();
         if status.state != TaskState::Unreachable {
             t.before_unreachable = None;
+        } else {
+            // Unreachable again: any earlier notice is stale.
+            t.restore_notice = None;
         }
         t.status = status;
         if terminal {

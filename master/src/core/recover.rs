@@ -127,6 +127,7 @@ impl Master {
                 reserved: Vec::new(),
                 kill_requested: t.kill_requested,
                 before_unreachable: Some(TaskState::Staging),
+                restore_notice: None,
             };
             m.hold_task(&entry);
             m.tasks

@@ -124,9 +124,10 @@ fn return_within_timeout_restores_the_reported_state_then_queued_updates_follow(
 }
 
 #[test]
-fn a_task_that_ended_during_the_partition_returns_to_its_old_state_first() {
-    // The agent reports FINISHED (its queued terminal update not yet acknowledged): the
-    // framework sees RUNNING again, then the FINISHED update itself, in order.
+fn a_task_that_ended_during_the_partition_gets_no_restore_notice_and_its_end_follows() {
+    // The agent reports FINISHED (its queued terminal update not yet acknowledged): no
+    // master-made notice (it could only repeat or step back), then the FINISHED update itself.
+    // The framework's sequence: RUNNING, UNREACHABLE, FINISHED.
     let (mut h, a, f, info) = running_task();
     h.disconnect(1);
     h.take();
@@ -136,9 +137,8 @@ fn a_task_that_ended_during_the_partition_returns_to_its_old_state_first() {
         &a,
         vec![reported(&f, &info, TaskState::Finished)],
     );
-    let ups = h.updates(10);
-    assert_eq!(ups.len(), 1);
-    assert_eq!(ups[0].state, TaskState::Running);
+    assert!(h.updates(10).is_empty(), "no restore notice");
+    // The books (and reconcile) hold the state before the partition until the end arrives.
     assert_eq!(reconcile(&mut h, "t1").0, TaskState::Running);
     assert_eq!(
         h.m.agent(&a).unwrap().used,
@@ -303,4 +303,60 @@ fn an_agent_registering_afresh_under_the_same_name_ends_its_old_tasks_at_once() 
     h.msg(2, register_msg(None, res(4.0, 4 * GIB), vec![]));
     assert!(h.updates(10).is_empty());
     assert!(h.m.agent(&a).is_some());
+}
+
+/// The states the framework on `conn` was sent for `tid`, with whether each carries a uuid.
+fn seen(h: &mut H, conn: ConnId, tid: &str) -> Vec<(TaskState, bool)> {
+    h.updates(conn)
+        .into_iter()
+        .filter(|s| s.task_id.0 == tid)
+        .map(|s| (s.state, s.uuid.is_some()))
+        .collect()
+}
+
+#[test]
+fn after_a_partition_the_agents_resent_running_is_not_a_second_running() {
+    // RUNNING "u1" was never acknowledged before the link dropped: the agent resends it.
+    let (mut h, a, f, info) = running_task();
+    let mut all = Vec::new();
+    h.disconnect(1);
+    all.extend(seen(&mut h, 10, "t1"));
+    reregister(&mut h, 2, &a, vec![reported(&f, &info, TaskState::Running)]);
+    all.extend(seen(&mut h, 10, "t1"));
+    assert_eq!(reconcile(&mut h, "t1").0, TaskState::Running);
+    h.status(2, update(&f, "t1", &a, TaskState::Running, "u1"));
+    all.extend(seen(&mut h, 10, "t1"));
+    // The master acknowledged the repeat itself.
+    assert!(
+        matches!(&h.sent(2)[..], [Message::StatusUpdateAck { uuid, .. }] if uuid.0 == "u1"),
+        "the agent's repeat is acknowledged by the master"
+    );
+    assert_eq!(reconcile(&mut h, "t1").0, TaskState::Running);
+    h.status(2, update(&f, "t1", &a, TaskState::Finished, "u2"));
+    all.extend(seen(&mut h, 10, "t1"));
+    assert_eq!(reconcile(&mut h, "t1").0, TaskState::Finished);
+    assert_eq!(
+        all,
+        [
+            (TaskState::Unreachable, false),
+            (TaskState::Running, false),
+            (TaskState::Finished, true),
+        ],
+        "exactly what the framework sees"
+    );
+}
+
+#[test]
+fn a_restore_notice_the_framework_missed_does_not_swallow_the_agents_update() {
+    // The framework is away when the agent returns: no notice reaches it, so the agent's
+    // resent RUNNING is forwarded when it comes.
+    let (mut h, a, f, info) = running_task();
+    h.disconnect(1);
+    h.disconnect(10);
+    reregister(&mut h, 2, &a, vec![reported(&f, &info, TaskState::Running)]);
+    h.connect(11, SCHED);
+    h.msg(11, subscribe_msg("f1", Some(f.clone())));
+    h.take();
+    h.status(2, update(&f, "t1", &a, TaskState::Running, "u1"));
+    assert_eq!(seen(&mut h, 11, "t1"), [(TaskState::Running, true)]);
 }

@@ -622,3 +622,77 @@ fn a_framework_torn_down_before_a_restart_cannot_resubscribe_after_it() {
     );
     assert!(h.m.framework(&f).is_none());
 }
+
+#[test]
+fn a_task_whose_accept_died_with_the_master_reconciles_lost_with_no_agent_and_no_reason() {
+    let (mut h, a, f, _, _) = two_tasks();
+    h.restart();
+    resubscribe(&mut h, 11, &f);
+    h.take();
+    h.msg(
+        11,
+        Message::Reconcile {
+            task_ids: vec![TaskId("t1".into()), TaskId("never-accepted".into())],
+        },
+    );
+    let ups = h.updates(11);
+    assert_eq!(ups.len(), 2);
+    // Known: unreachable on its agent.
+    assert_eq!(ups[0].state, TaskState::Unreachable);
+    assert_eq!(ups[0].agent_id.as_ref(), Some(&a));
+    // Unknown: the contract a client relaunches on (it never ran: tasks persist before launch).
+    assert_eq!(ups[1].state, TaskState::Lost);
+    assert_eq!(ups[1].agent_id, None);
+    assert_eq!(ups[1].reason, None);
+}
+
+/// The states the framework on `conn` was sent, per task, in order.
+fn seen_by(h: &mut H, conn: ConnId) -> Vec<(String, TaskState)> {
+    h.updates(conn)
+        .into_iter()
+        .map(|s| (s.task_id.0, s.state))
+        .collect()
+}
+
+#[test]
+fn after_a_restart_the_framework_sees_each_state_once_and_no_step_back() {
+    // t1 RUNNING (acknowledged) ends while the master is down; t2 (STAGING in the master's
+    // books) runs, its RUNNING not yet acknowledged.
+    let (mut h, a, f, infos, _) = two_tasks();
+    h.restart();
+    resubscribe(&mut h, 11, &f);
+    let mut all = seen_by(&mut h, 11);
+    reregister(
+        &mut h,
+        2,
+        &a,
+        vec![
+            reported(&f, &infos[0], TaskState::Finished),
+            reported(&f, &infos[1], TaskState::Running),
+        ],
+    );
+    all.extend(seen_by(&mut h, 11));
+    // The agent resends its unacknowledged updates, oldest first.
+    h.status(2, update(&f, "t2", &a, TaskState::Running, "u2"));
+    h.status(2, update(&f, "t1", &a, TaskState::Finished, "u3"));
+    all.extend(seen_by(&mut h, 11));
+    assert!(
+        matches!(&h.sent(2)[..], [Message::StatusUpdateAck { uuid, .. }] if uuid.0 == "u2"),
+        "t2's repeated RUNNING is acknowledged by the master"
+    );
+    assert_eq!(
+        all,
+        [
+            ("t2".to_owned(), TaskState::Running),
+            ("t1".to_owned(), TaskState::Finished),
+        ],
+        "no master-made TASK_STAGING for t1, one RUNNING for t2"
+    );
+    assert_eq!(
+        reconcile_states(&mut h, 11),
+        [
+            ("t1".to_owned(), TaskState::Finished),
+            ("t2".to_owned(), TaskState::Running)
+        ]
+    );
+}
