@@ -118,6 +118,24 @@ fn burn_line(rounds: u64) -> String {
     format!("burn: rounds={rounds} checksum={sum:016x}")
 }
 
+/// `text` without terminal colour sequences (`ESC [ ... m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
@@ -214,14 +232,11 @@ fn tessera_run_follows_its_task_across_a_kill_9_of_the_master() {
                 .join("\n---\n")
         );
         // What the run saw, for the record: the task's states in order.
-        let states: Vec<&str> = read(&err_path)
+        let states: Vec<String> = strip_ansi(&read(&err_path))
             .lines()
             .filter(|l| l.contains("task update"))
             .filter_map(|l| l.split_whitespace().find(|w| w.contains("TASK_")))
-            .map(|w| w.trim_start_matches("state=").trim_matches('"'))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|s| -> &str { Box::leak(s.to_owned().into_boxed_str()) })
+            .map(|w| w.trim_start_matches("state=").trim_matches('"').to_owned())
             .collect();
         eprintln!(
             "run {i}: master killed at {moment:?}: exit 0 after {:.1} s, states {states:?}",

@@ -393,6 +393,8 @@ impl Master {
                 reserved: Vec::new(),
                 before_unreachable: None,
                 restore_notice: None,
+                recovered: false,
+                unreachable_told: false,
             };
             self.hold_task(&entry);
             self.tasks.insert(key, entry);
@@ -434,10 +436,16 @@ impl Master {
     /// - an agent update in the state the notice announced is not forwarded (the master
     ///   acknowledges it; see [`TaskEntry::restore_notice`]): UNREACHABLE → RUNNING, then the
     ///   agent's resent RUNNING, is seen as one RUNNING;
-    /// - a task the agent reports as ended (`ended`) gets no notice: its terminal update is on
-    ///   its way, and a notice of the state before the partition (TASK_STAGING, after a master
-    ///   restart) would only be a step back. Meanwhile the master's books (and reconcile) hold
-    ///   that earlier state, the agent being connected again.
+    /// - a task recovered after a master restart gets a notice only if a reconcile told its
+    ///   framework TASK_UNREACHABLE meanwhile: otherwise the framework's view is the one from
+    ///   before the restart, which the agent's updates (resent if unacknowledged) continue,
+    ///   and a notice could only repeat a state it saw then;
+    /// - such a task that the agent reports as ended (`ended`) gets no notice either: the
+    ///   state to restore is only the master's guess (TASK_STAGING, "launched"), a step back,
+    ///   and the task's terminal update is on its way. Meanwhile the master's books (and
+    ///   reconcile) say TASK_STAGING, the agent being connected again. After a partition, the
+    ///   state before it is real (the framework was told it), and an ended task returns to it
+    ///   before its end follows.
     ///
     /// Tasks it does not report (`lost`) are left to the rest of the plan, which ends them.
     fn make_reachable(
@@ -456,6 +464,10 @@ impl Master {
             .collect();
         for (key, before) in keys {
             let state = reported.get(&key).copied().unwrap_or(before);
+            let (guessed, told) = self
+                .tasks
+                .get(&key)
+                .map_or((false, false), |t| (t.recovered, t.unreachable_told));
             let status = Self::master_status(
                 &key.0,
                 &key.1,
@@ -465,7 +477,8 @@ impl Master {
                 format!("agent {id} re-registered: the task is reachable again"),
             );
             tracing::info!(agent = %id, framework = %key.0, task = %key.1, state = state.name(), "task reachable again");
-            if self.set_status(&key, status.clone()) && !ended.contains(&key) {
+            let notice = !guessed || (told && !ended.contains(&key));
+            if self.set_status(&key, status.clone()) && notice {
                 let connected = self
                     .frameworks
                     .get(&key.0)

@@ -724,6 +724,8 @@ impl Master {
         let terminal = status.state.is_terminal();
         if status.state != TaskState::Unreachable {
             t.before_unreachable = None;
+            t.recovered = false;
+            t.unreachable_told = false;
         } else {
             // Unreachable again: any earlier notice is stale.
             t.restore_notice = None;

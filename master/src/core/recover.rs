@@ -128,6 +128,8 @@ impl Master {
                 kill_requested: t.kill_requested,
                 before_unreachable: Some(TaskState::Staging),
                 restore_notice: None,
+                recovered: true,
+                unreachable_told: false,
             };
             m.hold_task(&entry);
             m.tasks

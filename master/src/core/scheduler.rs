@@ -521,6 +521,8 @@ impl Master {
             reserved,
             before_unreachable: None,
             restore_notice: None,
+            recovered: false,
+            unreachable_told: false,
         };
         self.hold_task(&entry);
         self.blobs_used_by(&task);
@@ -709,6 +711,11 @@ impl Master {
         }
         for mut status in statuses {
             status.uuid = None;
+            if status.state == TaskState::Unreachable {
+                if let Some(t) = self.tasks.get_mut(&(fid.clone(), status.task_id.clone())) {
+                    t.unreachable_told = true;
+                }
+            }
             self.send(conn, Message::Update { status });
         }
     }

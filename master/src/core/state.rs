@@ -163,6 +163,13 @@ pub struct TaskEntry {
     /// same state is then no news for the framework (the master acknowledges it itself), so
     /// the framework never sees a state twice in a row.
     pub restore_notice: Option<TaskState>,
+    /// Recovered after a master restart and not heard of since: `before_unreachable` is a
+    /// guess (TASK_STAGING, "launched"), not a state its framework was told.
+    pub recovered: bool,
+    /// While `recovered`: a reconcile answer told its framework TASK_UNREACHABLE, so it needs
+    /// the restore notice when the agent returns (otherwise its view is still the one from
+    /// before the restart, which the agent's own updates continue).
+    pub unreachable_told: bool,
 }
 
 impl TaskEntry {

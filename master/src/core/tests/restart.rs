@@ -654,14 +654,27 @@ fn seen_by(h: &mut H, conn: ConnId) -> Vec<(String, TaskState)> {
         .collect()
 }
 
-#[test]
-fn after_a_restart_the_framework_sees_each_state_once_and_no_step_back() {
-    // t1 RUNNING (acknowledged) ends while the master is down; t2 (STAGING in the master's
-    // books) runs, its RUNNING not yet acknowledged.
+/// After a restart: t1 RUNNING (acknowledged) ended while the master was down; t2 (STAGING in
+/// the master's books) runs, its RUNNING not yet acknowledged. The framework re-subscribes,
+/// reconciles during the window if `reconcile_first`, then the agent re-registers and resends
+/// its unacknowledged updates, oldest first. Returns what the framework saw, and the acks the
+/// master itself sent the agent.
+fn restart_sequence(reconcile_first: bool) -> (Vec<(String, TaskState)>, Vec<String>, H) {
     let (mut h, a, f, infos, _) = two_tasks();
     h.restart();
     resubscribe(&mut h, 11, &f);
-    let mut all = seen_by(&mut h, 11);
+    let mut all = Vec::new();
+    if reconcile_first {
+        let states = reconcile_states(&mut h, 11);
+        assert_eq!(
+            states,
+            [
+                ("t1".to_owned(), TaskState::Unreachable),
+                ("t2".to_owned(), TaskState::Unreachable)
+            ]
+        );
+        all.extend(states);
+    }
     reregister(
         &mut h,
         2,
@@ -672,14 +685,41 @@ fn after_a_restart_the_framework_sees_each_state_once_and_no_step_back() {
         ],
     );
     all.extend(seen_by(&mut h, 11));
-    // The agent resends its unacknowledged updates, oldest first.
+    // Reconcile in the window before the agent's updates: t1 is STAGING (the master's guess,
+    // "launched"; its end is on its way), t2 RUNNING.
+    let states = reconcile_states(&mut h, 11);
+    assert_eq!(
+        states,
+        [
+            ("t1".to_owned(), TaskState::Staging),
+            ("t2".to_owned(), TaskState::Running)
+        ]
+    );
     h.status(2, update(&f, "t2", &a, TaskState::Running, "u2"));
     h.status(2, update(&f, "t1", &a, TaskState::Finished, "u3"));
     all.extend(seen_by(&mut h, 11));
-    assert!(
-        matches!(&h.sent(2)[..], [Message::StatusUpdateAck { uuid, .. }] if uuid.0 == "u2"),
-        "t2's repeated RUNNING is acknowledged by the master"
+    let acks = h
+        .sent(2)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::StatusUpdateAck { uuid, .. } => Some(uuid.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reconcile_states(&mut h, 11),
+        [
+            ("t1".to_owned(), TaskState::Finished),
+            ("t2".to_owned(), TaskState::Running)
+        ]
     );
+    (all, acks, h)
+}
+
+#[test]
+fn after_a_restart_the_framework_sees_each_state_once_and_no_step_back() {
+    // Not told anything since the restart: the agent's own updates continue its view.
+    let (all, acks, _) = restart_sequence(false);
     assert_eq!(
         all,
         [
@@ -688,11 +728,22 @@ fn after_a_restart_the_framework_sees_each_state_once_and_no_step_back() {
         ],
         "no master-made TASK_STAGING for t1, one RUNNING for t2"
     );
+    assert!(acks.is_empty(), "the framework acknowledges both: {acks:?}");
+}
+
+#[test]
+fn after_a_restart_a_framework_told_unreachable_is_told_the_task_is_back_once() {
+    // A reconcile told it UNREACHABLE: t2 gets the restore notice, and the agent's repeated
+    // RUNNING is acknowledged by the master, not forwarded; t1 (ended) gets no STAGING.
+    let (all, acks, _) = restart_sequence(true);
     assert_eq!(
-        reconcile_states(&mut h, 11),
+        all,
         [
+            ("t1".to_owned(), TaskState::Unreachable),
+            ("t2".to_owned(), TaskState::Unreachable),
+            ("t2".to_owned(), TaskState::Running),
             ("t1".to_owned(), TaskState::Finished),
-            ("t2".to_owned(), TaskState::Running)
         ]
     );
+    assert_eq!(acks, ["u2"]);
 }
