@@ -15,8 +15,8 @@
 //!   within its failover timeout, or it is torn down;
 //! - blobs the recovered tasks name count as referenced (the blob GC keeps them), and the
 //!   principals of the frameworks whose tasks name a blob found in the store are its owners
-//!   again.
-//!
+//!   again, as are the uploaders the blob store recorded beside it (the driver reports them
+//!   with `BlobStored` at start);
 //! - removed agent ids and torn-down framework ids (the registry's bounded tombstones) are
 //!   remembered as removed again: such an agent is told to shut down, such a framework's
 //!   re-subscription is refused, exactly as before the restart.
