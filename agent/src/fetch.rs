@@ -10,16 +10,25 @@
 use crate::workdir::WorkDir;
 use proto::{Digest, ExecutorId, ExecutorInfo, FrameworkId, Reason, TaskFile, TaskInfo};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// Why a task could not be prepared, in the core's terms (see `core::Event::Prepared`).
 pub type PrepareError = (Reason, String);
 
+/// How long a fetch waits for a link to the master (none yet, or the one it used dropped, as
+/// when the master restarts) before the task fails with `FetchFailed`. A lost link costs the
+/// task latency, not its life; the bound keeps a task whose master never comes back (and a
+/// kill asked meanwhile) from waiting forever.
+pub const RECONNECT_WAIT: Duration = Duration::from_secs(120);
+
 /// Fetches modules and files from the master and lays out task directories.
 #[derive(Debug)]
 pub struct Fetcher {
-    /// The connection to fetch over: set by the driver while the link is up.
-    conn: Mutex<Option<quinn::Connection>>,
+    /// The connection to fetch over: set by the driver while the link is up; fetches waiting
+    /// for a link watch it.
+    conn: watch::Sender<Option<quinn::Connection>>,
     /// Where blobs and task directories go.
     work_dir: WorkDir,
     /// Largest blob accepted, so a master cannot fill the agent's disk with one answer.
@@ -30,7 +39,7 @@ impl Fetcher {
     /// A fetcher into `work_dir`, not yet connected.
     pub fn new(work_dir: WorkDir, max_blob_size: u64) -> Self {
         Fetcher {
-            conn: Mutex::new(None),
+            conn: watch::Sender::new(None),
             work_dir,
             max_blob_size,
         }
@@ -41,19 +50,26 @@ impl Fetcher {
         &self.work_dir
     }
 
-    fn lock_conn(&self) -> MutexGuard<'_, Option<quinn::Connection>> {
-        self.conn.lock().expect("poisoned")
-    }
-
-    /// Fetches over `conn` from now on.
+    /// Fetches over `conn` from now on (fetches waiting for a link resume on it).
     pub fn connect(&self, conn: quinn::Connection) {
-        *self.lock_conn() = Some(conn);
+        self.conn.send_replace(Some(conn));
     }
 
-    /// Stops fetching (fetches fail until the next [`Fetcher::connect`]) and hands back the
-    /// connection, for the driver to close.
+    /// Stops fetching (fetches wait, up to [`RECONNECT_WAIT`], for the next
+    /// [`Fetcher::connect`]) and hands back the connection, for the driver to close.
     pub fn disconnect(&self) -> Option<quinn::Connection> {
-        self.lock_conn().take()
+        self.conn.send_replace(None)
+    }
+
+    /// A live connection to the master, waiting for one until `deadline`.
+    async fn live_conn(&self, deadline: Instant) -> Option<quinn::Connection> {
+        let mut rx = self.conn.subscribe();
+        let wait = rx.wait_for(|c| c.as_ref().is_some_and(|c| c.close_reason().is_none()));
+        let conn = match tokio::time::timeout_at(deadline, wait).await {
+            Ok(Ok(conn)) => conn.clone(),
+            _ => None,
+        };
+        conn
     }
 
     /// Lays out the task's directory afresh (an old one of the same id is removed), fetches its
@@ -145,13 +161,27 @@ impl Fetcher {
             crate::blob_gc::touch(&path);
             return Ok(path);
         }
-        let conn = self.lock_conn().clone();
-        let Some(conn) = conn else {
-            return Err((Reason::FetchFailed, "not connected to the master".into()));
-        };
-        net::link::fetch_blob(&conn, digest, &path, self.max_blob_size)
-            .await
-            .map_err(|e| (Reason::FetchFailed, format!("fetching {digest:?}: {e}")))?;
+        // A link that drops mid-fetch (a master restart, a partition) is waited out: the
+        // fetch starts again on the next connection. The master refusing the blob, or a broken
+        // answer on a live link, fails the task at once.
+        let deadline = Instant::now() + RECONNECT_WAIT;
+        loop {
+            let Some(conn) = self.live_conn(deadline).await else {
+                return Err((
+                    Reason::FetchFailed,
+                    format!("fetching {digest:?}: no link to the master for {RECONNECT_WAIT:?}"),
+                ));
+            };
+            match net::link::fetch_blob(&conn, digest, &path, self.max_blob_size).await {
+                Ok(_) => break,
+                Err(e) if conn.close_reason().is_some() => {
+                    tracing::info!(?digest, error = %e, "blob fetch cut by a lost link: resuming on the next one");
+                }
+                Err(e) => {
+                    return Err((Reason::FetchFailed, format!("fetching {digest:?}: {e}")));
+                }
+            }
+        }
         tracing::debug!(?digest, "fetched blob");
         Ok(path)
     }
