@@ -100,7 +100,14 @@ fn play(seed: u64, scenario: &Scenario) -> Result<usize, String> {
             .iter()
             .find(|e| e.contains("twice") || e.contains("after ending"))
         {
-            return Err(format!("seed {seed} fw{f}: {e}"));
+            let task = e.split(' ').next().unwrap_or_default();
+            let told: Vec<String> = fw
+                .updates
+                .iter()
+                .filter(|u| u.task_id.as_str() == task)
+                .map(|u| format!("{} {:?} {:?} {}", u.state.name(), u.reason, u.uuid, u.message))
+                .collect();
+            return Err(format!("seed {seed} fw{f}: {e}; updates told: {told:#?}"));
         }
         if fw.terminal.len() != submitted {
             return Err(format!(

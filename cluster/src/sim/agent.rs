@@ -45,8 +45,11 @@ pub(crate) struct SimAgent {
     pub starts: BTreeMap<TaskKey, u32>,
     info: AgentInfo,
     status_retry: Duration,
-    /// The last checkpoint the driver wrote, and the core generation it covers.
-    checkpoint: Option<(u64, Checkpoint)>,
+    /// The last checkpoint the driver wrote (it survives crashes: it is on disk).
+    checkpoint: Option<Checkpoint>,
+    /// The generation of this run's core that the checkpoint covers (`None` until this run
+    /// wrote one: generations count from zero again in every run).
+    checkpointed: Option<u64>,
     /// While the agent process is down: when it is back.
     pub back_at: Option<Instant>,
     /// Whether the runtime survived the crash (its guests kept running).
@@ -72,6 +75,7 @@ impl SimAgent {
             info,
             status_retry,
             checkpoint: None,
+            checkpointed: None,
             back_at: None,
             same_runtime: true,
             outbox: Vec::new(),
@@ -90,8 +94,9 @@ impl SimAgent {
             return None;
         }
         let generation = self.core.generation();
-        if self.checkpoint.as_ref().is_none_or(|(g, _)| *g != generation) {
-            self.checkpoint = Some((generation, self.core.checkpoint(now)));
+        if self.checkpointed != Some(generation) {
+            self.checkpoint = Some(self.core.checkpoint(now));
+            self.checkpointed = Some(generation);
         }
         self.core.poll_action()
     }
@@ -120,7 +125,8 @@ impl SimAgent {
         self.back_at = None;
         self.restarts += 1;
         let cfg = config(&self.info, self.restarts, self.status_retry);
-        let Some((_, checkpoint)) = self.checkpoint.clone() else {
+        self.checkpointed = None;
+        let Some(checkpoint) = self.checkpoint.clone() else {
             // Never moved: nothing to recover (no id, no tasks, no guests).
             self.core = Agent::new(cfg);
             self.outbox.clear();
@@ -154,6 +160,7 @@ impl SimAgent {
         self.preparing.clear();
         self.next_guest = None;
         self.checkpoint = None;
+        self.checkpointed = None;
         self.back_at = None;
         self.outbox.clear();
     }
