@@ -54,6 +54,8 @@ mod faults;
 pub mod framework;
 pub mod locality;
 pub mod scenario;
+#[cfg(test)]
+mod tests;
 mod wire;
 
 use self::agent::SimAgent;
@@ -185,7 +187,8 @@ pub struct Sim {
     retransmit: Duration,
     prepare: Duration,
     status_retry: Duration,
-    agent_downtime: Duration,
+    /// How long a crashed agent process stays down.
+    pub agent_downtime: Duration,
     record: bool,
     check: bool,
     module: Digest,
