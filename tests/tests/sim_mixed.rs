@@ -20,7 +20,9 @@
 //! Most seeds see at least one master restart and one agent crash that keeps its guests; the
 //! tests assert that the seed set as a whole does.
 //!
-//! `SIM_SEEDS` (default 200) sets how many seeds run; `SIM_SEED` runs one (to replay a failure).
+//! `SIM_SEEDS` (default 120 with restarts, 40 without: the file takes under a minute in a
+//! debug build on two busy cores) sets how many seeds run; `SIM_SEED` runs one (to replay a
+//! failure, including a known-bad one).
 
 use proto::resources::GIB;
 use proto::{Reason, Resources, TaskState};
@@ -183,9 +185,23 @@ fn play(seed: u64, scenario: &Scenario) -> Result<usize, String> {
     Ok(unreachable)
 }
 
-/// Seeds whose scenario finds a known bug in a core (kept out of the CI set so it stays green;
-/// each names the bug; replay one with `SIM_SEED`).
-const KNOWN_BAD: &[(u64, &str)] = &[];
+/// Seeds whose scenario finds a known bug in a core, skipped (in both shapes) so CI stays
+/// green until it is fixed; each names the bug. `SIM_SEED=<seed>` replays one anyway.
+///
+/// Master bug "recovered task told STAGING": after a master restart every task recovered from
+/// the registry has TASK_STAGING as its state before it became unreachable, and when its
+/// agent re-registers reporting it terminal (ended, its last update not yet acknowledged:
+/// the framework's ack was lost with the old master), `make_reachable` (master/src/core/
+/// agent.rs) tells the framework "TASK_STAGING: reachable again" although the framework has
+/// already seen it RUNNING and, here, FINISHED (relayed before the restart). The agent's
+/// queued terminal update follows, so the task ends once, but its framework saw it go
+/// backwards, and past its end.
+const KNOWN_BAD: &[(u64, &str)] = &[
+    (33, "master: recovered task told STAGING after its end"),
+    (34, "master: recovered task told STAGING after its end"),
+    (71, "master: recovered task told STAGING after its end"),
+    (73, "master: recovered task told STAGING after its end"),
+];
 
 fn run_seeds(default: u64, shape: &ScenarioShape) {
     let mut failures = Vec::new();
@@ -229,7 +245,7 @@ fn run_seeds(default: u64, shape: &ScenarioShape) {
 
 #[test]
 fn mixed_faults_with_restarts_over_many_seeds() {
-    run_seeds(200, &ScenarioShape::default());
+    run_seeds(120, &ScenarioShape::default());
 }
 
 #[test]
@@ -238,7 +254,7 @@ fn mixed_faults_without_restarts_lose_nothing() {
         restarts: false,
         ..ScenarioShape::default()
     };
-    run_seeds(50, &shape);
+    run_seeds(40, &shape);
 }
 
 #[test]
