@@ -107,7 +107,15 @@ fn play(seed: u64, scenario: &Scenario) -> Result<usize, String> {
                 .updates
                 .iter()
                 .filter(|u| u.task_id.as_str() == task)
-                .map(|u| format!("{} {:?} {:?} {}", u.state.name(), u.reason, u.uuid, u.message))
+                .map(|u| {
+                    format!(
+                        "{} {:?} {:?} {}",
+                        u.state.name(),
+                        u.reason,
+                        u.uuid,
+                        u.message
+                    )
+                })
                 .collect();
             return Err(format!("seed {seed} fw{f}: {e}; updates told: {told:#?}"));
         }

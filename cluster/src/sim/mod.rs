@@ -489,7 +489,10 @@ impl Sim {
                 panic!("invariant broken at {:?}: {e}", now - self.start);
             }
             if let Err(e) = self.check_registry() {
-                panic!("registry differs from the core at {:?}: {e}", now - self.start);
+                panic!(
+                    "registry differs from the core at {:?}: {e}",
+                    now - self.start
+                );
             }
         }
     }
@@ -497,7 +500,11 @@ impl Sim {
     /// Compares the registry with the master core ([`Master::check_registry`]).
     fn check_registry(&mut self) -> Result<(), String> {
         let batches = self.registry.batches();
-        if self.registry_view.as_ref().is_none_or(|(n, _)| *n != batches) {
+        if self
+            .registry_view
+            .as_ref()
+            .is_none_or(|(n, _)| *n != batches)
+        {
             self.registry_view = Some((batches, self.registry.snapshot()));
         }
         let (_, snapshot) = self.registry_view.as_ref().expect("just set");
