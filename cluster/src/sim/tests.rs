@@ -120,3 +120,30 @@ fn master_restart_and_agent_crash_together() {
     check_ends(&sim, |_| TaskState::Finished);
     assert_eq!(sim.frameworks[0].terminal.len(), 8);
 }
+
+/// One agent of `cpus`, two frameworks; framework 1's link is 3 s slow each way, so the
+/// acknowledgement of an update it is told is still in flight seconds later. (The other known
+/// master bug, "STAGING", is replayed by `SIM_SEED=33` in tests/tests/sim_mixed.rs.)
+fn slow_framework_cluster(seed: u64, cpus: u64) -> Sim {
+    let mut sim = Sim::new(seed, 1, res(cpus), 2);
+    sim.delay_framework(1, Duration::from_secs(3));
+    sim
+}
+
+// Known master bug (see KNOWN_BAD in tests/tests/sim_mixed.rs, "OVERCHARGE"): a task that
+// ended before a master restart but whose end was not yet acknowledged is still in the
+// registry, and `Master::recover` charges it to its agent on top of the task that took its
+// place: the recovered books exceed the agent (the simulation's invariant check panics).
+#[test]
+#[ignore = "master bug: Master::recover charges ended, unacknowledged tasks"]
+fn a_master_restart_does_not_charge_ended_tasks() {
+    let mut sim = slow_framework_cluster(7, 1);
+    let a = sim.submit_task(1, Duration::from_millis(100), res(1));
+    assert!(sim.drive_until(100_000, |s| s.guest_starts(&a) == 1));
+    let b = sim.submit_task(0, Duration::from_secs(10), res(1));
+    assert!(sim.drive_until(100_000, |s| s.guest_starts(&b) == 1));
+    // `a` ended, its end is on the slow link (or its ack is): the registry holds both.
+    assert_eq!(sim.registry.snapshot().tasks.len(), 2);
+    sim.restart_master();
+    sim.drive_until_done(1_000_000);
+}
