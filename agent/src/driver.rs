@@ -46,7 +46,10 @@
 //! deletes it on the blocking pool, and reports the work directory's disk usage every
 //! [`AgentOptions::disk_watch_interval`]. At start, the directories under `frameworks/` that
 //! no recovered task or executor owns (and no pending collection names) are a previous run's
-//! leftovers and are cleared the same way.
+//! leftovers and are cleared the same way. On the same tick, `blobs/` and `cache/` are
+//! scanned off the loop and, back on it, kept under [`AgentOptions::cache_size`] by
+//! [`crate::blob_gc`] (least recently used first, never what the core's tasks and executors
+//! use).
 
 use crate::checkpoint::{AgentCheckpoint, CheckpointError, CheckpointFile};
 use crate::core::{
@@ -151,9 +154,13 @@ pub struct AgentOptions {
     pub datasets: Vec<(String, PathBuf)>,
     /// When ended tasks' and executors' directories are removed (see [`crate::core::gc`]).
     pub gc: GcPolicy,
-    /// How often the work directory's disk usage is measured (it scales the GC delay); zero:
-    /// never, so the delay is never scaled.
+    /// How often the work directory's disk usage is measured (it scales the GC delay) and
+    /// the blobs and compiled modules are collected; zero: never.
     pub disk_watch_interval: Duration,
+    /// Most bytes of fetched blobs and compiled modules kept (`blobs/` and `cache/`); beyond
+    /// it the least recently used ones that no task or executor uses are removed (see
+    /// [`crate::blob_gc`]). Default 2 GiB.
+    pub cache_size: u64,
     /// Where guests run (default: in process).
     pub guests: GuestHost,
     /// Whether the agent persists a checkpoint before acting, and recovers from it at start
@@ -186,6 +193,7 @@ impl AgentOptions {
             datasets: Vec::new(),
             gc: GcPolicy::default(),
             disk_watch_interval: Duration::from_secs(60),
+            cache_size: 2 << 30,
             guests: GuestHost::InProcess,
             checkpoint: false,
             on_stop: OnStop::Quit,
@@ -272,6 +280,8 @@ enum Input {
     },
     /// The used fraction of the work directory's file system, just measured.
     DiskUsage(f64),
+    /// The files of `blobs/` and `cache/`, just scanned.
+    Cached(Vec<crate::blob_gc::CachedFile>),
 }
 
 /// Where a stop is.
@@ -450,24 +460,23 @@ impl Driver {
         let now = self.now();
         let live: HashSet<GuestId> = attachment.live.iter().cloned().collect();
         if let Some(cp) = saved {
-            // An in-process runtime never holds a previous run's guests (its id names the
-            // process, which a library user may run several agents in, one after another).
-            let same = cp.runtime_id == attachment.runtime_id
-                && !matches!(self.opts.guests, GuestHost::InProcess);
+            // An in-process runtime's id is unique to it: never the checkpoint's.
+            let same = cp.runtime_id == attachment.runtime_id;
             self.core = Agent::recover(cfg, cp.core, now).with_gc(self.opts.gc);
+            let mut replayed = false;
             if same {
                 self.skip_through = cp.last_seq;
                 self.last_seq = cp.last_seq;
                 // Covered by the checkpoint: the runtime may forget them.
                 self.runtime.ack(cp.last_seq);
                 self.acked = cp.last_seq;
-                self.read_replay(attachment.last_seq).await;
+                replayed = self.read_replay(attachment.last_seq).await;
             } else {
                 tracing::warn!(old = %cp.runtime_id, new = %attachment.runtime_id,
                     "the runtime process the guests ran in is gone: their tasks are lost");
             }
             let mine = self.core.guests();
-            let report = LiveGuests {
+            let mut report = LiveGuests {
                 tasks: mine
                     .tasks
                     .into_iter()
@@ -479,7 +488,21 @@ impl Driver {
                     .filter(|id| live.contains(&executor_guest(id)))
                     .collect(),
                 same_runtime: same,
+                executor_tasks: Default::default(),
             };
+            if same && replayed {
+                // Which launches reached each live instance (consistent with the replay read).
+                let has = report
+                    .executors
+                    .iter()
+                    .filter_map(|id| {
+                        let tasks = attachment.instance_tasks.get(&executor_guest(id))?;
+                        let tasks = tasks.iter().map(|t| proto::TaskId::from(t.as_str()));
+                        Some((id.clone(), tasks.collect()))
+                    })
+                    .collect();
+                report.executor_tasks = Some(has);
+            }
             for id in &report.executors {
                 self.instances
                     .insert(id.key(), Instance::Running { run: id.run });
@@ -510,15 +533,15 @@ impl Driver {
     }
 
     /// Applies the runtime's replayed events up to `until` (bounded: a runtime that does not
-    /// deliver them is given up on with a warning; later ones are applied as they come).
-    async fn read_replay(&mut self, until: u64) {
+    /// deliver them is given up on with a warning; later ones are applied as they come). Whether it read them all.
+    async fn read_replay(&mut self, until: u64) -> bool {
         let deadline = Instant::now() + self.opts.stop_timeout.max(Duration::from_secs(10));
         while self.seen_seq.max(self.skip_through) < until {
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
                 Ok(Some(ev)) => self.runtime_event(ev),
                 Ok(None) => {
                     tracing::error!("the runtime process went away during recovery");
-                    return;
+                    return false;
                 }
                 Err(_) => {
                     tracing::warn!(
@@ -526,10 +549,11 @@ impl Driver {
                         until,
                         "the runtime's replay did not arrive in time"
                     );
-                    return;
+                    return false;
                 }
             }
         }
+        true
     }
 
     async fn run(&mut self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
@@ -632,11 +656,14 @@ impl Driver {
                     // Measured off the loop (a slow file system must not stall it), reported back.
                     let dir = self.fetcher.work_dir().clone();
                     let tx = self.tx.clone();
-                    tokio::task::spawn_blocking(move || match dir.disk_space() {
-                        Ok(space) => {
-                            let _ = tx.send(Input::DiskUsage(space.usage));
+                    tokio::task::spawn_blocking(move || {
+                        match dir.disk_space() {
+                            Ok(space) => {
+                                let _ = tx.send(Input::DiskUsage(space.usage));
+                            }
+                            Err(e) => tracing::warn!(error = %e, "cannot measure the work directory's disk"),
                         }
-                        Err(e) => tracing::warn!(error = %e, "cannot measure the work directory's disk"),
+                        let _ = tx.send(Input::Cached(crate::blob_gc::scan(&dir)));
                     });
                 }
             }
@@ -689,6 +716,22 @@ impl Driver {
             Input::DiskUsage(usage) => {
                 self.core.set_disk_usage(usage);
                 self.core.handle_timeout(now);
+            }
+            Input::Cached(files) => {
+                // Decided and removed on the loop, against what the core uses right now: no
+                // task can start using an entry in between.
+                let in_use = self.core.blobs_in_use();
+                let planned = crate::blob_gc::plan(&files, &in_use, self.opts.cache_size);
+                if !planned.is_empty() {
+                    let c = crate::blob_gc::remove(&files, &planned);
+                    tracing::info!(
+                        total_bytes = c.total_bytes,
+                        removed_bytes = c.removed_bytes,
+                        removed = c.removed.len(),
+                        cap = self.opts.cache_size,
+                        "blobs and compiled modules over the cache size: least recently used removed"
+                    );
+                }
             }
             Input::LinkDown { generation: g, why } => {
                 if g == self.generation && self.control.is_some() {

@@ -2,7 +2,8 @@
 //!
 //! It is the one writer of `blobs/`: a blob is fetched once, on first use, over its own QUIC
 //! stream of the current connection ([`net::link::fetch_blob`] writes it whole or not at all),
-//! and kept for later tasks. It also lays out a task's directory afresh and copies the task's
+//! and kept for later tasks (each use marks it recently used, for the size-capped collection
+//! of [`crate::blob_gc`]). It also lays out a task's directory afresh and copies the task's
 //! files into its sandbox; for an executor, it lays out the executor's directory afresh when an
 //! instance starts, and each of its tasks' file directories (`sandbox/tasks/<tid>/`).
 
@@ -140,6 +141,8 @@ impl Fetcher {
     async fn ensure_blob(&self, digest: Digest) -> Result<PathBuf, PrepareError> {
         let path = self.work_dir.blob(&digest.to_hex());
         if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            // Used again: the cache collection keeps recently used blobs.
+            crate::blob_gc::touch(&path);
             return Ok(path);
         }
         let conn = self.lock_conn().clone();

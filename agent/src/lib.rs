@@ -35,6 +35,7 @@
 //!   every input, delivery of status updates) is documented under [Contract](core#contract).
 //! - [`driver`]: the loop: dial and redial the master, feed the core, persist its checkpoint,
 //!   carry out its actions through the fetcher and the runtime; recovery at start, stop modes.
+//! - [`blob_gc`]: keeps `blobs/` and `cache/` under a size cap, least recently used first.
 //! - [`checkpoint`]: the checkpoint file (versioned, written atomically) a restarted agent
 //!   recovers from.
 //! - [`fetch`]: the blob fetcher, sole writer of `blobs/`, of task directories' files and of
@@ -50,6 +51,7 @@
 
 #![warn(missing_docs)]
 
+pub mod blob_gc;
 pub mod checkpoint;
 pub mod core;
 pub mod driver;

@@ -6,7 +6,10 @@
 //!   restart), none runs twice, and every update is delivered and acknowledged (the agent's
 //!   checkpoint ends with no task left);
 //! - of the agent and its runtime: the tasks that ran are reported failed with
-//!   `RuntimeLost`, once each.
+//!   `RuntimeLost`, once each;
+//! - of the agent while a framework's executor (`kvexec`) has tasks waiting: the instance
+//!   and its memory survive (a message after the restart releases the tasks it holds from
+//!   before), a later task goes to it, and every update arrives once.
 //!
 //! The time from starting the new agent process to its re-registration is printed (a
 //! measurement, never asserted).
@@ -262,10 +265,25 @@ impl Cluster {
 
     /// Waits until the agent's checkpoint holds no task: every update acknowledged.
     async fn wait_all_acknowledged(&self) {
+        self.wait_all_acknowledged_but(0).await
+    }
+
+    /// Waits until the agent's checkpoint holds at most `live` tasks (live tasks stay in it)
+    /// and none of them has an unacknowledged update.
+    async fn wait_all_acknowledged_but(&self, live: usize) {
         let file = CheckpointFile::new(self.agent_dir.join("checkpoint"));
         let deadline = Instant::now() + SANITY;
         loop {
-            let left = file.load().unwrap().map_or(0, |cp| cp.core.tasks.len());
+            let cp = file.load().unwrap();
+            let tasks = cp.as_ref().map_or(0, |cp| cp.core.tasks.len());
+            let unacked = cp.as_ref().map_or(0, |cp| {
+                cp.core
+                    .tasks
+                    .iter()
+                    .filter(|t| !t.updates.is_empty())
+                    .count()
+            });
+            let left = tasks.saturating_sub(live).max(unacked);
             if left == 0 {
                 return;
             }
@@ -593,4 +611,158 @@ async fn sigterm_with_kill_tasks_kills_and_reports_them_and_stops_the_runtime() 
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// `kvexec` as an executor of <0.1 cpus, 64 MiB> (its generated table takes about 30 MiB).
+fn kv_info(module: Digest) -> proto::ExecutorInfo {
+    proto::ExecutorInfo {
+        executor_id: proto::ExecutorId::from("kv"),
+        name: "kvexec".into(),
+        module,
+        resources: Resources::new(100, 64 * MIB, 0),
+        args: vec![],
+        env: vec![],
+        idle_timeout_ms: None,
+        kill_grace_ms: None,
+    }
+}
+
+/// What an executor's framework hears, apart from offers.
+#[derive(Default)]
+struct ExecSeen {
+    seen: Seen,
+    /// The executor's messages, in order.
+    messages: Vec<Vec<u8>>,
+    /// `ExecutorExited` events.
+    exits: usize,
+}
+
+/// Feeds events into `seen` until `done` holds; returns the first offer that came meanwhile
+/// if `want_offer` (and waits for one).
+async fn exec_until(
+    sched: &mut Scheduler,
+    seen: &mut ExecSeen,
+    what: &str,
+    want_offer: bool,
+    done: impl Fn(&ExecSeen) -> bool,
+) -> Option<proto::Offer> {
+    let deadline = tokio::time::Instant::now() + SANITY;
+    let mut offer = None;
+    while !done(seen) || (want_offer && offer.is_none()) {
+        let ev = tokio::time::timeout_at(deadline, sched.next_event())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting until {what}"))
+            .expect("scheduler closed");
+        match ev {
+            Event::Update(s) => seen.seen.add(s),
+            Event::Message { data, .. } => seen.messages.push(data),
+            Event::ExecutorExited { .. } => seen.exits += 1,
+            Event::Offers(o) if want_offer && offer.is_none() => offer = o.into_iter().next(),
+            _ => {}
+        }
+    }
+    offer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_agent_keeps_its_executor_and_its_state() {
+    let mut c = deploy();
+    let mut sched = c.scheduler().await;
+    let kv = sched
+        .upload_module(&std::fs::read(wasm_examples::executors::KVEXEC_EXECUTOR_PATH).unwrap())
+        .await
+        .unwrap();
+    let info = kv_info(kv);
+    let task = |id: &str, offer: &proto::Offer| {
+        TaskBuilder::new(id, info.module)
+            .executor(info.clone())
+            .data(b"wait".to_vec())
+            .resources(Resources::new(100, 16 * MIB, 0))
+            .build(offer)
+    };
+    let mut seen = ExecSeen::default();
+    let offer = exec_until(&mut sched, &mut seen, "an offer", true, |_| true)
+        .await
+        .unwrap();
+    let agent_id = offer.agent_id.clone();
+    let filters = Filters {
+        refuse_seconds: 0.0,
+    };
+    sched
+        .accept(
+            vec![offer.id.clone()],
+            vec![task("w1", &offer), task("w2", &offer)],
+            filters,
+        )
+        .unwrap();
+    let running = |s: &ExecSeen, ids: &[&str]| {
+        ids.iter().all(|t| {
+            s.seen
+                .updates
+                .get(*t)
+                .is_some_and(|v| v.iter().any(|u| u.state == TaskState::Running))
+        })
+    };
+    exec_until(&mut sched, &mut seen, "w1 and w2 run", false, |s| {
+        running(s, &["w1", "w2"])
+    })
+    .await;
+    c.wait_all_acknowledged_but(2).await;
+
+    let runtime = runtime_pid(&c.agent_dir).expect("the runtime process runs");
+    c.kill_agent();
+    assert!(alive(runtime), "the runtime outlives its agent");
+    c.restart_agent();
+    c.wait_log("registered: from start");
+    assert_eq!(runtime_pid(&c.agent_dir), Some(runtime), "the same runtime");
+
+    // A task launched after the restart goes to the same instance.
+    let offer = exec_until(
+        &mut sched,
+        &mut seen,
+        "an offer after the restart",
+        true,
+        |_| true,
+    )
+    .await
+    .unwrap();
+    sched
+        .accept(vec![offer.id.clone()], vec![task("w3", &offer)], filters)
+        .unwrap();
+    exec_until(&mut sched, &mut seen, "w3 runs", false, |s| {
+        running(s, &["w3"])
+    })
+    .await;
+    // One release finishes the two tasks waiting since before the kill (the instance's memory
+    // kept them) and the new one.
+    sched
+        .send_message(agent_id, proto::ExecutorId::from("kv"), b"release".to_vec())
+        .unwrap();
+    exec_until(&mut sched, &mut seen, "every task ended", false, |s| {
+        s.seen.terminal() == 3 && !s.messages.is_empty()
+    })
+    .await;
+    // Nothing more comes.
+    let quiet = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Some(ev)) = tokio::time::timeout_at(quiet, sched.next_event()).await {
+        match ev {
+            Event::Update(s) => seen.seen.add(s),
+            Event::Message { data, .. } => seen.messages.push(data),
+            Event::ExecutorExited { .. } => seen.exits += 1,
+            _ => {}
+        }
+    }
+    for t in ["w1", "w2", "w3"] {
+        let updates = &seen.seen.updates[t];
+        let states: Vec<TaskState> = updates.iter().map(|u| u.state).collect();
+        assert_eq!(
+            states,
+            vec![TaskState::Starting, TaskState::Running, TaskState::Finished],
+            "{t}: {updates:?}"
+        );
+        assert_eq!(updates[2].message, "released", "{t}");
+    }
+    assert_eq!(seen.messages, vec![b"echo:release".to_vec()]);
+    assert_eq!(seen.exits, 0, "the executor never exited");
+    c.wait_all_acknowledged().await;
 }

@@ -5,6 +5,10 @@
 //! store's directory) and renamed into place once complete and checked, so a crash or a torn
 //! upload never leaves a file under a digest it does not match, and concurrent uploads of the
 //! same blob never share a temporary file.
+//!
+//! Who uploaded a blob is kept beside it, in `{digest}.owners` (one principal name a line,
+//! appended and synced before the upload is answered), so a restarted master still lets a
+//! principal use what it uploaded before the restart (blobs belong to their uploaders).
 
 use proto::{BlobKind, Digest};
 use std::path::{Path, PathBuf};
@@ -85,9 +89,53 @@ impl BlobStore {
         Ok(())
     }
 
+    /// Where the names of a blob's uploaders live.
+    fn owners_path(&self, digest: &Digest) -> PathBuf {
+        self.dir.join(format!("{}.owners", digest.to_hex()))
+    }
+
+    /// Records, durably, that `owner` uploaded `digest` (before its upload is answered).
+    pub fn add_owner(&self, digest: &Digest, owner: &str) -> Result<(), BlobError> {
+        if self.owners(digest)?.iter().any(|o| o == owner) {
+            return Ok(());
+        }
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.owners_path(digest))?;
+        // One write of one line: concurrent appends by other uploaders do not interleave.
+        f.write_all(format!("{owner}\n").as_bytes())?;
+        f.sync_data()?;
+        Ok(())
+    }
+
+    /// The principals recorded as uploaders of `digest` (none when nothing was recorded).
+    pub fn owners(&self, digest: &Digest) -> Result<Vec<String>, BlobError> {
+        match std::fs::read_to_string(self.owners_path(digest)) {
+            Ok(text) => {
+                let mut out: Vec<String> = text
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                out.sort();
+                out.dedup();
+                Ok(out)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Deletes a blob the core has forgotten (garbage collection); `Ok(false)` when it was
     /// not there.
     pub fn remove(&self, digest: &Digest) -> Result<bool, BlobError> {
+        match std::fs::remove_file(self.owners_path(digest)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
         match std::fs::remove_file(self.path(digest)) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -147,7 +195,16 @@ mod tests {
         assert_eq!(scanned.len(), 2);
         assert!(scanned.contains(&(Digest::of(wasm), BlobKind::Module)));
         assert!(scanned.contains(&(Digest::of(b"garbage"), BlobKind::File)));
+        // Owners are kept beside the blob, once each, and go with it.
+        let g = Digest::of(b"garbage");
+        assert!(store.owners(&g).unwrap().is_empty());
+        store.add_owner(&g, "bob").unwrap();
+        store.add_owner(&g, "alice").unwrap();
+        store.add_owner(&g, "bob").unwrap();
+        assert_eq!(store.owners(&g).unwrap(), ["alice", "bob"]);
+        assert_eq!(store.scan().unwrap().len(), 2, "an owners file is no blob");
         assert!(store.remove(&Digest::of(b"garbage")).unwrap());
+        assert!(store.owners(&g).unwrap().is_empty());
         assert!(!store.remove(&Digest::of(b"garbage")).unwrap());
         assert_eq!(
             store.scan().unwrap(),

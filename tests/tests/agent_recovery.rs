@@ -2,7 +2,8 @@
 //! agent): a restarted agent recovers its checkpoint, re-registers under its old id and reports
 //! the tasks that died with it exactly once (`RuntimeLost`); a stop that kills tasks reports
 //! them, tells the master and removes its checkpoint, without hanging when the master does not
-//! confirm. The runtime process (guests that outlive the agent) is tested end to end in
+//! confirm; the agent's blobs and compiled modules are kept under its cache size (what a running
+//! task uses excepted). The runtime process (guests that outlive the agent) is tested end to end in
 //! cli/tests/agent_restart.rs.
 
 use agent::driver::OnStop;
@@ -150,4 +151,71 @@ async fn measure_task_throughput_with_and_without_the_checkpoint() {
         mean(false),
         mean(true) / mean(false)
     );
+}
+
+/// Fetched blobs and compiled modules are kept under the agent's cache size: once a task has
+/// ended, its module (blob and compiled code) is collected, while the module of a running task
+/// stays even though it alone is over the cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_and_compiled_modules_over_the_cache_size_are_collected_but_not_those_in_use() {
+    trace();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = LocalCluster::start(fast_config(), dir.path())
+        .await
+        .unwrap();
+    let mut opts = cluster
+        .agent_options("a1", Resources::new(2000, 512 * MIB, 0), None)
+        .unwrap();
+    opts.cache_size = 1;
+    opts.disk_watch_interval = Duration::from_millis(100);
+    cluster.spawn_agent(opts);
+    let work = cluster.agents[0].work_dir.clone();
+    let mut sched = Scheduler::connect(cluster.scheduler_options("fw", "*").unwrap())
+        .await
+        .unwrap();
+    let hello = sched.upload_module(wasm_examples::HELLO).await.unwrap();
+    let offer = offer_from(&mut sched, "a1").await;
+    let task = sdk::TaskBuilder::new("hello", hello)
+        .resources(Resources::new(100, 32 * MIB, 0))
+        .build(&offer);
+    sched
+        .accept(
+            vec![offer.id.clone()],
+            vec![task],
+            proto::Filters {
+                refuse_seconds: 0.0,
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        wait_terminal(&mut sched, "hello").await.state,
+        TaskState::Finished
+    );
+    let offer = offer_from(&mut sched, "a1").await;
+    let spinner = run_spinner(&mut sched, &offer, "spin", Resources::new(100, 32 * MIB, 0)).await;
+    // Files of a digest in blobs/ or cache/.
+    let files_of = |d: proto::Digest| -> Vec<std::path::PathBuf> {
+        let hex = d.to_hex();
+        ["blobs", "cache"]
+            .iter()
+            .filter_map(|sub| std::fs::read_dir(work.join(sub)).ok())
+            .flat_map(|rd| rd.flatten().map(|e| e.path()))
+            .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with(&hex))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !files_of(hello).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hello's module was never collected: {:?}",
+            files_of(hello)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kept = files_of(spinner);
+    assert!(
+        kept.iter().any(|p| p.starts_with(work.join("blobs"))),
+        "the running task's module is kept: {kept:?}"
+    );
+    cluster.shutdown().await;
 }

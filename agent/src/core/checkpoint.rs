@@ -18,7 +18,9 @@
 //!    as ordinary events: each is applied once, in order.
 //! 3. The driver feeds [`Event::Recovered`](super::Event::Recovered) with the guests the
 //!    runtime still runs. With the same runtime (replay applied), a launched one-shot task it
-//!    neither runs nor reported ended never reached it, and is launched now. Otherwise (the
+//!    neither runs nor reported ended never reached it, and is launched now; so is a task
+//!    launched into a live instance that the runtime says the instance does not hold
+//!    ([`LiveGuests::executor_tasks`]). Otherwise (the
 //!    runtime died) a launched task or a started instance that is not among them and has
 //!    not ended gets exactly one terminal update: TASK_FAILED with
 //!    [`Reason::RuntimeLost`](proto::Reason::RuntimeLost) (for an instance, through the
@@ -119,6 +121,13 @@ pub struct LiveGuests {
     /// between recording the launch and sending it) and is launched now. Otherwise the runtime
     /// died, and such a guest with it.
     pub same_runtime: bool,
+    /// With `same_runtime`, if known: for each executor instance in `executors`, the tasks
+    /// launched into it that it has not reported ended (the runtime's account, consistent
+    /// with the replay applied). A task the core launched into a live instance that is not
+    /// listed never reached it (the agent died between recording the launch and sending it)
+    /// and is launched again; an instance missing here is taken to hold none. `None` (unknown,
+    /// e.g. the replay did not all arrive): nothing is launched again.
+    pub executor_tasks: Option<BTreeMap<super::ExecutorRun, Vec<proto::TaskId>>>,
 }
 
 impl Agent {
@@ -135,6 +144,7 @@ impl Agent {
                 .collect(),
             executors: self.instances.iter().map(|(k, i)| i.run_id(k)).collect(),
             same_runtime: false,
+            executor_tasks: Default::default(),
         }
     }
 
@@ -222,7 +232,11 @@ impl Agent {
             let i = &self.instances[&key];
             let id = i.run_id(&key);
             let is_live = live.executors.contains(&id);
-            self.recover_instance(now, &key, is_live);
+            let has = live
+                .executor_tasks
+                .as_ref()
+                .map(|m| m.get(&id).map(Vec::as_slice).unwrap_or_default());
+            self.recover_instance(now, &key, is_live, has);
         }
         let keys: Vec<TaskKey> = self.tasks.keys().cloned().collect();
         for key in keys {

@@ -226,6 +226,11 @@ impl Instance {
             .map_or(DEFAULT_KILL_GRACE, Duration::from_millis)
     }
 
+    /// The executor's component.
+    pub(super) fn module(&self) -> proto::Digest {
+        self.info.module
+    }
+
     fn envelope(&self) -> Resources {
         self.live.values().fold(self.info.resources, |a, r| a + *r)
     }
@@ -904,12 +909,29 @@ impl Agent {
     /// Recovery of one instance (see [`super::checkpoint`]): a live one has its timers and
     /// pending asks restarted; a dead one that had started fails like an executor that
     /// terminated, with [`Reason::RuntimeLost`]; one whose start was under way is started again.
-    pub(super) fn recover_instance(&mut self, now: Instant, key: &ExecutorKey, is_live: bool) {
+    pub(super) fn recover_instance(
+        &mut self,
+        now: Instant,
+        key: &ExecutorKey,
+        is_live: bool,
+        runtime_tasks: Option<&[TaskId]>,
+    ) {
         let Some(i) = self.instances.get_mut(key) else {
             return;
         };
         let id = i.id(key);
         if is_live {
+            // Launched here, not ended, not in the instance, no kill pending: the launch never
+            // reached the runtime (sent after the envelope below, as on a first launch).
+            let relaunch: Vec<TaskInfo> = i
+                .live
+                .keys()
+                .filter(|t| runtime_tasks.is_some_and(|has| !has.contains(t)))
+                .filter(|t| !i.kill_deadlines.contains_key(*t))
+                .filter_map(|t| self.tasks.get(&(key.0.clone(), t.clone())))
+                .filter(|t| t.phase != Phase::Done && !t.state.is_terminal())
+                .map(|t| t.info.clone())
+                .collect();
             let grace = i.kill_grace();
             let killing: Vec<TaskId> = i.kill_deadlines.keys().cloned().collect();
             for t in &killing {
@@ -926,6 +948,14 @@ impl Agent {
                 id: id.clone(),
                 resources,
             });
+            for task in relaunch {
+                tracing::info!(framework = %key.0, task = %task.task_id,
+                    "task's launch never reached its executor; launching it");
+                self.exec_action(ExecutorAction::Launch {
+                    id: id.clone(),
+                    task,
+                });
+            }
             for task_id in killing {
                 self.exec_action(ExecutorAction::KillTask {
                     id: id.clone(),

@@ -171,6 +171,23 @@ impl Agent {
         t
     }
 
+    /// The blobs (modules and files, as hex digests) that a task not yet ended or an executor
+    /// instance not yet exited may still read: the driver's collection of `blobs/` and
+    /// `cache/` ([`crate::blob_gc`]) never removes them.
+    pub fn blobs_in_use(&self) -> std::collections::BTreeSet<String> {
+        let tasks = self
+            .tasks
+            .values()
+            .filter(|t| t.phase != super::Phase::Done)
+            .flat_map(|t| {
+                let files = t.info.files.iter().map(|f| f.digest);
+                let exec = t.info.executor.as_ref().map(|e| e.module);
+                files.chain(exec).chain([t.info.module])
+            });
+        let executors = self.instances.values().map(|i| i.module());
+        tasks.chain(executors).map(|d| d.to_hex()).collect()
+    }
+
     /// The directories this agent still owns: those of its tasks and executors, and those
     /// waiting for collection. At start, anything else under `frameworks/` is a leftover.
     pub fn owned_directories(&self) -> std::collections::BTreeSet<GcTarget> {

@@ -195,3 +195,54 @@ fn a_shutdown_schedules_every_forgotten_task() {
     a.handle_timeout(t0 + DELAY);
     assert_eq!(gcs(&mut a), vec![target("t1")]);
 }
+
+#[test]
+fn blobs_in_use_are_those_of_tasks_not_ended_and_of_live_executors() {
+    let t0 = Instant::now();
+    let mut a = gc_agent(t0);
+    let mut t = task("t1", 100, GIB);
+    t.files = vec![proto::TaskFile {
+        path: "in.txt".into(),
+        digest: proto::Digest::of(b"input"),
+    }];
+    let (module, file) = (t.module.to_hex(), proto::Digest::of(b"input").to_hex());
+    a.handle(
+        t0,
+        Event::Message(Message::RunTask {
+            framework_id: fid(),
+            task: t,
+        }),
+    );
+    drain(&mut a);
+    assert_eq!(
+        a.blobs_in_use(),
+        std::collections::BTreeSet::from([module.clone(), file])
+    );
+    // Once it has ended (even with its last update not yet acknowledged), nothing is in use.
+    a.handle(
+        t0,
+        Event::Prepared {
+            key: (fid(), TaskId::from("t1")),
+            result: Ok(()),
+        },
+    );
+    a.handle(
+        t0,
+        Event::Finished {
+            key: (fid(), TaskId::from("t1")),
+            outcome: Outcome {
+                state: TaskState::Finished,
+                reason: Reason::ExitCode(0),
+                message: "exited 0".into(),
+                stdout_tail: String::new(),
+                stderr_tail: String::new(),
+            },
+        },
+    );
+    drain(&mut a);
+    assert!(a.blobs_in_use().is_empty());
+    // A live executor's component stays in use with no task.
+    let (e, _) = super::tests_executors::running_one(t0);
+    let component = super::tests_executors::exec_info().module.to_hex();
+    assert!(e.blobs_in_use().contains(&component));
+}

@@ -127,6 +127,7 @@ fn tasks_live_in_the_runtime_keep_running_and_finish_once() {
             tasks: vec![tkey("t1"), tkey("t2")],
             executors: vec![],
             same_runtime: true,
+            executor_tasks: None,
         }),
     );
     assert!(drain(&mut r).is_empty(), "nothing to redo or report");
@@ -254,6 +255,7 @@ fn a_recovered_executor_gets_its_tasks_updates() {
             tasks: vec![],
             executors: vec![id.clone()],
             same_runtime: true,
+            executor_tasks: None,
         }),
     );
     // Only the envelope is set again (idempotent).
@@ -276,6 +278,82 @@ fn a_recovered_executor_gets_its_tasks_updates() {
     ack_all(&mut r, t0, &acts);
     assert!(
         matches!(&acts[..], [.., Action::Prepare { task, .. }] if task.task_id.as_str() == "t2")
+    );
+}
+
+#[test]
+fn an_executor_task_whose_launch_never_reached_the_live_instance_is_launched_again_once() {
+    let t0 = Instant::now();
+    let (mut a, id) = running_one(t0);
+    let acts = super::tests_executors::run_task(&mut a, t0, etask("t2", 100, MIB));
+    ack_all(&mut a, t0, &acts);
+    a.handle(
+        t0,
+        Event::Prepared {
+            key: tkey("t2"),
+            result: Ok(()),
+        },
+    );
+    // The checkpoint holds t2 launched; the agent dies before the launch is sent.
+    let acts = drain(&mut a);
+    assert!(exec_actions(&acts).iter().any(
+        |x| matches!(x, ExecutorAction::Launch { task, .. } if task.task_id.as_str() == "t2")
+    ));
+    let envelope = ExecutorAction::SetEnvelope {
+        id: id.clone(),
+        resources: Resources::new(1600, 321 * MIB, 0),
+    };
+    let recovered = |a: &Agent, has: Option<Vec<&str>>| {
+        let mut r = restart(a, t0);
+        r.handle(
+            t0,
+            Event::Recovered(LiveGuests {
+                executors: vec![id.clone()],
+                same_runtime: true,
+                executor_tasks: has
+                    .map(|h| [(id.clone(), h.into_iter().map(TaskId::from).collect())].into()),
+                ..LiveGuests::default()
+            }),
+        );
+        let acts = exec_actions(&drain(&mut r));
+        (r, acts)
+    };
+    // The runtime's instance has t1 only: t2 is launched again, after the envelope.
+    let (mut r, acts) = recovered(&a, Some(vec!["t1"]));
+    assert_eq!(
+        acts,
+        vec![
+            envelope.clone(),
+            ExecutorAction::Launch {
+                id: id.clone(),
+                task: etask("t2", 100, MIB)
+            }
+        ]
+    );
+    reconnect(&mut r, t0);
+    let acts = update(&mut r, t0, &id, "t2", TaskState::Running);
+    assert_eq!(statuses(&acts)[0].state, TaskState::Running);
+    // It has both: nothing is launched again; unknown (replay incomplete): neither.
+    assert_eq!(
+        recovered(&a, Some(vec!["t1", "t2"])).1,
+        vec![envelope.clone()]
+    );
+    assert_eq!(recovered(&a, None).1, vec![envelope]);
+    // A task with a kill pending is not launched again (the kill grace ends it).
+    a.handle(
+        t0,
+        Event::Message(Message::KillTask {
+            framework_id: fid(),
+            task_id: TaskId::from("t2"),
+        }),
+    );
+    drain(&mut a);
+    let acts = recovered(&a, Some(vec!["t1"])).1;
+    assert!(
+        !acts
+            .iter()
+            .any(|x| matches!(x, ExecutorAction::Launch { .. })),
+        "{acts:?}"
     );
 }
 

@@ -7,7 +7,7 @@
 //! attachment sees a consistent cut: the live guests and the replayed outbox match, and no
 //! event is numbered, kept or sent out of order.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
@@ -15,8 +15,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::{Attachment, GuestEvent, GuestId, RuntimeError, RuntimeEvent};
 use crate::executor::{
-    ExecEvent, Executor, ExecutorConfig, InstanceEvent, InstanceHandle, InstanceSpec, KillHandle,
-    TaskSpec,
+    ExecEvent, Executor, ExecutorConfig, GuestTaskState, InstanceEvent, InstanceHandle,
+    InstanceSpec, InstanceTask, KillHandle, TaskSpec,
 };
 
 /// Most bytes of guest-to-scheduler messages the outbox holds unacknowledged: beyond it,
@@ -93,15 +93,17 @@ struct Guest {
 enum GuestKind {
     /// A task: it can only be killed.
     Task(KillHandle),
-    /// An instance: killed, or driven through its handle.
-    Instance(InstanceHandle),
+    /// An instance: killed, or driven through its handle; with the ids of the tasks launched
+    /// into it that have not ended (no terminal update yet), so that a recovering agent learns
+    /// which launches reached it and a repeated launch is not delivered twice.
+    Instance(InstanceHandle, BTreeSet<String>),
 }
 
 impl GuestKind {
     fn kill(&self) {
         match self {
             GuestKind::Task(k) => k.kill(),
-            GuestKind::Instance(h) => h.kill(),
+            GuestKind::Instance(h, _) => h.kill(),
         }
     }
 }
@@ -162,6 +164,16 @@ impl Host {
         let mut st = self.state();
         let mut live: Vec<GuestId> = st.guests.keys().cloned().collect();
         live.sort();
+        let instance_tasks: BTreeMap<GuestId, Vec<String>> = st
+            .guests
+            .iter()
+            .filter_map(|(id, g)| match &g.kind {
+                GuestKind::Instance(_, tasks) => {
+                    Some((id.clone(), tasks.iter().cloned().collect()))
+                }
+                GuestKind::Task(_) => None,
+            })
+            .collect();
         for ev in &st.outbox {
             let _ = tx.send(ev.clone());
         }
@@ -173,6 +185,7 @@ impl Host {
             live,
             fuel_per_core_second: self.inner.executor.fuel_per_core_second(),
             last_seq: st.last_seq,
+            instance_tasks,
         };
         (attachment, token)
     }
@@ -261,7 +274,7 @@ impl Host {
             guest,
             Guest {
                 generation,
-                kind: GuestKind::Instance(handle),
+                kind: GuestKind::Instance(handle, BTreeSet::new()),
             },
         );
         self.inner.live.send_replace(st.guests.len());
@@ -274,10 +287,30 @@ impl Host {
         }
     }
 
+    /// Hands a task to the instance `guest`, unless a task of that id was launched into it and
+    /// has not ended (a recovering agent may send a launch again: it is delivered once).
+    pub(crate) fn instance_launch(&self, guest: &str, task: InstanceTask) {
+        let mut st = self.state();
+        match st.guests.get_mut(guest).map(|g| &mut g.kind) {
+            Some(GuestKind::Instance(h, tasks)) => {
+                if tasks.insert(task.task_id.clone()) {
+                    h.launch(task);
+                } else {
+                    tracing::info!(%guest, task = %task.task_id,
+                        "launch of a task the instance already runs ignored");
+                }
+            }
+            Some(GuestKind::Task(_)) => {
+                tracing::warn!(%guest, "instance launch on a one-shot task ignored")
+            }
+            None => {}
+        }
+    }
+
     /// Runs `f` on the instance `guest`, if it is a live instance.
     pub(crate) fn with_instance(&self, guest: &str, f: impl FnOnce(&InstanceHandle)) {
         match self.state().guests.get(guest).map(|g| &g.kind) {
-            Some(GuestKind::Instance(h)) => f(h),
+            Some(GuestKind::Instance(h, _)) => f(h),
             Some(GuestKind::Task(_)) => {
                 tracing::warn!(%guest, "instance call on a one-shot task ignored")
             }
@@ -319,6 +352,19 @@ fn emit(weak: &Weak<Inner>, guest: &str, generation: u64, event: GuestEvent, end
         return;
     };
     let mut st = lock(&inner.state);
+    if let GuestEvent::Instance(InstanceEvent::TaskUpdate { task_id, state, .. }) = &event {
+        if *state != GuestTaskState::Running {
+            if let Some(Guest {
+                generation: g,
+                kind: GuestKind::Instance(_, tasks),
+            }) = st.guests.get_mut(guest)
+            {
+                if *g == generation {
+                    tasks.remove(task_id);
+                }
+            }
+        }
+    }
     if end
         && st
             .guests
@@ -361,7 +407,7 @@ fn emit(weak: &Weak<Inner>, guest: &str, generation: u64, event: GuestEvent, end
         st.outbox_bytes += size_of_event(&ev);
         if st.outbox_bytes > inner.outbox_cap && !end {
             if let Some(Guest {
-                kind: GuestKind::Instance(h),
+                kind: GuestKind::Instance(h, _),
                 ..
             }) = st.guests.get(guest)
             {

@@ -26,7 +26,9 @@
 //! - the same: its guests kept running; it skips the replayed events up to its checkpoint's
 //!   `seq` and applies the rest; every guest it knows is either in [`Attachment::live`] or
 //!   ended (its end in the checkpoint or in the replay up to [`Attachment::last_seq`]); one
-//!   that is neither never reached the runtime;
+//!   that is neither never reached the runtime; likewise, a task launched into a live
+//!   instance that [`Attachment::instance_tasks`] does not list (and that has not ended)
+//!   never reached it, and is launched again;
 //! - another: the old runtime died with every guest; their tasks are reported failed, once.
 //!
 //! [`Events`] ending while attached means the runtime process died, with its guests (or a
@@ -139,6 +141,12 @@ pub struct Attachment {
     /// (in the checkpoint or the replay) never reached the runtime (e.g. the agent died
     /// between recording a launch and sending it).
     pub last_seq: u64,
+    /// For each live executor instance, the ids of the tasks launched into it that have not
+    /// ended (no terminal update numbered up to [`Attachment::last_seq`]), sorted: a task the
+    /// agent launched into a live instance that is neither here nor ended never reached it,
+    /// and is launched again ([`Runtime::instance_launch`] of a task the instance runs is
+    /// ignored, so sending it twice is harmless).
+    pub instance_tasks: std::collections::BTreeMap<GuestId, Vec<String>>,
 }
 
 /// Errors of the runtime interface.
@@ -253,7 +261,7 @@ impl Runtime {
     /// attachment (there is none), so [`Runtime::ack`] is a no-op. When every clone is
     /// dropped, the guests are killed.
     pub fn in_process(cfg: ExecutorConfig) -> Result<(Runtime, Attachment, Events), RuntimeError> {
-        let id = format!("in-process-{}", std::process::id());
+        let id = in_process_id();
         let host = Host::new(cfg, id, false)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (attachment, _) = host.attach(tx);
@@ -326,10 +334,11 @@ impl Runtime {
         }
     }
 
-    /// Hands a task to the instance `guest`.
+    /// Hands a task to the instance `guest`; ignored if a task of that id was launched into it
+    /// and has not ended.
     pub fn instance_launch(&self, guest: &str, task: InstanceTask) {
         match &self.backend {
-            Backend::Local(h) => h.with_instance(guest, |i| i.launch(task)),
+            Backend::Local(h) => h.instance_launch(guest, task),
             Backend::Remote(c) => c.send(Request::InstanceLaunch {
                 guest: guest.to_owned(),
                 task,
@@ -400,6 +409,21 @@ impl Runtime {
             Backend::Remote(c) => c.close(stop_guests).await,
         }
     }
+}
+
+/// A fresh id for an in-process runtime: unique among the instances of this process (a
+/// process-wide counter; a library user may run several agents in one process, one after
+/// another or at once) and across processes (the pid and the time, against pid reuse), so an
+/// agent never takes another's checkpointed guests for its own.
+fn in_process_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("in-process-{:x}-{:x}-{n}", std::process::id(), nanos)
 }
 
 /// The ordered event stream of one attachment: first every event the runtime sent that was

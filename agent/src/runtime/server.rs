@@ -12,6 +12,10 @@
 //!   in time is closed; the runtime and its guests carry on.
 //! - With no agent attached for the recovery timeout (Mesos's `recovery_timeout`), the guests
 //!   are killed and the process exits; so does [`Request::Stop`](super::wire::Request::Stop).
+//! - With no agent attached, it checks every [`DIR_CHECK_INTERVAL`] that its lock file (the
+//!   same file, not a successor's) and socket are still in place: when its directory was
+//!   removed (a test's tempdir, a decommissioned agent), nobody can ever attach again, so it
+//!   kills its guests and exits at once instead of waiting out the recovery timeout.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -29,6 +33,10 @@ use crate::executor::ExecutorConfig;
 
 /// How long a new connection has to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often a runtime with no agent attached checks that its directory is still there (two
+/// `stat`s: cheap).
+const DIR_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Settings of the runtime process.
 #[derive(Debug, Clone)]
@@ -48,7 +56,7 @@ pub struct ServeOptions {
 /// directory), executor, socket.
 pub async fn serve(opts: ServeOptions) -> Result<(), RuntimeError> {
     create_private_dir(&opts.dir)?;
-    let _lock = lock_dir(&opts.dir)?;
+    let lock = lock_dir(&opts.dir)?;
     let runtime_id = new_runtime_id();
     let cfg = opts.executor.clone();
     let id = runtime_id.clone();
@@ -72,6 +80,9 @@ pub async fn serve(opts: ServeOptions) -> Result<(), RuntimeError> {
     let mut stop = server.stop.subscribe();
     let mut detached_since = Some(Instant::now());
     let mut next_conn = 0u64;
+    let mut remove_socket = true;
+    let mut dir_check = tokio::time::interval(DIR_CHECK_INTERVAL);
+    dir_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let deadline = detached_since.map(|t| t + opts.recovery_timeout);
         tokio::select! {
@@ -109,10 +120,29 @@ pub async fn serve(opts: ServeOptions) -> Result<(), RuntimeError> {
                 host.stop_all().await;
                 break;
             }
+            _ = dir_check.tick(), if detached_since.is_some() => {
+                if server.active.borrow().is_some() {
+                    continue;
+                }
+                if let Some(why) = orphaned(&opts.dir, &opts.socket, &lock) {
+                    tracing::warn!(
+                        live = host.live_count(),
+                        dir = %opts.dir.display(),
+                        "{why}: no agent can attach any more; killing the guests and exiting"
+                    );
+                    host.stop_all().await;
+                    // The socket path may be a successor's now: leave it alone.
+                    remove_socket = false;
+                    break;
+                }
+            }
             _ = async { stop.wait_for(|s| *s).await.is_ok() } => break,
         }
     }
-    let _ = std::fs::remove_file(&opts.socket);
+    drop(lock);
+    if remove_socket {
+        let _ = std::fs::remove_file(&opts.socket);
+    }
     tracing::info!(%runtime_id, dropped_messages = host.dropped_messages(), "runtime exiting");
     Ok(())
 }
@@ -269,7 +299,7 @@ impl Server {
             Request::Launch { guest, spec } => h.launch(guest, spec),
             Request::Kill { guest } => h.kill(&guest),
             Request::StartInstance { guest, spec } => h.start_instance(guest, spec),
-            Request::InstanceLaunch { guest, task } => h.with_instance(&guest, |i| i.launch(task)),
+            Request::InstanceLaunch { guest, task } => h.instance_launch(&guest, task),
             Request::InstanceKillTask { guest, task_id } => {
                 h.with_instance(&guest, |i| i.kill_task(&task_id))
             }
@@ -325,6 +355,32 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File, RuntimeError> {
             path.display()
         ))),
         Err(std::fs::TryLockError::Error(source)) => Err(RuntimeError::Io { path, source }),
+    }
+}
+
+/// Why the runtime can never be attached again, if so: its lock file is gone or replaced (the
+/// directory was removed, perhaps recreated for another runtime), or its socket is gone.
+fn orphaned(dir: &Path, socket: &Path, lock: &std::fs::File) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let path = dir.join("lock");
+    let held = match lock.metadata() {
+        Ok(m) => m,
+        // Cannot tell: keep serving (the recovery timeout still applies).
+        Err(_) => return None,
+    };
+    match std::fs::metadata(&path) {
+        Ok(m) if m.dev() == held.dev() && m.ino() == held.ino() => {}
+        Ok(_) => return Some(format!("{} is another file now", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Some(format!("{} is gone", path.display()))
+        }
+        Err(_) => return None,
+    }
+    match std::fs::symlink_metadata(socket) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Some(format!("{} is gone", socket.display()))
+        }
+        _ => None,
     }
 }
 

@@ -136,6 +136,18 @@ async fn in_process_runs_a_task_to_finished_with_numbered_events() {
 }
 
 #[tokio::test]
+async fn in_process_runtimes_have_distinct_ids_within_one_process() {
+    let (a, att_a, _ea) = Runtime::in_process(config()).unwrap();
+    let (b, att_b, _eb) = Runtime::in_process(config()).unwrap();
+    assert_ne!(att_a.runtime_id, att_b.runtime_id);
+    a.close(true).await;
+    let (_c, att_c, _ec) = Runtime::in_process(config()).unwrap();
+    assert_ne!(att_c.runtime_id, att_a.runtime_id);
+    assert_ne!(att_c.runtime_id, att_b.runtime_id);
+    b.close(true).await;
+}
+
+#[tokio::test]
 async fn in_process_prepare_reports_an_invalid_module() {
     let (rt, _att, _events) = Runtime::in_process(config()).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -554,6 +566,99 @@ async fn recovery_timeout_kills_orphaned_guests_and_exits() {
 }
 
 #[tokio::test]
+async fn a_detached_runtime_whose_directory_is_removed_kills_its_guests_and_exits() {
+    let s = served(FOREVER).await;
+    let tasks = tempfile::tempdir().unwrap();
+    let (rt, _att, mut events) = s.attach().await;
+    rt.launch(
+        "spin".into(),
+        task_spec(tasks.path(), "spinner", wasm_examples::SPINNER_PATH, &[]),
+    );
+    assert_eq!(
+        next(&mut events).await.event,
+        GuestEvent::Task(ExecEvent::Running)
+    );
+    // While attached, the directory's state does not matter (the agent owns it).
+    rt.close(false).await;
+    ends(&mut events).await;
+    std::fs::remove_dir_all(&s.opts.dir).unwrap();
+    // With a recovery timeout of an hour, only the missing directory makes it exit (the
+    // hang guard of `ended` is a minute): it kills the spinner first (serve waits for it).
+    s.ended().await;
+}
+
+#[tokio::test]
+async fn a_runtime_whose_directory_is_replaced_leaves_the_new_socket_alone() {
+    let s = served(FOREVER).await;
+    std::fs::remove_dir_all(&s.opts.dir).unwrap();
+    std::fs::create_dir_all(&s.opts.dir).unwrap();
+    std::fs::write(s.opts.dir.join("lock"), b"").unwrap();
+    std::fs::write(&s.opts.socket, b"a successor's").unwrap();
+    let socket = s.opts.socket.clone();
+    tokio::time::timeout(SANITY, s.task)
+        .await
+        .expect("the runtime did not exit")
+        .unwrap()
+        .unwrap();
+    assert!(socket.exists(), "the successor's socket is kept");
+}
+
+#[tokio::test]
+async fn an_instance_reports_its_unended_tasks_and_runs_a_repeated_launch_once() {
+    let s = served(FOREVER).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, att, mut events) = s.attach().await;
+    assert!(att.instance_tasks.is_empty());
+    let g = "exec-1";
+    rt.start_instance(g.into(), instance_spec(dir.path()));
+    let mut last = 0;
+    assert_eq!(
+        instance_event(&mut events, g, &mut last).await,
+        InstanceEvent::Started
+    );
+    rt.instance_launch(g, instance_task("w", "wait"));
+    let (st, _) = update(instance_event(&mut events, g, &mut last).await, "w");
+    assert_eq!(st, GuestTaskState::Running);
+    rt.instance_launch(g, instance_task("q", "count"));
+    let (st, _) = update(instance_event(&mut events, g, &mut last).await, "q");
+    assert_eq!(st, GuestTaskState::Running);
+    let (st, _) = update(instance_event(&mut events, g, &mut last).await, "q");
+    assert_eq!(st, GuestTaskState::Finished);
+    rt.ack(last);
+    rt.close(false).await;
+    ends(&mut events).await;
+    // A recovering agent learns that `w` reached the instance and has not ended; `q` ended.
+    let (rt, att, mut events) = s.attach().await;
+    assert_eq!(att.live, vec![g.to_owned()]);
+    assert_eq!(
+        att.instance_tasks,
+        [(g.to_owned(), vec!["w".to_owned()])].into()
+    );
+    // A launch it sends again anyway is not delivered twice: the release finishes `w` once,
+    // and the instance's next event is the echo of a later message.
+    rt.instance_launch(g, instance_task("w", "wait"));
+    rt.instance_message(g, b"release".to_vec());
+    let (st, m) = update(instance_event(&mut events, g, &mut last).await, "w");
+    assert_eq!((st, m.as_str()), (GuestTaskState::Finished, "released"));
+    assert_eq!(
+        instance_event(&mut events, g, &mut last).await,
+        InstanceEvent::Message(b"echo:release".to_vec())
+    );
+    rt.instance_message(g, b"hi".to_vec());
+    assert_eq!(
+        instance_event(&mut events, g, &mut last).await,
+        InstanceEvent::Message(b"echo:hi".to_vec())
+    );
+    rt.ack(last);
+    rt.close(false).await;
+    ends(&mut events).await;
+    let (rt, att, _events) = s.attach().await;
+    assert_eq!(att.instance_tasks, [(g.to_owned(), Vec::new())].into());
+    rt.close(true).await;
+    s.ended().await;
+}
+
+#[tokio::test]
 async fn outbox_drops_messages_beyond_its_cap_but_never_other_events() {
     let host = host::Host::with_caps(config(), "t".into(), true, (10, u64::MAX)).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -707,6 +812,7 @@ fn the_wire_encoding_is_pinned_to_the_protocol_version() {
             live: vec!["g".into()],
             fuel_per_core_second: 5,
             last_seq: 4,
+            instance_tasks: [("g".to_owned(), vec!["t".to_owned()])].into(),
         }),
         Reply::Refused("no".into()),
         Reply::Prepared {
@@ -752,8 +858,8 @@ fn the_wire_encoding_is_pinned_to_the_protocol_version() {
     assert_eq!(
         (wire::PROTOCOL_VERSION, digest.as_str()),
         (
-            1,
-            "cf8c48b72977e28db441ce2ea19debf893c6fb80b16c0259af7e36875ae3ac1f"
+            2,
+            "0df0176a0ad6eee0ed2feb186753d31faf8877c5b9c86bd8236403eada208a02"
         ),
         "the wire encoding changed: bump PROTOCOL_VERSION and update this digest"
     );

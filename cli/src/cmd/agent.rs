@@ -32,6 +32,11 @@ pub struct AgentArgs {
     /// gc-delay x max(0, 1 - headroom - used fraction), as Mesos's --gc_disk_headroom.
     #[arg(long, default_value = "0.1", value_parser = parse_headroom)]
     gc_disk_headroom: f64,
+    /// Most space kept for fetched modules and files and their compiled code (blobs/ and
+    /// cache/ of the work directory): beyond it, checked every minute, the least recently used
+    /// ones no task or executor uses are removed.
+    #[arg(long, default_value = "2GiB", value_parser = parse_size)]
+    cache_size: u64,
     /// Resources with static reservations, Mesos style, instead of --cpus/--mem/--disk:
     /// "cpus(analytics):2;mem(analytics):2GiB;cpus:2;mem:4GiB" offers <4 cpus, 6 GiB>, of which
     /// <2 cpus, 2 GiB> only to frameworks of role analytics.
@@ -111,6 +116,7 @@ pub async fn execute(a: AgentArgs) -> anyhow::Result<i32> {
     };
     let mut opts = agent::driver::AgentOptions::new(a.master, tls, a.work_dir, info);
     opts.datasets = a.datasets;
+    opts.cache_size = a.cache_size;
     opts.tuning = a.quic.tuning()?;
     opts.gc = agent::core::GcPolicy {
         delay: a.gc_delay,

@@ -117,6 +117,26 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 /// scheduler to redial does not count).
 const UPLOAD_ATTEMPTS: u32 = 5;
 
+/// Most launches of one run: a launch that certainly never started its guest (see
+/// [`never_started`]) is made again under a new task id, up to this many in all.
+const LAUNCH_ATTEMPTS: u32 = 5;
+
+/// True for a terminal status saying the task never started its guest, so launching it again
+/// cannot run it twice: its accept reached a master that did not know its offers (a restarted
+/// master, or offers rescinded meanwhile), its master never heard of it (an accept lost with a
+/// master killed before persisting it: a master persists a task before it launches it, and
+/// answers a reconcile of a task it does not know with TASK_LOST naming no agent and no
+/// reason), or its agent could not fetch its module (the link to the master dropped
+/// mid-fetch).
+fn never_started(status: &TaskStatus) -> bool {
+    match (&status.state, &status.reason) {
+        (TaskState::Dropped, Some(Reason::InvalidOffers)) => true,
+        (TaskState::Lost, None) => status.agent_id.is_none(),
+        (TaskState::Failed, Some(Reason::FetchFailed)) => true,
+        _ => false,
+    }
+}
+
 /// A failure of the cluster rather than of the task, with the exit code that says which.
 #[derive(Debug)]
 pub struct Infrastructure {
@@ -283,6 +303,8 @@ pub async fn run_task(
             blobs.push((BlobKind::File, bytes));
         }
     }
+    // Uploaded again before a relaunch: a restarted master may have lost who uploaded them.
+    let reupload = blobs.clone();
     // Aborted when the run ends, however it ends.
     let mut uploads = tokio::task::JoinSet::new();
     let start_uploads = |up: Uploader| {
@@ -298,8 +320,11 @@ pub async fn run_task(
         code = &mut stop => return Ok(Outcome::Interrupted { code, status: None }),
     };
     tracing::debug!(elapsed = ?started.elapsed(), "subscribed");
-    let task_id = TaskId::from(spec.name.as_str());
+    let mut task_id = TaskId::from(spec.name.as_str());
     let mut launched = false;
+    let mut attempt = 1;
+    // A launch was dropped for its offers: the master's `Error` saying so is expected.
+    let mut dropped_for_offers = false;
     // No idle limit: a live task is awaited however quiet it is; only a task with a timeout
     // of its own has a bound, and the cluster gets a margin on top of it.
     let mut give_up: Option<tokio::time::Instant> = None;
@@ -340,7 +365,8 @@ pub async fn run_task(
                             done?.map_err(|e| Infrastructure::from_sdk(e, "uploading"))?;
                         }
                         tracing::debug!(elapsed = ?started.elapsed(), "uploaded; launching");
-                        let task = builder.clone().build(&offer);
+                        let mut task = builder.clone().build(&offer);
+                        task.task_id = task_id.clone();
                         sched.accept(vec![offer.id.clone()], vec![task], Filters::default())?;
                         launched = true;
                         give_up = spec
@@ -359,14 +385,34 @@ pub async fn run_task(
                     )?;
                 }
             }
+            // After a re-subscription (a master restarted, a link redialed) the master may
+            // never have received the accept: ask it what it knows of the task.
+            Event::Subscribed { .. } if launched => sched.reconcile(vec![task_id.clone()])?,
             Event::Update(status) if status.task_id == task_id => {
                 tracing::debug!(state = status.state.name(), "task update");
+                if launched && never_started(&status) && attempt < LAUNCH_ATTEMPTS {
+                    attempt += 1;
+                    tracing::info!(state = status.state.name(), reason = ?status.reason, message = %status.message, attempt, "the task never started; launching it again");
+                    dropped_for_offers |= status.reason == Some(Reason::InvalidOffers);
+                    task_id = TaskId::from(format!("{}-{attempt}", spec.name).as_str());
+                    launched = false;
+                    give_up = None;
+                    // Offers declined meanwhile come back.
+                    sched.revive()?;
+                    for (kind, bytes) in reupload.clone() {
+                        uploads.spawn(upload(sched.uploader(), kind, bytes));
+                    }
+                    continue;
+                }
                 if status.state.is_terminal() {
                     tracing::debug!(elapsed = ?started.elapsed(), "ended; tearing down");
                     let _ = sched.teardown().await;
                     tracing::debug!(elapsed = ?started.elapsed(), "torn down");
                     return Ok(Outcome::Ended(status));
                 }
+            }
+            Event::Error(message) if dropped_for_offers && message.starts_with("accept failed") => {
+                tracing::debug!(%message, "the dropped launch's error; launched again");
             }
             Event::Error(message) => {
                 return Err(

@@ -62,6 +62,9 @@ struct RegisterPlan {
     /// The non-terminal state the agent reports for each known task it still runs: a task
     /// TASK_UNREACHABLE returns to it.
     reported: BTreeMap<(FrameworkId, TaskId), TaskState>,
+    /// Known live tasks the agent reports as ended: their terminal updates follow (the agent
+    /// resends unacknowledged ones), so the framework gets no restore notice for them.
+    reported_ended: BTreeSet<(FrameworkId, TaskId)>,
     /// Resources the agent's non-terminal tasks and executors will use afterwards.
     used: Resources,
 }
@@ -250,6 +253,8 @@ impl Master {
                     if !t.is_terminal() {
                         if !rt.state.is_terminal() {
                             plan.reported.insert(key.clone(), rt.state);
+                        } else {
+                            plan.reported_ended.insert(key.clone());
                         }
                         plan.used = plan
                             .used
@@ -342,7 +347,7 @@ impl Master {
     }
 
     fn apply_register_plan(&mut self, id: &AgentId, plan: RegisterPlan) {
-        self.make_reachable(id, &plan.reported, &plan.lost);
+        self.make_reachable(id, &plan.reported, &plan.reported_ended, &plan.lost);
         for key in plan.lost {
             let killed = self
                 .tasks
@@ -387,6 +392,9 @@ impl Master {
                 status,
                 reserved: Vec::new(),
                 before_unreachable: None,
+                restore_notice: None,
+                recovered: false,
+                unreachable_told: false,
             };
             self.hold_task(&entry);
             self.tasks.insert(key, entry);
@@ -422,14 +430,29 @@ impl Master {
 
     /// The agent is back: each of its TASK_UNREACHABLE tasks returns to the state the agent
     /// reports for it (`reported`), or else to the state it had before, and its framework is
-    /// told, before the agent's own queued updates (which it resends once registered) follow.
-    /// A task the agent reports as terminal returns to its state before the partition: the
-    /// agent's queued updates, oldest first, then bring it to its end in order. Tasks it does
-    /// not report (`lost`) are left to the rest of the plan, which ends them.
+    /// told (the restore notice), before the agent's own queued updates (which it resends once
+    /// registered) follow. Two rules keep the framework's sequence free of repeats and
+    /// regressions:
+    /// - an agent update in the state the notice announced is not forwarded (the master
+    ///   acknowledges it; see [`TaskEntry::restore_notice`]): UNREACHABLE → RUNNING, then the
+    ///   agent's resent RUNNING, is seen as one RUNNING;
+    /// - a task recovered after a master restart gets a notice only if a reconcile told its
+    ///   framework TASK_UNREACHABLE meanwhile: otherwise the framework's view is the one from
+    ///   before the restart, which the agent's updates (resent if unacknowledged) continue,
+    ///   and a notice could only repeat a state it saw then;
+    /// - such a task that the agent reports as ended (`ended`) gets no notice either: the
+    ///   state to restore is only the master's guess (TASK_STAGING, "launched"), a step back,
+    ///   and the task's terminal update is on its way. Meanwhile the master's books (and
+    ///   reconcile) say TASK_STAGING, the agent being connected again. After a partition, the
+    ///   state before it is real (the framework was told it), and an ended task returns to it
+    ///   before its end follows.
+    ///
+    /// Tasks it does not report (`lost`) are left to the rest of the plan, which ends them.
     fn make_reachable(
         &mut self,
         id: &AgentId,
         reported: &BTreeMap<(FrameworkId, TaskId), TaskState>,
+        ended: &BTreeSet<(FrameworkId, TaskId)>,
         lost: &[(FrameworkId, TaskId)],
     ) {
         let lost: BTreeSet<&(FrameworkId, TaskId)> = lost.iter().collect();
@@ -441,6 +464,10 @@ impl Master {
             .collect();
         for (key, before) in keys {
             let state = reported.get(&key).copied().unwrap_or(before);
+            let (guessed, told) = self
+                .tasks
+                .get(&key)
+                .map_or((false, false), |t| (t.recovered, t.unreachable_told));
             let status = Self::master_status(
                 &key.0,
                 &key.1,
@@ -450,7 +477,17 @@ impl Master {
                 format!("agent {id} re-registered: the task is reachable again"),
             );
             tracing::info!(agent = %id, framework = %key.0, task = %key.1, state = state.name(), "task reachable again");
-            if self.set_status(&key, status.clone()) {
+            let notice = !guessed || (told && !ended.contains(&key));
+            if self.set_status(&key, status.clone()) && notice {
+                let connected = self
+                    .frameworks
+                    .get(&key.0)
+                    .is_some_and(|f| f.conn.is_some());
+                if connected {
+                    if let Some(t) = self.tasks.get_mut(&key) {
+                        t.restore_notice = Some(state);
+                    }
+                }
                 self.send_to_framework(&key.0, Message::Update { status });
             }
         }
@@ -539,7 +576,26 @@ impl Master {
         if on_this_agent {
             let mut st = status.clone();
             st.agent_id = Some(aid.clone());
+            let notice = self
+                .tasks
+                .get_mut(&key)
+                .and_then(|t| t.restore_notice.take());
             self.set_status(&key, st.clone());
+            if framework_known && notice == Some(st.state) {
+                // The framework was told this state already (the restore notice): no news.
+                tracing::debug!(agent = %aid, framework = %key.0, task = %key.1, state = st.state.name(), "update repeats the restore notice; acknowledged by the master");
+                if let Some(uuid) = status.uuid {
+                    self.send(
+                        conn,
+                        Message::StatusUpdateAck {
+                            framework_id: key.0,
+                            task_id: key.1,
+                            uuid,
+                        },
+                    );
+                }
+                return;
+            }
             if framework_known {
                 // Connected: forward; disconnected: the agent resends after it re-subscribes.
                 self.send_to_framework(&key.0, Message::Update { status: st });

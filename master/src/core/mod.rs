@@ -116,8 +116,9 @@ type TaskRejection = (Reason, String);
 /// Names one peer connection; chosen by the driver, opaque to the core.
 pub type ConnId = u64;
 
-/// How many removed agent and framework ids the master remembers to refuse them.
-const REMEMBERED_REMOVED: usize = 10_000;
+/// How many removed agent and framework ids the master remembers to refuse them (the registry
+/// keeps as many tombstones, so the memory survives a restart).
+const REMEMBERED_REMOVED: usize = crate::registry::REMOVED_IDS_KEPT;
 
 /// Tunables of the master core.
 #[derive(Clone, Debug, PartialEq)]
@@ -723,6 +724,11 @@ impl Master {
         let terminal = status.state.is_terminal();
         if status.state != TaskState::Unreachable {
             t.before_unreachable = None;
+            t.recovered = false;
+            t.unreachable_told = false;
+        } else {
+            // Unreachable again: any earlier notice is stale.
+            t.restore_notice = None;
         }
         t.status = status;
         if terminal {

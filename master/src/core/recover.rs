@@ -15,10 +15,14 @@
 //!   within its failover timeout, or it is torn down;
 //! - blobs the recovered tasks name count as referenced (the blob GC keeps them), and the
 //!   principals of the frameworks whose tasks name a blob found in the store are its owners
-//!   again.
+//!   again, as are the uploaders the blob store recorded beside it (the driver reports them
+//!   with `BlobStored` at start);
+//! - removed agent ids and torn-down framework ids (the registry's bounded tombstones) are
+//!   remembered as removed again: such an agent is told to shut down, such a framework's
+//!   re-subscription is refused, exactly as before the restart.
 //!
 //! Not kept: offers, refuse filters, executors (charged again when their agent re-registers
-//! reporting them), completed tasks, and which ids were removed.
+//! reporting them), completed tasks.
 
 use super::timer::Timer;
 use super::{AgentEntry, FrameworkEntry, Master, MasterConfig, TaskEntry};
@@ -39,6 +43,12 @@ impl Master {
         now: Instant,
     ) -> Self {
         let mut m = Master::new(cfg, allocator, now);
+        for id in &snapshot.removed_agents {
+            m.removed_agents.insert(id.clone());
+        }
+        for id in &snapshot.removed_frameworks {
+            m.removed_frameworks.insert(id.clone());
+        }
         let reregister = m.cfg.agent_reregister_timeout;
         let secs = reregister.as_secs_f64();
         for a in &snapshot.agents {
@@ -117,6 +127,9 @@ impl Master {
                 reserved: Vec::new(),
                 kill_requested: t.kill_requested,
                 before_unreachable: Some(TaskState::Staging),
+                restore_notice: None,
+                recovered: true,
+                unreachable_told: false,
             };
             m.hold_task(&entry);
             m.tasks
@@ -192,6 +205,14 @@ impl Master {
             return Err(format!(
                 "registry tasks {ts:?} differ from the core's {core_ts:?}"
             ));
+        }
+        let gone: BTreeSet<_> = snapshot.removed_agents.iter().collect();
+        if gone != self.removed_agents.set.iter().collect() {
+            return Err("registry's removed agent ids differ from the core's".into());
+        }
+        let gone: BTreeSet<_> = snapshot.removed_frameworks.iter().collect();
+        if gone != self.removed_frameworks.set.iter().collect() {
+            return Err("registry's removed framework ids differ from the core's".into());
         }
         Ok(())
     }

@@ -520,6 +520,9 @@ impl Master {
             status,
             reserved,
             before_unreachable: None,
+            restore_notice: None,
+            recovered: false,
+            unreachable_told: false,
         };
         self.hold_task(&entry);
         self.blobs_used_by(&task);
@@ -656,6 +659,10 @@ impl Master {
         );
     }
 
+    /// A framework's reconcile: the status of each named task (of all its live tasks, when it
+    /// names none). A named task the master does not know is answered TASK_LOST naming no
+    /// agent and no reason: a task is persisted before it is launched, so such a task never
+    /// ran, and a client may launch it again (`tessera run` does, after a re-subscription).
     fn on_reconcile(&mut self, conn: ConnId, fid: &FrameworkId, task_ids: Vec<TaskId>) {
         if task_ids.len() > MAX_RECONCILE_IDS {
             return self.error(
@@ -704,6 +711,11 @@ impl Master {
         }
         for mut status in statuses {
             status.uuid = None;
+            if status.state == TaskState::Unreachable {
+                if let Some(t) = self.tasks.get_mut(&(fid.clone(), status.task_id.clone())) {
+                    t.unreachable_told = true;
+                }
+            }
             self.send(conn, Message::Update { status });
         }
     }

@@ -158,6 +158,18 @@ pub struct TaskEntry {
     /// While its agent is unreachable (status TASK_UNREACHABLE): the state the task had before,
     /// which decides what happens to it if the agent re-registers without reporting it.
     pub before_unreachable: Option<TaskState>,
+    /// The state the master told the framework the task returned to when its agent came back
+    /// (the restore notice), until the agent's next update for it: an agent update in that
+    /// same state is then no news for the framework (the master acknowledges it itself), so
+    /// the framework never sees a state twice in a row.
+    pub restore_notice: Option<TaskState>,
+    /// Recovered after a master restart and not heard of since: `before_unreachable` is a
+    /// guess (TASK_STAGING, "launched"), not a state its framework was told.
+    pub recovered: bool,
+    /// While `recovered`: a reconcile answer told its framework TASK_UNREACHABLE, so it needs
+    /// the restore notice when the agent returns (otherwise its view is still the one from
+    /// before the restart, which the agent's own updates continue).
+    pub unreachable_told: bool,
 }
 
 impl TaskEntry {

@@ -261,7 +261,14 @@ async fn receive(
         }
     };
     let store = shared.store.clone();
-    let stored = tokio::task::spawn_blocking(move || store.put(digest, kind, &bytes)).await;
+    let who = owner.to_owned();
+    // The owner is recorded durably with the blob before the upload is answered, so a
+    // restarted master still knows who may use it.
+    let stored = tokio::task::spawn_blocking(move || {
+        store.put(digest, kind, &bytes)?;
+        store.add_owner(&digest, &who)
+    })
+    .await;
     match stored {
         Ok(Ok(())) => {
             tracing::info!(?digest, ?kind, size, "blob stored");

@@ -290,6 +290,17 @@ impl MasterServer {
                     owner: None,
                 },
             );
+            // Its uploaders before the restart (recorded beside it) may use it again.
+            for owner in store.owners(&digest)? {
+                core.handle(
+                    Instant::now().into_std(),
+                    Event::BlobStored {
+                        digest,
+                        kind,
+                        owner: Some(owner),
+                    },
+                );
+            }
         }
         tracing::info!(addr = %endpoint.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             allocator = core.allocator_name(), "master listening");

@@ -2,11 +2,12 @@
 //! store, so a test keeps a handle while the "crashed" master's copy is dropped, and a new core
 //! is recovered from what it held, without any I/O.
 
+use super::REMOVED_IDS_KEPT;
 use super::{
     AgentRecord, FrameworkRecord, Registry, RegistryError, RegistryOp, Snapshot, TaskRecord,
 };
 use proto::{AgentId, FrameworkId, TaskId};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Default)]
@@ -15,7 +16,17 @@ struct MemState {
     agents: BTreeMap<AgentId, AgentRecord>,
     tasks: BTreeMap<(FrameworkId, TaskId), TaskRecord>,
     kills: BTreeSet<(FrameworkId, TaskId)>,
+    removed_agents: VecDeque<AgentId>,
+    removed_frameworks: VecDeque<FrameworkId>,
     batches: u64,
+}
+
+/// Appends a tombstone, evicting the oldest past [`REMOVED_IDS_KEPT`].
+fn push_bounded<T>(q: &mut VecDeque<T>, v: T) {
+    q.push_back(v);
+    while q.len() > REMOVED_IDS_KEPT {
+        q.pop_front();
+    }
 }
 
 /// A registry in memory; cheap to clone, and every clone sees the same store.
@@ -42,6 +53,8 @@ impl MemRegistry {
                     ..t.clone()
                 })
                 .collect(),
+            removed_agents: s.removed_agents.iter().cloned().collect(),
+            removed_frameworks: s.removed_frameworks.iter().cloned().collect(),
         }
     }
 
@@ -66,12 +79,14 @@ impl Registry for MemRegistry {
                 }
                 RegistryOp::RemoveFramework(id) => {
                     s.frameworks.remove(id);
+                    push_bounded(&mut s.removed_frameworks, id.clone());
                 }
                 RegistryOp::PutAgent(a) => {
                     s.agents.insert(a.id.clone(), a.clone());
                 }
                 RegistryOp::RemoveAgent(id) => {
                     s.agents.remove(id);
+                    push_bounded(&mut s.removed_agents, id.clone());
                 }
                 RegistryOp::PutTask(t) => {
                     let key = (t.framework_id.clone(), t.info.task_id.clone());

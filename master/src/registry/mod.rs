@@ -15,6 +15,12 @@
 //! asked to kill. Status updates are not kept: agents resend unacknowledged ones, and a task's
 //! state after a restart is TASK_UNREACHABLE until its agent re-registers.
 //!
+//! Removed ids are kept too (tombstones): [`RegistryOp::RemoveAgent`] and
+//! [`RegistryOp::RemoveFramework`] also record the id as removed, so a restarted master still
+//! tells an agent removed before the restart to shut down, and refuses a torn-down framework's
+//! re-subscription. Like the core's memory of them, the tombstones are bounded
+//! ([`REMOVED_IDS_KEPT`] of each kind, the oldest evicted first).
+//!
 //! Stores:
 //! - [`redb::RedbRegistry`]: `{work_dir}/registry.redb`, an embedded ACID store.
 //! - [`memory::MemRegistry`]: in memory, shareable, for unit tests and the simulator.
@@ -34,7 +40,14 @@ use serde::{Deserialize, Serialize};
 /// Version of the records' encoding. Records are postcard, which is not self-describing: any
 /// change to a stored type (including proto's `TaskInfo`, `AgentInfo`, `FrameworkInfo`) must
 /// bump it, and a store written with a newer version is refused rather than misread.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// History: 1, the first; 2 added the tombstone tables (a version-1 store is read as one with
+/// no tombstones, and stamped 2).
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// How many removed agent ids, and how many removed framework ids, the registry keeps (the
+/// oldest are evicted first): the same bound as the core's memory of them.
+pub const REMOVED_IDS_KEPT: usize = 10_000;
 
 /// A framework the master has subscribed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -78,11 +91,13 @@ pub struct TaskRecord {
 pub enum RegistryOp {
     /// A framework subscribed, or re-subscribed with new info.
     PutFramework(FrameworkRecord),
-    /// A framework was torn down (asked for, or its failover timeout passed).
+    /// A framework was torn down (asked for, or its failover timeout passed); its id is
+    /// remembered as removed (a tombstone, see [`REMOVED_IDS_KEPT`]).
     RemoveFramework(FrameworkId),
     /// An agent registered, or re-registered with new info.
     PutAgent(AgentRecord),
-    /// An agent was removed (timeout, drain, or it restarted afresh).
+    /// An agent was removed (timeout, drain, or it restarted afresh); its id is remembered as
+    /// removed (a tombstone, see [`REMOVED_IDS_KEPT`]).
     RemoveAgent(AgentId),
     /// A task was accepted for launch (or adopted from an agent's report).
     PutTask(TaskRecord),
@@ -111,12 +126,20 @@ pub struct Snapshot {
     pub agents: Vec<AgentRecord>,
     /// Tasks in the books, sorted by (framework, task).
     pub tasks: Vec<TaskRecord>,
+    /// Removed agent ids, oldest first (at most [`REMOVED_IDS_KEPT`]).
+    pub removed_agents: Vec<AgentId>,
+    /// Torn-down framework ids, oldest first (at most [`REMOVED_IDS_KEPT`]).
+    pub removed_frameworks: Vec<FrameworkId>,
 }
 
 impl Snapshot {
     /// True for a registry nothing was ever written to (a fresh master).
     pub fn is_empty(&self) -> bool {
-        self.frameworks.is_empty() && self.agents.is_empty() && self.tasks.is_empty()
+        self.frameworks.is_empty()
+            && self.agents.is_empty()
+            && self.tasks.is_empty()
+            && self.removed_agents.is_empty()
+            && self.removed_frameworks.is_empty()
     }
 }
 

@@ -5,13 +5,16 @@
 //! Tables (keys and values are bytes; values are postcard records, see
 //! [`SCHEMA_VERSION`](super::SCHEMA_VERSION)): `meta` (`schema_version`), `frameworks` by id,
 //! `agents` by id, `tasks` by (framework, task), `kills` (the tasks whose kill was requested,
-//! same keys, no value).
+//! same keys, no value), `removed_agents` and `removed_frameworks` (tombstones: the removed ids
+//! by an increasing sequence number, so the oldest is the first row and is evicted first past
+//! [`REMOVED_IDS_KEPT`]).
 
 use super::{
     task_key, AgentRecord, FrameworkRecord, Registry, RegistryError, RegistryOp, Snapshot,
-    TaskRecord, SCHEMA_VERSION,
+    TaskRecord, REMOVED_IDS_KEPT, SCHEMA_VERSION,
 };
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use proto::{AgentId, FrameworkId};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::{Path, PathBuf};
 
 const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
@@ -19,6 +22,8 @@ const FRAMEWORKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("framewor
 const AGENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("agents");
 const TASKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tasks");
 const KILLS: TableDefinition<&[u8], ()> = TableDefinition::new("kills");
+const REMOVED_AGENTS: TableDefinition<u64, &str> = TableDefinition::new("removed_agents");
+const REMOVED_FRAMEWORKS: TableDefinition<u64, &str> = TableDefinition::new("removed_frameworks");
 
 /// The key of the schema version in `meta`.
 const VERSION_KEY: &str = "schema_version";
@@ -64,6 +69,11 @@ impl RedbRegistry {
                         .map_err(store_err("write schema version"))?;
                 }
                 Some(v) if v == SCHEMA_VERSION => {}
+                // Version 1 lacked only the tombstone tables (created below).
+                Some(1) => {
+                    meta.insert(VERSION_KEY, SCHEMA_VERSION)
+                        .map_err(store_err("write schema version"))?;
+                }
                 Some(v) if v > SCHEMA_VERSION => {
                     return Err(RegistryError::NewerSchema {
                         found: v,
@@ -86,6 +96,10 @@ impl RedbRegistry {
             txn.open_table(AGENTS).map_err(store_err("create tables"))?;
             txn.open_table(TASKS).map_err(store_err("create tables"))?;
             txn.open_table(KILLS).map_err(store_err("create tables"))?;
+            txn.open_table(REMOVED_AGENTS)
+                .map_err(store_err("create tables"))?;
+            txn.open_table(REMOVED_FRAMEWORKS)
+                .map_err(store_err("create tables"))?;
         }
         txn.commit().map_err(store_err("commit"))?;
         Ok(Self {
@@ -138,6 +152,31 @@ impl RedbRegistry {
     }
 }
 
+/// Appends a tombstone after the newest one, evicting the oldest past [`REMOVED_IDS_KEPT`].
+fn push_tombstone(
+    table: &mut redb::Table<'_, u64, &'static str>,
+    id: &str,
+) -> Result<(), redb::StorageError> {
+    let next = table.last()?.map_or(0, |(k, _)| k.value() + 1);
+    table.insert(next, id)?;
+    while table.len()? > REMOVED_IDS_KEPT as u64 {
+        table.pop_first()?;
+    }
+    Ok(())
+}
+
+/// The ids in a tombstone table, oldest first.
+fn read_tombstones(
+    table: &impl ReadableTable<u64, &'static str>,
+) -> Result<Vec<String>, RegistryError> {
+    let mut out = Vec::new();
+    for row in table.iter().map_err(store_err("read"))? {
+        let (_, v) = row.map_err(store_err("read"))?;
+        out.push(v.value().to_owned());
+    }
+    Ok(out)
+}
+
 fn decode_all<T: serde::de::DeserializeOwned>(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
     name: &'static str,
@@ -164,6 +203,20 @@ impl Registry for RedbRegistry {
         let agents = txn.open_table(AGENTS).map_err(store_err("open table"))?;
         let tasks = txn.open_table(TASKS).map_err(store_err("open table"))?;
         let kills = txn.open_table(KILLS).map_err(store_err("open table"))?;
+        let removed_agents = read_tombstones(
+            &txn.open_table(REMOVED_AGENTS)
+                .map_err(store_err("open table"))?,
+        )?
+        .into_iter()
+        .map(AgentId)
+        .collect();
+        let removed_frameworks = read_tombstones(
+            &txn.open_table(REMOVED_FRAMEWORKS)
+                .map_err(store_err("open table"))?,
+        )?
+        .into_iter()
+        .map(FrameworkId)
+        .collect();
         let mut frameworks: Vec<FrameworkRecord> = decode_all(&frameworks, "frameworks")?;
         let mut agents: Vec<AgentRecord> = decode_all(&agents, "agents")?;
         let mut tasks: Vec<TaskRecord> = decode_all(&tasks, "tasks")?;
@@ -183,6 +236,8 @@ impl Registry for RedbRegistry {
             frameworks,
             agents,
             tasks,
+            removed_agents,
+            removed_frameworks,
         })
     }
 
@@ -198,6 +253,12 @@ impl Registry for RedbRegistry {
             let mut agents = txn.open_table(AGENTS).map_err(store_err("open table"))?;
             let mut tasks = txn.open_table(TASKS).map_err(store_err("open table"))?;
             let mut kills = txn.open_table(KILLS).map_err(store_err("open table"))?;
+            let mut removed_agents = txn
+                .open_table(REMOVED_AGENTS)
+                .map_err(store_err("open table"))?;
+            let mut removed_frameworks = txn
+                .open_table(REMOVED_FRAMEWORKS)
+                .map_err(store_err("open table"))?;
             let w = store_err::<redb::StorageError>;
             for op in batch {
                 match op {
@@ -210,6 +271,7 @@ impl Registry for RedbRegistry {
                         frameworks
                             .remove(id.as_str().as_bytes())
                             .map_err(w("write"))?;
+                        push_tombstone(&mut removed_frameworks, id.as_str()).map_err(w("write"))?;
                     }
                     RegistryOp::PutAgent(a) => {
                         agents
@@ -218,6 +280,7 @@ impl Registry for RedbRegistry {
                     }
                     RegistryOp::RemoveAgent(id) => {
                         agents.remove(id.0.as_bytes()).map_err(w("write"))?;
+                        push_tombstone(&mut removed_agents, &id.0).map_err(w("write"))?;
                     }
                     RegistryOp::PutTask(t) => {
                         let key = task_key(&t.framework_id, &t.info.task_id);

@@ -96,6 +96,8 @@ fn write_history(reg: &mut dyn Registry) -> Snapshot {
         frameworks: vec![framework(1)],
         agents: vec![agent(1)],
         tasks: vec![task(1, "t1", 1), killed],
+        removed_agents: vec![AgentId("m-A2".into())],
+        removed_frameworks: vec![FrameworkId("m-F2-x".into())],
     }
 }
 
@@ -202,5 +204,63 @@ fn a_corrupt_record_is_reported_not_a_panic() {
             }
         ),
         "{err}"
+    );
+}
+
+#[test]
+fn tombstones_are_bounded_oldest_first_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = REMOVED_IDS_KEPT + 3;
+    let ops: Vec<RegistryOp> = (0..n)
+        .flat_map(|i| {
+            [
+                RegistryOp::RemoveAgent(AgentId(format!("m-A{i}"))),
+                RegistryOp::RemoveFramework(FrameworkId(format!("m-F{i}-x"))),
+            ]
+        })
+        .collect();
+    let mut mem = MemRegistry::new();
+    {
+        let mut reg = RedbRegistry::open_in(dir.path()).unwrap();
+        // Two batches, so eviction also works across transactions.
+        let (first, second) = ops.split_at(ops.len() / 2);
+        reg.apply(first).unwrap();
+        reg.apply(second).unwrap();
+        mem.apply(&ops).unwrap();
+    }
+    let reg = RedbRegistry::open_in(dir.path()).unwrap();
+    let got = reg.load().unwrap();
+    assert_eq!(got.removed_agents.len(), REMOVED_IDS_KEPT);
+    assert_eq!(got.removed_frameworks.len(), REMOVED_IDS_KEPT);
+    // The three oldest were evicted; order is oldest first.
+    assert_eq!(got.removed_agents[0], AgentId("m-A3".into()));
+    assert_eq!(
+        got.removed_agents.last(),
+        Some(&AgentId(format!("m-A{}", n - 1)))
+    );
+    assert_eq!(got.removed_frameworks[0], FrameworkId("m-F3-x".into()));
+    assert_eq!(got, mem.load().unwrap(), "both stores agree");
+}
+
+#[test]
+fn a_version_1_store_is_read_with_no_tombstones_and_stamped_current() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut reg = RedbRegistry::open_in(dir.path()).unwrap();
+        reg.apply(&[RegistryOp::PutAgent(agent(1))]).unwrap();
+        reg.set_schema_version_for_tests(1).unwrap();
+    }
+    let mut reg = RedbRegistry::open_in(dir.path()).unwrap();
+    let got = reg.load().unwrap();
+    assert_eq!(got.agents, vec![agent(1)]);
+    assert!(got.removed_agents.is_empty());
+    reg.apply(&[RegistryOp::RemoveAgent(AgentId("m-A1".into()))])
+        .unwrap();
+    drop(reg);
+    // Stamped current: reopening is no migration, and the tombstone is there.
+    let reg = RedbRegistry::open_in(dir.path()).unwrap();
+    assert_eq!(
+        reg.load().unwrap().removed_agents,
+        vec![AgentId("m-A1".into())]
     );
 }

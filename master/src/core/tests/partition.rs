@@ -304,3 +304,59 @@ fn an_agent_registering_afresh_under_the_same_name_ends_its_old_tasks_at_once() 
     assert!(h.updates(10).is_empty());
     assert!(h.m.agent(&a).is_some());
 }
+
+/// The states the framework on `conn` was sent for `tid`, with whether each carries a uuid.
+fn seen(h: &mut H, conn: ConnId, tid: &str) -> Vec<(TaskState, bool)> {
+    h.updates(conn)
+        .into_iter()
+        .filter(|s| s.task_id.0 == tid)
+        .map(|s| (s.state, s.uuid.is_some()))
+        .collect()
+}
+
+#[test]
+fn after_a_partition_the_agents_resent_running_is_not_a_second_running() {
+    // RUNNING "u1" was never acknowledged before the link dropped: the agent resends it.
+    let (mut h, a, f, info) = running_task();
+    let mut all = Vec::new();
+    h.disconnect(1);
+    all.extend(seen(&mut h, 10, "t1"));
+    reregister(&mut h, 2, &a, vec![reported(&f, &info, TaskState::Running)]);
+    all.extend(seen(&mut h, 10, "t1"));
+    assert_eq!(reconcile(&mut h, "t1").0, TaskState::Running);
+    h.status(2, update(&f, "t1", &a, TaskState::Running, "u1"));
+    all.extend(seen(&mut h, 10, "t1"));
+    // The master acknowledged the repeat itself.
+    assert!(
+        matches!(&h.sent(2)[..], [Message::StatusUpdateAck { uuid, .. }] if uuid.0 == "u1"),
+        "the agent's repeat is acknowledged by the master"
+    );
+    assert_eq!(reconcile(&mut h, "t1").0, TaskState::Running);
+    h.status(2, update(&f, "t1", &a, TaskState::Finished, "u2"));
+    all.extend(seen(&mut h, 10, "t1"));
+    assert_eq!(reconcile(&mut h, "t1").0, TaskState::Finished);
+    assert_eq!(
+        all,
+        [
+            (TaskState::Unreachable, false),
+            (TaskState::Running, false),
+            (TaskState::Finished, true),
+        ],
+        "exactly what the framework sees"
+    );
+}
+
+#[test]
+fn a_restore_notice_the_framework_missed_does_not_swallow_the_agents_update() {
+    // The framework is away when the agent returns: no notice reaches it, so the agent's
+    // resent RUNNING is forwarded when it comes.
+    let (mut h, a, f, info) = running_task();
+    h.disconnect(1);
+    h.disconnect(10);
+    reregister(&mut h, 2, &a, vec![reported(&f, &info, TaskState::Running)]);
+    h.connect(11, SCHED);
+    h.msg(11, subscribe_msg("f1", Some(f.clone())));
+    h.take();
+    h.status(2, update(&f, "t1", &a, TaskState::Running, "u1"));
+    assert_eq!(seen(&mut h, 11, "t1"), [(TaskState::Running, true)]);
+}

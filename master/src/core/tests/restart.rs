@@ -581,3 +581,169 @@ fn an_empty_registry_recovers_a_fresh_master() {
     h.subscribe(10, "f1");
     assert_eq!(h.offers(10)[0].agent_id, a);
 }
+
+#[test]
+fn an_agent_removed_before_a_restart_is_told_to_shut_down_after_it() {
+    let (mut h, a, f, infos, _) = two_tasks();
+    // The agent's link drops and it does not come back in time: removed, tasks GONE.
+    h.disconnect(1);
+    h.advance(h.cfg.agent_reregister_timeout + Duration::from_secs(1));
+    assert!(h.m.agent(&a).is_none());
+    assert_eq!(h.reg.snapshot().removed_agents, vec![a.clone()]);
+    // A new master process, minting ids under a new run id: the old id is not "its own".
+    h.cfg.run_id = "r2".into();
+    h.restart();
+    let to_agent = reregister(
+        &mut h,
+        2,
+        &a,
+        vec![reported(&f, &infos[0], TaskState::Running)],
+    );
+    assert!(
+        matches!(to_agent.as_slice(), [Message::Shutdown { .. }]),
+        "{to_agent:?}"
+    );
+    assert!(h.m.agent(&a).is_none(), "not re-admitted");
+    assert!(h.m.task(&f, &TaskId("t1".into())).is_none());
+}
+
+#[test]
+fn a_framework_torn_down_before_a_restart_cannot_resubscribe_after_it() {
+    let (mut h, _, f, _, _) = two_tasks();
+    h.msg(10, Message::Teardown);
+    assert!(h.m.framework(&f).is_none());
+    assert_eq!(h.reg.snapshot().removed_frameworks, vec![f.clone()]);
+    h.cfg.run_id = "r2".into();
+    h.restart();
+    let answer = resubscribe(&mut h, 11, &f);
+    assert!(
+        matches!(answer.as_slice(), [Message::Error { message }] if message.contains("torn down")),
+        "{answer:?}"
+    );
+    assert!(h.m.framework(&f).is_none());
+}
+
+#[test]
+fn a_task_whose_accept_died_with_the_master_reconciles_lost_with_no_agent_and_no_reason() {
+    let (mut h, a, f, _, _) = two_tasks();
+    h.restart();
+    resubscribe(&mut h, 11, &f);
+    h.take();
+    h.msg(
+        11,
+        Message::Reconcile {
+            task_ids: vec![TaskId("t1".into()), TaskId("never-accepted".into())],
+        },
+    );
+    let ups = h.updates(11);
+    assert_eq!(ups.len(), 2);
+    // Known: unreachable on its agent.
+    assert_eq!(ups[0].state, TaskState::Unreachable);
+    assert_eq!(ups[0].agent_id.as_ref(), Some(&a));
+    // Unknown: the contract a client relaunches on (it never ran: tasks persist before launch).
+    assert_eq!(ups[1].state, TaskState::Lost);
+    assert_eq!(ups[1].agent_id, None);
+    assert_eq!(ups[1].reason, None);
+}
+
+/// The states the framework on `conn` was sent, per task, in order.
+fn seen_by(h: &mut H, conn: ConnId) -> Vec<(String, TaskState)> {
+    h.updates(conn)
+        .into_iter()
+        .map(|s| (s.task_id.0, s.state))
+        .collect()
+}
+
+/// After a restart: t1 RUNNING (acknowledged) ended while the master was down; t2 (STAGING in
+/// the master's books) runs, its RUNNING not yet acknowledged. The framework re-subscribes,
+/// reconciles during the window if `reconcile_first`, then the agent re-registers and resends
+/// its unacknowledged updates, oldest first. Returns what the framework saw, and the acks the
+/// master itself sent the agent.
+fn restart_sequence(reconcile_first: bool) -> (Vec<(String, TaskState)>, Vec<String>, H) {
+    let (mut h, a, f, infos, _) = two_tasks();
+    h.restart();
+    resubscribe(&mut h, 11, &f);
+    let mut all = Vec::new();
+    if reconcile_first {
+        let states = reconcile_states(&mut h, 11);
+        assert_eq!(
+            states,
+            [
+                ("t1".to_owned(), TaskState::Unreachable),
+                ("t2".to_owned(), TaskState::Unreachable)
+            ]
+        );
+        all.extend(states);
+    }
+    reregister(
+        &mut h,
+        2,
+        &a,
+        vec![
+            reported(&f, &infos[0], TaskState::Finished),
+            reported(&f, &infos[1], TaskState::Running),
+        ],
+    );
+    all.extend(seen_by(&mut h, 11));
+    // Reconcile in the window before the agent's updates: t1 is STAGING (the master's guess,
+    // "launched"; its end is on its way), t2 RUNNING.
+    let states = reconcile_states(&mut h, 11);
+    assert_eq!(
+        states,
+        [
+            ("t1".to_owned(), TaskState::Staging),
+            ("t2".to_owned(), TaskState::Running)
+        ]
+    );
+    h.status(2, update(&f, "t2", &a, TaskState::Running, "u2"));
+    h.status(2, update(&f, "t1", &a, TaskState::Finished, "u3"));
+    all.extend(seen_by(&mut h, 11));
+    let acks = h
+        .sent(2)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::StatusUpdateAck { uuid, .. } => Some(uuid.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reconcile_states(&mut h, 11),
+        [
+            ("t1".to_owned(), TaskState::Finished),
+            ("t2".to_owned(), TaskState::Running)
+        ]
+    );
+    (all, acks, h)
+}
+
+#[test]
+fn after_a_restart_the_framework_sees_each_state_once_and_no_step_back() {
+    // Not told anything since the restart: the agent's own updates continue its view.
+    let (all, acks, _) = restart_sequence(false);
+    assert_eq!(
+        all,
+        [
+            ("t2".to_owned(), TaskState::Running),
+            ("t1".to_owned(), TaskState::Finished),
+        ],
+        "no master-made TASK_STAGING for t1, one RUNNING for t2"
+    );
+    assert!(acks.is_empty(), "the framework acknowledges both: {acks:?}");
+}
+
+#[test]
+fn after_a_restart_a_framework_told_unreachable_is_told_the_task_is_back_once() {
+    // A reconcile told it UNREACHABLE: t2 gets the restore notice, and the agent's repeated
+    // RUNNING is acknowledged by the master, not forwarded; t1 (ended) gets no STAGING.
+    let (all, acks, _) = restart_sequence(true);
+    assert_eq!(
+        all,
+        [
+            ("t1".to_owned(), TaskState::Unreachable),
+            ("t2".to_owned(), TaskState::Unreachable),
+            ("t2".to_owned(), TaskState::Running),
+            ("t1".to_owned(), TaskState::Finished),
+        ]
+    );
+    assert_eq!(acks, ["u2"]);
+}
