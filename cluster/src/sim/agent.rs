@@ -141,6 +141,8 @@ impl SimAgent {
             tasks: self.running.keys().cloned().collect(),
             executors: Vec::new(),
             same_runtime: self.same_runtime,
+            // The simulation's schedulers launch no framework executors.
+            executor_tasks: self.same_runtime.then(Default::default),
         };
         self.core.handle(now, Event::Recovered(live));
         self.same_runtime = true;

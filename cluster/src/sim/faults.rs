@@ -122,9 +122,8 @@ impl Sim {
     /// registry ([`Master::recover`]). Every connection dies without a word: what was in flight
     /// either way is lost, and each peer notices after its idle timeout, then redials (agents
     /// re-register under their ids, frameworks re-subscribe under theirs). The blob store is
-    /// on disk and is scanned again; each framework uploads its module again (what a
-    /// client does on re-subscribing: the master forgets who uploaded a blob no recovered task
-    /// names).
+    /// on disk with who uploaded each blob, and is scanned again as the real driver does: the
+    /// module, then each framework's principal as its owner.
     pub fn restart_master(&mut self) {
         self.note(|| "restart master".into());
         self.master_restarts += 1;

@@ -122,8 +122,7 @@ fn master_restart_and_agent_crash_together() {
 }
 
 /// One agent of `cpus`, two frameworks; framework 1's link is 3 s slow each way, so the
-/// acknowledgement of an update it is told is still in flight seconds later. (The other known
-/// master bug, "STAGING", is replayed by `SIM_SEED=33` in tests/tests/sim_mixed.rs.)
+/// acknowledgement of an update it is told is still in flight seconds later.
 fn slow_framework_cluster(seed: u64, cpus: u64) -> Sim {
     let mut sim = Sim::new(seed, 1, res(cpus), 2);
     sim.delay_framework(1, Duration::from_secs(3));
