@@ -1,8 +1,17 @@
 //! A simulated agent: the real agent core, with simulated guests (a task runs for the number of
 //! milliseconds in its first argument) and the state of its link to the master (connection,
 //! redial, an unnoticed dead link).
+//!
+//! The guests stand for the runtime process, which outlives the agent process: the agent's
+//! driver writes a [`Checkpoint`] whenever the core's generation moved, before carrying out
+//! the actions that followed ([`SimAgent::checkpoint_then_poll`]). A crash
+//! ([`SimAgent::crash`]) loses the core; while the agent is down, what the guests do (a guest
+//! ending) is kept in the runtime's outbox; when it is back ([`SimAgent::come_back`]), the
+//! core is rebuilt from the checkpoint, the outbox is replayed, and the core is told which
+//! guests still run. Preparing a task (fetch, compile) is the agent's own work and dies with
+//! it.
 
-use agent::core::{Action, Agent, AgentConfig, Event, Outcome, TaskKey};
+use agent::core::{Action, Agent, AgentConfig, Checkpoint, Event, LiveGuests, Outcome, TaskKey};
 use master::core::ConnId;
 use proto::{AgentInfo, Message, Reason, TaskState};
 use std::collections::BTreeMap;
@@ -36,6 +45,17 @@ pub(crate) struct SimAgent {
     pub starts: BTreeMap<TaskKey, u32>,
     info: AgentInfo,
     status_retry: Duration,
+    /// The last checkpoint the driver wrote (it survives crashes: it is on disk).
+    checkpoint: Option<Checkpoint>,
+    /// The generation of this run's core that the checkpoint covers (`None` until this run
+    /// wrote one: generations count from zero again in every run).
+    checkpointed: Option<u64>,
+    /// While the agent process is down: when it is back.
+    pub back_at: Option<Instant>,
+    /// Whether the runtime survived the crash (its guests kept running).
+    same_runtime: bool,
+    /// Events the runtime produced while the agent was down, in order (its outbox).
+    outbox: Vec<Event>,
 }
 
 impl SimAgent {
@@ -54,7 +74,79 @@ impl SimAgent {
             starts: BTreeMap::new(),
             info,
             status_retry,
+            checkpoint: None,
+            checkpointed: None,
+            back_at: None,
+            same_runtime: true,
+            outbox: Vec::new(),
         }
+    }
+
+    /// Whether the agent process is down (crashed, not yet back).
+    pub fn is_down(&self) -> bool {
+        self.back_at.is_some()
+    }
+
+    /// The driver's loop: writes a checkpoint if the core's state moved since the last one,
+    /// then takes the next action to carry out (none while the process is down).
+    pub fn checkpoint_then_poll(&mut self, now: Instant) -> Option<Action> {
+        if self.is_down() {
+            return None;
+        }
+        let generation = self.core.generation();
+        if self.checkpointed != Some(generation) {
+            self.checkpoint = Some(self.core.checkpoint(now));
+            self.checkpointed = Some(generation);
+        }
+        self.core.poll_action()
+    }
+
+    /// The agent process dies (`kill -9`; the caller drops the link first) and is back at
+    /// `back_at`. Its preparations die with it; its guests keep running if `keep_runtime`,
+    /// else the runtime process dies too and they are gone.
+    pub fn crash(&mut self, back_at: Instant, keep_runtime: bool) {
+        self.back_at = Some(back_at);
+        self.same_runtime = keep_runtime;
+        self.reconnect_at = None;
+        self.lost_at = None;
+        self.conn = None;
+        self.preparing.clear();
+        if !keep_runtime {
+            self.running.clear();
+            self.outbox.clear();
+        }
+        self.guests_changed();
+    }
+
+    /// The agent process is back at `now`: the core is recovered from the last checkpoint (a
+    /// fresh one if none was written), the runtime's outbox replayed, the live guests
+    /// reported; then it dials the master.
+    pub fn come_back(&mut self, now: Instant) {
+        self.back_at = None;
+        self.restarts += 1;
+        let cfg = config(&self.info, self.restarts, self.status_retry);
+        self.checkpointed = None;
+        let Some(checkpoint) = self.checkpoint.clone() else {
+            // Never moved: nothing to recover (no id, no tasks, no guests).
+            self.core = Agent::new(cfg);
+            self.outbox.clear();
+            self.reconnect_at = Some(now);
+            return;
+        };
+        self.core = Agent::recover(cfg, checkpoint, now);
+        for event in std::mem::take(&mut self.outbox) {
+            self.core.handle(now, event);
+        }
+        let live = LiveGuests {
+            tasks: self.running.keys().cloned().collect(),
+            executors: Vec::new(),
+            same_runtime: self.same_runtime,
+            // The simulation's schedulers launch no framework executors.
+            executor_tasks: self.same_runtime.then(Default::default),
+        };
+        self.core.handle(now, Event::Recovered(live));
+        self.same_runtime = true;
+        self.reconnect_at = Some(now);
     }
 
     /// Its hostname.
@@ -69,6 +161,10 @@ impl SimAgent {
         self.running.clear();
         self.preparing.clear();
         self.next_guest = None;
+        self.checkpoint = None;
+        self.checkpointed = None;
+        self.back_at = None;
+        self.outbox.clear();
     }
 
     /// Recomputes [`SimAgent::next_guest`] after guests changed.
@@ -88,6 +184,9 @@ impl SimAgent {
 
     /// The earliest moment something happens on this agent.
     pub fn next_event_at(&self) -> Option<Instant> {
+        if self.is_down() {
+            return self.back_at.into_iter().chain(self.next_guest).min();
+        }
         [
             self.core.poll_timeout(),
             self.reconnect_at,
@@ -129,13 +228,15 @@ impl SimAgent {
             .collect();
         for key in done {
             self.running.remove(&key);
-            self.core.handle(
-                now,
-                Event::Finished {
-                    key,
-                    outcome: outcome(TaskState::Finished, Reason::ExitCode(0)),
-                },
-            );
+            let event = Event::Finished {
+                key,
+                outcome: outcome(TaskState::Finished, Reason::ExitCode(0)),
+            };
+            if self.is_down() {
+                self.outbox.push(event);
+            } else {
+                self.core.handle(now, event);
+            }
         }
         self.guests_changed();
     }

@@ -62,6 +62,9 @@ pub struct SimFramework {
     pub(crate) conn: Option<ConnId>,
     /// When it dials the master again after losing its link.
     pub(crate) reconnect_at: Option<Instant>,
+    /// When it notices that its connection died unannounced (its master was killed): its
+    /// idle timeout.
+    pub(crate) lost_at: Option<Instant>,
     /// The protocol: subscription, queued calls, acknowledgements, duplicate filtering.
     core: SchedulerCore,
     /// What it subscribes as (without an id; the core keeps the one the master assigns).
@@ -107,6 +110,7 @@ impl SimFramework {
         Self {
             conn: None,
             reconnect_at: None,
+            lost_at: None,
             core: SchedulerCore::new(info.clone(), true),
             info,
             pending: VecDeque::new(),
@@ -145,6 +149,7 @@ impl SimFramework {
     /// The connection is gone (`why`); it dials again at `redial_at`.
     pub(crate) fn disconnected(&mut self, why: String, redial_at: Instant) {
         self.conn = None;
+        self.lost_at = None;
         self.reconnect_at = Some(redial_at);
         self.core.handle_disconnected(why);
     }

@@ -16,6 +16,15 @@
 //! - [`Sim::recover`]: clears the link's faults (an isolated link that neither end gave up on
 //!   carries on, its held messages delivered);
 //! - [`Sim::restart_agent`]: the agent's memory and guests are gone and it registers afresh;
+//! - [`Sim::crash_agent_keep_guests`]: the agent process is killed (`kill -9`) while its guests
+//!   keep running in their runtime process; after [`SimOptions::agent_downtime`] it comes back
+//!   from its last checkpoint, replays what the runtime saw meanwhile and reattaches;
+//! - [`Sim::crash_agent_and_runtime`]: the same, but the runtime dies too: the guests are gone
+//!   and the recovered agent reports each launched task failed (`RuntimeLost`) once;
+//! - [`Sim::restart_master`]: the master process is killed and restarted from its durable
+//!   registry (every `Action::Persist` is applied to a [`MemRegistry`] when the core emits
+//!   it); every connection dies without a word, so each peer notices after its idle timeout,
+//!   and what was in flight is lost;
 //! - [`Sim::cut_framework`]: a framework's link drops as an agent's does under [`Sim::cut`]; its
 //!   scheduler core re-subscribes under the same id after the redial delay, and sends the calls
 //!   made meanwhile then;
@@ -25,8 +34,9 @@
 //!
 //! Drive it with [`Sim::step`] (everything due at the next moment anything happens),
 //! [`Sim::run_until`], and the bounded [`Sim::drive_until`] (false on a livelock) and
-//! [`Sim::drive_until_done`] (panics on one). After every step the master's invariants are checked (unless
-//! [`SimOptions::check_invariants`] is off).
+//! [`Sim::drive_until_done`] (panics on one). After every step the master's invariants are
+//! checked, and the registry is compared with the core ([`Master::check_registry`]), unless
+//! [`SimOptions::check_invariants`] is off.
 //!
 //! # Layout
 //! - [`framework`]: the simulated framework: the SDK's real `SchedulerCore` (subscription,
@@ -44,6 +54,8 @@ mod faults;
 pub mod framework;
 pub mod locality;
 pub mod scenario;
+#[cfg(test)]
+mod tests;
 mod wire;
 
 use self::agent::SimAgent;
@@ -53,6 +65,7 @@ pub use framework::{Launched, QueuedTask, SimFramework};
 use master::allocator::drf::Drf;
 use master::allocator::Allocator;
 use master::core::{Action as MAction, ConnId, Event as MEvent, Master, MasterConfig};
+use master::registry::{MemRegistry, Registry};
 use proto::{AgentInfo, BlobKind, Digest, Message, Resources, Role, TaskId};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -101,8 +114,11 @@ pub struct SimOptions {
     /// Record every action in [`Sim::trace`] (a fingerprint for determinism checks).
     pub trace: bool,
     /// Check the master's invariants after every step (a test oracle; it costs time in long
-    /// runs of large clusters).
+    /// runs of large clusters), and that its registry matches the core.
     pub check_invariants: bool,
+    /// How long a crashed agent process stays down before it is back (what its supervisor
+    /// takes to restart it).
+    pub agent_downtime: Duration,
 }
 
 impl Default for SimOptions {
@@ -123,6 +139,7 @@ impl Default for SimOptions {
             status_retry: Duration::from_millis(500),
             trace: true,
             check_invariants: true,
+            agent_downtime: Duration::from_millis(500),
         }
     }
 }
@@ -135,6 +152,16 @@ pub struct Sim {
     pub start: Instant,
     /// The master core.
     pub master: Master,
+    /// The master's durable registry: every `Persist` the core emits is applied here at once
+    /// (persist, then send), and [`Sim::restart_master`] recovers from it.
+    pub registry: MemRegistry,
+    /// The master's configuration, to restart it with.
+    master_cfg: MasterConfig,
+    /// How many times the master was restarted.
+    pub master_restarts: u64,
+    /// The registry's contents as of its `n`th batch, `(n, snapshot)`: the registry changes
+    /// far less often than the core is checked against it.
+    registry_view: Option<(u64, master::registry::Snapshot)>,
     agents: Vec<SimAgent>,
     /// Faults on each agent's link.
     faults: Vec<LinkFaults>,
@@ -163,6 +190,8 @@ pub struct Sim {
     retransmit: Duration,
     prepare: Duration,
     status_retry: Duration,
+    /// How long a crashed agent process stays down.
+    pub agent_downtime: Duration,
     record: bool,
     check: bool,
     module: Digest,
@@ -198,6 +227,7 @@ impl Sim {
     pub fn with_options(opts: SimOptions, allocator: Box<dyn Allocator>) -> Self {
         let now = Instant::now();
         let module = Digest::of(b"simulated module");
+        let master_cfg = opts.master.clone();
         let mut master = Master::new(opts.master, allocator, now);
         master.handle(
             now,
@@ -211,6 +241,10 @@ impl Sim {
             now,
             start: now,
             master,
+            registry: MemRegistry::new(),
+            master_cfg,
+            master_restarts: 0,
+            registry_view: None,
             agents: Vec::new(),
             faults: Vec::new(),
             framework_faults: Vec::new(),
@@ -227,6 +261,7 @@ impl Sim {
             retransmit: opts.retransmit,
             prepare: opts.prepare,
             status_retry: opts.status_retry,
+            agent_downtime: opts.agent_downtime,
             record: opts.trace,
             check: opts.check_invariants,
             module,
@@ -365,7 +400,10 @@ impl Sim {
             self.half_open.values().copied().min(),
             self.silent.values().copied().min(),
             self.agents.iter().filter_map(SimAgent::next_event_at).min(),
-            self.frameworks.iter().filter_map(|f| f.reconnect_at).min(),
+            self.frameworks
+                .iter()
+                .filter_map(|f| f.reconnect_at.into_iter().chain(f.lost_at).min())
+                .min(),
         ]
         .into_iter()
         .flatten()
@@ -406,6 +444,14 @@ impl Sim {
         }
         for i in 0..self.agents.len() {
             self.agents[i].guests(now);
+            if self.agents[i].is_down() {
+                if self.agents[i].back_at.is_some_and(|t| t <= now) {
+                    self.note(|| format!("agent{i} back"));
+                    self.agents[i].come_back(now);
+                } else {
+                    continue;
+                }
+            }
             if self.agents[i].lost_at.is_some_and(|t| t <= now) {
                 if let Some(conn) = self.agents[i].conn {
                     self.wire.forget(conn);
@@ -426,6 +472,12 @@ impl Sim {
             self.agents[i].core.handle_timeout(now);
         }
         for f in 0..self.frameworks.len() {
+            // A framework whose master died notices after its idle timeout.
+            if self.frameworks[f].lost_at.is_some_and(|t| t <= now) {
+                let redial_at = now + self.redial;
+                self.frameworks[f].disconnected("idle timeout".into(), redial_at);
+                self.flush_framework(f);
+            }
             if self.frameworks[f].reconnect_at.is_some_and(|t| t <= now) {
                 self.connect_framework(f);
             }
@@ -436,7 +488,27 @@ impl Sim {
             if let Err(e) = self.master.check_invariants() {
                 panic!("invariant broken at {:?}: {e}", now - self.start);
             }
+            if let Err(e) = self.check_registry() {
+                panic!(
+                    "registry differs from the core at {:?}: {e}",
+                    now - self.start
+                );
+            }
         }
+    }
+
+    /// Compares the registry with the master core ([`Master::check_registry`]).
+    fn check_registry(&mut self) -> Result<(), String> {
+        let batches = self.registry.batches();
+        if self
+            .registry_view
+            .as_ref()
+            .is_none_or(|(n, _)| *n != batches)
+        {
+            self.registry_view = Some((batches, self.registry.snapshot()));
+        }
+        let (_, snapshot) = self.registry_view.as_ref().expect("just set");
+        self.master.check_registry(snapshot)
     }
 
     /// Runs until virtual time `t`.
@@ -575,8 +647,13 @@ impl Sim {
                             self.send(conn, false, msg);
                         }
                     }
-                    // The simulated master keeps no registry (yet).
-                    MAction::Persist(_) => {}
+                    // Persist, then send: the write is done before anything queued after it.
+                    MAction::Persist(ops) => {
+                        self.note(|| format!("persist {}", ops.len()));
+                        self.registry
+                            .apply(&ops)
+                            .expect("the in-memory registry cannot fail");
+                    }
                     MAction::Close { conn, reason } => {
                         self.note(|| format!("close {conn}: {reason}"));
                         self.silent.remove(&conn);
@@ -604,7 +681,9 @@ impl Sim {
                 }
             }
             for i in 0..self.agents.len() {
-                while let Some(action) = self.agents[i].core.poll_action() {
+                // The driver writes a checkpoint whenever the core's state moved, before
+                // carrying out the actions of the inputs that moved it.
+                while let Some(action) = self.agents[i].checkpoint_then_poll(self.now) {
                     busy = true;
                     let Some(msg) = self.agents[i].execute(self.now, action, self.prepare) else {
                         continue;

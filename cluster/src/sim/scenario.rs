@@ -1,13 +1,13 @@
 //! Seeded fault scenarios for [`Sim`]: a schedule of [`Fault`]s at virtual times, drawn from a
 //! seed, mixing every fault kind the simulation knows (loss and delay on agents' and
-//! frameworks' links, partitions short and long, cuts, agent restarts, framework link cuts,
+//! frameworks' links, partitions short and long, cuts, agent restarts, agent crashes with and
+//! without their guests' runtime, master restarts from the registry, framework link cuts,
 //! clock jumps), and played against a running
 //! workload. The master's invariants are checked after every step by the simulation itself;
 //! [`Scenario::play`] only applies the faults at their times.
 //!
-//! [`Fault`] is the one list of fault kinds: a new verb of the simulation (a master restart
-//! from its durable registry, an agent recovery that reattaches to its running tasks) becomes a
-//! variant here, an arm in [`Fault::apply`] and, if scenarios should draw it, a weight in
+//! [`Fault`] is the one list of fault kinds: a new verb of the simulation becomes a variant
+//! here, an arm in [`Fault::apply`] and, if scenarios should draw it, a weight in
 //! [`Scenario::generate`].
 
 use super::Sim;
@@ -77,8 +77,20 @@ pub enum Fault {
         /// Which framework.
         framework: usize,
     },
-    // Master restart (from the durable registry) and agent recovery (reattaching to the
-    // tasks that kept running) are added here as they land in the simulation.
+    /// The master process is killed and restarted from its registry ([`Sim::restart_master`]).
+    RestartMaster,
+    /// Agent `agent`'s process is killed; its guests keep running, and it recovers from its
+    /// checkpoint and reattaches to them ([`Sim::crash_agent_keep_guests`]).
+    CrashAgent {
+        /// Which agent.
+        agent: usize,
+    },
+    /// Agent `agent`'s process and its runtime are killed: it recovers from its checkpoint and
+    /// its launched tasks fail with `RuntimeLost` ([`Sim::crash_agent_and_runtime`]).
+    CrashAgentAndRuntime {
+        /// Which agent.
+        agent: usize,
+    },
 }
 
 impl Fault {
@@ -96,6 +108,9 @@ impl Fault {
             Fault::DropFramework { framework, rate } => sim.drop_framework(framework, rate),
             Fault::DelayFramework { framework, extra } => sim.delay_framework(framework, extra),
             Fault::RecoverFramework { framework } => sim.recover_framework(framework),
+            Fault::RestartMaster => sim.restart_master(),
+            Fault::CrashAgent { agent } => sim.crash_agent_keep_guests(agent),
+            Fault::CrashAgentAndRuntime { agent } => sim.crash_agent_and_runtime(agent),
         }
     }
 
@@ -103,6 +118,12 @@ impl Fault {
     /// guests are gone): scenarios with one may see tasks lost or gone.
     pub fn loses_tasks(&self) -> bool {
         matches!(self, Fault::RestartAgent { .. })
+    }
+
+    /// Whether the fault kills guests with their runtime: their tasks end TASK_FAILED
+    /// (`RuntimeLost`).
+    pub fn loses_runtime(&self) -> bool {
+        matches!(self, Fault::CrashAgentAndRuntime { .. })
     }
 }
 
@@ -120,15 +141,19 @@ pub struct ScenarioShape {
     /// A partition of one agent this long (isolated, then recovered), at a random time in the
     /// span; `None` for none.
     pub long_partition: Option<Duration>,
-    /// Whether agent restarts may be drawn.
+    /// Whether faults that lose guests may be drawn: agent restarts (memory and guests gone)
+    /// and agent crashes that take the runtime with them.
     pub restarts: bool,
+    /// Whether master restarts and agent crashes that keep their guests may be drawn (nothing
+    /// may be lost to them).
+    pub recoveries: bool,
     /// Longest clock jump drawn.
     pub max_jump: Duration,
 }
 
 impl Default for ScenarioShape {
     /// Three agents, two frameworks, 16 faults in the first minute, one 3-minute partition,
-    /// restarts, jumps of up to 30 s.
+    /// restarts and recoveries, jumps of up to 30 s.
     fn default() -> Self {
         Self {
             agents: 3,
@@ -137,6 +162,7 @@ impl Default for ScenarioShape {
             faults: 16,
             long_partition: Some(Duration::from_secs(180)),
             restarts: true,
+            recoveries: true,
             max_jump: Duration::from_secs(30),
         }
     }
@@ -162,7 +188,10 @@ impl Scenario {
             let at = Duration::from_millis(rng.range(0, span_ms));
             // Heals within a few seconds to half a minute.
             let heal = at + Duration::from_millis(rng.range(500, 30_000));
-            let kind = rng.range(0, 9);
+            // Kinds 9 to 13 are the process faults: master restarts and agent crashes that
+            // keep their guests weigh two each, so about nine seeds in ten see at least one
+            // of either in 16 draws, and 169 of the first 200 both.
+            let kind = rng.range(0, 14);
             match kind {
                 0 => {
                     let a = agent(&mut rng);
@@ -210,6 +239,19 @@ impl Scenario {
                     steps.push((at, Fault::DelayFramework { framework, extra }));
                     steps.push((heal, Fault::RecoverFramework { framework }));
                 }
+                9 | 10 if shape.recoveries => steps.push((at, Fault::RestartMaster)),
+                11 | 12 if shape.recoveries => steps.push((
+                    at,
+                    Fault::CrashAgent {
+                        agent: agent(&mut rng),
+                    },
+                )),
+                13 if shape.restarts => steps.push((
+                    at,
+                    Fault::CrashAgentAndRuntime {
+                        agent: agent(&mut rng),
+                    },
+                )),
                 // Loss and latency together on an agent's link, as on a bad long link.
                 _ => {
                     let a = agent(&mut rng);
@@ -235,6 +277,11 @@ impl Scenario {
     /// Whether any step may end tasks through no fault of their own.
     pub fn loses_tasks(&self) -> bool {
         self.steps.iter().any(|(_, f)| f.loses_tasks())
+    }
+
+    /// Whether any step kills a runtime with its guests.
+    pub fn loses_runtime(&self) -> bool {
+        self.steps.iter().any(|(_, f)| f.loses_runtime())
     }
 
     /// When the last fault happens, after the start.
@@ -282,5 +329,20 @@ mod tests {
             _ => None,
         });
         assert!(long.is_some(), "{a:?}");
+    }
+
+    #[test]
+    fn most_scenarios_restart_the_master_and_recover_an_agent() {
+        let shape = ScenarioShape::default();
+        let both = (0..200)
+            .filter(|&seed| {
+                let s = Scenario::generate(seed, &shape);
+                let has = |f: fn(&Fault) -> bool| s.steps.iter().any(|(_, g)| f(g));
+                has(|f| *f == Fault::RestartMaster)
+                    && has(|f| matches!(f, Fault::CrashAgent { .. }))
+            })
+            .count();
+        println!("{both} of 200 seeds restart the master and recover an agent");
+        assert!(both > 150, "{both} of 200");
     }
 }
