@@ -217,6 +217,7 @@ impl Master {
                 framework_id: rt.framework_id.clone(),
                 info,
                 kill_requested: false,
+                ended: None,
             }));
         }
         self.send(

@@ -733,6 +733,13 @@ impl Master {
         t.status = status;
         if terminal {
             let t = t.clone();
+            // Durable before the freed resources can be offered: a master recovered after
+            // this point must not charge the task along with the one its resources go to.
+            self.persist(RegistryOp::EndTask {
+                framework_id: key.0.clone(),
+                task_id: key.1.clone(),
+                status: t.status.clone(),
+            });
             self.release_task(&t);
             self.schedule_allocation();
         }

@@ -11,6 +11,9 @@
 //!   again: a launch is persisted before it is sent, and a task leaves the registry before its
 //!   agent may forget it (the ack that lets it forget follows the removal), so an unreported
 //!   task never ran to an acknowledged end;
+//! - a task whose agent reported its end before the restart, but whose framework had not
+//!   acknowledged it, comes back ended with that status (the registry records the end before
+//!   the freed resources can be offered again), charging nothing, until the acknowledgement;
 //! - frameworks are known but disconnected: each may re-subscribe under its id (same principal)
 //!   within its failover timeout, or it is torn down;
 //! - blobs the recovered tasks name count as referenced (the blob GC keeps them), and the
@@ -106,6 +109,24 @@ impl Master {
             if !m.agents.contains_key(&aid) {
                 // Never written so (an agent's removal removes its tasks in the same batch).
                 tracing::warn!(framework = %t.framework_id, task = %t.info.task_id, agent = %aid, "recovered task on an unknown agent; dropped");
+                continue;
+            }
+            if let Some(status) = &t.ended {
+                // Ended, its end not yet acknowledged: kept for the acknowledgement and for
+                // reconciliation, charging nothing.
+                let entry = TaskEntry {
+                    framework_id: t.framework_id.clone(),
+                    info: t.info.clone(),
+                    status: status.clone(),
+                    reserved: Vec::new(),
+                    kill_requested: t.kill_requested,
+                    before_unreachable: None,
+                    restore_notice: None,
+                    recovered: true,
+                    unreachable_told: false,
+                };
+                m.tasks
+                    .insert((t.framework_id.clone(), t.info.task_id.clone()), entry);
                 continue;
             }
             let status = Self::master_status(

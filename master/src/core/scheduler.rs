@@ -534,6 +534,7 @@ impl Master {
             framework_id: fid.clone(),
             info: task.clone(),
             kill_requested: false,
+            ended: None,
         }));
         self.send_to_agent(
             agent,

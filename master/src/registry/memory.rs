@@ -6,7 +6,7 @@ use super::REMOVED_IDS_KEPT;
 use super::{
     AgentRecord, FrameworkRecord, Registry, RegistryError, RegistryOp, Snapshot, TaskRecord,
 };
-use proto::{AgentId, FrameworkId, TaskId};
+use proto::{AgentId, FrameworkId, TaskId, TaskStatus};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -16,6 +16,7 @@ struct MemState {
     agents: BTreeMap<AgentId, AgentRecord>,
     tasks: BTreeMap<(FrameworkId, TaskId), TaskRecord>,
     kills: BTreeSet<(FrameworkId, TaskId)>,
+    ended: BTreeMap<(FrameworkId, TaskId), TaskStatus>,
     removed_agents: VecDeque<AgentId>,
     removed_frameworks: VecDeque<FrameworkId>,
     batches: u64,
@@ -50,6 +51,7 @@ impl MemRegistry {
                 .iter()
                 .map(|(k, t)| TaskRecord {
                     kill_requested: s.kills.contains(k),
+                    ended: s.ended.get(k).cloned(),
                     ..t.clone()
                 })
                 .collect(),
@@ -94,6 +96,7 @@ impl Registry for MemRegistry {
                         key,
                         TaskRecord {
                             kill_requested: false,
+                            ended: None,
                             ..t.clone()
                         },
                     );
@@ -105,6 +108,17 @@ impl Registry for MemRegistry {
                     let key = (framework_id.clone(), task_id.clone());
                     s.tasks.remove(&key);
                     s.kills.remove(&key);
+                    s.ended.remove(&key);
+                }
+                RegistryOp::EndTask {
+                    framework_id,
+                    task_id,
+                    status,
+                } => {
+                    let key = (framework_id.clone(), task_id.clone());
+                    if s.tasks.contains_key(&key) {
+                        s.ended.insert(key, status.clone());
+                    }
                 }
                 RegistryOp::KillRequested {
                     framework_id,

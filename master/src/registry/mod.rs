@@ -34,7 +34,7 @@ pub use self::memory::MemRegistry;
 pub use self::redb::RedbRegistry;
 
 use proto::identity::PeerId;
-use proto::{AgentId, AgentInfo, FrameworkId, FrameworkInfo, TaskId, TaskInfo};
+use proto::{AgentId, AgentInfo, FrameworkId, FrameworkInfo, TaskId, TaskInfo, TaskStatus};
 use serde::{Deserialize, Serialize};
 
 /// Version of the records' encoding. Records are postcard, which is not self-describing: any
@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// History: 1, the first; 2 added the tombstone tables (a version-1 store is read as one with
 /// no tombstones, and stamped 2).
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// How many removed agent ids, and how many removed framework ids, the registry keeps (the
 /// oldest are evicted first): the same bound as the core's memory of them.
@@ -81,6 +81,12 @@ pub struct TaskRecord {
     /// Its framework asked to kill it (set by [`RegistryOp::KillRequested`]; ignored by
     /// [`RegistryOp::PutTask`], which keeps what the store has).
     pub kill_requested: bool,
+    /// The terminal status its agent reported, while its framework has not acknowledged it
+    /// (set by [`RegistryOp::EndTask`], kept apart from the record like `kill_requested`). A
+    /// task recovered with one is ended and charges nothing: its resources may already have
+    /// gone to another task when the master stopped.
+    #[serde(skip)]
+    pub ended: Option<TaskStatus>,
 }
 
 /// One change to the registry. A batch of them is applied atomically, in order.
@@ -107,6 +113,16 @@ pub enum RegistryOp {
         framework_id: FrameworkId,
         /// The task.
         task_id: TaskId,
+    },
+    /// A task reached a terminal state; it stays until its framework acknowledges it (then
+    /// [`RegistryOp::RemoveTask`]), but no longer holds resources.
+    EndTask {
+        /// Its framework.
+        framework_id: FrameworkId,
+        /// The task.
+        task_id: TaskId,
+        /// Its terminal status.
+        status: TaskStatus,
     },
     /// A framework asked to kill a task (the kill is resent when its agent comes back).
     KillRequested {

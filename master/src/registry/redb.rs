@@ -22,6 +22,7 @@ const FRAMEWORKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("framewor
 const AGENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("agents");
 const TASKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tasks");
 const KILLS: TableDefinition<&[u8], ()> = TableDefinition::new("kills");
+const ENDED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("ended");
 const REMOVED_AGENTS: TableDefinition<u64, &str> = TableDefinition::new("removed_agents");
 const REMOVED_FRAMEWORKS: TableDefinition<u64, &str> = TableDefinition::new("removed_frameworks");
 
@@ -69,8 +70,9 @@ impl RedbRegistry {
                         .map_err(store_err("write schema version"))?;
                 }
                 Some(v) if v == SCHEMA_VERSION => {}
-                // Version 1 lacked only the tombstone tables (created below).
-                Some(1) => {
+                // Version 1 lacked the tombstone tables, version 2 the ended statuses (all
+                // created below, empty).
+                Some(1 | 2) => {
                     meta.insert(VERSION_KEY, SCHEMA_VERSION)
                         .map_err(store_err("write schema version"))?;
                 }
@@ -96,6 +98,7 @@ impl RedbRegistry {
             txn.open_table(AGENTS).map_err(store_err("create tables"))?;
             txn.open_table(TASKS).map_err(store_err("create tables"))?;
             txn.open_table(KILLS).map_err(store_err("create tables"))?;
+            txn.open_table(ENDED).map_err(store_err("create tables"))?;
             txn.open_table(REMOVED_AGENTS)
                 .map_err(store_err("create tables"))?;
             txn.open_table(REMOVED_FRAMEWORKS)
@@ -203,6 +206,7 @@ impl Registry for RedbRegistry {
         let agents = txn.open_table(AGENTS).map_err(store_err("open table"))?;
         let tasks = txn.open_table(TASKS).map_err(store_err("open table"))?;
         let kills = txn.open_table(KILLS).map_err(store_err("open table"))?;
+        let ended = txn.open_table(ENDED).map_err(store_err("open table"))?;
         let removed_agents = read_tombstones(
             &txn.open_table(REMOVED_AGENTS)
                 .map_err(store_err("open table"))?,
@@ -226,6 +230,15 @@ impl Registry for RedbRegistry {
                 .get(key.as_slice())
                 .map_err(store_err("read"))?
                 .is_some();
+            t.ended = match ended.get(key.as_slice()).map_err(store_err("read"))? {
+                Some(v) => Some(postcard::from_bytes(v.value()).map_err(|source| {
+                    RegistryError::Corrupt {
+                        table: "ended",
+                        source,
+                    }
+                })?),
+                None => None,
+            };
         }
         frameworks.sort_by(|a, b| a.id.cmp(&b.id));
         agents.sort_by(|a, b| a.id.cmp(&b.id));
@@ -253,6 +266,7 @@ impl Registry for RedbRegistry {
             let mut agents = txn.open_table(AGENTS).map_err(store_err("open table"))?;
             let mut tasks = txn.open_table(TASKS).map_err(store_err("open table"))?;
             let mut kills = txn.open_table(KILLS).map_err(store_err("open table"))?;
+            let mut ended = txn.open_table(ENDED).map_err(store_err("open table"))?;
             let mut removed_agents = txn
                 .open_table(REMOVED_AGENTS)
                 .map_err(store_err("open table"))?;
@@ -286,6 +300,7 @@ impl Registry for RedbRegistry {
                         let key = task_key(&t.framework_id, &t.info.task_id);
                         let rec = TaskRecord {
                             kill_requested: false,
+                            ended: None,
                             ..t.clone()
                         };
                         tasks
@@ -299,6 +314,19 @@ impl Registry for RedbRegistry {
                         let key = task_key(framework_id, task_id);
                         tasks.remove(key.as_slice()).map_err(w("write"))?;
                         kills.remove(key.as_slice()).map_err(w("write"))?;
+                        ended.remove(key.as_slice()).map_err(w("write"))?;
+                    }
+                    RegistryOp::EndTask {
+                        framework_id,
+                        task_id,
+                        status,
+                    } => {
+                        let key = task_key(framework_id, task_id);
+                        if tasks.get(key.as_slice()).map_err(w("read"))?.is_some() {
+                            ended
+                                .insert(key.as_slice(), encode(status).as_slice())
+                                .map_err(w("write"))?;
+                        }
                     }
                     RegistryOp::KillRequested {
                         framework_id,

@@ -53,6 +53,7 @@ fn task(f: u32, t: &str, a: u32) -> TaskRecord {
             data: vec![1, 2, 3],
         },
         kill_requested: false,
+        ended: None,
     }
 }
 
@@ -263,4 +264,71 @@ fn a_version_1_store_is_read_with_no_tombstones_and_stamped_current() {
         reg.load().unwrap().removed_agents,
         vec![AgentId("m-A1".into())]
     );
+}
+
+/// A task's end is kept beside it until the task is removed, in both stores and across a
+/// reopen; an end for a task the store does not hold is ignored.
+#[test]
+fn an_ended_task_keeps_its_status_until_removed_in_both_stores() {
+    let fid = FrameworkId("m-F1-x".into());
+    let status = proto::TaskStatus {
+        task_id: TaskId("t1".into()),
+        framework_id: fid.clone(),
+        agent_id: Some(AgentId("m-A1".into())),
+        state: proto::TaskState::Finished,
+        reason: Some(proto::Reason::ExitCode(0)),
+        message: "done".into(),
+        stdout_tail: "out".into(),
+        stderr_tail: String::new(),
+        uuid: Some(proto::UpdateId("b-1".into())),
+    };
+    let end = |task: &str| RegistryOp::EndTask {
+        framework_id: fid.clone(),
+        task_id: TaskId(task.into()),
+        status: status.clone(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut redb = RedbRegistry::open_in(dir.path()).unwrap();
+    let mut mem = MemRegistry::new();
+    for reg in [&mut redb as &mut dyn Registry, &mut mem] {
+        reg.apply(&[
+            RegistryOp::PutTask(task(1, "t1", 1)),
+            RegistryOp::PutTask(task(1, "t2", 1)),
+            end("t1"),
+            end("t9"),
+        ])
+        .unwrap();
+        let got = reg.load().unwrap();
+        assert_eq!(got.tasks.len(), 2);
+        assert_eq!(got.tasks[0].ended.as_ref(), Some(&status));
+        assert_eq!(got.tasks[1].ended, None);
+    }
+    drop(redb);
+    let mut redb = RedbRegistry::open_in(dir.path()).unwrap();
+    assert_eq!(redb.load().unwrap(), mem.load().unwrap());
+    for reg in [&mut redb as &mut dyn Registry, &mut mem] {
+        reg.apply(&[RegistryOp::RemoveTask {
+            framework_id: fid.clone(),
+            task_id: TaskId("t1".into()),
+        }])
+        .unwrap();
+        // Same id launched again later: not ended.
+        reg.apply(&[RegistryOp::PutTask(task(1, "t1", 1))]).unwrap();
+        assert!(reg.load().unwrap().tasks.iter().all(|t| t.ended.is_none()));
+    }
+}
+
+/// A version-2 store (no ended statuses) opens as the current version with none.
+#[test]
+fn a_version_2_store_is_read_with_no_ended_tasks_and_stamped_current() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut reg = RedbRegistry::open_in(dir.path()).unwrap();
+        reg.apply(&[RegistryOp::PutTask(task(1, "t1", 1))]).unwrap();
+        reg.set_schema_version_for_tests(2).unwrap();
+    }
+    let reg = RedbRegistry::open_in(dir.path()).unwrap();
+    let got = reg.load().unwrap();
+    assert_eq!(got.tasks.len(), 1);
+    assert_eq!(got.tasks[0].ended, None);
 }
