@@ -21,9 +21,13 @@ use sdk::{Event, Scheduler, SchedulerOptions, TaskBuilder};
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{tessera, Reaper};
 
 /// Hang guard for anything that must happen (never a speed assertion).
 const SANITY: Duration = Duration::from_secs(180);
@@ -31,20 +35,6 @@ const SANITY: Duration = Duration::from_secs(180);
 /// Rounds of the long tasks: several seconds at their CPU share, so they run across the
 /// restart.
 const LONG_ROUNDS: &str = "1500";
-
-fn tessera() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tessera"))
-}
-
-/// Kills a child process when dropped, so a failing test leaves nothing running.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Kills the runtime process of a work directory when dropped (it outlives its agent on
 /// purpose).

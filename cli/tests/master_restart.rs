@@ -13,95 +13,17 @@ use proto::resources::MIB;
 use proto::{Filters, Reason, Resources, TaskId, TaskState, TaskStatus};
 use sdk::{Event, Scheduler, SchedulerOptions, TaskBuilder};
 use std::collections::{BTreeMap, VecDeque};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{certs, free_port, start_agent, start_master, IDLE};
 
 const JOBS: usize = 1_000;
 
 /// Kill the master once this many jobs have finished.
 const KILL_AFTER: usize = 300;
-
-/// Short QUIC timers, so peers notice the dead master quickly (their defaults: 10 s / 2 s).
-const IDLE: &str = "3s";
-const KEEP_ALIVE: &str = "1s";
-
-fn tessera() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tessera"))
-}
-
-/// Kills a child process when dropped, so a failing test leaves nothing running.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn certs(dir: &Path) -> PathBuf {
-    let certs = dir.join("certs");
-    let c = certs.to_str().unwrap();
-    for args in [
-        vec!["cert", "ca", "--dir", c],
-        vec!["cert", "issue", "master", "--dir", c],
-        vec!["cert", "issue", "agent", "worker1", "--dir", c],
-        vec!["cert", "issue", "agent", "worker2", "--dir", c],
-        vec!["cert", "issue", "framework", "restarter", "--dir", c],
-    ] {
-        assert!(tessera().args(&args).status().unwrap().success());
-    }
-    certs
-}
-
-/// A free UDP port on loopback (bound once, then released for the master).
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_master(dir: &Path, certs: &Path, addr: &str, log: &Path) -> Reaper {
-    Reaper(
-        tessera()
-            .args(["master", "--listen", addr, "--work-dir"])
-            .arg(dir.join("master"))
-            .args(["--allocation-interval", "100ms"])
-            .args(["--quic-idle-timeout", IDLE, "--quic-keep-alive", KEEP_ALIVE])
-            .arg("--ca")
-            .arg(certs.join("ca.pem"))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-fn start_agent(dir: &Path, certs: &Path, addr: &str, name: &str) -> Reaper {
-    Reaper(
-        tessera()
-            .args(["agent", "--master", addr, "--hostname", name])
-            .args(["--cpus", "4", "--mem", "512MiB", "--disk", "1GiB"])
-            .args(["--quic-idle-timeout", IDLE, "--quic-keep-alive", KEEP_ALIVE])
-            .arg("--work-dir")
-            .arg(dir.join(name))
-            .arg("--ca")
-            .arg(certs.join("ca.pem"))
-            .arg("--cert")
-            .arg(certs.join(format!("{name}.pem")))
-            .arg("--key")
-            .arg(certs.join(format!("{name}-key.pem")))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
-            .spawn()
-            .unwrap(),
-    )
-}
 
 /// What the scheduler knows of one job.
 #[derive(Default)]
@@ -132,14 +54,14 @@ fn log_line(log: &Path, needle: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_master_during_1000_tasks_loses_and_repeats_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = certs(dir.path());
+    let certs = certs(dir.path(), &["worker1", "worker2"], &["restarter"]);
     let addr = format!("127.0.0.1:{}", free_port());
     let log1 = dir.path().join("master-1.log");
     let log2 = dir.path().join("master-2.log");
     let mut master = start_master(dir.path(), &certs, &addr, &log1);
     let _agents = [
-        start_agent(dir.path(), &certs, &addr, "worker1"),
-        start_agent(dir.path(), &certs, &addr, "worker2"),
+        start_agent(dir.path(), &certs, &addr, "worker1", "4"),
+        start_agent(dir.path(), &certs, &addr, "worker2", "4"),
     ];
 
     let tls = net::tls::PeerTls::from_files(

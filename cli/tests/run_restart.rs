@@ -12,94 +12,15 @@
 //! 3. `TASK_RUNNING`: the task runs on the agent.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{certs, free_port, start_agent, start_master, tessera, Reaper};
 
 /// Rounds of `burn`: a few seconds of one core in wasmtime.
 const ROUNDS: u64 = 12_000;
-
-/// Short QUIC timers for master and agent, so the agent notices the dead master quickly (their
-/// defaults: 10 s / 2 s). `tessera run` keeps its defaults: it is what a user runs.
-const IDLE: &str = "3s";
-const KEEP_ALIVE: &str = "1s";
-
-fn tessera() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tessera"))
-}
-
-/// Kills a child process when dropped, so a failing test leaves nothing running.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn certs(dir: &Path) -> PathBuf {
-    let certs = dir.join("certs");
-    let c = certs.to_str().unwrap();
-    for args in [
-        vec!["cert", "ca", "--dir", c],
-        vec!["cert", "issue", "master", "--dir", c],
-        vec!["cert", "issue", "agent", "worker1", "--dir", c],
-        vec!["cert", "issue", "framework", "runner", "--dir", c],
-    ] {
-        assert!(tessera().args(&args).status().unwrap().success());
-    }
-    certs
-}
-
-/// A free UDP port on loopback (bound once, then released for the master).
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_master(dir: &Path, certs: &Path, addr: &str, log: &Path) -> Reaper {
-    Reaper(
-        tessera()
-            .args(["master", "--listen", addr, "--work-dir"])
-            .arg(dir.join("master"))
-            .args(["--allocation-interval", "100ms"])
-            .args(["--quic-idle-timeout", IDLE, "--quic-keep-alive", KEEP_ALIVE])
-            .arg("--ca")
-            .arg(certs.join("ca.pem"))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-fn start_agent(dir: &Path, certs: &Path, addr: &str) -> Reaper {
-    let name = "worker1";
-    Reaper(
-        tessera()
-            .args(["agent", "--master", addr, "--hostname", name])
-            .args(["--cpus", "2", "--mem", "512MiB", "--disk", "1GiB"])
-            .args(["--quic-idle-timeout", IDLE, "--quic-keep-alive", KEEP_ALIVE])
-            .arg("--work-dir")
-            .arg(dir.join(name))
-            .arg("--ca")
-            .arg(certs.join("ca.pem"))
-            .arg("--cert")
-            .arg(certs.join(format!("{name}.pem")))
-            .arg("--key")
-            .arg(certs.join(format!("{name}-key.pem")))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
-            .spawn()
-            .unwrap(),
-    )
-}
 
 /// What `burn ROUNDS` prints (the guest's loop, natively).
 fn burn_line(rounds: u64) -> String {
@@ -149,11 +70,11 @@ fn tail(path: &Path, lines: usize) -> String {
 #[test]
 fn tessera_run_follows_its_task_across_a_kill_9_of_the_master() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = certs(dir.path());
+    let certs = certs(dir.path(), &["worker1"], &["runner"]);
     let addr = format!("127.0.0.1:{}", free_port());
     let mut logs = vec![dir.path().join("master-0.log")];
     let mut master = start_master(dir.path(), &certs, &addr, &logs[0]);
-    let _agent = start_agent(dir.path(), &certs, &addr);
+    let _agent = start_agent(dir.path(), &certs, &addr, "worker1", "2");
     let want = burn_line(ROUNDS);
     let moments = ["subscribed", "uploaded; launching", "TASK_RUNNING"];
 

@@ -1,0 +1,104 @@
+//! What the real-process tests share: the `tessera` binary, a reaper for its processes,
+//! certificates, a free port, and a master or agent started with short QUIC timers.
+//!
+//! Each test file is its own crate and uses only part of this, hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// Short QUIC timers for masters and agents, so peers notice a dead one quickly (their
+/// defaults: 10 s idle timeout, 2 s keep-alive).
+pub const IDLE: &str = "3s";
+/// See [`IDLE`].
+pub const KEEP_ALIVE: &str = "1s";
+
+/// The binary under test.
+pub fn tessera() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+}
+
+/// Kills a child process when dropped, so a failing test leaves nothing running.
+pub struct Reaper(pub Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A CA in `dir/certs` with certificates for the master, these agents and these frameworks.
+pub fn certs(dir: &Path, agents: &[&str], frameworks: &[&str]) -> PathBuf {
+    let certs = dir.join("certs");
+    let c = certs.to_str().unwrap();
+    let mut calls = vec![
+        vec!["cert", "ca", "--dir", c],
+        vec!["cert", "issue", "master", "--dir", c],
+    ];
+    calls.extend(
+        agents
+            .iter()
+            .map(|a| vec!["cert", "issue", "agent", a, "--dir", c]),
+    );
+    calls.extend(
+        frameworks
+            .iter()
+            .map(|f| vec!["cert", "issue", "framework", f, "--dir", c]),
+    );
+    for args in calls {
+        assert!(tessera().args(&args).status().unwrap().success());
+    }
+    certs
+}
+
+/// A free UDP port on loopback (bound once, then released for the master).
+pub fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A master on `addr` with its work directory `dir/master`, logging to `log`.
+pub fn start_master(dir: &Path, certs: &Path, addr: &str, log: &Path) -> Reaper {
+    Reaper(
+        tessera()
+            .args(["master", "--listen", addr, "--work-dir"])
+            .arg(dir.join("master"))
+            .args(["--allocation-interval", "100ms"])
+            .args(["--quic-idle-timeout", IDLE, "--quic-keep-alive", KEEP_ALIVE])
+            .arg("--ca")
+            .arg(certs.join("ca.pem"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Agent `name` of `<cpus, 512 MiB, 1 GiB disk>` with its work directory `dir/name`, logging
+/// to `dir/name.log`.
+pub fn start_agent(dir: &Path, certs: &Path, addr: &str, name: &str, cpus: &str) -> Reaper {
+    Reaper(
+        tessera()
+            .args(["agent", "--master", addr, "--hostname", name])
+            .args(["--cpus", cpus, "--mem", "512MiB", "--disk", "1GiB"])
+            .args(["--quic-idle-timeout", IDLE, "--quic-keep-alive", KEEP_ALIVE])
+            .arg("--work-dir")
+            .arg(dir.join(name))
+            .arg("--ca")
+            .arg(certs.join("ca.pem"))
+            .arg("--cert")
+            .arg(certs.join(format!("{name}.pem")))
+            .arg("--key")
+            .arg(certs.join(format!("{name}-key.pem")))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
