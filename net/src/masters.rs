@@ -79,7 +79,9 @@ impl MasterSet {
     }
 
     /// A set of the given `host:port` addresses, in the order given.
-    pub fn new<S: Into<String>>(addrs: impl IntoIterator<Item = S>) -> Result<Self, MasterSetError> {
+    pub fn new<S: Into<String>>(
+        addrs: impl IntoIterator<Item = S>,
+    ) -> Result<Self, MasterSetError> {
         let mut out: Vec<String> = Vec::new();
         for a in addrs {
             let a: String = a.into();
@@ -367,9 +369,15 @@ mod tests {
         assert_eq!(set.hint(), Some("c:1"));
         // The next connection dials the leader first.
         log.borrow_mut().clear();
-        set.dial_pass(fake(&log, |a| if a == "c:1" { Ok(()) } else { Err(unreachable()) }))
-            .await
-            .unwrap();
+        set.dial_pass(fake(&log, |a| {
+            if a == "c:1" {
+                Ok(())
+            } else {
+                Err(unreachable())
+            }
+        }))
+        .await
+        .unwrap();
         assert_eq!(*log.borrow(), ["c:1"]);
     }
 
@@ -442,7 +450,11 @@ mod tests {
         assert_eq!(addr, "b:1");
         let sleeps = sleeps.into_inner();
         let at: Vec<usize> = sleeps.iter().map(|s| s.0).collect();
-        assert_eq!(at, [3, 6, 9], "one pause after each failed pass, none within");
+        assert_eq!(
+            at,
+            [3, 6, 9],
+            "one pause after each failed pass, none within"
+        );
         // The exponential delays: 100 ms then 200 ms, each plus up to as much jitter.
         assert!(sleeps[0].1 <= Duration::from_millis(200));
         assert!(sleeps[1].1 >= Duration::from_millis(200));
@@ -468,5 +480,162 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, LinkError::HelloRefused(_)));
         assert_eq!(log.borrow().len(), 2);
+    }
+    /// Over real QUIC on loopback: a stand-in standby answers every `Hello` with
+    /// `NotLeader { leader: Some(real) }` and closes with the not-leader code; a stand-in
+    /// leader answers `HelloAck`. A client given [standby, leader-by-its-hint-only] ends on
+    /// the leader, and its next connection dials the leader first.
+    #[tokio::test]
+    async fn a_standby_sends_the_client_to_the_leader_over_quic() {
+        use crate::codec::{MessageReader, MessageWriter};
+        use crate::link::{client_endpoint, NOT_LEADER_CLOSE_CODE};
+        use crate::tls::{
+            server_config, ClusterCa, PeerTls, TransportTuning, DEFAULT_PEER_VALIDITY,
+        };
+        use proto::frame::DEFAULT_MAX_FRAME;
+        use proto::identity::{PeerId, PeerKind};
+        use proto::messages::PROTOCOL_VERSION;
+
+        let ca = ClusterCa::generate("prod").unwrap();
+        let master = ca.issue_master().unwrap();
+        let tuning = TransportTuning::default();
+        let bind = |answer: Option<String>| {
+            let cfg = server_config(&ca.cert_pem, &master, tuning).unwrap();
+            let ep = quinn::Endpoint::server(cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = ep.local_addr().unwrap();
+            // `answer`: Some(leader) for a standby, None for the leader itself.
+            let task = tokio::spawn(async move {
+                let mut hellos = 0usize;
+                while let Some(incoming) = ep.accept().await {
+                    let Ok(conn) = incoming.await else { continue };
+                    let Ok((send, recv)) = conn.accept_bi().await else {
+                        continue;
+                    };
+                    let mut send = MessageWriter::new(send);
+                    let mut recv = MessageReader::new(recv, DEFAULT_MAX_FRAME);
+                    let Ok(Some(Message::Hello { .. })) = recv.recv().await else {
+                        continue;
+                    };
+                    hellos += 1;
+                    match &answer {
+                        Some(leader) => {
+                            let _ = send
+                                .send(&Message::NotLeader {
+                                    leader: Some(leader.clone()),
+                                })
+                                .await;
+                            let _ = send.get_mut().finish();
+                            // Let the answer leave before the close, as a standby would.
+                            let _ = tokio::time::timeout(
+                                Duration::from_secs(5),
+                                send.get_mut().stopped(),
+                            )
+                            .await;
+                            conn.close(NOT_LEADER_CLOSE_CODE.into(), b"not the leader");
+                        }
+                        None => {
+                            let _ = send
+                                .send(&Message::HelloAck {
+                                    version: PROTOCOL_VERSION,
+                                })
+                                .await;
+                            // Hold the connection until the client closes it.
+                            let _ = conn.closed().await;
+                        }
+                    }
+                    if hellos == 2 {
+                        break;
+                    }
+                }
+                hellos
+            });
+            (addr, task)
+        };
+        let (leader_addr, leader) = bind(None);
+        let (standby_addr, standby) = bind(Some(leader_addr.to_string()));
+
+        let peer = ca
+            .issue_peer(
+                &PeerId::new(PeerKind::Agent, "a1").unwrap(),
+                DEFAULT_PEER_VALIDITY,
+            )
+            .unwrap();
+        let tls = PeerTls {
+            ca_pem: ca.cert_pem.clone(),
+            identity: peer,
+            crls: Vec::new(),
+        };
+        let ep = client_endpoint(&tls, tuning).unwrap();
+        // Only the standby is listed: the leader is found through its answer.
+        let mut set = MasterSet::single(standby_addr);
+        let (addr, link) = tokio::time::timeout(
+            Duration::from_secs(30),
+            set.connect_any(&ep, Role::Agent, &[]),
+        )
+        .await
+        .expect("the client must reach the leader")
+        .unwrap();
+        assert_eq!(addr, leader_addr.to_string());
+        assert_eq!(set.hint(), Some(addr.as_str()));
+        assert_eq!(link.conn.remote_address(), leader_addr);
+        link.conn.close(0u32.into(), b"done");
+
+        // The next connection goes straight to the leader: the standby sees no second Hello.
+        let (again, link) = set.connect_any(&ep, Role::Agent, &[]).await.unwrap();
+        assert_eq!(again, leader_addr.to_string());
+        link.conn.close(0u32.into(), b"done");
+        assert_eq!(leader.await.unwrap(), 2);
+        standby.abort();
+        let _ = standby.await;
+    }
+    /// A standby that closes with the not-leader code before its answer arrives still reads
+    /// as `NotLeader` (with no leader known), not as a broken connection.
+    #[tokio::test]
+    async fn the_not_leader_close_code_reads_as_not_leader() {
+        use crate::link::{client_endpoint, NOT_LEADER_CLOSE_CODE};
+        use crate::tls::{
+            server_config, ClusterCa, PeerTls, TransportTuning, DEFAULT_PEER_VALIDITY,
+        };
+        use proto::identity::{PeerId, PeerKind};
+
+        let ca = ClusterCa::generate("prod").unwrap();
+        let tuning = TransportTuning::default();
+        let cfg = server_config(&ca.cert_pem, &ca.issue_master().unwrap(), tuning).unwrap();
+        let server = quinn::Endpoint::server(cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = server.local_addr().unwrap();
+        let standby = tokio::spawn(async move {
+            while let Some(incoming) = server.accept().await {
+                let Ok(conn) = incoming.await else { continue };
+                // Wait for the Hello's stream, then close without answering.
+                let _ = conn.accept_bi().await;
+                conn.close(NOT_LEADER_CLOSE_CODE.into(), b"not the leader");
+                let _ = conn.closed().await;
+                break;
+            }
+        });
+        let tls = PeerTls {
+            ca_pem: ca.cert_pem.clone(),
+            identity: ca
+                .issue_peer(
+                    &PeerId::new(PeerKind::Framework, "s1").unwrap(),
+                    DEFAULT_PEER_VALIDITY,
+                )
+                .unwrap(),
+            crls: Vec::new(),
+        };
+        let ep = client_endpoint(&tls, tuning).unwrap();
+        let err = tokio::time::timeout(
+            Duration::from_secs(30),
+            Link::connect(&ep, addr, Role::Scheduler),
+        )
+        .await
+        .expect("the close must end the handshake")
+        .err()
+        .expect("a standby's close is no link");
+        assert!(
+            matches!(err, LinkError::NotLeader { leader: None }),
+            "{err:?}"
+        );
+        standby.await.unwrap();
     }
 }
