@@ -19,6 +19,7 @@
 //! - [`identity`]: a peer's kind and name read from its verified certificate.
 //! - [`tls`]: the cluster CA (rcgen), certificate issue, mutual-TLS QUIC configurations.
 //! - [`link`]: the client side of a connection (dial, handshake, blob upload and fetch).
+//! - [`masters`]: [`masters::MasterSet`], several master addresses and the order to dial them.
 //! - [`backoff`]: jittered exponential reconnect delays shared by agents and schedulers.
 //! - [`timer`]: the single optional-deadline sleep of a driver's loop.
 
@@ -28,6 +29,7 @@ pub mod backoff;
 pub mod codec;
 pub mod identity;
 pub mod link;
+pub mod masters;
 pub mod timer;
 pub mod tls;
 

@@ -3,6 +3,11 @@
 //! streams (upload, fetch) that run beside it.
 //!
 //! Only the mechanics live here; when to reconnect and what to say is each role's business.
+//!
+//! With several masters (one leader, standbys), a standby answers the `Hello` with
+//! [`Message::NotLeader`], which the handshake returns as [`LinkError::NotLeader`]; the
+//! [`crate::masters::MasterSet`] turns that into "dial the leader next". The master, agent, SDK
+//! and CLI do not use that yet: they still dial one address through [`Link::connect`].
 
 use crate::codec::{read_one, write_one, MessageReader, MessageWriter};
 use crate::tls::{self, PeerTls, TlsError, TransportTuning, MASTER_SERVER_NAME};
@@ -63,7 +68,26 @@ pub enum LinkError {
     /// Local file i/o.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// The master dialled is a standby: `leader` is the leader it knows of, if any.
+    #[error("that master is not the leader (leader: {})", leader.as_deref().unwrap_or("none yet"))]
+    NotLeader {
+        /// The leader's advertised `host:port`, or `None` while nobody leads.
+        leader: Option<String>,
+    },
+    /// A master's `host:port` did not resolve to an address.
+    #[error("resolving {addr}: {message}")]
+    Resolve {
+        /// The name that failed.
+        addr: String,
+        /// Why.
+        message: String,
+    },
 }
+
+/// The QUIC application close code a standby master closes a connection with after its
+/// [`Message::NotLeader`] (the master's `close_code::NOT_LEADER` must equal it): a peer that
+/// sees the close before the message still knows to look for the leader.
+pub const NOT_LEADER_CLOSE_CODE: u32 = 5;
 
 /// A client QUIC endpoint configured for mutual TLS with the cluster.
 pub fn client_endpoint(
@@ -152,6 +176,10 @@ impl Link {
                 Ok(Self { conn, send, recv })
             }
             Ok(Some(Message::Error { message })) => Err(LinkError::HelloRefused(message)),
+            Ok(Some(Message::NotLeader { leader })) => {
+                tracing::debug!(%addr, ?leader, "the master is a standby");
+                Err(LinkError::NotLeader { leader })
+            }
             Ok(Some(other)) => Err(LinkError::Protocol(format!(
                 "expected HelloAck, got {}",
                 other.kind()
@@ -178,6 +206,11 @@ impl Link {
 
 fn closed_reason(conn: &quinn::Connection, fallback: &str) -> LinkError {
     match conn.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(close))
+            if close.error_code == quinn::VarInt::from_u32(NOT_LEADER_CLOSE_CODE) =>
+        {
+            LinkError::NotLeader { leader: None }
+        }
         Some(e) => LinkError::Connection(e),
         None => LinkError::Protocol(fallback.to_owned()),
     }

@@ -135,6 +135,23 @@ mod tests {
         ));
     }
 
+    /// `NotLeader` (protocol 4) is appended last: the variants before it keep their postcard
+    /// indices, so its index is the count of the others (the fuzz corpus holds these bytes).
+    #[test]
+    fn not_leader_is_the_last_variant_and_round_trips() {
+        for leader in [None, Some("10.0.0.2:5050".to_owned())] {
+            let msg = Message::NotLeader { leader };
+            let bytes = encode(&msg).unwrap();
+            assert_eq!(
+                bytes[HEADER_LEN], 37,
+                "NotLeader must stay the 38th variant"
+            );
+            let (back, used) = parse(&bytes, DEFAULT_MAX_FRAME).unwrap().unwrap();
+            assert_eq!((back, used), (msg, bytes.len()));
+        }
+        assert_eq!(encode(&Message::AgentLeft).unwrap()[HEADER_LEN], 36);
+    }
+
     /// Runs `test` on a thread with a large stack: the derived strategy for [`Message`] is deep
     /// enough to overflow a test thread's default 2 MiB while generating.
     fn on_big_stack(test: impl FnOnce() + Send + 'static) {

@@ -12,7 +12,7 @@ use crate::resources::Resources;
 use serde::{Deserialize, Serialize};
 
 /// The version of this protocol; peers of another version are refused at the handshake.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// What a peer is, stated in its handshake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -608,6 +608,14 @@ pub enum Message {
     },
     /// Master -> agent: the [`Message::AgentLeaving`] is recorded; the agent may close.
     AgentLeft,
+    /// Standby master -> any peer, in answer to a [`Message::Hello`]: this master does not lead,
+    /// so the peer should dial `leader` (the leader's advertised `host:port`), or, while nobody
+    /// leads (`None`), try again shortly. The standby serves nothing else on the connection.
+    /// Appended last so the postcard indices of the older variants stay as they were.
+    NotLeader {
+        /// The current leader's advertised address, if this master knows one.
+        leader: Option<String>,
+    },
 }
 
 impl Message {
@@ -668,6 +676,7 @@ impl Message {
             Message::ExecutorExited { .. } => "ExecutorExited",
             Message::AgentLeaving { .. } => "AgentLeaving",
             Message::AgentLeft => "AgentLeft",
+            Message::NotLeader { .. } => "NotLeader",
         }
     }
 }
