@@ -311,3 +311,22 @@ impl LossyCluster {
         })
     }
 }
+
+/// Adds agent `name` whose link to the master goes through a fault proxy (no faults yet;
+/// `seed` drives its randomness), for tests that cut or impair one agent's link. Returns the
+/// proxy and the agent's index in the cluster.
+pub async fn agent_behind_proxy(
+    cluster: &mut LocalCluster,
+    name: &str,
+    resources: Resources,
+    seed: u64,
+) -> (proxy::UdpProxy, usize) {
+    let proxy = proxy::UdpProxy::start(cluster.master_addr, proxy::Faults::default(), seed)
+        .await
+        .unwrap();
+    let opts = cluster
+        .agent_options(name, resources, Some(proxy.addr()))
+        .unwrap();
+    let i = cluster.spawn_agent(opts);
+    (proxy, i)
+}

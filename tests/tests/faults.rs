@@ -27,13 +27,7 @@ async fn a_crashed_agent_has_its_offers_rescinded_and_its_tasks_lost() {
     let mut cluster = LocalCluster::start(fast_config(), dir.path())
         .await
         .unwrap();
-    let proxy = UdpProxy::start(cluster.master_addr, Faults::default(), 1)
-        .await
-        .unwrap();
-    let opts = cluster
-        .agent_options("doomed", res(2.0, 1.0), Some(proxy.addr()))
-        .unwrap();
-    let doomed = cluster.spawn_agent(opts);
+    let (proxy, doomed) = agent_behind_proxy(&mut cluster, "doomed", res(2.0, 1.0), 1).await;
     cluster.add_agent("healthy", res(1.0, 0.5)).unwrap();
     let mut sched = Scheduler::connect(cluster.scheduler_options("fw", "*").unwrap())
         .await
@@ -129,13 +123,7 @@ async fn an_agent_re_registers_after_a_dropped_link_and_keeps_its_tasks() {
     // all the time it needs to come back.
     cfg.master.agent_reregister_timeout = Duration::from_secs(30);
     let mut cluster = LocalCluster::start(cfg, dir.path()).await.unwrap();
-    let proxy = UdpProxy::start(cluster.master_addr, Faults::default(), 2)
-        .await
-        .unwrap();
-    let opts = cluster
-        .agent_options("flaky", res(1.0, 1.0), Some(proxy.addr()))
-        .unwrap();
-    cluster.spawn_agent(opts);
+    let (proxy, _) = agent_behind_proxy(&mut cluster, "flaky", res(1.0, 1.0), 2).await;
     let mut sched = Scheduler::connect(cluster.scheduler_options("fw", "*").unwrap())
         .await
         .unwrap();

@@ -14,7 +14,6 @@ use proto::{AgentId, AgentInfo, Filters, Reason, Resources, TaskId, TaskState, T
 use sdk::{Event, TaskBuilder};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use tessera_tests::proxy::{Faults, UdpProxy};
 use tessera_tests::sim::{Sim, SimOptions};
 use tessera_tests::*;
 
@@ -256,13 +255,7 @@ async fn a_real_partition_shows_unreachable_then_the_real_end_exactly_once() {
     cfg.tuning.idle_timeout = Duration::from_secs(1);
     cfg.master.agent_reregister_timeout = Duration::from_secs(60);
     let mut cluster = LocalCluster::start(cfg, dir.path()).await.unwrap();
-    let proxy = UdpProxy::start(cluster.master_addr, Faults::default(), 11)
-        .await
-        .unwrap();
-    let opts = cluster
-        .agent_options("edge", res(1.0, 1.0), Some(proxy.addr()))
-        .unwrap();
-    cluster.spawn_agent(opts);
+    let (proxy, _) = agent_behind_proxy(&mut cluster, "edge", res(1.0, 1.0), 11).await;
     let mut sched = sdk::Scheduler::connect(cluster.scheduler_options("fw", "*").unwrap())
         .await
         .unwrap();
