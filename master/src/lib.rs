@@ -22,6 +22,8 @@
 //! - [`rate`]: the token bucket pacing each connection's control frames.
 //! - [`registry`]: the durable registry (trait, records, the redb and in-memory stores) that a
 //!   restarted master recovers from.
+//! - [`ha`]: what several masters need from a coordination service (elections, a fenced
+//!   registry), as traits; an in-memory implementation for tests.
 //! - [`driver`]: the quinn endpoint, one task per connection, the timer; identities read from
 //!   certificates; the blob streams (uploads with quotas and stall limits, fetches the core allows)
 //!   in `driver/blob_streams.rs`.
@@ -34,5 +36,6 @@ pub mod blobs;
 pub mod config;
 pub mod core;
 pub mod driver;
+pub mod ha;
 pub mod rate;
 pub mod registry;

@@ -22,6 +22,8 @@ pub enum Role {
     Agent,
     /// A framework's scheduler (through the SDK) or the CLI.
     Scheduler,
+    /// A standby master mirroring the leader's blobs (master certificates only).
+    Standby,
 }
 
 /// Describes a framework when it subscribes.

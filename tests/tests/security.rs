@@ -45,6 +45,7 @@ async fn raw_link(
     let kind = match role {
         Role::Agent => PeerKind::Agent,
         Role::Scheduler => PeerKind::Framework,
+        Role::Standby => PeerKind::Master,
     };
     let (ep, conn) = raw_conn_as(cluster, kind).await;
     let (mut send, mut recv) = conn.open_bi().await.unwrap();

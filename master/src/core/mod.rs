@@ -813,11 +813,14 @@ impl Master {
                     | Message::ExecutorMessage { .. }
                     | Message::ExecutorExited { .. }
             ),
+            // A standby only fetches blobs; the driver never hands it to the core.
+            Role::Standby => false,
         };
         if !allowed {
             let role = match role {
                 Role::Scheduler => "scheduler",
                 Role::Agent => "agent",
+                Role::Standby => "standby master",
             };
             self.close(
                 conn,

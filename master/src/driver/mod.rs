@@ -739,11 +739,13 @@ fn role_refusal(role: Role, principal: &PeerId) -> Option<String> {
     let allowed = match role {
         Role::Agent => principal.kind == PeerKind::Agent,
         Role::Scheduler => matches!(principal.kind, PeerKind::Framework | PeerKind::Operator),
+        Role::Standby => principal.kind == PeerKind::Master,
     };
     (!allowed).then(|| {
         let what = match role {
             Role::Agent => "register as an agent",
             Role::Scheduler => "subscribe a framework",
+            Role::Standby => "mirror blobs as a standby master",
         };
         format!(
             "a {} certificate ({principal}) may not {what}",

@@ -2,11 +2,12 @@
 //! store, so a test keeps a handle while the "crashed" master's copy is dropped, and a new core
 //! is recovered from what it held, without any I/O.
 
+use super::BlobRecord;
 use super::REMOVED_IDS_KEPT;
 use super::{
     AgentRecord, FrameworkRecord, Registry, RegistryError, RegistryOp, Snapshot, TaskRecord,
 };
-use proto::{AgentId, FrameworkId, TaskId, TaskStatus};
+use proto::{AgentId, Digest, FrameworkId, TaskId, TaskStatus};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -19,6 +20,7 @@ struct MemState {
     ended: BTreeMap<(FrameworkId, TaskId), TaskStatus>,
     removed_agents: VecDeque<AgentId>,
     removed_frameworks: VecDeque<FrameworkId>,
+    blobs: BTreeMap<Digest, BlobRecord>,
     batches: u64,
 }
 
@@ -57,6 +59,7 @@ impl MemRegistry {
                 .collect(),
             removed_agents: s.removed_agents.iter().cloned().collect(),
             removed_frameworks: s.removed_frameworks.iter().cloned().collect(),
+            blobs: s.blobs.values().cloned().collect(),
         }
     }
 
@@ -128,6 +131,27 @@ impl Registry for MemRegistry {
                     if s.tasks.contains_key(&key) {
                         s.kills.insert(key);
                     }
+                }
+                RegistryOp::PutBlob {
+                    digest,
+                    kind,
+                    size,
+                    owner,
+                } => {
+                    let rec = s.blobs.entry(*digest).or_insert_with(|| BlobRecord {
+                        digest: *digest,
+                        kind: *kind,
+                        size: *size,
+                        owners: Vec::new(),
+                    });
+                    if let Some(owner) = owner {
+                        if let Err(at) = rec.owners.binary_search(owner) {
+                            rec.owners.insert(at, owner.clone());
+                        }
+                    }
+                }
+                RegistryOp::RemoveBlob(digest) => {
+                    s.blobs.remove(digest);
                 }
             }
         }

@@ -34,7 +34,9 @@ pub use self::memory::MemRegistry;
 pub use self::redb::RedbRegistry;
 
 use proto::identity::PeerId;
-use proto::{AgentId, AgentInfo, FrameworkId, FrameworkInfo, TaskId, TaskInfo, TaskStatus};
+use proto::{
+    AgentId, AgentInfo, BlobKind, Digest, FrameworkId, FrameworkInfo, TaskId, TaskInfo, TaskStatus,
+};
 use serde::{Deserialize, Serialize};
 
 /// Version of the records' encoding. Records are postcard, which is not self-describing: any
@@ -89,6 +91,21 @@ pub struct TaskRecord {
     pub ended: Option<TaskStatus>,
 }
 
+/// A blob (module or task file) the leader stores, and who uploaded it: kept in a shared
+/// registry so standbys can mirror the blob and a new leader knows whose it is. The embedded
+/// store does not keep these (a single master keeps the owners beside each blob file).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRecord {
+    /// Its content digest.
+    pub digest: Digest,
+    /// Module or file.
+    pub kind: BlobKind,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The principals that uploaded it (and so may launch with it), sorted.
+    pub owners: Vec<PeerId>,
+}
+
 /// One change to the registry. A batch of them is applied atomically, in order.
 // `PutTask` (a whole `TaskInfo`) dominates; each op is built once and moved into its batch, so
 // boxing would only add an allocation per launch.
@@ -131,6 +148,20 @@ pub enum RegistryOp {
         /// The task.
         task_id: TaskId,
     },
+    /// A blob was stored, or uploaded again by `owner` (added to its owners). Ignored by the
+    /// embedded store (see [`BlobRecord`]).
+    PutBlob {
+        /// Its digest.
+        digest: Digest,
+        /// Module or file.
+        kind: BlobKind,
+        /// Its size in bytes.
+        size: u64,
+        /// Who uploaded it (`None`: the master found it in its store).
+        owner: Option<PeerId>,
+    },
+    /// A blob was collected. Ignored by the embedded store.
+    RemoveBlob(Digest),
 }
 
 /// Everything a registry holds, as loaded at start: each list sorted by id.
@@ -146,6 +177,8 @@ pub struct Snapshot {
     pub removed_agents: Vec<AgentId>,
     /// Torn-down framework ids, oldest first (at most [`REMOVED_IDS_KEPT`]).
     pub removed_frameworks: Vec<FrameworkId>,
+    /// Blobs, sorted by digest (empty from the embedded store, see [`BlobRecord`]).
+    pub blobs: Vec<BlobRecord>,
 }
 
 impl Snapshot {
@@ -156,6 +189,7 @@ impl Snapshot {
             && self.tasks.is_empty()
             && self.removed_agents.is_empty()
             && self.removed_frameworks.is_empty()
+            && self.blobs.is_empty()
     }
 }
 
@@ -190,6 +224,11 @@ pub enum RegistryError {
         /// The decoding error.
         source: postcard::Error,
     },
+    /// The write was refused because this master no longer leads (its term ended: lease
+    /// expired, or another master was elected). Nothing of the batch was written; the master
+    /// must step down.
+    #[error("registry write fenced: this master's term of leadership has ended")]
+    Fenced,
 }
 
 /// A durable store of the master's registry. Small on purpose: a replicated store must be able

@@ -251,6 +251,7 @@ impl Registry for RedbRegistry {
             tasks,
             removed_agents,
             removed_frameworks,
+            blobs: Vec::new(),
         })
     }
 
@@ -337,6 +338,8 @@ impl Registry for RedbRegistry {
                             kills.insert(key.as_slice(), ()).map_err(w("write"))?;
                         }
                     }
+                    // A single master keeps blobs' owners beside the blob files.
+                    RegistryOp::PutBlob { .. } | RegistryOp::RemoveBlob(_) => {}
                 }
             }
         }

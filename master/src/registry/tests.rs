@@ -99,6 +99,7 @@ fn write_history(reg: &mut dyn Registry) -> Snapshot {
         tasks: vec![task(1, "t1", 1), killed],
         removed_agents: vec![AgentId("m-A2".into())],
         removed_frameworks: vec![FrameworkId("m-F2-x".into())],
+        blobs: Vec::new(),
     }
 }
 

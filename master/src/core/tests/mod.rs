@@ -19,6 +19,7 @@ fn principal_for(role: Role, name: &str) -> PeerId {
     let kind = match role {
         Role::Agent => proto::identity::PeerKind::Agent,
         Role::Scheduler => proto::identity::PeerKind::Framework,
+        Role::Standby => proto::identity::PeerKind::Master,
     };
     PeerId::new(kind, name).unwrap()
 }
