@@ -6,8 +6,10 @@
 //!
 //! With several masters (one leader, standbys), a standby answers the `Hello` with
 //! [`Message::NotLeader`], which the handshake returns as [`LinkError::NotLeader`]; the
-//! [`crate::masters::MasterSet`] turns that into "dial the leader next". The master, agent, SDK
-//! and CLI do not use that yet: they still dial one address through [`Link::connect`].
+//! [`crate::masters::MasterSet`] turns that into "dial the leader next" (the agent, the SDK and
+//! the CLI dial through it). A leader that steps down closes its connections with
+//! [`NOT_LEADER_CLOSE_CODE`]; [`is_not_leader_close`] tells a peer to look for the new leader
+//! at once rather than back off.
 
 use crate::codec::{read_one, write_one, MessageReader, MessageWriter};
 use crate::tls::{self, PeerTls, TlsError, TransportTuning, MASTER_SERVER_NAME};
@@ -88,6 +90,14 @@ pub enum LinkError {
 /// [`Message::NotLeader`] (the master's `close_code::NOT_LEADER` must equal it): a peer that
 /// sees the close before the message still knows to look for the leader.
 pub const NOT_LEADER_CLOSE_CODE: u32 = 5;
+
+/// Whether a connection ended with a master's not-leader close ([`NOT_LEADER_CLOSE_CODE`]): a
+/// standby refusing a `Hello`, or a leader that stepped down. Either way the cluster is alive
+/// and the peer should look for the leader now, not back off.
+pub fn is_not_leader_close(reason: &quinn::ConnectionError) -> bool {
+    matches!(reason, quinn::ConnectionError::ApplicationClosed(close)
+        if close.error_code == quinn::VarInt::from_u32(NOT_LEADER_CLOSE_CODE))
+}
 
 /// A client QUIC endpoint configured for mutual TLS with the cluster.
 pub fn client_endpoint(
@@ -206,11 +216,7 @@ impl Link {
 
 fn closed_reason(conn: &quinn::Connection, fallback: &str) -> LinkError {
     match conn.close_reason() {
-        Some(quinn::ConnectionError::ApplicationClosed(close))
-            if close.error_code == quinn::VarInt::from_u32(NOT_LEADER_CLOSE_CODE) =>
-        {
-            LinkError::NotLeader { leader: None }
-        }
+        Some(e) if is_not_leader_close(&e) => LinkError::NotLeader { leader: None },
         Some(e) => LinkError::Connection(e),
         None => LinkError::Protocol(fallback.to_owned()),
     }

@@ -12,8 +12,16 @@
 //! A single address is a set of one, and dials exactly as [`Link::connect_with`] does.
 //! Names are resolved at each dial, so a master that moves to another address is found.
 //!
-//! Not wired in yet: the master, agent, SDK and CLI still dial one address; they move to
-//! [`MasterSet::connect_any`] in a later change.
+//! A peer whose link to the leader is lost without a word (the leader was killed, or is cut
+//! off) [`MasterSet::demote`]s it: the next pass dials it last, so a dead leader's handshake
+//! timeout is paid only after the live masters had their chance. A leader that steps down
+//! closes with [`crate::link::NOT_LEADER_CLOSE_CODE`] instead and stays the hint: it is alive
+//! and answers the next `Hello` with the new leader.
+//!
+//! Used by the agent's driver (`AgentOptions::masters`), the SDK (`SchedulerOptions::masters`)
+//! and the CLI's `--master a:5050,b:5050`. Driver loops that must keep serving other inputs
+//! between passes call [`MasterSet::dial_pass`] and wait [`MasterSet::retry_pause`]
+//! themselves; the rest call [`MasterSet::connect_any`].
 
 use crate::backoff::Reconnect;
 use crate::link::{Link, LinkError};
@@ -43,13 +51,46 @@ pub enum MasterSetError {
 }
 
 /// The masters a peer may dial and what it learnt about which one leads.
+///
+/// A clone keeps the addresses, the hint and the rotation, and starts its delays afresh: the
+/// options of a peer hold one, and each connection loop works on its own copy.
 #[derive(Debug)]
 pub struct MasterSet {
     addrs: Vec<String>,
     hint: Option<String>,
+    /// Lost without a word: dialled last until some master accepts.
+    demoted: Option<String>,
     cursor: usize,
+    max_backoff: Duration,
     backoff: Reconnect,
     no_leader: ConstantBackoff,
+}
+
+impl Clone for MasterSet {
+    fn clone(&self) -> Self {
+        Self {
+            addrs: self.addrs.clone(),
+            hint: self.hint.clone(),
+            demoted: self.demoted.clone(),
+            cursor: self.cursor,
+            max_backoff: self.max_backoff,
+            backoff: Reconnect::new(self.max_backoff),
+            no_leader: Self::no_leader_delays(),
+        }
+    }
+}
+
+impl From<SocketAddr> for MasterSet {
+    fn from(addr: SocketAddr) -> Self {
+        Self::single(addr)
+    }
+}
+
+impl std::fmt::Display for MasterSet {
+    /// The addresses as `--master` takes them: `a:5050,b:5050`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.addrs.join(","))
+    }
 }
 
 /// How one full pass over the masters failed.
@@ -101,7 +142,9 @@ impl MasterSet {
         Ok(Self {
             addrs: out,
             hint: None,
+            demoted: None,
             cursor: 0,
+            max_backoff: DEFAULT_MAX_BACKOFF,
             backoff: Reconnect::new(DEFAULT_MAX_BACKOFF),
             no_leader: Self::no_leader_delays(),
         })
@@ -114,8 +157,35 @@ impl MasterSet {
 
     /// Caps the exponential delay between failed passes at `max` (5 s by default).
     pub fn with_max_backoff(mut self, max: Duration) -> Self {
+        self.max_backoff = max;
         self.backoff = Reconnect::new(max);
         self
+    }
+
+    /// The pause before the next pass after one that failed: a short jittered 125–250 ms when
+    /// some master said nobody leads yet (`no_leader`, [`PassFailed::no_leader`]), else the
+    /// next jittered exponential delay. For loops that cannot sleep inside
+    /// [`MasterSet::connect_any_with`] (an agent keeps serving its guests meanwhile).
+    pub fn retry_pause(&mut self, no_leader: bool) -> Duration {
+        if no_leader {
+            self.no_leader.next().unwrap_or(NO_LEADER_WAIT)
+        } else {
+            self.backoff.next_delay()
+        }
+    }
+
+    /// Starts the exponential delays over (after a connection that worked).
+    pub fn reset_backoff(&mut self) {
+        self.backoff.reset();
+    }
+
+    /// `addr`'s link was lost without a word (no not-leader close): it may be dead, so it is
+    /// no longer the hint and the next passes dial it last, until some master accepts.
+    pub fn demote(&mut self, addr: &str) {
+        if self.hint.as_deref() == Some(addr) {
+            self.hint = None;
+        }
+        self.demoted = Some(addr.to_owned());
     }
 
     fn no_leader_delays() -> ConstantBackoff {
@@ -142,14 +212,19 @@ impl MasterSet {
     }
 
     /// The order the next pass dials in: the hint, then every other address round-robin from
-    /// where the last pass started plus one.
+    /// where the last pass started plus one; a [demoted](MasterSet::demote) address last.
     pub fn pass_order(&self) -> Vec<String> {
         let n = self.addrs.len();
         let mut order: Vec<String> = self.hint.iter().cloned().collect();
         for i in 0..n {
             let a = &self.addrs[(self.cursor + i) % n];
-            if self.hint.as_ref() != Some(a) {
+            if self.hint.as_ref() != Some(a) && self.demoted.as_ref() != Some(a) {
                 order.push(a.clone());
+            }
+        }
+        if let Some(d) = &self.demoted {
+            if self.hint.as_ref() != Some(d) {
+                order.push(d.clone());
             }
         }
         order
@@ -175,6 +250,7 @@ impl MasterSet {
             let err = match dial(addr.clone()).await {
                 Ok(t) => {
                     self.hint = Some(addr.clone());
+                    self.demoted = None;
                     return Ok((addr, t));
                 }
                 Err(e) => e,
@@ -245,11 +321,7 @@ impl MasterSet {
                     if let Some(fatal) = failed.fatal {
                         return Err(fatal);
                     }
-                    let pause = if failed.no_leader {
-                        self.no_leader.next().unwrap_or(NO_LEADER_WAIT)
-                    } else {
-                        self.backoff.next_delay()
-                    };
+                    let pause = self.retry_pause(failed.no_leader);
                     tracing::debug!(error = %failed.last, ?pause, "no master accepted; retrying");
                     sleep(pause).await;
                 }
@@ -266,18 +338,27 @@ impl MasterSet {
         first: &[Message],
     ) -> Result<(String, Link), LinkError> {
         self.connect_any_with(
-            |addr| async move {
-                let sock = resolve(&addr).await?;
-                Link::connect_with(ep, sock, role, first).await
-            },
+            |addr| async move { connect_to(ep, &addr, role, first).await },
             tokio::time::sleep,
         )
         .await
     }
 }
 
-/// The first socket address `host:port` resolves to.
-async fn resolve(addr: &str) -> Result<SocketAddr, LinkError> {
+/// Resolves `addr` (`host:port`) now and does [`Link::connect_with`] as `role` with `first`
+/// pipelined behind the `Hello`: one dial of a pass, for [`MasterSet::dial_pass`].
+pub async fn connect_to(
+    ep: &quinn::Endpoint,
+    addr: &str,
+    role: Role,
+    first: &[Message],
+) -> Result<Link, LinkError> {
+    let sock = resolve(addr).await?;
+    Link::connect_with(ep, sock, role, first).await
+}
+
+/// The first socket address `host:port` resolves to ([`LinkError::Resolve`] if none).
+pub async fn resolve(addr: &str) -> Result<SocketAddr, LinkError> {
     let mut found = tokio::net::lookup_host(addr)
         .await
         .map_err(|e| LinkError::Resolve {
@@ -341,6 +422,21 @@ mod tests {
         assert_eq!(set.pass_order(), ["x:1", "a:1", "b:1", "c:1"]);
     }
 
+    #[test]
+    fn a_demoted_leader_goes_last_until_a_master_accepts_and_clones_keep_the_hint() {
+        let mut set = MasterSet::parse("a:1,b:1,c:1").unwrap();
+        set.set_hint(Some("a:1".into()));
+        set.demote("a:1");
+        assert_eq!(set.hint(), None);
+        assert_eq!(set.pass_order(), ["b:1", "c:1", "a:1"]);
+        // A redirect to it later still puts it first.
+        set.set_hint(Some("a:1".into()));
+        assert_eq!(set.pass_order(), ["a:1", "b:1", "c:1"]);
+        let copy = set.clone();
+        assert_eq!(copy.hint(), Some("a:1"));
+        assert_eq!(copy.to_string(), "a:1,b:1,c:1");
+    }
+
     /// A fake dialer: `answers` says what each address does; every dial is logged.
     fn fake<'a>(
         log: &'a RefCell<Vec<String>>,
@@ -379,6 +475,10 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(*log.borrow(), ["c:1"]);
+        // Demoted and then reached again: no longer last.
+        set.demote("c:1");
+        set.dial_pass(fake(&log, |_| Ok(()))).await.unwrap();
+        assert_eq!(set.demoted, None);
     }
 
     #[tokio::test]
