@@ -8,6 +8,15 @@
 //! of its own and reports back through channels, so the core sees a single ordered stream of
 //! events.
 //!
+//! # Several masters
+//! [`AgentOptions::masters`] may name several masters (one leader, standbys). Each dial is a
+//! pass of a [`MasterSet`]: the last leader first, a standby's `NotLeader { leader }` followed
+//! at once, the exponential delay only after a whole pass failed (a short one while no master
+//! leads). A leader that steps down closes with the not-leader code (or says `NotLeader` on the
+//! control stream): the loop redials at once, without backoff. A leader lost without a word is
+//! dialled last next time (it may be dead). Reaching a new leader is handled as a master
+//! restart: the core re-registers under its id and resends unacknowledged updates.
+//!
 //! # Where guests run
 //! [`AgentOptions::guests`]: in the agent's process ([`GuestHost::InProcess`], the default for
 //! library users and test clusters: guests die with the agent), or in a runtime process that
@@ -63,7 +72,8 @@ use crate::runtime::{
     Attachment, Events, GuestEvent, GuestId, Runtime, RuntimeError, RuntimeEvent, RuntimeOptions,
 };
 use crate::workdir::WorkDir;
-use net::link::{self, Link, LinkError};
+use net::link::{self, LinkError};
+use net::masters::{self as master_set, MasterSet};
 use net::tls::{PeerTls, TransportTuning};
 use net::{MessageReader, MessageWriter};
 use proto::{AgentInfo, FrameworkId, Message, Reason, Role, TaskInfo};
@@ -131,8 +141,9 @@ pub enum OnStop {
 /// Everything an agent process is configured with.
 #[derive(Clone, Debug)]
 pub struct AgentOptions {
-    /// The master's QUIC address.
-    pub master: SocketAddr,
+    /// The masters' QUIC addresses (`host:port`; one leader, the rest standbys): the agent
+    /// follows the leader among them (see the [module doc](self#several-masters)).
+    pub masters: MasterSet,
     /// CA and this agent's certificate.
     pub tls: PeerTls,
     /// QUIC keep-alive and idle timeout.
@@ -173,12 +184,23 @@ pub struct AgentOptions {
 }
 
 impl AgentOptions {
-    /// Options with the defaults for everything but the essentials; the
-    /// executor's instance pool is sized from `info.resources`.
+    /// Options with the defaults for everything but the essentials, for one master (see
+    /// [`AgentOptions::with_masters`] for several); the executor's instance pool is sized from
+    /// `info.resources`.
     pub fn new(master: SocketAddr, tls: PeerTls, work_dir: PathBuf, info: AgentInfo) -> Self {
+        Self::for_masters(MasterSet::single(master), tls, work_dir, info)
+    }
+
+    /// [`AgentOptions::new`] for several masters (`--master a:5050,b:5050`).
+    pub fn for_masters(
+        masters: MasterSet,
+        tls: PeerTls,
+        work_dir: PathBuf,
+        info: AgentInfo,
+    ) -> Self {
         let pooling = PoolingConfig::for_resources(info.resources.cpus_milli, info.resources.mem);
         Self {
-            master,
+            masters,
             tls,
             tuning: TransportTuning::default(),
             work_dir,
@@ -199,6 +221,13 @@ impl AgentOptions {
             on_stop: OnStop::Quit,
             stop_timeout: Duration::from_secs(5),
         }
+    }
+
+    /// Dials these masters (one leader, standbys) instead of the one given to
+    /// [`AgentOptions::new`].
+    pub fn with_masters(mut self, masters: MasterSet) -> Self {
+        self.masters = masters;
+        self
     }
 
     /// Guests in a runtime process that outlives the agent, checkpointing on, and tasks kept
@@ -272,6 +301,9 @@ enum Input {
     LinkDown {
         generation: u64,
         why: String,
+        /// The master closed with the not-leader code or said `NotLeader` (with the leader it
+        /// named, if any): it stepped down, so look for the leader now.
+        not_leader: Option<Option<String>>,
     },
     /// An executor's component and directory are ready (or could not be made ready).
     InstanceReady {
@@ -368,7 +400,8 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         control: None,
         generation: 0,
         next_dial: Instant::now(),
-        backoff: net::backoff::Reconnect::new(opts.max_backoff),
+        masters: opts.masters.clone().with_max_backoff(opts.max_backoff),
+        connected_to: None,
         stop: None,
         left: false,
         pending_sends: Vec::new(),
@@ -411,7 +444,10 @@ struct Driver {
     control: Option<MessageWriter<quinn::SendStream>>,
     generation: u64,
     next_dial: Instant,
-    backoff: net::backoff::Reconnect,
+    /// The masters, what is known of the leader, and the delays between passes.
+    masters: MasterSet,
+    /// The master of the current (or last) link.
+    connected_to: Option<String>,
     stop: Option<Stop>,
     /// `AgentLeft` came.
     left: bool,
@@ -570,29 +606,43 @@ impl Driver {
                 && Instant::now() >= self.next_dial
                 && !matches!(self.stop, Some(Stop::Leaving { .. }))
             {
-                let dial = Link::connect(&endpoint, self.opts.master, Role::Agent);
-                let result = tokio::select! {
-                    _ = &mut shutdown, if !shutdown_done => {
-                        shutdown_done = true;
-                        self.begin_stop();
-                        continue;
+                let result = {
+                    let ep = &endpoint;
+                    let pass = self.masters.dial_pass(|addr| async move {
+                        master_set::connect_to(ep, &addr, Role::Agent, &[]).await
+                    });
+                    tokio::select! {
+                        _ = &mut shutdown, if !shutdown_done => None,
+                        r = pass => Some(r),
                     }
-                    r = dial => r,
+                };
+                let Some(result) = result else {
+                    shutdown_done = true;
+                    self.begin_stop();
+                    continue;
                 };
                 match result {
-                    Ok(link) => {
+                    Ok((addr, link)) => {
                         self.generation += 1;
-                        self.backoff.reset();
-                        tracing::info!(master = %self.opts.master, "connected to the master");
+                        self.masters.reset_backoff();
+                        tracing::info!(master = %addr, "connected to the master");
+                        self.connected_to = Some(addr);
                         self.fetcher.connect(link.conn.clone());
                         self.control = Some(link.send);
                         spawn_reader(link.recv, link.conn, self.generation, self.tx.clone());
                         let now = self.now();
                         self.core.handle(now, Event::Connected);
                     }
-                    Err(e) => {
-                        let delay = self.backoff.next_delay();
-                        tracing::warn!(master = %self.opts.master, error = %e, ?delay, "cannot reach the master");
+                    Err(failed) => {
+                        let delay = self.masters.retry_pause(failed.no_leader);
+                        match &failed.fatal {
+                            Some(fatal) => {
+                                tracing::error!(masters = %self.masters, error = %fatal, ?delay, "a master refused this agent; retrying")
+                            }
+                            None => {
+                                tracing::warn!(masters = %self.masters, error = %failed.last, ?delay, "cannot reach the leading master")
+                            }
+                        }
                         self.next_dial = Instant::now() + delay;
                     }
                 }
@@ -733,12 +783,31 @@ impl Driver {
                     );
                 }
             }
-            Input::LinkDown { generation: g, why } => {
+            Input::LinkDown {
+                generation: g,
+                why,
+                not_leader,
+            } => {
                 if g == self.generation && self.control.is_some() {
-                    tracing::warn!(%why, "lost the master");
                     drop_link(&mut self.control, &self.fetcher);
                     self.core.handle(now, Event::Disconnected);
-                    self.next_dial = Instant::now() + self.backoff.next_delay();
+                    match not_leader {
+                        Some(leader) => {
+                            // Stepped down: it is alive and knows (or will know) the leader.
+                            tracing::warn!(%why, ?leader, "the master stopped leading; looking for the leader");
+                            if leader.is_some() {
+                                self.masters.set_hint(leader);
+                            }
+                            self.next_dial = Instant::now();
+                        }
+                        None => {
+                            tracing::warn!(%why, "lost the master");
+                            if let Some(addr) = &self.connected_to {
+                                self.masters.demote(addr);
+                            }
+                            self.next_dial = Instant::now() + self.masters.retry_pause(false);
+                        }
+                    }
                 }
             }
         }
@@ -1260,23 +1329,41 @@ fn spawn_reader(
     tx: mpsc::UnboundedSender<Input>,
 ) {
     tokio::spawn(async move {
-        let why = loop {
+        let (why, mut not_leader) = loop {
             match recv.recv().await {
+                // A leader stepping down may say so before it closes: the core never sees it.
+                Ok(Some(Message::NotLeader { leader })) => {
+                    break (
+                        "the master is no longer the leader".to_owned(),
+                        Some(leader),
+                    )
+                }
                 Ok(Some(msg)) => {
                     if tx.send(Input::Core(Event::Message(msg))).is_err() {
                         return;
                     }
                 }
-                Ok(None) => break "the master closed the control stream".to_owned(),
+                Ok(None) => break ("the master closed the control stream".to_owned(), None),
                 Err(e) => {
                     break match conn.close_reason() {
-                        Some(reason) => reason.to_string(),
-                        None => e.to_string(),
+                        Some(reason) => (reason.to_string(), None),
+                        None => (e.to_string(), None),
                     }
                 }
             }
         };
-        let _ = tx.send(Input::LinkDown { generation, why });
+        if not_leader.is_none()
+            && conn
+                .close_reason()
+                .is_some_and(|r| link::is_not_leader_close(&r))
+        {
+            not_leader = Some(None);
+        }
+        let _ = tx.send(Input::LinkDown {
+            generation,
+            why,
+            not_leader,
+        });
     });
 }
 

@@ -659,7 +659,7 @@ async fn run_through_tuned(
         .await
         .unwrap();
     let mut opts = cluster.scheduler_options("tessera-run", "*").unwrap();
-    opts.master = proxy.addr();
+    opts.masters = proxy.addr().into();
     opts.tuning = tuning;
     let spec = RunSpec {
         wasm: wasm_examples::HELLO.to_vec(),
@@ -692,7 +692,7 @@ async fn phases_of_a_run(
         .await
         .unwrap();
     let mut opts = cluster.scheduler_options("tessera-run", "*").unwrap();
-    opts.master = proxy.addr();
+    opts.masters = proxy.addr().into();
     opts.tuning = tuning;
     let ep = net::link::client_endpoint(&opts.tls, tuning).unwrap();
     let t = std::time::Instant::now();

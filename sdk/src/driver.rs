@@ -6,9 +6,19 @@
 //! events. When the link drops it redials with jittered backoff and reports the new stream to
 //! the core, which re-subscribes. Blob uploads are plain I/O and run on the caller's task, on
 //! the current connection.
+//!
+//! With several masters ([`SchedulerOptions::masters`]: one leader, standbys) every dial is a
+//! pass of a [`MasterSet`]: the last leader first, a standby's `NotLeader { leader }` followed
+//! at once, a short pause while no master leads, the exponential one only after a whole pass
+//! failed. A leader that steps down (not-leader close, or `NotLeader` on the control stream)
+//! is left at once for the leader; one lost without a word is dialled last next time. The new
+//! leader sees a re-subscription under the framework's id, as after a master restart. The
+//! first subscription's `Subscribe` and uploads travel in the first flight of each dial; an
+//! upload that went to a standby waits for the leader's link ([`SdkError::NotConnected`]).
 
 use crate::core::{Event, SchedulerCore};
 use net::link::{self, Link, LinkError};
+use net::masters::{self as master_set, MasterSet};
 use net::tls::{PeerTls, TransportTuning};
 use net::MessageWriter;
 use proto::{
@@ -30,8 +40,10 @@ const TEARDOWN_WAIT: Duration = Duration::from_secs(12);
 /// How to reach the master and what framework to subscribe.
 #[derive(Clone, Debug)]
 pub struct SchedulerOptions {
-    /// The master's QUIC address.
-    pub master: SocketAddr,
+    /// The masters' QUIC addresses (`host:port`; one leader, the rest standbys): the scheduler
+    /// follows the leader among them. [`SchedulerOptions::new`] makes a set of one;
+    /// [`SchedulerOptions::with_masters`] gives several.
+    pub masters: MasterSet,
     /// CA and this framework's certificate.
     pub tls: PeerTls,
     /// QUIC keep-alive and idle timeout.
@@ -46,18 +58,24 @@ pub struct SchedulerOptions {
     /// How long one subscription attempt waits for the master's `Subscribed` once the link
     /// is up (default 10 s).
     pub subscribe_timeout: Duration,
-    /// How long [`Scheduler::connect`] keeps redialing (with jittered backoff) a master that
-    /// cannot be reached before it gives up with [`SdkError::Unreachable`] (default 60 s). A
+    /// How long [`Scheduler::connect`] keeps redialing (with jittered backoff) masters that
+    /// cannot be reached, or none of which leads, before it gives up with
+    /// [`SdkError::Unreachable`] (default 60 s; one deadline across all the masters). A
     /// refusal (TLS, identity, subscription) ends it at once: redialing would not change it.
     pub connect_timeout: Duration,
 }
 
 impl SchedulerOptions {
-    /// Options for a framework `name` in `role`, with defaults for the rest (failover timeout
-    /// 60 s).
+    /// Options for a framework `name` in `role` on one master, with defaults for the rest
+    /// (failover timeout 60 s).
     pub fn new(master: SocketAddr, tls: PeerTls, name: &str, role: &str) -> Self {
+        Self::for_masters(MasterSet::single(master), tls, name, role)
+    }
+
+    /// [`SchedulerOptions::new`] for several masters (`--master a:5050,b:5050`).
+    pub fn for_masters(masters: MasterSet, tls: PeerTls, name: &str, role: &str) -> Self {
         Self {
-            master,
+            masters,
             tls,
             tuning: TransportTuning::default(),
             framework: FrameworkInfo {
@@ -74,6 +92,13 @@ impl SchedulerOptions {
             connect_timeout: Duration::from_secs(60),
         }
     }
+
+    /// Dials these masters (one leader, standbys) instead of the one given to
+    /// [`SchedulerOptions::new`].
+    pub fn with_masters(mut self, masters: MasterSet) -> Self {
+        self.masters = masters;
+        self
+    }
 }
 
 /// Whether a failed connection attempt may succeed if tried again: the master is down or
@@ -82,6 +107,9 @@ impl SchedulerOptions {
 fn is_transient(e: &SdkError) -> bool {
     match e {
         SdkError::Timeout(_) => true,
+        // A standby, or no leader yet, or a name that does not resolve right now: another
+        // master (or the same one later) may answer.
+        SdkError::Link(LinkError::NotLeader { .. } | LinkError::Resolve { .. }) => true,
         SdkError::Link(LinkError::Connection(c)) => connection_transient(c),
         SdkError::Link(LinkError::Write(quinn::WriteError::ConnectionLost(c))) => {
             connection_transient(c)
@@ -105,6 +133,8 @@ fn connection_transient(c: &quinn::ConnectionError) -> bool {
             !is_tls_alert(code.into()) && code != quinn::TransportErrorCode::CONNECTION_REFUSED
         }
         C::TransportError(t) => !is_tls_alert(t.code.into()),
+        // A standby, or a leader stepping down: the leader is elsewhere.
+        C::ApplicationClosed(_) if link::is_not_leader_close(c) => true,
         // The master closed with a reason (identity, ACL) or speaks another QUIC version.
         C::ApplicationClosed(_) | C::VersionMismatch => false,
     }
@@ -211,24 +241,39 @@ impl Scheduler {
         let endpoint = link::client_endpoint(&opts.tls, opts.tuning)?;
         let mut core = SchedulerCore::new(opts.framework.clone(), opts.auto_acknowledge);
         let deadline = tokio::time::Instant::now() + opts.connect_timeout;
-        let mut backoff = net::backoff::Reconnect::new(opts.max_backoff);
+        let mut masters = opts.masters.clone().with_max_backoff(opts.max_backoff);
+        let on_link = Mutex::new(on_link.take());
         let (link, framework_id) = loop {
             let attempt = tokio::time::timeout_at(
                 deadline,
-                Self::subscribe_once(&endpoint, &opts, &mut core, &conn, &mut on_link),
+                Self::subscribe_once(&endpoint, &opts, &mut masters, &mut core, &conn, &on_link),
             )
             .await;
             if !matches!(attempt, Ok(Ok(_))) {
                 // Uploads wait for the next link rather than use a failed one.
                 *conn.lock().expect("poisoned") = None;
             }
-            let last = match attempt {
+            let (last, delay) = match attempt {
                 Ok(Ok(done)) => break done,
-                Ok(Err(e)) if !is_transient(&e) => return Err(e),
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => "no answer before the deadline".to_owned(),
+                Ok(Err(f)) if !is_transient(&f.error) => return Err(f.error),
+                Ok(Err(f)) => {
+                    let delay = match &f.error {
+                        // Sent to a leader this pass did not reach: go there now.
+                        SdkError::Link(LinkError::NotLeader {
+                            leader: Some(leader),
+                        }) => {
+                            masters.set_hint(Some(leader.clone()));
+                            Duration::ZERO
+                        }
+                        _ => masters.retry_pause(f.no_leader),
+                    };
+                    (f.error.to_string(), delay)
+                }
+                Err(_) => (
+                    "no answer before the deadline".to_owned(),
+                    masters.retry_pause(false),
+                ),
             };
-            let delay = backoff.next_delay();
             if tokio::time::Instant::now() + delay >= deadline {
                 return Err(SdkError::Unreachable {
                     after: opts.connect_timeout,
@@ -247,11 +292,11 @@ impl Scheduler {
         let _ = events_tx.send(Event::Subscribed {
             framework_id: framework_id.clone(),
         });
+        masters.reset_backoff();
         let background = Background {
             core,
             endpoint,
-            master: opts.master,
-            max_backoff: opts.max_backoff,
+            masters,
             calls: calls_rx,
             events: events_tx,
             conn: conn.clone(),
@@ -266,14 +311,16 @@ impl Scheduler {
         })
     }
 
-    /// One dial and subscription: the link and the framework id, or why not.
+    /// One pass over the masters and a subscription with the one that accepts: the link and
+    /// the framework id, or why not.
     async fn subscribe_once(
         endpoint: &quinn::Endpoint,
         opts: &SchedulerOptions,
+        masters: &mut MasterSet,
         core: &mut SchedulerCore,
         conn: &Arc<Mutex<Option<quinn::Connection>>>,
-        on_link: &mut Option<impl FnOnce(Uploader)>,
-    ) -> Result<(Link, FrameworkId), SdkError> {
+        on_link: &Mutex<Option<impl FnOnce(Uploader)>>,
+    ) -> Result<(Link, FrameworkId), Attempt> {
         // The Subscribe travels right behind the Hello: one round trip fewer than waiting for
         // the HelloAck first.
         core.handle_connected();
@@ -282,15 +329,37 @@ impl Scheduler {
             first.push(msg);
         }
         // Uploads start as soon as QUIC is up, in the Hello's flight: the master holds their
-        // streams until it has accepted the Hello.
-        let mut link =
-            Link::connect_with_then(endpoint, opts.master, Role::Scheduler, &first, |c| {
-                *conn.lock().expect("poisoned") = Some(c.clone());
-                if let Some(on_link) = on_link.take() {
-                    on_link(Uploader { conn: conn.clone() });
+        // streams until it has accepted the Hello. A standby drops them; they wait for the
+        // leader's link then (see `Uploader::upload`).
+        let first = &first;
+        let pass = masters
+            .dial_pass(|addr| async move {
+                let sock = master_set::resolve(&addr).await?;
+                let r = Link::connect_with_then(endpoint, sock, Role::Scheduler, first, |c| {
+                    *conn.lock().expect("poisoned") = Some(c.clone());
+                    if let Some(on_link) = on_link.lock().expect("poisoned").take() {
+                        on_link(Uploader { conn: conn.clone() });
+                    }
+                })
+                .await;
+                if r.is_err() {
+                    *conn.lock().expect("poisoned") = None;
                 }
+                r
             })
-            .await?;
+            .await;
+        let mut link = match pass {
+            Ok((addr, link)) => {
+                tracing::debug!(master = %addr, "connected; subscribing");
+                link
+            }
+            Err(failed) => {
+                return Err(Attempt {
+                    error: SdkError::Link(failed.fatal.unwrap_or(failed.last)),
+                    no_leader: failed.no_leader,
+                })
+            }
+        };
         *conn.lock().expect("poisoned") = Some(link.conn.clone());
         let framework_id = tokio::time::timeout(opts.subscribe_timeout, async {
             loop {
@@ -304,12 +373,23 @@ impl Scheduler {
                         _ => continue, // nothing else comes before the subscription
                     }
                 }
-                match link.recv().await? {
+                let received = match link.recv().await {
+                    Ok(r) => r,
+                    Err(e) => return Err(not_leader_or(&link.conn, e.into())),
+                };
+                match received {
+                    // The leader stepped down between its HelloAck and the subscription.
+                    Some(proto::Message::NotLeader { leader }) => {
+                        return Err(SdkError::Link(LinkError::NotLeader { leader }))
+                    }
                     Some(msg) => core.handle_message(msg),
                     None => {
                         // The reason travels with the connection's close, just behind.
                         let closed = tokio::time::timeout(CLOSE_REASON_WAIT, link.conn.closed());
                         let why = match closed.await {
+                            Ok(c) if link::is_not_leader_close(&c) => {
+                                return Err(SdkError::Link(LinkError::NotLeader { leader: None }))
+                            }
                             Ok(quinn::ConnectionError::ApplicationClosed(c)) => {
                                 String::from_utf8_lossy(&c.reason).into_owned()
                             }
@@ -321,7 +401,12 @@ impl Scheduler {
             }
         })
         .await
-        .map_err(|_| SdkError::Timeout(opts.subscribe_timeout))??;
+        .map_err(|_| SdkError::Timeout(opts.subscribe_timeout))
+        .and_then(|r| r)
+        .map_err(|error| Attempt {
+            no_leader: matches!(error, SdkError::Link(LinkError::NotLeader { leader: None })),
+            error,
+        })?;
         Ok((link, framework_id))
     }
 
@@ -440,6 +525,25 @@ impl Scheduler {
     }
 }
 
+/// How one connection attempt of [`Scheduler::connect`] failed.
+struct Attempt {
+    /// Why.
+    error: SdkError,
+    /// Some master said that nobody leads yet: retry after the short pause.
+    no_leader: bool,
+}
+
+/// `e`, or [`LinkError::NotLeader`] when the connection ended with the not-leader close (the
+/// master stepped down or is a standby): the leader is elsewhere, not the link broken.
+fn not_leader_or(conn: &quinn::Connection, e: SdkError) -> SdkError {
+    match conn.close_reason() {
+        Some(r) if link::is_not_leader_close(&r) => {
+            SdkError::Link(LinkError::NotLeader { leader: None })
+        }
+        _ => e,
+    }
+}
+
 /// Uploads blobs on a [`Scheduler`]'s current connection; see [`Scheduler::uploader`].
 #[derive(Clone)]
 pub struct Uploader {
@@ -459,7 +563,12 @@ impl Uploader {
         tokio::time::timeout(limit, link::upload_blob(&conn, kind, bytes))
             .await
             .map_err(|_| SdkError::UploadTimeout(limit))?
-            .map_err(SdkError::from)
+            .map_err(|e| match conn.close_reason() {
+                // That connection was a standby's (or its master stepped down): no upload was
+                // refused, the scheduler is on its way to the leader.
+                Some(r) if link::is_not_leader_close(&r) => SdkError::NotConnected,
+                _ => SdkError::from(e),
+            })
     }
 }
 
@@ -478,10 +587,8 @@ struct Background {
     core: SchedulerCore,
     /// The client endpoint every dial goes through.
     endpoint: quinn::Endpoint,
-    /// Where to redial.
-    master: SocketAddr,
-    /// Longest pause between dials.
-    max_backoff: Duration,
+    /// Where to redial, the leader first, and the pauses between passes.
+    masters: MasterSet,
     /// Calls from the [`Scheduler`].
     calls: mpsc::UnboundedReceiver<Call>,
     /// Events to the [`Scheduler`].
@@ -496,39 +603,66 @@ enum LinkEnd {
     Closed,
     /// Lost (the core has been told): redial.
     Lost,
+    /// The master stopped leading (not-leader close, or `NotLeader` naming the leader if it
+    /// knows one; the core has been told): redial at once, the leader first.
+    NotLeader(Option<String>),
 }
 
 impl Background {
     /// Serves `link`, then redials and serves again whenever it is lost, until closed.
     async fn run(mut self, link: Link) {
         let mut link = Some(link);
-        let mut backoff = net::backoff::Reconnect::new(self.max_backoff);
+        let mut current_addr = self.masters.hint().map(str::to_owned);
         loop {
             let current = match link.take() {
                 Some(l) => l,
-                None => match Link::connect(&self.endpoint, self.master, Role::Scheduler).await {
-                    Ok(l) => {
-                        backoff.reset();
-                        self.core.handle_connected();
-                        l
-                    }
-                    Err(e) => {
-                        let delay = backoff.next_delay();
-                        tracing::warn!(error = %e, ?delay, "cannot reach the master");
-                        if self.calls.is_closed() {
-                            return;
+                None => {
+                    let ep = &self.endpoint;
+                    let pass = self
+                        .masters
+                        .dial_pass(|addr| async move {
+                            master_set::connect_to(ep, &addr, Role::Scheduler, &[]).await
+                        })
+                        .await;
+                    match pass {
+                        Ok((addr, l)) => {
+                            tracing::info!(master = %addr, "reconnected; re-subscribing");
+                            self.masters.reset_backoff();
+                            self.core.handle_connected();
+                            current_addr = Some(addr);
+                            l
                         }
-                        tokio::time::sleep(delay).await;
-                        continue;
+                        Err(failed) => {
+                            let delay = self.masters.retry_pause(failed.no_leader);
+                            tracing::warn!(masters = %self.masters, error = %failed.last, ?delay, "cannot reach the leading master");
+                            if self.calls.is_closed() {
+                                return;
+                            }
+                            tokio::time::sleep(delay).await;
+                            continue;
+                        }
                     }
-                },
+                }
             };
             *self.conn.lock().expect("poisoned") = Some(current.conn.clone());
             let end = self.serve(current).await;
             self.forward_events();
+            if !matches!(end, LinkEnd::Closed) {
+                *self.conn.lock().expect("poisoned") = None;
+            }
             match end {
                 LinkEnd::Closed => return,
-                LinkEnd::Lost => *self.conn.lock().expect("poisoned") = None,
+                LinkEnd::Lost => {
+                    // Lost without a word: that master may be dead, so it is dialled last.
+                    if let Some(addr) = &current_addr {
+                        self.masters.demote(addr);
+                    }
+                }
+                LinkEnd::NotLeader(leader) => {
+                    if leader.is_some() {
+                        self.masters.set_hint(leader);
+                    }
+                }
             }
         }
     }
@@ -574,17 +708,25 @@ impl Background {
                     None => break LinkEnd::Closed,
                 },
                 input = in_rx.recv() => match input {
+                    Some(Ok(Some(proto::Message::NotLeader { leader }))) => {
+                        self.core.handle_disconnected("the master is no longer the leader".into());
+                        break LinkEnd::NotLeader(leader);
+                    }
                     Some(Ok(Some(msg))) => self.core.handle_message(msg),
                     Some(Ok(None)) | None => {
                         self.core.handle_disconnected("the master closed the stream".into());
                         break LinkEnd::Lost;
                     }
                     Some(Err(e)) => {
-                        let why = match conn.close_reason() {
+                        let reason = conn.close_reason();
+                        let why = match &reason {
                             Some(r) => r.to_string(),
                             None => e.to_string(),
                         };
                         self.core.handle_disconnected(why);
+                        if reason.is_some_and(|r| link::is_not_leader_close(&r)) {
+                            break LinkEnd::NotLeader(None);
+                        }
                         break LinkEnd::Lost;
                     }
                 },

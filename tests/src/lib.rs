@@ -293,7 +293,7 @@ impl LossyCluster {
     pub async fn scheduler_options(&mut self, name: &str) -> sdk::SchedulerOptions {
         let via = self.proxy().await;
         let mut opts = self.cluster.scheduler_options(name, "*").unwrap();
-        opts.master = via;
+        opts.masters = via.into();
         opts
     }
 

@@ -243,7 +243,7 @@ async fn tasks_finish_over_lossy_links_with_one_terminal_update_each() {
         .unwrap();
     cluster.spawn_agent(opts);
     let mut opts = cluster.scheduler_options("fw", "*").unwrap();
-    opts.master = sched_proxy.addr();
+    opts.masters = sched_proxy.addr().into();
     let mut sched = Scheduler::connect(opts).await.unwrap();
     let hello = sched.upload_module(wasm_examples::HELLO).await.unwrap();
     let offer = offer_from(&mut sched, "lossy").await;
@@ -335,7 +335,7 @@ async fn a_teardown_reaches_the_master_over_a_lossy_link() {
             .await
             .unwrap();
         let mut opts = cluster.scheduler_options("lossy-fw", "*").unwrap();
-        opts.master = proxy.addr();
+        opts.masters = proxy.addr().into();
         // Kept for an hour if the teardown were lost: only a delivered teardown ends it now.
         opts.framework.failover_timeout_ms = 3_600_000;
         let mut sched = Scheduler::connect(opts).await.unwrap();
@@ -379,7 +379,7 @@ async fn a_scheduler_started_before_its_master_is_reachable_redials_until_it_is(
         .unwrap();
     proxy.blackhole(true);
     let mut opts = cluster.scheduler_options("early-fw", "*").unwrap();
-    opts.master = proxy.addr();
+    opts.masters = proxy.addr().into();
     opts.max_backoff = Duration::from_millis(500);
     opts.connect_timeout = Duration::from_secs(60);
     // The master comes up after more than one handshake's idle timeout (2 s in fast_config),
@@ -417,7 +417,7 @@ async fn an_unreachable_master_is_given_up_on_at_the_connect_deadline() {
         .unwrap();
     proxy.blackhole(true);
     let mut opts = cluster.scheduler_options("fw", "*").unwrap();
-    opts.master = proxy.addr();
+    opts.masters = proxy.addr().into();
     opts.connect_timeout = Duration::from_secs(3);
     let err = Scheduler::connect(opts)
         .await

@@ -4,16 +4,16 @@ use crate::tls::{QuicArgs, TlsArgs};
 use clap::Args;
 use proto::resources::{parse_cpus, parse_resource_spec, parse_size};
 use proto::{AgentInfo, Resources};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// Arguments of `tessera agent`.
 #[derive(Args, Debug)]
 pub struct AgentArgs {
-    /// The master's address.
+    /// The masters' addresses, `host:port[,host:port...]` (one leader, the rest standbys: the
+    /// agent follows the leader among them).
     #[arg(long)]
-    master: SocketAddr,
+    master: net::masters::MasterSet,
     /// CPUs to offer (e.g. 2, 0.5); required unless --resources is given.
     #[arg(long, value_parser = parse_cpus, required_unless_present = "resources")]
     cpus: Option<u64>,
@@ -114,7 +114,7 @@ pub async fn execute(a: AgentArgs) -> anyhow::Result<i32> {
         resources,
         attributes: a.attributes,
     };
-    let mut opts = agent::driver::AgentOptions::new(a.master, tls, a.work_dir, info);
+    let mut opts = agent::driver::AgentOptions::for_masters(a.master, tls, a.work_dir, info);
     opts.datasets = a.datasets;
     opts.cache_size = a.cache_size;
     opts.tuning = a.quic.tuning()?;

@@ -24,7 +24,6 @@ use proto::resources::{parse_cpus, parse_size};
 use proto::{BlobKind, Digest, Filters, Reason, Resources, TaskId, TaskState, TaskStatus};
 use sdk::{Event, Scheduler, SchedulerOptions, SdkError, TaskBuilder, Uploader};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -48,10 +47,12 @@ pub struct RunArgs {
     /// Copy this local directory's contents into the task's sandbox (its `/`).
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// Submit to this cluster instead of an embedded one.
+    /// Submit to this cluster instead of an embedded one: its masters' addresses,
+    /// `host:port[,host:port...]` (one leader, the rest standbys: the leader is found).
     #[arg(long)]
-    master: Option<SocketAddr>,
-    /// How long to keep redialing a master that cannot be reached before giving up (exit 69).
+    master: Option<net::masters::MasterSet>,
+    /// How long to keep redialing masters none of which can be reached (or leads) before giving
+    /// up (exit 69); one deadline across all of them.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     connect_timeout: Duration,
     #[command(flatten)]
@@ -493,7 +494,7 @@ pub async fn execute(a: RunArgs) -> anyhow::Result<i32> {
     let result = match a.master {
         Some(master) => {
             let tls = a.tls.load("tessera-run")?;
-            let mut opts = SchedulerOptions::new(master, tls, "tessera-run", "*");
+            let mut opts = SchedulerOptions::for_masters(master, tls, "tessera-run", "*");
             opts.tuning = tuning;
             opts.connect_timeout = a.connect_timeout;
             run_task(opts, &spec, stop).await.map(|o| (o, None))
