@@ -1314,6 +1314,9 @@ fn core_config(opts: &AgentOptions, fuel_rate: u64, boot_id: String) -> AgentCon
     }
 }
 
+/// How long a reader whose control stream ended waits for the connection's close reason.
+const CLOSE_REASON_WAIT: Duration = Duration::from_secs(1);
+
 /// Forgets the control stream and closes the connection (fetches in flight fail).
 fn drop_link(control: &mut Option<MessageWriter<quinn::SendStream>>, fetcher: &Fetcher) {
     *control = None;
@@ -1343,7 +1346,12 @@ fn spawn_reader(
                         return;
                     }
                 }
-                Ok(None) => break ("the master closed the control stream".to_owned(), None),
+                Ok(None) => {
+                    // A master stepping down may end the stream before its not-leader close,
+                    // which follows just behind.
+                    let _ = tokio::time::timeout(CLOSE_REASON_WAIT, conn.closed()).await;
+                    break ("the master closed the control stream".to_owned(), None);
+                }
                 Err(e) => {
                     break match conn.close_reason() {
                         Some(reason) => (reason.to_string(), None),

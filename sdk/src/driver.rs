@@ -715,6 +715,12 @@ impl Background {
                     Some(Ok(Some(msg))) => self.core.handle_message(msg),
                     Some(Ok(None)) | None => {
                         self.core.handle_disconnected("the master closed the stream".into());
+                        // A master stepping down may end the stream before its not-leader
+                        // close, which follows just behind.
+                        let closed = tokio::time::timeout(CLOSE_REASON_WAIT, conn.closed()).await;
+                        if closed.is_ok_and(|r| link::is_not_leader_close(&r)) {
+                            break LinkEnd::NotLeader(None);
+                        }
                         break LinkEnd::Lost;
                     }
                     Some(Err(e)) => {

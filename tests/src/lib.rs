@@ -330,3 +330,166 @@ pub async fn agent_behind_proxy(
     let i = cluster.spawn_agent(opts);
     (proxy, i)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Several masters (tests/tests/follow_leader.rs, cli/tests/leader.rs): a stand-in for a master
+// that does not lead, over real QUIC with the cluster's certificates.
+// ---------------------------------------------------------------------------------------------
+
+/// What a [`StandIn`] does with the next `Hello`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StandInMode {
+    /// A standby: answer `NotLeader { leader }` (`None`: nobody leads yet) and close with the
+    /// not-leader code.
+    Standby(Option<String>),
+    /// A leader about to step down: answer `HelloAck`, read the peer's first message (an
+    /// agent's `Register`, a scheduler's `Subscribe`), answer a `Subscribe` with `Subscribed`
+    /// (keeping its framework id, or `stepped-down-fw`) when `answer` is set, then close with
+    /// the not-leader code and from then on act as `Standby(Some(leader))`.
+    StepDown {
+        /// The leader to name afterwards.
+        leader: String,
+        /// Whether a `Subscribe` is answered before the close.
+        answer: bool,
+    },
+}
+
+/// A stand-in master that does not lead (see [`StandInMode`]): a real QUIC server with the
+/// cluster's master certificate, so peers dial it exactly as they dial a real standby. Stops
+/// when dropped.
+pub struct StandIn {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    mode: std::sync::Arc<std::sync::Mutex<StandInMode>>,
+    hellos: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    endpoint: quinn::Endpoint,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StandIn {
+    /// Listens on a free loopback port as a master certified by `ca_pem` with `master`.
+    pub fn start(ca_pem: &str, master: &net::tls::Identity, mode: StandInMode) -> Self {
+        let cfg =
+            net::tls::server_config(ca_pem, master, net::tls::TransportTuning::default()).unwrap();
+        let endpoint = quinn::Endpoint::server(cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = endpoint.local_addr().unwrap();
+        let mode = std::sync::Arc::new(std::sync::Mutex::new(mode));
+        let hellos = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (ep, m, h) = (endpoint.clone(), mode.clone(), hellos.clone());
+        let task = tokio::spawn(async move {
+            while let Some(incoming) = ep.accept().await {
+                let (m, h) = (m.clone(), h.clone());
+                // One task per connection: an agent and a scheduler may dial at once.
+                tokio::spawn(async move {
+                    if let Ok(conn) = incoming.await {
+                        stand_in_serve(conn, &m, &h).await;
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            mode,
+            hellos,
+            endpoint,
+            task,
+        }
+    }
+
+    /// A stand-in for `cluster`'s masters (its CA, a master certificate of its own).
+    pub fn for_cluster(cluster: &LocalCluster, mode: StandInMode) -> Self {
+        Self::start(
+            &cluster.ca.cert_pem,
+            &cluster.ca.issue_master().unwrap(),
+            mode,
+        )
+    }
+
+    /// Changes what the next `Hello` gets.
+    pub fn set_mode(&self, mode: StandInMode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
+    /// `Hello`s received so far.
+    pub fn hellos(&self) -> usize {
+        self.hellos.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits (a liveness bound, not a timing claim) until `n` `Hello`s have come.
+    pub async fn wait_hellos(&self, n: usize) {
+        for _ in 0..1200 {
+            if self.hellos() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the stand-in saw {} Hellos, not {n}", self.hellos());
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.endpoint.close(0u32.into(), b"stand-in stopped");
+    }
+}
+
+/// One connection to a [`StandIn`].
+async fn stand_in_serve(
+    conn: quinn::Connection,
+    mode: &std::sync::Mutex<StandInMode>,
+    hellos: &std::sync::atomic::AtomicUsize,
+) {
+    use net::link::NOT_LEADER_CLOSE_CODE;
+    use proto::Message;
+    let Ok((send, recv)) = conn.accept_bi().await else {
+        return;
+    };
+    let mut send = net::MessageWriter::new(send);
+    let mut recv = net::MessageReader::new(recv, proto::frame::DEFAULT_MAX_FRAME);
+    let Ok(Some(Message::Hello { .. })) = recv.recv().await else {
+        return;
+    };
+    hellos.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let current = mode.lock().unwrap().clone();
+    // Lets what was sent leave before the close, as a real master does.
+    async fn deliver_then_close(
+        send: &mut net::MessageWriter<quinn::SendStream>,
+        conn: &quinn::Connection,
+    ) {
+        let _ = send.get_mut().finish();
+        let _ = tokio::time::timeout(Duration::from_secs(5), send.get_mut().stopped()).await;
+        conn.close(NOT_LEADER_CLOSE_CODE.into(), b"not the leader");
+    }
+    match current {
+        StandInMode::Standby(leader) => {
+            let _ = send.send(&Message::NotLeader { leader }).await;
+            deliver_then_close(&mut send, &conn).await;
+        }
+        StandInMode::StepDown { leader, answer } => {
+            *mode.lock().unwrap() = StandInMode::Standby(Some(leader));
+            let _ = send
+                .send(&Message::HelloAck {
+                    version: proto::messages::PROTOCOL_VERSION,
+                })
+                .await;
+            let first = recv.recv().await;
+            match first {
+                Ok(Some(Message::Subscribe { framework })) if answer => {
+                    let framework_id = framework
+                        .id
+                        .unwrap_or_else(|| proto::FrameworkId::from("stepped-down-fw"));
+                    let _ = send
+                        .send(&Message::Subscribed {
+                            framework_id,
+                            heartbeat_interval_ms: 60_000,
+                        })
+                        .await;
+                    deliver_then_close(&mut send, &conn).await;
+                }
+                _ => conn.close(NOT_LEADER_CLOSE_CODE.into(), b"stepped down"),
+            }
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+}
