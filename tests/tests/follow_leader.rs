@@ -115,8 +115,11 @@ async fn peers_wait_out_an_election_then_follow_the_redirect() {
     );
     // The election ends: the standby now names the leader, which neither peer listed.
     standby.set_mode(StandInMode::Standby(Some(leader.to_string())));
+    let elected = std::time::Instant::now();
 
     let mut sched = connecting.await.unwrap().unwrap();
+    // Reported, not asserted: from the leader's being named to the subscription.
+    eprintln!("leader named to subscribed: {:?}", elected.elapsed());
     let status = hello_on(&mut sched, "a1", "after-election").await;
     assert_eq!(status.state, TaskState::Finished, "{status:?}");
     sched.teardown().await.unwrap();
@@ -168,12 +171,15 @@ async fn a_leader_stepping_down_is_left_for_the_one_it_names() {
         _ => None,
     })
     .await;
+    let lost = std::time::Instant::now();
     let again = wait_for(&mut sched, Duration::from_secs(30), |e| match e {
         Event::Subscribed { framework_id } => Some(framework_id.clone()),
         _ => None,
     })
     .await;
     assert_eq!(again, fid);
+    // Reported, not asserted: from the step-down to the re-subscription with the leader.
+    eprintln!("step-down to re-subscribed: {:?}", lost.elapsed());
     let status = hello_on(&mut sched, "a1", "after-step-down").await;
     assert_eq!(status.state, TaskState::Finished, "{status:?}");
     assert_eq!(status.framework_id, fid);
