@@ -84,8 +84,14 @@ pub(super) async fn lead(
         snapshot.frameworks.len(),
         snapshot.tasks.len(),
     );
+    let mut config = ctx.opts.config.clone();
+    if let Some(v) = &validity {
+        // Ids minted in this term (offers, agents, frameworks) must not repeat ids of this
+        // master's earlier terms, which peers may still hold.
+        config.run_id = format!("{}t{}", config.run_id, v.fence);
+    }
     let mut core = Master::recover(
-        ctx.opts.config.clone(),
+        config,
         allocator
             .take()
             .expect("the allocator is back between terms"),
