@@ -76,6 +76,23 @@ impl EtcdOptions {
             .with_keep_alive_while_idle(true)
             .with_require_leader(true);
         if let Some(tls) = &self.tls {
+            if !tls.ca_pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(HaError::Config(
+                    "the etcd CA file holds no PEM certificate".into(),
+                ));
+            }
+            if let Some((cert, key)) = &tls.identity {
+                if !cert.contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(HaError::Config(
+                        "the etcd client certificate file holds no PEM certificate".into(),
+                    ));
+                }
+                if !key.contains("PRIVATE KEY-----") {
+                    return Err(HaError::Config(
+                        "the etcd client key file holds no PEM private key".into(),
+                    ));
+                }
+            }
             let mut t = TlsOptions::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
             if let Some((cert, key)) = &tls.identity {
                 t = t.identity(Identity::from_pem(cert, key));

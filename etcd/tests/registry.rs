@@ -239,5 +239,6 @@ async fn bad_endpoints_and_tls_material_are_clear_errors() {
         identity: None,
     });
     let e = EtcdCoordinator::connect(o).await.unwrap_err();
+    assert!(matches!(e, HaError::Config(_)), "{e}");
     println!("bad CA: {e}");
 }

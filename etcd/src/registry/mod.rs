@@ -30,6 +30,9 @@ pub const PAGE_KEYS: i64 = 512;
 /// The largest response this client accepts (a page of big records).
 pub(crate) const MAX_DECODE: usize = 64 << 20;
 
+/// How long reading the whole registry may take.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long a txn may take when the term sets no earlier bound.
 const TXN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -269,7 +272,13 @@ impl EtcdRegistry {
     async fn load_inner(&mut self) -> Result<Snapshot, RegistryError> {
         let started = Instant::now();
         self.mirror = None;
-        let (kvs, rev, pages) = read_all(&self.client, &self.keys).await?;
+        let (kvs, rev, pages) =
+            tokio::time::timeout(LOAD_TIMEOUT, read_all(&self.client, &self.keys))
+                .await
+                .map_err(|_| RegistryError::Store {
+                    what: "read",
+                    source: format!("etcd did not answer within {LOAD_TIMEOUT:?}").into(),
+                })??;
         let records = kvs.len();
         let d = decode::decode(&self.keys, kvs)?;
         check_meta(
@@ -324,6 +333,9 @@ impl EtcdRegistry {
     }
 
     async fn apply_inner(&mut self, batch: &[RegistryOp]) -> Result<(), RegistryError> {
+        if !matches!(*self.valid_until.borrow(), Some(u) if Instant::now() < u) {
+            return Err(RegistryError::Fenced);
+        }
         if self.mirror.is_none() {
             self.load_inner().await?;
         }
