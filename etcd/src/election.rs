@@ -342,7 +342,7 @@ impl Coordinator for EtcdCoordinator {
                     })?,
                 );
             }
-            out.sort_by(|a, b| a.digest.cmp(&b.digest));
+            out.sort_by_key(|a| a.digest);
             Ok(out)
         })
     }

@@ -109,16 +109,13 @@ impl EtcdOptions {
         }
         let eps = self.endpoints.clone();
         // With a user, connecting authenticates (a call to etcd): bounded like any call.
-        match tokio::time::timeout(Duration::from_secs(10), Client::connect(&eps, Some(co))).await
-        {
+        match tokio::time::timeout(Duration::from_secs(10), Client::connect(&eps, Some(co))).await {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(
                 e @ (etcd_client::Error::InvalidArgs(_)
                 | etcd_client::Error::InvalidUri(_)
                 | etcd_client::Error::TransportError(_)),
-            )) => {
-                Err(HaError::Config(format!("etcd endpoints {eps:?}: {e}")))
-            }
+            )) => Err(HaError::Config(format!("etcd endpoints {eps:?}: {e}"))),
             Ok(Err(e)) => Err(HaError::Unavailable(format!(
                 "cannot connect to etcd at {eps:?}: {e}"
             ))),

@@ -54,8 +54,12 @@ async fn ended(mut v: watch::Receiver<Option<Instant>>) -> Instant {
 async fn one_leader_the_other_follows_and_takes_over_when_it_resigns() {
     require_etcd!();
     let etcd = EtcdServer::start().await.unwrap();
-    let a = EtcdCoordinator::connect(opts(etcd.endpoints())).await.unwrap();
-    let b = EtcdCoordinator::connect(opts(etcd.endpoints())).await.unwrap();
+    let a = EtcdCoordinator::connect(opts(etcd.endpoints()))
+        .await
+        .unwrap();
+    let b = EtcdCoordinator::connect(opts(etcd.endpoints()))
+        .await
+        .unwrap();
     let (ha, _rxa) = campaign(a.clone(), "a:1");
     let (ta, _) = ha.await.unwrap();
     let (hb, mut rxb) = campaign(b.clone(), "b:1");
@@ -93,8 +97,12 @@ async fn a_leader_cut_from_etcd_steps_down_before_another_is_elected() {
     let etcd = EtcdServer::start().await.unwrap();
     let up: SocketAddr = format!("127.0.0.1:{}", etcd.client_port()).parse().unwrap();
     let proxy = TcpProxy::start(up).await.unwrap();
-    let a = EtcdCoordinator::connect(opts(vec![proxy.endpoint()])).await.unwrap();
-    let b = EtcdCoordinator::connect(opts(etcd.endpoints())).await.unwrap();
+    let a = EtcdCoordinator::connect(opts(vec![proxy.endpoint()]))
+        .await
+        .unwrap();
+    let b = EtcdCoordinator::connect(opts(etcd.endpoints()))
+        .await
+        .unwrap();
     let (ha, _rxa) = campaign(a, "a:1");
     let (ta, _) = ha.await.unwrap();
     let (hb, mut rxb) = campaign(b, "b:1");
@@ -153,7 +161,10 @@ async fn etcd_restarts_under_a_leader() {
     etcd.kill();
     let down = Instant::now();
     let a_ended = ended(ta.valid_until.clone()).await;
-    println!("etcd down: the term ended {:?} after", a_ended.duration_since(down));
+    println!(
+        "etcd down: the term ended {:?} after",
+        a_ended.duration_since(down)
+    );
     tokio::time::sleep(Duration::from_secs(4).saturating_sub(down.elapsed())).await;
     drop(ta);
     let (hb, _rxb) = campaign(a.clone(), "a:2");

@@ -73,7 +73,10 @@ fn a_journal_cut_at_any_step_reads_back_as_all_or_nothing() {
     let mut model = Model::default();
     let mut mirror = Mirror::default();
     let mut mem = MemRegistry::new();
-    let first = vec![RegistryOp::PutTask(task(1, 1, 1)), RegistryOp::PutAgent(agent(1, "h"))];
+    let first = vec![
+        RegistryOp::PutTask(task(1, 1, 1)),
+        RegistryOp::PutAgent(agent(1, "h")),
+    ];
     model.apply(&keys, &mut mirror, &first, REMOVED_IDS_KEPT);
     mem.apply(&first).unwrap();
     let before = mem.snapshot();
@@ -84,7 +87,10 @@ fn a_journal_cut_at_any_step_reads_back_as_all_or_nothing() {
     });
     batch.push(RegistryOp::RemoveAgent(AgentId("m-A1".into())));
     model.record = true;
-    assert!(model.apply(&keys, &mut mirror, &batch, REMOVED_IDS_KEPT), "takes the journal");
+    assert!(
+        model.apply(&keys, &mut mirror, &batch, REMOVED_IDS_KEPT),
+        "takes the journal"
+    );
     mem.apply(&batch).unwrap();
     let after = mem.snapshot();
     assert!(model.steps.len() > 4, "{} steps", model.steps.len());
@@ -99,5 +105,10 @@ fn a_journal_cut_at_any_step_reads_back_as_all_or_nothing() {
         }
     }
     assert!(seen_after);
-    assert!(model.steps.last().unwrap().keys().all(|k| !k.starts_with(&keys.journal_prefix())));
+    assert!(model
+        .steps
+        .last()
+        .unwrap()
+        .keys()
+        .all(|k| !k.starts_with(&keys.journal_prefix())));
 }

@@ -23,7 +23,10 @@ fn opts(etcd: &EtcdServer, cluster: &str) -> EtcdOptions {
 
 async fn lead(coord: &EtcdCoordinator) -> Term {
     let (tx, _rx) = watch::channel(None);
-    coord.campaign("127.0.0.1:5050", &tx).await.expect("elected")
+    coord
+        .campaign("127.0.0.1:5050", &tx)
+        .await
+        .expect("elected")
 }
 
 fn cut(mut s: Snapshot, kept: usize) -> Snapshot {
@@ -95,7 +98,10 @@ async fn same_batches_as_the_memory_registry_read_back_equal() {
         let t = Instant::now();
         Registry::apply(&mut mem, b).unwrap();
         t_mem += t.elapsed();
-        assert_eq!(term.registry.load().await.unwrap(), cut(mem.snapshot(), kept));
+        assert_eq!(
+            term.registry.load().await.unwrap(),
+            cut(mem.snapshot(), kept)
+        );
     }
     let n = batches.len() as u32;
     println!(
@@ -113,7 +119,10 @@ async fn same_batches_as_the_memory_registry_read_back_equal() {
         .unwrap()
         .with_removed_kept(kept);
     let mut term = lead(&other).await;
-    assert_eq!(term.registry.load().await.unwrap(), cut(mem.snapshot(), kept));
+    assert_eq!(
+        term.registry.load().await.unwrap(),
+        cut(mem.snapshot(), kept)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,7 +136,11 @@ async fn big_batches_are_atomic_and_loads_page_at_one_revision() {
     let batch = big_batch(5_000);
     let t = Instant::now();
     term.registry.apply(&batch).await.unwrap();
-    println!("a {}-op batch through the journal: {:?}", batch.len(), t.elapsed());
+    println!(
+        "a {}-op batch through the journal: {:?}",
+        batch.len(),
+        t.elapsed()
+    );
     Registry::apply(&mut mem, &batch).unwrap();
     // 5,000 more tasks in batches of 100 (the fast path): 10,000 tasks in all.
     for chunk in 0..50u32 {
@@ -147,7 +160,11 @@ async fn big_batches_are_atomic_and_loads_page_at_one_revision() {
     let j = c
         .get(
             coord.keys().journal_prefix(),
-            Some(etcd_client::GetOptions::new().with_prefix().with_count_only()),
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_count_only(),
+            ),
         )
         .await
         .unwrap();
@@ -173,18 +190,32 @@ async fn a_committed_journal_is_replayed_and_an_uncommitted_one_ignored() {
     };
     let d1 = keys.journal_batch(1, 0);
     let d2 = keys.journal_batch(1, 1);
-    c.put(format!("{d1}0000"), put(vec![done]), None).await.unwrap();
+    c.put(format!("{d1}0000"), put(vec![done]), None)
+        .await
+        .unwrap();
     c.put(format!("{d1}commit"), vec![], None).await.unwrap();
-    c.put(format!("{d2}0000"), put(vec![torn]), None).await.unwrap();
+    c.put(format!("{d2}0000"), put(vec![torn]), None)
+        .await
+        .unwrap();
     let mut term = lead(&coord).await;
     let got = term.registry.load().await.unwrap();
     assert_eq!(got.agents, vec![agent(1, "h")]);
     let j = c
-        .get(keys.journal_prefix(), Some(etcd_client::GetOptions::new().with_prefix()))
+        .get(
+            keys.journal_prefix(),
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
         .await
         .unwrap();
     assert!(j.kvs().is_empty(), "journals are cleared");
-    assert!(c.get(keys.agent(&proto::AgentId("m-A1".into())), None).await.unwrap().kvs().len() == 1);
+    assert!(
+        c.get(keys.agent(&proto::AgentId("m-A1".into())), None)
+            .await
+            .unwrap()
+            .kvs()
+            .len()
+            == 1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,12 +232,21 @@ async fn another_clusters_prefix_or_a_newer_schema_is_refused() {
     assert!(matches!(e, HaError::Config(_)), "{e}");
     println!("another cluster: {e}");
     let mut c = coord.client().clone();
-    c.put(coord.keys().schema_version(), 99u32.to_le_bytes().to_vec(), None)
+    c.put(
+        coord.keys().schema_version(),
+        99u32.to_le_bytes().to_vec(),
+        None,
+    )
+    .await
+    .unwrap();
+    let e = EtcdCoordinator::connect(opts(&etcd, "c1"))
         .await
-        .unwrap();
-    let e = EtcdCoordinator::connect(opts(&etcd, "c1")).await.unwrap_err();
+        .unwrap_err();
     assert!(
-        matches!(e, HaError::Registry(RegistryError::NewerSchema { found: 99, .. })),
+        matches!(
+            e,
+            HaError::Registry(RegistryError::NewerSchema { found: 99, .. })
+        ),
         "{e}"
     );
     println!("newer schema: {e}");

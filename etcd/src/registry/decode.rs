@@ -28,6 +28,9 @@ pub struct Decoded {
     pub cluster: Option<String>,
 }
 
+/// One big batch's journal: its chunks by index, and whether it was committed.
+type Journal = (BTreeMap<String, Vec<u8>>, bool);
+
 fn corrupt(table: &'static str) -> impl FnOnce(postcard::Error) -> RegistryError {
     move |source| RegistryError::Corrupt { table, source }
 }
@@ -42,8 +45,7 @@ pub fn decode(keys: &Keys, mut kvs: BTreeMap<Vec<u8>, Vec<u8>>) -> Result<Decode
 
     // Journals: (fence, batch) → (chunks by index, committed).
     let jp = keys.journal_prefix();
-    let mut journals: BTreeMap<(String, String), (BTreeMap<String, Vec<u8>>, bool)> =
-        BTreeMap::new();
+    let mut journals: BTreeMap<(String, String), Journal> = BTreeMap::new();
     let jkeys: Vec<Vec<u8>> = kvs
         .range(jp.clone()..)
         .take_while(|(k, _)| k.starts_with(&jp))
@@ -163,7 +165,7 @@ pub fn decode(keys: &Keys, mut kvs: BTreeMap<Vec<u8>, Vec<u8>>) -> Result<Decode
     out.snapshot.tasks = tasks;
     out.snapshot.frameworks.sort_by(|a, b| a.id.cmp(&b.id));
     out.snapshot.agents.sort_by(|a, b| a.id.cmp(&b.id));
-    out.snapshot.blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
+    out.snapshot.blobs.sort_by_key(|a| a.digest);
     rm_agents.sort_by_key(|(s, _)| *s);
     rm_fws.sort_by_key(|(s, _)| *s);
     out.mirror.next_agent_seq = rm_agents.last().map_or(0, |(s, _)| s + 1);

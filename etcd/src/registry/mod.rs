@@ -17,9 +17,7 @@ use self::plan::{shape, KvOp, Mirror, Shape};
 use crate::keys::Keys;
 use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp};
 use master::ha::{AsyncRegistry, BoxFuture};
-use master::registry::{
-    RegistryError, RegistryOp, Snapshot, REMOVED_IDS_KEPT, SCHEMA_VERSION,
-};
+use master::registry::{RegistryError, RegistryOp, Snapshot, REMOVED_IDS_KEPT, SCHEMA_VERSION};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -61,7 +59,9 @@ pub(crate) async fn read_all(
         let mut pages = 0;
         let mut from = start.clone();
         loop {
-            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE_KEYS);
+            let mut opts = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(PAGE_KEYS);
             if rev != 0 {
                 opts = opts.with_revision(rev);
             }

@@ -92,7 +92,12 @@ impl EtcdServer {
             .args(["--name", "n1", "--data-dir"])
             .arg(self.dir.path().join("data"))
             .args(["--listen-client-urls", &c, "--advertise-client-urls", &c])
-            .args(["--listen-peer-urls", &p, "--initial-advertise-peer-urls", &p])
+            .args([
+                "--listen-peer-urls",
+                &p,
+                "--initial-advertise-peer-urls",
+                &p,
+            ])
             .args(["--initial-cluster", &format!("n1={p}")])
             .args(["--initial-cluster-state", "new"])
             .args([

@@ -5,8 +5,8 @@ use master::registry::{AgentRecord, FrameworkRecord, RegistryOp, TaskRecord};
 use proptest::prelude::*;
 use proto::identity::{PeerId, PeerKind};
 use proto::{
-    AgentId, AgentInfo, BlobKind, Digest, FrameworkId, FrameworkInfo, Resources, TaskId,
-    TaskInfo, TaskState, TaskStatus,
+    AgentId, AgentInfo, BlobKind, Digest, FrameworkId, FrameworkInfo, Resources, TaskId, TaskInfo,
+    TaskState, TaskStatus,
 };
 use std::collections::BTreeMap;
 use tessera_etcd::keys::Keys;
@@ -89,7 +89,8 @@ pub fn owner(n: u8) -> PeerId {
 /// One random op over a small universe of ids, so ops meet each other.
 pub fn arb_op() -> impl Strategy<Value = RegistryOp> {
     prop_oneof![
-        (0..4u32, 0..3u8).prop_map(|(n, v)| RegistryOp::PutFramework(framework(n, &format!("v{v}")))),
+        (0..4u32, 0..3u8)
+            .prop_map(|(n, v)| RegistryOp::PutFramework(framework(n, &format!("v{v}")))),
         (0..4u32).prop_map(|n| RegistryOp::RemoveFramework(FrameworkId(format!("m-F{n}")))),
         (0..4u32, 0..3u8).prop_map(|(n, v)| RegistryOp::PutAgent(agent(n, &format!("h{v}")))),
         (0..4u32).prop_map(|n| RegistryOp::RemoveAgent(AgentId(format!("m-A{n}")))),
@@ -149,7 +150,11 @@ pub struct Model {
 
 impl Model {
     fn txn(&mut self, ops: &[KvOp]) {
-        assert!(ops.len() + 1 <= MAX_TXN_OPS, "{} ops in a txn", ops.len() + 1);
+        assert!(
+            ops.len() < MAX_TXN_OPS, // and the writer put
+            "{} ops in a txn",
+            ops.len() + 1
+        );
         let bytes: usize = ops.iter().map(KvOp::cost).sum();
         assert!(bytes + 64 <= MAX_TXN_BYTES, "{bytes} bytes in a txn");
         let mut seen = std::collections::BTreeSet::new();
@@ -171,7 +176,13 @@ impl Model {
     }
 
     /// Applies a batch as the registry does; returns true if it took the journal.
-    pub fn apply(&mut self, keys: &Keys, mirror: &mut Mirror, batch: &[RegistryOp], kept: usize) -> bool {
+    pub fn apply(
+        &mut self,
+        keys: &Keys,
+        mirror: &mut Mirror,
+        batch: &[RegistryOp],
+        kept: usize,
+    ) -> bool {
         let plan = mirror.plan(keys, batch, kept);
         let journal = match shape(plan.ops()) {
             Shape::Empty => false,
@@ -179,13 +190,22 @@ impl Model {
                 self.txn(&ops);
                 false
             }
-            Shape::Journal { chunks, materialize } => {
+            Shape::Journal {
+                chunks,
+                materialize,
+            } => {
                 let dir = keys.journal_batch(1, self.next_batch);
                 self.next_batch += 1;
                 for (i, c) in chunks.into_iter().enumerate() {
-                    self.txn(&[KvOp::Put { key: format!("{dir}{i:04}").into_bytes(), value: c }]);
+                    self.txn(&[KvOp::Put {
+                        key: format!("{dir}{i:04}").into_bytes(),
+                        value: c,
+                    }]);
                 }
-                self.txn(&[KvOp::Put { key: format!("{dir}commit").into_bytes(), value: vec![] }]);
+                self.txn(&[KvOp::Put {
+                    key: format!("{dir}commit").into_bytes(),
+                    value: vec![],
+                }]);
                 for g in materialize {
                     self.txn(&g);
                 }
