@@ -30,10 +30,8 @@ async fn lead(coord: &EtcdCoordinator) -> Term {
 }
 
 fn cut(mut s: Snapshot, kept: usize) -> Snapshot {
-    for v in [&mut s.removed_agents] {
-        let n = v.len().saturating_sub(kept);
-        v.drain(..n);
-    }
+    let n = s.removed_agents.len().saturating_sub(kept);
+    s.removed_agents.drain(..n);
     let n = s.removed_frameworks.len().saturating_sub(kept);
     s.removed_frameworks.drain(..n);
     s
