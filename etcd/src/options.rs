@@ -116,6 +116,9 @@ impl EtcdOptions {
                 | etcd_client::Error::InvalidUri(_)
                 | etcd_client::Error::TransportError(_)),
             )) => Err(HaError::Config(format!("etcd endpoints {eps:?}: {e}"))),
+            Ok(Err(e)) if is_auth_error(&e) => Err(HaError::Config(format!(
+                "etcd at {eps:?} refused the user: {e}"
+            ))),
             Ok(Err(e)) => Err(HaError::Unavailable(format!(
                 "cannot connect to etcd at {eps:?}: {e}"
             ))),
@@ -124,4 +127,10 @@ impl EtcdOptions {
             ))),
         }
     }
+}
+
+/// A refusal of the configured user (wrong password, no such user): retrying cannot help.
+fn is_auth_error(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s)
+        if s.message().contains("authentication failed") || s.message().contains("permission denied"))
 }

@@ -280,3 +280,66 @@ async fn bad_endpoints_and_tls_material_are_clear_errors() {
     assert!(matches!(e, HaError::Config(_)), "{e}");
     println!("bad CA: {e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_client_certificate_and_password_auth() {
+    require_etcd!();
+    let ca = net::tls::ClusterCa::generate("etcd-test").unwrap();
+    let server = ca.issue("etcd", &["localhost", "127.0.0.1"]).unwrap();
+    let client = ca.issue("master", &[]).unwrap();
+    let stranger = net::tls::ClusterCa::generate("other")
+        .unwrap()
+        .issue("master", &[])
+        .unwrap();
+    let etcd = EtcdServer::start_tls(tessera_etcd::testing::ServerTls {
+        ca_pem: ca.cert_pem.clone(),
+        cert_pem: server.cert_pem.clone(),
+        key_pem: server.key_pem.clone(),
+        client: (client.cert_pem.clone(), client.key_pem.clone()),
+    })
+    .await
+    .unwrap();
+    let tls = |id: &net::tls::Identity| {
+        let mut o = opts(&etcd, "c1");
+        o.tls = Some(tessera_etcd::EtcdTls {
+            ca_pem: ca.cert_pem.clone(),
+            identity: Some((id.cert_pem.clone(), id.key_pem.clone())),
+        });
+        o
+    };
+    // A certificate from another CA is refused (a clear error, no panic).
+    let e = EtcdCoordinator::connect(tls(&stranger)).await.unwrap_err();
+    println!("foreign client certificate: {e}");
+    // Plain http to a TLS endpoint list is a configuration error.
+    let mut o = tls(&client);
+    o.endpoints = vec![format!("http://127.0.0.1:{}", etcd.client_port())];
+    assert!(matches!(
+        EtcdCoordinator::connect(o).await,
+        Err(HaError::Config(_))
+    ));
+    let coord = EtcdCoordinator::connect(tls(&client)).await.unwrap();
+    let mut term = lead(&coord).await;
+    term.registry
+        .apply(&[RegistryOp::PutAgent(agent(1, "h"))])
+        .await
+        .unwrap();
+    drop(term);
+
+    // Password auth on top: a root user, auth enabled; the wrong password is refused.
+    let mut c = coord.client().clone();
+    c.user_add("root", "pw", None).await.unwrap();
+    c.user_grant_role("root", "root").await.unwrap();
+    c.auth_enable().await.unwrap();
+    let mut o = tls(&client);
+    o.user = Some(("root".into(), "wrong".into()));
+    let e = EtcdCoordinator::connect(o.clone()).await.unwrap_err();
+    assert!(matches!(e, HaError::Config(_)), "{e}");
+    println!("wrong password: {e}");
+    o.user = Some(("root".into(), "pw".into()));
+    let coord = EtcdCoordinator::connect(o).await.unwrap();
+    let mut term = lead(&coord).await;
+    assert_eq!(
+        term.registry.load().await.unwrap().agents,
+        vec![agent(1, "h")]
+    );
+}

@@ -10,7 +10,7 @@ mod proxy;
 mod server;
 
 pub use proxy::TcpProxy;
-pub use server::{EtcdServer, HarnessError};
+pub use server::{EtcdServer, HarnessError, ServerTls};
 
 /// Returns from the calling test (with a message) when no etcd binary is found, or panics
 /// when `CI=true`: CI must run every etcd test.

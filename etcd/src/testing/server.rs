@@ -19,6 +19,20 @@ pub enum HarnessError {
     Io(#[from] std::io::Error),
 }
 
+/// TLS for a test etcd's client port (PEM text): its certificate, the CA clients must
+/// present certificates from, and a client identity the harness probes it with.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    /// The CA that signed both certificates.
+    pub ca_pem: String,
+    /// etcd's certificate (valid for 127.0.0.1).
+    pub cert_pem: String,
+    /// Its key.
+    pub key_pem: String,
+    /// A client certificate and key from the same CA.
+    pub client: (String, String),
+}
+
 /// A private etcd: killed, reaped and its directory removed on drop.
 pub struct EtcdServer {
     bin: PathBuf,
@@ -26,6 +40,7 @@ pub struct EtcdServer {
     client_port: u16,
     peer_port: u16,
     child: Option<Child>,
+    tls: Option<ServerTls>,
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -58,6 +73,16 @@ impl EtcdServer {
 
     /// Starts one etcd member and waits (up to 10 s) until it answers a read.
     pub async fn start() -> Result<Self, HarnessError> {
+        Self::start_with(None).await
+    }
+
+    /// Starts one etcd member serving clients over TLS and requiring client certificates
+    /// (`--client-cert-auth`).
+    pub async fn start_tls(tls: ServerTls) -> Result<Self, HarnessError> {
+        Self::start_with(Some(tls)).await
+    }
+
+    async fn start_with(tls: Option<ServerTls>) -> Result<Self, HarnessError> {
         let bin = binary().ok_or(HarnessError::NoBinary)?;
         let mut last = String::new();
         // A free port may be taken between probing and binding: try a few.
@@ -67,6 +92,7 @@ impl EtcdServer {
                 client_port: free_port()?,
                 peer_port: free_port()?,
                 child: None,
+                tls: tls.clone(),
                 dir: tempfile::Builder::new().prefix("tessera-etcd").tempdir()?,
             };
             match s.spawn_and_wait().await {
@@ -82,13 +108,27 @@ impl EtcdServer {
     }
 
     async fn spawn_and_wait(&mut self) -> Result<(), HarnessError> {
-        let c = format!("http://127.0.0.1:{}", self.client_port);
+        let c = self.endpoints().remove(0);
         let p = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path())?;
-        let child = Command::new(&self.bin)
+        let mut cmd = Command::new(&self.bin);
+        if let Some(tls) = &self.tls {
+            let d = self.dir.path();
+            std::fs::write(d.join("ca.pem"), &tls.ca_pem)?;
+            std::fs::write(d.join("server.pem"), &tls.cert_pem)?;
+            std::fs::write(d.join("server.key"), &tls.key_pem)?;
+            cmd.arg("--cert-file")
+                .arg(d.join("server.pem"))
+                .arg("--key-file")
+                .arg(d.join("server.key"))
+                .arg("--trusted-ca-file")
+                .arg(d.join("ca.pem"))
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .args(["--name", "n1", "--data-dir"])
             .arg(self.dir.path().join("data"))
             .args(["--listen-client-urls", &c, "--advertise-client-urls", &c])
@@ -135,8 +175,15 @@ impl EtcdServer {
 
     async fn ready(&self) -> bool {
         let eps = self.endpoints();
+        let opts = self.tls.as_ref().map(|t| {
+            etcd_client::ConnectOptions::new().with_tls(
+                etcd_client::TlsOptions::new()
+                    .ca_certificate(etcd_client::Certificate::from_pem(&t.ca_pem))
+                    .identity(etcd_client::Identity::from_pem(&t.client.0, &t.client.1)),
+            )
+        });
         let probe = async {
-            let mut c = etcd_client::Client::connect(&eps, None).await.ok()?;
+            let mut c = etcd_client::Client::connect(&eps, opts).await.ok()?;
             c.get("probe", None).await.ok()
         };
         matches!(
@@ -147,7 +194,8 @@ impl EtcdServer {
 
     /// Its client URL (one).
     pub fn endpoints(&self) -> Vec<String> {
-        vec![format!("http://127.0.0.1:{}", self.client_port)]
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        vec![format!("{scheme}://127.0.0.1:{}", self.client_port)]
     }
 
     /// Its client port (for a [`TcpProxy`](super::TcpProxy) in front of it).
