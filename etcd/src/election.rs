@@ -59,24 +59,40 @@ fn run_id() -> String {
 struct Resign {
     client: Client,
     lease: i64,
+    ttl: Duration,
     keeper: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Resign {
     fn drop(&mut self) {
         self.keeper.abort();
-        let mut client = self.client.clone();
-        let lease = self.lease;
+        let client = self.client.clone();
+        let (lease, ttl) = (self.lease, self.ttl);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let r = tokio::time::timeout(Duration::from_secs(2), client.lease_revoke(lease));
-                match r.await {
-                    Ok(Ok(_)) => tracing::info!(ts_ms = crate::unix_ms(), lease, "resigned"),
-                    _ => tracing::info!(lease, "resign: lease not revoked; it will expire"),
-                }
-            });
+            rt.spawn(revoke_until_done(client, lease, ttl));
         }
     }
+}
+
+/// Revokes `lease`, retrying while etcd is unreachable: etcd restores leases (with a fresh
+/// TTL) when it restarts, so a resignation that waits for etcd to come back spares the
+/// successor a whole TTL. Gives up after a while: the lease then simply expires.
+async fn revoke_until_done(mut client: Client, lease: i64, ttl: Duration) {
+    let give_up = Instant::now() + ttl * 2 + Duration::from_secs(30);
+    while Instant::now() < give_up {
+        match tokio::time::timeout(Duration::from_secs(1), client.lease_revoke(lease)).await {
+            Ok(Ok(_)) => {
+                tracing::info!(ts_ms = crate::unix_ms(), lease, "resigned: lease revoked");
+                return;
+            }
+            // Already expired or revoked.
+            Ok(Err(etcd_client::Error::GRpcStatus(s))) if s.message().contains("not found") => {
+                return
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    tracing::info!(lease, "resign: lease not revoked; it expires by itself");
 }
 
 impl EtcdCoordinator {
@@ -235,6 +251,7 @@ impl EtcdCoordinator {
             guard: Box::new(Resign {
                 client: self.client.clone(),
                 lease: lease_id,
+                ttl,
                 keeper,
             }),
         }))

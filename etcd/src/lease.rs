@@ -88,3 +88,22 @@ pub async fn keep_alive(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_renewal_proves_the_lease_from_when_it_was_sent_less_the_margin() {
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(3);
+        assert_eq!(margin(ttl), Duration::from_millis(300));
+        assert_eq!(margin(Duration::from_secs(1)), Duration::from_millis(100));
+        assert_eq!(
+            valid_until(t0, 3, ttl),
+            Some(t0 + Duration::from_millis(2700))
+        );
+        assert_eq!(valid_until(t0, 0, ttl), None, "ttl 0: the lease is gone");
+        assert_eq!(valid_until(t0, -1, ttl), None);
+    }
+}
