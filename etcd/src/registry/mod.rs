@@ -339,20 +339,15 @@ impl EtcdRegistry {
         if self.mirror.is_none() {
             self.load_inner().await?;
         }
-        let mirror = self.mirror.as_ref().expect("loaded");
+        // Taken out while the write is in flight: if it fails, or this future is dropped
+        // midway (a caller's timeout), the outcome is unknown and the next write is planned
+        // against a fresh load.
+        let mut mirror = self.mirror.take().expect("loaded");
         let plan = mirror.plan(&self.keys, batch, self.kept);
-        let ops = plan.ops();
-        match self.write(ops).await {
-            Ok(()) => {
-                self.mirror.as_mut().expect("loaded").commit(plan);
-                Ok(())
-            }
-            Err(e) => {
-                // The outcome may be unknown: plan the next write against a fresh load.
-                self.mirror = None;
-                Err(e)
-            }
-        }
+        self.write(plan.ops()).await?;
+        mirror.commit(plan);
+        self.mirror = Some(mirror);
+        Ok(())
     }
 }
 
