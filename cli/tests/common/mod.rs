@@ -4,6 +4,8 @@
 //! Each test file is its own crate and uses only part of this, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod jobs;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -80,13 +82,26 @@ pub fn start_master(dir: &Path, certs: &Path, addr: &str, log: &Path) -> Reaper 
 }
 
 /// Agent `name` of `<cpus, 512 MiB, 1 GiB disk>` with its work directory `dir/name`, logging
-/// to `dir/name.log`.
-pub fn start_agent(dir: &Path, certs: &Path, addr: &str, name: &str, cpus: &str) -> Reaper {
+/// to `dir/name.log`; `masters` is one address or several (`a:5050,b:5050`).
+pub fn start_agent(dir: &Path, certs: &Path, masters: &str, name: &str, cpus: &str) -> Reaper {
+    start_agent_timed(dir, certs, masters, name, cpus, IDLE, KEEP_ALIVE)
+}
+
+/// [`start_agent`] with its own QUIC idle timeout and keep-alive.
+pub fn start_agent_timed(
+    dir: &Path,
+    certs: &Path,
+    masters: &str,
+    name: &str,
+    cpus: &str,
+    idle: &str,
+    keep_alive: &str,
+) -> Reaper {
     Reaper(
         tessera()
-            .args(["agent", "--master", addr, "--hostname", name])
+            .args(["agent", "--master", masters, "--hostname", name])
             .args(["--cpus", cpus, "--mem", "512MiB", "--disk", "1GiB"])
-            .args(["--quic-idle-timeout", IDLE, "--quic-keep-alive", KEEP_ALIVE])
+            .args(["--quic-idle-timeout", idle, "--quic-keep-alive", keep_alive])
             .arg("--work-dir")
             .arg(dir.join(name))
             .arg("--ca")

@@ -21,6 +21,12 @@ impl Master {
         self.allocator.name()
     }
 
+    /// Gives the allocator back when the core is dropped (a master stepping down keeps its
+    /// policy for its next term).
+    pub fn into_allocator(self) -> Box<dyn crate::allocator::Allocator> {
+        self.allocator
+    }
+
     /// Registered agents (connected or waiting to re-register), in id order.
     pub fn agents(&self) -> impl Iterator<Item = &AgentEntry> {
         self.agents.values()

@@ -11,6 +11,7 @@ use proto::{BlobKind, Message, Role};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 /// Uploads held in memory at once across all connections (each up to `max_blob_size`), so a
 /// burst of uploads cannot exhaust the master's memory; further uploads wait their turn.
@@ -102,6 +103,8 @@ pub(super) struct Peer {
     pub(super) conn_id: ConnId,
     pub(super) role: Role,
     pub(super) principal: PeerId,
+    /// The core's input queue of the term the connection belongs to.
+    pub(super) tx: mpsc::Sender<Input>,
 }
 
 pub(super) async fn serve_blob_stream(
@@ -155,9 +158,13 @@ pub(super) async fn serve_blob_stream(
 }
 
 /// Asks the core whether `peer` may fetch `digest`.
-async fn may_fetch(peer: &Peer, digest: proto::Digest, shared: &ConnShared) -> bool {
+async fn may_fetch(peer: &Peer, digest: proto::Digest, _shared: &ConnShared) -> bool {
+    if peer.role == Role::Standby {
+        // A standby master mirrors every blob (its certificate was checked at the `Hello`).
+        return true;
+    }
     let (reply, answer) = tokio::sync::oneshot::channel();
-    let asked = shared
+    let asked = peer
         .tx
         .send(Input::MayFetch {
             conn_id: peer.conn_id,
@@ -220,20 +227,22 @@ async fn upload(
             };
         }
     };
-    let reply = receive(recv, digest, kind, size, &owner, shared).await;
+    let reply = receive(recv, digest, kind, size, &owner, &peer.tx, shared).await;
     if charged && !matches!(reply, Message::BlobOk { .. }) {
         shared.quota.release(&owner, digest, size);
     }
     reply
 }
 
-/// Reads, validates and stores an upload whose quota is reserved.
+/// Reads, validates and stores an upload whose quota is reserved; answers once the core knows
+/// the blob and its owner (and, with a shared registry, once that is written there).
 async fn receive(
     recv: &mut quinn::RecvStream,
     digest: proto::Digest,
     kind: BlobKind,
     size: u64,
     owner: &str,
+    tx: &mpsc::Sender<Input>,
     shared: &ConnShared,
 ) -> Message {
     // A stalled or crawling upload is dropped: each chunk must come within `UPLOAD_IDLE`, and
@@ -272,15 +281,26 @@ async fn receive(
     match stored {
         Ok(Ok(())) => {
             tracing::info!(?digest, ?kind, size, "blob stored");
-            let _ = shared
-                .tx
-                .send(Input::Core(Event::BlobStored {
-                    digest,
-                    kind,
-                    owner: Some(owner.to_owned()),
-                }))
+            let (done, recorded) = oneshot::channel();
+            let _ = tx
+                .send(Input::Stored {
+                    event: Event::BlobStored {
+                        digest,
+                        kind,
+                        owner: Some(owner.to_owned()),
+                    },
+                    size,
+                    done,
+                })
                 .await;
-            Message::BlobOk { size }
+            match recorded.await {
+                Ok(()) => Message::BlobOk { size },
+                Err(_) => Message::BlobError {
+                    message: "the master stopped leading before the upload was recorded; \
+                              upload it again"
+                        .into(),
+                },
+            }
         }
         Ok(Err(e)) => {
             tracing::warn!(?digest, error = %e, "upload refused");

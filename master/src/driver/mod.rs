@@ -6,33 +6,49 @@
 //! blob streams. A peer that sends a malformed or oversized frame, or the wrong protocol version,
 //! loses its own connection and nothing else.
 //!
-//! The registry (`{work_dir}/registry.redb`) is loaded at start and the core recovered from it
+//! The registry is loaded at the start of a term and the core recovered from it
 //! ([`Master::recover`]; an empty registry is a fresh master). The loop handles every input
 //! already queued (up to 256 more) before it drains the core's actions, writes all
 //! their registry changes in one transaction, and only then executes the sends and closes: one
-//! fsync is shared by everything that arrived together. The write blocks the core's loop (the
-//! loop would have to wait for it anyway); a failed write stops the master.
+//! fsync (or one etcd transaction) is shared by everything that arrived together. The write
+//! blocks the core's loop (the loop would have to wait for it anyway).
+//!
+//! Two ways to run:
+//! - **Single master** ([`MasterServer::bind`]): the registry is `{work_dir}/registry.redb`, the
+//!   one term lasts until shutdown, and a failed write stops the master.
+//! - **One of several** ([`MasterServer::bind_shared`]): a [`Coordinator`] (etcd) elects the
+//!   leader and keeps the registry. A standby answers every `Hello` with `NotLeader` (naming the
+//!   leader) and mirrors the leader's blobs (`mirror.rs`). Once elected, it serves a term
+//!   (`term.rs`): exactly a restart from the shared registry. It acts only while its term is
+//!   provably valid (`Term::valid_until`): it writes nothing once that passes and sends nothing
+//!   after a failed or late write; then it steps down (drops the core, closes its connections
+//!   with [`close_code::NOT_LEADER`] so peers look for the new leader at once) and campaigns
+//!   again. Every registry write is also fenced by the coordinator, so a deposed leader that
+//!   slept through its term cannot write either.
 
 mod blob_streams;
+mod conn;
+mod mirror;
+mod term;
 
 use crate::allocator::Allocator;
 use crate::blobs::{BlobError, BlobStore};
-use crate::core::{Action, ConnId, Event, Master, MasterConfig};
-use crate::registry::{RedbRegistry, Registry, RegistryError};
-use blob_streams::{serve_blob_stream, Peer, Quota, CONCURRENT_UPLOADS};
+use crate::core::{ConnId, Event, MasterConfig};
+use crate::ha::{Coordinator, HaError};
+use crate::registry::{RedbRegistry, RegistryError};
+use blob_streams::{Quota, CONCURRENT_UPLOADS};
+use conn::{serve_connection, PrincipalSlots};
 use net::tls::{self, Identity, TransportTuning};
-use net::{MessageReader, MessageWriter};
-use proto::frame::{self, FrameError};
-use proto::identity::{PeerId, PeerKind};
-use proto::{Message, Role, PROTOCOL_VERSION};
-use std::collections::HashMap;
+use proto::frame;
+use proto::identity::PeerKind;
+use proto::Message;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
-use tokio::time::Instant;
+use term::{lead, TermEnd};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// QUIC application error codes the master closes connections with.
 pub mod close_code {
@@ -47,6 +63,8 @@ pub mod close_code {
     /// The peer's certificate does not allow what it asked (no identity, another cluster, or a
     /// kind that may not take the role it claimed).
     pub const FORBIDDEN: u32 = 4;
+    /// This master does not lead (a standby, or a leader that stepped down): find the leader.
+    pub const NOT_LEADER: u32 = net::link::NOT_LEADER_CLOSE_CODE;
 }
 
 /// Inputs (messages of all connections, blob events, fetch questions) queued for the core; when
@@ -158,6 +176,21 @@ pub enum MasterError {
     /// The operating system gave no randomness for the id key.
     #[error("no randomness for the id key: {0}")]
     Random(String),
+    /// The coordination service cannot be used (configuration, another cluster's registry).
+    #[error(transparent)]
+    Ha(#[from] HaError),
+}
+
+/// Where the registry lives and who decides that this master leads.
+enum Store {
+    /// A single master: the embedded registry, `{work_dir}/registry.redb`.
+    Local(RedbRegistry),
+    /// One of several masters sharing a coordination service.
+    Shared {
+        coordinator: Arc<dyn Coordinator>,
+        /// The `host:port` peers are sent to while this master leads.
+        advertise: String,
+    },
 }
 
 /// A bound master, ready to run.
@@ -166,8 +199,7 @@ pub struct MasterServer {
     opts: MasterOptions,
     allocator: Box<dyn Allocator>,
     store: Arc<BlobStore>,
-    /// The durable registry, `{work_dir}/registry.redb`.
-    registry: RedbRegistry,
+    registry: Store,
     /// The trust domain of the master's certificate: peers must belong to the same.
     cluster: String,
 }
@@ -182,6 +214,15 @@ fn own_cluster(identity: &Identity) -> Result<String, MasterError> {
         Ok((_, id)) => Err(MasterError::Identity(format!("it states {id}"))),
         Err(e) => Err(MasterError::Identity(e.to_string())),
     }
+}
+
+/// Whether connections are served, read by each new connection once its `Hello` is in.
+#[derive(Clone)]
+enum Mode {
+    /// Not serving: peers are told who leads (`None`: nobody yet, or unknown).
+    Standby(Option<String>),
+    /// Leading (the single master always does): connections feed this term's core.
+    Leading(mpsc::Sender<Input>),
 }
 
 /// What connection tasks tell the core's loop. `Core` carries a whole message, which is what
@@ -201,15 +242,53 @@ enum Input {
     MayFetch {
         conn_id: ConnId,
         digest: proto::Digest,
-        reply: tokio::sync::oneshot::Sender<bool>,
+        reply: oneshot::Sender<bool>,
+    },
+    /// An upload was stored (`event` is its `BlobStored`); `done` fires once that is recorded
+    /// (in the shared registry, when there is one), and only then is the upload answered.
+    Stored {
+        event: Event,
+        size: u64,
+        done: oneshot::Sender<()>,
     },
 }
 
 impl MasterServer {
-    /// Binds the QUIC endpoint (must be called inside a tokio runtime).
-    pub fn bind(
+    /// Binds the QUIC endpoint of a single master, whose registry is
+    /// `{work_dir}/registry.redb` (must be called inside a tokio runtime).
+    pub fn bind(opts: MasterOptions, allocator: Box<dyn Allocator>) -> Result<Self, MasterError> {
+        std::fs::create_dir_all(&opts.work_dir).map_err(|source| MasterError::WorkDir {
+            path: opts.work_dir.clone(),
+            source,
+        })?;
+        let registry = Store::Local(RedbRegistry::open_in(&opts.work_dir)?);
+        Self::bind_with(opts, allocator, registry)
+    }
+
+    /// Binds the QUIC endpoint of one of several masters: `coordinator` elects the leader and
+    /// keeps the registry; peers reaching this master while another leads are sent to
+    /// `advertise` of the leader. Its blobs stay in `{work_dir}/blobs` (mirrored from the
+    /// leader while it is a standby).
+    pub fn bind_shared(
+        opts: MasterOptions,
+        allocator: Box<dyn Allocator>,
+        coordinator: Arc<dyn Coordinator>,
+        advertise: String,
+    ) -> Result<Self, MasterError> {
+        Self::bind_with(
+            opts,
+            allocator,
+            Store::Shared {
+                coordinator,
+                advertise,
+            },
+        )
+    }
+
+    fn bind_with(
         mut opts: MasterOptions,
         allocator: Box<dyn Allocator>,
+        registry: Store,
     ) -> Result<Self, MasterError> {
         let cluster = own_cluster(&opts.identity)?;
         if opts.config.id_key == [0; 32] {
@@ -218,17 +297,23 @@ impl MasterServer {
         }
         let server =
             tls::server_config_with_crls(&opts.ca_pem, &opts.identity, &opts.crls, opts.tuning)?;
-        let endpoint =
+        let mut endpoint =
             quinn::Endpoint::server(server, opts.listen).map_err(|source| MasterError::Bind {
                 addr: opts.listen,
                 source,
             })?;
-        let store = Arc::new(BlobStore::open(&opts.work_dir.join("blobs"))?);
+        // A standby dials the leader from the same socket to mirror its blobs.
+        endpoint.set_default_client_config(tls::client_config_with_crls(
+            &opts.ca_pem,
+            &opts.identity,
+            &opts.crls,
+            opts.tuning,
+        )?);
         std::fs::create_dir_all(&opts.work_dir).map_err(|source| MasterError::WorkDir {
             path: opts.work_dir.clone(),
             source,
         })?;
-        let registry = RedbRegistry::open_in(&opts.work_dir)?;
+        let store = Arc::new(BlobStore::open(&opts.work_dir.join("blobs"))?);
         Ok(Self {
             endpoint,
             opts,
@@ -253,60 +338,12 @@ impl MasterServer {
             opts,
             allocator,
             store,
-            mut registry,
+            registry,
             cluster,
         } = self;
-        let started = Instant::now();
-        let snapshot = registry.load()?;
-        let (agents, frameworks, tasks) = (
-            snapshot.agents.len(),
-            snapshot.frameworks.len(),
-            snapshot.tasks.len(),
-        );
-        let mut core = Master::recover(
-            opts.config.clone(),
-            allocator,
-            &snapshot,
-            Instant::now().into_std(),
-        );
-        drop(snapshot);
-        if agents + frameworks + tasks > 0 {
-            tracing::info!(
-                agents,
-                frameworks,
-                tasks,
-                elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
-                registry = %registry.path().display(),
-                "registry loaded; waiting for agents to re-register and frameworks to re-subscribe"
-            );
-        }
-        let mut first_offer = true;
-        for (digest, kind) in store.scan()? {
-            core.handle(
-                Instant::now().into_std(),
-                Event::BlobStored {
-                    digest,
-                    kind,
-                    owner: None,
-                },
-            );
-            // Its uploaders before the restart (recorded beside it) may use it again.
-            for owner in store.owners(&digest)? {
-                core.handle(
-                    Instant::now().into_std(),
-                    Event::BlobStored {
-                        digest,
-                        kind,
-                        owner: Some(owner),
-                    },
-                );
-            }
-        }
-        tracing::info!(addr = %endpoint.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            allocator = core.allocator_name(), "master listening");
-        let (tx, mut rx) = mpsc::channel::<Input>(INPUT_QUEUE);
+        let (mode_tx, mode) = watch::channel(Mode::Standby(None));
         let shared = Arc::new(ConnShared {
-            tx: tx.clone(),
+            mode,
             store,
             uploads: tokio::sync::Semaphore::new(CONCURRENT_UPLOADS),
             max_frame: opts.max_frame,
@@ -338,161 +375,124 @@ impl MasterServer {
                 }
             })
         };
-        drop(tx);
-
-        let mut conns: HashMap<ConnId, (quinn::Connection, mpsc::Sender<Message>)> = HashMap::new();
+        tracing::info!(addr = %endpoint.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            "master listening");
+        let ctx = term::Ctx {
+            opts: &opts,
+            shared: &shared,
+            mode: &mode_tx,
+        };
         tokio::pin!(shutdown);
-        loop {
-            // Persist, then send: every registry change the drained actions carry is written in
-            // one transaction before any of them is executed. Writing a change earlier than the
-            // sends queued before it is safe (a crash may always fall between a write and the
-            // sends after it), and groups every change of the handled inputs into one commit.
-            loop {
-                let mut ops = Vec::new();
-                let mut actions = Vec::new();
-                while let Some(action) = core.poll_action() {
-                    match action {
-                        Action::Persist(batch) => ops.extend(batch),
-                        other => actions.push(other),
-                    }
-                }
-                if ops.is_empty() && actions.is_empty() {
-                    break;
-                }
-                if !ops.is_empty() {
-                    if let Err(e) = registry.apply(&ops) {
-                        tracing::error!(error = %e, "cannot write the registry; stopping");
-                        acceptor.abort();
-                        endpoint.close(
-                            close_code::NORMAL.into(),
-                            b"master stopping: registry write failed",
-                        );
-                        return Err(e.into());
-                    }
-                }
-                for action in actions {
-                    match action {
-                        Action::Persist(_) => unreachable!("separated above"),
-                        Action::Send { conn, msg } => {
-                            if first_offer && matches!(msg, Message::Offers { .. }) {
-                                first_offer = false;
-                                tracing::info!(
-                                    after_start_ms = started.elapsed().as_secs_f64() * 1e3,
-                                    known_tasks = tasks,
-                                    "first offers served"
-                                );
-                            }
-                            if let Some((c, writer)) = conns.get(&conn) {
-                                if writer.try_send(msg).is_err() {
-                                    tracing::warn!(conn, "peer too slow or gone; closing");
-                                    c.close(
-                                        close_code::TOO_SLOW.into(),
-                                        b"too slow reading messages",
-                                    );
-                                    // Forgotten at once: its queue and the core's books let go now.
-                                    conns.remove(&conn);
-                                    core.handle(
-                                        Instant::now().into_std(),
-                                        Event::Disconnected { conn },
-                                    );
-                                }
-                            }
-                        }
-                        Action::Close { conn, reason } => {
-                            if let Some((c, _)) = conns.remove(&conn) {
-                                tracing::info!(conn, %reason, "closing connection");
-                                close_after_flush(c, reason);
-                            }
-                        }
-                    }
-                }
+        let mut allocator = Some(allocator);
+        let result = match registry {
+            Store::Local(mut registry) => {
+                tracing::info!(registry = %registry.path().display(), "single master");
+                lead(&ctx, &mut registry, None, &mut allocator, &mut shutdown)
+                    .await
+                    .map(|_| ())
             }
-            while let Some(digest) = core.poll_blob_gc() {
-                // One unlink, in the loop: a re-upload's `BlobStored` queued behind it then
-                // finds the file gone (below) instead of the core trusting a deleted blob.
-                shared.quota.forget(digest);
-                if let Err(e) = shared.store.remove(&digest) {
-                    tracing::warn!(digest = %digest.to_hex(), error = %e, "cannot delete a collected blob");
-                }
+            Store::Shared {
+                coordinator,
+                advertise,
+            } => {
+                run_shared(
+                    &ctx,
+                    &endpoint,
+                    coordinator,
+                    &advertise,
+                    &mut allocator,
+                    &mut shutdown,
+                )
+                .await
             }
-            let wake = core.poll_timeout().map(Instant::from_std);
-            let sleep = net::timer::sleep_until(wake);
-            tokio::select! {
-                _ = &mut shutdown => break,
-                input = rx.recv() => match input {
-                    Some(input) => {
-                        handle_input(&mut core, &mut conns, &shared, input);
-                        // Inputs already waiting are handled before the actions are drained,
-                        // so their registry changes share one commit.
-                        for _ in 0..GROUP_COMMIT {
-                            match rx.try_recv() {
-                                Ok(input) => handle_input(&mut core, &mut conns, &shared, input),
-                                Err(_) => break,
-                            }
-                        }
-                    }
-                    None => break,
-                },
-                _ = sleep => core.handle_timeout(Instant::now().into_std()),
-            }
-        }
+        };
         acceptor.abort();
         endpoint.close(close_code::NORMAL.into(), b"master shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
-        Ok(())
+        result
     }
 }
 
-/// Feeds one input from the connection tasks to the core (or the connection table).
-fn handle_input(
-    core: &mut Master,
-    conns: &mut HashMap<ConnId, (quinn::Connection, mpsc::Sender<Message>)>,
-    shared: &ConnShared,
-    input: Input,
-) {
-    match input {
-        Input::Open {
-            conn_id,
-            conn,
-            writer,
-        } => {
-            conns.insert(conn_id, (conn, writer));
-        }
-        Input::Core(ev) => {
-            if let Event::Disconnected { conn } = &ev {
-                conns.remove(conn);
-            }
-            if let Event::BlobStored { digest, .. } = &ev {
-                if !shared.store.path(digest).exists() {
-                    // Stored, then collected before this event came through.
-                    tracing::warn!(digest = %digest.to_hex(), "an upload raced the blob GC and was deleted; it must be uploaded again");
-                    return;
+/// One of several masters: standby until elected, leader for a term, standby again after it.
+async fn run_shared(
+    ctx: &term::Ctx<'_>,
+    endpoint: &quinn::Endpoint,
+    coordinator: Arc<dyn Coordinator>,
+    advertise: &str,
+    allocator: &mut Option<Box<dyn Allocator>>,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<(), MasterError> {
+    loop {
+        ctx.mode.send_replace(Mode::Standby(None));
+        let (leader_tx, mut leader) = watch::channel(None::<String>);
+        let mirror = tokio::spawn(mirror::mirror_blobs(
+            coordinator.clone(),
+            ctx.shared.store.clone(),
+            endpoint.clone(),
+            leader.clone(),
+            ctx.opts.max_blob_size,
+        ));
+        let waiting = std::time::Instant::now();
+        tracing::info!(advertise, "standby: campaigning for leadership");
+        let campaign = coordinator.campaign(advertise, &leader_tx);
+        tokio::pin!(campaign);
+        let elected = loop {
+            tokio::select! {
+                _ = shutdown.as_mut() => {
+                    mirror.abort();
+                    return Ok(());
+                }
+                term = &mut campaign => break term,
+                Ok(()) = leader.changed() => {
+                    let now = leader.borrow_and_update().clone();
+                    tracing::info!(leader = ?now, "standby: the leader is");
+                    // Peers reaching this standby are sent there.
+                    ctx.mode.send_replace(Mode::Standby(now.filter(|l| l != advertise)));
                 }
             }
-            core.handle(Instant::now().into_std(), ev);
-        }
-        Input::FromPeer(ev, _permit) => core.handle(Instant::now().into_std(), ev),
-        Input::MayFetch {
-            conn_id,
-            digest,
-            reply,
-        } => {
-            let _ = reply.send(core.may_fetch(conn_id, &digest));
+        };
+        mirror.abort();
+        let mut term = match elected {
+            Ok(term) => term,
+            Err(HaError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "campaign failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        tracing::info!(
+            fence = term.fence,
+            unix_ms = term::unix_ms(),
+            waited_ms = waiting.elapsed().as_secs_f64() * 1e3,
+            "elected leader"
+        );
+        let validity = term::Validity {
+            fence: term.fence,
+            until: term.valid_until.clone(),
+        };
+        let end = lead(
+            ctx,
+            &mut *term.registry,
+            Some(validity),
+            allocator,
+            shutdown,
+        )
+        .await;
+        drop(term);
+        match end {
+            Ok(TermEnd::Shutdown) => return Ok(()),
+            Ok(TermEnd::SteppedDown(why)) => {
+                tracing::warn!(reason = %why, unix_ms = term::unix_ms(), "stepped down");
+            }
+            Err(e) => return Err(e),
         }
     }
-}
-
-/// Closes a connection a moment later, so that messages queued just before (an `Error`, a
-/// `Shutdown`) have a chance to reach the peer.
-fn close_after_flush(conn: quinn::Connection, reason: String) {
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        conn.close(close_code::PROTOCOL.into(), reason.as_bytes());
-    });
 }
 
 struct ConnShared {
-    tx: mpsc::Sender<Input>,
+    /// Standby or leading (with the current term's input queue).
+    mode: watch::Receiver<Mode>,
     store: Arc<BlobStore>,
     uploads: tokio::sync::Semaphore,
     max_frame: usize,
@@ -501,255 +501,4 @@ struct ConnShared {
     cluster: String,
     quota: Quota,
     principals: PrincipalSlots,
-}
-
-/// Open connections per principal, against [`CONNECTIONS_PER_PRINCIPAL`].
-#[derive(Default)]
-struct PrincipalSlots(std::sync::Mutex<HashMap<PeerId, usize>>);
-
-impl PrincipalSlots {
-    /// Takes a slot for `who`, given back when the returned guard drops; `None` when it holds
-    /// all its slots.
-    fn enter(&self, who: &PeerId) -> Option<PrincipalSlot<'_>> {
-        let mut held = self.0.lock().expect("poisoned");
-        let n = held.entry(who.clone()).or_default();
-        if *n >= CONNECTIONS_PER_PRINCIPAL {
-            return None;
-        }
-        *n += 1;
-        Some(PrincipalSlot {
-            slots: self,
-            who: who.clone(),
-        })
-    }
-}
-
-/// One connection's slot; gives it back on drop.
-struct PrincipalSlot<'a> {
-    slots: &'a PrincipalSlots,
-    who: PeerId,
-}
-
-impl Drop for PrincipalSlot<'_> {
-    fn drop(&mut self) {
-        let mut held = self.slots.0.lock().expect("poisoned");
-        if let Some(n) = held.get_mut(&self.who) {
-            *n -= 1;
-            if *n == 0 {
-                held.remove(&self.who);
-            }
-        }
-    }
-}
-
-async fn serve_connection(incoming: quinn::Incoming, conn_id: ConnId, shared: Arc<ConnShared>) {
-    let remote = incoming.remote_address();
-    let conn = match incoming.await {
-        Ok(c) => c,
-        Err(e) => {
-            // Includes clients without a certificate from the cluster CA.
-            tracing::warn!(%remote, error = %e, "connection refused during the handshake");
-            return;
-        }
-    };
-    let principal = match net::identity::of_connection(&conn) {
-        Ok((cluster, id)) if cluster == shared.cluster => id,
-        Ok((cluster, id)) => {
-            let why = format!(
-                "certificate of {id} is for cluster {cluster:?}, this is cluster {:?}",
-                shared.cluster
-            );
-            tracing::warn!(%remote, principal = %id, %why, "connection refused");
-            conn.close(close_code::FORBIDDEN.into(), why.as_bytes());
-            return;
-        }
-        Err(e) => {
-            let why = format!("certificate refused: {e}");
-            tracing::warn!(%remote, %why, "connection refused");
-            conn.close(close_code::FORBIDDEN.into(), why.as_bytes());
-            return;
-        }
-    };
-    let Some(_slot) = shared.principals.enter(&principal) else {
-        let why = format!(
-            "{principal} already holds {CONNECTIONS_PER_PRINCIPAL} connections to the master"
-        );
-        tracing::warn!(%remote, %principal, "connection refused: too many connections");
-        conn.close(close_code::FORBIDDEN.into(), why.as_bytes());
-        return;
-    };
-    let handshake = async {
-        let (send, recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
-        let mut send = MessageWriter::new(send);
-        let mut recv = MessageReader::new(recv, shared.max_frame);
-        match recv.recv().await {
-            Ok(Some(Message::Hello { version, role })) if version == PROTOCOL_VERSION => {
-                if let Some(why) = role_refusal(role, &principal) {
-                    tracing::warn!(%remote, %principal, ?role, %why, "connection refused");
-                    let _ = send
-                        .send(&Message::Error {
-                            message: why.clone(),
-                        })
-                        .await;
-                    let _ = send.get_mut().finish();
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    conn.close(close_code::FORBIDDEN.into(), why.as_bytes());
-                    return Err(why);
-                }
-                send.send(&Message::HelloAck {
-                    version: PROTOCOL_VERSION,
-                })
-                .await
-                .map_err(|e| e.to_string())?;
-                Ok((send, recv, role))
-            }
-            Ok(Some(Message::Hello { version, .. })) => {
-                let message = format!(
-                    "protocol version {version} is not supported; this master speaks {PROTOCOL_VERSION}"
-                );
-                let _ = send
-                    .send(&Message::Error {
-                        message: message.clone(),
-                    })
-                    .await;
-                let _ = send.get_mut().finish();
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                conn.close(close_code::VERSION.into(), message.as_bytes());
-                Err(message)
-            }
-            Ok(Some(other)) => Err(format!("expected Hello, got {}", other.kind())),
-            Ok(None) => Err("stream closed before Hello".to_owned()),
-            Err(e) => Err(e.to_string()),
-        }
-    };
-    let (mut send, mut recv, role) =
-        match tokio::time::timeout(shared.handshake_timeout, handshake).await {
-            Ok(Ok(x)) => x,
-            Ok(Err(why)) => {
-                tracing::warn!(%remote, %why, "handshake failed");
-                conn.close(close_code::PROTOCOL.into(), why.as_bytes());
-                return;
-            }
-            Err(_) => {
-                tracing::warn!(%remote, "no Hello in time");
-                conn.close(close_code::PROTOCOL.into(), b"no Hello in time");
-                return;
-            }
-        };
-    tracing::debug!(%remote, conn_id, ?role, "peer connected");
-
-    let (writer, mut outbox) = mpsc::channel::<Message>(WRITE_QUEUE);
-    let _ = shared
-        .tx
-        .send(Input::Open {
-            conn_id,
-            conn: conn.clone(),
-            writer,
-        })
-        .await;
-    let _ = shared
-        .tx
-        .send(Input::Core(Event::Connected {
-            conn: conn_id,
-            role,
-            peer: remote.to_string(),
-            principal: principal.clone(),
-        }))
-        .await;
-    tokio::spawn(async move {
-        while let Some(msg) = outbox.recv().await {
-            if let Err(e) = send.send(&msg).await {
-                tracing::debug!(conn_id, error = %e, "control write failed");
-                break;
-            }
-        }
-    });
-    let blobs = {
-        let conn = conn.clone();
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            while let Ok((send, recv)) = conn.accept_bi().await {
-                tokio::spawn(serve_blob_stream(
-                    send,
-                    recv,
-                    Peer {
-                        conn_id,
-                        role,
-                        principal: principal.clone(),
-                    },
-                    shared.clone(),
-                ));
-            }
-        })
-    };
-
-    let inputs = Arc::new(tokio::sync::Semaphore::new(PEER_INPUTS));
-    let mut budget = crate::rate::FrameBudget::new(
-        crate::rate::FRAMES_PER_SECOND,
-        crate::rate::FRAME_BURST,
-        std::time::Instant::now(),
-    );
-    loop {
-        match recv.recv().await {
-            Ok(Some(msg)) => {
-                if let Some(wait) = budget.take(std::time::Instant::now()) {
-                    // Over its rate: this peer waits, and QUIC flow control holds it back.
-                    tokio::time::sleep(wait).await;
-                }
-                let Ok(permit) = inputs.clone().acquire_owned().await else {
-                    break;
-                };
-                if shared
-                    .tx
-                    .send(Input::FromPeer(
-                        Event::Message { conn: conn_id, msg },
-                        permit,
-                    ))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-            Ok(None) => break,
-            Err(
-                e
-                @ (FrameError::TooLarge { .. } | FrameError::Malformed(_) | FrameError::Truncated),
-            ) => {
-                tracing::warn!(%remote, conn_id, error = %e, "closing connection: bad frame");
-                conn.close(close_code::PROTOCOL.into(), e.to_string().as_bytes());
-                break;
-            }
-            Err(FrameError::Io(e)) => {
-                tracing::debug!(%remote, conn_id, error = %e, "control stream ended");
-                break;
-            }
-        }
-    }
-    blobs.abort();
-    let _ = shared
-        .tx
-        .send(Input::Core(Event::Disconnected { conn: conn_id }))
-        .await;
-}
-
-/// Why a certificate of `principal`'s kind may not take `role`, if it may not: agents register
-/// only with agent certificates, schedulers subscribe only with framework or operator ones.
-fn role_refusal(role: Role, principal: &PeerId) -> Option<String> {
-    let allowed = match role {
-        Role::Agent => principal.kind == PeerKind::Agent,
-        Role::Scheduler => matches!(principal.kind, PeerKind::Framework | PeerKind::Operator),
-        Role::Standby => principal.kind == PeerKind::Master,
-    };
-    (!allowed).then(|| {
-        let what = match role {
-            Role::Agent => "register as an agent",
-            Role::Scheduler => "subscribe a framework",
-            Role::Standby => "mirror blobs as a standby master",
-        };
-        format!(
-            "a {} certificate ({principal}) may not {what}",
-            principal.kind
-        )
-    })
 }

@@ -102,8 +102,8 @@ pub struct BlobRecord {
     pub kind: BlobKind,
     /// Its size in bytes.
     pub size: u64,
-    /// The principals that uploaded it (and so may launch with it), sorted.
-    pub owners: Vec<PeerId>,
+    /// The names of the principals that uploaded it (and so may launch with it), sorted.
+    pub owners: Vec<String>,
 }
 
 /// One change to the registry. A batch of them is applied atomically, in order.
@@ -157,8 +157,9 @@ pub enum RegistryOp {
         kind: BlobKind,
         /// Its size in bytes.
         size: u64,
-        /// Who uploaded it (`None`: the master found it in its store).
-        owner: Option<PeerId>,
+        /// The name of the principal that uploaded it (`None`: the master found it in its
+        /// store).
+        owner: Option<String>,
     },
     /// A blob was collected. Ignored by the embedded store.
     RemoveBlob(Digest),

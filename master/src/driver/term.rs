@@ -1,0 +1,482 @@
+//! One term of serving: load the registry, recover the core, run its loop (persist, then
+//! send), and wind down. A single master's one term lasts until shutdown; one of several
+//! masters serves a term per election and steps down when it can no longer prove it leads.
+
+use super::{
+    close_code, ConnShared, Input, MasterError, MasterOptions, Mode, GROUP_COMMIT, INPUT_QUEUE,
+};
+use crate::allocator::Allocator;
+use crate::core::{Action, ConnId, Event, Master};
+use crate::ha::AsyncRegistry;
+use crate::registry::{RegistryError, RegistryOp, Snapshot};
+use proto::Message;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+/// What every term shares.
+pub(super) struct Ctx<'a> {
+    pub(super) opts: &'a MasterOptions,
+    pub(super) shared: &'a Arc<ConnShared>,
+    pub(super) mode: &'a watch::Sender<Mode>,
+}
+
+/// How long a term may still act, for a master that is one of several.
+pub(super) struct Validity {
+    /// The term's fence (logged).
+    pub(super) fence: u64,
+    /// Until when it may act; `None` once lost (see `Term::valid_until`).
+    pub(super) until: watch::Receiver<Option<std::time::Instant>>,
+}
+
+impl Validity {
+    /// The instant the term ends, as now known (`None`: already lost).
+    fn deadline(&self) -> Option<Instant> {
+        (*self.until.borrow()).map(Instant::from_std)
+    }
+
+    /// Whether the term is still valid now.
+    fn valid_now(&self) -> bool {
+        self.deadline().is_some_and(|d| Instant::now() < d)
+    }
+}
+
+/// How a term ended.
+pub(super) enum TermEnd {
+    /// The master was asked to stop.
+    Shutdown,
+    /// This master can no longer prove it leads (lease lost or late, write fenced or failed).
+    SteppedDown(String),
+}
+
+/// Milliseconds since the Unix epoch, logged with HA events so that the logs of several
+/// masters line up.
+pub(super) fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// Connections of this term that passed their handshake: their control-stream queues.
+type Conns = HashMap<ConnId, (quinn::Connection, mpsc::Sender<Message>)>;
+
+/// Serves one term; `allocator` is taken for the core and given back when the term ends.
+pub(super) async fn lead(
+    ctx: &Ctx<'_>,
+    registry: &mut dyn AsyncRegistry,
+    validity: Option<Validity>,
+    allocator: &mut Option<Box<dyn Allocator>>,
+    shutdown: &mut Pin<&mut impl Future<Output = ()>>,
+) -> Result<TermEnd, MasterError> {
+    let started = Instant::now();
+    let snapshot = match load(registry, validity.as_ref()).await {
+        Ok(s) => s,
+        Err(Load::Fatal(e)) => return Err(e.into()),
+        Err(Load::StepDown(why)) => return Ok(TermEnd::SteppedDown(why)),
+    };
+    let (agents, frameworks, tasks) = (
+        snapshot.agents.len(),
+        snapshot.frameworks.len(),
+        snapshot.tasks.len(),
+    );
+    let mut config = ctx.opts.config.clone();
+    if let Some(v) = &validity {
+        // Ids minted in this term (offers, agents, frameworks) must not repeat ids of this
+        // master's earlier terms, which peers may still hold.
+        config.run_id = format!("{}t{}", config.run_id, v.fence);
+    }
+    let mut core = Master::recover(
+        config,
+        allocator
+            .take()
+            .expect("the allocator is back between terms"),
+        &snapshot,
+        Instant::now().into_std(),
+    );
+    let mut pending_ops = Vec::new();
+    restore_blobs(
+        ctx,
+        &mut core,
+        &snapshot,
+        validity.is_some(),
+        &mut pending_ops,
+    )?;
+    drop(snapshot);
+    tracing::info!(
+        agents,
+        frameworks,
+        tasks,
+        fence = validity.as_ref().map(|v| v.fence),
+        elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+        unix_ms = unix_ms(),
+        allocator = core.allocator_name(),
+        "registry loaded; serving (agents re-register and frameworks re-subscribe)"
+    );
+    let (tx, mut rx) = mpsc::channel::<Input>(INPUT_QUEUE);
+    ctx.mode.send_replace(Mode::Leading(tx));
+    let mut conns: Conns = HashMap::new();
+    let mut pending_acks: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut first_offer = true;
+    let mut valid_changed = validity.as_ref().map(|v| v.until.clone());
+    let end: Result<TermEnd, MasterError> = 'term: loop {
+        // Persist, then send: every registry change the drained actions carry is written in
+        // one transaction before any of them is executed. Writing a change earlier than the
+        // sends queued before it is safe (a crash may always fall between a write and the
+        // sends after it), and groups every change of the handled inputs into one commit.
+        loop {
+            collect_blobs(ctx, &mut core, validity.is_some(), &mut pending_ops);
+            let mut ops = std::mem::take(&mut pending_ops);
+            let acks = std::mem::take(&mut pending_acks);
+            let mut actions = Vec::new();
+            while let Some(action) = core.poll_action() {
+                match action {
+                    Action::Persist(batch) => ops.extend(batch),
+                    other => actions.push(other),
+                }
+            }
+            if ops.is_empty() && actions.is_empty() && acks.is_empty() {
+                break;
+            }
+            if let Some(v) = &validity {
+                if !v.valid_now() {
+                    break 'term Ok(TermEnd::SteppedDown(
+                        "the term ended before its next write".into(),
+                    ));
+                }
+            }
+            if !ops.is_empty() {
+                if let Err(why) = write(registry, &ops, validity.as_ref()).await {
+                    match why {
+                        Load::StepDown(why) => break 'term Ok(TermEnd::SteppedDown(why)),
+                        Load::Fatal(e) => {
+                            tracing::error!(error = %e, "cannot write the registry; stopping");
+                            break 'term Err(e.into());
+                        }
+                    }
+                }
+            }
+            if let Some(v) = &validity {
+                // A write that took the rest of the term is not followed by its sends.
+                if !v.valid_now() {
+                    break 'term Ok(TermEnd::SteppedDown("the term ended during a write".into()));
+                }
+            }
+            for ack in acks {
+                let _ = ack.send(());
+            }
+            for action in actions {
+                match action {
+                    Action::Persist(_) => unreachable!("separated above"),
+                    Action::Send { conn, msg } => {
+                        if first_offer && matches!(msg, Message::Offers { .. }) {
+                            first_offer = false;
+                            tracing::info!(
+                                after_start_ms = started.elapsed().as_secs_f64() * 1e3,
+                                known_tasks = tasks,
+                                unix_ms = unix_ms(),
+                                "first offers served"
+                            );
+                        }
+                        send(&mut core, &mut conns, conn, msg);
+                    }
+                    Action::Close { conn, reason } => {
+                        if let Some((c, _)) = conns.remove(&conn) {
+                            tracing::info!(conn, %reason, "closing connection");
+                            close_after_flush(c, reason);
+                        }
+                    }
+                }
+            }
+        }
+        let wake = core.poll_timeout().map(Instant::from_std);
+        let sleep = net::timer::sleep_until(wake);
+        let term_end = net::timer::sleep_until(validity.as_ref().and_then(Validity::deadline));
+        tokio::select! {
+            _ = shutdown.as_mut() => break 'term Ok(TermEnd::Shutdown),
+            input = rx.recv() => match input {
+                Some(input) => {
+                    handle_input(ctx, &mut core, &mut conns, input, validity.is_some(), &mut pending_ops, &mut pending_acks);
+                    // Inputs already waiting are handled before the actions are drained,
+                    // so their registry changes share one commit.
+                    for _ in 0..GROUP_COMMIT {
+                        match rx.try_recv() {
+                            Ok(input) => handle_input(ctx, &mut core, &mut conns, input, validity.is_some(), &mut pending_ops, &mut pending_acks),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                None => break 'term Ok(TermEnd::Shutdown),
+            },
+            _ = sleep => core.handle_timeout(Instant::now().into_std()),
+            _ = term_end, if validity.is_some() => {
+                if !validity.as_ref().is_some_and(Validity::valid_now) {
+                    break 'term Ok(TermEnd::SteppedDown("the lease was not renewed in time".into()));
+                }
+            }
+            changed = async { valid_changed.as_mut().expect("guarded").changed().await }, if valid_changed.is_some() => {
+                if changed.is_err() || valid_changed.as_ref().is_some_and(|v| v.borrow().is_none()) {
+                    break 'term Ok(TermEnd::SteppedDown("the term was lost".into()));
+                }
+            }
+        }
+    };
+    // New connections are told to look elsewhere, then this term's are closed: a peer must
+    // not keep talking to a master that no longer leads.
+    ctx.mode.send_replace(Mode::Standby(None));
+    let code = if validity.is_some() {
+        close_code::NOT_LEADER
+    } else {
+        close_code::NORMAL
+    };
+    for (_, (c, _)) in conns.drain() {
+        c.close(code.into(), b"this master no longer leads");
+    }
+    drop(rx);
+    *allocator = Some(core.into_allocator());
+    end
+}
+
+/// Why a registry call did not succeed.
+enum Load {
+    /// The master cannot go on at all (the embedded store failed; a registry it cannot read).
+    Fatal(RegistryError),
+    /// This term cannot go on (fenced, late, the service unreachable): step down and campaign.
+    StepDown(String),
+}
+
+/// Loads the registry at the start of a term.
+async fn load(
+    registry: &mut dyn AsyncRegistry,
+    validity: Option<&Validity>,
+) -> Result<Snapshot, Load> {
+    let Some(v) = validity else {
+        return registry.load().await.map_err(Load::Fatal);
+    };
+    let Some(deadline) = v.deadline() else {
+        return Err(Load::StepDown(
+            "the term was lost before the registry was read".into(),
+        ));
+    };
+    match tokio::time::timeout_at(deadline, registry.load()).await {
+        Ok(Ok(snapshot)) => Ok(snapshot),
+        Ok(Err(e @ (RegistryError::NewerSchema { .. } | RegistryError::Corrupt { .. }))) => {
+            Err(Load::Fatal(e))
+        }
+        Ok(Err(e)) => Err(Load::StepDown(format!("reading the registry: {e}"))),
+        Err(_) => Err(Load::StepDown(
+            "the registry was not read within the term".into(),
+        )),
+    }
+}
+
+/// Writes one batch: durable, or fenced/late (step down), or failed.
+async fn write(
+    registry: &mut dyn AsyncRegistry,
+    ops: &[RegistryOp],
+    validity: Option<&Validity>,
+) -> Result<(), Load> {
+    let Some(v) = validity else {
+        return registry.apply(ops).await.map_err(Load::Fatal);
+    };
+    let Some(deadline) = v.deadline() else {
+        return Err(Load::StepDown("the term was lost before a write".into()));
+    };
+    match tokio::time::timeout_at(deadline, registry.apply(ops)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(RegistryError::Fenced)) => Err(Load::StepDown(
+            "a registry write was fenced: another master leads".into(),
+        )),
+        Ok(Err(e)) => Err(Load::StepDown(format!("a registry write failed: {e}"))),
+        // Its outcome is unknown: only a successor's load will tell.
+        Err(_) => Err(Load::StepDown(
+            "a registry write was not confirmed within the term".into(),
+        )),
+    }
+}
+
+/// Queues `msg` for its connection; a peer whose queue is full is cut off.
+fn send(core: &mut Master, conns: &mut Conns, conn: ConnId, msg: Message) {
+    if let Some((c, writer)) = conns.get(&conn) {
+        if writer.try_send(msg).is_err() {
+            tracing::warn!(conn, "peer too slow or gone; closing");
+            c.close(close_code::TOO_SLOW.into(), b"too slow reading messages");
+            // Forgotten at once: its queue and the core's books let go now.
+            conns.remove(&conn);
+            core.handle(Instant::now().into_std(), Event::Disconnected { conn });
+        }
+    }
+}
+
+/// Tells a new core which blobs it holds and whose they are. A single master scans its store
+/// (owners recorded beside each blob); one of several trusts the shared registry for the list
+/// and owners, drops entries whose blob it lacks (mirroring lagged), and records blobs only it
+/// has (they may be collected later like any other).
+fn restore_blobs(
+    ctx: &Ctx<'_>,
+    core: &mut Master,
+    snapshot: &Snapshot,
+    shared_registry: bool,
+    pending_ops: &mut Vec<RegistryOp>,
+) -> Result<(), MasterError> {
+    let store = &ctx.shared.store;
+    let now = || Instant::now().into_std();
+    let local = store.scan()?;
+    if !shared_registry {
+        for (digest, kind) in local {
+            core.handle(
+                now(),
+                Event::BlobStored {
+                    digest,
+                    kind,
+                    owner: None,
+                },
+            );
+            // Its uploaders before the restart (recorded beside it) may use it again.
+            for owner in store.owners(&digest)? {
+                core.handle(
+                    now(),
+                    Event::BlobStored {
+                        digest,
+                        kind,
+                        owner: Some(owner),
+                    },
+                );
+            }
+        }
+        return Ok(());
+    }
+    let here: HashMap<_, _> = local.into_iter().collect();
+    for blob in &snapshot.blobs {
+        if !here.contains_key(&blob.digest) {
+            tracing::warn!(digest = %blob.digest.to_hex(), "a blob the registry lists is not here (not mirrored in time); dropped: it must be uploaded again");
+            pending_ops.push(RegistryOp::RemoveBlob(blob.digest));
+            continue;
+        }
+        for owner in std::iter::once(None).chain(blob.owners.iter().cloned().map(Some)) {
+            core.handle(
+                now(),
+                Event::BlobStored {
+                    digest: blob.digest,
+                    kind: blob.kind,
+                    owner,
+                },
+            );
+        }
+    }
+    for (digest, kind) in here {
+        if snapshot.blobs.iter().any(|b| b.digest == digest) {
+            continue;
+        }
+        core.handle(
+            now(),
+            Event::BlobStored {
+                digest,
+                kind,
+                owner: None,
+            },
+        );
+        let size = std::fs::metadata(store.path(&digest))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        pending_ops.push(RegistryOp::PutBlob {
+            digest,
+            kind,
+            size,
+            owner: None,
+        });
+    }
+    Ok(())
+}
+
+/// Deletes the blobs the core collected (recording that in a shared registry).
+fn collect_blobs(
+    ctx: &Ctx<'_>,
+    core: &mut Master,
+    shared_registry: bool,
+    pending_ops: &mut Vec<RegistryOp>,
+) {
+    while let Some(digest) = core.poll_blob_gc() {
+        // One unlink, in the loop: a re-upload's `BlobStored` queued behind it then finds the
+        // file gone (in `handle_input`) instead of the core trusting a deleted blob.
+        ctx.shared.quota.forget(digest);
+        if let Err(e) = ctx.shared.store.remove(&digest) {
+            tracing::warn!(digest = %digest.to_hex(), error = %e, "cannot delete a collected blob");
+        }
+        if shared_registry {
+            pending_ops.push(RegistryOp::RemoveBlob(digest));
+        }
+    }
+}
+
+/// Feeds one input from the connection tasks to the core (or the connection table).
+fn handle_input(
+    ctx: &Ctx<'_>,
+    core: &mut Master,
+    conns: &mut Conns,
+    input: Input,
+    shared_registry: bool,
+    pending_ops: &mut Vec<RegistryOp>,
+    pending_acks: &mut Vec<oneshot::Sender<()>>,
+) {
+    match input {
+        Input::Open {
+            conn_id,
+            conn,
+            writer,
+        } => {
+            conns.insert(conn_id, (conn, writer));
+        }
+        Input::Core(ev) => {
+            if let Event::Disconnected { conn } = &ev {
+                conns.remove(conn);
+            }
+            core.handle(Instant::now().into_std(), ev);
+        }
+        Input::FromPeer(ev, _permit) => core.handle(Instant::now().into_std(), ev),
+        Input::MayFetch {
+            conn_id,
+            digest,
+            reply,
+        } => {
+            let _ = reply.send(core.may_fetch(conn_id, &digest));
+        }
+        Input::Stored { event, size, done } => {
+            if let Event::BlobStored {
+                digest,
+                kind,
+                owner,
+            } = &event
+            {
+                if !ctx.shared.store.path(digest).exists() {
+                    // Stored, then collected before this event came through.
+                    tracing::warn!(digest = %digest.to_hex(), "an upload raced the blob GC and was deleted; it must be uploaded again");
+                    return;
+                }
+                if shared_registry {
+                    pending_ops.push(RegistryOp::PutBlob {
+                        digest: *digest,
+                        kind: *kind,
+                        size,
+                        owner: owner.clone(),
+                    });
+                }
+            }
+            core.handle(Instant::now().into_std(), event);
+            pending_acks.push(done);
+        }
+    }
+}
+
+/// Closes a connection a moment later, so that messages queued just before (an `Error`, a
+/// `Shutdown`) have a chance to reach the peer.
+fn close_after_flush(conn: quinn::Connection, reason: String) {
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        conn.close(close_code::PROTOCOL.into(), reason.as_bytes());
+    });
+}
