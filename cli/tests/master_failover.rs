@@ -18,6 +18,7 @@
 use proto::resources::MIB;
 use proto::Resources;
 use sdk::{Event, Scheduler, SchedulerOptions};
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -58,9 +59,10 @@ struct Group {
 }
 
 impl Group {
-    /// `masters` masters and `agents` agents (`w1`..) of 4 cpus; frameworks `frameworks`.
-    fn start(masters: usize, agents: usize, frameworks: &[&str]) -> Option<Self> {
-        let etcd = EtcdServer::start_if_available()?;
+    /// `masters` masters and `agents` agents (`w1`..) of 4 cpus; frameworks `frameworks`
+    /// (call after `require_etcd!()`).
+    async fn start(masters: usize, agents: usize, frameworks: &[&str]) -> Self {
+        let etcd = EtcdServer::start().await.expect("private etcd");
         let dir = tempfile::tempdir().unwrap();
         let names: Vec<String> = (1..=agents).map(|i| format!("w{i}")).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -70,7 +72,7 @@ impl Group {
             certs,
             etcd,
             masters: (0..masters)
-                .map(|i| HaMaster {
+                .map(|_| HaMaster {
                     addr: format!("127.0.0.1:{}", free_port()),
                     log: PathBuf::new(),
                     proc: None,
@@ -88,7 +90,7 @@ impl Group {
             .iter()
             .map(|n| start_agent_timed(group.dir.path(), &group.certs, &list, n, "4", IDLE, KEEP_ALIVE))
             .collect();
-        Some(group)
+        group
     }
 
     /// `a,b,c`: every master's address.
@@ -236,9 +238,8 @@ async fn job_run(sched: &Scheduler, prefix: &str, n: usize) -> JobRun {
 async fn kill_9_of_the_leader_during_1000_tasks_of_two_frameworks() {
     const JOBS: usize = 500; // per framework
     const KILL_AFTER: usize = 300; // jobs finished, both frameworks together
-    let Some(mut group) = Group::start(3, 3, &["alpha", "beta"]) else {
-        return;
-    };
+    tessera_etcd::require_etcd!();
+    let mut group = Group::start(3, 3, &["alpha", "beta"]).await;
     let mut scheds = vec![group.scheduler("alpha").await, group.scheduler("beta").await];
     let mut runs = vec![
         job_run(&scheds[0], "a", JOBS).await,
@@ -306,9 +307,8 @@ async fn kill_9_of_the_leader_during_1000_tasks_of_two_frameworks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_does_not_lead_again_when_it_resumes() {
     const JOBS: usize = 200;
-    let Some(mut group) = Group::start(2, 1, &["alpha"]) else {
-        return;
-    };
+    tessera_etcd::require_etcd!();
+    let group = Group::start(2, 1, &["alpha"]).await;
     let mut scheds = vec![group.scheduler("alpha").await];
     let mut run = job_run(&scheds[0], "a", JOBS).await;
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -364,9 +364,8 @@ async fn a_paused_leader_does_not_lead_again_when_it_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_restarted_under_a_running_cluster() {
     const JOBS: usize = 300;
-    let Some(mut group) = Group::start(2, 1, &["alpha"]) else {
-        return;
-    };
+    tessera_etcd::require_etcd!();
+    let mut group = Group::start(2, 1, &["alpha"]).await;
     let mut scheds = vec![group.scheduler("alpha").await];
     let mut run = job_run(&scheds[0], "a", JOBS).await;
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -384,7 +383,7 @@ async fn etcd_restarted_under_a_running_cluster() {
             let t = Instant::now();
             group.etcd.kill();
             tokio::time::sleep(Duration::from_millis(500)).await;
-            group.etcd.restart();
+            group.etcd.restart().await.expect("etcd back");
             let stepped = group.log_lines(leader, "stepped down").len() > before;
             println!(
                 "etcd down and back in {:.2} s: the leader {}",
@@ -403,7 +402,7 @@ async fn etcd_restarted_under_a_running_cluster() {
                 "the leader kept leading without etcd for 5 s (lease {LEASE_TTL}):{}",
                 group.logs()
             );
-            group.etcd.restart();
+            group.etcd.restart().await.expect("etcd back");
             let again = group.leader(Duration::from_secs(30));
             println!("etcd down 5 s: master {leader} stepped down; master {again} elected after etcd came back");
         }
@@ -416,9 +415,8 @@ async fn etcd_restarted_under_a_running_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: run by hand for BENCHMARKS.md"]
 async fn failover_10_runs() {
-    let Some(mut group) = Group::start(3, 1, &["alpha"]) else {
-        return;
-    };
+    tessera_etcd::require_etcd!();
+    let mut group = Group::start(3, 1, &["alpha"]).await;
     let mut scheds = vec![group.scheduler("alpha").await];
     let mut run = job_run(&scheds[0], "a", 1_000_000).await;
     let mut times = Vec::new();

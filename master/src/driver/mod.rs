@@ -204,8 +204,9 @@ pub struct MasterServer {
     cluster: String,
 }
 
-/// The cluster named by the master's own certificate, which must state a master identity.
-fn own_cluster(identity: &Identity) -> Result<String, MasterError> {
+/// The cluster named by the master's own certificate, which must state a master identity (the
+/// default etcd prefix of a highly available master names it).
+pub fn cluster_of(identity: &Identity) -> Result<String, MasterError> {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
     let der = CertificateDer::from_pem_slice(identity.cert_pem.as_bytes())
         .map_err(|e| MasterError::Identity(e.to_string()))?;
@@ -290,7 +291,7 @@ impl MasterServer {
         allocator: Box<dyn Allocator>,
         registry: Store,
     ) -> Result<Self, MasterError> {
-        let cluster = own_cluster(&opts.identity)?;
+        let cluster = cluster_of(&opts.identity)?;
         if opts.config.id_key == [0; 32] {
             getrandom::getrandom(&mut opts.config.id_key)
                 .map_err(|e| MasterError::Random(e.to_string()))?;

@@ -18,11 +18,13 @@ pub struct HaArgs {
     #[arg(long, value_delimiter = ',')]
     etcd: Vec<String>,
     /// Key prefix of this cluster in etcd (default `/tessera/<cluster>`, the cluster named by
-    /// the master's certificate): clusters sharing an etcd need distinct prefixes.
+    /// the master's certificate): clusters sharing an etcd need distinct prefixes (a prefix
+    /// holding another cluster's registry is refused).
     #[arg(long)]
     etcd_prefix: Option<String>,
-    /// How long the leader's lease lasts without renewal: a dead leader is replaced about this
-    /// long after it stopped renewing; a leader cut from etcd steps down before it expires.
+    /// How long the leader's lease lasts without renewal (whole seconds): a dead leader is
+    /// replaced about this long after it stopped renewing; a leader cut from etcd steps down
+    /// before it expires. Below 2s, etcd needs a lower `--election-timeout`.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     lease_ttl: Duration,
     /// The `host:port` peers are sent to while this master leads (default: `--listen`, which
@@ -77,8 +79,9 @@ impl HaArgs {
         };
         let tls = match (&self.etcd_ca, &self.etcd_cert, &self.etcd_key) {
             (None, None, None) => None,
-            (ca, cert, key) => Some(tessera_etcd::EtcdTls {
-                ca_pem: ca.as_ref().map(read).transpose()?,
+            (None, _, _) => bail!("--etcd-cert and --etcd-key need --etcd-ca (TLS to etcd)"),
+            (Some(ca), cert, key) => Some(tessera_etcd::EtcdTls {
+                ca_pem: read(ca)?,
                 identity: match (cert, key) {
                     (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
                     _ => None,
@@ -93,17 +96,13 @@ impl HaArgs {
             )),
             None => None,
         };
-        let opts = tessera_etcd::EtcdOptions {
-            endpoints: self.etcd.clone(),
-            prefix: self
-                .etcd_prefix
-                .clone()
-                .unwrap_or_else(|| format!("/tessera/{cluster}")),
-            lease_ttl: self.lease_ttl,
-            tls,
-            user,
-            cluster: cluster.to_owned(),
-        };
+        let mut opts = tessera_etcd::EtcdOptions::new(self.etcd.clone(), cluster);
+        if let Some(prefix) = &self.etcd_prefix {
+            opts.prefix = prefix.clone();
+        }
+        opts.lease_ttl = self.lease_ttl;
+        opts.tls = tls;
+        opts.user = user;
         let coordinator = tessera_etcd::EtcdCoordinator::connect(opts)
             .await
             .context("connecting to etcd")?;

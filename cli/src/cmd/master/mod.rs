@@ -1,6 +1,8 @@
 //! `tessera master`: runs the master on a QUIC endpoint, with its tunables from flags and an
 //! optional TOML file (`master::config`).
 
+mod ha;
+
 use crate::tls::{QuicArgs, TlsArgs};
 use anyhow::{bail, Context};
 use clap::Args;
@@ -59,10 +61,13 @@ pub struct MasterArgs {
     tls: TlsArgs,
     #[command(flatten)]
     quic: QuicArgs,
+    #[command(flatten)]
+    ha: ha::HaArgs,
 }
 
 /// Runs the master until Ctrl-C or SIGTERM (connections closed cleanly), recovering what its
-/// work directory's registry holds.
+/// work directory's registry holds, or (with `--etcd`) as one of several masters sharing a
+/// registry in etcd.
 pub async fn execute(a: MasterArgs) -> anyhow::Result<i32> {
     let tls = a.tls.load("master")?;
     let mut opts = MasterOptions::new(a.listen, tls.ca_pem, tls.identity, a.work_dir);
@@ -98,7 +103,17 @@ pub async fn execute(a: MasterArgs) -> anyhow::Result<i32> {
     let Some(allocator) = master::allocator::by_name(&name) else {
         bail!("unknown allocator {name:?} (drf or priority)");
     };
-    let server = MasterServer::bind(opts, allocator)?;
+    let server = if a.ha.enabled() {
+        let cluster = master::driver::cluster_of(&opts.identity)?;
+        let (coordinator, advertise) = a
+            .ha
+            .coordinator(opts.listen, &cluster, opts.tuning.idle_timeout)
+            .await?;
+        println!("tessera master: one of several on etcd, advertised as {advertise}");
+        MasterServer::bind_shared(opts, allocator, coordinator, advertise)?
+    } else {
+        MasterServer::bind(opts, allocator)?
+    };
     println!("tessera master listening on {}", server.local_addr());
     server.run(super::shutdown_signal()).await?;
     Ok(0)
