@@ -88,7 +88,17 @@ impl Group {
         let list = group.master_list();
         group._agents = names
             .iter()
-            .map(|n| start_agent_timed(group.dir.path(), &group.certs, &list, n, "4", IDLE, KEEP_ALIVE))
+            .map(|n| {
+                start_agent_timed(
+                    group.dir.path(),
+                    &group.certs,
+                    &list,
+                    n,
+                    "4",
+                    IDLE,
+                    KEEP_ALIVE,
+                )
+            })
             .collect();
         group
     }
@@ -144,7 +154,11 @@ impl Group {
             if let Some(i) = self.current_leader() {
                 return i;
             }
-            assert!(Instant::now() < deadline, "no master was elected: {}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "no master was elected: {}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -190,7 +204,11 @@ impl Group {
         for m in &self.masters {
             let text = std::fs::read_to_string(&m.log).unwrap_or_default();
             let tail: Vec<_> = text.lines().rev().take(15).collect();
-            out += &format!("\n{}: ...\n{}", m.log.display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            out += &format!(
+                "\n{}: ...\n{}",
+                m.log.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
         }
         out
     }
@@ -240,7 +258,10 @@ async fn kill_9_of_the_leader_during_1000_tasks_of_two_frameworks() {
     const KILL_AFTER: usize = 300; // jobs finished, both frameworks together
     tessera_etcd::require_etcd!();
     let mut group = Group::start(3, 3, &["alpha", "beta"]).await;
-    let mut scheds = vec![group.scheduler("alpha").await, group.scheduler("beta").await];
+    let mut scheds = vec![
+        group.scheduler("alpha").await,
+        group.scheduler("beta").await,
+    ];
     let mut runs = vec![
         job_run(&scheds[0], "a", JOBS).await,
         job_run(&scheds[1], "b", JOBS).await,
@@ -341,11 +362,17 @@ async fn a_paused_leader_does_not_lead_again_when_it_resumes() {
             if resumed.is_none() && new_offers && at.elapsed() > Duration::from_secs(4) {
                 group.signal(leader, "CONT");
                 resumed = Some(Instant::now());
-                println!("resumed master {leader} after {:.1} s", at.elapsed().as_secs_f64());
+                println!(
+                    "resumed master {leader} after {:.1} s",
+                    at.elapsed().as_secs_f64()
+                );
             }
         }
         if run.done() && resumed.is_none() {
-            panic!("the run ended before a new leader's offers: {}", group.logs());
+            panic!(
+                "the run ended before a new leader's offers: {}",
+                group.logs()
+            );
         }
     }
     run.verify();
@@ -355,7 +382,11 @@ async fn a_paused_leader_does_not_lead_again_when_it_resumes() {
         "offers of the paused leader's term after it resumed: {late_offers:?}"
     );
     let stepped = group.log_lines(old, "stepped down");
-    assert!(!stepped.is_empty(), "the paused leader did not step down:{}", group.logs());
+    assert!(
+        !stepped.is_empty(),
+        "the paused leader did not step down:{}",
+        group.logs()
+    );
     println!("paused leader: {}", stepped[0]);
     let now_leads = group.leader(Duration::from_secs(5));
     assert_ne!(now_leads, old, "the paused leader leads again");
@@ -388,7 +419,11 @@ async fn etcd_restarted_under_a_running_cluster() {
             println!(
                 "etcd down and back in {:.2} s: the leader {}",
                 t.elapsed().as_secs_f64(),
-                if stepped { "stepped down" } else { "kept its term" }
+                if stepped {
+                    "stepped down"
+                } else {
+                    "kept its term"
+                }
             );
         }
         if run.finished >= 150 && !long_done {
@@ -432,7 +467,10 @@ async fn failover_10_runs() {
             run.handle(&scheds[0], event);
         }
         let t = run.offer_runs.last().unwrap().1.duration_since(killed_at);
-        println!("round {round}: killed master {leader}; first offer of the new leader after {:.2} s", t.as_secs_f64());
+        println!(
+            "round {round}: killed master {leader}; first offer of the new leader after {:.2} s",
+            t.as_secs_f64()
+        );
         times.push(t);
         group.start_master(leader);
         // Keep the framework's loop turning between rounds.

@@ -21,7 +21,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_tests::{fast_config, res, wait_for, wait_state};
+use tessera_tests::{fast_config, res, wait_all, wait_for, wait_state};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -103,7 +103,7 @@ async fn peers_follow_the_leader_across_a_deposition() {
     let dir = tempfile::tempdir().unwrap();
     let ca = ClusterCa::generate("tessera-ha-test").unwrap();
     let coordinator = MemCoordinator::new();
-    let mut a = start_master(&ca, &coordinator, dir.path(), "ma");
+    let a = start_master(&ca, &coordinator, dir.path(), "ma");
     leader_is(&coordinator, a.addr).await;
     let b = start_master(&ca, &coordinator, dir.path(), "mb");
 
@@ -151,12 +151,8 @@ async fn peers_follow_the_leader_across_a_deposition() {
         .await
         .expect("agent failed");
     });
-    let mut opts = SchedulerOptions::for_masters(
-        masters,
-        peer_tls(&ca, PeerKind::Framework, "fw"),
-        "fw",
-        "*",
-    );
+    let mut opts =
+        SchedulerOptions::for_masters(masters, peer_tls(&ca, PeerKind::Framework, "fw"), "fw", "*");
     opts.tuning = cfg.tuning;
     opts.max_backoff = Duration::from_millis(300);
     let mut sched = Scheduler::connect(opts).await.expect("subscribed");
@@ -180,8 +176,14 @@ async fn peers_follow_the_leader_across_a_deposition() {
     sched
         .accept(vec![offer.id.clone()], tasks, Default::default())
         .unwrap();
-    wait_state(&mut sched, "before", TaskState::Finished).await;
-    wait_state(&mut sched, "spinning", TaskState::Running).await;
+    wait_all(
+        &mut sched,
+        &[
+            ("before", TaskState::Finished),
+            ("spinning", TaskState::Running),
+        ],
+    )
+    .await;
 
     // The standby mirrors both blobs from the leader.
     for digest in [hello, spinner] {
@@ -243,11 +245,8 @@ async fn peers_follow_the_leader_across_a_deposition() {
     drop(sched);
     let _ = agent_stop.send(());
     let _ = agent.await;
-    for m in [&mut a] {
+    for mut m in [a, b] {
         let _ = m.stop.take().map(|s| s.send(()));
+        let _ = m.join.await;
     }
-    let _ = a.join.await;
-    let mut b = b;
-    let _ = b.stop.take().map(|s| s.send(()));
-    let _ = b.join.await;
 }

@@ -180,7 +180,7 @@ impl JobRun {
                 if status.uuid.is_some() && status.state.is_terminal() && !self.jobs[j].done {
                     self.jobs[j].done = true;
                     self.finished += 1;
-                    if self.finished % 100 == 0 {
+                    if self.finished.is_multiple_of(100) {
                         println!(
                             "{}: {} jobs finished at {:.1} s",
                             self.prefix,

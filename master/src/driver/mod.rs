@@ -84,6 +84,9 @@ const WRITE_QUEUE: usize = 65_536;
 /// so that their registry changes are written in one transaction.
 const GROUP_COMMIT: usize = 256;
 
+/// How long a master that stepped down waits before it campaigns again.
+const STEP_DOWN_PAUSE: Duration = Duration::from_secs(1);
+
 /// How long a blob nobody uses is kept (`MasterConfig::blob_gc_grace` of [`MasterOptions::new`]).
 pub const DEFAULT_BLOB_GC_GRACE: Duration = Duration::from_secs(3600);
 
@@ -423,6 +426,7 @@ async fn run_shared(
     allocator: &mut Option<Box<dyn Allocator>>,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<(), MasterError> {
+    let mut stepped_down = false;
     loop {
         ctx.mode.send_replace(Mode::Standby(None));
         let (leader_tx, mut leader) = watch::channel(None::<String>);
@@ -435,7 +439,16 @@ async fn run_shared(
         ));
         let waiting = std::time::Instant::now();
         tracing::info!(advertise, "standby: campaigning for leadership");
-        let campaign = coordinator.campaign(advertise, &leader_tx);
+        let pause = stepped_down;
+        let (coordinator, leader_tx) = (&coordinator, &leader_tx);
+        let campaign = async move {
+            if pause {
+                // A master that just lost its term (paused, cut off) lets the others try
+                // first, rather than flap back.
+                tokio::time::sleep(STEP_DOWN_PAUSE).await;
+            }
+            coordinator.campaign(advertise, &leader_tx).await
+        };
         tokio::pin!(campaign);
         let elected = loop {
             tokio::select! {
@@ -484,6 +497,7 @@ async fn run_shared(
         match end {
             Ok(TermEnd::Shutdown) => return Ok(()),
             Ok(TermEnd::SteppedDown(why)) => {
+                stepped_down = true;
                 tracing::warn!(reason = %why, unix_ms = term::unix_ms(), "stepped down");
             }
             Err(e) => return Err(e),

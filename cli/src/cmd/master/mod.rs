@@ -105,10 +105,9 @@ pub async fn execute(a: MasterArgs) -> anyhow::Result<i32> {
     };
     let server = if a.ha.enabled() {
         let cluster = master::driver::cluster_of(&opts.identity)?;
-        let (coordinator, advertise) = a
-            .ha
-            .coordinator(opts.listen, &cluster, opts.tuning.idle_timeout)
-            .await?;
+        let (coordinator, advertise) =
+            a.ha.coordinator(opts.listen, &cluster, opts.tuning.idle_timeout)
+                .await?;
         println!("tessera master: one of several on etcd, advertised as {advertise}");
         MasterServer::bind_shared(opts, allocator, coordinator, advertise)?
     } else {
