@@ -13,8 +13,11 @@
 //! Names are resolved at each dial, so a master that moves to another address is found.
 //!
 //! A peer whose link to the leader is lost without a word (the leader was killed, or is cut
-//! off) [`MasterSet::demote`]s it: the next pass dials it last, so a dead leader's handshake
-//! timeout is paid only after the live masters had their chance. A leader that steps down
+//! off) [`MasterSet::demote`]s it. For [`QUARANTINE`] it is not dialled at all, and a standby
+//! that still names it (its lease has not expired yet) counts as "nobody leads yet": the peer
+//! retries the others on the short pause until one is elected, instead of paying a dead
+//! leader's handshake timeout on every pass. After that it is dialled last, until some master
+//! accepts (it may only have been cut off for a while). A leader that steps down
 //! closes with [`crate::link::NOT_LEADER_CLOSE_CODE`] instead and stays the hint: it is alive
 //! and answers the next `Hello` with the new leader.
 //!
@@ -39,6 +42,10 @@ const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The base of the pause after a pass that met only "no leader yet" (jitter adds up to as much).
 const NO_LEADER_WAIT: Duration = Duration::from_millis(125);
 
+/// How long a [demoted](MasterSet::demote) master is not dialled (unless it is the only one):
+/// longer than a leader's lease (3 s by default), so a dead leader is replaced meanwhile.
+pub const QUARANTINE: Duration = Duration::from_secs(5);
+
 /// Why a list of master addresses is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MasterSetError {
@@ -58,8 +65,10 @@ pub enum MasterSetError {
 pub struct MasterSet {
     addrs: Vec<String>,
     hint: Option<String>,
-    /// Lost without a word: dialled last until some master accepts.
-    demoted: Option<String>,
+    /// Lost without a word: not dialled until the instant, then dialled last until some
+    /// master accepts.
+    demoted: Option<(String, std::time::Instant)>,
+    quarantine: Duration,
     cursor: usize,
     max_backoff: Duration,
     backoff: Reconnect,
@@ -72,6 +81,7 @@ impl Clone for MasterSet {
             addrs: self.addrs.clone(),
             hint: self.hint.clone(),
             demoted: self.demoted.clone(),
+            quarantine: self.quarantine,
             cursor: self.cursor,
             max_backoff: self.max_backoff,
             backoff: Reconnect::new(self.max_backoff),
@@ -143,6 +153,7 @@ impl MasterSet {
             addrs: out,
             hint: None,
             demoted: None,
+            quarantine: QUARANTINE,
             cursor: 0,
             max_backoff: DEFAULT_MAX_BACKOFF,
             backoff: Reconnect::new(DEFAULT_MAX_BACKOFF),
@@ -180,12 +191,33 @@ impl MasterSet {
     }
 
     /// `addr`'s link was lost without a word (no not-leader close): it may be dead, so it is
-    /// no longer the hint and the next passes dial it last, until some master accepts.
+    /// no longer the hint, is not dialled for the quarantine ([`QUARANTINE`]) and is dialled
+    /// last after it, until some master accepts.
     pub fn demote(&mut self, addr: &str) {
         if self.hint.as_deref() == Some(addr) {
             self.hint = None;
         }
-        self.demoted = Some(addr.to_owned());
+        self.demoted = Some((addr.to_owned(), std::time::Instant::now() + self.quarantine));
+    }
+
+    /// Sets how long a demoted master is not dialled ([`QUARANTINE`] by default).
+    pub fn with_quarantine(mut self, quarantine: Duration) -> Self {
+        self.quarantine = quarantine;
+        self
+    }
+
+    /// The demoted address, if any.
+    fn demoted(&self) -> Option<&String> {
+        self.demoted.as_ref().map(|(a, _)| a)
+    }
+
+    /// Whether `addr` is demoted and still in quarantine (never the only address).
+    fn quarantined(&self, addr: &str) -> bool {
+        self.addrs.len() > 1
+            && self
+                .demoted
+                .as_ref()
+                .is_some_and(|(a, until)| a == addr && std::time::Instant::now() < *until)
     }
 
     fn no_leader_delays() -> ConstantBackoff {
@@ -212,18 +244,19 @@ impl MasterSet {
     }
 
     /// The order the next pass dials in: the hint, then every other address round-robin from
-    /// where the last pass started plus one; a [demoted](MasterSet::demote) address last.
+    /// where the last pass started plus one; a [demoted](MasterSet::demote) address last, or
+    /// not at all while in quarantine.
     pub fn pass_order(&self) -> Vec<String> {
         let n = self.addrs.len();
         let mut order: Vec<String> = self.hint.iter().cloned().collect();
         for i in 0..n {
             let a = &self.addrs[(self.cursor + i) % n];
-            if self.hint.as_ref() != Some(a) && self.demoted.as_ref() != Some(a) {
+            if self.hint.as_ref() != Some(a) && self.demoted() != Some(a) {
                 order.push(a.clone());
             }
         }
-        if let Some(d) = &self.demoted {
-            if self.hint.as_ref() != Some(d) {
+        if let Some(d) = self.demoted() {
+            if self.hint.as_ref() != Some(d) && !self.quarantined(d) {
                 order.push(d.clone());
             }
         }
@@ -257,6 +290,13 @@ impl MasterSet {
             };
             tracing::debug!(%addr, error = %err, "master dial failed");
             match &err {
+                LinkError::NotLeader {
+                    leader: Some(leader),
+                } if self.quarantined(leader) => {
+                    // It names the leader this peer just lost: its lease has not run out
+                    // yet. An election follows; retry the others on the short pause.
+                    no_leader = true;
+                }
                 LinkError::NotLeader {
                     leader: Some(leader),
                 } => {
@@ -428,6 +468,10 @@ mod tests {
         set.set_hint(Some("a:1".into()));
         set.demote("a:1");
         assert_eq!(set.hint(), None);
+        // Not dialled in quarantine, dialled last after it.
+        assert_eq!(set.pass_order(), ["b:1", "c:1"]);
+        let mut set = set.with_quarantine(Duration::ZERO);
+        set.demote("a:1");
         assert_eq!(set.pass_order(), ["b:1", "c:1", "a:1"]);
         // A redirect to it later still puts it first.
         set.set_hint(Some("a:1".into()));
@@ -479,6 +523,25 @@ mod tests {
         set.demote("c:1");
         set.dial_pass(fake(&log, |_| Ok(()))).await.unwrap();
         assert_eq!(set.demoted, None);
+    }
+
+    #[tokio::test]
+    async fn a_standby_naming_a_quarantined_leader_counts_as_no_leader_yet() {
+        let mut set = MasterSet::parse("a:1,b:1,c:1").unwrap();
+        set.demote("a:1");
+        let log = RefCell::new(Vec::new());
+        let failed = set
+            .dial_pass(fake(&log, |_| Err(not_leader(Some("a:1")))))
+            .await
+            .unwrap_err();
+        // The dead leader is not dialled; the pass waits the short no-leader pause.
+        assert!(failed.no_leader);
+        assert_eq!(log.borrow().len(), 2);
+        assert!(!log.borrow().contains(&"a:1".to_owned()));
+        // A set of one still dials its only master.
+        let mut one = MasterSet::parse("a:1").unwrap();
+        one.demote("a:1");
+        assert_eq!(one.pass_order(), ["a:1"]);
     }
 
     #[tokio::test]
