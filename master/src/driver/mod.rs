@@ -447,7 +447,7 @@ async fn run_shared(
                 // first, rather than flap back.
                 tokio::time::sleep(STEP_DOWN_PAUSE).await;
             }
-            coordinator.campaign(advertise, &leader_tx).await
+            coordinator.campaign(advertise, leader_tx).await
         };
         tokio::pin!(campaign);
         let elected = loop {
