@@ -363,7 +363,8 @@ async fn a_paused_leader_does_not_lead_again_when_it_resumes() {
             println!("paused the leader, master {leader}");
         }
         if let Some((leader, at)) = paused {
-            // Resumed once a new leader's offers came, and at least two leases later.
+            // Resumed once a new leader's offers came, and at least two leases later (the
+            // jobs may all be done by then: the framework keeps declining offers meanwhile).
             let new_offers = run.offer_runs.iter().any(|(_, t)| *t > at);
             if resumed.is_none() && new_offers && at.elapsed() > Duration::from_secs(4) {
                 group.signal(leader, "CONT");
@@ -373,12 +374,6 @@ async fn a_paused_leader_does_not_lead_again_when_it_resumes() {
                     at.elapsed().as_secs_f64()
                 );
             }
-        }
-        if run.done() && resumed.is_none() {
-            panic!(
-                "the run ended before a new leader's offers: {}",
-                group.logs()
-            );
         }
     }
     run.verify();
