@@ -24,6 +24,7 @@
 //!   restarted master recovers from.
 //! - [`ha`]: what several masters need from a coordination service (elections, a fenced
 //!   registry), as traits; an in-memory implementation for tests.
+//! - [`http`]: the operator HTTP surface (`/health`, `/state`, `/metrics`) and its metrics.
 //! - [`driver`]: the quinn endpoint, one task per connection, the timer; identities read from
 //!   certificates; the blob streams (uploads with quotas and stall limits, fetches the core allows)
 //!   in `driver/blob_streams.rs`.
@@ -37,5 +38,6 @@ pub mod config;
 pub mod core;
 pub mod driver;
 pub mod ha;
+pub mod http;
 pub mod rate;
 pub mod registry;

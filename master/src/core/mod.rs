@@ -76,6 +76,7 @@
 //! - `drain`: an agent leaving on purpose (`AgentLeaving`).
 //! - `audit`: [`Master::check_invariants`], the books recomputed from scratch.
 //! - `views`: read-only accessors.
+//! - `report`: [`StateReport`], the serializable picture of the books behind `/state`.
 //! - `state`: the records those views return ([`AgentEntry`], [`FrameworkEntry`],
 //!   [`TaskEntry`]).
 
@@ -87,6 +88,7 @@ mod drain;
 mod executors;
 mod ledger;
 mod recover;
+mod report;
 mod scheduler;
 mod state;
 #[cfg(test)]
@@ -96,6 +98,9 @@ mod validate;
 mod views;
 
 pub use executors::ExecutorKey;
+pub use report::{
+    AgentReport, FrameworkReport, OfferReport, ResourcesReport, RoleReport, StateReport, TaskReport,
+};
 pub use state::{AgentEntry, ExecutorEntry, FilterMap, FrameworkEntry, TaskEntry};
 
 use crate::allocator::{Allocator, Roles};

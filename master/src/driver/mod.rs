@@ -35,6 +35,8 @@ use crate::allocator::Allocator;
 use crate::blobs::{BlobError, BlobStore};
 use crate::core::{ConnId, Event, MasterConfig};
 use crate::ha::{Coordinator, HaError};
+use crate::http::metrics::Metrics;
+use crate::http::{Leadership, ReportError};
 use crate::registry::{RedbRegistry, RegistryError};
 use blob_streams::{Quota, CONCURRENT_UPLOADS};
 use conn::{serve_connection, PrincipalSlots};
@@ -119,6 +121,10 @@ pub struct MasterOptions {
     pub crls: Vec<String>,
     /// Bytes of blobs each principal may store (default 4 GiB).
     pub blob_quota: u64,
+    /// TCP address of the operator HTTP surface (`/health`, `/state`, `/metrics`; see
+    /// [`crate::http`]), `None` (the default here) for none. Loopback addresses only: it has no
+    /// TLS or access control yet.
+    pub http_listen: Option<SocketAddr>,
 }
 
 impl MasterOptions {
@@ -140,6 +146,7 @@ impl MasterOptions {
             max_connections: 10_000,
             crls: Vec::new(),
             blob_quota: 4 << 30,
+            http_listen: None,
         }
     }
 }
@@ -182,6 +189,17 @@ pub enum MasterError {
     /// The coordination service cannot be used (configuration, another cluster's registry).
     #[error(transparent)]
     Ha(#[from] HaError),
+    /// The HTTP address is not a loopback address (remote access needs TLS, not there yet).
+    #[error("--http-listen {0}: only loopback addresses are allowed (the HTTP surface has no TLS or access control yet)")]
+    HttpNotLoopback(SocketAddr),
+    /// The HTTP listener could not be bound.
+    #[error("binding the HTTP listener {addr}: {source}")]
+    HttpBind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Where the registry lives and who decides that this master leads.
@@ -205,6 +223,8 @@ pub struct MasterServer {
     registry: Store,
     /// The trust domain of the master's certificate: peers must belong to the same.
     cluster: String,
+    /// The operator HTTP listener, when enabled.
+    http: Option<std::net::TcpListener>,
 }
 
 /// The cluster named by the master's own certificate, which must state a master identity (the
@@ -248,6 +268,8 @@ enum Input {
         digest: proto::Digest,
         reply: oneshot::Sender<bool>,
     },
+    /// The HTTP surface asks for a picture of the books (`/state`, `/metrics`).
+    Report(oneshot::Sender<crate::core::StateReport>),
     /// An upload was stored (`event` is its `BlobStored`); `done` fires once that is recorded
     /// (in the shared registry, when there is one), and only then is the upload answered.
     Stored {
@@ -318,6 +340,18 @@ impl MasterServer {
             source,
         })?;
         let store = Arc::new(BlobStore::open(&opts.work_dir.join("blobs"))?);
+        let http = match opts.http_listen {
+            None => None,
+            Some(addr) if !addr.ip().is_loopback() => {
+                return Err(MasterError::HttpNotLoopback(addr))
+            }
+            Some(addr) => {
+                let l = std::net::TcpListener::bind(addr)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .map_err(|source| MasterError::HttpBind { addr, source })?;
+                Some(l)
+            }
+        };
         Ok(Self {
             endpoint,
             opts,
@@ -325,6 +359,7 @@ impl MasterServer {
             store,
             registry,
             cluster,
+            http,
         })
     }
 
@@ -333,6 +368,11 @@ impl MasterServer {
         self.endpoint
             .local_addr()
             .expect("a bound endpoint has an address")
+    }
+
+    /// The address the operator HTTP surface actually listens on (`None`: disabled).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Serves until `shutdown` completes.
@@ -344,6 +384,7 @@ impl MasterServer {
             store,
             registry,
             cluster,
+            http,
         } = self;
         let (mode_tx, mode) = watch::channel(Mode::Standby(None));
         let shared = Arc::new(ConnShared {
@@ -381,10 +422,33 @@ impl MasterServer {
         };
         tracing::info!(addr = %endpoint.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             "master listening");
+        let metrics = Arc::new(Metrics::new());
+        let http = match http {
+            Some(listener) => {
+                let listener = tokio::net::TcpListener::from_std(listener).map_err(|source| {
+                    MasterError::HttpBind {
+                        addr: opts.http_listen.expect("bound from it"),
+                        source,
+                    }
+                })?;
+                let source = Arc::new(HttpSource {
+                    mode: shared.mode.clone(),
+                    single: matches!(registry, Store::Local(_)),
+                });
+                tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+                    "HTTP listening (/health, /state, /metrics)");
+                Some(tokio::spawn(crate::http::serve(
+                    listener,
+                    crate::http::router(source, metrics.clone()),
+                )))
+            }
+            None => None,
+        };
         let ctx = term::Ctx {
             opts: &opts,
             shared: &shared,
             mode: &mode_tx,
+            metrics: &metrics,
         };
         tokio::pin!(shutdown);
         let mut allocator = Some(allocator);
@@ -411,6 +475,9 @@ impl MasterServer {
             }
         };
         acceptor.abort();
+        if let Some(http) = http {
+            http.abort();
+        }
         endpoint.close(close_code::NORMAL.into(), b"master shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
         result
@@ -502,6 +569,35 @@ async fn run_shared(
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// What the HTTP surface reads from the driver: the mode, and the current term's input queue.
+struct HttpSource {
+    mode: watch::Receiver<Mode>,
+    /// A single master (no coordinator): leading means `single`.
+    single: bool,
+}
+
+impl crate::http::Source for HttpSource {
+    fn leadership(&self) -> Leadership {
+        match &*self.mode.borrow() {
+            Mode::Leading(_) if self.single => Leadership::Single,
+            Mode::Leading(_) => Leadership::Leader,
+            Mode::Standby(leader) => Leadership::Standby(leader.clone()),
+        }
+    }
+
+    fn ask_report(
+        &self,
+        reply: oneshot::Sender<crate::core::StateReport>,
+    ) -> Result<(), ReportError> {
+        let tx = match &*self.mode.borrow() {
+            Mode::Leading(tx) => tx.clone(),
+            Mode::Standby(leader) => return Err(ReportError::Standby(leader.clone())),
+        };
+        tx.try_send(Input::Report(reply))
+            .map_err(|_| ReportError::Busy)
     }
 }
 

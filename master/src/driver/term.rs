@@ -8,6 +8,7 @@ use super::{
 use crate::allocator::Allocator;
 use crate::core::{Action, ConnId, Event, Master};
 use crate::ha::AsyncRegistry;
+use crate::http::metrics::Metrics;
 use crate::registry::{RegistryError, RegistryOp, Snapshot};
 use proto::Message;
 use std::collections::HashMap;
@@ -23,6 +24,8 @@ pub(super) struct Ctx<'a> {
     pub(super) opts: &'a MasterOptions,
     pub(super) shared: &'a Arc<ConnShared>,
     pub(super) mode: &'a watch::Sender<Mode>,
+    /// What the driver records for `/metrics`.
+    pub(super) metrics: &'a Arc<Metrics>,
 }
 
 /// How long a term may still act, for a master that is one of several.
@@ -150,7 +153,12 @@ pub(super) async fn lead(
                 }
             }
             if !ops.is_empty() {
-                if let Err(why) = write(registry, &ops, validity.as_ref()).await {
+                let writing = Instant::now();
+                let written = write(registry, &ops, validity.as_ref()).await;
+                ctx.metrics
+                    .registry_write
+                    .observe(writing.elapsed().as_secs_f64());
+                if let Err(why) = written {
                     match why {
                         Load::StepDown(why) => break 'term Ok(TermEnd::SteppedDown(why)),
                         Load::Fatal(e) => {
@@ -182,6 +190,7 @@ pub(super) async fn lead(
                                 "first offers served"
                             );
                         }
+                        ctx.metrics.sent(&msg, std::time::Instant::now());
                         send(&mut core, &mut conns, conn, msg);
                     }
                     Action::Close { conn, reason } => {
@@ -212,7 +221,11 @@ pub(super) async fn lead(
                 }
                 None => break 'term Ok(TermEnd::Shutdown),
             },
-            _ = sleep => core.handle_timeout(Instant::now().into_std()),
+            _ = sleep => {
+                let at = std::time::Instant::now();
+                core.handle_timeout(at);
+                ctx.metrics.allocation_round.observe(at.elapsed().as_secs_f64());
+            }
             _ = term_end, if validity.is_some() => {
                 if !validity.as_ref().is_some_and(Validity::valid_now) {
                     break 'term Ok(TermEnd::SteppedDown("the lease was not renewed in time".into()));
@@ -437,7 +450,16 @@ fn handle_input(
             }
             core.handle(Instant::now().into_std(), ev);
         }
-        Input::FromPeer(ev, _permit) => core.handle(Instant::now().into_std(), ev),
+        Input::FromPeer(ev, _permit) => {
+            let now = Instant::now().into_std();
+            if let Event::Message { msg, .. } = &ev {
+                ctx.metrics.received(msg, now);
+            }
+            core.handle(now, ev)
+        }
+        Input::Report(reply) => {
+            let _ = reply.send(core.report());
+        }
         Input::MayFetch {
             conn_id,
             digest,

@@ -1,0 +1,182 @@
+//! The master's operator HTTP surface (axum): `/health`, `/state` and `/metrics`.
+//!
+//! - `/health`: 200 `{"status": "single" | "leader" | "standby", "leader": "host:port" | null}`.
+//! - `/state`: the [`StateReport`] as JSON (field names documented in `core/report.rs`). The
+//!   report is built inside the core's loop (asked for through its input queue with a oneshot
+//!   reply) and cached for [`STATE_CACHE`], so however often it is scraped the loop builds at
+//!   most four a second. A standby answers 503 with `{"status": "standby", "leader": ..}`.
+//! - `/metrics`: Prometheus text exposition ([`metrics::Metrics`]); the book gauges come from
+//!   the same cached report (a standby exports only what its driver recorded).
+//!
+//! Served on loopback only for now (the driver refuses other addresses): there is no TLS or
+//! access control yet, so anything that can connect may read the whole cluster's books.
+//! Remote access with TLS and client certificates is a later step.
+
+pub mod metrics;
+
+use crate::core::StateReport;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// How long a built report is served again before the core is asked for a new one.
+pub const STATE_CACHE: Duration = Duration::from_millis(250);
+
+/// Whether this master leads, as `/health` says it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Leadership {
+    /// The only master (no coordinator).
+    Single,
+    /// The elected leader of several.
+    Leader,
+    /// A standby; the leader's address when known.
+    Standby(Option<String>),
+}
+
+/// Why a report could not be had from the core.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// This master does not lead (the leader's address when known).
+    #[error("this master is a standby")]
+    Standby(Option<String>),
+    /// The core's input queue is full or the term just ended.
+    #[error("the master is busy")]
+    Busy,
+}
+
+/// What the HTTP handlers need from the driver.
+pub trait Source: Send + Sync + 'static {
+    /// Whether this master leads now.
+    fn leadership(&self) -> Leadership;
+    /// Asks the core's loop for a report, answered on `reply`.
+    fn ask_report(&self, reply: oneshot::Sender<StateReport>) -> Result<(), ReportError>;
+}
+
+struct Cached {
+    at: Instant,
+    report: Arc<StateReport>,
+    json: Arc<String>,
+}
+
+struct AppState {
+    source: Arc<dyn Source>,
+    metrics: Arc<metrics::Metrics>,
+    cache: tokio::sync::Mutex<Option<Cached>>,
+}
+
+impl AppState {
+    /// The cached report, or a fresh one from the core (one request at a time).
+    async fn report(&self) -> Result<(Arc<StateReport>, Arc<String>), ReportError> {
+        let mut cache = self.cache.lock().await;
+        if let Leadership::Standby(leader) = self.source.leadership() {
+            *cache = None;
+            return Err(ReportError::Standby(leader));
+        }
+        if let Some(c) = cache.as_ref() {
+            if c.at.elapsed() < STATE_CACHE {
+                return Ok((c.report.clone(), c.json.clone()));
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        self.source.ask_report(tx)?;
+        let report = rx.await.map_err(|_| ReportError::Busy)?;
+        let json = serde_json::to_string(&report).expect("a report always serializes");
+        self.metrics.observe(&report);
+        let c = Cached {
+            at: Instant::now(),
+            report: Arc::new(report),
+            json: Arc::new(json),
+        };
+        let out = (c.report.clone(), c.json.clone());
+        *cache = Some(c);
+        Ok(out)
+    }
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    leader: Option<String>,
+}
+
+fn health_of(l: Leadership) -> Health {
+    match l {
+        Leadership::Single => Health {
+            status: "single",
+            leader: None,
+        },
+        Leadership::Leader => Health {
+            status: "leader",
+            leader: None,
+        },
+        Leadership::Standby(leader) => Health {
+            status: "standby",
+            leader,
+        },
+    }
+}
+
+async fn health(State(app): State<Arc<AppState>>) -> Response {
+    axum::Json(health_of(app.source.leadership())).into_response()
+}
+
+async fn state(State(app): State<Arc<AppState>>) -> Response {
+    match app.report().await {
+        Ok((_, json)) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            json.as_str().to_owned(),
+        )
+            .into_response(),
+        Err(e) => error_response(e),
+    }
+}
+
+async fn scrape(State(app): State<Arc<AppState>>) -> Response {
+    // A standby or a busy loop still exports what the driver recorded.
+    let _ = app.report().await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.encode(),
+    )
+        .into_response()
+}
+
+fn error_response(e: ReportError) -> Response {
+    let health = match e {
+        ReportError::Standby(leader) => health_of(Leadership::Standby(leader)),
+        ReportError::Busy => Health {
+            status: "busy",
+            leader: None,
+        },
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(health)).into_response()
+}
+
+/// The router serving the three endpoints.
+pub fn router(source: Arc<dyn Source>, metrics: Arc<metrics::Metrics>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/state", get(state))
+        .route("/metrics", get(scrape))
+        .with_state(Arc::new(AppState {
+            source,
+            metrics,
+            cache: tokio::sync::Mutex::new(None),
+        }))
+}
+
+/// Serves `router` on `listener` until the task is dropped or aborted.
+pub async fn serve(listener: tokio::net::TcpListener, router: Router) {
+    if let Err(e) = axum::serve(listener, router).await {
+        tracing::warn!(error = %e, "the HTTP server stopped");
+    }
+}
