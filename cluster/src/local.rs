@@ -70,6 +70,8 @@ pub struct LocalCluster {
     pub ca: ClusterCa,
     /// The master's QUIC address.
     pub master_addr: SocketAddr,
+    /// The master's operator HTTP address (`/health`, `/state`, `/metrics`), on loopback.
+    pub master_http: SocketAddr,
     /// Root of the master's and agents' work directories.
     pub dir: PathBuf,
     /// Settings the cluster was started with.
@@ -94,8 +96,10 @@ impl LocalCluster {
         opts.config = config.master.clone();
         opts.tuning = config.tuning;
         opts.max_connections = config.max_connections;
+        opts.http_listen = Some((Ipv4Addr::LOCALHOST, 0).into());
         let server = MasterServer::bind(opts, Box::new(Drf::new()))?;
         let master_addr = server.local_addr();
+        let master_http = server.http_addr().expect("HTTP was asked for");
         let (stop, stopped) = oneshot::channel::<()>();
         let join = tokio::spawn(async move {
             if let Err(e) = server
@@ -110,6 +114,7 @@ impl LocalCluster {
         Ok(Self {
             ca,
             master_addr,
+            master_http,
             dir: dir.to_owned(),
             config,
             agents: Vec::new(),

@@ -19,6 +19,11 @@ pub struct MasterArgs {
     /// UDP address to listen on.
     #[arg(long, default_value = "0.0.0.0:5050")]
     listen: SocketAddr,
+    /// TCP address of the operator HTTP surface: `/health`, `/state` (JSON of the books),
+    /// `/metrics` (Prometheus). Loopback addresses only for now (it has no TLS or access
+    /// control yet; TLS with client certificates comes later); `none` disables it.
+    #[arg(long, default_value = "127.0.0.1:5051", value_parser = parse_http_listen)]
+    http_listen: HttpListen,
     /// Where uploaded modules and files (`blobs/`) and the registry (`registry.redb`: the
     /// frameworks, agents and tasks a restarted master recovers) are stored.
     #[arg(long, default_value = "/var/lib/tessera/master")]
@@ -72,6 +77,7 @@ pub async fn execute(a: MasterArgs) -> anyhow::Result<i32> {
     let tls = a.tls.load("master")?;
     let mut opts = MasterOptions::new(a.listen, tls.ca_pem, tls.identity, a.work_dir);
     opts.crls = tls.crls;
+    opts.http_listen = a.http_listen.0;
     opts.tuning = a.quic.tuning()?;
     opts.config.allocation_interval = a.allocation_interval;
     opts.config.run_id = run_id()?;
@@ -114,6 +120,9 @@ pub async fn execute(a: MasterArgs) -> anyhow::Result<i32> {
         MasterServer::bind(opts, allocator)?
     };
     println!("tessera master listening on {}", server.local_addr());
+    if let Some(http) = server.http_addr() {
+        println!("tessera master HTTP on http://{http} (/health, /state, /metrics)");
+    }
     server.run(super::shutdown_signal()).await?;
     Ok(0)
 }
@@ -125,4 +134,24 @@ fn run_id() -> anyhow::Result<String> {
     getrandom::getrandom(&mut bytes)
         .map_err(|e| anyhow::anyhow!("drawing the master's run id: {e}"))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// `--http-listen`: an address, or none.
+#[derive(Clone, Debug)]
+struct HttpListen(Option<SocketAddr>);
+
+/// Parses `--http-listen`: `none` or a loopback `host:port`.
+fn parse_http_listen(s: &str) -> Result<HttpListen, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(HttpListen(None));
+    }
+    let addr: SocketAddr = s
+        .parse()
+        .map_err(|e| format!("{s}: not an address ({e}); give IP:PORT or none"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "{addr}: only loopback addresses for now (the HTTP surface has no TLS or access control yet)"
+        ));
+    }
+    Ok(HttpListen(Some(addr)))
 }
