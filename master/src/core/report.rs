@@ -237,7 +237,8 @@ impl Master {
     pub fn report(&self) -> StateReport {
         let total = self.cluster_total();
         let mut per_agent: BTreeMap<&proto::AgentId, usize> = BTreeMap::new();
-        let mut per_fw: BTreeMap<&proto::FrameworkId, BTreeMap<String, usize>> = BTreeMap::new();
+        let mut per_fw: BTreeMap<&proto::FrameworkId, BTreeMap<&'static str, usize>> =
+            BTreeMap::new();
         for t in self.tasks() {
             if !t.is_terminal() {
                 *per_agent.entry(&t.info.agent_id).or_insert(0) += 1;
@@ -247,7 +248,7 @@ impl Master {
             *per_fw
                 .entry(&t.framework_id)
                 .or_default()
-                .entry(t.status.state.name().to_owned())
+                .entry(t.status.state.name())
                 .or_insert(0) += 1;
         }
         let mut offers_held: BTreeMap<&proto::FrameworkId, usize> = BTreeMap::new();
@@ -271,7 +272,7 @@ impl Master {
                 let e = role_alloc
                     .entry(f.info.role.clone())
                     .or_insert((Resources::ZERO, 0));
-                e.0 = e.0 + allocated;
+                e.0 += allocated;
                 e.1 += 1;
                 FrameworkReport {
                     id: f.id.to_string(),
@@ -283,7 +284,12 @@ impl Master {
                     allocated: allocated.into(),
                     dominant_share: allocated.dominant_share(&total),
                     offers_held: offers_held.get(&f.id).copied().unwrap_or(0),
-                    tasks_by_state: per_fw.remove(&f.id).unwrap_or_default(),
+                    tasks_by_state: per_fw
+                        .remove(&f.id)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(s, n)| (s.to_owned(), n))
+                        .collect(),
                 }
             })
             .collect();

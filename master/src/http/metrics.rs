@@ -197,14 +197,14 @@ impl Metrics {
             Message::Decline { offer_ids, .. } => {
                 self.offers_declined.inc_by(offer_ids.len() as u64);
             }
-            Message::StatusUpdate { status } => {
-                if status.state == TaskState::Running || status.state.is_terminal() {
-                    let key = (status.framework_id.clone(), status.task_id.clone());
-                    let sent = self.launched.lock().expect("never poisoned").remove(&key);
-                    if let (Some(sent), TaskState::Running) = (sent, status.state) {
-                        self.launch_latency
-                            .observe(now.saturating_duration_since(sent).as_secs_f64());
-                    }
+            Message::StatusUpdate { status }
+                if status.state == TaskState::Running || status.state.is_terminal() =>
+            {
+                let key = (status.framework_id.clone(), status.task_id.clone());
+                let sent = self.launched.lock().expect("never poisoned").remove(&key);
+                if let (Some(sent), TaskState::Running) = (sent, status.state) {
+                    self.launch_latency
+                        .observe(now.saturating_duration_since(sent).as_secs_f64());
                 }
             }
             _ => {}

@@ -3,8 +3,9 @@
 //! - `/health`: 200 `{"status": "single" | "leader" | "standby", "leader": "host:port" | null}`.
 //! - `/state`: the [`StateReport`] as JSON (field names documented in `core/report.rs`). The
 //!   report is built inside the core's loop (asked for through its input queue with a oneshot
-//!   reply) and cached for [`STATE_CACHE`], so however often it is scraped the loop builds at
-//!   most four a second. A standby answers 503 with `{"status": "standby", "leader": ..}`.
+//!   reply) and cached for [`STATE_CACHE`] or ten times what getting it took, whichever is
+//!   longer, so however often it is scraped and however big the books, the loop spends at most
+//!   about a tenth of its time on reports. A standby answers 503 with `{"status": "standby", "leader": ..}`.
 //! - `/metrics`: Prometheus text exposition ([`metrics::Metrics`]); the book gauges come from
 //!   the same cached report (a standby exports only what its driver recorded).
 //!
@@ -25,8 +26,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-/// How long a built report is served again before the core is asked for a new one.
+/// How long a built report is served again before the core is asked for a new one, at least.
 pub const STATE_CACHE: Duration = Duration::from_millis(250);
+
+/// A report is also served again for this many times what it took to get it, so that however
+/// big the books, scrapers hold the core's loop at most about a tenth of the time.
+const CACHE_PER_BUILD: u32 = 10;
 
 /// Whether this master leads, as `/health` says it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +65,8 @@ pub trait Source: Send + Sync + 'static {
 
 struct Cached {
     at: Instant,
+    /// How long it is served.
+    ttl: Duration,
     report: Arc<StateReport>,
     json: Arc<String>,
 }
@@ -79,17 +86,20 @@ impl AppState {
             return Err(ReportError::Standby(leader));
         }
         if let Some(c) = cache.as_ref() {
-            if c.at.elapsed() < STATE_CACHE {
+            if c.at.elapsed() < c.ttl {
                 return Ok((c.report.clone(), c.json.clone()));
             }
         }
         let (tx, rx) = oneshot::channel();
+        let asked = Instant::now();
         self.source.ask_report(tx)?;
         let report = rx.await.map_err(|_| ReportError::Busy)?;
+        let ttl = STATE_CACHE.max(asked.elapsed() * CACHE_PER_BUILD);
         let json = serde_json::to_string(&report).expect("a report always serializes");
         self.metrics.observe(&report);
         let c = Cached {
             at: Instant::now(),
+            ttl,
             report: Arc::new(report),
             json: Arc::new(json),
         };
