@@ -21,9 +21,12 @@ pub struct MasterArgs {
     listen: SocketAddr,
     /// TCP address of the operator HTTP surface: `/health`, `/state` (JSON of the books),
     /// `/metrics` (Prometheus). Loopback addresses only for now (it has no TLS or access
-    /// control yet; TLS with client certificates comes later); `none` disables it.
-    #[arg(long, default_value = "127.0.0.1:5051", value_parser = parse_http_listen)]
-    http_listen: HttpListen,
+    /// control yet; TLS with client certificates comes later); `none` disables it. Default:
+    /// 127.0.0.1 at `--listen`'s port + 1 (127.0.0.1:5051 for the default `--listen`; any free
+    /// port when `--listen`'s is 0); if that default is taken the master runs without HTTP
+    /// and says so, while an address given here must be free.
+    #[arg(long, value_parser = parse_http_listen)]
+    http_listen: Option<HttpListen>,
     /// Where uploaded modules and files (`blobs/`) and the registry (`registry.redb`: the
     /// frameworks, agents and tasks a restarted master recovers) are stored.
     #[arg(long, default_value = "/var/lib/tessera/master")]
@@ -77,7 +80,10 @@ pub async fn execute(a: MasterArgs) -> anyhow::Result<i32> {
     let tls = a.tls.load("master")?;
     let mut opts = MasterOptions::new(a.listen, tls.ca_pem, tls.identity, a.work_dir);
     opts.crls = tls.crls;
-    opts.http_listen = a.http_listen.0;
+    opts.http_listen = match a.http_listen {
+        Some(HttpListen(addr)) => addr,
+        None => default_http_listen(a.listen),
+    };
     opts.tuning = a.quic.tuning()?;
     opts.config.allocation_interval = a.allocation_interval;
     opts.config.run_id = run_id()?;
@@ -154,4 +160,48 @@ fn parse_http_listen(s: &str) -> Result<HttpListen, String> {
         ));
     }
     Ok(HttpListen(Some(addr)))
+}
+
+/// The default HTTP address for a master on `listen`: loopback at its port + 1 (any free port
+/// for port 0), or none when that is taken.
+fn default_http_listen(listen: SocketAddr) -> Option<SocketAddr> {
+    let loopback = std::net::Ipv4Addr::LOCALHOST;
+    if listen.port() == 0 {
+        // The master binds a free port itself and prints it.
+        return Some(SocketAddr::from((loopback, 0)));
+    }
+    let addr = SocketAddr::from((loopback, listen.port().checked_add(1)?));
+    match std::net::TcpListener::bind(addr) {
+        Ok(probe) => {
+            drop(probe);
+            Some(addr)
+        }
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "the default HTTP address is taken; running without HTTP (give --http-listen)");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_listen_is_loopback_or_none() {
+        assert_eq!(parse_http_listen("none").unwrap().0, None);
+        assert_eq!(
+            parse_http_listen("127.0.0.1:9000").unwrap().0,
+            Some("127.0.0.1:9000".parse().unwrap())
+        );
+        assert!(parse_http_listen("[::1]:9000").unwrap().0.is_some());
+        let off = parse_http_listen("0.0.0.0:5051").unwrap_err();
+        assert!(off.contains("loopback"), "{off}");
+        assert!(parse_http_listen("localhost").is_err());
+        // Port 0 for QUIC: any free HTTP port.
+        assert_eq!(
+            default_http_listen("0.0.0.0:0".parse().unwrap()),
+            Some("127.0.0.1:0".parse().unwrap())
+        );
+    }
 }
