@@ -383,6 +383,7 @@ mod policies;
 /// Property tests of allocation invariants on random clusters and event sequences.
 mod props;
 mod random;
+mod report;
 /// Master restart from the registry, and agent drain.
 mod restart;
 mod status;
