@@ -126,9 +126,8 @@ pub async fn execute(a: MasterArgs) -> anyhow::Result<i32> {
         MasterServer::bind(opts, allocator)?
     };
     println!("tessera master listening on {}", server.local_addr());
-    if let Some(http) = server.http_addr() {
-        println!("tessera master HTTP on http://{http} (/health, /state, /metrics)");
-    }
+    // The HTTP address is logged ("HTTP listening"); stdout keeps its one line, which
+    // supervisors and tests read before they may close the pipe.
     server.run(super::shutdown_signal()).await?;
     Ok(0)
 }
