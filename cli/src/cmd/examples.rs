@@ -17,23 +17,65 @@ pub struct ExamplesArgs {
 /// One line on what each example guest does; a guest missing here is listed without one (a
 /// unit test keeps the table complete).
 const DESCRIPTIONS: &[(&str, &str)] = &[
-    ("burn", "CPU-bound work with a realistic instruction mix: `burn ROUNDS`"),
-    ("datasets", "reads the read-only data set mounted at /data/NAME: `datasets NAME`"),
-    ("diskfill", "writes 1 MiB chunks to /fill.bin forever, or up to argv[1] MiB"),
-    ("escape", "tries to reach files outside its sandbox (and fails)"),
-    ("files", "exercises the sandbox: reads, writes, lists, tries to escape"),
-    ("flood", "writes argv[1] lines (default 100000) to stdout and stderr"),
-    ("hello", "prints a greeting and its arguments; exits with $EXIT_CODE if set"),
+    (
+        "burn",
+        "CPU-bound work with a realistic instruction mix: `burn ROUNDS`",
+    ),
+    (
+        "datasets",
+        "reads the read-only data set mounted at /data/NAME: `datasets NAME`",
+    ),
+    (
+        "diskfill",
+        "writes 1 MiB chunks to /fill.bin forever, or up to argv[1] MiB",
+    ),
+    (
+        "escape",
+        "tries to reach files outside its sandbox (and fails)",
+    ),
+    (
+        "files",
+        "exercises the sandbox: reads, writes, lists, tries to escape",
+    ),
+    (
+        "flood",
+        "writes argv[1] lines (default 100000) to stdout and stderr",
+    ),
+    (
+        "hello",
+        "prints a greeting and its arguments; exits with $EXIT_CODE if set",
+    ),
     ("json", "JSON parsing: `json RECORDS ROUNDS`"),
-    ("kvquery", "builds a generated key-value table and answers queries on it"),
-    ("memhog", "allocates memory 1 MiB at a time, forever or up to argv[1] MiB"),
+    (
+        "kvquery",
+        "builds a generated key-value table and answers queries on it",
+    ),
+    (
+        "memhog",
+        "allocates memory 1 MiB at a time, forever or up to argv[1] MiB",
+    ),
     ("pi", "Monte Carlo estimate of pi: `pi SEED SAMPLES`"),
     ("readblock", "reads input blocks: `readblock PATH...`"),
-    ("sha256", "SHA-256 over a generated buffer: `sha256 KIB ROUNDS`"),
-    ("sockets", "calls WASI's socket functions, which are denied, and prints each errno"),
-    ("spinner", "never finishes: spins on the CPU, or with `sleep` sleeps in a loop"),
-    ("stackoverflow", "recurses without bound until the wasm stack overflows"),
-    ("trap", "prints a line, then executes `unreachable` (a trap)"),
+    (
+        "sha256",
+        "SHA-256 over a generated buffer: `sha256 KIB ROUNDS`",
+    ),
+    (
+        "sockets",
+        "calls WASI's socket functions, which are denied, and prints each errno",
+    ),
+    (
+        "spinner",
+        "never finishes: spins on the CPU, or with `sleep` sleeps in a loop",
+    ),
+    (
+        "stackoverflow",
+        "recurses without bound until the wasm stack overflows",
+    ),
+    (
+        "trap",
+        "prints a line, then executes `unreachable` (a trap)",
+    ),
 ];
 
 /// The one-line description of a guest, or "" for one the table does not know.

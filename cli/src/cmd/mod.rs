@@ -4,8 +4,8 @@
 pub mod agent;
 pub mod cert;
 pub mod dev;
-pub mod examples;
 mod dev_executor;
+pub mod examples;
 pub mod master;
 pub mod run;
 pub mod runtime;
@@ -21,7 +21,9 @@ pub fn one_line(message: &str) -> String {
         }
         out.push_str(word);
     }
-    out.replace("[ ", "[").replace(", ]", "]").replace(" ]", "]")
+    out.replace("[ ", "[")
+        .replace(", ]", "]")
+        .replace(" ]", "]")
 }
 
 /// Parses `KEY=VALUE` (environment variables, attributes).
