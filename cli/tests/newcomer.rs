@@ -68,8 +68,8 @@ fn verbose_run_shows_the_task_states_as_they_happen() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let running = stderr.find("task TASK_RUNNING").expect(&stderr);
-    let finished = stderr.find("task TASK_FINISHED").expect(&stderr);
+    let running = stderr.find("task update: TASK_RUNNING").expect(&stderr);
+    let finished = stderr.find("task update: TASK_FINISHED").expect(&stderr);
     assert!(running < finished, "{stderr}");
     assert!(!stderr.contains("tessera_master"), "{stderr}");
     assert!(!out.stderr.contains(&0x1b), "ANSI codes: {stderr:?}");
@@ -100,6 +100,25 @@ fn errors_are_one_line_in_words() {
     assert_eq!(out.status.code(), Some(1), "{err:?}");
     assert_eq!(err.len(), 1, "{err:?}");
     assert!(err[0].contains(missing.to_str().unwrap()), "{err:?}");
+    // A symlink under --dir is skipped, and said so.
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join("input.txt"), "data").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", shared.join("link")).unwrap();
+    let out = tessera()
+        .arg("run")
+        .arg("--dir")
+        .arg(&shared)
+        .arg(wasm_examples::HELLO_PATH)
+        .output()
+        .unwrap();
+    let err = lines(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err:?}");
+    assert!(
+        err.iter()
+            .any(|l| l.contains("skipping") && l.contains(&*shared.join("link").to_string_lossy())),
+        "{err:?}"
+    );
     // A trap: the reason once, in words, no Debug forms.
     let out = tessera()
         .args(["run", wasm_examples::TRAP_PATH])
@@ -245,4 +264,30 @@ fn json_logs_dns_names_and_a_warning_when_nothing_fits() {
     drop(master);
     let not_json = drain.join().unwrap();
     assert!(not_json.is_empty(), "{not_json:?}");
+}
+
+#[test]
+fn a_local_run_shows_output_while_the_task_runs() {
+    let mut run = Reaper(
+        tessera()
+            .args(["run", wasm_examples::SPINNER_PATH, "--", "sleep"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(run.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("spinner: started"), "{line:?}");
+    // The task never ends by itself: the line came while it ran.
+    assert!(run.0.try_wait().unwrap().is_none());
+    let pid = run.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(run.0.wait().unwrap().code(), Some(130));
 }

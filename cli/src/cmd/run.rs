@@ -46,8 +46,8 @@ pub struct RunArgs {
     env: Vec<(String, String)>,
     /// Copy this local directory's regular files (and subdirectories) into the task's sandbox,
     /// its `/`, before it starts. A copy, in local mode too: the guest's writes stay in the
-    /// sandbox and are not written back; symlinks and special files are skipped (the sandbox
-    /// must not point outside it).
+    /// sandbox and are not written back; symlinks and special files are skipped with a warning
+    /// (the sandbox must not point outside it).
     #[arg(long)]
     dir: Option<PathBuf>,
     /// Submit to this cluster instead of an embedded one: its masters' addresses,
@@ -291,6 +291,12 @@ pub fn collect_dir(dir: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
                 out.push((rel, std::fs::read(&path)?));
             }
             // Symlinks and special files are not copied: the sandbox must not point outside.
+            else {
+                eprintln!(
+                    "tessera: --dir: skipping {} (a symlink or special file)",
+                    path.display()
+                );
+            }
         }
         Ok(())
     }
@@ -468,7 +474,7 @@ pub async fn run_task(
             Event::Subscribed { .. } if launched => sched.reconcile(vec![task_id.clone()])?,
             Event::Update(status) if status.task_id == task_id => {
                 // `-v` shows these as they happen.
-                tracing::info!(elapsed = ?started.elapsed(), "task {}", status_line(&status));
+                tracing::info!(elapsed = ?started.elapsed(), "task update: {}", status_line(&status));
                 if launched && never_started(&status) && attempt < LAUNCH_ATTEMPTS {
                     attempt += 1;
                     tracing::info!(state = status.state.name(), reason = ?status.reason, message = %status.message, attempt, "the task never started; launching it again");
