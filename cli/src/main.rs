@@ -17,8 +17,8 @@ struct Cli {
     /// `RUST_LOG=info,tessera_master=debug`) or `-v`.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
-    /// More logs: `-v` also shows `tessera run`'s task states and the master's and agents'
-    /// info; `-vv` debug. `RUST_LOG`, when set, wins.
+    /// More logs: `-v` makes `tessera run` print its task's states as they happen (and the
+    /// other commands log at info); `-vv` logs everything at debug. `RUST_LOG`, when set, wins.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
     #[command(subcommand)]

@@ -2,6 +2,11 @@
 //! module or a WASI 0.2 command component) and a local directory's files for the sandbox, waits
 //! for an offer that fits, launches, waits for the end, and maps the outcome onto an exit code.
 //!
+//! Without `--master` the task's stdout and stderr files in the embedded agent's sandbox are
+//! followed as they grow ([`follow`]), so the output shows live; through a master it is the
+//! final status's tails (the agent has no remote file read yet). The embedded cluster's logs
+//! stay quiet unless asked for (`main.rs` sets the filter), and errors are single lines.
+//!
 //! It follows its task for as long as the task lives: no idle limit (a quiet task is awaited
 //! however long it takes, or up to `--timeout` plus [`WAIT_MARGIN`]), the first connection is
 //! redialed until `--connect-timeout`, and Ctrl-C or SIGTERM kills the task before leaving.
