@@ -3,7 +3,7 @@
 //! for an offer that fits, launches, waits for the end, and maps the outcome onto an exit code.
 //!
 //! Without `--master` the task's stdout and stderr files in the embedded agent's sandbox are
-//! followed as they grow ([`follow`]), so the output shows live; through a master it is the
+//! followed as they grow (`follow`), so the output shows live; through a master it is the
 //! final status's tails (the agent has no remote file read yet). The embedded cluster's logs
 //! stay quiet unless asked for (`main.rs` sets the filter), and errors are single lines.
 //!
