@@ -72,6 +72,9 @@ fn init_tracing(default: &str, verbose: u8, format: LogFormat) {
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // A daemon whose stderr was closed keeps running: tracing-subscriber's report of the
+        // failed write goes to stderr too, through `eprintln!`, which panics.
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),

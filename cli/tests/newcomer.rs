@@ -164,13 +164,10 @@ fn examples_are_listed_and_written_out() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("Hello from Tessera!"));
 }
 
-/// A deployment of separate processes with JSON logs, reached by `localhost:PORT`: the
-/// daemons' stderr lines are JSON objects, a task runs by DNS name, and a request no offer can
-/// fit is warned about while it waits.
-#[test]
-fn json_logs_dns_names_and_a_warning_when_nothing_fits() {
-    let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
+/// Issues a CA and the master's, `worker1`'s and `tessera-run`'s certificates under `dir/certs`
+/// and returns the CA's path.
+fn issue_certs(dir: &std::path::Path) -> std::path::PathBuf {
+    let certs = dir.join("certs");
     let c = certs.to_str().unwrap();
     for args in [
         vec!["cert", "ca", "--dir", c],
@@ -178,9 +175,71 @@ fn json_logs_dns_names_and_a_warning_when_nothing_fits() {
         vec!["cert", "issue", "agent", "worker1", "--dir", c],
         vec!["cert", "issue", "framework", "tessera-run", "--dir", c],
     ] {
-        assert!(tessera().args(&args).status().unwrap().success());
+        assert!(tessera()
+            .args(&args)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success());
     }
-    let ca = certs.join("ca.pem");
+    certs.join("ca.pem")
+}
+
+/// A daemon whose stderr was closed (its log reader went away) keeps serving.
+#[test]
+fn a_master_outlives_its_closed_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = issue_certs(dir.path());
+    let mut master = Reaper(
+        tessera()
+            .args(["master", "--listen", "127.0.0.1:0", "--work-dir"])
+            .arg(dir.path().join("master"))
+            .arg("--ca")
+            .arg(&ca)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(master.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
+    drop(master.0.stderr.take());
+    let _agent = Reaper(
+        tessera()
+            .args(["agent", "--master", &addr, "--hostname", "worker1"])
+            .args(["--resources", "cpus:1;mem:512MiB"])
+            .arg("--work-dir")
+            .arg(dir.path().join("worker1"))
+            .arg("--ca")
+            .arg(&ca)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let out = tessera()
+        .args(["run", wasm_examples::HELLO_PATH, "--master", &addr, "--ca"])
+        .arg(&ca)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(master.0.try_wait().unwrap().is_none());
+}
+
+/// A deployment of separate processes with JSON logs, reached by `localhost:PORT`: the
+/// daemons' stderr lines are JSON objects, a task runs by DNS name, and a request no offer can
+/// fit is warned about while it waits.
+#[test]
+fn json_logs_dns_names_and_a_warning_when_nothing_fits() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = issue_certs(dir.path());
     let mut master = Reaper(
         tessera()
             .args(["--log-format", "json", "master", "--listen", "127.0.0.1:0"])
