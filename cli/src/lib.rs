@@ -9,6 +9,7 @@
 //! - [`cmd::agent`]: `tessera agent`.
 //! - [`cmd::cert`]: `tessera cert ca|issue`.
 //! - [`cmd::dev`]: `tessera dev`, the seed's worked example and a pi job, as a trace.
+//! - [`cmd::examples`]: `tessera examples`, the example guests built in, listed and written out.
 //! - [`cmd::run`]: `tessera run`, one task, like `mesos-execute`.
 //! - [`cmd::runtime`]: `tessera runtime` (hidden), the process an agent's guests run in.
 //! - [`cmd::sim`]: `tessera sim`, its workload ([`cmd::sim::workload`]) and report

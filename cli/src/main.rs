@@ -12,8 +12,26 @@ use tessera_cli::cmd;
     about = "A cluster manager whose agents run tasks as sandboxed WebAssembly (WASI) modules"
 )]
 struct Cli {
+    /// Log format on stderr: `text` (coloured only when stderr is a terminal) or `json` (one
+    /// object per line, for log shippers). What is logged is set by `RUST_LOG` (e.g.
+    /// `RUST_LOG=info,tessera_master=debug`) or `-v`.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// More logs: `-v` makes `tessera run` print its task's states as they happen (and the
+    /// other commands log at info); `-vv` logs everything at debug. `RUST_LOG`, when set, wins.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -32,18 +50,36 @@ enum Command {
     /// Simulate the master and allocator under a synthetic workload (virtual time, seeded),
     /// against static partitioning.
     Sim(cmd::sim::SimArgs),
+    /// List the example guests and write their `.wasm` files out.
+    Examples(cmd::examples::ExamplesArgs),
     /// The runtime process an agent starts so that its guests outlive it (started by agents).
     #[command(hide = true)]
     Runtime(cmd::runtime::RuntimeArgs),
 }
 
-fn init_tracing(default: &str) {
+/// Logging on stderr: `RUST_LOG` if set, else `default` raised by `-v`; colour only on a
+/// terminal; JSON lines with `--log-format json`.
+fn init_tracing(default: &str, verbose: u8, format: LogFormat) {
+    use std::io::IsTerminal;
+    let default = match (verbose, default) {
+        (0, d) => d,
+        // `tessera run -v`: its own progress (the task's states), not the embedded cluster's.
+        (1, "tessera_cli=error") => "tessera_cli=info",
+        (1, _) => "info",
+        _ => "debug",
+    };
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        // A daemon whose stderr was closed keeps running: tracing-subscriber's report of the
+        // failed write goes to stderr too, through `eprintln!`, which panics.
+        .log_internal_errors(false)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,16 +91,17 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(dispatch(cli.command)) {
+    match rt.block_on(dispatch(cli.command, cli.verbose, cli.log_format)) {
         Ok(code) => std::process::ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
-            eprintln!("tessera: {e:#}");
+            eprintln!("tessera: {}", cmd::one_line(&format!("{e:#}")));
             std::process::ExitCode::FAILURE
         }
     }
 }
 
-async fn dispatch(command: Command) -> anyhow::Result<i32> {
+async fn dispatch(command: Command, verbose: u8, format: LogFormat) -> anyhow::Result<i32> {
+    let init_tracing = |default: &str| init_tracing(default, verbose, format);
     match command {
         Command::Master(a) => {
             init_tracing("info");
@@ -81,10 +118,13 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Run(a) => {
-            init_tracing("warn");
+            // The embedded master's and agent's warnings are theirs, not the user's: only the
+            // command's own errors unless `-v` or `RUST_LOG` asks for more.
+            init_tracing("tessera_cli=error");
             cmd::run::execute(a).await
         }
         Command::Sim(a) => cmd::sim::execute(a),
+        Command::Examples(a) => cmd::examples::execute(a),
         Command::Runtime(a) => cmd::runtime::execute(a).await,
     }
 }

@@ -5,10 +5,26 @@ pub mod agent;
 pub mod cert;
 pub mod dev;
 mod dev_executor;
+pub mod examples;
 pub mod master;
 pub mod run;
 pub mod runtime;
 pub mod sim;
+
+/// An error message on one line: libraries' messages may carry multi-line detail (a Debug
+/// dump of bytes), and a user reads one line per error.
+pub fn one_line(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for word in message.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out.replace("[ ", "[")
+        .replace(", ]", "]")
+        .replace(" ]", "]")
+}
 
 /// Parses `KEY=VALUE` (environment variables, attributes).
 fn parse_kv(s: &str) -> Result<(String, String), String> {

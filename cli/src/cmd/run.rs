@@ -2,6 +2,11 @@
 //! module or a WASI 0.2 command component) and a local directory's files for the sandbox, waits
 //! for an offer that fits, launches, waits for the end, and maps the outcome onto an exit code.
 //!
+//! Without `--master` the task's stdout and stderr files in the embedded agent's sandbox are
+//! followed as they grow (`follow`), so the output shows live; through a master it is the
+//! final status's tails (the agent has no remote file read yet). The embedded cluster's logs
+//! stay quiet unless asked for (`main.rs` sets the filter), and errors are single lines.
+//!
 //! It follows its task for as long as the task lives: no idle limit (a quiet task is awaited
 //! however long it takes, or up to `--timeout` plus [`WAIT_MARGIN`]), the first connection is
 //! redialed until `--connect-timeout`, and Ctrl-C or SIGTERM kills the task before leaving.
@@ -32,11 +37,11 @@ use std::time::Duration;
 pub struct RunArgs {
     /// The task to run: a WASI preview 1 command module or a WASI 0.2 command component.
     module: PathBuf,
-    /// CPU share.
-    #[arg(long, default_value = "0.5", value_parser = parse_cpus)]
+    /// CPU share (more than 0), e.g. `0.5` or `2`.
+    #[arg(long, default_value = "0.5", value_parser = nonzero_cpus)]
     cpus: u64,
-    /// Memory share.
-    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    /// Memory share (more than 0), e.g. `64MiB`.
+    #[arg(long, default_value = "64MiB", value_parser = nonzero_size)]
     mem: u64,
     /// Wall-clock limit.
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -44,7 +49,10 @@ pub struct RunArgs {
     /// Environment variable KEY=VALUE (repeatable).
     #[arg(long = "env", value_parser = super::parse_kv)]
     env: Vec<(String, String)>,
-    /// Copy this local directory's contents into the task's sandbox (its `/`).
+    /// Copy this local directory's regular files (and subdirectories) into the task's sandbox,
+    /// its `/`, before it starts. A copy, in local mode too: the guest's writes stay in the
+    /// sandbox and are not written back; symlinks and special files are skipped with a warning
+    /// (the sandbox must not point outside it).
     #[arg(long)]
     dir: Option<PathBuf>,
     /// Submit to this cluster instead of an embedded one: its masters' addresses,
@@ -62,6 +70,65 @@ pub struct RunArgs {
     /// Arguments passed to the task.
     #[arg(last = true)]
     args: Vec<String>,
+}
+
+/// `--cpus`: a CPU share, refused at parse time when zero (a usage error, exit 2).
+fn nonzero_cpus(s: &str) -> Result<u64, String> {
+    match parse_cpus(s).map_err(|e| e.to_string())? {
+        0 => Err("must be more than 0".into()),
+        v => Ok(v),
+    }
+}
+
+/// `--mem`: a size, refused at parse time when zero (a usage error, exit 2).
+fn nonzero_size(s: &str) -> Result<u64, String> {
+    match parse_size(s).map_err(|e| e.to_string())? {
+        0 => Err("must be more than 0".into()),
+        v => Ok(v),
+    }
+}
+
+/// A reason in words, for the one line `tessera run` prints when the guest did not exit by
+/// itself.
+fn reason_words(reason: &Option<Reason>) -> String {
+    let words = match reason {
+        None => return String::new(),
+        Some(Reason::ExitCode(c)) => return format!("exit code {c}"),
+        Some(Reason::Trap(m)) => return format!("trap: {m}"),
+        Some(Reason::ExecutorTerminated(m)) => return format!("executor terminated: {m}"),
+        Some(Reason::MemoryLimit) => "memory limit",
+        Some(Reason::CpuLimit) => "CPU budget used up",
+        Some(Reason::DiskLimit) => "disk limit",
+        Some(Reason::Timeout) => "timeout",
+        Some(Reason::Killed) => "killed",
+        Some(Reason::AgentLost) => "agent lost",
+        Some(Reason::AgentRestarted) => "agent restarted",
+        Some(Reason::FetchFailed) => "fetch failed",
+        Some(Reason::ModuleInvalid) => "module invalid",
+        Some(Reason::TaskInvalid) => "task invalid",
+        Some(Reason::InvalidOffers) => "invalid offers",
+        Some(Reason::FrameworkRemoved) => "framework removed",
+        Some(Reason::AgentError) => "agent error",
+        Some(Reason::ExecutorReported) => "reported by its executor",
+        Some(Reason::AgentUnreachable) => "agent unreachable",
+        Some(Reason::RuntimeLost) => "agent runtime lost",
+    };
+    words.into()
+}
+
+/// `STATE (reason): message`, on one line, each part once.
+fn status_line(status: &TaskStatus) -> String {
+    let mut line = status.state.name().to_string();
+    let reason = reason_words(&status.reason);
+    if !reason.is_empty() {
+        line.push_str(&format!(" ({reason})"));
+    }
+    let message = super::one_line(&status.message);
+    if !message.is_empty() && !reason.contains(&message) {
+        line.push_str(": ");
+        line.push_str(&message);
+    }
+    line
 }
 
 /// What to run.
@@ -113,6 +180,10 @@ pub const WAIT_MARGIN: Duration = Duration::from_secs(60);
 /// How long an interrupted run waits for its task's `TASK_KILLED` before tearing down (the
 /// teardown kills it too, so this only decides whether its output tails are shown).
 const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// How long offers are watched, once the first that cannot fit the task came, before saying
+/// that none could.
+const FIT_WINDOW: Duration = Duration::from_secs(2);
 
 /// Attempts at one upload that failed on a link (a refusal is not retried; waiting for the
 /// scheduler to redial does not count).
@@ -190,46 +261,24 @@ pub enum Outcome {
     },
 }
 
-/// The exit code for a terminal status, and a one-line reason when it is not the guest's own.
+/// The exit code for a terminal status, and a one-line `STATE (reason): message` when the
+/// guest did not exit by itself.
 /// Only terminal states come here: TASK_UNREACHABLE is not one (the task may still end well, so
 /// `run` keeps waiting), TASK_GONE is (its agent was removed: [`exit_code::TEMPFAIL`]).
 pub fn exit_status(status: &TaskStatus) -> (i32, Option<String>) {
     match (&status.state, &status.reason) {
         (TaskState::Finished, _) => (0, None),
         (_, Some(Reason::ExitCode(code))) => (*code, None),
-        (_, Some(Reason::Trap(msg))) => (exit_code::TRAP, Some(format!("trap: {msg}"))),
-        (_, Some(Reason::MemoryLimit)) => (
-            exit_code::MEMORY,
-            Some(format!("memory limit: {}", status.message)),
-        ),
-        (_, Some(Reason::Timeout)) => (exit_code::TIMEOUT, Some(status.message.clone())),
+        (_, Some(Reason::Trap(_))) => (exit_code::TRAP, Some(status_line(status))),
+        (_, Some(Reason::MemoryLimit)) => (exit_code::MEMORY, Some(status_line(status))),
+        (_, Some(Reason::Timeout)) => (exit_code::TIMEOUT, Some(status_line(status))),
         // Infrastructure, not the task: lost or gone with its agent, or never delivered
         // (retry); or refused as invalid at accept.
-        (TaskState::Lost | TaskState::Gone | TaskState::Dropped, reason) => (
-            exit_code::TEMPFAIL,
-            Some(format!(
-                "{}: {reason:?}: {}",
-                status.state.name(),
-                status.message
-            )),
-        ),
-        (TaskState::Error, reason) => (
-            exit_code::REFUSED,
-            Some(format!(
-                "{}: {reason:?}: {}",
-                status.state.name(),
-                status.message
-            )),
-        ),
-        (state, reason) => (
-            exit_code::OTHER,
-            Some(format!(
-                "{}: {:?}: {}",
-                state.name(),
-                reason,
-                status.message
-            )),
-        ),
+        (TaskState::Lost | TaskState::Gone | TaskState::Dropped, _) => {
+            (exit_code::TEMPFAIL, Some(status_line(status)))
+        }
+        (TaskState::Error, _) => (exit_code::REFUSED, Some(status_line(status))),
+        _ => (exit_code::OTHER, Some(status_line(status))),
     }
 }
 
@@ -247,11 +296,17 @@ pub fn collect_dir(dir: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
                 out.push((rel, std::fs::read(&path)?));
             }
             // Symlinks and special files are not copied: the sandbox must not point outside.
+            else {
+                eprintln!(
+                    "tessera: --dir: skipping {} (a symlink or special file)",
+                    path.display()
+                );
+            }
         }
         Ok(())
     }
     let mut out = Vec::new();
-    walk(dir, dir, &mut out)?;
+    walk(dir, dir, &mut out).with_context(|| format!("--dir {}", dir.display()))?;
     out.sort();
     Ok(out)
 }
@@ -329,10 +384,32 @@ pub async fn run_task(
     // No idle limit: a live task is awaited however quiet it is; only a task with a timeout
     // of its own has a bound, and the cluster gets a margin on top of it.
     let mut give_up: Option<tokio::time::Instant> = None;
+    // The largest offer seen while nothing fitted, and when to say so (once).
+    let mut largest: Option<Resources> = None;
+    let mut fit_warning: Option<tokio::time::Instant> = None;
+    let mut warned_fit = false;
     loop {
         let until = give_up;
+        let warn_at = fit_warning;
         let event = tokio::select! {
             e = sched.next_event() => e,
+            _ = async move {
+                match warn_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                fit_warning = None;
+                if !launched {
+                    if let Some(l) = largest {
+                        eprintln!(
+                            "tessera: warning: no offer can fit the task ({}); the largest seen is {}; still waiting",
+                            spec.resources, l
+                        );
+                    }
+                }
+                continue;
+            }
             code = &mut stop => {
                 let status = if launched { kill(&mut sched, &task_id).await } else { None };
                 let _ = sched.teardown().await;
@@ -374,6 +451,17 @@ pub async fn run_task(
                             .timeout
                             .map(|t| tokio::time::Instant::now() + t + WAIT_MARGIN);
                     } else {
+                        if !launched {
+                            let r = offer.resources;
+                            largest = Some(match largest {
+                                Some(l) if (l.cpus_milli, l.mem) >= (r.cpus_milli, r.mem) => l,
+                                _ => r,
+                            });
+                            if fit_warning.is_none() && !warned_fit {
+                                warned_fit = true;
+                                fit_warning = Some(tokio::time::Instant::now() + FIT_WINDOW);
+                            }
+                        }
                         unused.push(offer.id);
                     }
                 }
@@ -390,7 +478,8 @@ pub async fn run_task(
             // never have received the accept: ask it what it knows of the task.
             Event::Subscribed { .. } if launched => sched.reconcile(vec![task_id.clone()])?,
             Event::Update(status) if status.task_id == task_id => {
-                tracing::debug!(state = status.state.name(), "task update");
+                // `-v` shows these as they happen.
+                tracing::info!(elapsed = ?started.elapsed(), "task update: {}", status_line(&status));
                 if launched && never_started(&status) && attempt < LAUNCH_ATTEMPTS {
                     attempt += 1;
                     tracing::info!(state = status.state.name(), reason = ?status.reason, message = %status.message, attempt, "the task never started; launching it again");
@@ -443,6 +532,74 @@ async fn kill(sched: &mut Scheduler, task_id: &TaskId) -> Option<TaskStatus> {
     .flatten()
 }
 
+/// Where the local agent keeps a task's `stdout` and `stderr` files.
+fn task_dir(work_dir: &Path, status: &TaskStatus) -> PathBuf {
+    work_dir
+        .join("frameworks")
+        .join(status.framework_id.as_str())
+        .join("tasks")
+        .join(status.task_id.as_str())
+}
+
+/// How often a local task's output files are looked at while they grow.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Copies what the local agent's task `name` writes to its `stdout` and `stderr` files onto
+/// this process's, as it is written, until `stop` fires (then once more, to the end); returns
+/// the task directory it followed, if one appeared. The embedded cluster has one framework, so
+/// the task is found under any of `frameworks/*/tasks/NAME`.
+async fn follow(
+    work_dir: PathBuf,
+    name: String,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> Option<PathBuf> {
+    let mut dir: Option<PathBuf> = None;
+    let mut offsets = [0u64, 0];
+    loop {
+        let stopping = tokio::select! {
+            _ = &mut stop => true,
+            _ = tokio::time::sleep(FOLLOW_INTERVAL) => false,
+        };
+        if dir.is_none() {
+            dir = std::fs::read_dir(work_dir.join("frameworks"))
+                .ok()
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|fw| fw.path().join("tasks").join(&name))
+                .find(|d| d.is_dir());
+        }
+        if let Some(d) = &dir {
+            copy_new(d, &mut offsets);
+        }
+        if stopping {
+            return dir;
+        }
+    }
+}
+
+/// Writes what `dir/stdout` and `dir/stderr` hold past `offsets` to this process's stdout and
+/// stderr, and moves the offsets on. Best effort: a file not there yet is tried next time.
+fn copy_new(dir: &Path, offsets: &mut [u64; 2]) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    for (i, file) in ["stdout", "stderr"].into_iter().enumerate() {
+        let Ok(mut f) = std::fs::File::open(dir.join(file)) else {
+            continue;
+        };
+        let mut buf = Vec::new();
+        if f.seek(SeekFrom::Start(offsets[i])).is_err() || f.read_to_end(&mut buf).is_err() {
+            continue;
+        }
+        offsets[i] += buf.len() as u64;
+        let _ = if i == 0 {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&buf).and_then(|_| out.flush())
+        } else {
+            std::io::stderr().lock().write_all(&buf)
+        };
+    }
+}
+
 /// Resolves to the exit code of the first SIGINT ([`exit_code::INTERRUPTED`]) or SIGTERM
 /// ([`exit_code::TERMINATED`]). The handlers are installed when this is called, not when it
 /// is first polled, so a signal during start-up is not lost.
@@ -463,6 +620,11 @@ pub fn stop_signal() -> anyhow::Result<impl Future<Output = i32>> {
 pub async fn execute(a: RunArgs) -> anyhow::Result<i32> {
     let wasm =
         std::fs::read(&a.module).with_context(|| format!("reading {}", a.module.display()))?;
+    if let Some(dir) = &a.dir {
+        if !dir.is_dir() {
+            anyhow::bail!("--dir {}: not a directory", dir.display());
+        }
+    }
     let stem = a
         .module
         .file_stem()
@@ -509,22 +671,26 @@ pub async fn execute(a: RunArgs) -> anyhow::Result<i32> {
             let mem = spec.resources.mem.max(1 << 30);
             cluster.add_agent("local", Resources::new(cpus, mem, 0))?;
             let opts = cluster.scheduler_options("tessera-run", "*")?;
+            // The embedded agent's files hold the whole (capped) output, not just the tail:
+            // followed as they grow, so the output shows live.
+            let (stop_follow, stopped) = tokio::sync::oneshot::channel();
+            let follower = tokio::spawn(follow(
+                cluster.agents[0].work_dir.clone(),
+                spec.name.clone(),
+                stopped,
+            ));
             let result = run_task(opts, &spec, stop).await;
-            // The embedded agent's files hold the whole (capped) output, not just the tail.
-            let outputs = match &result {
-                Ok(Outcome::Ended(status)) => {
-                    let task_dir = cluster.agents[0]
-                        .work_dir
-                        .join("frameworks")
-                        .join(status.framework_id.as_str())
-                        .join("tasks")
-                        .join(status.task_id.as_str());
-                    let out = std::fs::read(task_dir.join("stdout")).ok();
-                    let err = std::fs::read(task_dir.join("stderr")).ok();
-                    out.zip(err)
+            let _ = stop_follow.send(());
+            let followed = follower.await.ok().flatten();
+            // A relaunch (under another task id) ran elsewhere than what was followed.
+            if let Ok(Outcome::Ended(status)) = &result {
+                let task_dir = task_dir(&cluster.agents[0].work_dir, status);
+                if followed.as_ref() != Some(&task_dir) {
+                    let mut offsets = [0, 0];
+                    copy_new(&task_dir, &mut offsets);
                 }
-                _ => None,
-            };
+            }
+            let outputs = Some(());
             cluster.shutdown().await;
             result.map(|o| (o, outputs))
         }
@@ -533,7 +699,7 @@ pub async fn execute(a: RunArgs) -> anyhow::Result<i32> {
         Ok(r) => r,
         Err(e) => match e.downcast::<Infrastructure>() {
             Ok(infra) => {
-                eprintln!("tessera: {infra}");
+                eprintln!("tessera: {}", super::one_line(&infra.to_string()));
                 return Ok(infra.code);
             }
             Err(e) => return Err(e),
@@ -560,15 +726,10 @@ pub async fn execute(a: RunArgs) -> anyhow::Result<i32> {
         }
     };
     use std::io::Write;
-    match outputs {
-        Some((out, err)) => {
-            std::io::stdout().write_all(&out)?;
-            std::io::stderr().write_all(&err)?;
-        }
-        None => {
-            print!("{}", status.stdout_tail);
-            eprint!("{}", status.stderr_tail);
-        }
+    // Local runs showed the output as it came; through a master it is the status's tails.
+    if outputs.is_none() {
+        print!("{}", status.stdout_tail);
+        eprint!("{}", status.stderr_tail);
     }
     std::io::stdout().flush()?;
     if let Some(code) = code {
@@ -576,7 +737,7 @@ pub async fn execute(a: RunArgs) -> anyhow::Result<i32> {
     }
     let (code, reason) = exit_status(&status);
     if let Some(reason) = reason {
-        eprintln!("tessera: task {}: {reason}", status.state.name());
+        eprintln!("tessera: task {reason}");
     }
     Ok(code)
 }
