@@ -104,14 +104,10 @@ pub(super) async fn serve_connection(
             Ok(Some(Message::Hello { version, role })) if version == PROTOCOL_VERSION => {
                 if let Some(why) = role_refusal(role, &principal) {
                     tracing::warn!(%remote, %principal, ?role, %why, "connection refused");
-                    let _ = send
-                        .send(&Message::Error {
-                            message: why.clone(),
-                        })
-                        .await;
-                    let _ = send.get_mut().finish();
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    conn.close(close_code::FORBIDDEN.into(), why.as_bytes());
+                    let answer = Message::Error {
+                        message: why.clone(),
+                    };
+                    answer_and_close(&conn, &mut send, &answer, close_code::FORBIDDEN, &why).await;
                     return Err(why);
                 }
                 // The mode is read once the peer is known: a connection belongs to the term
@@ -123,10 +119,9 @@ pub(super) async fn serve_connection(
                 let tx = match tx {
                     Ok(tx) => tx,
                     Err(leader) => {
-                        let _ = send.send(&Message::NotLeader { leader }).await;
-                        let _ = send.get_mut().finish();
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        conn.close(close_code::NOT_LEADER.into(), b"not the leader");
+                        let answer = Message::NotLeader { leader };
+                        let code = close_code::NOT_LEADER;
+                        answer_and_close(&conn, &mut send, &answer, code, "not the leader").await;
                         return Ok(None);
                     }
                 };
@@ -141,14 +136,10 @@ pub(super) async fn serve_connection(
                 let message = format!(
                     "protocol version {version} is not supported; this master speaks {PROTOCOL_VERSION}"
                 );
-                let _ = send
-                    .send(&Message::Error {
-                        message: message.clone(),
-                    })
-                    .await;
-                let _ = send.get_mut().finish();
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                conn.close(close_code::VERSION.into(), message.as_bytes());
+                let answer = Message::Error {
+                    message: message.clone(),
+                };
+                answer_and_close(&conn, &mut send, &answer, close_code::VERSION, &message).await;
                 Err(message)
             }
             Ok(Some(other)) => Err(format!("expected Hello, got {}", other.kind())),
@@ -280,6 +271,21 @@ pub(super) async fn serve_connection(
     let _ = tx
         .send(Input::Core(Event::Disconnected { conn: conn_id }))
         .await;
+}
+
+/// Answers a `Hello` with `answer` (a refusal, or where the leader is), then closes the
+/// connection with `code` a moment later, so the answer has a chance to arrive first.
+async fn answer_and_close(
+    conn: &quinn::Connection,
+    send: &mut MessageWriter<quinn::SendStream>,
+    answer: &Message,
+    code: u32,
+    reason: &str,
+) {
+    let _ = send.send(answer).await;
+    let _ = send.get_mut().finish();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    conn.close(code.into(), reason.as_bytes());
 }
 
 /// A standby master's connection: it fetches blobs to mirror them (any blob: it may have to
