@@ -10,6 +10,8 @@
 //! A list that is absent allows everything (the documented default: roles are open to all). A
 //! list that is present allows only what one of its rules names; `"*"` matches any name.
 
+use proto::identity::{PeerId, PeerKind};
+
 /// One rule: these names may act for these roles.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Rule {
@@ -54,6 +56,58 @@ fn allowed(rules: &Option<Vec<Rule>>, name: &str, role: &str) -> bool {
     }
 }
 
+/// Who asks through the operator surface (HTTP, and the CLI commands built on it), and what
+/// that lets them see and do. Identity comes only from a verified client certificate; a caller
+/// on a plain loopback listener is the machine's own operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// A client of the plain loopback listener: whoever can reach it already runs on the
+    /// master's machine (the documented default, as with Mesos and Nomad without ACLs).
+    Local,
+    /// A client that presented a certificate of the cluster CA.
+    Peer(PeerId),
+}
+
+impl Caller {
+    /// May this caller see everything: every framework, task and agent, and the metrics?
+    /// Operators and the local caller may; framework principals see only their own.
+    pub fn sees_all(&self) -> bool {
+        match self {
+            Caller::Local => true,
+            Caller::Peer(p) => matches!(p.kind, PeerKind::Operator | PeerKind::Master),
+        }
+    }
+
+    /// May this caller read (`/state` entries, task output) of a framework subscribed by
+    /// `framework_principal`?
+    pub fn may_view(&self, framework_principal: &str) -> bool {
+        self.sees_all() || self.owns(framework_principal)
+    }
+
+    /// May this caller kill a task of a framework subscribed by `framework_principal`? Its
+    /// owner and operators may (a master certificate may not: masters never kill by request).
+    pub fn may_kill(&self, framework_principal: &str) -> bool {
+        match self {
+            Caller::Local => true,
+            Caller::Peer(p) => p.kind == PeerKind::Operator || self.owns(framework_principal),
+        }
+    }
+
+    /// Is this caller the framework principal `framework_principal`?
+    fn owns(&self, framework_principal: &str) -> bool {
+        matches!(self, Caller::Peer(p) if p.kind == PeerKind::Framework && p.name == framework_principal)
+    }
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Caller::Local => f.write_str("local operator"),
+            Caller::Peer(p) => write!(f, "{p}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +142,20 @@ mod tests {
             reserve_resources: None,
         };
         assert!(!closed.may_register("anyone", "*"));
+    }
+
+    #[test]
+    fn callers_see_and_kill_their_own_operators_everything() {
+        let peer = |k, n| Caller::Peer(PeerId::new(k, n).unwrap());
+        let a = peer(PeerKind::Framework, "team-a");
+        assert!(a.may_view("team-a") && a.may_kill("team-a"));
+        assert!(!a.may_view("team-b") && !a.may_kill("team-b") && !a.sees_all());
+        let ops = peer(PeerKind::Operator, "ops");
+        assert!(ops.sees_all() && ops.may_kill("team-b"));
+        assert!(Caller::Local.sees_all() && Caller::Local.may_kill("x"));
+        let agent = peer(PeerKind::Agent, "team-a");
+        assert!(!agent.may_view("team-a") && !agent.may_kill("team-a"));
+        let master = peer(PeerKind::Master, "m1");
+        assert!(master.sees_all() && !master.may_kill("team-a"));
     }
 }

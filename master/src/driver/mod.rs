@@ -268,8 +268,8 @@ enum Input {
         digest: proto::Digest,
         reply: oneshot::Sender<bool>,
     },
-    /// The HTTP surface asks for a picture of the books (`/state`, `/metrics`).
-    Report(oneshot::Sender<crate::core::StateReport>),
+    /// The HTTP surface asks the core something (see [`crate::http::Ask`]).
+    Ask(crate::http::Ask),
     /// An upload was stored (`event` is its `BlobStored`); `done` fires once that is recorded
     /// (in the shared registry, when there is one), and only then is the upload answered.
     Stored {
@@ -588,16 +588,12 @@ impl crate::http::Source for HttpSource {
         }
     }
 
-    fn ask_report(
-        &self,
-        reply: oneshot::Sender<crate::core::StateReport>,
-    ) -> Result<(), ReportError> {
+    fn ask(&self, ask: crate::http::Ask) -> Result<(), ReportError> {
         let tx = match &*self.mode.borrow() {
             Mode::Leading(tx) => tx.clone(),
             Mode::Standby(leader) => return Err(ReportError::Standby(leader.clone())),
         };
-        tx.try_send(Input::Report(reply))
-            .map_err(|_| ReportError::Busy)
+        tx.try_send(Input::Ask(ask)).map_err(|_| ReportError::Busy)
     }
 }
 

@@ -457,9 +457,7 @@ fn handle_input(
             }
             core.handle(now, ev)
         }
-        Input::Report(reply) => {
-            let _ = reply.send(core.report());
-        }
+        Input::Ask(ask) => answer(core, ask),
         Input::MayFetch {
             conn_id,
             digest,
@@ -490,6 +488,16 @@ fn handle_input(
             }
             core.handle(Instant::now().into_std(), event);
             pending_acks.push(done);
+        }
+    }
+}
+
+/// Answers a question of the HTTP surface from the core's books (acting on them for requests
+/// such as a kill: the actions go out with the loop's next flush).
+fn answer(core: &mut Master, ask: crate::http::Ask) {
+    match ask {
+        crate::http::Ask::Report(reply) => {
+            let _ = reply.send(core.report());
         }
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod metrics;
 
+use crate::acl::Caller;
 use crate::core::StateReport;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -55,12 +56,20 @@ pub enum ReportError {
     Busy,
 }
 
+/// A question or request for the core's loop, answered on the oneshot it carries. The driver
+/// queues it with the peers' messages, so the core answers from the same books it acts on.
+#[derive(Debug)]
+pub enum Ask {
+    /// A picture of the books (`/state`, `/metrics`).
+    Report(oneshot::Sender<StateReport>),
+}
+
 /// What the HTTP handlers need from the driver.
 pub trait Source: Send + Sync + 'static {
     /// Whether this master leads now.
     fn leadership(&self) -> Leadership;
-    /// Asks the core's loop for a report, answered on `reply`.
-    fn ask_report(&self, reply: oneshot::Sender<StateReport>) -> Result<(), ReportError>;
+    /// Queues `ask` for the core's loop (refused on a standby or when the queue is full).
+    fn ask(&self, ask: Ask) -> Result<(), ReportError>;
 }
 
 struct Cached {
@@ -92,7 +101,7 @@ impl AppState {
         }
         let (tx, rx) = oneshot::channel();
         let asked = Instant::now();
-        self.source.ask_report(tx)?;
+        self.source.ask(Ask::Report(tx))?;
         let report = rx.await.map_err(|_| ReportError::Busy)?;
         let ttl = STATE_CACHE.max(asked.elapsed() * CACHE_PER_BUILD);
         let json = serde_json::to_string(&report).expect("a report always serializes");
@@ -171,7 +180,9 @@ fn error_response(e: ReportError) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, axum::Json(health)).into_response()
 }
 
-/// The router serving the three endpoints.
+/// The router serving the endpoints. Every handler may take an `Extension<Caller>`: who asks
+/// (the serving loop inserts it per connection; [`Caller::Local`] on the plain loopback
+/// listener, where this default layer provides it).
 pub fn router(source: Arc<dyn Source>, metrics: Arc<metrics::Metrics>) -> Router {
     Router::new()
         .route("/health", get(health))
@@ -182,6 +193,7 @@ pub fn router(source: Arc<dyn Source>, metrics: Arc<metrics::Metrics>) -> Router
             metrics,
             cache: tokio::sync::Mutex::new(None),
         }))
+        .layer(axum::Extension(Caller::Local))
 }
 
 /// Serves `router` on `listener` until the task is dropped or aborted.
