@@ -63,9 +63,10 @@
 use crate::checkpoint::{AgentCheckpoint, CheckpointError, CheckpointFile};
 use crate::core::{
     Action, Agent, AgentConfig, Event, ExecutorAction, ExecutorEvent, ExecutorKey, ExecutorRun,
-    GcPolicy, GcTarget, LiveGuests, TaskKey,
+    GcPolicy, GcTarget, LiveGuests, QueryWork, TaskKey,
 };
-use crate::executor::{ExecutorConfig, InstanceSpec, PoolingConfig};
+use crate::executor::{ExecEvent, ExecutorConfig, InstanceSpec, PoolingConfig, TaskOutcome};
+use crate::metrics::AgentMetrics;
 use crate::fetch::{Fetcher, PrepareError};
 use crate::launch;
 use crate::runtime::{
@@ -76,7 +77,7 @@ use net::link::{self, LinkError};
 use net::masters::{self as master_set, MasterSet};
 use net::tls::{PeerTls, TransportTuning};
 use net::{MessageReader, MessageWriter};
-use proto::{AgentInfo, FrameworkId, Message, Reason, Role, TaskInfo};
+use proto::{AgentAnswer, AgentInfo, FrameworkId, Message, Reason, Role, TaskInfo};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -181,6 +182,10 @@ pub struct AgentOptions {
     pub on_stop: OnStop,
     /// The bound of each wait of a stop (terminal updates acknowledged, `AgentLeft`).
     pub stop_timeout: Duration,
+    /// Where to serve the agent's own `GET /metrics` over plain HTTP (loopback addresses only:
+    /// there is no TLS on it; remote readers go through the master's
+    /// `/agents/{id}/metrics`). Default: not served.
+    pub http_listen: Option<SocketAddr>,
 }
 
 impl AgentOptions {
@@ -220,6 +225,7 @@ impl AgentOptions {
             checkpoint: false,
             on_stop: OnStop::Quit,
             stop_timeout: Duration::from_secs(5),
+            http_listen: None,
         }
     }
 
@@ -250,6 +256,14 @@ pub enum AgentError {
     /// away: its guests are gone, and the next start of the agent reports them.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// The metrics listener could not be bound, or was asked for off loopback.
+    #[error("metrics listener {addr}: {message}")]
+    Http {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why it cannot be served.
+        message: String,
+    },
     /// The checkpoint could not be read (the agent does not start over a checkpoint it cannot
     /// read: that would forget its tasks).
     #[error(transparent)]
@@ -314,6 +328,8 @@ enum Input {
     DiskUsage(f64),
     /// The files of `blobs/` and `cache/`, just scanned.
     Cached(Vec<crate::blob_gc::CachedFile>),
+    /// An answer to a master's query, read off the loop, to send.
+    Answer(Message),
 }
 
 /// Where a stop is.
@@ -380,6 +396,11 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     );
     let cfg = core_config(&opts, attachment.fuel_per_core_second, boot_id);
     let fetcher = Arc::new(Fetcher::new(work_dir.clone(), opts.max_blob_size));
+    let metrics = Arc::new(AgentMetrics::new());
+    let _http = match opts.http_listen {
+        Some(addr) => Some(serve_metrics(addr, metrics.clone()).await?),
+        None => None,
+    };
     let (tx, rx) = mpsc::unbounded_channel::<Input>();
     let mut d = Driver {
         core: Agent::new(cfg.clone()).with_gc(opts.gc),
@@ -407,6 +428,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         pending_sends: Vec::new(),
         registered_at: None,
         started,
+        metrics,
         opts,
     };
     let owned = d.recover(cfg, saved, attachment).await;
@@ -456,6 +478,8 @@ struct Driver {
     /// When the agent first registered in this run (for the recovery time).
     registered_at: Option<Instant>,
     started: Instant,
+    /// What the agent counts (see [`crate::metrics`]).
+    metrics: Arc<AgentMetrics>,
 }
 
 /// An executor instance as the driver holds it.
@@ -767,6 +791,7 @@ impl Driver {
                 self.core.set_disk_usage(usage);
                 self.core.handle_timeout(now);
             }
+            Input::Answer(msg) => self.core_send(msg),
             Input::Cached(files) => {
                 // Decided and removed on the loop, against what the core uses right now: no
                 // task can start using an entry in between.
@@ -827,7 +852,17 @@ impl Driver {
                     tracing::debug!(guest = %ev.guest, "event of a task this agent no longer tracks ignored");
                     return;
                 };
-                launch::event_of(&key, e, info.timeout_ms)
+                let ended = match &e {
+                    ExecEvent::Finished(o) => Some(o.clone()),
+                    ExecEvent::Running => None,
+                };
+                let core_event = launch::event_of(&key, e, info.timeout_ms);
+                if let (Some(o), Event::Finished { outcome, .. }) = (&ended, &core_event) {
+                    if self.core.task_state(&key).is_some_and(|s| !s.is_terminal()) {
+                        self.count_end(&key, outcome.state, o);
+                    }
+                }
+                core_event
             }
             (Some(GuestName::Executor(id)), GuestEvent::Instance(e)) => {
                 let ev = launch::executor_event(&id, e);
@@ -846,6 +881,23 @@ impl Driver {
         };
         tracing::debug!(seq = ev.seq, event = ?core_event, "runtime event");
         self.core.handle(now, core_event);
+        self.metrics
+            .tasks_running
+            .set(self.core.running_tasks() as i64);
+    }
+
+    /// Counts a one-shot task's end in the metrics, with the bytes of its output files.
+    fn count_end(&self, key: &TaskKey, state: proto::TaskState, outcome: &TaskOutcome) {
+        self.metrics.task_ended(state, outcome);
+        let dir = self
+            .fetcher
+            .work_dir()
+            .task(key.0.as_str(), key.1.as_str());
+        for (stream, path) in [("stdout", dir.stdout()), ("stderr", dir.stderr())] {
+            if let Ok(m) = std::fs::metadata(path) {
+                self.metrics.output(stream, m.len());
+            }
+        }
     }
 
     /// Writes the checkpoint if the core or the applied events moved since the last one, then
@@ -901,9 +953,11 @@ impl Driver {
                     let fetcher = self.fetcher.clone();
                     let runtime = self.runtime.clone();
                     let tx = self.tx.clone();
+                    let metrics = self.metrics.clone();
                     tokio::spawn(async move {
                         let key = (framework_id.clone(), task.task_id.clone());
-                        let result = prepare(&fetcher, &runtime, &framework_id, &task).await;
+                        let result =
+                            prepare(&fetcher, &runtime, &metrics, &framework_id, &task).await;
                         if let Err((_, msg)) = &result {
                             tracing::warn!(task = %key.1, error = %msg, "task preparation failed");
                         }
@@ -919,6 +973,7 @@ impl Driver {
                         &task,
                     );
                     self.runtime.launch(task_guest(&key), spec);
+                    self.metrics.launches.inc();
                 }
                 Action::Kill { key } => self.runtime.kill(&task_guest(&key)),
                 Action::Executor(ExecutorAction::Start { id, info, datasets }) => {
@@ -945,10 +1000,44 @@ impl Driver {
                     });
                 }
                 Action::Executor(other) => self.instance_action(other),
+                Action::Query { request_id, work } => self.answer_query(request_id, work),
             }
         }
         while let Some(target) = self.core.poll_gc() {
             collect(self.fetcher.work_dir(), &target);
+        }
+    }
+
+    /// Answers a master's query: reads output off the loop (answered through the loop's
+    /// channel), renders the metrics at once.
+    fn answer_query(&mut self, request_id: u64, work: QueryWork) {
+        match work {
+            QueryWork::Metrics => {
+                self.metrics
+                    .tasks_running
+                    .set(self.core.running_tasks() as i64);
+                let text = self.metrics.encode();
+                self.core_send(Message::AgentAnswer {
+                    request_id,
+                    answer: AgentAnswer::Metrics { text },
+                });
+            }
+            QueryWork::ReadOutput {
+                dir,
+                stream,
+                offset,
+                length,
+                ended,
+            } => {
+                let work_dir = self.fetcher.work_dir().clone();
+                let tx = self.tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let answer = crate::output_read::read_output(
+                        &work_dir, &dir, stream, offset, length, ended,
+                    );
+                    let _ = tx.send(Input::Answer(Message::AgentAnswer { request_id, answer }));
+                });
+            }
         }
     }
 
@@ -1381,6 +1470,7 @@ fn spawn_reader(
 async fn prepare(
     fetcher: &Fetcher,
     runtime: &Runtime,
+    metrics: &AgentMetrics,
     fid: &FrameworkId,
     task: &TaskInfo,
 ) -> Result<(), PrepareError> {
@@ -1390,10 +1480,60 @@ async fn prepare(
             .await;
     }
     let module = fetcher.prepare(fid, task).await?;
-    runtime
+    let info = runtime
         .prepare(&launch::module_key(task), &module)
         .await
-        .map_err(launch::runtime_prepare_failed)
+        .map_err(launch::runtime_prepare_failed)?;
+    metrics.prepared(info.cached, info.secs);
+    Ok(())
+}
+
+/// Serves `GET /metrics` on `addr` (loopback only) until the returned guard is dropped.
+async fn serve_metrics(
+    addr: SocketAddr,
+    metrics: Arc<AgentMetrics>,
+) -> Result<AbortOnDrop, AgentError> {
+    let refuse = |message: String| AgentError::Http { addr, message };
+    if !addr.ip().is_loopback() {
+        return Err(refuse(
+            "only loopback addresses are served (no TLS here); read remote agents' metrics through the master".into(),
+        ));
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| refuse(e.to_string()))?;
+    let bound = listener.local_addr().map_err(|e| refuse(e.to_string()))?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics.encode(),
+                )
+            }
+        }),
+    );
+    tracing::info!(addr = %bound, "serving the agent's /metrics");
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "the agent's metrics listener stopped");
+        }
+    });
+    Ok(AbortOnDrop(task))
+}
+
+/// Aborts a spawned task when dropped (the metrics listener ends with the agent's run).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[cfg(test)]

@@ -58,5 +58,7 @@ pub mod driver;
 pub mod executor;
 pub mod fetch;
 pub mod launch;
+pub mod metrics;
+pub mod output_read;
 pub mod runtime;
 pub mod workdir;

@@ -618,6 +618,97 @@ pub enum Message {
         /// The current leader's advertised address, if this master knows one.
         leader: Option<String>,
     },
+    // ----- operator reads through the master (task output, agent metrics) -----
+    /// Master -> agent: a question an operator (or a framework, about its own tasks) asked the
+    /// master about this agent; answered with [`Message::AgentAnswer`] carrying the same
+    /// `request_id`. Appended after the older variants so their postcard indices stay.
+    AgentQuery {
+        /// Chosen by the master; echoed in the answer.
+        request_id: u64,
+        /// What is asked.
+        query: AgentQuery,
+    },
+    /// Agent -> master: the answer to the [`Message::AgentQuery`] of the same `request_id`.
+    AgentAnswer {
+        /// The query's id.
+        request_id: u64,
+        /// What the agent found.
+        answer: AgentAnswer,
+    },
+}
+
+/// The most bytes one output read returns (a larger `length` is capped to it), so that an
+/// answer always fits in one control frame with room to spare.
+pub const MAX_OUTPUT_READ: u32 = 512 * 1024;
+
+/// Which of a task's output streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub enum OutputStream {
+    /// The guest's standard output.
+    Stdout,
+    /// The guest's standard error.
+    Stderr,
+}
+
+impl OutputStream {
+    /// `"stdout"` or `"stderr"`, as in URLs and file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputStream::Stdout => "stdout",
+            OutputStream::Stderr => "stderr",
+        }
+    }
+}
+
+/// What the master asks an agent on behalf of a caller (see [`Message::AgentQuery`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub enum AgentQuery {
+    /// Bytes of a task's stdout or stderr, as Mesos's `/files/read`: at most `length`
+    /// (capped to [`MAX_OUTPUT_READ`]) from `offset`, for a running task or an ended one whose
+    /// sandbox is still there.
+    Output {
+        /// The task's framework.
+        framework_id: FrameworkId,
+        /// The task.
+        task_id: TaskId,
+        /// Which stream.
+        stream: OutputStream,
+        /// Where to start reading.
+        offset: u64,
+        /// How many bytes at most.
+        length: u32,
+    },
+    /// The agent's metrics, in the Prometheus text exposition format.
+    Metrics,
+}
+
+/// An agent's answer to an [`AgentQuery`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub enum AgentAnswer {
+    /// Output bytes.
+    Output {
+        /// The bytes read (empty at or past the end).
+        data: Vec<u8>,
+        /// How many bytes the stream holds so far.
+        size: u64,
+        /// The task has ended: the stream will not grow any more.
+        ended: bool,
+    },
+    /// The metrics text.
+    Metrics {
+        /// Prometheus text exposition.
+        text: String,
+    },
+    /// The agent does not know the task (never ran here, or its sandbox was collected).
+    UnknownTask,
+    /// The read failed on the agent (the file is gone, an I/O error): why.
+    Failed {
+        /// For humans.
+        message: String,
+    },
 }
 
 impl Message {
@@ -679,6 +770,8 @@ impl Message {
             Message::AgentLeaving { .. } => "AgentLeaving",
             Message::AgentLeft => "AgentLeft",
             Message::NotLeader { .. } => "NotLeader",
+            Message::AgentQuery { .. } => "AgentQuery",
+            Message::AgentAnswer { .. } => "AgentAnswer",
         }
     }
 }

@@ -33,6 +33,7 @@
 pub mod checkpoint;
 pub mod executors;
 pub mod gc;
+pub mod query;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -45,6 +46,7 @@ mod tests_recovery;
 pub use checkpoint::{Checkpoint, LiveGuests};
 pub use executors::{ExecutorAction, ExecutorEvent, ExecutorKey, ExecutorRun};
 pub use gc::{GcPolicy, GcTarget};
+pub use query::QueryWork;
 
 use proto::{
     AgentId, AgentInfo, FrameworkId, Message, Reason, Resources, RunningTask, TaskId, TaskInfo,
@@ -147,6 +149,13 @@ pub enum Action {
     },
     /// Drive an executor instance; it answers with [`Event::Executor`].
     Executor(ExecutorAction),
+    /// Answer the master's [`Message::AgentQuery`] `request_id` by doing `work` ([`query`]).
+    Query {
+        /// Echoed in the [`Message::AgentAnswer`].
+        request_id: u64,
+        /// What to read or render.
+        work: QueryWork,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -324,7 +333,10 @@ impl Agent {
 
     /// Feeds one input.
     pub fn handle(&mut self, now: Instant, event: Event) {
-        if !matches!(event, Event::Connected | Event::Disconnected) {
+        if !matches!(
+            event,
+            Event::Connected | Event::Disconnected | Event::Message(Message::AgentQuery { .. })
+        ) {
             self.generation += 1;
         }
         match event {
@@ -492,6 +504,7 @@ impl Agent {
                 executor_id,
                 data,
             } => self.on_executor_message((framework_id, executor_id), data),
+            Message::AgentQuery { request_id, query } => self.on_query(request_id, query),
             other => {
                 tracing::warn!(kind = other.kind(), "unexpected message from the master");
             }

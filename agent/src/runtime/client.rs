@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::server::create_private_dir;
 use super::wire::{FrameError, Reader, Reply, Request, Writer, PROTOCOL_VERSION};
-use super::{Attachment, Events, RuntimeError, RuntimeEvent, RuntimeOptions};
+use super::{Attachment, Events, PrepareInfo, RuntimeError, RuntimeEvent, RuntimeOptions};
 
 /// How long a started runtime process has to serve its socket (it calibrates its fuel rate
 /// and reserves its pools first: well under a second normally).
@@ -35,7 +35,7 @@ enum Command {
     Prepare {
         digest: String,
         wasm_path: std::path::PathBuf,
-        reply: oneshot::Sender<Result<(), RuntimeError>>,
+        reply: oneshot::Sender<Result<PrepareInfo, RuntimeError>>,
     },
     /// Detach (`stop` false) or stop the runtime; `done` fires when the connection is closed.
     Close {
@@ -58,7 +58,11 @@ impl Client {
     }
 
     /// See [`Runtime::prepare`](super::Runtime::prepare).
-    pub(crate) async fn prepare(&self, digest: &str, wasm_path: &Path) -> Result<(), RuntimeError> {
+    pub(crate) async fn prepare(
+        &self,
+        digest: &str,
+        wasm_path: &Path,
+    ) -> Result<PrepareInfo, RuntimeError> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Prepare {
@@ -282,7 +286,8 @@ async fn run(
     mut commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<RuntimeEvent>,
 ) {
-    let mut pending: HashMap<u64, oneshot::Sender<Result<(), RuntimeError>>> = HashMap::new();
+    let mut pending: HashMap<u64, oneshot::Sender<Result<PrepareInfo, RuntimeError>>> =
+        HashMap::new();
     let mut next_id = 0u64;
     let mut closed: Option<oneshot::Sender<()>> = None;
     let mut stopping = false;

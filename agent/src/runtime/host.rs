@@ -216,12 +216,25 @@ impl Host {
     }
 
     /// See [`Runtime::prepare`](super::Runtime::prepare).
-    pub(crate) async fn prepare(&self, digest: &str, wasm_path: &Path) -> Result<(), String> {
-        self.inner
-            .executor
-            .prepare(digest, wasm_path)
+    /// Whether it compiled is read from the executor's compile counter around the call (a
+    /// concurrent prepare of another module may be counted as this one's compile: the metrics
+    /// this feeds are statistics, not books).
+    pub(crate) async fn prepare(
+        &self,
+        digest: &str,
+        wasm_path: &Path,
+    ) -> Result<super::PrepareInfo, String> {
+        let exec = &self.inner.executor;
+        let before = exec.stats().compiles;
+        let started = std::time::Instant::now();
+        exec.prepare(digest, wasm_path)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        let secs = started.elapsed().as_secs_f64();
+        Ok(super::PrepareInfo {
+            cached: exec.stats().compiles == before,
+            secs,
+        })
     }
 
     /// See [`Runtime::launch`](super::Runtime::launch).

@@ -149,6 +149,15 @@ pub struct Attachment {
     pub instance_tasks: std::collections::BTreeMap<GuestId, Vec<String>>,
 }
 
+/// What a successful [`Runtime::prepare`] tells, for the agent's module-cache metrics.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PrepareInfo {
+    /// The compiled-module cache (memory or disk) had it: nothing was compiled.
+    pub cached: bool,
+    /// How long the prepare took (the compile time when not `cached`).
+    pub secs: f64,
+}
+
 /// Errors of the runtime interface.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -293,7 +302,11 @@ impl Runtime {
 
     /// Validates and compiles a module or component (or finds it in the cache), so launch
     /// failures are caught early and launch itself is fast.
-    pub async fn prepare(&self, digest: &str, wasm_path: &Path) -> Result<(), RuntimeError> {
+    pub async fn prepare(
+        &self,
+        digest: &str,
+        wasm_path: &Path,
+    ) -> Result<PrepareInfo, RuntimeError> {
         match &self.backend {
             Backend::Local(h) => h
                 .prepare(digest, wasm_path)

@@ -305,6 +305,12 @@ async fn runtime_process_protocol_runs_a_task_and_an_instance() {
     rt.prepare("hello", wasm_examples::HELLO_PATH.as_ref())
         .await
         .unwrap();
+    // The second prepare of the same module comes from the cache, and the answer says so.
+    let again = rt
+        .prepare("hello", wasm_examples::HELLO_PATH.as_ref())
+        .await
+        .unwrap();
+    assert!(again.cached, "{again:?}");
     let bad = dir.path().join("bad.wasm");
     std::fs::write(&bad, b"junk").unwrap();
     assert!(matches!(
@@ -819,6 +825,13 @@ fn the_wire_encoding_is_pinned_to_the_protocol_version() {
             id: 1,
             result: Err("bad".into()),
         },
+        Reply::Prepared {
+            id: 2,
+            result: Ok(super::PrepareInfo {
+                cached: true,
+                secs: 0.5,
+            }),
+        },
         Reply::Event(event(GuestEvent::Task(ExecEvent::Running))),
         Reply::Event(event(GuestEvent::Task(ExecEvent::Finished(
             outcome.clone(),
@@ -858,7 +871,7 @@ fn the_wire_encoding_is_pinned_to_the_protocol_version() {
     assert_eq!(
         (wire::PROTOCOL_VERSION, digest.as_str()),
         (
-            2,
+            3,
             "0df0176a0ad6eee0ed2feb186753d31faf8877c5b9c86bd8236403eada208a02"
         ),
         "the wire encoding changed: bump PROTOCOL_VERSION and update this digest"

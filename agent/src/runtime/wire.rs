@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
-use super::{Attachment, GuestId, RuntimeEvent};
+use super::{Attachment, GuestId, PrepareInfo, RuntimeEvent};
 use crate::executor::{InstanceSpec, InstanceTask, TaskSpec};
 
 /// Version of this protocol; a runtime refuses a hello of another version. Postcard is not
@@ -23,7 +23,7 @@ use crate::executor::{InstanceSpec, InstanceTask, TaskSpec};
 /// executor's specs, events and config) changes; a test pins the encoding to it. The
 /// [`Request::Hello`] and [`Reply::Refused`] variants keep their place and shape forever, so
 /// that a refusal is always understood.
-pub(crate) const PROTOCOL_VERSION: u32 = 2;
+pub(crate) const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest frame either side sends or accepts (guest messages are at most 64 KiB, specs and
 /// outcomes a few KiB: this leaves room for large argument lists and scheduler messages).
@@ -81,8 +81,13 @@ pub(crate) enum Reply {
     Welcome(Attachment),
     /// The answer to a hello the runtime cannot serve (another protocol version).
     Refused(String),
-    /// The answer to [`Request::Prepare`]: the executor's error message if it refused.
-    Prepared { id: u64, result: Result<(), String> },
+    /// The answer to [`Request::Prepare`]: whether the module cache had it and how long
+    /// compiling took, or the executor's error message if it refused (version 3 added the
+    /// [`PrepareInfo`], for the agent's cache metrics).
+    Prepared {
+        id: u64,
+        result: Result<PrepareInfo, String>,
+    },
     /// A guest's event (replayed or live).
     Event(RuntimeEvent),
     /// Every guest has ended; the runtime process exits.

@@ -276,6 +276,15 @@ impl SimAgent {
             }
             // The simulation's schedulers launch no framework executors.
             Action::Executor(_) => {}
+            // Simulated guests write no files and the agent exports no metrics here.
+            Action::Query { request_id, .. } => {
+                return Some(Message::AgentAnswer {
+                    request_id,
+                    answer: proto::AgentAnswer::Failed {
+                        message: "a simulated agent has no output files or metrics".into(),
+                    },
+                })
+            }
         }
         None
     }
