@@ -293,6 +293,10 @@ impl Master {
                     ))
                 }
                 Timer::Heartbeat | Timer::Allocation | Timer::BlobGc => expected += 1,
+                Timer::Query(id) if self.queries.is_pending(*id) => expected += 1,
+                Timer::Query(id) => {
+                    return Err(format!("query {id} is answered but its timeout is armed"))
+                }
                 Timer::AgentRemoval(_) | Timer::FrameworkFailover(_) => {}
             }
         }

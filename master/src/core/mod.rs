@@ -87,6 +87,7 @@ mod blob_gc;
 mod drain;
 mod executors;
 mod ledger;
+pub mod queries;
 mod recover;
 mod report;
 mod scheduler;
@@ -98,6 +99,7 @@ mod validate;
 mod views;
 
 pub use executors::ExecutorKey;
+pub use queries::{QueryError, QueryId, QueryResult};
 pub use report::{
     AgentReport, FrameworkReport, OfferReport, ResourcesReport, RoleReport, StateReport, TaskReport,
 };
@@ -356,6 +358,8 @@ pub struct Master {
     actions: VecDeque<Action>,
     /// Blobs forgotten by the blob GC, for the driver to delete.
     blob_gc_due: VecDeque<Digest>,
+    /// Reads asked of agents and not yet answered (see `queries`).
+    queries: queries::Queries,
 }
 
 /// `now + d`, or `None` when `d` is zero or the sum overflows (meaning "never").
@@ -394,6 +398,7 @@ impl Master {
             next_seq: 0,
             actions: VecDeque::new(),
             blob_gc_due: VecDeque::new(),
+            queries: queries::Queries::default(),
         }
     }
 
@@ -484,6 +489,7 @@ impl Master {
                 }
                 Timer::Allocation => allocate = true,
                 Timer::BlobGc => self.collect_blobs(),
+                Timer::Query(id) => self.query_timed_out(id),
             }
         }
         // What ran above may have brought the round forward to now.
@@ -570,6 +576,7 @@ impl Master {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
+        self.fail_queries_on(conn);
         match c.bound {
             Some(Binding::Framework(fid))
                 if self
@@ -817,6 +824,7 @@ impl Master {
                     | Message::StatusUpdate { .. }
                     | Message::ExecutorMessage { .. }
                     | Message::ExecutorExited { .. }
+                    | Message::AgentAnswer { .. }
             ),
             // A standby only fetches blobs; the driver never hands it to the core.
             Role::Standby => false,
@@ -859,6 +867,9 @@ impl Master {
             } => self.on_executor_exited(conn, framework_id, executor_id, failed, message),
             Message::StatusUpdate { status } => self.on_status_update(conn, status),
             Message::AgentLeaving { keep_tasks } => self.on_agent_leaving(conn, keep_tasks),
+            Message::AgentAnswer { request_id, answer } => {
+                self.on_agent_answer(conn, request_id, answer)
+            }
             Message::TeardownFramework { framework_id } => {
                 self.on_operator_teardown(conn, framework_id)
             }

@@ -30,6 +30,8 @@ pub(super) enum Timer {
     Allocation,
     /// The sweep of blobs unused for the grace period (only with `blob_gc_grace`).
     BlobGc,
+    /// A query sent to an agent is answered with a timeout (see `queries`).
+    Query(u64),
 }
 
 impl Timer {
@@ -42,6 +44,7 @@ impl Timer {
             Timer::Heartbeat => 3,
             Timer::Allocation => 4,
             Timer::BlobGc => 5,
+            Timer::Query(_) => 6,
         }
     }
 }

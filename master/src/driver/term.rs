@@ -124,6 +124,8 @@ pub(super) async fn lead(
     ctx.mode.send_replace(Mode::Leading(tx));
     let mut conns: Conns = HashMap::new();
     let mut pending_acks: Vec<oneshot::Sender<()>> = Vec::new();
+    // HTTP reads of agents waiting for their answers (see `core::queries`).
+    let mut replies: Replies = HashMap::new();
     let mut first_offer = true;
     let mut valid_changed = validity.as_ref().map(|v| v.until.clone());
     let end: Result<TermEnd, MasterError> = 'term: loop {
@@ -202,6 +204,11 @@ pub(super) async fn lead(
                 }
             }
         }
+        while let Some((id, result)) = core.poll_answer() {
+            if let Some(reply) = replies.remove(&id) {
+                let _ = reply.send(result);
+            }
+        }
         let wake = core.poll_timeout().map(Instant::from_std);
         let sleep = net::timer::sleep_until(wake);
         let term_end = net::timer::sleep_until(validity.as_ref().and_then(Validity::deadline));
@@ -209,12 +216,12 @@ pub(super) async fn lead(
             _ = shutdown.as_mut() => break 'term Ok(TermEnd::Shutdown),
             input = rx.recv() => match input {
                 Some(input) => {
-                    handle_input(ctx, &mut core, &mut conns, input, validity.is_some(), &mut pending_ops, &mut pending_acks);
+                    handle_input(ctx, &mut core, &mut conns, input, validity.is_some(), &mut pending_ops, &mut pending_acks, &mut replies);
                     // Inputs already waiting are handled before the actions are drained,
                     // so their registry changes share one commit.
                     for _ in 0..GROUP_COMMIT {
                         match rx.try_recv() {
-                            Ok(input) => handle_input(ctx, &mut core, &mut conns, input, validity.is_some(), &mut pending_ops, &mut pending_acks),
+                            Ok(input) => handle_input(ctx, &mut core, &mut conns, input, validity.is_some(), &mut pending_ops, &mut pending_acks, &mut replies),
                             Err(_) => break,
                         }
                     }
@@ -427,6 +434,7 @@ fn collect_blobs(
 }
 
 /// Feeds one input from the connection tasks to the core (or the connection table).
+#[allow(clippy::too_many_arguments)]
 fn handle_input(
     ctx: &Ctx<'_>,
     core: &mut Master,
@@ -435,6 +443,7 @@ fn handle_input(
     shared_registry: bool,
     pending_ops: &mut Vec<RegistryOp>,
     pending_acks: &mut Vec<oneshot::Sender<()>>,
+    replies: &mut Replies,
 ) {
     match input {
         Input::Open {
@@ -457,7 +466,7 @@ fn handle_input(
             }
             core.handle(now, ev)
         }
-        Input::Ask(ask) => answer(core, ask),
+        Input::Ask(ask) => answer(core, ask, replies),
         Input::MayFetch {
             conn_id,
             digest,
@@ -494,10 +503,42 @@ fn handle_input(
 
 /// Answers a question of the HTTP surface from the core's books (acting on them for requests
 /// such as a kill: the actions go out with the loop's next flush).
-fn answer(core: &mut Master, ask: crate::http::Ask) {
+fn answer(core: &mut Master, ask: crate::http::Ask, replies: &mut Replies) {
     match ask {
         crate::http::Ask::Report(reply) => {
             let _ = reply.send(core.report());
+        }
+        crate::http::Ask::Query(q, reply) => match ask_agent(core, q) {
+            Ok(id) => {
+                replies.insert(id, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        },
+    }
+}
+
+/// HTTP reads of agents waiting for their answers, by query id.
+type Replies = HashMap<crate::core::QueryId, oneshot::Sender<crate::core::QueryResult>>;
+
+/// Hands an HTTP read of an agent to the core (the answer comes from `poll_answer`).
+fn ask_agent(
+    core: &mut Master,
+    q: crate::http::output::QueryAsk,
+) -> Result<crate::core::QueryId, crate::core::QueryError> {
+    use crate::http::output::QueryAsk;
+    match q {
+        QueryAsk::Output {
+            caller,
+            framework,
+            task_id,
+            stream,
+            offset,
+            length,
+        } => core.query_output(&caller, framework.as_ref(), &task_id, stream, offset, length),
+        QueryAsk::AgentMetrics { caller, agent_id } => {
+            core.query_agent_metrics(&caller, &agent_id)
         }
     }
 }

@@ -14,6 +14,7 @@
 //! Remote access with TLS and client certificates is a later step.
 
 pub mod metrics;
+pub mod output;
 
 use crate::acl::Caller;
 use crate::core::StateReport;
@@ -62,6 +63,9 @@ pub enum ReportError {
 pub enum Ask {
     /// A picture of the books (`/state`, `/metrics`).
     Report(oneshot::Sender<StateReport>),
+    /// A read of an agent (task output, agent metrics) for `/tasks/{id}/output/{stream}` and
+    /// `/agents/{id}/metrics`: answered when the agent answers (see `core::queries`).
+    Query(output::QueryAsk, oneshot::Sender<crate::core::QueryResult>),
 }
 
 /// What the HTTP handlers need from the driver.
@@ -80,8 +84,8 @@ struct Cached {
     json: Arc<String>,
 }
 
-struct AppState {
-    source: Arc<dyn Source>,
+pub(crate) struct AppState {
+    pub(crate) source: Arc<dyn Source>,
     metrics: Arc<metrics::Metrics>,
     cache: tokio::sync::Mutex<Option<Cached>>,
 }
@@ -169,7 +173,7 @@ async fn scrape(State(app): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-fn error_response(e: ReportError) -> Response {
+pub(crate) fn error_response(e: ReportError) -> Response {
     let health = match e {
         ReportError::Standby(leader) => health_of(Leadership::Standby(leader)),
         ReportError::Busy => Health {
@@ -188,6 +192,8 @@ pub fn router(source: Arc<dyn Source>, metrics: Arc<metrics::Metrics>) -> Router
         .route("/health", get(health))
         .route("/state", get(state))
         .route("/metrics", get(scrape))
+        .route("/tasks/{task_id}/output/{stream}", get(output::task_output))
+        .route("/agents/{agent_id}/metrics", get(output::agent_metrics))
         .with_state(Arc::new(AppState {
             source,
             metrics,

@@ -375,6 +375,8 @@ mod filters;
 mod identity;
 mod kill;
 mod limits;
+/// Reads of agents through the master (task output, metrics).
+mod queries;
 /// Partition-aware task states: TASK_UNREACHABLE, back, TASK_GONE.
 mod partition;
 /// Allocation policies through the core: DRF, weights, quotas, reservations, priority, and the
