@@ -947,8 +947,24 @@ mod guest_tests {
         kvquery_answers_from_a_table_it_builds as kvquery, memhog_hits_memory_limit as memhog,
         output_is_capped as flood, pi_prints_its_line as pi,
         readblock_reads_its_blocks as readblock, sha256_guest_matches_a_native_sha256 as sha256,
-        spinner_times_out as spinner, trap_is_reported as trap,
+        spinner_times_out as spinner, ticker_prints_its_ticks_then_says_done as ticker,
+        trap_is_reported as trap,
     };
+}
+
+#[tokio::test]
+async fn ticker_prints_its_ticks_then_says_done() {
+    let exec = executor();
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        &exec,
+        spec(dir.path(), "ticker", wasm_examples::TICKER_PATH, &["12", "1"]),
+    )
+    .await;
+    assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+    let ticks: Vec<String> = (1..=12).map(|i| format!("tick {i}")).collect();
+    assert_eq!(out.stdout_tail.lines().collect::<Vec<_>>(), ticks, "{out:?}");
+    assert_eq!(out.stderr_tail, "tock 10\nticker: done\n", "{out:?}");
 }
 
 macro_rules! assert_guest_tested {

