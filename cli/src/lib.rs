@@ -15,8 +15,10 @@
 //! - [`cmd::sim`]: `tessera sim`, its workload ([`cmd::sim::workload`]) and report
 //!   ([`cmd::sim::report`]).
 //! - [`tls`]: the `--ca`/`--cert`/`--key` arguments shared by deployed peers.
+//! - [`api`]: the client of the master's operator HTTP surface (the operator commands).
 
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod cmd;
 pub mod tls;
