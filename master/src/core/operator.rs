@@ -12,7 +12,7 @@ pub enum OperatorError {
     /// No live or recently ended task has that id (in that framework, when one was named).
     #[error("no task {0}")]
     UnknownTask(TaskId),
-    /// Several frameworks have a live task of that id: the caller must name one.
+    /// Several frameworks the caller can see have a live task of that id: it must name one.
     #[error("task {task} exists in several frameworks ({}); name one", frameworks.join(", "))]
     Ambiguous {
         /// The task id asked for.
@@ -59,9 +59,16 @@ impl Master {
             .filter(|(f, t)| t == task && framework.is_none_or(|want| want == f))
             .map(|(f, _)| f.clone())
             .collect();
-        let fid = match live.as_slice() {
-            [one] => one.clone(),
-            [] => {
+        // A tenant names its own task by id alone even where other tenants' tasks share it.
+        let visible: Vec<FrameworkId> = live
+            .iter()
+            .filter(|f| self.may_view(caller, f))
+            .cloned()
+            .collect();
+        let fid = match (visible.as_slice(), live.first()) {
+            ([one], _) => one.clone(),
+            ([], Some(hidden)) => return Err(self.not_allowed(caller, task, hidden)),
+            ([], None) => {
                 let ended = self.completed.iter().rev().find(|t| {
                     t.info.task_id == *task && framework.is_none_or(|want| *want == t.framework_id)
                 });
@@ -77,7 +84,7 @@ impl Master {
             _ => {
                 return Err(OperatorError::Ambiguous {
                     task: task.clone(),
-                    frameworks: live.iter().map(|f| f.to_string()).collect(),
+                    frameworks: visible.iter().map(|f| f.to_string()).collect(),
                 })
             }
         };
@@ -109,6 +116,13 @@ impl Master {
             Some(p) => caller.may_kill(p),
             // A framework already removed: only those who see everything.
             None => caller.sees_all() && caller.may_kill(""),
+        }
+    }
+
+    fn may_view(&self, caller: &Caller, fid: &FrameworkId) -> bool {
+        match self.framework_principal(fid) {
+            Some(p) => caller.may_view(p),
+            None => caller.sees_all(),
         }
     }
 

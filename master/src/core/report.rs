@@ -32,12 +32,12 @@
 
 use super::{AgentEntry, Master, TaskEntry};
 use proto::Resources;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Resources as the report spells them: cpus as a number of cores, bytes as bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResourcesReport {
     /// CPU cores (thousandths are kept as a fraction).
     pub cpus: f64,
@@ -58,7 +58,7 @@ impl From<Resources> for ResourcesReport {
 }
 
 /// One agent as `/state` shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AgentReport {
     /// Its id.
     pub id: String,
@@ -89,7 +89,7 @@ pub struct AgentReport {
 }
 
 /// One framework as `/state` shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FrameworkReport {
     /// Its id.
     pub id: String,
@@ -116,7 +116,7 @@ pub struct FrameworkReport {
 }
 
 /// One role as `/state` shows it (configured roles and roles of subscribed frameworks).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RoleReport {
     /// Its name.
     pub name: String,
@@ -139,7 +139,7 @@ pub struct RoleReport {
 }
 
 /// One task as `/state` shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskReport {
     /// Its framework.
     pub framework_id: String,
@@ -168,7 +168,7 @@ pub struct TaskReport {
 }
 
 /// One outstanding offer as `/state` shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OfferReport {
     /// Its id.
     pub id: String,
@@ -185,7 +185,7 @@ pub struct OfferReport {
 }
 
 /// The master's books at one instant: what `/state` serves. Built by [`Master::report`].
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StateReport {
     /// The allocation policy's name.
     pub allocator: String,
