@@ -506,7 +506,15 @@ fn handle_input(
 fn answer(core: &mut Master, ask: crate::http::Ask, replies: &mut Replies) {
     match ask {
         crate::http::Ask::Report(reply) => {
-            let _ = reply.send(core.report());
+            let _ = reply.send(core.report(std::time::SystemTime::now()));
+        }
+        crate::http::Ask::Kill {
+            caller,
+            framework,
+            task,
+            reply,
+        } => {
+            let _ = reply.send(core.operator_kill(&caller, framework.as_ref(), &task));
         }
         crate::http::Ask::Query(q, reply) => match ask_agent(core, q) {
             Ok(id) => {

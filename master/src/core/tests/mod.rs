@@ -377,6 +377,7 @@ mod kill;
 mod limits;
 /// Reads of agents through the master (task output, metrics).
 mod queries;
+mod operator;
 /// Partition-aware task states: TASK_UNREACHABLE, back, TASK_GONE.
 mod partition;
 /// Allocation policies through the core: DRF, weights, quotas, reservations, priority, and the
