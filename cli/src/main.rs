@@ -60,6 +60,8 @@ enum Command {
     Tasks(cmd::inspect::TasksArgs),
     /// Kill a task (its framework's principal or an operator may).
     Kill(cmd::kill::KillArgs),
+    /// Print a task's output (stdout, or --stderr), read through the master; --follow it.
+    Logs(cmd::logs::LogsArgs),
     /// A live view of agents and shares, redrawn every second.
     Top(cmd::top::TopArgs),
     /// The runtime process an agent starts so that its guests outlive it (started by agents).
@@ -150,6 +152,10 @@ async fn dispatch(command: Command, verbose: u8, format: LogFormat) -> anyhow::R
         Command::Kill(a) => {
             init_tracing("warn");
             cmd::kill::execute(a).await
+        }
+        Command::Logs(a) => {
+            init_tracing("warn");
+            cmd::logs::execute(a).await
         }
         Command::Top(a) => {
             init_tracing("warn");

@@ -76,6 +76,12 @@ pub struct AgentArgs {
     /// before it kills them and exits (when it is started by this agent).
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     recovery_timeout: Duration,
+    /// Serve the agent's Prometheus metrics (`GET /metrics`, `tessera_agent_*`) over plain
+    /// HTTP on this loopback address (`127.0.0.1:5052`), or `none` (the default). Loopback
+    /// only: remote readers get the same text through the master, at
+    /// `/agents/{agent_id}/metrics`.
+    #[arg(long, default_value = "none", value_parser = parse_metrics_listen)]
+    http_listen: MetricsListen,
     #[command(flatten)]
     tls: TlsArgs,
     #[command(flatten)]
@@ -141,6 +147,7 @@ pub async fn execute(a: AgentArgs) -> anyhow::Result<i32> {
         StopMode::KillTasks => agent::driver::OnStop::KillTasks,
     };
     opts.stop_timeout = a.stop_timeout;
+    opts.http_listen = a.http_listen.0;
     agent::driver::run(opts, super::shutdown_signal()).await?;
     Ok(0)
 }
@@ -276,4 +283,24 @@ mod tests {
             .to_string()
             .contains("twice"));
     }
+}
+
+/// `--http-listen`: a loopback address, or none.
+#[derive(Clone, Debug)]
+struct MetricsListen(Option<std::net::SocketAddr>);
+
+/// Parses `--http-listen`: `none` or a loopback `IP:PORT`.
+fn parse_metrics_listen(s: &str) -> Result<MetricsListen, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(MetricsListen(None));
+    }
+    let addr: std::net::SocketAddr = s
+        .parse()
+        .map_err(|e| format!("{s}: not an address ({e}); give IP:PORT or none"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "{s}: only loopback addresses (no TLS here); read remote agents' metrics through the master"
+        ));
+    }
+    Ok(MetricsListen(Some(addr)))
 }

@@ -8,6 +8,7 @@ mod dev_executor;
 pub mod examples;
 pub mod inspect;
 pub mod kill;
+pub mod logs;
 pub mod master;
 pub mod run;
 pub mod runtime;
