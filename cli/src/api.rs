@@ -119,6 +119,32 @@ impl Api {
         Ok(Self { targets, tls })
     }
 
+    /// The HTTP surface of the masters at these QUIC addresses (port + 1), for `tessera run
+    /// --master` to follow its task's output with the run's own certificate (`certs`, default
+    /// `default_cert` beside the CA): HTTPS with it when `tls` or when a master is not on
+    /// loopback, else plain HTTP (a loopback master's default listener).
+    pub fn for_run(
+        masters: &[String],
+        certs: &TlsArgs,
+        default_cert: &str,
+        tls: bool,
+    ) -> anyhow::Result<Self> {
+        let targets: Vec<String> = masters
+            .iter()
+            .map(|m| http_of(m))
+            .collect::<anyhow::Result<_>>()?;
+        let tls = if tls || !targets.iter().all(|t| is_loopback(t)) {
+            let peer = certs.load(default_cert)?;
+            let mut cfg =
+                net::tls::rustls_client_config(&peer.ca_pem, &peer.identity, &peer.crls)?;
+            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Some(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
+        } else {
+            None
+        };
+        Ok(Self { targets, tls })
+    }
+
     /// `GET path` from the first master that leads.
     pub async fn get(&self, path: &str) -> anyhow::Result<Answer> {
         self.request(Method::GET, path).await

@@ -126,3 +126,54 @@ fn logs_follow_shows_output_as_it_is_written_and_ends_with_the_task() {
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(String::from_utf8(o.stderr).unwrap(), "tessera: no task nope\n");
 }
+
+#[test]
+fn run_through_a_master_shows_the_output_as_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let certs = certs(d, &["a1"], &["fw"]);
+    assert!(tessera()
+        .args(["examples", "--out"])
+        .arg(d.join("ex"))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+    let master = format!("127.0.0.1:{}", free_port());
+    let _m = start_master(d, &certs, &master, &d.join("master.log"));
+    let _a = start_agent(d, &certs, &master, "a1", "2");
+    const N: usize = 20;
+    let mut run = Reaper(
+        tessera()
+            .arg("run")
+            .arg(d.join("ex/ticker.wasm"))
+            .args(["--master", &master, "--cpus", "0.25", "--mem", "32MiB"])
+            .arg("--ca")
+            .arg(certs.join("ca.pem"))
+            .arg("--cert")
+            .arg(certs.join("fw.pem"))
+            .arg("--key")
+            .arg(certs.join("fw-key.pem"))
+            .args(["--", &N.to_string(), "200"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(run.0.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("a first line").unwrap();
+    assert_eq!(first, "tick 1");
+    assert_eq!(
+        task_state(&master, "ticker").as_deref(),
+        Some("TASK_RUNNING"),
+        "the task ended before its first line was shown"
+    );
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let want: Vec<String> = (2..=N).map(|i| format!("tick {i}")).collect();
+    assert_eq!(rest, want, "every line once (not again from the final status's tail)");
+    let status = run.0.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut run.0.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "exit {:?}: {err}", status.code());
+    assert_eq!(err, "tock 10\ntock 20\nticker: done\n");
+}

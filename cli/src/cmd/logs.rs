@@ -133,6 +133,17 @@ pub async fn copy_output(
     }
 }
 
+/// Waits until the master knows the task (a task just accepted may not be in its books yet
+/// when the first read arrives): polls while it answers 404, at most [`MAX_RETRIES`] times.
+pub async fn wait_known(api: &Api, source: &OutputSource) {
+    for _ in 0..MAX_RETRIES {
+        match api.get(&source.path(0)).await {
+            Ok(a) if a.status == StatusCode::NOT_FOUND => tokio::time::sleep(POLL).await,
+            _ => return,
+        }
+    }
+}
+
 /// The master's words for a 404 (`no task …`).
 fn answer_words(answer: &crate::api::Answer) -> String {
     let words = String::from_utf8_lossy(&answer.body).trim().to_owned();

@@ -3,8 +3,14 @@
 //! for an offer that fits, launches, waits for the end, and maps the outcome onto an exit code.
 //!
 //! Without `--master` the task's stdout and stderr files in the embedded agent's sandbox are
-//! followed as they grow (`follow`), so the output shows live; through a master it is the
-//! final status's tails (the agent has no remote file read yet). The embedded cluster's logs
+//! followed as they grow (`follow`), so the output shows live. Through a master the output is
+//! followed live too, over the master's HTTP surface (`GET /tasks/{id}/output/{stream}`, as
+//! `tessera logs --follow` does, see [`follow_remote`]), with the run's own certificate: a
+//! framework principal may read its own tasks' output, and the HTTP surface takes the same
+//! CA and client certificates as QUIC, so whatever can run the task can watch it. The run
+//! waits (at most [`DRAIN_WAIT`]) for the follow to reach the end before it tears its framework
+//! down; if the follow failed (no HTTP surface reachable at the masters' port + 1, say), the
+//! final status's 4 KiB tails are printed instead. The embedded cluster's logs
 //! stay quiet unless asked for (`main.rs` sets the filter), and errors are single lines.
 //!
 //! It follows its task for as long as the task lives: no idle limit (a quiet task is awaited
@@ -332,6 +338,20 @@ async fn upload(up: Uploader, kind: BlobKind, bytes: Vec<u8>) -> Result<Digest, 
     }
 }
 
+/// How long a run that ended waits for its output follower to print the rest before tearing
+/// its framework down (after the teardown its principal may no longer read the task).
+pub const DRAIN_WAIT: Duration = Duration::from_secs(10);
+
+/// What [`run_task_watched`] tells an output follower.
+#[derive(Debug)]
+pub struct OutputWatch {
+    /// Set to `(framework id, task id)` once the task is launched (the first launch only).
+    pub launched: tokio::sync::watch::Sender<Option<(String, String)>>,
+    /// Fired (or dropped) by the follower once it has printed everything; awaited, at most
+    /// [`DRAIN_WAIT`], before the teardown.
+    pub drained: tokio::sync::oneshot::Receiver<()>,
+}
+
 /// Submits the task through a scheduler and follows it to its terminal state, or until `stop`
 /// resolves (to the exit code of the signal that arrived), then kills it. Failures of the
 /// cluster come back as [`Infrastructure`] errors.
@@ -339,6 +359,17 @@ pub async fn run_task(
     opts: SchedulerOptions,
     spec: &RunSpec,
     stop: impl Future<Output = i32>,
+) -> anyhow::Result<Outcome> {
+    run_task_watched(opts, spec, stop, None).await
+}
+
+/// [`run_task`], telling `watch` when the task is launched and waiting for it to drain the
+/// output before the teardown.
+pub async fn run_task_watched(
+    opts: SchedulerOptions,
+    spec: &RunSpec,
+    stop: impl Future<Output = i32>,
+    mut watch: Option<OutputWatch>,
 ) -> anyhow::Result<Outcome> {
     let mut stop = std::pin::pin!(stop);
     // Digests are known locally, so the task is described at once; the bytes travel as soon
@@ -447,6 +478,14 @@ pub async fn run_task(
                         task.task_id = task_id.clone();
                         sched.accept(vec![offer.id.clone()], vec![task], Filters::default())?;
                         launched = true;
+                        if let Some(w) = &watch {
+                            if w.launched.borrow().is_none() {
+                                let _ = w.launched.send(Some((
+                                    sched.framework_id().to_string(),
+                                    task_id.to_string(),
+                                )));
+                            }
+                        }
                         give_up = spec
                             .timeout
                             .map(|t| tokio::time::Instant::now() + t + WAIT_MARGIN);
@@ -495,6 +534,9 @@ pub async fn run_task(
                     continue;
                 }
                 if status.state.is_terminal() {
+                    if let Some(w) = watch.take() {
+                        let _ = tokio::time::timeout(DRAIN_WAIT, w.drained).await;
+                    }
                     tracing::debug!(elapsed = ?started.elapsed(), "ended; tearing down");
                     let _ = sched.teardown().await;
                     tracing::debug!(elapsed = ?started.elapsed(), "torn down");
@@ -600,6 +642,60 @@ fn copy_new(dir: &Path, offsets: &mut [u64; 2]) {
     }
 }
 
+/// How many rounds of `/health` probes a remote follow makes before giving up.
+const FOLLOW_PROBES: u32 = 10;
+
+/// Follows the launched task's stdout and stderr through the master's HTTP surface onto this
+/// process's, until the task has ended and everything is printed (then fires `drained`).
+/// Returns the task id it followed to the end, or `None` if the follow failed.
+async fn follow_remote(
+    apis: Vec<crate::api::Api>,
+    mut on_launch: tokio::sync::watch::Receiver<Option<(String, String)>>,
+    drained: tokio::sync::oneshot::Sender<()>,
+) -> Option<String> {
+    use super::logs::{copy_output, OutputSource, POLL};
+    let (framework, task) = on_launch
+        .wait_for(|l| l.is_some())
+        .await
+        .ok()?
+        .clone()
+        .expect("waited for");
+    // The first client the master's HTTP surface answers (`/health` answers anyone); the
+    // master is up (it took the launch), but its listener may have just started.
+    let mut api = None;
+    'probe: for _ in 0..FOLLOW_PROBES {
+        for candidate in &apis {
+            if candidate.get("/health").await.is_ok_and(|a| a.status.is_success()) {
+                api = Some(candidate);
+                break 'probe;
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let Some(api) = api else {
+        tracing::warn!("the masters' HTTP surface does not answer; the final status's tails will be shown");
+        return None;
+    };
+    let source = |stream| OutputSource {
+        task: task.clone(),
+        framework: Some(framework.clone()),
+        stream,
+    };
+    let (stdout_src, stderr_src) = (source("stdout"), source("stderr"));
+    super::logs::wait_known(api, &stdout_src).await;
+    let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
+    let (out, err) = tokio::join!(
+        copy_output(api, &stdout_src, true, &mut stdout, 0),
+        copy_output(api, &stderr_src, true, &mut stderr, 0),
+    );
+    if let Err(e) = out.as_ref().and(err.as_ref()) {
+        tracing::warn!(error = %e, "following the task's output through the master failed");
+        return None;
+    }
+    let _ = drained.send(());
+    Some(task)
+}
+
 /// Resolves to the exit code of the first SIGINT ([`exit_code::INTERRUPTED`]) or SIGTERM
 /// ([`exit_code::TERMINATED`]). The handlers are installed when this is called, not when it
 /// is first polled, so a signal during start-up is not lost.
@@ -656,10 +752,41 @@ pub async fn execute(a: RunArgs) -> anyhow::Result<i32> {
     let result = match a.master {
         Some(master) => {
             let tls = a.tls.load("tessera-run")?;
+            let addrs = master.addrs().to_vec();
             let mut opts = SchedulerOptions::for_masters(master, tls, "tessera-run", "*");
             opts.tuning = tuning;
             opts.connect_timeout = a.connect_timeout;
-            run_task(opts, &spec, stop).await.map(|o| (o, None))
+            // Plain HTTP first for a loopback master (its default listener), else (or if that
+            // does not answer) HTTPS with the run's certificate.
+            let apis: Vec<crate::api::Api> = [false, true]
+                .into_iter()
+                .filter_map(|tls| {
+                    crate::api::Api::for_run(&addrs, &a.tls, "tessera-run", tls)
+                        .map_err(|e| tracing::debug!(error = %e, tls, "no HTTP client"))
+                        .ok()
+                })
+                .collect();
+            match (!apis.is_empty()).then_some(apis) {
+                Some(api) => {
+                    let (launched, on_launch) = tokio::sync::watch::channel(None);
+                    let (drained_tx, drained) = tokio::sync::oneshot::channel();
+                    let follower = tokio::spawn(follow_remote(api, on_launch, drained_tx));
+                    let watch = OutputWatch { launched, drained };
+                    let result = run_task_watched(opts, &spec, stop, Some(watch)).await;
+                    follower.abort();
+                    let followed = follower.await.ok().flatten();
+                    // Shown live only if the follow reached the end of the task that ended.
+                    let shown = match (&result, &followed) {
+                        (Ok(Outcome::Ended(s)), Some(t)) => (s.task_id.as_str() == t).then_some(()),
+                        _ => None,
+                    };
+                    result.map(|o| (o, shown))
+                }
+                None => {
+                    tracing::warn!("cannot follow the output through the master's HTTP surface; the final status's tails will be shown");
+                    run_task(opts, &spec, stop).await.map(|o| (o, None))
+                }
+            }
         }
         None => {
             let dir = tempfile::tempdir()?;
@@ -726,7 +853,8 @@ pub async fn execute(a: RunArgs) -> anyhow::Result<i32> {
         }
     };
     use std::io::Write;
-    // Local runs showed the output as it came; through a master it is the status's tails.
+    // The output was shown as it came (locally, or followed through the master); otherwise
+    // the status's tails.
     if outputs.is_none() {
         print!("{}", status.stdout_tail);
         eprint!("{}", status.stderr_tail);

@@ -76,6 +76,9 @@ struct Pending {
     conn: ConnId,
     /// What was asked about, for error messages (a task id, or the agent id).
     about: String,
+    /// For an output read: the task was live (not terminal) when asked, so an agent that does
+    /// not know it yet (its launch still on the way) means "nothing written yet".
+    task_live: bool,
 }
 
 /// The core's books of queries.
@@ -151,6 +154,10 @@ impl Master {
             [one] => one.clone(),
             _ => return Err(QueryError::Ambiguous(task_id.to_string())),
         };
+        let task_live = self
+            .tasks
+            .get(&(fid.clone(), task_id.clone()))
+            .is_some_and(|t| !t.is_terminal());
         self.dispatch(
             agent,
             AgentQuery::Output {
@@ -161,6 +168,7 @@ impl Master {
                 length: length.min(proto::MAX_OUTPUT_READ),
             },
             task_id.to_string(),
+            task_live,
         )
     }
 
@@ -175,7 +183,12 @@ impl Master {
                 "{caller} may not read agents' metrics"
             )));
         }
-        self.dispatch(agent_id.clone(), AgentQuery::Metrics, agent_id.to_string())
+        self.dispatch(
+            agent_id.clone(),
+            AgentQuery::Metrics,
+            agent_id.to_string(),
+            false,
+        )
     }
 
     /// How many queries wait for their agents' answers.
@@ -194,6 +207,7 @@ impl Master {
         agent: AgentId,
         query: AgentQuery,
         about: String,
+        task_live: bool,
     ) -> Result<QueryId, QueryError> {
         if self.queries.pending.len() >= MAX_PENDING_QUERIES {
             return Err(QueryError::Busy);
@@ -208,7 +222,15 @@ impl Master {
         let id = self.queries.next_id;
         self.queries
             .pending
-            .insert(id, Pending { agent, conn, about });
+            .insert(
+                id,
+                Pending {
+                    agent,
+                    conn,
+                    about,
+                    task_live,
+                },
+            );
         self.timers
             .set(Timer::Query(id), self.now + QUERY_TIMEOUT);
         self.send(
@@ -239,6 +261,11 @@ impl Master {
             .expect("checked above");
         self.timers.stop(&Timer::Query(request_id));
         let result = match answer {
+            AgentAnswer::UnknownTask if p.task_live => Ok(AgentAnswer::Output {
+                data: Vec::new(),
+                size: 0,
+                ended: false,
+            }),
             AgentAnswer::UnknownTask => Err(QueryError::UnknownTask(format!(
                 "{} on agent {} (its sandbox is gone)",
                 p.about, p.agent

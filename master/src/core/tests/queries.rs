@@ -97,7 +97,7 @@ fn a_read_goes_to_the_tasks_agent_and_its_answer_comes_back_once() {
 
 #[test]
 fn unknown_tasks_and_other_tenants_are_refused_at_once() {
-    let (mut h, a, _) = running_task();
+    let (mut h, a, f) = running_task();
     assert_eq!(
         read(&mut h, &Caller::Local, "nope"),
         Err(QueryError::UnknownTask("nope".into()))
@@ -116,15 +116,25 @@ fn unknown_tasks_and_other_tenants_are_refused_at_once() {
     );
     h.settle();
     assert!(h.sent(1).is_empty(), "nothing was asked of the agent");
-    // An operator may read anyone's task; the agent's "no such task" becomes a 404-kind error.
+    // An operator may read anyone's task. An agent that does not know a live task yet (its
+    // launch on the way) has nothing written for it yet.
     let id = read(&mut h, &Caller::Local, "t1").unwrap();
-    h.msg(
-        1,
-        Message::AgentAnswer {
-            request_id: id,
-            answer: AgentAnswer::UnknownTask,
-        },
-    );
+    let unknown = |request_id| Message::AgentAnswer {
+        request_id,
+        answer: AgentAnswer::UnknownTask,
+    };
+    h.msg(1, unknown(id));
+    let nothing_yet = AgentAnswer::Output {
+        data: vec![],
+        size: 0,
+        ended: false,
+    };
+    assert_eq!(answers(&mut h), vec![(id, Ok(nothing_yet))]);
+    // Once the task ended, the agent's "no such task" (its sandbox collected) is an error.
+    h.status(1, update(&f, "t1", &a, TaskState::Finished, "u1"));
+    h.take();
+    let id = read(&mut h, &Caller::Local, "t1").unwrap();
+    h.msg(1, unknown(id));
     assert!(matches!(
         answers(&mut h).as_slice(),
         [(i, Err(QueryError::UnknownTask(_)))] if *i == id
