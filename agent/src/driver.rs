@@ -66,9 +66,9 @@ use crate::core::{
     GcPolicy, GcTarget, LiveGuests, QueryWork, TaskKey,
 };
 use crate::executor::{ExecEvent, ExecutorConfig, InstanceSpec, PoolingConfig, TaskOutcome};
-use crate::metrics::AgentMetrics;
 use crate::fetch::{Fetcher, PrepareError};
 use crate::launch;
+use crate::metrics::AgentMetrics;
 use crate::runtime::{
     Attachment, Events, GuestEvent, GuestId, Runtime, RuntimeError, RuntimeEvent, RuntimeOptions,
 };
@@ -889,10 +889,7 @@ impl Driver {
     /// Counts a one-shot task's end in the metrics, with the bytes of its output files.
     fn count_end(&self, key: &TaskKey, state: proto::TaskState, outcome: &TaskOutcome) {
         self.metrics.task_ended(state, outcome);
-        let dir = self
-            .fetcher
-            .work_dir()
-            .task(key.0.as_str(), key.1.as_str());
+        let dir = self.fetcher.work_dir().task(key.0.as_str(), key.1.as_str());
         for (stream, path) in [("stdout", dir.stdout()), ("stderr", dir.stderr())] {
             if let Ok(m) = std::fs::metadata(path) {
                 self.metrics.output(stream, m.len());

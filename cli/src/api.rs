@@ -135,8 +135,7 @@ impl Api {
             .collect::<anyhow::Result<_>>()?;
         let tls = if tls || !targets.iter().all(|t| is_loopback(t)) {
             let peer = certs.load(default_cert)?;
-            let mut cfg =
-                net::tls::rustls_client_config(&peer.ca_pem, &peer.identity, &peer.crls)?;
+            let mut cfg = net::tls::rustls_client_config(&peer.ca_pem, &peer.identity, &peer.crls)?;
             cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
             Some(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
         } else {

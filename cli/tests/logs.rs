@@ -124,7 +124,10 @@ fn logs_follow_shows_output_as_it_is_written_and_ends_with_the_task() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert_eq!(String::from_utf8(o.stderr).unwrap(), "tessera: no task nope\n");
+    assert_eq!(
+        String::from_utf8(o.stderr).unwrap(),
+        "tessera: no task nope\n"
+    );
 }
 
 #[test]
@@ -170,7 +173,10 @@ fn run_through_a_master_shows_the_output_as_it_is_written() {
     );
     let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
     let want: Vec<String> = (2..=N).map(|i| format!("tick {i}")).collect();
-    assert_eq!(rest, want, "every line once (not again from the final status's tail)");
+    assert_eq!(
+        rest, want,
+        "every line once (not again from the final status's tail)"
+    );
     let status = run.0.wait().unwrap();
     let mut err = String::new();
     std::io::Read::read_to_string(&mut run.0.stderr.take().unwrap(), &mut err).unwrap();

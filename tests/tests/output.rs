@@ -34,7 +34,13 @@ async fn get(addr: SocketAddr, path: &str) -> Got {
     };
     let size = header("x-tessera-output-size").map(|v| v.parse().unwrap());
     let ended = header("x-tessera-task-ended").map(|v| v == "true");
-    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
     Got {
         status,
         size,
@@ -117,7 +123,13 @@ async fn output_is_read_through_the_master_while_written_and_after_the_end() {
     // At an offset, with a length: the same bytes (what was written does not change).
     let part = read(http, "tick", "stdout", "offset=7&length=6").await;
     assert_eq!(part.body, b"tick 2");
-    let framework_named = read(http, "tick", "stdout", &format!("offset=12&framework={fid}")).await;
+    let framework_named = read(
+        http,
+        "tick",
+        "stdout",
+        &format!("offset=12&framework={fid}"),
+    )
+    .await;
     assert!(framework_named.body.starts_with(b"2\n"));
 
     // After the end: everything, and it says the task has ended.
@@ -137,7 +149,10 @@ async fn output_is_read_through_the_master_while_written_and_after_the_end() {
     assert!(past.body.is_empty());
     assert_eq!(past.size, Some(ticks(N).len() as u64));
     // A length of zero reads nothing; a huge one is capped (and still returns everything).
-    assert!(read(http, "tick", "stdout", "length=0").await.body.is_empty());
+    assert!(read(http, "tick", "stdout", "length=0")
+        .await
+        .body
+        .is_empty());
     let capped = read(http, "tick", "stdout", "length=99999999999").await;
     assert_eq!(capped.body.len(), ticks(N).len());
 
@@ -150,7 +165,10 @@ async fn output_is_read_through_the_master_while_written_and_after_the_end() {
         404
     );
     assert_eq!(get(http, "/tasks/tick/output/stdin").await.status, 400);
-    assert_eq!(get(http, "/tasks/tick/output/stdout?offset=x").await.status, 400);
+    assert_eq!(
+        get(http, "/tasks/tick/output/stdout?offset=x").await.status,
+        400
+    );
     cluster.shutdown().await;
 }
 
@@ -191,7 +209,11 @@ async fn agent_metrics_through_the_master_count_launches_cache_hits_and_limits()
     let text = String::from_utf8(got.body).unwrap();
     assert_eq!(got.status, 200, "{text}");
     let m = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
-    assert_eq!(sample(&m, "tessera_agent_launches_total", &[]), Some(3.0), "{text}");
+    assert_eq!(
+        sample(&m, "tessera_agent_launches_total", &[]),
+        Some(3.0),
+        "{text}"
+    );
     assert_eq!(
         sample(&m, "tessera_agent_module_cache_hits_total", &[]),
         Some(1.0),
@@ -218,19 +240,32 @@ async fn agent_metrics_through_the_master_count_launches_cache_hits_and_limits()
         "{text}"
     );
     assert_eq!(
-        sample(&m, "tessera_agent_tasks_ended_total", &[("state", "TASK_FINISHED")]),
+        sample(
+            &m,
+            "tessera_agent_tasks_ended_total",
+            &[("state", "TASK_FINISHED")]
+        ),
         Some(2.0),
         "{text}"
     );
     assert_eq!(
-        sample(&m, "tessera_agent_tasks_ended_total", &[("state", "TASK_FAILED")]),
+        sample(
+            &m,
+            "tessera_agent_tasks_ended_total",
+            &[("state", "TASK_FAILED")]
+        ),
         Some(1.0),
         "{text}"
     );
     assert_eq!(sample(&m, "tessera_agent_tasks_running", &[]), Some(0.0));
     // t1 and t2 printed "tick 1\ntick 2\ntick 3\n" and "tick 1\ntick 2\n"; memhog its MiBs.
     assert!(
-        sample(&m, "tessera_agent_output_bytes_total", &[("stream", "stdout")]).unwrap()
+        sample(
+            &m,
+            "tessera_agent_output_bytes_total",
+            &[("stream", "stdout")]
+        )
+        .unwrap()
             >= (ticks(3).len() + ticks(2).len()) as f64,
         "{text}"
     );

@@ -958,12 +958,21 @@ async fn ticker_prints_its_ticks_then_says_done() {
     let dir = tempfile::tempdir().unwrap();
     let out = run(
         &exec,
-        spec(dir.path(), "ticker", wasm_examples::TICKER_PATH, &["12", "1"]),
+        spec(
+            dir.path(),
+            "ticker",
+            wasm_examples::TICKER_PATH,
+            &["12", "1"],
+        ),
     )
     .await;
     assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
     let ticks: Vec<String> = (1..=12).map(|i| format!("tick {i}")).collect();
-    assert_eq!(out.stdout_tail.lines().collect::<Vec<_>>(), ticks, "{out:?}");
+    assert_eq!(
+        out.stdout_tail.lines().collect::<Vec<_>>(),
+        ticks,
+        "{out:?}"
+    );
     assert_eq!(out.stderr_tail, "tock 10\nticker: done\n", "{out:?}");
 }
 

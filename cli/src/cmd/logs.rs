@@ -104,7 +104,9 @@ pub async fn copy_output(
         match answer.status {
             StatusCode::OK => failures = 0,
             StatusCode::NOT_FOUND => bail!("{}", answer_words(&answer)),
-            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+            StatusCode::BAD_GATEWAY
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::GATEWAY_TIMEOUT
                 if follow && failures < MAX_RETRIES =>
             {
                 failures += 1;

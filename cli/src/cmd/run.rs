@@ -665,7 +665,11 @@ async fn follow_remote(
     let mut api = None;
     'probe: for _ in 0..FOLLOW_PROBES {
         for candidate in &apis {
-            if candidate.get("/health").await.is_ok_and(|a| a.status.is_success()) {
+            if candidate
+                .get("/health")
+                .await
+                .is_ok_and(|a| a.status.is_success())
+            {
                 api = Some(candidate);
                 break 'probe;
             }
@@ -673,7 +677,9 @@ async fn follow_remote(
         tokio::time::sleep(POLL).await;
     }
     let Some(api) = api else {
-        tracing::warn!("the masters' HTTP surface does not answer; the final status's tails will be shown");
+        tracing::warn!(
+            "the masters' HTTP surface does not answer; the final status's tails will be shown"
+        );
         return None;
     };
     let source = |stream| OutputSource {

@@ -87,8 +87,8 @@ mod blob_gc;
 mod drain;
 mod executors;
 mod ledger;
-pub mod queries;
 mod operator;
+pub mod queries;
 mod recover;
 mod report;
 mod scheduler;
@@ -100,8 +100,8 @@ mod validate;
 mod views;
 
 pub use executors::ExecutorKey;
-pub use queries::{QueryError, QueryId, QueryResult};
 pub use operator::OperatorError;
+pub use queries::{QueryError, QueryId, QueryResult};
 pub use report::{
     AgentReport, FrameworkReport, OfferReport, ResourcesReport, RoleReport, StateReport, TaskReport,
 };

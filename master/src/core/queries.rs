@@ -220,19 +220,16 @@ impl Master {
         };
         self.queries.next_id += 1;
         let id = self.queries.next_id;
-        self.queries
-            .pending
-            .insert(
-                id,
-                Pending {
-                    agent,
-                    conn,
-                    about,
-                    task_live,
-                },
-            );
-        self.timers
-            .set(Timer::Query(id), self.now + QUERY_TIMEOUT);
+        self.queries.pending.insert(
+            id,
+            Pending {
+                agent,
+                conn,
+                about,
+                task_live,
+            },
+        );
+        self.timers.set(Timer::Query(id), self.now + QUERY_TIMEOUT);
         self.send(
             conn,
             Message::AgentQuery {
@@ -244,7 +241,12 @@ impl Master {
     }
 
     /// An agent answered query `request_id` on `conn` (ignored unless it was asked there).
-    pub(super) fn on_agent_answer(&mut self, conn: ConnId, request_id: QueryId, answer: AgentAnswer) {
+    pub(super) fn on_agent_answer(
+        &mut self,
+        conn: ConnId,
+        request_id: QueryId,
+        answer: AgentAnswer,
+    ) {
         if self
             .queries
             .pending

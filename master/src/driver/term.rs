@@ -544,10 +544,15 @@ fn ask_agent(
             stream,
             offset,
             length,
-        } => core.query_output(&caller, framework.as_ref(), &task_id, stream, offset, length),
-        QueryAsk::AgentMetrics { caller, agent_id } => {
-            core.query_agent_metrics(&caller, &agent_id)
-        }
+        } => core.query_output(
+            &caller,
+            framework.as_ref(),
+            &task_id,
+            stream,
+            offset,
+            length,
+        ),
+        QueryAsk::AgentMetrics { caller, agent_id } => core.query_agent_metrics(&caller, &agent_id),
     }
 }
 

@@ -118,7 +118,12 @@ fn params(raw: Option<&str>) -> Result<Params, String> {
 fn text(status: StatusCode, msg: impl Into<String>) -> Response {
     let mut body = msg.into();
     body.push('\n');
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
 
 /// Asks the core and waits for the agent's answer.
@@ -127,9 +132,7 @@ async fn ask(app: &AppState, q: QueryAsk) -> Result<QueryResult, Response> {
         return Err(error_response(ReportError::Standby(leader)));
     }
     let (tx, rx) = oneshot::channel();
-    app.source
-        .ask(Ask::Query(q, tx))
-        .map_err(error_response)?;
+    app.source.ask(Ask::Query(q, tx)).map_err(error_response)?;
     match tokio::time::timeout(WAIT, rx).await {
         Ok(Ok(result)) => Ok(result),
         // The term ended with the read outstanding.
@@ -192,11 +195,8 @@ pub(super) async fn task_output(
         Err(resp) => resp,
         Ok(Err(e)) => text(error_status(&e), e.to_string()),
         Ok(Ok(AgentAnswer::Output { data, size, ended })) => {
-            let mut resp = (
-                [(header::CONTENT_TYPE, "application/octet-stream")],
-                data,
-            )
-                .into_response();
+            let mut resp =
+                ([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response();
             let h = resp.headers_mut();
             h.insert(SIZE_HEADER, HeaderValue::from(size));
             h.insert(

@@ -375,8 +375,6 @@ mod filters;
 mod identity;
 mod kill;
 mod limits;
-/// Reads of agents through the master (task output, metrics).
-mod queries;
 mod operator;
 /// Partition-aware task states: TASK_UNREACHABLE, back, TASK_GONE.
 mod partition;
@@ -385,6 +383,8 @@ mod partition;
 mod policies;
 /// Property tests of allocation invariants on random clusters and event sequences.
 mod props;
+/// Reads of agents through the master (task output, metrics).
+mod queries;
 mod random;
 mod report;
 /// Master restart from the registry, and agent drain.
