@@ -101,3 +101,121 @@ impl Agent {
             .count()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{drain, fid, registered, task};
+    use super::*;
+    use crate::core::{Event, Outcome};
+    use proto::resources::GIB;
+    use proto::{Reason, TaskId, TaskState};
+    use std::time::Instant;
+
+    fn ask(a: &mut Agent, now: Instant, request_id: u64, task_id: &str) -> Vec<Action> {
+        a.handle(
+            now,
+            Event::Message(Message::AgentQuery {
+                request_id,
+                query: AgentQuery::Output {
+                    framework_id: fid(),
+                    task_id: TaskId::from(task_id),
+                    stream: OutputStream::Stderr,
+                    offset: 5,
+                    length: u32::MAX,
+                },
+            }),
+        );
+        drain(a)
+    }
+
+    fn read_work(dir_task: &str, ended: bool) -> QueryWork {
+        QueryWork::ReadOutput {
+            dir: GcTarget::Task {
+                framework_id: fid(),
+                task_id: TaskId::from(dir_task),
+            },
+            stream: OutputStream::Stderr,
+            offset: 5,
+            length: proto::MAX_OUTPUT_READ,
+            ended,
+        }
+    }
+
+    #[test]
+    fn reads_say_whether_the_task_ended_and_refuse_unsafe_ids() {
+        let t0 = Instant::now();
+        let mut a = registered(t0);
+        a.handle(
+            t0,
+            Event::Message(Message::RunTask {
+                framework_id: fid(),
+                task: task("t1", 1000, GIB),
+            }),
+        );
+        drain(&mut a);
+        let generation = a.generation();
+        assert_eq!(
+            ask(&mut a, t0, 1, "t1"),
+            vec![Action::Query {
+                request_id: 1,
+                work: read_work("t1", false)
+            }]
+        );
+        assert_eq!(
+            a.generation(),
+            generation,
+            "a read changes nothing to persist"
+        );
+        a.handle(
+            t0,
+            Event::Prepared {
+                key: (fid(), "t1".into()),
+                result: Ok(()),
+            },
+        );
+        a.handle(
+            t0,
+            Event::Running {
+                key: (fid(), "t1".into()),
+            },
+        );
+        assert_eq!(a.running_tasks(), 1);
+        a.handle(
+            t0,
+            Event::Finished {
+                key: (fid(), "t1".into()),
+                outcome: Outcome {
+                    state: TaskState::Finished,
+                    reason: Reason::ExitCode(0),
+                    message: String::new(),
+                    stdout_tail: String::new(),
+                    stderr_tail: String::new(),
+                },
+            },
+        );
+        drain(&mut a);
+        assert_eq!(a.running_tasks(), 0);
+        assert_eq!(
+            ask(&mut a, t0, 2, "t1"),
+            vec![Action::Query {
+                request_id: 2,
+                work: read_work("t1", true)
+            }]
+        );
+        // Never seen here: its directory is tried, as an ended task's.
+        assert_eq!(
+            ask(&mut a, t0, 3, "other"),
+            vec![Action::Query {
+                request_id: 3,
+                work: read_work("other", true)
+            }]
+        );
+        assert_eq!(
+            ask(&mut a, t0, 4, "../escape"),
+            vec![Action::Send(Message::AgentAnswer {
+                request_id: 4,
+                answer: AgentAnswer::UnknownTask
+            })]
+        );
+    }
+}

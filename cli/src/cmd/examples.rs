@@ -73,6 +73,10 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
         "recurses without bound until the wasm stack overflows",
     ),
     (
+        "ticker",
+        "prints `tick N` every [MS] ms, [COUNT] times (10, 100): output to follow with `tessera logs -f`",
+    ),
+    (
         "trap",
         "prints a line, then executes `unreachable` (a trap)",
     ),
