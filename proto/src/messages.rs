@@ -12,7 +12,9 @@ use crate::resources::Resources;
 use serde::{Deserialize, Serialize};
 
 /// The version of this protocol; peers of another version are refused at the handshake.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// Version 5 added [`Message::AgentQuery`] and [`Message::AgentAnswer`] (an agent of version 4
+/// could not decode a query and would drop its link).
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// What a peer is, stated in its handshake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
