@@ -258,6 +258,8 @@ enum Input {
         conn_id: ConnId,
         conn: quinn::Connection,
         writer: mpsc::Sender<Message>,
+        /// Its certificate's principal (`agent/a1`), the label of its path metrics.
+        peer: String,
     },
     Core(Event),
     /// A message from a peer, holding one of its connection's input permits until the core has
