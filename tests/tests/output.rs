@@ -272,3 +272,69 @@ async fn agent_metrics_through_the_master_count_launches_cache_hits_and_limits()
     assert_eq!(get(http, "/agents/nope/metrics").await.status, 404);
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_serves_the_same_metrics_on_its_own_loopback_listener() {
+    trace();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = LocalCluster::start(fast_config(), dir.path())
+        .await
+        .unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut opts = cluster
+        .agent_options("agent1", res(1.0, 1.0), None)
+        .unwrap();
+    opts.http_listen = Some(addr);
+    cluster.spawn_agent(opts);
+    let mut sched = Scheduler::connect(cluster.scheduler_options("fw", "*").unwrap())
+        .await
+        .unwrap();
+    let ticker = sched.upload_module(wasm_examples::TICKER).await.unwrap();
+    let offer = offer_from(&mut sched, "agent1").await;
+    let t = TaskBuilder::new("t", ticker)
+        .resources(res_mib(0.25, 32))
+        .args(["1", "1"])
+        .build(&offer);
+    sched
+        .accept(vec![offer.id.clone()], vec![t], Filters::default())
+        .unwrap();
+    wait_state(&mut sched, "t", TaskState::Finished).await;
+    let got = get(addr, "/metrics").await;
+    let text = String::from_utf8(got.body).unwrap();
+    assert_eq!(got.status, 200, "{text}");
+    let m = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    assert_eq!(
+        sample(&m, "tessera_agent_launches_total", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "tessera_agent_tasks_ended_total",
+            &[("state", "TASK_FINISHED")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    // The same text as through the master.
+    let through = get(
+        cluster.master_http,
+        &format!("/agents/{}/metrics", offer.agent_id),
+    )
+    .await;
+    assert_eq!(String::from_utf8(through.body).unwrap(), text);
+    // Off loopback the agent refuses to start its listener.
+    let mut opts = cluster
+        .agent_options("agent2", res(1.0, 1.0), None)
+        .unwrap();
+    opts.http_listen = Some("0.0.0.0:0".parse().unwrap());
+    let err = agent::driver::run(opts, std::future::pending::<()>())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("loopback"), "{err}");
+    cluster.shutdown().await;
+}
