@@ -43,6 +43,10 @@
 //! - [`launch`]: where the protocol meets the executor (`TaskInfo` → `TaskSpec`, executor
 //!   outcomes → core outcomes and reasons; `ExecutorInfo` → `InstanceSpec`, instance events →
 //!   core executor events).
+//! - [`metrics`]: the agent's Prometheus metrics (`tessera_agent_*`), served on its loopback
+//!   `/metrics` and relayed by the master.
+//! - [`output_read`]: reads a range of a task's stdout/stderr for the master's output queries
+//!   (the core decides what, in `core::query`).
 //! - [`executor`]: wasmtime engine, module cache, task runs, sandbox, limits, CPU pacing.
 //! - [`runtime`]: where guests run: in the agent's process, or in a runtime process that
 //!   outlives the agent and is reattached over a Unix socket.
