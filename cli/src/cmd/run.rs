@@ -351,8 +351,11 @@ pub struct OutputWatch {
     /// Set to `(framework id, task id)` once the task is launched (the first launch only).
     pub launched: tokio::sync::watch::Sender<Option<(String, String)>>,
     /// Fired (or dropped) by the follower once it has printed everything; awaited, at most
-    /// [`DRAIN_WAIT`], before the teardown.
+    /// [`DRAIN_WAIT`], before the teardown, if the follower said it is `following`.
     pub drained: tokio::sync::oneshot::Receiver<()>,
+    /// Set by the follower once the master's HTTP surface answered it (a run whose follower
+    /// never got through does not wait for it).
+    pub following: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Submits the task through a scheduler and follows it to its terminal state, or until `stop`
@@ -538,7 +541,9 @@ pub async fn run_task_watched(
                 }
                 if status.state.is_terminal() {
                     if let Some(w) = watch.take() {
-                        let _ = tokio::time::timeout(DRAIN_WAIT, w.drained).await;
+                        if w.following.load(std::sync::atomic::Ordering::Acquire) {
+                            let _ = tokio::time::timeout(DRAIN_WAIT, w.drained).await;
+                        }
                     }
                     tracing::debug!(elapsed = ?started.elapsed(), "ended; tearing down");
                     let _ = sched.teardown().await;
@@ -655,6 +660,7 @@ async fn follow_remote(
     apis: Vec<crate::api::Api>,
     mut on_launch: tokio::sync::watch::Receiver<Option<(String, String)>>,
     drained: tokio::sync::oneshot::Sender<()>,
+    following: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Option<String> {
     use super::logs::{copy_output, OutputSource, POLL};
     let (framework, task) = on_launch
@@ -685,6 +691,7 @@ async fn follow_remote(
         );
         return None;
     };
+    following.store(true, std::sync::atomic::Ordering::Release);
     let source = |stream| OutputSource {
         task: task.clone(),
         framework: Some(framework.clone()),
@@ -779,8 +786,14 @@ pub async fn execute(a: RunArgs) -> anyhow::Result<i32> {
                 Some(api) => {
                     let (launched, on_launch) = tokio::sync::watch::channel(None);
                     let (drained_tx, drained) = tokio::sync::oneshot::channel();
-                    let follower = tokio::spawn(follow_remote(api, on_launch, drained_tx));
-                    let watch = OutputWatch { launched, drained };
+                    let following = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let follower =
+                        tokio::spawn(follow_remote(api, on_launch, drained_tx, following.clone()));
+                    let watch = OutputWatch {
+                        launched,
+                        drained,
+                        following,
+                    };
                     let result = run_task_watched(opts, &spec, stop, Some(watch)).await;
                     follower.abort();
                     let followed = follower.await.ok().flatten();
