@@ -6,6 +6,7 @@
 //!   reply) and cached for [`STATE_CACHE`] or ten times what getting it took, whichever is
 //!   longer, so however often it is scraped and however big the books, the loop spends at most
 //!   about a tenth of its time on reports. A standby answers 503 with `{"status": "standby", "leader": ..}`.
+//! - `/`: the web UI ([`ui`]), a page reading `/state`.
 //! - `/metrics`: Prometheus text exposition ([`metrics::Metrics`]); the book gauges come from
 //!   the same cached report (a standby exports only what its driver recorded).
 //!
@@ -14,6 +15,7 @@
 //! Remote access with TLS and client certificates is a later step.
 
 pub mod metrics;
+pub mod ui;
 
 use crate::acl::Caller;
 use crate::core::StateReport;
@@ -188,6 +190,8 @@ pub fn router(source: Arc<dyn Source>, metrics: Arc<metrics::Metrics>) -> Router
         .route("/health", get(health))
         .route("/state", get(state))
         .route("/metrics", get(scrape))
+        // The web UI at `/` (ui.rs).
+        .merge(ui::router())
         .with_state(Arc::new(AppState {
             source,
             metrics,

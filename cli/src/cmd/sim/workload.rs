@@ -99,6 +99,16 @@ const MEAN_DURATION: f64 = 30.0;
 
 /// Runs the workload once under `sharing`, with `allocator` in the master.
 pub fn run(cfg: &SimConfig, sharing: Sharing, allocator: Box<dyn Allocator>) -> SimReport {
+    run_with_progress(cfg, sharing, allocator, &mut |_| {})
+}
+
+/// [`run`], telling `progress` how far the simulated clock got (for a progress bar).
+pub fn run_with_progress(
+    cfg: &SimConfig,
+    sharing: Sharing,
+    allocator: Box<dyn Allocator>,
+    progress: &mut dyn FnMut(Duration),
+) -> SimReport {
     let mut sim = cluster(cfg, allocator);
     let total = Resources::new(
         cfg.agent_resources.cpus_milli * cfg.agents as u64,
@@ -131,6 +141,7 @@ pub fn run(cfg: &SimConfig, sharing: Sharing, allocator: Box<dyn Allocator>) -> 
             break;
         }
         sim.run_until(sim.start + now);
+        progress(now);
         match kind {
             Kind::Join(f) => {
                 let t = &mut tenants[f];

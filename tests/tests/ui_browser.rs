@@ -1,0 +1,297 @@
+//! The master's web UI in a real headless browser: a local cluster (real agents, real guests)
+//! with a running task and finished ones, its page at `/` loaded by Debian's `chromium`, and
+//! what a person would see checked in the DOM the page built (agent rows with their hostnames,
+//! the running task as RUNNING, then KILLED once killed; a task's own page). Screenshots are
+//! saved under the target dir (`target/tmp/ui/`, paths printed).
+//!
+//! Chromium runs as `chromium --headless --dump-dom --virtual-time-budget=MS URL`: it loads the
+//! page, lets its scripts (and their `/state` polls) run for that much virtual time, and prints
+//! the DOM as it then is. Without chromium the test skips with a message, except under
+//! `CI=true`, where `.ci/run` installs it and its absence fails the test.
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use proto::{Filters, TaskState};
+use sdk::{Scheduler, TaskBuilder};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tessera_tests::*;
+
+/// How much virtual time the page gets to load, poll `/state` and draw.
+const BUDGET_MS: u32 = 3000;
+
+/// The chromium binary, or `None` (with a message) when there is none; under `CI=true` a
+/// missing chromium fails instead.
+fn chromium() -> Option<PathBuf> {
+    let names = ["chromium", "chromium-browser", "google-chrome"];
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "chromium is not installed (.ci/run installs Debian's chromium)"
+        );
+        eprintln!("skipping the browser test: no chromium on PATH (apt-get install chromium)");
+    }
+    found
+}
+
+/// Runs headless chromium on `url` with `extra` arguments; returns its stdout.
+async fn run_chromium(bin: &Path, url: &str, extra: &[String]) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--disable-background-networking",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--hide-scrollbars",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()))
+    .arg(format!("--virtual-time-budget={BUDGET_MS}"))
+    .args(extra)
+    .arg(url)
+    .stdin(std::process::Stdio::null())
+    .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("chromium did not finish within 120 s")
+        .expect("chromium starts");
+    assert!(
+        out.status.success(),
+        "chromium failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The DOM of `url` after the page ran for [`BUDGET_MS`] of virtual time.
+async fn dom(bin: &Path, url: &str) -> String {
+    run_chromium(bin, url, &["--dump-dom".to_owned()]).await
+}
+
+/// Saves a 1280×900 screenshot of `url` as `target/tmp/ui/<name>.png`; returns its path.
+async fn screenshot(bin: &Path, url: &str, name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.png"));
+    let _ = std::fs::remove_file(&path);
+    run_chromium(
+        bin,
+        url,
+        &[
+            format!("--screenshot={}", path.display()),
+            "--window-size=1280,900".to_owned(),
+        ],
+    )
+    .await;
+    let png = std::fs::read(&path).expect("chromium wrote the screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "{} is not a PNG", path.display());
+    println!("screenshot: {}", path.display());
+    path
+}
+
+/// The text a person reads in the first element opened by a tag containing `marker` (e.g.
+/// `data-task="spin"`): its tags stripped, entities of `<`, `>`, `&` and quotes decoded.
+fn text_of(dom: &str, marker: &str) -> Option<String> {
+    let at = dom.find(marker)?;
+    let open = dom[..at].rfind('<')?;
+    let tag: String = dom[open + 1..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    // Its end: the closing tag at the same depth.
+    let (opening, close) = (format!("<{tag}"), format!("</{tag}>"));
+    let mut depth = 0usize;
+    let mut i = open;
+    let end = loop {
+        let next_open = dom[i + 1..].find(&opening).map(|j| i + 1 + j);
+        let next_close = i + 1 + dom[i + 1..].find(&close)?;
+        match next_open {
+            Some(o) if o < next_close => {
+                let after = dom[o + opening.len()..].chars().next();
+                if after.is_some_and(|c| !c.is_ascii_alphanumeric()) {
+                    depth += 1;
+                }
+                i = o;
+            }
+            _ if depth == 0 => break next_close,
+            _ => {
+                depth -= 1;
+                i = next_close;
+            }
+        }
+    };
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in dom[open..end].chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                text.push(' ');
+            }
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    let text = text
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&");
+    Some(text.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// GETs `path` from `addr`: the status code and the body.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let uri = format!("http://{addr}{path}").parse().unwrap();
+    let resp = client.get(uri).await.expect("HTTP request");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// Polls `/state` until `ok` holds (the page reads the same, so it can show it).
+async fn state_until(addr: SocketAddr, what: &str, ok: impl Fn(&Value) -> bool) {
+    for _ in 0..400 {
+        let (code, body) = get(addr, "/state").await;
+        if code == 200 && ok(&serde_json::from_str(&body).unwrap()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("/state never showed {what}");
+}
+
+fn task_in(s: &Value, id: &str, state: &str) -> bool {
+    s["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["id"] == id && t["state"] == state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_agents_and_tasks_as_they_change() {
+    trace();
+    let Some(bin) = chromium() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = cluster_with_agent(dir.path(), "agent-a.example", res(2.0, 2.0)).await;
+    cluster.add_agent("agent-b.example", res(2.0, 2.0)).unwrap();
+    let http = cluster.master_http;
+    let page = format!("http://{http}/");
+
+    // The assets come with their content types.
+    let (code, html) = get(http, "/").await;
+    assert_eq!(code, 200);
+    assert!(html.contains("/ui/app.js"), "{html}");
+
+    // A sleeping spinner that keeps running, a hello that finishes, one that fails.
+    let mut sched = Scheduler::connect(cluster.scheduler_options("analytics", "*").unwrap())
+        .await
+        .unwrap();
+    let offer = offer_from(&mut sched, "agent-a.example").await;
+    let spinner = sched.upload_module(wasm_examples::SPINNER).await.unwrap();
+    let hello = sched.upload_module(wasm_examples::HELLO).await.unwrap();
+    let tasks = vec![
+        TaskBuilder::new("spin", spinner)
+            .args(["sleep"])
+            .resources(res_mib(0.5, 64))
+            .build(&offer),
+        TaskBuilder::new("hello", hello)
+            .args(["from", "the", "<b>browser</b>", "test"])
+            .resources(res_mib(0.25, 32))
+            .build(&offer),
+        TaskBuilder::new("hello-fails", hello)
+            .env("EXIT_CODE", "3")
+            .resources(res_mib(0.25, 32))
+            .build(&offer),
+    ];
+    sched
+        .accept(vec![offer.id.clone()], tasks, Filters::default())
+        .unwrap();
+    wait_all(
+        &mut sched,
+        &[
+            ("spin", TaskState::Running),
+            ("hello", TaskState::Finished),
+            ("hello-fails", TaskState::Failed),
+        ],
+    )
+    .await;
+    state_until(http, "spin running, the hellos ended", |s| {
+        task_in(s, "spin", "TASK_RUNNING")
+            && task_in(s, "hello", "TASK_FINISHED")
+            && task_in(s, "hello-fails", "TASK_FAILED")
+            && s["agents"].as_array().unwrap().len() == 2
+    })
+    .await;
+
+    let d = dom(&bin, &page).await;
+    for host in ["agent-a.example", "agent-b.example"] {
+        let row = text_of(&d, &format!("data-agent=\"{host}\""))
+            .unwrap_or_else(|| panic!("no row for agent {host} in:\n{d}"));
+        assert!(row.contains(host) && row.contains("connected"), "{row}");
+    }
+    let a = text_of(&d, "data-agent=\"agent-a.example\"").unwrap();
+    assert!(a.contains("0.5 / 2"), "agent-a's cpus used of total: {a}");
+    let spin = text_of(&d, "data-task=\"spin\"").expect("a row for spin");
+    assert!(spin.starts_with("RUNNING spin"), "{spin}");
+    assert!(spin.contains("analytics") && spin.contains("agent-a.example"));
+    let hello_row = text_of(&d, "data-task=\"hello\"").expect("a row for hello");
+    assert!(hello_row.starts_with("FINISHED hello"), "{hello_row}");
+    let failed = text_of(&d, "data-task=\"hello-fails\"").expect("a row for hello-fails");
+    assert!(failed.starts_with("FAILED hello-fails"), "{failed}");
+    let fw = text_of(&d, "data-framework=\"analytics\"").expect("a row for the framework");
+    // Alone in its role, alone in the cluster: its fair share is all of it.
+    assert!(fw.contains("/ 1.00"), "{fw}");
+    let totals = text_of(&d, "id=\"totals\"").unwrap();
+    assert!(totals.contains("agents 2"), "{totals}");
+    assert!(totals.contains("tasks live 1"), "{totals}");
+    screenshot(&bin, &page, "overview").await;
+
+    // The finished task's own page.
+    let d = dom(&bin, &format!("{page}#/tasks/hello")).await;
+    let details = text_of(&d, "id=\"task-details\"").expect("task details");
+    assert!(details.contains("FINISHED"), "{details}");
+    assert!(details.contains("agent-a.example"), "{details}");
+    assert!(details.contains("analytics"), "{details}");
+    assert!(
+        d.contains("<section id=\"overview\" hidden"),
+        "the overview is hidden on a task's page"
+    );
+    screenshot(&bin, &format!("{page}#/tasks/hello"), "task").await;
+
+    // Killed: the page shows it ended.
+    sched.kill("spin".into()).unwrap();
+    wait_state(&mut sched, "spin", TaskState::Killed).await;
+    state_until(http, "spin killed", |s| task_in(s, "spin", "TASK_KILLED")).await;
+    let d = dom(&bin, &page).await;
+    let spin = text_of(&d, "data-task=\"spin\"").expect("a row for spin");
+    assert!(spin.starts_with("KILLED spin"), "{spin}");
+    let totals = text_of(&d, "id=\"totals\"").unwrap();
+    assert!(totals.contains("tasks live 0"), "{totals}");
+
+    // The filters, from the page's address: only the failed task.
+    let d = dom(&bin, &format!("{page}#/?state=TASK_FAILED")).await;
+    assert!(d.contains("data-task=\"hello-fails\""), "the failed task is listed");
+    assert!(!d.contains("data-task=\"spin\""), "the killed task is filtered out");
+    let d = dom(&bin, &format!("{page}#/?q=hello")).await;
+    assert!(d.contains("data-task=\"hello\"") && d.contains("data-task=\"hello-fails\""));
+    assert!(!d.contains("data-task=\"spin\""));
+}
