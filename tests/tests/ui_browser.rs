@@ -1,7 +1,8 @@
 //! The master's web UI in a real headless browser: a local cluster (real agents, real guests)
 //! with a running task and finished ones, its page at `/` loaded by Debian's `chromium`, and
 //! what a person would see checked in the DOM the page built (agent rows with their hostnames,
-//! the running task as RUNNING, then KILLED once killed; a task's own page). Screenshots are
+//! the running task as RUNNING, then KILLED once killed; a task's own page; the filters; a
+//! standby's page naming the leader). Screenshots are
 //! saved under the target dir (`target/tmp/ui/`, paths printed).
 //!
 //! Chromium runs as `chromium --headless --dump-dom --virtual-time-budget=MS URL`: it loads the
@@ -13,11 +14,16 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use master::allocator::drf::Drf;
+use master::driver::{MasterOptions, MasterServer};
+use master::ha::memory::MemCoordinator;
+use net::tls::ClusterCa;
 use proto::{Filters, TaskState};
 use sdk::{Scheduler, TaskBuilder};
 use serde_json::Value;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tessera_tests::*;
 
@@ -294,4 +300,81 @@ async fn the_page_shows_agents_and_tasks_as_they_change() {
     let d = dom(&bin, &format!("{page}#/?q=hello")).await;
     assert!(d.contains("data-task=\"hello\"") && d.contains("data-task=\"hello-fails\""));
     assert!(!d.contains("data-task=\"spin\""));
+}
+
+/// Starts one of several masters on `coordinator`, with HTTP on loopback: its QUIC and HTTP
+/// addresses, and the sender stopping it.
+fn start_shared(
+    ca: &ClusterCa,
+    coordinator: &MemCoordinator,
+    dir: &Path,
+    name: &str,
+) -> (SocketAddr, SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let cfg = fast_config();
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    let mut opts = MasterOptions::new(
+        addr,
+        ca.cert_pem.clone(),
+        ca.issue_master().unwrap(),
+        dir.join(name),
+    );
+    opts.config = cfg.master.clone();
+    opts.config.run_id = name.to_owned();
+    opts.tuning = cfg.tuning;
+    opts.http_listen = Some((Ipv4Addr::LOCALHOST, 0).into());
+    let server = MasterServer::bind_shared(
+        opts,
+        Box::new(Drf::new()),
+        Arc::new(coordinator.clone()),
+        addr.to_string(),
+    )
+    .unwrap();
+    let http = server.http_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        server
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("master failed");
+    });
+    (addr, http, stop)
+}
+
+/// Polls `/health` until it says `status` (a standby: with the leader's address).
+async fn health_until(http: SocketAddr, status: &str) {
+    for _ in 0..200 {
+        let (_, body) = get(http, "/health").await;
+        let h: Value = serde_json::from_str(&body).unwrap();
+        if h["status"] == status && (status != "standby" || !h["leader"].is_null()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{http} never said {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_page_names_the_leader() {
+    trace();
+    let Some(bin) = chromium() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ClusterCa::generate("tessera-ui-test").unwrap();
+    let coordinator = MemCoordinator::new();
+    let (leader, leader_http, _stop_a) = start_shared(&ca, &coordinator, dir.path(), "ma");
+    health_until(leader_http, "leader").await;
+    let (_b, standby_http, _stop_b) = start_shared(&ca, &coordinator, dir.path(), "mb");
+    health_until(standby_http, "standby").await;
+
+    let d = dom(&bin, &format!("http://{standby_http}/")).await;
+    let banner = text_of(&d, "id=\"banner\"").expect("a banner");
+    assert_eq!(banner, format!("standby, leader is {leader}"));
+    assert!(!d.contains("id=\"banner\" class=\"banner\" hidden"), "{d}");
+    // The leader's page has no banner and an empty cluster.
+    let d = dom(&bin, &format!("http://{leader_http}/")).await;
+    assert!(d.contains("hidden") && text_of(&d, "id=\"banner\"").unwrap().is_empty());
+    assert!(text_of(&d, "id=\"totals\"").unwrap().contains("agents 0"));
 }
