@@ -84,7 +84,15 @@ fn sim_plot_into_a_missing_directory_is_one_clear_error() {
     let svg = dir.path().join("no/such/dir/sim.svg");
     let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
         .env("RUST_LOG", "error")
-        .args(["sim", "--agents", "2", "--frameworks", "2", "--duration", "20s"])
+        .args([
+            "sim",
+            "--agents",
+            "2",
+            "--frameworks",
+            "2",
+            "--duration",
+            "20s",
+        ])
         .args(["--sample-every", "10s", "--late-join", "10s", "--plot"])
         .arg(&svg)
         .output()

@@ -104,7 +104,11 @@ async fn screenshot(bin: &Path, url: &str, name: &str) -> PathBuf {
     )
     .await;
     let png = std::fs::read(&path).expect("chromium wrote the screenshot");
-    assert!(png.starts_with(b"\x89PNG"), "{} is not a PNG", path.display());
+    assert!(
+        png.starts_with(b"\x89PNG"),
+        "{} is not a PNG",
+        path.display()
+    );
     println!("screenshot: {}", path.display());
     path
 }
@@ -164,12 +168,27 @@ fn text_of(dom: &str, marker: &str) -> Option<String> {
 
 /// GETs `path` from `addr`: the status code and the body.
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (status, _, body) = get_typed(addr, path).await;
+    (status, body)
+}
+
+/// GETs `path` from `addr`: the status code, the content type and the body.
+async fn get_typed(addr: SocketAddr, path: &str) -> (u16, String, String) {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let uri = format!("http://{addr}{path}").parse().unwrap();
     let resp = client.get(uri).await.expect("HTTP request");
     let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8(body.to_vec()).unwrap())
+    (
+        status,
+        content_type,
+        String::from_utf8(body.to_vec()).unwrap(),
+    )
 }
 
 /// Polls `/state` until `ok` holds (the page reads the same, so it can show it).
@@ -202,10 +221,16 @@ async fn the_page_shows_agents_and_tasks_as_they_change() {
     let http = cluster.master_http;
     let page = format!("http://{http}/");
 
-    // The assets come with their content types.
-    let (code, html) = get(http, "/").await;
-    assert_eq!(code, 200);
-    assert!(html.contains("/ui/app.js"), "{html}");
+    // The page and its assets, with their content types.
+    for (path, ty, has) in [
+        ("/", "text/html; charset=utf-8", "/ui/app.js"),
+        ("/ui/app.js", "text/javascript; charset=utf-8", "/state"),
+        ("/ui/style.css", "text/css; charset=utf-8", ".bar"),
+    ] {
+        let (code, content_type, body) = get_typed(http, path).await;
+        assert_eq!((code, content_type.as_str()), (200, ty), "{path}");
+        assert!(body.contains(has), "{path}");
+    }
 
     // A sleeping spinner that keeps running, a hello that finishes, one that fails.
     let mut sched = Scheduler::connect(cluster.scheduler_options("analytics", "*").unwrap())
@@ -295,8 +320,14 @@ async fn the_page_shows_agents_and_tasks_as_they_change() {
 
     // The filters, from the page's address: only the failed task.
     let d = dom(&bin, &format!("{page}#/?state=TASK_FAILED")).await;
-    assert!(d.contains("data-task=\"hello-fails\""), "the failed task is listed");
-    assert!(!d.contains("data-task=\"spin\""), "the killed task is filtered out");
+    assert!(
+        d.contains("data-task=\"hello-fails\""),
+        "the failed task is listed"
+    );
+    assert!(
+        !d.contains("data-task=\"spin\""),
+        "the killed task is filtered out"
+    );
     let d = dom(&bin, &format!("{page}#/?q=hello")).await;
     assert!(d.contains("data-task=\"hello\"") && d.contains("data-task=\"hello-fails\""));
     assert!(!d.contains("data-task=\"spin\""));

@@ -58,7 +58,13 @@ mod tests {
     #[test]
     fn the_script_never_writes_html() {
         // Peer-supplied names reach the page: the DOM is built with textContent only.
-        for bad in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+        for bad in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+        ] {
             assert!(!APP_JS.contains(bad), "app.js uses {bad}");
         }
         // Everything is served by the master itself.

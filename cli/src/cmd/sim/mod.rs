@@ -20,10 +20,10 @@ pub mod workload;
 use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::io::IsTerminal;
-use std::path::PathBuf;
 use proto::resources::{parse_cpus, parse_size};
 use proto::Resources;
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::time::Duration;
 use workload::{Sharing, SimConfig};
 

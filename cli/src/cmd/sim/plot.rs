@@ -147,10 +147,15 @@ fn panel<DB: DrawingBackend>(
     for l in lines {
         let color = l.color;
         chart
-            .draw_series(LineSeries::new(l.points.iter().copied(), color.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                l.points.iter().copied(),
+                color.stroke_width(2),
+            ))
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .label(l.label.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()
