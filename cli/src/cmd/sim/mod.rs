@@ -85,17 +85,18 @@ pub struct SimArgs {
     plot: Option<PathBuf>,
 }
 
-/// A bar of `len` simulated seconds on stderr when it is a terminal; hidden otherwise.
-fn progress_bar(len: u64) -> ProgressBar {
+/// A bar of `len` `unit`s on stderr when it is a terminal; hidden otherwise (a pipe, a file).
+fn progress_bar(len: u64, unit: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template(
-        "{msg:>8} [{bar:40}] {pos}/{len} simulated s, {elapsed} (about {eta} left)",
-    ) {
+    let template = format!("{{msg:>8}} [{{bar:40}}] {{pos}}/{{len}} {unit}, {{elapsed}}");
+    if let Ok(style) = ProgressStyle::with_template(&template) {
         bar.set_style(style.progress_chars("=> "));
     }
+    // Redrawn while a long step runs, so the elapsed time shows it is alive.
+    bar.enable_steady_tick(Duration::from_millis(250));
     bar
 }
 
@@ -126,7 +127,7 @@ pub fn execute(a: SimArgs) -> anyhow::Result<i32> {
     };
     // Both runs on one bar: offers first, then static partitioning.
     let secs = cfg.duration.as_secs();
-    let bar = progress_bar(2 * secs);
+    let bar = progress_bar(2 * secs, "simulated s");
     bar.set_message("offers");
     let shared = workload::run_with_progress(&cfg, Sharing::Offers, policy()?, &mut |t| {
         bar.set_position(t.as_secs().min(secs))
@@ -179,13 +180,18 @@ fn execute_locality(a: SimArgs) -> anyhow::Result<i32> {
     if cfg.slowdown < 1.0 || !cfg.slowdown.is_finite() {
         bail!("--slowdown must be at least 1");
     }
+    let bar = progress_bar(1 + a.waits.len() as u64, "runs");
+    bar.set_message("static");
     let mut runs = vec![locality::run(&cfg, locality::Placement::StaticPartition)];
     for w in &a.waits {
+        bar.inc(1);
+        bar.set_message(format!("wait {}", humantime::format_duration(*w)));
         let p = locality::Placement::Delay {
             wait_secs: w.as_secs_f64(),
         };
         runs.push(locality::run(&cfg, p));
     }
+    bar.finish_and_clear();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&runs)?);
     } else {
