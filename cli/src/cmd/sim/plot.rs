@@ -1,13 +1,14 @@
 //! `tessera sim --plot FILE.svg`: the samples of both runs drawn over time, for people who
 //! would rather look than read the table. Three panels sharing the time axis: cpu and memory
 //! utilization under offers and under static partitioning; each framework's dominant share
-//! under offers; the same under static partitioning.
+//! under offers; the same under static partitioning. Each framework's fair share (its weight
+//! over the joined frameworks' weights) is drawn dashed in its colour under both.
 //!
 //! Drawn with plotters' SVG backend alone: its text is written as SVG `<text>` elements sized
 //! by plotters' built-in estimate, so no system font is read (the viewer picks the font).
 
 use super::report::SimReport;
-use super::workload::SimConfig;
+use super::workload::{self, SimConfig};
 use anyhow::Context;
 use plotters::prelude::*;
 use std::path::Path;
@@ -15,9 +16,10 @@ use std::path::Path;
 /// Size of the picture in pixels.
 const SIZE: (u32, u32) = (1000, 900);
 
-/// One line of a panel: its legend label, colour, and points (seconds, fraction).
+/// One line of a panel: its legend label (none for a dashed line), colour, and points
+/// (seconds, fraction).
 struct Line {
-    label: String,
+    label: Option<String>,
     color: RGBColor,
     points: Vec<(f64, f64)>,
 }
@@ -42,30 +44,45 @@ pub fn write_svg(
     };
     let utilization = vec![
         Line {
-            label: "offers: cpu".into(),
+            label: Some("offers: cpu".into()),
             color: RGBColor(31, 119, 180),
             points: series(shared, |s| s.cpu_util),
         },
         Line {
-            label: "offers: memory".into(),
+            label: Some("offers: memory".into()),
             color: RGBColor(44, 160, 44),
             points: series(shared, |s| s.mem_util),
         },
         Line {
-            label: "static: cpu".into(),
+            label: Some("static: cpu".into()),
             color: RGBColor(255, 127, 14),
             points: series(partitioned, |s| s.cpu_util),
         },
         Line {
-            label: "static: memory".into(),
+            label: Some("static: memory".into()),
             color: RGBColor(214, 39, 40),
             points: series(partitioned, |s| s.mem_util),
         },
     ];
+    let fair: Vec<Vec<f64>> = shared
+        .samples
+        .iter()
+        .map(|s| workload::fair_shares(cfg, s.t))
+        .collect();
     let shares = |r: &SimReport| -> Vec<Line> {
+        let fair = (0..cfg.frameworks).map(|f| Line {
+            label: None,
+            color: palette(f),
+            points: shared
+                .samples
+                .iter()
+                .zip(&fair)
+                .map(|(s, fair)| (s.t, fair[f]))
+                .collect(),
+        });
         (0..cfg.frameworks)
             .map(|f| Line {
-                label: framework_label(cfg, f),
+                label: Some(framework_label(cfg, f)),
                 color: palette(f),
                 points: r
                     .samples
@@ -73,6 +90,7 @@ pub fn write_svg(
                     .map(|s| (s.t, s.shares.get(f).copied().unwrap_or(0.0)))
                     .collect(),
             })
+            .chain(fair)
             .collect()
     };
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
@@ -88,14 +106,14 @@ pub fn write_svg(
     panel(
         &panels[1],
         "dominant share per framework: offers",
-        "dominant share",
+        "dominant share (dashed: fair)",
         end,
         &shares(shared),
     )?;
     panel(
         &panels[2],
         "dominant share per framework: static partitioning",
-        "dominant share",
+        "dominant share (dashed: fair)",
         end,
         &shares(partitioned),
     )?;
@@ -146,13 +164,24 @@ fn panel<DB: DrawingBackend>(
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     for l in lines {
         let color = l.color;
+        let Some(label) = &l.label else {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    l.points.iter().copied(),
+                    6,
+                    4,
+                    color.mix(0.7).stroke_width(1),
+                ))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            continue;
+        };
         chart
             .draw_series(LineSeries::new(
                 l.points.iter().copied(),
                 color.stroke_width(2),
             ))
             .map_err(|e| anyhow::anyhow!("{e}"))?
-            .label(l.label.as_str())
+            .label(label.as_str())
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });
