@@ -203,6 +203,27 @@ async fn state_until(addr: SocketAddr, what: &str, ok: impl Fn(&Value) -> bool) 
     panic!("/state never showed {what}");
 }
 
+/// Waits until offers of both `keep` and `other` came; declines `other`'s for an hour (left for
+/// another framework) and returns `keep`'s.
+async fn offer_keeping_one(sched: &mut Scheduler, keep: &str, other: &str) -> proto::Offer {
+    let mut kept = None;
+    let mut declined = false;
+    while kept.is_none() || !declined {
+        for o in next_offers(sched).await {
+            if o.hostname == keep && kept.is_none() {
+                kept = Some(o);
+            } else if o.hostname == other {
+                let refuse = Filters {
+                    refuse_seconds: 3600.0,
+                };
+                sched.decline(vec![o.id.clone()], refuse).unwrap();
+                declined = true;
+            }
+        }
+    }
+    kept.unwrap()
+}
+
 fn task_in(s: &Value, id: &str, state: &str) -> bool {
     s["tasks"]
         .as_array()
@@ -216,7 +237,17 @@ async fn the_page_shows_agents_and_tasks_as_they_change() {
     trace();
     let Some(bin) = chromium() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = cluster_with_agent(dir.path(), "agent-a.example", res(2.0, 2.0)).await;
+    // Two roles: `*` (weight 1) and `batch` (weight 2).
+    let mut cfg = fast_config();
+    cfg.master.roles.insert(
+        "batch".into(),
+        master::allocator::RoleSpec {
+            weight: 2.0,
+            ..Default::default()
+        },
+    );
+    let mut cluster = LocalCluster::start(cfg, dir.path()).await.unwrap();
+    cluster.add_agent("agent-a.example", res(2.0, 2.0)).unwrap();
     cluster.add_agent("agent-b.example", res(2.0, 2.0)).unwrap();
     let http = cluster.master_http;
     let page = format!("http://{http}/");
@@ -236,7 +267,7 @@ async fn the_page_shows_agents_and_tasks_as_they_change() {
     let mut sched = Scheduler::connect(cluster.scheduler_options("analytics", "*").unwrap())
         .await
         .unwrap();
-    let offer = offer_from(&mut sched, "agent-a.example").await;
+    let offer = offer_keeping_one(&mut sched, "agent-a.example", "agent-b.example").await;
     let spinner = sched.upload_module(wasm_examples::SPINNER).await.unwrap();
     let hello = sched.upload_module(wasm_examples::HELLO).await.unwrap();
     let tasks = vec![
@@ -265,8 +296,15 @@ async fn the_page_shows_agents_and_tasks_as_they_change() {
         ],
     )
     .await;
+    // A second framework, in role batch, with a task on the other agent.
+    let mut etl = Scheduler::connect(cluster.scheduler_options("etl", "batch").unwrap())
+        .await
+        .unwrap();
+    let offer = offer_from(&mut etl, "agent-b.example").await;
+    run_spinner(&mut etl, &offer, "etl-1", res_mib(1.0, 256)).await;
     state_until(http, "spin running, the hellos ended", |s| {
         task_in(s, "spin", "TASK_RUNNING")
+            && task_in(s, "etl-1", "TASK_RUNNING")
             && task_in(s, "hello", "TASK_FINISHED")
             && task_in(s, "hello-fails", "TASK_FAILED")
             && s["agents"].as_array().unwrap().len() == 2
@@ -288,12 +326,22 @@ async fn the_page_shows_agents_and_tasks_as_they_change() {
     assert!(hello_row.starts_with("FINISHED hello"), "{hello_row}");
     let failed = text_of(&d, "data-task=\"hello-fails\"").expect("a row for hello-fails");
     assert!(failed.starts_with("FAILED hello-fails"), "{failed}");
-    let fw = text_of(&d, "data-framework=\"analytics\"").expect("a row for the framework");
-    // Alone in its role, alone in the cluster: its fair share is all of it.
-    assert!(fw.contains("/ 1.00"), "{fw}");
+    let etl_row = text_of(&d, "data-task=\"etl-1\"").expect("a row for etl-1");
+    assert!(
+        etl_row.starts_with("RUNNING etl-1 etl-1 etl agent-b.example"),
+        "{etl_row}"
+    );
+    // Fair shares, by weight over the roles with frameworks: 1/3 and 2/3.
+    let fw = text_of(&d, "data-framework=\"analytics\"").expect("a row for analytics");
+    assert!(fw.contains("/ 0.33"), "{fw}");
+    let fw = text_of(&d, "data-framework=\"etl\"").expect("a row for etl");
+    assert!(fw.contains("batch") && fw.contains("/ 0.67"), "{fw}");
+    let role = text_of(&d, "data-role=\"batch\"").expect("a row for role batch");
+    assert!(role.starts_with("batch 2 1"), "{role}");
     let totals = text_of(&d, "id=\"totals\"").unwrap();
     assert!(totals.contains("agents 2"), "{totals}");
-    assert!(totals.contains("tasks live 1"), "{totals}");
+    assert!(totals.contains("frameworks 2"), "{totals}");
+    assert!(totals.contains("tasks live 2"), "{totals}");
     screenshot(&bin, &page, "overview").await;
 
     // The finished task's own page.
@@ -316,7 +364,7 @@ async fn the_page_shows_agents_and_tasks_as_they_change() {
     let spin = text_of(&d, "data-task=\"spin\"").expect("a row for spin");
     assert!(spin.starts_with("KILLED spin"), "{spin}");
     let totals = text_of(&d, "id=\"totals\"").unwrap();
-    assert!(totals.contains("tasks live 0"), "{totals}");
+    assert!(totals.contains("tasks live 1"), "{totals}");
 
     // The filters, from the page's address: only the failed task.
     let d = dom(&bin, &format!("{page}#/?state=TASK_FAILED")).await;
@@ -328,6 +376,12 @@ async fn the_page_shows_agents_and_tasks_as_they_change() {
         !d.contains("data-task=\"spin\""),
         "the killed task is filtered out"
     );
+    assert!(
+        !d.contains("data-task=\"etl-1\""),
+        "the running task is filtered out"
+    );
+    let d = dom(&bin, &format!("{page}#/?state=live")).await;
+    assert!(d.contains("data-task=\"etl-1\"") && !d.contains("data-task=\"hello\""));
     let d = dom(&bin, &format!("{page}#/?q=hello")).await;
     assert!(d.contains("data-task=\"hello\"") && d.contains("data-task=\"hello-fails\""));
     assert!(!d.contains("data-task=\"spin\""));
