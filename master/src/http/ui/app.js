@@ -12,6 +12,8 @@ const OUTPUT_CHUNK = 64 * 1024;
 const OUTPUT_KEEP = 1024 * 1024;
 /** Rows drawn in the task table at most (the filters narrow it). */
 const TASK_ROWS = 500;
+/** Rows drawn in the agent table at most. */
+const AGENT_ROWS = 500;
 
 let last = null; // the latest /state
 let lastOk = null; // when it came
@@ -197,8 +199,10 @@ function drawTotals(s) {
 }
 
 function drawAgents(s) {
-  $("agents-count").textContent = `(${s.agents.length})`;
-  setRows($("agents").tBodies[0], s.agents.map((a) => {
+  $("agents-count").textContent = s.agents.length > AGENT_ROWS
+    ? `(${AGENT_ROWS} of ${s.agents.length} shown)`
+    : `(${s.agents.length})`;
+  setRows($("agents").tBodies[0], s.agents.slice(0, AGENT_ROWS).map((a) => {
     const state = !a.connected ? "disconnected" : a.leaving ? "leaving" : "connected";
     const attrs = Object.entries(a.attributes || {}).map(([k, v]) => `${k}=${v}`);
     if (a.datasets && a.datasets.length) attrs.push("data: " + a.datasets.join(", "));
@@ -497,6 +501,7 @@ function draw() {
 }
 
 async function poll() {
+  const began = performance.now();
   try {
     const r = await fetch("/state", { cache: "no-store" });
     if (r.status === 503) {
@@ -528,7 +533,9 @@ async function poll() {
   }
   draw();
   if (followers) followers.forEach((f) => f.poll());
-  setTimeout(poll, POLL_MS);
+  // Every second; on a cluster so big that reading and drawing it takes long, at least twice
+  // that long, so the page never spends most of its time (or the master's) on itself.
+  setTimeout(poll, Math.max(POLL_MS, 2 * (performance.now() - began)));
 }
 
 window.addEventListener("hashchange", route);
