@@ -15,8 +15,13 @@
 //! - [`cmd::sim`]: `tessera sim`, its workload ([`cmd::sim::workload`]) and report
 //!   ([`cmd::sim::report`]).
 //! - [`tls`]: the `--ca`/`--cert`/`--key` arguments shared by deployed peers.
+//! - [`cmd::inspect`]: `tessera agents|frameworks|tasks`; [`cmd::kill`]: `tessera kill`;
+//!   [`cmd::top`]: `tessera top`; [`table`]: their aligned tables.
+//! - [`api`]: the client of the master's operator HTTP surface (the operator commands).
 
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod cmd;
+pub mod table;
 pub mod tls;

@@ -52,6 +52,16 @@ enum Command {
     Sim(cmd::sim::SimArgs),
     /// List the example guests and write their `.wasm` files out.
     Examples(cmd::examples::ExamplesArgs),
+    /// List the cluster's agents (resources used/total, tasks, last seen).
+    Agents(cmd::inspect::ListArgs),
+    /// List the frameworks (principal, role, dominant and fair share, tasks by state).
+    Frameworks(cmd::inspect::ListArgs),
+    /// List tasks (live and recently ended), optionally of one framework or state.
+    Tasks(cmd::inspect::TasksArgs),
+    /// Kill a task (its framework's principal or an operator may).
+    Kill(cmd::kill::KillArgs),
+    /// A live view of agents and shares, redrawn every second.
+    Top(cmd::top::TopArgs),
     /// The runtime process an agent starts so that its guests outlive it (started by agents).
     #[command(hide = true)]
     Runtime(cmd::runtime::RuntimeArgs),
@@ -125,6 +135,26 @@ async fn dispatch(command: Command, verbose: u8, format: LogFormat) -> anyhow::R
         }
         Command::Sim(a) => cmd::sim::execute(a),
         Command::Examples(a) => cmd::examples::execute(a),
+        Command::Agents(a) => {
+            init_tracing("warn");
+            cmd::inspect::agents(a).await
+        }
+        Command::Frameworks(a) => {
+            init_tracing("warn");
+            cmd::inspect::frameworks(a).await
+        }
+        Command::Tasks(a) => {
+            init_tracing("warn");
+            cmd::inspect::tasks(a).await
+        }
+        Command::Kill(a) => {
+            init_tracing("warn");
+            cmd::kill::execute(a).await
+        }
+        Command::Top(a) => {
+            init_tracing("warn");
+            cmd::top::execute(a).await
+        }
         Command::Runtime(a) => cmd::runtime::execute(a).await,
     }
 }

@@ -24,6 +24,11 @@ pub struct TlsArgs {
 }
 
 impl TlsArgs {
+    /// True when `--cert` was given (the operator commands then speak HTTPS even on loopback).
+    pub fn cert_given(&self) -> bool {
+        self.cert.is_some()
+    }
+
     /// Loads the files; a missing `--cert`/`--key` defaults to `NAME.pem`/`NAME-key.pem`
     /// beside the CA, as `tessera cert issue KIND NAME` writes them, and a missing `--crl` to
     /// `crl.pem` there when `tessera cert revoke` has written one.

@@ -166,7 +166,7 @@ fn main() {
     let agents = if quick { 1_000 } else { 10_000 };
     let t = Instant::now();
     let m = books(agents);
-    let report = m.report();
+    let report = m.report(std::time::SystemTime::now());
     assert_eq!(report.agents.len(), agents);
     assert_eq!(report.tasks.len(), agents * PER_AGENT);
     println!(
@@ -182,7 +182,7 @@ fn main() {
     );
 
     let (build, build_max) = time(|| {
-        std::hint::black_box(m.report());
+        std::hint::black_box(m.report(std::time::SystemTime::now()));
     });
     let (ser, ser_max) = time(|| {
         std::hint::black_box(serde_json::to_string(&report).unwrap());

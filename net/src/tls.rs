@@ -367,6 +367,23 @@ pub fn server_config_with_crls(
     crls: &[String],
     tuning: TransportTuning,
 ) -> Result<quinn::ServerConfig, TlsError> {
+    let mut tls = rustls_server_config(ca_pem, identity, crls)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| TlsError::Quic(e.to_string()))?;
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    cfg.transport_config(transport(tuning, SERVER_MAX_STREAMS, 0));
+    Ok(cfg)
+}
+
+/// The TLS 1.3 server side every master listener shares (QUIC, and HTTPS for operators):
+/// presents `identity`, requires a client certificate signed by `ca_pem` and not named in
+/// `crls`. No ALPN: each transport sets its own.
+pub fn rustls_server_config(
+    ca_pem: &str,
+    identity: &Identity,
+    crls: &[String],
+) -> Result<rustls::ServerConfig, TlsError> {
     let (certs, key) = identity.der()?;
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots(ca_pem)?),
@@ -375,16 +392,32 @@ pub fn server_config_with_crls(
     .with_crls(crl_ders(crls)?)
     .build()
     .map_err(|e| TlsError::Verifier(e.to_string()))?;
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+    Ok(rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-        .map_err(|e| TlsError::Quic(e.to_string()))?;
-    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    cfg.transport_config(transport(tuning, SERVER_MAX_STREAMS, 0));
-    Ok(cfg)
+        .with_single_cert(certs, key)?)
+}
+
+/// The TLS 1.3 client side every peer shares (QUIC, and HTTPS to the master's operator
+/// surface): trusts only `ca_pem` (minus `crls`), presents `identity`. Connect with the server
+/// name [`MASTER_SERVER_NAME`], which every master certificate carries.
+pub fn rustls_client_config(
+    ca_pem: &str,
+    identity: &Identity,
+    crls: &[String],
+) -> Result<rustls::ClientConfig, TlsError> {
+    let (certs, key) = identity.der()?;
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots(ca_pem)?),
+        provider(),
+    )
+    .with_crls(crl_ders(crls)?)
+    .build()
+    .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_webpki_verifier(verifier)
+        .with_client_auth_cert(certs, key)?)
 }
 
 fn crl_ders(
@@ -414,18 +447,7 @@ pub fn client_config_with_crls(
     crls: &[String],
     tuning: TransportTuning,
 ) -> Result<quinn::ClientConfig, TlsError> {
-    let (certs, key) = identity.der()?;
-    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(roots(ca_pem)?),
-        provider(),
-    )
-    .with_crls(crl_ders(crls)?)
-    .build()
-    .map_err(|e| TlsError::Verifier(e.to_string()))?;
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_webpki_verifier(verifier)
-        .with_client_auth_cert(certs, key)?;
+    let mut tls = rustls_client_config(ca_pem, identity, crls)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| TlsError::Quic(e.to_string()))?;

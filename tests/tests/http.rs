@@ -202,6 +202,33 @@ async fn state_and_metrics_follow_real_tasks() {
         Some(0.0)
     );
     assert!(sample(&m, "tessera_master_role_share", &[("role", "*")]).is_some());
+    // QUIC path figures per peer, labelled by principal: the agent's and the scheduler's.
+    let peers = |name: &str| -> Vec<(String, f64)> {
+        m.samples
+            .iter()
+            .filter(|x| x.metric == name)
+            .map(|x| {
+                let v = match x.value {
+                    prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+                    _ => f64::NAN,
+                };
+                (x.labels.get("peer").unwrap_or_default().to_owned(), v)
+            })
+            .collect()
+    };
+    let rtts = peers("tessera_master_peer_rtt_seconds");
+    assert!(
+        rtts.iter()
+            .any(|(p, v)| p.starts_with("agent/") && *v > 0.0),
+        "{rtts:?}"
+    );
+    let sent = peers("tessera_master_peer_sent_packets");
+    assert!(
+        sent.iter()
+            .any(|(p, v)| p.starts_with("framework/") && *v > 0.0),
+        "{sent:?}"
+    );
+    assert!(!peers("tessera_master_peer_lost_packets").is_empty());
 }
 
 /// Starts one of several masters on `coordinator`, with HTTP on loopback: its QUIC and HTTP

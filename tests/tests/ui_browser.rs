@@ -324,6 +324,8 @@ async fn the_page_shows_agents_and_tasks_as_they_change() {
     assert!(spin.contains("analytics") && spin.contains("agent-a.example"));
     let hello_row = text_of(&d, "data-task=\"hello\"").expect("a row for hello");
     assert!(hello_row.starts_with("FINISHED hello"), "{hello_row}");
+    // Its start and end times are shown (a missing one shows as a dash).
+    assert!(!hello_row.contains('—'), "{hello_row}");
     let failed = text_of(&d, "data-task=\"hello-fails\"").expect("a row for hello-fails");
     assert!(failed.starts_with("FAILED hello-fails"), "{failed}");
     let etl_row = text_of(&d, "data-task=\"etl-1\"").expect("a row for etl-1");
@@ -350,6 +352,7 @@ async fn the_page_shows_agents_and_tasks_as_they_change() {
     assert!(details.contains("FINISHED"), "{details}");
     assert!(details.contains("agent-a.example"), "{details}");
     assert!(details.contains("analytics"), "{details}");
+    assert!(details.contains("ran for"), "{details}");
     assert!(
         d.contains("<section id=\"overview\" hidden"),
         "the overview is hidden on a task's page"

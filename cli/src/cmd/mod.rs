@@ -6,10 +6,13 @@ pub mod cert;
 pub mod dev;
 mod dev_executor;
 pub mod examples;
+pub mod inspect;
+pub mod kill;
 pub mod master;
 pub mod run;
 pub mod runtime;
 pub mod sim;
+pub mod top;
 
 /// An error message on one line: libraries' messages may carry multi-line detail (a Debug
 /// dump of bytes), and a user reads one line per error.

@@ -65,9 +65,22 @@ pub fn free_port() -> u16 {
 
 /// A master on `addr` with its work directory `dir/master`, logging to `log`.
 pub fn start_master(dir: &Path, certs: &Path, addr: &str, log: &Path) -> Reaper {
+    start_master_with(dir, certs, addr, log, &[])
+}
+
+/// [`start_master`] with more arguments.
+pub fn start_master_with(
+    dir: &Path,
+    certs: &Path,
+    addr: &str,
+    log: &Path,
+    extra: &[&str],
+) -> Reaper {
     Reaper(
         tessera()
-            .args(["master", "--listen", addr, "--work-dir"])
+            .args(["master", "--listen", addr])
+            .args(extra)
+            .arg("--work-dir")
             .arg(dir.join("master"))
             .args(["--allocation-interval", "100ms"])
             .args(["--quic-idle-timeout", IDLE, "--quic-keep-alive", KEEP_ALIVE])

@@ -198,6 +198,7 @@ impl Master {
                         reserved_used: Default::default(),
                         reserved_offered: Default::default(),
                         leaving: false,
+                        last_seen: Some(self.now),
                     },
                 );
                 tracing::info!(agent = %id, "agent registered");
@@ -396,6 +397,7 @@ impl Master {
                 restore_notice: None,
                 recovered: false,
                 unreachable_told: false,
+                times: Default::default(),
             };
             self.hold_task(&entry);
             self.tasks.insert(key, entry);

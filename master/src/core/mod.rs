@@ -87,6 +87,7 @@ mod blob_gc;
 mod drain;
 mod executors;
 mod ledger;
+mod operator;
 mod recover;
 mod report;
 mod scheduler;
@@ -98,10 +99,11 @@ mod validate;
 mod views;
 
 pub use executors::ExecutorKey;
+pub use operator::OperatorError;
 pub use report::{
     AgentReport, FrameworkReport, OfferReport, ResourcesReport, RoleReport, StateReport, TaskReport,
 };
-pub use state::{AgentEntry, ExecutorEntry, FilterMap, FrameworkEntry, TaskEntry};
+pub use state::{AgentEntry, ExecutorEntry, FilterMap, FrameworkEntry, TaskEntry, TaskTimes};
 
 use crate::allocator::{Allocator, Roles};
 use crate::registry::RegistryOp;
@@ -424,7 +426,16 @@ impl Master {
                     },
                 );
             }
-            Event::Message { conn, msg } => self.on_message(conn, msg),
+            Event::Message { conn, msg } => {
+                if let Some(Binding::Agent(aid)) =
+                    self.conns.get(&conn).and_then(|c| c.bound.as_ref())
+                {
+                    if let Some(a) = self.agents.get_mut(aid) {
+                        a.last_seen = Some(now);
+                    }
+                }
+                self.on_message(conn, msg)
+            }
             Event::Disconnected { conn } => self.detach(conn),
             Event::BlobStored {
                 digest,
@@ -727,6 +738,12 @@ impl Master {
             return false;
         }
         let terminal = status.state.is_terminal();
+        if status.state == TaskState::Running && t.times.started.is_none() {
+            t.times.started = Some(self.now);
+        }
+        if terminal {
+            t.times.ended = Some(self.now);
+        }
         if status.state != TaskState::Unreachable {
             t.before_unreachable = None;
             t.recovered = false;

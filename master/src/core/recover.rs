@@ -75,6 +75,7 @@ impl Master {
                     reserved_used: Default::default(),
                     reserved_offered: Default::default(),
                     leaving: false,
+                    last_seen: None,
                 },
             );
             m.timers.set(Timer::AgentRemoval(a.id.clone()), at);
@@ -124,6 +125,7 @@ impl Master {
                     restore_notice: None,
                     recovered: true,
                     unreachable_told: false,
+                    times: Default::default(),
                 };
                 m.tasks
                     .insert((t.framework_id.clone(), t.info.task_id.clone()), entry);
@@ -151,6 +153,7 @@ impl Master {
                 restore_notice: None,
                 recovered: true,
                 unreachable_told: false,
+                times: Default::default(),
             };
             m.hold_task(&entry);
             m.tasks

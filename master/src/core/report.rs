@@ -11,29 +11,33 @@
 //!   agents: [ { id, hostname, connected: bool, leaving: bool,
 //!               total, used, offered, reserved (sum of reservations),
 //!               reservations: {role: resources}, attributes: {name: value},
-//!               datasets: [string], tasks: count of live tasks on it } ]
+//!               datasets: [string], tasks: count of live tasks on it,
+//!               last_seen_ms: unix ms or null } ]
 //!   frameworks: [ { id, name, principal, role, connected: bool, suppressed: bool,
 //!                   allocated, dominant_share: f64 (of `total`), offers_held: count,
-//!                   tasks_by_state: {"TASK_RUNNING": n, ...} } ]
+//!                   tasks_by_state: {"TASK_RUNNING": n, ...}, fair_share: f64 } ]
 //!   roles: [ { name, weight, guarantee, limit (null: none), allocated, share: f64,
-//!              frameworks: count } ]
+//!              frameworks: count, fair_share: f64 } ]
 //!   tasks: [ { framework_id, id, name, state ("TASK_RUNNING"...), agent_id, resources,
-//!              reason (null or a string), message, completed: bool } ]
+//!              reason (null or a string), message, completed: bool,
+//!              launched_at_ms, started_at_ms, ended_at_ms: unix ms or null } ]
 //!   offers: [ { id, framework_id, agent_id, hostname, resources, reserved_for } ]
 //! ```
 //!
 //! `tasks` holds the live tasks, then the recently completed ones (`completed: true`, oldest
 //! first; the core keeps `completed_tasks_limit` of them). `offers` are the outstanding ones.
-//! Shares are dominant shares against `total`. Start and end times are not kept by the core yet,
-//! so tasks carry none.
+//! Shares are dominant shares against `total`. Times are unix milliseconds, from the wall clock
+//! the caller passes (the core itself only keeps monotonic instants); `null` where this master
+//! did not see the moment (tasks adopted or recovered after a restart).
 
 use super::{AgentEntry, Master, TaskEntry};
 use proto::Resources;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Resources as the report spells them: cpus as a number of cores, bytes as bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResourcesReport {
     /// CPU cores (thousandths are kept as a fraction).
     pub cpus: f64,
@@ -54,7 +58,7 @@ impl From<Resources> for ResourcesReport {
 }
 
 /// One agent as `/state` shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AgentReport {
     /// Its id.
     pub id: String,
@@ -80,10 +84,12 @@ pub struct AgentReport {
     pub datasets: Vec<String>,
     /// How many live tasks run on it.
     pub tasks: usize,
+    /// When the master last heard from it, unix milliseconds (`null`: not since a restart).
+    pub last_seen_ms: Option<u64>,
 }
 
 /// One framework as `/state` shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FrameworkReport {
     /// Its id.
     pub id: String,
@@ -105,10 +111,12 @@ pub struct FrameworkReport {
     pub offers_held: usize,
     /// Its tasks (live and recently completed) by state name.
     pub tasks_by_state: BTreeMap<String, usize>,
+    /// Its role's `fair_share` divided evenly among the role's frameworks.
+    pub fair_share: f64,
 }
 
 /// One role as `/state` shows it (configured roles and roles of subscribed frameworks).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RoleReport {
     /// Its name.
     pub name: String,
@@ -124,10 +132,14 @@ pub struct RoleReport {
     pub share: f64,
     /// How many subscribed frameworks it has.
     pub frameworks: usize,
+    /// The dominant share weighted fair sharing gives it while every role with frameworks
+    /// wants more: its weight over the sum of those roles' weights (0 without frameworks;
+    /// quotas and limits not applied).
+    pub fair_share: f64,
 }
 
 /// One task as `/state` shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskReport {
     /// Its framework.
     pub framework_id: String,
@@ -147,10 +159,16 @@ pub struct TaskReport {
     pub message: String,
     /// True for a terminal task that already left the live table.
     pub completed: bool,
+    /// When it was launched, unix milliseconds (`null`: not seen by this master).
+    pub launched_at_ms: Option<u64>,
+    /// When it first reported TASK_RUNNING, unix milliseconds.
+    pub started_at_ms: Option<u64>,
+    /// When it reached a terminal state, unix milliseconds.
+    pub ended_at_ms: Option<u64>,
 }
 
 /// One outstanding offer as `/state` shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OfferReport {
     /// Its id.
     pub id: String,
@@ -167,7 +185,7 @@ pub struct OfferReport {
 }
 
 /// The master's books at one instant: what `/state` serves. Built by [`Master::report`].
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StateReport {
     /// The allocation policy's name.
     pub allocator: String,
@@ -196,7 +214,23 @@ impl StateReport {
     }
 }
 
-fn agent_report(a: &AgentEntry, tasks: usize) -> AgentReport {
+/// Maps the core's instants to unix milliseconds, given what the wall clock read at `now`.
+struct Clock {
+    now: Instant,
+    wall_ms: u64,
+}
+
+impl Clock {
+    fn ms(&self, at: Option<Instant>) -> Option<u64> {
+        let at = at?;
+        Some(match self.now.checked_duration_since(at) {
+            Some(ago) => self.wall_ms.saturating_sub(ago.as_millis() as u64),
+            None => self.wall_ms + at.duration_since(self.now).as_millis() as u64,
+        })
+    }
+}
+
+fn agent_report(a: &AgentEntry, tasks: usize, clock: &Clock) -> AgentReport {
     AgentReport {
         id: a.id.to_string(),
         hostname: a.hostname.clone(),
@@ -214,10 +248,11 @@ fn agent_report(a: &AgentEntry, tasks: usize) -> AgentReport {
         attributes: a.attributes.iter().cloned().collect(),
         datasets: a.datasets.clone(),
         tasks,
+        last_seen_ms: clock.ms(a.last_seen),
     }
 }
 
-fn task_report(t: &TaskEntry, completed: bool) -> TaskReport {
+fn task_report(t: &TaskEntry, completed: bool, clock: &Clock) -> TaskReport {
     TaskReport {
         framework_id: t.framework_id.to_string(),
         id: t.info.task_id.to_string(),
@@ -228,13 +263,23 @@ fn task_report(t: &TaskEntry, completed: bool) -> TaskReport {
         reason: t.status.reason.as_ref().map(|r| format!("{r:?}")),
         message: t.status.message.clone(),
         completed,
+        launched_at_ms: clock.ms(t.times.launched),
+        started_at_ms: clock.ms(t.times.started),
+        ended_at_ms: clock.ms(t.times.ended),
     }
 }
 
 impl Master {
-    /// A picture of the books for operators (`/state`, `/metrics`). Costs one pass over agents,
-    /// frameworks, tasks and offers; changes nothing.
-    pub fn report(&self) -> StateReport {
+    /// A picture of the books for operators (`/state`, `/metrics`), with times stated against
+    /// `wall`, what the wall clock reads now. Costs one pass over agents, frameworks, tasks and
+    /// offers; changes nothing.
+    pub fn report(&self, wall: SystemTime) -> StateReport {
+        let clock = Clock {
+            now: self.now,
+            wall_ms: wall
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        };
         let total = self.cluster_total();
         let mut per_agent: BTreeMap<&proto::AgentId, usize> = BTreeMap::new();
         let mut per_fw: BTreeMap<&proto::FrameworkId, BTreeMap<&'static str, usize>> =
@@ -257,7 +302,7 @@ impl Master {
         }
         let agents = self
             .agents()
-            .map(|a| agent_report(a, per_agent.get(&a.id).copied().unwrap_or(0)))
+            .map(|a| agent_report(a, per_agent.get(&a.id).copied().unwrap_or(0), &clock))
             .collect();
         let mut role_alloc: BTreeMap<String, (Resources, usize)> = self
             .config()
@@ -265,7 +310,7 @@ impl Master {
             .keys()
             .map(|r| (r.clone(), (Resources::ZERO, 0)))
             .collect();
-        let frameworks = self
+        let mut frameworks: Vec<FrameworkReport> = self
             .frameworks()
             .map(|f| {
                 let allocated = self.framework_allocated(&f.id);
@@ -290,14 +335,32 @@ impl Master {
                         .into_iter()
                         .map(|(s, n)| (s.to_owned(), n))
                         .collect(),
+                    fair_share: 0.0,
                 }
             })
             .collect();
-        let roles = role_alloc
+        let weight_of = |name: &str| {
+            self.config()
+                .roles
+                .get(name)
+                .map_or(1.0, |spec| spec.weight)
+        };
+        let active_weight: f64 = role_alloc
+            .iter()
+            .filter(|(_, (_, n))| *n > 0)
+            .map(|(name, _)| weight_of(name))
+            .sum();
+        let roles: Vec<RoleReport> = role_alloc
             .into_iter()
             .map(|(name, (allocated, frameworks))| {
                 let spec = self.config().roles.get(&name).cloned().unwrap_or_default();
+                let fair_share = if frameworks > 0 && active_weight > 0.0 {
+                    weight_of(&name) / active_weight
+                } else {
+                    0.0
+                };
                 RoleReport {
+                    fair_share,
                     weight: spec.weight,
                     guarantee: spec.guarantee.into(),
                     limit: spec.limit.map(Into::into),
@@ -310,8 +373,8 @@ impl Master {
             .collect();
         let tasks = self
             .tasks()
-            .map(|t| task_report(t, false))
-            .chain(self.completed_tasks().map(|t| task_report(t, true)))
+            .map(|t| task_report(t, false, &clock))
+            .chain(self.completed_tasks().map(|t| task_report(t, true, &clock)))
             .collect();
         let offers = self
             .offers()
@@ -324,6 +387,11 @@ impl Master {
                 reserved_for: o.reserved_for.clone(),
             })
             .collect();
+        for f in &mut frameworks {
+            if let Some(r) = roles.iter().find(|r| r.name == f.role) {
+                f.fair_share = r.fair_share / r.frameworks.max(1) as f64;
+            }
+        }
         StateReport {
             allocator: self.allocator_name().to_owned(),
             total: total.into(),

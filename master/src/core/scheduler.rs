@@ -2,7 +2,7 @@
 //! disconnection, and teardown (asked for, or when the failover timeout passes).
 
 use super::timer::Timer;
-use super::{Binding, ConnId, FrameworkEntry, Master, TaskEntry};
+use super::{Binding, ConnId, FrameworkEntry, Master, TaskEntry, TaskTimes};
 use crate::registry::{FrameworkRecord, RegistryOp, TaskRecord};
 use proto::identity::PeerKind;
 use proto::{
@@ -523,6 +523,10 @@ impl Master {
             restore_notice: None,
             recovered: false,
             unreachable_told: false,
+            times: TaskTimes {
+                launched: Some(self.now),
+                ..Default::default()
+            },
         };
         self.hold_task(&entry);
         self.blobs_used_by(&task);
@@ -588,23 +592,7 @@ impl Master {
                 // a repeated Kill sends the agent nothing more.
                 tracing::debug!(task = %key.1, "kill already requested");
             }
-            Some(t) if !t.is_terminal() => {
-                let aid = t.info.agent_id.clone();
-                if let Some(t) = self.tasks.get_mut(&key) {
-                    t.kill_requested = true;
-                }
-                self.persist(RegistryOp::KillRequested {
-                    framework_id: key.0.clone(),
-                    task_id: key.1.clone(),
-                });
-                self.send_to_agent(
-                    &aid,
-                    Message::KillTask {
-                        framework_id: key.0,
-                        task_id: key.1,
-                    },
-                );
-            }
+            Some(t) if !t.is_terminal() => self.request_kill(key),
             Some(t) => {
                 let state = t.status.state.name();
                 self.error(
@@ -614,6 +602,27 @@ impl Master {
             }
             None => self.error(conn, format!("unknown task {}", key.1)),
         }
+    }
+
+    /// Asks the agent of live task `key` to kill it, durably (the kill is sent again when the
+    /// agent re-registers still running it).
+    pub(super) fn request_kill(&mut self, key: (FrameworkId, TaskId)) {
+        let Some(t) = self.tasks.get_mut(&key) else {
+            return;
+        };
+        t.kill_requested = true;
+        let aid = t.info.agent_id.clone();
+        self.persist(RegistryOp::KillRequested {
+            framework_id: key.0.clone(),
+            task_id: key.1.clone(),
+        });
+        self.send_to_agent(
+            &aid,
+            Message::KillTask {
+                framework_id: key.0,
+                task_id: key.1,
+            },
+        );
     }
 
     fn on_acknowledge(

@@ -47,6 +47,8 @@ pub struct AgentEntry {
     /// its tasks keep their states when it disconnects, until it re-registers or its
     /// re-registration timeout passes.
     pub leaving: bool,
+    /// When the master last heard from it (`None`: recovered after a restart and not since).
+    pub last_seen: Option<Instant>,
 }
 
 impl AgentEntry {
@@ -170,6 +172,21 @@ pub struct TaskEntry {
     /// the restore notice when the agent returns (otherwise its view is still the one from
     /// before the restart, which the agent's own updates continue).
     pub unreachable_told: bool,
+    /// When it was launched, started running and ended, as this master saw it.
+    pub times: TaskTimes,
+}
+
+/// When a task was launched, first reported running and ended, by the master's clock. Kept
+/// for operators (`/state`, the UI); `None` where this master did not see it happen (tasks
+/// adopted from an agent or recovered after a restart).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskTimes {
+    /// Accepted into an offer and sent to its agent.
+    pub launched: Option<Instant>,
+    /// First reported TASK_RUNNING.
+    pub started: Option<Instant>,
+    /// Reached a terminal state.
+    pub ended: Option<Instant>,
 }
 
 impl TaskEntry {

@@ -177,6 +177,7 @@ pub(super) async fn serve_connection(
             conn_id,
             conn: conn.clone(),
             writer,
+            peer: principal.to_string(),
         })
         .await
         .is_ok()

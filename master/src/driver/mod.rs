@@ -121,10 +121,13 @@ pub struct MasterOptions {
     pub crls: Vec<String>,
     /// Bytes of blobs each principal may store (default 4 GiB).
     pub blob_quota: u64,
-    /// TCP address of the operator HTTP surface (`/health`, `/state`, `/metrics`; see
-    /// [`crate::http`]), `None` (the default here) for none. Loopback addresses only: it has no
-    /// TLS or access control yet.
+    /// TCP address of the operator HTTP surface (`/health`, `/state`, `/metrics`, ...; see
+    /// [`crate::http`]), `None` (the default here) for none. Plain HTTP on a loopback address
+    /// unless [`Self::http_tls`]; HTTPS with client certificates on any other.
     pub http_listen: Option<SocketAddr>,
+    /// Serve HTTPS with client certificates even on loopback, so that callers are told apart
+    /// by their certificates (a shared machine; tests of who may see and kill what).
+    pub http_tls: bool,
 }
 
 impl MasterOptions {
@@ -147,6 +150,7 @@ impl MasterOptions {
             crls: Vec::new(),
             blob_quota: 4 << 30,
             http_listen: None,
+            http_tls: false,
         }
     }
 }
@@ -189,9 +193,6 @@ pub enum MasterError {
     /// The coordination service cannot be used (configuration, another cluster's registry).
     #[error(transparent)]
     Ha(#[from] HaError),
-    /// The HTTP address is not a loopback address (remote access needs TLS, not there yet).
-    #[error("--http-listen {0}: only loopback addresses are allowed (the HTTP surface has no TLS or access control yet)")]
-    HttpNotLoopback(SocketAddr),
     /// The HTTP listener could not be bound.
     #[error("binding the HTTP listener {addr}: {source}")]
     HttpBind {
@@ -257,6 +258,8 @@ enum Input {
         conn_id: ConnId,
         conn: quinn::Connection,
         writer: mpsc::Sender<Message>,
+        /// Its certificate's principal (`agent/a1`), the label of its path metrics.
+        peer: String,
     },
     Core(Event),
     /// A message from a peer, holding one of its connection's input permits until the core has
@@ -342,9 +345,6 @@ impl MasterServer {
         let store = Arc::new(BlobStore::open(&opts.work_dir.join("blobs"))?);
         let http = match opts.http_listen {
             None => None,
-            Some(addr) if !addr.ip().is_loopback() => {
-                return Err(MasterError::HttpNotLoopback(addr))
-            }
             Some(addr) => {
                 let l = std::net::TcpListener::bind(addr)
                     .and_then(|l| l.set_nonblocking(true).map(|()| l))
@@ -435,12 +435,25 @@ impl MasterServer {
                     mode: shared.mode.clone(),
                     single: matches!(registry, Store::Local(_)),
                 });
-                tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-                    "HTTP listening (/health, /state, /metrics)");
-                Some(tokio::spawn(crate::http::serve(
-                    listener,
-                    crate::http::router(source, metrics.clone()),
-                )))
+                let router = crate::http::router(source, metrics.clone());
+                let addr = listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                if opts.http_tls || !listener.local_addr().is_ok_and(|a| a.ip().is_loopback()) {
+                    let tls =
+                        net::tls::rustls_server_config(&opts.ca_pem, &opts.identity, &opts.crls)?;
+                    tracing::info!(%addr, "HTTPS listening (client certificates of the cluster CA)");
+                    Some(tokio::spawn(crate::http::serve_tls(
+                        listener,
+                        router,
+                        tls,
+                        shared.cluster.clone(),
+                    )))
+                } else {
+                    tracing::info!(%addr, "HTTP listening (loopback, no TLS)");
+                    Some(tokio::spawn(crate::http::serve(listener, router)))
+                }
             }
             None => None,
         };

@@ -66,7 +66,8 @@ pub(super) fn unix_ms() -> u128 {
 }
 
 /// Connections of this term that passed their handshake: their control-stream queues.
-type Conns = HashMap<ConnId, (quinn::Connection, mpsc::Sender<Message>)>;
+/// The term's open connections: the QUIC connection, its writer queue, its principal.
+type Conns = HashMap<ConnId, (quinn::Connection, mpsc::Sender<Message>, String)>;
 
 /// Serves one term; `allocator` is taken for the core and given back when the term ends.
 pub(super) async fn lead(
@@ -194,7 +195,7 @@ pub(super) async fn lead(
                         send(&mut core, &mut conns, conn, msg);
                     }
                     Action::Close { conn, reason } => {
-                        if let Some((c, _)) = conns.remove(&conn) {
+                        if let Some((c, _, _)) = conns.remove(&conn) {
                             tracing::info!(conn, %reason, "closing connection");
                             close_after_flush(c, reason);
                         }
@@ -246,7 +247,7 @@ pub(super) async fn lead(
     } else {
         close_code::NORMAL
     };
-    for (_, (c, _)) in conns.drain() {
+    for (_, (c, _, _)) in conns.drain() {
         c.close(code.into(), b"this master no longer leads");
     }
     drop(rx);
@@ -314,7 +315,7 @@ async fn write(
 
 /// Queues `msg` for its connection; a peer whose queue is full is cut off.
 fn send(core: &mut Master, conns: &mut Conns, conn: ConnId, msg: Message) {
-    if let Some((c, writer)) = conns.get(&conn) {
+    if let Some((c, writer, _)) = conns.get(&conn) {
         if writer.try_send(msg).is_err() {
             tracing::warn!(conn, "peer too slow or gone; closing");
             c.close(close_code::TOO_SLOW.into(), b"too slow reading messages");
@@ -441,8 +442,9 @@ fn handle_input(
             conn_id,
             conn,
             writer,
+            peer,
         } => {
-            conns.insert(conn_id, (conn, writer));
+            conns.insert(conn_id, (conn, writer, peer));
         }
         Input::Core(ev) => {
             if let Event::Disconnected { conn } = &ev {
@@ -457,7 +459,17 @@ fn handle_input(
             }
             core.handle(now, ev)
         }
-        Input::Ask(ask) => answer(core, ask),
+        Input::Ask(ask) => {
+            if matches!(ask, crate::http::Ask::Report(_)) {
+                // A scrape: the QUIC paths' figures go with the books'.
+                ctx.metrics.observe_paths(
+                    conns
+                        .values()
+                        .map(|(c, _, peer)| (peer.as_str(), c.stats().path)),
+                );
+            }
+            answer(core, ask)
+        }
         Input::MayFetch {
             conn_id,
             digest,
@@ -497,7 +509,15 @@ fn handle_input(
 fn answer(core: &mut Master, ask: crate::http::Ask) {
     match ask {
         crate::http::Ask::Report(reply) => {
-            let _ = reply.send(core.report());
+            let _ = reply.send(core.report(std::time::SystemTime::now()));
+        }
+        crate::http::Ask::Kill {
+            caller,
+            framework,
+            task,
+            reply,
+        } => {
+            let _ = reply.send(core.operator_kill(&caller, framework.as_ref(), &task));
         }
     }
 }

@@ -41,6 +41,13 @@ pub struct AgentLabel {
     pub hostname: String,
 }
 
+/// A peer label: the principal of its certificate (`agent/a1`, `framework/team-a`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabel {
+    /// The principal.
+    pub peer: String,
+}
+
 /// Every metric the master exports, registered once in its own [`Registry`].
 pub struct Metrics {
     registry: Registry,
@@ -64,6 +71,10 @@ pub struct Metrics {
     role_share: Family<RoleLabel, Gauge<f64, AtomicU64>>,
     agent_cpus_used: Family<AgentLabel, Gauge<f64, AtomicU64>>,
     agent_mem_used: Family<AgentLabel, Gauge>,
+    path_rtt: Family<PeerLabel, Gauge<f64, AtomicU64>>,
+    path_lost: Family<PeerLabel, Gauge>,
+    path_sent: Family<PeerLabel, Gauge>,
+    path_cwnd: Family<PeerLabel, Gauge>,
     /// When each launch not yet running was sent (only the core's loop touches it).
     launched: Mutex<HashMap<(FrameworkId, TaskId), Instant>>,
 }
@@ -152,6 +163,30 @@ impl Metrics {
             "Memory held by an agent's live tasks",
             agent_mem_used.clone(),
         );
+        let path_rtt = Family::<PeerLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "peer_rtt_seconds",
+            "Smoothed round-trip time of each peer's QUIC path (the worst of its connections)",
+            path_rtt.clone(),
+        );
+        let path_lost = Family::<PeerLabel, Gauge>::default();
+        registry.register(
+            "peer_lost_packets",
+            "Packets of each peer's open QUIC connections declared lost",
+            path_lost.clone(),
+        );
+        let path_sent = Family::<PeerLabel, Gauge>::default();
+        registry.register(
+            "peer_sent_packets",
+            "Packets sent on each peer's open QUIC connections",
+            path_sent.clone(),
+        );
+        let path_cwnd = Family::<PeerLabel, Gauge>::default();
+        registry.register(
+            "peer_congestion_window_bytes",
+            "Congestion window of each peer's QUIC path",
+            path_cwnd.clone(),
+        );
         Metrics {
             registry,
             launches,
@@ -167,6 +202,10 @@ impl Metrics {
             role_share,
             agent_cpus_used,
             agent_mem_used,
+            path_rtt,
+            path_lost,
+            path_sent,
+            path_cwnd,
             launched: Mutex::new(HashMap::new()),
         }
     }
@@ -244,6 +283,32 @@ impl Metrics {
             self.agent_mem_used
                 .get_or_create(&l)
                 .set(a.used.mem_bytes as i64);
+        }
+    }
+
+    /// Sets each open connection's QUIC path figures (a peer with several connections shows
+    /// the sum of their packets and the worst RTT); closed ones disappear.
+    pub fn observe_paths<'a>(&self, paths: impl Iterator<Item = (&'a str, quinn::PathStats)>) {
+        let mut by_peer: HashMap<&str, (std::time::Duration, u64, u64, u64)> = HashMap::new();
+        for (peer, p) in paths {
+            let e = by_peer.entry(peer).or_default();
+            e.0 = e.0.max(p.rtt);
+            e.1 += p.lost_packets;
+            e.2 += p.sent_packets;
+            e.3 += p.cwnd;
+        }
+        self.path_rtt.clear();
+        self.path_lost.clear();
+        self.path_sent.clear();
+        self.path_cwnd.clear();
+        for (peer, (rtt, lost, sent, cwnd)) in by_peer {
+            let l = PeerLabel {
+                peer: peer.to_owned(),
+            };
+            self.path_rtt.get_or_create(&l).set(rtt.as_secs_f64());
+            self.path_lost.get_or_create(&l).set(lost as i64);
+            self.path_sent.get_or_create(&l).set(sent as i64);
+            self.path_cwnd.get_or_create(&l).set(cwnd as i64);
         }
     }
 

@@ -14,6 +14,8 @@
 //! access control yet, so anything that can connect may read the whole cluster's books.
 //! Remote access with TLS and client certificates is a later step.
 
+pub mod kill;
+pub mod listener;
 pub mod metrics;
 pub mod ui;
 
@@ -23,7 +25,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,6 +66,17 @@ pub enum ReportError {
 pub enum Ask {
     /// A picture of the books (`/state`, `/metrics`).
     Report(oneshot::Sender<StateReport>),
+    /// Kill a task on behalf of `caller` (see [`kill`]).
+    Kill {
+        /// Who asks.
+        caller: Caller,
+        /// The task's framework, when named.
+        framework: Option<proto::FrameworkId>,
+        /// The task.
+        task: proto::TaskId,
+        /// The framework killed in, or why not.
+        reply: oneshot::Sender<Result<proto::FrameworkId, crate::core::OperatorError>>,
+    },
 }
 
 /// What the HTTP handlers need from the driver.
@@ -147,18 +160,38 @@ async fn health(State(app): State<Arc<AppState>>) -> Response {
     axum::Json(health_of(app.source.leadership())).into_response()
 }
 
-async fn state(State(app): State<Arc<AppState>>) -> Response {
-    match app.report().await {
-        Ok((_, json)) => (
-            [(header::CONTENT_TYPE, "application/json")],
-            json.as_str().to_owned(),
-        )
-            .into_response(),
-        Err(e) => error_response(e),
-    }
+async fn state(State(app): State<Arc<AppState>>, Extension(caller): Extension<Caller>) -> Response {
+    let json = match app.report().await {
+        Ok((_, json)) if caller.sees_all() => json.as_str().to_owned(),
+        Ok((report, _)) => serde_json::to_string(&visible_to(&report, &caller))
+            .expect("a report always serializes"),
+        Err(e) => return error_response(e),
+    };
+    ([(header::CONTENT_TYPE, "application/json")], json).into_response()
 }
 
-async fn scrape(State(app): State<Arc<AppState>>) -> Response {
+/// What of `report` a caller that does not see everything may see: every agent and role (the
+/// cluster's shape and capacity), but only its own frameworks, their tasks and their offers.
+fn visible_to(report: &StateReport, caller: &Caller) -> StateReport {
+    let mut r = report.clone();
+    r.frameworks.retain(|f| caller.may_view(&f.principal));
+    let mine: std::collections::BTreeSet<&str> =
+        r.frameworks.iter().map(|f| f.id.as_str()).collect();
+    r.tasks.retain(|t| mine.contains(t.framework_id.as_str()));
+    r.offers.retain(|o| mine.contains(o.framework_id.as_str()));
+    r
+}
+
+async fn scrape(
+    State(app): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
+    if !caller.sees_all() {
+        return kill::error_body(
+            StatusCode::FORBIDDEN,
+            format!("{caller} may not read the cluster's metrics (an operator certificate may)"),
+        );
+    }
     // A standby or a busy loop still exports what the driver recorded.
     let _ = app.report().await;
     (
@@ -183,13 +216,14 @@ fn error_response(e: ReportError) -> Response {
 }
 
 /// The router serving the endpoints. Every handler may take an `Extension<Caller>`: who asks
-/// (the serving loop inserts it per connection; [`Caller::Local`] on the plain loopback
-/// listener, where this default layer provides it).
+/// ([`listener`] inserts it per connection: [`Caller::Local`] on the plain loopback listener,
+/// the certificate's principal under TLS).
 pub fn router(source: Arc<dyn Source>, metrics: Arc<metrics::Metrics>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/state", get(state))
         .route("/metrics", get(scrape))
+        .route("/tasks/{task_id}/kill", axum::routing::post(kill::kill))
         // The web UI at `/` (ui.rs).
         .merge(ui::router())
         .with_state(Arc::new(AppState {
@@ -197,12 +231,6 @@ pub fn router(source: Arc<dyn Source>, metrics: Arc<metrics::Metrics>) -> Router
             metrics,
             cache: tokio::sync::Mutex::new(None),
         }))
-        .layer(axum::Extension(Caller::Local))
 }
 
-/// Serves `router` on `listener` until the task is dropped or aborted.
-pub async fn serve(listener: tokio::net::TcpListener, router: Router) {
-    if let Err(e) = axum::serve(listener, router).await {
-        tracing::warn!(error = %e, "the HTTP server stopped");
-    }
-}
+pub use listener::{serve, serve_tls};

@@ -19,14 +19,20 @@ pub struct MasterArgs {
     /// UDP address to listen on.
     #[arg(long, default_value = "0.0.0.0:5050")]
     listen: SocketAddr,
-    /// TCP address of the operator HTTP surface: `/health`, `/state` (JSON of the books),
-    /// `/metrics` (Prometheus). Loopback addresses only for now (it has no TLS or access
-    /// control yet; TLS with client certificates comes later); `none` disables it. Default:
-    /// 127.0.0.1 at `--listen`'s port + 1 (127.0.0.1:5051 for the default `--listen`; any free
-    /// port when `--listen`'s is 0); if that default is taken the master runs without HTTP
-    /// and says so, while an address given here must be free.
+    /// TCP address of the operator HTTP surface: the web UI at `/`, `/health`, `/state` (JSON
+    /// of the books), `/metrics` (Prometheus), task output, kills. Plain HTTP on a loopback
+    /// address (whoever reaches it is the machine's operator); HTTPS requiring a client
+    /// certificate of the cluster CA on any other address (operators see everything, a
+    /// framework principal only its own frameworks); `none` disables it. Default: 127.0.0.1 at
+    /// `--listen`'s port + 1 (127.0.0.1:5051 for the default `--listen`; any free port when
+    /// `--listen`'s is 0); if that default is taken the master runs without HTTP and says so,
+    /// while an address given here must be free.
     #[arg(long, value_parser = parse_http_listen)]
     http_listen: Option<HttpListen>,
+    /// Serve HTTPS with client certificates on a loopback `--http-listen` too (a machine shared
+    /// by several tenants).
+    #[arg(long)]
+    http_tls: bool,
     /// Where uploaded modules and files (`blobs/`) and the registry (`registry.redb`: the
     /// frameworks, agents and tasks a restarted master recovers) are stored.
     #[arg(long, default_value = "/var/lib/tessera/master")]
@@ -84,6 +90,7 @@ pub async fn execute(a: MasterArgs) -> anyhow::Result<i32> {
         Some(HttpListen(addr)) => addr,
         None => default_http_listen(a.listen),
     };
+    opts.http_tls = a.http_tls;
     opts.tuning = a.quic.tuning()?;
     opts.config.allocation_interval = a.allocation_interval;
     opts.config.run_id = run_id()?;
@@ -145,7 +152,7 @@ fn run_id() -> anyhow::Result<String> {
 #[derive(Clone, Debug)]
 struct HttpListen(Option<SocketAddr>);
 
-/// Parses `--http-listen`: `none` or a loopback `host:port`.
+/// Parses `--http-listen`: `none` or `host:port`.
 fn parse_http_listen(s: &str) -> Result<HttpListen, String> {
     if s.eq_ignore_ascii_case("none") {
         return Ok(HttpListen(None));
@@ -153,11 +160,6 @@ fn parse_http_listen(s: &str) -> Result<HttpListen, String> {
     let addr: SocketAddr = s
         .parse()
         .map_err(|e| format!("{s}: not an address ({e}); give IP:PORT or none"))?;
-    if !addr.ip().is_loopback() {
-        return Err(format!(
-            "{addr}: only loopback addresses for now (the HTTP surface has no TLS or access control yet)"
-        ));
-    }
     Ok(HttpListen(Some(addr)))
 }
 

@@ -375,6 +375,7 @@ mod filters;
 mod identity;
 mod kill;
 mod limits;
+mod operator;
 /// Partition-aware task states: TASK_UNREACHABLE, back, TASK_GONE.
 mod partition;
 /// Allocation policies through the core: DRF, weights, quotas, reservations, priority, and the

@@ -6,7 +6,7 @@ use super::*;
 #[test]
 fn report_follows_the_books() {
     let (mut h, a, f, o, m) = one_agent_one_offer();
-    let r = h.m.report();
+    let r = h.m.report(std::time::SystemTime::now());
     assert_eq!(r.agents.len(), 1);
     let agent = &r.agents[0];
     assert_eq!(agent.id, a.to_string());
@@ -25,7 +25,7 @@ fn report_follows_the_books() {
     h.take();
     h.status(1, update(&f, "t1", &a, TaskState::Running, "u1"));
     h.take();
-    let r = h.m.report();
+    let r = h.m.report(std::time::SystemTime::now());
     let t = r.tasks.iter().find(|t| t.id == "t1").unwrap();
     assert_eq!(t.state, "TASK_RUNNING");
     assert_eq!(t.agent_id, a.to_string());
@@ -55,7 +55,7 @@ fn report_follows_the_books() {
         },
     );
     h.take();
-    let r = h.m.report();
+    let r = h.m.report(std::time::SystemTime::now());
     let t = r.tasks.iter().find(|t| t.id == "t1").unwrap();
     assert_eq!(t.state, "TASK_FINISHED");
     assert!(t.completed);

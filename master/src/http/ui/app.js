@@ -366,6 +366,7 @@ function drawTask(s, id) {
     ["reason", t.reason || "—"],
     ["message", t.message || "—"],
   ];
+  if (t.launched_at_ms !== undefined) rows.push(["launched", fmtTime(t.launched_at_ms)]);
   if (t.started_at_ms !== undefined) rows.push(["started", fmtTime(t.started_at_ms)]);
   if (t.ended_at_ms !== undefined) rows.push(["ended", fmtTime(t.ended_at_ms)]);
   if (t.started_at_ms) {
