@@ -80,6 +80,16 @@ function fmtDuration(ms) {
   return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
 }
 
+/** How long ago `ms` was, by this browser's clock ("just now" within a few seconds or when
+ * the clocks disagree), or the time itself past an hour. */
+function fmtAgo(ms) {
+  if (ms === undefined || ms === null) return "—";
+  const ago = Date.now() - ms;
+  if (ago < 5000) return "just now";
+  if (ago < 3600 * 1000) return fmtDuration(ago) + " ago";
+  return fmtTime(ms);
+}
+
 /** `TASK_RUNNING` → `RUNNING`. */
 function stateName(s) {
   return String(s || "").replace(/^TASK_/, "");
@@ -207,7 +217,7 @@ function drawAgents(s) {
     const attrs = Object.entries(a.attributes || {}).map(([k, v]) => `${k}=${v}`);
     if (a.datasets && a.datasets.length) attrs.push("data: " + a.datasets.join(", "));
     const seen = a.last_seen_ms !== undefined && a.last_seen_ms !== null
-      ? fmtTime(a.last_seen_ms)
+      ? fmtAgo(a.last_seen_ms)
       : a.connected ? "now" : "—";
     return el("tr", { className: a.connected ? "" : "gone", "data-agent": a.hostname, title: a.id },
       el("td", {}, a.hostname),
