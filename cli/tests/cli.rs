@@ -74,6 +74,19 @@ fn run_with_dir_gives_the_guest_that_directory_and_nothing_else() {
     assert!(stdout.contains("ls: nested"), "{stdout}");
     assert!(!stdout.contains("ALLOWED"), "{stdout}");
     assert!(stdout.matches("denied").count() >= 3, "{stdout}");
+    // What the guest wrote is on the host once it ended (local mode writes back).
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("output.txt")).unwrap(),
+        "written by the files guest\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("sub/dir/file.txt")).unwrap(),
+        "nested\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("input.txt")).unwrap(),
+        "data from the host\n"
+    );
 }
 
 #[test]

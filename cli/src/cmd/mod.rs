@@ -13,6 +13,7 @@ pub mod run;
 pub mod runtime;
 pub mod sim;
 pub mod top;
+pub mod write_back;
 
 /// An error message on one line: libraries' messages may carry multi-line detail (a Debug
 /// dump of bytes), and a user reads one line per error.

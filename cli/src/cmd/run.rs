@@ -49,10 +49,13 @@ pub struct RunArgs {
     /// Environment variable KEY=VALUE (repeatable).
     #[arg(long = "env", value_parser = super::parse_kv)]
     env: Vec<(String, String)>,
-    /// Copy this local directory's regular files (and subdirectories) into the task's sandbox,
-    /// its `/`, before it starts. A copy, in local mode too: the guest's writes stay in the
-    /// sandbox and are not written back; symlinks and special files are skipped with a warning
-    /// (the sandbox must not point outside it).
+    /// Give the task this local directory as its `/`. Its regular files (and subdirectories)
+    /// are copied into the task's sandbox before it starts; without --master, what the guest
+    /// left there (new, changed and deleted files) is written back when it ends, as `wasmtime
+    /// run --dir` would show its writes. With --master the files are copied in and nothing
+    /// comes back (the sandbox stays on the agent; `tessera logs` reads its output). Symlinks
+    /// and special files are skipped with a warning both ways (the sandbox must not point
+    /// outside it).
     #[arg(long)]
     dir: Option<PathBuf>,
     /// Submit to this cluster instead of an embedded one: its masters' addresses,
@@ -679,6 +682,10 @@ pub async fn execute(a: RunArgs) -> anyhow::Result<i32> {
                 spec.name.clone(),
                 stopped,
             ));
+            let copied_in = match &spec.dir {
+                Some(d) => collect_dir(d)?.into_iter().map(|(p, _)| p).collect(),
+                None => Vec::new(),
+            };
             let result = run_task(opts, &spec, stop).await;
             let _ = stop_follow.send(());
             let followed = follower.await.ok().flatten();
@@ -689,6 +696,10 @@ pub async fn execute(a: RunArgs) -> anyhow::Result<i32> {
                     let mut offsets = [0, 0];
                     copy_new(&task_dir, &mut offsets);
                 }
+            }
+            if let (Some(host), Ok(Outcome::Ended(status))) = (&spec.dir, &result) {
+                let sandbox = task_dir(&cluster.agents[0].work_dir, status).join("sandbox");
+                super::write_back::write_back(&sandbox, host, &copied_in)?;
             }
             let outputs = Some(());
             cluster.shutdown().await;
