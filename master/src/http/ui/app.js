@@ -6,8 +6,8 @@
 "use strict";
 
 const POLL_MS = 1000;
-/** Bytes asked per output read. */
-const OUTPUT_CHUNK = 64 * 1024;
+/** Bytes asked per output read (the master answers at most 512 KiB). */
+const OUTPUT_CHUNK = 256 * 1024;
 /** Output kept on the page per stream; older text is dropped from the top. */
 const OUTPUT_KEEP = 1024 * 1024;
 /** Rows drawn in the task table at most (the filters narrow it). */
@@ -108,8 +108,10 @@ function isEnded(t) {
   return t.completed || ENDED.has(t.state);
 }
 
-function taskHref(id) {
-  return "#/tasks/" + encodeURIComponent(id);
+/** The address of task `id`'s page; with its framework, since ids are unique per framework. */
+function taskHref(id, framework) {
+  const q = framework ? "?framework=" + encodeURIComponent(framework) : "";
+  return "#/tasks/" + encodeURIComponent(id) + q;
 }
 
 // ---- a bar: parts of a whole --------------------------------------------------------------
@@ -326,7 +328,7 @@ function drawTasks(s) {
     const why = [t.reason, t.message].filter((x) => x).join(": ");
     return el("tr", { "data-task": t.id, className: isEnded(t) ? "ended" : "" },
       el("td", {}, stateBadge(t.state)),
-      el("td", {}, el("a", { href: taskHref(t.id) }, t.id)),
+      el("td", {}, el("a", { href: taskHref(t.id, t.framework_id) }, t.id)),
       el("td", {}, t.name),
       el("td", { title: t.framework_id }, fwName.get(t.framework_id) || t.framework_id),
       el("td", { title: t.agent_id }, host.get(t.agent_id) || t.agent_id),
@@ -343,20 +345,24 @@ function drawTasks(s) {
 
 // ---- one task -------------------------------------------------------------------------------
 
-/** The task view's id (from the location's hash), or null on the overview. */
+/** The viewed task from the location's hash (`#/tasks/<id>[?framework=<id>]`) as
+ * `{id, framework}` (framework "" when not named), or null on the overview. */
 function viewedTask() {
-  const m = /^#\/tasks\/([^?]+)$/.exec(location.hash);
+  const m = /^#\/tasks\/([^?]+)(?:\?(.*))?$/.exec(location.hash);
   if (!m) return null;
+  let id = m[1];
   try {
-    return decodeURIComponent(m[1]);
-  } catch (_) {
-    return m[1];
-  }
+    id = decodeURIComponent(m[1]);
+  } catch (_) { /* kept as written */ }
+  return { id, framework: new URLSearchParams(m[2] || "").get("framework") || "" };
 }
 
-function drawTask(s, id) {
+function drawTask(s, view) {
+  const id = view.id;
   $("task-title").textContent = id;
-  const t = s ? s.tasks.find((x) => x.id === id) : null;
+  const t = s
+    ? s.tasks.find((x) => x.id === id && (!view.framework || x.framework_id === view.framework))
+    : null;
   const dl = $("task-details");
   if (!t) {
     $("task-state").replaceChildren();
@@ -389,8 +395,9 @@ function drawTask(s, id) {
 /** Follows one output stream of one task: reads from its offset, decodes UTF-8 across
  * chunk boundaries, stops once the task ended and everything was read. */
 class Follower {
-  constructor(task, stream) {
-    this.task = task;
+  constructor(view, stream) {
+    this.task = view.id;
+    this.framework = view.framework;
     this.stream = stream;
     this.pre = $(stream);
     this.size = $(stream + "-size");
@@ -398,6 +405,8 @@ class Follower {
     this.decoder = new TextDecoder("utf-8");
     this.done = false;
     this.busy = false;
+    /** After a refusal, when to ask again (Date.now() ms). */
+    this.retryAt = 0;
     this.pre.replaceChildren();
     this.size.textContent = "";
     this.text = document.createTextNode("");
@@ -424,19 +433,24 @@ class Follower {
   }
 
   async poll() {
-    if (this.done || this.busy) return;
+    if (this.done || this.busy || Date.now() < this.retryAt) return;
     this.busy = true;
     try {
       for (let round = 0; round < 16 && !this.done; round++) {
-        const url = `/tasks/${encodeURIComponent(this.task)}/output/${this.stream}?offset=${this.offset}&length=${OUTPUT_CHUNK}`;
+        let url = `/tasks/${encodeURIComponent(this.task)}/output/${this.stream}?offset=${this.offset}&length=${OUTPUT_CHUNK}`;
+        if (this.framework) url += "&framework=" + encodeURIComponent(this.framework);
         const r = await fetch(url, { cache: "no-store" });
         if (!r.ok) {
-          let why = `${r.status} ${r.statusText}`;
+          // One line of text saying why (JSON on a standby).
+          let why = (await r.text().catch(() => "")).trim();
           try {
-            const j = await r.json();
-            why = j.error || j.message || JSON.stringify(j);
-          } catch (_) { /* not JSON */ }
+            const j = JSON.parse(why);
+            why = j.error || (j.status === "standby" ? "this master is a standby" : why);
+          } catch (_) { /* plain text */ }
+          why = why.split("\n")[0].slice(0, 300) || `${r.status} ${r.statusText}`;
           this.note(r.status === 404 ? `no output (${why})` : `cannot read output: ${why}`);
+          // Refusals (bad request, not allowed, unknown, ambiguous) are asked again rarely.
+          this.retryAt = Date.now() + (r.status >= 400 && r.status < 500 ? 10000 : 2000);
           return;
         }
         this.clearNote();
@@ -477,14 +491,14 @@ class Follower {
 let followers = null; // [stdout, stderr] of the viewed task
 
 function route() {
-  const id = viewedTask();
-  $("overview").hidden = id !== null;
-  $("task-view").hidden = id === null;
-  if (id === null) {
+  const view = viewedTask();
+  $("overview").hidden = view !== null;
+  $("task-view").hidden = view === null;
+  if (view === null) {
     followers = null;
     filtersFromHash();
-  } else if (!followers || followers[0].task !== id) {
-    followers = [new Follower(id, "stdout"), new Follower(id, "stderr")];
+  } else if (!followers || followers[0].task !== view.id || followers[0].framework !== view.framework) {
+    followers = [new Follower(view, "stdout"), new Follower(view, "stderr")];
   }
   draw();
   if (followers) followers.forEach((f) => f.poll());
@@ -499,9 +513,9 @@ function banner(msg) {
 }
 
 function draw() {
-  const id = viewedTask();
-  if (id !== null) {
-    drawTask(last, id);
+  const view = viewedTask();
+  if (view !== null) {
+    drawTask(last, view);
     return;
   }
   if (!last) return;
