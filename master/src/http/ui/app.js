@@ -74,6 +74,7 @@ function fmtTime(ms) {
 
 function fmtDuration(ms) {
   if (ms === undefined || ms === null || ms < 0) return "";
+  if (ms < 1000) return "under 1 s";
   const s = Math.round(ms / 1000);
   if (s < 60) return s + " s";
   if (s < 3600) return Math.floor(s / 60) + " min " + (s % 60) + " s";
