@@ -202,6 +202,21 @@ fn ms(d: Duration) -> String {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
+    // `profile=AGENTSxFRAMEWORKS`: only that size, DRF only, rounds repeated (for perf).
+    if let Some(size) = std::env::args().find_map(|a| a.strip_prefix("profile=").map(String::from))
+    {
+        let (a, f) = size.split_once('x').expect("profile=AGENTSxFRAMEWORKS");
+        let (a, f): (usize, usize) = (a.parse().unwrap(), f.parse().unwrap());
+        for _ in 0..5 {
+            let d = run(a, f, Box::new(Drf::new()));
+            println!(
+                "drf {a}x{f}: round 0 {} ms, decline round {} ms",
+                ms(d.first),
+                ms(d.steady)
+            );
+        }
+        return;
+    }
     let agent_sizes: &[usize] = if quick {
         &[1_000]
     } else {
