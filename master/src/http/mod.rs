@@ -6,6 +6,7 @@
 //!   reply) and cached for [`STATE_CACHE`] or ten times what getting it took, whichever is
 //!   longer, so however often it is scraped and however big the books, the loop spends at most
 //!   about a tenth of its time on reports. A standby answers 503 with `{"status": "standby", "leader": ..}`.
+//! - `/`: the web UI ([`ui`]), a page reading `/state`.
 //! - `/metrics`: Prometheus text exposition ([`metrics::Metrics`]); the book gauges come from
 //!   the same cached report (a standby exports only what its driver recorded).
 //! - `/tasks/{task_id}/output/{stream}` and `/agents/{agent_id}/metrics`: a task's output and
@@ -19,6 +20,7 @@ pub mod kill;
 pub mod listener;
 pub mod metrics;
 pub mod output;
+pub mod ui;
 
 use crate::acl::Caller;
 use crate::core::StateReport;
@@ -230,6 +232,8 @@ pub fn router(source: Arc<dyn Source>, metrics: Arc<metrics::Metrics>) -> Router
         .route("/tasks/{task_id}/output/{stream}", get(output::task_output))
         .route("/agents/{agent_id}/metrics", get(output::agent_metrics))
         .route("/tasks/{task_id}/kill", axum::routing::post(kill::kill))
+        // The web UI at `/` (ui.rs).
+        .merge(ui::router())
         .with_state(Arc::new(AppState {
             source,
             metrics,

@@ -7,15 +7,23 @@
 //! - [`workload`]: the workload and one run of it on the virtual-time cluster.
 //! - [`report`]: samples, summary and the table.
 //! - [`locality`]: the data-locality workload, its runs and its table.
+//! - [`plot`]: `--plot FILE.svg`, the samples drawn over time.
+//!
+//! A progress bar of the simulated time shows on stderr while it runs, when stderr is a
+//! terminal (never in a pipe or a file).
 
 pub mod locality;
+pub mod plot;
 pub mod report;
 pub mod workload;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use proto::resources::{parse_cpus, parse_size};
 use proto::Resources;
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::time::Duration;
 use workload::{Sharing, SimConfig};
 
@@ -71,6 +79,25 @@ pub struct SimArgs {
     /// Allocation policy: drf (hierarchical DRF), priority, or simple-drf.
     #[arg(long, default_value = "drf")]
     allocator: String,
+    /// `sharing`: also draw utilization and each framework's dominant share over time, offers
+    /// against static partitioning, as an SVG picture in this file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+}
+
+/// A bar of `len` `unit`s on stderr when it is a terminal; hidden otherwise (a pipe, a file).
+fn progress_bar(len: u64, unit: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    let template = format!("{{msg:>8}} [{{bar:40}}] {{pos}}/{{len}} {unit}, {{elapsed}}");
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    // Redrawn while a long step runs, so the elapsed time shows it is alive.
+    bar.enable_steady_tick(Duration::from_millis(250));
+    bar
 }
 
 /// Runs the workload both ways and prints the report.
@@ -98,8 +125,23 @@ pub fn execute(a: SimArgs) -> anyhow::Result<i32> {
         master::allocator::by_name(&a.allocator)
             .with_context(|| format!("unknown allocator {:?}", a.allocator))
     };
-    let shared = workload::run(&cfg, Sharing::Offers, policy()?);
-    let partitioned = workload::run(&cfg, Sharing::StaticPartition, policy()?);
+    // Both runs on one bar: offers first, then static partitioning.
+    let secs = cfg.duration.as_secs();
+    let bar = progress_bar(2 * secs, "simulated s");
+    bar.set_message("offers");
+    let shared = workload::run_with_progress(&cfg, Sharing::Offers, policy()?, &mut |t| {
+        bar.set_position(t.as_secs().min(secs))
+    });
+    bar.set_message("static");
+    let partitioned =
+        workload::run_with_progress(&cfg, Sharing::StaticPartition, policy()?, &mut |t| {
+            bar.set_position(secs + t.as_secs().min(secs))
+        });
+    bar.finish_and_clear();
+    if let Some(path) = &a.plot {
+        plot::write_svg(path, &cfg, &shared, &partitioned)
+            .with_context(|| format!("cannot draw the plot into {}", path.display()))?;
+    }
     if a.json {
         #[derive(serde::Serialize)]
         struct Out<'a> {
@@ -120,6 +162,9 @@ pub fn execute(a: SimArgs) -> anyhow::Result<i32> {
 /// Runs the locality workload under static partitioning and at each wait, and prints the
 /// table (or JSON).
 fn execute_locality(a: SimArgs) -> anyhow::Result<i32> {
+    if a.plot.is_some() {
+        bail!("--plot draws the sharing workload only");
+    }
     let cfg = locality::LocalityConfig {
         seed: a.seed,
         agents: a.agents.unwrap_or(100),
@@ -135,13 +180,18 @@ fn execute_locality(a: SimArgs) -> anyhow::Result<i32> {
     if cfg.slowdown < 1.0 || !cfg.slowdown.is_finite() {
         bail!("--slowdown must be at least 1");
     }
+    let bar = progress_bar(1 + a.waits.len() as u64, "runs");
+    bar.set_message("static");
     let mut runs = vec![locality::run(&cfg, locality::Placement::StaticPartition)];
     for w in &a.waits {
+        bar.inc(1);
+        bar.set_message(format!("wait {}", humantime::format_duration(*w)));
         let p = locality::Placement::Delay {
             wait_secs: w.as_secs_f64(),
         };
         runs.push(locality::run(&cfg, p));
     }
+    bar.finish_and_clear();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&runs)?);
     } else {

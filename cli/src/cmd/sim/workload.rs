@@ -99,6 +99,16 @@ const MEAN_DURATION: f64 = 30.0;
 
 /// Runs the workload once under `sharing`, with `allocator` in the master.
 pub fn run(cfg: &SimConfig, sharing: Sharing, allocator: Box<dyn Allocator>) -> SimReport {
+    run_with_progress(cfg, sharing, allocator, &mut |_| {})
+}
+
+/// [`run`], telling `progress` how far the simulated clock got (for a progress bar).
+pub fn run_with_progress(
+    cfg: &SimConfig,
+    sharing: Sharing,
+    allocator: Box<dyn Allocator>,
+    progress: &mut dyn FnMut(Duration),
+) -> SimReport {
     let mut sim = cluster(cfg, allocator);
     let total = Resources::new(
         cfg.agent_resources.cpus_milli * cfg.agents as u64,
@@ -131,6 +141,7 @@ pub fn run(cfg: &SimConfig, sharing: Sharing, allocator: Box<dyn Allocator>) -> 
             break;
         }
         sim.run_until(sim.start + now);
+        progress(now);
         match kind {
             Kind::Join(f) => {
                 let t = &mut tenants[f];
@@ -257,6 +268,27 @@ fn tenants(cfg: &SimConfig, total: Resources, sim: &Sim) -> Vec<Tenant> {
     tenants
 }
 
+/// Each framework's fair share at `t` seconds: its weight over the weights of the frameworks
+/// that joined by then (0 before it joins), as the report's fairness measures use.
+pub fn fair_shares(cfg: &SimConfig, t: f64) -> Vec<f64> {
+    let weight = |f: usize| {
+        let r = f % cfg.role_weights.len().max(1);
+        cfg.role_weights.get(r).copied().unwrap_or(1.0)
+    };
+    let late = cfg.frameworks - 1;
+    let joined = |f: usize| f != late || cfg.frameworks == 1 || t >= cfg.late_join.as_secs_f64();
+    let active: f64 = (0..cfg.frameworks).filter(|f| joined(*f)).map(weight).sum();
+    (0..cfg.frameworks)
+        .map(|f| {
+            if joined(f) && active > 0.0 {
+                weight(f) / active
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
 /// The weight of the frameworks that have joined.
 fn active_weight(tenants: &[Tenant]) -> f64 {
     tenants
@@ -348,6 +380,16 @@ mod tests {
             late_join: Duration::from_secs(100),
             ..SimConfig::default()
         }
+    }
+
+    #[test]
+    fn fair_shares_follow_weights_and_the_late_join() {
+        let cfg = SimConfig {
+            role_weights: vec![1.0, 2.0],
+            ..small()
+        };
+        assert_eq!(fair_shares(&cfg, 0.0), vec![1.0 / 3.0, 2.0 / 3.0, 0.0]);
+        assert_eq!(fair_shares(&cfg, 100.0), vec![0.25, 0.5, 0.25]);
     }
 
     #[test]
