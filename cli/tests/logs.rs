@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{certs, free_port, start_agent, start_master, tessera, Reaper};
+use common::{certs, free_port, start_master, tessera, Reaper, IDLE, KEEP_ALIVE};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -26,6 +26,32 @@ fn task_state(master: &str, id: &str) -> Option<String> {
         .iter()
         .find(|t| t["id"] == id)
         .map(|t| t["state"].as_str().unwrap().to_owned())
+}
+
+/// Agent `name` with 2 cpus whose ended tasks' sandboxes are kept however full the disk is
+/// (`--gc-disk-headroom 0`): a nearly full disk would otherwise collect a task's output the
+/// moment its end is acknowledged, before a follower read the last of it.
+fn start_agent(dir: &Path, certs: &Path, master: &str, name: &str) -> Reaper {
+    Reaper(
+        tessera()
+            .args(["agent", "--master", master, "--hostname", name])
+            .args(["--cpus", "2", "--mem", "512MiB", "--disk", "1GiB"])
+            .args(["--gc-delay", "1h", "--gc-disk-headroom", "0"])
+            .args(["--quic-idle-timeout", IDLE, "--quic-keep-alive", KEEP_ALIVE])
+            .arg("--work-dir")
+            .arg(dir.join(name))
+            .arg("--ca")
+            .arg(certs.join("ca.pem"))
+            .arg("--cert")
+            .arg(certs.join(format!("{name}.pem")))
+            .arg("--key")
+            .arg(certs.join(format!("{name}-key.pem")))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn wait(what: &str, mut f: impl FnMut() -> bool) {
@@ -71,7 +97,7 @@ fn logs_follow_shows_output_as_it_is_written_and_ends_with_the_task() {
         .success());
     let master = format!("127.0.0.1:{}", free_port());
     let _m = start_master(d, &certs, &master, &d.join("master.log"));
-    let _a = start_agent(d, &certs, &master, "a1", "2");
+    let _a = start_agent(d, &certs, &master, "a1");
     const N: usize = 30;
     let _run = run_ticker(d, &certs, &master, &[&N.to_string(), "200"]);
     wait("the ticker running", || {
@@ -144,7 +170,7 @@ fn run_through_a_master_shows_the_output_as_it_is_written() {
         .success());
     let master = format!("127.0.0.1:{}", free_port());
     let _m = start_master(d, &certs, &master, &d.join("master.log"));
-    let _a = start_agent(d, &certs, &master, "a1", "2");
+    let _a = start_agent(d, &certs, &master, "a1");
     const N: usize = 20;
     let mut run = Reaper(
         tessera()

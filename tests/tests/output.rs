@@ -74,6 +74,22 @@ fn sample(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> 
         })
 }
 
+/// A local cluster with one agent `agent1` whose ended tasks' sandboxes are kept however full
+/// the disk is (headroom 0): a nearly full disk would otherwise collect a task's output the
+/// moment its end is acknowledged, before the test reads it.
+async fn cluster(dir: &std::path::Path) -> LocalCluster {
+    let mut cluster = LocalCluster::start(fast_config(), dir).await.unwrap();
+    let mut opts = cluster
+        .agent_options("agent1", res(1.0, 1.0), None)
+        .unwrap();
+    opts.gc = agent::core::GcPolicy {
+        delay: Duration::from_secs(3600),
+        disk_headroom: 0.0,
+    };
+    cluster.spawn_agent(opts);
+    cluster
+}
+
 async fn launch(sched: &mut Scheduler, task: proto::TaskInfo) {
     let offer = offer_from(sched, "agent1").await;
     let mut task = task;
@@ -87,7 +103,7 @@ async fn launch(sched: &mut Scheduler, task: proto::TaskInfo) {
 async fn output_is_read_through_the_master_while_written_and_after_the_end() {
     trace();
     let dir = tempfile::tempdir().unwrap();
-    let cluster = cluster_with_agent(dir.path(), "agent1", res(1.0, 1.0)).await;
+    let cluster = cluster(dir.path()).await;
     let http = cluster.master_http;
     let mut sched = Scheduler::connect(cluster.scheduler_options("fw", "*").unwrap())
         .await
@@ -176,7 +192,7 @@ async fn output_is_read_through_the_master_while_written_and_after_the_end() {
 async fn agent_metrics_through_the_master_count_launches_cache_hits_and_limits() {
     trace();
     let dir = tempfile::tempdir().unwrap();
-    let cluster = cluster_with_agent(dir.path(), "agent1", res(1.0, 1.0)).await;
+    let cluster = cluster(dir.path()).await;
     let http = cluster.master_http;
     let mut sched = Scheduler::connect(cluster.scheduler_options("fw", "*").unwrap())
         .await
