@@ -452,6 +452,72 @@ fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
     }
 }
 
+/// Waits until the agent's spinner task has started (its output file says so).
+fn wait_spinner_started(agent_dir: &std::path::Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let frameworks = agent_dir.join("frameworks");
+    let started = || -> bool {
+        let Ok(fws) = std::fs::read_dir(&frameworks) else {
+            return false;
+        };
+        fws.flatten().any(|fw| {
+            std::fs::read_to_string(fw.path().join("tasks/spinner/stdout"))
+                .is_ok_and(|s| s.contains("spinner: started"))
+        })
+    };
+    while !started() {
+        assert!(std::time::Instant::now() < deadline, "the task never ran");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_second_signal_stops_waiting_for_a_master_that_is_gone() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = deploy(dir.path());
+    let mut run = Reaper(
+        tessera()
+            .args([
+                "run",
+                wasm_examples::SPINNER_PATH,
+                "--master",
+                &d.addr,
+                "--ca",
+            ])
+            .arg(&d.ca)
+            .args(["--", "sleep"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_spinner_started(&d.agent_dir);
+    // The master dies: the kill a first signal asks for cannot be delivered, and the run waits
+    // for it; the second signal ends the wait.
+    d._master.0.kill().unwrap();
+    d._master.0.wait().unwrap();
+    let pid = run.0.id().to_string();
+    for _ in 0..2 {
+        assert!(std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let status = wait_exit(&mut run.0);
+    let mut stderr = String::new();
+    run.0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(143), "{stderr}");
+    assert!(stderr.contains("second signal"), "{stderr}");
+}
+
 #[test]
 fn ctrl_c_on_run_kills_the_remote_task_and_exits_130() {
     use std::io::Read;
@@ -473,22 +539,7 @@ fn ctrl_c_on_run_kills_the_remote_task_and_exits_130() {
             .spawn()
             .unwrap(),
     );
-    // The task runs on the agent once its output file says so.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let frameworks = d.agent_dir.join("frameworks");
-    let started = || -> bool {
-        let Ok(fws) = std::fs::read_dir(&frameworks) else {
-            return false;
-        };
-        fws.flatten().any(|fw| {
-            std::fs::read_to_string(fw.path().join("tasks/spinner/stdout"))
-                .is_ok_and(|s| s.contains("spinner: started"))
-        })
-    };
-    while !started() {
-        assert!(std::time::Instant::now() < deadline, "the task never ran");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_spinner_started(&d.agent_dir);
     let pid = run.0.id().to_string();
     assert!(std::process::Command::new("kill")
         .args(["-INT", &pid])

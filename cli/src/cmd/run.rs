@@ -448,8 +448,21 @@ pub async fn run_task_watched(
                 continue;
             }
             code = &mut stop => {
-                let status = if launched { kill(&mut sched, &task_id).await } else { None };
-                let _ = sched.teardown().await;
+                // Killing waits for the task's end (up to KILL_WAIT) and the teardown for the
+                // master: a second signal stops waiting, for when neither can be reached.
+                let again = next_signal();
+                let stopping = async move {
+                    let status = if launched { kill(&mut sched, &task_id).await } else { None };
+                    let _ = sched.teardown().await;
+                    status
+                };
+                let status = tokio::select! {
+                    status = stopping => status,
+                    () = again => {
+                        eprintln!("tessera: second signal: not waiting for the kill; the task may still run");
+                        None
+                    }
+                };
                 return Ok(Outcome::Interrupted { code, status });
             }
             _ = async move {
@@ -710,6 +723,19 @@ async fn follow_remote(
     }
     let _ = drained.send(());
     Some(task)
+}
+
+/// The next SIGINT or SIGTERM from now on (never, if none can be listened for).
+fn next_signal() -> impl Future<Output = ()> {
+    let signals = stop_signal();
+    async move {
+        match signals {
+            Ok(signal) => {
+                signal.await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    }
 }
 
 /// Resolves to the exit code of the first SIGINT ([`exit_code::INTERRUPTED`]) or SIGTERM
