@@ -1,10 +1,9 @@
-//! The master's web UI in a real headless browser: a local cluster (real agents, real guests)
-//! with a running task and finished ones, its page at `/` loaded by Debian's `chromium`, and
-//! what a person would see checked in the DOM the page built (agent rows with their hostnames,
-//! the running task as RUNNING, then KILLED once killed; a task's own page with its output read
-//! through the master (as text: markup it prints stays text); the filters; a
-//! standby's page naming the leader). Screenshots are
-//! saved under the target dir (`target/tmp/ui/`, paths printed).
+//! The master's web UI in a real headless browser: a local cluster (real agents, real guests) with
+//! a running task and finished ones, its page at `/` loaded by Debian's `chromium`, and what a
+//! person would see checked in the DOM the page built (agent rows with their hostnames, the running
+//! task as RUNNING, then KILLED once killed; a task's own page with its output read through the
+//! master (as text: markup it prints stays text); the filters; a standby's page naming the leader).
+//! Screenshots are saved under the target dir (`target/tmp/ui/`, paths printed).
 //!
 //! Chromium runs as `chromium --headless --dump-dom --virtual-time-budget=MS URL`: it loads the
 //! page, lets its scripts (and their `/state` polls) run for that much virtual time, and prints
