@@ -1,9 +1,9 @@
-//! The master's web UI in a real headless browser: a local cluster (real agents, real guests)
-//! with a running task and finished ones, its page at `/` loaded by Debian's `chromium`, and
-//! what a person would see checked in the DOM the page built (agent rows with their hostnames,
-//! the running task as RUNNING, then KILLED once killed; a task's own page; the filters; a
-//! standby's page naming the leader). Screenshots are
-//! saved under the target dir (`target/tmp/ui/`, paths printed).
+//! The master's web UI in a real headless browser: a local cluster (real agents, real guests) with
+//! a running task and finished ones, its page at `/` loaded by Debian's `chromium`, and what a
+//! person would see checked in the DOM the page built (agent rows with their hostnames, the running
+//! task as RUNNING, then KILLED once killed; a task's own page with its output read through the
+//! master (as text: markup it prints stays text); the filters; a standby's page naming the leader).
+//! Screenshots are saved under the target dir (`target/tmp/ui/`, paths printed).
 //!
 //! Chromium runs as `chromium --headless --dump-dom --virtual-time-budget=MS URL`: it loads the
 //! page, lets its scripts (and their `/state` polls) run for that much virtual time, and prints
@@ -353,11 +353,25 @@ async fn the_page_shows_agents_and_tasks_as_they_change() {
     assert!(details.contains("agent-a.example"), "{details}");
     assert!(details.contains("analytics"), "{details}");
     assert!(details.contains("ran for"), "{details}");
+    // Its output, read through the master, as text (the `<b>` it printed is not markup).
+    let out = text_of(&d, "id=\"stdout\"").expect("stdout");
+    assert!(
+        out.contains("Hello from Tessera! from the <b>browser</b> test"),
+        "{out}"
+    );
+    assert!(!d.contains("<b>browser</b>"), "output is shown as text");
+    let err = text_of(&d, "id=\"stderr\"").expect("stderr");
+    assert!(err.contains("hello: this line goes to stderr"), "{err}");
     assert!(
         d.contains("<section id=\"overview\" hidden"),
         "the overview is hidden on a task's page"
     );
     screenshot(&bin, &format!("{page}#/tasks/hello"), "task").await;
+
+    // A running task's page: what it wrote so far.
+    let d = dom(&bin, &format!("{page}#/tasks/spin")).await;
+    let out = text_of(&d, "id=\"stdout\"").expect("stdout");
+    assert!(out.contains("spinner: started (sleep=true)"), "{out}");
 
     // Killed: the page shows it ended.
     sched.kill("spin".into()).unwrap();
