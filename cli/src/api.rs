@@ -192,6 +192,7 @@ impl Api {
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, target)
+            .header(master::http::listener::REQUEST_HEADER, "tessera-cli")
             .body(Empty::<Bytes>::new())?;
         let response = match &self.tls {
             Some(tls) => {

@@ -311,3 +311,56 @@ async fn a_standby_says_so_and_refuses_state() {
     let s = state(a_http).await;
     assert!(s["agents"].as_array().unwrap().is_empty());
 }
+
+/// Sends `method path` with extra headers: the status code and the body.
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(req.body(Empty::new()).unwrap())
+        .await
+        .expect("HTTP request");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// What a web page the operator happens to open could try against the loopback listener: a
+/// cross-site POST (no custom header; or the browser saying it comes from another site) is
+/// refused before it reaches the core, and a DNS-rebound name is not answered at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_of_other_sites_cannot_kill_or_read_through_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster_with_agent(dir.path(), "agent1", res(1.0, 1.0)).await;
+    let http = cluster.master_http;
+    let kill = "/tasks/nope/kill";
+    let (code, body) = request(http, "POST", kill, &[]).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("x-tessera-request"), "{body}");
+    let (code, body) = request(
+        http,
+        "POST",
+        kill,
+        &[("x-tessera-request", "1"), ("sec-fetch-site", "cross-site")],
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+    // The CLI's way: through to the core, which knows no such task.
+    let (code, body) = request(http, "POST", kill, &[("x-tessera-request", "1")]).await;
+    assert_eq!(code, 404, "{body}");
+    // DNS rebinding: a page's own name resolving to 127.0.0.1.
+    let (code, body) = request(http, "GET", "/state", &[("host", "evil.example:80")]).await;
+    assert_eq!(code, 403, "{body}");
+    let (code, _) = request(http, "GET", "/state", &[("host", "localhost")]).await;
+    assert_eq!(code, 200);
+}

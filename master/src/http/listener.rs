@@ -4,8 +4,20 @@
 //! is checked against the cluster CA and its revocation lists by the handshake, exactly as for
 //! QUIC peers), so handlers decide what that principal may see and do. On the plain listener
 //! every request is [`Caller::Local`]: only the master's own machine reaches it.
+//!
+//! Browsers complicate "only the master's own machine": any web page the operator opens may
+//! send requests to `127.0.0.1` (and a browser presents its client certificate to an HTTPS
+//! listener whatever page asks). So every request that changes something must carry
+//! [`REQUEST_HEADER`], which a page of another origin cannot add without a CORS preflight the
+//! master never grants, and is refused when the browser says it comes from another site; and
+//! the plain listener answers only requests naming it by a loopback address or `localhost` in
+//! `Host`, so a page that rebinds its own DNS name to 127.0.0.1 cannot read it either.
 
 use crate::acl::Caller;
+use axum::extract::Request;
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
@@ -13,6 +25,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+
+/// The header every request that changes something (`POST`) must carry; the CLI sends it.
+pub const REQUEST_HEADER: &str = "x-tessera-request";
 
 /// How long a client may take over its TLS handshake before it is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -23,7 +38,9 @@ const MAX_TLS_CONNECTIONS: usize = 256;
 /// Serves `router` as plain HTTP on `listener` (every request is [`Caller::Local`]) until the
 /// task is dropped or aborted.
 pub async fn serve(listener: TcpListener, router: Router) {
-    let router = router.layer(axum::Extension(Caller::Local));
+    let router = router
+        .layer(axum::Extension(Caller::Local))
+        .layer(axum::middleware::from_fn(guard_loopback));
     if let Err(e) = axum::serve(listener, router).await {
         tracing::warn!(error = %e, "the HTTP server stopped");
     }
@@ -79,7 +96,10 @@ pub async fn serve_tls(
                 }
             };
             tracing::debug!(%remote, %caller, "HTTPS client");
-            let service = TowerToHyperService::new(router.layer(axum::Extension(caller)));
+            let router = router
+                .layer(axum::Extension(caller))
+                .layer(axum::middleware::from_fn(guard_writes));
+            let service = TowerToHyperService::new(router);
             let served = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .http1_only()
                 .serve_connection(TokioIo::new(tls), service)
@@ -89,6 +109,59 @@ pub async fn serve_tls(
             }
         });
     }
+}
+
+/// The plain loopback listener's guard: a loopback `Host` only, then [`guard_writes`].
+async fn guard_loopback(req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if !is_loopback_host(host) {
+        return refuse(format!(
+            "Host {host:?} is not a loopback address: this listener answers only its own machine"
+        ));
+    }
+    guard_writes(req, next).await
+}
+
+/// Refuses a request that changes something unless it carries [`REQUEST_HEADER`] and the
+/// browser, if any, says it comes from this origin.
+async fn guard_writes(req: Request, next: Next) -> Response {
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD);
+    if !safe {
+        let site = req
+            .headers()
+            .get("sec-fetch-site")
+            .and_then(|h| h.to_str().ok());
+        if !req.headers().contains_key(REQUEST_HEADER) {
+            return refuse(format!(
+                "a {} must carry the {REQUEST_HEADER} header (as the tessera CLI sends)",
+                req.method()
+            ));
+        }
+        if site.is_some_and(|s| s != "same-origin" && s != "none") {
+            return refuse("a request from another site".to_owned());
+        }
+    }
+    next.run(req).await
+}
+
+fn refuse(why: String) -> Response {
+    super::kill::error_body(StatusCode::FORBIDDEN, why)
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The principal the verified client certificate names, if it is one of `cluster`'s.
@@ -104,4 +177,31 @@ fn caller_of(session: &rustls::ServerConnection, cluster: &str) -> Result<Caller
         ));
     }
     Ok(Caller::Peer(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_host;
+
+    #[test]
+    fn only_loopback_names_pass() {
+        for ok in [
+            "127.0.0.1:5051",
+            "localhost:5051",
+            "LOCALHOST",
+            "[::1]:5051",
+            "127.1.2.3",
+        ] {
+            assert!(is_loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:5051",
+            "10.0.0.1:5051",
+            "",
+            "[2001:db8::1]:80",
+            "localhost.evil.example",
+        ] {
+            assert!(!is_loopback_host(bad), "{bad}");
+        }
+    }
 }
