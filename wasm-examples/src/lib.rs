@@ -94,6 +94,7 @@ mod tests {
             "sockets",
             "spinner",
             "stackoverflow",
+            "ticker",
             "trap",
         ];
         let names: Vec<&str> = ALL.iter().map(|(n, _)| *n).collect();
