@@ -23,6 +23,8 @@ use tessera_master::core::{Action, Event, Master, MasterConfig};
 const ROUNDS: usize = 3;
 
 struct Result {
+    /// Registering every agent (the set-up before round 0).
+    registration: Duration,
     first: Duration,
     steady: Duration,
     offers_first: usize,
@@ -90,6 +92,7 @@ fn run(agents: usize, frameworks: usize, allocator: Box<dyn Allocator>) -> Resul
             },
         );
     }
+    let registering = Instant::now();
     for i in 0..agents {
         let conn = i as u64 + 1;
         m.handle(
@@ -121,6 +124,7 @@ fn run(agents: usize, frameworks: usize, allocator: Box<dyn Allocator>) -> Resul
         );
     }
     while m.poll_action().is_some() {}
+    let registration = registering.elapsed();
 
     // Round 0: everything is free.
     now += Duration::from_millis(1);
@@ -189,6 +193,7 @@ fn run(agents: usize, frameworks: usize, allocator: Box<dyn Allocator>) -> Resul
         while m.poll_action().is_some() {}
     }
     Result {
+        registration,
         first,
         steady: steady / ROUNDS as u32,
         offers_first,
@@ -210,7 +215,9 @@ fn main() {
         for _ in 0..5 {
             let d = run(a, f, Box::new(Drf::new()));
             println!(
-                "drf {a}x{f}: round 0 {} ms, decline round {} ms",
+                "drf {a}x{f}: registering the agents {} ms ({:.2} µs each), round 0 {} ms, decline round {} ms",
+                ms(d.registration),
+                d.registration.as_secs_f64() * 1e6 / a as f64,
                 ms(d.first),
                 ms(d.steady)
             );

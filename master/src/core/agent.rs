@@ -164,6 +164,8 @@ impl Master {
                     a.conn = Some(conn);
                     a.remove_at = None;
                     a.leaving = false;
+                    let owner = a.owner.clone();
+                    self.mark_connected(&owner, &id);
                 }
                 self.timers.stop(&Timer::AgentRemoval(id.clone()));
                 tracing::info!(agent = %id, "agent re-registered");
@@ -669,6 +671,10 @@ impl Master {
         }
         if let Some(a) = self.agents.get_mut(aid) {
             a.conn = None;
+            self.disconnected
+                .entry(a.owner.clone())
+                .or_default()
+                .insert(aid.clone());
             // A zero timeout removes the agent at the next handle_timeout.
             let at = now.checked_add(timeout).unwrap_or(now);
             a.remove_at = Some(at);
@@ -697,11 +703,10 @@ impl Master {
     /// re-registration timeout.
     fn forget_restarted_agents(&mut self, name: &str) {
         let stale: Vec<AgentId> = self
-            .agents
-            .values()
-            .filter(|a| a.owner == name && !a.is_connected())
-            .map(|a| a.id.clone())
-            .collect();
+            .disconnected
+            .get(name)
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default();
         for aid in stale {
             tracing::info!(agent = %aid, certificate = %name, "agent restarted afresh; its tasks are gone");
             self.remove_agent_because(
@@ -709,6 +714,16 @@ impl Master {
                 Reason::AgentRestarted,
                 format!("agent {aid} restarted without its tasks (registered afresh as {name:?})"),
             );
+        }
+    }
+
+    /// Takes `aid` out of the disconnected index (connected again, or removed).
+    fn mark_connected(&mut self, owner: &str, aid: &AgentId) {
+        if let Some(ids) = self.disconnected.get_mut(owner) {
+            ids.remove(aid);
+            if ids.is_empty() {
+                self.disconnected.remove(owner);
+            }
         }
     }
 
@@ -731,7 +746,9 @@ impl Master {
         self.drop_agent_executors(aid, &message);
         self.ledger.refuse.clear_agent(aid);
         self.timers.stop(&Timer::AgentRemoval(aid.clone()));
-        self.agents.remove(aid);
+        if let Some(a) = self.agents.remove(aid) {
+            self.mark_connected(&a.owner, aid);
+        }
         self.removed_agents.insert(aid.clone());
         tracing::info!(agent = %aid, "agent removed");
     }

@@ -6,7 +6,7 @@
 use super::timer::Timer;
 use super::{Binding, Master};
 use proto::{AgentId, FrameworkId, Resources, TaskState};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Per agent and role: reserved resources used by tasks and offered, recomputed.
 type Pools<'a> = BTreeMap<(&'a AgentId, &'a str), (Resources, Resources)>;
@@ -308,6 +308,19 @@ impl Master {
 
     /// Checks that connections and the entries bound to them agree, both ways.
     fn check_connections(&self) -> Result<(), String> {
+        let mut disconnected: BTreeMap<String, BTreeSet<AgentId>> = BTreeMap::new();
+        for a in self.agents.values().filter(|a| !a.is_connected()) {
+            disconnected
+                .entry(a.owner.clone())
+                .or_default()
+                .insert(a.id.clone());
+        }
+        if disconnected != self.disconnected {
+            return Err(format!(
+                "disconnected-agent index {:?} differs from the agents' {disconnected:?}",
+                self.disconnected
+            ));
+        }
         for (id, a) in &self.agents {
             if let Some(c) = a.conn {
                 if self.conns.get(&c).and_then(|c| c.bound.clone())

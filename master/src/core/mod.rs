@@ -349,6 +349,9 @@ pub struct Master {
     blobs: BTreeMap<Digest, BlobEntry>,
     /// Agent ids removed recently, refused if they come back.
     removed_agents: BoundedSet<AgentId>,
+    /// Disconnected agents by the certificate name that registered them: those an agent
+    /// registering afresh under that name replaces, found without a scan of every agent.
+    disconnected: BTreeMap<String, BTreeSet<AgentId>>,
     /// Framework ids torn down recently, refused if they come back.
     removed_frameworks: BoundedSet<FrameworkId>,
     /// Counters behind minted ids and registration order.
@@ -393,6 +396,7 @@ impl Master {
             timers,
             blobs: BTreeMap::new(),
             removed_agents: BoundedSet::new(),
+            disconnected: BTreeMap::new(),
             removed_frameworks: BoundedSet::new(),
             next_agent: 0,
             next_framework: 0,

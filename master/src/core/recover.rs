@@ -55,6 +55,10 @@ impl Master {
         let reregister = m.cfg.agent_reregister_timeout;
         let secs = reregister.as_secs_f64();
         for a in &snapshot.agents {
+            m.disconnected
+                .entry(a.owner.clone())
+                .or_default()
+                .insert(a.id.clone());
             let seq = m.next_seq();
             let at = now.checked_add(reregister).unwrap_or(now);
             m.agents.insert(
