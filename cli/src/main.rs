@@ -64,6 +64,8 @@ enum Command {
     Logs(cmd::logs::LogsArgs),
     /// A live view of agents and shares, redrawn every second.
     Top(cmd::top::TopArgs),
+    /// Measure launches on this machine: a local cluster against fork/exec and wasmtime.
+    Bench(cmd::bench::BenchArgs),
     /// The runtime process an agent starts so that its guests outlive it (started by agents).
     #[command(hide = true)]
     Runtime(cmd::runtime::RuntimeArgs),
@@ -160,6 +162,10 @@ async fn dispatch(command: Command, verbose: u8, format: LogFormat) -> anyhow::R
         Command::Top(a) => {
             init_tracing("warn");
             cmd::top::execute(a).await
+        }
+        Command::Bench(a) => {
+            init_tracing("warn");
+            cmd::bench::execute(a).await
         }
         Command::Runtime(a) => cmd::runtime::execute(a).await,
     }

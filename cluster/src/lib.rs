@@ -22,12 +22,15 @@
 //! - [`sim`]: the virtual-time cluster and its fault verbs; [`sim::framework`] holds the
 //!   simulated scheduler's protocol logic.
 //! - [`local`]: the in-process real cluster.
+//! - [`bench`]: the launch benchmark (`tessera bench`): latency and throughput of a trivial task
+//!   through a real local cluster against fork/exec and wasmtime called directly.
 //! - [`datajob`]: a data-local job on a real cluster, placed by delay scheduling.
 //! - [`proxy`]: the lossy UDP proxy (drop, duplicate, delay, reorder, black-hole).
 //! - [`rng`]: the seeded generator.
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod datajob;
 pub mod local;
 pub mod proxy;

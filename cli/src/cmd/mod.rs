@@ -2,6 +2,7 @@
 //! `main.rs` parses and dispatches to their `execute`.
 
 pub mod agent;
+pub mod bench;
 pub mod cert;
 pub mod dev;
 mod dev_executor;
