@@ -9,8 +9,14 @@
 //! fuel yield (the future wakes itself before returning `Pending`) from a
 //! wait on I/O (woken later by someone else). At each fuel yield the CPU
 //! time used since the last one is paid from a token bucket refilled at
-//! `cpus` core-seconds per second of wall time; a task ahead of its share is
-//! put to sleep until it is not. Pacing by the CPU clock rather than by fuel
+//! `cpus` core-seconds per second of wall time. A task that overdraws is put
+//! to sleep until its bucket holds a whole burst again, `cpus` × [`PERIOD`]
+//! (100 ms, as the kernel's CFS bandwidth control): it then runs that burst
+//! in one go (still yielding to tokio every ~1 ms, without sleeping) and
+//! sleeps off the rest of the period. Slicing it finer (run 1 ms, sleep
+//! 3 ms at 0.25 cpus) cost the guest its caches at every wake-up: it needed
+//! up to 1.9× the CPU time for the same work (see BENCHMARKS.md, "Share
+//! efficiency"). Pacing by the CPU clock rather than by fuel
 //! makes "0.5 cpus" half a core whatever the guest's instruction mix (fuel
 //! counts instructions, whose cost varies by about 2x between guests); fuel
 //! still sets the yield interval and the CPU-time budget. Kills and timeouts
@@ -177,6 +183,8 @@ pub(crate) struct Pacer {
     interval: u64,
     /// Token bucket, in CPU-seconds the task may still use (negative: in debt).
     tokens: f64,
+    /// CPU-seconds a task runs in one go once it has slept off a debt: its share of a period.
+    burst: f64,
     /// Most tokens a task may save up while idle.
     cap: f64,
     /// CPU time used since the last payment.
@@ -191,17 +199,26 @@ pub(crate) struct Pacer {
     paused: Duration,
     /// The share to follow, if it can change, with the value last applied.
     shared: Option<(Arc<AtomicU64>, u64)>,
+    /// The pacing period (see [`Pacer::new`]).
+    period: Duration,
 }
 
-/// How long a paced task may save up its share while idle (or asleep).
-const BURST: Duration = Duration::from_millis(50);
+/// The pacing period: a task that has used its share sleeps until it may run its share of a
+/// period (`cpus` × `PERIOD` of CPU time) in one burst, as CFS bandwidth control does with
+/// its default 100 ms period. Longer periods keep a paced guest's caches warm between
+/// wake-ups; shorter ones make its waits shorter. Kills and timeouts cut waits short.
+pub(crate) const PERIOD: Duration = Duration::from_millis(100);
+
+/// Fewest tokens a paced task may save up while idle.
+const MIN_CAP: Duration = Duration::from_millis(2);
 
 impl Pacer {
     /// A pacer for a task offered `cpus_milli` thousandths of a core, on an
-    /// agent whose cores burn `fuel_per_core_second`.
-    pub(crate) fn new(cpus_milli: u64, fuel_per_core_second: u64) -> Self {
+    /// agent whose cores burn `fuel_per_core_second`, running its share of each `period` in
+    /// one burst.
+    pub(crate) fn new(cpus_milli: u64, fuel_per_core_second: u64, period: Duration) -> Self {
         let interval = fuel_yield_interval(fuel_per_core_second);
-        let (rate, cap) = Self::rate_and_cap(cpus_milli);
+        let (rate, burst, cap) = Self::rate_and_burst(cpus_milli, period);
         let flag = Arc::new(WakeFlag {
             woken: AtomicBool::new(false),
             waker: Mutex::new(None),
@@ -210,6 +227,7 @@ impl Pacer {
             rate,
             interval,
             tokens: 0.0,
+            burst,
             cap,
             unpaid: Duration::ZERO,
             cpu: Duration::ZERO,
@@ -219,24 +237,30 @@ impl Pacer {
             flag,
             paused: Duration::ZERO,
             shared: None,
+            period,
         }
     }
 
     /// A pacer following the share in `cpus_milli` as it changes (an executor's envelope).
-    pub(crate) fn shared(cpus_milli: Arc<AtomicU64>, fuel_per_core_second: u64) -> Self {
+    pub(crate) fn shared(
+        cpus_milli: Arc<AtomicU64>,
+        fuel_per_core_second: u64,
+        period: Duration,
+    ) -> Self {
         let now = cpus_milli.load(Ordering::Relaxed);
-        let mut p = Self::new(now, fuel_per_core_second);
+        let mut p = Self::new(now, fuel_per_core_second, period);
         p.shared = Some((cpus_milli, now));
         p
     }
 
-    /// The rate (`None`: unpaced) and the most tokens saved up, for a share.
-    fn rate_and_cap(cpus_milli: u64) -> (Option<f64>, f64) {
+    /// The rate (`None`: unpaced), the burst and the most tokens saved up, for a share and a
+    /// period. The cap is two bursts: a burst's tokens are refilled while the task sleeps and
+    /// more are earned while it runs, which a cap of one burst would throw away.
+    fn rate_and_burst(cpus_milli: u64, period: Duration) -> (Option<f64>, f64, f64) {
         let rate = (cpus_milli < 1000).then(|| cpus_milli.max(1) as f64 / 1000.0);
-        let cap = rate
-            .map(|r| (r * BURST.as_secs_f64()).max(0.002))
-            .unwrap_or(0.0);
-        (rate, cap)
+        let burst = rate.map_or(0.0, |r| r * period.as_secs_f64());
+        let cap = rate.map_or(0.0, |_| (2.0 * burst).max(MIN_CAP.as_secs_f64()));
+        (rate, burst, cap)
     }
 
     /// Applies a changed shared share (cheap when unchanged: one atomic load).
@@ -247,8 +271,9 @@ impl Pacer {
         let now = share.load(Ordering::Relaxed);
         if now != *applied {
             *applied = now;
-            let (rate, cap) = Self::rate_and_cap(now);
+            let (rate, burst, cap) = Self::rate_and_burst(now, self.period);
             self.rate = rate;
+            self.burst = burst;
             self.cap = cap;
             self.tokens = self.tokens.min(cap);
         }
@@ -307,8 +332,8 @@ impl Pacer {
         r
     }
 
-    /// A fuel yield: pay for the CPU time used since the last one, and sleep
-    /// off any debt.
+    /// A fuel yield: pay for the CPU time used since the last one; overdrawn, sleep until the
+    /// bucket holds a whole burst.
     fn yielded(&mut self, cx: &mut Context<'_>) {
         self.follow_share();
         let unpaid = std::mem::take(&mut self.unpaid);
@@ -318,7 +343,7 @@ impl Pacer {
         self.last = now;
         self.tokens = (self.tokens + earned).min(self.cap) - unpaid.as_secs_f64();
         if self.tokens < 0.0 {
-            let pause = Duration::from_secs_f64(-self.tokens / rate);
+            let pause = Duration::from_secs_f64((self.burst - self.tokens) / rate);
             self.paused += pause;
             let mut s = Box::pin(tokio::time::sleep(pause));
             // Registers the task's waker with the timer.
@@ -333,6 +358,8 @@ impl Pacer {
 mod tests {
     use super::*;
 
+    const P: Duration = Duration::from_millis(100);
+
     #[test]
     fn interval_is_about_a_millisecond() {
         assert_eq!(fuel_yield_interval(2_000_000_000), 2_000_000);
@@ -342,18 +369,18 @@ mod tests {
 
     #[test]
     fn shares_of_a_core_or_more_are_not_paced() {
-        assert!(Pacer::new(1000, 1_000_000_000).rate.is_none());
-        assert!(Pacer::new(4000, 1_000_000_000).rate.is_none());
-        let p = Pacer::new(250, 1_000_000_000);
+        assert!(Pacer::new(1000, 1_000_000_000, P).rate.is_none());
+        assert!(Pacer::new(4000, 1_000_000_000, P).rate.is_none());
+        let p = Pacer::new(250, 1_000_000_000, P);
         assert_eq!(p.rate, Some(0.25));
         // A zero share is treated as the smallest one, never as unlimited.
-        assert_eq!(Pacer::new(0, 1_000_000_000).rate, Some(0.001));
+        assert_eq!(Pacer::new(0, 1_000_000_000, P).rate, Some(0.001));
     }
 
     #[test]
     fn a_shared_share_is_followed() {
         let share = Arc::new(AtomicU64::new(250));
-        let mut p = Pacer::shared(share.clone(), 1_000_000_000);
+        let mut p = Pacer::shared(share.clone(), 1_000_000_000, P);
         assert_eq!(p.rate, Some(0.25));
         share.store(2000, Ordering::Relaxed);
         p.follow_share();
