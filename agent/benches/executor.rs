@@ -558,9 +558,12 @@ impl Drop for Ticker {
     }
 }
 
-/// Rounds of the metering comparison: each round runs every option once, interleaved, so
-/// that load changes hit all options alike; each option's best round is kept.
-const OVERHEAD_ROUNDS: usize = 7;
+/// Rounds of the metering comparison (`OVERHEAD_ROUNDS`, default 7): each round runs every
+/// option once, interleaved, so that load changes hit all options alike; each option's best
+/// round is kept.
+fn overhead_rounds() -> usize {
+    env_usize("OVERHEAD_ROUNDS", 7)
+}
 
 async fn bench_overhead(exec: &Executor, tmp: &Path) {
     let guests: [(&str, &str, &[&str]); 3] = [
@@ -580,9 +583,10 @@ async fn bench_overhead(exec: &Executor, tmp: &Path) {
             .collect(),
     );
     println!(
-        "## Metering overhead (least CPU time of `_start` over {OVERHEAD_ROUNDS} interleaved \
+        "## Metering overhead (least CPU time of `_start` over {} interleaved \
          rounds (thread CPU clock; the executor's: `TaskOutcome::cpu_time`), ÷ bare wasmtime with \
-         its default configuration and neither fuel nor epochs)"
+         its default configuration and neither fuel nor epochs)",
+        overhead_rounds()
     );
     print!("| guest | neither ms | Tessera executor (1 cpu)");
     for o in &options[1..] {
@@ -590,16 +594,24 @@ async fn bench_overhead(exec: &Executor, tmp: &Path) {
     }
     println!(" |");
     println!("|---|---|---{}|", "|---".repeat(options.len()));
+    let mut compile_times = Vec::new();
     for (name, path, args) in guests {
         let mut argv = vec![name];
         argv.extend_from_slice(args);
+        let mut compile = Vec::new();
         let modules: Vec<Module> = engines
             .iter()
-            .map(|e| Module::from_file(e, path).unwrap())
+            .map(|e| {
+                let t0 = Instant::now();
+                let m = Module::from_file(e, path).unwrap();
+                compile.push(t0.elapsed());
+                m
+            })
             .collect();
+        compile_times.push((name, compile));
         exec.prepare(name, Path::new(path)).await.unwrap();
         let mut best = vec![Duration::MAX; options.len() + 1];
-        for round in 0..OVERHEAD_ROUNDS {
+        for round in 0..overhead_rounds() {
             for (i, o) in options.iter().enumerate() {
                 let (_, cpu) = bare_run(&engines[i], &modules[i], &argv, o.meter, fuel_rate).await;
                 best[i] = best[i].min(cpu);
@@ -624,6 +636,15 @@ async fn bench_overhead(exec: &Executor, tmp: &Path) {
             print!(" | {:.2}×", r(*b));
         }
         println!(" |");
+    }
+    println!();
+    println!("Compile time of each guest (ms, one compile, parallel compilation on):");
+    for (name, times) in compile_times {
+        print!("{name}:");
+        for (o, t) in options.iter().zip(times) {
+            print!(" {} {:.0};", o.name, t.as_secs_f64() * 1e3);
+        }
+        println!();
     }
     println!();
 }

@@ -10,10 +10,10 @@
 //! wait on I/O (woken later by someone else). At each fuel yield the CPU
 //! time used since the last one is paid from a token bucket refilled at
 //! `cpus` core-seconds per second of wall time. A task that overdraws is put
-//! to sleep until its bucket holds a whole burst again, `cpus` × [`PERIOD`]
-//! (100 ms, as the kernel's CFS bandwidth control): it then runs that burst
-//! in one go (still yielding to tokio every ~1 ms, without sleeping) and
-//! sleeps off the rest of the period. Slicing it finer (run 1 ms, sleep
+//! to sleep until its bucket holds a burst again: it then runs its share of a
+//! [`PERIOD`] (100 ms, as the kernel's CFS bandwidth control) in one go
+//! (still yielding to tokio every ~1 ms, without sleeping) and sleeps off the
+//! rest of the period. Slicing it finer (run 1 ms, sleep
 //! 3 ms at 0.25 cpus) cost the guest its caches at every wake-up: it needed
 //! up to 1.9× the CPU time for the same work (see BENCHMARKS.md, "Share
 //! efficiency"). Pacing by the CPU clock rather than by fuel
@@ -27,7 +27,8 @@
 //! than one core, and tasks of 1 cpu or more are not paced at all.
 //!
 //! An executor instance's share moves with its envelope: [`Pacer::shared`] reads the share from
-//! an atomic at every yield (about once a millisecond) and re-derives its rate when it changed;
+//! an atomic at every yield (about once a millisecond) and every 10 ms of a wait between
+//! bursts, and re-derives its rate and burst when it changed;
 //! a one-shot task's pacer has no shared share and pays nothing for the feature.
 
 use std::future::Future;
@@ -183,7 +184,8 @@ pub(crate) struct Pacer {
     interval: u64,
     /// Token bucket, in CPU-seconds the task may still use (negative: in debt).
     tokens: f64,
-    /// CPU-seconds a task runs in one go once it has slept off a debt: its share of a period.
+    /// Tokens an overdrawn task sleeps for: with what it earns while running, it then runs
+    /// its share of a period in one go (see [`Pacer::rate_and_burst`]).
     burst: f64,
     /// Most tokens a task may save up while idle.
     cap: f64,
@@ -208,6 +210,11 @@ pub(crate) struct Pacer {
 /// its default 100 ms period. Longer periods keep a paced guest's caches warm between
 /// wake-ups; shorter ones make its waits shorter. Kills and timeouts cut waits short.
 pub(crate) const PERIOD: Duration = Duration::from_millis(100);
+
+/// Longest single sleep of a pacer whose share can change (an executor's envelope): it looks
+/// at the share again after each, so that a grown share takes effect within this even in the
+/// middle of a wait between bursts. One-shot tasks sleep off a wait at once.
+const SHARED_RECHECK: Duration = Duration::from_millis(10);
 
 /// Fewest tokens a paced task may save up while idle.
 const MIN_CAP: Duration = Duration::from_millis(2);
@@ -254,11 +261,15 @@ impl Pacer {
     }
 
     /// The rate (`None`: unpaced), the burst and the most tokens saved up, for a share and a
-    /// period. The cap is two bursts: a burst's tokens are refilled while the task sleeps and
-    /// more are earned while it runs, which a cap of one burst would throw away.
+    /// period. The burst is the tokens a task waits for when overdrawn: `cpus` × (1 − `cpus`)
+    /// × the period, so that with what it earns while it runs it runs `cpus` × the period and
+    /// sleeps the rest: one run and one sleep per period, whatever the share (0.25 cpus: run
+    /// 25 ms, sleep 75 ms; 0.9 cpus: run 90 ms, sleep 10 ms). The cap is two bursts: a burst's
+    /// tokens are refilled while the task sleeps and more are earned while it runs, which a
+    /// cap of one burst would throw away.
     fn rate_and_burst(cpus_milli: u64, period: Duration) -> (Option<f64>, f64, f64) {
         let rate = (cpus_milli < 1000).then(|| cpus_milli.max(1) as f64 / 1000.0);
-        let burst = rate.map_or(0.0, |r| r * period.as_secs_f64());
+        let burst = rate.map_or(0.0, |r| r * (1.0 - r) * period.as_secs_f64());
         let cap = rate.map_or(0.0, |_| (2.0 * burst).max(MIN_CAP.as_secs_f64()));
         (rate, burst, cap)
     }
@@ -307,11 +318,12 @@ impl Pacer {
     }
 
     fn poll<F: Future>(&mut self, fut: Pin<&mut F>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        if let Some(s) = self.sleep.as_mut() {
+        while let Some(s) = self.sleep.as_mut() {
             if s.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
             self.sleep = None;
+            self.recheck(cx);
         }
         {
             let mut w = self.flag.lock();
@@ -343,13 +355,39 @@ impl Pacer {
         self.last = now;
         self.tokens = (self.tokens + earned).min(self.cap) - unpaid.as_secs_f64();
         if self.tokens < 0.0 {
-            let pause = Duration::from_secs_f64((self.burst - self.tokens) / rate);
-            self.paused += pause;
-            let mut s = Box::pin(tokio::time::sleep(pause));
-            // Registers the task's waker with the timer.
-            if s.as_mut().poll(cx).is_pending() {
-                self.sleep = Some(s);
-            }
+            self.sleep_for((self.burst - self.tokens) / rate, cx);
+        }
+    }
+
+    /// After one sleep of a pacer whose share can change: follows the share, earns the time
+    /// slept, and sleeps again while the bucket is short of a burst at the share now.
+    fn recheck(&mut self, cx: &mut Context<'_>) {
+        if self.shared.is_none() {
+            return;
+        }
+        self.follow_share();
+        let Some(rate) = self.rate else { return };
+        let now = Instant::now();
+        let earned = rate * now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + earned).min(self.cap);
+        // Short of a burst by more than a microsecond's worth of tokens.
+        if self.burst - self.tokens > rate * 1e-6 {
+            self.sleep_for((self.burst - self.tokens) / rate, cx);
+        }
+    }
+
+    /// Sleeps `secs` (at most [`SHARED_RECHECK`] at a time if the share can change).
+    fn sleep_for(&mut self, secs: f64, cx: &mut Context<'_>) {
+        let mut pause = Duration::from_secs_f64(secs.max(0.0));
+        if self.shared.is_some() {
+            pause = pause.min(SHARED_RECHECK);
+        }
+        self.paused += pause;
+        let mut s = Box::pin(tokio::time::sleep(pause));
+        // Registers the task's waker with the timer.
+        if s.as_mut().poll(cx).is_pending() {
+            self.sleep = Some(s);
         }
     }
 }
@@ -375,6 +413,20 @@ mod tests {
         assert_eq!(p.rate, Some(0.25));
         // A zero share is treated as the smallest one, never as unlimited.
         assert_eq!(Pacer::new(0, 1_000_000_000, P).rate, Some(0.001));
+    }
+
+    #[test]
+    fn a_paced_task_runs_its_share_of_a_period_in_one_burst() {
+        let (rate, burst, cap) = Pacer::rate_and_burst(250, P);
+        assert_eq!(rate, Some(0.25));
+        // 25 ms run per 100 ms period: 18.75 ms of tokens waited for, 6.25 ms earned running.
+        assert!((burst - 0.01875).abs() < 1e-12, "{burst}");
+        assert!((cap - 0.0375).abs() < 1e-12, "{cap}");
+        // Unpaced: no burst, no savings.
+        assert_eq!(Pacer::rate_and_burst(1000, P), (None, 0.0, 0.0));
+        // A tiny share still saves up enough to run a yield or two.
+        let (_, burst, cap) = Pacer::rate_and_burst(1, P);
+        assert!(burst < 0.001 && cap >= MIN_CAP.as_secs_f64());
     }
 
     #[test]
