@@ -566,10 +566,13 @@ fn overhead_rounds() -> usize {
 }
 
 async fn bench_overhead(exec: &Executor, tmp: &Path) {
-    let guests: [(&str, &str, &[&str]); 3] = [
+    // The three, and the share-efficiency guests (to tell metering from pacing).
+    let guests: [(&str, &str, &[&str]); 5] = [
         ("pi", wasm_examples::PI_PATH, &["42", "3000000"]),
         ("sha256", wasm_examples::SHA256_PATH, &["1024", "8"]),
         ("json", wasm_examples::JSON_PATH, &["2000", "10"]),
+        ("arith", wasm_examples::ARITH_PATH, &["20"]),
+        ("bulkmem", wasm_examples::BULKMEM_PATH, &["20", "16"]),
     ];
     let fuel_rate = exec.fuel_per_core_second();
     let options = meter_options();
