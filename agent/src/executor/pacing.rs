@@ -13,9 +13,9 @@
 //! to sleep until its bucket holds a burst again: it then runs its share of a
 //! [`PERIOD`] (100 ms, as the kernel's CFS bandwidth control) in one go
 //! (still yielding to tokio every ~1 ms, without sleeping) and sleeps off the
-//! rest of the period. Slicing it finer (run 1 ms, sleep
-//! 3 ms at 0.25 cpus) cost the guest its caches at every wake-up: it needed
-//! up to 1.9× the CPU time for the same work (see BENCHMARKS.md, "Share
+//! rest of the period. Slicing it finer (run 1 ms, sleep 3 ms at 0.25 cpus)
+//! cost a memory-bound guest its caches at every wake-up: it needed up to
+//! 1.9–2.4× the CPU time for the same work (see BENCHMARKS.md, "Share
 //! efficiency"). Pacing by the CPU clock rather than by fuel
 //! makes "0.5 cpus" half a core whatever the guest's instruction mix (fuel
 //! counts instructions, whose cost varies by about 2x between guests); fuel
