@@ -1,6 +1,6 @@
 //! Share efficiency, with real wasmtime and real guests: a paced share must buy its fraction of
-//! the guest's speed, i.e. the same work must cost about the same CPU time at 0.25 or 0.5 cpus
-//! as unpaced (a kernel CPU quota costs 1.0–1.12×). Slicing a guest every millisecond (run
+//! the guest's speed, i.e. the same work must cost about the same CPU time at 0.5, 0.25 or 0.1
+//! cpus as unpaced (a kernel CPU quota costs 1.0–1.12× at 0.25 on a quiet machine). Slicing a guest every millisecond (run
 //! 1 ms, sleep 3 ms) cost it its caches at every wake-up and up to 1.9× the CPU time; the
 //! pacer's bursts (its share of a 100 ms period in one go) are what this test holds.
 //!
@@ -20,10 +20,17 @@ use tokio::sync::mpsc;
 /// Hang guard only.
 const SANITY: Duration = Duration::from_secs(60);
 
-/// Work per CPU-second paced ÷ unpaced must be at least this (1.0 = no loss). Fine slicing
-/// measured 0.5–0.6 here; bursts measure 0.95–1.0 on a quiet machine. The margin is for a
-/// loaded 2-core machine, where other processes evict the guest's caches whatever its share.
+/// Work per CPU-second paced ÷ unpaced must be at least this at 0.25 cpus and more (1.0 = no
+/// loss). Bursts measured 0.93–1.05 on a loaded 2-core machine (load average 9); the margin is
+/// for such machines, where other processes evict the guest's caches whatever its share.
+/// (Fine slicing measured 0.95–1.0 there too at these shares: the load hides its cost, which
+/// the issue measured at 1.9× the CPU time on a quiet machine.)
 const MIN_EFFICIENCY: f64 = 0.8;
+
+/// The same at 0.1 cpus, where the wait between runs is longest: bursts measured 0.80 on the
+/// loaded machine (a kernel CPU quota 0.64–0.79 in the bench), fine slicing 0.46 (and 0.42 in
+/// the bench): this is the share at which a loaded machine still shows the difference.
+const MIN_EFFICIENCY_TENTH: f64 = 0.6;
 
 /// Achieved share ÷ offered must stay below this: bursts must not buy more than the share.
 /// (The first burst comes after a period's sleep, so a short run gets a little less.)
@@ -69,12 +76,12 @@ async fn run(exec: &Executor, spec: TaskSpec) -> TaskOutcome {
 
 /// Runs the guest unpaced and at each share, twice each, interleaved; checks the CPU time the
 /// work took at each share against the unpaced one, and the share achieved.
-async fn check(exec: &Executor, name: &str, wasm: &str, args: &[&str]) {
+async fn check(exec: &Executor, name: &str, wasm: &str, args: &[&str], paced: &[u64]) {
     exec.prepare(name, Path::new(wasm)).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let shares = [1000u64, 500, 250];
+    let shares: Vec<u64> = std::iter::once(1000).chain(paced.iter().copied()).collect();
     // Best (least) CPU time per share, and the wall time of that run.
-    let mut best = [(Duration::MAX, Duration::ZERO); 3];
+    let mut best = vec![(Duration::MAX, Duration::ZERO); shares.len()];
     for _ in 0..2 {
         for (i, &milli) in shares.iter().enumerate() {
             let o = run(exec, spec(dir.path(), name, wasm, args, milli)).await;
@@ -96,8 +103,13 @@ async fn check(exec: &Executor, name: &str, wasm: &str, args: &[&str]) {
             unpaced * 1e3,
             wall * 1e3
         );
+        let min = if milli >= 250 {
+            MIN_EFFICIENCY
+        } else {
+            MIN_EFFICIENCY_TENTH
+        };
         assert!(
-            efficiency >= MIN_EFFICIENCY,
+            efficiency >= min,
             "{name} at {offered} cpus: work per CPU-second {efficiency:.3} of unpaced"
         );
         assert!(
@@ -110,12 +122,21 @@ async fn check(exec: &Executor, name: &str, wasm: &str, args: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paced_shares_buy_their_fraction_of_the_guests_speed() {
     let exec = Executor::new(ExecutorConfig::default()).unwrap();
-    check(&exec, "arith", wasm_examples::ARITH_PATH, &["150"]).await;
+    check(
+        &exec,
+        "arith",
+        wasm_examples::ARITH_PATH,
+        &["150"],
+        &[500, 250],
+    )
+    .await;
+    // Only the memory-bound guest at 0.1 (a loop in registers has no caches to lose).
     check(
         &exec,
         "bulkmem",
         wasm_examples::BULKMEM_PATH,
         &["120", "16"],
+        &[500, 250, 100],
     )
     .await;
 }
