@@ -16,7 +16,7 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder, WasiCtxView, WasiView};
 use super::cache::Prepared;
 use super::limiter::MemLimiter;
 use super::output::{read_tail, CappedOutput};
-use super::pacing::Pacer;
+use super::pacing::{Pacer, PERIOD};
 use super::{disk, ExecEvent, Inner, TaskOutcome, TaskSpec, Termination};
 use crate::workdir::TaskDir;
 
@@ -319,7 +319,7 @@ impl Inner {
             cpu_paused,
             cpu_time,
         };
-        let mut pacer = Pacer::new(spec.cpus_milli, self.fuel_rate);
+        let mut pacer = Pacer::new(spec.cpus_milli, self.fuel_rate, PERIOD);
         let initial_fuel = match spec.max_cpu {
             Some(d) => {
                 let fuel = (d.as_secs_f64() * self.fuel_rate as f64).min(UNLIMITED_FUEL as f64);

@@ -937,6 +937,7 @@ async fn burn_runs_its_rounds_and_prints_a_checksum() {
 /// a test fails the build (wasmtime's test-programs trick, through `foreach_guest!`).
 mod guest_tests {
     pub(super) use super::{
+        arith_matches_a_native_run as arith, bulkmem_matches_a_native_run as bulkmem,
         burn_runs_its_rounds_and_prints_a_checksum as burn,
         data_sets_are_read_only_and_closed as datasets,
         denied_socket_calls_keep_wasi_errno_semantics as sockets,
@@ -983,6 +984,76 @@ macro_rules! assert_guest_tested {
     };
 }
 wasm_examples::foreach_guest!(assert_guest_tested);
+
+#[tokio::test]
+async fn arith_matches_a_native_run() {
+    let (mut x, mut acc): (u64, u64) = (0x9E37_79B9_7F4A_7C15, 1);
+    for _ in 0..2 {
+        for _ in 0..(1u32 << 20) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            acc = acc.wrapping_mul(x | 1).rotate_left(7) ^ (x >> 3);
+        }
+    }
+    let exec = executor();
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        &exec,
+        spec(dir.path(), "arith", wasm_examples::ARITH_PATH, &["2"]),
+    )
+    .await;
+    assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+    assert_eq!(
+        out.stdout_tail.trim(),
+        format!("arith: units=2 checksum={acc:016x}")
+    );
+}
+
+/// Whether `wasm` holds the two-byte opcode `0xFC op` followed by memory index 0 (twice for
+/// `memory.copy`): a scan, good enough to see that the guest's copies are bulk-memory ones.
+fn has_bulk_op(wasm: &[u8], op: u8, zeros: usize) -> bool {
+    wasm.windows(2 + zeros)
+        .any(|w| w[0] == 0xFC && w[1] == op && w[2..].iter().all(|&b| b == 0))
+}
+
+#[tokio::test]
+async fn bulkmem_matches_a_native_run() {
+    // The guest is what it says: its copies and fills are `memory.copy` and `memory.fill`.
+    assert!(
+        has_bulk_op(wasm_examples::BULKMEM, 0x0A, 2),
+        "no memory.copy"
+    );
+    assert!(
+        has_bulk_op(wasm_examples::BULKMEM, 0x0B, 1),
+        "no memory.fill"
+    );
+    let (units, len) = (5u64, 2usize << 20);
+    let mut buf = vec![0u8; len];
+    let mut sum = 0u64;
+    for u in 0..units {
+        buf.copy_within(..len / 2, len / 2);
+        buf[..len / 2].fill(u as u8);
+        sum = sum.wrapping_add(u64::from(buf[(u as usize * 4099) % len]));
+    }
+    let exec = executor();
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        &exec,
+        spec(
+            dir.path(),
+            "bulkmem",
+            wasm_examples::BULKMEM_PATH,
+            &["5", "2"],
+        ),
+    )
+    .await;
+    assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+    assert_eq!(
+        out.stdout_tail.trim(),
+        format!("bulkmem: units=5 mib=2 checksum={sum}")
+    );
+}
 
 #[tokio::test]
 async fn denied_socket_calls_keep_wasi_errno_semantics() {
