@@ -225,6 +225,7 @@ impl Case {
                 .collect(),
             roles: &self.roles,
             min_allocatable: min,
+            refused_free: Resources::ZERO,
         };
         Ok(print(&policy.allocate(&snapshot, now)))
     }

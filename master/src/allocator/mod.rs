@@ -163,6 +163,10 @@ pub struct Snapshot<'a> {
     pub total: Resources,
     /// Offers smaller than this (in cpus or memory) are not worth making.
     pub min_allocatable: Resources,
+    /// The free unreserved resources of connected agents left out of `agents` because every
+    /// eligible framework refuses them: nobody can be offered them this round, but they still
+    /// count in the headroom kept for unmet quota guarantees, exactly as if they were listed.
+    pub refused_free: Resources,
 }
 
 impl Snapshot<'_> {

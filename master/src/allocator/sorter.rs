@@ -162,10 +162,11 @@ pub fn allocate(snapshot: &Snapshot<'_>, now: Instant, by_priority: bool) -> Vec
         }
     }
     // Headroom for guarantees, over the unreserved pools in this snapshot.
+    // (Agents every eligible framework refuses are not listed, but their free resources count.)
     let mut free_unreserved = snapshot
         .agents
         .iter()
-        .fold(Resources::ZERO, |t, a| t + a.available);
+        .fold(snapshot.refused_free, |t, a| t + a.available);
     let mut required = roles.iter().fold(Resources::ZERO, |t, r| t + r.deficit());
 
     // Gives `res` from pool `reserved_for` of `agent` to framework `fi`, updating every key.

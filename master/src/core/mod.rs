@@ -679,16 +679,6 @@ impl Master {
         self.conns.get(&conn).map(|c| &c.principal)
     }
 
-    fn mint_offer_id(&mut self) -> OfferId {
-        loop {
-            self.next_offer += 1;
-            let id = OfferId(format!("{}-O{}", self.cfg.run_id, self.next_offer));
-            if !self.ledger.offers.contains_key(&id) {
-                return id;
-            }
-        }
-    }
-
     /// A status made by the master itself (no uuid: nothing to acknowledge).
     fn master_status(
         framework_id: &FrameworkId,

@@ -389,5 +389,7 @@ mod random;
 mod report;
 /// Master restart from the registry, and agent drain.
 mod restart;
+/// Agents every eligible framework refuses: skipped, and back as soon as that changes.
+mod skip;
 mod status;
 mod timers;
