@@ -66,7 +66,8 @@ where
 {
     let mut total = Resources::ZERO;
     let mut refused_free = Resources::ZERO;
-    let mut listed: Vec<(u64, &'a AgentEntry, Listed<'r>)> = Vec::new();
+    let mut listed: Vec<(u64, &'a AgentEntry, Resources, Listed<'r>)> =
+        Vec::with_capacity(agents.len());
     let mut filters = by_agent.iter().peekable();
     for (pos, a) in agents.values().enumerate() {
         // Both maps are ordered by agent id: advance the filters to this agent.
@@ -90,12 +91,12 @@ where
             continue;
         }
         let refused = refusals.map(|r| r.on.as_slice()).unwrap_or(&[]);
-        listed.push((a.seq, a, Listed { pos, refused }));
+        listed.push((a.seq, a, available, Listed { pos, refused }));
     }
-    listed.sort_unstable_by_key(|(seq, _, _)| *seq);
+    listed.sort_unstable_by_key(|(seq, _, _, _)| *seq);
     let mut views = Vec::with_capacity(listed.len());
     let mut out = Vec::with_capacity(listed.len());
-    for (_, a, l) in listed {
+    for (_, a, available, l) in listed {
         let reserved: Vec<(&str, Resources)> = a
             .reservations
             .iter()
@@ -107,7 +108,7 @@ where
             seq: a.seq,
             hostname: &a.hostname,
             total: a.total,
-            available: a.unreserved_free(),
+            available,
             reserved,
             refused: l.refused,
             attributes: &a.attributes,

@@ -112,8 +112,8 @@ use crate::registry::RegistryOp;
 use ledger::Ledger;
 use proto::identity::PeerId;
 use proto::{
-    AgentId, BlobKind, Digest, FrameworkId, Message, OfferId, Reason, Resources, Role, TaskId,
-    TaskState, TaskStatus,
+    AgentId, BlobKind, Digest, FrameworkId, Message, Reason, Resources, Role, TaskId, TaskState,
+    TaskStatus,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
