@@ -8,7 +8,8 @@ use crate::allocator::Allocator;
 use crate::allocator::Drf;
 use proto::resources::{GIB, MIB};
 use proto::{
-    AgentInfo, Filters, FrameworkInfo, Offer, RunningTask, TaskFile, TaskInfo, TaskStatus, UpdateId,
+    AgentInfo, Filters, FrameworkInfo, Offer, OfferId, RunningTask, TaskFile, TaskInfo, TaskStatus,
+    UpdateId,
 };
 
 const SCHED: Role = Role::Scheduler;
