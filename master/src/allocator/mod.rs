@@ -186,13 +186,16 @@ pub fn is_allocatable(r: &Resources, min: &Resources) -> bool {
     !r.is_empty() && r.contains(min)
 }
 
-/// A proposed offer: these resources of this agent's pool, to this framework.
+/// A proposed offer: these resources of this agent's pool, to this framework. Agent and
+/// framework are named by their index in the snapshot, not by id, so a round copies no ids
+/// until the master turns the proposal into an offer (and the master finds its books for them
+/// without a look-up by name).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Allocation {
-    /// Who gets the offer.
-    pub framework_id: FrameworkId,
-    /// Whose resources.
-    pub agent_id: AgentId,
+    /// Who gets the offer: an index into [`Snapshot::frameworks`].
+    pub framework: usize,
+    /// Whose resources: an index into [`Snapshot::agents`].
+    pub agent: usize,
     /// How much.
     pub resources: Resources,
     /// The pool: `Some(role)` for the agent's reservation for `role`, `None` for unreserved.

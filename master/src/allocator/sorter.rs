@@ -172,7 +172,7 @@ pub fn allocate(snapshot: &Snapshot<'_>, now: Instant, by_priority: bool) -> Vec
     // Gives `res` from pool `reserved_for` of `agent` to framework `fi`, updating every key.
     let mut give = |fi: usize,
                     res: Resources,
-                    agent: &super::AgentView<'_>,
+                    agent: usize,
                     reserved_for: Option<&str>,
                     roles: &mut Vec<RoleState>,
                     groups: &mut Vec<Group>,
@@ -200,14 +200,14 @@ pub fn allocate(snapshot: &Snapshot<'_>, now: Instant, by_priority: bool) -> Vec
             }
         }
         out.push(Allocation {
-            framework_id: f.id.clone(),
-            agent_id: agent.id.clone(),
+            framework: fi,
+            agent,
             resources: res,
             reserved_for: reserved_for.map(str::to_owned),
         });
     };
 
-    for agent in &snapshot.agents {
+    for (ai, agent) in snapshot.agents.iter().enumerate() {
         // 1. Reserved pools, each to its own role only.
         for (role, free) in &agent.reserved {
             let Some(&r) = role_ix.get(role) else {
@@ -228,7 +228,7 @@ pub fn allocate(snapshot: &Snapshot<'_>, now: Instant, by_priority: bool) -> Vec
                 give(
                     fi,
                     offer,
-                    agent,
+                    ai,
                     Some(role),
                     &mut roles,
                     &mut groups,
@@ -271,7 +271,7 @@ pub fn allocate(snapshot: &Snapshot<'_>, now: Instant, by_priority: bool) -> Vec
             give(
                 fi,
                 offer,
-                agent,
+                ai,
                 None,
                 &mut roles,
                 &mut groups,

@@ -9,9 +9,8 @@
 //!
 //! The hot path works on positions, not names: the snapshot is built by one merge of the agent
 //! table with the refuse index (both ordered by agent id), each listed agent remembers its
-//! position in the agent table, and proposals (which the policy emits in the snapshot's agent
-//! order) find their agent by a cursor over those positions; the agent table is looked up by
-//! name only for a proposal out of that order.
+//! position in the agent table and its filters, and a proposal names its agent and framework by
+//! their index in the snapshot, so re-validating and booking it looks nothing up by name.
 
 use super::ledger::{Ledger, Refusals};
 use super::timer::Timer;
@@ -22,13 +21,16 @@ use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-/// The frameworks as the allocator sees them, in subscription order.
+/// The frameworks as the allocator sees them, in subscription order, and beside them their
+/// entries (a proposal names its framework by index in that order).
 fn framework_views<'a>(
     frameworks: &'a BTreeMap<FrameworkId, FrameworkEntry>,
     ledger: &Ledger,
-) -> Vec<FrameworkView<'a>> {
-    let mut fws: Vec<FrameworkView<'a>> = frameworks
-        .values()
+) -> (Vec<FrameworkView<'a>>, Vec<&'a FrameworkEntry>) {
+    let mut fws: Vec<&'a FrameworkEntry> = frameworks.values().collect();
+    fws.sort_by_key(|f| f.seq);
+    let views = fws
+        .iter()
         .map(|f| FrameworkView {
             id: &f.id,
             seq: f.seq,
@@ -38,8 +40,7 @@ fn framework_views<'a>(
             eligible: f.is_connected() && !f.suppressed,
         })
         .collect();
-    fws.sort_by_key(|f| f.seq);
-    fws
+    (views, fws)
 }
 
 /// One listed agent: its position in the agent table and its filters.
@@ -146,7 +147,7 @@ impl Master {
         let now = self.now;
         self.ledger.refuse.prune(now);
         let min = self.cfg.min_allocatable;
-        let fws = framework_views(&self.frameworks, &self.ledger);
+        let (fws, fw_entries) = framework_views(&self.frameworks, &self.ledger);
         self.ledger
             .refuse
             .sync_eligible(fws.iter().filter(|f| f.eligible).map(|f| (f.seq, f.id)));
@@ -173,56 +174,39 @@ impl Master {
         if proposals.is_empty() {
             return;
         }
-        // Disjoint borrows of the books: `listed` still borrows the refuse index.
-        let (frameworks, cfg, allocator) = (&self.frameworks, &self.cfg, &self.allocator);
+        // Disjoint borrows of the books: `listed` still borrows the refuse index and
+        // `fw_entries` the framework table.
+        let (cfg, allocator) = (&self.cfg, &self.allocator);
         let (offers, fw_alloc) = (&mut self.ledger.offers, &mut self.ledger.fw_alloc);
-        let refuse = &self.ledger.refuse;
         let (timers, actions, next_offer) =
             (&mut self.timers, &mut self.actions, &mut self.next_offer);
         let mut entries: Vec<&mut AgentEntry> = self.agents.values_mut().collect();
         let deadline = cfg.offer_timeout.and_then(|d| now.checked_add(d));
         // Offers by framework seq, sent in subscription order.
         let mut batches: BTreeMap<u64, (u64, Vec<Offer>)> = BTreeMap::new();
-        let mut cursor = 0;
         for p in proposals {
-            // The agent: the cursor's, or further on in snapshot order, or by name (a
-            // proposal out of order, or for an agent not listed; the cursor stays put).
-            let mut at = cursor;
-            while at < listed.len() && entries[listed[at].pos].id != p.agent_id {
-                at += 1;
-            }
-            let (pos, refused) = match listed.get(at) {
-                Some(l) => {
-                    cursor = at;
-                    (Some(l.pos), Some(l.refused))
-                }
-                None => {
-                    let pos = entries.binary_search_by(|e| e.id.cmp(&p.agent_id)).ok();
-                    (pos, None)
-                }
-            };
-            let f = frameworks
-                .get(&p.framework_id)
+            let f = fw_entries
+                .get(p.framework)
+                .copied()
                 .filter(|f| f.is_connected() && !f.suppressed);
-            let valid = match (f, pos) {
-                (Some(f), Some(pos)) => {
-                    let filtered = match refused {
-                        Some(on) => on
-                            .binary_search_by_key(&f.seq, |(s, _)| *s)
-                            .is_ok_and(|i| on[i].1 > now),
-                        None => refuse.refuses(&p.agent_id, f.seq, now),
-                    };
+            let l = listed.get(p.agent);
+            let valid = match (f, l) {
+                (Some(f), Some(l)) => {
+                    let filtered = l
+                        .refused
+                        .binary_search_by_key(&f.seq, |(s, _)| *s)
+                        .is_ok_and(|i| l.refused[i].1 > now);
                     let role_limit = cfg.roles.get(&f.info.role).and_then(|spec| spec.limit);
                     let within_limit = role_limit.is_none_or(|limit| {
-                        let role_allocated = frameworks
-                            .values()
+                        let role_allocated = fw_entries
+                            .iter()
                             .filter(|g| g.info.role == f.info.role)
                             .fold(Resources::ZERO, |t, g| {
                                 t + fw_alloc.get(&g.id).copied().unwrap_or_default()
                             });
                         limit.contains(&(role_allocated + p.resources))
                     });
-                    let a = &entries[pos];
+                    let a = &entries[l.pos];
                     let pool = match &p.reserved_for {
                         None => a.unreserved_free(),
                         Some(r) => a.reserved_free(r),
@@ -231,15 +215,15 @@ impl Master {
                     let fits = a.is_offerable()
                         && pool.contains(&p.resources)
                         && is_allocatable(&p.resources, &min);
-                    (role_ok && !filtered && fits && within_limit).then_some((f.seq, f.conn, pos))
+                    (role_ok && !filtered && fits && within_limit).then_some((f, l.pos))
                 }
                 _ => None,
             };
-            let Some((seq, Some(conn), pos)) = valid else {
+            let Some((f, pos, conn)) = valid.and_then(|(f, pos)| Some((f, pos, f.conn?))) else {
                 tracing::warn!(
                     allocator = allocator.name(),
-                    framework = %p.framework_id,
-                    agent = %p.agent_id,
+                    framework = ?f.map(|f| &f.id),
+                    agent = ?l.map(|l| &entries[l.pos].id),
                     resources = %p.resources,
                     "allocator proposed an invalid offer; skipped"
                 );
@@ -257,16 +241,16 @@ impl Master {
             if let Some(r) = &p.reserved_for {
                 *a.reserved_offered.entry(r.clone()).or_default() += p.resources;
             }
-            match fw_alloc.get_mut(&p.framework_id) {
+            match fw_alloc.get_mut(&f.id) {
                 Some(r) => *r += p.resources,
                 None => {
-                    fw_alloc.insert(p.framework_id.clone(), p.resources);
+                    fw_alloc.insert(f.id.clone(), p.resources);
                 }
             }
             let offer = Offer {
                 id: slot.key().clone(),
-                framework_id: p.framework_id,
-                agent_id: p.agent_id,
+                framework_id: f.id.clone(),
+                agent_id: a.id.clone(),
                 hostname: a.hostname.clone(),
                 resources: p.resources,
                 reserved_for: p.reserved_for,
@@ -278,7 +262,7 @@ impl Master {
             }
             slot.insert(offer.clone());
             batches
-                .entry(seq)
+                .entry(f.seq)
                 .or_insert_with(|| (conn, Vec::new()))
                 .1
                 .push(offer);

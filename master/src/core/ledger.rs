@@ -158,7 +158,9 @@ impl RefuseIndex {
         }
     }
 
-    /// True when the framework with `seq` refuses `aid` at `now`.
+    /// True when the framework with `seq` refuses `aid` at `now` (the round reads the agent's
+    /// filters from its snapshot instead).
+    #[cfg(test)]
     pub(super) fn refuses(&self, aid: &AgentId, seq: u64, now: Instant) -> bool {
         let on = self.on_agent(aid);
         on.binary_search_by_key(&seq, |(s, _)| *s)
