@@ -102,7 +102,7 @@ impl RoleSpec {
 pub type Roles = BTreeMap<String, RoleSpec>;
 
 /// One agent as the allocator sees it. Only connected agents with something allocatable in some
-/// pool are in the snapshot.
+/// pool, and not refused by every eligible framework, are in the snapshot.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AgentView<'a> {
     /// The agent.
@@ -153,7 +153,8 @@ pub struct FrameworkView<'a> {
 /// What the master knows about the cluster at the start of an allocation round.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Snapshot<'a> {
-    /// Connected agents with something allocatable, in registration order.
+    /// Connected agents with something allocatable that some eligible framework does not
+    /// refuse, in registration order.
     pub agents: Vec<AgentView<'a>>,
     /// Known frameworks, in subscription order.
     pub frameworks: Vec<FrameworkView<'a>>,

@@ -17,8 +17,8 @@
 //!
 //! After each offer only the keys of that framework and of its role's groups change
 //! (O(log F) each), so a round costs O(A · (g + r) + F log F) where g is the number of groups
-//! scanned and r the refuse filters skipped per agent; agents with nothing free are not even in
-//! the snapshot.
+//! scanned and r the refuse filters skipped per agent; agents with nothing free, and agents every
+//! eligible framework refuses, are not even in the snapshot.
 
 use super::{is_allocatable, Allocation, Snapshot};
 use proto::Resources;

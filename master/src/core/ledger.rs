@@ -3,8 +3,11 @@
 //!
 //! Every change to these goes through the functions here, so the cached sums (an agent's
 //! `used`/`offered` and their per-role parts, a framework's allocation) and the three views of
-//! the refuse filters (by pair, by expiry, by agent) cannot drift apart. The
-//! [audit](super::audit) recomputes them all from scratch after every step in tests.
+//! the refuse filters (by pair, by expiry, by agent, with the per-agent count of eligible
+//! frameworks' filters) cannot drift apart. One exception: the allocation round books the
+//! offers it makes itself ([`allocation`](super::allocation)), on entries it already holds, so
+//! its hot path looks nothing up by name. The [audit](super::audit) recomputes them all from
+//! scratch after every step in tests.
 
 use super::timer::Timer;
 use super::{FilterMap, Master, TaskEntry};
