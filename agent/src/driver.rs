@@ -785,7 +785,11 @@ impl Driver {
             }
             Input::Core(ev) => {
                 tracing::debug!(event = ?ev, "agent event");
-                if let Event::Prepared { key, result: Ok(()) } = &ev {
+                if let Event::Prepared {
+                    key,
+                    result: Ok(()),
+                } = &ev
+                {
                     if let Some(info) = self.core.task_info(key) {
                         if info.executor.is_none() {
                             self.prepared.insert(launch::module_key(info));
@@ -979,7 +983,13 @@ impl Driver {
                     let key = (framework_id, task.task_id.clone());
                     self.metrics.prepared(true, 0.0);
                     let now = self.now();
-                    self.core.handle(now, Event::Prepared { key, result: Ok(()) });
+                    self.core.handle(
+                        now,
+                        Event::Prepared {
+                            key,
+                            result: Ok(()),
+                        },
+                    );
                 }
                 Action::Prepare { framework_id, task } => {
                     let fetcher = self.fetcher.clone();
@@ -1037,7 +1047,11 @@ impl Driver {
         }
         while let Some(target) = self.core.poll_gc() {
             let runtime = &self.runtime;
-            collect(self.fetcher.work_dir(), &|d| runtime.forget_output(d), &target);
+            collect(
+                self.fetcher.work_dir(),
+                &|d| runtime.forget_output(d),
+                &target,
+            );
         }
     }
 

@@ -615,7 +615,11 @@ mod tests {
             ids.push(id);
         }
         // Four entries and 400 bytes: the budget is full; one more byte spills that stream.
-        let (id4, [out4, _]) = store.open(&tmp.path().join("t4"), paths(&tmp.path().join("t4")), 1 << 20);
+        let (id4, [out4, _]) = store.open(
+            &tmp.path().join("t4"),
+            paths(&tmp.path().join("t4")),
+            1 << 20,
+        );
         out4.write_bytes(b"y");
         assert_eq!(std::fs::read(tmp.path().join("t4/stdout")).unwrap(), b"y");
         assert!(store.usage().0 <= budget + ENTRY_OVERHEAD);
@@ -625,11 +629,17 @@ mod tests {
         assert_eq!(std::fs::read(dirs[0].join("stdout")).unwrap(), [b'x'; 100]);
         assert_eq!(std::fs::read(dirs[0].join("stderr")).unwrap(), b"");
         assert_eq!(store.read(&dirs[0], false, 0, 10), None);
-        assert_eq!(store.read(&dirs[1], false, 0, 1), Some((b"x".to_vec(), 100)));
+        assert_eq!(
+            store.read(&dirs[1], false, 0, 1),
+            Some((b"x".to_vec(), 100))
+        );
         // Forgotten: memory released, nothing written.
         let before = store.usage();
         store.forget(&dirs[1]);
-        assert_eq!(store.usage(), (before.0 - 100 - ENTRY_OVERHEAD, before.1 - 1));
+        assert_eq!(
+            store.usage(),
+            (before.0 - 100 - ENTRY_OVERHEAD, before.1 - 1)
+        );
         assert!(!dirs[1].exists());
         let _ = id4;
         // Stopping writes the rest out.

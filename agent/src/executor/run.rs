@@ -458,9 +458,11 @@ impl Inner {
                 in_memory: None,
             }
         } else {
-            let (id, streams) =
-                self.outputs
-                    .open(&spec.task_dir, [stdout_path.clone(), stderr_path.clone()], cap);
+            let (id, streams) = self.outputs.open(
+                &spec.task_dir,
+                [stdout_path.clone(), stderr_path.clone()],
+                cap,
+            );
             Outputs {
                 streams,
                 in_memory: Some(id),
@@ -481,10 +483,7 @@ impl Inner {
             builder
                 .preopened_dir(&sandbox, "/", FsPerms::ReadWrite)
                 .map_err(|e| {
-                    Termination::StartFailed(format!(
-                        "cannot preopen {}: {e:#}",
-                        sandbox.display()
-                    ))
+                    Termination::StartFailed(format!("cannot preopen {}: {e:#}", sandbox.display()))
                 })?;
             preopen_datasets(&mut builder, &sandbox, &spec.datasets)
                 .map_err(Termination::StartFailed)?;

@@ -1648,7 +1648,6 @@ async fn measure_p2_against_p1_prepare_and_launch() {
     );
 }
 
-
 /// A task without a sandbox: nothing on disk for it, its output in memory and readable after
 /// its end until forgotten, and no file system for the guest.
 #[tokio::test]
@@ -1711,7 +1710,11 @@ async fn in_memory_output_spills_to_its_file_past_the_threshold() {
     let mut s = spec(&dir, "flood", wasm_examples::FLOOD_PATH, &[]);
     s.sandbox = false;
     let out = run(&exec, s).await;
-    assert_eq!(exec.read_output(&dir, false, 0, 10), None, "spilled: read the file");
+    assert_eq!(
+        exec.read_output(&dir, false, 0, 10),
+        None,
+        "spilled: read the file"
+    );
     let stdout = std::fs::read(dir.join("stdout")).unwrap();
     assert!(stdout.ends_with(TRUNCATION_MARKER), "{out:?}");
     assert_eq!(stdout.len(), 100 * 1024 + TRUNCATION_MARKER.len());

@@ -121,7 +121,10 @@ impl Drop for Inner {
         for g in state.guests.values() {
             g.kind.kill();
         }
-        if self.write_out_at_end.load(std::sync::atomic::Ordering::Relaxed) {
+        if self
+            .write_out_at_end
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
             self.executor.write_out_outputs();
         }
     }

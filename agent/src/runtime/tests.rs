@@ -887,8 +887,8 @@ fn the_wire_encoding_is_pinned_to_the_protocol_version() {
     assert_eq!(
         (wire::PROTOCOL_VERSION, digest.as_str()),
         (
-            3,
-            "ced034b50e5a4c8c70ce28e9d9ec8609434601734431bb415aabbd229dc715cf"
+            4,
+            "c6f1e62b979c719f202b7fdf2c1bb34b8741afb602869b5d587b28df79d24b57"
         ),
         "the wire encoding changed: bump PROTOCOL_VERSION and update this digest"
     );
@@ -937,7 +937,6 @@ async fn a_request_over_the_frame_cap_is_dropped_and_the_connection_stays() {
     s.ended().await;
 }
 
-
 #[tokio::test]
 async fn output_held_in_memory_is_read_through_the_runtime_process_and_written_out_at_its_stop() {
     let s = served(FOREVER).await;
@@ -946,7 +945,12 @@ async fn output_held_in_memory_is_read_through_the_runtime_process_and_written_o
     let base = tasks.path().to_owned();
     let mut last = 0;
     for (guest, arg) in [("t1", "one"), ("t2", "two")] {
-        let mut spec = task_spec(&base.join(guest), "hello", wasm_examples::HELLO_PATH, &[arg]);
+        let mut spec = task_spec(
+            &base.join(guest),
+            "hello",
+            wasm_examples::HELLO_PATH,
+            &[arg],
+        );
         spec.sandbox = false;
         rt.launch(guest.into(), spec);
         let out = finished(&mut events, guest, &mut last).await;
@@ -962,7 +966,9 @@ async fn output_held_in_memory_is_read_through_the_runtime_process_and_written_o
     assert!(!base.join("t1").exists());
     rt.forget_output(&base.join("t1"));
     assert_eq!(
-        rt.read_output(&base.join("t1"), false, 0, 1000).await.unwrap(),
+        rt.read_output(&base.join("t1"), false, 0, 1000)
+            .await
+            .unwrap(),
         None
     );
     // Stopping the runtime writes what it holds out to the tasks' files.
