@@ -48,6 +48,7 @@ fn spec(dir: &Path, name: &str, wasm: &str, args: &[&str], cpus_milli: u64) -> T
     let mut argv = vec![name.to_owned()];
     argv.extend(args.iter().map(|a| a.to_string()));
     TaskSpec {
+        sandbox: true,
         datasets: Vec::new(),
         digest: name.to_owned(),
         wasm_path: PathBuf::from(wasm),

@@ -114,7 +114,7 @@ impl Inner {
             pacer.run(world.call_run(&mut store)),
             &mut kill,
             None,
-            &sandbox,
+            Some(&sandbox),
             disk_cap,
             self.cfg.disk_check_interval,
         )
