@@ -51,6 +51,7 @@ fn spec(dir: &Path, name: &str, wasm: &str, args: &[&str], cpus_milli: u64) -> T
         timeout: None,
         max_cpu: None,
         disk_bytes: 0,
+        sandbox: true,
     }
 }
 
