@@ -57,6 +57,7 @@ mod limiter;
 mod output;
 mod pacing;
 mod run;
+mod threads;
 #[cfg(test)]
 mod tests;
 
@@ -76,6 +77,7 @@ pub use self::instance::{
     GuestTaskState, InstanceEvent, InstanceHandle, InstanceSpec, InstanceTask, MAX_GUEST_MESSAGE,
 };
 pub use self::output::TRUNCATION_MARKER;
+pub use self::threads::MAX_THREADS;
 
 /// Executor counters, for metrics and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -279,6 +281,8 @@ struct Inner {
     pool_slots: u32,
     /// Executor instances' components, compiled and linked (see `instance/`).
     components: Arc<instance::Components>,
+    /// Multi-threaded (WASI threads) modules: their engine, linker and cache (`threads.rs`).
+    threads: threads::Threads,
 }
 
 impl Executor {
@@ -305,6 +309,7 @@ impl Executor {
                 fuel_rate,
                 pool_slots,
                 components,
+                threads: threads::Threads::new()?,
             }),
         })
     }
@@ -333,16 +338,26 @@ impl Executor {
     /// early and launch itself is fast. Compilation runs on tokio's blocking
     /// pool. The file's content is trusted to match `digest`.
     pub async fn prepare(&self, digest: &str, wasm_path: &Path) -> Result<(), ExecError> {
-        self.inner
-            .modules
-            .prepared(digest, wasm_path)
-            .await
-            .map(|_| ())
+        if self.inner.threads.contains(digest) {
+            return Ok(());
+        }
+        match self.inner.modules.prepared(digest, wasm_path).await {
+            Ok(_) => Ok(()),
+            // A WASI-threads module does not link on the ordinary path (`threads.rs`).
+            Err(e @ (ExecError::Link { .. } | ExecError::Compile { .. })) => {
+                match self.inner.threads.prepare(digest, wasm_path).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(e),
+                    Err(threaded) => Err(threaded),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Whether a module with this digest is already compiled in memory.
     pub fn is_prepared(&self, digest: &str) -> bool {
-        self.inner.modules.contains(digest)
+        self.inner.modules.contains(digest) || self.inner.threads.contains(digest)
     }
 
     /// Starts a task on the current tokio runtime (panics outside one).
