@@ -57,9 +57,9 @@ mod limiter;
 mod output;
 mod pacing;
 mod run;
-mod threads;
 #[cfg(test)]
 mod tests;
+mod threads;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;

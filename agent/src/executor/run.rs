@@ -305,7 +305,10 @@ impl Inner {
         // Multi-threaded (WASI threads) modules run on their own path (`threads.rs`).
         if self.threads.contains(&spec.digest)
             || (!self.modules.contains(&spec.digest)
-                && matches!(self.threads.prepare(&spec.digest, &spec.wasm_path).await, Ok(true)))
+                && matches!(
+                    self.threads.prepare(&spec.digest, &spec.wasm_path).await,
+                    Ok(true)
+                ))
         {
             return self.threads.run(&self.cfg, spec, kill, guard).await;
         }

@@ -131,10 +131,12 @@ impl Threads {
         if self.contains(digest) {
             return Ok(true);
         }
-        let bytes = tokio::fs::read(path).await.map_err(|source| ExecError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|source| ExecError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
         if !mentions_thread_spawn(&bytes) || wasmparser::Parser::is_component(&bytes) {
             return Ok(false);
         }
@@ -260,11 +262,7 @@ impl Threads {
         std::thread::spawn(move || nudged.nudge_until_gone());
         let mut gone = task.gone.subscribe();
         let _ = tokio::time::timeout(EXIT_GRACE, gone.wait_for(|g| *g)).await;
-        let termination = task
-            .ended
-            .borrow()
-            .clone()
-            .unwrap_or(Termination::Killed);
+        let termination = task.ended.borrow().clone().unwrap_or(Termination::Killed);
         finish(
             termination,
             wall,
@@ -357,7 +355,9 @@ impl Threads {
             wake: Condvar::new(),
             cpu_ns: AtomicU64::new(0),
             paused_ns: AtomicU64::new(0),
-            budget_ns: spec.max_cpu.map(|d| d.as_nanos().min(u64::MAX as u128) as u64),
+            budget_ns: spec
+                .max_cpu
+                .map(|d| d.as_nanos().min(u64::MAX as u128) as u64),
             next_tid: AtomicI32::new(1),
             live: AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
@@ -527,10 +527,7 @@ impl TaskShared {
             if let Some(w) = slot.take() {
                 return w;
             }
-            slot = self
-                .wasi_back
-                .wait(slot)
-                .unwrap_or_else(|e| e.into_inner());
+            slot = self.wasi_back.wait(slot).unwrap_or_else(|e| e.into_inner());
         }
     }
 
@@ -640,20 +637,23 @@ impl TaskShared {
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_callback(|mut ctx| ctx.data_mut().tick());
         store.set_epoch_deadline(1);
-        store.call_hook(|mut ctx, hook| {
-            match hook {
-                CallHook::ReturningFromHost => {
-                    ctx.data_mut().give_back();
-                    ctx.data().task.check_stop()
-                }
-                CallHook::CallingHost => ctx.data().task.check_stop(),
-                _ => Ok(()),
+        store.call_hook(|mut ctx, hook| match hook {
+            CallHook::ReturningFromHost => {
+                ctx.data_mut().give_back();
+                ctx.data().task.check_stop()
             }
+            CallHook::CallingHost => ctx.data().task.check_stop(),
+            _ => Ok(()),
         });
         let mut linker = self.linker.clone();
         let (module, name) = &self.memory_import;
         let result = linker
-            .define(&store, module, name, Extern::SharedMemory(self.memory.clone()))
+            .define(
+                &store,
+                module,
+                name,
+                Extern::SharedMemory(self.memory.clone()),
+            )
             .and_then(|linker| linker.instantiate(&mut store, &self.module))
             .and_then(|instance| match spawned {
                 None => instance
