@@ -27,7 +27,8 @@
 //!   ([`TaskSpec::max_cpu`]) is the store's fuel.
 //!
 //! A task (preview-1 module or WASI 0.2 component) is single-threaded: a share above one cpu buys no
-//! more than one core.
+//! more than one core. Multi-threaded modules (WASI threads, `wasm32-wasip1-threads`) run on a
+//! path of their own, `threads.rs`: a thread per guest thread, paced over their summed CPU clocks.
 //!
 //! The executor knows nothing of the protocol (it never imports `proto`): it
 //! takes a [`TaskSpec`] of plain paths and numbers and reports a
@@ -45,6 +46,7 @@
 //! - `pacing.rs`: fuel calibration and CPU-share pacing on the thread's CPU clock.
 //! - `output.rs`: capped stdout/stderr files and their tails.
 //! - `disk.rs`: the sandbox's disk use.
+//! - `threads.rs`: multi-threaded (WASI threads) tasks: their engine, `thread-spawn`, pacing.
 //! - `instance/`: long-lived framework executors (WASI 0.2 components of the
 //!   `tessera:executor` world, `wit/executor/world.wit`) and their envelopes.
 

@@ -11,8 +11,8 @@
 //!   call `wasi_thread_start(tid, arg)`;
 //! - shared memories need an engine with `shared_memory(true)` and never come from the
 //!   pooling allocator, so threaded tasks get their own [`Engine`]: threads enabled, on-demand
-//!   allocation, **epoch interruption instead of fuel** (a ticker thread per task advances the
-//!   epoch every [`TICK`]); each thread's epoch callback adds the thread's CPU clock to the
+//!   allocation, **epoch interruption instead of fuel** (one ticker thread advances the epoch
+//!   every [`TICK`] while threaded tasks run); each thread's epoch callback adds the thread's CPU clock to the
 //!   task's sum, sleeps the thread while the task is ahead of its share (a token bucket refilled
 //!   at `cpus` cores), and traps the thread once the task has ended (kill, timeout, disk cap,
 //!   CPU budget, another thread's trap or `proc_exit`, or `_start` returning);
@@ -31,7 +31,7 @@
 //! `memory.atomic.wait` (e.g. `join`) cannot be interrupted by wasmtime, so once the task has
 //! ended a background sweep `atomic.notify`s every address of the memory until they are gone;
 //! a thread in a WASI sleep leaves when its sleep returns. The outcome is reported after all
-//! threads left or [`EXIT_GRACE`], whichever is first.
+//! threads left or [`EXIT_GRACE`] (a few ticks), whichever is first.
 //!
 //! `TaskOutcome::cpu_time` is the sum of the threads' CPU clocks, `cpu_paused` the longest
 //! time any one thread was paused by pacing, and `fuel_consumed` is 0 (no fuel on this engine).
@@ -62,8 +62,11 @@ pub const MAX_THREADS: usize = 64;
 /// Period of the epoch ticker: pacing, kills and timeouts act within about this.
 const TICK: Duration = Duration::from_millis(1);
 
-/// Longest a task's outcome waits for its threads to leave after it ended.
-const EXIT_GRACE: Duration = Duration::from_millis(200);
+/// Longest a task's outcome waits for its threads to leave after it ended: a thread running
+/// wasm leaves at its next tick, so after a few ticks only threads blocked in
+/// `memory.atomic.wait` or a WASI sleep can remain; they use no CPU, can no longer reach WASI
+/// (the call hook refuses), and leave in the background.
+const EXIT_GRACE: Duration = Duration::from_millis(3);
 
 /// CPU time a task may bank while idle, in milliseconds of its share.
 const BURST_MS: f64 = 5.0;
@@ -85,6 +88,8 @@ pub(super) struct Threads {
     linker: Linker<ThreadState>,
     /// Compiled threaded modules by digest.
     modules: Mutex<HashMap<String, Module>>,
+    /// Advances the engine's epoch while threaded tasks run.
+    ticker: Arc<Ticker>,
 }
 
 impl Threads {
@@ -110,6 +115,10 @@ impl Threads {
             )
             .map_err(|e| ExecError::Engine(format!("{e:#}")))?;
         Ok(Threads {
+            ticker: Arc::new(Ticker {
+                engine: engine.clone(),
+                state: Mutex::new((0, false)),
+            }),
             engine,
             linker,
             modules: Mutex::new(HashMap::new()),
@@ -226,14 +235,14 @@ impl Threads {
         guard.started();
         let started = Instant::now();
         task.bucket().last = started;
-        ticker(self.engine.clone(), task.clone());
+        self.ticker.enter();
         task.live.fetch_add(1, Ordering::SeqCst);
         let main = task.clone();
         if let Err(e) = std::thread::Builder::new()
             .name("tessera-wasm-main".into())
             .spawn(move || main.run_thread(None))
         {
-            task.live.fetch_sub(1, Ordering::SeqCst);
+            task.thread_left();
             task.end(Termination::StartFailed(format!(
                 "cannot start the main thread: {e}"
             )));
@@ -339,6 +348,7 @@ impl Threads {
         let (gone, _) = watch::channel(false);
         Ok(Arc::new(TaskShared {
             engine: self.engine.clone(),
+            ticker: self.ticker.clone(),
             module,
             linker: self.linker.clone(),
             memory_import: (import_module, import_name),
@@ -377,19 +387,48 @@ fn shared_memory_import(module: &Module) -> Option<(String, String, MemoryType)>
     })
 }
 
-/// Advances the engine's epoch every [`TICK`] while the task has threads.
-fn ticker(engine: Engine, task: Arc<TaskShared>) {
-    let spawned = std::thread::Builder::new()
-        .name("tessera-wasm-ticker".into())
-        .spawn(move || loop {
-            std::thread::sleep(TICK);
-            engine.increment_epoch();
-            if *task.gone.borrow() {
-                return;
+/// The engine's one epoch ticker: a thread advancing the epoch every [`TICK`] while any
+/// threaded task has threads (one for all tasks, so that each thread's callback runs once a
+/// tick however many tasks there are).
+struct Ticker {
+    engine: Engine,
+    /// Tasks with threads, and whether the ticker thread runs.
+    state: Mutex<(usize, bool)>,
+}
+
+impl Ticker {
+    fn lock(&self) -> MutexGuard<'_, (usize, bool)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A task starts: make sure the ticker runs.
+    fn enter(self: &Arc<Self>) {
+        let mut st = self.lock();
+        st.0 += 1;
+        if !st.1 {
+            let me = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("tessera-wasm-ticker".into())
+                .spawn(move || loop {
+                    std::thread::sleep(TICK);
+                    me.engine.increment_epoch();
+                    let mut st = me.lock();
+                    if st.0 == 0 {
+                        st.1 = false;
+                        return;
+                    }
+                });
+            match spawned {
+                Ok(_) => st.1 = true,
+                Err(e) => tracing::warn!("cannot start the threaded tasks' epoch ticker: {e}"),
             }
-        });
-    if let Err(e) = spawned {
-        tracing::warn!("cannot start a threaded task's epoch ticker: {e}");
+        }
+    }
+
+    /// A task's threads have all left.
+    fn leave(&self) {
+        let mut st = self.lock();
+        st.0 = st.0.saturating_sub(1);
     }
 }
 
@@ -404,6 +443,8 @@ struct Bucket {
 /// What the threads of one task share.
 struct TaskShared {
     engine: Engine,
+    /// Told when the task's threads have all left.
+    ticker: Arc<Ticker>,
     module: Module,
     /// The threads' linker (the shared memory is defined in each thread's copy).
     linker: Linker<ThreadState>,
@@ -701,22 +742,26 @@ impl TaskShared {
     fn thread_left(&self) {
         if self.live.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.gone.send_replace(true);
+            self.ticker.leave();
         }
     }
 
     /// Once the task has ended: wakes threads blocked in `memory.atomic.wait` (wasmtime cannot
     /// interrupt them) by notifying every aligned address, until every thread has left.
     fn nudge_until_gone(&self) {
+        const CHUNK: u64 = 64 * 1024;
         while !*self.gone.borrow() {
-            std::thread::sleep(TICK);
-            let size = self.memory.data_size() as u64;
-            let mut addr = 0;
-            while addr < size && !*self.gone.borrow() {
-                for a in (addr..size.min(addr + 65536)).step_by(4) {
+            // From the top down: the structures threads wait on (a joined thread's, a lock's)
+            // are mostly in the heap, above the data and the main stack.
+            let mut top = self.memory.data_size() as u64;
+            while top > 0 && !*self.gone.borrow() {
+                let bottom = top.saturating_sub(CHUNK);
+                for a in (bottom..top).step_by(4) {
                     let _ = self.memory.atomic_notify(a, u32::MAX);
                 }
-                addr += 65536;
+                top = bottom;
             }
+            std::thread::sleep(TICK);
         }
     }
 }
