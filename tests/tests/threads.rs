@@ -20,7 +20,7 @@ async fn a_two_cpu_task_runs_a_four_thread_guest() {
         .await
         .unwrap();
     let offer = offer_from(&mut sched, "agent1").await;
-    let spin = TaskBuilder::new("spin", mtspin.clone())
+    let spin = TaskBuilder::new("spin", mtspin)
         .resources(res_mib(2.0, 256))
         .args(["4".to_string(), "200000".to_string()])
         .build(&offer);
@@ -36,7 +36,7 @@ async fn a_two_cpu_task_runs_a_four_thread_guest() {
 
     // A trap in a spawned thread fails the task, not the agent: the next task still runs.
     let offer = offer_from(&mut sched, "agent1").await;
-    let trap = TaskBuilder::new("trap", mtspin.clone())
+    let trap = TaskBuilder::new("trap", mtspin)
         .resources(res_mib(1.0, 256))
         .args(["trap".to_string()])
         .build(&offer);
