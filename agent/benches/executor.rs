@@ -9,14 +9,19 @@
 //! 2. CPU share accuracy (achieved / offered) for 0.1, 0.25, 0.5, 1.0 cpus,
 //!    by the task's CPU clock (`TaskOutcome::cpu_time`, what the pacer
 //!    controls), by the whole process's CPU clock, and by fuel;
-//! 3. metering overhead on pi, sha256 and json: the executor (fuel metering
-//!    and pacing, 1 cpu) and bare wasmtime with fuel, epochs or both,
-//!    against bare wasmtime with neither;
-//! 4. density: concurrent sleeping tasks and resident memory per task, with
+//! 3. metering overhead on pi, sha256 and json: the executor (1 cpu) and bare wasmtime
+//!    with each metering option (fuel with several yield intervals, epochs, both, Cranelift
+//!    settings), against bare wasmtime with its defaults and neither;
+//! 4. share efficiency: the arith and bulkmem guests at 1.0, 0.5, 0.25 and 0.1 cpus, as a
+//!    fraction of their unthrottled speed (bare unmetered wasmtime) ÷ the share, with the
+//!    kernel's anchor when the machine allows it: the wasmtime CLI in a cgroup v1 with
+//!    `cpu.cfs_quota_us` (needs root and `/sys/fs/cgroup/cpu`);
+//! 5. density: concurrent sleeping tasks and resident memory per task, with
 //!    and without pooling.
 //!
 //! `cargo bench -p tessera-agent --bench executor` (set `DENSITY_TASKS`,
-//! default 2000, and `LAUNCHES`, default 300).
+//! default 2000, and `LAUNCHES`, default 300; `EXECUTOR_BENCH=overhead,efficiency` runs only
+//! the sections named).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -24,8 +29,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tessera_agent::executor::{
-    engine_config, ExecEvent, Executor, ExecutorConfig, KillHandle, PoolingConfig, TaskOutcome,
-    TaskSpec, Termination,
+    ExecEvent, Executor, ExecutorConfig, KillHandle, PoolingConfig, TaskOutcome, TaskSpec,
+    Termination,
 };
 use tokio::sync::mpsc;
 use wasmtime::{Config, Engine, Linker, Module, Store};
@@ -43,6 +48,7 @@ fn spec(dir: &Path, name: &str, wasm: &str, args: &[&str], cpus_milli: u64) -> T
     let mut argv = vec![name.to_owned()];
     argv.extend(args.iter().map(|a| a.to_string()));
     TaskSpec {
+        sandbox: true,
         datasets: Vec::new(),
         digest: name.to_owned(),
         wasm_path: PathBuf::from(wasm),
@@ -292,110 +298,539 @@ async fn bench_shares(exec: &Executor, tmp: &Path) {
     println!();
 }
 
+/// How a bare wasmtime store is metered (the store side of a metering option).
 #[derive(Clone, Copy, Debug)]
 enum Meter {
+    /// No fuel, no epochs.
     Neither,
-    Fuel,
-    Epoch,
+    /// Fuel, yielding every this many milliseconds of one core's worth of fuel.
+    Fuel { yield_ms: u64 },
+    /// Epochs (the ticker thread ticks every millisecond), yielding every `ticks`.
+    Epoch { ticks: u64 },
+    /// Epochs, with a deadline callback that reads the thread's CPU clock at each tick (what an
+    /// epoch-based CPU-time budget costs) before yielding.
+    EpochClock,
+    /// Fuel (1 ms yields) and epochs (1 ms yields).
     Both,
 }
 
-/// Runs `_start` of `wasm` on a bare wasmtime store metered as `meter`;
-/// returns the time of the call alone.
-async fn bare_run(engine: &Engine, module: &Module, args: &[&str], meter: Meter) -> Duration {
+impl Meter {
+    fn fuel(self) -> bool {
+        matches!(self, Meter::Fuel { .. } | Meter::Both)
+    }
+
+    fn epoch(self) -> bool {
+        matches!(self, Meter::Epoch { .. } | Meter::EpochClock | Meter::Both)
+    }
+}
+
+/// One metering option: the engine's configuration and the store's metering.
+struct MeterOption {
+    name: &'static str,
+    meter: Meter,
+    /// Cranelift flags set on top (unsafe `cranelift_flag_set`).
+    flags: &'static [(&'static str, &'static str)],
+    opt: wasmtime::OptLevel,
+    single_pass: bool,
+    /// Cranelift inlining of small wasm functions into their callers.
+    inline: bool,
+}
+
+const NO_SPECTRE: &[(&str, &str)] = &[
+    ("enable_heap_access_spectre_mitigation", "false"),
+    ("enable_table_access_spectre_mitigation", "false"),
+];
+
+fn meter_options() -> Vec<MeterOption> {
+    use wasmtime::OptLevel::{Speed, SpeedAndSize};
+    let o = |name, meter, flags, opt, single_pass| MeterOption {
+        name,
+        meter,
+        flags,
+        opt,
+        single_pass,
+        inline: false,
+    };
+    let inlined = |name, meter| MeterOption {
+        inline: true,
+        ..o(name, meter, &[], Speed, false)
+    };
+    vec![
+        o(
+            "neither (wasmtime defaults)",
+            Meter::Neither,
+            &[],
+            Speed,
+            false,
+        ),
+        o(
+            "fuel, yield every 1 ms",
+            Meter::Fuel { yield_ms: 1 },
+            &[],
+            Speed,
+            false,
+        ),
+        o(
+            "fuel, yield every 10 ms",
+            Meter::Fuel { yield_ms: 10 },
+            &[],
+            Speed,
+            false,
+        ),
+        o(
+            "fuel, yield every 100 ms",
+            Meter::Fuel { yield_ms: 100 },
+            &[],
+            Speed,
+            false,
+        ),
+        o(
+            "epoch, yield every 1 ms tick",
+            Meter::Epoch { ticks: 1 },
+            &[],
+            Speed,
+            false,
+        ),
+        o(
+            "epoch, yield every 10 ticks",
+            Meter::Epoch { ticks: 10 },
+            &[],
+            Speed,
+            false,
+        ),
+        o(
+            "epoch + CPU-clock callback every tick",
+            Meter::EpochClock,
+            &[],
+            Speed,
+            false,
+        ),
+        o("fuel + epoch", Meter::Both, &[], Speed, false),
+        o(
+            "epoch, no Spectre mitigations",
+            Meter::Epoch { ticks: 1 },
+            NO_SPECTRE,
+            Speed,
+            false,
+        ),
+        o(
+            "neither, no Spectre mitigations",
+            Meter::Neither,
+            NO_SPECTRE,
+            Speed,
+            false,
+        ),
+        o(
+            "epoch, opt speed_and_size",
+            Meter::Epoch { ticks: 1 },
+            &[],
+            SpeedAndSize,
+            false,
+        ),
+        o(
+            "epoch, single-pass regalloc",
+            Meter::Epoch { ticks: 1 },
+            &[],
+            Speed,
+            true,
+        ),
+        inlined("fuel, inlining", Meter::Fuel { yield_ms: 1 }),
+        inlined("epoch, inlining", Meter::Epoch { ticks: 1 }),
+        inlined("neither, inlining", Meter::Neither),
+    ]
+}
+
+impl MeterOption {
+    fn engine(&self) -> Engine {
+        let mut c = Config::new();
+        c.cranelift_opt_level(self.opt);
+        c.consume_fuel(self.meter.fuel());
+        c.epoch_interruption(self.meter.epoch());
+        if self.inline {
+            c.compiler_inlining(wasmtime::Inlining::Yes);
+        }
+        if self.single_pass {
+            c.cranelift_regalloc_algorithm(wasmtime::RegallocAlgorithm::SinglePass);
+        }
+        for (k, v) in self.flags {
+            // SAFETY: documented Cranelift flags with valid values; only the bench's engines.
+            unsafe {
+                c.cranelift_flag_set(k, v);
+            }
+        }
+        Engine::new(&c).unwrap()
+    }
+}
+
+/// Runs `_start` of `wasm` on a bare wasmtime store metered as `meter`; returns the wall
+/// time and the CPU time of the call alone. (The bench's futures are polled by `block_on` on
+/// the main thread, yields included, so the thread's CPU clock is the guest's CPU time.)
+async fn bare_run(
+    engine: &Engine,
+    module: &Module,
+    args: &[&str],
+    meter: Meter,
+    fuel_rate: u64,
+) -> (Duration, Duration) {
     let mut linker: Linker<WasiP1Ctx> = Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s| s).unwrap();
     let wasi = WasiCtxBuilder::new().args(args).build_p1();
     let mut store = Store::new(engine, wasi);
-    if matches!(meter, Meter::Fuel | Meter::Both) {
+    if let Meter::Fuel { yield_ms } = meter {
         store.set_fuel(u64::MAX / 2).unwrap();
-        store.fuel_async_yield_interval(Some(2_000_000)).unwrap();
+        store
+            .fuel_async_yield_interval(Some(fuel_rate / 1000 * yield_ms))
+            .unwrap();
     }
-    if matches!(meter, Meter::Epoch | Meter::Both) {
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
+    if let Meter::Both = meter {
+        store.set_fuel(u64::MAX / 2).unwrap();
+        store
+            .fuel_async_yield_interval(Some(fuel_rate / 1000))
+            .unwrap();
+    }
+    match meter {
+        Meter::Epoch { ticks } => {
+            store.set_epoch_deadline(ticks);
+            store.epoch_deadline_async_yield_and_update(ticks);
+        }
+        Meter::Both => {
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_async_yield_and_update(1);
+        }
+        Meter::EpochClock => {
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(move |_| {
+                std::hint::black_box(thread_cpu_time());
+                Ok(wasmtime::UpdateDeadline::Yield(1))
+            });
+        }
+        _ => {}
     }
     let instance = linker.instantiate_async(&mut store, module).await.unwrap();
     let start = instance
         .get_typed_func::<(), ()>(&mut store, "_start")
         .unwrap();
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), thread_cpu_time());
     start.call_async(&mut store, ()).await.unwrap();
-    t0.elapsed()
+    (t0.elapsed(), thread_cpu_time().saturating_sub(c0))
+}
+
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Ticks every engine in `engines` once a millisecond until the returned guard is dropped.
+struct Ticker {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start(engines: Vec<Engine>) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(1));
+                for e in &engines {
+                    e.increment_epoch();
+                }
+            }
+        });
+        Ticker {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Rounds of the metering comparison (`OVERHEAD_ROUNDS`, default 7): each round runs every
+/// option once, interleaved, so that load changes hit all options alike; each option's best
+/// round is kept.
+fn overhead_rounds() -> usize {
+    env_usize("OVERHEAD_ROUNDS", 7)
 }
 
 async fn bench_overhead(exec: &Executor, tmp: &Path) {
-    let guests: [(&str, &str, &[&str]); 3] = [
+    // The issue's three, and the share-efficiency guests (to tell metering from pacing).
+    let guests: [(&str, &str, &[&str]); 5] = [
         ("pi", wasm_examples::PI_PATH, &["42", "3000000"]),
         ("sha256", wasm_examples::SHA256_PATH, &["1024", "8"]),
         ("json", wasm_examples::JSON_PATH, &["2000", "10"]),
+        ("arith", wasm_examples::ARITH_PATH, &["20"]),
+        ("bulkmem", wasm_examples::BULKMEM_PATH, &["20", "16"]),
     ];
-    let engines: Vec<(Meter, Engine)> = [Meter::Neither, Meter::Fuel, Meter::Epoch, Meter::Both]
-        .into_iter()
-        .map(|m| {
-            let mut c: Config = engine_config();
-            c.consume_fuel(matches!(m, Meter::Fuel | Meter::Both));
-            c.epoch_interruption(matches!(m, Meter::Epoch | Meter::Both));
-            (m, Engine::new(&c).unwrap())
-        })
-        .collect();
-    let ticker_engine = engines
-        .iter()
-        .filter(|(m, _)| matches!(m, Meter::Epoch | Meter::Both))
-        .map(|(_, e)| e.clone())
-        .collect::<Vec<_>>();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let ticker = std::thread::spawn(move || {
-        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(10));
-            for e in &ticker_engine {
-                e.increment_epoch();
+    let fuel_rate = exec.fuel_per_core_second();
+    let options = meter_options();
+    let engines: Vec<Engine> = options.iter().map(|o| o.engine()).collect();
+    let _ticker = Ticker::start(
+        options
+            .iter()
+            .zip(&engines)
+            .filter(|(o, _)| o.meter.epoch())
+            .map(|(_, e)| e.clone())
+            .collect(),
+    );
+    println!(
+        "## Metering overhead (least CPU time of `_start` over {} interleaved \
+         rounds (thread CPU clock; the executor's: `TaskOutcome::cpu_time`), ÷ bare wasmtime with \
+         its default configuration and neither fuel nor epochs)",
+        overhead_rounds()
+    );
+    print!("| guest | neither ms | Tessera executor (1 cpu)");
+    for o in &options[1..] {
+        print!(" | {}", o.name);
+    }
+    println!(" |");
+    println!("|---|---|---{}|", "|---".repeat(options.len()));
+    let mut compile_times = Vec::new();
+    for (name, path, args) in guests {
+        let mut argv = vec![name];
+        argv.extend_from_slice(args);
+        let mut compile = Vec::new();
+        let modules: Vec<Module> = engines
+            .iter()
+            .map(|e| {
+                let t0 = Instant::now();
+                let m = Module::from_file(e, path).unwrap();
+                compile.push(t0.elapsed());
+                m
+            })
+            .collect();
+        compile_times.push((name, compile));
+        exec.prepare(name, Path::new(path)).await.unwrap();
+        let mut best = vec![Duration::MAX; options.len() + 1];
+        for round in 0..overhead_rounds() {
+            for (i, o) in options.iter().enumerate() {
+                let (_, cpu) = bare_run(&engines[i], &modules[i], &argv, o.meter, fuel_rate).await;
+                best[i] = best[i].min(cpu);
             }
+            let o = run(
+                exec,
+                spec(&tmp.join(format!("{name}-{round}")), name, path, args, 1000),
+            )
+            .await;
+            assert_eq!(o.termination, Termination::Exited(0), "{o:?}");
+            let last = best.len() - 1;
+            best[last] = best[last].min(o.cpu_time);
         }
+        let base = best[0].as_secs_f64();
+        let r = |d: Duration| d.as_secs_f64() / base;
+        print!(
+            "| {name} | {:.1} | {:.2}×",
+            base * 1e3,
+            r(best[options.len()])
+        );
+        for b in &best[1..options.len()] {
+            print!(" | {:.2}×", r(*b));
+        }
+        println!(" |");
+    }
+    println!();
+    println!("Compile time of each guest (ms, one compile, parallel compilation on):");
+    for (name, times) in compile_times {
+        print!("{name}:");
+        for (o, t) in options.iter().zip(times) {
+            print!(" {} {:.0};", o.name, t.as_secs_f64() * 1e3);
+        }
+        println!();
+    }
+    println!();
+}
+
+/// Where the kernel anchor's cgroup (v1 cpu controller) goes.
+const CGROUP_CPU: &str = "/sys/fs/cgroup/cpu";
+
+/// Runs `cli run --allow-precompiled cwasm args` in a fresh cgroup with a CPU quota of `cpus`
+/// (per 100 ms period), or unconstrained if `cpus` is `None`; returns its wall and CPU time, or
+/// why not.
+fn cli_run(
+    cli: &Path,
+    cwasm: &Path,
+    args: &[&str],
+    cpus: Option<f64>,
+) -> Result<(Duration, Duration), String> {
+    let mut cmd = Command::new("sh");
+    let group = cpus.map(|c| {
+        let dir = PathBuf::from(CGROUP_CPU).join(format!("tessera-bench-{}", std::process::id()));
+        (dir, c)
     });
-    println!("## Metering overhead (best of 5 runs each, time of `_start`)");
-    println!("| guest | neither ms | Tessera executor (fuel + pacing, 1 cpu) | fuel only | epoch only | fuel + epoch | guest's fuel/s ÷ calibrated |");
+    if let Some((dir, c)) = &group {
+        let _ = std::fs::create_dir(dir);
+        std::fs::write(dir.join("cpu.cfs_period_us"), "100000")
+            .map_err(|e| format!("cannot set the cgroup's period: {e}"))?;
+        std::fs::write(
+            dir.join("cpu.cfs_quota_us"),
+            format!("{}", (c * 100_000.0) as u64),
+        )
+        .map_err(|e| format!("cannot set the cgroup's quota: {e}"))?;
+        cmd.arg("-c")
+            .arg(format!(
+                "echo $$ > {}/tasks && exec \"$0\" \"$@\"",
+                dir.display()
+            ))
+            .arg(cli);
+    } else {
+        cmd.arg("-c").arg("exec \"$0\" \"$@\"").arg(cli);
+    }
+    cmd.args(["run", "--allow-precompiled"])
+        .arg(cwasm)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let (t0, c0) = (Instant::now(), children_cpu_time());
+    let s = cmd.status().map_err(|e| e.to_string())?;
+    let t = (t0.elapsed(), children_cpu_time().saturating_sub(c0));
+    if let Some((dir, _)) = &group {
+        let _ = std::fs::remove_dir(dir);
+    }
+    if !s.success() {
+        return Err(format!("wasmtime CLI failed: {s}"));
+    }
+    Ok(t)
+}
+
+/// CPU time (user + system) of the waited-for children of this process.
+fn children_cpu_time() -> Duration {
+    // SAFETY: an all-zero rusage is valid; getrusage fills it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Share efficiency: the fraction of its unthrottled speed a guest gets at a share, ÷ the
+/// share offered (1.0 = the share buys exactly its fraction of the guest's speed).
+async fn bench_efficiency(exec: &Executor, tmp: &Path) {
+    let guests: [(&str, &str, &[&str]); 2] = [
+        ("arith", wasm_examples::ARITH_PATH, &["150"]),
+        ("bulkmem", wasm_examples::BULKMEM_PATH, &["150", "16"]),
+    ];
+    let shares = [1000u64, 500, 250, 100];
+    let base = MeterOption {
+        name: "neither",
+        meter: Meter::Neither,
+        flags: &[],
+        opt: wasmtime::OptLevel::Speed,
+        single_pass: false,
+        inline: false,
+    };
+    let engine = base.engine();
+    let cli = wasmtime_cli();
+    println!(
+        "## Share efficiency (speed at a share ÷ (share × unthrottled speed); unthrottled = \
+         the same module under bare unmetered wasmtime, best of 3; CPU ÷ unthrottled = the CPU \
+         time the work took ÷ the unthrottled run's CPU time, its inverse the work per \
+         CPU-second as a fraction of unthrottled, which machine load does not distort)"
+    );
+    println!("| guest | runner | cpus | wall ms | fraction of unthrottled speed | ÷ offered | CPU ÷ unthrottled |");
     println!("|---|---|---|---|---|---|---|");
     for (name, path, args) in guests {
         let mut argv = vec![name];
         argv.extend_from_slice(args);
-        let mut best = Vec::new();
-        for (meter, engine) in &engines {
-            let module = Module::from_file(engine, path).unwrap();
-            let mut b = Duration::MAX;
-            for _ in 0..5 {
-                b = b.min(bare_run(engine, &module, &argv, *meter).await);
-            }
-            best.push(b);
+        let module = Module::from_file(&engine, path).unwrap();
+        let (mut unthrottled, mut u_cpu) = (Duration::MAX, Duration::MAX);
+        for _ in 0..3 {
+            let (wall, cpu) = bare_run(&engine, &module, &argv, Meter::Neither, 0).await;
+            unthrottled = unthrottled.min(wall);
+            u_cpu = u_cpu.min(cpu);
         }
-        exec.prepare(name, Path::new(path)).await.unwrap();
-        let mut b = Duration::MAX;
-        let mut fuel_rate = 0f64;
-        for i in 0..5 {
-            let o = run(
-                exec,
-                spec(&tmp.join(format!("{name}-{i}")), name, path, args, 1000),
-            )
-            .await;
-            assert_eq!(o.termination, Termination::Exited(0), "{o:?}");
-            b = b.min(o.wall);
-            fuel_rate = fuel_rate.max(o.fuel_consumed as f64 / o.wall.as_secs_f64());
-        }
-        let base = best[0].as_secs_f64();
-        let r = |d: Duration| d.as_secs_f64() / base;
+        let u = unthrottled.as_secs_f64();
+        let uc = u_cpu.as_secs_f64();
         println!(
-            "| {name} | {:.1} | {:.2}× | {:.2}× | {:.2}× | {:.2}× | {:.2} |",
-            base * 1e3,
-            r(b),
-            r(best[1]),
-            r(best[2]),
-            r(best[3]),
-            fuel_rate / exec.fuel_per_core_second() as f64
+            "| {name} | unmetered wasmtime | 1.00 | {:.0} | 1 | 1 | {:.2} |",
+            u * 1e3,
+            uc / u
         );
+        let runners = [(exec, "Tessera", &shares[..])];
+        for (runner, label, shares) in runners {
+            runner.prepare(name, Path::new(path)).await.unwrap();
+            for &milli in shares {
+                let offered = milli as f64 / 1000.0;
+                let dir = tmp.join(format!("eff-{name}-{milli}-{}", label.len()));
+                let o = run(runner, spec(&dir, name, path, args, milli)).await;
+                assert_eq!(o.termination, Termination::Exited(0), "{o:?}");
+                let frac = u / o.wall.as_secs_f64();
+                println!(
+                    "| {name} | {label} | {offered:.2} | {:.0} | {frac:.3} | {:.2} | {:.2} |",
+                    o.wall.as_secs_f64() * 1e3,
+                    frac / offered,
+                    o.cpu_time.as_secs_f64() / uc
+                );
+            }
+        }
+        let Some(cli) = &cli else {
+            println!("| {name} | wasmtime CLI in a cgroup | – | skipped: no wasmtime CLI (set WASMTIME) | | | |");
+            continue;
+        };
+        let cwasm = tmp.join(format!("{name}.cwasm"));
+        let compiled = Command::new(cli)
+            .args(["compile", path, "-o"])
+            .arg(&cwasm)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !compiled {
+            println!("| {name} | wasmtime CLI in a cgroup | – | skipped: `wasmtime compile` failed | | | |");
+            continue;
+        }
+        let (cli_u, cli_c) = match (0..3)
+            .map(|_| cli_run(cli, &cwasm, &argv[1..], None))
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(v) => (
+                v.iter().map(|t| t.0).min().unwrap().as_secs_f64(),
+                v.iter().map(|t| t.1).min().unwrap().as_secs_f64(),
+            ),
+            Err(e) => {
+                println!("| {name} | wasmtime CLI | – | skipped: {e} | | | |");
+                continue;
+            }
+        };
+        println!(
+            "| {name} | wasmtime CLI, no quota (its own baseline) | 1.00 | {:.0} | {:.3} | | {:.2} |",
+            cli_u * 1e3,
+            u / cli_u,
+            cli_c / uc
+        );
+        for milli in [500u64, 250, 100] {
+            let offered = milli as f64 / 1000.0;
+            match cli_run(cli, &cwasm, &argv[1..], Some(offered)) {
+                Ok((t, c)) => {
+                    let frac = cli_u / t.as_secs_f64();
+                    println!(
+                        "| {name} | wasmtime CLI, cgroup v1 quota {} ms / 100 ms | {offered:.2} | {:.0} | {frac:.3} | {:.2} | {:.2} (÷ its own baseline {:.2}) |",
+                        milli / 10,
+                        t.as_secs_f64() * 1e3,
+                        frac / offered,
+                        c.as_secs_f64() / uc,
+                        c.as_secs_f64() / cli_c
+                    );
+                }
+                Err(e) => {
+                    println!(
+                        "| {name} | wasmtime CLI in a cgroup | {offered:.2} | skipped: {e} | | | |"
+                    );
+                    break;
+                }
+            }
+        }
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    ticker.join().unwrap();
     println!();
 }
 
@@ -467,6 +902,15 @@ fn executor(cache: &Path, pooling: Option<PoolingConfig>) -> Executor {
     exec
 }
 
+/// Whether to run the bench section `name`: all of them unless `EXECUTOR_BENCH` lists some
+/// (comma-separated: launch, shares, overhead, efficiency, density).
+fn section(name: &str) -> bool {
+    match std::env::var("EXECUTOR_BENCH") {
+        Ok(v) if !v.is_empty() => v.split(',').any(|s| s.trim() == name),
+        _ => true,
+    }
+}
+
 /// Env var naming the allocator of a density child process.
 const DENSITY_CHILD: &str = "EXECUTOR_BENCH_DENSITY_CHILD";
 
@@ -503,11 +947,23 @@ fn main() {
             t0.elapsed().as_secs_f64() * 1e3,
             pooling_config().max_tasks
         );
-        bench_launch(&exec, &on_demand, tmp.path()).await;
-        bench_shares(&exec, tmp.path()).await;
-        bench_overhead(&exec, tmp.path()).await;
+        if section("launch") {
+            bench_launch(&exec, &on_demand, tmp.path()).await;
+        }
+        if section("shares") {
+            bench_shares(&exec, tmp.path()).await;
+        }
+        if section("overhead") {
+            bench_overhead(&exec, tmp.path()).await;
+        }
+        if section("efficiency") {
+            bench_efficiency(&exec, tmp.path()).await;
+        }
     });
     drop(rt);
+    if !section("density") {
+        return;
+    }
     for which in ["on-demand", "pooling"] {
         let s = Command::new(std::env::current_exe().unwrap())
             .env(DENSITY_CHILD, which)

@@ -361,6 +361,12 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
     work_dir
         .create()
         .map_err(|(path, source)| AgentError::WorkDir { path, source })?;
+    match raise_nofile_limit() {
+        Ok((soft, hard)) => {
+            tracing::info!(soft, hard, "open-file limit raised to the hard limit")
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let file = opts
         .checkpoint
         .then(|| CheckpointFile::new(work_dir.checkpoint()));
@@ -394,6 +400,10 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         live_guests = attachment.live.len(),
         "runtime attached: a task offered c cpus may burn c x this much fuel per second"
     );
+    if opts.checkpoint {
+        // A restarted agent reads its recovered tasks' output from their files.
+        runtime.write_output_out_at_end();
+    }
     let cfg = core_config(&opts, attachment.fuel_per_core_second, boot_id);
     let fetcher = Arc::new(Fetcher::new(work_dir.clone(), opts.max_blob_size));
     let metrics = Arc::new(AgentMetrics::new());
@@ -418,6 +428,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         tx,
         rx,
         instances: HashMap::new(),
+        prepared: HashSet::new(),
         control: None,
         generation: 0,
         next_dial: Instant::now(),
@@ -480,6 +491,10 @@ struct Driver {
     started: Instant,
     /// What the agent counts (see [`crate::metrics`]).
     metrics: Arc<AgentMetrics>,
+    /// Modules the runtime has prepared in this attachment (by module key): a task of one of
+    /// them with nothing to fetch or lay out is prepared on the loop, without a hop through
+    /// a task of its own.
+    prepared: HashSet<String>,
 }
 
 /// An executor instance as the driver holds it.
@@ -770,6 +785,17 @@ impl Driver {
             }
             Input::Core(ev) => {
                 tracing::debug!(event = ?ev, "agent event");
+                if let Event::Prepared {
+                    key,
+                    result: Ok(()),
+                } = &ev
+                {
+                    if let Some(info) = self.core.task_info(key) {
+                        if info.executor.is_none() {
+                            self.prepared.insert(launch::module_key(info));
+                        }
+                    }
+                }
                 if let Event::Message(Message::Registered { .. }) = &ev {
                     if self.registered_at.is_none() {
                         self.registered_at = Some(Instant::now());
@@ -890,10 +916,15 @@ impl Driver {
     fn count_end(&self, key: &TaskKey, state: proto::TaskState, outcome: &TaskOutcome) {
         self.metrics.task_ended(state, outcome);
         let dir = self.fetcher.work_dir().task(key.0.as_str(), key.1.as_str());
-        for (stream, path) in [("stdout", dir.stdout()), ("stderr", dir.stderr())] {
-            if let Ok(m) = std::fs::metadata(path) {
-                self.metrics.output(stream, m.len());
-            }
+        let streams = [
+            ("stdout", dir.stdout(), &outcome.stdout_tail),
+            ("stderr", dir.stderr(), &outcome.stderr_tail),
+        ];
+        for (stream, path, tail) in streams {
+            // Output kept in memory (a task without a sandbox) has no file: its tail is all
+            // of it, unless it was longer than the tail (then it spilled to the file).
+            let bytes = std::fs::metadata(path).map_or(tail.len() as u64, |m| m.len());
+            self.metrics.output(stream, bytes);
         }
     }
 
@@ -946,6 +977,20 @@ impl Driver {
         while let Some(action) = self.core.poll_action() {
             match action {
                 Action::Send(msg) => self.send(&msg).await,
+                Action::Prepare { framework_id, task }
+                    if self.prepared_in_place(&framework_id, &task) =>
+                {
+                    let key = (framework_id, task.task_id.clone());
+                    self.metrics.prepared(true, 0.0);
+                    let now = self.now();
+                    self.core.handle(
+                        now,
+                        Event::Prepared {
+                            key,
+                            result: Ok(()),
+                        },
+                    );
+                }
                 Action::Prepare { framework_id, task } => {
                     let fetcher = self.fetcher.clone();
                     let runtime = self.runtime.clone();
@@ -1001,8 +1046,25 @@ impl Driver {
             }
         }
         while let Some(target) = self.core.poll_gc() {
-            collect(self.fetcher.work_dir(), &target);
+            let runtime = &self.runtime;
+            collect(
+                self.fetcher.work_dir(),
+                &|d| runtime.forget_output(d),
+                &target,
+            );
         }
+    }
+
+    /// Whether `task` needs no preparation work: a one-shot task without a sandbox whose module
+    /// the runtime has prepared and whose blob is here, and no directory of an earlier task
+    /// of its id to remove (a couple of lookups in the kernel's directory cache). Such a task
+    /// is prepared on the loop.
+    fn prepared_in_place(&self, fid: &FrameworkId, task: &TaskInfo) -> bool {
+        task.executor.is_none()
+            && !launch::needs_sandbox(task)
+            && self.prepared.contains(&launch::module_key(task))
+            && self.fetcher.blob_in_place(task.module)
+            && !self.fetcher.task_dir_exists(fid, task)
     }
 
     /// Answers a master's query: reads output off the loop (answered through the loop's
@@ -1028,10 +1090,37 @@ impl Driver {
             } => {
                 let work_dir = self.fetcher.work_dir().clone();
                 let tx = self.tx.clone();
-                tokio::task::spawn_blocking(move || {
-                    let answer = crate::output_read::read_output(
-                        &work_dir, &dir, stream, offset, length, ended,
-                    );
+                let runtime = self.runtime.clone();
+                tokio::spawn(async move {
+                    // Output held in memory where the guests run first, then the file.
+                    let in_memory = match &dir {
+                        GcTarget::Task {
+                            framework_id,
+                            task_id,
+                        } => {
+                            let t = work_dir.task(framework_id.as_str(), task_id.as_str());
+                            let length = u64::from(length.min(proto::MAX_OUTPUT_READ));
+                            let stderr = stream == proto::OutputStream::Stderr;
+                            runtime
+                                .read_output(t.path(), stderr, offset, length)
+                                .await
+                                .ok()
+                                .flatten()
+                        }
+                        GcTarget::Executor { .. } => None,
+                    };
+                    let answer = match in_memory {
+                        Some((data, size)) => AgentAnswer::Output { data, size, ended },
+                        None => tokio::task::spawn_blocking(move || {
+                            crate::output_read::read_output(
+                                &work_dir, &dir, stream, offset, length, ended,
+                            )
+                        })
+                        .await
+                        .unwrap_or_else(|e| AgentAnswer::Failed {
+                            message: format!("output read failed: {e}"),
+                        }),
+                    };
                     let _ = tx.send(Input::Answer(Message::AgentAnswer { request_id, answer }));
                 });
             }
@@ -1249,16 +1338,18 @@ impl Driver {
 }
 
 /// Removes a directory the core collects: renamed into `trash/` at once (so a task or executor
-/// of the same id laid out next never meets it), deleted on the blocking pool.
-fn collect(work_dir: &WorkDir, target: &GcTarget) {
+/// of the same id laid out next never meets it), deleted on the blocking pool; a task's output
+/// held in memory by the runtime is dropped with it.
+fn collect(work_dir: &WorkDir, forget_output: &dyn Fn(&std::path::Path), target: &GcTarget) {
     let dir = match target {
         GcTarget::Task {
             framework_id,
             task_id,
-        } => work_dir
-            .task(framework_id.as_str(), task_id.as_str())
-            .path()
-            .to_path_buf(),
+        } => {
+            let dir = work_dir.task(framework_id.as_str(), task_id.as_str());
+            forget_output(dir.path());
+            dir.path().to_path_buf()
+        }
         GcTarget::Executor {
             framework_id,
             executor_id,
@@ -1275,6 +1366,28 @@ fn collect(work_dir: &WorkDir, target: &GcTarget) {
         Ok(None) => {}
         Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot collect a directory"),
     }
+}
+
+/// Raises this process's soft limit of open files to its hard limit and returns both: an agent
+/// holding thousands of tasks (each with open files if it has a sandbox, and the module
+/// cache's, the sockets...) should not fail on the distribution's default soft limit of 1024.
+pub fn raise_nofile_limit() -> std::io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit that the calls read or fill in.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok((lim.rlim_cur as u64, lim.rlim_max as u64))
 }
 
 /// Deletes `dir` on the blocking pool, logging (not failing) on error.
@@ -1625,14 +1738,18 @@ mod tests {
         w.create().unwrap();
         let t = w.task("f1", "t1");
         std::fs::create_dir_all(t.sandbox()).unwrap();
+        let forgotten = std::sync::Mutex::new(Vec::new());
+        let forget = |d: &std::path::Path| forgotten.lock().unwrap().push(d.to_owned());
         collect(
             &w,
+            &forget,
             &GcTarget::Task {
                 framework_id: "f1".into(),
                 task_id: "t1".into(),
             },
         );
         assert!(!t.path().exists());
+        assert_eq!(*forgotten.lock().unwrap(), [t.path().to_owned()]);
         // Laid out afresh right away, the new directory is not touched by the deletion.
         std::fs::create_dir_all(t.sandbox()).unwrap();
         until_empty(&w.trash()).await;
@@ -1640,6 +1757,7 @@ mod tests {
         // A directory that is not there is nothing to collect.
         collect(
             &w,
+            &forget,
             &GcTarget::Executor {
                 framework_id: "f1".into(),
                 executor_id: "e9".into(),

@@ -33,6 +33,34 @@ pub struct Fetcher {
     work_dir: WorkDir,
     /// Largest blob accepted, so a master cannot fill the agent's disk with one answer.
     max_blob_size: u64,
+    /// When each blob was last marked used.
+    touched: Touched,
+}
+
+/// When blobs were last marked used ([`crate::blob_gc::touch`]), so that a blob used by every
+/// launch is marked once per [`TOUCH_EVERY`], not per launch.
+#[derive(Debug, Default)]
+struct Touched(std::sync::Mutex<std::collections::HashMap<Digest, std::time::Instant>>);
+
+/// How often a blob in use is marked used again.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+
+impl Touched {
+    /// Whether `digest` is due to be marked (and records that it is, now).
+    fn due(&self, digest: Digest) -> bool {
+        let now = std::time::Instant::now();
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() > 100_000 {
+            m.retain(|_, t| now.duration_since(*t) < TOUCH_EVERY);
+        }
+        match m.get(&digest) {
+            Some(t) if now.duration_since(*t) < TOUCH_EVERY => false,
+            _ => {
+                m.insert(digest, now);
+                true
+            }
+        }
+    }
 }
 
 impl Fetcher {
@@ -42,6 +70,7 @@ impl Fetcher {
             conn: watch::Sender::new(None),
             work_dir,
             max_blob_size,
+            touched: Touched::default(),
         }
     }
 
@@ -74,7 +103,8 @@ impl Fetcher {
 
     /// Lays out the task's directory afresh (an old one of the same id is removed), fetches its
     /// module and files, and copies the files into its sandbox. Returns the module's path, to
-    /// be compiled by the executor.
+    /// be compiled by the executor. A task without a sandbox ([`crate::launch::needs_sandbox`])
+    /// gets no directory: only an old one of the same id is removed.
     pub async fn prepare(
         &self,
         fid: &FrameworkId,
@@ -83,13 +113,34 @@ impl Fetcher {
         let task_dir = self.work_dir.task(fid.as_str(), task.task_id.as_str());
         let (dir, sandbox) = (task_dir.path(), task_dir.sandbox());
         let io = |e: std::io::Error| (Reason::AgentError, format!("task directory: {e}"));
-        if tokio::fs::try_exists(dir).await.unwrap_or(false) {
+        // A lookup in the kernel's directory cache, done in place: a hop to the blocking pool
+        // costs a launch more than the call.
+        if std::fs::symlink_metadata(dir).is_ok() {
             tokio::fs::remove_dir_all(dir).await.map_err(io)?;
         }
-        tokio::fs::create_dir_all(&sandbox).await.map_err(io)?;
+        if crate::launch::needs_sandbox(task) {
+            tokio::fs::create_dir_all(&sandbox).await.map_err(io)?;
+        }
         let module = self.ensure_blob(task.module).await?;
         self.place_files(&task.files, &sandbox).await?;
         Ok(module)
+    }
+
+    /// Whether the blob is on disk (marking it used, at most once a minute): a task of it needs
+    /// no fetch.
+    pub fn blob_in_place(&self, digest: Digest) -> bool {
+        let path = self.work_dir.blob(&digest.to_hex());
+        let here = std::fs::symlink_metadata(&path).is_ok();
+        if here && self.touched.due(digest) {
+            crate::blob_gc::touch(&path);
+        }
+        here
+    }
+
+    /// Whether a directory of task `task`'s id is on disk (left by an earlier task of that id).
+    pub fn task_dir_exists(&self, fid: &FrameworkId, task: &TaskInfo) -> bool {
+        let dir = self.work_dir.task(fid.as_str(), task.task_id.as_str());
+        std::fs::symlink_metadata(dir.path()).is_ok()
     }
 
     /// Lays out an executor's directory afresh (what an earlier instance of the same id left is
@@ -156,9 +207,14 @@ impl Fetcher {
     /// The blob's path, fetched first if it is not on disk yet.
     async fn ensure_blob(&self, digest: Digest) -> Result<PathBuf, PrepareError> {
         let path = self.work_dir.blob(&digest.to_hex());
-        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
-            // Used again: the cache collection keeps recently used blobs.
-            crate::blob_gc::touch(&path);
+        // As above: a cached lookup, in place.
+        if std::fs::symlink_metadata(&path).is_ok() {
+            // Used again: the cache collection keeps recently used blobs. Marked at most once
+            // a minute (a modification time written per launch is disk work on the launch
+            // path; the collection's order needs no finer grain).
+            if self.touched.due(digest) {
+                crate::blob_gc::touch(&path);
+            }
             return Ok(path);
         }
         // A link that drops mid-fetch (a master restart, a partition) is waited out: the

@@ -22,6 +22,16 @@ pub fn module_key(task: &TaskInfo) -> String {
     task.module.to_hex()
 }
 
+/// Whether a one-shot task gets a sandbox directory (its read-write `/`, with output files
+/// beside it): when it has files to place, data sets to mount, or a disk share to write into.
+/// A task with none of these (`resources.disk` of 0, no files, no data sets) has no file
+/// system: nothing is created on disk for its launch and its output is kept in memory (see
+/// `executor/output.rs`), which spares the agent's file system (four inodes a task on ext4)
+/// on the launch path. Tasks built with `proto::task_builder` get a disk share by default.
+pub fn needs_sandbox(task: &TaskInfo) -> bool {
+    task.resources.disk > 0 || !task.files.is_empty() || !task.datasets.is_empty()
+}
+
 /// What the executor runs for `task` of framework `fid`: argv is the task's name then its
 /// args; the module and task directory are where [`WorkDir`] puts them; the data sets it asks
 /// for are looked up in the agent's `datasets` (the core has refused tasks naming others).
@@ -48,6 +58,7 @@ pub fn spec(
         timeout: task.timeout_ms.map(Duration::from_millis),
         max_cpu: task.max_cpu_ms.map(Duration::from_millis),
         disk_bytes: task.resources.disk,
+        sandbox: needs_sandbox(task),
         datasets: task
             .datasets
             .iter()
@@ -282,6 +293,25 @@ mod tests {
             s.datasets,
             [("logs".to_owned(), PathBuf::from("/srv/logs"))]
         );
+        assert!(s.sandbox);
+    }
+
+    #[test]
+    fn a_task_without_files_data_sets_or_disk_gets_no_sandbox() {
+        let mut t = task();
+        assert!(needs_sandbox(&t), "a disk share");
+        t.resources.disk = 0;
+        assert!(!needs_sandbox(&t));
+        let s = spec(&WorkDir::new("/w"), &[], &FrameworkId::from("f1"), &t);
+        assert!(!s.sandbox);
+        t.datasets = vec!["logs".into()];
+        assert!(needs_sandbox(&t));
+        t.datasets.clear();
+        t.files = vec![proto::TaskFile {
+            path: "in.txt".into(),
+            digest: Digest::of(b"f"),
+        }];
+        assert!(needs_sandbox(&t));
     }
 
     #[test]

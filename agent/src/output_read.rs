@@ -1,6 +1,9 @@
 //! Reads a range of a task's (or executor's) stdout or stderr file for the master's
 //! [`proto::AgentQuery::Output`], off the driver's loop (the core decided which directory and
-//! whether the task has ended, see [`crate::core::query`]).
+//! whether the task has ended, see [`crate::core::query`]). A task without a sandbox keeps its
+//! output in the runtime's memory: the driver asks the runtime first
+//! ([`crate::runtime::Runtime::read_output`]) and reads the file here only when the runtime
+//! does not hold it (it spilled, was written out, or the task has a sandbox).
 
 use crate::core::GcTarget;
 use crate::workdir::WorkDir;

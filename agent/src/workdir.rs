@@ -4,9 +4,13 @@
 //! <work_dir>/
 //!   blobs/<sha256>                        modules and files fetched from the master
 //!   cache/<sha256>.<engine-hash>.cwasm    compiled modules
-//!   frameworks/<fid>/tasks/<tid>/         a one-shot task
+//!   frameworks/<fid>/tasks/<tid>/         a one-shot task with a sandbox (files, data sets or
+//!                                         a disk share: `launch::needs_sandbox`); a task with
+//!                                         none has no directory unless its output spills
 //!     sandbox/                            the guest's only preopened directory, seen as /
-//!     stdout, stderr                      capped, outside the guest's reach
+//!     stdout, stderr                      capped, outside the guest's reach (in the runtime's
+//!                                         memory for a task without a sandbox, written here
+//!                                         past 16 KiB a stream or under memory pressure)
 //!   frameworks/<fid>/executors/<eid>/     an executor instance (laid out afresh at its start)
 //!     sandbox/                            its `/`, kept across its tasks for the instance's life
 //!       tasks/<tid>/                      each task's files, seen by the executor at /tasks/<tid>/

@@ -24,6 +24,7 @@ struct Task {
 
 fn launch(exec: &Executor, dir: &Path, name: &str, cpus_milli: u64) -> Task {
     let spec = TaskSpec {
+        sandbox: true,
         datasets: Vec::new(),
         digest: "burn".into(),
         wasm_path: wasm_examples::BURN_PATH.into(),

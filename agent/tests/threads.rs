@@ -35,6 +35,7 @@ fn executor(dir: &Path) -> Executor {
 fn spec(dir: &Path, name: &str, args: &[&str], cpus_milli: u64) -> TaskSpec {
     TaskSpec {
         datasets: Vec::new(),
+        sandbox: false,
         digest: "mtspin".into(),
         wasm_path: wasm_examples::threads::MTSPIN_PATH.into(),
         args: std::iter::once("mtspin")

@@ -22,6 +22,7 @@ const TOLERANCE: f64 = 0.05;
 async fn share(exec: &Executor, dir: &Path, name: &str, cpus_milli: u64) -> f64 {
     let spec = TaskSpec {
         datasets: Vec::new(),
+        sandbox: false,
         digest: "mtspin".into(),
         wasm_path: wasm_examples::threads::MTSPIN_PATH.into(),
         args: ["mtspin", "4", "100000000000"].map(String::from).to_vec(),

@@ -26,6 +26,7 @@ fn task_spec(dir: &Path, digest: &str, wasm: &str, args: &[&str]) -> TaskSpec {
     let mut argv = vec![digest.to_owned()];
     argv.extend(args.iter().map(|a| a.to_string()));
     TaskSpec {
+        sandbox: true,
         digest: digest.to_owned(),
         wasm_path: wasm.into(),
         args: argv,

@@ -113,7 +113,7 @@ async fn invalid_accepts_are_answered_with_reasons() {
             assert!(!task_dir(&cluster, 0, fid, t).exists(), "{t}");
         }
     }
-    assert!(task_dir(&cluster, 0, fw1.framework_id(), "fits").exists());
+    // (`fits` ran without a sandbox: it leaves no directory; its Finished above says it ran.)
     cluster.shutdown().await;
 }
 

@@ -160,6 +160,12 @@ impl Default for ExecutorConfig {
 /// interruption (fuel yields do its job, see `pacing.rs`), copy-on-write
 /// memory images; instances allocated on demand (the executor adds the
 /// pooling allocator, see [`ExecutorConfig::pooling`]).
+///
+/// Fuel was kept after measuring the alternatives wasmtime 48 offers (epochs with a ticker
+/// thread, both, longer yield intervals, Cranelift settings, inlining): on call-heavy guests
+/// every option checks at each function entry and none was clearly cheaper on all three
+/// benchmark guests; the figures, rejected options included, are in BENCHMARKS.md,
+/// "Metering overhead".
 pub fn engine_config() -> Config {
     let mut config = Config::new();
     config

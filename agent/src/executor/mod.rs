@@ -5,12 +5,18 @@
 //! classification of the outcome; only linking and the entry point differ (`component.rs`).
 //!
 //! Isolation model:
-//! - the guest's preopens are `<task_dir>/sandbox`, mounted read-write at `/`, and each data
-//!   set of [`TaskSpec::datasets`], mounted read-only (directories and files) at
-//!   `/data/<name>`;
+//! - a task with a sandbox ([`TaskSpec::sandbox`], or data sets) has as preopens
+//!   `<task_dir>/sandbox`, mounted read-write at `/`, and each data set of
+//!   [`TaskSpec::datasets`], mounted read-only (directories and files) at `/data/<name>`;
+//! - a task without one has no file system at all: no preopened directory, so every path it
+//!   opens fails (as in an empty root it cannot write to), and nothing is created on disk for
+//!   it; it still has its args, env, clocks, random and output;
 //! - stdout/stderr go to `<task_dir>/stdout` and `<task_dir>/stderr`
 //!   (outside the sandbox, see [`TaskDir`](crate::workdir::TaskDir)), each
-//!   capped at [`ExecutorConfig::output_cap`];
+//!   capped at [`ExecutorConfig::output_cap`]; a task without a sandbox keeps them in memory
+//!   (`output.rs`: up to 16 KiB a stream, 64 MiB for all tasks) and spills them there beyond,
+//!   readable after its end through [`Executor::read_output`] until
+//!   [`Executor::forget_output`];
 //! - no stdin, no network (no sockets, no name lookup), no inherited environment;
 //! - linear memories and tables are capped at [`TaskSpec::mem_bytes`];
 //! - instances, memories, tables and async stacks come from the pooling
@@ -157,8 +163,13 @@ pub struct TaskSpec {
     /// The guest's entire environment (nothing is inherited from the agent).
     pub env: Vec<(String, String)>,
     /// Per-task directory: `sandbox/` (created if missing) becomes the
-    /// guest's `/`; `stdout` and `stderr` files are written next to it.
+    /// guest's `/`; `stdout` and `stderr` files are written next to it. Without a sandbox,
+    /// nothing is created here unless the output spills.
     pub task_dir: PathBuf,
+    /// Whether the task gets a sandbox: `<task_dir>/sandbox` as its read-write `/`, and its
+    /// output in files from the start. Without one (and without data sets, which need it) the
+    /// guest has no file system and its output is kept in memory: a launch touches no disk.
+    pub sandbox: bool,
     /// Cap on the total size of the guest's linear memories and tables.
     pub mem_bytes: u64,
     /// CPU share granted by the scheduler (1000 = one core): the task uses
@@ -285,6 +296,8 @@ struct Inner {
     components: Arc<instance::Components>,
     /// Multi-threaded (WASI threads) modules: their engine, linker and cache (`threads.rs`).
     threads: threads::Threads,
+    /// In-memory output of tasks without a sandbox.
+    outputs: Arc<output::OutputStore>,
 }
 
 impl Executor {
@@ -312,6 +325,10 @@ impl Executor {
                 pool_slots,
                 components,
                 threads: threads::Threads::new()?,
+                outputs: Arc::new(output::OutputStore::new(
+                    output::MEMORY_BUDGET,
+                    output::MEMORY_THRESHOLD,
+                )),
             }),
         })
     }
@@ -355,6 +372,37 @@ impl Executor {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// At most `length` bytes at `offset` of the stdout (`stderr` false) or stderr of the task
+    /// whose directory is `task_dir`, and the stream's size, if its output is held in memory
+    /// (a task without a sandbox, running or ended and not forgotten, whose stream has not
+    /// spilled); `None` means: read its file.
+    pub fn read_output(
+        &self,
+        task_dir: &Path,
+        stderr: bool,
+        offset: u64,
+        length: u64,
+    ) -> Option<(Vec<u8>, u64)> {
+        self.inner.outputs.read(task_dir, stderr, offset, length)
+    }
+
+    /// Drops the in-memory output of the task whose directory is `task_dir` (its directory is
+    /// being collected).
+    pub fn forget_output(&self, task_dir: &Path) {
+        self.inner.outputs.forget(task_dir);
+    }
+
+    /// Writes every in-memory output out to its files (blocking: file I/O). For a process
+    /// whose guests stop with it, so that ended tasks' output stays readable from disk.
+    pub fn write_out_outputs(&self) {
+        self.inner.outputs.write_out_all();
+    }
+
+    /// Bytes of output (and bookkeeping) held in memory, and for how many tasks.
+    pub fn output_memory(&self) -> (u64, usize) {
+        self.inner.outputs.usage()
     }
 
     /// Whether a module with this digest is already compiled in memory.

@@ -9,8 +9,14 @@
 //! fuel yield (the future wakes itself before returning `Pending`) from a
 //! wait on I/O (woken later by someone else). At each fuel yield the CPU
 //! time used since the last one is paid from a token bucket refilled at
-//! `cpus` core-seconds per second of wall time; a task ahead of its share is
-//! put to sleep until it is not. Pacing by the CPU clock rather than by fuel
+//! `cpus` core-seconds per second of wall time. A task that overdraws is put
+//! to sleep until its bucket holds a burst again: it then runs its share of a
+//! [`PERIOD`] (100 ms, as the kernel's CFS bandwidth control) in one go
+//! (still yielding to tokio every ~1 ms, without sleeping) and sleeps off the
+//! rest of the period. Slicing it finer (run 1 ms, sleep 3 ms at 0.25 cpus)
+//! cost a memory-bound guest its caches at every wake-up: it needed up to
+//! 1.9–2.4× the CPU time for the same work (see BENCHMARKS.md, "Share
+//! efficiency"). Pacing by the CPU clock rather than by fuel
 //! makes "0.5 cpus" half a core whatever the guest's instruction mix (fuel
 //! counts instructions, whose cost varies by about 2x between guests); fuel
 //! still sets the yield interval and the CPU-time budget. Kills and timeouts
@@ -21,7 +27,8 @@
 //! than one core, and tasks of 1 cpu or more are not paced at all.
 //!
 //! An executor instance's share moves with its envelope: [`Pacer::shared`] reads the share from
-//! an atomic at every yield (about once a millisecond) and re-derives its rate when it changed;
+//! an atomic at every yield (about once a millisecond) and every 10 ms of a wait between
+//! bursts, and re-derives its rate and burst when it changed;
 //! a one-shot task's pacer has no shared share and pays nothing for the feature.
 
 use std::future::Future;
@@ -177,6 +184,9 @@ pub(crate) struct Pacer {
     interval: u64,
     /// Token bucket, in CPU-seconds the task may still use (negative: in debt).
     tokens: f64,
+    /// Tokens an overdrawn task sleeps for: with what it earns while running, it then runs
+    /// its share of a period in one go (see [`Pacer::rate_and_burst`]).
+    burst: f64,
     /// Most tokens a task may save up while idle.
     cap: f64,
     /// CPU time used since the last payment.
@@ -191,17 +201,31 @@ pub(crate) struct Pacer {
     paused: Duration,
     /// The share to follow, if it can change, with the value last applied.
     shared: Option<(Arc<AtomicU64>, u64)>,
+    /// The pacing period (see [`Pacer::new`]).
+    period: Duration,
 }
 
-/// How long a paced task may save up its share while idle (or asleep).
-const BURST: Duration = Duration::from_millis(50);
+/// The pacing period: a task that has used its share sleeps until it may run its share of a
+/// period (`cpus` × `PERIOD` of CPU time) in one burst, as CFS bandwidth control does with
+/// its default 100 ms period. Longer periods keep a paced guest's caches warm between
+/// wake-ups; shorter ones make its waits shorter. Kills and timeouts cut waits short.
+pub(crate) const PERIOD: Duration = Duration::from_millis(100);
+
+/// Longest single sleep of a pacer whose share can change (an executor's envelope): it looks
+/// at the share again after each, so that a grown share takes effect within this even in the
+/// middle of a wait between bursts. One-shot tasks sleep off a wait at once.
+const SHARED_RECHECK: Duration = Duration::from_millis(10);
+
+/// Fewest tokens a paced task may save up while idle.
+const MIN_CAP: Duration = Duration::from_millis(2);
 
 impl Pacer {
     /// A pacer for a task offered `cpus_milli` thousandths of a core, on an
-    /// agent whose cores burn `fuel_per_core_second`.
-    pub(crate) fn new(cpus_milli: u64, fuel_per_core_second: u64) -> Self {
+    /// agent whose cores burn `fuel_per_core_second`, running its share of each `period` in
+    /// one burst.
+    pub(crate) fn new(cpus_milli: u64, fuel_per_core_second: u64, period: Duration) -> Self {
         let interval = fuel_yield_interval(fuel_per_core_second);
-        let (rate, cap) = Self::rate_and_cap(cpus_milli);
+        let (rate, burst, cap) = Self::rate_and_burst(cpus_milli, period);
         let flag = Arc::new(WakeFlag {
             woken: AtomicBool::new(false),
             waker: Mutex::new(None),
@@ -210,6 +234,7 @@ impl Pacer {
             rate,
             interval,
             tokens: 0.0,
+            burst,
             cap,
             unpaid: Duration::ZERO,
             cpu: Duration::ZERO,
@@ -219,24 +244,34 @@ impl Pacer {
             flag,
             paused: Duration::ZERO,
             shared: None,
+            period,
         }
     }
 
     /// A pacer following the share in `cpus_milli` as it changes (an executor's envelope).
-    pub(crate) fn shared(cpus_milli: Arc<AtomicU64>, fuel_per_core_second: u64) -> Self {
+    pub(crate) fn shared(
+        cpus_milli: Arc<AtomicU64>,
+        fuel_per_core_second: u64,
+        period: Duration,
+    ) -> Self {
         let now = cpus_milli.load(Ordering::Relaxed);
-        let mut p = Self::new(now, fuel_per_core_second);
+        let mut p = Self::new(now, fuel_per_core_second, period);
         p.shared = Some((cpus_milli, now));
         p
     }
 
-    /// The rate (`None`: unpaced) and the most tokens saved up, for a share.
-    fn rate_and_cap(cpus_milli: u64) -> (Option<f64>, f64) {
+    /// The rate (`None`: unpaced), the burst and the most tokens saved up, for a share and a
+    /// period. The burst is the tokens a task waits for when overdrawn: `cpus` × (1 − `cpus`)
+    /// × the period, so that with what it earns while it runs it runs `cpus` × the period and
+    /// sleeps the rest: one run and one sleep per period, whatever the share (0.25 cpus: run
+    /// 25 ms, sleep 75 ms; 0.9 cpus: run 90 ms, sleep 10 ms). The cap is two bursts: a burst's
+    /// tokens are refilled while the task sleeps and more are earned while it runs, which a
+    /// cap of one burst would throw away.
+    fn rate_and_burst(cpus_milli: u64, period: Duration) -> (Option<f64>, f64, f64) {
         let rate = (cpus_milli < 1000).then(|| cpus_milli.max(1) as f64 / 1000.0);
-        let cap = rate
-            .map(|r| (r * BURST.as_secs_f64()).max(0.002))
-            .unwrap_or(0.0);
-        (rate, cap)
+        let burst = rate.map_or(0.0, |r| r * (1.0 - r) * period.as_secs_f64());
+        let cap = rate.map_or(0.0, |_| (2.0 * burst).max(MIN_CAP.as_secs_f64()));
+        (rate, burst, cap)
     }
 
     /// Applies a changed shared share (cheap when unchanged: one atomic load).
@@ -247,8 +282,9 @@ impl Pacer {
         let now = share.load(Ordering::Relaxed);
         if now != *applied {
             *applied = now;
-            let (rate, cap) = Self::rate_and_cap(now);
+            let (rate, burst, cap) = Self::rate_and_burst(now, self.period);
             self.rate = rate;
+            self.burst = burst;
             self.cap = cap;
             self.tokens = self.tokens.min(cap);
         }
@@ -282,11 +318,12 @@ impl Pacer {
     }
 
     fn poll<F: Future>(&mut self, fut: Pin<&mut F>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        if let Some(s) = self.sleep.as_mut() {
+        while let Some(s) = self.sleep.as_mut() {
             if s.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
             self.sleep = None;
+            self.recheck(cx);
         }
         {
             let mut w = self.flag.lock();
@@ -307,8 +344,8 @@ impl Pacer {
         r
     }
 
-    /// A fuel yield: pay for the CPU time used since the last one, and sleep
-    /// off any debt.
+    /// A fuel yield: pay for the CPU time used since the last one; overdrawn, sleep until the
+    /// bucket holds a whole burst.
     fn yielded(&mut self, cx: &mut Context<'_>) {
         self.follow_share();
         let unpaid = std::mem::take(&mut self.unpaid);
@@ -318,13 +355,39 @@ impl Pacer {
         self.last = now;
         self.tokens = (self.tokens + earned).min(self.cap) - unpaid.as_secs_f64();
         if self.tokens < 0.0 {
-            let pause = Duration::from_secs_f64(-self.tokens / rate);
-            self.paused += pause;
-            let mut s = Box::pin(tokio::time::sleep(pause));
-            // Registers the task's waker with the timer.
-            if s.as_mut().poll(cx).is_pending() {
-                self.sleep = Some(s);
-            }
+            self.sleep_for((self.burst - self.tokens) / rate, cx);
+        }
+    }
+
+    /// After one sleep of a pacer whose share can change: follows the share, earns the time
+    /// slept, and sleeps again while the bucket is short of a burst at the share now.
+    fn recheck(&mut self, cx: &mut Context<'_>) {
+        if self.shared.is_none() {
+            return;
+        }
+        self.follow_share();
+        let Some(rate) = self.rate else { return };
+        let now = Instant::now();
+        let earned = rate * now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + earned).min(self.cap);
+        // Short of a burst by more than a microsecond's worth of tokens.
+        if self.burst - self.tokens > rate * 1e-6 {
+            self.sleep_for((self.burst - self.tokens) / rate, cx);
+        }
+    }
+
+    /// Sleeps `secs` (at most [`SHARED_RECHECK`] at a time if the share can change).
+    fn sleep_for(&mut self, secs: f64, cx: &mut Context<'_>) {
+        let mut pause = Duration::from_secs_f64(secs.max(0.0));
+        if self.shared.is_some() {
+            pause = pause.min(SHARED_RECHECK);
+        }
+        self.paused += pause;
+        let mut s = Box::pin(tokio::time::sleep(pause));
+        // Registers the task's waker with the timer.
+        if s.as_mut().poll(cx).is_pending() {
+            self.sleep = Some(s);
         }
     }
 }
@@ -332,6 +395,8 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const P: Duration = Duration::from_millis(100);
 
     #[test]
     fn interval_is_about_a_millisecond() {
@@ -342,18 +407,32 @@ mod tests {
 
     #[test]
     fn shares_of_a_core_or_more_are_not_paced() {
-        assert!(Pacer::new(1000, 1_000_000_000).rate.is_none());
-        assert!(Pacer::new(4000, 1_000_000_000).rate.is_none());
-        let p = Pacer::new(250, 1_000_000_000);
+        assert!(Pacer::new(1000, 1_000_000_000, P).rate.is_none());
+        assert!(Pacer::new(4000, 1_000_000_000, P).rate.is_none());
+        let p = Pacer::new(250, 1_000_000_000, P);
         assert_eq!(p.rate, Some(0.25));
         // A zero share is treated as the smallest one, never as unlimited.
-        assert_eq!(Pacer::new(0, 1_000_000_000).rate, Some(0.001));
+        assert_eq!(Pacer::new(0, 1_000_000_000, P).rate, Some(0.001));
+    }
+
+    #[test]
+    fn a_paced_task_runs_its_share_of_a_period_in_one_burst() {
+        let (rate, burst, cap) = Pacer::rate_and_burst(250, P);
+        assert_eq!(rate, Some(0.25));
+        // 25 ms run per 100 ms period: 18.75 ms of tokens waited for, 6.25 ms earned running.
+        assert!((burst - 0.01875).abs() < 1e-12, "{burst}");
+        assert!((cap - 0.0375).abs() < 1e-12, "{cap}");
+        // Unpaced: no burst, no savings.
+        assert_eq!(Pacer::rate_and_burst(1000, P), (None, 0.0, 0.0));
+        // A tiny share still saves up enough to run a yield or two.
+        let (_, burst, cap) = Pacer::rate_and_burst(1, P);
+        assert!(burst < 0.001 && cap >= MIN_CAP.as_secs_f64());
     }
 
     #[test]
     fn a_shared_share_is_followed() {
         let share = Arc::new(AtomicU64::new(250));
-        let mut p = Pacer::shared(share.clone(), 1_000_000_000);
+        let mut p = Pacer::shared(share.clone(), 1_000_000_000, P);
         assert_eq!(p.rate, Some(0.25));
         share.store(2000, Ordering::Relaxed);
         p.follow_share();

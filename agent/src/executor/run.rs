@@ -1,7 +1,8 @@
 //! One task's run, for preview-1 modules and WASI 0.2 command components alike: store setup
-//! (WASI context with the sandbox and the read-only data sets, output files, memory limiter,
-//! fuel), the entry point (`_start` or `wasi:cli/run`) under pacing, raced against kill, timeout
-//! and the disk cap, and its classification into a [`Termination`] with the output tails.
+//! (WASI context with the sandbox and the read-only data sets, or no file system at all for a
+//! task without a sandbox; output files or in-memory output; memory limiter, fuel), the entry
+//! point (`_start` or `wasi:cli/run`) under pacing, raced against kill, timeout and the disk
+//! cap, and its classification into a [`Termination`] with the output tails.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,8 +16,8 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::cache::Prepared;
 use super::limiter::MemLimiter;
-use super::output::{read_tail, CappedOutput};
-use super::pacing::Pacer;
+use super::output::{read_tail, CappedOutput, WriteOut};
+use super::pacing::{Pacer, PERIOD};
 use super::{disk, ExecEvent, Inner, TaskOutcome, TaskSpec, Termination};
 use crate::workdir::TaskDir;
 
@@ -208,13 +209,13 @@ pub(super) enum Ended<T> {
 }
 
 /// Runs a guest's entry point under kill, an optional wall-clock timeout and the sandbox's disk
-/// cap (checked every `every` while it runs, and once more after it returned): one-shot tasks
-/// and executor instances are supervised alike.
+/// cap (checked every `every` while it runs, and once more after it returned; not at all for a
+/// task without a sandbox): one-shot tasks and executor instances are supervised alike.
 pub(super) async fn supervise<T>(
     entry: impl std::future::Future<Output = T>,
     kill: &mut watch::Receiver<bool>,
     timeout: Option<Duration>,
-    sandbox: &Path,
+    sandbox: Option<&Path>,
     disk_cap: u64,
     every: Duration,
 ) -> Ended<T> {
@@ -224,12 +225,21 @@ pub(super) async fn supervise<T>(
             None => std::future::pending().await,
         }
     };
+    let disk = async {
+        match sandbox {
+            Some(s) => disk_over(s.to_owned(), disk_cap, every).await,
+            None => std::future::pending().await,
+        }
+    };
     let ended = tokio::select! {
         biased;
         () = killed(kill) => Ended::Killed,
         () = timeout => Ended::Timeout,
-        used = disk_over(sandbox.to_owned(), disk_cap, every) => Ended::Disk(used),
+        used = disk => Ended::Disk(used),
         r = entry => Ended::Returned(r),
+    };
+    let Some(sandbox) = sandbox else {
+        return ended;
     };
     // A last look at the sandbox, unless the guest was stopped from outside.
     match ended {
@@ -316,20 +326,28 @@ impl Inner {
         let stdout_path = dir.stdout();
         let stderr_path = dir.stderr();
         let tail_bytes = self.cfg.tail_bytes;
-        let finish = |termination: Termination,
+        let tails = |outputs: Option<&Outputs>| match outputs {
+            Some(o) => (o.streams[0].tail(tail_bytes), o.streams[1].tail(tail_bytes)),
+            None => (
+                read_tail(&stdout_path, tail_bytes),
+                read_tail(&stderr_path, tail_bytes),
+            ),
+        };
+        let finish = |(stdout_tail, stderr_tail): (String, String),
+                      termination: Termination,
                       fuel_consumed: u64,
                       wall: Duration,
                       cpu_paused: Duration,
                       cpu_time: Duration| TaskOutcome {
             termination,
-            stdout_tail: read_tail(&stdout_path, tail_bytes),
-            stderr_tail: read_tail(&stderr_path, tail_bytes),
+            stdout_tail,
+            stderr_tail,
             fuel_consumed,
             wall,
             cpu_paused,
             cpu_time,
         };
-        let mut pacer = Pacer::new(spec.cpus_milli, self.fuel_rate);
+        let mut pacer = Pacer::new(spec.cpus_milli, self.fuel_rate, PERIOD);
         let initial_fuel = match spec.max_cpu {
             Some(d) => {
                 let fuel = (d.as_secs_f64() * self.fuel_rate as f64).min(UNLIMITED_FUEL as f64);
@@ -343,12 +361,19 @@ impl Inner {
             () = killed(&mut kill) => Err(Termination::Killed),
             r = self.setup(&spec, initial_fuel, pacer.interval()) => r,
         };
-        let (mut store, start) = match setup {
+        let (mut store, start, outputs) = match setup {
             Ok(s) => s,
-            Err(t) => return finish(t, 0, Duration::ZERO, Duration::ZERO, Duration::ZERO),
+            Err(t) => {
+                if !needs_sandbox(&spec) {
+                    // Nothing ran: no output to keep.
+                    self.outputs.forget(&spec.task_dir);
+                }
+                let z = Duration::ZERO;
+                return finish(tails(None), t, 0, z, z, z);
+            }
         };
 
-        let sandbox = dir.sandbox();
+        let sandbox = needs_sandbox(&spec).then(|| dir.sandbox());
         let disk_cap = match spec.disk_bytes {
             0 => self.cfg.default_disk_cap,
             n => n,
@@ -360,7 +385,7 @@ impl Inner {
             pacer.run(start.call(&mut store)),
             &mut kill,
             spec.timeout,
-            &sandbox,
+            sandbox.as_deref(),
             disk_cap,
             self.cfg.disk_check_interval,
         )
@@ -391,13 +416,22 @@ impl Inner {
         };
         // Close the output files before reading the tails.
         drop(store);
-        finish(
+        let outcome = finish(
+            tails(Some(&outputs)),
             termination,
             fuel_consumed,
             wall,
             pacer.paused(),
             pacer.cpu_time(),
-        )
+        );
+        if let Some(id) = outputs.in_memory {
+            // Off the task's path: the outcome is ready; writing out older output (when the
+            // store is over its budget) runs on the blocking pool.
+            if let Some(w) = self.outputs.ended(&spec.task_dir, id) {
+                tokio::task::spawn_blocking(move || WriteOut::run(w));
+            }
+        }
+        outcome
     }
 
     /// Builds the store and instance; errors are the task's termination.
@@ -406,7 +440,7 @@ impl Inner {
         spec: &TaskSpec,
         initial_fuel: u64,
         yield_interval: u64,
-    ) -> Result<(Store<TaskState>, Entry), Termination> {
+    ) -> Result<(Store<TaskState>, Entry, Outputs), Termination> {
         let prepared = self
             .modules
             .prepared(&spec.digest, &spec.wasm_path)
@@ -417,34 +451,53 @@ impl Inner {
         };
         let dir = TaskDir::new(&spec.task_dir);
         let sandbox = dir.sandbox();
-        tokio::fs::create_dir_all(&sandbox)
-            .await
-            .map_err(|e| io_err(&sandbox, e))?;
         let cap = self.cfg.output_cap;
         let stdout_path = dir.stdout();
         let stderr_path = dir.stderr();
-        let stdout =
-            CappedOutput::create(&stdout_path, cap).map_err(|e| io_err(&stdout_path, e))?;
-        let stderr =
-            CappedOutput::create(&stderr_path, cap).map_err(|e| io_err(&stderr_path, e))?;
+        let with_sandbox = needs_sandbox(spec);
+        let outputs = if with_sandbox {
+            tokio::fs::create_dir_all(&sandbox)
+                .await
+                .map_err(|e| io_err(&sandbox, e))?;
+            let stdout =
+                CappedOutput::create(&stdout_path, cap).map_err(|e| io_err(&stdout_path, e))?;
+            let stderr =
+                CappedOutput::create(&stderr_path, cap).map_err(|e| io_err(&stderr_path, e))?;
+            Outputs {
+                streams: [stdout, stderr],
+                in_memory: None,
+            }
+        } else {
+            let (id, streams) = self.outputs.open(
+                &spec.task_dir,
+                [stdout_path.clone(), stderr_path.clone()],
+                cap,
+            );
+            Outputs {
+                streams,
+                in_memory: Some(id),
+            }
+        };
 
         let mut builder = WasiCtxBuilder::new();
         builder
             .args(&spec.args)
             .envs(&spec.env)
-            .stdout(stdout)
-            .stderr(stderr)
+            .stdout(outputs.streams[0].clone())
+            .stderr(outputs.streams[1].clone())
             // Denied by the default address check already; said outright.
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
-        builder
-            .preopened_dir(&sandbox, "/", FsPerms::ReadWrite)
-            .map_err(|e| {
-                Termination::StartFailed(format!("cannot preopen {}: {e:#}", sandbox.display()))
-            })?;
-        preopen_datasets(&mut builder, &sandbox, &spec.datasets)
-            .map_err(Termination::StartFailed)?;
+        if with_sandbox {
+            builder
+                .preopened_dir(&sandbox, "/", FsPerms::ReadWrite)
+                .map_err(|e| {
+                    Termination::StartFailed(format!("cannot preopen {}: {e:#}", sandbox.display()))
+                })?;
+            preopen_datasets(&mut builder, &sandbox, &spec.datasets)
+                .map_err(Termination::StartFailed)?;
+        }
         let wasi = builder.build_p1();
 
         let mut store = Store::new(
@@ -470,7 +523,7 @@ impl Inner {
             Prepared::Command(pre) => pre.instantiate_async(&mut store).await.map(Entry::Command),
         };
         match instantiated {
-            Ok(entry) => Ok((store, entry)),
+            Ok(entry) => Ok((store, entry, outputs)),
             Err(e) => Err(match store.data().limiter.denied() {
                 Some(denied) => {
                     Termination::MemoryLimit(format!("{denied} (instantiation failed: {e:#})"))
@@ -479,4 +532,17 @@ impl Inner {
             }),
         }
     }
+}
+
+/// Whether a task gets a sandbox directory: it asked for one ([`TaskSpec::sandbox`]) or mounts
+/// data sets (whose mount points live in it).
+pub(super) fn needs_sandbox(spec: &TaskSpec) -> bool {
+    spec.sandbox || !spec.datasets.is_empty()
+}
+
+/// A task's stdout and stderr, and the id of their entry in the executor's output store when
+/// they are kept in memory (a task without a sandbox).
+pub(super) struct Outputs {
+    streams: [CappedOutput; 2],
+    in_memory: Option<u64>,
 }

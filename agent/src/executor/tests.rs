@@ -20,6 +20,7 @@ fn spec(dir: &Path, digest: &str, wasm: &str, args: &[&str]) -> TaskSpec {
     let mut argv = vec![digest.to_owned()];
     argv.extend(args.iter().map(|a| a.to_string()));
     TaskSpec {
+        sandbox: true,
         datasets: Vec::new(),
         digest: digest.to_owned(),
         wasm_path: PathBuf::from(wasm),
@@ -937,6 +938,7 @@ async fn burn_runs_its_rounds_and_prints_a_checksum() {
 /// a test fails the build (wasmtime's test-programs trick, through `foreach_guest!`).
 mod guest_tests {
     pub(super) use super::{
+        arith_matches_a_native_run as arith, bulkmem_matches_a_native_run as bulkmem,
         burn_runs_its_rounds_and_prints_a_checksum as burn,
         data_sets_are_read_only_and_closed as datasets,
         denied_socket_calls_keep_wasi_errno_semantics as sockets,
@@ -983,6 +985,76 @@ macro_rules! assert_guest_tested {
     };
 }
 wasm_examples::foreach_guest!(assert_guest_tested);
+
+#[tokio::test]
+async fn arith_matches_a_native_run() {
+    let (mut x, mut acc): (u64, u64) = (0x9E37_79B9_7F4A_7C15, 1);
+    for _ in 0..2 {
+        for _ in 0..(1u32 << 20) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            acc = acc.wrapping_mul(x | 1).rotate_left(7) ^ (x >> 3);
+        }
+    }
+    let exec = executor();
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        &exec,
+        spec(dir.path(), "arith", wasm_examples::ARITH_PATH, &["2"]),
+    )
+    .await;
+    assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+    assert_eq!(
+        out.stdout_tail.trim(),
+        format!("arith: units=2 checksum={acc:016x}")
+    );
+}
+
+/// Whether `wasm` holds the two-byte opcode `0xFC op` followed by memory index 0 (twice for
+/// `memory.copy`): a scan, good enough to see that the guest's copies are bulk-memory ones.
+fn has_bulk_op(wasm: &[u8], op: u8, zeros: usize) -> bool {
+    wasm.windows(2 + zeros)
+        .any(|w| w[0] == 0xFC && w[1] == op && w[2..].iter().all(|&b| b == 0))
+}
+
+#[tokio::test]
+async fn bulkmem_matches_a_native_run() {
+    // The guest is what it says: its copies and fills are `memory.copy` and `memory.fill`.
+    assert!(
+        has_bulk_op(wasm_examples::BULKMEM, 0x0A, 2),
+        "no memory.copy"
+    );
+    assert!(
+        has_bulk_op(wasm_examples::BULKMEM, 0x0B, 1),
+        "no memory.fill"
+    );
+    let (units, len) = (5u64, 2usize << 20);
+    let mut buf = vec![0u8; len];
+    let mut sum = 0u64;
+    for u in 0..units {
+        buf.copy_within(..len / 2, len / 2);
+        buf[..len / 2].fill(u as u8);
+        sum = sum.wrapping_add(u64::from(buf[(u as usize * 4099) % len]));
+    }
+    let exec = executor();
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        &exec,
+        spec(
+            dir.path(),
+            "bulkmem",
+            wasm_examples::BULKMEM_PATH,
+            &["5", "2"],
+        ),
+    )
+    .await;
+    assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+    assert_eq!(
+        out.stdout_tail.trim(),
+        format!("bulkmem: units=5 mib=2 checksum={sum}")
+    );
+}
 
 #[tokio::test]
 async fn denied_socket_calls_keep_wasi_errno_semantics() {
@@ -1645,4 +1717,124 @@ async fn measure_p2_against_p1_prepare_and_launch() {
         ratio(&load),
         ratio(&launches)
     );
+}
+
+/// A task without a sandbox: nothing on disk for it, its output in memory and readable after
+/// its end until forgotten, and no file system for the guest.
+#[tokio::test]
+async fn a_task_without_a_sandbox_touches_no_disk_and_keeps_its_output_in_memory() {
+    let exec = executor();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("t");
+    let mut s = spec(&dir, "hello", wasm_examples::HELLO_PATH, &["a"]);
+    s.sandbox = false;
+    let out = run(&exec, s).await;
+    assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+    assert!(out.stdout_tail.contains("Hello from Tessera! a"), "{out:?}");
+    assert!(out.stderr_tail.contains("stderr"), "{out:?}");
+    assert!(!dir.exists(), "nothing is created for it");
+    let (all, size) = exec.read_output(&dir, false, 0, 1 << 20).unwrap();
+    assert_eq!(size, all.len() as u64);
+    assert!(String::from_utf8_lossy(&all).contains("Hello from Tessera! a"));
+    let (part, _) = exec.read_output(&dir, false, 6, 4).unwrap();
+    assert_eq!(part, &all[6..10]);
+    assert!(exec.read_output(&dir, true, 0, 100).is_some());
+    assert_eq!(exec.output_memory().1, 1);
+    exec.forget_output(&dir);
+    assert_eq!(exec.read_output(&dir, false, 0, 10), None);
+    assert_eq!(exec.output_memory(), (0, 0));
+    assert!(!dir.exists());
+
+    // Its output is written out when the guests' process stops.
+    let mut s = spec(&dir, "hello", wasm_examples::HELLO_PATH, &["b"]);
+    s.sandbox = false;
+    run(&exec, s).await;
+    exec.write_out_outputs();
+    let stdout = std::fs::read_to_string(dir.join("stdout")).unwrap();
+    assert!(stdout.contains("Hello from Tessera! b"), "{stdout}");
+    assert!(!dir.join("sandbox").exists());
+
+    // The guest has no file system: every path fails, nothing lands on the host.
+    let dir = tmp.path().join("f");
+    let mut s = spec(&dir, "files", wasm_examples::FILES_PATH, &[]);
+    s.sandbox = false;
+    let out = run(&exec, s).await;
+    assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+    for line in ["input: error", "write /output.txt: error", "ls: error"] {
+        assert!(out.stdout_tail.contains(line), "{line}: {out:?}");
+    }
+    assert!(!out.stdout_tail.contains("ALLOWED"), "{out:?}");
+    assert!(!dir.exists());
+}
+
+/// Output past the in-memory threshold spills to the task's file, created with its directory
+/// then, with the cap and marker as for a file from the start.
+#[tokio::test]
+async fn in_memory_output_spills_to_its_file_past_the_threshold() {
+    let exec = Executor::new(ExecutorConfig {
+        output_cap: 100 * 1024,
+        ..ExecutorConfig::default()
+    })
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("t");
+    let mut s = spec(&dir, "flood", wasm_examples::FLOOD_PATH, &[]);
+    s.sandbox = false;
+    let out = run(&exec, s).await;
+    assert_eq!(
+        exec.read_output(&dir, false, 0, 10),
+        None,
+        "spilled: read the file"
+    );
+    let stdout = std::fs::read(dir.join("stdout")).unwrap();
+    assert!(stdout.ends_with(TRUNCATION_MARKER), "{out:?}");
+    assert_eq!(stdout.len(), 100 * 1024 + TRUNCATION_MARKER.len());
+    assert!(!dir.join("sandbox").exists());
+}
+
+/// Many concurrent tasks without a sandbox hold no descriptor each (no output files, no
+/// preopened directory): an agent's open-file limit is not what caps its tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_tasks_without_a_sandbox_need_fewer_descriptors_than_tasks() {
+    const N: usize = 2000;
+    let exec = Executor::new(ExecutorConfig {
+        pooling: None,
+        ..ExecutorConfig::default()
+    })
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let fds = || std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    exec.prepare("ticker", Path::new(wasm_examples::TICKER_PATH))
+        .await
+        .unwrap();
+    let before = fds();
+    let mut tasks = Vec::with_capacity(N);
+    for i in 0..N {
+        let mut s = spec(
+            &tmp.path().join(format!("t{i}")),
+            "ticker",
+            wasm_examples::TICKER_PATH,
+            &["1000000", "600000"],
+        );
+        s.sandbox = false;
+        s.cpus_milli = 1;
+        s.mem_bytes = 16 * MIB;
+        tasks.push(launch(&exec, s));
+    }
+    for t in &mut tasks {
+        t.wait_running().await;
+    }
+    let during = fds();
+    assert!(
+        during < before + N / 2,
+        "{N} tasks hold {} descriptors",
+        during.saturating_sub(before)
+    );
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    for t in &tasks {
+        t.kill.kill();
+    }
+    for t in tasks {
+        assert_eq!(t.finished().await.termination, Termination::Killed);
+    }
 }

@@ -21,8 +21,9 @@
 //!   one thread per WASI call: the linker's accessor takes it (waiting while another thread
 //!   holds it) and the store's call hook gives it back when the call returns. WASI calls of a
 //!   task are therefore serialised (a thread sleeping in `poll_oneoff` delays the others' WASI
-//!   calls, never their computation); the sandbox, the read-only data sets and the capped
-//!   output files are exactly those of single-thread tasks (`run.rs`, `output.rs`).
+//!   calls, never their computation); the sandbox (when the task asks for one) and the
+//!   read-only data sets are those of single-thread tasks (`run.rs`), and the output goes to
+//!   capped files in the task directory (`output.rs`), never to the in-memory output store.
 //!
 //! Limits: the shared memory's maximum is clamped to the task's `mem` (a module whose minimum
 //! is above it does not start); at most [`MAX_THREADS`] threads run at once (beyond it
@@ -52,7 +53,7 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use super::limiter::MemLimiter;
 use super::output::{read_tail, CappedOutput};
-use super::run::{disk_limit, preopen_datasets, supervise, Ended, FinishGuard};
+use super::run::{disk_limit, needs_sandbox, preopen_datasets, supervise, Ended, FinishGuard};
 use super::{ExecError, ExecutorConfig, TaskOutcome, TaskSpec, Termination};
 use crate::workdir::TaskDir;
 
@@ -254,7 +255,7 @@ impl Threads {
             },
             &mut kill,
             spec.timeout,
-            &dir.sandbox(),
+            needs_sandbox(&spec).then(|| dir.sandbox()).as_deref(),
             disk_cap,
             cfg.disk_check_interval,
         )
@@ -302,9 +303,17 @@ impl Threads {
         };
         let dir = TaskDir::new(&spec.task_dir);
         let sandbox = dir.sandbox();
-        tokio::fs::create_dir_all(&sandbox)
+        // A sandbox only when the task asks for one (or has data sets); the output always goes
+        // to files in the task directory (not the executor's in-memory store).
+        let with_sandbox = needs_sandbox(spec);
+        let made = if with_sandbox {
+            &sandbox
+        } else {
+            &spec.task_dir
+        };
+        tokio::fs::create_dir_all(made)
             .await
-            .map_err(|e| io_err(&sandbox, e))?;
+            .map_err(|e| io_err(made, e))?;
         let (so, se) = (dir.stdout(), dir.stderr());
         let stdout = CappedOutput::create(&so, cfg.output_cap).map_err(|e| io_err(&so, e))?;
         let stderr = CappedOutput::create(&se, cfg.output_cap).map_err(|e| io_err(&se, e))?;
@@ -317,10 +326,14 @@ impl Threads {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
-        builder
-            .preopened_dir(&sandbox, "/", FsPerms::ReadWrite)
-            .map_err(|e| start_failed(format!("cannot preopen {}: {e:#}", sandbox.display())))?;
-        preopen_datasets(&mut builder, &sandbox, &spec.datasets).map_err(start_failed)?;
+        if with_sandbox {
+            builder
+                .preopened_dir(&sandbox, "/", FsPerms::ReadWrite)
+                .map_err(|e| {
+                    start_failed(format!("cannot preopen {}: {e:#}", sandbox.display()))
+                })?;
+            preopen_datasets(&mut builder, &sandbox, &spec.datasets).map_err(start_failed)?;
+        }
         let wasi = builder.build_p1();
 
         // The shared memory, its maximum clamped to the task's `mem`.

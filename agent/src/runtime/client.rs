@@ -37,6 +37,14 @@ enum Command {
         wasm_path: std::path::PathBuf,
         reply: oneshot::Sender<Result<PrepareInfo, RuntimeError>>,
     },
+    /// An output read, answered on `reply` (`None` when the connection is gone).
+    ReadOutput {
+        task_dir: std::path::PathBuf,
+        stderr: bool,
+        offset: u64,
+        length: u64,
+        reply: oneshot::Sender<Option<(Vec<u8>, u64)>>,
+    },
     /// Detach (`stop` false) or stop the runtime; `done` fires when the connection is closed.
     Close {
         stop: bool,
@@ -72,6 +80,27 @@ impl Client {
             })
             .map_err(|_| RuntimeError::Disconnected)?;
         answer.await.map_err(|_| RuntimeError::Disconnected)?
+    }
+
+    /// See [`Runtime::read_output`](super::Runtime::read_output).
+    pub(crate) async fn read_output(
+        &self,
+        task_dir: &Path,
+        stderr: bool,
+        offset: u64,
+        length: u64,
+    ) -> Result<Option<(Vec<u8>, u64)>, RuntimeError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::ReadOutput {
+                task_dir: task_dir.to_owned(),
+                stderr,
+                offset,
+                length,
+                reply,
+            })
+            .map_err(|_| RuntimeError::Disconnected)?;
+        answer.await.map_err(|_| RuntimeError::Disconnected)
     }
 
     /// See [`Runtime::close`](super::Runtime::close).
@@ -288,6 +317,7 @@ async fn run(
 ) {
     let mut pending: HashMap<u64, oneshot::Sender<Result<PrepareInfo, RuntimeError>>> =
         HashMap::new();
+    let mut reads: HashMap<u64, oneshot::Sender<Option<(Vec<u8>, u64)>>> = HashMap::new();
     let mut next_id = 0u64;
     let mut closed: Option<oneshot::Sender<()>> = None;
     let mut stopping = false;
@@ -302,6 +332,11 @@ async fn run(
                         next_id += 1;
                         pending.insert(next_id, reply);
                         Request::Prepare { id: next_id, digest, wasm_path }
+                    }
+                    Some(Command::ReadOutput { task_dir, stderr, offset, length, reply }) => {
+                        next_id += 1;
+                        reads.insert(next_id, reply);
+                        Request::ReadOutput { id: next_id, task_dir, stderr, offset, length }
                     }
                     Some(Command::Close { stop: false, done }) => {
                         closed = Some(done);
@@ -323,6 +358,9 @@ async fn run(
                                 let _ = reply.send(Err(RuntimeError::Protocol(e.to_string())));
                             }
                         }
+                        if let Request::ReadOutput { id, .. } = req {
+                            reads.remove(&id);
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "runtime connection lost");
@@ -337,6 +375,11 @@ async fn run(
                 Ok(Some(Reply::Prepared { id, result })) => {
                     if let Some(reply) = pending.remove(&id) {
                         let _ = reply.send(result.map_err(RuntimeError::Prepare));
+                    }
+                }
+                Ok(Some(Reply::Output { id, data })) => {
+                    if let Some(reply) = reads.remove(&id) {
+                        let _ = reply.send(data);
                     }
                 }
                 Ok(Some(Reply::Stopped)) => {
@@ -361,6 +404,7 @@ async fn run(
         }
     }
     drop(pending);
+    drop(reads);
     drop(events);
     drop(reader);
     drop(writer);

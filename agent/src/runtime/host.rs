@@ -55,6 +55,11 @@ struct Inner {
     state: Mutex<State>,
     /// How many guests are live, for [`Host::stop_all`] to wait on.
     live: watch::Sender<usize>,
+    /// Whether the output held in memory is written out to the tasks' files when the guests
+    /// stop with this host: always for the runtime process (an agent attaching later may read
+    /// it); in process only for an agent that checkpoints (without a checkpoint a restarted
+    /// agent clears every directory of the previous run, so writing would be wasted).
+    write_out_at_end: std::sync::atomic::AtomicBool,
 }
 
 /// The mutable part of a [`Host`].
@@ -109,11 +114,18 @@ impl GuestKind {
 }
 
 impl Drop for Inner {
-    /// Nobody can drive or hear the guests any more: stop them.
+    /// Nobody can drive or hear the guests any more: stop them, and write the output held in
+    /// memory out to the tasks' files if a later agent may read it there.
     fn drop(&mut self) {
         let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
         for g in state.guests.values() {
             g.kind.kill();
+        }
+        if self
+            .write_out_at_end
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.executor.write_out_outputs();
         }
     }
 }
@@ -149,6 +161,7 @@ impl Host {
                     ..State::default()
                 }),
                 live: watch::Sender::new(0),
+                write_out_at_end: keep_outbox.into(),
             }),
         })
     }
@@ -344,7 +357,33 @@ impl Host {
         }
     }
 
-    /// Kills every guest and waits until each has reported its end.
+    /// See [`Runtime::read_output`](super::Runtime::read_output).
+    pub(crate) fn read_output(
+        &self,
+        task_dir: &Path,
+        stderr: bool,
+        offset: u64,
+        length: u64,
+    ) -> Option<(Vec<u8>, u64)> {
+        self.inner
+            .executor
+            .read_output(task_dir, stderr, offset, length)
+    }
+
+    /// See [`Runtime::write_output_out_at_end`](super::Runtime::write_output_out_at_end).
+    pub(crate) fn write_out_at_end(&self) {
+        self.inner
+            .write_out_at_end
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// See [`Runtime::forget_output`](super::Runtime::forget_output).
+    pub(crate) fn forget_output(&self, task_dir: &Path) {
+        self.inner.executor.forget_output(task_dir);
+    }
+
+    /// Kills every guest and waits until each has reported its end; then writes the output
+    /// held in memory out to the tasks' files if a later agent may read it there.
     pub(crate) async fn stop_all(&self) {
         for g in self.state().guests.values() {
             g.kind.kill();
@@ -354,6 +393,14 @@ impl Host {
         // The last end is counted inside its event's critical section: once this lock is
         // taken, every end event has been numbered and sent.
         drop(self.state());
+        if self
+            .inner
+            .write_out_at_end
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            let exec = self.inner.executor.clone();
+            let _ = tokio::task::spawn_blocking(move || exec.write_out_outputs()).await;
+        }
     }
 }
 

@@ -403,6 +403,45 @@ impl Runtime {
         }
     }
 
+    /// At most `length` bytes at `offset` of the stdout (`stderr` false) or stderr of the task
+    /// whose directory is `task_dir`, and the stream's size, if the runtime holds it in memory
+    /// (a task without a sandbox: see `executor/output.rs`); `Ok(None)`: it is in its file,
+    /// or there is none. Output lives where the guests run, so this asks the runtime process
+    /// when there is one.
+    pub async fn read_output(
+        &self,
+        task_dir: &Path,
+        stderr: bool,
+        offset: u64,
+        length: u64,
+    ) -> Result<Option<(Vec<u8>, u64)>, RuntimeError> {
+        match &self.backend {
+            Backend::Local(h) => Ok(h.read_output(task_dir, stderr, offset, length)),
+            Backend::Remote(c) => c.read_output(task_dir, stderr, offset, length).await,
+        }
+    }
+
+    /// In process: write the output held in memory out to the tasks' files when the guests
+    /// stop with the agent (a crash or a stop), for an agent that checkpoints and will read it
+    /// there after its restart. The runtime process always does (its guests' output outlives
+    /// the agent in its memory, and is written out when it exits).
+    pub fn write_output_out_at_end(&self) {
+        if let Backend::Local(h) = &self.backend {
+            h.write_out_at_end();
+        }
+    }
+
+    /// Drops the output the runtime holds in memory for the task whose directory is
+    /// `task_dir` (the agent is collecting the task).
+    pub fn forget_output(&self, task_dir: &Path) {
+        match &self.backend {
+            Backend::Local(h) => h.forget_output(task_dir),
+            Backend::Remote(c) => c.send(Request::ForgetOutput {
+                task_dir: task_dir.to_owned(),
+            }),
+        }
+    }
+
     /// The agent has durably recorded the effects of every event up to `seq`: the runtime may
     /// forget them (a later attachment does not replay them).
     pub fn ack(&self, seq: u64) {

@@ -296,6 +296,17 @@ impl Server {
                     let _ = replies.send(Reply::Prepared { id, result });
                 });
             }
+            Request::ReadOutput {
+                id,
+                task_dir,
+                stderr,
+                offset,
+                length,
+            } => {
+                let data = h.read_output(&task_dir, stderr, offset, length);
+                let _ = replies.send(Reply::Output { id, data });
+            }
+            Request::ForgetOutput { task_dir } => h.forget_output(&task_dir),
             Request::Launch { guest, spec } => h.launch(guest, spec),
             Request::Kill { guest } => h.kill(&guest),
             Request::StartInstance { guest, spec } => h.start_instance(guest, spec),

@@ -21,6 +21,7 @@ fn task_spec(dir: &Path, digest: &str, wasm: &str, args: &[&str]) -> TaskSpec {
     let mut argv = vec![digest.to_owned()];
     argv.extend(args.iter().map(|a| a.to_string()));
     TaskSpec {
+        sandbox: true,
         digest: digest.to_owned(),
         wasm_path: wasm.into(),
         args: argv,
@@ -806,6 +807,16 @@ fn the_wire_encoding_is_pinned_to_the_protocol_version() {
         },
         Request::Ack { seq: 9 },
         Request::Stop,
+        Request::ReadOutput {
+            id: 3,
+            task_dir: "/t".into(),
+            stderr: true,
+            offset: 4,
+            length: 5,
+        },
+        Request::ForgetOutput {
+            task_dir: "/t".into(),
+        },
     ];
     let event = |event| RuntimeEvent {
         seq: 1,
@@ -845,6 +856,11 @@ fn the_wire_encoding_is_pinned_to_the_protocol_version() {
         Reply::Event(event(GuestEvent::Instance(InstanceEvent::Message(vec![3])))),
         Reply::Event(event(GuestEvent::Instance(InstanceEvent::Exited(outcome)))),
         Reply::Stopped,
+        Reply::Output {
+            id: 3,
+            data: Some((vec![6], 7)),
+        },
+        Reply::Output { id: 4, data: None },
     ];
     let mut h = sha2::Sha256::new();
     for r in &requests {
@@ -871,8 +887,8 @@ fn the_wire_encoding_is_pinned_to_the_protocol_version() {
     assert_eq!(
         (wire::PROTOCOL_VERSION, digest.as_str()),
         (
-            3,
-            "ced034b50e5a4c8c70ce28e9d9ec8609434601734431bb415aabbd229dc715cf"
+            4,
+            "c6f1e62b979c719f202b7fdf2c1bb34b8741afb602869b5d587b28df79d24b57"
         ),
         "the wire encoding changed: bump PROTOCOL_VERSION and update this digest"
     );
@@ -919,4 +935,46 @@ async fn a_request_over_the_frame_cap_is_dropped_and_the_connection_stays() {
     );
     rt.close(true).await;
     s.ended().await;
+}
+
+#[tokio::test]
+async fn output_held_in_memory_is_read_through_the_runtime_process_and_written_out_at_its_stop() {
+    let s = served(FOREVER).await;
+    let (rt, _, mut events) = s.attach().await;
+    let tasks = tempfile::tempdir().unwrap();
+    let base = tasks.path().to_owned();
+    let mut last = 0;
+    for (guest, arg) in [("t1", "one"), ("t2", "two")] {
+        let mut spec = task_spec(
+            &base.join(guest),
+            "hello",
+            wasm_examples::HELLO_PATH,
+            &[arg],
+        );
+        spec.sandbox = false;
+        rt.launch(guest.into(), spec);
+        let out = finished(&mut events, guest, &mut last).await;
+        assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+    }
+    let (data, size) = rt
+        .read_output(&base.join("t1"), false, 0, 1000)
+        .await
+        .unwrap()
+        .expect("in the runtime's memory");
+    assert_eq!(size, data.len() as u64);
+    assert!(String::from_utf8_lossy(&data).contains("Hello from Tessera! one"));
+    assert!(!base.join("t1").exists());
+    rt.forget_output(&base.join("t1"));
+    assert_eq!(
+        rt.read_output(&base.join("t1"), false, 0, 1000)
+            .await
+            .unwrap(),
+        None
+    );
+    // Stopping the runtime writes what it holds out to the tasks' files.
+    rt.close(true).await;
+    s.ended().await;
+    let stdout = std::fs::read_to_string(base.join("t2").join("stdout")).unwrap();
+    assert!(stdout.contains("Hello from Tessera! two"), "{stdout}");
+    assert!(!base.join("t1").exists());
 }

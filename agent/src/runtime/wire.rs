@@ -23,7 +23,7 @@ use crate::executor::{InstanceSpec, InstanceTask, TaskSpec};
 /// executor's specs, events and config) changes; a test pins the encoding to it. The
 /// [`Request::Hello`] and [`Reply::Refused`] variants keep their place and shape forever, so
 /// that a refusal is always understood.
-pub(crate) const PROTOCOL_VERSION: u32 = 3;
+pub(crate) const PROTOCOL_VERSION: u32 = 4;
 
 /// Largest frame either side sends or accepts (guest messages are at most 64 KiB, specs and
 /// outcomes a few KiB: this leaves room for large argument lists and scheduler messages).
@@ -72,6 +72,22 @@ pub(crate) enum Request {
     Ack { seq: u64 },
     /// Kill every guest, wait for their ends, answer [`Reply::Stopped`] and exit.
     Stop,
+    /// [`Runtime::read_output`](super::Runtime::read_output); answered by [`Reply::Output`]
+    /// with the same `id` (version 4).
+    ReadOutput {
+        /// Matches the answer to the call.
+        id: u64,
+        /// The task's directory.
+        task_dir: PathBuf,
+        /// stderr (else stdout).
+        stderr: bool,
+        /// Where to start.
+        offset: u64,
+        /// Most bytes.
+        length: u64,
+    },
+    /// [`Runtime::forget_output`](super::Runtime::forget_output) (version 4).
+    ForgetOutput { task_dir: PathBuf },
 }
 
 /// From the runtime process to the agent.
@@ -92,6 +108,12 @@ pub(crate) enum Reply {
     Event(RuntimeEvent),
     /// Every guest has ended; the runtime process exits.
     Stopped,
+    /// The answer to [`Request::ReadOutput`]: the bytes and the stream's size if the runtime
+    /// holds the stream in memory, `None` if it is in its file (version 4).
+    Output {
+        id: u64,
+        data: Option<(Vec<u8>, u64)>,
+    },
 }
 
 /// Why a frame could not be read.

@@ -844,7 +844,10 @@ pub async fn execute(a: RunArgs) -> anyhow::Result<i32> {
             let mut cluster = LocalCluster::start(cfg, dir.path()).await?;
             let cpus = spec.resources.cpus_milli.max(1000);
             let mem = spec.resources.mem.max(1 << 30);
-            cluster.add_agent("local", Resources::new(cpus, mem, 0))?;
+            // A disk share, so the task gets a sandbox and its output files, followed below
+            // (a task with no disk share keeps its output in the agent's memory).
+            let disk = spec.resources.disk.max(1 << 30);
+            cluster.add_agent("local", Resources::new(cpus, mem, disk))?;
             let opts = cluster.scheduler_options("tessera-run", "*")?;
             // The embedded agent's files hold the whole (capped) output, not just the tail:
             // followed as they grow, so the output shows live.

@@ -225,13 +225,14 @@ impl Case {
                 .collect(),
             roles: &self.roles,
             min_allocatable: min,
+            refused_free: Resources::ZERO,
         };
-        Ok(print(&policy.allocate(&snapshot, now)))
+        Ok(print(&snapshot, &policy.allocate(&snapshot, now)))
     }
 }
 
 /// The proposals as text, one a line.
-fn print(proposals: &[Allocation]) -> String {
+fn print(snapshot: &Snapshot<'_>, proposals: &[Allocation]) -> String {
     if proposals.is_empty() {
         return "(no offers)\n".to_owned();
     }
@@ -242,10 +243,17 @@ fn print(proposals: &[Allocation]) -> String {
             .as_ref()
             .map(|r| format!(" ({r})"))
             .unwrap_or_default();
+        let agent = snapshot.agents.get(p.agent).map(|a| a.id.0.as_str());
+        let framework = snapshot
+            .frameworks
+            .get(p.framework)
+            .map(|f| f.id.0.as_str());
         let _ = writeln!(
             out,
             "{}{pool} -> {} {}",
-            p.agent_id, p.framework_id, p.resources
+            agent.unwrap_or("(no such agent)"),
+            framework.unwrap_or("(no such framework)"),
+            p.resources
         );
     }
     out

@@ -102,7 +102,7 @@ impl RoleSpec {
 pub type Roles = BTreeMap<String, RoleSpec>;
 
 /// One agent as the allocator sees it. Only connected agents with something allocatable in some
-/// pool are in the snapshot.
+/// pool, and not refused by every eligible framework, are in the snapshot.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AgentView<'a> {
     /// The agent.
@@ -153,7 +153,8 @@ pub struct FrameworkView<'a> {
 /// What the master knows about the cluster at the start of an allocation round.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Snapshot<'a> {
-    /// Connected agents with something allocatable, in registration order.
+    /// Connected agents with something allocatable that some eligible framework does not
+    /// refuse, in registration order.
     pub agents: Vec<AgentView<'a>>,
     /// Known frameworks, in subscription order.
     pub frameworks: Vec<FrameworkView<'a>>,
@@ -163,6 +164,10 @@ pub struct Snapshot<'a> {
     pub total: Resources,
     /// Offers smaller than this (in cpus or memory) are not worth making.
     pub min_allocatable: Resources,
+    /// The free unreserved resources of connected agents left out of `agents` because every
+    /// eligible framework refuses them: nobody can be offered them this round, but they still
+    /// count in the headroom kept for unmet quota guarantees, exactly as if they were listed.
+    pub refused_free: Resources,
 }
 
 impl Snapshot<'_> {
@@ -182,13 +187,16 @@ pub fn is_allocatable(r: &Resources, min: &Resources) -> bool {
     !r.is_empty() && r.contains(min)
 }
 
-/// A proposed offer: these resources of this agent's pool, to this framework.
+/// A proposed offer: these resources of this agent's pool, to this framework. Agent and
+/// framework are named by their index in the snapshot, not by id, so a round copies no ids
+/// until the master turns the proposal into an offer (and the master finds its books for them
+/// without a look-up by name).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Allocation {
-    /// Who gets the offer.
-    pub framework_id: FrameworkId,
-    /// Whose resources.
-    pub agent_id: AgentId,
+    /// Who gets the offer: an index into [`Snapshot::frameworks`].
+    pub framework: usize,
+    /// Whose resources: an index into [`Snapshot::agents`].
+    pub agent: usize,
     /// How much.
     pub resources: Resources,
     /// The pool: `Some(role)` for the agent's reservation for `role`, `None` for unreserved.

@@ -29,10 +29,10 @@ impl Allocator for SimpleDrf {
     fn allocate(&mut self, snapshot: &Snapshot<'_>, now: Instant) -> Vec<Allocation> {
         let mut allocated: Vec<Resources> =
             snapshot.frameworks.iter().map(|f| f.allocated).collect();
-        let mut agents: Vec<_> = snapshot.agents.iter().collect();
-        agents.sort_by_key(|a| a.seq);
+        let mut agents: Vec<_> = snapshot.agents.iter().enumerate().collect();
+        agents.sort_by_key(|(_, a)| a.seq);
         let mut out = Vec::new();
-        for agent in agents {
+        for (ai, agent) in agents {
             if !snapshot.is_allocatable(&agent.available) {
                 continue;
             }
@@ -48,11 +48,11 @@ impl Allocator for SimpleDrf {
                         &snapshot.total,
                     )
                 });
-            if let Some((i, f)) = best {
+            if let Some((i, _)) = best {
                 allocated[i] += agent.available;
                 out.push(Allocation {
-                    framework_id: f.id.clone(),
-                    agent_id: agent.id.clone(),
+                    framework: i,
+                    agent: ai,
                     resources: agent.available,
                     reserved_for: None,
                 });

@@ -17,8 +17,8 @@
 //!
 //! After each offer only the keys of that framework and of its role's groups change
 //! (O(log F) each), so a round costs O(A · (g + r) + F log F) where g is the number of groups
-//! scanned and r the refuse filters skipped per agent; agents with nothing free are not even in
-//! the snapshot.
+//! scanned and r the refuse filters skipped per agent; agents with nothing free, and agents every
+//! eligible framework refuses, are not even in the snapshot.
 
 use super::{is_allocatable, Allocation, Snapshot};
 use proto::Resources;
@@ -162,16 +162,17 @@ pub fn allocate(snapshot: &Snapshot<'_>, now: Instant, by_priority: bool) -> Vec
         }
     }
     // Headroom for guarantees, over the unreserved pools in this snapshot.
+    // (Agents every eligible framework refuses are not listed, but their free resources count.)
     let mut free_unreserved = snapshot
         .agents
         .iter()
-        .fold(Resources::ZERO, |t, a| t + a.available);
+        .fold(snapshot.refused_free, |t, a| t + a.available);
     let mut required = roles.iter().fold(Resources::ZERO, |t, r| t + r.deficit());
 
     // Gives `res` from pool `reserved_for` of `agent` to framework `fi`, updating every key.
     let mut give = |fi: usize,
                     res: Resources,
-                    agent: &super::AgentView<'_>,
+                    agent: usize,
                     reserved_for: Option<&str>,
                     roles: &mut Vec<RoleState>,
                     groups: &mut Vec<Group>,
@@ -199,14 +200,14 @@ pub fn allocate(snapshot: &Snapshot<'_>, now: Instant, by_priority: bool) -> Vec
             }
         }
         out.push(Allocation {
-            framework_id: f.id.clone(),
-            agent_id: agent.id.clone(),
+            framework: fi,
+            agent,
             resources: res,
             reserved_for: reserved_for.map(str::to_owned),
         });
     };
 
-    for agent in &snapshot.agents {
+    for (ai, agent) in snapshot.agents.iter().enumerate() {
         // 1. Reserved pools, each to its own role only.
         for (role, free) in &agent.reserved {
             let Some(&r) = role_ix.get(role) else {
@@ -227,7 +228,7 @@ pub fn allocate(snapshot: &Snapshot<'_>, now: Instant, by_priority: bool) -> Vec
                 give(
                     fi,
                     offer,
-                    agent,
+                    ai,
                     Some(role),
                     &mut roles,
                     &mut groups,
@@ -270,7 +271,7 @@ pub fn allocate(snapshot: &Snapshot<'_>, now: Instant, by_priority: bool) -> Vec
             give(
                 fi,
                 offer,
-                agent,
+                ai,
                 None,
                 &mut roles,
                 &mut groups,

@@ -2,54 +2,35 @@
 //! the books as they are (Nomad's plan applier), and turn the valid ones into offers.
 //!
 //! The snapshot borrows the books (no ids, filters or tasks are copied) and lists only connected
-//! agents with something allocatable, so a round costs O(agents + frameworks) to build plus what
-//! the policy does; framework allocations and the per-agent refuse index are kept up to date as
-//! events happen (in the [ledger](super::ledger)), not recomputed here.
+//! agents with something allocatable that some eligible framework does not refuse, so a round
+//! costs O(agents + frameworks) to build plus what the policy does; framework allocations and
+//! the per-agent refuse index (with its count of eligible frameworks refusing each agent) are
+//! kept up to date as events happen (in the [ledger](super::ledger)), not recomputed here.
+//!
+//! The hot path works on positions, not names: the snapshot is built by one merge of the agent
+//! table with the refuse index (both ordered by agent id), each listed agent remembers its
+//! position in the agent table and its filters, and a proposal names its agent and framework by
+//! their index in the snapshot, so re-validating and booking it looks nothing up by name.
 
-use super::ledger::Ledger;
-use super::{AgentEntry, FrameworkEntry, Master};
-use crate::allocator::{is_allocatable, AgentView, Allocation, FrameworkView, Roles, Snapshot};
-use proto::{AgentId, FrameworkId, Message, Offer, Resources};
+use super::ledger::{Ledger, Refusals};
+use super::timer::Timer;
+use super::{Action, AgentEntry, FrameworkEntry, Master};
+use crate::allocator::{is_allocatable, AgentView, FrameworkView, Snapshot};
+use proto::{AgentId, FrameworkId, Message, Offer, OfferId, Resources};
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-/// Builds the allocator's view of the books; `None` when there is nothing to allocate (no agent
-/// with anything allocatable, or no eligible framework).
-fn snapshot<'a>(
-    agents: &'a BTreeMap<AgentId, AgentEntry>,
+/// The frameworks as the allocator sees them, in subscription order, and beside them their
+/// entries (a proposal names its framework by index in that order).
+fn framework_views<'a>(
     frameworks: &'a BTreeMap<FrameworkId, FrameworkEntry>,
-    ledger: &'a Ledger,
-    roles: &'a Roles,
-    min: Resources,
-) -> Option<Snapshot<'a>> {
-    let mut total = Resources::ZERO;
-    let mut views: Vec<AgentView<'a>> = Vec::new();
-    for a in agents.values().filter(|a| a.is_offerable()) {
-        total += a.total;
-        let available = a.unreserved_free();
-        let reserved: Vec<(&str, Resources)> = a
-            .reservations
-            .iter()
-            .map(|(r, _)| (r.as_str(), a.reserved_free(r)))
-            .filter(|(_, r)| is_allocatable(r, &min))
-            .collect();
-        if reserved.is_empty() && !is_allocatable(&available, &min) {
-            continue;
-        }
-        views.push(AgentView {
-            id: &a.id,
-            seq: a.seq,
-            hostname: &a.hostname,
-            total: a.total,
-            available,
-            reserved,
-            refused: ledger.refuse.on_agent(&a.id),
-            attributes: &a.attributes,
-        });
-    }
-    views.sort_by_key(|a| a.seq);
-    let mut fws: Vec<FrameworkView<'a>> = frameworks
-        .values()
+    ledger: &Ledger,
+) -> (Vec<FrameworkView<'a>>, Vec<&'a FrameworkEntry>) {
+    let mut fws: Vec<&'a FrameworkEntry> = frameworks.values().collect();
+    fws.sort_by_key(|f| f.seq);
+    let views = fws
+        .iter()
         .map(|f| FrameworkView {
             id: &f.id,
             seq: f.seq,
@@ -59,17 +40,104 @@ fn snapshot<'a>(
             eligible: f.is_connected() && !f.suppressed,
         })
         .collect();
-    fws.sort_by_key(|f| f.seq);
-    if views.is_empty() || !fws.iter().any(|f| f.eligible) {
-        return None;
+    (views, fws)
+}
+
+/// One listed agent: its position in the agent table and its filters.
+struct Listed<'a> {
+    /// Index in the agent table's (id) order.
+    pos: usize,
+    /// Its refuse filters (framework seq, until), sorted by seq.
+    refused: &'a [(u64, Instant)],
+}
+
+/// Builds the allocator's view of the agents, in registration order, and beside it each listed
+/// agent's position and filters. Agents every eligible framework refuses (`eligible` of them)
+/// are left out; their free unreserved resources are returned apart, as they still count in
+/// the guarantees' headroom. Returns (views, listed, total, refused free).
+#[allow(clippy::type_complexity)]
+fn agent_views<'a, 'r>(
+    agents: &'a BTreeMap<AgentId, AgentEntry>,
+    by_agent: &'r BTreeMap<AgentId, Refusals>,
+    eligible: usize,
+    min: Resources,
+) -> (Vec<AgentView<'a>>, Vec<Listed<'r>>, Resources, Resources)
+where
+    'r: 'a,
+{
+    let mut total = Resources::ZERO;
+    let mut refused_free = Resources::ZERO;
+    let mut listed: Vec<(u64, &'a AgentEntry, Resources, Listed<'r>)> =
+        Vec::with_capacity(agents.len());
+    let mut filters = by_agent.iter().peekable();
+    for (pos, a) in agents.values().enumerate() {
+        // Both maps are ordered by agent id: advance the filters to this agent.
+        while filters.next_if(|(id, _)| **id < a.id).is_some() {}
+        let refusals = filters.next_if(|(id, _)| **id == a.id).map(|(_, r)| r);
+        if !a.is_offerable() {
+            continue;
+        }
+        total += a.total;
+        let available = a.unreserved_free();
+        let has_reserved = a
+            .reservations
+            .iter()
+            .any(|(r, _)| is_allocatable(&a.reserved_free(r), &min));
+        if !has_reserved && !is_allocatable(&available, &min) {
+            continue;
+        }
+        if refusals.is_some_and(|r| eligible > 0 && r.eligible == eligible) {
+            // Every eligible framework refuses it: nothing of it can be offered this round.
+            refused_free += available;
+            continue;
+        }
+        let refused = refusals.map(|r| r.on.as_slice()).unwrap_or(&[]);
+        listed.push((a.seq, a, available, Listed { pos, refused }));
     }
-    Some(Snapshot {
-        total,
-        agents: views,
-        frameworks: fws,
-        roles,
-        min_allocatable: min,
-    })
+    listed.sort_unstable_by_key(|(seq, _, _, _)| *seq);
+    let mut views = Vec::with_capacity(listed.len());
+    let mut out = Vec::with_capacity(listed.len());
+    for (_, a, available, l) in listed {
+        let reserved: Vec<(&str, Resources)> = a
+            .reservations
+            .iter()
+            .map(|(r, _)| (r.as_str(), a.reserved_free(r)))
+            .filter(|(_, r)| is_allocatable(r, &min))
+            .collect();
+        views.push(AgentView {
+            id: &a.id,
+            seq: a.seq,
+            hostname: &a.hostname,
+            total: a.total,
+            available,
+            reserved,
+            refused: l.refused,
+            attributes: &a.attributes,
+        });
+        out.push(l);
+    }
+    (views, out, total, refused_free)
+}
+
+/// An offer id: the run id, `-O` and the counter, written without the formatting machinery.
+fn offer_id(run_id: &str, n: u64) -> OfferId {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut s = String::with_capacity(run_id.len() + 2 + digits.len() - i);
+    s.push_str(run_id);
+    s.push_str("-O");
+    // Only ASCII digits were written.
+    s.extend(digits[i..].iter().map(|d| char::from(*d)));
+    OfferId(s)
 }
 
 impl Master {
@@ -78,80 +146,132 @@ impl Master {
     pub(super) fn allocate(&mut self) {
         let now = self.now;
         self.ledger.refuse.prune(now);
-        let proposals = {
-            let min = self.cfg.min_allocatable;
-            let roles = &self.cfg.roles;
-            match snapshot(&self.agents, &self.frameworks, &self.ledger, roles, min) {
-                Some(s) => self.allocator.allocate(&s, now),
-                None => return,
-            }
-        };
+        let min = self.cfg.min_allocatable;
+        let (fws, fw_entries) = framework_views(&self.frameworks, &self.ledger);
+        self.ledger
+            .refuse
+            .sync_eligible(fws.iter().filter(|f| f.eligible).map(|f| (f.seq, f.id)));
+        let eligible = self.ledger.refuse.eligible_count();
+        if eligible == 0 {
+            return;
+        }
+        let (views, listed, total, refused_free) =
+            agent_views(&self.agents, self.ledger.refuse.by_agent(), eligible, min);
+        if views.is_empty() {
+            return;
+        }
+        let proposals = self.allocator.allocate(
+            &Snapshot {
+                total,
+                agents: views,
+                frameworks: fws,
+                roles: &self.cfg.roles,
+                min_allocatable: min,
+                refused_free,
+            },
+            now,
+        );
+        if proposals.is_empty() {
+            return;
+        }
+        // Disjoint borrows of the books: `listed` still borrows the refuse index and
+        // `fw_entries` the framework table.
+        let (cfg, allocator) = (&self.cfg, &self.allocator);
+        let (offers, fw_alloc) = (&mut self.ledger.offers, &mut self.ledger.fw_alloc);
+        let (timers, actions, next_offer) =
+            (&mut self.timers, &mut self.actions, &mut self.next_offer);
+        let mut entries: Vec<&mut AgentEntry> = self.agents.values_mut().collect();
+        let deadline = cfg.offer_timeout.and_then(|d| now.checked_add(d));
         // Offers by framework seq, sent in subscription order.
-        let mut batches: BTreeMap<u64, (FrameworkId, Vec<Offer>)> = BTreeMap::new();
+        let mut batches: BTreeMap<u64, (u64, Vec<Offer>)> = BTreeMap::new();
         for p in proposals {
-            let Some(seq) = self.revalidate(&p, now) else {
+            let f = fw_entries
+                .get(p.framework)
+                .copied()
+                .filter(|f| f.is_connected() && !f.suppressed);
+            let l = listed.get(p.agent);
+            let valid = match (f, l) {
+                (Some(f), Some(l)) => {
+                    let filtered = l
+                        .refused
+                        .binary_search_by_key(&f.seq, |(s, _)| *s)
+                        .is_ok_and(|i| l.refused[i].1 > now);
+                    let role_limit = cfg.roles.get(&f.info.role).and_then(|spec| spec.limit);
+                    let within_limit = role_limit.is_none_or(|limit| {
+                        let role_allocated = fw_entries
+                            .iter()
+                            .filter(|g| g.info.role == f.info.role)
+                            .fold(Resources::ZERO, |t, g| {
+                                t + fw_alloc.get(&g.id).copied().unwrap_or_default()
+                            });
+                        limit.contains(&(role_allocated + p.resources))
+                    });
+                    let a = &entries[l.pos];
+                    let pool = match &p.reserved_for {
+                        None => a.unreserved_free(),
+                        Some(r) => a.reserved_free(r),
+                    };
+                    let role_ok = p.reserved_for.as_ref().is_none_or(|r| f.info.role == *r);
+                    let fits = a.is_offerable()
+                        && pool.contains(&p.resources)
+                        && is_allocatable(&p.resources, &min);
+                    (role_ok && !filtered && fits && within_limit).then_some((f, l.pos))
+                }
+                _ => None,
+            };
+            let Some((f, pos, conn)) = valid.and_then(|(f, pos)| Some((f, pos, f.conn?))) else {
                 tracing::warn!(
-                    allocator = self.allocator.name(),
-                    framework = %p.framework_id,
-                    agent = %p.agent_id,
+                    allocator = allocator.name(),
+                    framework = ?f.map(|f| &f.id),
+                    agent = ?l.map(|l| &entries[l.pos].id),
                     resources = %p.resources,
                     "allocator proposed an invalid offer; skipped"
                 );
                 continue;
             };
-            let id = self.mint_offer_id();
-            let Some(a) = self.agents.get(&p.agent_id) else {
-                continue;
+            // Mint an id no outstanding offer has.
+            let slot = loop {
+                *next_offer += 1;
+                if let Entry::Vacant(v) = offers.entry(offer_id(&cfg.run_id, *next_offer)) {
+                    break v;
+                }
             };
+            let a = &mut entries[pos];
+            a.offered += p.resources;
+            if let Some(r) = &p.reserved_for {
+                *a.reserved_offered.entry(r.clone()).or_default() += p.resources;
+            }
+            match fw_alloc.get_mut(&f.id) {
+                Some(r) => *r += p.resources,
+                None => {
+                    fw_alloc.insert(f.id.clone(), p.resources);
+                }
+            }
             let offer = Offer {
-                id,
-                framework_id: p.framework_id.clone(),
+                id: slot.key().clone(),
+                framework_id: f.id.clone(),
                 agent_id: a.id.clone(),
                 hostname: a.hostname.clone(),
                 resources: p.resources,
-                reserved_for: p.reserved_for.clone(),
+                reserved_for: p.reserved_for,
                 attributes: a.attributes.clone(),
                 datasets: a.datasets.clone(),
             };
-            self.book_offer(offer.clone());
+            if let Some(deadline) = deadline {
+                timers.set(Timer::OfferExpiry(offer.id.clone()), deadline);
+            }
+            slot.insert(offer.clone());
             batches
-                .entry(seq)
-                .or_insert_with(|| (p.framework_id, Vec::new()))
+                .entry(f.seq)
+                .or_insert_with(|| (conn, Vec::new()))
                 .1
                 .push(offer);
         }
-        for (_, (fid, offers)) in batches {
-            self.send_to_framework(&fid, Message::Offers { offers });
+        for (_, (conn, offers)) in batches {
+            actions.push_back(Action::Send {
+                conn,
+                msg: Message::Offers { offers },
+            });
         }
-    }
-
-    /// Checks a proposal against the books as they are now (earlier proposals of the round
-    /// included): the framework is connected and not suppressed, of the pool's role, and not
-    /// filtered from the agent; the agent is connected and the pool still holds the resources,
-    /// at least `min_allocatable`; the role's quota limit holds. Returns the framework's seq
-    /// when the proposal may become an offer.
-    fn revalidate(&self, p: &Allocation, now: Instant) -> Option<u64> {
-        let f = self
-            .frameworks
-            .get(&p.framework_id)
-            .filter(|f| f.is_connected() && !f.suppressed)?;
-        let role_ok = p.reserved_for.as_ref().is_none_or(|r| f.info.role == *r);
-        let filtered = self.ledger.refuse.refuses(&p.agent_id, f.seq, now);
-        let fits = self.agents.get(&p.agent_id).is_some_and(|a| {
-            let pool = match &p.reserved_for {
-                None => a.unreserved_free(),
-                Some(r) => a.reserved_free(r),
-            };
-            a.is_offerable()
-                && pool.contains(&p.resources)
-                && is_allocatable(&p.resources, &self.cfg.min_allocatable)
-        });
-        let within_limit = self
-            .cfg
-            .roles
-            .get(&f.info.role)
-            .and_then(|spec| spec.limit)
-            .is_none_or(|limit| limit.contains(&(self.role_allocated(&f.info.role) + p.resources)));
-        (role_ok && !filtered && fits && within_limit).then_some(f.seq)
     }
 }

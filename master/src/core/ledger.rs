@@ -3,8 +3,11 @@
 //!
 //! Every change to these goes through the functions here, so the cached sums (an agent's
 //! `used`/`offered` and their per-role parts, a framework's allocation) and the three views of
-//! the refuse filters (by pair, by expiry, by agent) cannot drift apart. The
-//! [audit](super::audit) recomputes them all from scratch after every step in tests.
+//! the refuse filters (by pair, by expiry, by agent, with the per-agent count of eligible
+//! frameworks' filters) cannot drift apart. One exception: the allocation round books the
+//! offers it makes itself ([`allocation`](super::allocation)), on entries it already holds, so
+//! its hot path looks nothing up by name. The [audit](super::audit) recomputes them all from
+//! scratch after every step in tests.
 
 use super::timer::Timer;
 use super::{FilterMap, Master, TaskEntry};
@@ -49,16 +52,36 @@ impl Ledger {
 /// The refuse filters, indexed three ways, owned in one place: by (framework, agent) for the
 /// API and for lengthening, by expiry for pruning without a scan, and per agent by framework
 /// `seq` for the allocator, which asks "does this agent refuse that framework?" per agent.
+///
+/// Per agent it also counts the filters of *eligible* frameworks (connected, not suppressed, as
+/// of the last [`RefuseIndex::sync_eligible`], which the round calls first): an agent whose
+/// count equals the number of eligible frameworks is refused by all of them (once expired
+/// filters are pruned, every filter left is active), so the round skips it without looking at
+/// its filters, the DeclineOffers end state. The count moves with every filter set or cleared,
+/// and `sync_eligible` moves it for the frameworks whose eligibility changed since the last
+/// round, so it is exact under expiry, arrival, removal, suppress and revive.
 #[derive(Clone, Debug, Default)]
 pub(super) struct RefuseIndex {
     /// Until when each framework refuses each agent.
     filters: FilterMap,
     /// The same, by expiry.
     expiry: BTreeSet<(Instant, FrameworkId, AgentId)>,
-    /// Per agent: (framework seq, until), sorted by seq; only agents with filters.
-    by_agent: BTreeMap<AgentId, Vec<(u64, Instant)>>,
+    /// Per agent: its filters by framework seq, and how many are of eligible frameworks; only
+    /// agents with filters.
+    by_agent: BTreeMap<AgentId, Refusals>,
     /// The seq of each framework that has filters, to find its entries in `by_agent`.
     seqs: BTreeMap<FrameworkId, u64>,
+    /// The eligible frameworks as of the last `sync_eligible`, by seq.
+    eligible: BTreeMap<u64, FrameworkId>,
+}
+
+/// The refuse filters on one agent.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Refusals {
+    /// (framework seq, until), sorted by seq.
+    pub(super) on: Vec<(u64, Instant)>,
+    /// How many of `on` are of frameworks in [`RefuseIndex`]'s synced eligible set.
+    pub(super) eligible: usize,
 }
 
 impl RefuseIndex {
@@ -69,10 +92,78 @@ impl RefuseIndex {
 
     /// The filters on one agent as (framework seq, until), sorted by seq.
     pub(super) fn on_agent(&self, aid: &AgentId) -> &[(u64, Instant)] {
-        self.by_agent.get(aid).map(Vec::as_slice).unwrap_or(&[])
+        self.by_agent
+            .get(aid)
+            .map(|r| r.on.as_slice())
+            .unwrap_or(&[])
     }
 
-    /// True when the framework with `seq` refuses `aid` at `now`.
+    /// The agents with filters, in id order (for a merge with the agent table).
+    pub(super) fn by_agent(&self) -> &BTreeMap<AgentId, Refusals> {
+        &self.by_agent
+    }
+
+    /// How many frameworks were eligible at the last [`RefuseIndex::sync_eligible`].
+    pub(super) fn eligible_count(&self) -> usize {
+        self.eligible.len()
+    }
+
+    /// Brings the eligible set to `now_eligible` (every eligible framework as (seq, id), sorted
+    /// by seq), moving the per-agent counts of the frameworks that joined or left it: O(F) plus
+    /// the filters of those frameworks.
+    pub(super) fn sync_eligible<'a>(
+        &mut self,
+        now_eligible: impl Iterator<Item = (u64, &'a FrameworkId)>,
+    ) {
+        let mut joined: Vec<(u64, FrameworkId)> = Vec::new();
+        let mut left: Vec<u64> = Vec::new();
+        let mut old = self.eligible.iter().peekable();
+        for (seq, fid) in now_eligible {
+            while let Some((&s, _)) = old.next_if(|(s, _)| **s < seq) {
+                left.push(s);
+            }
+            match old.next_if(|(s, _)| **s == seq) {
+                Some((_, f)) if f == fid => {}
+                Some((&s, _)) => {
+                    // The same seq under another id (never happens: seqs are not reused).
+                    left.push(s);
+                    joined.push((seq, fid.clone()));
+                }
+                None => joined.push((seq, fid.clone())),
+            }
+        }
+        left.extend(old.map(|(s, _)| *s));
+        for seq in left {
+            if let Some(fid) = self.eligible.remove(&seq) {
+                self.count_framework(&fid, seq, false);
+            }
+        }
+        for (seq, fid) in joined {
+            self.count_framework(&fid, seq, true);
+            self.eligible.insert(seq, fid);
+        }
+    }
+
+    /// Moves the counts of the agents `fid` (subscription `seq`) filters, by one up or down.
+    fn count_framework(&mut self, fid: &FrameworkId, seq: u64, up: bool) {
+        if self.seqs.get(fid) != Some(&seq) {
+            return;
+        }
+        let agents: Vec<AgentId> = self.agents_of(fid).cloned().collect();
+        for a in agents {
+            if let Some(r) = self.by_agent.get_mut(&a) {
+                if up {
+                    r.eligible += 1;
+                } else {
+                    r.eligible -= 1;
+                }
+            }
+        }
+    }
+
+    /// True when the framework with `seq` refuses `aid` at `now` (the round reads the agent's
+    /// filters from its snapshot instead).
+    #[cfg(test)]
     pub(super) fn refuses(&self, aid: &AgentId, seq: u64, now: Instant) -> bool {
         let on = self.on_agent(aid);
         on.binary_search_by_key(&seq, |(s, _)| *s)
@@ -92,10 +183,14 @@ impl RefuseIndex {
         self.filters.insert(key, until);
         self.expiry.insert((until, fid.clone(), aid.clone()));
         self.seqs.insert(fid.clone(), seq);
-        let on = self.by_agent.entry(aid.clone()).or_default();
-        match on.binary_search_by_key(&seq, |(s, _)| *s) {
-            Ok(i) => on[i].1 = until,
-            Err(i) => on.insert(i, (seq, until)),
+        let counted = self.eligible.contains_key(&seq);
+        let r = self.by_agent.entry(aid.clone()).or_default();
+        match r.on.binary_search_by_key(&seq, |(s, _)| *s) {
+            Ok(i) => r.on[i].1 = until,
+            Err(i) => {
+                r.on.insert(i, (seq, until));
+                r.eligible += usize::from(counted);
+            }
         }
     }
 
@@ -106,11 +201,13 @@ impl RefuseIndex {
         };
         self.expiry.remove(&(until, fid.clone(), aid.clone()));
         if let Some(seq) = self.seqs.get(fid).copied() {
-            if let Some(on) = self.by_agent.get_mut(aid) {
-                if let Ok(i) = on.binary_search_by_key(&seq, |(s, _)| *s) {
-                    on.remove(i);
+            let counted = self.eligible.contains_key(&seq);
+            if let Some(r) = self.by_agent.get_mut(aid) {
+                if let Ok(i) = r.on.binary_search_by_key(&seq, |(s, _)| *s) {
+                    r.on.remove(i);
+                    r.eligible -= usize::from(counted);
                 }
-                if on.is_empty() {
+                if r.on.is_empty() {
                     self.by_agent.remove(aid);
                 }
             }
@@ -181,12 +278,22 @@ impl RefuseIndex {
                 return Err(format!("filter ({f}, {a}) missing from the agent's index"));
             }
         }
-        for (a, on) in &self.by_agent {
-            if on.windows(2).any(|w| w[0].0 >= w[1].0) {
+        for (a, r) in &self.by_agent {
+            if r.on.windows(2).any(|w| w[0].0 >= w[1].0) {
                 return Err(format!("agent {a}: refuse index not sorted"));
             }
-            if on.len() != per_agent.get(a).copied().unwrap_or(0) {
+            if r.on.len() != per_agent.get(a).copied().unwrap_or(0) {
                 return Err(format!("agent {a}: refuse index has stale entries"));
+            }
+            let eligible =
+                r.on.iter()
+                    .filter(|(s, _)| self.eligible.contains_key(s))
+                    .count();
+            if eligible != r.eligible {
+                return Err(format!(
+                    "agent {a}: {} filters of eligible frameworks counted, {eligible} recomputed",
+                    r.eligible
+                ));
             }
         }
         if self.seqs.len()
@@ -214,23 +321,6 @@ fn sub_pool(pools: &mut BTreeMap<String, Resources>, role: &str, r: Resources) {
 }
 
 impl Master {
-    /// Books a new offer: on its agent (and reserved pool), on its framework, and its expiry
-    /// timer when offers time out.
-    pub(super) fn book_offer(&mut self, offer: Offer) {
-        if let Some(a) = self.agents.get_mut(&offer.agent_id) {
-            a.offered += offer.resources;
-            if let Some(r) = &offer.reserved_for {
-                *a.reserved_offered.entry(r.clone()).or_default() += offer.resources;
-            }
-        }
-        self.ledger.charge(&offer.framework_id, offer.resources);
-        if let Some(deadline) = self.cfg.offer_timeout.and_then(|d| self.now.checked_add(d)) {
-            self.timers
-                .set(Timer::OfferExpiry(offer.id.clone()), deadline);
-        }
-        self.ledger.offers.insert(offer.id.clone(), offer);
-    }
-
     /// Removes an offer, returning its resources to the agent's pool.
     pub(super) fn remove_offer(&mut self, id: &OfferId) -> Option<Offer> {
         let o = self.ledger.offers.remove(id)?;

@@ -112,8 +112,8 @@ use crate::registry::RegistryOp;
 use ledger::Ledger;
 use proto::identity::PeerId;
 use proto::{
-    AgentId, BlobKind, Digest, FrameworkId, Message, OfferId, Reason, Resources, Role, TaskId,
-    TaskState, TaskStatus,
+    AgentId, BlobKind, Digest, FrameworkId, Message, Reason, Resources, Role, TaskId, TaskState,
+    TaskStatus,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -677,16 +677,6 @@ impl Master {
     /// Who is on `conn`, per its certificate.
     fn principal(&self, conn: ConnId) -> Option<&PeerId> {
         self.conns.get(&conn).map(|c| &c.principal)
-    }
-
-    fn mint_offer_id(&mut self) -> OfferId {
-        loop {
-            self.next_offer += 1;
-            let id = OfferId(format!("{}-O{}", self.cfg.run_id, self.next_offer));
-            if !self.ledger.offers.contains_key(&id) {
-                return id;
-            }
-        }
     }
 
     /// A status made by the master itself (no uuid: nothing to acknowledge).

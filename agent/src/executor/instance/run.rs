@@ -16,7 +16,7 @@ use super::host::{Delivery, HostSide, InstanceState, Notify};
 use super::{InstanceEvent, InstanceSpec};
 use crate::executor::limiter::MemLimiter;
 use crate::executor::output::{read_tail, CappedOutput};
-use crate::executor::pacing::Pacer;
+use crate::executor::pacing::{Pacer, PERIOD};
 use crate::executor::run::{
     disk_limit, guest_error, killed, preopen_datasets, supervise, EndGuard, Ended,
 };
@@ -76,7 +76,7 @@ impl Inner {
         let dir = TaskDir::new(&spec.dir);
         let (stdout_path, stderr_path) = (dir.stdout(), dir.stderr());
         let tail_bytes = self.cfg.tail_bytes;
-        let mut pacer = Pacer::shared(cpus_milli, self.fuel_rate);
+        let mut pacer = Pacer::shared(cpus_milli, self.fuel_rate, PERIOD);
         let side = HostSide {
             limiter: MemLimiter::shared(mem_bytes),
             events,
@@ -114,7 +114,7 @@ impl Inner {
             pacer.run(world.call_run(&mut store)),
             &mut kill,
             None,
-            &sandbox,
+            Some(&sandbox),
             disk_cap,
             self.cfg.disk_check_interval,
         )

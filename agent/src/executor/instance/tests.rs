@@ -608,6 +608,7 @@ async fn measure_instance_latencies() {
     inst.exited().await;
 
     let hello = |i: u32| TaskSpec {
+        sandbox: true,
         digest: "hello".into(),
         wasm_path: wasm_examples::HELLO_PATH.into(),
         args: vec!["hello".into()],

@@ -8,7 +8,8 @@ use crate::allocator::Allocator;
 use crate::allocator::Drf;
 use proto::resources::{GIB, MIB};
 use proto::{
-    AgentInfo, Filters, FrameworkInfo, Offer, RunningTask, TaskFile, TaskInfo, TaskStatus, UpdateId,
+    AgentInfo, Filters, FrameworkInfo, Offer, OfferId, RunningTask, TaskFile, TaskInfo, TaskStatus,
+    UpdateId,
 };
 
 const SCHED: Role = Role::Scheduler;
@@ -389,5 +390,7 @@ mod random;
 mod report;
 /// Master restart from the registry, and agent drain.
 mod restart;
+/// Agents every eligible framework refuses: skipped, and back as soon as that changes.
+mod skip;
 mod status;
 mod timers;

@@ -1,0 +1,142 @@
+//! Share efficiency, with real wasmtime and real guests: a paced share must buy its fraction of
+//! the guest's speed, i.e. the same work must cost about the same CPU time at 0.5, 0.25 or 0.1
+//! cpus as unpaced (a kernel CPU quota costs 1.0–1.12× at 0.25 on a quiet machine). Slicing a guest every millisecond (run
+//! 1 ms, sleep 3 ms) cost it its caches at every wake-up and up to 1.9× the CPU time; the
+//! pacer's bursts (its share of a 100 ms period in one go) are what this test holds.
+//!
+//! Timing-sensitive, so it lives in its own test binary with a single test (nothing else of
+//! this crate runs concurrently with it). Every check is a ratio of figures measured in this
+//! run: CPU time of the same work paced and unpaced, and the achieved share over the offered
+//! one; no durations.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tessera_agent::executor::{
+    ExecEvent, Executor, ExecutorConfig, TaskOutcome, TaskSpec, Termination,
+};
+use tokio::sync::mpsc;
+
+/// Hang guard only.
+const SANITY: Duration = Duration::from_secs(60);
+
+/// Work per CPU-second paced ÷ unpaced must be at least this at 0.25 cpus and more (1.0 = no
+/// loss). Bursts measured 0.93–1.05 on a loaded 2-core machine (load average 9); the margin is
+/// for such machines, where other processes evict the guest's caches whatever its share.
+/// (Fine slicing measured 0.95–1.0 there too at these shares: the load hides its cost, which
+/// the issue measured at 1.9× the CPU time on a quiet machine.)
+const MIN_EFFICIENCY: f64 = 0.8;
+
+/// The same at 0.1 cpus, where the wait between runs is longest: bursts measured 0.80 on the
+/// loaded machine (a kernel CPU quota 0.64–0.79 in the bench), fine slicing 0.46 (and 0.42 in
+/// the bench): this is the share at which a loaded machine still shows the difference.
+const MIN_EFFICIENCY_TENTH: f64 = 0.6;
+
+/// Achieved share ÷ offered must stay below this: bursts must not buy more than the share.
+/// (The first burst comes after a period's sleep, so a short run gets a little less.)
+const MAX_OVERSHOOT: f64 = 1.1;
+
+fn spec(dir: &Path, name: &str, wasm: &str, args: &[&str], cpus_milli: u64) -> TaskSpec {
+    let mut argv = vec![name.to_owned()];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    TaskSpec {
+        datasets: Vec::new(),
+        digest: name.into(),
+        wasm_path: wasm.into(),
+        args: argv,
+        env: vec![],
+        task_dir: dir.join(format!("{name}-{cpus_milli}")),
+        mem_bytes: 128 << 20,
+        cpus_milli,
+        timeout: None,
+        max_cpu: None,
+        disk_bytes: 0,
+    }
+}
+
+async fn run(exec: &Executor, spec: TaskSpec) -> TaskOutcome {
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let _kill = exec.launch(
+        spec,
+        Box::new(move |ev| {
+            let _ = tx.send(ev);
+        }),
+    );
+    loop {
+        let ev = tokio::time::timeout(SANITY, events.recv())
+            .await
+            .expect("task did not end in time")
+            .expect("no Finished event");
+        if let ExecEvent::Finished(o) = ev {
+            assert_eq!(o.termination, Termination::Exited(0), "{o:?}");
+            return o;
+        }
+    }
+}
+
+/// Runs the guest unpaced and at each share, twice each, interleaved; checks the CPU time the
+/// work took at each share against the unpaced one, and the share achieved.
+async fn check(exec: &Executor, name: &str, wasm: &str, args: &[&str], paced: &[u64]) {
+    exec.prepare(name, Path::new(wasm)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let shares: Vec<u64> = std::iter::once(1000).chain(paced.iter().copied()).collect();
+    // Best (least) CPU time per share, and the wall time of that run.
+    let mut best = vec![(Duration::MAX, Duration::ZERO); shares.len()];
+    for _ in 0..2 {
+        for (i, &milli) in shares.iter().enumerate() {
+            let o = run(exec, spec(dir.path(), name, wasm, args, milli)).await;
+            if o.cpu_time < best[i].0 {
+                best[i] = (o.cpu_time, o.wall);
+            }
+        }
+    }
+    let unpaced = best[0].0.as_secs_f64();
+    for (i, &milli) in shares.iter().enumerate().skip(1) {
+        let offered = milli as f64 / 1000.0;
+        let (cpu, wall) = (best[i].0.as_secs_f64(), best[i].1.as_secs_f64());
+        let efficiency = unpaced / cpu;
+        let achieved = cpu / wall;
+        eprintln!(
+            "{name} at {offered:.2} cpus: CPU time {:.1} ms vs {:.1} ms unpaced (efficiency \
+             {efficiency:.3}); achieved share {achieved:.3} over {:.0} ms",
+            cpu * 1e3,
+            unpaced * 1e3,
+            wall * 1e3
+        );
+        let min = if milli >= 250 {
+            MIN_EFFICIENCY
+        } else {
+            MIN_EFFICIENCY_TENTH
+        };
+        assert!(
+            efficiency >= min,
+            "{name} at {offered} cpus: work per CPU-second {efficiency:.3} of unpaced"
+        );
+        assert!(
+            achieved <= offered * MAX_OVERSHOOT,
+            "{name} at {offered} cpus used {achieved:.3} of a core"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paced_shares_buy_their_fraction_of_the_guests_speed() {
+    let exec = Executor::new(ExecutorConfig::default()).unwrap();
+    check(
+        &exec,
+        "arith",
+        wasm_examples::ARITH_PATH,
+        &["150"],
+        &[500, 250],
+    )
+    .await;
+    // Only the memory-bound guest at 0.1 (a loop in registers has no caches to lose).
+    check(
+        &exec,
+        "bulkmem",
+        wasm_examples::BULKMEM_PATH,
+        &["120", "16"],
+        &[500, 250, 100],
+    )
+    .await;
+}
