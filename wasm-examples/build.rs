@@ -94,6 +94,21 @@ const CRATES: [GuestCrate; 3] = [
     },
 ];
 
+// Multi-threaded guests (WASI threads: `wasi::thread-spawn` and a shared memory), built apart
+// from `CRATES` so that their block merges cleanly: `threads.rs` -> `threads::NAME`,
+// `threads::NAME_PATH`, `threads::ALL{,_PATHS}` and `foreach_thread_guest!`.
+const THREAD_GUESTS: GuestCrate = GuestCrate {
+    dir: "threads",
+    target: "wasm32-wasip1-threads",
+    out_file: "threads.rs",
+    macro_name: "foreach_thread_guest",
+    infix: "",
+    include_bytes: true,
+    extra_inputs: &[],
+    label: "thread_guest",
+    kind: "multi-threaded guest module",
+};
+
 fn main() {
     let manifest_dir =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
@@ -103,6 +118,7 @@ fn main() {
     for krate in &CRATES {
         build(krate, &manifest_dir, &out_dir, sysroot.as_deref());
     }
+    build(&THREAD_GUESTS, &manifest_dir, &out_dir, sysroot.as_deref());
 }
 
 /// The whole pipeline for one crate: declares its inputs, checks its target is installed,

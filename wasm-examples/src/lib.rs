@@ -53,6 +53,17 @@ pub mod executors {
     include!(concat!(env!("OUT_DIR"), "/executors.rs"));
 }
 
+/// Multi-threaded guests (WASI threads), built from `threads/` for `wasm32-wasip1-threads`:
+/// per guest `NAME` (bytes) and `NAME_PATH`, [`threads::ALL`], [`threads::ALL_PATHS`] and the
+/// [`foreach_thread_guest!`] macro. Guests:
+///
+/// - `mtspin`: `mtspin <threads> <rounds>` spins `threads` threads over a fixed arithmetic loop
+///   and prints each one's result; `mtspin trap|exit|bomb|sleep` for a spawned thread that traps,
+///   calls `proc_exit(7)`, a thread bomb, and sleeping threads.
+pub mod threads {
+    include!(concat!(env!("OUT_DIR"), "/threads.rs"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,7 +33,8 @@
 //!   ([`TaskSpec::max_cpu`]) is the store's fuel.
 //!
 //! A task (preview-1 module or WASI 0.2 component) is single-threaded: a share above one cpu buys no
-//! more than one core.
+//! more than one core. Multi-threaded modules (WASI threads, `wasm32-wasip1-threads`) run on a
+//! path of their own, `threads.rs`: a thread per guest thread, paced over their summed CPU clocks.
 //!
 //! The executor knows nothing of the protocol (it never imports `proto`): it
 //! takes a [`TaskSpec`] of plain paths and numbers and reports a
@@ -51,6 +52,7 @@
 //! - `pacing.rs`: fuel calibration and CPU-share pacing on the thread's CPU clock.
 //! - `output.rs`: capped stdout/stderr files and their tails.
 //! - `disk.rs`: the sandbox's disk use.
+//! - `threads.rs`: multi-threaded (WASI threads) tasks: their engine, `thread-spawn`, pacing.
 //! - `instance/`: long-lived framework executors (WASI 0.2 components of the
 //!   `tessera:executor` world, `wit/executor/world.wit`) and their envelopes.
 
@@ -65,6 +67,7 @@ mod pacing;
 mod run;
 #[cfg(test)]
 mod tests;
+mod threads;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -82,6 +85,7 @@ pub use self::instance::{
     GuestTaskState, InstanceEvent, InstanceHandle, InstanceSpec, InstanceTask, MAX_GUEST_MESSAGE,
 };
 pub use self::output::TRUNCATION_MARKER;
+pub use self::threads::MAX_THREADS;
 
 /// Executor counters, for metrics and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -290,6 +294,8 @@ struct Inner {
     pool_slots: u32,
     /// Executor instances' components, compiled and linked (see `instance/`).
     components: Arc<instance::Components>,
+    /// Multi-threaded (WASI threads) modules: their engine, linker and cache (`threads.rs`).
+    threads: threads::Threads,
     /// In-memory output of tasks without a sandbox.
     outputs: Arc<output::OutputStore>,
 }
@@ -318,6 +324,7 @@ impl Executor {
                 fuel_rate,
                 pool_slots,
                 components,
+                threads: threads::Threads::new()?,
                 outputs: Arc::new(output::OutputStore::new(
                     output::MEMORY_BUDGET,
                     output::MEMORY_THRESHOLD,
@@ -350,11 +357,21 @@ impl Executor {
     /// early and launch itself is fast. Compilation runs on tokio's blocking
     /// pool. The file's content is trusted to match `digest`.
     pub async fn prepare(&self, digest: &str, wasm_path: &Path) -> Result<(), ExecError> {
-        self.inner
-            .modules
-            .prepared(digest, wasm_path)
-            .await
-            .map(|_| ())
+        if self.inner.threads.contains(digest) {
+            return Ok(());
+        }
+        match self.inner.modules.prepared(digest, wasm_path).await {
+            Ok(_) => Ok(()),
+            // A WASI-threads module does not link on the ordinary path (`threads.rs`).
+            Err(e @ (ExecError::Link { .. } | ExecError::Compile { .. })) => {
+                match self.inner.threads.prepare(digest, wasm_path).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(e),
+                    Err(threaded) => Err(threaded),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// At most `length` bytes at `offset` of the stdout (`stderr` false) or stderr of the task
@@ -390,7 +407,7 @@ impl Executor {
 
     /// Whether a module with this digest is already compiled in memory.
     pub fn is_prepared(&self, digest: &str) -> bool {
-        self.inner.modules.contains(digest)
+        self.inner.modules.contains(digest) || self.inner.threads.contains(digest)
     }
 
     /// Starts a task on the current tokio runtime (panics outside one).

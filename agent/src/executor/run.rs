@@ -312,6 +312,16 @@ impl Inner {
         mut kill: watch::Receiver<bool>,
         guard: &mut FinishGuard,
     ) -> TaskOutcome {
+        // Multi-threaded (WASI threads) modules run on their own path (`threads.rs`).
+        if self.threads.contains(&spec.digest)
+            || (!self.modules.contains(&spec.digest)
+                && matches!(
+                    self.threads.prepare(&spec.digest, &spec.wasm_path).await,
+                    Ok(true)
+                ))
+        {
+            return self.threads.run(&self.cfg, spec, kill, guard).await;
+        }
         let dir = TaskDir::new(&spec.task_dir);
         let stdout_path = dir.stdout();
         let stderr_path = dir.stderr();
