@@ -306,6 +306,9 @@ pub fn read_config(path: &Path) -> Result<crate::executor::ExecutorConfig, Runti
         .map_err(|e| RuntimeError::Protocol(format!("bad executor config {}: {e}", path.display())))
 }
 
+/// Where the answer to an output read goes: the bytes and the stream's size so far, or `None`.
+type OutputReply = oneshot::Sender<Option<(Vec<u8>, u64)>>;
+
 /// The connection task: writes commands, reads replies and events, until the connection ends
 /// or the agent closes it. When it returns, the events stream ends and pending prepares fail
 /// with [`RuntimeError::Disconnected`].
@@ -317,7 +320,7 @@ async fn run(
 ) {
     let mut pending: HashMap<u64, oneshot::Sender<Result<PrepareInfo, RuntimeError>>> =
         HashMap::new();
-    let mut reads: HashMap<u64, oneshot::Sender<Option<(Vec<u8>, u64)>>> = HashMap::new();
+    let mut reads: HashMap<u64, OutputReply> = HashMap::new();
     let mut next_id = 0u64;
     let mut closed: Option<oneshot::Sender<()>> = None;
     let mut stopping = false;
