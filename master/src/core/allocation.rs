@@ -12,12 +12,11 @@
 //! position in the agent table and its filters, and a proposal names its agent and framework by
 //! their index in the snapshot, so re-validating and booking it looks nothing up by name.
 
-use super::ledger::{Ledger, Refusals};
+use super::ledger::{offer_id, Booked, Ledger, Refusals};
 use super::timer::Timer;
 use super::{Action, AgentEntry, FrameworkEntry, Master};
 use crate::allocator::{is_allocatable, AgentView, FrameworkView, Snapshot};
-use proto::{AgentId, FrameworkId, Message, Offer, OfferId, Resources};
-use std::collections::btree_map::Entry;
+use proto::{AgentId, FrameworkId, Message, Offer, Resources};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -119,27 +118,6 @@ where
     (views, out, total, refused_free)
 }
 
-/// An offer id: the run id, `-O` and the counter, written without the formatting machinery.
-fn offer_id(run_id: &str, n: u64) -> OfferId {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    let mut s = String::with_capacity(run_id.len() + 2 + digits.len() - i);
-    s.push_str(run_id);
-    s.push_str("-O");
-    // Only ASCII digits were written.
-    s.extend(digits[i..].iter().map(|d| char::from(*d)));
-    OfferId(s)
-}
-
 impl Master {
     /// One allocation round: snapshot, ask the policy, re-validate, send offers (one `Offers`
     /// message per framework, in subscription order).
@@ -229,13 +207,9 @@ impl Master {
                 );
                 continue;
             };
-            // Mint an id no outstanding offer has.
-            let slot = loop {
-                *next_offer += 1;
-                if let Entry::Vacant(v) = offers.entry(offer_id(&cfg.run_id, *next_offer)) {
-                    break v;
-                }
-            };
+            // The counter only grows, so the new key is past every outstanding one.
+            *next_offer += 1;
+            let n = *next_offer;
             let a = &mut entries[pos];
             a.offered += p.resources;
             if let Some(r) = &p.reserved_for {
@@ -247,8 +221,11 @@ impl Master {
                     fw_alloc.insert(f.id.clone(), p.resources);
                 }
             }
+            if let Some(deadline) = deadline {
+                timers.set(Timer::OfferExpiry(n), deadline);
+            }
             let offer = Offer {
-                id: slot.key().clone(),
+                id: offer_id(&cfg.run_id, n),
                 framework_id: f.id.clone(),
                 agent_id: a.id.clone(),
                 hostname: a.hostname.clone(),
@@ -257,10 +234,15 @@ impl Master {
                 attributes: a.attributes.clone(),
                 datasets: a.datasets.clone(),
             };
-            if let Some(deadline) = deadline {
-                timers.set(Timer::OfferExpiry(offer.id.clone()), deadline);
-            }
-            slot.insert(offer.clone());
+            offers.insert(
+                n,
+                Booked {
+                    framework_id: f.shared_id.clone(),
+                    agent_id: a.shared_id.clone(),
+                    resources: offer.resources,
+                    reserved_for: offer.reserved_for.clone(),
+                },
+            );
             batches
                 .entry(f.seq)
                 .or_insert_with(|| (conn, Vec::new()))
