@@ -160,8 +160,10 @@ impl Master {
             (&mut self.timers, &mut self.actions, &mut self.next_offer);
         let mut entries: Vec<&mut AgentEntry> = self.agents.values_mut().collect();
         let deadline = cfg.offer_timeout.and_then(|d| now.checked_add(d));
-        // Offers by framework seq, sent in subscription order.
-        let mut batches: BTreeMap<u64, (u64, Vec<Offer>)> = BTreeMap::new();
+        // Per framework, by index in subscription order: the offers to send (in that order)
+        // and what they charge it, added to its allocation once at the end of the round.
+        let mut batches: Vec<Option<(u64, Vec<Offer>)>> = vec![None; fw_entries.len()];
+        let mut charged: Vec<Resources> = vec![Resources::ZERO; fw_entries.len()];
         for p in proposals {
             let f = fw_entries
                 .get(p.framework)
@@ -178,9 +180,10 @@ impl Master {
                     let within_limit = role_limit.is_none_or(|limit| {
                         let role_allocated = fw_entries
                             .iter()
-                            .filter(|g| g.info.role == f.info.role)
-                            .fold(Resources::ZERO, |t, g| {
-                                t + fw_alloc.get(&g.id).copied().unwrap_or_default()
+                            .zip(&charged)
+                            .filter(|(g, _)| g.info.role == f.info.role)
+                            .fold(Resources::ZERO, |t, (g, c)| {
+                                t + fw_alloc.get(&g.id).copied().unwrap_or_default() + *c
                             });
                         limit.contains(&(role_allocated + p.resources))
                     });
@@ -215,12 +218,7 @@ impl Master {
             if let Some(r) = &p.reserved_for {
                 *a.reserved_offered.entry(r.clone()).or_default() += p.resources;
             }
-            match fw_alloc.get_mut(&f.id) {
-                Some(r) => *r += p.resources,
-                None => {
-                    fw_alloc.insert(f.id.clone(), p.resources);
-                }
-            }
+            charged[p.framework] += p.resources;
             if let Some(deadline) = deadline {
                 timers.set(Timer::OfferExpiry(n), deadline);
             }
@@ -243,13 +241,23 @@ impl Master {
                     reserved_for: offer.reserved_for.clone(),
                 },
             );
-            batches
-                .entry(f.seq)
-                .or_insert_with(|| (conn, Vec::new()))
+            batches[p.framework]
+                .get_or_insert_with(|| (conn, Vec::new()))
                 .1
                 .push(offer);
         }
-        for (_, (conn, offers)) in batches {
+        for (f, c) in fw_entries.iter().zip(charged) {
+            if c.is_empty() {
+                continue;
+            }
+            match fw_alloc.get_mut(&f.id) {
+                Some(r) => *r += c,
+                None => {
+                    fw_alloc.insert(f.id.clone(), c);
+                }
+            }
+        }
+        for (conn, offers) in batches.into_iter().flatten() {
             actions.push_back(Action::Send {
                 conn,
                 msg: Message::Offers { offers },

@@ -43,7 +43,9 @@ impl Master {
         }
         for (id, f) in &self.frameworks {
             if *id != f.id || *f.shared_id != f.id {
-                return Err(format!("framework table key {id} mismatches its entry's ids"));
+                return Err(format!(
+                    "framework table key {id} mismatches its entry's ids"
+                ));
             }
         }
         for ((fid, tid), t) in &self.tasks {

@@ -534,6 +534,32 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    fn offer_ids_parse_back_to_their_counter_and_nothing_else_does() {
+        for n in [0, 1, 9, 10, 12345, u64::MAX] {
+            assert_eq!(offer_counter("run", &offer_id("run", n)), Some(n));
+        }
+        assert_eq!(offer_id("run", 42).0, "run-O42");
+        for foreign in [
+            "other-O1",
+            "run-O",
+            "run-O01",
+            "run-O+1",
+            "run-O1x",
+            "run-A1",
+            "run-O-1",
+            "runO1",
+            "run-O18446744073709551616",
+            "",
+        ] {
+            assert_eq!(
+                offer_counter("run", &OfferId(foreign.into())),
+                None,
+                "{foreign}"
+            );
+        }
+    }
+
+    #[test]
     fn refuse_index_keeps_its_views_in_step() {
         let t0 = Instant::now();
         let s = Duration::from_secs;

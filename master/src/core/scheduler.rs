@@ -396,8 +396,7 @@ impl Master {
                 ),
             );
             for id in &offer_ids {
-                if self.booked(id).is_some_and(|o| *o.framework_id == *fid)
-                {
+                if self.booked(id).is_some_and(|o| *o.framework_id == *fid) {
                     self.remove_offer(id);
                 }
             }
@@ -558,8 +557,7 @@ impl Master {
         }
         let mut bad = Vec::new();
         for id in offer_ids {
-            if self.booked(&id).is_some_and(|o| *o.framework_id == *fid)
-            {
+            if self.booked(&id).is_some_and(|o| *o.framework_id == *fid) {
                 if let Some(o) = self.remove_offer(&id) {
                     self.add_filter(fid, &o.agent_id, refuse_seconds);
                 }

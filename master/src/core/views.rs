@@ -70,7 +70,10 @@ impl Master {
     /// Outstanding offers, in the order they were made, each rebuilt as it was sent (the
     /// books keep only who holds what).
     pub fn offers(&self) -> impl Iterator<Item = Offer> + '_ {
-        self.ledger.offers.iter().map(|(n, o)| self.offer_view(*n, o))
+        self.ledger
+            .offers
+            .iter()
+            .map(|(n, o)| self.offer_view(*n, o))
     }
 
     /// One outstanding offer, rebuilt as it was sent.
