@@ -3,7 +3,8 @@
 //! refuse filter, so filters pile up round after round), for the hierarchical DRF policy and,
 //! as the baseline measured in the same run, the original flat `SimpleDrf`.
 //!
-//! `cargo bench -p tessera-master --bench allocator` (add `-- quick` for the small sizes only).
+//! `cargo bench -p tessera-master --bench allocator` (add `-- quick` for the small sizes only,
+//! `-- drf-only` to leave out the `SimpleDrf` baseline, e.g. to compare two commits quickly).
 //! Each agent has <24 cpus, 4 GiB>; after the first round every offer is accepted with one task
 //! of <16 cpus, 2014 MiB> (like Mesos's benchmark's used resources), then `ROUNDS` rounds follow
 //! in which every offer is declined with a one-hour filter. The time is that of
@@ -264,6 +265,7 @@ fn ms(d: Duration) -> String {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
+    let drf_only = std::env::args().any(|a| a == "drf-only");
     // `profile=AGENTSxFRAMEWORKS`: only that size, DRF only, rounds repeated (for perf).
     if let Some(size) = std::env::args().find_map(|a| a.strip_prefix("profile=").map(String::from))
     {
@@ -307,17 +309,26 @@ fn main() {
                 )
             };
             let d = best(&|| Box::new(Drf::new()), true);
-            let s = best(&|| Box::new(SimpleDrf::new()), false);
-            println!(
-                "| {a} | {f} | {} | {} | {} | {} | {} | {} | {:.1}× |",
-                ms(d.0),
-                ms(d.1),
-                d.4,
-                d.2.map(ms).unwrap_or_else(|| "–".into()),
-                ms(s.0),
-                ms(s.1),
-                s.1.as_secs_f64() / d.1.as_secs_f64().max(1e-9),
-            );
+            let refused = d.2.map(ms).unwrap_or_else(|| "–".into());
+            if drf_only {
+                println!(
+                    "| {a} | {f} | {} | {} | {} | {refused} | – | – | – |",
+                    ms(d.0),
+                    ms(d.1),
+                    d.4
+                );
+            } else {
+                let s = best(&|| Box::new(SimpleDrf::new()), false);
+                println!(
+                    "| {a} | {f} | {} | {} | {} | {refused} | {} | {} | {:.1}× |",
+                    ms(d.0),
+                    ms(d.1),
+                    d.4,
+                    ms(s.0),
+                    ms(s.1),
+                    s.1.as_secs_f64() / d.1.as_secs_f64().max(1e-9),
+                );
+            }
             assert_eq!(d.3, a, "every agent is offered in round 0");
         }
     }

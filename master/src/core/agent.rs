@@ -185,6 +185,7 @@ impl Master {
                 self.agents.insert(
                     id.clone(),
                     AgentEntry {
+                        shared_id: std::sync::Arc::new(id.clone()),
                         id: id.clone(),
                         seq,
                         hostname: info.hostname,

@@ -12,12 +12,11 @@
 //! position in the agent table and its filters, and a proposal names its agent and framework by
 //! their index in the snapshot, so re-validating and booking it looks nothing up by name.
 
-use super::ledger::{Ledger, Refusals};
+use super::ledger::{offer_id, Booked, Ledger, Refusals};
 use super::timer::Timer;
 use super::{Action, AgentEntry, FrameworkEntry, Master};
 use crate::allocator::{is_allocatable, AgentView, FrameworkView, Snapshot};
-use proto::{AgentId, FrameworkId, Message, Offer, OfferId, Resources};
-use std::collections::btree_map::Entry;
+use proto::{AgentId, FrameworkId, Message, Offer, Resources};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -119,27 +118,6 @@ where
     (views, out, total, refused_free)
 }
 
-/// An offer id: the run id, `-O` and the counter, written without the formatting machinery.
-fn offer_id(run_id: &str, n: u64) -> OfferId {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    let mut s = String::with_capacity(run_id.len() + 2 + digits.len() - i);
-    s.push_str(run_id);
-    s.push_str("-O");
-    // Only ASCII digits were written.
-    s.extend(digits[i..].iter().map(|d| char::from(*d)));
-    OfferId(s)
-}
-
 impl Master {
     /// One allocation round: snapshot, ask the policy, re-validate, send offers (one `Offers`
     /// message per framework, in subscription order).
@@ -182,8 +160,10 @@ impl Master {
             (&mut self.timers, &mut self.actions, &mut self.next_offer);
         let mut entries: Vec<&mut AgentEntry> = self.agents.values_mut().collect();
         let deadline = cfg.offer_timeout.and_then(|d| now.checked_add(d));
-        // Offers by framework seq, sent in subscription order.
-        let mut batches: BTreeMap<u64, (u64, Vec<Offer>)> = BTreeMap::new();
+        // Per framework, by index in subscription order: the offers to send (in that order)
+        // and what they charge it, added to its allocation once at the end of the round.
+        let mut batches: Vec<Option<(u64, Vec<Offer>)>> = vec![None; fw_entries.len()];
+        let mut charged: Vec<Resources> = vec![Resources::ZERO; fw_entries.len()];
         for p in proposals {
             let f = fw_entries
                 .get(p.framework)
@@ -200,9 +180,10 @@ impl Master {
                     let within_limit = role_limit.is_none_or(|limit| {
                         let role_allocated = fw_entries
                             .iter()
-                            .filter(|g| g.info.role == f.info.role)
-                            .fold(Resources::ZERO, |t, g| {
-                                t + fw_alloc.get(&g.id).copied().unwrap_or_default()
+                            .zip(&charged)
+                            .filter(|(g, _)| g.info.role == f.info.role)
+                            .fold(Resources::ZERO, |t, (g, c)| {
+                                t + fw_alloc.get(&g.id).copied().unwrap_or_default() + *c
                             });
                         limit.contains(&(role_allocated + p.resources))
                     });
@@ -229,26 +210,20 @@ impl Master {
                 );
                 continue;
             };
-            // Mint an id no outstanding offer has.
-            let slot = loop {
-                *next_offer += 1;
-                if let Entry::Vacant(v) = offers.entry(offer_id(&cfg.run_id, *next_offer)) {
-                    break v;
-                }
-            };
+            // The counter only grows, so the new key is past every outstanding one.
+            *next_offer += 1;
+            let n = *next_offer;
             let a = &mut entries[pos];
             a.offered += p.resources;
             if let Some(r) = &p.reserved_for {
                 *a.reserved_offered.entry(r.clone()).or_default() += p.resources;
             }
-            match fw_alloc.get_mut(&f.id) {
-                Some(r) => *r += p.resources,
-                None => {
-                    fw_alloc.insert(f.id.clone(), p.resources);
-                }
+            charged[p.framework] += p.resources;
+            if let Some(deadline) = deadline {
+                timers.set(Timer::OfferExpiry(n), deadline);
             }
             let offer = Offer {
-                id: slot.key().clone(),
+                id: offer_id(&cfg.run_id, n),
                 framework_id: f.id.clone(),
                 agent_id: a.id.clone(),
                 hostname: a.hostname.clone(),
@@ -257,17 +232,32 @@ impl Master {
                 attributes: a.attributes.clone(),
                 datasets: a.datasets.clone(),
             };
-            if let Some(deadline) = deadline {
-                timers.set(Timer::OfferExpiry(offer.id.clone()), deadline);
-            }
-            slot.insert(offer.clone());
-            batches
-                .entry(f.seq)
-                .or_insert_with(|| (conn, Vec::new()))
+            offers.insert(
+                n,
+                Booked {
+                    framework_id: f.shared_id.clone(),
+                    agent_id: a.shared_id.clone(),
+                    resources: offer.resources,
+                    reserved_for: offer.reserved_for.clone(),
+                },
+            );
+            batches[p.framework]
+                .get_or_insert_with(|| (conn, Vec::new()))
                 .1
                 .push(offer);
         }
-        for (_, (conn, offers)) in batches {
+        for (f, c) in fw_entries.iter().zip(charged) {
+            if c.is_empty() {
+                continue;
+            }
+            match fw_alloc.get_mut(&f.id) {
+                Some(r) => *r += c,
+                None => {
+                    fw_alloc.insert(f.id.clone(), c);
+                }
+            }
+        }
+        for (conn, offers) in batches.into_iter().flatten() {
             actions.push_back(Action::Send {
                 conn,
                 msg: Message::Offers { offers },

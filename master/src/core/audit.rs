@@ -35,6 +35,19 @@ impl Master {
         let mut used: Sums<'_> = BTreeMap::new();
         let mut pools: Pools<'_> = BTreeMap::new();
         let mut fw_alloc: BTreeMap<&FrameworkId, Resources> = BTreeMap::new();
+        // The shared ids the offer books hold are the entries' ids.
+        for (id, a) in &self.agents {
+            if *id != a.id || *a.shared_id != a.id {
+                return Err(format!("agent table key {id} mismatches its entry's ids"));
+            }
+        }
+        for (id, f) in &self.frameworks {
+            if *id != f.id || *f.shared_id != f.id {
+                return Err(format!(
+                    "framework table key {id} mismatches its entry's ids"
+                ));
+            }
+        }
         for ((fid, tid), t) in &self.tasks {
             if *fid != t.framework_id || *tid != t.info.task_id {
                 return Err(format!(
@@ -111,14 +124,18 @@ impl Master {
             }
         }
         let mut offered: Sums<'_> = BTreeMap::new();
-        for (id, o) in &self.ledger.offers {
-            if *id != o.id {
-                return Err(format!("offer table key {id} mismatches offer {}", o.id));
+        for (n, o) in &self.ledger.offers {
+            let id = super::ledger::offer_id(&self.cfg.run_id, *n);
+            if super::ledger::offer_counter(&self.cfg.run_id, &id) != Some(*n) {
+                return Err(format!("offer {id} does not parse back to counter {n}"));
+            }
+            if *n > self.next_offer {
+                return Err(format!("offer {id} is ahead of the offer counter"));
             }
             if o.resources.is_empty() {
                 return Err(format!("offer {id} is empty"));
             }
-            match self.agents.get(&o.agent_id) {
+            match self.agents.get(&*o.agent_id) {
                 Some(a) if a.is_offerable() => {}
                 _ => {
                     return Err(format!(
@@ -127,7 +144,7 @@ impl Master {
                     ))
                 }
             }
-            match self.frameworks.get(&o.framework_id) {
+            match self.frameworks.get(&*o.framework_id) {
                 Some(f) if f.is_connected() => {}
                 _ => {
                     return Err(format!(
@@ -136,20 +153,20 @@ impl Master {
                     ))
                 }
             }
-            let s = offered.entry(&o.agent_id).or_default();
+            let s = offered.entry(&*o.agent_id).or_default();
             *s = s
                 .checked_add(&o.resources)
                 .ok_or_else(|| format!("offered resources overflow on {}", o.agent_id))?;
-            *fw_alloc.entry(&o.framework_id).or_default() += o.resources;
+            *fw_alloc.entry(&*o.framework_id).or_default() += o.resources;
             if let Some(role) = &o.reserved_for {
-                pools.entry((&o.agent_id, role)).or_default().1 += o.resources;
-                if self.frameworks.get(&o.framework_id).map(|f| &f.info.role) != Some(role) {
+                pools.entry((&*o.agent_id, role)).or_default().1 += o.resources;
+                if self.frameworks.get(&*o.framework_id).map(|f| &f.info.role) != Some(role) {
                     return Err(format!(
                         "offer {id} reserved for {role} is held by a framework of another role"
                     ));
                 }
             }
-            let deadline = self.timers.get(&Timer::OfferExpiry(id.clone()));
+            let deadline = self.timers.get(&Timer::OfferExpiry(*n));
             if self.cfg.offer_timeout.is_some() != deadline.is_some() {
                 return Err(format!("offer {id} has a wrong deadline"));
             }
@@ -286,10 +303,10 @@ impl Master {
         }
         for (t, timer) in self.timers.iter() {
             match timer {
-                Timer::OfferExpiry(id) if self.ledger.offers.contains_key(id) => expected += 1,
-                Timer::OfferExpiry(id) => {
+                Timer::OfferExpiry(n) if self.ledger.offers.contains_key(n) => expected += 1,
+                Timer::OfferExpiry(n) => {
                     return Err(format!(
-                        "offer {id} is gone but its expiry is armed at {t:?}"
+                        "offer number {n} is gone but its expiry is armed at {t:?}"
                     ))
                 }
                 Timer::Heartbeat | Timer::Allocation | Timer::BlobGc => expected += 1,

@@ -13,18 +13,67 @@ use super::timer::Timer;
 use super::{FilterMap, Master, TaskEntry};
 use proto::{AgentId, FrameworkId, Message, Offer, OfferId, Resources};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Offers, charges and filters: the part of the master's state that says who may use what.
 #[derive(Debug, Default)]
 pub(super) struct Ledger {
-    /// Outstanding offers by id.
-    pub(super) offers: BTreeMap<OfferId, Offer>,
+    /// Outstanding offers by counter (the `n` of the id `<run id>-O<n>`), in minting order.
+    pub(super) offers: BTreeMap<u64, Booked>,
     /// Per framework (including torn-down ones whose tasks still run): live tasks plus
     /// outstanding offers. Entries are dropped once empty.
     pub(super) fw_alloc: BTreeMap<FrameworkId, Resources>,
     /// The refuse filters.
     pub(super) refuse: RefuseIndex,
+}
+
+/// An outstanding offer as the books need it: who holds what of which agent. The wire
+/// [`Offer`] (hostname, attributes, data sets) goes out once in the `Offers` message and is
+/// rebuilt from the agent's entry for views ([`Master::offer_view`]); an agent's description
+/// only changes when it re-registers, which rescinds its offers first.
+#[derive(Clone, Debug)]
+pub(super) struct Booked {
+    /// The framework it is for (shared with its entry: no copy per offer).
+    pub(super) framework_id: Arc<FrameworkId>,
+    /// The agent whose resources these are (shared with its entry).
+    pub(super) agent_id: Arc<AgentId>,
+    /// The offered resources.
+    pub(super) resources: Resources,
+    /// `Some(role)` when reserved for that role.
+    pub(super) reserved_for: Option<String>,
+}
+
+/// An offer id: the run id, `-O` and the counter, written without the formatting machinery.
+pub(super) fn offer_id(run_id: &str, n: u64) -> OfferId {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut s = String::with_capacity(run_id.len() + 2 + digits.len() - i);
+    s.push_str(run_id);
+    s.push_str("-O");
+    // Only ASCII digits were written.
+    s.extend(digits[i..].iter().map(|d| char::from(*d)));
+    OfferId(s)
+}
+
+/// The counter of an offer id this run minted (exactly what [`offer_id`] writes), or `None`
+/// for any other id (another run's, malformed, with leading zeros or a sign), which is then
+/// simply unknown.
+pub(super) fn offer_counter(run_id: &str, id: &OfferId) -> Option<u64> {
+    let digits = id.0.strip_prefix(run_id)?.strip_prefix("-O")?;
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
+    canonical.then(|| digits.parse().ok()).flatten()
 }
 
 impl Ledger {
@@ -321,62 +370,93 @@ fn sub_pool(pools: &mut BTreeMap<String, Resources>, role: &str, r: Resources) {
 }
 
 impl Master {
-    /// Removes an offer, returning its resources to the agent's pool.
-    pub(super) fn remove_offer(&mut self, id: &OfferId) -> Option<Offer> {
-        let o = self.ledger.offers.remove(id)?;
-        if let Some(a) = self.agents.get_mut(&o.agent_id) {
+    /// The outstanding offer with this id, if this run minted it and it is still there.
+    pub(super) fn booked(&self, id: &OfferId) -> Option<&Booked> {
+        let n = offer_counter(&self.cfg.run_id, id)?;
+        self.ledger.offers.get(&n)
+    }
+
+    /// The wire offer for an outstanding one (counter `n`), rebuilt from the books and the
+    /// agent's entry: what was sent in the `Offers` message.
+    pub(super) fn offer_view(&self, n: u64, o: &Booked) -> Offer {
+        let a = self.agents.get(&*o.agent_id);
+        Offer {
+            id: offer_id(&self.cfg.run_id, n),
+            framework_id: (*o.framework_id).clone(),
+            agent_id: (*o.agent_id).clone(),
+            hostname: a.map(|a| a.hostname.clone()).unwrap_or_default(),
+            resources: o.resources,
+            reserved_for: o.reserved_for.clone(),
+            attributes: a.map(|a| a.attributes.clone()).unwrap_or_default(),
+            datasets: a.map(|a| a.datasets.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// Removes an offer, returning its resources to the agent's pool; `None` when `id` names
+    /// no outstanding offer.
+    pub(super) fn remove_offer(&mut self, id: &OfferId) -> Option<Booked> {
+        let n = offer_counter(&self.cfg.run_id, id)?;
+        self.remove_offer_n(n)
+    }
+
+    /// [`Master::remove_offer`] by counter.
+    fn remove_offer_n(&mut self, n: u64) -> Option<Booked> {
+        let o = self.ledger.offers.remove(&n)?;
+        if let Some(a) = self.agents.get_mut(&*o.agent_id) {
             a.offered -= o.resources;
             if let Some(role) = &o.reserved_for {
                 sub_pool(&mut a.reserved_offered, role, o.resources);
             }
         }
-        self.timers.stop(&Timer::OfferExpiry(id.clone()));
+        self.timers.stop(&Timer::OfferExpiry(n));
         self.ledger.discharge(&o.framework_id, o.resources);
         Some(o)
     }
 
     /// Rescinds every offer of an agent, telling each holder.
     pub(super) fn rescind_agent_offers(&mut self, aid: &AgentId) {
-        let ids: Vec<OfferId> = self
+        let ns: Vec<u64> = self
             .ledger
             .offers
-            .values()
-            .filter(|o| o.agent_id == *aid)
-            .map(|o| o.id.clone())
+            .iter()
+            .filter(|(_, o)| *o.agent_id == *aid)
+            .map(|(n, _)| *n)
             .collect();
-        for id in ids {
-            if let Some(o) = self.remove_offer(&id) {
-                self.send_to_framework(&o.framework_id, Message::Rescind { offer_id: o.id });
+        for n in ns {
+            if let Some(o) = self.remove_offer_n(n) {
+                let offer_id = offer_id(&self.cfg.run_id, n);
+                self.send_to_framework(&o.framework_id, Message::Rescind { offer_id });
             }
         }
     }
 
     /// Returns every offer of a framework to the pool, silently.
     pub(super) fn drop_framework_offers(&mut self, fid: &FrameworkId) {
-        let ids: Vec<OfferId> = self
+        let ns: Vec<u64> = self
             .ledger
             .offers
-            .values()
-            .filter(|o| o.framework_id == *fid)
-            .map(|o| o.id.clone())
+            .iter()
+            .filter(|(_, o)| *o.framework_id == *fid)
+            .map(|(n, _)| *n)
             .collect();
-        for id in ids {
-            self.remove_offer(&id);
+        for n in ns {
+            self.remove_offer_n(n);
         }
     }
 
-    /// Rescinds an offer nobody answered in time, and keeps its resources away from that
-    /// framework for the default refuse time so that they go to someone else first.
-    pub(super) fn expire_offer(&mut self, id: &OfferId) {
-        let Some(o) = self.remove_offer(id) else {
+    /// Rescinds an offer nobody answered in time (counter `n`), and keeps its resources away
+    /// from that framework for the default refuse time so that they go to someone else first.
+    pub(super) fn expire_offer(&mut self, n: u64) {
+        let Some(o) = self.remove_offer_n(n) else {
             return;
         };
-        tracing::info!(offer = %id, framework = %o.framework_id, "offer timed out; rescinded");
+        let offer_id = offer_id(&self.cfg.run_id, n);
+        tracing::info!(offer = %offer_id, framework = %o.framework_id, "offer timed out; rescinded");
         let refuse = self.refuse_duration(f64::NAN);
         if let Some(until) = refuse.and_then(|d| self.now.checked_add(d)) {
             self.set_filter(&o.framework_id, &o.agent_id, until);
         }
-        self.send_to_framework(&o.framework_id, Message::Rescind { offer_id: o.id });
+        self.send_to_framework(&o.framework_id, Message::Rescind { offer_id });
         self.schedule_allocation();
     }
 
@@ -452,6 +532,32 @@ impl Master {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn offer_ids_parse_back_to_their_counter_and_nothing_else_does() {
+        for n in [0, 1, 9, 10, 12345, u64::MAX] {
+            assert_eq!(offer_counter("run", &offer_id("run", n)), Some(n));
+        }
+        assert_eq!(offer_id("run", 42).0, "run-O42");
+        for foreign in [
+            "other-O1",
+            "run-O",
+            "run-O01",
+            "run-O+1",
+            "run-O1x",
+            "run-A1",
+            "run-O-1",
+            "runO1",
+            "run-O18446744073709551616",
+            "",
+        ] {
+            assert_eq!(
+                offer_counter("run", &OfferId(foreign.into())),
+                None,
+                "{foreign}"
+            );
+        }
+    }
 
     #[test]
     fn refuse_index_keeps_its_views_in_step() {

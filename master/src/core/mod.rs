@@ -492,7 +492,7 @@ impl Master {
                     tracing::info!(framework = %id, "failover timeout passed; tearing down");
                     self.teardown(&id);
                 }
-                Timer::OfferExpiry(id) => self.expire_offer(&id),
+                Timer::OfferExpiry(n) => self.expire_offer(n),
                 Timer::Heartbeat => {
                     let conns: Vec<ConnId> =
                         self.frameworks.values().filter_map(|f| f.conn).collect();

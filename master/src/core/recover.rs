@@ -64,6 +64,7 @@ impl Master {
             m.agents.insert(
                 a.id.clone(),
                 AgentEntry {
+                    shared_id: std::sync::Arc::new(a.id.clone()),
                     id: a.id.clone(),
                     seq,
                     hostname: a.info.hostname.clone(),
@@ -97,6 +98,7 @@ impl Master {
             m.frameworks.insert(
                 f.id.clone(),
                 FrameworkEntry {
+                    shared_id: std::sync::Arc::new(f.id.clone()),
                     id: f.id.clone(),
                     seq,
                     info,

@@ -297,8 +297,8 @@ impl Master {
                 .or_insert(0) += 1;
         }
         let mut offers_held: BTreeMap<&proto::FrameworkId, usize> = BTreeMap::new();
-        for o in self.offers() {
-            *offers_held.entry(&o.framework_id).or_insert(0) += 1;
+        for o in self.ledger.offers.values() {
+            *offers_held.entry(&*o.framework_id).or_insert(0) += 1;
         }
         let agents = self
             .agents()

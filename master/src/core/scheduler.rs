@@ -188,6 +188,7 @@ impl Master {
         self.frameworks.insert(
             fid.clone(),
             FrameworkEntry {
+                shared_id: std::sync::Arc::new(fid.clone()),
                 id: fid.clone(),
                 seq,
                 principal,
@@ -395,12 +396,7 @@ impl Master {
                 ),
             );
             for id in &offer_ids {
-                if self
-                    .ledger
-                    .offers
-                    .get(id)
-                    .is_some_and(|o| o.framework_id == *fid)
-                {
+                if self.booked(id).is_some_and(|o| *o.framework_id == *fid) {
                     self.remove_offer(id);
                 }
             }
@@ -415,15 +411,15 @@ impl Master {
                 errors.push(format!("offer {id} is named twice"));
                 continue;
             }
-            match self.ledger.offers.get(id) {
+            match self.booked(id) {
                 None => errors.push(format!("offer {id} is unknown or no longer valid")),
-                Some(o) if o.framework_id != *fid => {
+                Some(o) if *o.framework_id != *fid => {
                     errors.push(format!("offer {id} is not an offer to framework {fid}"))
                 }
                 Some(o) => {
                     match &agent {
-                        None => agent = Some(o.agent_id.clone()),
-                        Some(a) if *a != o.agent_id => errors.push(format!(
+                        None => agent = Some((*o.agent_id).clone()),
+                        Some(a) if *a != *o.agent_id => errors.push(format!(
                             "offer {id} is on agent {} but the other offers are on agent {a}; \
                              one accept uses offers of one agent",
                             o.agent_id
@@ -561,12 +557,7 @@ impl Master {
         }
         let mut bad = Vec::new();
         for id in offer_ids {
-            if self
-                .ledger
-                .offers
-                .get(&id)
-                .is_some_and(|o| o.framework_id == *fid)
-            {
+            if self.booked(&id).is_some_and(|o| *o.framework_id == *fid) {
                 if let Some(o) = self.remove_offer(&id) {
                     self.add_filter(fid, &o.agent_id, refuse_seconds);
                 }

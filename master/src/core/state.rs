@@ -7,6 +7,7 @@ use proto::{
     AgentId, ExecutorInfo, FrameworkId, FrameworkInfo, Resources, TaskInfo, TaskState, TaskStatus,
 };
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// A registered agent.
@@ -14,6 +15,9 @@ use std::time::Instant;
 pub struct AgentEntry {
     /// Its id.
     pub id: AgentId,
+    /// The same id behind a reference count, which the books of its outstanding offers share
+    /// instead of each holding a copy.
+    pub(crate) shared_id: Arc<AgentId>,
     /// Registration order, for deterministic allocation.
     pub seq: u64,
     /// Its hostname, copied into offers.
@@ -112,6 +116,9 @@ impl AgentEntry {
 pub struct FrameworkEntry {
     /// Its id.
     pub id: FrameworkId,
+    /// The same id behind a reference count, which the books of its outstanding offers share
+    /// instead of each holding a copy.
+    pub(crate) shared_id: Arc<FrameworkId>,
     /// Subscription order, the DRF tie-breaker.
     pub seq: u64,
     /// What it said about itself when it (last) subscribed.

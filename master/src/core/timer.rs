@@ -3,7 +3,7 @@
 //! that [`Master::poll_timeout`](super::Master::poll_timeout) is the first entry, not a scan
 //! over agents and frameworks.
 
-use proto::{AgentId, FrameworkId, OfferId};
+use proto::{AgentId, FrameworkId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
@@ -21,8 +21,8 @@ pub(super) enum Timer {
     AgentRemoval(AgentId),
     /// A disconnected framework that has not re-subscribed is torn down.
     FrameworkFailover(FrameworkId),
-    /// An unanswered offer is rescinded (only with `offer_timeout`).
-    OfferExpiry(OfferId),
+    /// An unanswered offer (by its counter) is rescinded (only with `offer_timeout`).
+    OfferExpiry(u64),
     /// Heartbeats go to every connected framework.
     Heartbeat,
     /// The allocation round: periodic, and brought forward to "now" by anything that frees or
@@ -165,8 +165,8 @@ mod tests {
         let s = Duration::from_secs;
         let mut t = TimerTable::default();
         t.set(Timer::Allocation, t0);
-        t.set(Timer::OfferExpiry(OfferId("o2".into())), t0 + s(1));
-        t.set(Timer::OfferExpiry(OfferId("o1".into())), t0 + s(2));
+        t.set(Timer::OfferExpiry(2), t0 + s(1));
+        t.set(Timer::OfferExpiry(1), t0 + s(2));
         t.set(Timer::AgentRemoval(AgentId("a".into())), t0 + s(3));
         t.set(Timer::Heartbeat, t0 + s(9));
         let due: Vec<Timer> = t.take_due(t0 + s(3)).into_iter().map(|x| x.1).collect();
@@ -174,8 +174,8 @@ mod tests {
             due,
             vec![
                 Timer::AgentRemoval(AgentId("a".into())),
-                Timer::OfferExpiry(OfferId("o2".into())),
-                Timer::OfferExpiry(OfferId("o1".into())),
+                Timer::OfferExpiry(2),
+                Timer::OfferExpiry(1),
                 Timer::Allocation,
             ]
         );

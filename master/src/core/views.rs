@@ -67,14 +67,19 @@ impl Master {
         self.completed.iter()
     }
 
-    /// Outstanding offers, in id order.
-    pub fn offers(&self) -> impl Iterator<Item = &Offer> {
-        self.ledger.offers.values()
+    /// Outstanding offers, in the order they were made, each rebuilt as it was sent (the
+    /// books keep only who holds what).
+    pub fn offers(&self) -> impl Iterator<Item = Offer> + '_ {
+        self.ledger
+            .offers
+            .iter()
+            .map(|(n, o)| self.offer_view(*n, o))
     }
 
-    /// One outstanding offer.
-    pub fn offer(&self, id: &OfferId) -> Option<&Offer> {
-        self.ledger.offers.get(id)
+    /// One outstanding offer, rebuilt as it was sent.
+    pub fn offer(&self, id: &OfferId) -> Option<Offer> {
+        let n = super::ledger::offer_counter(&self.cfg.run_id, id)?;
+        self.ledger.offers.get(&n).map(|o| self.offer_view(n, o))
     }
 
     /// Active refuse filters (expired ones are pruned at each allocation round).

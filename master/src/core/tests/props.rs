@@ -248,7 +248,6 @@ impl World {
             .m
             .offers()
             .filter(|o| o.framework_id == *fid)
-            .cloned()
             .collect()
     }
 

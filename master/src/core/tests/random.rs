@@ -70,7 +70,6 @@ fn random_run(seed: u64, steps: usize) -> Vec<Action> {
                 let mine: Vec<Offer> =
                     h.m.offers()
                         .filter(|o| Some(&o.framework_id) == bound_fw.as_ref())
-                        .cloned()
                         .collect();
                 let o = if !mine.is_empty() && rng.below(5) != 0 {
                     mine[rng.below(mine.len() as u64) as usize].clone()
