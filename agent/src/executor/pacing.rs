@@ -71,8 +71,9 @@ pub(crate) fn fuel_yield_interval(fuel_per_core_second: u64) -> u64 {
     (fuel_per_core_second / 1000).clamp(10_000, 10_000_000)
 }
 
-/// CPU time consumed by the calling thread.
-fn thread_cpu_time() -> Duration {
+/// CPU time consumed by the calling thread (what pacing and threaded tasks' shares are
+/// measured on).
+pub(crate) fn thread_cpu_time() -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -40,6 +40,27 @@ impl WasiView for TaskState {
     }
 }
 
+/// A guest's WASI context before its directories: its args and env, its output streams, and no
+/// network (sockets are denied by the default address check already; said outright). Every
+/// run path (one-shot tasks, threaded tasks, executor instances) starts from it.
+pub(super) fn task_wasi(
+    args: &[String],
+    env: &[(String, String)],
+    stdout: CappedOutput,
+    stderr: CappedOutput,
+) -> WasiCtxBuilder {
+    let mut builder = WasiCtxBuilder::new();
+    builder
+        .args(args)
+        .envs(env)
+        .stdout(stdout)
+        .stderr(stderr)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+    builder
+}
+
 /// Where a data set is mounted in the guest: `/data/<name>`.
 pub(super) const DATASET_ROOT: &str = "/data";
 
@@ -479,16 +500,12 @@ impl Inner {
             }
         };
 
-        let mut builder = WasiCtxBuilder::new();
-        builder
-            .args(&spec.args)
-            .envs(&spec.env)
-            .stdout(outputs.streams[0].clone())
-            .stderr(outputs.streams[1].clone())
-            // Denied by the default address check already; said outright.
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false);
+        let mut builder = task_wasi(
+            &spec.args,
+            &spec.env,
+            outputs.streams[0].clone(),
+            outputs.streams[1].clone(),
+        );
         if with_sandbox {
             builder
                 .preopened_dir(&sandbox, "/", FsPerms::ReadWrite)

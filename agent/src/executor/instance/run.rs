@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use wasmtime::Store;
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+use wasmtime_wasi::FsPerms;
 
 use super::bindings::Executor as ExecutorWorld;
 use super::host::{Delivery, HostSide, InstanceState, Notify};
@@ -200,15 +200,7 @@ impl Inner {
         let stderr =
             CappedOutput::create(&stderr_path, cap).map_err(|e| io_err(&stderr_path, e))?;
 
-        let mut builder = WasiCtxBuilder::new();
-        builder
-            .args(&spec.args)
-            .envs(&spec.env)
-            .stdout(stdout)
-            .stderr(stderr)
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false);
+        let mut builder = super::super::run::task_wasi(&spec.args, &spec.env, stdout, stderr);
         let preopen_err = |what: &std::path::Path, e: wasmtime::Error| {
             Termination::StartFailed(format!("cannot preopen {}: {e:#}", what.display()))
         };

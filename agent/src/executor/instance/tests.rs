@@ -364,8 +364,15 @@ async fn the_cpu_share_follows_the_envelope() {
         "cpu time in the same wall time: 0.1 cpu {:?}, grown to 0.9 cpu {:?} (ratio {ratio:.1})",
         small.cpu_time, grown.cpu_time
     );
-    // Nine times the share; even on a loaded machine, well over twice the CPU.
-    assert!(ratio > 2.5, "ratio {ratio}: {small:?} {grown:?}");
+    // Nine times the share: well over twice the CPU when the machine has it to give. When
+    // it does not (the other tests of this binary run alongside), the pacer's own record
+    // still tells: the grown instance is hardly held back while the small one is, which a
+    // share stuck at 0.1 would not show.
+    let paused = |o: &TaskOutcome| o.cpu_paused.as_secs_f64();
+    assert!(
+        ratio > 2.5 || paused(&grown) < 0.25 * paused(&small),
+        "ratio {ratio}: {small:?} {grown:?}"
+    );
     assert!(small.cpu_paused > Duration::ZERO);
 }
 
