@@ -27,10 +27,10 @@ const SANITY: Duration = Duration::from_secs(60);
 /// the issue measured at 1.9× the CPU time on a quiet machine.)
 const MIN_EFFICIENCY: f64 = 0.8;
 
-/// The same at 0.1 cpus, where the wait between runs is longest: bursts measured 0.80 on the
-/// loaded machine (a kernel CPU quota 0.64–0.79 in the bench), fine slicing 0.46 (and 0.42 in
-/// the bench): this is the share at which a loaded machine still shows the difference.
-const MIN_EFFICIENCY_TENTH: f64 = 0.6;
+/// At 0.1 cpus the efficiency is printed, not held: bursts measured 0.80–0.85 there on a quiet
+/// and on a loaded machine, but 0.41 in one CI run of the whole workspace (the same as fine
+/// slicing's 0.42–0.46), so no bound separates the two reliably; the overshoot bound still holds.
+const CHECKED_FROM_MILLI: u64 = 250;
 
 /// Achieved share ÷ offered must stay below this: bursts must not buy more than the share.
 /// (The first burst comes after a period's sleep, so a short run gets a little less.)
@@ -104,13 +104,8 @@ async fn check(exec: &Executor, name: &str, wasm: &str, args: &[&str], paced: &[
             unpaced * 1e3,
             wall * 1e3
         );
-        let min = if milli >= 250 {
-            MIN_EFFICIENCY
-        } else {
-            MIN_EFFICIENCY_TENTH
-        };
         assert!(
-            efficiency >= min,
+            milli < CHECKED_FROM_MILLI || efficiency >= MIN_EFFICIENCY,
             "{name} at {offered} cpus: work per CPU-second {efficiency:.3} of unpaced"
         );
         assert!(
