@@ -18,6 +18,14 @@ pub struct ExamplesArgs {
 /// unit test keeps the table complete).
 const DESCRIPTIONS: &[(&str, &str)] = &[
     (
+        "arith",
+        "arithmetic in registers, no memory traffic: `arith UNITS` (2^20 steps each)",
+    ),
+    (
+        "bulkmem",
+        "bulk memory copies and fills over a buffer: `bulkmem UNITS [MIB]`",
+    ),
+    (
         "burn",
         "CPU-bound work with a realistic instruction mix: `burn ROUNDS`",
     ),
