@@ -279,7 +279,9 @@ fn a_deployment_of_separate_processes_runs_a_task() {
         tessera()
             .args(["agent", "--master", &addr, "--hostname", "worker1"])
             .arg("--resources")
-            .arg("cpus(analytics):1;mem(analytics):512MiB;cpus:1;mem:512MiB")
+            // Disk, so that `tessera run`'s task is charged some and gets a sandbox, whose
+            // files the agent keeps after it ends (checked below).
+            .arg("cpus(analytics):1;mem(analytics):512MiB;cpus:1;mem:512MiB;disk:1GiB")
             .arg("--work-dir")
             .arg(dir.path().join("worker1"))
             .arg("--ca")
@@ -319,7 +321,7 @@ fn a_deployment_of_separate_processes_runs_a_task() {
         stderr.contains("invalid peer certificate: Revoked"),
         "{stderr}"
     );
-    // The agent kept the task's files.
+    // The agent kept the task's files (its sandbox and output).
     let tasks: Vec<_> = std::fs::read_dir(dir.path().join("worker1/frameworks"))
         .unwrap()
         .collect();
