@@ -15,13 +15,12 @@
 //! process raises its own open-file soft limit to the hard limit first, as the agent does,
 //! and prints both; the tasks themselves need no descriptor each.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tessera_agent::executor::{
-    ExecEvent, Executor, ExecutorConfig, KillHandle, PoolingConfig, TaskSpec, Termination,
+    ExecEvent, Executor, ExecutorConfig, PoolingConfig, TaskSpec, Termination,
 };
-use tokio::sync::mpsc;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -46,31 +45,12 @@ fn open_fds() -> usize {
 }
 
 fn spec(dir: &Path) -> TaskSpec {
+    let argv = ["ticker", "1000000", "600000"].map(String::from).to_vec();
     TaskSpec {
-        digest: "ticker".to_owned(),
-        wasm_path: PathBuf::from(wasm_examples::TICKER_PATH),
-        args: vec!["ticker".into(), "1000000".into(), "600000".into()],
-        env: vec![],
-        task_dir: dir.to_owned(),
-        sandbox: false,
         mem_bytes: 16 << 20,
         cpus_milli: 1,
-        timeout: None,
-        max_cpu: None,
-        disk_bytes: 0,
-        datasets: Vec::new(),
+        ..TaskSpec::new("ticker", wasm_examples::TICKER_PATH, argv, dir)
     }
-}
-
-fn launch(exec: &Executor, spec: TaskSpec) -> (KillHandle, mpsc::UnboundedReceiver<ExecEvent>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let kill = exec.launch(
-        spec,
-        Box::new(move |ev| {
-            let _ = tx.send(ev);
-        }),
-    );
-    (kill, rx)
 }
 
 fn main() {
@@ -100,7 +80,7 @@ fn main() {
             .await
             .unwrap();
         // One task first, so the module's image and the runtime are warm.
-        let (k, mut rx) = launch(&exec, spec(&tmp.path().join("warm")));
+        let (k, mut rx) = exec.launch_to_channel(spec(&tmp.path().join("warm")));
         assert_eq!(rx.recv().await, Some(ExecEvent::Running));
         k.kill();
         while rx.recv().await.is_some() {}
@@ -110,7 +90,7 @@ fn main() {
         let t0 = Instant::now();
         let mut tasks = Vec::with_capacity(n);
         for i in 0..n {
-            tasks.push(launch(&exec, spec(&tmp.path().join(format!("t{i}")))));
+            tasks.push(exec.launch_to_channel(spec(&tmp.path().join(format!("t{i}")))));
         }
         for (_, rx) in &mut tasks {
             assert_eq!(rx.recv().await, Some(ExecEvent::Running));

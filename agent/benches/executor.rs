@@ -29,8 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tessera_agent::executor::{
-    ExecEvent, Executor, ExecutorConfig, KillHandle, PoolingConfig, TaskOutcome, TaskSpec,
-    Termination,
+    ExecEvent, Executor, ExecutorConfig, PoolingConfig, TaskOutcome, TaskSpec, Termination,
 };
 use tokio::sync::mpsc;
 use wasmtime::{Config, Engine, Linker, Module, Store};
@@ -49,29 +48,10 @@ fn spec(dir: &Path, name: &str, wasm: &str, args: &[&str], cpus_milli: u64) -> T
     argv.extend(args.iter().map(|a| a.to_string()));
     TaskSpec {
         sandbox: true,
-        datasets: Vec::new(),
-        digest: name.to_owned(),
-        wasm_path: PathBuf::from(wasm),
-        args: argv,
-        env: vec![],
-        task_dir: dir.to_owned(),
         mem_bytes: 256 << 20,
         cpus_milli,
-        timeout: None,
-        max_cpu: None,
-        disk_bytes: 0,
+        ..TaskSpec::new(name, wasm, argv, dir)
     }
-}
-
-fn launch(exec: &Executor, spec: TaskSpec) -> (KillHandle, mpsc::UnboundedReceiver<ExecEvent>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let kill = exec.launch(
-        spec,
-        Box::new(move |ev| {
-            let _ = tx.send(ev);
-        }),
-    );
-    (kill, rx)
 }
 
 async fn finished(rx: &mut mpsc::UnboundedReceiver<ExecEvent>) -> TaskOutcome {
@@ -84,7 +64,7 @@ async fn finished(rx: &mut mpsc::UnboundedReceiver<ExecEvent>) -> TaskOutcome {
 }
 
 async fn run(exec: &Executor, spec: TaskSpec) -> TaskOutcome {
-    let (_k, mut rx) = launch(exec, spec);
+    let (_k, mut rx) = exec.launch_to_channel(spec);
     finished(&mut rx).await
 }
 
@@ -272,10 +252,8 @@ async fn bench_shares(exec: &Executor, tmp: &Path) {
     println!("|---|---|---|---|---|---|---|");
     for milli in [100u64, 250, 500, 1000] {
         let dir = tmp.join(format!("burn-{milli}"));
-        let (kill, mut rx) = launch(
-            exec,
-            spec(&dir, "burn", wasm_examples::BURN_PATH, &[], milli),
-        );
+        let (kill, mut rx) =
+            exec.launch_to_channel(spec(&dir, "burn", wasm_examples::BURN_PATH, &[], milli));
         assert_eq!(rx.recv().await, Some(ExecEvent::Running));
         let c0 = process_cpu_time();
         let t0 = Instant::now();
@@ -845,10 +823,13 @@ async fn bench_density(exec: &Executor, label: &str, tmp: &Path) {
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
         let dir = tmp.join(format!("sleep-{i}"));
-        tasks.push(launch(
-            exec,
-            spec(&dir, "spinner", wasm_examples::SPINNER_PATH, &["sleep"], 10),
-        ));
+        tasks.push(exec.launch_to_channel(spec(
+            &dir,
+            "spinner",
+            wasm_examples::SPINNER_PATH,
+            &["sleep"],
+            10,
+        )));
     }
     for (_, rx) in &mut tasks {
         assert_eq!(rx.recv().await, Some(ExecEvent::Running));

@@ -25,25 +25,15 @@ struct Task {
 fn launch(exec: &Executor, dir: &Path, name: &str, cpus_milli: u64) -> Task {
     let spec = TaskSpec {
         sandbox: true,
-        datasets: Vec::new(),
-        digest: "burn".into(),
-        wasm_path: wasm_examples::BURN_PATH.into(),
-        args: vec![name.into()],
-        env: vec![],
-        task_dir: dir.join(name),
-        mem_bytes: 64 << 20,
         cpus_milli,
-        timeout: None,
-        max_cpu: None,
-        disk_bytes: 0,
+        ..TaskSpec::new(
+            "burn",
+            wasm_examples::BURN_PATH,
+            vec![name.into()],
+            dir.join(name),
+        )
     };
-    let (tx, events) = mpsc::unbounded_channel();
-    let kill = exec.launch(
-        spec,
-        Box::new(move |ev| {
-            let _ = tx.send(ev);
-        }),
-    );
+    let (kill, events) = exec.launch_to_channel(spec);
     Task { kill, events }
 }
 

@@ -7,8 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tessera_agent::executor::{
-    ExecEvent, Executor, ExecutorConfig, KillHandle, TaskOutcome, TaskSpec, Termination,
-    MAX_THREADS,
+    ExecEvent, Executor, ExecutorConfig, TaskOutcome, TaskSpec, Termination, MAX_THREADS,
 };
 use tokio::sync::mpsc;
 
@@ -33,34 +32,20 @@ fn executor(dir: &Path) -> Executor {
 }
 
 fn spec(dir: &Path, name: &str, args: &[&str], cpus_milli: u64) -> TaskSpec {
+    let argv = std::iter::once("mtspin")
+        .chain(args.iter().copied())
+        .map(String::from)
+        .collect();
     TaskSpec {
-        datasets: Vec::new(),
-        sandbox: false,
-        digest: "mtspin".into(),
-        wasm_path: wasm_examples::threads::MTSPIN_PATH.into(),
-        args: std::iter::once("mtspin")
-            .chain(args.iter().copied())
-            .map(String::from)
-            .collect(),
-        env: vec![],
-        task_dir: dir.join(name),
         mem_bytes: 256 << 20,
         cpus_milli,
-        timeout: None,
-        max_cpu: None,
-        disk_bytes: 0,
+        ..TaskSpec::new(
+            "mtspin",
+            wasm_examples::threads::MTSPIN_PATH,
+            argv,
+            dir.join(name),
+        )
     }
-}
-
-fn launch(exec: &Executor, spec: TaskSpec) -> (KillHandle, mpsc::UnboundedReceiver<ExecEvent>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let kill = exec.launch(
-        spec,
-        Box::new(move |ev| {
-            let _ = tx.send(ev);
-        }),
-    );
-    (kill, rx)
 }
 
 async fn finished(rx: &mut mpsc::UnboundedReceiver<ExecEvent>) -> TaskOutcome {
@@ -76,7 +61,7 @@ async fn finished(rx: &mut mpsc::UnboundedReceiver<ExecEvent>) -> TaskOutcome {
 }
 
 async fn run(exec: &Executor, spec: TaskSpec) -> TaskOutcome {
-    let (_kill, mut rx) = launch(exec, spec);
+    let (_kill, mut rx) = exec.launch_to_channel(spec);
     finished(&mut rx).await
 }
 
@@ -163,7 +148,7 @@ mod mtspin {
         let dir = tempfile::tempdir().unwrap();
         let exec = executor(dir.path());
         for (name, args) in [("spin", &["4", "100000000000"][..]), ("sleep", &["sleep"])] {
-            let (kill, mut rx) = launch(&exec, spec(dir.path(), name, args, 2000));
+            let (kill, mut rx) = exec.launch_to_channel(spec(dir.path(), name, args, 2000));
             let ev = tokio::time::timeout(SANITY, rx.recv()).await.unwrap();
             assert_eq!(ev, Some(ExecEvent::Running));
             tokio::time::sleep(Duration::from_millis(100)).await;

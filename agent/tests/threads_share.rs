@@ -10,7 +10,6 @@ use std::time::Duration;
 use tessera_agent::executor::{
     ExecEvent, Executor, ExecutorConfig, TaskOutcome, TaskSpec, Termination,
 };
-use tokio::sync::mpsc;
 
 /// Hang guard only.
 const SANITY: Duration = Duration::from_secs(60);
@@ -20,27 +19,18 @@ const WINDOW: Duration = Duration::from_millis(2000);
 const TOLERANCE: f64 = 0.05;
 
 async fn share(exec: &Executor, dir: &Path, name: &str, cpus_milli: u64) -> f64 {
+    let argv = ["mtspin", "4", "100000000000"].map(String::from).to_vec();
     let spec = TaskSpec {
-        datasets: Vec::new(),
-        sandbox: false,
-        digest: "mtspin".into(),
-        wasm_path: wasm_examples::threads::MTSPIN_PATH.into(),
-        args: ["mtspin", "4", "100000000000"].map(String::from).to_vec(),
-        env: vec![],
-        task_dir: dir.join(name),
         mem_bytes: 256 << 20,
         cpus_milli,
-        timeout: None,
-        max_cpu: None,
-        disk_bytes: 0,
+        ..TaskSpec::new(
+            "mtspin",
+            wasm_examples::threads::MTSPIN_PATH,
+            argv,
+            dir.join(name),
+        )
     };
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let kill = exec.launch(
-        spec,
-        Box::new(move |ev| {
-            let _ = tx.send(ev);
-        }),
-    );
+    let (kill, mut rx) = exec.launch_to_channel(spec);
     let ev = tokio::time::timeout(SANITY, rx.recv()).await.unwrap();
     assert_eq!(ev, Some(ExecEvent::Running));
     tokio::time::sleep(WINDOW).await;

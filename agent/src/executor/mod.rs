@@ -191,6 +191,35 @@ pub struct TaskSpec {
     pub datasets: Vec<(String, PathBuf)>,
 }
 
+impl TaskSpec {
+    /// A task of `digest` at `wasm_path` with argv `args`, in `task_dir`, and nothing else: no
+    /// sandbox (so no file system), 64 MiB of memory, one core, no time or CPU limit. Tests,
+    /// benches and embedders start from it and set what differs (`TaskSpec { cpus_milli: 250,
+    /// ..TaskSpec::new(..) }`), so that a new field gets its default in one place; the agent's
+    /// launch path sets every field itself.
+    pub fn new(
+        digest: impl Into<String>,
+        wasm_path: impl Into<PathBuf>,
+        args: Vec<String>,
+        task_dir: impl Into<PathBuf>,
+    ) -> Self {
+        TaskSpec {
+            digest: digest.into(),
+            wasm_path: wasm_path.into(),
+            args,
+            env: Vec::new(),
+            task_dir: task_dir.into(),
+            sandbox: false,
+            mem_bytes: 64 << 20,
+            cpus_milli: 1000,
+            timeout: None,
+            max_cpu: None,
+            disk_bytes: 0,
+            datasets: Vec::new(),
+        }
+    }
+}
+
 /// Life-cycle notifications sent by [`Executor::launch`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ExecEvent {
@@ -433,5 +462,21 @@ impl Executor {
             guard.end(outcome);
         });
         handle
+    }
+
+    /// [`Executor::launch`] with the events sent to a channel, for callers that await them
+    /// (tests, benches, embedders) rather than handle them in a callback.
+    pub fn launch_to_channel(
+        &self,
+        spec: TaskSpec,
+    ) -> (KillHandle, tokio::sync::mpsc::UnboundedReceiver<ExecEvent>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let kill = self.launch(
+            spec,
+            Box::new(move |ev| {
+                let _ = tx.send(ev);
+            }),
+        );
+        (kill, rx)
     }
 }

@@ -21,17 +21,7 @@ fn spec(dir: &Path, digest: &str, wasm: &str, args: &[&str]) -> TaskSpec {
     argv.extend(args.iter().map(|a| a.to_string()));
     TaskSpec {
         sandbox: true,
-        datasets: Vec::new(),
-        digest: digest.to_owned(),
-        wasm_path: PathBuf::from(wasm),
-        args: argv,
-        env: Vec::new(),
-        task_dir: dir.to_owned(),
-        mem_bytes: 64 * MIB,
-        cpus_milli: 1000,
-        timeout: None,
-        max_cpu: None,
-        disk_bytes: 0,
+        ..TaskSpec::new(digest, wasm, argv, dir)
     }
 }
 
@@ -43,13 +33,7 @@ struct Running {
 }
 
 fn launch(exec: &Executor, spec: TaskSpec) -> Running {
-    let (tx, events) = mpsc::unbounded_channel();
-    let kill = exec.launch(
-        spec,
-        Box::new(move |ev| {
-            let _ = tx.send(ev);
-        }),
-    );
+    let (kill, events) = exec.launch_to_channel(spec);
     Running {
         kill,
         events,

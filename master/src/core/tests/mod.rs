@@ -134,6 +134,19 @@ impl H {
         self.ev(Event::Message { conn, msg });
     }
 
+    /// `conn` declines `offer` with a refuse filter of `secs`.
+    fn decline(&mut self, conn: ConnId, offer: &Offer, secs: f64) {
+        self.msg(
+            conn,
+            Message::Decline {
+                offer_ids: vec![offer.id.clone()],
+                filters: Filters {
+                    refuse_seconds: secs,
+                },
+            },
+        );
+    }
+
     fn disconnect(&mut self, conn: ConnId) {
         self.ev(Event::Disconnected { conn });
     }

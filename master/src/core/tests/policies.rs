@@ -296,15 +296,7 @@ fn reserved_resources_go_only_to_their_role() {
     assert_eq!(web[0].resources, res(2.0, 2 * GIB));
     assert_eq!(web[0].reserved_for, None);
     // web declines for an hour: the reserved half still is not offered to it.
-    h.msg(
-        10,
-        Message::Decline {
-            offer_ids: vec![web[0].id.clone()],
-            filters: Filters {
-                refuse_seconds: 3600.0,
-            },
-        },
-    );
+    h.decline(10, &web[0], 3600.0);
     h.advance(Duration::from_secs(5));
     assert!(h.offers(10).is_empty());
     let an = subscribe_as(&mut h, 20, "an", "analytics", 0);
@@ -406,26 +398,14 @@ fn life_cycle(c: MasterConfig) -> (H, FrameworkId, FrameworkId, Offer) {
     (h, f1, f2, o)
 }
 
-fn decline(h: &mut H, conn: ConnId, o: &Offer, secs: f64) {
-    h.msg(
-        conn,
-        Message::Decline {
-            offer_ids: vec![o.id.clone()],
-            filters: Filters {
-                refuse_seconds: secs,
-            },
-        },
-    );
-}
-
 #[test]
 fn decline_filter_sends_the_offer_elsewhere_until_it_expires() {
     let (mut h, _, _, o) = life_cycle(cfg(vec![]));
-    decline(&mut h, 10, &o, 5.0);
+    h.decline(10, &o, 5.0);
     // f1 has the same share and subscribed first, but refuses the agent for 5 s.
     let o2 = h.offers(20).remove(0);
     assert!(h.offers(10).is_empty());
-    decline(&mut h, 20, &o2, 0.5);
+    h.decline(20, &o2, 0.5);
     h.advance(Duration::from_millis(400));
     assert!(h.take().is_empty(), "both refuse the agent");
     h.advance(Duration::from_millis(700));
@@ -436,10 +416,10 @@ fn decline_filter_sends_the_offer_elsewhere_until_it_expires() {
 #[test]
 fn suppress_stops_offers_and_revive_restores_them_clearing_filters() {
     let (mut h, f1, _, o) = life_cycle(cfg(vec![]));
-    decline(&mut h, 10, &o, 3600.0);
+    h.decline(10, &o, 3600.0);
     let o2 = h.offers(20).remove(0);
     h.msg(20, Message::Suppress);
-    decline(&mut h, 20, &o2, 0.0);
+    h.decline(20, &o2, 0.0);
     h.advance(Duration::from_secs(10));
     assert!(h.take().is_empty(), "f1 filtered, f2 suppressed");
     assert!(h.m.framework(&f1).is_some());
@@ -451,7 +431,7 @@ fn suppress_stops_offers_and_revive_restores_them_clearing_filters() {
     h.msg(20, Message::Revive);
     assert!(h.offers(20).is_empty());
     let held = h.m.offers().next().unwrap().clone();
-    decline(&mut h, 10, &held, 1.0);
+    h.decline(10, &held, 1.0);
     assert_eq!(h.offers(20).len(), 1);
 }
 

@@ -44,15 +44,7 @@ fn cfg() -> MasterConfig {
 fn decline_all(h: &mut H, conn: ConnId, secs: f64) -> Vec<AgentId> {
     let offers = h.offers(conn);
     for o in &offers {
-        h.msg(
-            conn,
-            Message::Decline {
-                offer_ids: vec![o.id.clone()],
-                filters: Filters {
-                    refuse_seconds: secs,
-                },
-            },
-        );
+        h.decline(conn, o, secs);
     }
     offers.into_iter().map(|o| o.agent_id).collect()
 }
@@ -136,15 +128,7 @@ fn suppress_and_revive_move_the_skip() {
     listed(&rounds);
     // f2 suppresses and hands the offer back: only f1 is eligible, and it refuses the agent.
     h.msg(20, Message::Suppress);
-    h.msg(
-        20,
-        Message::Decline {
-            offer_ids: vec![o[0].id.clone()],
-            filters: Filters {
-                refuse_seconds: 0.0,
-            },
-        },
-    );
+    h.decline(20, &o[0], 0.0);
     h.advance(Duration::from_secs(2));
     assert!(
         listed(&rounds).is_empty(),
