@@ -15,6 +15,10 @@
 //! process raises its own open-file soft limit to the hard limit first, as the agent does,
 //! and prints both; the tasks themselves need no descriptor each.
 
+/// The `tessera` binary's global allocator, so that resident memory is what an agent holds.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 

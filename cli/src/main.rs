@@ -96,6 +96,11 @@ fn init_tracing(default: &str, verbose: u8, format: LogFormat) {
     }
 }
 
+/// mimalloc rather than glibc's malloc: the master's allocation rounds and the agent's
+/// launches make and free many small objects, which glibc consolidates in bursts.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Runtime::new() {

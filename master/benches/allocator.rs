@@ -15,6 +15,10 @@
 //! Times are the benchmark thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`, so other processes on
 //! a shared machine inflate them less than wall time), the best of `RUNS` runs.
 
+/// The `tessera` binary's global allocator, so that the round is timed as the master runs it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use proto::identity::{PeerId, PeerKind};
 use proto::resources::MIB;
 use proto::{
