@@ -89,6 +89,8 @@ mod tests {
     #[test]
     fn every_guest_is_a_wasm_module() {
         let expected = [
+            "arith",
+            "bulkmem",
             "burn",
             "datasets",
             "diskfill",
