@@ -27,17 +27,7 @@ fn task_spec(dir: &Path, digest: &str, wasm: &str, args: &[&str]) -> TaskSpec {
     argv.extend(args.iter().map(|a| a.to_string()));
     TaskSpec {
         sandbox: true,
-        digest: digest.to_owned(),
-        wasm_path: wasm.into(),
-        args: argv,
-        env: Vec::new(),
-        task_dir: dir.to_owned(),
-        mem_bytes: 64 << 20,
-        cpus_milli: 1000,
-        timeout: None,
-        max_cpu: None,
-        disk_bytes: 0,
-        datasets: Vec::new(),
+        ..TaskSpec::new(digest, wasm, argv, dir)
     }
 }
 
