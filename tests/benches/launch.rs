@@ -2,7 +2,7 @@
 //! to fork/exec of `/bin/true` and wasmtime called directly, in the same run. The bench itself
 //! is `cluster::bench` (also `tessera bench`); this binary runs it from `cargo bench`.
 //!
-//! Run with `cargo bench -p tessera-tests --bench launch` (release profile). Environment:
+//! It runs on mimalloc, as the `tessera` binary does. Run with `cargo bench -p tessera-tests --bench launch` (release profile). Environment:
 //! - `TESSERA_BENCH_QUICK=1`: a small smoke run (a second or two);
 //! - `TESSERA_BENCH_ROUNDS`: throughput rounds (default 5, quick 1);
 //! - `TESSERA_BENCH_ALLOC_MS`: the master's periodic allocation interval (default 1000 ms);
@@ -12,6 +12,10 @@
 
 use cluster::bench::{run_launch, LaunchPlan};
 use std::time::Duration;
+
+/// The `tessera` binary's global allocator, so the figures are the binary's (`tessera bench`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name)
