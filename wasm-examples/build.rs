@@ -25,8 +25,9 @@ use std::process::Command;
 /// One crate of wasm programs: where it is, what it is built for, and what code is generated
 /// for it. Everything that differs between the crates is here, so they cannot drift apart.
 struct GuestCrate {
-    /// The crate's directory (a workspace of its own), relative to this package; its target
-    /// directory is `<outer target dir>/wasm-guests/<dir>` (see [`guest_target_dir`]).
+    /// The crate's directory (a workspace of its own), relative to this package. Its target
+    /// directory is `<outer target dir>/wasm-guests/<target>` (see [`guest_target_dir`]),
+    /// shared with the other crates built for the same target.
     dir: &'static str,
     /// The Rust target it is built for.
     target: &'static str,
@@ -115,17 +116,43 @@ fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
     println!("cargo:rerun-if-changed=build.rs");
     let sysroot = sysroot();
+    check_names_unique(&manifest_dir);
     for krate in &CRATES {
         build(krate, &manifest_dir, &out_dir, sysroot.as_deref());
     }
     build(&THREAD_GUESTS, &manifest_dir, &out_dir, sysroot.as_deref());
 }
 
+/// Crates built for the same target share a directory of artifacts, so two programs of the
+/// same name would overwrite each other: refuse that with the names.
+fn check_names_unique(manifest_dir: &Path) {
+    let all: Vec<&GuestCrate> = CRATES.iter().chain([&THREAD_GUESTS]).collect();
+    let mut seen: Vec<(&str, String, &str)> = Vec::new();
+    for krate in all {
+        for name in program_names(&manifest_dir.join(krate.dir).join("src/bin")) {
+            if let Some((_, _, other)) = seen
+                .iter()
+                .find(|(target, seen_name, _)| *target == krate.target && *seen_name == name)
+            {
+                panic!(
+                    "`{name}` is a program of both `{other}` and `{}`, which are built for `{}` \
+                     into one directory: rename one",
+                    krate.dir, krate.target
+                );
+            }
+            seen.push((krate.target, name, krate.dir));
+        }
+    }
+}
+
 /// The whole pipeline for one crate: declares its inputs, checks its target is installed,
 /// builds it, checks every program came out, and writes its generated file.
 fn build(krate: &GuestCrate, manifest_dir: &Path, out_dir: &Path, sysroot: Option<&Path>) {
     let crate_dir = manifest_dir.join(krate.dir);
-    let target_dir = guest_target_dir(out_dir).join(krate.dir);
+    // Per target, not per crate: the two wasm32-wasip2 crates then build wit-bindgen's host
+    // macro stack (wasmparser, wit-parser, wit-component, syn: ~25 s of CPU) once, not twice.
+    // Their `wit-bindgen` features must therefore stay equal.
+    let target_dir = guest_target_dir(out_dir).join(krate.target);
     // A directory is scanned recursively by cargo, so `src` covers every program in
     // `src/bin`, including ones added or removed later.
     let own_inputs = [crate_dir.join("Cargo.toml"), crate_dir.join("src")];
