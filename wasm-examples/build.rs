@@ -149,9 +149,8 @@ fn check_names_unique(manifest_dir: &Path) {
 /// builds it, checks every program came out, and writes its generated file.
 fn build(krate: &GuestCrate, manifest_dir: &Path, out_dir: &Path, sysroot: Option<&Path>) {
     let crate_dir = manifest_dir.join(krate.dir);
-    // Per target, not per crate: the two wasm32-wasip2 crates then build wit-bindgen's host
-    // macro stack (wasmparser, wit-parser, wit-component, syn: ~25 s of CPU) once, not twice.
-    // Their `wit-bindgen` features must therefore stay equal.
+    // Per target, not per crate: crates built for one target share their dependencies' builds
+    // (the two wasm32-wasip2 crates, wit-bindgen's runtime), as long as their features agree.
     let target_dir = guest_target_dir(out_dir).join(krate.target);
     // A directory is scanned recursively by cargo, so `src` covers every program in
     // `src/bin`, including ones added or removed later.

@@ -68,6 +68,35 @@ pub mod threads {
 mod tests {
     use super::*;
 
+    /// The bindings `regenerate-bindings` committed, each with the WIT it was generated from.
+    const COMMITTED_BINDINGS: [(&str, &str); 2] = [
+        ("executor-sdk/src/bindings.rs", "../wit/executor/world.wit"),
+        ("components/src/exit.rs", "components/wit/exit.wit"),
+    ];
+
+    /// A WIT change without regenerated bindings would build guests against the old world;
+    /// each bindings file records the sha256 of its WIT on its first line.
+    #[test]
+    fn committed_bindings_match_their_wit() {
+        use sha2::Digest as _;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        for (bindings, wit) in COMMITTED_BINDINGS {
+            let wit_digest =
+                hex::encode(sha2::Sha256::digest(std::fs::read(dir.join(wit)).unwrap()));
+            let text = std::fs::read_to_string(dir.join(bindings)).unwrap();
+            let recorded = text
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix("// wit sha256: "))
+                .and_then(|l| l.split_whitespace().next())
+                .unwrap_or_else(|| panic!("{bindings} does not start with its WIT's sha256"));
+            assert_eq!(
+                recorded, wit_digest,
+                "{wit} changed since {bindings} was generated: run wasm-examples/regenerate-bindings"
+            );
+        }
+    }
+
     #[test]
     fn every_executor_is_a_component() {
         let names: Vec<&str> = executors::ALL_EXECUTOR_PATHS

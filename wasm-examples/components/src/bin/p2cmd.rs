@@ -3,18 +3,10 @@
 //! `exit-code` (default 0, at most 255) through `wasi:cli/exit#exit-with-code`.
 use std::fs;
 
-wit_bindgen::generate!({
-    inline: "
-        package wasi:cli@0.2.12;
-        interface exit {
-            exit: func(status: result);
-            exit-with-code: func(status-code: u8);
-        }
-        world p2cmd {
-            import exit;
-        }
-    ",
-});
+// Bindings of `wit/exit.wit`, committed (see `regenerate-bindings`).
+#[path = "../exit.rs"]
+mod exit;
+use exit::wasi;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
