@@ -17,6 +17,7 @@
 //! `foreach_*!` macros are wasmtime's test-programs trick: a test crate calls e.g.
 //! `foreach_guest!(assert_guest_tested)`, so a program without a test there fails its build.
 
+use std::collections::HashMap;
 use std::env;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -126,21 +127,16 @@ fn main() {
 /// Crates built for the same target share a directory of artifacts, so two programs of the
 /// same name would overwrite each other: refuse that with the names.
 fn check_names_unique(manifest_dir: &Path) {
-    let all: Vec<&GuestCrate> = CRATES.iter().chain([&THREAD_GUESTS]).collect();
-    let mut seen: Vec<(&str, String, &str)> = Vec::new();
-    for krate in all {
+    let mut owner: HashMap<(&str, String), &str> = HashMap::new();
+    for krate in CRATES.iter().chain([&THREAD_GUESTS]) {
         for name in program_names(&manifest_dir.join(krate.dir).join("src/bin")) {
-            if let Some((_, _, other)) = seen
-                .iter()
-                .find(|(target, seen_name, _)| *target == krate.target && *seen_name == name)
-            {
+            if let Some(other) = owner.insert((krate.target, name.clone()), krate.dir) {
                 panic!(
                     "`{name}` is a program of both `{other}` and `{}`, which are built for `{}` \
                      into one directory: rename one",
                     krate.dir, krate.target
                 );
             }
-            seen.push((krate.target, name, krate.dir));
         }
     }
 }

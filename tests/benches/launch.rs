@@ -2,7 +2,8 @@
 //! to fork/exec of `/bin/true` and wasmtime called directly, in the same run. The bench itself
 //! is `cluster::bench` (also `tessera bench`); this binary runs it from `cargo bench`.
 //!
-//! It runs on mimalloc, as the `tessera` binary does. Run with `cargo bench -p tessera-tests --bench launch` (release profile). Environment:
+//! It runs on mimalloc, as the `tessera` binary does. Run with
+//! `cargo bench -p tessera-tests --bench launch` (release profile). Environment:
 //! - `TESSERA_BENCH_QUICK=1`: a small smoke run (a second or two);
 //! - `TESSERA_BENCH_ROUNDS`: throughput rounds (default 5, quick 1);
 //! - `TESSERA_BENCH_ALLOC_MS`: the master's periodic allocation interval (default 1000 ms);

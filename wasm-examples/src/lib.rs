@@ -68,28 +68,29 @@ pub mod threads {
 mod tests {
     use super::*;
 
-    /// The bindings `regenerate-bindings` committed, each with the WIT it was generated from.
-    const COMMITTED_BINDINGS: [(&str, &str); 2] = [
-        ("executor-sdk/src/bindings.rs", "../wit/executor/world.wit"),
-        ("components/src/exit.rs", "components/wit/exit.wit"),
-    ];
+    /// The bindings `regenerate-bindings` committed. Each records on its first line the sha256
+    /// of the WIT it was generated from and that WIT's path, so the script is the one list of
+    /// which WIT goes where.
+    const COMMITTED_BINDINGS: [&str; 2] =
+        ["executor-sdk/src/bindings.rs", "components/src/exit.rs"];
 
-    /// A WIT change without regenerated bindings would build guests against the old world;
-    /// each bindings file records the sha256 of its WIT on its first line.
+    /// A WIT change without regenerated bindings would build guests against the old world.
     #[test]
     fn committed_bindings_match_their_wit() {
         use sha2::Digest as _;
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        for (bindings, wit) in COMMITTED_BINDINGS {
-            let wit_digest =
-                hex::encode(sha2::Sha256::digest(std::fs::read(dir.join(wit)).unwrap()));
+        for bindings in COMMITTED_BINDINGS {
             let text = std::fs::read_to_string(dir.join(bindings)).unwrap();
-            let recorded = text
+            // `// wit sha256: <hex> (<path of the WIT>)`
+            let (recorded, wit) = text
                 .lines()
                 .next()
                 .and_then(|l| l.strip_prefix("// wit sha256: "))
-                .and_then(|l| l.split_whitespace().next())
+                .and_then(|l| l.split_once(" ("))
+                .and_then(|(digest, rest)| Some((digest, rest.strip_suffix(')')?)))
                 .unwrap_or_else(|| panic!("{bindings} does not start with its WIT's sha256"));
+            let wit_digest =
+                hex::encode(sha2::Sha256::digest(std::fs::read(dir.join(wit)).unwrap()));
             assert_eq!(
                 recorded, wit_digest,
                 "{wit} changed since {bindings} was generated: run wasm-examples/regenerate-bindings"
