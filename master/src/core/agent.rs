@@ -586,8 +586,18 @@ impl Master {
                 .tasks
                 .get_mut(&key)
                 .and_then(|t| t.restore_notice.take());
+            if framework_known && notice != Some(st.state) {
+                // Connected: forwarded ahead of the registry change the update makes (a
+                // terminal one's `EndTask`), so its write overlaps the update's way to the
+                // framework. A restart that loses the change hears the update again: the agent
+                // resends it until the framework acknowledges it. Disconnected: the agent
+                // resends after it re-subscribes.
+                self.send_to_framework(&key.0, Message::Update { status: st.clone() });
+                self.set_status(&key, st);
+                return;
+            }
             self.set_status(&key, st.clone());
-            if framework_known && notice == Some(st.state) {
+            if framework_known {
                 // The framework was told this state already (the restore notice): no news.
                 tracing::debug!(agent = %aid, framework = %key.0, task = %key.1, state = st.state.name(), "update repeats the restore notice; acknowledged by the master");
                 if let Some(uuid) = status.uuid {
@@ -600,11 +610,6 @@ impl Master {
                         },
                     );
                 }
-                return;
-            }
-            if framework_known {
-                // Connected: forward; disconnected: the agent resends after it re-subscribes.
-                self.send_to_framework(&key.0, Message::Update { status: st });
                 return;
             }
             if self.tasks.get(&key).is_some_and(|t| t.is_terminal()) {

@@ -41,8 +41,11 @@
 //!   removal at teardown; an agent's record before `Registered` (with the tasks it reported
 //!   that are adopted), its removal; a task before its `RunTask`; a kill request before its
 //!   `KillTask`; a task's removal from the books before the ack that lets its agent forget it
-//!   and before a TASK_GONE it declares. Status relays persist nothing (agents resend
-//!   unacknowledged updates). A restarted core is built with [`Master::recover`] from what
+//!   and before a TASK_GONE it declares; a task's end before its resources are offered
+//!   again. A status update from an agent is forwarded to its framework ahead of the change
+//!   it makes (agents resend unacknowledged updates, so a restart that loses the change hears
+//!   the update again), and a driver may execute the actions queued ahead of the first
+//!   `Persist` while it writes. A restarted core is built with [`Master::recover`] from what
 //!   was persisted (see `recover`), and [`Master::check_registry`] compares a registry with
 //!   the core.
 //! - A `Close` action also detaches the connection inside the core at once; the `Disconnected`

@@ -127,25 +127,39 @@ pub(super) async fn lead(
     let mut pending_acks: Vec<oneshot::Sender<()>> = Vec::new();
     // HTTP reads of agents waiting for their answers (see `core::queries`).
     let mut replies: Replies = HashMap::new();
-    let mut first_offer = true;
+    let mut first_offer = FirstOffer {
+        pending: true,
+        started,
+        known_tasks: tasks,
+    };
     let mut valid_changed = validity.as_ref().map(|v| v.until.clone());
     let end: Result<TermEnd, MasterError> = 'term: loop {
         // Persist, then send: every registry change the drained actions carry is written in
-        // one transaction before any of them is executed. Writing a change earlier than the
-        // sends queued before it is safe (a crash may always fall between a write and the
-        // sends after it), and groups every change of the handled inputs into one commit.
+        // one transaction before any action queued after the first of them is executed.
+        // Writing a change earlier than the sends queued before it is safe (a crash may always
+        // fall between a write and the sends after it), and groups every change of the handled
+        // inputs into one commit. The actions queued ahead of the core's first `Persist`
+        // depend on no write (the core queues them so), so they go out first and the write
+        // overlaps their way to the peer; the driver's own changes (blob records of a shared
+        // registry) hold everything back.
         loop {
             collect_blobs(ctx, &mut core, validity.is_some(), &mut pending_ops);
             let mut ops = std::mem::take(&mut pending_ops);
             let acks = std::mem::take(&mut pending_acks);
+            let mut early = Vec::new();
             let mut actions = Vec::new();
+            let mut held = !ops.is_empty();
             while let Some(action) = core.poll_action() {
                 match action {
-                    Action::Persist(batch) => ops.extend(batch),
-                    other => actions.push(other),
+                    Action::Persist(batch) => {
+                        held = true;
+                        ops.extend(batch);
+                    }
+                    other if held => actions.push(other),
+                    other => early.push(other),
                 }
             }
-            if ops.is_empty() && actions.is_empty() && acks.is_empty() {
+            if ops.is_empty() && actions.is_empty() && early.is_empty() && acks.is_empty() {
                 break;
             }
             if let Some(v) = &validity {
@@ -154,6 +168,16 @@ pub(super) async fn lead(
                         "the term ended before its next write".into(),
                     ));
                 }
+            }
+            let sent_early = !early.is_empty();
+            for action in early {
+                execute(ctx, &mut core, &mut conns, action, &mut first_offer);
+            }
+            if sent_early && !ops.is_empty() {
+                // The connections' writer tasks, just woken on this worker, run before the
+                // commit blocks it (no other worker may take them): the sends are on their
+                // way while the commit waits for the disk.
+                tokio::task::yield_now().await;
             }
             if !ops.is_empty() {
                 let writing = Instant::now();
@@ -181,28 +205,7 @@ pub(super) async fn lead(
                 let _ = ack.send(());
             }
             for action in actions {
-                match action {
-                    Action::Persist(_) => unreachable!("separated above"),
-                    Action::Send { conn, msg } => {
-                        if first_offer && matches!(msg, Message::Offers { .. }) {
-                            first_offer = false;
-                            tracing::info!(
-                                after_start_ms = started.elapsed().as_secs_f64() * 1e3,
-                                known_tasks = tasks,
-                                unix_ms = unix_ms(),
-                                "first offers served"
-                            );
-                        }
-                        ctx.metrics.sent(&msg, std::time::Instant::now());
-                        send(&mut core, &mut conns, conn, msg);
-                    }
-                    Action::Close { conn, reason } => {
-                        if let Some((c, _, _)) = conns.remove(&conn) {
-                            tracing::info!(conn, %reason, "closing connection");
-                            close_after_flush(c, reason);
-                        }
-                    }
-                }
+                execute(ctx, &mut core, &mut conns, action, &mut first_offer);
             }
         }
         while let Some((id, result)) = core.poll_answer() {
@@ -317,6 +320,48 @@ async fn write(
         Err(_) => Err(Load::StepDown(
             "a registry write was not confirmed within the term".into(),
         )),
+    }
+}
+
+/// The term's first offers, logged once (how long a restarted master took to serve).
+struct FirstOffer {
+    /// None sent yet.
+    pending: bool,
+    /// When the term started.
+    started: Instant,
+    /// Tasks the registry held at the start.
+    known_tasks: usize,
+}
+
+/// Executes a drained `Send` or `Close` (the loop writes the `Persist`s).
+fn execute(
+    ctx: &Ctx<'_>,
+    core: &mut Master,
+    conns: &mut Conns,
+    action: Action,
+    first_offer: &mut FirstOffer,
+) {
+    match action {
+        Action::Persist(_) => unreachable!("separated by the loop"),
+        Action::Send { conn, msg } => {
+            if first_offer.pending && matches!(msg, Message::Offers { .. }) {
+                first_offer.pending = false;
+                tracing::info!(
+                    after_start_ms = first_offer.started.elapsed().as_secs_f64() * 1e3,
+                    known_tasks = first_offer.known_tasks,
+                    unix_ms = unix_ms(),
+                    "first offers served"
+                );
+            }
+            ctx.metrics.sent(&msg, std::time::Instant::now());
+            send(core, conns, conn, msg);
+        }
+        Action::Close { conn, reason } => {
+            if let Some((c, _, _)) = conns.remove(&conn) {
+                tracing::info!(conn, %reason, "closing connection");
+                close_after_flush(c, reason);
+            }
+        }
     }
 }
 

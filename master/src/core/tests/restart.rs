@@ -747,3 +747,110 @@ fn after_a_restart_a_framework_told_unreachable_is_told_the_task_is_back_once() 
     );
     assert_eq!(acks, ["u2"]);
 }
+
+/// An agent's terminal update goes to its framework ahead of the task's `EndTask`, so the
+/// write overlaps the update's way to the framework; the freed resources are offered only
+/// after it. A master that dies between the two (the update sent, the write lost) hears the
+/// update again from the agent and forwards it again: the framework may hear an end twice,
+/// never lose one, and the books stay exact.
+#[test]
+fn a_terminal_update_goes_ahead_of_its_end_and_is_heard_again_after_a_lost_write() {
+    let (mut h, a, f, infos, _) = two_tasks();
+    // Its accept's refuse filter would keep the freed resources from it.
+    h.msg(10, Message::Revive);
+    h.take();
+    h.m.handle(
+        h.now,
+        Event::Message {
+            conn: 1,
+            msg: Message::StatusUpdate {
+                status: update(&f, "t1", &a, TaskState::Finished, "u4"),
+            },
+        },
+    );
+    let mut actions = Vec::new();
+    while let Some(action) = h.m.poll_action() {
+        actions.push(action);
+    }
+    let first_persist = actions
+        .iter()
+        .position(|a| matches!(a, Action::Persist(_)))
+        .expect("the end is persisted");
+    assert!(
+        actions[..first_persist].iter().any(|a| matches!(
+            a,
+            Action::Send { conn: 10, msg: Message::Update { status } }
+                if status.task_id.0 == "t1" && status.state == TaskState::Finished
+        )),
+        "forwarded ahead of the write: {actions:?}"
+    );
+    assert!(
+        matches!(&actions[first_persist], Action::Persist(ops) if ops.iter().any(|o| matches!(
+            o, RegistryOp::EndTask { task_id, .. } if task_id.0 == "t1"))),
+        "{actions:?}"
+    );
+    while h.m.poll_timeout().is_some_and(|t| t <= h.now) {
+        h.m.handle_timeout(h.now);
+        while let Some(action) = h.m.poll_action() {
+            actions.push(action);
+        }
+    }
+    let offers_at = actions
+        .iter()
+        .position(|a| {
+            matches!(
+                a,
+                Action::Send {
+                    msg: Message::Offers { .. },
+                    ..
+                }
+            )
+        })
+        .expect("the freed resources are offered");
+    assert!(
+        offers_at > first_persist,
+        "offered before the end was durable"
+    );
+
+    // The driver dies before the write: the registry never hears of the end.
+    h.restart();
+    resubscribe(&mut h, 11, &f);
+    reregister(
+        &mut h,
+        2,
+        &a,
+        vec![
+            reported(&f, &infos[0], TaskState::Finished),
+            reported(&f, &infos[1], TaskState::Staging),
+        ],
+    );
+    h.take();
+    // The agent still holds the unacknowledged update, and resends it.
+    h.status(2, update(&f, "t1", &a, TaskState::Finished, "u4"));
+    let again = h.updates(11);
+    assert!(
+        again
+            .iter()
+            .any(|s| s.task_id.0 == "t1" && s.state == TaskState::Finished),
+        "{again:?}"
+    );
+    h.msg(
+        11,
+        Message::Acknowledge {
+            agent_id: a.clone(),
+            task_id: TaskId("t1".into()),
+            uuid: UpdateId("u4".into()),
+        },
+    );
+    let acked = h.sent(2);
+    assert!(
+        acked
+            .iter()
+            .any(|m| matches!(m, Message::StatusUpdateAck { task_id, .. } if task_id.0 == "t1")),
+        "{acked:?}"
+    );
+    assert!(
+        h.m.task(&f, &TaskId("t1".into())).is_none(),
+        "off the books"
+    );
+}
