@@ -3,7 +3,7 @@
 //! real states), and removal when it does not come back in time (TASK_GONE).
 
 use super::timer::Timer;
-use super::{AgentEntry, Binding, ConnId, ExecutorKey, Master, TaskEntry};
+use super::{AgentEntry, Binding, ConnId, ExecutorKey, Master, TaskEntry, TaskTimes};
 use crate::registry::{AgentRecord, RegistryOp, TaskRecord};
 use proto::{
     AgentId, AgentInfo, ExecutorId, FrameworkId, Message, Reason, Resources, RunningExecutor,
@@ -47,7 +47,9 @@ struct RegisterPlan {
     /// `RunTask` was lost with the old connection, so it is sent again. A dropped link must
     /// cost latency, not tasks.
     resend: Vec<(FrameworkId, TaskId)>,
-    /// Reported tasks unknown to the master: adopted.
+    /// Reported tasks unknown to the master: adopted (one that ended, of a framework the
+    /// master knows, uncharged and ended, so that its framework hears of its end: it may have
+    /// been launched just before the master restarted, without a record).
     adopt: Vec<RunningTask>,
     /// Reported tasks the agent should not be running (stale, elsewhere, or of a removed
     /// framework): killed.
@@ -223,6 +225,13 @@ impl Master {
                 kill_requested: false,
                 ended: None,
             }));
+            if rt.state.is_terminal() {
+                self.persist(RegistryOp::EndTask {
+                    framework_id: rt.framework_id.clone(),
+                    task_id: rt.task.task_id.clone(),
+                    status: Self::adopted_status(&id, rt),
+                });
+            }
         }
         self.send(
             conn,
@@ -232,6 +241,7 @@ impl Master {
         );
         self.apply_register_plan(&id, plan);
         self.rebuild_pools(&id);
+        self.heard_from(&id);
         self.schedule_allocation();
     }
 
@@ -278,7 +288,12 @@ impl Master {
                 }
                 None => {
                     if rt.state.is_terminal() {
-                        // Its terminal update is on its way; the master acks it as unknown.
+                        if self.frameworks.contains_key(&key.0) {
+                            // Its terminal update is on its way: adopted ended, it reaches
+                            // the framework.
+                            plan.adopt.push(rt.clone());
+                        }
+                        // Otherwise the master acks the update as unknown.
                         continue;
                     }
                     plan.used = plan
@@ -351,6 +366,19 @@ impl Master {
         Ok(plan)
     }
 
+    /// The status a task reported by a registering agent, unknown to the master, is adopted
+    /// with.
+    fn adopted_status(id: &AgentId, rt: &RunningTask) -> TaskStatus {
+        Self::master_status(
+            &rt.framework_id,
+            &rt.task.task_id,
+            Some(id.clone()),
+            rt.state,
+            None,
+            "adopted when the agent registered".to_owned(),
+        )
+    }
+
     fn apply_register_plan(&mut self, id: &AgentId, plan: RegisterPlan) {
         self.make_reachable(id, &plan.reported, &plan.reported_ended, &plan.lost);
         for key in plan.lost {
@@ -378,18 +406,12 @@ impl Master {
             }
         }
         for rt in plan.adopt {
+            let status = Self::adopted_status(id, &rt);
             let mut task = rt.task;
             task.agent_id = id.clone();
             let key = (rt.framework_id.clone(), task.task_id.clone());
-            let status = Self::master_status(
-                &key.0,
-                &key.1,
-                Some(id.clone()),
-                rt.state,
-                None,
-                "adopted when the agent registered".to_owned(),
-            );
-            tracing::info!(agent = %id, framework = %key.0, task = %key.1, "adopted task");
+            let ended = rt.state.is_terminal();
+            tracing::info!(agent = %id, framework = %key.0, task = %key.1, ended, "adopted task");
             let entry = TaskEntry {
                 kill_requested: false,
                 framework_id: rt.framework_id,
@@ -400,9 +422,14 @@ impl Master {
                 restore_notice: None,
                 recovered: false,
                 unreachable_told: false,
-                times: Default::default(),
+                times: TaskTimes {
+                    ended: ended.then_some(self.now),
+                    ..Default::default()
+                },
             };
-            self.hold_task(&entry);
+            if !ended {
+                self.hold_task(&entry);
+            }
             self.tasks.insert(key, entry);
         }
         for (framework_id, task_id) in plan.kill {
@@ -756,6 +783,7 @@ impl Master {
             self.mark_connected(&a.owner, aid);
         }
         self.removed_agents.insert(aid.clone());
+        self.heard_from(aid);
         tracing::info!(agent = %aid, "agent removed");
     }
 }

@@ -39,13 +39,16 @@
 //!   between a write and the sends after it, and recovery copes with that). The core emits one
 //!   ahead of each send that depends on it: a framework's record before `Subscribed`, its
 //!   removal at teardown; an agent's record before `Registered` (with the tasks it reported
-//!   that are adopted), its removal; a task before its `RunTask`; a kill request before its
-//!   `KillTask`; a task's removal from the books before the ack that lets its agent forget it
-//!   and before a TASK_GONE it declares; a task's end before its resources are offered
-//!   again. A status update from an agent is forwarded to its framework ahead of the change
-//!   it makes (agents resend unacknowledged updates, so a restart that loses the change hears
-//!   the update again), and a driver may execute the actions queued ahead of the first
-//!   `Persist` while it writes. A restarted core is built with [`Master::recover`] from what
+//!   that are adopted), its removal; a kill request before its `KillTask`; a task's removal
+//!   from the books before the ack that lets its agent forget it and before a TASK_GONE it
+//!   declares; a task's record before the offers that follow its launch, and its end before
+//!   its resources are offered again. Two sends go ahead of the change they come with, so
+//!   that the commit overlaps their way: a `RunTask` (a restart that loses the record adopts
+//!   the task when its agent re-registers, and holds reconciliations of unknown tasks until
+//!   every agent known at recovery is heard from), and a status update an agent reports,
+//!   forwarded to its framework (agents resend unacknowledged updates, so a restart that loses
+//!   the change hears the update again). A driver may execute the actions queued ahead of the
+//!   first `Persist` while it writes. A restarted core is built with [`Master::recover`] from what
 //!   was persisted (see `recover`), and [`Master::check_registry`] compares a registry with
 //!   the core.
 //! - A `Close` action also detaches the connection inside the core at once; the `Disconnected`
@@ -368,6 +371,14 @@ pub struct Master {
     blob_gc_due: VecDeque<Digest>,
     /// Reads asked of agents and not yet answered (see `queries`).
     queries: queries::Queries,
+    /// Agents recovered from the registry that have neither registered with this master nor
+    /// been removed since. A launch is sent ahead of its record, so a task this master does not
+    /// know may still run on one of them: until none is left, reconciliation does not call an
+    /// unknown task lost.
+    unheard: BTreeSet<AgentId>,
+    /// Reconciliations of tasks the master does not know, answered once `unheard` is empty:
+    /// the connection that asked, its framework, the task.
+    deferred_reconciles: Vec<(ConnId, FrameworkId, TaskId)>,
 }
 
 /// `now + d`, or `None` when `d` is zero or the sum overflows (meaning "never").
@@ -408,6 +419,8 @@ impl Master {
             actions: VecDeque::new(),
             blob_gc_due: VecDeque::new(),
             queries: queries::Queries::default(),
+            unheard: BTreeSet::new(),
+            deferred_reconciles: Vec::new(),
         }
     }
 
@@ -739,6 +752,11 @@ impl Master {
             return false;
         };
         if t.is_terminal() {
+            if t.status.uuid.is_none() && t.status.state == status.state {
+                // Ended without an update of its own (adopted ended): the agent's update of
+                // that end is the one its framework acknowledges.
+                t.status.uuid = status.uuid;
+            }
             return false;
         }
         let terminal = status.state.is_terminal();

@@ -84,6 +84,7 @@ impl Master {
                 },
             );
             m.timers.set(Timer::AgentRemoval(a.id.clone()), at);
+            m.unheard.insert(a.id.clone());
         }
         for f in &snapshot.frameworks {
             let seq = m.next_seq();

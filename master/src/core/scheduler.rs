@@ -21,6 +21,10 @@ pub const MAX_TASKS_PER_ACCEPT: usize = 1_000;
 /// Most task ids one reconcile may name (an empty list asks for all of the framework's tasks).
 pub const MAX_RECONCILE_IDS: usize = 10_000;
 
+/// Most reconciliations of unknown tasks held while agents known at recovery have not
+/// re-registered (`Master::unheard`); past it, a reconcile gets an error to retry.
+const MAX_DEFERRED_RECONCILES: usize = 100_000;
+
 impl Master {
     pub(super) fn on_subscribe(&mut self, conn: ConnId, info: FrameworkInfo) {
         if info.name.trim().is_empty() {
@@ -528,21 +532,25 @@ impl Master {
         self.blobs_used_by(&task);
         self.tasks
             .insert((fid.clone(), task.task_id.clone()), entry);
-        // Durable before the agent may start it: a restarted master knows every task it
-        // launched.
-        self.persist(RegistryOp::PutTask(TaskRecord {
-            framework_id: fid.clone(),
-            info: task.clone(),
-            kill_requested: false,
-            ended: None,
-        }));
+        // Sent ahead of its record, so the commit overlaps the launch's way to the agent. A
+        // master that dies between the two comes back without the task: its agent reports it
+        // when it re-registers and the master adopts it (ended or not), and until every agent
+        // known at recovery has re-registered or been removed, reconciliation does not call a
+        // task it does not know lost (`unheard`). Offers of what the task freed, or of what
+        // is left, come after the record (queued behind it).
         self.send_to_agent(
             agent,
             Message::RunTask {
                 framework_id: fid.clone(),
-                task,
+                task: task.clone(),
             },
         );
+        self.persist(RegistryOp::PutTask(TaskRecord {
+            framework_id: fid.clone(),
+            info: task,
+            kill_requested: false,
+            ended: None,
+        }));
     }
 
     fn on_decline(
@@ -662,8 +670,10 @@ impl Master {
 
     /// A framework's reconcile: the status of each named task (of all its live tasks, when it
     /// names none). A named task the master does not know is answered TASK_LOST naming no
-    /// agent and no reason: a task is persisted before it is launched, so such a task never
-    /// ran, and a client may launch it again (`tessera run` does, after a re-subscription).
+    /// agent and no reason, once every agent known at recovery has re-registered or been
+    /// removed (until then the answer waits: the task may have been launched just before a
+    /// restart and run on one of them, see `launch`). Such a task never ran, and a client may
+    /// launch it again (`tessera run` does, after a re-subscription).
     fn on_reconcile(&mut self, conn: ConnId, fid: &FrameworkId, task_ids: Vec<TaskId>) {
         if task_ids.len() > MAX_RECONCILE_IDS {
             return self.error(
@@ -697,6 +707,22 @@ impl Master {
                     .tasks
                     .get(&(fid.clone(), tid.clone()))
                     .or_else(|| self.completed_task(fid, &tid));
+                if known.is_none() && !self.unheard.is_empty() {
+                    if self.deferred_reconciles.len() >= MAX_DEFERRED_RECONCILES {
+                        self.error(
+                            conn,
+                            format!(
+                                "reconcile of task {tid}: the master is still waiting for \
+                                 {} agents to re-register, and holds too many questions \
+                                 meanwhile; ask again later",
+                                self.unheard.len()
+                            ),
+                        );
+                    } else {
+                        self.deferred_reconciles.push((conn, fid.clone(), tid));
+                    }
+                    continue;
+                }
                 statuses.push(match known {
                     Some(t) => t.status.clone(),
                     None => Self::master_status(
@@ -718,6 +744,20 @@ impl Master {
                 }
             }
             self.send(conn, Message::Update { status });
+        }
+    }
+
+    /// An agent known at recovery has re-registered or been removed: once none is left, the
+    /// reconciliations held for unknown tasks are answered (a task adopted meanwhile with its
+    /// state, the others TASK_LOST).
+    pub(super) fn heard_from(&mut self, aid: &AgentId) {
+        if !self.unheard.remove(aid) || !self.unheard.is_empty() {
+            return;
+        }
+        for (conn, fid, tid) in std::mem::take(&mut self.deferred_reconciles) {
+            if self.binding(conn) == Some(Binding::Framework(fid.clone())) {
+                self.on_reconcile(conn, &fid, vec![tid]);
+            }
         }
     }
 
