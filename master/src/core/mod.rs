@@ -48,7 +48,9 @@
 //!   every agent known at recovery is heard from), and a status update an agent reports,
 //!   forwarded to its framework (agents resend unacknowledged updates, so a restart that loses
 //!   the change hears the update again). A driver may execute the actions queued ahead of the
-//!   first `Persist` while it writes. A restarted core is built with [`Master::recover`] from what
+//!   first `Persist` while it writes, and a `RunTask` queued after one too
+//!   ([`Master::goes_ahead`]), keeping it behind a handshake or close held on its connection.
+//!   A restarted core is built with [`Master::recover`] from what
 //!   was persisted (see `recover`), and [`Master::check_registry`] compares a registry with
 //!   the core.
 //! - A `Close` action also detaches the connection inside the core at once; the `Disconnected`
@@ -544,6 +546,13 @@ impl Master {
     /// The next action to execute, in order; `None` once drained.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
+    }
+
+    /// Whether a send depends on no registry change, so that a driver may make it ahead of
+    /// `Persist`s queued before it (keeping it behind a handshake or close held on its
+    /// connection): a `RunTask`, whose record follows it by design (see `launch`).
+    pub fn goes_ahead(msg: &Message) -> bool {
+        matches!(msg, Message::RunTask { .. })
     }
 
     // ----- plumbing shared by the handlers -----

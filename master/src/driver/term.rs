@@ -146,19 +146,12 @@ pub(super) async fn lead(
             collect_blobs(ctx, &mut core, validity.is_some(), &mut pending_ops);
             let mut ops = std::mem::take(&mut pending_ops);
             let acks = std::mem::take(&mut pending_acks);
-            let mut early = Vec::new();
-            let mut actions = Vec::new();
-            let mut held = !ops.is_empty();
+            let mut drained = Vec::new();
             while let Some(action) = core.poll_action() {
-                match action {
-                    Action::Persist(batch) => {
-                        held = true;
-                        ops.extend(batch);
-                    }
-                    other if held => actions.push(other),
-                    other => early.push(other),
-                }
+                drained.push(action);
             }
+            let (early, batch, actions) = split_at_commit(drained, !ops.is_empty());
+            ops.extend(batch);
             if ops.is_empty() && actions.is_empty() && early.is_empty() && acks.is_empty() {
                 break;
             }
@@ -321,6 +314,50 @@ async fn write(
             "a registry write was not confirmed within the term".into(),
         )),
     }
+}
+
+/// Splits the drained actions at the commit: the sends that go before it, the registry
+/// changes, and the actions that wait for it (in their order). Ahead go the actions queued
+/// before the first `Persist` (none if `held`, for changes of the driver's own), and any later
+/// send the core says depends on no change ([`Master::goes_ahead`]) unless it would overtake,
+/// on its connection, a held handshake (`Registered`, `Subscribed`) or `Close`.
+fn split_at_commit(
+    drained: Vec<Action>,
+    mut held: bool,
+) -> (Vec<Action>, Vec<RegistryOp>, Vec<Action>) {
+    let mut early = Vec::new();
+    let mut ops = Vec::new();
+    let mut after = Vec::new();
+    // Connections with a held handshake or close: nothing overtakes it.
+    let mut barred = std::collections::HashSet::new();
+    for action in drained {
+        match action {
+            Action::Persist(batch) => {
+                held = true;
+                ops.extend(batch);
+            }
+            Action::Send { conn, msg }
+                if !held || (Master::goes_ahead(&msg) && !barred.contains(&conn)) =>
+            {
+                early.push(Action::Send { conn, msg })
+            }
+            Action::Close { conn, reason } if !held => early.push(Action::Close { conn, reason }),
+            other => {
+                match &other {
+                    Action::Send {
+                        conn,
+                        msg: Message::Registered { .. } | Message::Subscribed { .. },
+                    }
+                    | Action::Close { conn, .. } => {
+                        barred.insert(*conn);
+                    }
+                    _ => {}
+                }
+                after.push(other);
+            }
+        }
+    }
+    (early, ops, after)
 }
 
 /// The term's first offers, logged once (how long a restarted master took to serve).
@@ -620,4 +657,91 @@ fn close_after_flush(conn: quinn::Connection, reason: String) {
         tokio::time::sleep(Duration::from_millis(100)).await;
         conn.close(close_code::PROTOCOL.into(), reason.as_bytes());
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::{AgentId, Digest, FrameworkId, Resources, TaskId, TaskInfo};
+
+    fn run_task(id: &str) -> Message {
+        Message::RunTask {
+            framework_id: FrameworkId("f".into()),
+            task: TaskInfo {
+                task_id: TaskId(id.into()),
+                name: id.into(),
+                agent_id: AgentId("a".into()),
+                resources: Resources::ZERO,
+                module: Digest::of(b"m"),
+                args: Vec::new(),
+                env: Vec::new(),
+                files: Vec::new(),
+                timeout_ms: None,
+                max_cpu_ms: None,
+                datasets: Vec::new(),
+                executor: None,
+                data: Vec::new(),
+            },
+        }
+    }
+
+    fn send(conn: ConnId, msg: Message) -> Action {
+        Action::Send { conn, msg }
+    }
+
+    fn names(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .map(|a| match a {
+                Action::Send { conn, msg } => format!("{conn}:{}", msg.kind()),
+                Action::Close { conn, .. } => format!("{conn}:close"),
+                Action::Persist(_) => "persist".into(),
+            })
+            .collect()
+    }
+
+    /// What precedes the first change goes ahead; after it, only a launch does, and not past a
+    /// handshake or close held on its connection.
+    #[test]
+    fn launches_go_ahead_of_the_commit_but_not_past_a_held_handshake() {
+        let put = || Action::Persist(vec![RegistryOp::RemoveBlob(Digest::of(b"x"))]);
+        let drained = vec![
+            send(1, Message::Revive),
+            put(),
+            send(1, Message::Revive),
+            send(1, run_task("t1")),
+            send(
+                2,
+                Message::Registered {
+                    agent_id: AgentId("a".into()),
+                },
+            ),
+            send(2, run_task("t2")),
+            put(),
+            Action::Close {
+                conn: 3,
+                reason: "bye".into(),
+            },
+            send(3, run_task("t3")),
+            send(4, run_task("t4")),
+        ];
+        let (early, ops, after) = split_at_commit(drained, false);
+        assert_eq!(names(&early), ["1:Revive", "1:RunTask", "4:RunTask"]);
+        assert_eq!(ops.len(), 2);
+        assert_eq!(
+            names(&after),
+            [
+                "1:Revive",
+                "2:Registered",
+                "2:RunTask",
+                "3:close",
+                "3:RunTask"
+            ]
+        );
+        // Changes of the driver's own hold everything but launches.
+        let (early, _, after) =
+            split_at_commit(vec![send(1, Message::Revive), send(1, run_task("t"))], true);
+        assert_eq!(names(&early), ["1:RunTask"]);
+        assert_eq!(names(&after), ["1:Revive"]);
+    }
 }
