@@ -205,10 +205,10 @@ const LAUNCH_ATTEMPTS: u32 = 5;
 /// True for a terminal status saying the task never started its guest, so launching it again
 /// cannot run it twice: its accept reached a master that did not know its offers (a restarted
 /// master, or offers rescinded meanwhile), its master never heard of it (an accept lost with a
-/// master killed before persisting it: a master persists a task before it launches it, and
-/// answers a reconcile of a task it does not know with TASK_LOST naming no agent and no
-/// reason), or its agent could not fetch its module (the link to the master dropped
-/// mid-fetch).
+/// master killed before launching it: a restarted master answers a reconcile of a task it does
+/// not know with TASK_LOST naming no agent and no reason only once every agent it knew has
+/// re-registered, with the tasks it runs, or been removed), or its agent could not fetch its
+/// module (the link to the master dropped mid-fetch).
 fn never_started(status: &TaskStatus) -> bool {
     match (&status.state, &status.reason) {
         (TaskState::Dropped, Some(Reason::InvalidOffers)) => true,
