@@ -38,14 +38,7 @@ fn unused_blobs_go_after_the_grace_and_referenced_ones_stay() {
     assert_eq!(h.m.has_blob(&m), Some(BlobKind::Module));
     // Once it ended and was acknowledged, its module goes within 1.25 graces.
     h.status(1, update(&f, "t1", &a, TaskState::Finished, "u1"));
-    h.msg(
-        10,
-        Message::Acknowledge {
-            agent_id: a.clone(),
-            task_id: TaskId("t1".into()),
-            uuid: UpdateId("u1".into()),
-        },
-    );
+    h.ack(10, &a, "t1", "u1");
     assert!(h.m.task(&f, &TaskId("t1".into())).is_none());
     h.advance(GRACE + GRACE / 4);
     assert_eq!(collected(&mut h), vec![m]);

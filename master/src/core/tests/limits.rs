@@ -182,14 +182,7 @@ fn acknowledgements_and_kills_reach_agents_only_for_the_frameworks_own_tasks_onc
     h.connect_as(20, SCHED, principal_for(SCHED, "mallory"));
     h.msg(20, subscribe_msg("m", None));
     h.take();
-    h.msg(
-        20,
-        Message::Acknowledge {
-            agent_id: a.clone(),
-            task_id: TaskId("t1".into()),
-            uuid: UpdateId("u".into()),
-        },
-    );
+    h.ack(20, &a, "t1", "u");
     assert_eq!(errors(&h.sent(20)).len(), 1);
     assert!(h.sent(1).is_empty(), "nothing for the agent");
     // Killing twice sends one KillTask.

@@ -275,6 +275,18 @@ impl H {
         );
     }
 
+    /// The framework on `conn` acknowledges update `uuid` of its task `task` on `agent`.
+    fn ack(&mut self, conn: ConnId, agent: &AgentId, task: &str, uuid: &str) {
+        self.msg(
+            conn,
+            Message::Acknowledge {
+                agent_id: agent.clone(),
+                task_id: TaskId(task.into()),
+                uuid: UpdateId(uuid.into()),
+            },
+        );
+    }
+
     fn status(&mut self, agent_conn: ConnId, st: TaskStatus) {
         self.msg(agent_conn, Message::StatusUpdate { status: st });
     }

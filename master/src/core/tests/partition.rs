@@ -149,14 +149,7 @@ fn a_task_that_ended_during_the_partition_returns_to_its_old_state_first() {
     assert_eq!(h.updates(10)[0].state, TaskState::Finished);
     assert_eq!(h.m.agent(&a).unwrap().used, Resources::ZERO);
     // Acknowledged: the ack reaches the agent and the task leaves the live table.
-    h.msg(
-        10,
-        Message::Acknowledge {
-            agent_id: a.clone(),
-            task_id: TaskId("t1".into()),
-            uuid: UpdateId("u2".into()),
-        },
-    );
+    h.ack(10, &a, "t1", "u2");
     assert!(matches!(h.sent(2)[..], [Message::StatusUpdateAck { .. }]));
     assert!(h.m.task(&f, &TaskId("t1".into())).is_none());
     assert_eq!(reconcile(&mut h, "t1").0, TaskState::Finished);

@@ -46,14 +46,7 @@ fn report_follows_the_books() {
     // Finished and acknowledged: among the completed tasks, and the agent is free.
     h.status(1, update(&f, "t1", &a, TaskState::Finished, "u2"));
     h.take();
-    h.msg(
-        10,
-        Message::Acknowledge {
-            agent_id: a.clone(),
-            task_id: TaskId("t1".into()),
-            uuid: UpdateId("u2".into()),
-        },
-    );
+    h.ack(10, &a, "t1", "u2");
     h.take();
     let r = h.m.report(std::time::SystemTime::now());
     let t = r.tasks.iter().find(|t| t.id == "t1").unwrap();

@@ -20,14 +20,7 @@ fn two_tasks() -> (H, AgentId, FrameworkId, Vec<TaskInfo>, Digest) {
         ],
     );
     h.status(1, update(&f, "t1", &a, TaskState::Running, "u1"));
-    h.msg(
-        10,
-        Message::Acknowledge {
-            agent_id: a.clone(),
-            task_id: TaskId("t1".into()),
-            uuid: UpdateId("u1".into()),
-        },
-    );
+    h.ack(10, &a, "t1", "u1");
     h.take();
     let infos = ["t1", "t2"]
         .iter()
@@ -147,14 +140,7 @@ fn reconcile_before_the_agent_is_back_says_unreachable_then_tasks_return_and_fin
     let ups = h.updates(11);
     assert_eq!(ups.len(), 1);
     assert_eq!(ups[0].state, TaskState::Finished);
-    h.msg(
-        11,
-        Message::Acknowledge {
-            agent_id: a.clone(),
-            task_id: TaskId("t1".into()),
-            uuid: UpdateId("u2".into()),
-        },
-    );
+    h.ack(11, &a, "t1", "u2");
     assert!(h
         .sent(2)
         .iter()
@@ -430,23 +416,9 @@ fn every_registry_change_precedes_the_sends_that_depend_on_it() {
         },
     );
     h.status(1, update(&f, "t2", &a, TaskState::Killed, "u3"));
-    h.msg(
-        10,
-        Message::Acknowledge {
-            agent_id: a.clone(),
-            task_id: TaskId("t2".into()),
-            uuid: UpdateId("u3".into()),
-        },
-    );
+    h.ack(10, &a, "t2", "u3");
     h.status(1, update(&f, "t1", &a, TaskState::Finished, "u4"));
-    h.msg(
-        10,
-        Message::Acknowledge {
-            agent_id: a.clone(),
-            task_id: TaskId("t1".into()),
-            uuid: UpdateId("u4".into()),
-        },
-    );
+    h.ack(10, &a, "t1", "u4");
     let log = h.log.clone();
     assert_persisted_before_sent(&log);
     // And across a restart with the agent timing out.
@@ -847,14 +819,7 @@ fn a_terminal_update_goes_ahead_of_its_end_and_is_heard_again_after_a_lost_write
             .any(|s| s.task_id.0 == "t1" && s.state == TaskState::Finished),
         "{again:?}"
     );
-    h.msg(
-        11,
-        Message::Acknowledge {
-            agent_id: a.clone(),
-            task_id: TaskId("t1".into()),
-            uuid: UpdateId("u4".into()),
-        },
-    );
+    h.ack(11, &a, "t1", "u4");
     let acked = h.sent(2);
     assert!(
         acked
@@ -991,14 +956,7 @@ fn a_launch_lost_with_its_record_that_ended_reaches_its_framework() {
             .any(|s| s.task_id.0 == "t1" && s.state == TaskState::Finished),
         "{forwarded:?}"
     );
-    h.msg(
-        11,
-        Message::Acknowledge {
-            agent_id: a.clone(),
-            task_id: TaskId("t1".into()),
-            uuid: UpdateId("u1".into()),
-        },
-    );
+    h.ack(11, &a, "t1", "u1");
     assert!(h
         .sent(2)
         .iter()

@@ -10,14 +10,7 @@ fn status_updates_forwarded_and_acknowledged() {
     h.take();
     h.status(1, update(&f, "t1", &a, TaskState::Running, "u1"));
     assert_eq!(h.updates(10)[0].state, TaskState::Running);
-    h.msg(
-        10,
-        Message::Acknowledge {
-            agent_id: a.clone(),
-            task_id: TaskId("t1".into()),
-            uuid: UpdateId("u1".into()),
-        },
-    );
+    h.ack(10, &a, "t1", "u1");
     assert_eq!(
         h.sent(1),
         [Message::StatusUpdateAck {
@@ -35,14 +28,7 @@ fn status_updates_forwarded_and_acknowledged() {
     assert_eq!(t.status.state, TaskState::Failed);
     assert_eq!(h.m.agent(&a).unwrap().used, Resources::ZERO);
     // Acknowledging the terminal update moves the task out of the live table.
-    h.msg(
-        10,
-        Message::Acknowledge {
-            agent_id: a.clone(),
-            task_id: TaskId("t1".into()),
-            uuid: UpdateId("u2".into()),
-        },
-    );
+    h.ack(10, &a, "t1", "u2");
     assert!(h.m.task(&f, &TaskId("t1".into())).is_none());
     assert_eq!(h.m.completed_tasks().count(), 1);
     // A resend of that update now finds no task: the master acks it itself.
