@@ -422,6 +422,7 @@ impl Master {
                 restore_notice: None,
                 recovered: false,
                 unreachable_told: false,
+                adopted_ended: ended,
                 times: TaskTimes {
                     ended: ended.then_some(self.now),
                     ..Default::default()

@@ -761,10 +761,11 @@ impl Master {
             return false;
         };
         if t.is_terminal() {
-            if t.status.uuid.is_none() && t.status.state == status.state {
-                // Ended without an update of its own (adopted ended): the agent's update of
-                // that end is the one its framework acknowledges.
-                t.status.uuid = status.uuid;
+            if t.adopted_ended && status.state.is_terminal() {
+                // Adopted ended: the agent's update of that end is the one its framework hears
+                // and acknowledges.
+                t.status = status;
+                t.adopted_ended = false;
             }
             return false;
         }

@@ -132,6 +132,7 @@ impl Master {
                     restore_notice: None,
                     recovered: true,
                     unreachable_told: false,
+                    adopted_ended: false,
                     times: Default::default(),
                 };
                 m.tasks
@@ -160,6 +161,7 @@ impl Master {
                 restore_notice: None,
                 recovered: true,
                 unreachable_told: false,
+                adopted_ended: false,
                 times: Default::default(),
             };
             m.hold_task(&entry);

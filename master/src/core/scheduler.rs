@@ -523,6 +523,7 @@ impl Master {
             restore_notice: None,
             recovered: false,
             unreachable_told: false,
+            adopted_ended: false,
             times: TaskTimes {
                 launched: Some(self.now),
                 ..Default::default()
@@ -698,7 +699,7 @@ impl Master {
             statuses.extend(
                 self.tasks
                     .values()
-                    .filter(|t| t.framework_id == *fid)
+                    .filter(|t| t.framework_id == *fid && !t.adopted_ended)
                     .map(|t| t.status.clone()),
             );
         } else {
@@ -707,6 +708,10 @@ impl Master {
                     .tasks
                     .get(&(fid.clone(), tid.clone()))
                     .or_else(|| self.completed_task(fid, &tid));
+                if known.is_some_and(|t| t.adopted_ended) {
+                    // Its agent's own end update follows (see `TaskEntry::adopted_ended`).
+                    continue;
+                }
                 if known.is_none() && !self.unheard.is_empty() {
                     if self.deferred_reconciles.len() >= MAX_DEFERRED_RECONCILES {
                         self.error(

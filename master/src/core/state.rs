@@ -179,6 +179,10 @@ pub struct TaskEntry {
     /// the restore notice when the agent returns (otherwise its view is still the one from
     /// before the restart, which the agent's own updates continue).
     pub unreachable_told: bool,
+    /// Adopted already ended (a restarted master did not know it) and its agent's terminal
+    /// update not in yet: reconciliation says nothing of it, since that update, which the
+    /// agent resends until acknowledged, is the one to tell (it carries the output's tail).
+    pub adopted_ended: bool,
     /// When it was launched, started running and ended, as this master saw it.
     pub times: TaskTimes,
 }

@@ -926,8 +926,9 @@ fn a_launch_lost_with_its_record_is_adopted_and_reconciliation_waits_for_its_age
 }
 
 /// The same, with the task ended on the agent before it re-registers: it is adopted ended (not
-/// charged), its framework hears the end the agent resends, and acknowledging it lets the agent
-/// forget it; the held reconciliation is answered with the end.
+/// charged), and the held reconciliation is answered by the end the agent resends (with its
+/// output's tail, which `tessera run` prints), not by a status of the master's; acknowledging
+/// it lets the agent forget it.
 #[test]
 fn a_launch_lost_with_its_record_that_ended_reaches_its_framework() {
     let (mut h, a, f, o, m) = one_agent_one_offer();
@@ -943,17 +944,20 @@ fn a_launch_lost_with_its_record_that_ended_reaches_its_framework() {
     );
     assert!(h.updates(11).is_empty());
     reregister(&mut h, 2, &a, vec![reported(&f, &t1, TaskState::Finished)]);
-    let answers = h.updates(11);
-    assert_eq!(answers.len(), 1, "{answers:?}");
-    assert_eq!(answers[0].state, TaskState::Finished);
+    assert!(
+        h.updates(11).is_empty(),
+        "the agent's own end update is the answer, not the master's"
+    );
     assert_eq!(h.m.agent(&a).unwrap().used, Resources::ZERO);
 
-    h.status(2, update(&f, "t1", &a, TaskState::Finished, "u1"));
+    let mut end = update(&f, "t1", &a, TaskState::Finished, "u1");
+    end.stdout_tail = "pi is 3.14159\n".into();
+    h.status(2, end);
     let forwarded = h.updates(11);
     assert!(
-        forwarded
-            .iter()
-            .any(|s| s.task_id.0 == "t1" && s.state == TaskState::Finished),
+        forwarded.iter().any(|s| s.task_id.0 == "t1"
+            && s.state == TaskState::Finished
+            && s.stdout_tail == "pi is 3.14159\n"),
         "{forwarded:?}"
     );
     h.ack(11, &a, "t1", "u1");
