@@ -287,6 +287,16 @@ impl H {
         );
     }
 
+    /// The framework on `conn` asks for the states of the named tasks.
+    fn reconcile(&mut self, conn: ConnId, tasks: &[&str]) {
+        self.msg(
+            conn,
+            Message::Reconcile {
+                task_ids: tasks.iter().map(|t| TaskId((*t).into())).collect(),
+            },
+        );
+    }
+
     fn status(&mut self, agent_conn: ConnId, st: TaskStatus) {
         self.msg(agent_conn, Message::StatusUpdate { status: st });
     }

@@ -106,12 +106,7 @@ fn reconcile_before_the_agent_is_back_says_unreachable_then_tasks_return_and_fin
         "never LOST while the agent may come back"
     );
     // Explicit reconcile too.
-    h.msg(
-        11,
-        Message::Reconcile {
-            task_ids: vec![TaskId("t1".into())],
-        },
-    );
+    h.reconcile(11, &["t1"]);
     assert_eq!(h.updates(11)[0].state, TaskState::Unreachable);
     // The agent comes back with both tasks running.
     let to_agent = reregister(
@@ -594,12 +589,7 @@ fn a_task_whose_accept_died_with_the_master_reconciles_lost_with_no_agent_and_no
     h.restart();
     resubscribe(&mut h, 11, &f);
     h.take();
-    h.msg(
-        11,
-        Message::Reconcile {
-            task_ids: vec![TaskId("t1".into()), TaskId("never-accepted".into())],
-        },
-    );
+    h.reconcile(11, &["t1", "never-accepted"]);
     let ups = h.updates(11);
     // Known: unreachable on its agent. Unknown: no answer while the agent is unheard (a launch
     // goes out ahead of its record, so the task could run there).
@@ -889,12 +879,7 @@ fn a_launch_lost_with_its_record_is_adopted_and_reconciliation_waits_for_its_age
 
     resubscribe(&mut h, 11, &f);
     h.take();
-    h.msg(
-        11,
-        Message::Reconcile {
-            task_ids: vec![TaskId("t1".into()), TaskId("never".into())],
-        },
-    );
+    h.reconcile(11, &["t1", "never"]);
     assert!(
         h.updates(11).is_empty(),
         "no answer while the agent is unheard"
@@ -916,12 +901,7 @@ fn a_launch_lost_with_its_record_is_adopted_and_reconciliation_waits_for_its_age
     let agent = h.m.agent(&a).unwrap();
     assert_eq!(agent.used, res(1.0, GIB), "the adopted task is charged");
     // Once every agent is heard from, an unknown task is answered at once.
-    h.msg(
-        11,
-        Message::Reconcile {
-            task_ids: vec![TaskId("other".into())],
-        },
-    );
+    h.reconcile(11, &["other"]);
     assert_eq!(h.updates(11)[0].state, TaskState::Lost);
 }
 
@@ -936,12 +916,7 @@ fn a_launch_lost_with_its_record_that_ended_reaches_its_framework() {
     accept_then_die_before_the_commit(&mut h, 10, &o, vec![t1.clone()]);
     resubscribe(&mut h, 11, &f);
     h.take();
-    h.msg(
-        11,
-        Message::Reconcile {
-            task_ids: vec![TaskId("t1".into())],
-        },
-    );
+    h.reconcile(11, &["t1"]);
     assert!(h.updates(11).is_empty());
     reregister(&mut h, 2, &a, vec![reported(&f, &t1, TaskState::Finished)]);
     assert!(
@@ -979,12 +954,7 @@ fn a_held_reconciliation_is_answered_when_the_unheard_agent_is_removed() {
     accept_then_die_before_the_commit(&mut h, 10, &o, vec![task("t1", &a, res(1.0, GIB), m)]);
     resubscribe(&mut h, 11, &f);
     h.take();
-    h.msg(
-        11,
-        Message::Reconcile {
-            task_ids: vec![TaskId("t1".into())],
-        },
-    );
+    h.reconcile(11, &["t1"]);
     assert!(h.updates(11).is_empty());
     h.advance(h.cfg.agent_reregister_timeout + Duration::from_secs(1));
     let answers = h.updates(11);
