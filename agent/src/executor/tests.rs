@@ -280,16 +280,21 @@ async fn garbage_module_fails_to_start() {
         .await
         .unwrap_err();
     assert!(matches!(err, ExecError::Io { .. }), "{err}");
-    let lib = dir.path().join("lib.wat");
-    std::fs::write(&lib, "(module (func (export \"f\")))").unwrap();
+    let lib = dir.path().join("lib.wasm");
+    std::fs::write(
+        &lib,
+        wat::parse_str("(module (func (export \"f\")))").unwrap(),
+    )
+    .unwrap();
     let err = exec.prepare("lib", &lib).await.unwrap_err();
     assert!(matches!(err, ExecError::NotACommand { .. }), "{err}");
     let err = exec.prepare("../etc", &lib).await.unwrap_err();
     assert!(matches!(err, ExecError::InvalidDigest(_)), "{err}");
-    let imports = dir.path().join("imports.wat");
+    let imports = dir.path().join("imports.wasm");
     std::fs::write(
         &imports,
-        "(module (import \"env\" \"evil\" (func)) (func (export \"_start\")))",
+        wat::parse_str("(module (import \"env\" \"evil\" (func)) (func (export \"_start\")))")
+            .unwrap(),
     )
     .unwrap();
     let err = exec.prepare("imports", &imports).await.unwrap_err();
@@ -474,8 +479,8 @@ const TABLEHOG_WAT: &str = r#"
 async fn hogs_fail_with_the_right_reason_and_others_are_unaffected() {
     let exec = executor();
     let dir = tempfile::tempdir().unwrap();
-    let tablehog = dir.path().join("tablehog.wat");
-    std::fs::write(&tablehog, TABLEHOG_WAT).unwrap();
+    let tablehog = dir.path().join("tablehog.wasm");
+    std::fs::write(&tablehog, wat::parse_str(TABLEHOG_WAT).unwrap()).unwrap();
 
     // A well-behaved task runs alongside the hogs.
     let mut bystander = launch(
@@ -800,8 +805,8 @@ async fn a_table_past_the_pools_slot_is_a_memory_limit() {
     // 64 KiB per task: tables of at most 20 000 elements.
     let exec = pooled_executor(2, 64 << 10);
     let dir = tempfile::tempdir().unwrap();
-    let tablehog = dir.path().join("tablehog.wat");
-    std::fs::write(&tablehog, TABLEHOG_WAT).unwrap();
+    let tablehog = dir.path().join("tablehog.wasm");
+    std::fs::write(&tablehog, wat::parse_str(TABLEHOG_WAT).unwrap()).unwrap();
     let mut s = spec(
         &dir.path().join("tablehog"),
         "tablehog",
