@@ -13,10 +13,15 @@
 //! # Contract
 //! - `now` never goes backwards; extra `handle_timeout` calls are harmless.
 //! - After every `handle*` call, drain `poll_action` until it returns `None`.
-//! - Status updates are delivered at least once: each carries a uuid, and the head of a task's
-//!   queue is resent every `status_retry` until the master relays the scheduler's
-//!   acknowledgement. Only then does the next update of that task go out, so a scheduler sees a
-//!   task's states in order.
+//! - Status updates are delivered at least once: each carries a uuid and goes out as soon as
+//!   it is made (the control stream keeps a task's updates in order), and a task's queue of
+//!   unacknowledged updates is resent, in order, every `status_retry` and on re-registration
+//!   until the master relays the scheduler's acknowledgements. An acknowledgement covers its
+//!   update and the task's earlier ones (the scheduler has heard a later state). Updates are
+//!   not held behind their predecessor's acknowledgement: a task that starts, runs and ends
+//!   within a millisecond costs one trip to its scheduler, not three; the master ignores (and
+//!   acknowledges) a resent update older than the state it holds, and the SDK drops repeated
+//!   uuids, so a scheduler still sees a task's states in order.
 //! - Tasks naming an executor run inside a framework's long-lived instance; its life cycle
 //!   (start, reuse, envelope, kill grace, idle stop, failure) is in [`executors`], with its
 //!   own [`ExecutorAction`]s and [`ExecutorEvent`]s wrapped in [`Action::Executor`] and
@@ -173,7 +178,7 @@ struct Task {
     state: TaskState,
     phase: Phase,
     kill_requested: bool,
-    /// Unacknowledged updates, oldest first; the head is in flight.
+    /// Unacknowledged updates, oldest first, all sent (when registered).
     updates: VecDeque<TaskStatus>,
     next_retry: Option<Instant>,
 }
@@ -320,13 +325,13 @@ impl Agent {
         }
         let retry = self.cfg.status_retry;
         for task in self.tasks.values_mut() {
-            if let (Some(at), Some(head)) = (task.next_retry, task.updates.front()) {
-                if at <= now {
+            if task.next_retry.is_some_and(|at| at <= now) && !task.updates.is_empty() {
+                for status in &task.updates {
                     self.actions.push_back(Action::Send(Message::StatusUpdate {
-                        status: head.clone(),
+                        status: status.clone(),
                     }));
-                    task.next_retry = Some(now + retry);
                 }
+                task.next_retry = Some(now + retry);
             }
         }
     }
@@ -424,10 +429,12 @@ impl Agent {
                     for u in t.updates.iter_mut() {
                         u.agent_id = Some(agent_id.clone());
                     }
-                    if let Some(head) = t.updates.front() {
+                    for status in &t.updates {
                         self.actions.push_back(Action::Send(Message::StatusUpdate {
-                            status: head.clone(),
+                            status: status.clone(),
                         }));
+                    }
+                    if !t.updates.is_empty() {
                         t.next_retry = Some(now + self.cfg.status_retry);
                     }
                 }
@@ -478,14 +485,17 @@ impl Agent {
                 let Some(t) = self.tasks.get_mut(&key) else {
                     return;
                 };
-                if t.updates.front().and_then(|u| u.uuid.as_ref()) != Some(&uuid) {
+                let Some(at) = t
+                    .updates
+                    .iter()
+                    .position(|u| u.uuid.as_ref() == Some(&uuid))
+                else {
                     return; // a duplicate or stale acknowledgement
-                }
-                t.updates.pop_front();
-                if let Some(next) = t.updates.front() {
-                    self.actions.push_back(Action::Send(Message::StatusUpdate {
-                        status: next.clone(),
-                    }));
+                };
+                // It covers the earlier updates too: the scheduler heard a later state.
+                t.updates.drain(..=at);
+                if !t.updates.is_empty() {
+                    // Sent already; resent if still unacknowledged a retry period from now.
                     t.next_retry = Some(now + self.cfg.status_retry);
                 } else {
                     t.next_retry = None;
@@ -691,10 +701,13 @@ impl Agent {
         };
         t.updates.push_back(status.clone());
         let exec = t.info.executor.as_ref().map(|e| e.executor_id.clone());
-        if t.updates.len() == 1 && self.registered {
+        if self.registered {
+            // Not held behind an unacknowledged predecessor (see the contract above).
             self.actions
                 .push_back(Action::Send(Message::StatusUpdate { status }));
-            t.next_retry = Some(now + self.cfg.status_retry);
+            if t.updates.len() == 1 {
+                t.next_retry = Some(now + self.cfg.status_retry);
+            }
         }
         if let (true, Some(eid)) = (state.is_terminal(), exec) {
             self.executor_task_ended(now, key, &eid);

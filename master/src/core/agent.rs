@@ -607,7 +607,16 @@ impl Master {
             );
         }
         let framework_known = self.frameworks.contains_key(&key.0);
-        if on_this_agent {
+        let stale = on_this_agent
+            && self
+                .tasks
+                .get(&key)
+                .is_some_and(|t| t.is_stale(status.state));
+        if stale {
+            // A resent update older than what the framework was told (`TaskEntry::is_stale`):
+            // not forwarded, and acknowledged here, since no framework will.
+            tracing::debug!(agent = %aid, framework = %key.0, task = %key.1, state = status.state.name(), "stale update; acknowledged by the master");
+        } else if on_this_agent {
             let mut st = status.clone();
             st.agent_id = Some(aid.clone());
             let notice = self
@@ -644,8 +653,10 @@ impl Master {
                 self.complete_task(&key);
             }
         }
-        // Unknown task or framework: nobody will acknowledge, so the master does.
-        tracing::debug!(agent = %aid, framework = %key.0, task = %key.1, "acking orphan update");
+        // Stale, or an unknown task or framework: nobody will acknowledge, so the master does.
+        if !stale {
+            tracing::debug!(agent = %aid, framework = %key.0, task = %key.1, "acking orphan update");
+        }
         if let Some(uuid) = status.uuid {
             self.send(
                 conn,

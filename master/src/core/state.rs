@@ -206,6 +206,30 @@ impl TaskEntry {
         self.status.state.is_terminal()
     }
 
+    /// Whether an agent's `update` of this task is older than the state the master holds: a
+    /// non-terminal state after a terminal one, or before the task's current point in
+    /// STAGING → STARTING → RUNNING. An agent sends a task's updates without waiting for
+    /// the previous one's acknowledgement and resends them all on a retry, so a resent
+    /// STARTING can arrive after the RUNNING or the end that followed it; its framework has
+    /// heard the later state and is not told the older one again.
+    pub fn is_stale(&self, update: TaskState) -> bool {
+        fn step(s: TaskState) -> Option<u8> {
+            match s {
+                TaskState::Staging => Some(0),
+                TaskState::Starting => Some(1),
+                TaskState::Running => Some(2),
+                _ => None,
+            }
+        }
+        if update.is_terminal() {
+            return false;
+        }
+        if self.is_terminal() {
+            return true;
+        }
+        matches!((step(update), step(self.status.state)), (Some(u), Some(held)) if u < held)
+    }
+
     /// Its state as last known from its agent: the state before TASK_UNREACHABLE while its
     /// agent is unreachable, else its status's.
     pub fn reachable_state(&self) -> TaskState {

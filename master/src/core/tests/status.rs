@@ -20,10 +20,19 @@ fn status_updates_forwarded_and_acknowledged() {
         }]
     );
     h.status(1, update(&f, "t1", &a, TaskState::Failed, "u2"));
-    // A late non-terminal update does not resurrect the task, but is still forwarded.
+    // A late non-terminal update neither resurrects the task nor reaches the framework, which
+    // heard the end: the master acknowledges it.
     h.status(1, update(&f, "t1", &a, TaskState::Running, "u0"));
     let ups = h.updates(10);
-    assert_eq!(ups.len(), 2);
+    assert_eq!(ups.len(), 1);
+    assert_eq!(
+        h.sent(1),
+        [Message::StatusUpdateAck {
+            framework_id: f.clone(),
+            task_id: TaskId("t1".into()),
+            uuid: UpdateId("u0".into()),
+        }]
+    );
     let t = h.m.task(&f, &TaskId("t1".into())).unwrap();
     assert_eq!(t.status.state, TaskState::Failed);
     assert_eq!(h.m.agent(&a).unwrap().used, Resources::ZERO);
@@ -46,6 +55,55 @@ fn status_updates_forwarded_and_acknowledged() {
         },
     );
     assert_eq!(errors(&h.sent(10)), ["acknowledge: unknown agent nope"]);
+}
+
+/// An agent sends a task's updates without waiting for acknowledgements and resends all the
+/// unacknowledged ones on a retry: the framework hears each state once, in order, and a resent
+/// older one is acknowledged by the master instead of being forwarded.
+#[test]
+fn pipelined_updates_are_forwarded_in_order_and_stale_resends_are_not() {
+    let (mut h, a, f, o, m) = one_agent_one_offer();
+    h.accept(10, &[&o], vec![task("t1", &a, res(1.0, GIB), m)]);
+    h.take();
+    h.status(1, update(&f, "t1", &a, TaskState::Starting, "u1"));
+    h.status(1, update(&f, "t1", &a, TaskState::Running, "u2"));
+    let states = |ups: Vec<TaskStatus>| ups.iter().map(|u| u.state).collect::<Vec<_>>();
+    assert_eq!(
+        states(h.updates(10)),
+        [TaskState::Starting, TaskState::Running]
+    );
+    assert!(h.sent(1).is_empty(), "only the framework acknowledges");
+    // A retry before the framework acknowledged: STARTING is older than the RUNNING held.
+    h.status(1, update(&f, "t1", &a, TaskState::Starting, "u1"));
+    assert!(h.updates(10).is_empty());
+    assert!(matches!(&h.sent(1)[..], [Message::StatusUpdateAck { uuid, .. }] if uuid.0 == "u1"));
+    // RUNNING again is not older: forwarded (the SDK drops the repeated uuid).
+    h.status(1, update(&f, "t1", &a, TaskState::Running, "u2"));
+    assert_eq!(states(h.updates(10)), [TaskState::Running]);
+    h.status(1, update(&f, "t1", &a, TaskState::Finished, "u3"));
+    assert_eq!(states(h.updates(10)), [TaskState::Finished]);
+    // The next retry resends all three: only the end is news to nobody, and is forwarded again.
+    for (state, uuid) in [
+        (TaskState::Starting, "u1"),
+        (TaskState::Running, "u2"),
+        (TaskState::Finished, "u3"),
+    ] {
+        h.status(1, update(&f, "t1", &a, state, uuid));
+    }
+    assert_eq!(states(h.updates(10)), [TaskState::Finished]);
+    let acked: Vec<String> = h
+        .sent(1)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::StatusUpdateAck { uuid, .. } => Some(uuid.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acked, ["u1", "u2"]);
+    assert_eq!(
+        h.m.task(&f, &TaskId("t1".into())).unwrap().status.state,
+        TaskState::Finished
+    );
 }
 
 #[test]
