@@ -29,7 +29,7 @@
 //!    a task that was being prepared is prepared again; an instance whose start was under way
 //!    is started again. Kills and stops under way are asked again.
 //! 4. On connecting, the core registers under its old agent id with its tasks and executors
-//!    and, once registered, resends the head of every update queue (the same uuids).
+//!    and, once registered, resends every update queue, in order (the same uuids).
 
 use super::executors::InstanceCheckpoint;
 use super::gc::GcCheckpoint;
