@@ -381,6 +381,8 @@ pub struct Master {
     /// Reconciliations of tasks the master does not know, answered once `unheard` is empty:
     /// the connection that asked, its framework, the task.
     deferred_reconciles: Vec<(ConnId, FrameworkId, TaskId)>,
+    /// How many of `deferred_reconciles` each framework asked, so one cannot take them all.
+    deferred_per_framework: BTreeMap<FrameworkId, usize>,
 }
 
 /// `now + d`, or `None` when `d` is zero or the sum overflows (meaning "never").
@@ -423,6 +425,7 @@ impl Master {
             queries: queries::Queries::default(),
             unheard: BTreeSet::new(),
             deferred_reconciles: Vec::new(),
+            deferred_per_framework: BTreeMap::new(),
         }
     }
 

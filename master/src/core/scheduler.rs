@@ -25,6 +25,10 @@ pub const MAX_RECONCILE_IDS: usize = 10_000;
 /// re-registered (`Master::unheard`); past it, a reconcile gets an error to retry.
 const MAX_DEFERRED_RECONCILES: usize = 100_000;
 
+/// Most of those one framework may have held: one full reconcile's worth, so that a tenant
+/// asking about many unknown tasks cannot use up the others' room.
+pub(crate) const MAX_DEFERRED_RECONCILES_PER_FRAMEWORK: usize = MAX_RECONCILE_IDS;
+
 impl Master {
     pub(super) fn on_subscribe(&mut self, conn: ConnId, info: FrameworkInfo) {
         if info.name.trim().is_empty() {
@@ -695,6 +699,8 @@ impl Master {
                 .collect()
         };
         let mut statuses = Vec::new();
+        // Unknown tasks not held (the room for held questions is full), with whose room.
+        let mut refused: Vec<(TaskId, &str)> = Vec::new();
         if task_ids.is_empty() {
             statuses.extend(
                 self.tasks
@@ -713,17 +719,13 @@ impl Master {
                     continue;
                 }
                 if known.is_none() && !self.unheard.is_empty() {
-                    if self.deferred_reconciles.len() >= MAX_DEFERRED_RECONCILES {
-                        self.error(
-                            conn,
-                            format!(
-                                "reconcile of task {tid}: the master is still waiting for \
-                                 {} agents to re-register, and holds too many questions \
-                                 meanwhile; ask again later",
-                                self.unheard.len()
-                            ),
-                        );
+                    let mine = self.deferred_per_framework.get(fid).copied().unwrap_or(0);
+                    if mine >= MAX_DEFERRED_RECONCILES_PER_FRAMEWORK {
+                        refused.push((tid, "this framework's"));
+                    } else if self.deferred_reconciles.len() >= MAX_DEFERRED_RECONCILES {
+                        refused.push((tid, "all frameworks'"));
                     } else {
+                        *self.deferred_per_framework.entry(fid.clone()).or_default() += 1;
                         self.deferred_reconciles.push((conn, fid.clone(), tid));
                     }
                     continue;
@@ -740,6 +742,19 @@ impl Master {
                     ),
                 });
             }
+        }
+        if let Some((first, whose)) = refused.first() {
+            // One error for the call, however many of its ids it covers.
+            self.error(
+                conn,
+                format!(
+                    "reconcile of {} unknown task(s) ({first} first) not answered: the master is \
+                     still waiting for {} agents to re-register, and holds too many of {whose} \
+                     questions about unknown tasks meanwhile; ask again later",
+                    refused.len(),
+                    self.unheard.len()
+                ),
+            );
         }
         for mut status in statuses {
             status.uuid = None;
@@ -759,6 +774,7 @@ impl Master {
         if !self.unheard.remove(aid) || !self.unheard.is_empty() {
             return;
         }
+        self.deferred_per_framework.clear();
         for (conn, fid, tid) in std::mem::take(&mut self.deferred_reconciles) {
             if self.binding(conn) == Some(Binding::Framework(fid.clone())) {
                 self.on_reconcile(conn, &fid, vec![tid]);

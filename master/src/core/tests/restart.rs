@@ -961,3 +961,44 @@ fn a_held_reconciliation_is_answered_when_the_unheard_agent_is_removed() {
     assert_eq!(answers.len(), 1, "{answers:?}");
     assert_eq!(answers[0].state, TaskState::Lost);
 }
+
+/// Held reconciliations have a room per framework: a framework asking about more unknown tasks
+/// than one full reconcile while agents are unheard gets one error for its call, and another
+/// framework's questions are still held and answered.
+#[test]
+fn one_framework_cannot_fill_the_room_for_held_reconciliations() {
+    use crate::core::scheduler::MAX_DEFERRED_RECONCILES_PER_FRAMEWORK as ROOM;
+    let (mut h, a, f, o, m) = one_agent_one_offer();
+    accept_then_die_before_the_commit(&mut h, 10, &o, vec![task("t1", &a, res(1.0, GIB), m)]);
+    resubscribe(&mut h, 11, &f);
+    let g = h.subscribe(12, "f2");
+    h.take();
+    let ids: Vec<String> = (0..ROOM).map(|i| format!("u{i}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    h.reconcile(11, &refs);
+    assert!(h.sent(11).is_empty(), "held, not refused");
+    h.reconcile(11, &["one-more", "and-another"]);
+    let refused = errors(&h.sent(11));
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0].contains("2 unknown task(s)") && refused[0].contains("this framework's"),
+        "{}",
+        refused[0]
+    );
+    h.reconcile(12, &["x"]);
+    assert!(h.sent(12).is_empty(), "the other framework's question is held");
+    h.advance(h.cfg.agent_reregister_timeout + Duration::from_secs(1));
+    let answers = h.updates(12);
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(
+        (answers[0].task_id.0.as_str(), answers[0].state),
+        ("x", TaskState::Lost)
+    );
+    let lost = h
+        .updates(11)
+        .iter()
+        .filter(|s| s.task_id.0.starts_with('u') && s.state == TaskState::Lost)
+        .count();
+    assert_eq!(lost, ROOM);
+    assert!(h.m.framework(&g).is_some());
+}
