@@ -144,6 +144,8 @@ fn start_agent(
                 || line.contains("recovering from the checkpoint")
                 || line.contains("stopping")
                 || line.contains("ERROR")
+                // The reason an agent exits with (anyhow's report at the binary's edge).
+                || line.starts_with("Error")
             {
                 eprintln!("agent: {line}");
                 let _ = tx.send((Instant::now(), line));
@@ -246,7 +248,13 @@ impl Cluster {
             let (at, line) = self
                 .agent_log
                 .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no agent log line with {what:?}"));
+                .unwrap_or_else(|e| match e {
+                    mpsc::RecvTimeoutError::Timeout => panic!("no agent log line with {what:?}"),
+                    // Its stderr closed: the agent exited (its reason, if any, is printed above).
+                    mpsc::RecvTimeoutError::Disconnected => {
+                        panic!("the agent exited before logging {what:?}")
+                    }
+                });
             if line.contains(what) {
                 return (at, line);
             }

@@ -986,7 +986,10 @@ fn one_framework_cannot_fill_the_room_for_held_reconciliations() {
         refused[0]
     );
     h.reconcile(12, &["x"]);
-    assert!(h.sent(12).is_empty(), "the other framework's question is held");
+    assert!(
+        h.sent(12).is_empty(),
+        "the other framework's question is held"
+    );
     h.advance(h.cfg.agent_reregister_timeout + Duration::from_secs(1));
     let answers = h.updates(12);
     assert_eq!(answers.len(), 1, "{answers:?}");
