@@ -183,6 +183,17 @@ struct Task {
     next_retry: Option<Instant>,
 }
 
+impl Task {
+    /// Queues every unacknowledged update of the task again, oldest first.
+    fn resend(&self, actions: &mut VecDeque<Action>) {
+        actions.extend(self.updates.iter().map(|status| {
+            Action::Send(Message::StatusUpdate {
+                status: status.clone(),
+            })
+        }));
+    }
+}
+
 /// The agent's state machine.
 pub struct Agent {
     cfg: AgentConfig,
@@ -326,11 +337,7 @@ impl Agent {
         let retry = self.cfg.status_retry;
         for task in self.tasks.values_mut() {
             if task.next_retry.is_some_and(|at| at <= now) && !task.updates.is_empty() {
-                for status in &task.updates {
-                    self.actions.push_back(Action::Send(Message::StatusUpdate {
-                        status: status.clone(),
-                    }));
-                }
+                task.resend(&mut self.actions);
                 task.next_retry = Some(now + retry);
             }
         }
@@ -429,11 +436,7 @@ impl Agent {
                     for u in t.updates.iter_mut() {
                         u.agent_id = Some(agent_id.clone());
                     }
-                    for status in &t.updates {
-                        self.actions.push_back(Action::Send(Message::StatusUpdate {
-                            status: status.clone(),
-                        }));
-                    }
+                    t.resend(&mut self.actions);
                     if !t.updates.is_empty() {
                         t.next_retry = Some(now + self.cfg.status_retry);
                     }

@@ -699,8 +699,10 @@ impl Master {
                 .collect()
         };
         let mut statuses = Vec::new();
-        // Unknown tasks not held (the room for held questions is full), with whose room.
-        let mut refused: Vec<(TaskId, &str)> = Vec::new();
+        // Unknown tasks not held (the room for held questions is full): how many, and the
+        // first with whose room was full.
+        let mut refused = 0usize;
+        let mut first_refused: Option<(TaskId, &str)> = None;
         if task_ids.is_empty() {
             statuses.extend(
                 self.tasks
@@ -720,13 +722,22 @@ impl Master {
                 }
                 if known.is_none() && !self.unheard.is_empty() {
                     let mine = self.deferred_per_framework.get(fid).copied().unwrap_or(0);
-                    if mine >= MAX_DEFERRED_RECONCILES_PER_FRAMEWORK {
-                        refused.push((tid, "this framework's"));
+                    let full = if mine >= MAX_DEFERRED_RECONCILES_PER_FRAMEWORK {
+                        Some("this framework's")
                     } else if self.deferred_reconciles.len() >= MAX_DEFERRED_RECONCILES {
-                        refused.push((tid, "all frameworks'"));
+                        Some("all frameworks'")
                     } else {
-                        *self.deferred_per_framework.entry(fid.clone()).or_default() += 1;
-                        self.deferred_reconciles.push((conn, fid.clone(), tid));
+                        None
+                    };
+                    match full {
+                        Some(whose) => {
+                            refused += 1;
+                            first_refused.get_or_insert((tid, whose));
+                        }
+                        None => {
+                            *self.deferred_per_framework.entry(fid.clone()).or_default() += 1;
+                            self.deferred_reconciles.push((conn, fid.clone(), tid));
+                        }
                     }
                     continue;
                 }
@@ -743,7 +754,7 @@ impl Master {
                 });
             }
         }
-        if let Some((first, whose)) = refused.first() {
+        if let Some((first, whose)) = first_refused {
             // One error for the call, however many of its ids it covers.
             self.error(
                 conn,
@@ -751,7 +762,7 @@ impl Master {
                     "reconcile of {} unknown task(s) ({first} first) not answered: the master is \
                      still waiting for {} agents to re-register, and holds too many of {whose} \
                      questions about unknown tasks meanwhile; ask again later",
-                    refused.len(),
+                    refused,
                     self.unheard.len()
                 ),
             );
