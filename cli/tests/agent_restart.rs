@@ -136,9 +136,9 @@ fn start_agent(
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
+        for line in std::io::BufReader::new(stderr).split(b'\n') {
             let Ok(line) = line else { break };
-            let line = plain(&line);
+            let line = plain(&String::from_utf8_lossy(&line));
             if line.contains("registered: from start")
                 || line.contains("runtime attached")
                 || line.contains("recovering from the checkpoint")
@@ -146,6 +146,10 @@ fn start_agent(
                 || line.contains("ERROR")
                 // The reason an agent exits with (anyhow's report at the binary's edge).
                 || line.starts_with("Error")
+                // A panic (its message and location) or an abort.
+                || line.contains("panicked")
+                || line.contains("overflowed")
+                || line.contains("fatal")
             {
                 eprintln!("agent: {line}");
                 let _ = tx.send((Instant::now(), line));
@@ -241,22 +245,19 @@ impl Cluster {
     }
 
     /// Waits for the agent's log line containing `what`; returns when it was read and the line.
-    fn wait_log(&self, what: &str) -> (Instant, String) {
+    fn wait_log(&mut self, what: &str) -> (Instant, String) {
         let deadline = Instant::now() + SANITY;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let (at, line) = self
-                .agent_log
-                .recv_timeout(left)
-                .unwrap_or_else(|e| match e {
-                    mpsc::RecvTimeoutError::Timeout => panic!("no agent log line with {what:?}"),
-                    // Its stderr closed: the agent exited (its reason, if any, is printed above).
-                    mpsc::RecvTimeoutError::Disconnected => {
-                        panic!("the agent exited before logging {what:?}")
-                    }
-                });
-            if line.contains(what) {
-                return (at, line);
+            match self.agent_log.recv_timeout(left) {
+                Ok((at, line)) if line.contains(what) => return (at, line),
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("no agent log line with {what:?}"),
+                // Its stderr closed: the agent exited (its reason, if any, is printed above).
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = self.agent.as_mut().map(|a| a.0.wait());
+                    panic!("the agent exited ({status:?}) before logging {what:?}")
+                }
             }
         }
     }
