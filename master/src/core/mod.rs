@@ -48,8 +48,11 @@
 //!   every agent known at recovery is heard from), and a status update an agent reports,
 //!   forwarded to its framework (agents resend unacknowledged updates, so a restart that loses
 //!   the change hears the update again). A driver may execute the actions queued ahead of the
-//!   first `Persist` while it writes, and a `RunTask` queued after one too
-//!   ([`Master::goes_ahead`]), keeping it behind a handshake or close held on its connection.
+//!   first `Persist` while it writes, and these two sends queued after one too
+//!   ([`Master::goes_ahead`]), keeping them behind a handshake or close held on their
+//!   connection and an update behind a held update of its task. A driver that handles input
+//!   while a write is in flight holds every other action until the changes queued before it
+//!   are durable.
 //!   A restarted core is built with [`Master::recover`] from what
 //!   was persisted (see `recover`), and [`Master::check_registry`] compares a registry with
 //!   the core.
@@ -551,11 +554,24 @@ impl Master {
         self.actions.pop_front()
     }
 
+    /// Whether actions wait to be polled (a driver's executing some may have queued more).
+    pub fn has_actions(&self) -> bool {
+        !self.actions.is_empty()
+    }
+
     /// Whether a send depends on no registry change, so that a driver may make it ahead of
     /// `Persist`s queued before it (keeping it behind a handshake or close held on its
-    /// connection): a `RunTask`, whose record follows it by design (see `launch`).
+    /// connection, and an update behind a held update of its task): a `RunTask`, whose record
+    /// follows it by design (see `launch`: a restart that loses the record adopts the task
+    /// its agent reports), and an agent's update forwarded to its framework (it carries the
+    /// agent's uuid: the agent resends it until the framework acknowledges it, and that
+    /// acknowledgement reaches the agent only once every change before it is durable).
     pub fn goes_ahead(msg: &Message) -> bool {
-        matches!(msg, Message::RunTask { .. })
+        match msg {
+            Message::RunTask { .. } => true,
+            Message::Update { status } => status.uuid.is_some(),
+            _ => false,
+        }
     }
 
     // ----- plumbing shared by the handlers -----

@@ -29,6 +29,7 @@
 mod blob_streams;
 mod conn;
 mod mirror;
+mod pipeline;
 mod term;
 
 use crate::allocator::Allocator;
@@ -37,7 +38,7 @@ use crate::core::{ConnId, Event, MasterConfig};
 use crate::ha::{Coordinator, HaError};
 use crate::http::metrics::Metrics;
 use crate::http::{Leadership, ReportError};
-use crate::registry::{RedbRegistry, RegistryError};
+use crate::registry::{RedbRegistry, RegistryError, RegistryThread};
 use blob_streams::{Quota, CONCURRENT_UPLOADS};
 use conn::{serve_connection, PrincipalSlots};
 use net::tls::{self, Identity, TransportTuning};
@@ -466,8 +467,15 @@ impl MasterServer {
         tokio::pin!(shutdown);
         let mut allocator = Some(allocator);
         let result = match registry {
-            Store::Local(mut registry) => {
+            Store::Local(registry) => {
                 tracing::info!(registry = %registry.path().display(), "single master");
+                // Its commits on a thread of their own: see `RegistryThread`.
+                let mut registry = RegistryThread::spawn(registry).map_err(|e| {
+                    MasterError::Registry(RegistryError::Store {
+                        what: "thread",
+                        source: Box::new(e),
+                    })
+                })?;
                 lead(&ctx, &mut registry, None, &mut allocator, &mut shutdown)
                     .await
                     .map(|_| ())

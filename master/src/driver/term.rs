@@ -2,6 +2,7 @@
 //! send), and wind down. A single master's one term lasts until shutdown; one of several
 //! masters serves a term per election and steps down when it can no longer prove it leads.
 
+use super::pipeline::{Held, Pipeline};
 use super::{
     close_code, ConnShared, Input, MasterError, MasterOptions, Mode, GROUP_COMMIT, INPUT_QUEUE,
 };
@@ -65,9 +66,14 @@ pub(super) fn unix_ms() -> u128 {
         .unwrap_or(0)
 }
 
-/// Connections of this term that passed their handshake: their control-stream queues.
 /// The term's open connections: the QUIC connection, its writer queue, its principal.
 type Conns = HashMap<ConnId, (quinn::Connection, mpsc::Sender<Message>, String)>;
+
+/// The registry write in flight: it borrows the store and gives it back with the outcome and
+/// how long it took.
+type Writing<'a> = Pin<
+    Box<dyn Future<Output = (&'a mut dyn AsyncRegistry, Result<(), Load>, Duration)> + Send + 'a>,
+>;
 
 /// Serves one term; `allocator` is taken for the core and given back when the term ends.
 pub(super) async fn lead(
@@ -133,72 +139,54 @@ pub(super) async fn lead(
         known_tasks: tasks,
     };
     let mut valid_changed = validity.as_ref().map(|v| v.until.clone());
+    // Persist, then send, without stopping to read while a write is in flight: the core's
+    // changes gather in the pipeline's next commit, one commit is written at a time, and each
+    // action waits for the changes queued before it (see `pipeline`). An input handled while a
+    // commit is in flight joins the next one, so a burst of inputs still shares one commit.
+    let mut pipeline: Pipeline<oneshot::Sender<()>> = Pipeline::default();
+    let mut store: Option<&mut dyn AsyncRegistry> = Some(&mut *registry);
+    let mut writing: Option<Writing<'_>> = None;
     let end: Result<TermEnd, MasterError> = 'term: loop {
-        // Persist, then send: every registry change the drained actions carry is written in
-        // one transaction before any action queued after the first of them is executed.
-        // Writing a change earlier than the sends queued before it is safe (a crash may always
-        // fall between a write and the sends after it), and groups every change of the handled
-        // inputs into one commit. The actions queued ahead of the core's first `Persist`
-        // depend on no write (the core queues them so), so they go out first and the write
-        // overlaps their way to the peer; the driver's own changes (blob records of a shared
-        // registry) hold everything back.
         loop {
             collect_blobs(ctx, &mut core, validity.is_some(), &mut pending_ops);
-            let mut ops = std::mem::take(&mut pending_ops);
-            let acks = std::mem::take(&mut pending_acks);
-            let mut drained = Vec::new();
+            // The driver's own changes hold back everything the core queued after them.
+            pipeline.persist(std::mem::take(&mut pending_ops));
+            let mut now = Vec::new();
             while let Some(action) = core.poll_action() {
-                drained.push(action);
+                now.extend(pipeline.route(action));
             }
-            let (early, batch, actions) = split_at_commit(drained, !ops.is_empty());
-            ops.extend(batch);
-            if ops.is_empty() && actions.is_empty() && early.is_empty() && acks.is_empty() {
-                break;
-            }
-            if let Some(v) = &validity {
-                if !v.valid_now() {
-                    break 'term Ok(TermEnd::SteppedDown(
-                        "the term ended before its next write".into(),
-                    ));
+            for ack in std::mem::take(&mut pending_acks) {
+                if let Some(ack) = pipeline.ack(ack) {
+                    let _ = ack.send(());
                 }
             }
-            let sent_early = !early.is_empty();
-            for action in early {
+            if !now.is_empty() && !validity.as_ref().is_none_or(Validity::valid_now) {
+                break 'term Ok(TermEnd::SteppedDown(
+                    "the term ended before its next send".into(),
+                ));
+            }
+            for action in now {
                 execute(ctx, &mut core, &mut conns, action, &mut first_offer);
             }
-            if sent_early && !ops.is_empty() {
-                // The connections' writer tasks, just woken on this worker, run before the
-                // commit blocks it (no other worker may take them): the sends are on their
-                // way while the commit waits for the disk.
-                tokio::task::yield_now().await;
-            }
-            if !ops.is_empty() {
-                let writing = Instant::now();
-                let written = write(registry, &ops, validity.as_ref()).await;
-                ctx.metrics
-                    .registry_write
-                    .observe(writing.elapsed().as_secs_f64());
-                if let Err(why) = written {
-                    match why {
-                        Load::StepDown(why) => break 'term Ok(TermEnd::SteppedDown(why)),
-                        Load::Fatal(e) => {
-                            tracing::error!(error = %e, "cannot write the registry; stopping");
-                            break 'term Err(e.into());
-                        }
+            if writing.is_none() {
+                if let Some(ops) = pipeline.start() {
+                    if !validity.as_ref().is_none_or(Validity::valid_now) {
+                        break 'term Ok(TermEnd::SteppedDown(
+                            "the term ended before its next write".into(),
+                        ));
                     }
+                    let registry = store.take().expect("no write in flight");
+                    let validity = validity.as_ref();
+                    writing = Some(Box::pin(async move {
+                        let started = Instant::now();
+                        let written = write(&mut *registry, &ops, validity).await;
+                        (registry, written, started.elapsed())
+                    }));
                 }
             }
-            if let Some(v) = &validity {
-                // A write that took the rest of the term is not followed by its sends.
-                if !v.valid_now() {
-                    break 'term Ok(TermEnd::SteppedDown("the term ended during a write".into()));
-                }
-            }
-            for ack in acks {
-                let _ = ack.send(());
-            }
-            for action in actions {
-                execute(ctx, &mut core, &mut conns, action, &mut first_offer);
+            // A send that failed may have made the core act (a peer cut off as too slow).
+            if !core.has_actions() {
+                break;
             }
         }
         while let Some((id, result)) = core.poll_answer() {
@@ -211,6 +199,31 @@ pub(super) async fn lead(
         let term_end = net::timer::sleep_until(validity.as_ref().and_then(Validity::deadline));
         tokio::select! {
             _ = shutdown.as_mut() => break 'term Ok(TermEnd::Shutdown),
+            (registry, written, took) = async { writing.as_mut().expect("guarded").await }, if writing.is_some() => {
+                writing = None;
+                store = Some(registry);
+                ctx.metrics.registry_write.observe(took.as_secs_f64());
+                match written {
+                    Ok(()) => {}
+                    Err(Load::StepDown(why)) => break 'term Ok(TermEnd::SteppedDown(why)),
+                    Err(Load::Fatal(e)) => {
+                        tracing::error!(error = %e, "cannot write the registry; stopping");
+                        break 'term Err(e.into());
+                    }
+                }
+                // A write that took the rest of the term is not followed by its sends.
+                if !validity.as_ref().is_none_or(Validity::valid_now) {
+                    break 'term Ok(TermEnd::SteppedDown("the term ended during a write".into()));
+                }
+                for held in pipeline.committed() {
+                    match held {
+                        Held::Action(action) => execute(ctx, &mut core, &mut conns, action, &mut first_offer),
+                        Held::Ack(ack) => {
+                            let _ = ack.send(());
+                        }
+                    }
+                }
+            }
             input = rx.recv() => match input {
                 Some(input) => {
                     handle_input(ctx, &mut core, &mut conns, input, validity.is_some(), &mut pending_ops, &mut pending_acks, &mut replies);
@@ -242,6 +255,11 @@ pub(super) async fn lead(
             }
         }
     };
+    // A write in flight at shutdown is finished (the store stays whole for the next master on
+    // this directory); what waited for it is not sent, as after a crash.
+    if let (Ok(TermEnd::Shutdown), Some(w)) = (&end, writing.take()) {
+        let _ = w.await;
+    }
     // New connections are told to look elsewhere, then this term's are closed: a peer must
     // not keep talking to a master that no longer leads.
     ctx.mode.send_replace(Mode::Standby(None));
@@ -314,50 +332,6 @@ async fn write(
             "a registry write was not confirmed within the term".into(),
         )),
     }
-}
-
-/// Splits the drained actions at the commit: the sends that go before it, the registry
-/// changes, and the actions that wait for it (in their order). Ahead go the actions queued
-/// before the first `Persist` (none if `held`, for changes of the driver's own), and any later
-/// send the core says depends on no change ([`Master::goes_ahead`]) unless it would overtake,
-/// on its connection, a held handshake (`Registered`, `Subscribed`) or `Close`.
-fn split_at_commit(
-    drained: Vec<Action>,
-    mut held: bool,
-) -> (Vec<Action>, Vec<RegistryOp>, Vec<Action>) {
-    let mut early = Vec::new();
-    let mut ops = Vec::new();
-    let mut after = Vec::new();
-    // Connections with a held handshake or close: nothing overtakes it.
-    let mut barred = std::collections::HashSet::new();
-    for action in drained {
-        match action {
-            Action::Persist(batch) => {
-                held = true;
-                ops.extend(batch);
-            }
-            Action::Send { conn, msg }
-                if !held || (Master::goes_ahead(&msg) && !barred.contains(&conn)) =>
-            {
-                early.push(Action::Send { conn, msg })
-            }
-            Action::Close { conn, reason } if !held => early.push(Action::Close { conn, reason }),
-            other => {
-                match &other {
-                    Action::Send {
-                        conn,
-                        msg: Message::Registered { .. } | Message::Subscribed { .. },
-                    }
-                    | Action::Close { conn, .. } => {
-                        barred.insert(*conn);
-                    }
-                    _ => {}
-                }
-                after.push(other);
-            }
-        }
-    }
-    (early, ops, after)
 }
 
 /// The term's first offers, logged once (how long a restarted master took to serve).
@@ -657,91 +631,4 @@ fn close_after_flush(conn: quinn::Connection, reason: String) {
         tokio::time::sleep(Duration::from_millis(100)).await;
         conn.close(close_code::PROTOCOL.into(), reason.as_bytes());
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proto::{AgentId, Digest, FrameworkId, Resources, TaskId, TaskInfo};
-
-    fn run_task(id: &str) -> Message {
-        Message::RunTask {
-            framework_id: FrameworkId("f".into()),
-            task: TaskInfo {
-                task_id: TaskId(id.into()),
-                name: id.into(),
-                agent_id: AgentId("a".into()),
-                resources: Resources::ZERO,
-                module: Digest::of(b"m"),
-                args: Vec::new(),
-                env: Vec::new(),
-                files: Vec::new(),
-                timeout_ms: None,
-                max_cpu_ms: None,
-                datasets: Vec::new(),
-                executor: None,
-                data: Vec::new(),
-            },
-        }
-    }
-
-    fn send(conn: ConnId, msg: Message) -> Action {
-        Action::Send { conn, msg }
-    }
-
-    fn names(actions: &[Action]) -> Vec<String> {
-        actions
-            .iter()
-            .map(|a| match a {
-                Action::Send { conn, msg } => format!("{conn}:{}", msg.kind()),
-                Action::Close { conn, .. } => format!("{conn}:close"),
-                Action::Persist(_) => "persist".into(),
-            })
-            .collect()
-    }
-
-    /// What precedes the first change goes ahead; after it, only a launch does, and not past a
-    /// handshake or close held on its connection.
-    #[test]
-    fn launches_go_ahead_of_the_commit_but_not_past_a_held_handshake() {
-        let put = || Action::Persist(vec![RegistryOp::RemoveBlob(Digest::of(b"x"))]);
-        let drained = vec![
-            send(1, Message::Revive),
-            put(),
-            send(1, Message::Revive),
-            send(1, run_task("t1")),
-            send(
-                2,
-                Message::Registered {
-                    agent_id: AgentId("a".into()),
-                },
-            ),
-            send(2, run_task("t2")),
-            put(),
-            Action::Close {
-                conn: 3,
-                reason: "bye".into(),
-            },
-            send(3, run_task("t3")),
-            send(4, run_task("t4")),
-        ];
-        let (early, ops, after) = split_at_commit(drained, false);
-        assert_eq!(names(&early), ["1:Revive", "1:RunTask", "4:RunTask"]);
-        assert_eq!(ops.len(), 2);
-        assert_eq!(
-            names(&after),
-            [
-                "1:Revive",
-                "2:Registered",
-                "2:RunTask",
-                "3:close",
-                "3:RunTask"
-            ]
-        );
-        // Changes of the driver's own hold everything but launches.
-        let (early, _, after) =
-            split_at_commit(vec![send(1, Message::Revive), send(1, run_task("t"))], true);
-        assert_eq!(names(&early), ["1:RunTask"]);
-        assert_eq!(names(&after), ["1:Revive"]);
-    }
 }

@@ -29,9 +29,11 @@ pub mod memory;
 pub mod redb;
 #[cfg(test)]
 mod tests;
+pub mod thread;
 
 pub use self::memory::MemRegistry;
 pub use self::redb::RedbRegistry;
+pub use self::thread::RegistryThread;
 
 use proto::identity::PeerId;
 use proto::{
