@@ -458,8 +458,9 @@ impl Executor {
         tokio::spawn(async move {
             let _keep_sender = keep_sender;
             let mut guard = FinishGuard::for_task(notify);
-            let outcome = inner.run(spec, rx, &mut guard).await;
-            guard.end(outcome);
+            if let Some(outcome) = inner.run(spec, rx, &mut guard).await {
+                guard.end(outcome);
+            }
         });
         handle
     }

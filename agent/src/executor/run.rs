@@ -326,13 +326,14 @@ fn error_message(e: &wasmtime::Error) -> String {
 
 impl Inner {
     /// Runs one task to its end: `Running` goes out through `guard` once the entry point is
-    /// about to run; the outcome is returned for the caller to send as `Finished`.
+    /// about to run, and `Finished` too once it ran (the store is freed after); an outcome
+    /// returned instead (a start that failed, a threaded module) is for the caller to send.
     pub(super) async fn run(
         &self,
         spec: TaskSpec,
         mut kill: watch::Receiver<bool>,
         guard: &mut FinishGuard,
-    ) -> TaskOutcome {
+    ) -> Option<TaskOutcome> {
         // Multi-threaded (WASI threads) modules run on their own path (`threads.rs`).
         if self.threads.contains(&spec.digest)
             || (!self.modules.contains(&spec.digest)
@@ -341,7 +342,7 @@ impl Inner {
                     Ok(true)
                 ))
         {
-            return self.threads.run(&self.cfg, spec, kill, guard).await;
+            return Some(self.threads.run(&self.cfg, spec, kill, guard).await);
         }
         let dir = TaskDir::new(&spec.task_dir);
         let stdout_path = dir.stdout();
@@ -390,7 +391,7 @@ impl Inner {
                     self.outputs.forget(&spec.task_dir);
                 }
                 let z = Duration::ZERO;
-                return finish(tails(None), t, 0, z, z, z);
+                return Some(finish(tails(None), t, 0, z, z, z));
             }
         };
 
@@ -435,8 +436,8 @@ impl Inner {
                 }
             }
         };
-        // Close the output files before reading the tails.
-        drop(store);
+        // The tails are read with the store still alive: the guest has returned, and its
+        // writes went straight to memory or to the files (unbuffered).
         let outcome = finish(
             tails(Some(&outputs)),
             termination,
@@ -445,14 +446,21 @@ impl Inner {
             pacer.paused(),
             pacer.cpu_time(),
         );
-        if let Some(id) = outputs.in_memory {
-            // Off the task's path: the outcome is ready; writing out older output (when the
-            // store is over its budget) runs on the blocking pool.
-            if let Some(w) = self.outputs.ended(&spec.task_dir, id) {
-                tokio::task::spawn_blocking(move || WriteOut::run(w));
-            }
+        let write_out = outputs
+            .in_memory
+            .and_then(|id| self.outputs.ended(&spec.task_dir, id));
+        guard.end(outcome);
+        // Off the task's path, once its end is reported: freeing the instance and its memory
+        // (a pooled slot's reset: ~20 us, measured), and writing out older output when the
+        // in-memory store is over its budget (on the blocking pool). The yield first lets the
+        // task the report woke (the agent's loop, queued on this worker where no other worker
+        // takes it) send the update before that.
+        tokio::task::yield_now().await;
+        drop(store);
+        if let Some(w) = write_out {
+            tokio::task::spawn_blocking(move || WriteOut::run(w));
         }
-        outcome
+        None
     }
 
     /// Builds the store and instance; errors are the task's termination.
