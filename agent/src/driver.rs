@@ -992,9 +992,14 @@ impl Driver {
                     );
                 }
                 Action::Prepare { framework_id, task } => {
+                    let tx = self.tx.clone();
+                    // Through the loop's channel, ahead of `Prepared`: its `TASK_STARTING` goes
+                    // out after a checkpoint holds it, like every update.
+                    let _ = tx.send(Input::Core(Event::Preparing {
+                        key: (framework_id.clone(), task.task_id.clone()),
+                    }));
                     let fetcher = self.fetcher.clone();
                     let runtime = self.runtime.clone();
-                    let tx = self.tx.clone();
                     let metrics = self.metrics.clone();
                     tokio::spawn(async move {
                         let key = (framework_id.clone(), task.task_id.clone());

@@ -686,10 +686,12 @@ impl Background {
             }
         });
         let end = loop {
+            // Events first: the application's task wakes while the acknowledgements are
+            // written.
+            self.forward_events();
             if !self.transmit(&mut send).await {
                 break LinkEnd::Lost;
             }
-            self.forward_events();
             if self.core.is_finished() {
                 // Closing the connection drops whatever is still unacknowledged, so on a lossy
                 // link a timer is no guarantee: wait until the master has acknowledged every

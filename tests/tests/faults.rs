@@ -279,11 +279,15 @@ async fn tasks_finish_over_lossy_links_with_one_terminal_update_each() {
     for name in &names {
         let statuses = &updates[name];
         let states: Vec<TaskState> = statuses.iter().map(|s| s.state).collect();
-        assert_eq!(
-            states,
-            [TaskState::Starting, TaskState::Running, TaskState::Finished],
-            "{name}"
-        );
+        // TASK_STARTING only while the module was fetched and compiled (an agent's first
+        // tasks); later ones go straight to RUNNING.
+        let rest: Vec<TaskState> = states
+            .iter()
+            .copied()
+            .skip_while(|s| *s == TaskState::Starting)
+            .collect();
+        assert!(states.len() - rest.len() <= 1, "{name}: {states:?}");
+        assert_eq!(rest, [TaskState::Running, TaskState::Finished], "{name}");
         let done = statuses.last().unwrap();
         assert!(
             done.stdout_tail

@@ -75,11 +75,15 @@ async fn hello_finishes_and_exit_codes_pass_through() {
         } else {
             TaskState::Failed
         };
-        assert_eq!(
-            states,
-            [TaskState::Starting, TaskState::Running, end],
-            "{task}"
-        );
+        // TASK_STARTING while the module is fetched and compiled (these are the agent's
+        // first tasks); a task whose module is already in place goes straight to RUNNING.
+        let rest: Vec<TaskState> = states
+            .iter()
+            .copied()
+            .skip_while(|s| *s == TaskState::Starting)
+            .collect();
+        assert!(states.len() - rest.len() <= 1, "{task}: {states:?}");
+        assert_eq!(rest, [TaskState::Running, end], "{task}");
     }
     let done = updates["hello"].last().unwrap();
     assert_eq!(done.reason, Some(Reason::ExitCode(0)), "{done:?}");

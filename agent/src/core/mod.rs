@@ -101,6 +101,15 @@ pub enum Event {
     Disconnected,
     /// A message from the master.
     Message(Message),
+    /// The driver started preparing a task off its loop (fetching the module or files,
+    /// compiling): the task is `TASK_STARTING` until [`Event::Prepared`]. A task whose module
+    /// is compiled and in place is prepared at once, with no `Preparing`, and goes from
+    /// `TASK_STAGING` straight to `TASK_RUNNING`: its `TASK_STARTING` would say nothing (it
+    /// lasted microseconds) and cost a message through master and scheduler, each way.
+    Preparing {
+        /// The task.
+        key: TaskKey,
+    },
     /// The module and files of a task are in place and compiled, or could not be.
     Prepared {
         /// The task.
@@ -133,7 +142,7 @@ pub enum Action {
     /// Send a message to the master.
     Send(Message),
     /// Fetch the task's module and files into its sandbox and compile it; answer with
-    /// [`Event::Prepared`].
+    /// [`Event::Preparing`] if that is not done at once, then [`Event::Prepared`].
     Prepare {
         /// The task's framework.
         framework_id: FrameworkId,
@@ -378,6 +387,23 @@ impl Agent {
             }
             Event::Message(msg) => self.on_message(now, msg),
             Event::Executor(ev) => self.on_executor_event(now, ev),
+            Event::Preparing { key } => {
+                let preparing = self.tasks.get(&key).is_some_and(|t| {
+                    t.phase == Phase::Preparing
+                        && t.state == TaskState::Staging
+                        && !t.kill_requested
+                });
+                if preparing {
+                    self.push_update(
+                        now,
+                        &key,
+                        TaskState::Starting,
+                        None,
+                        "fetching and compiling",
+                        None,
+                    );
+                }
+            }
             Event::Prepared { key, result } => self.on_prepared(now, key, result),
             Event::Running { key } => {
                 if let Some(t) = self.tasks.get(&key) {
@@ -609,14 +635,8 @@ impl Agent {
             }
             return;
         }
-        self.push_update(
-            now,
-            &key,
-            TaskState::Starting,
-            None,
-            "fetching and compiling",
-            None,
-        );
+        // `TASK_STARTING` only if the driver says the preparation takes time
+        // (`Event::Preparing`).
         self.actions
             .push_back(Action::Prepare { framework_id, task });
     }

@@ -97,11 +97,17 @@ fn task_life_cycle_with_ordered_acknowledged_updates() {
         }),
     );
     let acts = drain(&mut a);
-    let ups = updates(&acts);
-    assert_eq!(ups.len(), 1);
-    assert_eq!(ups[0].0, TaskState::Starting);
+    assert!(
+        updates(&acts).is_empty(),
+        "no STARTING before the driver says"
+    );
     assert!(acts.iter().any(|x| matches!(x, Action::Prepare { .. })));
     let key = (fid(), TaskId::from("t1"));
+    // The preparation takes time (a fetch, a compile): TASK_STARTING.
+    a.handle(t0, Event::Preparing { key: key.clone() });
+    let ups = updates(&drain(&mut a));
+    assert_eq!(ups.len(), 1);
+    assert_eq!(ups[0].0, TaskState::Starting);
     a.handle(
         t0,
         Event::Prepared {
@@ -173,6 +179,12 @@ fn unacknowledged_update_is_resent_and_survives_reconnection() {
             framework_id: fid(),
             task: task("t1", 1000, GIB),
         }),
+    );
+    a.handle(
+        t0,
+        Event::Preparing {
+            key: (fid(), TaskId::from("t1")),
+        },
     );
     let first = updates(&drain(&mut a));
     assert_eq!(a.poll_timeout(), Some(t0 + Duration::from_secs(2)));
@@ -337,4 +349,58 @@ fn shutdown_kills_and_forgets() {
     assert_eq!(drain(&mut a), vec![Action::Kill { key }]);
     assert_eq!(a.task_count(), 0);
     assert!(a.agent_id().is_none());
+}
+
+/// A task whose module is compiled and in place is prepared at once (no `Preparing`): it
+/// goes from STAGING to RUNNING with no TASK_STARTING; a late `Preparing` (after `Prepared`,
+/// or after a kill) changes nothing.
+#[test]
+fn a_task_prepared_at_once_has_no_starting_update() {
+    let t0 = Instant::now();
+    let mut a = registered(t0);
+    a.handle(
+        t0,
+        Event::Message(Message::RunTask {
+            framework_id: fid(),
+            task: task("t1", 1000, GIB),
+        }),
+    );
+    let key = (fid(), TaskId::from("t1"));
+    assert!(updates(&drain(&mut a)).is_empty());
+    a.handle(
+        t0,
+        Event::Prepared {
+            key: key.clone(),
+            result: Ok(()),
+        },
+    );
+    a.handle(t0, Event::Preparing { key: key.clone() });
+    assert!(matches!(drain(&mut a)[..], [Action::Launch { .. }]));
+    a.handle(t0, Event::Running { key: key.clone() });
+    let ups = updates(&drain(&mut a));
+    assert_eq!(ups.len(), 1);
+    assert_eq!(ups[0].0, TaskState::Running);
+    // Killed while its preparation is being started: no STARTING after the kill.
+    a.handle(
+        t0,
+        Event::Message(Message::RunTask {
+            framework_id: fid(),
+            task: task("t2", 1000, GIB),
+        }),
+    );
+    a.handle(
+        t0,
+        Event::Message(Message::KillTask {
+            framework_id: fid(),
+            task_id: TaskId::from("t2"),
+        }),
+    );
+    a.handle(
+        t0,
+        Event::Preparing {
+            key: (fid(), TaskId::from("t2")),
+        },
+    );
+    let states: Vec<TaskState> = updates(&drain(&mut a)).iter().map(|u| u.0).collect();
+    assert!(!states.contains(&TaskState::Starting), "{states:?}");
 }

@@ -20,6 +20,8 @@ fn restart(a: &Agent, now: Instant) -> Agent {
     r
 }
 
+/// Launches task `id` whose preparation takes time (the driver says `Preparing`): it is
+/// `TASK_STARTING` until prepared.
 fn run(a: &mut Agent, now: Instant, id: &str) -> Vec<Action> {
     a.handle(
         now,
@@ -28,6 +30,7 @@ fn run(a: &mut Agent, now: Instant, id: &str) -> Vec<Action> {
             task: task(id, 100, 64 * MIB),
         }),
     );
+    a.handle(now, Event::Preparing { key: tkey(id) });
     drain(a)
 }
 

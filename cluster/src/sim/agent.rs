@@ -254,6 +254,11 @@ impl SimAgent {
                     .map(Duration::from_millis)
                     .unwrap_or(DEFAULT_RUN);
                 let key = (framework_id, task.task_id);
+                // A preparation that takes time makes the task TASK_STARTING, as the agent's
+                // driver says when it fetches or compiles.
+                if !prepare.is_zero() {
+                    self.core.handle(now, Event::Preparing { key: key.clone() });
+                }
                 self.preparing.insert(key, (now + prepare, run));
                 self.guests_changed();
             }
