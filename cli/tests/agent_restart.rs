@@ -255,8 +255,20 @@ impl Cluster {
                 Err(mpsc::RecvTimeoutError::Timeout) => panic!("no agent log line with {what:?}"),
                 // Its stderr closed: the agent exited (its reason, if any, is printed above).
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let status = self.agent.as_mut().map(|a| a.0.wait());
-                    panic!("the agent exited ({status:?}) before logging {what:?}")
+                    // Its stderr closed; it exits, if it has not yet (a moment to be sure).
+                    let agent = self.agent.as_mut().map(|a| &mut a.0);
+                    let status = agent.map(|a| {
+                        let deadline = Instant::now() + Duration::from_secs(5);
+                        loop {
+                            match a.try_wait() {
+                                Ok(None) if Instant::now() < deadline => {
+                                    std::thread::sleep(Duration::from_millis(20))
+                                }
+                                other => break other,
+                            }
+                        }
+                    });
+                    panic!("the agent's stderr closed before it logged {what:?}; exit status: {status:?}")
                 }
             }
         }

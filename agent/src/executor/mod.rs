@@ -327,6 +327,9 @@ struct Inner {
     threads: threads::Threads,
     /// In-memory output of tasks without a sandbox.
     outputs: Arc<output::OutputStore>,
+    /// Stores of tasks that have reported their end and are being dropped: their pool slots
+    /// come back in a moment, so a launch that finds the pool full waits for them.
+    freeing: std::sync::atomic::AtomicUsize,
 }
 
 impl Executor {
@@ -358,6 +361,7 @@ impl Executor {
                     output::MEMORY_BUDGET,
                     output::MEMORY_THRESHOLD,
                 )),
+                freeing: std::sync::atomic::AtomicUsize::new(0),
             }),
         })
     }

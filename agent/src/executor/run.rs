@@ -5,11 +5,12 @@
 //! cap, and its classification into a [`Termination`] with the output tails.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use wasmtime::{Store, Trap};
+use wasmtime::{PoolConcurrencyLimitError, Store, Trap};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::Command;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -449,14 +450,17 @@ impl Inner {
         let write_out = outputs
             .in_memory
             .and_then(|id| self.outputs.ended(&spec.task_dir, id));
-        guard.end(outcome);
         // Off the task's path, once its end is reported: freeing the instance and its memory
         // (a pooled slot's reset: ~20 us, measured), and writing out older output when the
         // in-memory store is over its budget (on the blocking pool). The yield first lets the
         // task the report woke (the agent's loop, queued on this worker where no other worker
-        // takes it) send the update before that.
+        // takes it) send the update before that. A launch that finds the pool full meanwhile
+        // waits for the slot (`freeing`).
+        self.freeing.fetch_add(1, Ordering::SeqCst);
+        guard.end(outcome);
         tokio::task::yield_now().await;
         drop(store);
+        self.freeing.fetch_sub(1, Ordering::SeqCst);
         if let Some(w) = write_out {
             tokio::task::spawn_blocking(move || WriteOut::run(w));
         }
@@ -540,12 +544,27 @@ impl Inner {
             .fuel_async_yield_interval(Some(yield_interval))
             .map_err(store_err)?;
 
-        let instantiated = match &prepared {
-            Prepared::Core(pre) => pre.instantiate_async(&mut store).await.and_then(|i| {
-                i.get_typed_func::<(), ()>(&mut store, "_start")
-                    .map(Entry::Core)
-            }),
-            Prepared::Command(pre) => pre.instantiate_async(&mut store).await.map(Entry::Command),
+        let instantiated = loop {
+            let instantiated = match &prepared {
+                Prepared::Core(pre) => pre.instantiate_async(&mut store).await.and_then(|i| {
+                    i.get_typed_func::<(), ()>(&mut store, "_start")
+                        .map(Entry::Core)
+                }),
+                Prepared::Command(pre) => {
+                    pre.instantiate_async(&mut store).await.map(Entry::Command)
+                }
+            };
+            match instantiated {
+                // A full pool with a slot on its way back (a task that has just reported its
+                // end drops its store right after): wait for it rather than fail the launch.
+                Err(e)
+                    if e.downcast_ref::<PoolConcurrencyLimitError>().is_some()
+                        && self.freeing.load(Ordering::SeqCst) > 0 =>
+                {
+                    tokio::task::yield_now().await
+                }
+                other => break other,
+            }
         };
         match instantiated {
             Ok(entry) => Ok((store, entry, outputs)),

@@ -730,19 +730,32 @@ async fn a_full_pool_fails_the_launch_cleanly_and_frees_slots() {
         Termination::StartFailed(msg) => assert!(msg.contains("limit of 2"), "{msg}"),
         other => panic!("expected StartFailed on a full pool, got {other:?}"),
     }
+    // `hello` compiled beforehand, so that its launch comes right at the kill's report, while
+    // the killed task may still be dropping its store (a launch that finds the pool full then
+    // waits for that slot).
+    exec.prepare("hello", Path::new(wasm_examples::HELLO_PATH))
+        .await
+        .unwrap();
     a.kill.kill();
-    assert_eq!(a.finished().await.termination, Termination::Killed);
-    // The slot is back.
-    let out = run(
-        &exec,
-        spec(
+    // Right at its end's report (not when its task is over, as `finished` waits for).
+    let ended = loop {
+        match a.events.recv().await.expect("a Finished event") {
+            ExecEvent::Finished(outcome) => break outcome,
+            ExecEvent::Running => {}
+        }
+    };
+    assert_eq!(ended.termination, Termination::Killed);
+    // The slot is back. (No sandbox: its creation would give the drop time to finish first.)
+    let hello = TaskSpec {
+        sandbox: false,
+        ..spec(
             &dir.path().join("hello"),
             "hello",
             wasm_examples::HELLO_PATH,
             &[],
-        ),
-    )
-    .await;
+        )
+    };
+    let out = run(&exec, hello).await;
     assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
     b.kill.kill();
     assert_eq!(b.finished().await.termination, Termination::Killed);

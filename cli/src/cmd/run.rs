@@ -19,13 +19,13 @@
 //! Failures of the cluster rather than of the task have exit codes of their own
 //! ([`exit_code`]), so a script can tell "retry later" from "the task failed".
 //!
-//! Round trips on the way (about six on a clean link): the QUIC handshake (one); the `Hello`,
+//! Round trips on the way (about four on a clean link): the QUIC handshake (one); the `Hello`,
 //! the `Subscribe` and the module's and files' upload streams all in the next flight, sent as
 //! soon as QUIC is up without waiting for the `HelloAck` (one, and a little more for the
-//! bytes; the master's first offer follows the `Subscribed` at once); the accept, then one
-//! round trip per status update (`STARTING`, `RUNNING`, the terminal one: the agent sends a
-//! task's next update once the scheduler has acknowledged the previous); the teardown,
-//! confirmed by the master (one).
+//! bytes; the master's first offer follows the `Subscribed` at once); the accept and the
+//! task's status updates (the agent sends each as it happens, without waiting for the previous
+//! one's acknowledgement; `STARTING` only while the module is fetched and compiled), about one;
+//! the teardown, confirmed by the master (one).
 
 use crate::tls::{QuicArgs, TlsArgs};
 use anyhow::Context;

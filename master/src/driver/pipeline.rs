@@ -11,8 +11,9 @@
 //! and each action is held until every change queued before it is durable. Only a send the
 //! core says depends on no change ([`Master::goes_ahead`]: a `RunTask`, an agent's update
 //! forwarded to its framework, both resent or adopted if a restart loses the change) goes out
-//! at once, and even it never overtakes on its connection a held handshake, close, or update
-//! of the same task.
+//! at once, and even it never overtakes on its connection a held message whose order against
+//! it matters ([`fences`]: a handshake, a close, an executor's message or end, a kill) or a held
+//! update of the same task.
 //!
 //! Pure bookkeeping, no I/O: the loop in `term.rs` drives it, the tests below check its order.
 
@@ -44,7 +45,7 @@ pub(super) struct Pipeline<A> {
     durable: u64,
     /// What waits, in order, each with the commit it waits for (never decreasing).
     held: VecDeque<(u64, Held<A>)>,
-    /// Connections with a held handshake (`Registered`, `Subscribed`) or `Close`, and how many.
+    /// Connections with a held message that fences them ([`fences`]), and how many.
     barred: HashMap<ConnId, usize>,
     /// Held updates by connection and task, and how many.
     held_updates: HashMap<(ConnId, FrameworkId, TaskId), usize>,
@@ -129,11 +130,10 @@ impl<A> Pipeline<A> {
     fn hold(&mut self, needs: u64, held: Held<A>) {
         if let Held::Action(action) = &held {
             match action {
-                Action::Send {
-                    conn,
-                    msg: Message::Registered { .. } | Message::Subscribed { .. },
+                Action::Close { conn, .. } => *self.barred.entry(*conn).or_default() += 1,
+                Action::Send { conn, msg } if fences(msg) => {
+                    *self.barred.entry(*conn).or_default() += 1
                 }
-                | Action::Close { conn, .. } => *self.barred.entry(*conn).or_default() += 1,
                 Action::Send {
                     conn,
                     msg: Message::Update { status },
@@ -172,11 +172,8 @@ impl<A> Pipeline<A> {
             let (_, held) = self.held.pop_front().expect("checked");
             if let Held::Action(action) = &held {
                 match action {
-                    Action::Send {
-                        conn,
-                        msg: Message::Registered { .. } | Message::Subscribed { .. },
-                    }
-                    | Action::Close { conn, .. } => release(&mut self.barred, *conn),
+                    Action::Close { conn, .. } => release(&mut self.barred, *conn),
+                    Action::Send { conn, msg } if fences(msg) => release(&mut self.barred, *conn),
                     Action::Send {
                         conn,
                         msg: Message::Update { status },
@@ -197,6 +194,24 @@ impl<A> Pipeline<A> {
     pub(super) fn held(&self) -> usize {
         self.held.len()
     }
+}
+
+/// Whether a held `msg` keeps a send that goes ahead from passing it on its connection: the
+/// handshakes (nothing may precede them), and the messages a framework or agent relates to the
+/// updates and launches around them: an executor's message (sent before its task's update by
+/// the agent) or end, a message to an executor or its kill (a launch into that executor must
+/// follow it), a task's kill.
+fn fences(msg: &Message) -> bool {
+    matches!(
+        msg,
+        Message::Registered { .. }
+            | Message::Subscribed { .. }
+            | Message::FrameworkMessage { .. }
+            | Message::ExecutorExited { .. }
+            | Message::ExecutorMessage { .. }
+            | Message::KillExecutor { .. }
+            | Message::KillTask { .. }
+    )
 }
 
 /// Counts one held item of `key` as gone.

@@ -255,10 +255,28 @@ pub(super) async fn lead(
             }
         }
     };
-    // A write in flight at shutdown is finished (the store stays whole for the next master on
-    // this directory); what waited for it is not sent, as after a crash.
-    if let (Ok(TermEnd::Shutdown), Some(w)) = (&end, writing.take()) {
-        let _ = w.await;
+    // At shutdown the write in flight is finished and the changes gathered meanwhile are
+    // written too (a launch or an update may have gone ahead of them), so a clean stop loses
+    // nothing; what waited for them is not sent, as after a crash.
+    if let Ok(TermEnd::Shutdown) = &end {
+        let registry = match writing.take() {
+            Some(w) => Some(w.await.0),
+            None => store.take(),
+        };
+        if let Some(registry) = registry {
+            pipeline.committed();
+            while let Some(ops) = pipeline.start() {
+                if let Err(why) = write(&mut *registry, &ops, validity.as_ref()).await {
+                    let why = match why {
+                        Load::Fatal(e) => e.to_string(),
+                        Load::StepDown(why) => why,
+                    };
+                    tracing::warn!(error = %why, "cannot write the last changes at shutdown");
+                    break;
+                }
+                pipeline.committed();
+            }
+        }
     }
     // New connections are told to look elsewhere, then this term's are closed: a peer must
     // not keep talking to a master that no longer leads.

@@ -231,3 +231,41 @@ fn without_changes_everything_goes_at_once() {
     assert_eq!(p.start(), None);
     assert!(!p.in_flight());
 }
+
+/// An agent's update does not pass a held executor's message on the framework's connection
+/// (the agent sent the message first), and a launch does not pass a held message to an
+/// executor or its kill on the agent's connection.
+#[test]
+fn sends_ahead_do_not_pass_held_executor_messages_or_kills() {
+    let mut p = Pipeline::default();
+    let now = route(
+        &mut p,
+        vec![
+            put(),
+            send(
+                1,
+                Message::FrameworkMessage {
+                    agent_id: AgentId("a".into()),
+                    executor_id: proto::ExecutorId("e".into()),
+                    data: b"done".to_vec(),
+                },
+            ),
+            send(1, update("t1", TaskState::Finished, true)),
+            send(
+                2,
+                Message::KillTask {
+                    framework_id: FrameworkId("f".into()),
+                    task_id: TaskId("t0".into()),
+                },
+            ),
+            send(2, run_task("t2")),
+            send(3, run_task("t3")),
+        ],
+    );
+    assert_eq!(now, ["3:RunTask"]);
+    p.start().expect("changes wait");
+    assert_eq!(
+        names(&p.committed()),
+        ["1:FrameworkMessage", "1:Update", "2:KillTask", "2:RunTask"]
+    );
+}
