@@ -128,23 +128,10 @@ impl<A> Pipeline<A> {
     }
 
     fn hold(&mut self, needs: u64, held: Held<A>) {
-        if let Held::Action(action) = &held {
-            match action {
-                Action::Close { conn, .. } => *self.barred.entry(*conn).or_default() += 1,
-                Action::Send { conn, msg } if fences(msg) => {
-                    *self.barred.entry(*conn).or_default() += 1
-                }
-                Action::Send {
-                    conn,
-                    msg: Message::Update { status },
-                } => {
-                    *self
-                        .held_updates
-                        .entry((*conn, status.framework_id.clone(), status.task_id.clone()))
-                        .or_default() += 1
-                }
-                _ => {}
-            }
+        match bar(&held) {
+            Some(Bar::Conn(conn)) => *self.barred.entry(conn).or_default() += 1,
+            Some(Bar::Update(key)) => *self.held_updates.entry(key).or_default() += 1,
+            None => {}
         }
         self.held.push_back((needs, held));
     }
@@ -170,19 +157,10 @@ impl<A> Pipeline<A> {
         let mut out = Vec::new();
         while self.held.front().is_some_and(|(n, _)| *n <= self.durable) {
             let (_, held) = self.held.pop_front().expect("checked");
-            if let Held::Action(action) = &held {
-                match action {
-                    Action::Close { conn, .. } => release(&mut self.barred, *conn),
-                    Action::Send { conn, msg } if fences(msg) => release(&mut self.barred, *conn),
-                    Action::Send {
-                        conn,
-                        msg: Message::Update { status },
-                    } => release(
-                        &mut self.held_updates,
-                        (*conn, status.framework_id.clone(), status.task_id.clone()),
-                    ),
-                    _ => {}
-                }
+            match bar(&held) {
+                Some(Bar::Conn(conn)) => release(&mut self.barred, conn),
+                Some(Bar::Update(key)) => release(&mut self.held_updates, key),
+                None => {}
             }
             out.push(held);
         }
@@ -193,6 +171,31 @@ impl<A> Pipeline<A> {
     #[cfg(test)]
     pub(super) fn held(&self) -> usize {
         self.held.len()
+    }
+}
+
+/// What a held item keeps later sends from passing while it waits.
+enum Bar {
+    /// Every send on the connection ([`fences`], or a `Close`).
+    Conn(ConnId),
+    /// Updates of this task on this connection.
+    Update((ConnId, FrameworkId, TaskId)),
+}
+
+/// The bar `held` raises, if any (counted while it is held, released when it goes).
+fn bar<A>(held: &Held<A>) -> Option<Bar> {
+    match held {
+        Held::Action(Action::Close { conn, .. }) => Some(Bar::Conn(*conn)),
+        Held::Action(Action::Send { conn, msg }) if fences(msg) => Some(Bar::Conn(*conn)),
+        Held::Action(Action::Send {
+            conn,
+            msg: Message::Update { status },
+        }) => Some(Bar::Update((
+            *conn,
+            status.framework_id.clone(),
+            status.task_id.clone(),
+        ))),
+        _ => None,
     }
 }
 
