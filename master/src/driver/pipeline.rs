@@ -22,6 +22,10 @@ use crate::registry::RegistryOp;
 use proto::{FrameworkId, Message, TaskId};
 use std::collections::{HashMap, VecDeque};
 
+/// Actions held, or changes gathered for the next commit, past which the loop stops reading
+/// input until a commit is durable.
+pub(super) const MAX_WAITING: usize = 65_536;
+
 /// Something that waits for a commit: an action of the core, or the driver's promise to an
 /// upload that its blob record is durable.
 // Unboxed like the core's own queue of actions: nearly everything held is an action.
@@ -171,6 +175,13 @@ impl<A> Pipeline<A> {
     #[cfg(test)]
     pub(super) fn held(&self) -> usize {
         self.held.len()
+    }
+
+    /// Whether the loop may read more input: not while [`MAX_WAITING`] actions or changes
+    /// wait for a slow write (the input queue, then the peers' streams, push back as they did
+    /// when the loop read nothing during a write).
+    pub(super) fn has_room(&self) -> bool {
+        self.held.len() < MAX_WAITING && self.next.len() < MAX_WAITING
     }
 }
 

@@ -224,7 +224,7 @@ pub(super) async fn lead(
                     }
                 }
             }
-            input = rx.recv() => match input {
+            input = rx.recv(), if pipeline.has_room() => match input {
                 Some(input) => {
                     handle_input(ctx, &mut core, &mut conns, input, validity.is_some(), &mut pending_ops, &mut pending_acks, &mut replies);
                     // Inputs already waiting are handled before the actions are drained,

@@ -269,3 +269,19 @@ fn sends_ahead_do_not_pass_held_executor_messages_or_kills() {
         ["1:FrameworkMessage", "1:Update", "2:KillTask", "2:RunTask"]
     );
 }
+
+/// Past `MAX_WAITING` held actions the loop stops reading input until the commit is durable.
+#[test]
+fn a_slow_commit_stops_input_past_the_bound() {
+    let mut p = Pipeline::default();
+    route(&mut p, vec![put()]);
+    p.start().expect("changes wait");
+    for _ in 0..MAX_WAITING - 1 {
+        assert_eq!(p.ack("a"), None);
+    }
+    assert!(p.has_room());
+    assert_eq!(p.ack("a"), None);
+    assert!(!p.has_room());
+    assert_eq!(p.committed().len(), MAX_WAITING);
+    assert!(p.has_room());
+}
