@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig, Strategy,
+    Config, Enabled, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig,
+    Strategy,
 };
 
 use super::ExecError;
@@ -51,9 +52,11 @@ pub struct ExecutorConfig {
 /// one linear memory's address space (4 GiB plus a 32 MiB guard, never
 /// committed until used, so that bounds checks stay elided), a table of
 /// [`PoolingConfig::table_elements`] pointers, an instance record and an
-/// async stack. Slots are reused, with linear memories reset copy-on-write
-/// from the module's memory image, so a launch costs no `mmap`/`munmap` of a
-/// fresh reservation.
+/// async stack. Slots are reused, with linear memories reset from the
+/// module's copy-on-write memory image, so a launch costs no `mmap`/`munmap`
+/// of a fresh reservation; the pages a task wrote are reset in place up to
+/// [`PoolingConfig::keep_resident`] bytes, so a small task's end costs no
+/// `madvise` either.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PoolingConfig {
     /// Most tasks alive at once. A launch beyond it fails with
@@ -100,9 +103,29 @@ impl PoolingConfig {
         (self.memory_bytes() / 8).clamp(20_000, 1 << 20) as usize
     }
 
+    /// Bytes of a freed slot's linear memory (and as many of its table) reset in place instead
+    /// of handed back to the kernel: a sixteenth of [`PoolingConfig::max_task_mem`] (the
+    /// agent's memory, for an agent's pool) shared over the slots, between one and 256 pages.
+    /// It bounds what idle slots keep resident beyond the tasks' shares.
+    pub fn keep_resident(&self) -> usize {
+        const PAGE: u64 = 4096;
+        let each = self.memory_bytes() / 16 / u64::from(self.tasks());
+        ((each / PAGE).clamp(1, 256) * PAGE) as usize
+    }
+
     fn allocation_config(&self) -> PoolingAllocationConfig {
         let n = self.tasks();
         let mut p = PoolingAllocationConfig::new();
+        // A freed slot's pages are reset where they are: with `PAGEMAP_SCAN` (Linux 6.7+) only
+        // the pages the guest wrote, copied back from the module's image or zeroed, up to
+        // `keep_resident` bytes; the rest, if any, is `madvise`d away as before. No `madvise`
+        // for a small guest means no TLB shootdown across the process's threads when a task
+        // ends, and no page faults when the next one starts in the slot. Without the ioctl the
+        // first `keep_resident` bytes are reset by `memset`.
+        let keep = self.keep_resident();
+        p.linear_memory_keep_resident(keep)
+            .table_keep_resident(keep)
+            .pagemap_scan(Enabled::Auto);
         p.total_core_instances(n.saturating_mul(CORE_INSTANCES_PER_TASK))
             .total_component_instances(n)
             .total_memories(n)

@@ -839,6 +839,69 @@ async fn a_table_past_the_pools_slot_is_a_memory_limit() {
     }
 }
 
+/// A freed slot's memory is reset in place up to `keep_resident` bytes and handed back to the
+/// kernel past that: either way the next task in the slot starts from its own module's image.
+/// One slot, so every task takes the same one; `memhog` exits with 3 if a chunk it gets from
+/// `memory.grow` is not zero.
+#[tokio::test]
+async fn a_reused_slot_holds_nothing_of_the_task_before() {
+    let exec = pooled_executor(1, 64 * MIB);
+    let keep = PoolingConfig {
+        max_tasks: 1,
+        max_task_mem: 64 * MIB,
+    }
+    .keep_resident();
+    assert_eq!(keep, 1 << 20, "a sixteenth of 64 MiB, capped at 256 pages");
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..3 {
+        // 4 MiB written: the first MiB of it reset in place, the rest decommitted.
+        let s = spec(
+            &dir.path().join(format!("memhog-{round}")),
+            "memhog",
+            wasm_examples::MEMHOG_PATH,
+            &["4"],
+        );
+        let out = run(&exec, s).await;
+        assert_eq!(
+            out.termination,
+            Termination::Exited(0),
+            "round {round}: {out:?}"
+        );
+        assert!(out.stdout_tail.contains("reached 4 MiB"), "{out:?}");
+        // A small guest after it: its data segment back from the image, its output right.
+        let hello = spec(
+            &dir.path().join(format!("hello-{round}")),
+            "hello",
+            wasm_examples::HELLO_PATH,
+            &[],
+        );
+        let out = run(&exec, hello).await;
+        assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+        assert!(out.stdout_tail.contains("Hello from Tessera!"), "{out:?}");
+    }
+}
+
+#[test]
+fn idle_slots_keep_a_sixteenth_of_the_memory_resident_at_most() {
+    let keep = |max_tasks, max_task_mem| {
+        PoolingConfig {
+            max_tasks,
+            max_task_mem,
+        }
+        .keep_resident()
+    };
+    // The default pool: 4 GiB / 16 over 1,000 slots = 268,435 bytes: 65 whole pages.
+    assert_eq!(keep(1000, 4 << 30), 65 * 4096);
+    // An agent of <4 cpus, 4 GiB>: 4,000 slots of 64 KiB.
+    assert_eq!(keep(4000, 4 << 30), 16 * 4096);
+    // At least a page, at most 1 MiB.
+    assert_eq!(keep(10_000, 64 * MIB), 4096);
+    assert_eq!(keep(1, 4 << 30), 1 << 20);
+    for (n, mem) in [(1000, 4u64 << 30), (4000, 4 << 30), (77, 3 << 30)] {
+        assert!((keep(n, mem) as u64) * u64::from(n) <= mem / 16);
+    }
+}
+
 #[tokio::test]
 async fn on_demand_allocation_still_works() {
     let exec = Executor::new(ExecutorConfig {
