@@ -8,6 +8,13 @@
 //! 0.2 ms to be read by the master while a commit ran), and the loop could read no input
 //! during the commit. On its own thread, the commit is a future the loop polls beside its
 //! inputs (see the driver's `pipeline`), and the worker runs those tasks meanwhile.
+//!
+//! The thread runs at a lower priority ([`REGISTRY_NICE`]): its commits are off the critical
+//! path of what the pipeline sends ahead (a launch, an agent's update), yet they start right
+//! when that path runs (an accept, a task's end), and on a small machine their CPU time (redb's
+//! copy-on-write pages, the syscalls) took a core the path's next hop was woken onto. Lowered,
+//! the kernel runs the woken tokio worker first; the commit runs in the gaps, and keeps its
+//! share when the workers are busy (nice 10 weighs about a tenth of a worker).
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -38,6 +45,7 @@ impl RegistryThread {
         let thread = std::thread::Builder::new()
             .name("tessera-registry".into())
             .spawn(move || {
+                lower_priority();
                 for job in queue {
                     match job {
                         Job::Load(reply) => {
@@ -70,6 +78,23 @@ impl RegistryThread {
             }
             answer.await.unwrap_or_else(|_| Err(gone()))
         })
+    }
+}
+
+/// The registry thread's nice value (see the module's doc).
+pub const REGISTRY_NICE: i32 = 10;
+
+/// Lowers the calling thread's priority to [`REGISTRY_NICE`] (Linux: `setpriority` takes a
+/// thread id); a failure is logged and changes nothing else.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain syscalls on the calling thread, no pointers.
+        let tid = unsafe { libc::gettid() };
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, REGISTRY_NICE) } != 0 {
+            let e = std::io::Error::last_os_error();
+            tracing::warn!(error = %e, "cannot lower the registry thread's priority");
+        }
     }
 }
 
@@ -120,5 +145,34 @@ mod tests {
         assert!(snapshot.tasks.is_empty());
         drop(r);
         assert_eq!(mem.batches(), 1);
+    }
+
+    /// The thread runs at nice [`REGISTRY_NICE`], read back from `/proc` by its name.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_registry_thread_runs_at_a_lower_priority() {
+        let mut r = RegistryThread::spawn(MemRegistry::default()).unwrap();
+        // Answered: the thread is past its start.
+        r.load().await.unwrap();
+        let mut nices = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let dir = task.unwrap().path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            if comm.trim() != "tessera-registr" {
+                continue;
+            }
+            let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+            // Fields after the command's closing parenthesis: state is the 3rd field of the
+            // line, nice the 19th.
+            let after = &stat[stat.rfind(')').unwrap() + 2..];
+            let nice: i32 = after.split(' ').nth(16).unwrap().parse().unwrap();
+            nices.push(nice);
+        }
+        // Tests run in parallel: other registry threads may be alive, all lowered.
+        assert!(
+            !nices.is_empty(),
+            "no tessera-registry thread in /proc/self/task"
+        );
+        assert!(nices.iter().all(|&n| n == REGISTRY_NICE), "{nices:?}");
     }
 }
