@@ -782,9 +782,17 @@ impl Master {
         if t.is_terminal() {
             if t.adopted_ended && status.state.is_terminal() {
                 // Adopted ended: the agent's update of that end is the one its framework hears
-                // and acknowledges.
+                // and acknowledges. It replaces the registry's end too (the status the master
+                // made at the adoption), so that a restart before the acknowledgement answers
+                // a reconciliation with the agent's end and its output's tail.
                 t.status = status;
                 t.adopted_ended = false;
+                let status = t.status.clone();
+                self.persist(RegistryOp::EndTask {
+                    framework_id: key.0.clone(),
+                    task_id: key.1.clone(),
+                    status,
+                });
             }
             return false;
         }

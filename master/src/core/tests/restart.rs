@@ -946,6 +946,31 @@ fn a_launch_lost_with_its_record_that_ended_reaches_its_framework() {
     );
 }
 
+/// The agent's end of a task adopted ended replaces the master's own status in the registry
+/// too: a second restart before the framework acknowledges it answers a reconciliation with
+/// the agent's end and its output's tail.
+#[test]
+fn the_agents_end_of_an_adopted_task_survives_another_restart() {
+    let (mut h, a, f, o, m) = one_agent_one_offer();
+    let t1 = task("t1", &a, res(1.0, GIB), m);
+    accept_then_die_before_the_commit(&mut h, 10, &o, vec![t1.clone()]);
+    resubscribe(&mut h, 11, &f);
+    reregister(&mut h, 2, &a, vec![reported(&f, &t1, TaskState::Finished)]);
+    let mut end = update(&f, "t1", &a, TaskState::Finished, "u1");
+    end.stdout_tail = "pi is 3.14159\n".into();
+    h.status(2, end);
+    assert!(h.updates(11).iter().any(|s| s.task_id.0 == "t1"));
+
+    h.restart();
+    resubscribe(&mut h, 11, &f);
+    h.take();
+    h.reconcile(11, &["t1"]);
+    let answers = h.updates(11);
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(answers[0].state, TaskState::Finished);
+    assert_eq!(answers[0].stdout_tail, "pi is 3.14159\n", "{answers:?}");
+}
+
 /// A reconciliation held for an agent that never comes back is answered when the agent is
 /// removed at its re-registration timeout.
 #[test]
