@@ -28,6 +28,9 @@ use crate::ha::{AsyncRegistry, BoxFuture};
 enum Job {
     Load(oneshot::Sender<Result<Snapshot, RegistryError>>),
     Apply(Vec<RegistryOp>, oneshot::Sender<Result<(), RegistryError>>),
+    /// The thread's nice value, as the kernel reports it (tests).
+    #[cfg(all(test, target_os = "linux"))]
+    Nice(oneshot::Sender<i32>),
 }
 
 /// A [`Registry`] owned by a dedicated thread (`tessera-registry`); calls are queued to it in
@@ -53,6 +56,14 @@ impl RegistryThread {
                         }
                         Job::Apply(ops, reply) => {
                             let _ = reply.send(registry.apply(&ops));
+                        }
+                        #[cfg(all(test, target_os = "linux"))]
+                        Job::Nice(reply) => {
+                            // SAFETY: plain syscalls on the calling thread, no pointers.
+                            let nice = unsafe {
+                                libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t)
+                            };
+                            let _ = reply.send(nice);
                         }
                     }
                 }
@@ -147,32 +158,13 @@ mod tests {
         assert_eq!(mem.batches(), 1);
     }
 
-    /// The thread runs at nice [`REGISTRY_NICE`], read back from `/proc` by its name.
+    /// The thread runs at nice [`REGISTRY_NICE`], as the kernel reports it to the thread.
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn the_registry_thread_runs_at_a_lower_priority() {
-        let mut r = RegistryThread::spawn(MemRegistry::default()).unwrap();
-        // Answered: the thread is past its start.
-        r.load().await.unwrap();
-        let mut nices = Vec::new();
-        for task in std::fs::read_dir("/proc/self/task").unwrap() {
-            let dir = task.unwrap().path();
-            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-            if comm.trim() != "tessera-registr" {
-                continue;
-            }
-            let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
-            // Fields after the command's closing parenthesis: state is the 3rd field of the
-            // line, nice the 19th.
-            let after = &stat[stat.rfind(')').unwrap() + 2..];
-            let nice: i32 = after.split(' ').nth(16).unwrap().parse().unwrap();
-            nices.push(nice);
-        }
-        // Tests run in parallel: other registry threads may be alive, all lowered.
-        assert!(
-            !nices.is_empty(),
-            "no tessera-registry thread in /proc/self/task"
-        );
-        assert!(nices.iter().all(|&n| n == REGISTRY_NICE), "{nices:?}");
+        let r = RegistryThread::spawn(MemRegistry::default()).unwrap();
+        let (reply, nice) = oneshot::channel();
+        r.jobs.as_ref().unwrap().send(Job::Nice(reply)).unwrap();
+        assert_eq!(nice.await.unwrap(), REGISTRY_NICE);
     }
 }
