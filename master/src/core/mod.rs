@@ -785,14 +785,14 @@ impl Master {
                 // and acknowledges. It replaces the registry's end too (the status the master
                 // made at the adoption), so that a restart before the acknowledgement answers
                 // a reconciliation with the agent's end and its output's tail.
-                t.status = status;
-                t.adopted_ended = false;
-                let status = t.status.clone();
-                self.persist(RegistryOp::EndTask {
+                let end = RegistryOp::EndTask {
                     framework_id: key.0.clone(),
                     task_id: key.1.clone(),
-                    status,
-                });
+                    status: status.clone(),
+                };
+                t.status = status;
+                t.adopted_ended = false;
+                self.persist(end);
             }
             return false;
         }
