@@ -36,6 +36,9 @@ use wasmtime::{Config, Engine, Linker, Module, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::WasiCtxBuilder;
 
+#[path = "support/meter_rewrite.rs"]
+mod meter_rewrite;
+
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -290,6 +293,9 @@ enum Meter {
     EpochClock,
     /// Fuel (1 ms yields) and epochs (1 ms yields).
     Both,
+    /// Neither: the module is rewritten to check a budget of its own (`support/meter_rewrite.rs`),
+    /// refilled by an async host call (1 ms of fuel's worth of operators, then a yield).
+    Rewritten(meter_rewrite::Placement),
 }
 
 impl Meter {
@@ -415,6 +421,27 @@ fn meter_options() -> Vec<MeterOption> {
         inlined("fuel, inlining", Meter::Fuel { yield_ms: 1 }),
         inlined("epoch, inlining", Meter::Epoch { ticks: 1 }),
         inlined("neither, inlining", Meter::Neither),
+        o(
+            "rewritten: checks at loop headers",
+            Meter::Rewritten(meter_rewrite::Placement::Headers),
+            &[],
+            Speed,
+            false,
+        ),
+        o(
+            "rewritten: checks on back edges, host call outside the loop",
+            Meter::Rewritten(meter_rewrite::Placement::BackEdges),
+            &[],
+            Speed,
+            false,
+        ),
+        o(
+            "rewritten, back edges, trap for a host call (reference: cannot pace)",
+            Meter::Rewritten(meter_rewrite::Placement::BackEdgesTrap),
+            &[],
+            Speed,
+            false,
+        ),
     ]
 }
 
@@ -452,6 +479,21 @@ async fn bare_run(
 ) -> (Duration, Duration) {
     let mut linker: Linker<WasiP1Ctx> = Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s| s).unwrap();
+    if let Meter::Rewritten(_) = meter {
+        let budget = (fuel_rate / 1000) as i64;
+        linker
+            .func_wrap_async(
+                meter_rewrite::TICK_MODULE,
+                meter_rewrite::TICK_NAME,
+                move |_, ()| {
+                    Box::new(async move {
+                        tokio::task::yield_now().await;
+                        Ok(budget)
+                    })
+                },
+            )
+            .unwrap();
+    }
     let wasi = WasiCtxBuilder::new().args(args).build_p1();
     let mut store = Store::new(engine, wasi);
     if let Meter::Fuel { yield_ms } = meter {
@@ -583,9 +625,18 @@ async fn bench_overhead(exec: &Executor, tmp: &Path) {
         let mut compile = Vec::new();
         let modules: Vec<Module> = engines
             .iter()
-            .map(|e| {
+            .zip(&options)
+            .map(|(e, o)| {
                 let t0 = Instant::now();
-                let m = Module::from_file(e, path).unwrap();
+                let m = match o.meter {
+                    Meter::Rewritten(p) => {
+                        let wasm = std::fs::read(path).unwrap();
+                        let wasm = meter_rewrite::rewrite(&wasm, p)
+                            .unwrap_or_else(|err| panic!("rewriting {path}: {}", err.0));
+                        Module::new(e, wasm).unwrap()
+                    }
+                    _ => Module::from_file(e, path).unwrap(),
+                };
                 compile.push(t0.elapsed());
                 m
             })

@@ -1,0 +1,700 @@
+//! Metering by rewriting a core module (a rejected option of the metering bench, kept so that
+//! its figures can be reproduced; BENCHMARKS.md, "Metering overhead").
+//!
+//! Wasmtime's fuel and epochs check at every function entry and loop header. This pass puts
+//! its own budget checks (a mutable `i64` global it adds) only where running code could
+//! otherwise go on unbounded:
+//! - in a loop: at its header, or on its back edges (the first pass through a loop is then
+//!   charged to the code around it, since only a branch to a loop goes backwards);
+//! - at the entry of a function that is recursive (in a cycle of the direct call graph), may be
+//!   called indirectly or from outside, or whose bounded cost exceeds [`MAX_UNCHECKED`].
+//!
+//! A function without an entry check is charged, with everything it calls that has none, to
+//! the check before its call. When the budget goes negative the module calls the host's
+//! [`TICK_NAME`] import (which returns the next budget, and could pace, yield or trap), or,
+//! as a reference only, traps.
+//!
+//! What the bench showed: the checks themselves are cheap (json 1.06× with a trap for the slow
+//! path), but any call left in a function costs its loops what fuel and epochs cost: Cranelift's
+//! wasm calling convention keeps no register across a call, so values live across the rarely
+//! taken slow path are spilled on the hot one. Placing the call outside the loop (re-entering
+//! the loop at its header after it) did not help, nor did unrolling small loops.
+
+use wasm_encoder::reencode::{Error as ReencodeError, Reencode};
+use wasm_encoder::Instruction as I;
+use wasmparser::{Operator, Parser, Payload};
+
+/// Module name of the tick import.
+pub const TICK_MODULE: &str = "tessera:meter";
+/// Field name of the tick import: `() -> i64`, the next budget in operators.
+pub const TICK_NAME: &str = "tick";
+
+/// A function whose bounded cost exceeds this many operators checks the budget itself.
+pub const MAX_UNCHECKED: u64 = 4096;
+
+/// Where loops are checked and what runs when the budget runs out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// At each loop's header; the host call sits in the loop.
+    Headers,
+    /// On each loop's back edges (`br`/`br_if`); the loop is wrapped so that the host call
+    /// sits outside it and the loop is re-entered at its header after the call.
+    BackEdges,
+    /// As `BackEdges`, with a trap in place of the host call (reference only: it can neither
+    /// pace nor resume).
+    BackEdgesTrap,
+}
+
+/// Why a module could not be rewritten.
+#[derive(Debug)]
+pub struct RewriteError(pub String);
+
+impl From<wasmparser::BinaryReaderError> for RewriteError {
+    fn from(e: wasmparser::BinaryReaderError) -> Self {
+        RewriteError(e.to_string())
+    }
+}
+
+impl<E: std::fmt::Debug> From<ReencodeError<E>> for RewriteError {
+    fn from(e: ReencodeError<E>) -> Self {
+        RewriteError(format!("{e:?}"))
+    }
+}
+
+/// Rewrites a core module to meter itself as `placement` says.
+pub fn rewrite(wasm: &[u8], placement: Placement) -> Result<Vec<u8>, RewriteError> {
+    let plan = analyse(wasm)?;
+    let mut r = Rewriter {
+        plan: &plan,
+        placement,
+        tick_type: plan.type_count,
+        budget_global: plan.global_count,
+        defined_index: 0,
+        types_done: false,
+        imports_done: false,
+        globals_done: false,
+    };
+    let mut module = wasm_encoder::Module::new();
+    r.parse_core_module(&mut module, Parser::new(0), wasm)?;
+    Ok(module.finish())
+}
+
+/// What the analysis learnt of one defined function.
+#[derive(Default)]
+struct FnInfo {
+    /// Operators outside any loop (first passes through loops included).
+    base: u64,
+    /// Direct callees (original function indices) called there.
+    calls: Vec<u32>,
+    /// Per loop, in order of appearance: its own operators and direct callees (first passes
+    /// through nested loops included).
+    loops: Vec<(u64, Vec<u32>)>,
+}
+
+/// The charges decided for one module.
+struct Plan {
+    imported_funcs: u32,
+    type_count: u32,
+    global_count: u32,
+    /// Per defined function: its parameter count (the scratch local goes after its locals).
+    params: Vec<u32>,
+    /// Per defined function: its entry charge, if it checks at entry.
+    entry: Vec<Option<u64>>,
+    /// Per defined function, per loop: the loop's charge.
+    loops: Vec<Vec<u64>>,
+}
+
+fn analyse(wasm: &[u8]) -> Result<Plan, RewriteError> {
+    let (mut imported_funcs, mut imported_globals, mut defined_globals) = (0u32, 0u32, 0u32);
+    let mut type_params: Vec<u32> = Vec::new();
+    let mut params: Vec<u32> = Vec::new();
+    let mut infos: Vec<FnInfo> = Vec::new();
+    let mut must_check: Vec<u32> = Vec::new();
+    for payload in Parser::new(0).parse_all(wasm) {
+        match payload? {
+            Payload::TypeSection(r) => {
+                for group in r {
+                    for ty in group?.into_types() {
+                        type_params.push(match &ty.composite_type.inner {
+                            wasmparser::CompositeInnerType::Func(f) => f.params().len() as u32,
+                            _ => 0,
+                        });
+                    }
+                }
+            }
+            Payload::ImportSection(r) => {
+                for imp in r.into_imports() {
+                    match imp?.ty {
+                        wasmparser::TypeRef::Func(_) => imported_funcs += 1,
+                        wasmparser::TypeRef::Global(_) => imported_globals += 1,
+                        _ => {}
+                    }
+                }
+            }
+            Payload::FunctionSection(r) => {
+                for ty in r {
+                    params.push(type_params.get(ty? as usize).copied().unwrap_or(0));
+                }
+            }
+            Payload::GlobalSection(r) => defined_globals = r.count(),
+            Payload::ExportSection(r) => {
+                for e in r {
+                    let e = e?;
+                    if e.kind == wasmparser::ExternalKind::Func {
+                        must_check.push(e.index);
+                    }
+                }
+            }
+            Payload::StartSection { func, .. } => must_check.push(func),
+            Payload::ElementSection(r) => {
+                for el in r {
+                    match el?.items {
+                        wasmparser::ElementItems::Functions(fs) => {
+                            for f in fs {
+                                must_check.push(f?);
+                            }
+                        }
+                        wasmparser::ElementItems::Expressions(_, es) => {
+                            for e in es {
+                                for op in e?.get_operators_reader() {
+                                    if let Operator::RefFunc { function_index } = op? {
+                                        must_check.push(function_index);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Payload::CodeSectionEntry(body) => {
+                infos.push(analyse_body(&body, &mut must_check)?);
+            }
+            _ => {}
+        }
+    }
+    let n = infos.len();
+    let defined = |f: u32| (f >= imported_funcs).then(|| (f - imported_funcs) as usize);
+    let mut checked = vec![false; n];
+    for f in must_check.into_iter().filter_map(defined) {
+        if f < n {
+            checked[f] = true;
+        }
+    }
+    let edges: Vec<Vec<usize>> = infos
+        .iter()
+        .map(|i| {
+            i.calls
+                .iter()
+                .chain(i.loops.iter().flat_map(|l| l.1.iter()))
+                .filter_map(|&c| defined(c))
+                .filter(|&c| c < n)
+                .collect()
+        })
+        .collect();
+    for scc in sccs(&edges) {
+        if scc.len() > 1 || edges[scc[0]].contains(&scc[0]) {
+            for f in scc {
+                checked[f] = true;
+            }
+        }
+    }
+    // Bounded costs of unchecked functions, callees first (the unchecked graph is acyclic);
+    // one over MAX_UNCHECKED becomes checked, and costs its callers nothing.
+    let mut cost: Vec<u64> = vec![0; n];
+    for f in postorder(&edges) {
+        if checked[f] {
+            continue;
+        }
+        let c = charge(
+            infos[f].base,
+            &infos[f].calls,
+            imported_funcs,
+            &checked,
+            &cost,
+        );
+        if c > MAX_UNCHECKED {
+            checked[f] = true;
+        } else {
+            cost[f] = c;
+        }
+    }
+    let entry = (0..n)
+        .map(|f| {
+            checked[f].then(|| {
+                charge(
+                    infos[f].base,
+                    &infos[f].calls,
+                    imported_funcs,
+                    &checked,
+                    &cost,
+                )
+            })
+        })
+        .collect();
+    let loops = infos
+        .iter()
+        .map(|i| {
+            i.loops
+                .iter()
+                .map(|(own, callees)| charge(*own, callees, imported_funcs, &checked, &cost))
+                .collect()
+        })
+        .collect();
+    Ok(Plan {
+        imported_funcs,
+        type_count: type_params.len() as u32,
+        global_count: imported_globals + defined_globals,
+        params,
+        entry,
+        loops,
+    })
+}
+
+/// A region's charge: its own operators and the bounded costs of the unchecked functions it
+/// calls (a host import counts one).
+fn charge(own: u64, callees: &[u32], imported: u32, checked: &[bool], cost: &[u64]) -> u64 {
+    let mut c = own;
+    for &callee in callees {
+        let add = match callee.checked_sub(imported).map(|i| i as usize) {
+            None => 1,
+            Some(i) if i >= checked.len() || checked[i] => 0,
+            Some(i) => cost[i],
+        };
+        c = c.saturating_add(add);
+    }
+    c.max(1)
+}
+
+fn analyse_body(
+    body: &wasmparser::FunctionBody<'_>,
+    must_check: &mut Vec<u32>,
+) -> Result<FnInfo, RewriteError> {
+    let mut info = FnInfo::default();
+    // Open blocks: Some(loop number) for loops; the function body is the first.
+    let mut blocks: Vec<Option<usize>> = vec![None];
+    let mut open_loops: Vec<usize> = Vec::new();
+    for op in body.get_operators_reader()? {
+        let op = op?;
+        match open_loops.last() {
+            Some(&l) => info.loops[l].0 += 1,
+            None => info.base += 1,
+        }
+        match op {
+            Operator::Call { function_index } | Operator::ReturnCall { function_index } => {
+                match open_loops.last() {
+                    Some(&l) => info.loops[l].1.push(function_index),
+                    None => info.calls.push(function_index),
+                }
+            }
+            Operator::RefFunc { function_index } => must_check.push(function_index),
+            _ => {}
+        }
+        match op {
+            Operator::Loop { .. } => {
+                info.loops.push((0, Vec::new()));
+                let l = info.loops.len() - 1;
+                blocks.push(Some(l));
+                open_loops.push(l);
+            }
+            Operator::Block { .. }
+            | Operator::If { .. }
+            | Operator::Try { .. }
+            | Operator::TryTable { .. } => blocks.push(None),
+            Operator::End | Operator::Delegate { .. } => {
+                if let Some(Some(l)) = blocks.pop() {
+                    open_loops.pop();
+                    // The first pass through a loop is charged to the code around it.
+                    let (own, callees) = info.loops[l].clone();
+                    match open_loops.last() {
+                        Some(&p) => {
+                            info.loops[p].0 += own;
+                            info.loops[p].1.extend(callees);
+                        }
+                        None => {
+                            info.base += own;
+                            info.calls.extend(callees);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(info)
+}
+
+/// Post-order of a graph's nodes: callees before callers where it is acyclic.
+fn postorder(edges: &[Vec<usize>]) -> Vec<usize> {
+    let mut seen = vec![false; edges.len()];
+    let mut out = Vec::with_capacity(edges.len());
+    for root in 0..edges.len() {
+        if seen[root] {
+            continue;
+        }
+        seen[root] = true;
+        let mut stack = vec![(root, 0usize)];
+        while let Some((v, i)) = stack.pop() {
+            if let Some(&w) = edges[v].get(i) {
+                stack.push((v, i + 1));
+                if !seen[w] {
+                    seen[w] = true;
+                    stack.push((w, 0));
+                }
+            } else {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+/// Strongly connected components (Tarjan's, iterative).
+fn sccs(edges: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    let n = edges.len();
+    let (mut index, mut low, mut on) = (vec![usize::MAX; n], vec![0; n], vec![false; n]);
+    let (mut stack, mut out, mut next) = (Vec::new(), Vec::new(), 0);
+    for root in 0..n {
+        if index[root] != usize::MAX {
+            continue;
+        }
+        let mut work = vec![(root, 0usize)];
+        index[root] = next;
+        low[root] = next;
+        next += 1;
+        stack.push(root);
+        on[root] = true;
+        while let Some(&(v, i)) = work.last() {
+            if let Some(&w) = edges[v].get(i) {
+                work.last_mut().unwrap().1 += 1;
+                if index[w] == usize::MAX {
+                    index[w] = next;
+                    low[w] = next;
+                    next += 1;
+                    stack.push(w);
+                    on[w] = true;
+                    work.push((w, 0));
+                } else if on[w] {
+                    low[v] = low[v].min(index[w]);
+                }
+            } else {
+                work.pop();
+                if let Some(&(p, _)) = work.last() {
+                    low[p] = low[p].min(low[v]);
+                }
+                if low[v] == index[v] {
+                    let mut comp = Vec::new();
+                    while let Some(w) = stack.pop() {
+                        on[w] = false;
+                        comp.push(w);
+                        if w == v {
+                            break;
+                        }
+                    }
+                    out.push(comp);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// An open block of the function being rewritten.
+#[derive(Clone, Copy)]
+enum Frame {
+    /// A block, `if`, `try` or the function body.
+    Other,
+    /// A loop: `Some(charge)` if it is checked on its back edges (and wrapped in three labels
+    /// of this pass's), `None` if at its header.
+    Loop(Option<u64>),
+}
+
+/// A branch's new relative depth, past the labels this pass added, and the charge it must pay
+/// first if it is the back edge of a loop checked on its back edges.
+fn relabel(frames: &[Frame], d: u32) -> (u32, Option<u64>) {
+    let target = frames.len() - 1 - d as usize;
+    let added: u32 = frames[target + 1..]
+        .iter()
+        .map(|f| {
+            if matches!(f, Frame::Loop(Some(_))) {
+                3
+            } else {
+                0
+            }
+        })
+        .sum();
+    match frames[target] {
+        Frame::Loop(c) => (d + added, c),
+        Frame::Other => (d + added, None),
+    }
+}
+
+/// Whether every branch inside the loop opened at `ops[at]` is a plain `br` or `br_if`, so
+/// that its back edges can carry the check; any other branching keeps it at the header.
+fn plain_branches(ops: &[Operator<'_>], at: usize) -> bool {
+    let mut depth = 0usize;
+    for op in &ops[at + 1..] {
+        match op {
+            Operator::Block { .. } | Operator::If { .. } | Operator::Loop { .. } => depth += 1,
+            Operator::End if depth == 0 => return true,
+            Operator::End => depth -= 1,
+            Operator::BrTable { .. }
+            | Operator::Try { .. }
+            | Operator::TryTable { .. }
+            | Operator::Delegate { .. }
+            | Operator::Rethrow { .. }
+            | Operator::BrOnNull { .. }
+            | Operator::BrOnNonNull { .. }
+            | Operator::BrOnCast { .. }
+            | Operator::BrOnCastFail { .. } => return false,
+            _ => {}
+        }
+    }
+    false
+}
+
+struct Rewriter<'p> {
+    plan: &'p Plan,
+    placement: Placement,
+    tick_type: u32,
+    budget_global: u32,
+    defined_index: usize,
+    types_done: bool,
+    imports_done: bool,
+    globals_done: bool,
+}
+
+impl Rewriter<'_> {
+    fn tick_import(&self, imports: &mut wasm_encoder::ImportSection) {
+        let ty = wasm_encoder::EntityType::Function(self.tick_type);
+        imports.import(TICK_MODULE, TICK_NAME, ty);
+    }
+
+    fn budget(&self, globals: &mut wasm_encoder::GlobalSection) {
+        let ty = wasm_encoder::GlobalType {
+            val_type: wasm_encoder::ValType::I64,
+            mutable: true,
+            shared: false,
+        };
+        // The trap reference never refills: it starts with all the budget there is.
+        let start = match self.placement {
+            Placement::BackEdgesTrap => i64::MAX,
+            _ => 0,
+        };
+        globals.global(ty, &wasm_encoder::ConstExpr::i64_const(start));
+    }
+
+    /// Takes `charge` off the budget, leaving whether it ran out on the stack.
+    fn spend(&self, f: &mut wasm_encoder::Function, scratch: u32, charge: u64) {
+        f.instruction(&I::GlobalGet(self.budget_global));
+        f.instruction(&I::I64Const(charge.min(i64::MAX as u64) as i64));
+        f.instruction(&I::I64Sub);
+        f.instruction(&I::LocalTee(scratch));
+        f.instruction(&I::GlobalSet(self.budget_global));
+        f.instruction(&I::LocalGet(scratch));
+        f.instruction(&I::I64Const(0));
+        f.instruction(&I::I64LtS);
+    }
+
+    /// The slow path: the host's next budget, or the reference's trap.
+    fn refill(&self, f: &mut wasm_encoder::Function) {
+        if self.placement == Placement::BackEdgesTrap {
+            f.instruction(&I::Unreachable);
+        } else {
+            f.instruction(&I::Call(self.plan.imported_funcs));
+            f.instruction(&I::GlobalSet(self.budget_global));
+        }
+    }
+
+    /// A check with its slow path in line (function entries; loop headers).
+    fn check(&self, f: &mut wasm_encoder::Function, scratch: u32, charge: u64) {
+        self.spend(f, scratch, charge);
+        f.instruction(&I::If(wasm_encoder::BlockType::Empty));
+        self.refill(f);
+        f.instruction(&I::End);
+    }
+}
+
+impl Reencode for Rewriter<'_> {
+    type Error = std::convert::Infallible;
+
+    fn function_index(&mut self, func: u32) -> Result<u32, ReencodeError<Self::Error>> {
+        // The tick import goes after the module's own function imports.
+        Ok(func + u32::from(func >= self.plan.imported_funcs))
+    }
+
+    fn parse_type_section(
+        &mut self,
+        types: &mut wasm_encoder::TypeSection,
+        section: wasmparser::TypeSectionReader<'_>,
+    ) -> Result<(), ReencodeError<Self::Error>> {
+        wasm_encoder::reencode::utils::parse_type_section(self, types, section)?;
+        types.ty().function([], [wasm_encoder::ValType::I64]);
+        self.types_done = true;
+        Ok(())
+    }
+
+    fn parse_import_section(
+        &mut self,
+        imports: &mut wasm_encoder::ImportSection,
+        section: wasmparser::ImportSectionReader<'_>,
+    ) -> Result<(), ReencodeError<Self::Error>> {
+        wasm_encoder::reencode::utils::parse_import_section(self, imports, section)?;
+        self.tick_import(imports);
+        self.imports_done = true;
+        Ok(())
+    }
+
+    fn parse_global_section(
+        &mut self,
+        globals: &mut wasm_encoder::GlobalSection,
+        section: wasmparser::GlobalSectionReader<'_>,
+    ) -> Result<(), ReencodeError<Self::Error>> {
+        wasm_encoder::reencode::utils::parse_global_section(self, globals, section)?;
+        self.budget(globals);
+        self.globals_done = true;
+        Ok(())
+    }
+
+    /// Adds the type, import and global sections a module without them needs.
+    fn intersperse_section_hook(
+        &mut self,
+        module: &mut wasm_encoder::Module,
+        _after: Option<wasm_encoder::SectionId>,
+        before: Option<wasm_encoder::SectionId>,
+    ) -> Result<(), ReencodeError<Self::Error>> {
+        use wasm_encoder::SectionId as S;
+        let rank = match before {
+            None => u8::MAX,
+            Some(S::Type) => 1,
+            Some(S::Import) => 2,
+            Some(S::Function | S::Table | S::Memory | S::Tag) => 3,
+            Some(S::Global) => 4,
+            Some(_) => 5,
+        };
+        if !self.types_done && rank > 1 {
+            let mut types = wasm_encoder::TypeSection::new();
+            types.ty().function([], [wasm_encoder::ValType::I64]);
+            module.section(&types);
+            self.types_done = true;
+        }
+        if !self.imports_done && rank > 2 {
+            let mut imports = wasm_encoder::ImportSection::new();
+            self.tick_import(&mut imports);
+            module.section(&imports);
+            self.imports_done = true;
+        }
+        if !self.globals_done && rank > 4 {
+            let mut globals = wasm_encoder::GlobalSection::new();
+            self.budget(&mut globals);
+            module.section(&globals);
+            self.globals_done = true;
+        }
+        Ok(())
+    }
+
+    fn parse_function_body(
+        &mut self,
+        code: &mut wasm_encoder::CodeSection,
+        func: wasmparser::FunctionBody<'_>,
+    ) -> Result<(), ReencodeError<Self::Error>> {
+        let idx = self.defined_index;
+        self.defined_index += 1;
+        let mut locals = Vec::new();
+        let mut declared = 0u32;
+        for pair in func.get_locals_reader()? {
+            let (count, ty) = pair?;
+            declared += count;
+            locals.push((count, self.val_type(ty)?));
+        }
+        // A scratch local after the parameters and the declared locals.
+        let scratch = self.plan.params[idx] + declared;
+        locals.push((1, wasm_encoder::ValType::I64));
+        let mut f = wasm_encoder::Function::new(locals);
+        if let Some(c) = self.plan.entry[idx] {
+            self.check(&mut f, scratch, c);
+        }
+        let mut ops = Vec::new();
+        let mut reader = func.get_operators_reader()?;
+        while !reader.eof() {
+            ops.push(reader.read()?);
+        }
+        let mut loop_no = 0;
+        let mut frames: Vec<Frame> = vec![Frame::Other];
+        for (i, op) in ops.iter().enumerate() {
+            match op {
+                Operator::Loop { blockty } => {
+                    let c = self.plan.loops[idx][loop_no];
+                    loop_no += 1;
+                    if self.placement != Placement::Headers && plain_branches(&ops, i) {
+                        let bt = self.block_type(*blockty)?;
+                        f.instruction(&I::Block(bt)); // $exit
+                        f.instruction(&I::Loop(wasm_encoder::BlockType::Empty)); // $again
+                        f.instruction(&I::Block(wasm_encoder::BlockType::Empty)); // $slow
+                        f.instruction(&I::Loop(bt));
+                        frames.push(Frame::Loop(Some(c)));
+                    } else {
+                        f.instruction(&self.instruction(op.clone())?);
+                        self.check(&mut f, scratch, c);
+                        frames.push(Frame::Loop(None));
+                    }
+                }
+                Operator::Block { .. }
+                | Operator::If { .. }
+                | Operator::Try { .. }
+                | Operator::TryTable { .. } => {
+                    f.instruction(&self.instruction(op.clone())?);
+                    frames.push(Frame::Other);
+                }
+                Operator::End | Operator::Delegate { .. } => {
+                    f.instruction(&self.instruction(op.clone())?);
+                    if let Some(Frame::Loop(Some(_))) = frames.pop() {
+                        // Past the loop's end: inside $slow, under $again and $exit.
+                        f.instruction(&I::Br(2));
+                        f.instruction(&I::End); // $slow: the budget ran out on a back edge
+                        self.refill(&mut f);
+                        f.instruction(&I::Br(0)); // into the loop again, at its header
+                        f.instruction(&I::End); // $again
+                        f.instruction(&I::Unreachable);
+                        f.instruction(&I::End); // $exit
+                    }
+                }
+                Operator::Br { relative_depth } => {
+                    let (d, back) = relabel(&frames, *relative_depth);
+                    if let Some(c) = back {
+                        self.spend(&mut f, scratch, c);
+                        f.instruction(&I::BrIf(d + 1));
+                    }
+                    f.instruction(&I::Br(d));
+                }
+                Operator::BrIf { relative_depth } => match relabel(&frames, *relative_depth) {
+                    (d, Some(c)) => {
+                        f.instruction(&I::If(wasm_encoder::BlockType::Empty));
+                        self.spend(&mut f, scratch, c);
+                        f.instruction(&I::BrIf(d + 2));
+                        f.instruction(&I::Br(d + 1));
+                        f.instruction(&I::End);
+                    }
+                    (d, None) => {
+                        f.instruction(&I::BrIf(d));
+                    }
+                },
+                Operator::BrTable { targets } => {
+                    let mut to = Vec::with_capacity(targets.len() as usize);
+                    for t in targets.targets() {
+                        to.push(relabel(&frames, t?).0);
+                    }
+                    let default = relabel(&frames, targets.default()).0;
+                    f.instruction(&I::BrTable(to.into(), default));
+                }
+                // `plain_branches` keeps loops with any other branching unwrapped, and
+                // branches out of an unwrapped loop cross no added label unless it sits in a
+                // wrapped one, which then has only plain branches.
+                _ => {
+                    f.instruction(&self.instruction(op.clone())?);
+                }
+            }
+        }
+        code.function(&f);
+        Ok(())
+    }
+}
