@@ -1,0 +1,148 @@
+//! The metering bench's rewriting option (`benches/support/meter_rewrite.rs`) is sound: a
+//! rewritten module still stops in a loop, in recursion and in an exponential tree of calls
+//! without loops, and a real guest's output is unchanged. Its figures in BENCHMARKS.md mean
+//! something only if it meters what fuel meters.
+
+#[path = "../benches/support/meter_rewrite.rs"]
+#[allow(dead_code)]
+mod meter_rewrite;
+
+use meter_rewrite::{rewrite, Placement};
+use wasmtime::{Engine, Linker, Module, Store};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::WasiCtxBuilder;
+
+const PLACEMENTS: [Placement; 2] = [Placement::Headers, Placement::BackEdges];
+
+/// Ticks a module took before its host stopped it (`Err` carries the trap's text).
+fn ticks_until_stopped(wat: &str, placement: Placement, budget: i64, stop_at: u32) -> u32 {
+    let wasm = rewrite(&wat::parse_str(wat).unwrap(), placement).unwrap();
+    let engine = Engine::default();
+    let module = Module::new(&engine, wasm).unwrap();
+    let mut linker: Linker<u32> = Linker::new(&engine);
+    linker
+        .func_wrap(
+            meter_rewrite::TICK_MODULE,
+            meter_rewrite::TICK_NAME,
+            move |mut caller: wasmtime::Caller<'_, u32>| -> wasmtime::Result<i64> {
+                *caller.data_mut() += 1;
+                if *caller.data() >= stop_at {
+                    wasmtime::bail!("stopped by the host");
+                }
+                Ok(budget)
+            },
+        )
+        .unwrap();
+    let mut store = Store::new(&engine, 0u32);
+    let instance = linker.instantiate(&mut store, &module).unwrap();
+    let run = instance
+        .get_typed_func::<(), ()>(&mut store, "run")
+        .unwrap();
+    let err = run
+        .call(&mut store, ())
+        .expect_err("runs forever unless stopped");
+    assert!(
+        format!("{err:?}").contains("stopped by the host"),
+        "stopped by something else: {err:?}"
+    );
+    *store.data()
+}
+
+#[test]
+fn an_endless_loop_is_stopped() {
+    let wat = r#"(module (func (export "run") (loop $l (br $l))))"#;
+    for p in PLACEMENTS {
+        assert_eq!(ticks_until_stopped(wat, p, 1000, 3), 3, "{p:?}");
+    }
+}
+
+#[test]
+fn an_endless_conditional_loop_in_a_block_is_stopped() {
+    // A `br_if` back edge under a block, with a value on the stack: the rewriting relabels
+    // the branch past the labels it adds.
+    let wat = r#"(module (func (export "run") (local i32)
+        (block $out
+            (loop $l
+                (local.set 0 (i32.add (local.get 0) (i32.const 1)))
+                (block $b (br_if $b (i32.eqz (local.get 0))))
+                (br_if $l (i32.const 1))
+                (br $out)))))"#;
+    for p in PLACEMENTS {
+        assert_eq!(ticks_until_stopped(wat, p, 1000, 3), 3, "{p:?}");
+    }
+}
+
+#[test]
+fn endless_mutual_recursion_is_stopped_before_the_stack_overflows() {
+    let wat = r#"(module
+        (func $f (export "run") (call $g))
+        (func $g (call $f)))"#;
+    for p in PLACEMENTS {
+        assert_eq!(ticks_until_stopped(wat, p, 10, 3), 3, "{p:?}");
+    }
+}
+
+#[test]
+fn an_exponential_tree_of_calls_without_loops_is_stopped() {
+    // f0 calls f1 twice, f1 calls f2 twice, ... f39: 2^40 calls, no loop, no recursion.
+    let mut wat = String::from("(module\n(func (export \"run\") (call $f0))\n");
+    for i in 0..40 {
+        wat.push_str(&format!(
+            "(func $f{i} (call $f{n}) (call $f{n}))\n",
+            n = i + 1
+        ));
+    }
+    wat.push_str("(func $f40 nop))");
+    for p in PLACEMENTS {
+        assert_eq!(ticks_until_stopped(&wat, p, 100_000, 3), 3, "{p:?}");
+    }
+}
+
+/// Runs a real guest's `_start` and returns its standard output.
+fn guest_output(wasm: &[u8], args: &[&str], tick: bool) -> Vec<u8> {
+    let engine = Engine::default();
+    let module = Module::new(&engine, wasm).unwrap();
+    let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s| s).unwrap();
+    if tick {
+        linker
+            .func_wrap(meter_rewrite::TICK_MODULE, meter_rewrite::TICK_NAME, || {
+                10_000i64
+            })
+            .unwrap();
+    }
+    let out = MemoryOutputPipe::new(1 << 20);
+    let wasi = WasiCtxBuilder::new()
+        .args(args)
+        .stdout(out.clone())
+        .build_p1();
+    let mut store = Store::new(&engine, wasi);
+    let instance = linker.instantiate(&mut store, &module).unwrap();
+    let start = instance
+        .get_typed_func::<(), ()>(&mut store, "_start")
+        .unwrap();
+    if let Err(e) = start.call(&mut store, ()) {
+        let code = e.downcast_ref::<wasmtime_wasi::I32Exit>().map(|e| e.0);
+        assert_eq!(code, Some(0), "{e:?}");
+    }
+    out.contents().to_vec()
+}
+
+#[test]
+fn real_guests_print_the_same_once_rewritten() {
+    let guests: [(&str, &[&str]); 3] = [
+        (wasm_examples::JSON_PATH, &["json", "200", "2"]),
+        (wasm_examples::SHA256_PATH, &["sha256", "64", "2"]),
+        (wasm_examples::PI_PATH, &["pi", "42", "20000"]),
+    ];
+    for (path, args) in guests {
+        let wasm = std::fs::read(path).unwrap();
+        let plain = guest_output(&wasm, args, false);
+        assert!(!plain.is_empty(), "{path} printed nothing");
+        for p in PLACEMENTS {
+            let rewritten = rewrite(&wasm, p).unwrap();
+            assert_eq!(guest_output(&rewritten, args, true), plain, "{path} {p:?}");
+        }
+    }
+}
