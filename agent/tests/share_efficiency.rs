@@ -10,11 +10,12 @@
 //! cgroup with a CFS quota of the share per 100 ms period. Without one, only the absolute bound
 //! holds.
 //!
-//! 0.1 cpus is left to the bench (`agent/benches/executor.rs`), not held here: on the 2-core CI
-//! machine, right after the workspace's build, bulkmem at 0.1 cost 4.4–15 s of CPU through the
-//! pacer for work of 0.27 s unpaced, four rounds in a row (up to 157 s a run), while the quota
-//! beside it lost 2.5x; minutes later, and in other runs, the two were alike (0.75 and 0.74).
-//! The cause is not found (issue 14's note); arith was unaffected throughout. A milder form of
+//! 0.1 cpus is held only with kernel quotas for paced tasks (`ExecutorConfig::cpu_quota_cgroup`,
+//! where the machine has the anchor's cgroup): the in-process pacer, which sleeps between
+//! bursts, is preempted 2–4× as often as a throttled thread while it runs on a loaded machine,
+//! and a memory-bound guest paid 1.1–1.45× the quota's CPU time at 0.1 (BENCHMARKS.md, "Share
+//! efficiency"); on the 2-core CI machine, right after the workspace's build, bulkmem at 0.1
+//! once cost 4.4–15 s of CPU through the pacer for work of 0.27 s unpaced. A milder form of
 //! that state once took bulkmem at 0.25 to 0.500 against the quota's 0.560, each the best of
 //! four rounds, and failed the comparison (bar 0.504): hence up to six rounds, and the
 //! comparison within a round as well as best against best.
@@ -62,6 +63,18 @@ const MAX_ROUNDS: usize = 6;
 /// Achieved share ÷ offered must stay below this: bursts must not buy more than the share.
 /// (The first burst comes after a period's sleep, so a short run gets a little less.)
 const MAX_OVERSHOOT: f64 = 1.1;
+
+/// Who paces the executor's tasks in a [`check`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pacing {
+    /// The in-process pacer: no run may use more than its share (see [`MAX_OVERSHOOT`]).
+    InProcess,
+    /// The kernel, through a cgroup per task: the share is the kernel's business. Its CFS lets a
+    /// group run past its quota by up to a bandwidth slice (5 ms) per CPU in a period, which
+    /// over these runs of one to a few periods measured up to 1.4× at 0.5 cpus; `cpu_quota.rs` holds
+    /// the share over longer windows.
+    Kernel,
+}
 
 fn spec(dir: &Path, name: &str, wasm: &str, args: &[&str], cpus_milli: u64) -> TaskSpec {
     let mut argv = vec![name.to_owned()];
@@ -144,6 +157,7 @@ async fn check(
     wasm: &str,
     args: &[&str],
     paced: &[u64],
+    pacing: Pacing,
 ) {
     exec.prepare(name, Path::new(wasm)).await.unwrap();
     let module = anchor.map(|a| a.compile(wasm));
@@ -176,7 +190,7 @@ async fn check(
                     o.wall.as_secs_f64() * 1e3
                 );
                 assert!(
-                    achieved <= offered * MAX_OVERSHOOT,
+                    pacing == Pacing::Kernel || achieved <= offered * MAX_OVERSHOOT,
                     "{name} at {offered} cpus used {achieved:.3} of a core"
                 );
             }
@@ -314,14 +328,63 @@ fn thread_cpu_time() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+const GUESTS: [(&str, &str, &[&str]); 2] = [
+    ("arith", wasm_examples::ARITH_PATH, &["150"]),
+    ("bulkmem", wasm_examples::BULKMEM_PATH, &["120", "16"]),
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paced_shares_buy_their_fraction_of_the_guests_speed() {
     let exec = Executor::new(ExecutorConfig::default()).unwrap();
     let anchor = KernelAnchor::new();
-    for (name, wasm, args) in [
-        ("arith", wasm_examples::ARITH_PATH, &["150"][..]),
-        ("bulkmem", wasm_examples::BULKMEM_PATH, &["120", "16"][..]),
-    ] {
-        check(&exec, anchor.as_ref(), name, wasm, args, &[500, 250]).await;
+    for (name, wasm, args) in GUESTS {
+        let paced = [500, 250];
+        check(
+            &exec,
+            anchor.as_ref(),
+            name,
+            wasm,
+            args,
+            &paced,
+            Pacing::InProcess,
+        )
+        .await;
+    }
+
+    // With kernel quotas for paced tasks (`ExecutorConfig::cpu_quota_cgroup`), 0.1 cpus too:
+    // the kernel throttles the task's own thread as it does the anchor's.
+    let Some(anchor) = anchor else {
+        return;
+    };
+    let parent = anchor.group.with_file_name(format!(
+        "tessera-share-efficiency-quotas-{}",
+        std::process::id()
+    ));
+    let exec = Executor::new(ExecutorConfig {
+        cpu_quota_cgroup: Some(parent.clone()),
+        ..ExecutorConfig::default()
+    })
+    .unwrap();
+    for (name, wasm, args) in GUESTS {
+        eprintln!("under kernel quotas:");
+        let paced = [500, 250, 100];
+        check(
+            &exec,
+            Some(&anchor),
+            name,
+            wasm,
+            args,
+            &paced,
+            Pacing::Kernel,
+        )
+        .await;
+    }
+    drop(exec);
+    // Empty once the tasks' threads that left their groups for it have ended.
+    for _ in 0..1000 {
+        if std::fs::remove_dir(&parent).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }

@@ -44,6 +44,15 @@ pub struct ExecutorConfig {
     /// (address space), the executor falls back to on-demand allocation and
     /// says so in a warning and in [`ExecStats::pool_slots`](super::ExecStats::pool_slots).
     pub pooling: Option<PoolingConfig>,
+    /// Kernel CPU quotas for paced tasks (Linux, cgroup v1 `cpu` controller, as root): where
+    /// set, a task offered less than one core runs on a thread of its own in a cgroup made
+    /// under this directory (e.g. `/sys/fs/cgroup/cpu/tessera`), whose CFS quota is its share
+    /// of each 100 ms, instead of under the in-process pacer; Mesos' `--cgroups_enable_cfs`.
+    /// Costs a thread and a cgroup per paced task while it runs. If the directory cannot be
+    /// made or written, the executor says so in a warning and paces in process. `None` (the
+    /// default): the in-process pacer.
+    #[serde(default)]
+    pub cpu_quota_cgroup: Option<PathBuf>,
 }
 
 /// Sizes of the pooling instance allocator ([`ExecutorConfig::pooling`]).
@@ -175,6 +184,7 @@ impl Default for ExecutorConfig {
             default_disk_cap: 1 << 30,
             disk_check_interval: Duration::from_millis(200),
             pooling: Some(PoolingConfig::default()),
+            cpu_quota_cgroup: None,
         }
     }
 }

@@ -30,7 +30,9 @@
 //!   ([`TaskSpec::cpus_milli`] of a core, measured on the thread's CPU
 //!   clock, see `pacing.rs`), and lets kills and timeouts stop even `loop {}` within
 //!   about a millisecond; an optional CPU-time budget
-//!   ([`TaskSpec::max_cpu`]) is the store's fuel.
+//!   ([`TaskSpec::max_cpu`]) is the store's fuel;
+//! - or, with [`ExecutorConfig::cpu_quota_cgroup`], a task offered less than one core runs on a
+//!   thread of its own under a kernel CFS quota of its share (`quota.rs`).
 //!
 //! A task (preview-1 module or WASI 0.2 component) is single-threaded: a share above one cpu buys no
 //! more than one core. Multi-threaded modules (WASI threads, `wasm32-wasip1-threads`) run on a
@@ -50,6 +52,7 @@
 //!   output, kill, finish).
 //! - `limiter.rs`: the memory and table limiter.
 //! - `pacing.rs`: fuel calibration and CPU-share pacing on the thread's CPU clock.
+//! - `quota.rs`: kernel CPU quotas for paced tasks (a cgroup per task).
 //! - `output.rs`: capped stdout/stderr files and their tails.
 //! - `disk.rs`: the sandbox's disk use.
 //! - `threads.rs`: multi-threaded (WASI threads) tasks: their engine, `thread-spawn`, pacing.
@@ -64,6 +67,7 @@ mod instance;
 mod limiter;
 mod output;
 mod pacing;
+mod quota;
 mod run;
 #[cfg(test)]
 mod tests;
@@ -280,6 +284,9 @@ pub enum Termination {
 #[derive(Debug, Clone)]
 pub struct KillHandle {
     tx: Arc<watch::Sender<bool>>,
+    /// Lifts the task's kernel quota (see `quota.rs`), so that a throttled thread runs to its
+    /// next fuel yield at once.
+    lifter: Option<quota::QuotaLifter>,
 }
 
 impl KillHandle {
@@ -289,6 +296,9 @@ impl KillHandle {
     /// [`Termination::Killed`].
     pub fn kill(&self) {
         self.tx.send_replace(true);
+        if let Some(l) = &self.lifter {
+            l.lift();
+        }
     }
 }
 
@@ -330,6 +340,9 @@ struct Inner {
     /// Stores of tasks that have reported their end and are being dropped: their pool slots
     /// come back in a moment, so a launch that finds the pool full waits for them.
     freeing: std::sync::atomic::AtomicUsize,
+    /// Where paced tasks' cgroups are made, if [`ExecutorConfig::cpu_quota_cgroup`] is set and
+    /// usable.
+    quota: Option<quota::QuotaParent>,
 }
 
 impl Executor {
@@ -348,6 +361,17 @@ impl Executor {
             .map_err(|e| ExecError::Engine(e.to_string()))?;
         let modules = ModuleCache::new(engine.clone(), linker, cfg.cache_dir.clone())?;
         let components = Arc::new(instance::Components::new(&engine)?);
+        let quota = cfg.cpu_quota_cgroup.as_deref().and_then(|dir| {
+            quota::QuotaParent::new(dir)
+                .inspect_err(|e| {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        error = %e,
+                        "no kernel CPU quotas for paced tasks: pacing them in process"
+                    );
+                })
+                .ok()
+        });
         Ok(Executor {
             inner: Arc::new(Inner {
                 cfg,
@@ -362,6 +386,7 @@ impl Executor {
                     output::MEMORY_THRESHOLD,
                 )),
                 freeing: std::sync::atomic::AtomicUsize::new(0),
+                quota,
             }),
         })
     }
@@ -456,17 +481,54 @@ impl Executor {
         notify: Box<dyn Fn(ExecEvent) + Send + Sync>,
     ) -> KillHandle {
         let (tx, rx) = watch::channel(false);
-        let handle = KillHandle { tx: Arc::new(tx) };
+        let group = self.task_group(&spec);
+        let handle = KillHandle {
+            tx: Arc::new(tx),
+            lifter: group.as_ref().map(quota::TaskGroup::lifter),
+        };
         let keep_sender = handle.clone();
         let inner = self.inner.clone();
-        tokio::spawn(async move {
-            let _keep_sender = keep_sender;
-            let mut guard = FinishGuard::for_task(notify);
-            if let Some(outcome) = inner.run(spec, rx, &mut guard).await {
-                guard.end(outcome);
+        let guard = FinishGuard::for_task(notify);
+        match group {
+            None => {
+                tokio::spawn(async move {
+                    let _keep_sender = keep_sender;
+                    let mut guard = guard;
+                    if let Some(outcome) = inner.run(spec, rx, &mut guard).await {
+                        guard.end(outcome);
+                    }
+                });
             }
-        });
+            Some(group) => {
+                let spawned = std::thread::Builder::new()
+                    .name("tessera-quota".into())
+                    .spawn(move || {
+                        let _keep_sender = keep_sender;
+                        run_under_quota(&inner, group, spec, rx, guard);
+                    });
+                if let Err(e) = spawned {
+                    // The guard, dropped with the closure, reports the task failed to start.
+                    tracing::warn!(error = %e, "could not start a paced task's thread");
+                }
+            }
+        }
         handle
+    }
+
+    /// The cgroup a task runs in under its own kernel quota, if it is paced and the executor
+    /// has quotas (see `quota.rs`); a failure to make one is logged and the task is paced in
+    /// process.
+    fn task_group(&self, spec: &TaskSpec) -> Option<quota::TaskGroup> {
+        let parent = self.inner.quota.as_ref()?;
+        if spec.cpus_milli >= 1000 {
+            return None;
+        }
+        parent
+            .group(spec.cpus_milli)
+            .inspect_err(|e| {
+                tracing::warn!(task_dir = %spec.task_dir.display(), error = %e, "no cgroup for a paced task: pacing it in process");
+            })
+            .ok()
     }
 
     /// [`Executor::launch`] with the events sent to a channel, for callers that await them
@@ -483,5 +545,46 @@ impl Executor {
             }),
         );
         (kill, rx)
+    }
+}
+
+/// Runs a paced task on the calling thread (its own) under its group's kernel quota: joins the
+/// group, runs the task on a current-thread runtime with the in-process pacer off (the kernel
+/// paces; accounting is still the thread's CPU clock), then leaves and removes the group. If
+/// the thread cannot join, the in-process pacer paces it.
+fn run_under_quota(
+    inner: &Arc<Inner>,
+    group: quota::TaskGroup,
+    mut spec: TaskSpec,
+    kill: watch::Receiver<bool>,
+    mut guard: FinishGuard,
+) {
+    match group.join() {
+        Ok(()) => spec.cpus_milli = 1000,
+        Err(e) => {
+            tracing::warn!(task_dir = %spec.task_dir.display(), error = %e, "could not join a paced task's cgroup: pacing it in process");
+        }
+    }
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => {
+            rt.block_on(async {
+                if let Some(outcome) = inner.run(spec, kill, &mut guard).await {
+                    guard.end(outcome);
+                }
+            });
+            // Output spilled to files after the end (blocking pool) is written before the
+            // runtime goes.
+            drop(rt);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not start a paced task's runtime");
+        }
+    }
+    drop(guard);
+    if let Err(e) = group.leave().and_then(|()| group.remove()) {
+        tracing::warn!(error = %e, "could not remove a paced task's cgroup");
     }
 }

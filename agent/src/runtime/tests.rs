@@ -881,14 +881,15 @@ fn the_wire_encoding_is_pinned_to_the_protocol_version() {
             max_tasks: 6,
             max_task_mem: 7,
         }),
+        cpu_quota_cgroup: Some("/q".into()),
     };
     h.update(postcard::to_stdvec(&cfg).unwrap());
     let digest = hex::encode(h.finalize());
     assert_eq!(
         (wire::PROTOCOL_VERSION, digest.as_str()),
         (
-            4,
-            "c6f1e62b979c719f202b7fdf2c1bb34b8741afb602869b5d587b28df79d24b57"
+            5,
+            "f5f0f9b488e52e30f062096a9c474c786aefd2cc3827d119da248b3108471df1"
         ),
         "the wire encoding changed: bump PROTOCOL_VERSION and update this digest"
     );

@@ -82,6 +82,13 @@ pub struct AgentArgs {
     /// `/agents/{agent_id}/metrics`.
     #[arg(long, default_value = "none", value_parser = parse_metrics_listen)]
     http_listen: MetricsListen,
+    /// Run each task offered less than one core on a thread of its own, in a cgroup made under
+    /// this directory of the cgroup v1 cpu controller (e.g. `/sys/fs/cgroup/cpu/tessera`; root
+    /// only) with its share as the CFS quota, instead of pacing it in process: the kernel then
+    /// throttles it (Mesos' `--cgroups_enable_cfs`). Costs a thread and a cgroup per paced task
+    /// while it runs. If the directory is not usable the agent warns and paces in process.
+    #[arg(long)]
+    cpu_quota_cgroup: Option<PathBuf>,
     #[command(flatten)]
     tls: TlsArgs,
     #[command(flatten)]
@@ -123,6 +130,7 @@ pub async fn execute(a: AgentArgs) -> anyhow::Result<i32> {
     let mut opts = agent::driver::AgentOptions::for_masters(a.master, tls, a.work_dir, info);
     opts.datasets = a.datasets;
     opts.cache_size = a.cache_size;
+    opts.executor.cpu_quota_cgroup = a.cpu_quota_cgroup;
     opts.tuning = a.quic.tuning()?;
     opts.gc = agent::core::GcPolicy {
         delay: a.gc_delay,

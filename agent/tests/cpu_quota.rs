@@ -1,0 +1,188 @@
+//! Kernel CPU quotas for paced tasks (`ExecutorConfig::cpu_quota_cgroup`), with real wasmtime,
+//! real guests and the real cgroup v1 cpu controller: a paced task runs on its own thread in a
+//! cgroup whose CFS quota is its share, gets that share (2:1 shares give 2:1 progress, none
+//! more than offered), is killed at once even while throttled, and its cgroup is gone after it
+//! ends. A directory outside the cpu controller falls back to the in-process pacer.
+//!
+//! Needs a writable cpu controller (root); without one it says so and checks the fallback
+//! only. Timing-sensitive, so one test in its own binary; the checks are ratios, not durations.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tessera_agent::executor::{
+    ExecEvent, Executor, ExecutorConfig, KillHandle, TaskOutcome, TaskSpec, Termination,
+};
+use tokio::sync::mpsc;
+
+/// Hang guard only.
+const SANITY: Duration = Duration::from_secs(30);
+const WINDOW: Duration = Duration::from_millis(1500);
+
+struct Task {
+    kill: KillHandle,
+    events: mpsc::UnboundedReceiver<ExecEvent>,
+}
+
+fn launch(exec: &Executor, dir: &Path, name: &str, cpus_milli: u64) -> Task {
+    let spec = TaskSpec {
+        cpus_milli,
+        ..TaskSpec::new(
+            "burn",
+            wasm_examples::BURN_PATH,
+            vec![name.into()],
+            dir.join(name),
+        )
+    };
+    let (kill, events) = exec.launch_to_channel(spec);
+    Task { kill, events }
+}
+
+impl Task {
+    async fn running(&mut self) {
+        let ev = tokio::time::timeout(SANITY, self.events.recv()).await;
+        assert_eq!(ev.unwrap(), Some(ExecEvent::Running));
+    }
+
+    async fn stop(mut self) -> TaskOutcome {
+        self.kill.kill();
+        loop {
+            let ev = tokio::time::timeout(SANITY, self.events.recv())
+                .await
+                .expect("task did not stop in time")
+                .expect("no Finished event");
+            if let ExecEvent::Finished(o) = ev {
+                assert_eq!(o.termination, Termination::Killed, "{o:?}");
+                return o;
+            }
+        }
+    }
+}
+
+/// Runs tasks with these shares over the same window; returns each one's achieved share of a
+/// core, and how many task groups there were while they ran.
+async fn shares(exec: &Executor, parent: &Path, offered: &[u64]) -> (Vec<f64>, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tasks: Vec<Task> = offered
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| launch(exec, dir.path(), &format!("t{i}"), c))
+        .collect();
+    for t in &mut tasks {
+        t.running().await;
+    }
+    tokio::time::sleep(WINDOW).await;
+    let groups = groups(parent);
+    for g in &groups {
+        let tasks = std::fs::read_to_string(g.join("tasks")).unwrap();
+        assert!(tasks.lines().count() >= 1, "no thread in {}", g.display());
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        let o = t.stop().await;
+        out.push(o.cpu_time.as_secs_f64() / o.wall.as_secs_f64());
+    }
+    (out, groups.len())
+}
+
+/// The task groups under `parent`.
+fn groups(parent: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return Vec::new();
+    };
+    entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+/// Waits until the task groups under `parent` are gone (each task's thread removes its own
+/// after reporting its end).
+async fn groups_gone(parent: &Path) {
+    let deadline = tokio::time::Instant::now() + SANITY;
+    while !groups(parent).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "task groups left: {:?}",
+            groups(parent)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The parent cgroup for this run, or `None` (said on stderr) where none can be made.
+fn quota_parent() -> Option<PathBuf> {
+    let dir = Path::new("/sys/fs/cgroup/cpu").join(format!("tessera-quota-{}", std::process::id()));
+    match std::fs::create_dir(&dir) {
+        Ok(()) => Some(dir),
+        Err(e) => {
+            eprintln!(
+                "no cpu controller to test with ({}: {e}): the fallback only",
+                dir.display()
+            );
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paced_tasks_run_under_their_own_kernel_quota() {
+    // A directory outside the cpu controller: the executor paces in process.
+    let plain = tempfile::tempdir().unwrap();
+    let exec = Executor::new(ExecutorConfig {
+        cpu_quota_cgroup: Some(plain.path().join("tessera")),
+        ..ExecutorConfig::default()
+    })
+    .unwrap();
+    exec.prepare("burn", Path::new(wasm_examples::BURN_PATH))
+        .await
+        .unwrap();
+    let (r, groups) = shares(&exec, &plain.path().join("tessera"), &[250]).await;
+    eprintln!("fallback, 0.25 cpus: {:.3} cores", r[0]);
+    assert_eq!(groups, 0);
+    assert!(r[0] <= 0.275, "{r:?}");
+
+    let Some(parent) = quota_parent() else {
+        return;
+    };
+    let exec = Executor::new(ExecutorConfig {
+        cpu_quota_cgroup: Some(parent.clone()),
+        ..ExecutorConfig::default()
+    })
+    .unwrap();
+    exec.prepare("burn", Path::new(wasm_examples::BURN_PATH))
+        .await
+        .unwrap();
+
+    // 2:1 shares give 2:1 progress within 10 %, none more than offered; one group each.
+    let (r, groups) = shares(&exec, &parent, &[400, 200]).await;
+    let ratio = r[0] / r[1];
+    eprintln!(
+        "under quotas, 0.4 vs 0.2 cpus: {:.3} and {:.3} cores, ratio {ratio:.3}",
+        r[0], r[1]
+    );
+    assert_eq!(groups, 2);
+    assert!((1.8..=2.2).contains(&ratio), "ratio {ratio} ({r:?})");
+    assert!(r[0] <= 0.44 && r[1] <= 0.22, "{r:?}");
+    groups_gone(&parent).await;
+
+    // A task of 0.01 cpus (1 ms per 100 ms) spends nearly all its time throttled; a kill lifts
+    // its quota and it ends Killed, its group gone.
+    let (r, groups) = shares(&exec, &parent, &[10]).await;
+    eprintln!("under quota, 0.01 cpus: {:.4} cores", r[0]);
+    assert_eq!(groups, 1);
+    assert!(r[0] <= 0.011 + 0.005, "{r:?}");
+    groups_gone(&parent).await;
+
+    // An unpaced task (a whole core) runs on the shared runtime, in no group.
+    let (_, groups) = shares(&exec, &parent, &[1000]).await;
+    assert_eq!(groups, 0);
+
+    // The parent, once the tasks' threads that left for it have ended.
+    drop(exec);
+    let deadline = tokio::time::Instant::now() + SANITY;
+    while let Err(e) = std::fs::remove_dir(&parent) {
+        assert!(tokio::time::Instant::now() < deadline, "{e}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
