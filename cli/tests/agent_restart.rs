@@ -144,7 +144,8 @@ fn start_agent(
                 || line.contains("recovering from the checkpoint")
                 || line.contains("stopping")
                 || line.contains("ERROR")
-                // The reason an agent exits with (anyhow's report at the binary's edge).
+                // The reason an agent exits with (the binary's edge prints `tessera: <error>`).
+                || line.starts_with("tessera:")
                 || line.starts_with("Error")
                 // A panic (its message and location) or an abort.
                 || line.contains("panicked")
