@@ -468,7 +468,9 @@ impl Executor {
         self.inner.modules.contains(digest) || self.inner.threads.contains(digest)
     }
 
-    /// Starts a task on the current tokio runtime (panics outside one).
+    /// Starts a task on the current tokio runtime (panics outside one), or, if it is paced and
+    /// the executor has kernel quotas ([`ExecutorConfig::cpu_quota_cgroup`]), on a thread of
+    /// its own under its quota.
     ///
     /// Calls `notify(ExecEvent::Running)` once the instance is ready and
     /// its entry point is about to run, then `notify(ExecEvent::Finished(outcome))`
@@ -560,7 +562,13 @@ fn run_under_quota(
     mut guard: FinishGuard,
 ) {
     match group.join() {
-        Ok(()) => spec.cpus_milli = 1000,
+        Ok(()) => {
+            spec.cpus_milli = 1000;
+            // A kill that came before the quota was set must not leave the thread throttled.
+            if *kill.borrow() {
+                group.lifter().lift();
+            }
+        }
         Err(e) => {
             tracing::warn!(task_dir = %spec.task_dir.display(), error = %e, "could not join a paced task's cgroup: pacing it in process");
         }
