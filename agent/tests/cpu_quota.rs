@@ -2,7 +2,8 @@
 //! real guests and the real cgroup v1 cpu controller: a paced task runs on its own thread in a
 //! cgroup whose CFS quota is its share, gets that share (2:1 shares give 2:1 progress, none
 //! more than offered), is killed at once even while throttled, and its cgroup is gone after it
-//! ends. A directory outside the cpu controller falls back to the in-process pacer.
+//! ends; groups left by a process that is gone are removed when an executor starts. A
+//! directory outside the cpu controller falls back to the in-process pacer.
 //!
 //! Needs a writable cpu controller (root); without one it says so and checks the fallback
 //! only. Timing-sensitive, so one test in its own binary; the checks are ratios, not durations.
@@ -145,6 +146,14 @@ async fn paced_tasks_run_under_their_own_kernel_quota() {
     let Some(parent) = quota_parent() else {
         return;
     };
+    // A group a process that is gone left behind (its runtime killed with its tasks) is
+    // removed when an executor starts on the parent.
+    let gone = std::process::Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    let mut gone = gone;
+    gone.wait().unwrap();
+    let orphan = parent.join(format!("{gone_pid}-7"));
+    std::fs::create_dir(&orphan).unwrap();
     let exec = Executor::new(ExecutorConfig {
         cpu_quota_cgroup: Some(parent.clone()),
         ..ExecutorConfig::default()
@@ -153,6 +162,8 @@ async fn paced_tasks_run_under_their_own_kernel_quota() {
     exec.prepare("burn", Path::new(wasm_examples::BURN_PATH))
         .await
         .unwrap();
+
+    assert!(!orphan.exists(), "the orphaned group is still there");
 
     // 2:1 shares give 2:1 progress within 10 %, none more than offered; one group each.
     let (r, groups) = shares(&exec, &parent, &[400, 200]).await;

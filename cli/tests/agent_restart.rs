@@ -11,6 +11,8 @@
 //!   and its memory survive (a message after the restart releases the tasks it holds from
 //!   before), a later task goes to it, and every update arrives once.
 //!
+//! And the agent flag `--cpu-quota-cgroup`, through the same harness: paced tasks in cgroups.
+//!
 //! The time from starting the new agent process to its re-registration is printed (a
 //! measurement, never asserted).
 
@@ -777,4 +779,76 @@ async fn kill_9_of_the_agent_keeps_its_executor_and_its_state() {
     assert_eq!(seen.messages, vec![b"echo:release".to_vec()]);
     assert_eq!(seen.exits, 0, "the executor never exited");
     c.wait_all_acknowledged().await;
+}
+
+/// `tessera agent --cpu-quota-cgroup DIR` (the harness here starts real agents with extra
+/// flags): the flag reaches the runtime process's executor, each paced task runs in a cgroup of
+/// its own under `DIR` with its share as the CFS quota (0.01 cpus: 1 ms per 100 ms) and a
+/// thread in it, and the groups are gone once the tasks are killed. Needs the cgroup v1 cpu
+/// controller (root); without it the test says so and passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_cpu_quota_cgroup_paced_tasks_run_under_kernel_quotas() {
+    let parent = PathBuf::from(format!(
+        "/sys/fs/cgroup/cpu/tessera-agent-quota-{}",
+        std::process::id()
+    ));
+    if let Err(e) = std::fs::create_dir(&parent) {
+        eprintln!("no cpu controller to test with ({}: {e})", parent.display());
+        return;
+    }
+    let flag: &'static str = Box::leak(parent.display().to_string().into_boxed_str());
+    let c = deploy_with(&["--cpu-quota-cgroup", flag]);
+    let mut sched = c.scheduler().await;
+    let hello = sched.upload_module(wasm_examples::HELLO).await.unwrap();
+    let burn = sched.upload_module(wasm_examples::BURN).await.unwrap();
+    let paced = 3;
+    launch(&mut sched, hello, burn, 0, paced, "paced-").await;
+    let mut seen = Seen::default();
+    until(&mut sched, &mut seen, "every task runs", |s| {
+        s.count(TaskState::Running) == paced
+    })
+    .await;
+    let groups = |parent: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(parent)
+            .map(|d| {
+                d.map(|e| e.unwrap().path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let running = groups(&parent);
+    assert_eq!(running.len(), paced, "{running:?}");
+    for g in &running {
+        let quota = std::fs::read_to_string(g.join("cpu.cfs_quota_us")).unwrap();
+        assert_eq!(quota.trim(), "1000", "{}", g.display());
+        let threads = std::fs::read_to_string(g.join("tasks")).unwrap();
+        assert!(!threads.trim().is_empty(), "no thread in {}", g.display());
+    }
+    let ids: Vec<String> = seen.updates.keys().cloned().collect();
+    for id in ids {
+        sched.kill(proto::TaskId::from(id.as_str())).unwrap();
+    }
+    until(&mut sched, &mut seen, "every task ended", |s| {
+        s.terminal() == paced
+    })
+    .await;
+    let deadline = Instant::now() + SANITY;
+    while !groups(&parent).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "groups left: {:?}",
+            groups(&parent)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The agent and its runtime go with the cluster; then the parent, once the threads that
+    // left their groups for it have ended.
+    drop(sched);
+    drop(c);
+    let deadline = Instant::now() + SANITY;
+    while let Err(e) = std::fs::remove_dir(&parent) {
+        assert!(Instant::now() < deadline, "{}: {e}", parent.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -61,8 +61,38 @@ impl QuotaParent {
             dir: dir.to_owned(),
             next: AtomicU64::new(0),
         };
+        parent.remove_orphans();
         parent.group(500)?.remove()?;
         Ok(parent)
+    }
+
+    /// Removes the groups of processes that are gone (a runtime process killed with its
+    /// tasks leaves theirs behind, empty). A group with a thread still in it cannot be removed
+    /// and stays.
+    fn remove_orphans(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.split_once('-'))
+                .and_then(|(pid, _)| pid.parse::<libc::pid_t>().ok())
+            else {
+                continue;
+            };
+            if pid != std::process::id() as libc::pid_t && !alive(pid) {
+                match std::fs::remove_dir(entry.path()) {
+                    Ok(()) => {
+                        tracing::info!(group = %entry.path().display(), "removed the cgroup of a task of a process gone")
+                    }
+                    Err(e) => {
+                        tracing::warn!(group = %entry.path().display(), error = %e, "could not remove an orphaned task cgroup")
+                    }
+                }
+            }
+        }
     }
 
     /// A new group with the quota of `cpus_milli`, named by this process and a counter (a
@@ -153,6 +183,13 @@ impl QuotaLifter {
     pub(crate) fn lift(&self) {
         let _ = std::fs::write(&self.0, "-1");
     }
+}
+
+/// Whether a process with this id exists.
+fn alive(pid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 fn this_thread() -> libc::pid_t {
