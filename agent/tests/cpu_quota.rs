@@ -1,9 +1,10 @@
 //! Kernel CPU quotas for paced tasks (`ExecutorConfig::cpu_quota_cgroup`), with real wasmtime,
 //! real guests and the real cgroup v1 cpu controller: a paced task runs on its own thread in a
 //! cgroup whose CFS quota is its share, gets that share (2:1 shares give 2:1 progress, none
-//! more than offered), is killed at once even while throttled, and its cgroup is gone after it
-//! ends; groups left by a process that is gone are removed when an executor starts. A
-//! directory outside the cpu controller falls back to the in-process pacer.
+//! more than offered), is killed at once even while throttled (the time throttled reported as
+//! its pause), and its cgroup is gone after it ends; groups left by a process that is gone are
+//! removed when an executor starts. A directory outside the cpu controller falls back to the
+//! in-process pacer.
 //!
 //! Needs a writable cpu controller (root); without one it says so and checks the fallback
 //! only. Timing-sensitive, so one test in its own binary; the checks are ratios, not durations.
@@ -63,6 +64,16 @@ impl Task {
 /// Runs tasks with these shares over the same window; returns each one's achieved share of a
 /// core, and how many task groups there were while they ran.
 async fn shares(exec: &Executor, parent: &Path, offered: &[u64]) -> (Vec<f64>, usize) {
+    let (outcomes, groups) = outcomes(exec, parent, offered).await;
+    let shares = outcomes
+        .iter()
+        .map(|o| o.cpu_time.as_secs_f64() / o.wall.as_secs_f64())
+        .collect();
+    (shares, groups)
+}
+
+/// [`shares`]' runs, their outcomes.
+async fn outcomes(exec: &Executor, parent: &Path, offered: &[u64]) -> (Vec<TaskOutcome>, usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut tasks: Vec<Task> = offered
         .iter()
@@ -80,8 +91,7 @@ async fn shares(exec: &Executor, parent: &Path, offered: &[u64]) -> (Vec<f64>, u
     }
     let mut out = Vec::new();
     for t in tasks {
-        let o = t.stop().await;
-        out.push(o.cpu_time.as_secs_f64() / o.wall.as_secs_f64());
+        out.push(t.stop().await);
     }
     (out, groups.len())
 }
@@ -179,10 +189,14 @@ async fn paced_tasks_run_under_their_own_kernel_quota() {
 
     // A task of 0.01 cpus (1 ms per 100 ms) spends nearly all its time throttled; a kill lifts
     // its quota and it ends Killed, its group gone.
-    let (r, groups) = shares(&exec, &parent, &[10]).await;
-    eprintln!("under quota, 0.01 cpus: {:.4} cores", r[0]);
+    // Its outcome's pause is the kernel's throttling: most of its wall time.
+    let (o, groups) = outcomes(&exec, &parent, &[10]).await;
+    let share = o[0].cpu_time.as_secs_f64() / o[0].wall.as_secs_f64();
+    let paused = o[0].cpu_paused.as_secs_f64() / o[0].wall.as_secs_f64();
+    eprintln!("under quota, 0.01 cpus: {share:.4} cores, throttled {paused:.3} of the time");
     assert_eq!(groups, 1);
-    assert!(r[0] <= 0.011 + 0.005, "{r:?}");
+    assert!(share <= 0.011 + 0.005, "{share}");
+    assert!(paused > 0.5, "{:?}", o[0]);
     groups_gone(&parent).await;
 
     // An unpaced task (a whole core) runs on the shared runtime, in no group.

@@ -247,7 +247,8 @@ pub struct TaskOutcome {
     pub fuel_consumed: u64,
     /// Wall-clock time the entry point ran (zero if it never started).
     pub wall: Duration,
-    /// Part of `wall` the task was paused for being ahead of its CPU share.
+    /// Part of `wall` the task was paused for being ahead of its CPU share (by the in-process
+    /// pacer, or throttled by its kernel quota, see [`ExecutorConfig::cpu_quota_cgroup`]).
     pub cpu_paused: Duration,
     /// CPU time the guest used (its thread's CPU clock around every poll).
     pub cpu_time: Duration,

@@ -130,11 +130,14 @@ impl TaskGroup {
     /// new one soon after.
     pub(crate) fn join(&self) -> io::Result<()> {
         std::fs::write(self.dir.join("tasks"), this_thread().to_string())?;
-        std::fs::write(self.dir.join("cpu.cfs_quota_us"), self.quota.to_string())
+        std::fs::write(self.dir.join("cpu.cfs_quota_us"), self.quota.to_string())?;
+        CURRENT.set(Some(self.dir.clone()));
+        Ok(())
     }
 
     /// Moves the calling thread back to the parent group (unthrottled).
     pub(crate) fn leave(&self) -> io::Result<()> {
+        CURRENT.set(None);
         std::fs::write(self.parent.join("tasks"), this_thread().to_string())
     }
 
@@ -185,6 +188,30 @@ impl QuotaLifter {
     }
 }
 
+thread_local! {
+    /// The group the calling thread's task runs in, for [`throttled_time`].
+    static CURRENT: std::cell::RefCell<Option<PathBuf>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Time the kernel has throttled the calling thread's task group (`cpu.stat`'s
+/// `throttled_time`), or zero outside one: the kernel's part of a task's `cpu_paused`.
+pub(crate) fn throttled_time() -> Duration {
+    CURRENT.with_borrow(|dir| {
+        dir.as_ref()
+            .and_then(|d| std::fs::read_to_string(d.join("cpu.stat")).ok())
+            .and_then(|stat| parse_throttled_time(&stat))
+            .unwrap_or_default()
+    })
+}
+
+/// `throttled_time <ns>` of a `cpu.stat`.
+fn parse_throttled_time(stat: &str) -> Option<Duration> {
+    stat.lines()
+        .find_map(|l| l.strip_prefix("throttled_time "))
+        .and_then(|v| v.trim().parse().ok())
+        .map(Duration::from_nanos)
+}
+
 /// Whether a process with this id exists.
 fn alive(pid: libc::pid_t) -> bool {
     // SAFETY: signal 0 only checks that the process exists and may be signalled.
@@ -200,6 +227,18 @@ fn this_thread() -> libc::pid_t {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_throttled_time_is_read_from_cpu_stat() {
+        let stat = "nr_periods 42\nnr_throttled 40\nthrottled_time 3960123456\n";
+        assert_eq!(
+            parse_throttled_time(stat),
+            Some(Duration::from_nanos(3_960_123_456))
+        );
+        assert_eq!(parse_throttled_time("nr_periods 1\n"), None);
+        // Outside a task group: nothing.
+        assert_eq!(throttled_time(), Duration::ZERO);
+    }
 
     #[test]
     fn a_share_is_its_quota_of_a_100_ms_period_and_tiny_shares_get_longer_periods() {

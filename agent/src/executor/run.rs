@@ -444,7 +444,8 @@ impl Inner {
             termination,
             fuel_consumed,
             wall,
-            pacer.paused(),
+            // Under a kernel quota the pacer is off and the kernel's throttling is the pause.
+            pacer.paused() + super::quota::throttled_time(),
             pacer.cpu_time(),
         );
         let write_out = outputs
