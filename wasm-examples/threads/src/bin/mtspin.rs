@@ -5,7 +5,8 @@
 //!
 //! `mtspin trap`: a spawned thread executes `unreachable` while the main thread waits for it.
 //! `mtspin exit`: a spawned thread calls `proc_exit(7)` while the main thread waits for it.
-//! `mtspin bomb`: spawns threads that each sleep, until a spawn fails; prints how many started.
+//! `mtspin bomb`: spawns threads that each wait until the spawning is over, until a spawn fails;
+//! prints how many started.
 //! `mtspin sleep`: four threads sleeping in a loop, forever.
 
 use std::time::Duration;
@@ -42,13 +43,17 @@ fn main() {
             println!("main: unreachable: the join returned");
         }
         Some("bomb") => {
+            // Every thread lives until the spawning is over, however slow it is (a fixed sleep
+            // let the first threads end on a loaded machine, and more than the cap started).
+            static OVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
             let mut started = 0u32;
             let mut handles = Vec::new();
             loop {
-                match std::thread::Builder::new()
-                    .stack_size(64 * 1024)
-                    .spawn(|| std::thread::sleep(Duration::from_millis(300)))
-                {
+                match std::thread::Builder::new().stack_size(64 * 1024).spawn(|| {
+                    while !OVER.load(std::sync::atomic::Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }) {
                     Ok(h) => {
                         started += 1;
                         handles.push(h);
@@ -63,6 +68,7 @@ fn main() {
                     break;
                 }
             }
+            OVER.store(true, std::sync::atomic::Ordering::SeqCst);
             for h in handles {
                 let _ = h.join();
             }
