@@ -11,6 +11,10 @@
 //! (`VmRSS`, after a settling pause, so that memories touched at start count), per task, open
 //! descriptors before and after, and the output store's memory.
 //!
+//! With `DENSITY_CPU_QUOTA_CGROUP=<dir of the cgroup v1 cpu controller>`, the executor runs
+//! each task under a kernel quota (`ExecutorConfig::cpu_quota_cgroup`): what that mode costs
+//! per task (a thread, its runtime's descriptors, a cgroup).
+//!
 //! `cargo bench -p tessera-agent --bench density` (`DENSITY_TASKS`, default 10,000). The
 //! process raises its own open-file soft limit to the hard limit first, as the agent does,
 //! and prints both; the tasks themselves need no descriptor each.
@@ -71,6 +75,7 @@ fn main() {
         let exec = Executor::new(ExecutorConfig {
             cache_dir: Some(tmp.path().join("cache")),
             pooling: Some(pooling),
+            cpu_quota_cgroup: std::env::var_os("DENSITY_CPU_QUOTA_CGROUP").map(Into::into),
             ..ExecutorConfig::default()
         })
         .unwrap();
