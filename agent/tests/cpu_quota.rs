@@ -12,54 +12,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tessera_agent::executor::{
-    ExecEvent, Executor, ExecutorConfig, KillHandle, TaskOutcome, TaskSpec, Termination,
-};
-use tokio::sync::mpsc;
+use tessera_agent::executor::{Executor, ExecutorConfig, TaskOutcome};
+
+#[path = "support/burn.rs"]
+mod burn;
+use burn::{launch, Task};
 
 /// Hang guard only.
 const SANITY: Duration = Duration::from_secs(30);
 const WINDOW: Duration = Duration::from_millis(1500);
-
-struct Task {
-    kill: KillHandle,
-    events: mpsc::UnboundedReceiver<ExecEvent>,
-}
-
-fn launch(exec: &Executor, dir: &Path, name: &str, cpus_milli: u64) -> Task {
-    let spec = TaskSpec {
-        cpus_milli,
-        ..TaskSpec::new(
-            "burn",
-            wasm_examples::BURN_PATH,
-            vec![name.into()],
-            dir.join(name),
-        )
-    };
-    let (kill, events) = exec.launch_to_channel(spec);
-    Task { kill, events }
-}
-
-impl Task {
-    async fn running(&mut self) {
-        let ev = tokio::time::timeout(SANITY, self.events.recv()).await;
-        assert_eq!(ev.unwrap(), Some(ExecEvent::Running));
-    }
-
-    async fn stop(mut self) -> TaskOutcome {
-        self.kill.kill();
-        loop {
-            let ev = tokio::time::timeout(SANITY, self.events.recv())
-                .await
-                .expect("task did not stop in time")
-                .expect("no Finished event");
-            if let ExecEvent::Finished(o) = ev {
-                assert_eq!(o.termination, Termination::Killed, "{o:?}");
-                return o;
-            }
-        }
-    }
-}
 
 /// Runs tasks with these shares over the same window; returns each one's achieved share of a
 /// core, and how many task groups there were while they ran.
@@ -78,10 +39,10 @@ async fn outcomes(exec: &Executor, parent: &Path, offered: &[u64]) -> (Vec<TaskO
     let mut tasks: Vec<Task> = offered
         .iter()
         .enumerate()
-        .map(|(i, &c)| launch(exec, dir.path(), &format!("t{i}"), c))
+        .map(|(i, &c)| launch(exec, dir.path(), &format!("t{i}"), c, false))
         .collect();
     for t in &mut tasks {
-        t.running().await;
+        t.running(SANITY).await;
     }
     tokio::time::sleep(WINDOW).await;
     let groups = groups(parent);
@@ -91,7 +52,7 @@ async fn outcomes(exec: &Executor, parent: &Path, offered: &[u64]) -> (Vec<TaskO
     }
     let mut out = Vec::new();
     for t in tasks {
-        out.push(t.stop().await);
+        out.push(t.stop(SANITY).await);
     }
     (out, groups.len())
 }

@@ -8,55 +8,15 @@
 use std::path::Path;
 use std::time::Duration;
 
-use tessera_agent::executor::{
-    ExecEvent, Executor, ExecutorConfig, KillHandle, TaskOutcome, TaskSpec, Termination,
-};
-use tokio::sync::mpsc;
+use tessera_agent::executor::{Executor, ExecutorConfig};
+
+#[path = "support/burn.rs"]
+mod burn;
+use burn::{launch, Task};
 
 /// Hang guard only.
 const SANITY: Duration = Duration::from_secs(20);
 const WINDOW: Duration = Duration::from_millis(1500);
-
-struct Task {
-    kill: KillHandle,
-    events: mpsc::UnboundedReceiver<ExecEvent>,
-}
-
-fn launch(exec: &Executor, dir: &Path, name: &str, cpus_milli: u64) -> Task {
-    let spec = TaskSpec {
-        sandbox: true,
-        cpus_milli,
-        ..TaskSpec::new(
-            "burn",
-            wasm_examples::BURN_PATH,
-            vec![name.into()],
-            dir.join(name),
-        )
-    };
-    let (kill, events) = exec.launch_to_channel(spec);
-    Task { kill, events }
-}
-
-impl Task {
-    async fn running(&mut self) {
-        let ev = tokio::time::timeout(SANITY, self.events.recv()).await;
-        assert_eq!(ev.unwrap(), Some(ExecEvent::Running));
-    }
-
-    async fn stop(mut self) -> TaskOutcome {
-        self.kill.kill();
-        loop {
-            let ev = tokio::time::timeout(SANITY, self.events.recv())
-                .await
-                .expect("task did not stop in time")
-                .expect("no Finished event");
-            if let ExecEvent::Finished(o) = ev {
-                assert_eq!(o.termination, Termination::Killed, "{o:?}");
-                return o;
-            }
-        }
-    }
-}
 
 /// Runs tasks with these shares over the same window; returns each one's achieved share of a
 /// core (CPU time over wall time).
@@ -65,15 +25,15 @@ async fn shares(exec: &Executor, offered: &[u64]) -> Vec<f64> {
     let mut tasks: Vec<Task> = offered
         .iter()
         .enumerate()
-        .map(|(i, &c)| launch(exec, dir.path(), &format!("t{i}"), c))
+        .map(|(i, &c)| launch(exec, dir.path(), &format!("t{i}"), c, true))
         .collect();
     for t in &mut tasks {
-        t.running().await;
+        t.running(SANITY).await;
     }
     tokio::time::sleep(WINDOW).await;
     let mut out = Vec::new();
     for t in tasks {
-        let o = t.stop().await;
+        let o = t.stop(SANITY).await;
         assert!(o.wall > Duration::ZERO);
         out.push(o.cpu_time.as_secs_f64() / o.wall.as_secs_f64());
     }

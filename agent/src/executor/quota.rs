@@ -148,9 +148,10 @@ impl TaskGroup {
 
     /// Removes the group (empty once its threads have left or ended; the kernel may take a
     /// moment to see an ended thread gone, hence the retries).
-    pub(crate) fn remove(self) -> io::Result<()> {
+    pub(crate) fn remove(mut self) -> io::Result<()> {
         let r = self.try_remove();
-        std::mem::forget(self);
+        // Done: nothing left for the drop to remove.
+        self.dir = PathBuf::new();
         r
     }
 
@@ -171,6 +172,9 @@ impl TaskGroup {
 
 impl Drop for TaskGroup {
     fn drop(&mut self) {
+        if self.dir.as_os_str().is_empty() {
+            return;
+        }
         if let Err(e) = self.try_remove() {
             tracing::warn!(group = %self.dir.display(), error = %e, "could not remove a task's cgroup");
         }

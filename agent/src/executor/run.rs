@@ -452,8 +452,9 @@ impl Inner {
             .in_memory
             .and_then(|id| self.outputs.ended(&spec.task_dir, id));
         // Off the task's path, once its end is reported: freeing the instance and its memory
-        // (a pooled slot's reset: a `PAGEMAP_SCAN` ioctl and a copy of the written pages, ~7 us measured, or an `madvise` of ~20 us past `keep_resident`), and writing out older output when the
-        // in-memory store is over its budget (on the blocking pool). The yield first lets the
+        // (a pooled slot's reset: a `PAGEMAP_SCAN` ioctl and a copy of the written pages, ~7 us
+        // measured, or an `madvise` of ~20 us past `keep_resident`), and writing out older
+        // output when the in-memory store is over its budget (on the blocking pool). The yield first lets the
         // task the report woke (the agent's loop, queued on this worker where no other worker
         // takes it) send the update before that. A launch that finds the pool full meanwhile
         // waits for the slot (`freeing`).
