@@ -1,12 +1,14 @@
 //! The blob fetcher: brings a task's module and files from the master into the work directory.
 //!
-//! It is the one writer of `blobs/`: a blob is fetched once, on first use, over its own QUIC
+//! It is the one writer of `blobs/`: a blob is fetched once, on first use (once for a burst of
+//! tasks that all need it, see `crate::flight`), over its own QUIC
 //! stream of the current connection ([`net::link::fetch_blob`] writes it whole or not at all),
 //! and kept for later tasks (each use marks it recently used, for the size-capped collection
 //! of [`crate::blob_gc`]). It also lays out a task's directory afresh and copies the task's
 //! files into its sandbox; for an executor, it lays out the executor's directory afresh when an
 //! instance starts, and each of its tasks' file directories (`sandbox/tasks/<tid>/`).
 
+use crate::flight::Flights;
 use crate::workdir::WorkDir;
 use proto::{Digest, ExecutorId, ExecutorInfo, FrameworkId, Reason, TaskFile, TaskInfo};
 use std::path::{Path, PathBuf};
@@ -35,6 +37,8 @@ pub struct Fetcher {
     max_blob_size: u64,
     /// When each blob was last marked used.
     touched: Touched,
+    /// Fetches in progress: a burst of tasks of one new blob fetches it once.
+    fetches: Flights<Digest, Result<PathBuf, PrepareError>>,
 }
 
 /// When blobs were last marked used ([`crate::blob_gc::touch`]), so that a blob used by every
@@ -71,6 +75,7 @@ impl Fetcher {
             work_dir,
             max_blob_size,
             touched: Touched::default(),
+            fetches: Flights::default(),
         }
     }
 
@@ -217,6 +222,19 @@ impl Fetcher {
             }
             return Ok(path);
         }
+        self.fetches
+            .run(&digest, || async {
+                // A flight that ended since the lookup above left the blob here.
+                if std::fs::symlink_metadata(&path).is_ok() {
+                    return Ok(path.clone());
+                }
+                self.fetch_blob(digest, &path).await.map(|()| path.clone())
+            })
+            .await
+    }
+
+    /// Fetches the blob to `path`, the same for every task that waits for it.
+    async fn fetch_blob(&self, digest: Digest, path: &Path) -> Result<(), PrepareError> {
         // A link that drops mid-fetch (a master restart, a partition) is waited out: the
         // fetch starts again on the next connection. The master refusing the blob, or a broken
         // answer on a live link, fails the task at once.
@@ -228,7 +246,7 @@ impl Fetcher {
                     format!("fetching {digest:?}: no link to the master for {RECONNECT_WAIT:?}"),
                 ));
             };
-            match net::link::fetch_blob(&conn, digest, &path, self.max_blob_size).await {
+            match net::link::fetch_blob(&conn, digest, path, self.max_blob_size).await {
                 Ok(_) => break,
                 Err(e) if conn.close_reason().is_some() => {
                     tracing::info!(?digest, error = %e, "blob fetch cut by a lost link: resuming on the next one");
@@ -239,7 +257,7 @@ impl Fetcher {
             }
         }
         tracing::debug!(?digest, "fetched blob");
-        Ok(path)
+        Ok(())
     }
 }
 
@@ -249,4 +267,93 @@ async fn place_file(src: &Path, dest: &Path) -> std::io::Result<()> {
         tokio::fs::create_dir_all(parent).await?;
     }
     tokio::fs::copy(src, dest).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use net::codec::{MessageReader, MessageWriter};
+    use net::tls::{server_config, ClusterCa, PeerTls, TransportTuning, DEFAULT_PEER_VALIDITY};
+    use proto::frame::DEFAULT_MAX_FRAME;
+    use proto::identity::{PeerId, PeerKind};
+    use proto::Message;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// Over real QUIC on loopback, against a stand-in master that answers each `FetchBlob`
+    /// after 100 ms: a burst of 16 tasks that need one new blob fetches it once, and each
+    /// finds it in place.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_tasks_of_a_new_blob_fetches_it_once() {
+        let blob: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let digest = Digest::of(&blob);
+        let ca = ClusterCa::generate("fetch").unwrap();
+        let tuning = TransportTuning::default();
+        let cfg = server_config(&ca.cert_pem, &ca.issue_master().unwrap(), tuning).unwrap();
+        let server = quinn::Endpoint::server(cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = server.local_addr().unwrap();
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let served = {
+            let (blob, fetches) = (blob.clone(), fetches.clone());
+            tokio::spawn(async move {
+                let conn = server.accept().await.unwrap().await.unwrap();
+                while let Ok((send, recv)) = conn.accept_bi().await {
+                    let (blob, fetches) = (blob.clone(), fetches.clone());
+                    tokio::spawn(async move {
+                        let mut recv = MessageReader::new(recv, DEFAULT_MAX_FRAME);
+                        let Ok(Some(Message::FetchBlob { .. })) = recv.recv().await else {
+                            return;
+                        };
+                        fetches.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        let mut send = MessageWriter::new(send);
+                        let size = blob.len() as u64;
+                        send.send(&Message::BlobOk { size }).await.unwrap();
+                        send.get_mut().write_all(&blob).await.unwrap();
+                        let _ = send.get_mut().finish();
+                        let _ = send.get_mut().stopped().await;
+                    });
+                }
+            })
+        };
+        let agent = ca
+            .issue_peer(
+                &PeerId::new(PeerKind::Agent, "a1").unwrap(),
+                DEFAULT_PEER_VALIDITY,
+            )
+            .unwrap();
+        let tls = PeerTls {
+            ca_pem: ca.cert_pem.clone(),
+            identity: agent,
+            crls: Vec::new(),
+        };
+        let ep = net::link::client_endpoint(&tls, tuning).unwrap();
+        let conn = ep
+            .connect(addr, net::tls::MASTER_SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let work_dir = WorkDir::new(dir.path());
+        work_dir.create().unwrap();
+        let fetcher = Arc::new(Fetcher::new(work_dir, 1 << 30));
+        fetcher.connect(conn.clone());
+        let burst: Vec<_> = (0..16)
+            .map(|_| {
+                let fetcher = fetcher.clone();
+                tokio::spawn(async move { fetcher.ensure_blob(digest).await })
+            })
+            .collect();
+        for handle in burst {
+            let path = handle.await.unwrap().unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), blob);
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 1, "one fetch for the burst");
+        // Later tasks find it on disk.
+        fetcher.ensure_blob(digest).await.unwrap();
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        conn.close(0u32.into(), b"done");
+        served.await.unwrap();
+    }
 }

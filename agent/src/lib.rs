@@ -40,6 +40,8 @@
 //!   recovers from.
 //! - [`fetch`]: the blob fetcher, sole writer of `blobs/`, of task directories' files and of
 //!   executor directories.
+//! - `flight`: one fetch or compile per blob or module at a time, shared by the burst of
+//!   preparations that asked for it.
 //! - [`launch`]: where the protocol meets the executor (`TaskInfo` → `TaskSpec`, executor
 //!   outcomes → core outcomes and reasons; `ExecutorInfo` → `InstanceSpec`, instance events →
 //!   core executor events).
@@ -61,6 +63,7 @@ pub mod core;
 pub mod driver;
 pub mod executor;
 pub mod fetch;
+mod flight;
 pub mod launch;
 pub mod metrics;
 pub mod output_read;

@@ -56,7 +56,7 @@ pub struct AgentMetrics {
     pub throttled_seconds: Counter<f64, AtomicU64>,
     /// Module prepares answered from the compiled-module cache (memory or disk).
     pub cache_hits: Counter,
-    /// Module prepares that compiled.
+    /// Module prepares that compiled, or waited for a compile of the same module.
     pub cache_misses: Counter,
     /// How long a compiling prepare took.
     pub compile_seconds: Histogram,
@@ -113,7 +113,7 @@ impl AgentMetrics {
         let cache_misses = Counter::default();
         registry.register(
             "module_cache_misses",
-            "Module prepares that had to compile",
+            "Module prepares that had to compile (or wait for a compile of the same module)",
             cache_misses.clone(),
         );
         let compile_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));

@@ -346,14 +346,22 @@ async fn until(sched: &mut Scheduler, seen: &mut Seen, what: &str, done: impl Fn
         let ev = tokio::time::timeout_at(deadline, sched.next_event())
             .await
             .unwrap_or_else(|_| {
-                let last: Vec<String> = seen
+                // How far the tasks got, and the states of a few that got least far.
+                let mut states: BTreeMap<String, usize> = BTreeMap::new();
+                for v in seen.updates.values() {
+                    let names: Vec<&str> = v.iter().map(|s| s.state.name()).collect();
+                    *states.entry(names.join(">")).or_default() += 1;
+                }
+                let behind: Vec<String> = seen
                     .updates
                     .iter()
+                    .filter(|(_, v)| !v.iter().any(|s| s.state.is_terminal()))
                     .take(5)
                     .map(|(t, v)| format!("{t}: {:?}", v.last()))
                     .collect();
                 panic!(
-                    "timed out waiting until {what}: {} tasks seen, e.g. {last:#?}",
+                    "timed out waiting until {what}: {} tasks seen, by their updates \
+                     {states:#?}; not ended, e.g. {behind:#?}",
                     seen.updates.len()
                 )
             })

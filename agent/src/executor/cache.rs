@@ -15,7 +15,7 @@ use wasmtime::{Engine, InstancePre, Linker, Module, Precompiled};
 use wasmtime_wasi::p2::bindings::CommandPre;
 
 use super::run::TaskState;
-use super::{component, ExecError};
+use super::{compile_once, component, CompileFlights, ExecError};
 use crate::workdir::ModuleCacheDir;
 
 /// Compiled code of one digest: a core module or a component (cheap to clone).
@@ -57,6 +57,9 @@ pub(super) struct ModuleCache {
     modules: Mutex<HashMap<String, Prepared>>,
     /// Compiled code by digest (also what is not a command, for other uses of components).
     compiled: Mutex<HashMap<String, Compiled>>,
+    /// Compiles (or loads from the disk cache) in progress: a burst of prepares of one new
+    /// module waits for one compile.
+    flights: CompileFlights<Compiled>,
     /// The on-disk cache, if any (`ExecutorConfig::cache_dir`).
     dir: Option<ModuleCacheDir>,
     /// The engine's compatibility hash, part of every cache file name.
@@ -92,6 +95,7 @@ impl ModuleCache {
             component_linker,
             modules: Mutex::new(HashMap::new()),
             compiled: Mutex::new(HashMap::new()),
+            flights: CompileFlights::default(),
             dir: dir.map(ModuleCacheDir::new),
             compat_hash,
             compiles: AtomicU64::new(0),
@@ -136,7 +140,8 @@ impl ModuleCache {
     }
 
     /// The compiled code of `digest` (a module or a component, command or not): from memory,
-    /// else from the disk cache, else compiled from `wasm_path` (on tokio's blocking pool).
+    /// else from the disk cache, else compiled from `wasm_path` (on tokio's blocking pool),
+    /// once for every concurrent caller.
     pub(super) async fn compiled(
         self: &Arc<Self>,
         digest: &str,
@@ -148,17 +153,24 @@ impl ModuleCache {
         if let Some(c) = self.lock_compiled().get(digest) {
             return Ok(c.clone());
         }
-        let this = self.clone();
-        let d = digest.to_owned();
-        let path = wasm_path.to_owned();
-        let compiled = tokio::task::spawn_blocking(move || this.load_blocking(&d, &path))
-            .await
-            .map_err(|e| ExecError::Join(e.to_string()))??;
-        Ok(self
-            .lock_compiled()
-            .entry(digest.to_owned())
-            .or_insert(compiled)
-            .clone())
+        compile_once(&self.flights, digest, || async {
+            // A flight that ended since the lookup above left its result here.
+            if let Some(c) = self.lock_compiled().get(digest) {
+                return Ok(c.clone());
+            }
+            let this = self.clone();
+            let d = digest.to_owned();
+            let path = wasm_path.to_owned();
+            let compiled = tokio::task::spawn_blocking(move || this.load_blocking(&d, &path))
+                .await
+                .map_err(|e| ExecError::Join(e.to_string()))??;
+            Ok(self
+                .lock_compiled()
+                .entry(digest.to_owned())
+                .or_insert(compiled)
+                .clone())
+        })
+        .await
     }
 
     fn lock_compiled(&self) -> MutexGuard<'_, HashMap<String, Compiled>> {

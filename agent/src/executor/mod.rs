@@ -155,6 +155,58 @@ pub enum ExecError {
     Join(String),
 }
 
+impl ExecError {
+    /// A copy of an error shared by the callers of one compile, for one of them: the same
+    /// variant and message (an I/O error keeps its kind and text; its source chain becomes
+    /// that text).
+    fn duplicate(&self) -> Self {
+        match self {
+            ExecError::Engine(m) => ExecError::Engine(m.clone()),
+            ExecError::InvalidDigest(d) => ExecError::InvalidDigest(d.clone()),
+            ExecError::Io { path, source } => ExecError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            ExecError::Compile { digest, message } => ExecError::Compile {
+                digest: digest.clone(),
+                message: message.clone(),
+            },
+            ExecError::NotACommand { digest, message } => ExecError::NotACommand {
+                digest: digest.clone(),
+                message: message.clone(),
+            },
+            ExecError::Link { digest, message } => ExecError::Link {
+                digest: digest.clone(),
+                message: message.clone(),
+            },
+            ExecError::Join(m) => ExecError::Join(m.clone()),
+        }
+    }
+}
+
+/// Compiles in progress, by digest ([`Flights`](crate::flight::Flights)).
+type CompileFlights<T> = crate::flight::Flights<String, Result<T, Arc<ExecError>>>;
+
+/// Runs `work` (a compile of `digest`) once for all its concurrent callers: a burst of
+/// prepares of one new module compiles it once, and each caller gets the outcome.
+async fn compile_once<T, F, Fut>(
+    flights: &CompileFlights<T>,
+    digest: &str,
+    work: F,
+) -> Result<T, ExecError>
+where
+    T: Clone,
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ExecError>>,
+{
+    flights
+        .run(&digest.to_owned(), || async {
+            work().await.map_err(Arc::new)
+        })
+        .await
+        .map_err(|e| e.duplicate())
+}
+
 /// Everything needed to run one task.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TaskSpec {

@@ -624,6 +624,38 @@ async fn escape_attempts_all_fail() {
     assert!(!dir.path().join("sandbox/stolen.txt").exists());
 }
 
+/// A burst of tasks of a module the agent has not seen prepares it concurrently: one compile
+/// serves them all, and a module that fails to compile fails them all with its error, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_prepares_of_a_new_module_compiles_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = Executor::new(ExecutorConfig {
+        cache_dir: Some(dir.path().join("cache")),
+        ..ExecutorConfig::default()
+    })
+    .unwrap();
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"\0asm not really").unwrap();
+    let burst = |digest: &'static str, path: PathBuf| {
+        (0..16)
+            .map(|_| {
+                let (exec, path) = (exec.clone(), path.clone());
+                tokio::spawn(async move { exec.prepare(digest, &path).await })
+            })
+            .collect::<Vec<_>>()
+    };
+    for handle in burst("burn", PathBuf::from(wasm_examples::BURN_PATH)) {
+        handle.await.unwrap().unwrap();
+    }
+    assert_eq!(exec.stats().compiles, 1, "{:?}", exec.stats());
+    for handle in burst("garbage", garbage) {
+        let err = handle.await.unwrap().unwrap_err();
+        assert!(matches!(err, ExecError::Compile { .. }), "{err}");
+    }
+    assert_eq!(exec.stats().compiles, 2, "{:?}", exec.stats());
+    assert!(!exec.is_prepared("garbage"));
+}
+
 #[tokio::test]
 async fn cached_module_survives_a_restart_without_recompiling() {
     let dir = tempfile::tempdir().unwrap();

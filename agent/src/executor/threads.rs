@@ -57,7 +57,9 @@ use super::pacing::thread_cpu_time;
 use super::run::{
     disk_limit, needs_sandbox, preopen_datasets, supervise, task_wasi, Ended, FinishGuard,
 };
-use super::{ExecError, ExecutorConfig, TaskOutcome, TaskSpec, Termination};
+use super::{
+    compile_once, CompileFlights, ExecError, ExecutorConfig, TaskOutcome, TaskSpec, Termination,
+};
 use crate::workdir::TaskDir;
 
 /// Most threads (the main one included) a task may run at once.
@@ -95,6 +97,8 @@ pub(super) struct Threads {
     linker: Linker<ThreadState>,
     /// Compiled threaded modules by digest.
     modules: Mutex<HashMap<String, Module>>,
+    /// Compiles in progress (whether each module turned out threaded).
+    flights: CompileFlights<bool>,
     /// Advances the engine's epoch while threaded tasks run.
     ticker: Arc<Ticker>,
 }
@@ -129,6 +133,7 @@ impl Threads {
             engine,
             linker,
             modules: Mutex::new(HashMap::new()),
+            flights: CompileFlights::default(),
         })
     }
 
@@ -143,10 +148,23 @@ impl Threads {
 
     /// Compiles the module at `path` for this engine if it is a threaded one; `Ok(false)` if it
     /// is not (then the ordinary path handles it).
+    /// Once for every concurrent caller.
     pub(super) async fn prepare(&self, digest: &str, path: &Path) -> Result<bool, ExecError> {
         if self.contains(digest) {
             return Ok(true);
         }
+        compile_once(&self.flights, digest, || async {
+            if self.contains(digest) {
+                return Ok(true);
+            }
+            self.compile(digest, path).await
+        })
+        .await
+    }
+
+    /// [`Threads::prepare`]'s work: reads and compiles the module, checks what a threaded
+    /// module must export and import, and keeps it.
+    async fn compile(&self, digest: &str, path: &Path) -> Result<bool, ExecError> {
         let bytes = tokio::fs::read(path)
             .await
             .map_err(|source| ExecError::Io {

@@ -230,8 +230,9 @@ impl Host {
 
     /// See [`Runtime::prepare`](super::Runtime::prepare).
     /// Whether it compiled is read from the executor's compile counter around the call (a
-    /// concurrent prepare of another module may be counted as this one's compile: the metrics
-    /// this feeds are statistics, not books).
+    /// prepare that waited for a concurrent compile of the same module counts as compiling, and
+    /// one of another module may be counted as this one's compile: the metrics this feeds are
+    /// statistics, not books).
     pub(crate) async fn prepare(
         &self,
         digest: &str,
