@@ -3,8 +3,9 @@
 //! cgroup whose CFS quota is its share, gets that share (2:1 shares give 2:1 progress, none
 //! more than offered), is killed at once even while throttled (the time throttled reported as
 //! its pause), and its cgroup is gone after it ends; groups left by a process that is gone are
-//! removed when an executor starts. A directory outside the cpu controller falls back to the
-//! in-process pacer.
+//! removed when an executor starts; a guest that sleeps and one that works with files in its
+//! sandbox run to their ends under quotas. A directory outside the cpu controller falls back to
+//! the in-process pacer.
 //!
 //! Needs a writable cpu controller (root); without one it says so and checks the fallback
 //! only. Timing-sensitive, so one test in its own binary; the checks are ratios, not durations.
@@ -12,7 +13,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tessera_agent::executor::{Executor, ExecutorConfig, TaskOutcome};
+use tessera_agent::executor::{
+    ExecEvent, Executor, ExecutorConfig, TaskOutcome, TaskSpec, Termination,
+};
 
 #[path = "support/burn.rs"]
 mod burn;
@@ -158,6 +161,50 @@ async fn paced_tasks_run_under_their_own_kernel_quota() {
     assert_eq!(groups, 1);
     assert!(share <= 0.011 + 0.005, "{share}");
     assert!(paused > 0.5, "{:?}", o[0]);
+    groups_gone(&parent).await;
+
+    // A paced task's own runtime has timers and the blocking pool, no I/O driver: a guest
+    // that sleeps and one that works with files in its sandbox run to their ends under quotas.
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = dir.path().join("files/sandbox");
+    std::fs::create_dir_all(&sandbox).unwrap();
+    std::fs::write(sandbox.join("input.txt"), "some input").unwrap();
+    let files = TaskSpec {
+        sandbox: true,
+        cpus_milli: 200,
+        ..TaskSpec::new(
+            "files",
+            wasm_examples::FILES_PATH,
+            vec![],
+            dir.path().join("files"),
+        )
+    };
+    let ticker = TaskSpec {
+        cpus_milli: 200,
+        ..TaskSpec::new(
+            "ticker",
+            wasm_examples::TICKER_PATH,
+            vec!["3".into(), "20".into()],
+            dir.path().join("ticker"),
+        )
+    };
+    for (spec, expect) in [(files, "input: some input"), (ticker, "tick 3")] {
+        exec.prepare(&spec.digest, &spec.wasm_path).await.unwrap();
+        let (_kill, mut events) = exec.launch_to_channel(spec);
+        let outcome = loop {
+            match tokio::time::timeout(SANITY, events.recv()).await.unwrap() {
+                Some(ExecEvent::Finished(o)) => break o,
+                Some(_) => {}
+                None => panic!("no Finished event"),
+            }
+        };
+        assert_eq!(outcome.termination, Termination::Exited(0), "{outcome:?}");
+        assert!(outcome.stdout_tail.contains(expect), "{outcome:?}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(sandbox.join("output.txt")).unwrap(),
+        "written by the files guest\n"
+    );
     groups_gone(&parent).await;
 
     // An unpaced task (a whole core) runs on the shared runtime, in no group.
