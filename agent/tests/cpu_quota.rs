@@ -1,6 +1,7 @@
 //! Kernel CPU quotas for paced tasks (`ExecutorConfig::cpu_quota_cgroup`), with real wasmtime,
-//! real guests and the real cgroup v1 cpu controller: a paced task runs on its own thread in a
-//! cgroup whose CFS quota is its share, gets that share (2:1 shares give 2:1 progress, none
+//! real guests and the real cgroup v1 cpu controller: a paced task that overdraws its share
+//! moves to its own thread in a cgroup whose CFS quota is its share (one that sleeps stays
+//! where it is, with no group), gets that share (2:1 shares give 2:1 progress, none
 //! more than offered), is killed at once even while throttled (the time throttled reported as
 //! its pause), and its cgroup is gone after it ends; groups left by a process that is gone are
 //! removed when an executor starts; a guest that sleeps and one that works with files in its
@@ -164,7 +165,8 @@ async fn paced_tasks_run_under_their_own_kernel_quota() {
     groups_gone(&parent).await;
 
     // A paced task's own runtime has timers and the blocking pool, no I/O driver: a guest
-    // that sleeps and one that works with files in its sandbox run to their ends under quotas.
+    // that sleeps and one that works with files in its sandbox run to their ends (each may
+    // move under a quota, if its start-up overdraws its share).
     let dir = tempfile::tempdir().unwrap();
     let sandbox = dir.path().join("files/sandbox");
     std::fs::create_dir_all(&sandbox).unwrap();
@@ -188,6 +190,35 @@ async fn paced_tasks_run_under_their_own_kernel_quota() {
             dir.path().join("ticker"),
         )
     };
+    // A paced task that sleeps never overdraws its share: it stays on the shared runtime, with
+    // no thread or group of its own.
+    let sleeper = TaskSpec {
+        cpus_milli: 200,
+        ..TaskSpec::new(
+            "ticker",
+            wasm_examples::TICKER_PATH,
+            vec!["8".into(), "50".into()],
+            dir.path().join("sleeper"),
+        )
+    };
+    exec.prepare("ticker", Path::new(wasm_examples::TICKER_PATH))
+        .await
+        .unwrap();
+    let (_kill, mut events) = exec.launch_to_channel(sleeper);
+    let ev = tokio::time::timeout(SANITY, events.recv()).await.unwrap();
+    assert_eq!(ev, Some(ExecEvent::Running));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        crate::groups(&parent).len(),
+        0,
+        "a sleeping task got a group"
+    );
+    let Some(ExecEvent::Finished(o)) = tokio::time::timeout(SANITY, events.recv()).await.unwrap()
+    else {
+        panic!("no Finished event")
+    };
+    assert_eq!(o.termination, Termination::Exited(0), "{o:?}");
+
     for (spec, expect) in [(files, "input: some input"), (ticker, "tick 3")] {
         exec.prepare(&spec.digest, &spec.wasm_path).await.unwrap();
         let (_kill, mut events) = exec.launch_to_channel(spec);

@@ -126,7 +126,9 @@ fn start_agent(
     let mut child = tessera()
         .args(["agent", "--master", addr, "--hostname", "worker1"])
         .args(extra)
-        .args(["--cpus", "4", "--mem", "8GiB", "--recovery-timeout", "60s"])
+        // The disk offered is set, not half the machine's free disk: 100 tasks take 64 MiB each.
+        .args(["--cpus", "4", "--mem", "8GiB", "--disk", "8GiB"])
+        .args(["--recovery-timeout", "60s"])
         .arg("--work-dir")
         .arg(agent_dir)
         .arg("--ca")

@@ -45,12 +45,14 @@ pub struct ExecutorConfig {
     /// says so in a warning and in [`ExecStats::pool_slots`](super::ExecStats::pool_slots).
     pub pooling: Option<PoolingConfig>,
     /// Kernel CPU quotas for paced tasks (Linux, cgroup v1 `cpu` controller, as root): where
-    /// set, a task offered less than one core runs on a thread of its own in a cgroup made
-    /// under this directory (e.g. `/sys/fs/cgroup/cpu/tessera`), whose CFS quota is its share
-    /// of each 100 ms, instead of under the in-process pacer; Mesos' `--cgroups_enable_cfs`.
-    /// Costs a thread and a cgroup per paced task while it runs. If the directory cannot be
-    /// made or written, the executor says so in a warning and paces in process. `None` (the
-    /// default): the in-process pacer.
+    /// set, a task offered less than one core that overdraws its share (it is CPU-bound)
+    /// moves to a thread of its own in a cgroup made under this directory (e.g.
+    /// `/sys/fs/cgroup/cpu/tessera`), whose CFS quota is its share of each 100 ms, and the
+    /// in-process pacer lets the kernel pace it; Mesos' `--cgroups_enable_cfs`. Costs a thread
+    /// and a cgroup per CPU-bound paced task while it runs; a task that sleeps or waits stays
+    /// where it is. Multi-threaded (WASI threads) modules stay paced in process. If the
+    /// directory cannot be made or written, the executor says so in a warning and paces in
+    /// process. `None` (the default): the in-process pacer.
     #[serde(default)]
     pub cpu_quota_cgroup: Option<PathBuf>,
 }

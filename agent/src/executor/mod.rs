@@ -31,8 +31,9 @@
 //!   clock, see `pacing.rs`), and lets kills and timeouts stop even `loop {}` within
 //!   about a millisecond; an optional CPU-time budget
 //!   ([`TaskSpec::max_cpu`]) is the store's fuel;
-//! - or, with [`ExecutorConfig::cpu_quota_cgroup`], a task offered less than one core runs on a
-//!   thread of its own under a kernel CFS quota of its share (`quota.rs`).
+//! - or, with [`ExecutorConfig::cpu_quota_cgroup`], a task offered less than one core moves,
+//!   the first time it overdraws its share, to a thread of its own under a kernel CFS quota of
+//!   its share (`quota.rs`).
 //!
 //! A task (preview-1 module or WASI 0.2 component) is single-threaded: a share above one cpu buys no
 //! more than one core. Multi-threaded modules (WASI threads, `wasm32-wasip1-threads`) run on a
@@ -73,15 +74,19 @@ mod run;
 mod tests;
 mod threads;
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use wasmtime::Linker;
 
 use self::cache::ModuleCache;
+use self::pacing::Handoff;
 use self::run::{FinishGuard, TaskState};
 
 pub use self::config::{engine_config, ExecutorConfig, PoolingConfig};
@@ -337,9 +342,18 @@ pub enum Termination {
 #[derive(Debug, Clone)]
 pub struct KillHandle {
     tx: Arc<watch::Sender<bool>>,
-    /// Lifts the task's kernel quota (see `quota.rs`), so that a throttled thread runs to its
-    /// next fuel yield at once.
+    /// Lifts the task's kernel quota once it has one (see `quota.rs`), so that a throttled
+    /// thread runs to its next fuel yield at once.
+    quota: Arc<Mutex<QuotaKill>>,
+}
+
+/// A task's kernel quota as its kill sees it: the kill lifts the quota if the task has one,
+/// and a task that gets one after the kill has it lifted at once. One lock for both, so
+/// neither can miss the other.
+#[derive(Debug, Default)]
+struct QuotaKill {
     lifter: Option<quota::QuotaLifter>,
+    killed: bool,
 }
 
 impl KillHandle {
@@ -349,10 +363,26 @@ impl KillHandle {
     /// [`Termination::Killed`].
     pub fn kill(&self) {
         self.tx.send_replace(true);
-        if let Some(l) = &self.lifter {
+        let mut q = lock(&self.quota);
+        q.killed = true;
+        if let Some(l) = &q.lifter {
             l.lift();
         }
     }
+
+    /// The task runs under a quota that `lifter` lifts (lifted now if it was killed before).
+    fn quota_set(&self, lifter: quota::QuotaLifter) {
+        let mut q = lock(&self.quota);
+        if q.killed {
+            lifter.lift();
+        }
+        q.lifter = Some(lifter);
+    }
+}
+
+/// Locks, even a mutex poisoned by a panic elsewhere (the data is two fields set in one go).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Runs WASI tasks. Cheap to clone (shared engine and module cache).
@@ -521,9 +551,10 @@ impl Executor {
         self.inner.modules.contains(digest) || self.inner.threads.contains(digest)
     }
 
-    /// Starts a task on the current tokio runtime (panics outside one), or, if it is paced and
-    /// the executor has kernel quotas ([`ExecutorConfig::cpu_quota_cgroup`]), on a thread of
-    /// its own under its quota.
+    /// Starts a task on the current tokio runtime (panics outside one). If it is paced and the
+    /// executor has kernel quotas ([`ExecutorConfig::cpu_quota_cgroup`]), the first time it
+    /// overdraws its share (it is CPU-bound) it moves to a thread of its own under its quota;
+    /// a task that sleeps or waits costs no thread.
     ///
     /// Calls `notify(ExecEvent::Running)` once the instance is ready and
     /// its entry point is about to run, then `notify(ExecEvent::Finished(outcome))`
@@ -536,54 +567,57 @@ impl Executor {
         notify: Box<dyn Fn(ExecEvent) + Send + Sync>,
     ) -> KillHandle {
         let (tx, rx) = watch::channel(false);
-        let group = self.task_group(&spec);
         let handle = KillHandle {
             tx: Arc::new(tx),
-            lifter: group.as_ref().map(quota::TaskGroup::lifter),
+            quota: Arc::default(),
         };
-        let keep_sender = handle.clone();
         let inner = self.inner.clone();
         let guard = FinishGuard::for_task(notify);
-        match group {
+        // Threaded modules are paced over their threads' summed clocks in process.
+        let handoff = (self.inner.quota.is_some()
+            && spec.cpus_milli < 1000
+            && !self.inner.threads.contains(&spec.digest))
+        .then(|| Arc::new(Handoff::default()));
+        let cpus_milli = spec.cpus_milli;
+        let task_dir = spec.task_dir.clone();
+        let task = {
+            let handoff = handoff.clone();
+            // Holds a sender, so that the kill channel lives as long as the task.
+            let keep_sender = handle.clone();
+            async move {
+                let _keep_sender = keep_sender;
+                let mut guard = guard;
+                if let Some(outcome) = inner.run(spec, rx, &mut guard, handoff).await {
+                    guard.end(outcome);
+                }
+            }
+        };
+        match handoff {
             None => {
+                tokio::spawn(task);
+            }
+            Some(handoff) => {
+                let inner = self.inner.clone();
+                let handle = handle.clone();
                 tokio::spawn(async move {
-                    let _keep_sender = keep_sender;
-                    let mut guard = guard;
-                    if let Some(outcome) = inner.run(spec, rx, &mut guard).await {
-                        guard.end(outcome);
+                    let task: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(task);
+                    let Some(task) = until_overdrawn(task, &handoff).await else {
+                        return;
+                    };
+                    let group = inner.quota.as_ref().map(|parent| parent.group(cpus_milli));
+                    match group {
+                        Some(Ok(group)) => move_under_quota(group, task, handoff, handle, task_dir),
+                        Some(Err(e)) => {
+                            tracing::warn!(task_dir = %task_dir.display(), error = %e, "no cgroup for a paced task: pacing it in process");
+                            handoff.refused();
+                            task.await;
+                        }
+                        None => unreachable!("a handoff only with kernel quotas"),
                     }
                 });
             }
-            Some(group) => {
-                let spawned = std::thread::Builder::new()
-                    .name("tessera-quota".into())
-                    .spawn(move || {
-                        let _keep_sender = keep_sender;
-                        run_under_quota(&inner, group, spec, rx, guard);
-                    });
-                if let Err(e) = spawned {
-                    // The guard, dropped with the closure, reports the task failed to start.
-                    tracing::warn!(error = %e, "could not start a paced task's thread");
-                }
-            }
         }
         handle
-    }
-
-    /// The cgroup a task runs in under its own kernel quota, if it is paced and the executor
-    /// has quotas (see `quota.rs`); a failure to make one is logged and the task is paced in
-    /// process.
-    fn task_group(&self, spec: &TaskSpec) -> Option<quota::TaskGroup> {
-        let parent = self.inner.quota.as_ref()?;
-        if spec.cpus_milli >= 1000 {
-            return None;
-        }
-        parent
-            .group(spec.cpus_milli)
-            .inspect_err(|e| {
-                tracing::warn!(task_dir = %spec.task_dir.display(), error = %e, "no cgroup for a paced task: pacing it in process");
-            })
-            .ok()
     }
 
     /// [`Executor::launch`] with the events sent to a channel, for callers that await them
@@ -603,51 +637,84 @@ impl Executor {
     }
 }
 
-/// Runs a paced task on the calling thread (its own) under its group's kernel quota: joins the
-/// group, runs the task on a current-thread runtime with the in-process pacer off (the kernel
-/// paces; accounting is still the thread's CPU clock), then leaves and removes the group. If
-/// the thread cannot join, the in-process pacer paces it.
-fn run_under_quota(
-    inner: &Arc<Inner>,
+/// Runs `task` until it ends (`None`) or its pacer reports its first overdraft (the task, to
+/// move; its pacer's sleep is registered, and the task is woken wherever it is polled next).
+async fn until_overdrawn(
+    mut task: Pin<Box<dyn Future<Output = ()> + Send>>,
+    handoff: &Handoff,
+) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+    let ended = std::future::poll_fn(|cx| match task.as_mut().poll(cx) {
+        Poll::Ready(()) => Poll::Ready(true),
+        Poll::Pending if handoff.wanted() => Poll::Ready(false),
+        Poll::Pending => Poll::Pending,
+    })
+    .await;
+    (!ended).then_some(task)
+}
+
+/// Moves a paced task that overdrew its share to a thread of its own in `group`, under the
+/// group's kernel quota, and runs it there to its end; then the thread leaves and removes the
+/// group. If the thread cannot be made the task goes on paced in process where it was; if the
+/// thread cannot join the group, paced in process on that thread.
+fn move_under_quota(
     group: quota::TaskGroup,
-    mut spec: TaskSpec,
-    kill: watch::Receiver<bool>,
-    mut guard: FinishGuard,
+    task: Pin<Box<dyn Future<Output = ()> + Send>>,
+    handoff: Arc<Handoff>,
+    kill: KillHandle,
+    task_dir: PathBuf,
 ) {
-    match group.join() {
-        Ok(()) => {
-            spec.cpus_milli = 1000;
-            // A kill that came before the quota was set must not leave the thread throttled.
-            if *kill.borrow() {
-                group.lifter().lift();
+    let (give, take) = std::sync::mpsc::sync_channel::<Pin<Box<dyn Future<Output = ()> + Send>>>(1);
+    let thread = {
+        let handoff = handoff.clone();
+        std::thread::Builder::new()
+            .name("tessera-quota".into())
+            .spawn(move || {
+                let Ok(task) = take.recv() else { return };
+                let joined = match group.join() {
+                    Ok(()) => {
+                        kill.quota_set(group.lifter());
+                        handoff.moved();
+                        true
+                    }
+                    Err(e) => {
+                        tracing::warn!(task_dir = %task_dir.display(), error = %e, "could not join a paced task's cgroup: pacing it in process");
+                        handoff.refused();
+                        false
+                    }
+                };
+                // Timers only: a guest has no sockets and its files go through the blocking
+                // pool, so the runtime needs no I/O driver (an epoll and an eventfd descriptor
+                // per task). Timers made before the move stay with the runtime that made them.
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                {
+                    // Output spilled to files after the end (blocking pool) is written before
+                    // the runtime goes.
+                    Ok(rt) => rt.block_on(task),
+                    // Dropped, the task reports itself killed (its guard).
+                    Err(e) => tracing::warn!(error = %e, "could not start a paced task's runtime"),
+                }
+                let left = if joined { group.leave() } else { Ok(()) };
+                if let Err(e) = left.and_then(|()| group.remove()) {
+                    tracing::warn!(error = %e, "could not remove a paced task's cgroup");
+                }
+            })
+    };
+    match thread {
+        Ok(_) => {
+            if let Err(std::sync::mpsc::SendError(task)) = give.send(task) {
+                tracing::warn!(
+                    "a paced task's thread ended before it got the task: pacing it in process"
+                );
+                handoff.refused();
+                tokio::spawn(task);
             }
         }
         Err(e) => {
-            tracing::warn!(task_dir = %spec.task_dir.display(), error = %e, "could not join a paced task's cgroup: pacing it in process");
+            tracing::warn!(error = %e, "could not start a paced task's thread: pacing it in process");
+            handoff.refused();
+            tokio::spawn(task);
         }
-    }
-    // Timers only: a guest has no sockets and its files go through the blocking pool, so the
-    // runtime needs no I/O driver (an epoll and an eventfd descriptor per task).
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-    {
-        Ok(rt) => {
-            rt.block_on(async {
-                if let Some(outcome) = inner.run(spec, kill, &mut guard).await {
-                    guard.end(outcome);
-                }
-            });
-            // Output spilled to files after the end (blocking pool) is written before the
-            // runtime goes.
-            drop(rt);
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "could not start a paced task's runtime");
-        }
-    }
-    drop(guard);
-    if let Err(e) = group.leave().and_then(|()| group.remove()) {
-        tracing::warn!(error = %e, "could not remove a paced task's cgroup");
     }
 }

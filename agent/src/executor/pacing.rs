@@ -30,6 +30,11 @@
 //! an atomic at every yield (about once a millisecond) and every 10 ms of a wait between
 //! bursts, and re-derives its rate and burst when it changed;
 //! a one-shot task's pacer has no shared share and pays nothing for the feature.
+//!
+//! With kernel quotas (`quota.rs`), a one-shot task's pacer carries a [`Handoff`]: the first
+//! time the task overdraws (it is CPU-bound, not idle or waiting on I/O), the pacer says so
+//! through it, and the executor moves the task to a thread of its own under a CFS quota of its
+//! share; from then on the kernel paces it and the pacer only counts its CPU time.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -196,6 +201,45 @@ impl Wake for WakeFlag {
     }
 }
 
+/// Between a one-shot task's pacer and the executor that can move the task under a kernel
+/// quota (see the module documentation).
+#[derive(Debug, Default)]
+pub(crate) struct Handoff {
+    /// The task overdrew its share: it is CPU-bound, and is due to move.
+    wanted: AtomicBool,
+    /// The task runs under its kernel quota: the pacer no longer paces.
+    moved: AtomicBool,
+    /// The move failed: the task stays paced in process, and is not offered again.
+    refused: AtomicBool,
+}
+
+impl Handoff {
+    /// Whether the task is due to move.
+    pub(crate) fn wanted(&self) -> bool {
+        self.wanted.load(Ordering::Acquire)
+            && !self.moved.load(Ordering::Acquire)
+            && !self.refused.load(Ordering::Acquire)
+    }
+
+    /// The task now runs under its kernel quota (before its next poll).
+    pub(crate) fn moved(&self) {
+        self.moved.store(true, Ordering::Release);
+    }
+
+    /// The task could not move; its pacer goes on pacing it.
+    pub(crate) fn refused(&self) {
+        self.refused.store(true, Ordering::Release);
+    }
+
+    fn kernel_paced(&self) -> bool {
+        self.moved.load(Ordering::Acquire)
+    }
+
+    fn overdrawn(&self) {
+        self.wanted.store(true, Ordering::Release);
+    }
+}
+
 /// Holds one task to its CPU share (see the module documentation).
 pub(crate) struct Pacer {
     /// Core-seconds of CPU per second of wall time this task may use; `None`: unpaced.
@@ -223,6 +267,8 @@ pub(crate) struct Pacer {
     shared: Option<(Arc<AtomicU64>, u64)>,
     /// The pacing period (see [`Pacer::new`]).
     period: Duration,
+    /// Where the task can move under a kernel quota, if it can.
+    handoff: Option<Arc<Handoff>>,
 }
 
 /// The pacing period: a task that has used its share sleeps until it may run its share of a
@@ -265,7 +311,15 @@ impl Pacer {
             paused: Duration::ZERO,
             shared: None,
             period,
+            handoff: None,
         }
+    }
+
+    /// This pacer reports the task's first overdraft to `handoff`, and stops pacing once the
+    /// task has moved under its kernel quota.
+    pub(crate) fn with_handoff(mut self, handoff: Option<Arc<Handoff>>) -> Self {
+        self.handoff = handoff;
+        self
     }
 
     /// A pacer following the share in `cpus_milli` as it changes (an executor's envelope).
@@ -370,12 +424,20 @@ impl Pacer {
         self.follow_share();
         let unpaid = std::mem::take(&mut self.unpaid);
         let Some(rate) = self.rate else { return };
+        if self.handoff.as_ref().is_some_and(|h| h.kernel_paced()) {
+            return;
+        }
         let now = Instant::now();
         let earned = rate * now.duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + earned).min(self.cap) - unpaid.as_secs_f64();
         if self.tokens < 0.0 {
+            // The debt is slept off wherever the task runs next: the kernel's quota starts
+            // from a settled account.
             self.sleep_for((self.burst - self.tokens) / rate, cx);
+            if let Some(h) = &self.handoff {
+                h.overdrawn();
+            }
         }
     }
 

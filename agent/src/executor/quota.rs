@@ -1,14 +1,15 @@
 //! Kernel CPU quotas for paced tasks ([`ExecutorConfig::cpu_quota_cgroup`]): a task offered
-//! less than one core runs on a thread of its own, in a cgroup (v1 `cpu` controller) whose CFS
-//! quota is its share, instead of under the in-process pacer. This is what Mesos' agent does
-//! with `--cgroups_enable_cfs`.
+//! less than one core that overdraws its share (its pacer says so through its `Handoff`, see
+//! `pacing.rs`) moves to a thread of its own, in a cgroup (v1 `cpu` controller) whose CFS quota
+//! is its share, and the kernel paces it from then on. This is what Mesos' agent does with
+//! `--cgroups_enable_cfs`.
 //!
 //! Why: a guest paced by sleeping between bursts is preempted 2–4× as often while it runs as
 //! one the kernel throttles, and on a loaded machine a memory-bound guest paid 1.1–1.45× the
 //! CPU time for the same work at 0.1 cpus (BENCHMARKS.md, "Share efficiency"). The kernel's
-//! throttling does not. The price is a thread and a cgroup per paced task while it runs, so
-//! the mode is the operator's choice, not the default (10,000 tasks of 0.01 cpus would be
-//! 10,000 threads).
+//! throttling does not. The price is a thread and a cgroup per CPU-bound paced task while it
+//! runs (about 196 KiB and 1 ms to start); a task that sleeps or waits on I/O never overdraws
+//! and stays on the shared runtime at no cost.
 //!
 //! Accounting stays the thread's CPU clock, exact. Kills stay prompt: a kill lifts the quota
 //! first, so a throttled thread runs at once to its next fuel yield and stops there.

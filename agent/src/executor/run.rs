@@ -18,7 +18,7 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder, WasiCtxView, WasiView};
 use super::cache::Prepared;
 use super::limiter::MemLimiter;
 use super::output::{read_tail, CappedOutput, WriteOut};
-use super::pacing::{Pacer, PERIOD};
+use super::pacing::{Handoff, Pacer, PERIOD};
 use super::{disk, ExecEvent, Inner, TaskOutcome, TaskSpec, Termination};
 use crate::workdir::TaskDir;
 
@@ -329,11 +329,13 @@ impl Inner {
     /// Runs one task to its end: `Running` goes out through `guard` once the entry point is
     /// about to run, and `Finished` too once it ran (the store is freed after); an outcome
     /// returned instead (a start that failed, a threaded module) is for the caller to send.
+    /// With `handoff`, the task's pacer reports its first overdraft there (see `pacing.rs`).
     pub(super) async fn run(
         &self,
         spec: TaskSpec,
         mut kill: watch::Receiver<bool>,
         guard: &mut FinishGuard,
+        handoff: Option<Arc<Handoff>>,
     ) -> Option<TaskOutcome> {
         // Multi-threaded (WASI threads) modules run on their own path (`threads.rs`).
         if self.threads.contains(&spec.digest)
@@ -370,7 +372,7 @@ impl Inner {
             cpu_paused,
             cpu_time,
         };
-        let mut pacer = Pacer::new(spec.cpus_milli, self.fuel_rate, PERIOD);
+        let mut pacer = Pacer::new(spec.cpus_milli, self.fuel_rate, PERIOD).with_handoff(handoff);
         let initial_fuel = match spec.max_cpu {
             Some(d) => {
                 let fuel = (d.as_secs_f64() * self.fuel_rate as f64).min(UNLIMITED_FUEL as f64);
@@ -444,7 +446,7 @@ impl Inner {
             termination,
             fuel_consumed,
             wall,
-            // Under a kernel quota the pacer is off and the kernel's throttling is the pause.
+            // Moved under a kernel quota, the kernel's throttling is the pause from then on.
             pacer.paused() + super::quota::throttled_time(),
             pacer.cpu_time(),
         );

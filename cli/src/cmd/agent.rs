@@ -82,11 +82,13 @@ pub struct AgentArgs {
     /// `/agents/{agent_id}/metrics`.
     #[arg(long, default_value = "none", value_parser = parse_metrics_listen)]
     http_listen: MetricsListen,
-    /// Run each task offered less than one core on a thread of its own, in a cgroup made under
-    /// this directory of the cgroup v1 cpu controller (e.g. `/sys/fs/cgroup/cpu/tessera`; root
-    /// only) with its share as the CFS quota, instead of pacing it in process: the kernel then
-    /// throttles it (Mesos' `--cgroups_enable_cfs`). Costs a thread and a cgroup per paced task
-    /// while it runs. If the directory is not usable the agent warns and paces in process.
+    /// Move each task offered less than one core, once it uses up its share (it is CPU-bound),
+    /// to a thread of its own in a cgroup made under this directory of the cgroup v1 cpu
+    /// controller (e.g. `/sys/fs/cgroup/cpu/tessera`; root only) with its share as the CFS
+    /// quota: the kernel then throttles it instead of the in-process pacer (Mesos'
+    /// `--cgroups_enable_cfs`). Costs a thread and a cgroup per CPU-bound paced task while it
+    /// runs; tasks that sleep or wait cost nothing more. If the directory is not usable the
+    /// agent warns and paces in process.
     #[arg(long)]
     cpu_quota_cgroup: Option<PathBuf>,
     #[command(flatten)]
