@@ -604,15 +604,16 @@ impl Executor {
                     let Some(task) = until_overdrawn(task, &handoff).await else {
                         return;
                     };
-                    let group = inner.quota.as_ref().map(|parent| parent.group(cpus_milli));
-                    match group {
-                        Some(Ok(group)) => move_under_quota(group, task, handoff, handle, task_dir),
-                        Some(Err(e)) => {
+                    let Some(parent) = inner.quota.as_ref() else {
+                        return task.await;
+                    };
+                    match parent.group(cpus_milli) {
+                        Ok(group) => move_under_quota(group, task, handoff, handle, task_dir),
+                        Err(e) => {
                             tracing::warn!(task_dir = %task_dir.display(), error = %e, "no cgroup for a paced task: pacing it in process");
                             handoff.refused();
                             task.await;
                         }
-                        None => unreachable!("a handoff only with kernel quotas"),
                     }
                 });
             }

@@ -187,6 +187,12 @@ impl Drop for TaskGroup {
 pub(crate) struct QuotaLifter(PathBuf);
 
 impl QuotaLifter {
+    /// A lifter of the quota file at `path` (tests of the kill's side).
+    #[cfg(test)]
+    pub(crate) fn at(path: PathBuf) -> Self {
+        QuotaLifter(path)
+    }
+
     /// Lifts the quota; a group already gone needs nothing.
     pub(crate) fn lift(&self) {
         let _ = std::fs::write(&self.0, "-1");

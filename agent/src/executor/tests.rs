@@ -1935,3 +1935,30 @@ async fn many_concurrent_tasks_without_a_sandbox_need_fewer_descriptors_than_tas
         assert_eq!(t.finished().await.termination, Termination::Killed);
     }
 }
+
+/// A task's kill and its move under a quota can come in either order: a kill after the move
+/// lifts the quota, and a move after the kill lifts it as it is set.
+#[test]
+fn a_kill_lifts_the_quota_whether_it_comes_before_or_after_it_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let quota_file = |name: &str| {
+        let f = dir.path().join(name);
+        std::fs::write(&f, "10000").unwrap();
+        f
+    };
+    let handle = || KillHandle {
+        tx: Arc::new(watch::channel(false).0),
+        quota: Arc::default(),
+    };
+
+    let (after, early) = (handle(), quota_file("after"));
+    after.quota_set(quota::QuotaLifter::at(early.clone()));
+    assert_eq!(std::fs::read_to_string(&early).unwrap(), "10000");
+    after.kill();
+    assert_eq!(std::fs::read_to_string(&early).unwrap(), "-1");
+
+    let (before, late) = (handle(), quota_file("before"));
+    before.kill();
+    before.quota_set(quota::QuotaLifter::at(late.clone()));
+    assert_eq!(std::fs::read_to_string(&late).unwrap(), "-1");
+}
