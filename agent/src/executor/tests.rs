@@ -625,7 +625,10 @@ async fn escape_attempts_all_fail() {
 }
 
 /// A burst of tasks of a module the agent has not seen prepares it concurrently: one compile
-/// serves them all, and a module that fails to compile fails them all with its error, once.
+/// serves them all (the ones that come after it find it cached). A module that fails to
+/// compile fails every one of them with its error; how many compiles that takes depends on
+/// how the burst overlaps (a failure is shared only by the callers that waited for it, and
+/// the next tries again), so it is not counted here (`flight.rs` tests the sharing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_prepares_of_a_new_module_compiles_it_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -652,7 +655,6 @@ async fn a_burst_of_prepares_of_a_new_module_compiles_it_once() {
         let err = handle.await.unwrap().unwrap_err();
         assert!(matches!(err, ExecError::Compile { .. }), "{err}");
     }
-    assert_eq!(exec.stats().compiles, 2, "{:?}", exec.stats());
     assert!(!exec.is_prepared("garbage"));
 }
 
