@@ -792,9 +792,10 @@ async fn kill_9_of_the_agent_keeps_its_executor_and_its_state() {
 }
 
 /// `tessera agent --cpu-quota-cgroup DIR` (the harness here starts real agents with extra
-/// flags): the flag reaches the runtime process's executor, each paced task runs in a cgroup of
-/// its own under `DIR` with its share as the CFS quota (0.01 cpus: 1 ms per 100 ms) and a
-/// thread in it, and the groups are gone once the tasks are killed. Needs the cgroup v1 cpu
+/// flags): the flag reaches the runtime process's executor, each paced task (CPU-bound, so it
+/// overdraws its share and moves) runs in a cgroup of its own under `DIR` with its share as the
+/// CFS quota (0.01 cpus: 1 ms per 100 ms) and a thread in it, and the groups are gone once the
+/// tasks are killed. Needs the cgroup v1 cpu
 /// controller (root); without it the test says so and passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_cpu_quota_cgroup_paced_tasks_run_under_kernel_quotas() {
@@ -827,13 +828,31 @@ async fn with_cpu_quota_cgroup_paced_tasks_run_under_kernel_quotas() {
             })
             .unwrap_or_default()
     };
-    let running = groups(&parent);
-    assert_eq!(running.len(), paced, "{running:?}");
-    for g in &running {
-        let quota = std::fs::read_to_string(g.join("cpu.cfs_quota_us")).unwrap();
-        assert_eq!(quota.trim(), "1000", "{}", g.display());
-        let threads = std::fs::read_to_string(g.join("tasks")).unwrap();
-        assert!(!threads.trim().is_empty(), "no thread in {}", g.display());
+    // The tasks are CPU-bound: each moves under its quota at its first overdraft, within a
+    // period or so of its start (the group is made, then the thread joins and sets the quota).
+    let settled = |g: &PathBuf| {
+        let quota = std::fs::read_to_string(g.join("cpu.cfs_quota_us")).unwrap_or_default();
+        let threads = std::fs::read_to_string(g.join("tasks")).unwrap_or_default();
+        quota.trim() == "1000" && !threads.trim().is_empty()
+    };
+    let deadline = Instant::now() + SANITY;
+    loop {
+        let running = groups(&parent);
+        if running.len() == paced && running.iter().all(settled) {
+            break;
+        }
+        let states: Vec<(PathBuf, String)> = running
+            .iter()
+            .map(|g| {
+                let q = std::fs::read_to_string(g.join("cpu.cfs_quota_us")).unwrap_or_default();
+                (g.clone(), q.trim().to_owned())
+            })
+            .collect();
+        assert!(
+            Instant::now() < deadline,
+            "not {paced} groups each with a thread and a 1,000 us quota: {states:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
     let ids: Vec<String> = seen.updates.keys().cloned().collect();
     for id in ids {
