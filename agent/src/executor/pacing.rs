@@ -520,6 +520,40 @@ mod tests {
         assert!(burst < 0.001 && cap >= MIN_CAP.as_secs_f64());
     }
 
+    /// The first overdraft is slept off and reported to the handoff; once the task has moved
+    /// under its kernel quota, the pacer no longer puts it to sleep.
+    #[tokio::test]
+    async fn a_handoff_hears_of_the_first_overdraft_and_pacing_stops_once_moved() {
+        let handoff = Arc::new(Handoff::default());
+        let mut p = Pacer::new(100, 1_000_000_000, P).with_handoff(Some(handoff.clone()));
+        let mut cx = Context::from_waker(Waker::noop());
+        p.start();
+        assert!(!handoff.wanted());
+        p.unpaid = Duration::from_millis(5);
+        p.yielded(&mut cx);
+        assert!(p.sleep.is_some(), "an overdraft is slept off");
+        assert!(handoff.wanted(), "and reported");
+        let paused = p.paused();
+
+        handoff.moved();
+        assert!(!handoff.wanted());
+        p.sleep = None;
+        p.unpaid = Duration::from_millis(50);
+        p.yielded(&mut cx);
+        assert!(p.sleep.is_none(), "the kernel paces a moved task");
+        assert_eq!(p.paused(), paused);
+
+        // A refused move leaves the pacer pacing, and is not asked for again.
+        let refused = Arc::new(Handoff::default());
+        let mut p = Pacer::new(100, 1_000_000_000, P).with_handoff(Some(refused.clone()));
+        p.start();
+        refused.refused();
+        p.unpaid = Duration::from_millis(5);
+        p.yielded(&mut cx);
+        assert!(p.sleep.is_some());
+        assert!(!refused.wanted());
+    }
+
     #[test]
     fn a_shared_share_is_followed() {
         let share = Arc::new(AtomicU64::new(250));
