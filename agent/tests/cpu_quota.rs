@@ -20,7 +20,7 @@ use tessera_agent::executor::{
 
 #[path = "support/burn.rs"]
 mod burn;
-use burn::{launch, Task};
+use burn::{finished, launch, Task};
 
 /// Hang guard only.
 const SANITY: Duration = Duration::from_secs(30);
@@ -171,36 +171,29 @@ async fn paced_tasks_run_under_their_own_kernel_quota() {
     let sandbox = dir.path().join("files/sandbox");
     std::fs::create_dir_all(&sandbox).unwrap();
     std::fs::write(sandbox.join("input.txt"), "some input").unwrap();
+    // At 0.2 cpus, in `dir/<name>`.
+    let paced = |digest: &str, path: &str, args: &[&str], name: &str| TaskSpec {
+        cpus_milli: 200,
+        ..TaskSpec::new(
+            digest,
+            path,
+            args.iter().map(|a| a.to_string()).collect(),
+            dir.path().join(name),
+        )
+    };
     let files = TaskSpec {
         sandbox: true,
-        cpus_milli: 200,
-        ..TaskSpec::new(
-            "files",
-            wasm_examples::FILES_PATH,
-            vec![],
-            dir.path().join("files"),
-        )
+        ..paced("files", wasm_examples::FILES_PATH, &[], "files")
     };
-    let ticker = TaskSpec {
-        cpus_milli: 200,
-        ..TaskSpec::new(
-            "ticker",
-            wasm_examples::TICKER_PATH,
-            vec!["3".into(), "20".into()],
-            dir.path().join("ticker"),
-        )
-    };
+    let ticker = paced("ticker", wasm_examples::TICKER_PATH, &["3", "20"], "ticker");
     // A paced task that sleeps never overdraws its share: it stays on the shared runtime, with
     // no thread or group of its own.
-    let sleeper = TaskSpec {
-        cpus_milli: 200,
-        ..TaskSpec::new(
-            "ticker",
-            wasm_examples::TICKER_PATH,
-            vec!["8".into(), "50".into()],
-            dir.path().join("sleeper"),
-        )
-    };
+    let sleeper = paced(
+        "ticker",
+        wasm_examples::TICKER_PATH,
+        &["8", "50"],
+        "sleeper",
+    );
     exec.prepare("ticker", Path::new(wasm_examples::TICKER_PATH))
         .await
         .unwrap();
@@ -213,22 +206,13 @@ async fn paced_tasks_run_under_their_own_kernel_quota() {
         0,
         "a sleeping task got a group"
     );
-    let Some(ExecEvent::Finished(o)) = tokio::time::timeout(SANITY, events.recv()).await.unwrap()
-    else {
-        panic!("no Finished event")
-    };
+    let o = finished(&mut events, SANITY).await;
     assert_eq!(o.termination, Termination::Exited(0), "{o:?}");
 
     for (spec, expect) in [(files, "input: some input"), (ticker, "tick 3")] {
         exec.prepare(&spec.digest, &spec.wasm_path).await.unwrap();
         let (_kill, mut events) = exec.launch_to_channel(spec);
-        let outcome = loop {
-            match tokio::time::timeout(SANITY, events.recv()).await.unwrap() {
-                Some(ExecEvent::Finished(o)) => break o,
-                Some(_) => {}
-                None => panic!("no Finished event"),
-            }
-        };
+        let outcome = finished(&mut events, SANITY).await;
         assert_eq!(outcome.termination, Termination::Exited(0), "{outcome:?}");
         assert!(outcome.stdout_tail.contains(expect), "{outcome:?}");
     }

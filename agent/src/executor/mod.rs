@@ -600,20 +600,25 @@ impl Executor {
                 let inner = self.inner.clone();
                 let handle = handle.clone();
                 tokio::spawn(async move {
-                    let task: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(task);
+                    let task: TaskFuture = Box::pin(task);
                     let Some(task) = until_overdrawn(task, &handoff).await else {
                         return;
                     };
                     let Some(parent) = inner.quota.as_ref() else {
                         return task.await;
                     };
-                    match parent.group(cpus_milli) {
-                        Ok(group) => move_under_quota(group, task, handoff, handle, task_dir),
-                        Err(e) => {
-                            tracing::warn!(task_dir = %task_dir.display(), error = %e, "no cgroup for a paced task: pacing it in process");
-                            handoff.refused();
-                            task.await;
-                        }
+                    let moved = move_under_quota(
+                        parent,
+                        cpus_milli,
+                        task,
+                        handoff.clone(),
+                        handle,
+                        task_dir.clone(),
+                    );
+                    if let Err((error, task)) = moved {
+                        tracing::warn!(task_dir = %task_dir.display(), %error, "a paced task could not move under its quota: pacing it in process");
+                        handoff.refused();
+                        task.await;
                     }
                 });
             }
@@ -638,12 +643,12 @@ impl Executor {
     }
 }
 
+/// A one-shot task's whole run, boxed so that it can move to another thread between polls.
+type TaskFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Runs `task` until it ends (`None`) or its pacer reports its first overdraft (the task, to
 /// move; its pacer's sleep is registered, and the task is woken wherever it is polled next).
-async fn until_overdrawn(
-    mut task: Pin<Box<dyn Future<Output = ()> + Send>>,
-    handoff: &Handoff,
-) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+async fn until_overdrawn(mut task: TaskFuture, handoff: &Handoff) -> Option<TaskFuture> {
     let ended = std::future::poll_fn(|cx| match task.as_mut().poll(cx) {
         Poll::Ready(()) => Poll::Ready(true),
         Poll::Pending if handoff.wanted() => Poll::Ready(false),
@@ -653,18 +658,24 @@ async fn until_overdrawn(
     (!ended).then_some(task)
 }
 
-/// Moves a paced task that overdrew its share to a thread of its own in `group`, under the
-/// group's kernel quota, and runs it there to its end; then the thread leaves and removes the
-/// group. If the thread cannot be made the task goes on paced in process where it was; if the
-/// thread cannot join the group, paced in process on that thread.
+/// Moves a paced task that overdrew its share to a thread of its own in a new group under
+/// `parent`, with the group's kernel quota, and runs it there to its end; then the thread
+/// leaves and removes the group. If the group or the thread cannot be made, the task is handed
+/// back (with why) to go on paced in process where it was; if the thread cannot join the
+/// group, it is paced in process on that thread.
 fn move_under_quota(
-    group: quota::TaskGroup,
-    task: Pin<Box<dyn Future<Output = ()> + Send>>,
+    parent: &quota::QuotaParent,
+    cpus_milli: u64,
+    task: TaskFuture,
     handoff: Arc<Handoff>,
     kill: KillHandle,
     task_dir: PathBuf,
-) {
-    let (give, take) = std::sync::mpsc::sync_channel::<Pin<Box<dyn Future<Output = ()> + Send>>>(1);
+) -> Result<(), (String, TaskFuture)> {
+    let group = match parent.group(cpus_milli) {
+        Ok(group) => group,
+        Err(e) => return Err((format!("no cgroup: {e}"), task)),
+    };
+    let (give, take) = std::sync::mpsc::sync_channel::<TaskFuture>(1);
     let thread = {
         let handoff = handoff.clone();
         std::thread::Builder::new()
@@ -703,19 +714,9 @@ fn move_under_quota(
             })
     };
     match thread {
-        Ok(_) => {
-            if let Err(std::sync::mpsc::SendError(task)) = give.send(task) {
-                tracing::warn!(
-                    "a paced task's thread ended before it got the task: pacing it in process"
-                );
-                handoff.refused();
-                tokio::spawn(task);
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "could not start a paced task's thread: pacing it in process");
-            handoff.refused();
-            tokio::spawn(task);
-        }
+        Ok(_) => give.send(task).map_err(|std::sync::mpsc::SendError(task)| {
+            ("its thread ended before it got the task".to_owned(), task)
+        }),
+        Err(e) => Err((format!("no thread: {e}"), task)),
     }
 }

@@ -1,5 +1,5 @@
-//! A `burn` task (CPU-bound forever) launched at a share, waited for and killed: the CPU-share
-//! tests' common steps (`cpu_share.rs`, `cpu_quota.rs`).
+//! A `burn` task (CPU-bound forever) launched at a share, waited for and killed, and the wait for
+//! any launched task's outcome: the CPU-share tests' common steps (`cpu_share.rs`, `cpu_quota.rs`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -41,15 +41,24 @@ impl Task {
     /// Kills the task and returns its outcome, which must be `Killed`.
     pub async fn stop(mut self, sanity: Duration) -> TaskOutcome {
         self.kill.kill();
-        loop {
-            let ev = tokio::time::timeout(sanity, self.events.recv())
-                .await
-                .expect("task did not stop in time")
-                .expect("no Finished event");
-            if let ExecEvent::Finished(o) = ev {
-                assert_eq!(o.termination, Termination::Killed, "{o:?}");
-                return o;
-            }
+        let o = finished(&mut self.events, sanity).await;
+        assert_eq!(o.termination, Termination::Killed, "{o:?}");
+        o
+    }
+}
+
+/// The outcome a launched task's events end with (at most `sanity`, a hang guard).
+pub async fn finished(
+    events: &mut mpsc::UnboundedReceiver<ExecEvent>,
+    sanity: Duration,
+) -> TaskOutcome {
+    loop {
+        let ev = tokio::time::timeout(sanity, events.recv())
+            .await
+            .expect("task did not end in time")
+            .expect("no Finished event");
+        if let ExecEvent::Finished(o) = ev {
+            return o;
         }
     }
 }
