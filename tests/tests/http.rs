@@ -86,10 +86,20 @@ async fn state_and_metrics_follow_real_tasks() {
     let http = cluster.master_http;
     assert!(http.ip().is_loopback());
 
-    let (code, body) = get(http, "/health").await;
-    assert_eq!(code, 200);
-    let health: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(health["status"], "single", "{body}");
+    // A single master answers "standby" until its first term has begun (its registry loaded),
+    // then "single".
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, body) = get(http, "/health").await;
+        assert_eq!(code, 200);
+        let health: Value = serde_json::from_str(&body).unwrap();
+        if health["status"] == "single" {
+            break;
+        }
+        assert_eq!(health["status"], "standby", "{body}");
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // The agent, with its resources.
     let s = state_until(http, "the agent", |s| {
