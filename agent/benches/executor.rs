@@ -21,7 +21,8 @@
 //!
 //! `cargo bench -p tessera-agent --bench executor` (set `DENSITY_TASKS`,
 //! default 2000, and `LAUNCHES`, default 300; `EXECUTOR_BENCH=overhead,efficiency` runs only
-//! the sections named).
+//! the sections named; `OVERHEAD_OPTIONS=fuel,rewritten` only the metering options whose names
+//! contain one of those words, beside the baseline).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -436,6 +437,20 @@ fn meter_options() -> Vec<MeterOption> {
             false,
         ),
         o(
+            "rewritten: back edges, host call outside the loop, live locals saved around it",
+            Meter::Rewritten(meter_rewrite::Placement::BackEdgesSaved),
+            &[],
+            Speed,
+            false,
+        ),
+        o(
+            "rewritten: as above, the budget in a local between calls",
+            Meter::Rewritten(meter_rewrite::Placement::BackEdgesSavedLocal),
+            &[],
+            Speed,
+            false,
+        ),
+        o(
             "rewritten, back edges, trap for a host call (reference: cannot pace)",
             Meter::Rewritten(meter_rewrite::Placement::BackEdgesTrap),
             &[],
@@ -586,7 +601,22 @@ fn overhead_rounds() -> usize {
     env_usize("OVERHEAD_ROUNDS", 7)
 }
 
-async fn bench_overhead(exec: &Executor, tmp: &Path) {
+/// The metering options to compare: all, or the baseline and those whose names contain one
+/// of the comma-separated words of `OVERHEAD_OPTIONS`.
+fn selected(options: Vec<MeterOption>) -> Vec<MeterOption> {
+    let Ok(words) = std::env::var("OVERHEAD_OPTIONS") else {
+        return options;
+    };
+    let words: Vec<&str> = words.split(',').map(str::trim).collect();
+    options
+        .into_iter()
+        .enumerate()
+        .filter(|(i, o)| *i == 0 || words.iter().any(|w| o.name.contains(w)))
+        .map(|(_, o)| o)
+        .collect()
+}
+
+async fn bench_overhead(exec: &Executor, on_demand: &Executor, tmp: &Path) {
     // The issue's three, and the share-efficiency guests (to tell metering from pacing).
     let guests: [(&str, &str, &[&str]); 5] = [
         ("pi", wasm_examples::PI_PATH, &["42", "3000000"]),
@@ -596,7 +626,7 @@ async fn bench_overhead(exec: &Executor, tmp: &Path) {
         ("bulkmem", wasm_examples::BULKMEM_PATH, &["20", "16"]),
     ];
     let fuel_rate = exec.fuel_per_core_second();
-    let options = meter_options();
+    let options = selected(meter_options());
     let engines: Vec<Engine> = options.iter().map(|o| o.engine()).collect();
     let _ticker = Ticker::start(
         options
@@ -612,12 +642,12 @@ async fn bench_overhead(exec: &Executor, tmp: &Path) {
          its default configuration and neither fuel nor epochs)",
         overhead_rounds()
     );
-    print!("| guest | neither ms | Tessera executor (1 cpu)");
+    print!("| guest | neither ms | Tessera executor (1 cpu) | executor, on-demand allocation");
     for o in &options[1..] {
         print!(" | {}", o.name);
     }
     println!(" |");
-    println!("|---|---|---{}|", "|---".repeat(options.len()));
+    println!("|---|---|---|---{}|", "|---".repeat(options.len()));
     let mut compile_times = Vec::new();
     for (name, path, args) in guests {
         let mut argv = vec![name];
@@ -643,7 +673,8 @@ async fn bench_overhead(exec: &Executor, tmp: &Path) {
             .collect();
         compile_times.push((name, compile));
         exec.prepare(name, Path::new(path)).await.unwrap();
-        let mut best = vec![Duration::MAX; options.len() + 1];
+        on_demand.prepare(name, Path::new(path)).await.unwrap();
+        let mut best = vec![Duration::MAX; options.len() + 2];
         for round in 0..overhead_rounds() {
             for (i, o) in options.iter().enumerate() {
                 let (_, cpu) = bare_run(&engines[i], &modules[i], &argv, o.meter, fuel_rate).await;
@@ -655,15 +686,29 @@ async fn bench_overhead(exec: &Executor, tmp: &Path) {
             )
             .await;
             assert_eq!(o.termination, Termination::Exited(0), "{o:?}");
-            let last = best.len() - 1;
-            best[last] = best[last].min(o.cpu_time);
+            let pooled = options.len();
+            best[pooled] = best[pooled].min(o.cpu_time);
+            let o = run(
+                on_demand,
+                spec(
+                    &tmp.join(format!("{name}-{round}-od")),
+                    name,
+                    path,
+                    args,
+                    1000,
+                ),
+            )
+            .await;
+            assert_eq!(o.termination, Termination::Exited(0), "{o:?}");
+            best[pooled + 1] = best[pooled + 1].min(o.cpu_time);
         }
         let base = best[0].as_secs_f64();
         let r = |d: Duration| d.as_secs_f64() / base;
         print!(
-            "| {name} | {:.1} | {:.2}×",
+            "| {name} | {:.1} | {:.2}× | {:.2}×",
             base * 1e3,
-            r(best[options.len()])
+            r(best[options.len()]),
+            r(best[options.len() + 1])
         );
         for b in &best[1..options.len()] {
             print!(" | {:.2}×", r(*b));
@@ -986,7 +1031,7 @@ fn main() {
             bench_shares(&exec, tmp.path()).await;
         }
         if section("overhead") {
-            bench_overhead(&exec, tmp.path()).await;
+            bench_overhead(&exec, &on_demand, tmp.path()).await;
         }
         if section("efficiency") {
             bench_efficiency(&exec, tmp.path()).await;

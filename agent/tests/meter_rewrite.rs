@@ -13,7 +13,12 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::WasiCtxBuilder;
 
-const PLACEMENTS: [Placement; 2] = [Placement::Headers, Placement::BackEdges];
+const PLACEMENTS: [Placement; 4] = [
+    Placement::Headers,
+    Placement::BackEdges,
+    Placement::BackEdgesSaved,
+    Placement::BackEdgesSavedLocal,
+];
 
 /// Ticks a module took before its host stopped it (`Err` carries the trap's text).
 fn ticks_until_stopped(wat: &str, placement: Placement, budget: i64, stop_at: u32) -> u32 {
@@ -144,5 +149,72 @@ fn real_guests_print_the_same_once_rewritten() {
             let rewritten = rewrite(&wasm, p).unwrap();
             assert_eq!(guest_output(&rewritten, args, true), plain, "{path} {p:?}");
         }
+    }
+}
+
+/// Runs `run` of a module without imports, or rewritten with a budget of `budget` per tick.
+fn result_of(wasm: &[u8], rewritten: Option<(Placement, i64)>) -> (i64, u32) {
+    let engine = Engine::default();
+    let wasm = match rewritten {
+        Some((p, _)) => rewrite(wasm, p).unwrap(),
+        None => wasm.to_vec(),
+    };
+    let module = Module::new(&engine, wasm).unwrap();
+    let mut linker: Linker<u32> = Linker::new(&engine);
+    if let Some((_, budget)) = rewritten {
+        linker
+            .func_wrap(
+                meter_rewrite::TICK_MODULE,
+                meter_rewrite::TICK_NAME,
+                move |mut caller: wasmtime::Caller<'_, u32>| -> i64 {
+                    *caller.data_mut() += 1;
+                    budget
+                },
+            )
+            .unwrap();
+    }
+    let mut store = Store::new(&engine, 0u32);
+    let instance = linker.instantiate(&mut store, &module).unwrap();
+    let run = instance
+        .get_typed_func::<(), i64>(&mut store, "run")
+        .unwrap();
+    let r = run.call(&mut store, ()).unwrap();
+    (r, *store.data())
+}
+
+#[test]
+fn locals_live_across_the_slow_path_keep_their_values() {
+    // Locals of every numeric type live around nested loops, one set before the loops and used
+    // only after them, one dead at the header (written before it is read in each pass), and
+    // calls in the loop; a budget of one operator takes the slow path on every back edge.
+    let wat = r#"(module
+        (func $inc (param i64) (result i64) (i64.add (local.get 0) (i64.const 1)))
+        (func (export "run") (result i64)
+          (local $i i32) (local $j i32) (local $sum i64) (local $f f64) (local $g f32)
+          (local $before i64) (local $dead i64) (local $v v128)
+          (local.set $before (i64.const 1000000))
+          (local.set $v (v128.const i64x2 3 4))
+          (loop $outer
+            (local.set $j (i32.const 0))
+            (loop $inner
+              (local.set $dead (i64.extend_i32_u (local.get $j)))
+              (local.set $sum (i64.add (local.get $sum) (call $inc (local.get $dead))))
+              (local.set $f (f64.add (local.get $f) (f64.const 0.5)))
+              (local.set $g (f32.add (local.get $g) (f32.const 0.25)))
+              (local.set $j (i32.add (local.get $j) (i32.const 1)))
+              (br_if $inner (i32.lt_u (local.get $j) (i32.const 37))))
+            (local.set $i (i32.add (local.get $i) (i32.const 1)))
+            (br_if $outer (i32.lt_u (local.get $i) (i32.const 23))))
+          (i64.add
+            (i64.add (local.get $sum) (local.get $before))
+            (i64.add
+              (i64.add (i64.trunc_f64_s (local.get $f)) (i64.trunc_f32_s (local.get $g)))
+              (i64.add (i64x2.extract_lane 0 (local.get $v)) (i64x2.extract_lane 1 (local.get $v)))))))"#;
+    let wasm = wat::parse_str(wat).unwrap();
+    let (plain, _) = result_of(&wasm, None);
+    for p in PLACEMENTS {
+        let (r, ticks) = result_of(&wasm, Some((p, 1)));
+        assert_eq!(r, plain, "{p:?}");
+        assert!(ticks >= 23 * 36, "{p:?}: {ticks} ticks"); // every back edge
     }
 }

@@ -1,5 +1,6 @@
-//! Metering by rewriting a core module (a rejected option of the metering bench, kept so that
-//! its figures can be reproduced; BENCHMARKS.md, "Metering overhead").
+//! Metering by rewriting a core module: options of the metering bench (BENCHMARKS.md,
+//! "Metering overhead"), the rejected placements kept so that their figures can be reproduced.
+//! The executor still meters with fuel.
 //!
 //! Wasmtime's fuel and epochs check at every function entry and loop header. This pass puts
 //! its own budget checks (a mutable `i64` global it adds) only where running code could
@@ -14,11 +15,16 @@
 //! [`TICK_NAME`] import (which returns the next budget, and could pace, yield or trap), or,
 //! as a reference only, traps.
 //!
-//! What the bench showed: the checks themselves are cheap (json 1.06× with a trap for the slow
-//! path), but any call left in a function costs its loops what fuel and epochs cost: Cranelift's
-//! wasm calling convention keeps no register across a call, so values live across the rarely
-//! taken slow path are spilled on the hot one. Placing the call outside the loop (re-entering
-//! the loop at its header after it) did not help, nor did unrolling small loops.
+//! What the bench showed: the checks themselves are cheap (json 1.05–1.07× with a trap for the
+//! slow path), but a call left in a function costs its loops what fuel and epochs cost:
+//! Cranelift's wasm calling convention keeps no register across a call, so values live across
+//! the rarely taken slow path were kept out of registers on the hot one too. Placing the call
+//! outside the loop (re-entering the loop at its header after it) did not help, nor did
+//! unrolling small loops. What does: [`Placement::BackEdgesSaved`] copies the locals live at
+//! the check (a liveness analysis of the function's locals) to globals before the call and back
+//! after it, so that nothing of the function is live across the call: json 1.09–1.12×, sha256
+//! 1.11–1.13×, pi 0.89–0.90× of unmetered wasmtime, where fuel costs 1.29–1.31×, 1.04–1.05× and
+//! 0.85–0.86×. Keeping the budget in a local between calls (as fuel does) made it worse.
 
 use wasm_encoder::reencode::{Error as ReencodeError, Reencode};
 use wasm_encoder::Instruction as I;
@@ -43,6 +49,22 @@ pub enum Placement {
     /// As `BackEdges`, with a trap in place of the host call (reference only: it can neither
     /// pace nor resume).
     BackEdgesTrap,
+    /// As `BackEdges`, and every check's slow path copies the locals live at the check to
+    /// globals before the host call and back after it, so that no value of the function is
+    /// live across the call (Cranelift would otherwise keep those values out of registers on
+    /// the hot path too).
+    BackEdgesSaved,
+    /// As `BackEdgesSaved`, with the budget in a local of each function, as wasmtime's fuel
+    /// is: loaded from its global at entry and after each call, stored back before each call
+    /// and return.
+    BackEdgesSavedLocal,
+}
+
+impl Placement {
+    /// Whether checks on back edges are tried (loops with only plain branches).
+    fn back_edges(self) -> bool {
+        self != Placement::Headers
+    }
 }
 
 /// Why a module could not be rewritten.
@@ -102,13 +124,27 @@ struct Plan {
     entry: Vec<Option<u64>>,
     /// Per defined function, per loop: the loop's charge.
     loops: Vec<Vec<u64>>,
+    /// Per defined function: the locals live at its checks, as (local, save global) pairs.
+    saves: Vec<FnSaves>,
+    /// The value types of the save globals, in order after the budget global.
+    save_types: Vec<wasmparser::ValType>,
+}
+
+/// The locals a function's checks save around their host call.
+#[derive(Default)]
+struct FnSaves {
+    /// At the entry check.
+    entry: Vec<(u32, u32)>,
+    /// Per loop, in order of appearance, at its check.
+    loops: Vec<Vec<(u32, u32)>>,
 }
 
 fn analyse(wasm: &[u8]) -> Result<Plan, RewriteError> {
     let (mut imported_funcs, mut imported_globals, mut defined_globals) = (0u32, 0u32, 0u32);
-    let mut type_params: Vec<u32> = Vec::new();
-    let mut params: Vec<u32> = Vec::new();
+    let mut type_params: Vec<Vec<wasmparser::ValType>> = Vec::new();
+    let mut params: Vec<Vec<wasmparser::ValType>> = Vec::new();
     let mut infos: Vec<FnInfo> = Vec::new();
+    let mut live: Vec<Option<LiveAtChecks>> = Vec::new();
     let mut must_check: Vec<u32> = Vec::new();
     for payload in Parser::new(0).parse_all(wasm) {
         match payload? {
@@ -116,8 +152,8 @@ fn analyse(wasm: &[u8]) -> Result<Plan, RewriteError> {
                 for group in r {
                     for ty in group?.into_types() {
                         type_params.push(match &ty.composite_type.inner {
-                            wasmparser::CompositeInnerType::Func(f) => f.params().len() as u32,
-                            _ => 0,
+                            wasmparser::CompositeInnerType::Func(f) => f.params().to_vec(),
+                            _ => Vec::new(),
                         });
                     }
                 }
@@ -133,7 +169,7 @@ fn analyse(wasm: &[u8]) -> Result<Plan, RewriteError> {
             }
             Payload::FunctionSection(r) => {
                 for ty in r {
-                    params.push(type_params.get(ty? as usize).copied().unwrap_or(0));
+                    params.push(type_params.get(ty? as usize).cloned().unwrap_or_default());
                 }
             }
             Payload::GlobalSection(r) => defined_globals = r.count(),
@@ -168,6 +204,8 @@ fn analyse(wasm: &[u8]) -> Result<Plan, RewriteError> {
             }
             Payload::CodeSectionEntry(body) => {
                 infos.push(analyse_body(&body, &mut must_check)?);
+                let fn_params = params.get(infos.len() - 1).cloned().unwrap_or_default();
+                live.push(live_at_checks(&body, fn_params)?);
             }
             _ => {}
         }
@@ -231,7 +269,7 @@ fn analyse(wasm: &[u8]) -> Result<Plan, RewriteError> {
             })
         })
         .collect();
-    let loops = infos
+    let loops: Vec<Vec<u64>> = infos
         .iter()
         .map(|i| {
             i.loops
@@ -240,14 +278,243 @@ fn analyse(wasm: &[u8]) -> Result<Plan, RewriteError> {
                 .collect()
         })
         .collect();
+    let global_count = imported_globals + defined_globals;
+    let (saves, save_types) = save_globals(&live, &loops, global_count + 1);
     Ok(Plan {
         imported_funcs,
         type_count: type_params.len() as u32,
-        global_count: imported_globals + defined_globals,
-        params,
+        global_count,
+        params: params.iter().map(|p| p.len() as u32).collect(),
         entry,
         loops,
+        saves,
+        save_types,
     })
+}
+
+/// The locals live at a function's entry and at each of its loop headers (in order of
+/// appearance), with every local's type.
+struct LiveAtChecks {
+    types: Vec<wasmparser::ValType>,
+    entry: Vec<u32>,
+    loops: Vec<Vec<u32>>,
+}
+
+/// Backward liveness of a function's locals over its operators. `None` for a function with
+/// control flow this pass does not model (exceptions, typed-reference branches): its checks
+/// then save nothing.
+fn live_at_checks(
+    body: &wasmparser::FunctionBody<'_>,
+    params: Vec<wasmparser::ValType>,
+) -> Result<Option<LiveAtChecks>, RewriteError> {
+    let mut types = params;
+    for pair in body.get_locals_reader()? {
+        let (count, ty) = pair?;
+        types.extend(std::iter::repeat_n(ty, count as usize));
+    }
+    let mut ops = Vec::new();
+    let mut reader = body.get_operators_reader()?;
+    while !reader.eof() {
+        ops.push(reader.read()?);
+    }
+    let n = ops.len();
+    // The matching `end` (and `else`) of every block, and the function's own frame.
+    let (mut end_of, mut else_of) = (vec![usize::MAX; n], vec![usize::MAX; n]);
+    let mut open: Vec<usize> = vec![usize::MAX];
+    for (i, op) in ops.iter().enumerate() {
+        match op {
+            Operator::Block { .. } | Operator::Loop { .. } | Operator::If { .. } => open.push(i),
+            Operator::Else => {
+                if let Some(&b) = open.last().filter(|&&b| b != usize::MAX) {
+                    else_of[b] = i;
+                }
+            }
+            Operator::End => {
+                if let Some(b) = open.pop().filter(|&b| b != usize::MAX) {
+                    end_of[b] = i;
+                }
+            }
+            Operator::Try { .. }
+            | Operator::TryTable { .. }
+            | Operator::Catch { .. }
+            | Operator::CatchAll
+            | Operator::Delegate { .. }
+            | Operator::Throw { .. }
+            | Operator::ThrowRef
+            | Operator::Rethrow { .. }
+            | Operator::BrOnNull { .. }
+            | Operator::BrOnNonNull { .. }
+            | Operator::BrOnCast { .. }
+            | Operator::BrOnCastFail { .. } => return Ok(None),
+            _ => {}
+        }
+    }
+    // Successors of every operator.
+    let mut succ: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut frames: Vec<usize> = vec![usize::MAX];
+    let target = |frames: &[usize], d: u32| -> Option<usize> {
+        let f = *frames.get(frames.len().checked_sub(1 + d as usize)?)?;
+        if f == usize::MAX {
+            None // the function's frame: a return
+        } else if matches!(ops[f], Operator::Loop { .. }) {
+            Some(f)
+        } else {
+            Some(end_of[f])
+        }
+    };
+    for (i, op) in ops.iter().enumerate() {
+        let next = (i + 1 < n).then_some(i + 1);
+        let s = &mut succ[i];
+        match op {
+            Operator::Block { .. } | Operator::Loop { .. } => {
+                s.extend(next);
+                frames.push(i);
+            }
+            Operator::If { .. } => {
+                s.extend(next);
+                s.push(if else_of[i] != usize::MAX {
+                    else_of[i] + 1
+                } else {
+                    end_of[i]
+                });
+                frames.push(i);
+            }
+            Operator::Else => {
+                if let Some(&b) = frames.last().filter(|&&b| b != usize::MAX) {
+                    s.push(end_of[b]);
+                }
+            }
+            Operator::End => {
+                frames.pop();
+                s.extend(next);
+            }
+            Operator::Br { relative_depth } => s.extend(target(&frames, *relative_depth)),
+            Operator::BrIf { relative_depth } => {
+                s.extend(target(&frames, *relative_depth));
+                s.extend(next);
+            }
+            Operator::BrTable { targets } => {
+                for t in targets.targets() {
+                    s.extend(target(&frames, t?));
+                }
+                s.extend(target(&frames, targets.default()));
+            }
+            Operator::Return
+            | Operator::Unreachable
+            | Operator::ReturnCall { .. }
+            | Operator::ReturnCallIndirect { .. }
+            | Operator::ReturnCallRef { .. } => {}
+            _ => s.extend(next),
+        }
+    }
+    // Live-in sets, as bit sets of `words` words per operator, to a fixed point.
+    let words = types.len().div_ceil(64).max(1);
+    let mut live = vec![0u64; n * words];
+    let mut out = vec![0u64; words];
+    loop {
+        let mut changed = false;
+        for i in (0..n).rev() {
+            out.iter_mut().for_each(|w| *w = 0);
+            for &s in &succ[i] {
+                for (o, l) in out.iter_mut().zip(&live[s * words..(s + 1) * words]) {
+                    *o |= l;
+                }
+            }
+            match ops[i] {
+                Operator::LocalSet { local_index } | Operator::LocalTee { local_index } => {
+                    out[local_index as usize / 64] &= !(1 << (local_index % 64));
+                }
+                Operator::LocalGet { local_index } => {
+                    out[local_index as usize / 64] |= 1 << (local_index % 64);
+                }
+                _ => {}
+            }
+            if live[i * words..(i + 1) * words] != out[..] {
+                live[i * words..(i + 1) * words].copy_from_slice(&out);
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let set = |i: usize| -> Vec<u32> {
+        (0..types.len() as u32)
+            .filter(|&l| live[i * words + l as usize / 64] & (1 << (l % 64)) != 0)
+            .collect()
+    };
+    let entry = if n > 0 { set(0) } else { Vec::new() };
+    let loops = (0..n)
+        .filter(|&i| matches!(ops[i], Operator::Loop { .. }))
+        .map(set)
+        .collect();
+    Ok(Some(LiveAtChecks {
+        types,
+        entry,
+        loops,
+    }))
+}
+
+/// Assigns the live locals of every check a save global of their type: slots are reused from
+/// one check to the next (a host call never runs two slow paths at once), so the module gets
+/// as many globals of a type as its most demanding check. Locals of reference types are not
+/// saved.
+fn save_globals(
+    live: &[Option<LiveAtChecks>],
+    loops: &[Vec<u64>],
+    first: u32,
+) -> (Vec<FnSaves>, Vec<wasmparser::ValType>) {
+    use wasmparser::ValType as V;
+    const ORDER: [V; 5] = [V::I32, V::I64, V::F32, V::F64, V::V128];
+    let savable = |t: &V| ORDER.contains(t);
+    let mut most = [0u32; 5];
+    for l in live.iter().flatten() {
+        for check in std::iter::once(&l.entry).chain(&l.loops) {
+            for (k, t) in ORDER.iter().enumerate() {
+                let c = check.iter().filter(|&&x| l.types[x as usize] == *t).count() as u32;
+                most[k] = most[k].max(c);
+            }
+        }
+    }
+    let mut base = [first; 5];
+    for k in 1..5 {
+        base[k] = base[k - 1] + most[k - 1];
+    }
+    let assign = |l: &LiveAtChecks, check: &[u32]| -> Vec<(u32, u32)> {
+        let mut used = [0u32; 5];
+        check
+            .iter()
+            .filter(|&&x| savable(&l.types[x as usize]))
+            .map(|&x| {
+                let k = ORDER
+                    .iter()
+                    .position(|t| *t == l.types[x as usize])
+                    .unwrap_or(0);
+                used[k] += 1;
+                (x, base[k] + used[k] - 1)
+            })
+            .collect()
+    };
+    let saves = live
+        .iter()
+        .zip(loops)
+        .map(|(l, fn_loops)| match l {
+            Some(l) => FnSaves {
+                entry: assign(l, &l.entry),
+                loops: l.loops.iter().map(|c| assign(l, c)).collect(),
+            },
+            None => FnSaves {
+                entry: Vec::new(),
+                loops: vec![Vec::new(); fn_loops.len()],
+            },
+        })
+        .collect();
+    let types = ORDER
+        .iter()
+        .zip(most)
+        .flat_map(|(t, m)| std::iter::repeat_n(*t, m as usize))
+        .collect();
+    (saves, types)
 }
 
 /// A region's charge: its own operators and the bounded costs of the unchecked functions it
@@ -404,8 +671,8 @@ enum Frame {
     /// A block, `if`, `try` or the function body.
     Other,
     /// A loop: `Some(charge)` if it is checked on its back edges (and wrapped in three labels
-    /// of this pass's), `None` if at its header.
-    Loop(Option<u64>),
+    /// of this pass's), `None` if at its header; and its number in the function.
+    Loop(Option<u64>, usize),
 }
 
 /// A branch's new relative depth, past the labels this pass added, and the charge it must pay
@@ -415,7 +682,7 @@ fn relabel(frames: &[Frame], d: u32) -> (u32, Option<u64>) {
     let added: u32 = frames[target + 1..]
         .iter()
         .map(|f| {
-            if matches!(f, Frame::Loop(Some(_))) {
+            if matches!(f, Frame::Loop(Some(_), _)) {
                 3
             } else {
                 0
@@ -423,7 +690,7 @@ fn relabel(frames: &[Frame], d: u32) -> (u32, Option<u64>) {
         })
         .sum();
     match frames[target] {
-        Frame::Loop(c) => (d + added, c),
+        Frame::Loop(c, _) => (d + added, c),
         Frame::Other => (d + added, None),
     }
 }
@@ -481,10 +748,71 @@ impl Rewriter<'_> {
             _ => 0,
         };
         globals.global(ty, &wasm_encoder::ConstExpr::i64_const(start));
+        for t in &self.plan.save_types {
+            use wasmparser::ValType as V;
+            let (val_type, init) = match t {
+                V::I32 => (
+                    wasm_encoder::ValType::I32,
+                    wasm_encoder::ConstExpr::i32_const(0),
+                ),
+                V::I64 => (
+                    wasm_encoder::ValType::I64,
+                    wasm_encoder::ConstExpr::i64_const(0),
+                ),
+                V::F32 => (
+                    wasm_encoder::ValType::F32,
+                    wasm_encoder::ConstExpr::f32_const(0.0.into()),
+                ),
+                V::F64 => (
+                    wasm_encoder::ValType::F64,
+                    wasm_encoder::ConstExpr::f64_const(0.0.into()),
+                ),
+                _ => (
+                    wasm_encoder::ValType::V128,
+                    wasm_encoder::ConstExpr::v128_const(0),
+                ),
+            };
+            let ty = wasm_encoder::GlobalType {
+                val_type,
+                mutable: true,
+                shared: false,
+            };
+            globals.global(ty, &init);
+        }
+    }
+
+    /// Whether the budget lives in the `scratch` local between calls.
+    fn local_budget(&self) -> bool {
+        self.placement == Placement::BackEdgesSavedLocal
+    }
+
+    /// Hands the local budget to the global (before a call or a return).
+    fn store_budget(&self, f: &mut wasm_encoder::Function, scratch: u32) {
+        if self.local_budget() {
+            f.instruction(&I::LocalGet(scratch));
+            f.instruction(&I::GlobalSet(self.budget_global));
+        }
+    }
+
+    /// Takes the budget back from the global (at entry, after a call).
+    fn load_budget(&self, f: &mut wasm_encoder::Function, scratch: u32) {
+        if self.local_budget() {
+            f.instruction(&I::GlobalGet(self.budget_global));
+            f.instruction(&I::LocalSet(scratch));
+        }
     }
 
     /// Takes `charge` off the budget, leaving whether it ran out on the stack.
     fn spend(&self, f: &mut wasm_encoder::Function, scratch: u32, charge: u64) {
+        if self.local_budget() {
+            f.instruction(&I::LocalGet(scratch));
+            f.instruction(&I::I64Const(charge.min(i64::MAX as u64) as i64));
+            f.instruction(&I::I64Sub);
+            f.instruction(&I::LocalTee(scratch));
+            f.instruction(&I::I64Const(0));
+            f.instruction(&I::I64LtS);
+            return;
+        }
         f.instruction(&I::GlobalGet(self.budget_global));
         f.instruction(&I::I64Const(charge.min(i64::MAX as u64) as i64));
         f.instruction(&I::I64Sub);
@@ -495,21 +823,49 @@ impl Rewriter<'_> {
         f.instruction(&I::I64LtS);
     }
 
-    /// The slow path: the host's next budget, or the reference's trap.
-    fn refill(&self, f: &mut wasm_encoder::Function) {
+    /// The slow path: the host's next budget, or the reference's trap. With
+    /// [`Placement::BackEdgesSaved`], the `live` locals go to their globals before the call and
+    /// come back after it.
+    fn refill(&self, f: &mut wasm_encoder::Function, scratch: u32, live: &[(u32, u32)]) {
         if self.placement == Placement::BackEdgesTrap {
             f.instruction(&I::Unreachable);
+            return;
+        }
+        let live = if matches!(
+            self.placement,
+            Placement::BackEdgesSaved | Placement::BackEdgesSavedLocal
+        ) {
+            live
         } else {
-            f.instruction(&I::Call(self.plan.imported_funcs));
+            &[]
+        };
+        for &(local, global) in live {
+            f.instruction(&I::LocalGet(local));
+            f.instruction(&I::GlobalSet(global));
+        }
+        f.instruction(&I::Call(self.plan.imported_funcs));
+        if self.local_budget() {
+            f.instruction(&I::LocalSet(scratch));
+        } else {
             f.instruction(&I::GlobalSet(self.budget_global));
+        }
+        for &(local, global) in live {
+            f.instruction(&I::GlobalGet(global));
+            f.instruction(&I::LocalSet(local));
         }
     }
 
     /// A check with its slow path in line (function entries; loop headers).
-    fn check(&self, f: &mut wasm_encoder::Function, scratch: u32, charge: u64) {
+    fn check(
+        &self,
+        f: &mut wasm_encoder::Function,
+        scratch: u32,
+        charge: u64,
+        live: &[(u32, u32)],
+    ) {
         self.spend(f, scratch, charge);
         f.instruction(&I::If(wasm_encoder::BlockType::Empty));
-        self.refill(f);
+        self.refill(f, scratch, live);
         f.instruction(&I::End);
     }
 }
@@ -610,8 +966,9 @@ impl Reencode for Rewriter<'_> {
         let scratch = self.plan.params[idx] + declared;
         locals.push((1, wasm_encoder::ValType::I64));
         let mut f = wasm_encoder::Function::new(locals);
+        self.load_budget(&mut f, scratch);
         if let Some(c) = self.plan.entry[idx] {
-            self.check(&mut f, scratch, c);
+            self.check(&mut f, scratch, c, &self.plan.saves[idx].entry);
         }
         let mut ops = Vec::new();
         let mut reader = func.get_operators_reader()?;
@@ -625,17 +982,19 @@ impl Reencode for Rewriter<'_> {
                 Operator::Loop { blockty } => {
                     let c = self.plan.loops[idx][loop_no];
                     loop_no += 1;
-                    if self.placement != Placement::Headers && plain_branches(&ops, i) {
+                    let no = loop_no - 1;
+                    let live = &self.plan.saves[idx].loops[no];
+                    if self.placement.back_edges() && plain_branches(&ops, i) {
                         let bt = self.block_type(*blockty)?;
                         f.instruction(&I::Block(bt)); // $exit
                         f.instruction(&I::Loop(wasm_encoder::BlockType::Empty)); // $again
                         f.instruction(&I::Block(wasm_encoder::BlockType::Empty)); // $slow
                         f.instruction(&I::Loop(bt));
-                        frames.push(Frame::Loop(Some(c)));
+                        frames.push(Frame::Loop(Some(c), no));
                     } else {
                         f.instruction(&self.instruction(op.clone())?);
-                        self.check(&mut f, scratch, c);
-                        frames.push(Frame::Loop(None));
+                        self.check(&mut f, scratch, c, live);
+                        frames.push(Frame::Loop(None, no));
                     }
                 }
                 Operator::Block { .. }
@@ -646,12 +1005,15 @@ impl Reencode for Rewriter<'_> {
                     frames.push(Frame::Other);
                 }
                 Operator::End | Operator::Delegate { .. } => {
+                    if frames.len() == 1 {
+                        self.store_budget(&mut f, scratch); // the function's end: a return
+                    }
                     f.instruction(&self.instruction(op.clone())?);
-                    if let Some(Frame::Loop(Some(_))) = frames.pop() {
+                    if let Some(Frame::Loop(Some(_), no)) = frames.pop() {
                         // Past the loop's end: inside $slow, under $again and $exit.
                         f.instruction(&I::Br(2));
                         f.instruction(&I::End); // $slow: the budget ran out on a back edge
-                        self.refill(&mut f);
+                        self.refill(&mut f, scratch, &self.plan.saves[idx].loops[no]);
                         f.instruction(&I::Br(0)); // into the loop again, at its header
                         f.instruction(&I::End); // $again
                         f.instruction(&I::Unreachable);
@@ -659,6 +1021,9 @@ impl Reencode for Rewriter<'_> {
                     }
                 }
                 Operator::Br { relative_depth } => {
+                    if *relative_depth as usize + 1 == frames.len() {
+                        self.store_budget(&mut f, scratch);
+                    }
                     let (d, back) = relabel(&frames, *relative_depth);
                     if let Some(c) = back {
                         self.spend(&mut f, scratch, c);
@@ -667,6 +1032,10 @@ impl Reencode for Rewriter<'_> {
                     f.instruction(&I::Br(d));
                 }
                 Operator::BrIf { relative_depth } => match relabel(&frames, *relative_depth) {
+                    _ if *relative_depth as usize + 1 == frames.len() => {
+                        self.store_budget(&mut f, scratch);
+                        f.instruction(&I::BrIf(relabel(&frames, *relative_depth).0));
+                    }
                     (d, Some(c)) => {
                         f.instruction(&I::If(wasm_encoder::BlockType::Empty));
                         self.spend(&mut f, scratch, c);
@@ -679,12 +1048,30 @@ impl Reencode for Rewriter<'_> {
                     }
                 },
                 Operator::BrTable { targets } => {
+                    let mut all = targets.targets().chain([Ok(targets.default())]);
+                    if all.any(|t| t.is_ok_and(|t| t as usize + 1 == frames.len())) {
+                        self.store_budget(&mut f, scratch);
+                    }
                     let mut to = Vec::with_capacity(targets.len() as usize);
                     for t in targets.targets() {
                         to.push(relabel(&frames, t?).0);
                     }
                     let default = relabel(&frames, targets.default()).0;
                     f.instruction(&I::BrTable(to.into(), default));
+                }
+                Operator::Call { .. }
+                | Operator::CallIndirect { .. }
+                | Operator::CallRef { .. } => {
+                    self.store_budget(&mut f, scratch);
+                    f.instruction(&self.instruction(op.clone())?);
+                    self.load_budget(&mut f, scratch);
+                }
+                Operator::Return
+                | Operator::ReturnCall { .. }
+                | Operator::ReturnCallIndirect { .. }
+                | Operator::ReturnCallRef { .. } => {
+                    self.store_budget(&mut f, scratch);
+                    f.instruction(&self.instruction(op.clone())?);
                 }
                 // `plain_branches` keeps loops with any other branching unwrapped, and
                 // branches out of an unwrapped loop cross no added label unless it sits in a
