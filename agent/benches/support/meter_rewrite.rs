@@ -117,6 +117,9 @@ struct FnInfo {
 struct Plan {
     imported_funcs: u32,
     type_count: u32,
+    /// Per type: whether it is a function type with parameters (a loop of that block type
+    /// carries values into each pass, so it is checked at its header, never wrapped).
+    type_has_params: Vec<bool>,
     global_count: u32,
     /// Per defined function: its parameter count (the scratch local goes after its locals).
     params: Vec<u32>,
@@ -283,6 +286,7 @@ fn analyse(wasm: &[u8]) -> Result<Plan, RewriteError> {
     Ok(Plan {
         imported_funcs,
         type_count: type_params.len() as u32,
+        type_has_params: type_params.iter().map(|p| !p.is_empty()).collect(),
         global_count,
         params: params.iter().map(|p| p.len() as u32).collect(),
         entry,
@@ -984,7 +988,16 @@ impl Reencode for Rewriter<'_> {
                     loop_no += 1;
                     let no = loop_no - 1;
                     let live = &self.plan.saves[idx].loops[no];
-                    if self.placement.back_edges() && plain_branches(&ops, i) {
+                    let carries_values = match blockty {
+                        wasmparser::BlockType::FuncType(t) => self
+                            .plan
+                            .type_has_params
+                            .get(*t as usize)
+                            .copied()
+                            .unwrap_or(true),
+                        _ => false,
+                    };
+                    if self.placement.back_edges() && !carries_values && plain_branches(&ops, i) {
                         let bt = self.block_type(*blockty)?;
                         f.instruction(&I::Block(bt)); // $exit
                         f.instruction(&I::Loop(wasm_encoder::BlockType::Empty)); // $again
