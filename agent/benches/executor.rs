@@ -37,8 +37,7 @@ use wasmtime::{Config, Engine, Linker, Module, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::WasiCtxBuilder;
 
-#[path = "support/meter_rewrite.rs"]
-mod meter_rewrite;
+use tessera_agent::executor::meter as meter_rewrite;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -294,7 +293,7 @@ enum Meter {
     EpochClock,
     /// Fuel (1 ms yields) and epochs (1 ms yields).
     Both,
-    /// Neither: the module is rewritten to check a budget of its own (`support/meter_rewrite.rs`),
+    /// Neither: the module is rewritten to check a budget of its own (`tessera_agent::executor::meter`),
     /// refilled by an async host call (1 ms of fuel's worth of operators, then a yield).
     Rewritten(meter_rewrite::Placement),
 }
@@ -616,7 +615,7 @@ fn selected(options: Vec<MeterOption>) -> Vec<MeterOption> {
         .collect()
 }
 
-async fn bench_overhead(exec: &Executor, on_demand: &Executor, tmp: &Path) {
+async fn bench_overhead(exec: &Executor, rewriting: &Executor, tmp: &Path) {
     // The issue's three, and the share-efficiency guests (to tell metering from pacing).
     let guests: [(&str, &str, &[&str]); 5] = [
         ("pi", wasm_examples::PI_PATH, &["42", "3000000"]),
@@ -642,7 +641,7 @@ async fn bench_overhead(exec: &Executor, on_demand: &Executor, tmp: &Path) {
          its default configuration and neither fuel nor epochs)",
         overhead_rounds()
     );
-    print!("| guest | neither ms | Tessera executor (1 cpu) | executor, on-demand allocation");
+    print!("| guest | neither ms | Tessera executor (1 cpu) | executor, metering by rewriting");
     for o in &options[1..] {
         print!(" | {}", o.name);
     }
@@ -673,7 +672,7 @@ async fn bench_overhead(exec: &Executor, on_demand: &Executor, tmp: &Path) {
             .collect();
         compile_times.push((name, compile));
         exec.prepare(name, Path::new(path)).await.unwrap();
-        on_demand.prepare(name, Path::new(path)).await.unwrap();
+        rewriting.prepare(name, Path::new(path)).await.unwrap();
         let mut best = vec![Duration::MAX; options.len() + 2];
         for round in 0..overhead_rounds() {
             for (i, o) in options.iter().enumerate() {
@@ -689,9 +688,9 @@ async fn bench_overhead(exec: &Executor, on_demand: &Executor, tmp: &Path) {
             let pooled = options.len();
             best[pooled] = best[pooled].min(o.cpu_time);
             let o = run(
-                on_demand,
+                rewriting,
                 spec(
-                    &tmp.join(format!("{name}-{round}-od")),
+                    &tmp.join(format!("{name}-{round}-rw")),
                     name,
                     path,
                     args,
@@ -1031,7 +1030,14 @@ fn main() {
             bench_shares(&exec, tmp.path()).await;
         }
         if section("overhead") {
-            bench_overhead(&exec, &on_demand, tmp.path()).await;
+            let rewriting = Executor::new(ExecutorConfig {
+                cache_dir: Some(tmp.path().join("cache-rewrite")),
+                pooling: std::env::var("XP_RW_OD").is_err().then(pooling_config),
+                metering: tessera_agent::executor::Metering::Rewrite,
+                ..ExecutorConfig::default()
+            })
+            .unwrap();
+            bench_overhead(&exec, &rewriting, tmp.path()).await;
         }
         if section("efficiency") {
             bench_efficiency(&exec, tmp.path()).await;

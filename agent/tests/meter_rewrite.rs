@@ -1,14 +1,11 @@
-//! The metering bench's rewriting option (`benches/support/meter_rewrite.rs`) is sound: a
+//! The metering bench's rewriting option (`executor/meter.rs`) is sound: a
 //! rewritten module still stops in a loop, in recursion and in an exponential tree of calls
 //! without loops, a real guest's output is unchanged, and so is what random valid modules
 //! (wasm-smith) compute, trap on and leave in their globals and memories. Its figures in
 //! BENCHMARKS.md mean something only if it meters what fuel meters.
 
-#[path = "../benches/support/meter_rewrite.rs"]
-#[allow(dead_code)]
-mod meter_rewrite;
-
 use meter_rewrite::{rewrite, Placement};
+use tessera_agent::executor::meter as meter_rewrite;
 use wasmtime::{Engine, Linker, Module, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -76,6 +73,52 @@ fn an_endless_conditional_loop_in_a_block_is_stopped() {
                 (br $out)))))"#;
     for p in PLACEMENTS {
         assert_eq!(ticks_until_stopped(wat, p, 1000, 3), 3, "{p:?}");
+    }
+}
+
+#[test]
+fn a_loop_of_bulk_fills_is_charged_by_the_byte() {
+    // Each pass fills 64 KiB: charged one per byte (as fuel does), a budget of 1 MiB lasts about
+    // 16 passes; charged as one operator, it would last some 100,000.
+    let wat = r#"(module (memory 1) (global $passes (export "passes") (mut i32) (i32.const 0))
+        (func (export "run")
+          (loop $l
+            (memory.fill (i32.const 0) (i32.const 7) (i32.const 65536))
+            (global.set $passes (i32.add (global.get $passes) (i32.const 1)))
+            (br $l))))"#;
+    for p in PLACEMENTS {
+        if p == Placement::BackEdgesSavedLocal {
+            continue; // a bench-only variant whose bulk operations cost one
+        }
+        let wasm = rewrite(&wat::parse_str(wat).unwrap(), p).unwrap();
+        let engine = Engine::default();
+        let module = Module::new(&engine, wasm).unwrap();
+        let mut linker: Linker<u32> = Linker::new(&engine);
+        linker
+            .func_wrap(
+                meter_rewrite::TICK_MODULE,
+                meter_rewrite::TICK_NAME,
+                |mut caller: wasmtime::Caller<'_, u32>| -> wasmtime::Result<i64> {
+                    *caller.data_mut() += 1;
+                    if *caller.data() > 3 {
+                        wasmtime::bail!("stopped by the host");
+                    }
+                    Ok(1 << 20)
+                },
+            )
+            .unwrap();
+        let mut store = Store::new(&engine, 0u32);
+        let instance = linker.instantiate(&mut store, &module).unwrap();
+        let run = instance
+            .get_typed_func::<(), ()>(&mut store, "run")
+            .unwrap();
+        run.call(&mut store, ()).expect_err("stopped");
+        let passes = instance
+            .get_global(&mut store, "passes")
+            .unwrap()
+            .get(&mut store)
+            .unwrap_i32();
+        assert!(passes <= 3 * 17 + 1, "{p:?}: {passes} passes for 3 MiB");
     }
 }
 
@@ -310,6 +353,9 @@ fn state(instance: &wasmtime::Instance, store: &mut Store<u32>) -> String {
         .collect();
     let mut out = String::new();
     for (name, e) in exports {
+        if name == meter_rewrite::BUDGET_EXPORT {
+            continue; // the rewriting's own
+        }
         match e {
             Extern::Global(g) => match g.get(&mut *store) {
                 Val::I32(x) => out += &format!(" {name}={x}"),

@@ -14,8 +14,9 @@ use wasmtime::component::Component;
 use wasmtime::{Engine, InstancePre, Linker, Module, Precompiled};
 use wasmtime_wasi::p2::bindings::CommandPre;
 
+use super::meter::{self, Placement};
 use super::run::TaskState;
-use super::{compile_once, component, CompileFlights, ExecError};
+use super::{compile_once, component, CompileFlights, ExecError, Metering};
 use crate::workdir::ModuleCacheDir;
 
 /// Compiled code of one digest: a core module or a component (cheap to clone).
@@ -47,8 +48,12 @@ pub(super) enum Prepared {
 
 /// Compiled modules by digest, in memory and (if configured) on disk, with hit/miss counters.
 pub(super) struct ModuleCache {
-    /// Compiles and deserializes modules.
+    /// Compiles and deserializes components.
     engine: Engine,
+    /// Compiles and deserializes core modules (the same engine with [`Metering::Fuel`]).
+    module_engine: Engine,
+    /// With [`Metering::Rewrite`], core modules are rewritten (`meter.rs`) before compiling.
+    metering: Metering,
     /// WASI preview 1, resolved once per module into its [`InstancePre`].
     linker: Linker<TaskState>,
     /// WASI 0.2, resolved once per component into its [`CommandPre`].
@@ -73,14 +78,23 @@ pub(super) struct ModuleCache {
 }
 
 impl ModuleCache {
-    /// An empty cache for `engine`'s modules; creates `dir` if given.
+    /// An empty cache for `engine`'s components and `module_engine`'s modules, metered as
+    /// `metering` says; creates `dir` if given.
     pub(super) fn new(
         engine: Engine,
+        module_engine: Engine,
+        metering: Metering,
         linker: Linker<TaskState>,
         dir: Option<PathBuf>,
     ) -> Result<Self, ExecError> {
         let mut h = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
+        module_engine.precompile_compatibility_hash().hash(&mut h);
+        // A rewritten module's code differs from its wasm's: a change of the pass is a change
+        // of the cache's names.
+        if metering == Metering::Rewrite {
+            meter::VERSION.hash(&mut h);
+        }
         let compat_hash = format!("{:016x}", h.finish());
         if let Some(dir) = &dir {
             std::fs::create_dir_all(dir).map_err(|source| ExecError::Io {
@@ -91,6 +105,8 @@ impl ModuleCache {
         let component_linker = component::linker(&engine)?;
         Ok(ModuleCache {
             engine,
+            module_engine,
+            metering,
             linker,
             component_linker,
             modules: Mutex::new(HashMap::new()),
@@ -232,7 +248,7 @@ impl ModuleCache {
         // hash (it is part of the file name).
         match Engine::detect_precompiled_file(cached)? {
             Some(Precompiled::Module) => Ok(Compiled::Module(unsafe {
-                Module::deserialize_file(&self.engine, cached)
+                Module::deserialize_file(&self.module_engine, cached)
             }?)),
             Some(Precompiled::Component) => Ok(Compiled::Component(unsafe {
                 Component::deserialize_file(&self.engine, cached)
@@ -260,7 +276,20 @@ impl ModuleCache {
                 .map_err(compile_err)
         } else {
             tracing::debug!(digest, "compiling module");
-            Module::new(&self.engine, &bytes)
+            let bytes = match self.metering {
+                Metering::Fuel => bytes,
+                Metering::Rewrite => {
+                    // Validated as it is, so that a bad module's error names its own offsets.
+                    Module::validate(&self.module_engine, &bytes).map_err(compile_err)?;
+                    meter::rewrite(&bytes, Placement::BackEdgesSaved).map_err(|e| {
+                        ExecError::Compile {
+                            digest: digest.to_owned(),
+                            message: e.to_string(),
+                        }
+                    })?
+                }
+            };
+            Module::new(&self.module_engine, &bytes)
                 .map(Compiled::Module)
                 .map_err(compile_err)
         }

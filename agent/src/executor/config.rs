@@ -55,6 +55,29 @@ pub struct ExecutorConfig {
     /// process. `None` (the default): the in-process pacer.
     #[serde(default)]
     pub cpu_quota_cgroup: Option<PathBuf>,
+    /// How preview-1 modules are metered (default: [`Metering::Rewrite`]).
+    #[serde(default)]
+    pub metering: Metering,
+}
+
+/// How the executor meters a preview-1 module's CPU: what yields it to the pacer about every
+/// millisecond of one core's work, stops it when killed, and counts its CPU-time budget.
+/// Components, executor instances and WASI-threads modules are metered as before whatever
+/// this says (fuel; epochs for threads).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metering {
+    /// Wasmtime's fuel: a check at every function entry and loop header; the CPU-time budget
+    /// is fuel too.
+    Fuel,
+    /// The module is rewritten before it is compiled (`meter.rs`): budget checks only on loop
+    /// back edges and at the entry of functions that could otherwise run unbounded, their slow
+    /// path a host call (`tick.rs`) around which the live locals are saved. Cheaper than fuel
+    /// on call-heavy guests (BENCHMARKS.md, "Saving the live locals around the slow path's
+    /// call"). Modules compile on an engine of their own without fuel; components and executor
+    /// instances on a fuel engine. Each engine has its own pool of [`PoolingConfig`]'s slots.
+    #[default]
+    Rewrite,
 }
 
 /// Sizes of the pooling instance allocator ([`ExecutorConfig::pooling`]).
@@ -187,6 +210,7 @@ impl Default for ExecutorConfig {
             disk_check_interval: Duration::from_millis(200),
             pooling: Some(PoolingConfig::default()),
             cpu_quota_cgroup: None,
+            metering: Metering::Rewrite,
         }
     }
 }
@@ -214,8 +238,12 @@ pub fn engine_config() -> Config {
 /// The executor's engine: [`engine_config`] plus, if asked for, the pooling
 /// allocator; falls back to on-demand allocation (with a warning) if the
 /// pools cannot be reserved. Returns the engine and its pool's task slots.
-pub(super) fn new_engine(pooling: Option<&PoolingConfig>) -> Result<(Engine, u32), ExecError> {
+pub(super) fn new_engine(
+    pooling: Option<&PoolingConfig>,
+    fuel: bool,
+) -> Result<(Engine, u32), ExecError> {
     let mut config = engine_config();
+    config.consume_fuel(fuel);
     if let Some(p) = pooling {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(p.allocation_config()));
         match Engine::new(&config) {

@@ -31,6 +31,11 @@
 //!   clock, see `pacing.rs`), and lets kills and timeouts stop even `loop {}` within
 //!   about a millisecond; an optional CPU-time budget
 //!   ([`TaskSpec::max_cpu`]) is the store's fuel;
+//! - or, with [`Metering::Rewrite`], a preview-1 module is rewritten before it is compiled
+//!   (`meter.rs`) to check a budget of its own only on loop back edges and at the entry of
+//!   functions that could run unbounded, on an engine without fuel; its slow path, a host call
+//!   (`tick.rs`), yields after each millisecond of CPU time and holds the CPU-time budget on the
+//!   task's CPU clock;
 //! - or, with [`ExecutorConfig::cpu_quota_cgroup`], a task offered less than one core moves,
 //!   the first time it overdraws its share, to a thread of its own under a kernel CFS quota of
 //!   its share (`quota.rs`).
@@ -53,6 +58,8 @@
 //!   output, kill, finish).
 //! - `limiter.rs`: the memory and table limiter.
 //! - `pacing.rs`: fuel calibration and CPU-share pacing on the thread's CPU clock.
+//! - `meter.rs`: metering by rewriting a module (budget checks, live locals saved around
+//!   their slow path); `tick.rs`: its host side.
 //! - `quota.rs`: kernel CPU quotas for paced tasks (a cgroup per task).
 //! - `output.rs`: capped stdout/stderr files and their tails.
 //! - `disk.rs`: the sandbox's disk use.
@@ -66,6 +73,7 @@ mod config;
 mod disk;
 mod instance;
 mod limiter;
+pub mod meter;
 mod output;
 mod pacing;
 mod quota;
@@ -73,6 +81,7 @@ mod run;
 #[cfg(test)]
 mod tests;
 mod threads;
+mod tick;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -89,7 +98,7 @@ use self::cache::ModuleCache;
 use self::pacing::Handoff;
 use self::run::{FinishGuard, TaskState};
 
-pub use self::config::{engine_config, ExecutorConfig, PoolingConfig};
+pub use self::config::{engine_config, ExecutorConfig, Metering, PoolingConfig};
 pub use self::instance::{
     GuestTaskState, InstanceEvent, InstanceHandle, InstanceSpec, InstanceTask, MAX_GUEST_MESSAGE,
 };
@@ -406,7 +415,8 @@ impl std::fmt::Debug for Executor {
 struct Inner {
     /// Caps, tails, disk checks; read by every task run.
     cfg: ExecutorConfig,
-    /// The engine every store is created in.
+    /// The engine of components and executor instances, with fuel; with
+    /// [`Metering::Fuel`], preview-1 modules' too.
     engine: wasmtime::Engine,
     /// Compiled and linked modules by digest.
     modules: Arc<ModuleCache>,
@@ -429,20 +439,45 @@ struct Inner {
 }
 
 impl Executor {
-    /// Creates the engine (Cranelift, fuel metering, pooling allocator unless
-    /// [`ExecutorConfig::pooling`] is `None`) and the WASI linker, and
-    /// calibrates the fuel rate unless [`ExecutorConfig::fuel_per_core_second`]
+    /// Creates the engines (Cranelift, fuel metering or not as [`ExecutorConfig::metering`]
+    /// says, pooling allocator unless [`ExecutorConfig::pooling`] is `None`) and the WASI
+    /// linker, and calibrates the fuel rate unless [`ExecutorConfig::fuel_per_core_second`]
     /// is set.
     pub fn new(cfg: ExecutorConfig) -> Result<Self, ExecError> {
-        let (engine, pool_slots) = config::new_engine(cfg.pooling.as_ref())?;
+        let pooling = cfg.pooling.as_ref();
+        let (engine, module_engine, pool_slots) = match cfg.metering {
+            Metering::Fuel => {
+                let (engine, slots) = config::new_engine(pooling, true)?;
+                (engine.clone(), engine, slots)
+            }
+            // Two pools of the same slots: modules' and components' (as many of either as
+            // there are tasks). If the second cannot be reserved, components are allocated on
+            // demand, with a warning.
+            Metering::Rewrite => {
+                let (modules, slots) = config::new_engine(pooling, false)?;
+                let (engine, _) = config::new_engine(pooling, true)?;
+                (engine, modules, slots)
+            }
+        };
         let fuel_rate = match cfg.fuel_per_core_second {
             Some(r) => r.max(1000),
             None => pacing::calibrated_fuel_rate(&engine).map_err(ExecError::Engine)?,
         };
-        let mut linker = Linker::new(&engine);
+        let engine_err = |e: wasmtime::Error| ExecError::Engine(e.to_string());
+        let mut linker = Linker::new(&module_engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut TaskState| &mut s.wasi)
-            .map_err(|e| ExecError::Engine(e.to_string()))?;
-        let modules = ModuleCache::new(engine.clone(), linker, cfg.cache_dir.clone())?;
+            .map_err(engine_err)?;
+        if cfg.metering == Metering::Rewrite {
+            tick::add_to_linker(&mut linker, |s: &mut TaskState| &mut s.ticks)
+                .map_err(engine_err)?;
+        }
+        let modules = ModuleCache::new(
+            engine.clone(),
+            module_engine,
+            cfg.metering,
+            linker,
+            cfg.cache_dir.clone(),
+        )?;
         let components = Arc::new(instance::Components::new(&engine)?);
         let quota = cfg.cpu_quota_cgroup.as_deref().and_then(|dir| {
             quota::QuotaParent::new(dir)

@@ -269,6 +269,42 @@ pub(crate) struct Pacer {
     period: Duration,
     /// Where the task can move under a kernel quota, if it can.
     handoff: Option<Arc<Handoff>>,
+    /// Where the task's CPU time is published for its own host calls, if they need it.
+    clock: Option<Arc<TaskClock>>,
+}
+
+/// A task's CPU time as its pacer counts it, readable from inside one of its polls: the `tick`
+/// of a module metered by rewriting (`tick.rs`) yields once about a millisecond of CPU time
+/// has passed and stops the guest at its CPU-time budget by it.
+#[derive(Debug, Default)]
+pub(crate) struct TaskClock {
+    /// CPU time of the polls that have ended, in nanoseconds.
+    ended: AtomicU64,
+    /// The polling thread's CPU clock when the current poll began, in nanoseconds.
+    poll_start: AtomicU64,
+    /// When the current poll began, in nanoseconds since [`TaskClock::wall`]'s origin.
+    poll_wall: AtomicU64,
+}
+
+impl TaskClock {
+    /// Nanoseconds since a process-wide origin: a cheap clock (no system call, unlike a CPU
+    /// clock) for deciding when to yield.
+    pub(crate) fn wall() -> u64 {
+        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        ORIGIN.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    }
+
+    /// When the current poll began ([`TaskClock::wall`]'s units).
+    pub(crate) fn poll_began(&self) -> u64 {
+        self.poll_wall.load(Ordering::Relaxed)
+    }
+
+    /// The task's CPU time so far. Called on the polling thread, inside a poll.
+    pub(crate) fn now(&self) -> Duration {
+        let ended = Duration::from_nanos(self.ended.load(Ordering::Relaxed));
+        let start = Duration::from_nanos(self.poll_start.load(Ordering::Relaxed));
+        ended + thread_cpu_time().saturating_sub(start)
+    }
 }
 
 /// The pacing period: a task that has used its share sleeps until it may run its share of a
@@ -312,7 +348,14 @@ impl Pacer {
             shared: None,
             period,
             handoff: None,
+            clock: None,
         }
+    }
+
+    /// This pacer publishes the task's CPU time to `clock` around every poll.
+    pub(crate) fn with_clock(mut self, clock: Arc<TaskClock>) -> Self {
+        self.clock = Some(clock);
+        self
     }
 
     /// This pacer reports the task's first overdraft to `handoff`, and stops pacing once the
@@ -408,10 +451,17 @@ impl Pacer {
         self.flag.woken.store(false, Ordering::SeqCst);
         let mut inner_cx = Context::from_waker(&self.waker);
         let t0 = thread_cpu_time();
+        if let Some(c) = &self.clock {
+            c.poll_start.store(t0.as_nanos() as u64, Ordering::Relaxed);
+            c.poll_wall.store(TaskClock::wall(), Ordering::Relaxed);
+        }
         let r = fut.poll(&mut inner_cx);
         let used = thread_cpu_time().saturating_sub(t0);
         self.unpaid += used;
         self.cpu += used;
+        if let Some(c) = &self.clock {
+            c.ended.store(self.cpu.as_nanos() as u64, Ordering::Relaxed);
+        }
         if r.is_pending() && self.flag.woken.swap(false, Ordering::SeqCst) {
             self.yielded(cx);
         }

@@ -17,9 +17,11 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::cache::Prepared;
 use super::limiter::MemLimiter;
+use super::meter::BUDGET_EXPORT;
 use super::output::{read_tail, CappedOutput, WriteOut};
-use super::pacing::{Handoff, Pacer, PERIOD};
-use super::{disk, ExecEvent, Inner, TaskOutcome, TaskSpec, Termination};
+use super::pacing::{Handoff, Pacer, TaskClock, PERIOD};
+use super::tick::{BudgetUsedUp, Ticks};
+use super::{disk, ExecEvent, Inner, Metering, TaskOutcome, TaskSpec, Termination};
 use crate::workdir::TaskDir;
 
 /// Fuel given to a store without a CPU-time budget: effectively unlimited;
@@ -33,6 +35,8 @@ pub(super) struct TaskState {
     pub(super) wasi: WasiP1Ctx,
     /// Caps linear memories and tables at the task's `mem`.
     pub(super) limiter: MemLimiter,
+    /// The budget grants of a module metered by rewriting (unused on the fuel path).
+    pub(super) ticks: Ticks,
 }
 
 impl WasiView for TaskState {
@@ -373,6 +377,11 @@ impl Inner {
             cpu_time,
         };
         let mut pacer = Pacer::new(spec.cpus_milli, self.fuel_rate, PERIOD).with_handoff(handoff);
+        // A module metered by rewriting reads its CPU time from its pacer (`tick.rs`).
+        let clock = Arc::new(TaskClock::default());
+        if self.cfg.metering == Metering::Rewrite {
+            pacer = pacer.with_clock(clock.clone());
+        }
         let initial_fuel = match spec.max_cpu {
             Some(d) => {
                 let fuel = (d.as_secs_f64() * self.fuel_rate as f64).min(UNLIMITED_FUEL as f64);
@@ -384,9 +393,9 @@ impl Inner {
         let setup = tokio::select! {
             biased;
             () = killed(&mut kill) => Err(Termination::Killed),
-            r = self.setup(&spec, initial_fuel, pacer.interval()) => r,
+            r = self.setup(&spec, initial_fuel, pacer.interval(), clock) => r,
         };
-        let (mut store, start, outputs) = match setup {
+        let (mut store, start, outputs, budget_global) = match setup {
             Ok(s) => s,
             Err(t) => {
                 if !needs_sandbox(&spec) {
@@ -416,24 +425,40 @@ impl Inner {
         )
         .await;
         let wall = started.elapsed();
-        let fuel_consumed = store
-            .get_fuel()
-            .map(|left| initial_fuel.saturating_sub(left))
-            .unwrap_or(0);
+        let fuel_consumed = match &budget_global {
+            // Metered by rewriting: operators granted less what is left of the last grant.
+            Some(g) => {
+                let unspent = g.get(&mut store).i64().unwrap_or(0);
+                store.data().ticks.used(unspent)
+            }
+            None => store
+                .get_fuel()
+                .map(|left| initial_fuel.saturating_sub(left))
+                .unwrap_or(0),
+        };
         let termination = match ended {
             Ended::Killed => Termination::Killed,
             Ended::Timeout => Termination::Timeout,
             Ended::Disk(used) => disk_limit(used, disk_cap),
             Ended::Returned(Ok(())) => Termination::Exited(0),
             Ended::Returned(Err(e)) => {
-                if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) && spec.max_cpu.is_some() {
+                let out_of_budget = e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel)
+                    || e.downcast_ref::<BudgetUsedUp>().is_some();
+                if out_of_budget && spec.max_cpu.is_some() {
                     let budget = spec.max_cpu.unwrap_or_default();
-                    Termination::CpuLimit(format!(
-                        "CPU-time budget of {} ms used up ({initial_fuel} fuel at {} fuel per \
-                         core-second)",
-                        budget.as_millis(),
-                        self.fuel_rate
-                    ))
+                    Termination::CpuLimit(if budget_global.is_some() {
+                        format!(
+                            "CPU-time budget of {} ms used up (by the task's CPU clock)",
+                            budget.as_millis()
+                        )
+                    } else {
+                        format!(
+                            "CPU-time budget of {} ms used up ({initial_fuel} fuel at {} fuel \
+                             per core-second)",
+                            budget.as_millis(),
+                            self.fuel_rate
+                        )
+                    })
                 } else {
                     guest_error(&e, &store.data().limiter)
                 }
@@ -477,7 +502,8 @@ impl Inner {
         spec: &TaskSpec,
         initial_fuel: u64,
         yield_interval: u64,
-    ) -> Result<(Store<TaskState>, Entry, Outputs), Termination> {
+        clock: Arc<TaskClock>,
+    ) -> Result<(Store<TaskState>, Entry, Outputs, Option<wasmtime::Global>), Termination> {
         let prepared = self
             .modules
             .prepared(&spec.digest, &spec.wasm_path)
@@ -533,24 +559,40 @@ impl Inner {
         }
         let wasi = builder.build_p1();
 
+        // A module metered by rewriting runs on an engine without fuel: its `tick` import
+        // grants its budget and yields (`tick.rs`).
+        let (engine, rewritten) = match &prepared {
+            Prepared::Core(pre) => (
+                pre.module().engine(),
+                self.cfg.metering == Metering::Rewrite,
+            ),
+            Prepared::Command(_) => (&self.engine, false),
+        };
         let mut store = Store::new(
-            &self.engine,
+            engine,
             TaskState {
                 wasi,
                 limiter: MemLimiter::new(spec.mem_bytes),
+                ticks: Ticks::new(yield_interval, clock, spec.max_cpu),
             },
         );
         store.limiter(|s| &mut s.limiter);
         let store_err =
             |e: wasmtime::Error| Termination::StartFailed(format!("store setup: {e:#}"));
-        store.set_fuel(initial_fuel).map_err(store_err)?;
-        store
-            .fuel_async_yield_interval(Some(yield_interval))
-            .map_err(store_err)?;
+        if !rewritten {
+            store.set_fuel(initial_fuel).map_err(store_err)?;
+            store
+                .fuel_async_yield_interval(Some(yield_interval))
+                .map_err(store_err)?;
+        }
+        let mut budget = None;
 
         let instantiated = loop {
             let instantiated = match &prepared {
                 Prepared::Core(pre) => pre.instantiate_async(&mut store).await.and_then(|i| {
+                    if rewritten {
+                        budget = i.get_global(&mut store, BUDGET_EXPORT);
+                    }
                     i.get_typed_func::<(), ()>(&mut store, "_start")
                         .map(Entry::Core)
                 }),
@@ -571,7 +613,7 @@ impl Inner {
             }
         };
         match instantiated {
-            Ok(entry) => Ok((store, entry, outputs)),
+            Ok(entry) => Ok((store, entry, outputs, budget)),
             Err(e) => Err(match store.data().limiter.denied() {
                 Some(denied) => {
                     Termination::MemoryLimit(format!("{denied} (instantiation failed: {e:#})"))

@@ -882,14 +882,15 @@ fn the_wire_encoding_is_pinned_to_the_protocol_version() {
             max_task_mem: 7,
         }),
         cpu_quota_cgroup: Some("/q".into()),
+        metering: crate::executor::Metering::Rewrite,
     };
     h.update(postcard::to_stdvec(&cfg).unwrap());
     let digest = hex::encode(h.finalize());
     assert_eq!(
         (wire::PROTOCOL_VERSION, digest.as_str()),
         (
-            5,
-            "f5f0f9b488e52e30f062096a9c474c786aefd2cc3827d119da248b3108471df1"
+            6,
+            "28179b6eb8782f01455c626ebe0f46aa0b56a21a3736753a3298e04d90915f05"
         ),
         "the wire encoding changed: bump PROTOCOL_VERSION and update this digest"
     );

@@ -91,10 +91,27 @@ pub struct AgentArgs {
     /// agent warns and paces in process.
     #[arg(long)]
     cpu_quota_cgroup: Option<PathBuf>,
+    /// How preview-1 modules are metered (what yields them to the pacer about every
+    /// millisecond, stops them when killed, and holds their CPU-time budget): `rewrite` (the
+    /// default), each module rewritten before it is compiled to check a budget only on loop
+    /// back edges and at the entry of functions that could otherwise run unbounded, or `fuel`,
+    /// wasmtime's check at every function entry and loop header (1.2× the CPU time on
+    /// call-heavy guests). Components and executors are metered by fuel either way.
+    #[arg(long, value_enum, default_value = "rewrite")]
+    metering: MeteringArg,
     #[command(flatten)]
     tls: TlsArgs,
     #[command(flatten)]
     quic: QuicArgs,
+}
+
+/// `--metering`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MeteringArg {
+    /// Wasmtime's fuel.
+    Fuel,
+    /// Budget checks written into the module (`executor/meter.rs`).
+    Rewrite,
 }
 
 /// `--on-stop`.
@@ -133,6 +150,10 @@ pub async fn execute(a: AgentArgs) -> anyhow::Result<i32> {
     opts.datasets = a.datasets;
     opts.cache_size = a.cache_size;
     opts.executor.cpu_quota_cgroup = a.cpu_quota_cgroup;
+    opts.executor.metering = match a.metering {
+        MeteringArg::Fuel => agent::executor::Metering::Fuel,
+        MeteringArg::Rewrite => agent::executor::Metering::Rewrite,
+    };
     opts.tuning = a.quic.tuning()?;
     opts.gc = agent::core::GcPolicy {
         delay: a.gc_delay,

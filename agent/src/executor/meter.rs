@@ -1,6 +1,9 @@
-//! Metering by rewriting a core module: options of the metering bench (BENCHMARKS.md,
-//! "Metering overhead"), the rejected placements kept so that their figures can be reproduced.
-//! The executor still meters with fuel.
+//! Metering by rewriting a core module: the executor's [`Metering::Rewrite`] (with
+//! [`Placement::BackEdgesSaved`]; its host side is `tick.rs`), and options of the metering
+//! bench (BENCHMARKS.md, "Metering overhead"), the rejected placements kept so that their
+//! figures can be reproduced.
+//!
+//! [`Metering::Rewrite`]: super::Metering::Rewrite
 //!
 //! Wasmtime's fuel and epochs check at every function entry and loop header. This pass puts
 //! its own budget checks (a mutable `i64` global it adds) only where running code could
@@ -30,10 +33,17 @@ use wasm_encoder::reencode::{Error as ReencodeError, Reencode};
 use wasm_encoder::Instruction as I;
 use wasmparser::{Operator, Parser, Payload};
 
+/// The pass's version: part of the module cache's file names, so that a changed pass never
+/// loads code an older one made.
+pub const VERSION: u32 = 1;
+
 /// Module name of the tick import.
 pub const TICK_MODULE: &str = "tessera:meter";
 /// Field name of the tick import: `() -> i64`, the next budget in operators.
 pub const TICK_NAME: &str = "tick";
+/// Name under which a rewritten module exports its budget global (what is left of the last
+/// grant: the host counts what the guest used from it).
+pub const BUDGET_EXPORT: &str = "tessera:meter/budget";
 
 /// A function whose bounded cost exceeds this many operators checks the budget itself.
 pub const MAX_UNCHECKED: u64 = 4096;
@@ -67,8 +77,10 @@ impl Placement {
     }
 }
 
-/// Why a module could not be rewritten.
-#[derive(Debug)]
+/// Why a module could not be rewritten (it does not parse, or holds what the pass does not
+/// handle).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot meter the module by rewriting: {0}")]
 pub struct RewriteError(pub String);
 
 impl From<wasmparser::BinaryReaderError> for RewriteError {
@@ -95,6 +107,7 @@ pub fn rewrite(wasm: &[u8], placement: Placement) -> Result<Vec<u8>, RewriteErro
         types_done: false,
         imports_done: false,
         globals_done: false,
+        exports_done: false,
     };
     let mut module = wasm_encoder::Module::new();
     r.parse_core_module(&mut module, Parser::new(0), wasm)?;
@@ -131,6 +144,10 @@ struct Plan {
     saves: Vec<FnSaves>,
     /// The value types of the save globals, in order after the budget global.
     save_types: Vec<wasmparser::ValType>,
+    /// Per memory: whether it is 64-bit (its bulk operations' lengths are `i64`).
+    memory64: Vec<bool>,
+    /// Per table: whether it is 64-bit.
+    table64: Vec<bool>,
 }
 
 /// The locals a function's checks save around their host call.
@@ -148,6 +165,7 @@ fn analyse(wasm: &[u8]) -> Result<Plan, RewriteError> {
     let mut params: Vec<Vec<wasmparser::ValType>> = Vec::new();
     let mut infos: Vec<FnInfo> = Vec::new();
     let mut live: Vec<Option<LiveAtChecks>> = Vec::new();
+    let (mut memory64, mut table64) = (Vec::new(), Vec::new());
     let mut must_check: Vec<u32> = Vec::new();
     for payload in Parser::new(0).parse_all(wasm) {
         match payload? {
@@ -166,6 +184,8 @@ fn analyse(wasm: &[u8]) -> Result<Plan, RewriteError> {
                     match imp?.ty {
                         wasmparser::TypeRef::Func(_) => imported_funcs += 1,
                         wasmparser::TypeRef::Global(_) => imported_globals += 1,
+                        wasmparser::TypeRef::Memory(m) => memory64.push(m.memory64),
+                        wasmparser::TypeRef::Table(t) => table64.push(t.table64),
                         _ => {}
                     }
                 }
@@ -176,6 +196,16 @@ fn analyse(wasm: &[u8]) -> Result<Plan, RewriteError> {
                 }
             }
             Payload::GlobalSection(r) => defined_globals = r.count(),
+            Payload::MemorySection(r) => {
+                for m in r {
+                    memory64.push(m?.memory64);
+                }
+            }
+            Payload::TableSection(r) => {
+                for t in r {
+                    table64.push(t?.ty.table64);
+                }
+            }
             Payload::ExportSection(r) => {
                 for e in r {
                     let e = e?;
@@ -293,6 +323,8 @@ fn analyse(wasm: &[u8]) -> Result<Plan, RewriteError> {
         loops,
         saves,
         save_types,
+        memory64,
+        table64,
     })
 }
 
@@ -732,6 +764,7 @@ struct Rewriter<'p> {
     types_done: bool,
     imports_done: bool,
     globals_done: bool,
+    exports_done: bool,
 }
 
 impl Rewriter<'_> {
@@ -783,6 +816,53 @@ impl Rewriter<'_> {
             };
             globals.global(ty, &init);
         }
+    }
+
+    fn budget_export(&self, exports: &mut wasm_encoder::ExportSection) {
+        exports.export(
+            BUDGET_EXPORT,
+            wasm_encoder::ExportKind::Global,
+            self.budget_global,
+        );
+    }
+
+    /// Charges a bulk operation's length (the value on top of the stack, left there) to the
+    /// budget, one per byte or element as wasmtime's fuel does, so that a loop of large copies
+    /// or fills ticks by the work it does. The next check pays it.
+    fn charge_length(
+        &self,
+        f: &mut wasm_encoder::Function,
+        op: &Operator<'_>,
+        scratch: u32,
+        scratch32: u32,
+    ) {
+        if self.local_budget() {
+            return; // a bench-only variant: its bulk operations cost one
+        }
+        let mem = |i: u32| self.plan.memory64.get(i as usize).copied().unwrap_or(false);
+        let table = |i: u32| self.plan.table64.get(i as usize).copied().unwrap_or(false);
+        let wide = match *op {
+            Operator::MemoryCopy { dst_mem, src_mem } => mem(dst_mem) && mem(src_mem),
+            Operator::MemoryFill { mem: m } | Operator::MemoryInit { mem: m, .. } => mem(m),
+            Operator::TableCopy {
+                dst_table,
+                src_table,
+            } => table(dst_table) && table(src_table),
+            Operator::TableFill { table: t } | Operator::TableInit { table: t, .. } => table(t),
+            _ => return,
+        };
+        if wide {
+            f.instruction(&I::LocalTee(scratch));
+            f.instruction(&I::GlobalGet(self.budget_global));
+            f.instruction(&I::LocalGet(scratch));
+        } else {
+            f.instruction(&I::LocalTee(scratch32));
+            f.instruction(&I::GlobalGet(self.budget_global));
+            f.instruction(&I::LocalGet(scratch32));
+            f.instruction(&I::I64ExtendI32U);
+        }
+        f.instruction(&I::I64Sub);
+        f.instruction(&I::GlobalSet(self.budget_global));
     }
 
     /// Whether the budget lives in the `scratch` local between calls.
@@ -915,7 +995,18 @@ impl Reencode for Rewriter<'_> {
         Ok(())
     }
 
-    /// Adds the type, import and global sections a module without them needs.
+    fn parse_export_section(
+        &mut self,
+        exports: &mut wasm_encoder::ExportSection,
+        section: wasmparser::ExportSectionReader<'_>,
+    ) -> Result<(), ReencodeError<Self::Error>> {
+        wasm_encoder::reencode::utils::parse_export_section(self, exports, section)?;
+        self.budget_export(exports);
+        self.exports_done = true;
+        Ok(())
+    }
+
+    /// Adds the type, import, global and export sections a module without them needs.
     fn intersperse_section_hook(
         &mut self,
         module: &mut wasm_encoder::Module,
@@ -929,7 +1020,8 @@ impl Reencode for Rewriter<'_> {
             Some(S::Import) => 2,
             Some(S::Function | S::Table | S::Memory | S::Tag) => 3,
             Some(S::Global) => 4,
-            Some(_) => 5,
+            Some(S::Export) => 5,
+            Some(_) => 6,
         };
         if !self.types_done && rank > 1 {
             let mut types = wasm_encoder::TypeSection::new();
@@ -948,6 +1040,12 @@ impl Reencode for Rewriter<'_> {
             self.budget(&mut globals);
             module.section(&globals);
             self.globals_done = true;
+        }
+        if !self.exports_done && rank > 5 {
+            let mut exports = wasm_encoder::ExportSection::new();
+            self.budget_export(&mut exports);
+            module.section(&exports);
+            self.exports_done = true;
         }
         Ok(())
     }
@@ -969,6 +1067,9 @@ impl Reencode for Rewriter<'_> {
         // A scratch local after the parameters and the declared locals.
         let scratch = self.plan.params[idx] + declared;
         locals.push((1, wasm_encoder::ValType::I64));
+        // And one for the `i32` length of a bulk operation.
+        let scratch32 = scratch + 1;
+        locals.push((1, wasm_encoder::ValType::I32));
         let mut f = wasm_encoder::Function::new(locals);
         self.load_budget(&mut f, scratch);
         if let Some(c) = self.plan.entry[idx] {
@@ -1084,6 +1185,15 @@ impl Reencode for Rewriter<'_> {
                 | Operator::ReturnCallIndirect { .. }
                 | Operator::ReturnCallRef { .. } => {
                     self.store_budget(&mut f, scratch);
+                    f.instruction(&self.instruction(op.clone())?);
+                }
+                Operator::MemoryCopy { .. }
+                | Operator::MemoryFill { .. }
+                | Operator::MemoryInit { .. }
+                | Operator::TableCopy { .. }
+                | Operator::TableFill { .. }
+                | Operator::TableInit { .. } => {
+                    self.charge_length(&mut f, op, scratch, scratch32);
                     f.instruction(&self.instruction(op.clone())?);
                 }
                 // `plain_branches` keeps loops with any other branching unwrapped, and
