@@ -9,7 +9,8 @@
 //! 2. CPU share accuracy (achieved / offered) for 0.1, 0.25, 0.5, 1.0 cpus,
 //!    by the task's CPU clock (`TaskOutcome::cpu_time`, what the pacer
 //!    controls), by the whole process's CPU clock, and by fuel;
-//! 3. metering overhead on pi, sha256 and json: the executor (1 cpu) and bare wasmtime
+//! 3. metering overhead on pi, sha256 and json: the executor (1 cpu; metering by rewriting, and
+//!    by fuel) and bare wasmtime
 //!    with each metering option (fuel with several yield intervals, epochs, both, Cranelift
 //!    settings), against bare wasmtime with its defaults and neither;
 //! 4. share efficiency: the arith and bulkmem guests at 1.0, 0.5, 0.25 and 0.1 cpus, as a
@@ -615,7 +616,7 @@ fn selected(options: Vec<MeterOption>) -> Vec<MeterOption> {
         .collect()
 }
 
-async fn bench_overhead(exec: &Executor, rewriting: &Executor, tmp: &Path) {
+async fn bench_overhead(exec: &Executor, fueled: &Executor, tmp: &Path) {
     // The issue's three, and the share-efficiency guests (to tell metering from pacing).
     let guests: [(&str, &str, &[&str]); 5] = [
         ("pi", wasm_examples::PI_PATH, &["42", "3000000"]),
@@ -641,7 +642,7 @@ async fn bench_overhead(exec: &Executor, rewriting: &Executor, tmp: &Path) {
          its default configuration and neither fuel nor epochs)",
         overhead_rounds()
     );
-    print!("| guest | neither ms | Tessera executor (1 cpu) | executor, metering by rewriting");
+    print!("| guest | neither ms | Tessera executor (1 cpu) | executor, fuel metering");
     for o in &options[1..] {
         print!(" | {}", o.name);
     }
@@ -672,7 +673,7 @@ async fn bench_overhead(exec: &Executor, rewriting: &Executor, tmp: &Path) {
             .collect();
         compile_times.push((name, compile));
         exec.prepare(name, Path::new(path)).await.unwrap();
-        rewriting.prepare(name, Path::new(path)).await.unwrap();
+        fueled.prepare(name, Path::new(path)).await.unwrap();
         let mut best = vec![Duration::MAX; options.len() + 2];
         for round in 0..overhead_rounds() {
             for (i, o) in options.iter().enumerate() {
@@ -688,9 +689,9 @@ async fn bench_overhead(exec: &Executor, rewriting: &Executor, tmp: &Path) {
             let pooled = options.len();
             best[pooled] = best[pooled].min(o.cpu_time);
             let o = run(
-                rewriting,
+                fueled,
                 spec(
-                    &tmp.join(format!("{name}-{round}-rw")),
+                    &tmp.join(format!("{name}-{round}-fuel")),
                     name,
                     path,
                     args,
@@ -1030,14 +1031,14 @@ fn main() {
             bench_shares(&exec, tmp.path()).await;
         }
         if section("overhead") {
-            let rewriting = Executor::new(ExecutorConfig {
-                cache_dir: Some(tmp.path().join("cache-rewrite")),
-                pooling: std::env::var("XP_RW_OD").is_err().then(pooling_config),
-                metering: tessera_agent::executor::Metering::Rewrite,
+            let fueled = Executor::new(ExecutorConfig {
+                cache_dir: Some(tmp.path().join("cache-fuel")),
+                pooling: Some(pooling_config()),
+                metering: tessera_agent::executor::Metering::Fuel,
                 ..ExecutorConfig::default()
             })
             .unwrap();
-            bench_overhead(&exec, &rewriting, tmp.path()).await;
+            bench_overhead(&exec, &fueled, tmp.path()).await;
         }
         if section("efficiency") {
             bench_efficiency(&exec, tmp.path()).await;

@@ -74,8 +74,9 @@ pub enum Metering {
     /// back edges and at the entry of functions that could otherwise run unbounded, their slow
     /// path a host call (`tick.rs`) around which the live locals are saved. Cheaper than fuel
     /// on call-heavy guests (BENCHMARKS.md, "Saving the live locals around the slow path's
-    /// call"). Modules compile on an engine of their own without fuel; components and executor
-    /// instances on a fuel engine. Each engine has its own pool of [`PoolingConfig`]'s slots.
+    /// call"). Modules compile on an engine of their own without fuel, which has the pool;
+    /// components and executor instances on a fuel engine, allocated on demand (so they do not
+    /// count against the pool's slots).
     #[default]
     Rewrite,
 }

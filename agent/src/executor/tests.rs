@@ -753,11 +753,16 @@ async fn paced_spinner_still_times_out_and_is_killed() {
 }
 
 fn pooled_executor(max_tasks: u32, max_task_mem: u64) -> Executor {
+    pooled_executor_metered(max_tasks, max_task_mem, metering())
+}
+
+fn pooled_executor_metered(max_tasks: u32, max_task_mem: u64, metering: Metering) -> Executor {
     let exec = Executor::new(ExecutorConfig {
         pooling: Some(PoolingConfig {
             max_tasks,
             max_task_mem,
         }),
+        metering,
         ..ExecutorConfig::default()
     })
     .unwrap();
@@ -819,7 +824,9 @@ async fn a_full_pool_fails_the_launch_cleanly_and_frees_slots() {
 
 #[tokio::test]
 async fn a_full_pool_holds_as_many_components_as_tasks() {
-    let exec = pooled_executor(2, 64 * MIB);
+    // With fuel metering, components and modules share the pool (metered by rewriting,
+    // components are allocated on demand, outside it).
+    let exec = pooled_executor_metered(2, 64 * MIB, Metering::Fuel);
     let dir = tempfile::tempdir().unwrap();
     let sleeper = |i: usize| p2spec(&dir.path().join(format!("c{i}")), "p2spin", &["sleep"]);
     let mut a = launch(&exec, sleeper(0));
