@@ -18,8 +18,15 @@ const PLACEMENTS: [Placement; 4] = [
     Placement::BackEdgesSavedLocal,
 ];
 
-/// Ticks a module took before its host stopped it (`Err` carries the trap's text).
-fn ticks_until_stopped(wat: &str, placement: Placement, budget: i64, stop_at: u32) -> u32 {
+/// Runs `run` of `wat` rewritten with `placement`, its host granting `budget` a tick until it
+/// stops the guest at the `stop_at`th tick; returns the store (whose data counts the ticks) and
+/// the instance.
+fn run_until_stopped(
+    wat: &str,
+    placement: Placement,
+    budget: i64,
+    stop_at: u32,
+) -> (Store<u32>, wasmtime::Instance) {
     let wasm = rewrite(&wat::parse_str(wat).unwrap(), placement).unwrap();
     let engine = Engine::default();
     let module = Module::new(&engine, wasm).unwrap();
@@ -49,7 +56,12 @@ fn ticks_until_stopped(wat: &str, placement: Placement, budget: i64, stop_at: u3
         format!("{err:?}").contains("stopped by the host"),
         "stopped by something else: {err:?}"
     );
-    *store.data()
+    (store, instance)
+}
+
+/// Ticks a module took before its host stopped it.
+fn ticks_until_stopped(wat: &str, placement: Placement, budget: i64, stop_at: u32) -> u32 {
+    *run_until_stopped(wat, placement, budget, stop_at).0.data()
 }
 
 #[test]
@@ -90,29 +102,8 @@ fn a_loop_of_bulk_fills_is_charged_by_the_byte() {
         if p == Placement::BackEdgesSavedLocal {
             continue; // a bench-only variant whose bulk operations cost one
         }
-        let wasm = rewrite(&wat::parse_str(wat).unwrap(), p).unwrap();
-        let engine = Engine::default();
-        let module = Module::new(&engine, wasm).unwrap();
-        let mut linker: Linker<u32> = Linker::new(&engine);
-        linker
-            .func_wrap(
-                meter_rewrite::TICK_MODULE,
-                meter_rewrite::TICK_NAME,
-                |mut caller: wasmtime::Caller<'_, u32>| -> wasmtime::Result<i64> {
-                    *caller.data_mut() += 1;
-                    if *caller.data() > 3 {
-                        wasmtime::bail!("stopped by the host");
-                    }
-                    Ok(1 << 20)
-                },
-            )
-            .unwrap();
-        let mut store = Store::new(&engine, 0u32);
-        let instance = linker.instantiate(&mut store, &module).unwrap();
-        let run = instance
-            .get_typed_func::<(), ()>(&mut store, "run")
-            .unwrap();
-        run.call(&mut store, ()).expect_err("stopped");
+        // Stopped at the fourth tick: three grants of 1 MiB used.
+        let (mut store, instance) = run_until_stopped(wat, p, 1 << 20, 4);
         let passes = instance
             .get_global(&mut store, "passes")
             .unwrap()

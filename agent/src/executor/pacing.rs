@@ -3,7 +3,10 @@
 //!
 //! Metering is fuel alone (no epoch interruption): every store yields to
 //! tokio after each [`fuel_yield_interval`] of fuel (about 1 ms of one
-//! core), by `Store::fuel_async_yield_interval`. [`Pacer::poll`] wraps the
+//! core), by `Store::fuel_async_yield_interval`; a module metered by
+//! rewriting yields from its `tick` import once a millisecond has passed
+//! (`tick.rs`), reading the task's CPU time from a [`TaskClock`] this pacer
+//! publishes. [`Pacer::poll`] wraps the
 //! guest's `call_async` future, reads the thread's CPU clock around every
 //! poll (the guest runs on the polling thread, inside the poll), and tells a
 //! fuel yield (the future wakes itself before returning `Pending`) from a
