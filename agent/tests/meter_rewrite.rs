@@ -438,3 +438,36 @@ fn random_modules_behave_the_same_once_rewritten() {
     assert!(refused.is_empty(), "rewrites refused: {refused:#?}");
     assert!(compared >= 300, "only {compared} rewrites compared");
 }
+
+#[test]
+fn a_loop_with_more_live_locals_than_are_saved_computes_the_same() {
+    // 70 live `i64` locals: more than a check saves (64), so this loop's slow path saves none.
+    let n = 70;
+    let locals: String = (0..n).map(|i| format!("(local $l{i} i64) ")).collect();
+    let bumps: String = (0..n)
+        .map(|i| {
+            format!(
+                "(local.set $l{i} (i64.add (local.get $l{i}) (i64.const {})))",
+                i + 1
+            )
+        })
+        .collect();
+    let sum: String = (1..n).fold("(local.get $l0)".to_owned(), |acc, i| {
+        format!("(i64.add {acc} (local.get $l{i}))")
+    });
+    let wat = format!(
+        r#"(module (func (export "run") (result i64) (local $k i32) {locals}
+            (loop $l {bumps}
+              (local.set $k (i32.add (local.get $k) (i32.const 1)))
+              (br_if $l (i32.lt_u (local.get $k) (i32.const 100))))
+            {sum}))"#
+    );
+    let wasm = wat::parse_str(&wat).unwrap();
+    let (plain, _) = result_of(&wasm, None);
+    assert_eq!(plain, 100 * (1..=n as i64).sum::<i64>());
+    for p in PLACEMENTS {
+        let (r, ticks) = result_of(&wasm, Some((p, 1)));
+        assert_eq!(r, plain, "{p:?}");
+        assert!(ticks >= 99, "{p:?}: {ticks} ticks");
+    }
+}

@@ -48,6 +48,20 @@ pub const BUDGET_EXPORT: &str = "tessera:meter/budget";
 /// A function whose bounded cost exceeds this many operators checks the budget itself.
 pub const MAX_UNCHECKED: u64 = 4096;
 
+/// Most locals a check saves around its slow path (more: it saves none). A function's checks
+/// together save at most as many locals as it has operators (and at least 1,024), so the saves
+/// at most about double a function's code whatever a module holds.
+const MAX_SAVED: usize = 64;
+
+/// Largest liveness table (operators × 64-bit words of locals) the pass builds for a function;
+/// a larger function's checks save nothing. 4 Mi words are 32 MiB: a module from a tenant
+/// cannot make the agent allocate more for it.
+const LIVENESS_WORDS: usize = 1 << 22;
+
+/// Most passes of the liveness data flow (a pass per level of loop nesting, about); a function
+/// that needs more saves nothing.
+const LIVENESS_PASSES: usize = 64;
+
 /// Where loops are checked and what runs when the budget runs out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Placement {
@@ -331,6 +345,8 @@ fn analyse(wasm: &[u8]) -> Result<Plan, RewriteError> {
 /// The locals live at a function's entry and at each of its loop headers (in order of
 /// appearance), with every local's type.
 struct LiveAtChecks {
+    /// The function's operators.
+    ops: usize,
     types: Vec<wasmparser::ValType>,
     entry: Vec<u32>,
     loops: Vec<Vec<u32>>,
@@ -445,9 +461,17 @@ fn live_at_checks(
     }
     // Live-in sets, as bit sets of `words` words per operator, to a fixed point.
     let words = types.len().div_ceil(64).max(1);
+    if n.saturating_mul(words) > LIVENESS_WORDS {
+        return Ok(None);
+    }
     let mut live = vec![0u64; n * words];
     let mut out = vec![0u64; words];
+    let mut passes = 0;
     loop {
+        passes += 1;
+        if passes > LIVENESS_PASSES {
+            return Ok(None);
+        }
         let mut changed = false;
         for i in (0..n).rev() {
             out.iter_mut().for_each(|w| *w = 0);
@@ -485,6 +509,7 @@ fn live_at_checks(
         .map(set)
         .collect();
     Ok(Some(LiveAtChecks {
+        ops: n,
         types,
         entry,
         loops,
@@ -503,9 +528,37 @@ fn save_globals(
     use wasmparser::ValType as V;
     const ORDER: [V; 5] = [V::I32, V::I64, V::F32, V::F64, V::V128];
     let savable = |t: &V| ORDER.contains(t);
+    // What each check saves: its live locals of savable types, none for a check with more
+    // than MAX_SAVED of them or past the function's allowance (its loop then pays as it did
+    // before the saves), which bounds the code the slow paths add.
+    /// A function's liveness and, per check (its entry first, then its loops), what it saves.
+    type Pruned<'a> = Option<(&'a LiveAtChecks, Vec<Vec<u32>>)>;
+    let pruned: Vec<Pruned<'_>> = live
+        .iter()
+        .map(|l| {
+            let l = l.as_ref()?;
+            let mut allowance = l.ops.max(1024);
+            let checks = std::iter::once(&l.entry)
+                .chain(&l.loops)
+                .map(|check| {
+                    let keep: Vec<u32> = check
+                        .iter()
+                        .copied()
+                        .filter(|&x| savable(&l.types[x as usize]))
+                        .collect();
+                    if keep.len() > MAX_SAVED || keep.len() > allowance {
+                        return Vec::new();
+                    }
+                    allowance -= keep.len();
+                    keep
+                })
+                .collect();
+            Some((l, checks))
+        })
+        .collect();
     let mut most = [0u32; 5];
-    for l in live.iter().flatten() {
-        for check in std::iter::once(&l.entry).chain(&l.loops) {
+    for (l, checks) in pruned.iter().flatten() {
+        for check in checks {
             for (k, t) in ORDER.iter().enumerate() {
                 let c = check.iter().filter(|&&x| l.types[x as usize] == *t).count() as u32;
                 most[k] = most[k].max(c);
@@ -520,7 +573,6 @@ fn save_globals(
         let mut used = [0u32; 5];
         check
             .iter()
-            .filter(|&&x| savable(&l.types[x as usize]))
             .map(|&x| {
                 let k = ORDER
                     .iter()
@@ -531,13 +583,13 @@ fn save_globals(
             })
             .collect()
     };
-    let saves = live
+    let saves = pruned
         .iter()
         .zip(loops)
-        .map(|(l, fn_loops)| match l {
-            Some(l) => FnSaves {
-                entry: assign(l, &l.entry),
-                loops: l.loops.iter().map(|c| assign(l, c)).collect(),
+        .map(|(p, fn_loops)| match p {
+            Some((l, checks)) => FnSaves {
+                entry: assign(l, &checks[0]),
+                loops: checks[1..].iter().map(|c| assign(l, c)).collect(),
             },
             None => FnSaves {
                 entry: Vec::new(),
