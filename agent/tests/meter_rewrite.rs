@@ -427,8 +427,20 @@ fn random_modules_behave_the_same_once_rewritten() {
         ] {
             match rewrite(&wasm, p) {
                 Ok(rewritten) => {
-                    let got = behaviour(&engine, &rewritten, Some(3));
-                    assert_eq!(got, original, "seed {seed}, {p:?}");
+                    let mut got = behaviour(&engine, &rewritten, Some(3));
+                    // A rewritten function's frame is larger, so a deep recursion may overflow
+                    // the stack in one and not the other: compare up to the first overflow.
+                    let mut expected = original.clone();
+                    let overflow = |v: &[String]| v.iter().position(|l| l.contains("overflow"));
+                    if let Some(at) = [overflow(&got), overflow(&expected)]
+                        .into_iter()
+                        .flatten()
+                        .min()
+                    {
+                        got.truncate(at);
+                        expected.truncate(at);
+                    }
+                    assert_eq!(got, expected, "seed {seed}, {p:?}");
                     compared += 1;
                 }
                 Err(e) => refused.push(format!("seed {seed}, {p:?}: {}", e.0)),

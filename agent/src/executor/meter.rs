@@ -763,48 +763,96 @@ enum Frame {
     Loop(Option<u64>, usize),
 }
 
-/// A branch's new relative depth, past the labels this pass added, and the charge it must pay
-/// first if it is the back edge of a loop checked on its back edges.
-fn relabel(frames: &[Frame], d: u32) -> (u32, Option<u64>) {
-    let target = frames.len() - 1 - d as usize;
-    let added: u32 = frames[target + 1..]
-        .iter()
-        .map(|f| {
-            if matches!(f, Frame::Loop(Some(_), _)) {
-                3
-            } else {
-                0
-            }
-        })
-        .sum();
-    match frames[target] {
-        Frame::Loop(c, _) => (d + added, c),
-        Frame::Other => (d + added, None),
+/// The open blocks of the function being rewritten, with the labels this pass added under each
+/// (a running sum, so that relabelling a branch costs the same however deep it is).
+struct Frames {
+    frames: Vec<Frame>,
+    /// `added[k]`: labels this pass added for `frames[..=k]`.
+    added: Vec<u32>,
+}
+
+impl Frames {
+    /// The function body's frame alone.
+    fn new() -> Self {
+        Frames {
+            frames: vec![Frame::Other],
+            added: vec![0],
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    fn push(&mut self, f: Frame) {
+        let own = if matches!(f, Frame::Loop(Some(_), _)) {
+            3
+        } else {
+            0
+        };
+        let below = self.added.last().copied().unwrap_or(0);
+        self.frames.push(f);
+        self.added.push(below + own);
+    }
+
+    fn pop(&mut self) -> Option<Frame> {
+        self.added.pop();
+        self.frames.pop()
+    }
+
+    /// A branch's new relative depth, past the labels this pass added, and the charge it must
+    /// pay first if it is the back edge of a loop checked on its back edges.
+    fn relabel(&self, d: u32) -> (u32, Option<u64>) {
+        let target = self.frames.len() - 1 - d as usize;
+        let added = self.added[self.added.len() - 1] - self.added[target];
+        match self.frames[target] {
+            Frame::Loop(c, _) => (d + added, c),
+            Frame::Other => (d + added, None),
+        }
     }
 }
 
-/// Whether every branch inside the loop opened at `ops[at]` is a plain `br` or `br_if`, so
-/// that its back edges can carry the check; any other branching keeps it at the header.
-fn plain_branches(ops: &[Operator<'_>], at: usize) -> bool {
-    let mut depth = 0usize;
-    for op in &ops[at + 1..] {
+/// Per operator: for a loop, whether every branch inside it is a plain `br` or `br_if`, so that
+/// its back edges can carry the check (any other branching keeps it at the header). One pass,
+/// whatever the nesting.
+fn plain_loops(ops: &[Operator<'_>]) -> Vec<bool> {
+    let mut plain = vec![false; ops.len()];
+    // Open blocks: their operator's index, and whether they hold other branching.
+    let mut open: Vec<(usize, bool)> = Vec::new();
+    let taint = |open: &mut Vec<(usize, bool)>| {
+        if let Some(top) = open.last_mut() {
+            top.1 = true;
+        }
+    };
+    for (i, op) in ops.iter().enumerate() {
         match op {
-            Operator::Block { .. } | Operator::If { .. } | Operator::Loop { .. } => depth += 1,
-            Operator::End if depth == 0 => return true,
-            Operator::End => depth -= 1,
+            Operator::Block { .. } | Operator::If { .. } | Operator::Loop { .. } => {
+                open.push((i, false))
+            }
+            Operator::Try { .. } | Operator::TryTable { .. } => {
+                taint(&mut open);
+                open.push((i, true));
+            }
+            Operator::End | Operator::Delegate { .. } => {
+                if let Some((at, bad)) = open.pop() {
+                    if matches!(ops[at], Operator::Loop { .. }) {
+                        plain[at] = !bad;
+                    }
+                    if bad {
+                        taint(&mut open);
+                    }
+                }
+            }
             Operator::BrTable { .. }
-            | Operator::Try { .. }
-            | Operator::TryTable { .. }
-            | Operator::Delegate { .. }
             | Operator::Rethrow { .. }
             | Operator::BrOnNull { .. }
             | Operator::BrOnNonNull { .. }
             | Operator::BrOnCast { .. }
-            | Operator::BrOnCastFail { .. } => return false,
+            | Operator::BrOnCastFail { .. } => taint(&mut open),
             _ => {}
         }
     }
-    false
+    plain
 }
 
 struct Rewriter<'p> {
@@ -1133,7 +1181,8 @@ impl Reencode for Rewriter<'_> {
             ops.push(reader.read()?);
         }
         let mut loop_no = 0;
-        let mut frames: Vec<Frame> = vec![Frame::Other];
+        let mut frames = Frames::new();
+        let plain = plain_loops(&ops);
         for (i, op) in ops.iter().enumerate() {
             match op {
                 Operator::Loop { blockty } => {
@@ -1150,7 +1199,7 @@ impl Reencode for Rewriter<'_> {
                             .unwrap_or(true),
                         _ => false,
                     };
-                    if self.placement.back_edges() && !carries_values && plain_branches(&ops, i) {
+                    if self.placement.back_edges() && !carries_values && plain[i] {
                         let bt = self.block_type(*blockty)?;
                         f.instruction(&I::Block(bt)); // $exit
                         f.instruction(&I::Loop(wasm_encoder::BlockType::Empty)); // $again
@@ -1190,17 +1239,17 @@ impl Reencode for Rewriter<'_> {
                     if *relative_depth as usize + 1 == frames.len() {
                         self.store_budget(&mut f, scratch);
                     }
-                    let (d, back) = relabel(&frames, *relative_depth);
+                    let (d, back) = frames.relabel(*relative_depth);
                     if let Some(c) = back {
                         self.spend(&mut f, scratch, c);
                         f.instruction(&I::BrIf(d + 1));
                     }
                     f.instruction(&I::Br(d));
                 }
-                Operator::BrIf { relative_depth } => match relabel(&frames, *relative_depth) {
+                Operator::BrIf { relative_depth } => match frames.relabel(*relative_depth) {
                     _ if *relative_depth as usize + 1 == frames.len() => {
                         self.store_budget(&mut f, scratch);
-                        f.instruction(&I::BrIf(relabel(&frames, *relative_depth).0));
+                        f.instruction(&I::BrIf(frames.relabel(*relative_depth).0));
                     }
                     (d, Some(c)) => {
                         f.instruction(&I::If(wasm_encoder::BlockType::Empty));
@@ -1220,9 +1269,9 @@ impl Reencode for Rewriter<'_> {
                     }
                     let mut to = Vec::with_capacity(targets.len() as usize);
                     for t in targets.targets() {
-                        to.push(relabel(&frames, t?).0);
+                        to.push(frames.relabel(t?).0);
                     }
-                    let default = relabel(&frames, targets.default()).0;
+                    let default = frames.relabel(targets.default()).0;
                     f.instruction(&I::BrTable(to.into(), default));
                 }
                 Operator::Call { .. }
@@ -1248,7 +1297,7 @@ impl Reencode for Rewriter<'_> {
                     self.charge_length(&mut f, op, scratch, scratch32);
                     f.instruction(&self.instruction(op.clone())?);
                 }
-                // `plain_branches` keeps loops with any other branching unwrapped, and
+                // `plain_loops` keeps loops with any other branching unwrapped, and
                 // branches out of an unwrapped loop cross no added label unless it sits in a
                 // wrapped one, which then has only plain branches.
                 _ => {
