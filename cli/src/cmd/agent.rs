@@ -95,7 +95,7 @@ pub struct AgentArgs {
     /// millisecond, stops them when killed, and holds their CPU-time budget): `rewrite` (the
     /// default), each module rewritten before it is compiled to check a budget only on loop
     /// back edges and at the entry of functions that could otherwise run unbounded, or `fuel`,
-    /// wasmtime's check at every function entry and loop header (1.2× the CPU time on
+    /// wasmtime's check at every function entry and loop header (1.3× the CPU time on
     /// call-heavy guests). Components and executors are metered by fuel either way.
     #[arg(long, value_enum, default_value = "rewrite")]
     metering: MeteringArg,
