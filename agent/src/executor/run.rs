@@ -442,11 +442,11 @@ impl Inner {
             Ended::Disk(used) => disk_limit(used, disk_cap),
             Ended::Returned(Ok(())) => Termination::Exited(0),
             Ended::Returned(Err(e)) => {
-                let out_of_budget = e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel)
-                    || e.downcast_ref::<BudgetUsedUp>().is_some();
+                let by_clock = e.downcast_ref::<BudgetUsedUp>().is_some();
+                let out_of_budget = by_clock || e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel);
                 if out_of_budget && spec.max_cpu.is_some() {
                     let budget = spec.max_cpu.unwrap_or_default();
-                    Termination::CpuLimit(if budget_global.is_some() {
+                    Termination::CpuLimit(if by_clock {
                         format!(
                             "CPU-time budget of {} ms used up (by the task's CPU clock)",
                             budget.as_millis()

@@ -56,16 +56,26 @@ impl Ticks {
         }
     }
 
-    /// The next grant and whether to yield first, or `BudgetUsedUp`.
+    /// The next grant and whether to yield first, or `BudgetUsedUp`, on the clocks as they
+    /// read now (the task's CPU clock only if it has a budget).
     fn tick(&mut self) -> Result<(i64, bool), BudgetUsedUp> {
-        if let Some(budget) = self.budget {
-            if self.clock.now() >= budget {
-                return Err(BudgetUsedUp);
-            }
+        let clock = self.clock.clone();
+        self.step(TaskClock::wall(), clock.poll_began(), || clock.now())
+    }
+
+    /// [`Ticks::tick`] on given readings: the wall clock `now` and the poll's start (both in
+    /// [`TaskClock::wall`]'s units), and the task's CPU time, read only if there is a budget.
+    fn step(
+        &mut self,
+        now: u64,
+        poll_began: u64,
+        cpu: impl FnOnce() -> Duration,
+    ) -> Result<(i64, bool), BudgetUsedUp> {
+        if self.budget.is_some_and(|budget| cpu() >= budget) {
+            return Err(BudgetUsedUp);
         }
         self.granted = self.granted.saturating_add(self.per_tick);
-        let now = TaskClock::wall();
-        let since = self.last_yield.max(self.clock.poll_began());
+        let since = self.last_yield.max(poll_began);
         let yields = now.saturating_sub(since) >= YIELD_EVERY.as_nanos() as u64;
         if yields {
             self.last_yield = now;
