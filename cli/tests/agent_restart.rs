@@ -145,6 +145,7 @@ fn start_agent(
             let line = plain(&String::from_utf8_lossy(&line));
             if line.contains("registered: from start")
                 || line.contains("runtime attached")
+                || line.contains("not attachable")
                 || line.contains("recovering from the checkpoint")
                 || line.contains("stopping")
                 || line.contains("ERROR")

@@ -22,8 +22,13 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(30);
 /// Size past which a starting runtime process's log is moved aside (to `runtime.log.1`).
 const MAX_LOG_BYTES: u64 = 16 << 20;
-/// Connections (or starts) tried before giving up on attaching.
-const ATTACH_ATTEMPTS: u32 = 3;
+/// How long attaching keeps trying while the runtime behind the socket is exiting (a killed
+/// runtime's listener stays open, accepting and then resetting, until its last thread is
+/// gone) or a fresh one lost its lock to another agent's.
+const ATTACH_PATIENCE: Duration = Duration::from_secs(10);
+/// Runtime processes started before giving up on attaching (each failed start is either a
+/// lost race for the lock, or a runtime that cannot start, whose reason is in its log).
+const START_ATTEMPTS: u32 = 3;
 /// Longest Unix socket path (`sun_path` holds 108 bytes with the terminating NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -123,50 +128,94 @@ pub(crate) async fn attach(
             opts.socket.display()
         )));
     }
-    // A runtime that is exiting (its recovery timeout passed, or it was stopped) may accept
-    // and then close, or still hold its lock when a fresh one starts: try again, a few times.
-    let mut last_err = RuntimeError::Disconnected;
-    for attempt in 0..ATTACH_ATTEMPTS {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    // A runtime that is exiting (its recovery timeout passed, it was stopped or killed) may
+    // accept and then close or reset, or still hold its lock when a fresh one starts: try
+    // again until it is gone.
+    let deadline = Instant::now() + ATTACH_PATIENCE;
+    let mut pause = Duration::from_millis(20);
+    let mut first = true;
+    let mut failed_starts = 0;
+    loop {
+        if !first {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
         }
-        let stream = match UnixStream::connect(&opts.socket).await {
-            Ok(s) => s,
-            Err(e) if is_absent(&e) => match start(opts).await {
-                Ok(s) => s,
-                Err(e @ RuntimeError::Start(_)) => {
-                    last_err = e;
-                    continue;
+        first = false;
+        let last_err = match connect(opts).await? {
+            Connected(stream) => match handshake(stream, &opts.boot_id).await {
+                Ok((reader, writer, attachment)) => {
+                    let (commands, rx) = mpsc::unbounded_channel();
+                    let (events_tx, events_rx) = mpsc::unbounded_channel();
+                    tokio::spawn(run(reader, writer, rx, events_tx));
+                    return Ok((Client { commands }, attachment, Events { rx: events_rx }));
                 }
+                Err(RuntimeError::Disconnected) => RuntimeError::Disconnected,
                 Err(e) => return Err(e),
             },
-            Err(source) => {
-                return Err(RuntimeError::Io {
-                    path: opts.socket.clone(),
-                    source,
-                })
+            Again(e) => {
+                failed_starts += u32::from(matches!(e, RuntimeError::Start(_)));
+                e
             }
         };
-        match handshake(stream, &opts.boot_id).await {
-            Ok((reader, writer, attachment)) => {
-                let (commands, rx) = mpsc::unbounded_channel();
-                let (events_tx, events_rx) = mpsc::unbounded_channel();
-                tokio::spawn(run(reader, writer, rx, events_tx));
-                return Ok((Client { commands }, attachment, Events { rx: events_rx }));
-            }
-            Err(RuntimeError::Disconnected) => last_err = RuntimeError::Disconnected,
-            Err(e) => return Err(e),
+        if failed_starts >= START_ATTEMPTS || Instant::now() + pause >= deadline {
+            return Err(last_err);
         }
+        tracing::info!(error = %last_err, "runtime not attachable yet; trying again");
     }
-    Err(last_err)
 }
 
-/// Whether a connect error means nobody serves the socket.
-fn is_absent(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-    )
+/// One try at a connection to the runtime, before the hello.
+enum Connect {
+    /// To the runtime serving the socket, perhaps one just started.
+    Connected(UnixStream),
+    /// Not now, for this reason: a runtime is exiting, or a fresh one lost its lock.
+    Again(RuntimeError),
+}
+use Connect::{Again, Connected};
+
+/// Connects to the runtime serving the socket, starting one if none does.
+async fn connect(opts: &RuntimeOptions) -> Result<Connect, RuntimeError> {
+    let e = match UnixStream::connect(&opts.socket).await {
+        Ok(stream) => return Ok(Connected(stream)),
+        Err(e) => e,
+    };
+    match Peer::of(&e) {
+        Peer::Absent => match start(opts).await {
+            Ok(stream) => Ok(Connected(stream)),
+            Err(e @ RuntimeError::Start(_)) => Ok(Again(e)),
+            Err(e) => Err(e),
+        },
+        Peer::Exiting => Ok(Again(RuntimeError::Io {
+            path: opts.socket.clone(),
+            source: e,
+        })),
+        Peer::Broken => Err(RuntimeError::Io {
+            path: opts.socket.clone(),
+            source: e,
+        }),
+    }
+}
+
+/// What a failed connect to the runtime socket says of the runtime behind it.
+#[derive(Debug, PartialEq)]
+enum Peer {
+    /// Nobody serves the socket: start a runtime.
+    Absent,
+    /// A runtime is exiting (its listener took the connection and closed): try again soon.
+    Exiting,
+    /// The socket cannot be used (permissions, a path that is not a socket...).
+    Broken,
+}
+
+impl Peer {
+    fn of(e: &std::io::Error) -> Peer {
+        use std::io::ErrorKind::*;
+        match e.kind() {
+            NotFound | ConnectionRefused => Peer::Absent,
+            ConnectionReset | ConnectionAborted | BrokenPipe => Peer::Exiting,
+            _ => Peer::Broken,
+        }
+    }
 }
 
 /// Says hello and reads the attachment.
@@ -250,7 +299,8 @@ async fn start(opts: &RuntimeOptions) -> Result<UnixStream, RuntimeError> {
     loop {
         match UnixStream::connect(&opts.socket).await {
             Ok(s) => return Ok(s),
-            Err(e) if is_absent(&e) => {}
+            // Not serving yet (or the dead runtime's listener is still closing).
+            Err(e) if Peer::of(&e) != Peer::Broken => {}
             Err(source) => {
                 return Err(RuntimeError::Io {
                     path: opts.socket.clone(),
@@ -413,5 +463,21 @@ async fn run(
     drop(writer);
     if let Some(done) = closed {
         let _ = done.send(());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Peer;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn a_reset_at_connect_is_a_runtime_exiting_not_a_broken_socket() {
+        let of = |kind| Peer::of(&Error::from(kind));
+        assert_eq!(of(ErrorKind::NotFound), Peer::Absent);
+        assert_eq!(of(ErrorKind::ConnectionRefused), Peer::Absent);
+        assert_eq!(of(ErrorKind::ConnectionReset), Peer::Exiting);
+        assert_eq!(of(ErrorKind::ConnectionAborted), Peer::Exiting);
+        assert_eq!(of(ErrorKind::PermissionDenied), Peer::Broken);
     }
 }

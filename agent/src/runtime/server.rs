@@ -4,7 +4,10 @@
 //! - One runtime per directory: it holds an exclusive `flock` on `<dir>/lock` for its whole
 //!   life (through `std::fs::File::try_lock`, so no new dependency and no `unsafe`); the lock
 //!   dies with the process, so a crashed runtime never blocks its successor, and the stale
-//!   socket it left is replaced only by the lock's holder.
+//!   socket it left is replaced only by the lock's holder. A killed runtime lets go of it
+//!   only when the last of its threads has torn down its memory, a moment after its process
+//!   looks dead: a successor waits up to [`LOCK_PATIENCE`] for it (meanwhile an agent that
+//!   finds another runtime serving connects to that one, and this one gives up).
 //! - The socket is bound under a temporary name, made `0600` (the directory is `0700`) and
 //!   renamed into place, so an agent never connects to a half-set-up socket.
 //! - The newest agent wins: a connection whose hello is valid replaces the attached one (whose
@@ -37,6 +40,9 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a runtime with no agent attached checks that its directory is still there (two
 /// `stat`s: cheap).
 const DIR_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a starting runtime waits for the directory's lock held by another runtime (one
+/// that is exiting lets go of it within this).
+pub(crate) const LOCK_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Settings of the runtime process.
 #[derive(Debug, Clone)]
@@ -56,7 +62,7 @@ pub struct ServeOptions {
 /// directory), executor, socket.
 pub async fn serve(opts: ServeOptions) -> Result<(), RuntimeError> {
     create_private_dir(&opts.dir)?;
-    let lock = lock_dir(&opts.dir)?;
+    let lock = lock_dir(&opts.dir).await?;
     let runtime_id = new_runtime_id();
     let cfg = opts.executor.clone();
     let id = runtime_id.clone();
@@ -340,8 +346,8 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<(), RuntimeError> {
 }
 
 /// Takes the directory's lock, held as long as the returned file is open, and writes this
-/// process's pid into it.
-fn lock_dir(dir: &Path) -> Result<std::fs::File, RuntimeError> {
+/// process's pid into it. Waits up to [`LOCK_PATIENCE`] for a holder to let go.
+async fn lock_dir(dir: &Path) -> Result<std::fs::File, RuntimeError> {
     let path = dir.join("lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -352,21 +358,30 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File, RuntimeError> {
             path: path.clone(),
             source,
         })?;
-    match file.try_lock() {
-        Ok(()) => {
-            // Who holds it, for operators (and tests) looking for the runtime process.
-            let mut f = &file;
-            let _ = f.set_len(0);
-            let _ = writeln!(f, "{}", std::process::id());
-            Ok(file)
+    let deadline = Instant::now() + LOCK_PATIENCE;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(RuntimeError::Start(format!(
+                    "another runtime process serves {} (it holds {})",
+                    dir.display(),
+                    path.display()
+                )))
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(RuntimeError::Io { path, source })
+            }
         }
-        Err(std::fs::TryLockError::WouldBlock) => Err(RuntimeError::Start(format!(
-            "another runtime process serves {} (it holds {})",
-            dir.display(),
-            path.display()
-        ))),
-        Err(std::fs::TryLockError::Error(source)) => Err(RuntimeError::Io { path, source }),
     }
+    // Who holds it, for operators (and tests) looking for the runtime process.
+    let mut f = &file;
+    let _ = f.set_len(0);
+    let _ = writeln!(f, "{}", std::process::id());
+    Ok(file)
 }
 
 /// Why the runtime can never be attached again, if so: its lock file is gone or replaced (the

@@ -896,6 +896,118 @@ fn the_wire_encoding_is_pinned_to_the_protocol_version() {
     );
 }
 
+/// A killed runtime's listener outlives its process's death for a moment (until the last of
+/// its threads has torn down its memory): it takes connections and then resets them. An agent
+/// attaching in that moment goes on to the runtime that replaces it.
+#[tokio::test]
+async fn attaching_while_a_killed_runtime_closes_its_socket_reaches_its_successor() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let rdir = dir.path().join("runtime");
+    std::fs::create_dir_all(&rdir).unwrap();
+    let socket = rdir.join("sock");
+    // The dying runtime's listener: it never accepts.
+    let dying = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    dying.set_nonblocking(true).unwrap();
+    // SAFETY: the listener owns its descriptor, which nothing else closes or replaces.
+    let dying = unsafe { tokio::io::unix::AsyncFd::register(dying) }.unwrap();
+    let opts = RuntimeOptions {
+        socket: socket.clone(),
+        dir: rdir.clone(),
+        program: dir.path().join("no-such-program"),
+        args: Vec::new(),
+        executor: config(),
+        recovery_timeout: FOREVER,
+        boot_id: "test".to_owned(),
+    };
+    let attach = tokio::spawn(Runtime::attach(opts.clone()));
+    // The agent's connection waits in the dying listener's queue (it reads as ready).
+    let _ = tokio::time::timeout(SANITY, dying.readable())
+        .await
+        .expect("the agent connects")
+        .unwrap();
+    // The successor takes the path...
+    let dying_ino = std::fs::metadata(&socket).unwrap().ino();
+    let task = tokio::spawn(serve(ServeOptions {
+        dir: rdir,
+        socket: socket.clone(),
+        executor: config(),
+        recovery_timeout: FOREVER,
+    }));
+    tokio::time::timeout(SANITY, async {
+        while std::fs::metadata(&socket).is_ok_and(|m| m.ino() == dying_ino) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the successor serves");
+    // ...and the dying one closes, resetting the connection it held.
+    drop(dying);
+    let (rt, att, _events) = tokio::time::timeout(SANITY, attach)
+        .await
+        .expect("the agent attaches")
+        .unwrap()
+        .unwrap();
+    assert!(att.live.is_empty());
+    rt.close(true).await;
+    Served {
+        opts,
+        task,
+        _dir: dir,
+    }
+    .ended()
+    .await;
+}
+
+/// A killed runtime holds its lock until its last thread is gone: its successor waits for it
+/// rather than failing.
+#[tokio::test]
+async fn a_runtime_waits_for_the_lock_of_one_still_exiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let rdir = dir.path().join("runtime");
+    std::fs::create_dir_all(&rdir).unwrap();
+    let held = std::fs::File::create(rdir.join("lock")).unwrap();
+    held.try_lock().unwrap();
+    let socket = rdir.join("sock");
+    let task = tokio::spawn(serve(ServeOptions {
+        dir: rdir.clone(),
+        socket: socket.clone(),
+        executor: config(),
+        recovery_timeout: FOREVER,
+    }));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!task.is_finished(), "it waits for the lock");
+    assert!(!socket.exists(), "nothing serves before the lock is had");
+    drop(held);
+    let opts = RuntimeOptions {
+        socket,
+        dir: rdir,
+        program: dir.path().join("no-such-program"),
+        args: Vec::new(),
+        executor: config(),
+        recovery_timeout: FOREVER,
+        boot_id: "test".to_owned(),
+    };
+    let (rt, _att, _events) = tokio::time::timeout(SANITY, async {
+        loop {
+            if let Ok(a) = Runtime::attach(opts.clone()).await {
+                return a;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the successor serves once the lock is let go");
+    rt.close(true).await;
+    Served {
+        opts,
+        task,
+        _dir: dir,
+    }
+    .ended()
+    .await;
+}
+
 #[tokio::test]
 async fn a_second_runtime_for_the_same_directory_refuses_to_serve() {
     let s = served(FOREVER).await;
