@@ -89,6 +89,81 @@ fn an_endless_conditional_loop_in_a_block_is_stopped() {
 }
 
 #[test]
+fn loops_closed_by_every_kind_of_branch_are_stopped() {
+    // A tenant's module may go back to a loop's header by any branch the executor's engine
+    // accepts, not only `br` and `br_if`: each of these loops must still reach its check.
+    let loops = [
+        (
+            "br_table",
+            r#"(module (func (export "run") (loop $l (br_table $l $l (i32.const 1)))))"#,
+        ),
+        (
+            "br_on_null",
+            r#"(module (func (export "run") (loop $l (drop (br_on_null $l (ref.null func))))))"#,
+        ),
+        (
+            "br_on_non_null",
+            r#"(module (func $f) (elem declare func $f)
+                (func (export "run")
+                  (ref.func $f)
+                  (loop $l (param (ref func)) (br_on_non_null $l))))"#,
+        ),
+        (
+            "br_on_cast",
+            r#"(module (type $s (struct))
+                (func (export "run")
+                  (struct.new $s)
+                  (loop $l (param (ref $s))
+                    (br_on_cast $l anyref (ref $s))
+                    (drop))))"#,
+        ),
+        (
+            "br_on_cast_fail",
+            r#"(module (type $s (struct)) (type $t (struct (field i32)))
+                (func (export "run")
+                  (struct.new $s)
+                  (loop $l (param anyref)
+                    (br_on_cast_fail $l anyref (ref $t))
+                    (drop))))"#,
+        ),
+        (
+            "try_table catch",
+            r#"(module (tag $e)
+                (func (export "run") (loop $l (try_table (catch_all $l) (throw $e)))))"#,
+        ),
+        (
+            "try_table catch, thrown by a callee",
+            r#"(module (tag $e) (func $throw (throw $e))
+                (func (export "run") (loop $l (try_table (catch $e $l) (call $throw)))))"#,
+        ),
+        (
+            "return_call to itself",
+            r#"(module (func $f (export "run") (return_call $f)))"#,
+        ),
+        (
+            "call_ref to itself",
+            r#"(module (type $t (func)) (elem declare func $f)
+                (func $f (export "run") (call_ref $t (ref.func $f))))"#,
+        ),
+        (
+            "return_call_ref to itself",
+            r#"(module (type $t (func)) (elem declare func $f)
+                (func $f (export "run") (return_call_ref $t (ref.func $f))))"#,
+        ),
+    ];
+    for (what, wat) in loops {
+        let original = wat::parse_str(wat).unwrap();
+        Module::new(&Engine::default(), &original).unwrap_or_else(|e| panic!("{what}: {e:?}"));
+        for p in PLACEMENTS {
+            let rewritten = rewrite(&original, p).unwrap();
+            Module::new(&Engine::default(), &rewritten)
+                .unwrap_or_else(|e| panic!("{what}, {p:?}: {e:?}"));
+            assert_eq!(ticks_until_stopped(wat, p, 1000, 3), 3, "{what}, {p:?}");
+        }
+    }
+}
+
+#[test]
 fn a_loop_of_bulk_fills_is_charged_by_the_byte() {
     // Each pass fills 64 KiB: charged one per byte (as fuel does), a budget of 1 MiB lasts about
     // 16 passes; charged as one operator, it would last some 100,000.
@@ -263,7 +338,7 @@ fn behaviour(engine: &Engine, wasm: &[u8], tick_budget: Option<i64>) -> Vec<Stri
         Ok(m) => m,
         Err(e) => return vec![format!("invalid: {e:#}")],
     };
-    let mut linker: Linker<u32> = Linker::new(engine);
+    let mut linker: Linker<wasmtime::StoreLimits> = Linker::new(engine);
     if let Some(budget) = tick_budget {
         linker
             .func_wrap(
@@ -273,10 +348,18 @@ fn behaviour(engine: &Engine, wasm: &[u8], tick_budget: Option<i64>) -> Vec<Stri
             )
             .unwrap();
     }
-    let mut store = Store::new(engine, 0u32);
+    // Random modules may grow memories, tables and the GC heap in loops: a bound, as the
+    // executor's limiter sets one.
+    let limits = wasmtime::StoreLimitsBuilder::new()
+        .memory_size(64 << 20)
+        .table_elements(1 << 20)
+        .build();
+    let mut store = Store::new(engine, limits);
+    store.limiter(|l| l);
     let trap = |e: wasmtime::Error| match e.downcast_ref::<wasmtime::Trap>() {
         Some(t) => format!("trap: {t:?}"),
-        None => format!("error: {e:#}"),
+        // Without the backtrace, whose function indices and offsets the rewriting moves.
+        None => format!("error: {}", e.root_cause()),
     };
     let instance = match linker.instantiate(&mut store, &module) {
         Ok(i) => i,
@@ -335,7 +418,7 @@ fn behaviour(engine: &Engine, wasm: &[u8], tick_budget: Option<i64>) -> Vec<Stri
 
 /// The instance's exported numeric globals and a digest of its exported memories: what a call
 /// left behind, even if it trapped afterwards.
-fn state(instance: &wasmtime::Instance, store: &mut Store<u32>) -> String {
+fn state(instance: &wasmtime::Instance, store: &mut Store<wasmtime::StoreLimits>) -> String {
     use std::hash::{Hash, Hasher};
     use wasmtime::{Extern, Val};
     let exports: Vec<(String, Extern)> = instance
@@ -386,38 +469,70 @@ fn random_modules_behave_the_same_once_rewritten() {
     // bulk memory, tail calls) made to terminate by wasm-smith's own counter; every exported
     // function is called on the original and on each rewriting, whose slow path runs every few
     // operators. Results, traps and their order must match.
-    let engine = Engine::default();
     let config = wasm_smith::Config {
-        max_imports: 0,
         exceptions_enabled: false,
         gc_enabled: false,
         threads_enabled: false,
         memory64_enabled: false,
         relaxed_simd_enabled: false,
+        ..smith_config()
+    };
+    // More seeds for a longer hunt: METER_REWRITE_SEEDS=5000.
+    let compared = compare_random_modules(config, 0, seeds(120));
+    assert!(compared >= 300, "only {compared} rewrites compared");
+}
+
+#[test]
+fn random_modules_of_later_proposals_behave_the_same_once_rewritten() {
+    // The same with what the executor's engine also accepts: exceptions (a loop may be closed
+    // by a catch), GC (by `br_on_cast`), 64-bit memories and tables (lengths of bulk
+    // operations are `i64`), shared memories and atomics, relaxed SIMD.
+    let compared = compare_random_modules(smith_config(), 1 << 32, seeds(120));
+    assert!(compared >= 150, "only {compared} rewrites compared");
+}
+
+/// Seeds for a random-module test: `default`, or `METER_REWRITE_SEEDS` for a longer hunt.
+fn seeds(default: u64) -> u64 {
+    std::env::var("METER_REWRITE_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// wasm-smith's modules for these tests: no imports, everything exported, NaNs canonical, no
+/// trap wasm-smith can avoid, small memories and tables.
+fn smith_config() -> wasm_smith::Config {
+    wasm_smith::Config {
+        max_imports: 0,
         export_everything: true,
         canonicalize_nans: true,
         disallow_traps: true,
         max_memory32_bytes: 1 << 20,
+        max_memory64_bytes: 1 << 20,
         max_table_elements: 1000,
         min_funcs: 2,
         max_funcs: 20,
         min_exports: 2,
         max_instructions: 300,
         ..wasm_smith::Config::default()
-    };
+    }
+}
+
+/// Builds a module of `config` from each seed of `first..first + n`, made to terminate, and
+/// compares the behaviour of the original with that of each rewriting (up to a first stack
+/// overflow); returns how many rewritings were compared. Any refusal fails.
+fn compare_random_modules(config: wasm_smith::Config, first: u64, n: u64) -> usize {
+    let engine = Engine::default();
     let (mut compared, mut refused) = (0, Vec::new());
-    // More seeds for a longer hunt: METER_REWRITE_SEEDS=5000.
-    let seeds: u64 = std::env::var("METER_REWRITE_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(120);
-    for seed in 0..seeds {
+    for seed in first..first + n {
         let bytes = random_bytes(seed, 16 << 10);
         let mut u = arbitrary::Unstructured::new(&bytes);
         let Ok(mut module) = wasm_smith::Module::new(config.clone(), &mut u) else {
             continue;
         };
-        module.ensure_termination(5_000).unwrap();
+        if module.ensure_termination(5_000).is_err() {
+            continue;
+        }
         let wasm = module.to_bytes();
         let original = behaviour(&engine, &wasm, None);
         for p in [
@@ -429,9 +544,14 @@ fn random_modules_behave_the_same_once_rewritten() {
                 Ok(rewritten) => {
                     let mut got = behaviour(&engine, &rewritten, Some(3));
                     // A rewritten function's frame is larger, so a deep recursion may overflow
-                    // the stack in one and not the other: compare up to the first overflow.
+                    // the stack in one and not the other (in a call, or in the start function
+                    // at instantiation): compare up to the first overflow.
                     let mut expected = original.clone();
-                    let overflow = |v: &[String]| v.iter().position(|l| l.contains("overflow"));
+                    let overflow = |v: &[String]| {
+                        v.iter().position(|l| {
+                            l.contains("stack overflow") || l.contains("StackOverflow")
+                        })
+                    };
                     if let Some(at) = [overflow(&got), overflow(&expected)]
                         .into_iter()
                         .flatten()
@@ -448,7 +568,55 @@ fn random_modules_behave_the_same_once_rewritten() {
         }
     }
     assert!(refused.is_empty(), "rewrites refused: {refused:#?}");
-    assert!(compared >= 300, "only {compared} rewrites compared");
+    compared
+}
+
+#[test]
+fn random_modules_of_every_proposal_the_engine_accepts_stay_valid_once_rewritten() {
+    // The executor validates a tenant's module with its engine, which accepts GC, exceptions,
+    // memory64, threads and relaxed SIMD, then rewrites it: the rewriting of any module the
+    // engine accepts must be accepted too (or refused with an error), never made invalid.
+    // (The behaviour test above runs modules without these proposals.)
+    let engine = Engine::default();
+    let config = wasm_smith::Config {
+        max_imports: 2,
+        export_everything: true,
+        min_funcs: 2,
+        max_funcs: 20,
+        max_instructions: 300,
+        ..wasm_smith::Config::default()
+    };
+    let (mut checked, mut refused) = (0, 0);
+    for seed in 0..seeds(300) {
+        let bytes = random_bytes(seed ^ 0x5eed, 16 << 10);
+        let mut u = arbitrary::Unstructured::new(&bytes);
+        let Ok(module) = wasm_smith::Module::new(config.clone(), &mut u) else {
+            continue;
+        };
+        let wasm = module.to_bytes();
+        if Module::validate(&engine, &wasm).is_err() {
+            continue; // a proposal this engine does not take
+        }
+        for p in [
+            Placement::BackEdgesSaved,
+            Placement::BackEdges,
+            Placement::Headers,
+        ] {
+            match rewrite(&wasm, p) {
+                Ok(rewritten) => {
+                    if let Err(e) = Module::validate(&engine, &rewritten) {
+                        panic!("seed {seed}, {p:?}: the rewriting is invalid: {e:?}");
+                    }
+                    checked += 1;
+                }
+                Err(_) => refused += 1,
+            }
+        }
+    }
+    assert!(
+        checked >= 300,
+        "only {checked} rewrites checked ({refused} refused)"
+    );
 }
 
 #[test]

@@ -103,14 +103,21 @@ impl From<wasmparser::BinaryReaderError> for RewriteError {
     }
 }
 
-impl<E: std::fmt::Debug> From<ReencodeError<E>> for RewriteError {
-    fn from(e: ReencodeError<E>) -> Self {
-        RewriteError(format!("{e:?}"))
+impl From<ReencodeError<RewriteError>> for RewriteError {
+    fn from(e: ReencodeError<RewriteError>) -> Self {
+        match e {
+            ReencodeError::UserError(e) => e,
+            other => RewriteError(format!("{other:?}")),
+        }
     }
 }
 
-/// Rewrites a core module to meter itself as `placement` says.
+/// Rewrites a core module to meter itself as `placement` says. The module is validated first
+/// (WebAssembly 3.0, threads included: what the executor's engine accepts), so that nothing
+/// of the pass ever works on an invalid one.
 pub fn rewrite(wasm: &[u8], placement: Placement) -> Result<Vec<u8>, RewriteError> {
+    let features = wasmparser::WasmFeatures::WASM3 | wasmparser::WasmFeatures::GC_TYPES;
+    wasmparser::Validator::new_with_features(features).validate_all(wasm)?;
     let plan = analyse(wasm)?;
     let mut r = Rewriter {
         plan: &plan,
@@ -801,14 +808,22 @@ impl Frames {
     }
 
     /// A branch's new relative depth, past the labels this pass added, and the charge it must
-    /// pay first if it is the back edge of a loop checked on its back edges.
-    fn relabel(&self, d: u32) -> (u32, Option<u64>) {
-        let target = self.frames.len() - 1 - d as usize;
+    /// pay first if it is the back edge of a loop checked on its back edges. An error for a
+    /// depth past the function's body (an invalid module: the executor validates first, but
+    /// the pass never trusts that).
+    fn relabel(&self, d: u32) -> Result<(u32, Option<u64>), ReencodeError<RewriteError>> {
+        let invalid = |why: String| ReencodeError::UserError(RewriteError(why));
+        let target = (self.frames.len() - 1)
+            .checked_sub(d as usize)
+            .ok_or_else(|| invalid(format!("a branch to depth {d} leaves the function")))?;
         let added = self.added[self.added.len() - 1] - self.added[target];
-        match self.frames[target] {
-            Frame::Loop(c, _) => (d + added, c),
-            Frame::Other => (d + added, None),
-        }
+        let d = d
+            .checked_add(added)
+            .ok_or_else(|| invalid(format!("branch depth {d} overflows")))?;
+        Ok(match self.frames[target] {
+            Frame::Loop(c, _) => (d, c),
+            Frame::Other => (d, None),
+        })
     }
 }
 
@@ -941,14 +956,17 @@ impl Rewriter<'_> {
         }
         let mem = |i: u32| self.plan.memory64.get(i as usize).copied().unwrap_or(false);
         let table = |i: u32| self.plan.table64.get(i as usize).copied().unwrap_or(false);
+        // The length's type: a fill's is its memory's or table's index type, a copy's the
+        // narrower of its two, an init's always `i32` (a segment is never 64-bit).
         let wide = match *op {
             Operator::MemoryCopy { dst_mem, src_mem } => mem(dst_mem) && mem(src_mem),
-            Operator::MemoryFill { mem: m } | Operator::MemoryInit { mem: m, .. } => mem(m),
+            Operator::MemoryFill { mem: m } => mem(m),
             Operator::TableCopy {
                 dst_table,
                 src_table,
             } => table(dst_table) && table(src_table),
-            Operator::TableFill { table: t } | Operator::TableInit { table: t, .. } => table(t),
+            Operator::TableFill { table: t } => table(t),
+            Operator::MemoryInit { .. } | Operator::TableInit { .. } => false,
             _ => return,
         };
         if wide {
@@ -1055,7 +1073,7 @@ impl Rewriter<'_> {
 }
 
 impl Reencode for Rewriter<'_> {
-    type Error = std::convert::Infallible;
+    type Error = RewriteError;
 
     fn function_index(&mut self, func: u32) -> Result<u32, ReencodeError<Self::Error>> {
         // The tick import goes after the module's own function imports.
@@ -1239,17 +1257,17 @@ impl Reencode for Rewriter<'_> {
                     if *relative_depth as usize + 1 == frames.len() {
                         self.store_budget(&mut f, scratch);
                     }
-                    let (d, back) = frames.relabel(*relative_depth);
+                    let (d, back) = frames.relabel(*relative_depth)?;
                     if let Some(c) = back {
                         self.spend(&mut f, scratch, c);
                         f.instruction(&I::BrIf(d + 1));
                     }
                     f.instruction(&I::Br(d));
                 }
-                Operator::BrIf { relative_depth } => match frames.relabel(*relative_depth) {
+                Operator::BrIf { relative_depth } => match frames.relabel(*relative_depth)? {
                     _ if *relative_depth as usize + 1 == frames.len() => {
                         self.store_budget(&mut f, scratch);
-                        f.instruction(&I::BrIf(frames.relabel(*relative_depth).0));
+                        f.instruction(&I::BrIf(frames.relabel(*relative_depth)?.0));
                     }
                     (d, Some(c)) => {
                         f.instruction(&I::If(wasm_encoder::BlockType::Empty));
@@ -1269,9 +1287,9 @@ impl Reencode for Rewriter<'_> {
                     }
                     let mut to = Vec::with_capacity(targets.len() as usize);
                     for t in targets.targets() {
-                        to.push(frames.relabel(t?).0);
+                        to.push(frames.relabel(t?)?.0);
                     }
-                    let default = frames.relabel(targets.default()).0;
+                    let default = frames.relabel(targets.default())?.0;
                     f.instruction(&I::BrTable(to.into(), default));
                 }
                 Operator::Call { .. }

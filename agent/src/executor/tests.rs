@@ -497,6 +497,41 @@ const TABLEHOG_WAT: &str = r#"
     unreachable))
 "#;
 
+/// Keeps 8 MiB GC arrays alive in a chain, without end.
+const GCHOG_WAT: &str = r#"
+(module
+  (type $arr (array (mut i64)))
+  (type $link (struct (field (ref null $link)) (field (ref $arr))))
+  (global $kept (mut (ref null $link)) (ref.null $link))
+  (func (export "_start")
+    (loop $more
+      (global.set $kept
+        (struct.new $link (global.get $kept) (array.new_default $arr (i32.const 1048576))))
+      (br $more))))
+"#;
+
+#[tokio::test]
+async fn a_guest_filling_its_gc_heap_is_held_to_its_memory_share() {
+    // The GC heap grows through the same limiter as linear memories: a guest keeping ever more
+    // objects alive ends at its share, with the reason, and the agent's memory is safe.
+    let exec = executor();
+    let dir = tempfile::tempdir().unwrap();
+    let gchog = dir.path().join("gchog.wasm");
+    std::fs::write(&gchog, wat::parse_str(GCHOG_WAT).unwrap()).unwrap();
+    let mut s = spec(
+        &dir.path().join("gchog"),
+        "gchog",
+        gchog.to_str().unwrap(),
+        &[],
+    );
+    s.mem_bytes = 64 * MIB;
+    let out = launch(&exec, s).finished().await;
+    match &out.termination {
+        Termination::MemoryLimit(msg) => eprintln!("gchog: {msg}"),
+        other => panic!("gchog: expected MemoryLimit, got {other:?} / {out:?}"),
+    }
+}
+
 #[tokio::test]
 async fn hogs_fail_with_the_right_reason_and_others_are_unaffected() {
     let exec = executor();
