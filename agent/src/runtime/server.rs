@@ -42,7 +42,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const DIR_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a starting runtime waits for the directory's lock held by another runtime (one
 /// that is exiting lets go of it within this).
-pub(crate) const LOCK_PATIENCE: Duration = Duration::from_secs(5);
+const LOCK_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Settings of the runtime process.
 #[derive(Debug, Clone)]

@@ -238,20 +238,29 @@ struct Served {
     _dir: tempfile::TempDir,
 }
 
-async fn served(recovery_timeout: Duration) -> Served {
-    let dir = tempfile::tempdir().unwrap();
-    let rdir = dir.path().join("runtime");
-    let opts = RuntimeOptions {
+/// An agent's options for the runtime directory `<dir>/runtime`; it cannot start a runtime
+/// itself (its program does not exist), so a test serves one.
+fn options(dir: &Path) -> RuntimeOptions {
+    let rdir = dir.join("runtime");
+    RuntimeOptions {
         socket: rdir.join("sock"),
-        dir: rdir.clone(),
-        program: dir.path().join("no-such-program"),
+        dir: rdir,
+        program: dir.join("no-such-program"),
         args: Vec::new(),
         executor: config(),
-        recovery_timeout,
+        recovery_timeout: FOREVER,
         boot_id: "test".to_owned(),
+    }
+}
+
+async fn served(recovery_timeout: Duration) -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = RuntimeOptions {
+        recovery_timeout,
+        ..options(dir.path())
     };
     let task = tokio::spawn(serve(ServeOptions {
-        dir: rdir,
+        dir: opts.dir.clone(),
         socket: opts.socket.clone(),
         executor: config(),
         recovery_timeout,
@@ -903,23 +912,14 @@ fn the_wire_encoding_is_pinned_to_the_protocol_version() {
 async fn attaching_while_a_killed_runtime_closes_its_socket_reaches_its_successor() {
     use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().unwrap();
-    let rdir = dir.path().join("runtime");
+    let opts = options(dir.path());
+    let (rdir, socket) = (opts.dir.clone(), opts.socket.clone());
     std::fs::create_dir_all(&rdir).unwrap();
-    let socket = rdir.join("sock");
     // The dying runtime's listener: it never accepts.
     let dying = std::os::unix::net::UnixListener::bind(&socket).unwrap();
     dying.set_nonblocking(true).unwrap();
     // SAFETY: the listener owns its descriptor, which nothing else closes or replaces.
     let dying = unsafe { tokio::io::unix::AsyncFd::register(dying) }.unwrap();
-    let opts = RuntimeOptions {
-        socket: socket.clone(),
-        dir: rdir.clone(),
-        program: dir.path().join("no-such-program"),
-        args: Vec::new(),
-        executor: config(),
-        recovery_timeout: FOREVER,
-        boot_id: "test".to_owned(),
-    };
     let attach = tokio::spawn(Runtime::attach(opts.clone()));
     // The agent's connection waits in the dying listener's queue (it reads as ready).
     let _ = tokio::time::timeout(SANITY, dying.readable())
@@ -964,13 +964,13 @@ async fn attaching_while_a_killed_runtime_closes_its_socket_reaches_its_successo
 #[tokio::test]
 async fn a_runtime_waits_for_the_lock_of_one_still_exiting() {
     let dir = tempfile::tempdir().unwrap();
-    let rdir = dir.path().join("runtime");
+    let opts = options(dir.path());
+    let (rdir, socket) = (opts.dir.clone(), opts.socket.clone());
     std::fs::create_dir_all(&rdir).unwrap();
     let held = std::fs::File::create(rdir.join("lock")).unwrap();
     held.try_lock().unwrap();
-    let socket = rdir.join("sock");
     let task = tokio::spawn(serve(ServeOptions {
-        dir: rdir.clone(),
+        dir: rdir,
         socket: socket.clone(),
         executor: config(),
         recovery_timeout: FOREVER,
@@ -979,15 +979,6 @@ async fn a_runtime_waits_for_the_lock_of_one_still_exiting() {
     assert!(!task.is_finished(), "it waits for the lock");
     assert!(!socket.exists(), "nothing serves before the lock is had");
     drop(held);
-    let opts = RuntimeOptions {
-        socket,
-        dir: rdir,
-        program: dir.path().join("no-such-program"),
-        args: Vec::new(),
-        executor: config(),
-        recovery_timeout: FOREVER,
-        boot_id: "test".to_owned(),
-    };
     let (rt, _att, _events) = tokio::time::timeout(SANITY, async {
         loop {
             if let Ok(a) = Runtime::attach(opts.clone()).await {
