@@ -197,6 +197,73 @@ fn a_loop_of_bulk_fills_is_charged_by_the_byte() {
 }
 
 #[test]
+fn loops_of_gc_array_and_table_work_are_charged_by_the_element() {
+    // As the bulk fills above: each pass does 64 Ki elements of work, so a budget of 1 Mi lasts
+    // about 16 passes. Charged as one operator each, it would last some 100,000.
+    let loops = [
+        (
+            "array.fill",
+            r#"(type $a (array (mut i8)))
+               (func (export "run") (local $arr (ref null $a))
+                 (local.set $arr (array.new_default $a (i32.const 65536)))
+                 (loop $l
+                   (array.fill $a (local.get $arr) (i32.const 0) (i32.const 7) (i32.const 65536))
+                   (global.set $passes (i32.add (global.get $passes) (i32.const 1)))
+                   (br $l)))"#,
+        ),
+        (
+            "array.new_default",
+            r#"(type $a (array (mut i8)))
+               (func (export "run")
+                 (loop $l
+                   (drop (array.new_default $a (i32.const 65536)))
+                   (global.set $passes (i32.add (global.get $passes) (i32.const 1)))
+                   (br $l)))"#,
+        ),
+        (
+            "array.copy",
+            r#"(type $a (array (mut i8)))
+               (func (export "run") (local $arr (ref null $a))
+                 (local.set $arr (array.new_default $a (i32.const 131072)))
+                 (loop $l
+                   (array.copy $a $a (local.get $arr) (i32.const 0)
+                     (local.get $arr) (i32.const 65536) (i32.const 65536))
+                   (global.set $passes (i32.add (global.get $passes) (i32.const 1)))
+                   (br $l)))"#,
+        ),
+        (
+            "table.grow",
+            r#"(table $t 0 funcref)
+               (func (export "run")
+                 (loop $l
+                   (drop (table.grow $t (ref.null func) (i32.const 65536)))
+                   (global.set $passes (i32.add (global.get $passes) (i32.const 1)))
+                   (br $l)))"#,
+        ),
+    ];
+    for (what, body) in loops {
+        let wat = format!(
+            r#"(module (global $passes (export "passes") (mut i32) (i32.const 0)) {body})"#
+        );
+        for p in PLACEMENTS {
+            if p == Placement::BackEdgesSavedLocal {
+                continue; // a bench-only variant whose bulk operations cost one
+            }
+            let (mut store, instance) = run_until_stopped(&wat, p, 1 << 20, 4);
+            let passes = instance
+                .get_global(&mut store, "passes")
+                .unwrap()
+                .get(&mut store)
+                .unwrap_i32();
+            assert!(
+                passes <= 3 * 17 + 1,
+                "{what}, {p:?}: {passes} passes for 3 Mi"
+            );
+        }
+    }
+}
+
+#[test]
 fn endless_mutual_recursion_is_stopped_before_the_stack_overflows() {
     let wat = r#"(module
         (func $f (export "run") (call $g))
@@ -497,6 +564,121 @@ fn random_modules_of_later_proposals_behave_the_same_once_rewritten() {
     // operations are `i64`), shared memories and atomics, relaxed SIMD.
     let compared = compare_random_modules(smith_config(), 1 << 32, seeds(120));
     assert!(compared >= 150, "only {compared} rewrites compared");
+}
+
+#[test]
+fn random_modules_without_an_end_are_stopped_once_rewritten() {
+    // wasm-smith's modules as they come, with no termination counter (loops without end,
+    // unbounded recursion) and every proposal the engine accepts. Rewritten, every call must
+    // come back to its host within a bounded number of operators: the host stops it at its
+    // third tick, microseconds in. Wasmtime's epochs are only a hang guard here: a call
+    // interrupted after seconds went on without a check.
+    struct Host {
+        limits: wasmtime::StoreLimits,
+        ticks: u32,
+    }
+    /// Epochs (of 100 ms) a call may run: far beyond any stopped call, never a speed bound.
+    const GUARD_EPOCHS: u64 = 100;
+    let mut config = wasmtime::Config::new();
+    config.epoch_interruption(true);
+    let engine = Engine::new(&config).unwrap();
+    let ticking = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let epochs = {
+        let (engine, ticking) = (engine.clone(), ticking.clone());
+        std::thread::spawn(move || {
+            while ticking.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                engine.increment_epoch();
+            }
+        })
+    };
+    let (mut calls, mut stopped) = (0, 0);
+    for seed in (2 << 32)..(2 << 32) + seeds(60) {
+        let bytes = random_bytes(seed, 16 << 10);
+        let mut u = arbitrary::Unstructured::new(&bytes);
+        let Ok(module) = wasm_smith::Module::new(smith_config(), &mut u) else {
+            continue;
+        };
+        let wasm = module.to_bytes();
+        if Module::validate(&engine, &wasm).is_err() {
+            continue;
+        }
+        for p in RANDOM_PLACEMENTS {
+            let rewritten = rewrite(&wasm, p).unwrap();
+            let module = Module::new(&engine, &rewritten).unwrap();
+            let mut linker: Linker<Host> = Linker::new(&engine);
+            linker
+                .func_wrap(
+                    meter_rewrite::TICK_MODULE,
+                    meter_rewrite::TICK_NAME,
+                    |mut caller: wasmtime::Caller<'_, Host>| -> wasmtime::Result<i64> {
+                        caller.data_mut().ticks += 1;
+                        if caller.data().ticks >= 3 {
+                            wasmtime::bail!("stopped by the host");
+                        }
+                        Ok(10_000)
+                    },
+                )
+                .unwrap();
+            let limits = wasmtime::StoreLimitsBuilder::new()
+                .memory_size(64 << 20)
+                .table_elements(1 << 20)
+                .build();
+            let mut store = Store::new(&engine, Host { limits, ticks: 0 });
+            store.limiter(|h| &mut h.limits);
+            store.set_epoch_deadline(GUARD_EPOCHS);
+            let ran_out = |e: &wasmtime::Error| {
+                e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt)
+            };
+            let instance = match linker.instantiate(&mut store, &module) {
+                Ok(i) => i,
+                Err(e) => {
+                    assert!(
+                        !ran_out(&e),
+                        "seed {seed}, {p:?}: the start function ran on"
+                    );
+                    continue;
+                }
+            };
+            let exports: Vec<String> = module.exports().map(|e| e.name().to_owned()).collect();
+            for name in exports {
+                let Some(f) = instance.get_func(&mut store, &name) else {
+                    continue;
+                };
+                let ty = f.ty(&store);
+                let args: Option<Vec<wasmtime::Val>> = ty.params().map(zero).collect();
+                let Some(args) = args else { continue };
+                let mut results = vec![wasmtime::Val::I32(0); ty.results().len()];
+                store.data_mut().ticks = 0;
+                store.set_epoch_deadline(GUARD_EPOCHS);
+                calls += 1;
+                if let Err(e) = f.call(&mut store, &args, &mut results) {
+                    assert!(!ran_out(&e), "seed {seed}, {p:?}: {name} ran on unchecked");
+                    stopped += usize::from(format!("{e:?}").contains("stopped by the host"));
+                }
+            }
+        }
+    }
+    ticking.store(false, std::sync::atomic::Ordering::Relaxed);
+    epochs.join().unwrap();
+    assert!(calls >= 100, "only {calls} calls");
+    assert!(
+        stopped >= 10,
+        "only {stopped} of {calls} calls needed stopping"
+    );
+}
+
+/// A zero of a numeric type, `None` for a reference (the tests do not make those).
+fn zero(t: wasmtime::ValType) -> Option<wasmtime::Val> {
+    use wasmtime::{Val, ValType};
+    match t {
+        ValType::I32 => Some(Val::I32(0)),
+        ValType::I64 => Some(Val::I64(0)),
+        ValType::F32 => Some(Val::F32(0)),
+        ValType::F64 => Some(Val::F64(0)),
+        ValType::V128 => Some(Val::V128(0u128.into())),
+        ValType::Ref(_) => None,
+    }
 }
 
 /// Seeds for a random-module test: `default`, or `METER_REWRITE_SEEDS` for a longer hunt.

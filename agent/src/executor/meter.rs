@@ -35,7 +35,7 @@ use wasmparser::{Operator, Parser, Payload};
 
 /// The pass's version: part of the module cache's file names, so that a changed pass never
 /// loads code an older one made.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Module name of the tick import.
 pub const TICK_MODULE: &str = "tessera:meter";
@@ -942,8 +942,9 @@ impl Rewriter<'_> {
     }
 
     /// Charges a bulk operation's length (the value on top of the stack, left there) to the
-    /// budget, one per byte or element as wasmtime's fuel does, so that a loop of large copies
-    /// or fills ticks by the work it does. The next check pays it.
+    /// budget, one per byte or element as wasmtime's fuel does: memories' and tables' copies,
+    /// fills and inits, a table's growth, and GC arrays' allocations, fills, copies and inits.
+    /// So a loop of large ones ticks by the work it does. The next check pays it.
     fn charge_length(
         &self,
         f: &mut wasm_encoder::Function,
@@ -956,8 +957,9 @@ impl Rewriter<'_> {
         }
         let mem = |i: u32| self.plan.memory64.get(i as usize).copied().unwrap_or(false);
         let table = |i: u32| self.plan.table64.get(i as usize).copied().unwrap_or(false);
-        // The length's type: a fill's is its memory's or table's index type, a copy's the
-        // narrower of its two, an init's always `i32` (a segment is never 64-bit).
+        // The length's type: a fill's (or a table's growth) is its memory's or table's index
+        // type, a copy's the narrower of its two, an init's always `i32` (a segment is never
+        // 64-bit), and so is an array's.
         let wide = match *op {
             Operator::MemoryCopy { dst_mem, src_mem } => mem(dst_mem) && mem(src_mem),
             Operator::MemoryFill { mem: m } => mem(m),
@@ -965,8 +967,17 @@ impl Rewriter<'_> {
                 dst_table,
                 src_table,
             } => table(dst_table) && table(src_table),
-            Operator::TableFill { table: t } => table(t),
-            Operator::MemoryInit { .. } | Operator::TableInit { .. } => false,
+            Operator::TableFill { table: t } | Operator::TableGrow { table: t } => table(t),
+            Operator::MemoryInit { .. }
+            | Operator::TableInit { .. }
+            | Operator::ArrayNew { .. }
+            | Operator::ArrayNewDefault { .. }
+            | Operator::ArrayNewData { .. }
+            | Operator::ArrayNewElem { .. }
+            | Operator::ArrayFill { .. }
+            | Operator::ArrayCopy { .. }
+            | Operator::ArrayInitData { .. }
+            | Operator::ArrayInitElem { .. } => false,
             _ => return,
         };
         if wide {
@@ -1311,7 +1322,16 @@ impl Reencode for Rewriter<'_> {
                 | Operator::MemoryInit { .. }
                 | Operator::TableCopy { .. }
                 | Operator::TableFill { .. }
-                | Operator::TableInit { .. } => {
+                | Operator::TableInit { .. }
+                | Operator::TableGrow { .. }
+                | Operator::ArrayNew { .. }
+                | Operator::ArrayNewDefault { .. }
+                | Operator::ArrayNewData { .. }
+                | Operator::ArrayNewElem { .. }
+                | Operator::ArrayFill { .. }
+                | Operator::ArrayCopy { .. }
+                | Operator::ArrayInitData { .. }
+                | Operator::ArrayInitElem { .. } => {
                     self.charge_length(&mut f, op, scratch, scratch32);
                     f.instruction(&self.instruction(op.clone())?);
                 }
