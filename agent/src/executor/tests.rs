@@ -497,6 +497,46 @@ const TABLEHOG_WAT: &str = r#"
     unreachable))
 "#;
 
+/// Waits on its own shared memory with no timeout: in a task of one thread, nobody could ever
+/// wake it, and wasmtime cannot interrupt a thread parked in `memory.atomic.wait`.
+const WAIT_FOREVER_WAT: &str = r#"
+(module
+  (memory 1 1 shared)
+  (func (export "_start")
+    (drop (memory.atomic.wait32 (i32.const 0) (i32.const 0) (i64.const -1)))))
+"#;
+
+#[tokio::test]
+async fn a_one_thread_task_cannot_park_its_thread_on_a_shared_memory() {
+    // Only the threads path (its own engine, a sweep that notifies waiters after a kill) runs
+    // shared memories; anywhere else the task must fail, never park an executor thread.
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("wait.wasm");
+    std::fs::write(&wasm, wat::parse_str(WAIT_FOREVER_WAT).unwrap()).unwrap();
+    // With the pool (which takes no shared memory) and without (an agent whose pools could
+    // not be reserved).
+    for pooling in [true, false] {
+        let exec = Executor::new(ExecutorConfig {
+            metering: metering(),
+            pooling: pooling.then(|| ExecutorConfig::default().pooling).flatten(),
+            ..ExecutorConfig::default()
+        })
+        .unwrap();
+        let s = spec(
+            &dir.path().join("wait"),
+            "wait",
+            wasm.to_str().unwrap(),
+            &[],
+        );
+        let out = launch(&exec, s).finished().await;
+        assert!(
+            matches!(out.termination, Termination::StartFailed(_)),
+            "pooling {pooling}: {out:?}"
+        );
+        eprintln!("wait, pooling {pooling}: {:?}", out.termination);
+    }
+}
+
 /// Keeps 8 MiB GC arrays alive in a chain, without end.
 const GCHOG_WAT: &str = r#"
 (module
