@@ -408,7 +408,7 @@ fn locals_live_across_the_slow_path_keep_their_values() {
 /// What calling every exported function of an instance, in order, with zero arguments gave: a
 /// line per call (results as bits, or the trap), or the instantiation's trap.
 fn behaviour(engine: &Engine, wasm: &[u8], tick_budget: Option<i64>) -> Vec<String> {
-    use wasmtime::{Val, ValType};
+    use wasmtime::Val;
     let module = match Module::new(engine, wasm) {
         Ok(m) => m,
         Err(e) => return vec![format!("invalid: {e:#}")],
@@ -447,17 +447,7 @@ fn behaviour(engine: &Engine, wasm: &[u8], tick_budget: Option<i64>) -> Vec<Stri
             continue;
         };
         let ty = f.ty(&store);
-        let args: Option<Vec<Val>> = ty
-            .params()
-            .map(|p| match p {
-                ValType::I32 => Some(Val::I32(0)),
-                ValType::I64 => Some(Val::I64(0)),
-                ValType::F32 => Some(Val::F32(0)),
-                ValType::F64 => Some(Val::F64(0)),
-                ValType::V128 => Some(Val::V128(0u128.into())),
-                ValType::Ref(_) => None,
-            })
-            .collect();
+        let args: Option<Vec<Val>> = ty.params().map(zero).collect();
         let Some(args) = args else { continue };
         let mut results = vec![Val::I32(0); ty.results().len()];
         match f.call(&mut store, &args, &mut results) {

@@ -944,7 +944,8 @@ impl Rewriter<'_> {
     /// Charges a bulk operation's length (the value on top of the stack, left there) to the
     /// budget, one per byte or element as wasmtime's fuel does: memories' and tables' copies,
     /// fills and inits, a table's growth, and GC arrays' allocations, fills, copies and inits.
-    /// So a loop of large ones ticks by the work it does. The next check pays it.
+    /// So a loop of large ones ticks by the work it does. The next check pays it. Any other
+    /// operator is charged nothing here.
     fn charge_length(
         &self,
         f: &mut wasm_encoder::Function,
@@ -1317,28 +1318,12 @@ impl Reencode for Rewriter<'_> {
                     self.store_budget(&mut f, scratch);
                     f.instruction(&self.instruction(op.clone())?);
                 }
-                Operator::MemoryCopy { .. }
-                | Operator::MemoryFill { .. }
-                | Operator::MemoryInit { .. }
-                | Operator::TableCopy { .. }
-                | Operator::TableFill { .. }
-                | Operator::TableInit { .. }
-                | Operator::TableGrow { .. }
-                | Operator::ArrayNew { .. }
-                | Operator::ArrayNewDefault { .. }
-                | Operator::ArrayNewData { .. }
-                | Operator::ArrayNewElem { .. }
-                | Operator::ArrayFill { .. }
-                | Operator::ArrayCopy { .. }
-                | Operator::ArrayInitData { .. }
-                | Operator::ArrayInitElem { .. } => {
-                    self.charge_length(&mut f, op, scratch, scratch32);
-                    f.instruction(&self.instruction(op.clone())?);
-                }
                 // `plain_loops` keeps loops with any other branching unwrapped, and
                 // branches out of an unwrapped loop cross no added label unless it sits in a
-                // wrapped one, which then has only plain branches.
+                // wrapped one, which then has only plain branches. A bulk operation is
+                // charged its length first (nothing for any other operator).
                 _ => {
+                    self.charge_length(&mut f, op, scratch, scratch32);
                     f.instruction(&self.instruction(op.clone())?);
                 }
             }
