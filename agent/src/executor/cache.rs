@@ -279,9 +279,10 @@ impl ModuleCache {
             let bytes = match self.metering {
                 Metering::Fuel => bytes,
                 Metering::Rewrite => {
-                    // Validated as it is, so that a bad module's error names its own offsets.
+                    // Validated as it is, by the engine that runs it, so that a bad module's
+                    // error names its own offsets; the pass need not validate it again.
                     Module::validate(&self.module_engine, &bytes).map_err(compile_err)?;
-                    meter::rewrite(&bytes, Placement::BackEdgesSaved).map_err(|e| {
+                    meter::rewrite_valid(&bytes, Placement::BackEdgesSaved).map_err(|e| {
                         ExecError::Compile {
                             digest: digest.to_owned(),
                             message: e.to_string(),

@@ -118,6 +118,13 @@ impl From<ReencodeError<RewriteError>> for RewriteError {
 pub fn rewrite(wasm: &[u8], placement: Placement) -> Result<Vec<u8>, RewriteError> {
     let features = wasmparser::WasmFeatures::WASM3 | wasmparser::WasmFeatures::GC_TYPES;
     wasmparser::Validator::new_with_features(features).validate_all(wasm)?;
+    rewrite_valid(wasm, placement)
+}
+
+/// [`rewrite`] of a module its caller has just validated (the executor validates with its
+/// engine, whose errors name the module's own offsets): the same pass, without validating
+/// twice.
+pub fn rewrite_valid(wasm: &[u8], placement: Placement) -> Result<Vec<u8>, RewriteError> {
     let plan = analyse(wasm)?;
     let mut r = Rewriter {
         plan: &plan,
