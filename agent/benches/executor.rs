@@ -451,6 +451,20 @@ fn meter_options() -> Vec<MeterOption> {
             false,
         ),
         o(
+            "rewritten: checks at loop headers, live locals saved around the host call",
+            Meter::Rewritten(meter_rewrite::Placement::HeadersSaved),
+            &[],
+            Speed,
+            false,
+        ),
+        o(
+            "rewritten: back edges, live locals saved, counted loops checked per run",
+            Meter::Rewritten(meter_rewrite::Placement::CountedRuns),
+            &[],
+            Speed,
+            false,
+        ),
+        o(
             "rewritten, back edges, trap for a host call (reference: cannot pace)",
             Meter::Rewritten(meter_rewrite::Placement::BackEdgesTrap),
             &[],

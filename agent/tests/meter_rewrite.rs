@@ -11,16 +11,19 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::WasiCtxBuilder;
 
-/// The placements the random-module tests rewrite with: the executor's, and the two it builds
-/// on (the bench-only variant keeping the budget in a local is left out).
-const RANDOM_PLACEMENTS: [Placement; 3] = [
+/// The placements the random-module tests rewrite with: the executor's, and the three it
+/// builds on (the bench-only variant keeping the budget in a local is left out).
+const RANDOM_PLACEMENTS: [Placement; 4] = [
+    Placement::CountedRuns,
     Placement::BackEdgesSaved,
     Placement::BackEdges,
     Placement::Headers,
 ];
 
-const PLACEMENTS: [Placement; 4] = [
+const PLACEMENTS: [Placement; 6] = [
+    Placement::CountedRuns,
     Placement::Headers,
+    Placement::HeadersSaved,
     Placement::BackEdges,
     Placement::BackEdgesSaved,
     Placement::BackEdgesSavedLocal,
@@ -321,10 +324,12 @@ fn guest_output(wasm: &[u8], args: &[&str], tick: bool) -> Vec<u8> {
 
 #[test]
 fn real_guests_print_the_same_once_rewritten() {
-    let guests: [(&str, &[&str]); 3] = [
+    let guests: [(&str, &[&str]); 5] = [
         (wasm_examples::JSON_PATH, &["json", "200", "2"]),
         (wasm_examples::SHA256_PATH, &["sha256", "64", "2"]),
         (wasm_examples::PI_PATH, &["pi", "42", "20000"]),
+        (wasm_examples::ARITH_PATH, &["arith", "2"]),
+        (wasm_examples::BULKMEM_PATH, &["bulkmem", "2", "1"]),
     ];
     for (path, args) in guests {
         let wasm = std::fs::read(path).unwrap();
@@ -821,5 +826,173 @@ fn a_loop_with_more_live_locals_than_are_saved_computes_the_same() {
         let (r, ticks) = result_of(&wasm, Some((p, 1)));
         assert_eq!(r, plain, "{p:?}");
         assert!(ticks >= 99, "{p:?}: {ticks} ticks");
+    }
+}
+
+/// What a [`counted_loop`] holds: nothing, a counted loop, or a loop checked per pass.
+#[derive(Clone, Copy, Debug)]
+enum Inner {
+    None,
+    Counted,
+    Checked,
+}
+
+/// A counted loop (`meter::Placement::CountedRuns` checks it once per run of iterations) that
+/// runs `n` iterations from `start` by `step`, closed in the exit test's form `form`
+/// ("zero": `br_if` on the counter, bound 0; "local": `!=` a local bound; "const": `!=` a
+/// constant), with a body that sums the counter and counts its passes, and holds an `inner`
+/// loop of 3 iterations. `run` returns a hash of the sum, the passes and the
+/// counter's final value.
+fn counted_loop(form: &str, step: i32, start: i32, n: u32, inner: Inner) -> String {
+    let bound = start.wrapping_add(step.wrapping_mul(n as i32));
+    let (start, bound) = if form == "zero" {
+        (0i32.wrapping_sub(step.wrapping_mul(n as i32)), 0)
+    } else {
+        (start, bound)
+    };
+    let test = match form {
+        "zero" => String::new(),
+        "local" => "(local.get $bound) (i32.ne)".to_owned(),
+        _ => format!("(i32.const {bound}) (i32.ne)"),
+    };
+    let inner = match inner {
+        Inner::None => "",
+        Inner::Counted => {
+            r#"(local.set $j (i32.const 3))
+           (loop $inner
+             (local.set $sum (i64.add (local.get $sum) (i64.const 7)))
+             (local.get $j) (i32.const -1) (i32.add) (local.tee $j) (br_if $inner))"#
+        }
+        Inner::Checked => {
+            r#"(local.set $j (i32.const 0))
+           (loop $inner
+             (local.set $sum (i64.add (local.get $sum) (i64.const 5)))
+             (local.set $j (i32.add (local.get $j) (i32.const 1)))
+             (br_if $inner (i32.lt_u (local.get $j) (i32.const 3))))"#
+        }
+    };
+    format!(
+        r#"(module (func (export "run") (result i64)
+            (local $c i32) (local $bound i32) (local $sum i64) (local $passes i64) (local $j i32)
+            (local.set $c (i32.const {start}))
+            (local.set $bound (i32.const {bound}))
+            (loop $l
+              (local.set $sum (i64.add (local.get $sum)
+                (i64.mul (i64.extend_i32_u (local.get $c)) (i64.const 3))))
+              (local.set $passes (i64.add (local.get $passes) (i64.const 1)))
+              {inner}
+              (local.get $c) (i32.const {step}) (i32.add) (local.tee $c) {test} (br_if $l))
+            (i64.add (i64.mul (local.get $sum) (i64.const 1000003))
+              (i64.add (i64.mul (local.get $passes) (i64.const 65599))
+                (i64.extend_i32_u (local.get $c))))))"#
+    )
+}
+
+#[test]
+fn counted_loops_run_their_iterations_exactly_in_runs_of_any_length() {
+    // Every step the pass accepts (± a power of two, up to 2^31), every form of exit test,
+    // counters that wrap around, a counted or a checked loop inside, and budgets from a run of one
+    // iteration per tick to runs of the whole loop: the same result as the original module,
+    // which never ticks. The rewriting must differ from `BackEdgesSaved`'s, or the loop was not
+    // taken for a counted one and this test would prove nothing.
+    let steps = [1, -1, 2, -2, 4, -8, 1 << 20, -(1 << 20), i32::MIN];
+    let mut cases = 0;
+    for form in ["zero", "local", "const"] {
+        for step in steps {
+            for (start, n) in [(0, 1), (5, 2), (-3, 17), (i32::MAX - 2, 1000), (123, 4099)] {
+                for inner in [Inner::None, Inner::Counted, Inner::Checked] {
+                    let wat = counted_loop(form, step, start, n, inner);
+                    let wasm = wat::parse_str(&wat).unwrap();
+                    assert_ne!(
+                        rewrite(&wasm, Placement::CountedRuns).unwrap(),
+                        rewrite(&wasm, Placement::BackEdgesSaved).unwrap(),
+                        "not counted: {form} {step} {start} {n}"
+                    );
+                    let (plain, _) = result_of(&wasm, None);
+                    for budget in [1, 50, 1000, 1 << 40] {
+                        let (r, ticks) = result_of(&wasm, Some((Placement::CountedRuns, budget)));
+                        assert_eq!(
+                            r, plain,
+                            "{form} step {step} from {start}, {n} passes, {inner:?}, budget {budget}"
+                        );
+                        // The counter meets the bound at the first of the `n` steps' multiples
+                        // of 2^32 (a large step comes round sooner): that many passes, each its
+                        // own run, each run a tick.
+                        let period = 1u64 << (32 - step.unsigned_abs().trailing_zeros());
+                        let passes = match u64::from(n) % period {
+                            0 => period,
+                            p => p,
+                        };
+                        if budget == 1 {
+                            assert!(u64::from(ticks) >= passes, "{ticks} ticks, {passes} passes");
+                        }
+                    }
+                    cases += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(cases, 3 * 9 * 5 * 3);
+}
+
+#[test]
+fn counted_loops_that_never_meet_their_bound_or_take_2_to_the_32_passes_are_stopped() {
+    // A step of 4 towards a bound 2 away never meets it; a step of 1 from the bound itself
+    // goes all the way round (2^32 passes); a step of 2^31 from 1 to 0 never meets it: each is
+    // cut into runs and reaches its host.
+    let endless = |step: i32, start: i32, bound: i32| {
+        format!(
+            r#"(module (func (export "run") (local $c i32) (local $n i64)
+                (local.set $c (i32.const {start}))
+                (loop $l
+                  (local.set $n (i64.add (local.get $n) (i64.const 1)))
+                  (local.get $c) (i32.const {step}) (i32.add) (local.tee $c)
+                  (i32.const {bound}) (i32.ne) (br_if $l))))"#
+        )
+    };
+    for (step, start, bound) in [(4, 0, 2), (1, 9, 9), (-1, 0, 0), (i32::MIN, 1, 0)] {
+        let wat = endless(step, start, bound);
+        assert_eq!(
+            ticks_until_stopped(&wat, Placement::CountedRuns, 1000, 3),
+            3,
+            "step {step} from {start} to {bound}"
+        );
+    }
+}
+
+#[test]
+fn loops_that_are_not_counted_keep_a_check_per_pass() {
+    // A loop that writes its counter elsewhere, one that leaves early, one that goes back to
+    // its header from inside, and one with a step of 3 are checked on every pass: with a
+    // budget of one operator, a tick per pass.
+    let looped = |body: &str, step: i32| {
+        format!(
+            r#"(module (func (export "run") (result i64) (local $c i32) (local $n i64)
+                (local.set $c (i32.const 30))
+                (block $out
+                  (loop $l
+                    (local.set $n (i64.add (local.get $n) (i64.const 1)))
+                    {body}
+                    (local.get $c) (i32.const {step}) (i32.add) (local.tee $c)
+                    (i32.const 0) (i32.ne) (br_if $l)))
+                (local.get $n)))"#
+        )
+    };
+    let cases = [
+        ("(local.set $c (local.get $c))", -1),
+        ("(br_if $out (i32.eq (local.get $c) (i32.const 1)))", -1),
+        (
+            "(if (i32.eq (local.get $c) (i32.const 7)) (then (local.set $c (i32.const 6)) (br $l)))",
+            -1,
+        ),
+        ("", -3),
+    ];
+    for (body, step) in cases {
+        let wasm = wat::parse_str(looped(body, step)).unwrap();
+        assert_eq!(
+            rewrite(&wasm, Placement::CountedRuns).unwrap(),
+            rewrite(&wasm, Placement::BackEdgesSaved).unwrap(),
+            "taken for a counted loop: {body} step {step}"
+        );
     }
 }

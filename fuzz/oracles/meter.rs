@@ -35,6 +35,7 @@ pub fn meter(data: &[u8]) {
         .validate_all(&wasm)
         .is_ok();
     for p in [
+        Placement::CountedRuns,
         Placement::BackEdgesSaved,
         Placement::BackEdges,
         Placement::Headers,

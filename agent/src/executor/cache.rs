@@ -282,7 +282,7 @@ impl ModuleCache {
                     // Validated as it is, by the engine that runs it, so that a bad module's
                     // error names its own offsets; the pass need not validate it again.
                     Module::validate(&self.module_engine, &bytes).map_err(compile_err)?;
-                    meter::rewrite_valid(&bytes, Placement::BackEdgesSaved).map_err(|e| {
+                    meter::rewrite_valid(&bytes, Placement::CountedRuns).map_err(|e| {
                         ExecError::Compile {
                             digest: digest.to_owned(),
                             message: e.to_string(),

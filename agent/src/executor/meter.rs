@@ -1,5 +1,5 @@
 //! Metering by rewriting a core module: the executor's [`Metering::Rewrite`] (with
-//! [`Placement::BackEdgesSaved`]; its host side is `tick.rs`), and options of the metering
+//! [`Placement::CountedRuns`]; its host side is `tick.rs`), and options of the metering
 //! bench (BENCHMARKS.md, "Metering overhead"), the rejected placements kept so that their
 //! figures can be reproduced.
 //!
@@ -28,6 +28,15 @@
 //! after it, so that nothing of the function is live across the call: json 1.09–1.12×, sha256
 //! 1.11–1.13×, pi 0.89–0.90× of unmetered wasmtime, where fuel costs 1.29–1.31×, 1.04–1.05× and
 //! 0.85–0.86×. Keeping the budget in a local between calls (as fuel does) made it worse.
+//!
+//! A tight loop still paid for its check: arith's 16-instruction loop took 1.20×, sha256
+//! 1.13×. [`Placement::CountedRuns`] takes the check out of counted loops (a counter stepped
+//! by a power of two to a bound, the only way out; see [`Counted`]): the budget pays for a run
+//! of as many iterations as it holds before the loop, and the loop's exit test compares the
+//! counter with where the run ends instead of with its bound, so the loop runs the very
+//! instructions it ran unmetered. sha256 1.00–1.02×, arith 1.10×, json and pi as before
+//! (BENCHMARKS.md, "Counted loops"). How much one more instruction costs a tight loop on this
+//! machine is a matter of how many it has, not of what they do (`benches/loop_dispatch.rs`).
 
 use wasm_encoder::reencode::{Error as ReencodeError, Reencode};
 use wasm_encoder::Instruction as I;
@@ -35,7 +44,7 @@ use wasmparser::{Operator, Parser, Payload};
 
 /// The pass's version: part of the module cache's file names, so that a changed pass never
 /// loads code an older one made.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// Module name of the tick import.
 pub const TICK_MODULE: &str = "tessera:meter";
@@ -57,6 +66,18 @@ const MAX_SAVED: usize = 64;
 /// a larger function's checks save nothing. 4 Mi words are 32 MiB: a module from a tenant
 /// cannot make the agent allocate more for it.
 const LIVENESS_WORDS: usize = 1 << 22;
+
+/// Largest per-iteration charge of a loop [`Placement::CountedRuns`] checks once per run (a
+/// larger one is checked per iteration): bounds a run's charge, `iterations × charge`, well
+/// inside an `i64`.
+const MAX_COUNTED_CHARGE: u64 = 1 << 20;
+
+/// Longest run of a counted loop: 2^31 iterations, so that `step × iterations` is exact modulo
+/// 2^32 and a run never passes its bound.
+const MAX_RUN: i64 = 1 << 31;
+
+/// What starting a run of a counted loop costs, in operators (charged with the run).
+const RUN_COST: i64 = 40;
 
 /// Most passes of the liveness data flow (a pass per level of loop nesting, about); a function
 /// that needs more saves nothing.
@@ -82,12 +103,32 @@ pub enum Placement {
     /// is: loaded from its global at entry and after each call, stored back before each call
     /// and return.
     BackEdgesSavedLocal,
+    /// As `Headers` (the slow path in line at each loop's header), with the live locals saved
+    /// around it as `BackEdgesSaved` saves them.
+    HeadersSaved,
+    /// As `BackEdgesSaved`, and a counted loop (see [`Counted`]) is checked once per run of
+    /// iterations instead of once per iteration: before the run the budget pays for as many
+    /// iterations as it can (at most the loop's remaining count), and the loop's own exit test
+    /// compares its counter with where the run ends instead of with its bound. The loop then
+    /// runs the operators it ran unmetered.
+    CountedRuns,
 }
 
 impl Placement {
     /// Whether checks on back edges are tried (loops with only plain branches).
     fn back_edges(self) -> bool {
-        self != Placement::Headers
+        !matches!(self, Placement::Headers | Placement::HeadersSaved)
+    }
+
+    /// Whether the slow path saves the live locals around its host call.
+    fn saves(self) -> bool {
+        matches!(
+            self,
+            Placement::BackEdgesSaved
+                | Placement::BackEdgesSavedLocal
+                | Placement::HeadersSaved
+                | Placement::CountedRuns
+        )
     }
 }
 
@@ -775,6 +816,9 @@ enum Frame {
     /// A loop: `Some(charge)` if it is checked on its back edges (and wrapped in three labels
     /// of this pass's), `None` if at its header; and its number in the function.
     Loop(Option<u64>, usize),
+    /// A counted loop checked once per run (wrapped in one label of this pass's, the loop that
+    /// starts each run).
+    Counted(Counted),
 }
 
 /// The open blocks of the function being rewritten, with the labels this pass added under each
@@ -799,10 +843,10 @@ impl Frames {
     }
 
     fn push(&mut self, f: Frame) {
-        let own = if matches!(f, Frame::Loop(Some(_), _)) {
-            3
-        } else {
-            0
+        let own = match f {
+            Frame::Loop(Some(_), _) => 3,
+            Frame::Counted(_) => 1,
+            _ => 0,
         };
         let below = self.added.last().copied().unwrap_or(0);
         self.frames.push(f);
@@ -829,7 +873,7 @@ impl Frames {
             .ok_or_else(|| invalid(format!("branch depth {d} overflows")))?;
         Ok(match self.frames[target] {
             Frame::Loop(c, _) => (d, c),
-            Frame::Other => (d, None),
+            Frame::Other | Frame::Counted(_) => (d, None),
         })
     }
 }
@@ -875,6 +919,164 @@ fn plain_loops(ops: &[Operator<'_>]) -> Vec<bool> {
         }
     }
     plain
+}
+
+/// A counted loop: its last operators are `local.get c; i32.const s; i32.add; local.tee c`
+/// and a `br_if 0` on `c != bound` (a local or a constant) or on `c` itself (a bound of 0);
+/// its step `s` is ± a power of two; nothing else in it writes `c` or the bound, branches back
+/// to its header or leaves it (traps and exceptions aside); and it carries no values. So its
+/// remaining iterations are known at its header: the distance from `c` to the bound, over the
+/// step (the step being a power of two, `c` meets the bound exactly if it ever does).
+#[derive(Clone, Copy, Debug)]
+struct Counted {
+    /// The counter (an `i32` local).
+    counter: u32,
+    /// The counter's change per iteration: ± 2^`shift`.
+    step: i32,
+    shift: u32,
+    /// Where the loop's exit test starts (its `local.get c`), and how many operators it has.
+    tail: usize,
+    tail_len: usize,
+    bound: Bound,
+    /// The local holding where the current run ends (set by the rewriter).
+    limit: u32,
+}
+
+/// What a [`Counted`] loop's counter runs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Bound {
+    Local(u32),
+    Const(i32),
+}
+
+impl Bound {
+    fn push(self, f: &mut wasm_encoder::Function) {
+        match self {
+            Bound::Local(l) => f.instruction(&I::LocalGet(l)),
+            Bound::Const(k) => f.instruction(&I::I32Const(k)),
+        };
+    }
+}
+
+/// Per operator: for a loop, whether it is a [`Counted`] one, and how.
+fn counted_loops(ops: &[Operator<'_>]) -> Vec<Option<Counted>> {
+    let mut end_of = vec![usize::MAX; ops.len()];
+    let mut open = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        match op {
+            Operator::Block { .. }
+            | Operator::If { .. }
+            | Operator::Loop { .. }
+            | Operator::Try { .. }
+            | Operator::TryTable { .. } => open.push(i),
+            Operator::End => {
+                if let Some(b) = open.pop() {
+                    end_of[b] = i;
+                }
+            }
+            Operator::Delegate { .. } => {
+                open.pop();
+            }
+            _ => {}
+        }
+    }
+    (0..ops.len())
+        .map(|at| match ops[at] {
+            Operator::Loop {
+                blockty: wasmparser::BlockType::Empty,
+            } if end_of[at] != usize::MAX => counted(ops, at, end_of[at]),
+            _ => None,
+        })
+        .collect()
+}
+
+/// [`Counted`] for the loop at `at` whose `end` is at `end`, if it is one.
+fn counted(ops: &[Operator<'_>], at: usize, end: usize) -> Option<Counted> {
+    let tail_at = |len: usize| end.checked_sub(len).filter(|&t| t > at);
+    let (tail, tail_len, bound) = match ops.get(end.checked_sub(3)?..end)? {
+        [Operator::LocalGet { local_index }, Operator::I32Ne, Operator::BrIf { relative_depth: 0 }] => {
+            (tail_at(7)?, 7, Bound::Local(*local_index))
+        }
+        [Operator::I32Const { value }, Operator::I32Ne, Operator::BrIf { relative_depth: 0 }] => {
+            (tail_at(7)?, 7, Bound::Const(*value))
+        }
+        [_, Operator::LocalTee { .. }, Operator::BrIf { relative_depth: 0 }] => {
+            (tail_at(5)?, 5, Bound::Const(0))
+        }
+        _ => return None,
+    };
+    let (counter, step) = match &ops[tail..tail + 4] {
+        [Operator::LocalGet { local_index: c }, Operator::I32Const { value: s }, Operator::I32Add, Operator::LocalTee { local_index: c2 }]
+            if c == c2 && *s != 0 && s.unsigned_abs().is_power_of_two() =>
+        {
+            (*c, *s)
+        }
+        _ => return None,
+    };
+    if bound == Bound::Local(counter) {
+        return None;
+    }
+    let writes = |l: u32| Bound::Local(l) == bound || l == counter;
+    // Blocks open inside the loop: a branch of depth `depth` or more goes to the loop's header
+    // or out of it.
+    let mut depth = 0u32;
+    for op in &ops[at + 1..tail] {
+        let leaves = |d: u32| d >= depth;
+        match op {
+            Operator::Block { .. } | Operator::If { .. } | Operator::Loop { .. } => depth += 1,
+            Operator::End => depth = depth.checked_sub(1)?,
+            Operator::Br { relative_depth } | Operator::BrIf { relative_depth }
+                if leaves(*relative_depth) =>
+            {
+                return None
+            }
+            Operator::BrOnNull { relative_depth }
+            | Operator::BrOnNonNull { relative_depth }
+            | Operator::BrOnCast { relative_depth, .. }
+            | Operator::BrOnCastFail { relative_depth, .. }
+                if leaves(*relative_depth) =>
+            {
+                return None
+            }
+            Operator::BrTable { targets } => {
+                if leaves(targets.default()) {
+                    return None;
+                }
+                for t in targets.targets() {
+                    if leaves(t.ok()?) {
+                        return None;
+                    }
+                }
+            }
+            Operator::LocalSet { local_index } | Operator::LocalTee { local_index }
+                if writes(*local_index) =>
+            {
+                return None
+            }
+            Operator::Return
+            | Operator::ReturnCall { .. }
+            | Operator::ReturnCallIndirect { .. }
+            | Operator::ReturnCallRef { .. }
+            | Operator::Throw { .. }
+            | Operator::ThrowRef
+            | Operator::Rethrow { .. }
+            | Operator::Try { .. }
+            | Operator::TryTable { .. }
+            | Operator::Delegate { .. }
+            | Operator::Catch { .. }
+            | Operator::CatchAll => return None,
+            _ => {}
+        }
+    }
+    (depth == 0).then_some(Counted {
+        counter,
+        step,
+        shift: step.unsigned_abs().trailing_zeros(),
+        tail,
+        tail_len,
+        bound,
+        limit: 0,
+    })
 }
 
 struct Rewriter<'p> {
@@ -1044,22 +1246,15 @@ impl Rewriter<'_> {
         f.instruction(&I::I64LtS);
     }
 
-    /// The slow path: the host's next budget, or the reference's trap. With
-    /// [`Placement::BackEdgesSaved`], the `live` locals go to their globals before the call and
-    /// come back after it.
+    /// The slow path: the host's next budget, or the reference's trap. With the placements
+    /// that save (`BackEdgesSaved`, `BackEdgesSavedLocal`, `HeadersSaved`), the `live` locals
+    /// go to their globals before the call and come back after it.
     fn refill(&self, f: &mut wasm_encoder::Function, scratch: u32, live: &[(u32, u32)]) {
         if self.placement == Placement::BackEdgesTrap {
             f.instruction(&I::Unreachable);
             return;
         }
-        let live = if matches!(
-            self.placement,
-            Placement::BackEdgesSaved | Placement::BackEdgesSavedLocal
-        ) {
-            live
-        } else {
-            &[]
-        };
+        let live = if self.placement.saves() { live } else { &[] };
         for &(local, global) in live {
             f.instruction(&I::LocalGet(local));
             f.instruction(&I::GlobalSet(global));
@@ -1089,6 +1284,95 @@ impl Rewriter<'_> {
         self.refill(f, scratch, live);
         f.instruction(&I::End);
     }
+
+    /// Starts a run of the counted loop `k`, whose iterations are charged `charge` each: pays
+    /// for as many iterations as the budget holds (refilling it first if it holds none, then
+    /// running at least one), at most the loop's remaining ones and [`MAX_RUN`], and sets the
+    /// loop's limit to where the counter stands when the run ends.
+    fn start_run(&self, f: &mut wasm_encoder::Function, k: &Counted, charge: u64, l: RunLocals) {
+        let c = charge as i64;
+        // The remaining iterations: the distance to the bound, in steps (0: a whole turn of
+        // the counter, or a bound it never meets).
+        if k.step > 0 {
+            k.bound.push(f);
+            f.instruction(&I::LocalGet(k.counter));
+        } else {
+            f.instruction(&I::LocalGet(k.counter));
+            k.bound.push(f);
+        }
+        f.instruction(&I::I32Sub);
+        f.instruction(&I::I64ExtendI32U);
+        if k.shift > 0 {
+            f.instruction(&I::I64Const(i64::from(k.shift)));
+            f.instruction(&I::I64ShrU);
+        }
+        f.instruction(&I::LocalTee(l.remaining));
+        // None, or more than a run may take: a run of MAX_RUN.
+        f.instruction(&I::I64Const(1));
+        f.instruction(&I::I64Sub);
+        f.instruction(&I::I64Const(MAX_RUN - 1));
+        f.instruction(&I::I64GeU);
+        f.instruction(&I::If(wasm_encoder::BlockType::Empty));
+        f.instruction(&I::I64Const(MAX_RUN));
+        f.instruction(&I::LocalSet(l.remaining));
+        f.instruction(&I::End);
+        // The iterations the budget pays for.
+        f.instruction(&I::GlobalGet(self.budget_global));
+        f.instruction(&I::I64Const(c));
+        f.instruction(&I::I64DivS);
+        f.instruction(&I::LocalTee(l.run));
+        f.instruction(&I::I64Const(1));
+        f.instruction(&I::I64LtS);
+        f.instruction(&I::If(wasm_encoder::BlockType::Empty));
+        self.refill(f, l.scratch, l.live);
+        f.instruction(&I::GlobalGet(self.budget_global));
+        f.instruction(&I::I64Const(c));
+        f.instruction(&I::I64DivS);
+        f.instruction(&I::LocalTee(l.run));
+        f.instruction(&I::I64Const(1));
+        f.instruction(&I::LocalGet(l.run));
+        f.instruction(&I::I64Const(1));
+        f.instruction(&I::I64GtS);
+        f.instruction(&I::Select);
+        f.instruction(&I::LocalSet(l.run));
+        f.instruction(&I::End);
+        // At most the remaining ones.
+        f.instruction(&I::LocalGet(l.run));
+        f.instruction(&I::LocalGet(l.remaining));
+        f.instruction(&I::LocalGet(l.run));
+        f.instruction(&I::LocalGet(l.remaining));
+        f.instruction(&I::I64LtS);
+        f.instruction(&I::Select);
+        f.instruction(&I::LocalTee(l.run));
+        // Paid for now, with the run's start.
+        f.instruction(&I::I64Const(c));
+        f.instruction(&I::I64Mul);
+        f.instruction(&I::I64Const(RUN_COST));
+        f.instruction(&I::I64Add);
+        f.instruction(&I::LocalSet(l.scratch));
+        f.instruction(&I::GlobalGet(self.budget_global));
+        f.instruction(&I::LocalGet(l.scratch));
+        f.instruction(&I::I64Sub);
+        f.instruction(&I::GlobalSet(self.budget_global));
+        // Where the counter stands after the run (modulo 2^32: exact, as the run is at most
+        // MAX_RUN steps of a power of two).
+        f.instruction(&I::LocalGet(k.counter));
+        f.instruction(&I::LocalGet(l.run));
+        f.instruction(&I::I32WrapI64);
+        f.instruction(&I::I32Const(k.step));
+        f.instruction(&I::I32Mul);
+        f.instruction(&I::I32Add);
+        f.instruction(&I::LocalSet(k.limit));
+    }
+}
+
+/// The locals [`Rewriter::start_run`] works with, and the locals its refill saves.
+#[derive(Clone, Copy)]
+struct RunLocals<'a> {
+    scratch: u32,
+    remaining: u32,
+    run: u32,
+    live: &'a [(u32, u32)],
 }
 
 impl Reencode for Rewriter<'_> {
@@ -1207,26 +1491,84 @@ impl Reencode for Rewriter<'_> {
         // And one for the `i32` length of a bulk operation.
         let scratch32 = scratch + 1;
         locals.push((1, wasm_encoder::ValType::I32));
-        let mut f = wasm_encoder::Function::new(locals);
-        self.load_budget(&mut f, scratch);
-        if let Some(c) = self.plan.entry[idx] {
-            self.check(&mut f, scratch, c, &self.plan.saves[idx].entry);
-        }
+        // And a counted loop's run: the loop's remaining iterations and the run's (`i64`), and
+        // per counted loop where its run ends (`i32`: a loop's own, as an inner loop's runs
+        // start within an outer one's).
+        let (remaining, run) = (scratch + 2, scratch + 3);
+        locals.push((2, wasm_encoder::ValType::I64));
         let mut ops = Vec::new();
         let mut reader = func.get_operators_reader()?;
         while !reader.eof() {
             ops.push(reader.read()?);
         }
+        let mut counted = if self.placement == Placement::CountedRuns {
+            counted_loops(&ops)
+        } else {
+            vec![None; ops.len()]
+        };
+        let mut limits = 0;
+        let loop_charges = self.plan.loops[idx].iter();
+        let loop_ops = ops
+            .iter()
+            .enumerate()
+            .filter(|(_, op)| matches!(op, Operator::Loop { .. }));
+        for ((i, _), &c) in loop_ops.zip(loop_charges) {
+            if c > MAX_COUNTED_CHARGE {
+                counted[i] = None;
+            }
+            if let Some(k) = counted[i].as_mut() {
+                k.limit = scratch + 4 + limits;
+                limits += 1;
+            }
+        }
+        locals.push((limits, wasm_encoder::ValType::I32));
+        let mut f = wasm_encoder::Function::new(locals);
+        self.load_budget(&mut f, scratch);
+        if let Some(c) = self.plan.entry[idx] {
+            self.check(&mut f, scratch, c, &self.plan.saves[idx].entry);
+        }
         let mut loop_no = 0;
         let mut frames = Frames::new();
         let plain = plain_loops(&ops);
+        // The exit tests of the counted loops being rewritten, by where they start; and where
+        // the one being replaced ends.
+        let mut tails: Vec<Option<Counted>> = vec![None; ops.len()];
+        let mut skip_to = 0;
         for (i, op) in ops.iter().enumerate() {
+            if let Some(k) = tails[i] {
+                // The same test against where the run ends: `c + s != limit`.
+                f.instruction(&I::LocalGet(k.counter));
+                f.instruction(&I::I32Const(k.step));
+                f.instruction(&I::I32Add);
+                f.instruction(&I::LocalTee(k.counter));
+                f.instruction(&I::LocalGet(k.limit));
+                f.instruction(&I::I32Ne);
+                f.instruction(&I::BrIf(0));
+                skip_to = i + k.tail_len;
+            }
+            if i < skip_to {
+                continue;
+            }
             match op {
                 Operator::Loop { blockty } => {
                     let c = self.plan.loops[idx][loop_no];
                     loop_no += 1;
                     let no = loop_no - 1;
                     let live = &self.plan.saves[idx].loops[no];
+                    if let Some(k) = counted[i] {
+                        f.instruction(&I::Loop(wasm_encoder::BlockType::Empty)); // $run
+                        let l = RunLocals {
+                            scratch,
+                            remaining,
+                            run,
+                            live,
+                        };
+                        self.start_run(&mut f, &k, c, l);
+                        f.instruction(&I::Loop(wasm_encoder::BlockType::Empty));
+                        frames.push(Frame::Counted(k));
+                        tails[k.tail] = Some(k);
+                        continue;
+                    }
                     let carries_values = match blockty {
                         wasmparser::BlockType::FuncType(t) => self
                             .plan
@@ -1261,7 +1603,23 @@ impl Reencode for Rewriter<'_> {
                         self.store_budget(&mut f, scratch); // the function's end: a return
                     }
                     f.instruction(&self.instruction(op.clone())?);
-                    if let Some(Frame::Loop(Some(_), no)) = frames.pop() {
+                    let popped = frames.pop();
+                    if let Some(Frame::Counted(k)) = popped {
+                        // The run ended, its counter at the limit: at the bound, the loop's
+                        // end; elsewhere, the next run. The counter is given the limit's value
+                        // (the same), so that nothing after the loop reads the value the loop
+                        // computed it from: Cranelift would recompute it there and keep the
+                        // counter's last two values in two registers, with a move on the back
+                        // edge.
+                        f.instruction(&I::LocalGet(k.limit));
+                        f.instruction(&I::LocalSet(k.counter));
+                        f.instruction(&I::LocalGet(k.limit));
+                        k.bound.push(&mut f);
+                        f.instruction(&I::I32Ne);
+                        f.instruction(&I::BrIf(0));
+                        f.instruction(&I::End); // $run
+                    }
+                    if let Some(Frame::Loop(Some(_), no)) = popped {
                         // Past the loop's end: inside $slow, under $again and $exit.
                         f.instruction(&I::Br(2));
                         f.instruction(&I::End); // $slow: the budget ran out on a back edge

@@ -32,8 +32,9 @@
 //!   about a millisecond; an optional CPU-time budget
 //!   ([`TaskSpec::max_cpu`]) is the store's fuel;
 //! - or, with [`Metering::Rewrite`], a preview-1 module is rewritten before it is compiled
-//!   (`meter.rs`) to check a budget of its own only on loop back edges and at the entry of
-//!   functions that could run unbounded, on an engine without fuel; its slow path, a host call
+//!   (`meter.rs`) to check a budget of its own only on loop back edges (a counted loop's once
+//!   per run of iterations) and at the entry of functions that could run unbounded, on an
+//!   engine without fuel; its slow path, a host call
 //!   (`tick.rs`), yields after each millisecond of CPU time and holds the CPU-time budget on the
 //!   task's CPU clock;
 //! - or, with [`ExecutorConfig::cpu_quota_cgroup`], a task offered less than one core moves,
