@@ -803,12 +803,66 @@ fn children_cpu_time() -> Duration {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// The kernel's anchor of the share-efficiency section, where the machine has a writable cgroup
+/// v1 cpu controller (root): the same module under bare unmetered wasmtime, on a thread of its
+/// own that joins a cgroup with a CFS quota of the share per 100 ms period (what the goal
+/// compares with, without the wasmtime CLI).
+struct QuotaGroup {
+    dir: PathBuf,
+}
+
+impl QuotaGroup {
+    fn new() -> Option<Self> {
+        let dir =
+            PathBuf::from(CGROUP_CPU).join(format!("tessera-bench-eff-{}", std::process::id()));
+        let made = std::fs::create_dir(&dir)
+            .and_then(|()| std::fs::write(dir.join("cpu.cfs_period_us"), "100000"));
+        if made.is_err() {
+            let _ = std::fs::remove_dir(&dir);
+            return None;
+        }
+        Some(QuotaGroup { dir })
+    }
+
+    /// Wall and CPU time of one run of `module` under a quota of `milli` thousandths of a core.
+    fn run(
+        &self,
+        engine: &Engine,
+        module: &Module,
+        argv: &[&str],
+        milli: u64,
+    ) -> (Duration, Duration) {
+        std::fs::write(self.dir.join("cpu.cfs_quota_us"), (milli * 100).to_string()).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: gettid has no preconditions.
+                let tid = unsafe { libc::gettid() };
+                std::fs::write(self.dir.join("tasks"), tid.to_string()).unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .unwrap();
+                rt.block_on(bare_run(engine, module, argv, Meter::Neither, 0))
+            })
+            .join()
+            .unwrap()
+        })
+    }
+}
+
+impl Drop for QuotaGroup {
+    fn drop(&mut self) {
+        // Empty once its threads have ended.
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
 /// Share efficiency: the fraction of its unthrottled speed a guest gets at a share, ÷ the
 /// share offered (1.0 = the share buys exactly its fraction of the guest's speed).
 async fn bench_efficiency(exec: &Executor, tmp: &Path) {
     let guests: [(&str, &str, &[&str]); 2] = [
         ("arith", wasm_examples::ARITH_PATH, &["150"]),
-        ("bulkmem", wasm_examples::BULKMEM_PATH, &["150", "16"]),
+        ("bulkmem", wasm_examples::BULKMEM_PATH, &["600", "16"]),
     ];
     let shares = [1000u64, 500, 250, 100];
     let base = MeterOption {
@@ -851,17 +905,49 @@ async fn bench_efficiency(exec: &Executor, tmp: &Path) {
             runner.prepare(name, Path::new(path)).await.unwrap();
             for &milli in shares {
                 let offered = milli as f64 / 1000.0;
-                let dir = tmp.join(format!("eff-{name}-{milli}-{}", label.len()));
-                let o = run(runner, spec(&dir, name, path, args, milli)).await;
-                assert_eq!(o.termination, Termination::Exited(0), "{o:?}");
-                let frac = u / o.wall.as_secs_f64();
+                // Best of 3, as the unthrottled baseline is.
+                let (mut wall, mut cpu) = (Duration::MAX, Duration::MAX);
+                for i in 0..3 {
+                    let dir = tmp.join(format!("eff-{name}-{milli}-{}-{i}", label.len()));
+                    let o = run(runner, spec(&dir, name, path, args, milli)).await;
+                    assert_eq!(o.termination, Termination::Exited(0), "{o:?}");
+                    wall = wall.min(o.wall);
+                    cpu = cpu.min(o.cpu_time);
+                }
+                let frac = u / wall.as_secs_f64();
                 println!(
                     "| {name} | {label} | {offered:.2} | {:.0} | {frac:.3} | {:.2} | {:.2} |",
-                    o.wall.as_secs_f64() * 1e3,
+                    wall.as_secs_f64() * 1e3,
                     frac / offered,
-                    o.cpu_time.as_secs_f64() / uc
+                    cpu.as_secs_f64() / uc
                 );
             }
+        }
+        match QuotaGroup::new() {
+            Some(group) => {
+                for milli in [500u64, 250, 100] {
+                    let offered = milli as f64 / 1000.0;
+                    let (mut wall, mut cpu) = (Duration::MAX, Duration::MAX);
+                    for _ in 0..3 {
+                        let (w, c) = group.run(&engine, &module, &argv, milli);
+                        wall = wall.min(w);
+                        cpu = cpu.min(c);
+                    }
+                    let frac = u / wall.as_secs_f64();
+                    println!(
+                        "| {name} | unmetered wasmtime, a thread under a cgroup v1 quota of {} ms / \
+                         100 ms | {offered:.2} | {:.0} | {frac:.3} | {:.2} | {:.2} |",
+                        milli / 10,
+                        wall.as_secs_f64() * 1e3,
+                        frac / offered,
+                        cpu.as_secs_f64() / uc
+                    );
+                }
+            }
+            None => println!(
+                "| {name} | unmetered wasmtime under a cgroup quota | – | skipped: no writable \
+                 cgroup v1 cpu controller | | | |"
+            ),
         }
         let Some(cli) = &cli else {
             println!("| {name} | wasmtime CLI in a cgroup | – | skipped: no wasmtime CLI (set WASMTIME) | | | |");
