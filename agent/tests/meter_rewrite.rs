@@ -996,3 +996,55 @@ fn loops_that_are_not_counted_keep_a_check_per_pass() {
         );
     }
 }
+
+/// `depth` counted loops of one pass each, each inside the last, around a counter of passes.
+fn nested_counted_loops(depth: usize) -> Vec<u8> {
+    let mut body = String::from("(local.set $sum (i64.add (local.get $sum) (i64.const 1)))");
+    for level in (0..depth).rev() {
+        body = format!(
+            "(local.set $c{level} (i32.const 1)) (loop {body} (local.get $c{level}) \
+             (i32.const -1) (i32.add) (local.tee $c{level}) (br_if 0))"
+        );
+    }
+    let locals: String = (0..depth).map(|l| format!("(local $c{l} i32) ")).collect();
+    wat::parse_str(format!(
+        r#"(module (func (export "run") (result i64) {locals} (local $sum i64) {body}
+            (local.get $sum)))"#
+    ))
+    .unwrap()
+}
+
+#[test]
+fn deeply_nested_counted_loops_are_all_taken_and_compute_the_same() {
+    // 3,000 counted loops, each inside the last: the pass's look for counted loops is linear in
+    // the function however deep they nest (a tenant chooses the depth), and takes each one.
+    let depth = 3000;
+    let counted = rewrite(&nested_counted_loops(depth), Placement::CountedRuns).unwrap();
+    // Each run's start divides the budget by the loop's charge: one `i64.div_s` per counted
+    // loop at least.
+    let divs: usize = wasmparser::Parser::new(0)
+        .parse_all(&counted)
+        .filter_map(|p| match p {
+            Ok(wasmparser::Payload::CodeSectionEntry(b)) => Some(b),
+            _ => None,
+        })
+        .map(|b| {
+            b.get_operators_reader()
+                .unwrap()
+                .into_iter()
+                .filter(|op| matches!(op, Ok(wasmparser::Operator::I64DivS)))
+                .count()
+        })
+        .sum();
+    assert!(divs >= depth, "{divs} run starts for {depth} loops");
+    // Compiling 3,000 nested loops takes Cranelift minutes: 40 levels run.
+    let wasm = nested_counted_loops(40);
+    let (plain, _) = result_of(&wasm, None);
+    assert_eq!(plain, 1);
+    for budget in [1, 1 << 30] {
+        assert_eq!(
+            result_of(&wasm, Some((Placement::CountedRuns, budget))).0,
+            plain
+        );
+    }
+}

@@ -958,9 +958,12 @@ impl Bound {
     }
 }
 
-/// Per operator: for a loop, whether it is a [`Counted`] one, and how.
+/// Per operator: for a loop, whether it is a [`Counted`] one, and how. Linear in the
+/// function's operators (and log-linear in its writes of locals) however deep its loops nest,
+/// as a tenant's module can nest them as deep as it likes.
 fn counted_loops(ops: &[Operator<'_>]) -> Vec<Option<Counted>> {
-    let mut end_of = vec![usize::MAX; ops.len()];
+    let n = ops.len();
+    let mut end_of = vec![usize::MAX; n];
     let mut open = Vec::new();
     for (i, op) in ops.iter().enumerate() {
         match op {
@@ -980,18 +983,116 @@ fn counted_loops(ops: &[Operator<'_>]) -> Vec<Option<Counted>> {
             _ => {}
         }
     }
-    (0..ops.len())
-        .map(|at| match ops[at] {
-            Operator::Loop {
+    // Per block: its depth (the function's frame is 0) and the shallowest frame any branch
+    // inside it goes to (a loop's own exit test aside), so that a loop at depth k whose
+    // branches all go deeper than k neither goes back to its header nor leaves it.
+    let mut depth_of = vec![0u32; n];
+    let mut reach = vec![u32::MAX; n];
+    // Open blocks: their operator and the shallowest frame reached so far; the function's
+    // frame is `usize::MAX`.
+    let mut frames: Vec<(usize, u32)> = vec![(usize::MAX, u32::MAX)];
+    // Writes of locals, as (local, operator), and how many operators that no counted loop
+    // may hold (returns, throws, exception handling) come before each operator.
+    let mut writes: Vec<(u32, usize)> = Vec::new();
+    let mut barred = vec![0u32; n + 1];
+    for (i, op) in ops.iter().enumerate() {
+        let top = frames.len() as u32 - 1;
+        // The shallowest frame this operator branches to.
+        let mut reached = u32::MAX;
+        let mut goes = |d: u32| reached = reached.min(top.saturating_sub(d));
+        let mut bar = false;
+        match op {
+            Operator::Block { .. }
+            | Operator::If { .. }
+            | Operator::Loop { .. }
+            | Operator::Try { .. }
+            | Operator::TryTable { .. } => {
+                depth_of[i] = top + 1;
+                frames.push((i, u32::MAX));
+            }
+            Operator::End | Operator::Delegate { .. } if frames.len() > 1 => {
+                if let Some((b, r)) = frames.pop() {
+                    reach[b] = r;
+                    if let Some(parent) = frames.last_mut() {
+                        parent.1 = parent.1.min(r);
+                    }
+                }
+            }
+            // A loop's own exit test, its last operator before its `end`: not counted against
+            // it (every other branch to its header is).
+            Operator::BrIf { relative_depth: 0 }
+                if frames.last().is_some_and(|&(b, _)| {
+                    b != usize::MAX && matches!(ops[b], Operator::Loop { .. }) && end_of[b] == i + 1
+                }) => {}
+            Operator::Br { relative_depth }
+            | Operator::BrIf { relative_depth }
+            | Operator::BrOnNull { relative_depth }
+            | Operator::BrOnNonNull { relative_depth }
+            | Operator::BrOnCast { relative_depth, .. }
+            | Operator::BrOnCastFail { relative_depth, .. } => goes(*relative_depth),
+            Operator::BrTable { targets } => {
+                goes(targets.default());
+                for t in targets.targets() {
+                    goes(t.unwrap_or(u32::MAX));
+                }
+            }
+            Operator::LocalSet { local_index } | Operator::LocalTee { local_index } => {
+                writes.push((*local_index, i));
+            }
+            Operator::Return
+            | Operator::ReturnCall { .. }
+            | Operator::ReturnCallIndirect { .. }
+            | Operator::ReturnCallRef { .. }
+            | Operator::Throw { .. }
+            | Operator::ThrowRef
+            | Operator::Rethrow { .. }
+            | Operator::Catch { .. }
+            | Operator::CatchAll => bar = true,
+            _ => {}
+        }
+        if matches!(
+            op,
+            Operator::Try { .. } | Operator::TryTable { .. } | Operator::Delegate { .. }
+        ) {
+            bar = true;
+        }
+        if let Some(f) = frames.last_mut() {
+            f.1 = f.1.min(reached);
+        }
+        barred[i + 1] = barred[i] + u32::from(bar);
+    }
+    writes.sort_unstable();
+    let written = |local: u32, from: usize, to: usize| {
+        let first = writes.partition_point(|&w| w < (local, from));
+        writes
+            .get(first)
+            .is_some_and(|&(l, at)| l == local && at < to)
+    };
+    (0..n)
+        .map(|at| {
+            let Operator::Loop {
                 blockty: wasmparser::BlockType::Empty,
-            } if end_of[at] != usize::MAX => counted(ops, at, end_of[at]),
-            _ => None,
+            } = ops[at]
+            else {
+                return None;
+            };
+            let end = end_of[at];
+            let k = counted_tail(ops, at, end)?;
+            let clean = reach[at] > depth_of[at]
+                && barred[k.tail] == barred[at + 1]
+                && !written(k.counter, at + 1, k.tail)
+                && match k.bound {
+                    Bound::Local(b) => b != k.counter && !written(b, at + 1, end),
+                    Bound::Const(_) => true,
+                };
+            clean.then_some(k)
         })
         .collect()
 }
 
-/// [`Counted`] for the loop at `at` whose `end` is at `end`, if it is one.
-fn counted(ops: &[Operator<'_>], at: usize, end: usize) -> Option<Counted> {
+/// The exit test of the loop at `at` whose `end` is at `end`, if it has a [`Counted`] loop's
+/// (what the loop's body does is [`counted_loops`]' to check).
+fn counted_tail(ops: &[Operator<'_>], at: usize, end: usize) -> Option<Counted> {
     let tail_at = |len: usize| end.checked_sub(len).filter(|&t| t > at);
     let (tail, tail_len, bound) = match ops.get(end.checked_sub(3)?..end)? {
         [Operator::LocalGet { local_index }, Operator::I32Ne, Operator::BrIf { relative_depth: 0 }] => {
@@ -1013,62 +1114,7 @@ fn counted(ops: &[Operator<'_>], at: usize, end: usize) -> Option<Counted> {
         }
         _ => return None,
     };
-    if bound == Bound::Local(counter) {
-        return None;
-    }
-    let writes = |l: u32| Bound::Local(l) == bound || l == counter;
-    // Blocks open inside the loop: a branch of depth `depth` or more goes to the loop's header
-    // or out of it.
-    let mut depth = 0u32;
-    for op in &ops[at + 1..tail] {
-        let leaves = |d: u32| d >= depth;
-        match op {
-            Operator::Block { .. } | Operator::If { .. } | Operator::Loop { .. } => depth += 1,
-            Operator::End => depth = depth.checked_sub(1)?,
-            Operator::Br { relative_depth } | Operator::BrIf { relative_depth }
-                if leaves(*relative_depth) =>
-            {
-                return None
-            }
-            Operator::BrOnNull { relative_depth }
-            | Operator::BrOnNonNull { relative_depth }
-            | Operator::BrOnCast { relative_depth, .. }
-            | Operator::BrOnCastFail { relative_depth, .. }
-                if leaves(*relative_depth) =>
-            {
-                return None
-            }
-            Operator::BrTable { targets } => {
-                if leaves(targets.default()) {
-                    return None;
-                }
-                for t in targets.targets() {
-                    if leaves(t.ok()?) {
-                        return None;
-                    }
-                }
-            }
-            Operator::LocalSet { local_index } | Operator::LocalTee { local_index }
-                if writes(*local_index) =>
-            {
-                return None
-            }
-            Operator::Return
-            | Operator::ReturnCall { .. }
-            | Operator::ReturnCallIndirect { .. }
-            | Operator::ReturnCallRef { .. }
-            | Operator::Throw { .. }
-            | Operator::ThrowRef
-            | Operator::Rethrow { .. }
-            | Operator::Try { .. }
-            | Operator::TryTable { .. }
-            | Operator::Delegate { .. }
-            | Operator::Catch { .. }
-            | Operator::CatchAll => return None,
-            _ => {}
-        }
-    }
-    (depth == 0).then_some(Counted {
+    Some(Counted {
         counter,
         step,
         shift: step.unsigned_abs().trailing_zeros(),
