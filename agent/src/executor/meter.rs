@@ -1363,18 +1363,12 @@ impl Rewriter<'_> {
         f.instruction(&I::LocalSet(l.remaining));
         f.instruction(&I::End);
         // The iterations the budget pays for.
-        f.instruction(&I::GlobalGet(self.budget_global));
-        f.instruction(&I::I64Const(c));
-        f.instruction(&I::I64DivS);
-        f.instruction(&I::LocalTee(l.run));
+        self.iterations_paid(f, c, l.run);
         f.instruction(&I::I64Const(1));
         f.instruction(&I::I64LtS);
         f.instruction(&I::If(wasm_encoder::BlockType::Empty));
         self.refill(f, l.scratch, l.live);
-        f.instruction(&I::GlobalGet(self.budget_global));
-        f.instruction(&I::I64Const(c));
-        f.instruction(&I::I64DivS);
-        f.instruction(&I::LocalTee(l.run));
+        self.iterations_paid(f, c, l.run);
         f.instruction(&I::I64Const(1));
         f.instruction(&I::LocalGet(l.run));
         f.instruction(&I::I64Const(1));
@@ -1409,6 +1403,14 @@ impl Rewriter<'_> {
         f.instruction(&I::I32Mul);
         f.instruction(&I::I32Add);
         f.instruction(&I::LocalSet(k.limit));
+    }
+
+    /// Sets `run` to the iterations of charge `c` the budget pays for, leaving it on the stack.
+    fn iterations_paid(&self, f: &mut wasm_encoder::Function, c: i64, run: u32) {
+        f.instruction(&I::GlobalGet(self.budget_global));
+        f.instruction(&I::I64Const(c));
+        f.instruction(&I::I64DivS);
+        f.instruction(&I::LocalTee(run));
     }
 }
 
