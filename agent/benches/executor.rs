@@ -18,7 +18,11 @@
 //!    kernel's anchor when the machine allows it: the wasmtime CLI in a cgroup v1 with
 //!    `cpu.cfs_quota_us` (needs root and `/sys/fs/cgroup/cpu`);
 //! 5. density: concurrent sleeping tasks and resident memory per task, with
-//!    and without pooling.
+//!    and without pooling;
+//! 6. compile: what compiling a module in a child process under a CPU-time limit
+//!    (`ExecutorConfig::compiler`, the agent's default) costs against compiling in process,
+//!    and how Cranelift's compile time grows with nested loops; needs `TESSERA_BIN`, the
+//!    `tessera` binary (`cargo build --release -p tessera-cli`).
 //!
 //! `cargo bench -p tessera-agent --bench executor` (set `DENSITY_TASKS`,
 //! default 2000, and `LAUNCHES`, default 300; `EXECUTOR_BENCH=overhead,efficiency` runs only
@@ -859,7 +863,7 @@ impl Drop for QuotaGroup {
 
 /// Share efficiency: the fraction of its unthrottled speed a guest gets at a share, ÷ the
 /// share offered (1.0 = the share buys exactly its fraction of the guest's speed).
-async fn bench_efficiency(exec: &Executor, tmp: &Path) {
+async fn bench_efficiency(exec: &Executor, quotas: Option<&Executor>, tmp: &Path) {
     let guests: [(&str, &str, &[&str]); 2] = [
         ("arith", wasm_examples::ARITH_PATH, &["150"]),
         ("bulkmem", wasm_examples::BULKMEM_PATH, &["600", "16"]),
@@ -900,7 +904,14 @@ async fn bench_efficiency(exec: &Executor, tmp: &Path) {
             u * 1e3,
             uc / u
         );
-        let runners = [(exec, "Tessera", &shares[..])];
+        let mut runners = vec![(exec, "Tessera", &shares[..])];
+        if let Some(q) = quotas {
+            runners.push((
+                q,
+                "Tessera, kernel quotas (`cpu_quota_cgroup`)",
+                &shares[1..],
+            ));
+        }
         for (runner, label, shares) in runners {
             runner.prepare(name, Path::new(path)).await.unwrap();
             for &milli in shares {
@@ -1079,8 +1090,114 @@ fn executor(cache: &Path, pooling: Option<PoolingConfig>) -> Executor {
     exec
 }
 
+/// Compile in a child process against in process (section 6): each guest compiled by a fresh
+/// executor on an empty cache directory, best of `COMPILE_ROUNDS` (default 5) rounds,
+/// alternated; then the nested-loop modules of the agent's compile-limit test, in process.
+async fn bench_compile(tmp: &Path) {
+    let Some(bin) = std::env::var_os("TESSERA_BIN") else {
+        println!(
+            "## Compile in a child process: skipped (set TESSERA_BIN to the tessera binary)\n"
+        );
+        return;
+    };
+    let rounds = env_usize("COMPILE_ROUNDS", 5);
+    println!(
+        "## Compile in a child process (`tessera compile` under RLIMIT_CPU) against in process \
+         (wall time of `Executor::prepare` on an empty cache, best of {rounds})"
+    );
+    println!("| guest | in process ms | child ms | child ÷ in process |");
+    println!("|---|---|---|---|");
+    let guests: [(&str, &str); 4] = [
+        ("hello", wasm_examples::HELLO_PATH),
+        ("pi", wasm_examples::PI_PATH),
+        ("sha256", wasm_examples::SHA256_PATH),
+        ("json", wasm_examples::JSON_PATH),
+    ];
+    let mut seq = 0;
+    for (name, path) in guests {
+        let mut best = [Duration::MAX; 2];
+        for _ in 0..rounds {
+            for (i, child) in [false, true].into_iter().enumerate() {
+                seq += 1;
+                let exec = Executor::new(ExecutorConfig {
+                    cache_dir: Some(tmp.join(format!("compile-{seq}"))),
+                    pooling: None,
+                    compiler: child.then(|| tessera_agent::executor::CompilerCommand {
+                        program: PathBuf::from(&bin),
+                        args: vec!["compile".to_owned()],
+                        cpu_limit: Duration::from_secs(300),
+                    }),
+                    ..ExecutorConfig::default()
+                })
+                .unwrap();
+                let t0 = Instant::now();
+                exec.prepare(name, Path::new(path)).await.unwrap();
+                best[i] = best[i].min(t0.elapsed());
+                assert_eq!(exec.stats().compiles, 1);
+            }
+        }
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.2} |",
+            ms(best[0]),
+            ms(best[1]),
+            best[1].as_secs_f64() / best[0].as_secs_f64()
+        );
+    }
+    println!();
+    // What the limit is for: nested loops, each with a counter of its own.
+    let depths: Vec<usize> = std::env::var("COMPILE_DEPTHS")
+        .unwrap_or_else(|_| "50,100,150,200,250".into())
+        .split(',')
+        .filter_map(|d| d.trim().parse().ok())
+        .collect();
+    println!("## Compile time of nested loops (one compile each, in process; unmetered wasmtime, and rewritten as the executor meters)");
+    println!("| loops nested | wasm bytes | unmetered s | rewritten s |");
+    println!("|---|---|---|---|");
+    let engine = MeterOption {
+        name: "neither",
+        meter: Meter::Neither,
+        flags: &[],
+        opt: wasmtime::OptLevel::Speed,
+        single_pass: false,
+        inline: false,
+    }
+    .engine();
+    for depth in depths {
+        let mut body = String::new();
+        for level in 0..depth {
+            body.push_str(&format!("(local.set $c{level} (i32.const 1)) (loop "));
+        }
+        for level in (0..depth).rev() {
+            body.push_str(&format!(
+                "(local.get $c{level}) (i32.const -1) (i32.add) (local.tee $c{level}) (br_if 0))"
+            ));
+        }
+        let locals: String = (0..depth).map(|l| format!("(local $c{l} i32) ")).collect();
+        let wasm = wat::parse_str(format!(
+            r#"(module (func (export "_start") {locals} {body}))"#
+        ))
+        .unwrap();
+        let rewritten =
+            meter_rewrite::rewrite(&wasm, meter_rewrite::Placement::CountedRuns).unwrap();
+        let t0 = Instant::now();
+        engine.precompile_module(&wasm).unwrap();
+        let plain = t0.elapsed();
+        let t0 = Instant::now();
+        engine.precompile_module(&rewritten).unwrap();
+        let metered = t0.elapsed();
+        println!(
+            "| {depth} | {} | {:.2} | {:.2} |",
+            wasm.len(),
+            plain.as_secs_f64(),
+            metered.as_secs_f64()
+        );
+    }
+    println!();
+}
+
 /// Whether to run the bench section `name`: all of them unless `EXECUTOR_BENCH` lists some
-/// (comma-separated: launch, shares, overhead, efficiency, density).
+/// (comma-separated: launch, shares, overhead, efficiency, compile, density).
 fn section(name: &str) -> bool {
     match std::env::var("EXECUTOR_BENCH") {
         Ok(v) if !v.is_empty() => v.split(',').any(|s| s.trim() == name),
@@ -1141,7 +1258,29 @@ fn main() {
             bench_overhead(&exec, &fueled, tmp.path()).await;
         }
         if section("efficiency") {
-            bench_efficiency(&exec, tmp.path()).await;
+            // The executor with kernel quotas for paced tasks, where the machine has the
+            // cgroup v1 cpu controller (root).
+            let parent =
+                PathBuf::from(CGROUP_CPU).join(format!("tessera-bench-q-{}", std::process::id()));
+            let quotas = std::path::Path::new(CGROUP_CPU)
+                .join("cpu.cfs_quota_us")
+                .exists()
+                .then(|| {
+                    Executor::new(ExecutorConfig {
+                        cache_dir: Some(cache.clone()),
+                        pooling: Some(pooling_config()),
+                        cpu_quota_cgroup: Some(parent.clone()),
+                        ..ExecutorConfig::default()
+                    })
+                    .ok()
+                })
+                .flatten();
+            bench_efficiency(&exec, quotas.as_ref(), tmp.path()).await;
+            drop(quotas);
+            let _ = std::fs::remove_dir(&parent);
+        }
+        if section("compile") {
+            bench_compile(tmp.path()).await;
         }
     });
     drop(rt);

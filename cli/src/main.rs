@@ -69,6 +69,10 @@ enum Command {
     /// The runtime process an agent starts so that its guests outlive it (started by agents).
     #[command(hide = true)]
     Runtime(cmd::runtime::RuntimeArgs),
+    /// Compile one module for an agent's executor, under the CPU-time limit the executor set
+    /// (started by executors; the request comes on stdin).
+    #[command(hide = true)]
+    Compile,
 }
 
 /// Logging on stderr: `RUST_LOG` if set, else `default` raised by `-v`; colour only on a
@@ -103,6 +107,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Command::Compile = cli.command {
+        // No runtime: one blocking compile, in a process of its own.
+        let code = agent::executor::serve_compile();
+        return std::process::ExitCode::from(code.clamp(0, 255) as u8);
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -173,5 +182,6 @@ async fn dispatch(command: Command, verbose: u8, format: LogFormat) -> anyhow::R
             cmd::bench::execute(a).await
         }
         Command::Runtime(a) => cmd::runtime::execute(a).await,
+        Command::Compile => Ok(agent::executor::serve_compile()),
     }
 }

@@ -11,7 +11,9 @@
 //!   and its memory survive (a message after the restart releases the tasks it holds from
 //!   before), a later task goes to it, and every update arrives once.
 //!
-//! And the agent flag `--cpu-quota-cgroup`, through the same harness: paced tasks in cgroups.
+//! And the agent flags `--cpu-quota-cgroup` (paced tasks in cgroups) and `--compile-cpu-limit`
+//! (a module whose compile would take hours fails its task at the limit, and the agent goes on
+//! running others), through the same harness.
 //!
 //! The time from starting the new agent process to its re-registration is printed (a
 //! measurement, never asserted).
@@ -880,5 +882,55 @@ async fn with_cpu_quota_cgroup_paced_tasks_run_under_kernel_quotas() {
     while let Err(e) = std::fs::remove_dir(&parent) {
         assert!(Instant::now() < deadline, "{}: {e}", parent.display());
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `tessera agent --compile-cpu-limit 1s`: a module that Cranelift would compile for hours
+/// (1,000 nested loops) is compiled in a `tessera compile` child the kernel stops at one
+/// second of CPU, and its task fails with a reason that says so; a second task of the same
+/// module fails at once (the module is remembered as refused), and `hello` runs after both on
+/// the same agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_compile_cpu_limit_a_module_that_compiles_for_hours_fails_its_task_saying_so() {
+    let c = deploy_with(&["--compile-cpu-limit", "1s"]);
+    let mut sched = c.scheduler().await;
+    let deep = sched
+        .upload_module(&tessera_tests::nested_loops_module(1000))
+        .await
+        .unwrap();
+    let hello = sched.upload_module(wasm_examples::HELLO).await.unwrap();
+    let mut seen = Seen::default();
+    for (i, module) in [deep, deep, hello].into_iter().enumerate() {
+        let offer = loop {
+            let ev = tokio::time::timeout(SANITY, sched.next_event())
+                .await
+                .expect("no offer")
+                .expect("scheduler closed");
+            match ev {
+                Event::Offers(o) if !o.is_empty() => break o.into_iter().next().unwrap(),
+                Event::Update(s) => seen.add(s),
+                _ => {}
+            }
+        };
+        let task = TaskBuilder::new(&format!("task-{i}"), module)
+            .resources(Resources::new(100, 64 * MIB, 0))
+            .build(&offer);
+        sched
+            .accept(vec![offer.id.clone()], vec![task], Filters::default())
+            .unwrap();
+        until(&mut sched, &mut seen, "the task ends", |s| {
+            s.terminal() == i + 1
+        })
+        .await;
+    }
+    for (task, updates) in &seen.updates {
+        let end = updates.iter().find(|u| u.state.is_terminal()).unwrap();
+        if task == "task-2" {
+            assert_eq!(end.state, TaskState::Finished, "{updates:?}");
+            continue;
+        }
+        assert_eq!(end.state, TaskState::Failed, "{task}: {updates:?}");
+        let said = format!("{:?} {:?}", end.reason, end.message);
+        assert!(said.contains("CPU-time limit of 1 s"), "{task}: {said}");
     }
 }

@@ -41,6 +41,9 @@ pub struct LocalClusterConfig {
     pub status_retry: Duration,
     /// Most connections the master serves at once.
     pub max_connections: usize,
+    /// Where agents compile modules (`ExecutorConfig::compiler`): `None` (the default), in
+    /// process; the `tessera` binary gives its own `compile` subcommand.
+    pub compiler: Option<agent::executor::CompilerCommand>,
 }
 
 impl Default for LocalClusterConfig {
@@ -50,6 +53,7 @@ impl Default for LocalClusterConfig {
             tuning: TransportTuning::default(),
             status_retry: Duration::from_secs(2),
             max_connections: 10_000,
+            compiler: None,
         }
     }
 }
@@ -155,6 +159,7 @@ impl LocalCluster {
         );
         opts.tuning = self.config.tuning;
         opts.status_retry = self.config.status_retry;
+        opts.executor.compiler = self.config.compiler.clone();
         opts.max_backoff = Duration::from_millis(500);
         Ok(opts)
     }

@@ -493,3 +493,59 @@ async fn stand_in_serve(
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
 }
+
+/// `v` as unsigned LEB128.
+fn leb(mut v: u32, out: &mut Vec<u8>) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// A module section: its id, its size, its body.
+fn section(id: u8, body: &[u8], out: &mut Vec<u8>) {
+    out.push(id);
+    leb(body.len() as u32, out);
+    out.extend_from_slice(body);
+}
+
+/// A WASI command whose `_start` holds `depth` counted loops, each inside the last, each with
+/// a counter of its own: a few kilobytes of wasm that Cranelift takes minutes to hours to
+/// compile at a depth of a thousand (0.9 s at 200, 2.4 s at 250 on the 2-core machine of
+/// BENCHMARKS.md), for the tests of the agent's compile limit.
+pub fn nested_loops_module(depth: u32) -> Vec<u8> {
+    let mut code = Vec::new();
+    // Locals: `depth` i32 counters.
+    code.push(1);
+    leb(depth, &mut code);
+    code.push(0x7f);
+    for level in 0..depth {
+        code.extend_from_slice(&[0x41, 0x01, 0x21]); // i32.const 1; local.set
+        leb(level, &mut code);
+        code.extend_from_slice(&[0x03, 0x40]); // loop
+    }
+    for level in (0..depth).rev() {
+        code.push(0x20); // local.get
+        leb(level, &mut code);
+        code.extend_from_slice(&[0x41, 0x7f, 0x6a, 0x22]); // i32.const -1; i32.add; local.tee
+        leb(level, &mut code);
+        code.extend_from_slice(&[0x0d, 0x00, 0x0b]); // br_if 0; end
+    }
+    code.push(0x0b);
+    let mut m = b"\0asm\x01\0\0\0".to_vec();
+    section(1, &[1, 0x60, 0, 0], &mut m); // type 0: () -> ()
+    section(3, &[1, 0], &mut m); // function 0: type 0
+    section(7, &[1, 6, b'_', b's', b't', b'a', b'r', b't', 0, 0], &mut m); // export _start
+    let mut body = Vec::new();
+    leb(code.len() as u32, &mut body);
+    body.extend_from_slice(&code);
+    let mut codesec = vec![1];
+    codesec.extend_from_slice(&body);
+    section(10, &codesec, &mut m);
+    m
+}

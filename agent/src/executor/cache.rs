@@ -6,7 +6,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -14,9 +14,10 @@ use wasmtime::component::Component;
 use wasmtime::{Engine, InstancePre, Linker, Module, Precompiled};
 use wasmtime_wasi::p2::bindings::CommandPre;
 
+use super::compiler::{compile_in_child, ChildError, CompilerCommand, Request};
 use super::meter::{self, Placement};
 use super::run::TaskState;
-use super::{compile_once, component, CompileFlights, ExecError, Metering};
+use super::{compile_once, component, CompileFlights, ExecError, ExecutorConfig, Metering};
 use crate::workdir::ModuleCacheDir;
 
 /// Compiled code of one digest: a core module or a component (cheap to clone).
@@ -54,6 +55,11 @@ pub(super) struct ModuleCache {
     module_engine: Engine,
     /// With [`Metering::Rewrite`], core modules are rewritten (`meter.rs`) before compiling.
     metering: Metering,
+    /// The executor's settings, for a compiling child ([`ExecutorConfig::compiler`]).
+    config: ExecutorConfig,
+    /// Digests whose compile used its CPU-time limit, with the reason: refused at once
+    /// after (at most [`MAX_REFUSED`] remembered).
+    refused: Mutex<HashMap<String, String>>,
     /// WASI preview 1, resolved once per module into its [`InstancePre`].
     linker: Linker<TaskState>,
     /// WASI 0.2, resolved once per component into its [`CommandPre`].
@@ -79,14 +85,15 @@ pub(super) struct ModuleCache {
 
 impl ModuleCache {
     /// An empty cache for `engine`'s components and `module_engine`'s modules, metered as
-    /// `metering` says; creates `dir` if given.
+    /// `config.metering` says, on disk in `config.cache_dir` (created) if set.
     pub(super) fn new(
         engine: Engine,
         module_engine: Engine,
-        metering: Metering,
         linker: Linker<TaskState>,
-        dir: Option<PathBuf>,
+        config: &ExecutorConfig,
     ) -> Result<Self, ExecError> {
+        let metering = config.metering;
+        let dir = config.cache_dir.clone();
         let mut h = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         module_engine.precompile_compatibility_hash().hash(&mut h);
@@ -107,6 +114,8 @@ impl ModuleCache {
             engine,
             module_engine,
             metering,
+            config: config.clone(),
+            refused: Mutex::new(HashMap::new()),
             linker,
             component_linker,
             modules: Mutex::new(HashMap::new()),
@@ -215,19 +224,19 @@ impl ModuleCache {
                 }
             }
         }
+        if let Some(compiler) = &self.config.compiler {
+            match self.compile_in_child(compiler, dir, digest, wasm_path, &cached) {
+                Some(result) => return result,
+                None => tracing::warn!(digest, "compiling in process instead"),
+            }
+        }
         let compiled = self.compile(digest, wasm_path)?;
         match compiled.serialize() {
             Ok(bytes) => {
                 // Write a unique temporary file and rename it into place:
                 // never modify a `.cwasm` in place, other executors may have
                 // it mmapped (truncating a mapped file is a SIGBUS).
-                static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
-                let unique = format!(
-                    "{}-{}",
-                    std::process::id(),
-                    TMP_SEQ.fetch_add(1, Ordering::Relaxed)
-                );
-                let tmp = dir.temp_entry(digest, &self.compat_hash, &unique);
+                let tmp = dir.temp_entry(digest, &self.compat_hash, &unique_suffix());
                 let res =
                     std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &cached));
                 if let Err(e) = res {
@@ -238,6 +247,69 @@ impl ModuleCache {
             Err(e) => tracing::warn!("cannot serialize module {digest}: {e:#}"),
         }
         Ok(compiled)
+    }
+
+    /// Compiles in a child process under `compiler`'s CPU-time limit, into the disk cache
+    /// entry `cached`, and loads it. `None`: the child gave no usable code for a reason of
+    /// its own (it could not start, or its code does not load), and the caller compiles in
+    /// process.
+    fn compile_in_child(
+        &self,
+        compiler: &CompilerCommand,
+        dir: &ModuleCacheDir,
+        digest: &str,
+        wasm_path: &Path,
+        cached: &Path,
+    ) -> Option<Result<Compiled, ExecError>> {
+        let refusal = |message: String| ExecError::Compile {
+            digest: digest.to_owned(),
+            message,
+        };
+        if let Some(reason) = self.lock_refused().get(digest) {
+            return Some(Err(refusal(reason.clone())));
+        }
+        let tmp = dir.temp_entry(digest, &self.compat_hash, &unique_suffix());
+        let request = Request {
+            config: self.config.clone(),
+            wasm: wasm_path.to_owned(),
+            out: tmp.clone(),
+        };
+        let done = compile_in_child(compiler, &request).and_then(|()| {
+            std::fs::rename(&tmp, cached)
+                .map_err(|e| ChildError::Failed(format!("cannot write the module cache: {e}")))
+        });
+        let _ = std::fs::remove_file(&tmp);
+        if !matches!(done, Err(ChildError::Failed(_))) {
+            self.compiles.fetch_add(1, Ordering::Relaxed);
+        }
+        match done {
+            Ok(()) => match self.deserialize(cached) {
+                Ok(compiled) => Some(Ok(compiled)),
+                Err(e) => {
+                    let _ = std::fs::remove_file(cached);
+                    tracing::warn!(digest, "the compiler's code does not load: {e:#}");
+                    None
+                }
+            },
+            Err(ChildError::Invalid(message)) => Some(Err(refusal(message))),
+            Err(ChildError::OverLimit(message)) => {
+                tracing::warn!(digest, "{message}");
+                let mut refused = self.lock_refused();
+                if refused.len() >= MAX_REFUSED {
+                    refused.clear();
+                }
+                refused.insert(digest.to_owned(), message.clone());
+                Some(Err(refusal(message)))
+            }
+            Err(ChildError::Failed(message)) => {
+                tracing::warn!(digest, "cannot compile in a child process: {message}");
+                None
+            }
+        }
+    }
+
+    fn lock_refused(&self) -> MutexGuard<'_, HashMap<String, String>> {
+        self.refused.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A `.cwasm` of the disk cache, as a module or a component according to its header.
@@ -276,20 +348,13 @@ impl ModuleCache {
                 .map_err(compile_err)
         } else {
             tracing::debug!(digest, "compiling module");
-            let bytes = match self.metering {
-                Metering::Fuel => bytes,
-                Metering::Rewrite => {
-                    // Validated as it is, by the engine that runs it, so that a bad module's
-                    // error names its own offsets; the pass need not validate it again.
-                    Module::validate(&self.module_engine, &bytes).map_err(compile_err)?;
-                    meter::rewrite_valid(&bytes, Placement::CountedRuns).map_err(|e| {
-                        ExecError::Compile {
-                            digest: digest.to_owned(),
-                            message: e.to_string(),
-                        }
-                    })?
-                }
-            };
+            let bytes =
+                module_code(&self.module_engine, self.metering, bytes).map_err(|message| {
+                    ExecError::Compile {
+                        digest: digest.to_owned(),
+                        message,
+                    }
+                })?;
             Module::new(&self.module_engine, &bytes)
                 .map(Compiled::Module)
                 .map_err(compile_err)
@@ -325,6 +390,39 @@ impl ModuleCache {
                 message: format!("{e:#}"),
             })?;
         Ok(Prepared::Core(pre))
+    }
+}
+
+/// Most digests remembered as refused for their compile's CPU time: a tenant that sends more
+/// distinct modules than this pays a compile's limit again for the oldest.
+const MAX_REFUSED: usize = 4096;
+
+/// A name unique to this process and call, for temporary files of the disk cache.
+fn unique_suffix() -> String {
+    static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// What a core module compiles as: itself under [`Metering::Fuel`]; validated, then
+/// rewritten with budget checks under [`Metering::Rewrite`]. Shared by the executor and a
+/// compiling child (`compiler.rs`), whose code must be the same.
+pub(super) fn module_code(
+    module_engine: &Engine,
+    metering: Metering,
+    bytes: Vec<u8>,
+) -> Result<Vec<u8>, String> {
+    match metering {
+        Metering::Fuel => Ok(bytes),
+        Metering::Rewrite => {
+            // Validated as it is, by the engine that runs it, so that a bad module's error
+            // names its own offsets; the pass need not validate it again.
+            Module::validate(module_engine, &bytes).map_err(|e| format!("{e:#}"))?;
+            meter::rewrite_valid(&bytes, Placement::CountedRuns).map_err(|e| e.to_string())
+        }
     }
 }
 

@@ -58,6 +58,13 @@ pub struct ExecutorConfig {
     /// How preview-1 modules are metered (default: [`Metering::Rewrite`]).
     #[serde(default)]
     pub metering: Metering,
+    /// Compile modules in a child process under a CPU-time limit (`compiler.rs`): Cranelift's
+    /// compile time grows faster than linearly with some shapes of code (3,000 nested loops,
+    /// 30 KB of wasm, take it hours), and a tenant chooses the code. `None` (the default):
+    /// compile in this process, unbounded. Needs [`ExecutorConfig::cache_dir`] (the child
+    /// writes its code there); without one, modules compile in process.
+    #[serde(default)]
+    pub compiler: Option<super::CompilerCommand>,
 }
 
 /// How the executor meters a preview-1 module's CPU: what yields it to the pacer about every
@@ -212,6 +219,7 @@ impl Default for ExecutorConfig {
             pooling: Some(PoolingConfig::default()),
             cpu_quota_cgroup: None,
             metering: Metering::Rewrite,
+            compiler: None,
         }
     }
 }
@@ -234,6 +242,27 @@ pub fn engine_config() -> Config {
         .consume_fuel(true)
         .memory_init_cow(true);
     config
+}
+
+/// The executor's engines for `cfg`: components' (fuel, allocated on demand), modules' and the
+/// pool's task slots. A compiling child process (`compiler.rs`) makes the same, so that the code
+/// it writes loads in the executor.
+pub(super) fn engines(cfg: &ExecutorConfig) -> Result<(Engine, Engine, u32), ExecError> {
+    let pooling = cfg.pooling.as_ref();
+    Ok(match cfg.metering {
+        Metering::Fuel => {
+            let (engine, slots) = new_engine(pooling, true)?;
+            (engine.clone(), engine, slots)
+        }
+        // The pool goes to modules. Components are allocated on demand: a second pool of
+        // the same slots doubles the kernel's mappings (a guard page per async stack), and
+        // at 10,000 slots the two ran out of `vm.max_map_count` (65,530) at 10,000 tasks.
+        Metering::Rewrite => {
+            let (modules, slots) = new_engine(pooling, false)?;
+            let (engine, _) = new_engine(None, true)?;
+            (engine, modules, slots)
+        }
+    })
 }
 
 /// The executor's engine: [`engine_config`] plus, if asked for, the pooling

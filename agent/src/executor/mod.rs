@@ -61,6 +61,7 @@
 //! - `pacing.rs`: fuel calibration and CPU-share pacing on the thread's CPU clock.
 //! - `meter.rs`: metering by rewriting a module (budget checks, live locals saved around
 //!   their slow path); `tick.rs`: its host side.
+//! - `compiler.rs`: compiling a module in a child process with a CPU-time limit.
 //! - `quota.rs`: kernel CPU quotas for paced tasks (a cgroup per task).
 //! - `output.rs`: capped stdout/stderr files and their tails.
 //! - `disk.rs`: the sandbox's disk use.
@@ -69,6 +70,7 @@
 //!   `tessera:executor` world, `wit/executor/world.wit`) and their envelopes.
 
 mod cache;
+mod compiler;
 mod component;
 mod config;
 mod disk;
@@ -99,6 +101,7 @@ use self::cache::ModuleCache;
 use self::pacing::Handoff;
 use self::run::{FinishGuard, TaskState};
 
+pub use self::compiler::{serve_compile, CompilerCommand};
 pub use self::config::{engine_config, ExecutorConfig, Metering, PoolingConfig};
 pub use self::instance::{
     GuestTaskState, InstanceEvent, InstanceHandle, InstanceSpec, InstanceTask, MAX_GUEST_MESSAGE,
@@ -445,21 +448,7 @@ impl Executor {
     /// linker, and calibrates the fuel rate unless [`ExecutorConfig::fuel_per_core_second`]
     /// is set.
     pub fn new(cfg: ExecutorConfig) -> Result<Self, ExecError> {
-        let pooling = cfg.pooling.as_ref();
-        let (engine, module_engine, pool_slots) = match cfg.metering {
-            Metering::Fuel => {
-                let (engine, slots) = config::new_engine(pooling, true)?;
-                (engine.clone(), engine, slots)
-            }
-            // The pool goes to modules. Components are allocated on demand: a second pool of
-            // the same slots doubles the kernel's mappings (a guard page per async stack), and
-            // at 10,000 slots the two ran out of `vm.max_map_count` (65,530) at 10,000 tasks.
-            Metering::Rewrite => {
-                let (modules, slots) = config::new_engine(pooling, false)?;
-                let (engine, _) = config::new_engine(None, true)?;
-                (engine, modules, slots)
-            }
-        };
+        let (engine, module_engine, pool_slots) = config::engines(&cfg)?;
         let fuel_rate = match cfg.fuel_per_core_second {
             Some(r) => r.max(1000),
             None => pacing::calibrated_fuel_rate(&engine).map_err(ExecError::Engine)?,
@@ -472,13 +461,7 @@ impl Executor {
             tick::add_to_linker(&mut linker, |s: &mut TaskState| &mut s.ticks)
                 .map_err(engine_err)?;
         }
-        let modules = ModuleCache::new(
-            engine.clone(),
-            module_engine,
-            cfg.metering,
-            linker,
-            cfg.cache_dir.clone(),
-        )?;
+        let modules = ModuleCache::new(engine.clone(), module_engine, linker, &cfg)?;
         let components = Arc::new(instance::Components::new(&engine)?);
         let quota = cfg.cpu_quota_cgroup.as_deref().and_then(|dir| {
             quota::QuotaParent::new(dir)

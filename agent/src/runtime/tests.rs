@@ -892,14 +892,19 @@ fn the_wire_encoding_is_pinned_to_the_protocol_version() {
         }),
         cpu_quota_cgroup: Some("/q".into()),
         metering: crate::executor::Metering::Rewrite,
+        compiler: Some(crate::executor::CompilerCommand {
+            program: "/t".into(),
+            args: vec!["8".into()],
+            cpu_limit: Duration::from_secs(9),
+        }),
     };
     h.update(postcard::to_stdvec(&cfg).unwrap());
     let digest = hex::encode(h.finalize());
     assert_eq!(
         (wire::PROTOCOL_VERSION, digest.as_str()),
         (
-            6,
-            "28179b6eb8782f01455c626ebe0f46aa0b56a21a3736753a3298e04d90915f05"
+            7,
+            "5681b63de5e261631174f5e0b8d01c73d74dfe6d22f8306001220b36befada69"
         ),
         "the wire encoding changed: bump PROTOCOL_VERSION and update this digest"
     );

@@ -91,6 +91,13 @@ pub struct AgentArgs {
     /// agent warns and paces in process.
     #[arg(long)]
     cpu_quota_cgroup: Option<PathBuf>,
+    /// CPU time compiling one module may take, over all its threads (whole seconds), or
+    /// `none`. Modules compile in a child process (`tessera compile`) that the kernel stops at
+    /// this limit, and the task fails saying so: Cranelift's compile time grows faster than
+    /// linearly with some shapes of code, and a tenant chooses the code. With `none` they
+    /// compile in the agent's runtime process, unbounded.
+    #[arg(long, default_value = "5m", value_parser = super::parse_limit)]
+    compile_cpu_limit: super::CompileLimit,
     /// How preview-1 modules are metered (what yields them to the pacer about every
     /// millisecond, stops them when killed, and holds their CPU-time budget): `rewrite` (the
     /// default), each module rewritten before it is compiled to check a budget only on loop
@@ -150,6 +157,7 @@ pub async fn execute(a: AgentArgs) -> anyhow::Result<i32> {
     opts.datasets = a.datasets;
     opts.cache_size = a.cache_size;
     opts.executor.cpu_quota_cgroup = a.cpu_quota_cgroup;
+    opts.executor.compiler = super::compiler(a.compile_cpu_limit.0);
     opts.executor.metering = match a.metering {
         MeteringArg::Fuel => agent::executor::Metering::Fuel,
         MeteringArg::Rewrite => agent::executor::Metering::Rewrite,

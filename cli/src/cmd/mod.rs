@@ -32,6 +32,36 @@ pub fn one_line(message: &str) -> String {
         .replace(" ]", "]")
 }
 
+/// CPU time an agent's compile of one module may take by default (`tessera agent
+/// --compile-cpu-limit`): large real modules (an interpreter of tens of megabytes) compile in
+/// tens of seconds, a tenant's pathological one is stopped here.
+pub const DEFAULT_COMPILE_CPU_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// This binary's `compile` subcommand under `limit` (`None`: compile in process, unbounded),
+/// for an agent's executor (`ExecutorConfig::compiler`); in process if the executable's path
+/// cannot be found (with a warning).
+pub fn compiler(limit: Option<std::time::Duration>) -> Option<::agent::executor::CompilerCommand> {
+    let limit = limit?;
+    ::agent::executor::CompilerCommand::this_executable(limit)
+        .inspect_err(|e| {
+            tracing::warn!("compiling modules in process, unbounded: no path to this program: {e}")
+        })
+        .ok()
+}
+
+/// `--compile-cpu-limit`: a duration, or `none` (compile in process, unbounded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompileLimit(pub Option<std::time::Duration>);
+
+fn parse_limit(s: &str) -> Result<CompileLimit, String> {
+    if s == "none" {
+        return Ok(CompileLimit(None));
+    }
+    humantime::parse_duration(s)
+        .map(|d| CompileLimit(Some(d)))
+        .map_err(|e| e.to_string())
+}
+
 /// Parses `KEY=VALUE` (environment variables, attributes).
 fn parse_kv(s: &str) -> Result<(String, String), String> {
     s.split_once('=')

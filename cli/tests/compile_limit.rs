@@ -1,0 +1,134 @@
+//! Modules compiled in a child process under a CPU-time limit (`ExecutorConfig::compiler`),
+//! through the real `tessera compile` subcommand and real wasmtime: a module whose compile
+//! would take Cranelift hours (deeply nested loops) is stopped by the kernel at its limit and
+//! refused with a reason that says so, and refused at once after; ordinary modules and
+//! components compile in the child, run, and load from the disk cache in another executor; a
+//! malformed module's error comes back from the child.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agent::executor::{
+    CompilerCommand, ExecError, ExecEvent, Executor, ExecutorConfig, TaskSpec, Termination,
+};
+
+/// Hang guard only: the child's wall-time limit is a minute more than its CPU-time limit.
+const SANITY: Duration = Duration::from_secs(300);
+
+fn executor(cache: &Path, cpu_limit: Duration) -> Executor {
+    Executor::new(ExecutorConfig {
+        cache_dir: Some(cache.to_owned()),
+        pooling: None,
+        compiler: Some(CompilerCommand {
+            program: PathBuf::from(env!("CARGO_BIN_EXE_tessera")),
+            args: vec!["compile".to_owned()],
+            cpu_limit,
+        }),
+        ..ExecutorConfig::default()
+    })
+    .unwrap()
+}
+
+async fn prepare(exec: &Executor, digest: &str, path: &Path) -> Result<(), ExecError> {
+    tokio::time::timeout(SANITY, exec.prepare(digest, path))
+        .await
+        .expect("the compile was not stopped")
+}
+
+async fn run_to_end(exec: &Executor, spec: TaskSpec) -> agent::executor::TaskOutcome {
+    let (_kill, mut events) = exec.launch_to_channel(spec);
+    loop {
+        let ev = tokio::time::timeout(SANITY, events.recv())
+            .await
+            .expect("task did not end in time")
+            .expect("no Finished event");
+        if let ExecEvent::Finished(o) = ev {
+            return o;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiles_run_in_a_child_process_under_a_cpu_time_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let exec = executor(&cache, Duration::from_secs(1));
+
+    // A compile of hours is stopped at its limit, and the module refused saying why.
+    let deep = tmp.path().join("deep.wasm");
+    std::fs::write(&deep, tessera_tests::nested_loops_module(1000)).unwrap();
+    let err = prepare(&exec, "deep", &deep).await.unwrap_err();
+    match &err {
+        ExecError::Compile { digest, message } => {
+            assert_eq!(digest, "deep");
+            assert!(message.contains("CPU-time limit of 1 s"), "{message}");
+        }
+        e => panic!("expected a compile error, got {e:?}"),
+    }
+    assert_eq!(exec.stats().compiles, 1);
+    // Refused at once the next time: no second compile.
+    let again = prepare(&exec, "deep", &deep).await.unwrap_err();
+    assert_eq!(again.to_string(), err.to_string());
+    assert_eq!(exec.stats().compiles, 1);
+    // Nothing of it is left in the cache but its directory's own files.
+    let leftovers: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("deep"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // A malformed module: the child's validation error comes back.
+    let junk = tmp.path().join("junk.wasm");
+    std::fs::write(&junk, b"\0asm\x01\0\0\0\x01\xff").unwrap();
+    match prepare(&exec, "junk", &junk).await.unwrap_err() {
+        ExecError::Compile { message, .. } => {
+            assert!(message.contains("unexpected end-of-file"), "{message}")
+        }
+        e => panic!("expected a compile error, got {e:?}"),
+    }
+
+    // Ordinary modules and components compile in the child and run.
+    let hello_dir = tmp.path().join("hello");
+    let out = run_to_end(
+        &exec,
+        TaskSpec::new(
+            "hello",
+            wasm_examples::HELLO_PATH,
+            vec!["hello".into(), "from-the-child".into()],
+            hello_dir,
+        ),
+    )
+    .await;
+    assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+    assert!(out.stdout_tail.contains("from-the-child"), "{out:?}");
+    let p2_dir = tmp.path().join("p2cmd");
+    let out = run_to_end(
+        &exec,
+        TaskSpec::new(
+            "p2cmd",
+            wasm_examples::components::P2CMD_PATH,
+            vec!["p2cmd".into(), "0".into()],
+            p2_dir,
+        ),
+    )
+    .await;
+    assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+    assert_eq!(exec.stats().compiles, 4);
+
+    // The child's code is the executor's own: another executor loads it from the disk cache.
+    let second = executor(&cache, Duration::from_secs(1));
+    prepare(&second, "hello", Path::new(wasm_examples::HELLO_PATH))
+        .await
+        .unwrap();
+    prepare(
+        &second,
+        "p2cmd",
+        Path::new(wasm_examples::components::P2CMD_PATH),
+    )
+    .await
+    .unwrap();
+    let stats = second.stats();
+    assert_eq!((stats.compiles, stats.disk_cache_hits), (0, 2), "{stats:?}");
+}
