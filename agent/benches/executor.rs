@@ -325,6 +325,17 @@ struct MeterOption {
     inline: bool,
 }
 
+/// Bare wasmtime with neither fuel nor epochs: the baseline of share efficiency and compile
+/// times.
+const UNMETERED: MeterOption = MeterOption {
+    name: "neither",
+    meter: Meter::Neither,
+    flags: &[],
+    opt: wasmtime::OptLevel::Speed,
+    single_pass: false,
+    inline: false,
+};
+
 const NO_SPECTRE: &[(&str, &str)] = &[
     ("enable_heap_access_spectre_mitigation", "false"),
     ("enable_table_access_spectre_mitigation", "false"),
@@ -869,15 +880,7 @@ async fn bench_efficiency(exec: &Executor, quotas: Option<&Executor>, tmp: &Path
         ("bulkmem", wasm_examples::BULKMEM_PATH, &["600", "16"]),
     ];
     let shares = [1000u64, 500, 250, 100];
-    let base = MeterOption {
-        name: "neither",
-        meter: Meter::Neither,
-        flags: &[],
-        opt: wasmtime::OptLevel::Speed,
-        single_pass: false,
-        inline: false,
-    };
-    let engine = base.engine();
+    let engine = UNMETERED.engine();
     let cli = wasmtime_cli();
     println!(
         "## Share efficiency (speed at a share ÷ (share × unthrottled speed); unthrottled = \
@@ -1154,15 +1157,7 @@ async fn bench_compile(tmp: &Path) {
     println!("## Compile time of nested loops (one compile each, in process; unmetered wasmtime, and rewritten as the executor meters)");
     println!("| loops nested | wasm bytes | unmetered s | rewritten s |");
     println!("|---|---|---|---|");
-    let engine = MeterOption {
-        name: "neither",
-        meter: Meter::Neither,
-        flags: &[],
-        opt: wasmtime::OptLevel::Speed,
-        single_pass: false,
-        inline: false,
-    }
-    .engine();
+    let engine = UNMETERED.engine();
     for depth in depths {
         let mut body = String::new();
         for level in 0..depth {
