@@ -107,6 +107,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Agents started by this binary compile in its `compile` subcommand.
+    tessera_cli::cmd::compile_in_this_binary();
     if let Command::Compile = cli.command {
         // No runtime: one blocking compile, in a process of its own.
         let code = agent::executor::serve_compile();
@@ -182,6 +184,6 @@ async fn dispatch(command: Command, verbose: u8, format: LogFormat) -> anyhow::R
             cmd::bench::execute(a).await
         }
         Command::Runtime(a) => cmd::runtime::execute(a).await,
-        Command::Compile => Ok(agent::executor::serve_compile()),
+        Command::Compile => unreachable!("served before the runtime starts"),
     }
 }

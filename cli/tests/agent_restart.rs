@@ -895,7 +895,7 @@ async fn with_compile_cpu_limit_a_module_that_compiles_for_hours_fails_its_task_
     let c = deploy_with(&["--compile-cpu-limit", "1s"]);
     let mut sched = c.scheduler().await;
     let deep = sched
-        .upload_module(&tessera_tests::nested_loops_module(1000))
+        .upload_module(&tessera_tests::nested_loops_module(1000, false))
         .await
         .unwrap();
     let hello = sched.upload_module(wasm_examples::HELLO).await.unwrap();

@@ -1,9 +1,10 @@
 //! Modules compiled in a child process under a CPU-time limit (`ExecutorConfig::compiler`),
 //! through the real `tessera compile` subcommand and real wasmtime: a module whose compile
 //! would take Cranelift hours (deeply nested loops) is stopped by the kernel at its limit and
-//! refused with a reason that says so, and refused at once after; ordinary modules and
-//! components compile in the child, run, and load from the disk cache in another executor; a
-//! malformed module's error comes back from the child.
+//! refused with a reason that says so, and refused at once after, on the ordinary path and
+//! on the threaded modules' (WASI threads) one; ordinary modules and components compile in the
+//! child (nothing falls back to compiling in process), run, and load from the disk cache in
+//! another executor; a malformed module's error comes back from the child.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -56,14 +57,14 @@ async fn compiles_run_in_a_child_process_under_a_cpu_time_limit() {
 
     // A compile of hours is stopped at its limit, and the module refused saying why.
     let deep = tmp.path().join("deep.wasm");
-    std::fs::write(&deep, tessera_tests::nested_loops_module(1000)).unwrap();
+    std::fs::write(&deep, tessera_tests::nested_loops_module(1000, false)).unwrap();
     let err = prepare(&exec, "deep", &deep).await.unwrap_err();
     match &err {
-        ExecError::Compile { digest, message } => {
+        ExecError::CompileRefused { digest, message } => {
             assert_eq!(digest, "deep");
             assert!(message.contains("CPU-time limit of 1 s"), "{message}");
         }
-        e => panic!("expected a compile error, got {e:?}"),
+        e => panic!("expected a refused compile, got {e:?}"),
     }
     assert_eq!(exec.stats().compiles, 1);
     // Refused at once the next time: no second compile.
@@ -79,6 +80,31 @@ async fn compiles_run_in_a_child_process_under_a_cpu_time_limit() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
+    // A threaded module (WASI threads) compiles in the child too, on the threaded modules'
+    // engine, under the same limit: the ordinary engine refuses its shared memory at once,
+    // then the threaded path's compile is stopped.
+    let threaded = tmp.path().join("deep-threaded.wasm");
+    std::fs::write(&threaded, tessera_tests::nested_loops_module(1000, true)).unwrap();
+    match prepare(&exec, "deep-threaded", &threaded)
+        .await
+        .unwrap_err()
+    {
+        ExecError::CompileRefused { message, .. } => {
+            assert!(message.contains("CPU-time limit of 1 s"), "{message}")
+        }
+        e => panic!("expected a refused compile, got {e:?}"),
+    }
+    let compiles = exec.stats().compiles;
+    assert!(
+        prepare(&exec, "deep-threaded", &threaded).await.is_err(),
+        "refused again"
+    );
+    assert_eq!(
+        exec.stats().compiles,
+        compiles,
+        "no compile of the ordinary path either"
+    );
+
     // A malformed module: the child's validation error comes back.
     let junk = tmp.path().join("junk.wasm");
     std::fs::write(&junk, b"\0asm\x01\0\0\0\x01\xff").unwrap();
@@ -90,6 +116,7 @@ async fn compiles_run_in_a_child_process_under_a_cpu_time_limit() {
     }
 
     // Ordinary modules and components compile in the child and run.
+    let before = exec.stats().compiles;
     let hello_dir = tmp.path().join("hello");
     let out = run_to_end(
         &exec,
@@ -115,7 +142,8 @@ async fn compiles_run_in_a_child_process_under_a_cpu_time_limit() {
     )
     .await;
     assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
-    assert_eq!(exec.stats().compiles, 4);
+    // No compile falls back to the executor's process: these compiled in the child.
+    assert_eq!(exec.stats().compiles, before + 2);
 
     // The child's code is the executor's own: another executor loads it from the disk cache.
     let second = executor(&cache, Duration::from_secs(1));

@@ -515,10 +515,12 @@ fn section(id: u8, body: &[u8], out: &mut Vec<u8>) {
 }
 
 /// A WASI command whose `_start` holds `depth` counted loops, each inside the last, each with
-/// a counter of its own: a few kilobytes of wasm that Cranelift takes minutes to hours to
-/// compile at a depth of a thousand (0.9 s at 200, 2.4 s at 250 on the 2-core machine of
-/// BENCHMARKS.md), for the tests of the agent's compile limit.
-pub fn nested_loops_module(depth: u32) -> Vec<u8> {
+/// a counter of its own: 19 KB of wasm at a depth of a thousand, which Cranelift would take
+/// hours to compile (1.2 s at 200, 2.7 s at 250 on the 2-core machine of
+/// BENCHMARKS.md), for the tests of the agent's compile limit. `threaded`: the module also
+/// imports `wasi::thread-spawn` and has a shared memory, so that the agent's ordinary engine
+/// refuses it at once and its threaded modules' engine is the one that compiles it.
+pub fn nested_loops_module(depth: u32, threaded: bool) -> Vec<u8> {
     let mut code = Vec::new();
     // Locals: `depth` i32 counters.
     code.push(1);
@@ -538,9 +540,24 @@ pub fn nested_loops_module(depth: u32) -> Vec<u8> {
     }
     code.push(0x0b);
     let mut m = b"\0asm\x01\0\0\0".to_vec();
-    section(1, &[1, 0x60, 0, 0], &mut m); // type 0: () -> ()
-    section(3, &[1, 0], &mut m); // function 0: type 0
-    section(7, &[1, 6, b'_', b's', b't', b'a', b'r', b't', 0, 0], &mut m); // export _start
+    if threaded {
+        // Types: () -> (), (i32) -> i32; import wasi::thread-spawn; function 1 of type 0; a
+        // shared memory of one page; export `_start` (function 1).
+        section(1, &[2, 0x60, 0, 0, 0x60, 1, 0x7f, 1, 0x7f], &mut m);
+        let mut import = vec![1, 4];
+        import.extend_from_slice(b"wasi");
+        import.push(12);
+        import.extend_from_slice(b"thread-spawn");
+        import.extend_from_slice(&[0, 1]);
+        section(2, &import, &mut m);
+        section(3, &[1, 0], &mut m);
+        section(5, &[1, 0x03, 1, 1], &mut m);
+        section(7, &[1, 6, b'_', b's', b't', b'a', b'r', b't', 0, 1], &mut m);
+    } else {
+        section(1, &[1, 0x60, 0, 0], &mut m); // type 0: () -> ()
+        section(3, &[1, 0], &mut m); // function 0: type 0
+        section(7, &[1, 6, b'_', b's', b't', b'a', b'r', b't', 0, 0], &mut m); // export _start
+    }
     let mut body = Vec::new();
     leb(code.len() as u32, &mut body);
     body.extend_from_slice(&code);

@@ -3,9 +3,7 @@
 //! on disk as `.cwasm` files that survive agent restarts (see [`ModuleCacheDir`] for their
 //! names; whether a file holds a module or a component is read from the file itself).
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,7 +12,7 @@ use wasmtime::component::Component;
 use wasmtime::{Engine, InstancePre, Linker, Module, Precompiled};
 use wasmtime_wasi::p2::bindings::CommandPre;
 
-use super::compiler::{compile_in_child, ChildError, CompilerCommand, Request};
+use super::compiler::{compat_hash, run_compiler, CompilerCommand, Refusals, Request};
 use super::meter::{self, Placement};
 use super::run::TaskState;
 use super::{compile_once, component, CompileFlights, ExecError, ExecutorConfig, Metering};
@@ -57,9 +55,8 @@ pub(super) struct ModuleCache {
     metering: Metering,
     /// The executor's settings, for a compiling child ([`ExecutorConfig::compiler`]).
     config: ExecutorConfig,
-    /// Digests whose compile used its CPU-time limit, with the reason: refused at once
-    /// after (at most [`MAX_REFUSED`] remembered).
-    refused: Mutex<HashMap<String, String>>,
+    /// Digests whose compile used its CPU-time limit, refused at once after.
+    refused: Refusals,
     /// WASI preview 1, resolved once per module into its [`InstancePre`].
     linker: Linker<TaskState>,
     /// WASI 0.2, resolved once per component into its [`CommandPre`].
@@ -73,8 +70,10 @@ pub(super) struct ModuleCache {
     flights: CompileFlights<Compiled>,
     /// The on-disk cache, if any (`ExecutorConfig::cache_dir`).
     dir: Option<ModuleCacheDir>,
-    /// The engine's compatibility hash, part of every cache file name.
+    /// The engines' compatibility hash, part of every cache file name.
     compat_hash: String,
+    /// The same, as a compiling child checks it.
+    compat: u64,
     /// Modules compiled from wasm (cache misses).
     pub(super) compiles: AtomicU64,
     /// Modules loaded from the on-disk cache.
@@ -94,15 +93,10 @@ impl ModuleCache {
     ) -> Result<Self, ExecError> {
         let metering = config.metering;
         let dir = config.cache_dir.clone();
-        let mut h = DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut h);
-        module_engine.precompile_compatibility_hash().hash(&mut h);
         // A rewritten module's code differs from its wasm's: a change of the pass is a change
         // of the cache's names.
-        if metering == Metering::Rewrite {
-            meter::VERSION.hash(&mut h);
-        }
-        let compat_hash = format!("{:016x}", h.finish());
+        let compat = compat_hash(&[&engine, &module_engine], metering == Metering::Rewrite);
+        let compat_hash = format!("{compat:016x}");
         if let Some(dir) = &dir {
             std::fs::create_dir_all(dir).map_err(|source| ExecError::Io {
                 path: dir.clone(),
@@ -115,7 +109,7 @@ impl ModuleCache {
             module_engine,
             metering,
             config: config.clone(),
-            refused: Mutex::new(HashMap::new()),
+            refused: Refusals::default(),
             linker,
             component_linker,
             modules: Mutex::new(HashMap::new()),
@@ -123,6 +117,7 @@ impl ModuleCache {
             flights: CompileFlights::default(),
             dir: dir.map(ModuleCacheDir::new),
             compat_hash,
+            compat,
             compiles: AtomicU64::new(0),
             disk_cache_hits: AtomicU64::new(0),
             cache_rebuilds: AtomicU64::new(0),
@@ -225,10 +220,7 @@ impl ModuleCache {
             }
         }
         if let Some(compiler) = &self.config.compiler {
-            match self.compile_in_child(compiler, dir, digest, wasm_path, &cached) {
-                Some(result) => return result,
-                None => tracing::warn!(digest, "compiling in process instead"),
-            }
+            return self.compile_in_child(compiler, dir, digest, wasm_path, &cached);
         }
         let compiled = self.compile(digest, wasm_path)?;
         match compiled.serialize() {
@@ -249,10 +241,9 @@ impl ModuleCache {
         Ok(compiled)
     }
 
-    /// Compiles in a child process under `compiler`'s CPU-time limit, into the disk cache
-    /// entry `cached`, and loads it. `None`: the child gave no usable code for a reason of
-    /// its own (it could not start, or its code does not load), and the caller compiles in
-    /// process.
+    /// Compiles in a child process under `compiler`'s CPU-time limit, into a temporary file of
+    /// the disk cache, loads it and renames it into place as entry `cached`. There is no
+    /// fallback to compiling in process: the limit is there for the modules that would take it.
     fn compile_in_child(
         &self,
         compiler: &CompilerCommand,
@@ -260,56 +251,36 @@ impl ModuleCache {
         digest: &str,
         wasm_path: &Path,
         cached: &Path,
-    ) -> Option<Result<Compiled, ExecError>> {
-        let refusal = |message: String| ExecError::Compile {
-            digest: digest.to_owned(),
-            message,
-        };
-        if let Some(reason) = self.lock_refused().get(digest) {
-            return Some(Err(refusal(reason.clone())));
-        }
+    ) -> Result<Compiled, ExecError> {
+        self.refused.check(digest)?;
+        self.compiles.fetch_add(1, Ordering::Relaxed);
         let tmp = dir.temp_entry(digest, &self.compat_hash, &unique_suffix());
         let request = Request {
             config: self.config.clone(),
+            threads: false,
+            compat: self.compat,
             wasm: wasm_path.to_owned(),
             out: tmp.clone(),
         };
-        let done = compile_in_child(compiler, &request).and_then(|()| {
-            std::fs::rename(&tmp, cached)
-                .map_err(|e| ChildError::Failed(format!("cannot write the module cache: {e}")))
-        });
-        let _ = std::fs::remove_file(&tmp);
-        if !matches!(done, Err(ChildError::Failed(_))) {
-            self.compiles.fetch_add(1, Ordering::Relaxed);
-        }
-        match done {
-            Ok(()) => match self.deserialize(cached) {
-                Ok(compiled) => Some(Ok(compiled)),
-                Err(e) => {
-                    let _ = std::fs::remove_file(cached);
-                    tracing::warn!(digest, "the compiler's code does not load: {e:#}");
-                    None
+        let result = match run_compiler(compiler, &request) {
+            // Loaded before it is published: other executors on this cache never see code
+            // that does not load.
+            Ok(()) => match self.deserialize(&tmp) {
+                Ok(compiled) => {
+                    if let Err(e) = std::fs::rename(&tmp, cached) {
+                        tracing::warn!(path = %cached.display(), "cannot write module cache: {e}");
+                    }
+                    Ok(compiled)
                 }
+                Err(e) => Err(ExecError::Compile {
+                    digest: digest.to_owned(),
+                    message: format!("{e:#}"),
+                }),
             },
-            Err(ChildError::Invalid(message)) => Some(Err(refusal(message))),
-            Err(ChildError::OverLimit(message)) => {
-                tracing::warn!(digest, "{message}");
-                let mut refused = self.lock_refused();
-                if refused.len() >= MAX_REFUSED {
-                    refused.clear();
-                }
-                refused.insert(digest.to_owned(), message.clone());
-                Some(Err(refusal(message)))
-            }
-            Err(ChildError::Failed(message)) => {
-                tracing::warn!(digest, "cannot compile in a child process: {message}");
-                None
-            }
-        }
-    }
-
-    fn lock_refused(&self) -> MutexGuard<'_, HashMap<String, String>> {
-        self.refused.lock().unwrap_or_else(|e| e.into_inner())
+            Err(e) => Err(self.refused.error(digest, e)),
+        };
+        let _ = std::fs::remove_file(&tmp);
+        result
     }
 
     /// A `.cwasm` of the disk cache, as a module or a component according to its header.
@@ -393,12 +364,8 @@ impl ModuleCache {
     }
 }
 
-/// Most digests remembered as refused for their compile's CPU time: a tenant that sends more
-/// distinct modules than this pays a compile's limit again for the oldest.
-const MAX_REFUSED: usize = 4096;
-
 /// A name unique to this process and call, for temporary files of the disk cache.
-fn unique_suffix() -> String {
+pub(super) fn unique_suffix() -> String {
     static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
     format!(
         "{}-{}",

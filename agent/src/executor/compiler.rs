@@ -3,8 +3,8 @@
 //!
 //! Why: Cranelift's compile time grows faster than linearly with some shapes of code, and a
 //! tenant chooses the code. Nested loops measured on the 2-core machine of BENCHMARKS.md: 100
-//! deep compile in 0.09 s, 200 in 0.9 s, 250 in 2.4 s, 500 in over ten minutes (the module is
-//! a few kilobytes). Wasmtime cannot interrupt a compile, and the compile runs before the
+//! deep compile in 0.09 s, 200 in 1.2 s, 250 in 2.7 s, and 500 (12 KB of wasm) ran for more
+//! than twelve minutes of CPU without finishing. Wasmtime cannot interrupt a compile, and the compile runs before the
 //! task's share or timeout apply, so in process such a module would hold a core of the agent
 //! for hours, and killing its task would not stop it. In a child process it is stopped by the
 //! kernel when it has used its limit (`RLIMIT_CPU`), and the task fails with a reason that
@@ -12,19 +12,22 @@
 //!
 //! The child (`tessera compile`, hidden, or any program that calls [`serve_compile`]) reads a
 //! [`Request`] on its standard input (postcard), makes the executor's own engines from the same
-//! [`ExecutorConfig`], compiles the module as the executor would in process (rewritten for
-//! metering first) and writes the serialized code to a temporary file of the module cache;
-//! the executor renames it into place and loads it as it loads any cached module, so a code
-//! that does not load (an engine that differs) is found there and the module is compiled in
-//! process instead.
+//! [`ExecutorConfig`] (or the threaded modules' engine), checks that their compatibility hash is
+//! the executor's, compiles the module as the executor would in process (rewritten for metering
+//! first) and writes the serialized code to a temporary file of the module cache, which the
+//! executor loads and then renames into place. There is no fallback to compiling in process:
+//! a child that cannot run, or whose engine differs, fails the task with the reason, so that
+//! the limit cannot be stepped around.
 
-use std::io::Read;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{component, config, ExecutorConfig};
+use super::{component, config, threads, ExecError, ExecutorConfig};
 
 /// The program a compile runs in, and its CPU-time limit.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -38,7 +41,8 @@ pub struct CompilerCommand {
 }
 
 impl CompilerCommand {
-    /// This executable's hidden `compile` subcommand (the `tessera` binary's).
+    /// This executable's hidden `compile` subcommand (the `tessera` binary's; a test binary
+    /// is not one).
     pub fn this_executable(cpu_limit: Duration) -> std::io::Result<Self> {
         Ok(CompilerCommand {
             program: std::env::current_exe()?,
@@ -52,8 +56,8 @@ impl CompilerCommand {
         self.cpu_limit.as_secs_f64().ceil().max(1.0) as u64
     }
 
-    /// How long a compile may take in wall time before it is killed: its CPU limit four
-    /// times over, and at least a minute more than it (a loaded machine gives the compile a
+    /// How long a compile may take in wall time before it is killed: four times its CPU
+    /// limit, and at least a minute more than it (a loaded machine gives the compile a
     /// fraction of a core; a child stuck off the CPU would otherwise never end).
     fn wall_limit(&self) -> Duration {
         let cpu = Duration::from_secs(self.limit_secs());
@@ -66,114 +70,215 @@ impl CompilerCommand {
 pub(super) struct Request {
     /// The executor's settings: the child makes the same engines from them.
     pub(super) config: ExecutorConfig,
+    /// A threaded (WASI threads) module, for the threaded modules' engine.
+    pub(super) threads: bool,
+    /// The compatibility hash of the engines that will load the code ([`compat_hash`]).
+    pub(super) compat: u64,
     /// The module or component to compile.
     pub(super) wasm: PathBuf,
     /// Where to write its serialized code.
     pub(super) out: PathBuf,
 }
 
+/// A hash of the compatibility of `engines`' compiled code (and of the metering pass's
+/// version, which changes a module's code): equal in the executor and the child only if code
+/// compiled by one loads in the other.
+pub(super) fn compat_hash(engines: &[&wasmtime::Engine], rewrite: bool) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for e in engines {
+        e.precompile_compatibility_hash().hash(&mut h);
+    }
+    if rewrite {
+        super::meter::VERSION.hash(&mut h);
+    }
+    h.finish()
+}
+
 /// Why a compile in a child gave no code.
 #[derive(Debug)]
 pub(super) enum ChildError {
-    /// It used its CPU-time limit (or four times it in wall time) and was stopped.
+    /// It used its CPU-time limit and the kernel stopped it.
     OverLimit(String),
     /// The module does not compile: the child's message.
     Invalid(String),
-    /// The child could not be run, or ended without saying why.
+    /// The child could not be run, its engine differs, or it ended without code for another
+    /// reason (killed, out of time on a loaded machine): not the module's fault for certain.
     Failed(String),
+}
+
+/// Digests whose compile used its CPU-time limit, with the reason, refused at once after (at
+/// most [`MAX_REFUSED`], per executor).
+#[derive(Debug, Default)]
+pub(super) struct Refusals(Mutex<HashMap<String, String>>);
+
+/// Most digests remembered as refused for their compile's CPU time (per executor, so per
+/// runtime process): past it the list starts again empty, and a tenant that sends more
+/// distinct modules than this pays a compile's limit again for each.
+const MAX_REFUSED: usize = 4096;
+
+impl Refusals {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The refusal of `digest`, if it was refused.
+    pub(super) fn check(&self, digest: &str) -> Result<(), ExecError> {
+        match self.lock().get(digest) {
+            Some(message) => Err(ExecError::CompileRefused {
+                digest: digest.to_owned(),
+                message: message.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The error of a compile of `digest` in a child; one that used its CPU-time limit is
+    /// remembered.
+    pub(super) fn error(&self, digest: &str, e: ChildError) -> ExecError {
+        let digest = digest.to_owned();
+        match e {
+            ChildError::Invalid(message) => ExecError::Compile { digest, message },
+            ChildError::Failed(message) => {
+                tracing::warn!(digest, "cannot compile in a child process: {message}");
+                ExecError::CompileRefused { digest, message }
+            }
+            ChildError::OverLimit(message) => {
+                tracing::warn!(digest, "{message}");
+                let mut refused = self.lock();
+                if refused.len() >= MAX_REFUSED {
+                    refused.clear();
+                }
+                refused.insert(digest.clone(), message.clone());
+                ExecError::CompileRefused { digest, message }
+            }
+        }
+    }
 }
 
 /// Exit code of a child whose module does not compile (its message on standard error).
 const EXIT_INVALID: i32 = 3;
 
+/// Exit code of a child whose engines differ from the executor's.
+const EXIT_MISMATCH: i32 = 4;
+
 /// Most of a child's standard error kept for a task's failure reason.
 const MAX_MESSAGE: u64 = 4096;
 
 /// Runs `cmd` on `request`, waiting for it on this (blocking) thread.
-pub(super) fn compile_in_child(cmd: &CompilerCommand, request: &Request) -> Result<(), ChildError> {
+pub(super) fn run_compiler(cmd: &CompilerCommand, request: &Request) -> Result<(), ChildError> {
     let failed = |what: &str, e: &dyn std::fmt::Display| {
         ChildError::Failed(format!("compiler {}: {what}: {e}", cmd.program.display()))
     };
-    let err_path = request.out.with_extension("err");
+    let mut err_path = request.out.clone().into_os_string();
+    err_path.push(".err");
+    let err_path = PathBuf::from(err_path);
     let err_file = std::fs::File::create(&err_path).map_err(|e| failed("stderr file", &e))?;
-    let secs = cmd.limit_secs();
-    let mut command = Command::new(&cmd.program);
-    command
+    // No `pre_exec`: the standard library then starts the child with `posix_spawn`, not a
+    // `fork` of this process and its guests' memory. The limits are set on the child before
+    // it is sent its request (it waits for it on stdin), and it ties its life to ours itself.
+    let spawned = Command::new(&cmd.program)
         .args(&cmd.args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .stderr(err_file);
-    // SAFETY: the closure runs in the child between fork and exec, and calls only
-    // async-signal-safe functions (setrlimit, prctl) with valid arguments.
-    unsafe {
-        command.pre_exec(move || {
-            // SIGXCPU at the limit, SIGKILL a second later if it is caught.
-            let lim = libc::rlimit {
-                rlim_cur: secs,
-                rlim_max: secs + 1,
-            };
-            if libc::setrlimit(libc::RLIMIT_CPU, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
+        .stderr(err_file)
+        .spawn();
+    let result = match spawned {
+        Ok(mut child) => {
+            let r = limit_and_wait(cmd, request, &mut child, &err_path);
+            if r.is_err() {
+                let _ = child.kill();
+                let _ = child.wait();
             }
-            // The compile dies with the thread that waits for it (the executor's process).
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    let result = (|| {
-        let mut child = command.spawn().map_err(|e| failed("cannot start", &e))?;
-        let body = postcard::to_allocvec(request).map_err(|e| failed("request", &e))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            use std::io::Write;
-            // A child that died at once is seen by its status below.
-            let _ = stdin.write_all(&body);
+            r
         }
-        let deadline = Instant::now() + cmd.wall_limit();
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() >= deadline => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(ChildError::OverLimit(format!(
-                        "compiling it took more than {:?} of wall time (four times its CPU-time \
-                         limit of {secs} s): stopped",
-                        cmd.wall_limit()
-                    )));
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-                Err(e) => return Err(failed("wait", &e)),
-            }
-        };
-        let message = read_message(&err_path);
-        match (status.code(), status.signal()) {
-            (Some(0), _) => Ok(()),
-            (Some(EXIT_INVALID), _) => Err(ChildError::Invalid(message)),
-            (_, Some(libc::SIGXCPU | libc::SIGKILL)) => Err(ChildError::OverLimit(format!(
-                "compiling it took more than the compiler's CPU-time limit of {secs} s: stopped"
-            ))),
-            _ => Err(ChildError::Failed(format!(
-                "compiler {} ended with {status}: {message}",
-                cmd.program.display()
-            ))),
-        }
-    })();
+        Err(e) => Err(failed("cannot start", &e)),
+    };
     let _ = std::fs::remove_file(&err_path);
     result
 }
 
-fn read_message(path: &Path) -> String {
-    let mut text = String::new();
-    if let Ok(f) = std::fs::File::open(path) {
-        let _ = f.take(MAX_MESSAGE).read_to_string(&mut text);
+fn limit_and_wait(
+    cmd: &CompilerCommand,
+    request: &Request,
+    child: &mut std::process::Child,
+    err_path: &Path,
+) -> Result<(), ChildError> {
+    let failed = |what: &str, e: &dyn std::fmt::Display| {
+        ChildError::Failed(format!("compiler {}: {what}: {e}", cmd.program.display()))
+    };
+    let secs = cmd.limit_secs();
+    let pid = child.id() as libc::pid_t;
+    // SIGXCPU at the limit (SIGKILL a second later if it were caught); no core file.
+    for (resource, cur, max) in [
+        (libc::RLIMIT_CPU, secs, secs + 1),
+        (libc::RLIMIT_CORE, 0, 0),
+    ] {
+        let lim = libc::rlimit {
+            rlim_cur: cur,
+            rlim_max: max,
+        };
+        // SAFETY: `lim` is a valid rlimit; the old value is not asked for.
+        if unsafe { libc::prlimit(pid, resource, &lim, std::ptr::null_mut()) } != 0 {
+            return Err(failed("cannot limit it", &std::io::Error::last_os_error()));
+        }
     }
-    text.trim().to_owned()
+    let body = postcard::to_allocvec(request).map_err(|e| failed("request", &e))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A child that died at once is seen by its status below.
+        let _ = stdin.write_all(&body);
+    }
+    let deadline = Instant::now() + cmd.wall_limit();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() >= deadline => {
+                return Err(ChildError::Failed(format!(
+                    "the compile did not end within {:?} of wall time (its CPU-time limit is \
+                     {secs} s; is the machine overloaded?): stopped",
+                    cmd.wall_limit()
+                )));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => return Err(failed("wait", &e)),
+        }
+    };
+    let message = read_message(err_path);
+    match (status.code(), status.signal()) {
+        (Some(0), _) => Ok(()),
+        (Some(EXIT_INVALID), _) => Err(ChildError::Invalid(message)),
+        (Some(EXIT_MISMATCH), _) => Err(ChildError::Failed(format!(
+            "compiler {} makes code for another engine than the executor's (a binary other \
+             than the agent's?): {message}",
+            cmd.program.display()
+        ))),
+        (_, Some(libc::SIGXCPU)) => Err(ChildError::OverLimit(format!(
+            "compiling it took more than the agent's CPU-time limit of {secs} s for a compile \
+             (`--compile-cpu-limit`): stopped"
+        ))),
+        _ => Err(ChildError::Failed(format!(
+            "compiler {} ended with {status}: {message}",
+            cmd.program.display()
+        ))),
+    }
+}
+
+fn read_message(path: &Path) -> String {
+    let mut bytes = Vec::new();
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.take(MAX_MESSAGE).read_to_end(&mut bytes);
+    }
+    String::from_utf8_lossy(&bytes).trim().to_owned()
 }
 
 /// The compiling child's side (`tessera compile`): reads a request on standard input,
-/// compiles, writes the code, and returns the process's exit code (0; 3 with a message on
-/// standard error if the module does not compile; 1 if the request cannot be served).
+/// compiles, writes the code, and returns the process's exit code: 0; 3 with a message on
+/// standard error if the module does not compile; 4 if its engines are not the executor's; 1
+/// if the request cannot be served.
 pub fn serve_compile() -> i32 {
+    // SAFETY: prctl with these arguments only sets this process's parent-death signal. The
+    // child then dies with the thread that started it, which waits for it.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     let mut body = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut body) {
         eprintln!("cannot read the request: {e}");
@@ -186,32 +291,7 @@ pub fn serve_compile() -> i32 {
             return 1;
         }
     };
-    let (engine, module_engine, _) = match config::engines(&request.config) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("{e}");
-            return 1;
-        }
-    };
-    let bytes = match std::fs::read(&request.wasm) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("cannot read {}: {e}", request.wasm.display());
-            return 1;
-        }
-    };
-    let code = if component::is_component(&bytes) {
-        engine
-            .precompile_component(&bytes)
-            .map_err(|e| format!("{e:#}"))
-    } else {
-        super::cache::module_code(&module_engine, request.config.metering, bytes).and_then(|b| {
-            module_engine
-                .precompile_module(&b)
-                .map_err(|e| format!("{e:#}"))
-        })
-    };
-    match code {
+    match compile(&request) {
         Ok(code) => match std::fs::write(&request.out, code) {
             Ok(()) => 0,
             Err(e) => {
@@ -219,9 +299,53 @@ pub fn serve_compile() -> i32 {
                 1
             }
         },
-        Err(message) => {
+        Err((code, message)) => {
             eprintln!("{message}");
-            EXIT_INVALID
+            code
         }
+    }
+}
+
+/// The child's compile: its code, or an exit code and a message.
+fn compile(request: &Request) -> Result<Vec<u8>, (i32, String)> {
+    let fail = |e: String| (1, e);
+    let bytes = std::fs::read(&request.wasm)
+        .map_err(|e| fail(format!("cannot read {}: {e}", request.wasm.display())))?;
+    let invalid = |e: wasmtime::Error| (EXIT_INVALID, format!("{e:#}"));
+    let mismatch = || {
+        (
+            EXIT_MISMATCH,
+            "this program's engines are not the executor's".to_owned(),
+        )
+    };
+    if request.threads {
+        let engine = threads::engine().map_err(|e| fail(e.to_string()))?;
+        if compat_hash(&[&engine], false) != request.compat {
+            return Err(mismatch());
+        }
+        return engine.precompile_module(&bytes).map_err(invalid);
+    }
+    // The engines without the pool first (no address space to reserve); the pool's only if
+    // the code would differ without it.
+    let rewrite = request.config.metering == super::Metering::Rewrite;
+    let unpooled = ExecutorConfig {
+        pooling: None,
+        ..request.config.clone()
+    };
+    let mut found = None;
+    for cfg in [&unpooled, &request.config] {
+        let (engine, module_engine, _) = config::engines(cfg).map_err(|e| fail(e.to_string()))?;
+        if compat_hash(&[&engine, &module_engine], rewrite) == request.compat {
+            found = Some((engine, module_engine));
+            break;
+        }
+    }
+    let (engine, module_engine) = found.ok_or_else(mismatch)?;
+    if component::is_component(&bytes) {
+        engine.precompile_component(&bytes).map_err(invalid)
+    } else {
+        let code = super::cache::module_code(&module_engine, request.config.metering, bytes)
+            .map_err(|e| (EXIT_INVALID, e))?;
+        module_engine.precompile_module(&code).map_err(invalid)
     }
 }

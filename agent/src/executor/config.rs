@@ -59,8 +59,8 @@ pub struct ExecutorConfig {
     #[serde(default)]
     pub metering: Metering,
     /// Compile modules in a child process under a CPU-time limit (`compiler.rs`): Cranelift's
-    /// compile time grows faster than linearly with some shapes of code (3,000 nested loops,
-    /// 30 KB of wasm, take it hours), and a tenant chooses the code. `None` (the default):
+    /// compile time grows faster than linearly with some shapes of code (1,000 nested loops,
+    /// 19 KB of wasm, take it hours), and a tenant chooses the code. `None` (the default):
     /// compile in this process, unbounded. Needs [`ExecutorConfig::cache_dir`] (the child
     /// writes its code there); without one, modules compile in process.
     #[serde(default)]

@@ -150,6 +150,15 @@ pub enum ExecError {
         /// Compiler/validator message.
         message: String,
     },
+    /// The module was not compiled: its compile used the agent's CPU-time limit (and the
+    /// module is refused at once after), or the compiling child process failed.
+    #[error("module {digest} was not compiled: {message}")]
+    CompileRefused {
+        /// Digest of the module.
+        digest: String,
+        /// Why.
+        message: String,
+    },
     /// The module has no exported `_start` function of type `() -> ()`, or the component does
     /// not export `wasi:cli/run`, so it is not a WASI command.
     #[error("module {digest} is not a WASI command: {message}")]
@@ -186,6 +195,10 @@ impl ExecError {
                 source: std::io::Error::new(source.kind(), source.to_string()),
             },
             ExecError::Compile { digest, message } => ExecError::Compile {
+                digest: digest.clone(),
+                message: message.clone(),
+            },
+            ExecError::CompileRefused { digest, message } => ExecError::CompileRefused {
                 digest: digest.clone(),
                 message: message.clone(),
             },
@@ -463,6 +476,7 @@ impl Executor {
         }
         let modules = ModuleCache::new(engine.clone(), module_engine, linker, &cfg)?;
         let components = Arc::new(instance::Components::new(&engine)?);
+        let threads = threads::Threads::new(&cfg)?;
         let quota = cfg.cpu_quota_cgroup.as_deref().and_then(|dir| {
             quota::QuotaParent::new(dir)
                 .inspect_err(|e| {
@@ -482,7 +496,7 @@ impl Executor {
                 fuel_rate,
                 pool_slots,
                 components,
-                threads: threads::Threads::new()?,
+                threads,
                 outputs: Arc::new(output::OutputStore::new(
                     output::MEMORY_BUDGET,
                     output::MEMORY_THRESHOLD,

@@ -38,7 +38,7 @@
 //! time any one thread was paused by pacing, and `fuel_consumed` is 0 (no fuel on this engine).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -51,6 +51,7 @@ use wasmtime::{
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit};
 
+use super::compiler::{compat_hash, run_compiler, ChildError, CompilerCommand, Refusals, Request};
 use super::limiter::MemLimiter;
 use super::output::{read_tail, CappedOutput};
 use super::pacing::thread_cpu_time;
@@ -83,6 +84,37 @@ const BURST_MS: f64 = 20.0;
 /// Size of a wasm page.
 const PAGE: u64 = 65536;
 
+/// Compiles a threaded module in a child process under `cmd`'s limit, through a temporary file
+/// in `dir`, and loads it (threaded modules are kept in memory only).
+fn compile_in_child(
+    engine: &Engine,
+    cmd: &CompilerCommand,
+    dir: &Path,
+    config: super::ExecutorConfig,
+    wasm: &Path,
+) -> Result<Module, ChildError> {
+    let out = dir.join(format!(
+        ".threaded.cwasm.tmp{}",
+        super::cache::unique_suffix()
+    ));
+    let request = Request {
+        config,
+        threads: true,
+        compat: compat_hash(&[engine], false),
+        wasm: wasm.to_owned(),
+        out: out.clone(),
+    };
+    let loaded = run_compiler(cmd, &request).and_then(|()| {
+        // SAFETY: the file was just written by `Engine::precompile_module` of an engine whose
+        // compatibility hash the child checked against this one's, in the agent-owned cache
+        // directory (see `ExecutorConfig::cache_dir`).
+        unsafe { Module::deserialize_file(engine, &out) }
+            .map_err(|e| ChildError::Invalid(format!("{e:#}")))
+    });
+    let _ = std::fs::remove_file(&out);
+    loaded
+}
+
 /// Whether the module bytes are a WASI-threads module (they import `wasi::thread-spawn`);
 /// a byte search first, so that ordinary modules cost one scan.
 fn mentions_thread_spawn(bytes: &[u8]) -> bool {
@@ -101,18 +133,30 @@ pub(super) struct Threads {
     flights: CompileFlights<bool>,
     /// Advances the engine's epoch while threaded tasks run.
     ticker: Arc<Ticker>,
+    /// Where threaded modules compile, if in a child process: its command, the directory its
+    /// code is written to (the module cache's), the executor's settings.
+    compiler: Option<(CompilerCommand, PathBuf, super::ExecutorConfig)>,
+    /// Threaded modules whose compile used its CPU-time limit.
+    refused: Refusals,
+}
+
+/// The engine of threaded modules: threads and shared memories on, epoch interruption, no
+/// fuel, no pooling. Also made by a compiling child (`compiler.rs`).
+pub(super) fn engine() -> Result<Engine, ExecError> {
+    let mut config = wasmtime::Config::new();
+    config
+        .cranelift_opt_level(wasmtime::OptLevel::Speed)
+        .wasm_threads(true)
+        .shared_memory(true)
+        .epoch_interruption(true);
+    Engine::new(&config).map_err(|e| ExecError::Engine(format!("{e:#}")))
 }
 
 impl Threads {
-    /// Creates the engine and linker of threaded tasks.
-    pub(super) fn new() -> Result<Self, ExecError> {
-        let mut config = wasmtime::Config::new();
-        config
-            .cranelift_opt_level(wasmtime::OptLevel::Speed)
-            .wasm_threads(true)
-            .shared_memory(true)
-            .epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(|e| ExecError::Engine(format!("{e:#}")))?;
+    /// Creates the engine and linker of threaded tasks, which compile as `cfg` says
+    /// ([`ExecutorConfig::compiler`](super::ExecutorConfig::compiler)).
+    pub(super) fn new(cfg: &super::ExecutorConfig) -> Result<Self, ExecError> {
+        let engine = engine()?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut ThreadState| s.wasi())
             .map_err(|e| ExecError::Engine(format!("{e:#}")))?;
@@ -134,6 +178,12 @@ impl Threads {
             linker,
             modules: Mutex::new(HashMap::new()),
             flights: CompileFlights::default(),
+            compiler: cfg
+                .compiler
+                .clone()
+                .zip(cfg.cache_dir.clone())
+                .map(|(cmd, dir)| (cmd, dir, cfg.clone())),
+            refused: Refusals::default(),
         })
     }
 
@@ -174,14 +224,17 @@ impl Threads {
         if !mentions_thread_spawn(&bytes) || wasmparser::Parser::is_component(&bytes) {
             return Ok(false);
         }
+        self.refused.check(digest)?;
         let engine = self.engine.clone();
-        let module = tokio::task::spawn_blocking(move || Module::new(&engine, &bytes))
-            .await
-            .map_err(|e| ExecError::Join(e.to_string()))?
-            .map_err(|e| ExecError::Compile {
-                digest: digest.to_owned(),
-                message: format!("{e:#}"),
-            })?;
+        let compiler = self.compiler.clone();
+        let wasm = path.to_owned();
+        let module = tokio::task::spawn_blocking(move || match compiler {
+            None => Module::new(&engine, &bytes).map_err(|e| ChildError::Invalid(format!("{e:#}"))),
+            Some((cmd, dir, config)) => compile_in_child(&engine, &cmd, &dir, config, &wasm),
+        })
+        .await
+        .map_err(|e| ExecError::Join(e.to_string()))?
+        .map_err(|e| self.refused.error(digest, e))?;
         let threaded = module
             .imports()
             .any(|i| i.module() == "wasi" && i.name() == "thread-spawn");

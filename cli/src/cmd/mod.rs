@@ -37,11 +37,27 @@ pub fn one_line(message: &str) -> String {
 /// tens of seconds, a tenant's pathological one is stopped here.
 pub const DEFAULT_COMPILE_CPU_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// This binary's `compile` subcommand under `limit` (`None`: compile in process, unbounded),
-/// for an agent's executor (`ExecutorConfig::compiler`); in process if the executable's path
-/// cannot be found (with a warning).
+/// Set by the `tessera` binary's `main`: this process's executable serves `compile`. A test
+/// binary calling the commands in process is not one (it would take `compile` for a filter
+/// of its tests), so its agents compile in process.
+static COMPILE_IN_THIS_BINARY: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Says this process is the `tessera` binary, whose `compile` subcommand serves agents'
+/// compiles ([`compiler`]).
+pub fn compile_in_this_binary() {
+    COMPILE_IN_THIS_BINARY.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// This binary's `compile` subcommand under `limit`, for an agent's executor
+/// (`ExecutorConfig::compiler`); `None` (compile in process, unbounded) with no limit, in a
+/// process that is not the `tessera` binary, or if the executable's path cannot be found (with
+/// a warning).
 pub fn compiler(limit: Option<std::time::Duration>) -> Option<::agent::executor::CompilerCommand> {
     let limit = limit?;
+    if !COMPILE_IN_THIS_BINARY.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
     ::agent::executor::CompilerCommand::this_executable(limit)
         .inspect_err(|e| {
             tracing::warn!("compiling modules in process, unbounded: no path to this program: {e}")
