@@ -224,7 +224,7 @@ pub async fn wait_agents(sched: &mut Scheduler, n: usize) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Lossy links everywhere (tests/tests/lossy.rs): a local cluster whose every peer, agents and
+// Lossy links everywhere (tests/tests/e2e/lossy.rs): a local cluster whose every peer, agents and
 // schedulers alike, dials the master through its own UDP impairment proxy.
 // ---------------------------------------------------------------------------------------------
 
@@ -332,7 +332,7 @@ pub async fn agent_behind_proxy(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Several masters (tests/tests/follow_leader.rs, cli/tests/leader.rs): a stand-in for a master
+// Several masters (tests/tests/e2e/follow_leader.rs, cli/tests/e2e/leader.rs): a stand-in for a master
 // that does not lead, over real QUIC with the cluster's certificates.
 // ---------------------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 //! Directed runs of the process faults: a master restart from the registry, an agent crash
 //! that keeps its guests (recovery from the checkpoint, the runtime's outbox replayed), and
-//! one that loses them with the runtime. The seeded mixes are in `tests/tests/sim_mixed.rs`.
+//! one that loses them with the runtime. The seeded mixes are in `tests/tests/e2e/sim_mixed.rs`.
 
 use super::Sim;
 use proto::resources::GIB;

@@ -4,7 +4,7 @@
 //! them, tells the master and removes its checkpoint, without hanging when the master does not
 //! confirm; the agent's blobs and compiled modules are kept under its cache size (what a running
 //! task uses excepted). The runtime process (guests that outlive the agent) is tested end to end in
-//! cli/tests/agent_restart.rs.
+//! cli/tests/e2e/agent_restart.rs.
 
 use agent::driver::OnStop;
 use proto::resources::MIB;

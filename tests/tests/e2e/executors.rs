@@ -606,7 +606,7 @@ async fn an_executor_outlives_a_dropped_link_and_is_charged_again() {
 /// Prints launch latencies side by side: accept → first update of an executor's first task
 /// (cold: component compiled; and warm: compiled, new instance), accept → TASK_FINISHED of
 /// queries in a warm executor, and of one-shot `hello` tasks. Run with
-/// `cargo test -p tessera-tests --release --test executors -- --ignored --nocapture`.
+/// `cargo test -p tessera-tests --release --test e2e executors:: -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, not a check"]
 async fn measure_executor_launch_latency() {

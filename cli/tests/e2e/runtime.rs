@@ -217,7 +217,7 @@ fn summary(lat: &[Duration]) -> (Duration, Duration) {
 }
 
 /// Not a test: the runtime process's cost, measured against guests in process in the same run.
-/// `cargo test -p tessera-cli --test runtime -- --ignored --nocapture`
+/// `cargo test -p tessera-cli --test e2e runtime:: -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread")]
 #[ignore]
 async fn measure_runtime_process_overhead() {

@@ -24,10 +24,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tessera_etcd::testing::EtcdServer;
 
-mod common;
-
-use common::jobs::JobRun;
-use common::{certs, free_port, start_agent_timed, tessera, Reaper};
+use crate::common::jobs::JobRun;
+use crate::common::{certs, free_port, start_agent_timed, tessera, Reaper};
 
 /// The leader's lease (`$TESSERA_FAILOVER_LEASE` overrides it, e.g. to measure the default
 /// 3 s).

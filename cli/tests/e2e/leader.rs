@@ -6,9 +6,7 @@
 use std::path::Path;
 use tessera_tests::{StandIn, StandInMode};
 
-mod common;
-
-use common::{certs, free_port, start_agent, start_master, tessera};
+use crate::common::{certs, free_port, start_agent, start_master, tessera};
 
 /// A stand-in for a master of the cluster whose certificates are in `certs`, on a runtime of
 /// its own (the test's processes are driven from the main thread).

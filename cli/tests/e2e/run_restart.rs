@@ -15,9 +15,7 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-mod common;
-
-use common::{certs, free_port, start_agent, start_master, tessera, Reaper};
+use crate::common::{certs, free_port, start_agent, start_master, tessera, Reaper};
 
 /// Rounds of `burn`: a few seconds of one core in wasmtime.
 const ROUNDS: u64 = 12_000;

@@ -1,8 +1,5 @@
 //! What the real-process tests share: the `tessera` binary, a reaper for its processes,
 //! certificates, a free port, and a master or agent started with short QUIC timers.
-//!
-//! Each test file is its own crate and uses only part of this, hence the `dead_code` allowance.
-#![allow(dead_code)]
 
 pub mod jobs;
 

@@ -15,10 +15,8 @@ use sdk::{Scheduler, SchedulerOptions};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-mod common;
-
-use common::jobs::JobRun;
-use common::{certs, free_port, start_agent, start_master, IDLE};
+use crate::common::jobs::JobRun;
+use crate::common::{certs, free_port, start_agent, start_master, IDLE};
 
 const JOBS: usize = 1_000;
 

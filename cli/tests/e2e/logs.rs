@@ -2,9 +2,7 @@
 //! prints a line every 200 ms): `--follow` prints the first line while the task still runs,
 //! then every line, and exits 0 once the task has ended; an unknown task is one clear line.
 
-mod common;
-
-use common::{certs, free_port, start_master, tessera, Reaper, IDLE, KEEP_ALIVE};
+use crate::common::{certs, free_port, start_master, tessera, Reaper, IDLE, KEEP_ALIVE};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;

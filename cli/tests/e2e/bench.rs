@@ -2,8 +2,6 @@
 //! documented field present and consistent with the plan and with itself (no timing
 //! thresholds: only counts, orderings and the ratios' arithmetic).
 
-mod common;
-
 use serde_json::Value;
 
 fn f(v: &Value, path: &str) -> f64 {
@@ -18,7 +16,7 @@ fn f(v: &Value, path: &str) -> f64 {
 #[test]
 fn bench_json_reports_latency_throughput_and_ratios() {
     let dir = tempfile::tempdir().unwrap();
-    let out = common::tessera()
+    let out = crate::common::tessera()
         .args(["bench", "--quick", "--json", "--latency-tasks", "12"])
         .args(["--throughput-tasks", "90", "--rounds", "2", "--work-dir"])
         .arg(dir.path())
@@ -96,7 +94,7 @@ fn bench_json_reports_latency_throughput_and_ratios() {
 
 #[test]
 fn bench_text_report_names_its_rows() {
-    let out = common::tessera()
+    let out = crate::common::tessera()
         .args([
             "bench",
             "--quick",

@@ -29,9 +29,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-mod common;
-
-use common::{tessera, Reaper};
+use crate::common::{tessera, Reaper};
 
 /// Hang guard for anything that must happen (never a speed assertion).
 const SANITY: Duration = Duration::from_secs(180);

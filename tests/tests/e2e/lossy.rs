@@ -5,7 +5,7 @@
 //! scheduler exactly once (counted after the SDK's dedup), and no task runs twice.
 //!
 //! Timing is not asserted (the end-to-end cost of such links is measured in
-//! `cli/tests/cli.rs`, `measure_runs_over_a_slow_lossy_client_link`); only a hang guard bounds
+//! `cli/tests/e2e/cli.rs`, `measure_runs_over_a_slow_lossy_client_link`); only a hang guard bounds
 //! the run.
 
 use proto::{Filters, TaskState, TaskStatus};

@@ -20,9 +20,11 @@
 //! Most seeds see at least one master restart and one agent crash that keeps its guests; the
 //! tests assert that the seed set as a whole does.
 //!
-//! `SIM_SEEDS` (default 120 with restarts, 40 without: the file takes under a minute in a
-//! debug build on two busy cores) sets how many seeds run; `SIM_SEED` runs one (to replay a
-//! failure, including a known-bad one).
+//! `SIM_SEEDS` (default 120 with restarts, 40 without) sets how many seeds run; `SIM_SEED`
+//! runs one (to replay a failure, including a known-bad one). The seeds with restarts are
+//! dealt to four tests (seed mod 4), which the harness runs beside other tests: one test of
+//! 120 seeds took 156 s of a debug build on a slow 2-core machine, the longest of the
+//! end-to-end binary by far, with the other core idle for most of it.
 
 use proto::resources::GIB;
 use proto::{Reason, Resources, TaskState};
@@ -35,16 +37,30 @@ fn res(cpus: u64, gib: u64) -> Resources {
     Resources::new(cpus * 1000, gib * GIB, 0)
 }
 
-/// Seeds to run: `SIM_SEED` alone, or `0..SIM_SEEDS` (default `default`).
-fn seeds(default: u64) -> Vec<u64> {
-    if let Some(one) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
-        return vec![one];
-    }
-    let n = std::env::var("SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default);
-    (0..n).collect()
+/// Which of a test's seeds one part of it runs: those equal to `part` mod `parts`.
+#[derive(Clone, Copy)]
+struct Part {
+    part: u64,
+    parts: u64,
+}
+
+/// All of the seeds, in one test.
+const WHOLE: Part = Part { part: 0, parts: 1 };
+
+/// Seeds to run: `SIM_SEED` alone, or `0..SIM_SEEDS` (default `default`); of either, those of
+/// `part`.
+fn seeds(default: u64, part: Part) -> Vec<u64> {
+    let all = match std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+        Some(one) => one..one + 1,
+        None => {
+            let n = std::env::var("SIM_SEEDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(default);
+            0..n
+        }
+    };
+    all.filter(|s| s % part.parts == part.part).collect()
 }
 
 /// A cluster of 3 agents <4 cpus, 4 GiB> and 2 frameworks, with Mesos's 10-minute agent
@@ -200,11 +216,11 @@ fn play(seed: u64, scenario: &Scenario) -> Result<usize, String> {
 /// unacknowledged tasks) pass since the registry records ends.
 const KNOWN_BAD: &[(u64, &str)] = &[];
 
-fn run_seeds(default: u64, shape: &ScenarioShape) {
+fn run_seeds(default: u64, part: Part, shape: &ScenarioShape) {
     let mut failures = Vec::new();
     let mut unreachable = 0;
     let (mut master_restarts, mut recoveries) = (0, 0);
-    let seeds = seeds(default);
+    let seeds = seeds(default, part);
     let replaying = seeds.len() == 1;
     for &seed in &seeds {
         if !replaying && KNOWN_BAD.iter().any(|(s, _)| *s == seed) {
@@ -251,9 +267,29 @@ fn run_seeds(default: u64, shape: &ScenarioShape) {
     );
 }
 
+/// Mixed faults with restarts over 120 seeds, in four parts.
+fn with_restarts(part: u64) {
+    run_seeds(120, Part { part, parts: 4 }, &ScenarioShape::default());
+}
+
 #[test]
-fn mixed_faults_with_restarts_over_many_seeds() {
-    run_seeds(120, &ScenarioShape::default());
+fn mixed_faults_with_restarts_over_many_seeds_part_0() {
+    with_restarts(0);
+}
+
+#[test]
+fn mixed_faults_with_restarts_over_many_seeds_part_1() {
+    with_restarts(1);
+}
+
+#[test]
+fn mixed_faults_with_restarts_over_many_seeds_part_2() {
+    with_restarts(2);
+}
+
+#[test]
+fn mixed_faults_with_restarts_over_many_seeds_part_3() {
+    with_restarts(3);
 }
 
 #[test]
@@ -262,7 +298,7 @@ fn mixed_faults_without_restarts_lose_nothing() {
         restarts: false,
         ..ScenarioShape::default()
     };
-    run_seeds(40, &shape);
+    run_seeds(40, WHOLE, &shape);
 }
 
 #[test]

@@ -4,9 +4,7 @@
 //! tenant sees, and `tessera kill` refused to the other tenant, ambiguous for the operator
 //! without `--framework`, done by the owner.
 
-mod common;
-
-use common::{certs, free_port, start_agent, start_master_with, tessera, Reaper};
+use crate::common::{certs, free_port, start_agent, start_master_with, tessera, Reaper};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Output, Stdio};

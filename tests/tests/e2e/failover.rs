@@ -1,5 +1,5 @@
 //! Several masters in this process sharing one coordinator (the in-memory one: elections and a
-//! registry fenced to the current term, as etcd gives them; `cli/tests/master_failover.rs`
+//! registry fenced to the current term, as etcd gives them; `cli/tests/e2e/master_failover.rs`
 //! runs the same on a real etcd with real processes). Real QUIC, real agents and wasmtime.
 //!
 //! What is checked: a standby sends peers to the leader; agents and schedulers given every
