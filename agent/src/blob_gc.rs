@@ -8,7 +8,9 @@
 //!   blob each time a task or executor uses it;
 //! - while the entries' total is over the cap, the least recently used entry that no live task
 //!   or executor uses is removed; entries in use are never removed, even over the cap;
-//! - files being written (a fetch's or a compilation's temporary files) are not entries.
+//! - files being written (a fetch's or a compilation's temporary files) are not entries; those
+//!   whose writer died (a process killed mid-fetch or mid-compile) are removed once older than
+//!   [`STALE_TEMPORARY`] ([`remove_stale_temporaries`]).
 //!
 //! [`plan`] decides (pure, unit-tested); [`scan`] and [`remove`] are the I/O, run by the
 //! driver: the scan off its loop, the plan and the removals on it, against the core's
@@ -17,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::workdir::WorkDir;
 
@@ -144,6 +146,52 @@ pub fn remove(files: &[CachedFile], planned: &[&CachedFile]) -> Collected {
     c
 }
 
+/// How long a temporary file of `blobs/` or `cache/` may go unmodified before it is taken for
+/// one whose writer died. Their writers remove them, unless killed; files being written are
+/// far younger: a fetch writes as it receives, and a compile writes its code when it ends (its
+/// `.err` file is older, but losing it costs only that compile's message).
+pub const STALE_TEMPORARY: Duration = Duration::from_secs(3600);
+
+/// Whether `name` is a temporary file's, not an entry's: a fetch's `<digest>.part-<pid>-<n>`,
+/// a compile's `<digest>.<engine>.cwasm.tmp<unique>` and its `.err`.
+fn is_temporary(name: &str) -> bool {
+    name.contains(".part-") || name.contains(".cwasm.tmp")
+}
+
+/// Removes the temporary files of `blobs/` and `cache/` last modified more than `older_than`
+/// before `now`, left behind by a writer that died; returns how many were removed.
+pub fn remove_stale_temporaries(
+    work_dir: &WorkDir,
+    now: SystemTime,
+    older_than: Duration,
+) -> usize {
+    let mut removed = 0;
+    for dir in [work_dir.blobs(), work_dir.cache().path().to_owned()] {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in rd.flatten() {
+            if !entry.file_name().to_str().is_some_and(is_temporary) {
+                continue;
+            }
+            let Ok(modified) = entry.metadata().and_then(|m| m.modified()) else {
+                continue;
+            };
+            if now.duration_since(modified).unwrap_or_default() <= older_than {
+                continue;
+            }
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove a temporary file")
+                }
+            }
+        }
+    }
+    removed
+}
+
 /// Marks a blob used now (its modification time), so the collection keeps recently used ones.
 /// Best effort: a failure only makes the blob look older.
 pub fn touch(path: &Path) {
@@ -156,7 +204,6 @@ pub fn touch(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn d(c: char) -> String {
         c.to_string().repeat(64)
@@ -269,5 +316,49 @@ mod tests {
         let c = remove(&files, &plan(&files, &BTreeSet::new(), 1000));
         assert_eq!(c.removed, vec![d('b')]);
         assert!(recent.exists() && !busy.exists());
+    }
+
+    /// Real files: temporary files of a dead writer go once older than the bound; younger
+    /// ones (being written), entries and stray files stay.
+    #[test]
+    fn temporary_files_of_a_dead_writer_are_removed_once_stale() {
+        let tmp = tempfile::tempdir().unwrap();
+        let w = WorkDir::new(tmp.path());
+        w.create().unwrap();
+        std::fs::create_dir_all(w.cache().path()).unwrap();
+        let write = |path: PathBuf, used: u64| {
+            std::fs::write(&path, b"x").unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(at(used))
+                .unwrap();
+            path
+        };
+        let compiling = w.cache().temp_entry(&d('c'), "e1", "7-1");
+        let mut err = compiling.clone().into_os_string();
+        err.push(".err");
+        let stale = [
+            write(w.blobs().join(format!("{}.part-7-1", d('a'))), 0),
+            write(compiling, 0),
+            write(PathBuf::from(err), 0),
+        ];
+        let kept = [
+            write(w.blobs().join(format!("{}.part-7-2", d('b'))), 3000),
+            write(w.cache().temp_entry(&d('d'), "e1", "7-2"), 3000),
+            write(w.blob(&d('e')), 0),
+            write(w.cache().entry(&d('e'), "e1"), 0),
+            write(w.blobs().join("notes"), 0),
+        ];
+        let now = at(3700);
+        assert_eq!(remove_stale_temporaries(&w, now, STALE_TEMPORARY), 3);
+        for p in &stale {
+            assert!(!p.exists(), "{} removed", p.display());
+        }
+        for p in &kept {
+            assert!(p.exists(), "{} kept", p.display());
+        }
+        assert_eq!(remove_stale_temporaries(&w, now, STALE_TEMPORARY), 0);
     }
 }

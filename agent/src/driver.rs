@@ -58,7 +58,8 @@
 //! leftovers and are cleared the same way. On the same tick, `blobs/` and `cache/` are
 //! scanned off the loop and, back on it, kept under [`AgentOptions::cache_size`] by
 //! [`crate::blob_gc`] (least recently used first, never what the core's tasks and executors
-//! use).
+//! use); temporary files there that a killed fetch or compile left are removed once an hour
+//! old.
 
 use crate::checkpoint::{AgentCheckpoint, CheckpointError, CheckpointFile};
 use crate::core::{
@@ -751,6 +752,14 @@ impl Driver {
                                 let _ = tx.send(Input::DiskUsage(space.usage));
                             }
                             Err(e) => tracing::warn!(error = %e, "cannot measure the work directory's disk"),
+                        }
+                        let stale = crate::blob_gc::remove_stale_temporaries(
+                            &dir,
+                            std::time::SystemTime::now(),
+                            crate::blob_gc::STALE_TEMPORARY,
+                        );
+                        if stale > 0 {
+                            tracing::info!(removed = stale, "temporary files of a dead fetch or compile removed");
                         }
                         let _ = tx.send(Input::Cached(crate::blob_gc::scan(&dir)));
                     });

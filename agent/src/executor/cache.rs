@@ -12,7 +12,7 @@ use wasmtime::component::Component;
 use wasmtime::{Engine, InstancePre, Linker, Module, Precompiled};
 use wasmtime_wasi::p2::bindings::CommandPre;
 
-use super::compiler::{compat_hash, run_compiler, CompilerCommand, Refusals, Request};
+use super::compiler::{self, compat_hash, ChildError, CompilerCommand, Refusals, Request};
 use super::meter::{self, Placement};
 use super::run::TaskState;
 use super::{compile_once, component, CompileFlights, ExecError, ExecutorConfig, Metering};
@@ -254,33 +254,25 @@ impl ModuleCache {
     ) -> Result<Compiled, ExecError> {
         self.refused.check(digest)?;
         self.compiles.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.temp_entry(digest, &self.compat_hash, &unique_suffix());
         let request = Request {
             config: self.config.clone(),
             threads: false,
             compat: self.compat,
             wasm: wasm_path.to_owned(),
-            out: tmp.clone(),
+            out: dir.temp_entry(digest, &self.compat_hash, &unique_suffix()),
         };
-        let result = match run_compiler(compiler, &request) {
+        compiler::compile_in_child(compiler, &request, |tmp| {
             // Loaded before it is published: other executors on this cache never see code
             // that does not load.
-            Ok(()) => match self.deserialize(&tmp) {
-                Ok(compiled) => {
-                    if let Err(e) = std::fs::rename(&tmp, cached) {
-                        tracing::warn!(path = %cached.display(), "cannot write module cache: {e}");
-                    }
-                    Ok(compiled)
-                }
-                Err(e) => Err(ExecError::Compile {
-                    digest: digest.to_owned(),
-                    message: format!("{e:#}"),
-                }),
-            },
-            Err(e) => Err(self.refused.error(digest, e)),
-        };
-        let _ = std::fs::remove_file(&tmp);
-        result
+            let compiled = self
+                .deserialize(tmp)
+                .map_err(|e| ChildError::Invalid(format!("{e:#}")))?;
+            if let Err(e) = std::fs::rename(tmp, cached) {
+                tracing::warn!(path = %cached.display(), "cannot write module cache: {e}");
+            }
+            Ok(compiled)
+        })
+        .map_err(|e| self.refused.error(digest, e))
     }
 
     /// A `.cwasm` of the disk cache, as a module or a component according to its header.

@@ -165,8 +165,21 @@ const EXIT_MISMATCH: i32 = 4;
 /// Most of a child's standard error kept for a task's failure reason.
 const MAX_MESSAGE: u64 = 4096;
 
+/// Compiles in a child process under `cmd`'s limit into `request.out` (a temporary file),
+/// hands that file to `load`, and removes what is left of it: what the disk cache and the
+/// threaded modules share. Blocking: waits for the child on this thread.
+pub(super) fn compile_in_child<T>(
+    cmd: &CompilerCommand,
+    request: &Request,
+    load: impl FnOnce(&Path) -> Result<T, ChildError>,
+) -> Result<T, ChildError> {
+    let result = run_compiler(cmd, request).and_then(|()| load(&request.out));
+    let _ = std::fs::remove_file(&request.out);
+    result
+}
+
 /// Runs `cmd` on `request`, waiting for it on this (blocking) thread.
-pub(super) fn run_compiler(cmd: &CompilerCommand, request: &Request) -> Result<(), ChildError> {
+fn run_compiler(cmd: &CompilerCommand, request: &Request) -> Result<(), ChildError> {
     let failed = |what: &str, e: &dyn std::fmt::Display| {
         ChildError::Failed(format!("compiler {}: {what}: {e}", cmd.program.display()))
     };
@@ -243,7 +256,16 @@ fn limit_and_wait(
             Err(e) => return Err(failed("wait", &e)),
         }
     };
-    let message = read_message(err_path);
+    outcome(cmd, status, read_message(err_path))
+}
+
+/// What a child's end means for its module: its exit status, and `message`, what it wrote on
+/// standard error. Only a stop by `RLIMIT_CPU` (SIGXCPU) is the module's fault for certain.
+fn outcome(
+    cmd: &CompilerCommand,
+    status: std::process::ExitStatus,
+    message: String,
+) -> Result<(), ChildError> {
     match (status.code(), status.signal()) {
         (Some(0), _) => Ok(()),
         (Some(EXIT_INVALID), _) => Err(ChildError::Invalid(message)),
@@ -253,8 +275,9 @@ fn limit_and_wait(
             cmd.program.display()
         ))),
         (_, Some(libc::SIGXCPU)) => Err(ChildError::OverLimit(format!(
-            "compiling it took more than the agent's CPU-time limit of {secs} s for a compile \
-             (`--compile-cpu-limit`): stopped"
+            "compiling it took more than the agent's CPU-time limit of {} s for a compile \
+             (`--compile-cpu-limit`): stopped",
+            cmd.limit_secs()
         ))),
         _ => Err(ChildError::Failed(format!(
             "compiler {} ended with {status}: {message}",
@@ -347,5 +370,86 @@ fn compile(request: &Request) -> Result<Vec<u8>, (i32, String)> {
         let code = super::cache::module_code(&module_engine, request.config.metering, bytes)
             .map_err(|e| (EXIT_INVALID, e))?;
         module_engine.precompile_module(&code).map_err(invalid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::ExitStatus;
+
+    fn cmd() -> CompilerCommand {
+        CompilerCommand {
+            program: PathBuf::from("/bin/tessera"),
+            args: vec!["compile".into()],
+            cpu_limit: Duration::from_millis(1500),
+        }
+    }
+
+    /// A wait status as the kernel reports it: an exit code, or a signal.
+    fn exited(code: i32) -> ExitStatus {
+        ExitStatus::from_raw(code << 8)
+    }
+    fn killed(signal: i32) -> ExitStatus {
+        ExitStatus::from_raw(signal)
+    }
+
+    #[test]
+    fn a_childs_end_says_whose_fault_it_was() {
+        let m = || "unexpected end-of-file".to_owned();
+        assert!(outcome(&cmd(), exited(0), m()).is_ok());
+        assert!(matches!(
+            outcome(&cmd(), exited(EXIT_INVALID), m()),
+            Err(ChildError::Invalid(e)) if e == "unexpected end-of-file"
+        ));
+        // The limit is whole seconds, rounded up, as RLIMIT_CPU counts it.
+        assert!(matches!(
+            outcome(&cmd(), killed(libc::SIGXCPU), String::new()),
+            Err(ChildError::OverLimit(e)) if e.contains("limit of 2 s")
+        ));
+        // Not the module's fault for certain: another engine, another signal, another code.
+        for status in [exited(EXIT_MISMATCH), killed(libc::SIGKILL), exited(1)] {
+            assert!(
+                matches!(outcome(&cmd(), status, m()), Err(ChildError::Failed(_))),
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_compile_over_its_limit_is_refused_again() {
+        let r = Refusals::default();
+        let e = r.error("a", ChildError::Invalid("bad".into()));
+        assert!(matches!(e, ExecError::Compile { .. }), "{e}");
+        let e = r.error("b", ChildError::Failed("killed".into()));
+        assert!(matches!(e, ExecError::CompileRefused { .. }), "{e}");
+        assert!(r.check("a").is_ok() && r.check("b").is_ok());
+        let e = r.error("c", ChildError::OverLimit("over".into()));
+        assert!(matches!(e, ExecError::CompileRefused { .. }), "{e}");
+        assert!(matches!(
+            r.check("c"),
+            Err(ExecError::CompileRefused { message, .. }) if message == "over"
+        ));
+    }
+
+    #[test]
+    fn the_refused_list_starts_again_past_its_bound() {
+        let r = Refusals::default();
+        for i in 0..MAX_REFUSED {
+            r.error(&format!("d{i}"), ChildError::OverLimit("over".into()));
+        }
+        assert!(r.check("d0").is_err());
+        r.error("one-more", ChildError::OverLimit("over".into()));
+        assert!(r.check("d0").is_ok() && r.check("one-more").is_err());
+    }
+
+    #[test]
+    fn the_wall_limit_is_four_times_the_cpu_limit_and_a_minute_more_at_least() {
+        let at = |secs| CompilerCommand {
+            cpu_limit: Duration::from_secs(secs),
+            ..cmd()
+        };
+        assert_eq!(at(1).wall_limit(), Duration::from_secs(61));
+        assert_eq!(at(300).wall_limit(), Duration::from_secs(1200));
     }
 }

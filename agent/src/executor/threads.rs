@@ -51,7 +51,7 @@ use wasmtime::{
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit};
 
-use super::compiler::{compat_hash, run_compiler, ChildError, CompilerCommand, Refusals, Request};
+use super::compiler::{self, compat_hash, ChildError, CompilerCommand, Refusals, Request};
 use super::limiter::MemLimiter;
 use super::output::{read_tail, CappedOutput};
 use super::pacing::thread_cpu_time;
@@ -61,7 +61,7 @@ use super::run::{
 use super::{
     compile_once, CompileFlights, ExecError, ExecutorConfig, TaskOutcome, TaskSpec, Termination,
 };
-use crate::workdir::TaskDir;
+use crate::workdir::{ModuleCacheDir, TaskDir};
 
 /// Most threads (the main one included) a task may run at once.
 pub const MAX_THREADS: usize = 64;
@@ -85,34 +85,35 @@ const BURST_MS: f64 = 20.0;
 const PAGE: u64 = 65536;
 
 /// Compiles a threaded module in a child process under `cmd`'s limit, through a temporary file
-/// in `dir`, and loads it (threaded modules are kept in memory only).
+/// of the module cache `dir` (named as the cache's are, for its collection), and loads it
+/// (threaded modules are kept in memory only).
 fn compile_in_child(
     engine: &Engine,
     cmd: &CompilerCommand,
     dir: &Path,
     config: super::ExecutorConfig,
+    digest: &str,
     wasm: &Path,
 ) -> Result<Module, ChildError> {
-    let out = dir.join(format!(
-        ".threaded.cwasm.tmp{}",
-        super::cache::unique_suffix()
-    ));
+    let compat = compat_hash(&[engine], false);
     let request = Request {
         config,
         threads: true,
-        compat: compat_hash(&[engine], false),
+        compat,
         wasm: wasm.to_owned(),
-        out: out.clone(),
+        out: ModuleCacheDir::new(dir).temp_entry(
+            digest,
+            &format!("{compat:016x}"),
+            &super::cache::unique_suffix(),
+        ),
     };
-    let loaded = run_compiler(cmd, &request).and_then(|()| {
+    compiler::compile_in_child(cmd, &request, |out| {
         // SAFETY: the file was just written by `Engine::precompile_module` of an engine whose
         // compatibility hash the child checked against this one's, in the agent-owned cache
         // directory (see `ExecutorConfig::cache_dir`).
-        unsafe { Module::deserialize_file(engine, &out) }
+        unsafe { Module::deserialize_file(engine, out) }
             .map_err(|e| ChildError::Invalid(format!("{e:#}")))
-    });
-    let _ = std::fs::remove_file(&out);
-    loaded
+    })
 }
 
 /// Whether the module bytes are a WASI-threads module (they import `wasi::thread-spawn`);
@@ -228,9 +229,10 @@ impl Threads {
         let engine = self.engine.clone();
         let compiler = self.compiler.clone();
         let wasm = path.to_owned();
+        let d = digest.to_owned();
         let module = tokio::task::spawn_blocking(move || match compiler {
             None => Module::new(&engine, &bytes).map_err(|e| ChildError::Invalid(format!("{e:#}"))),
-            Some((cmd, dir, config)) => compile_in_child(&engine, &cmd, &dir, config, &wasm),
+            Some((cmd, dir, config)) => compile_in_child(&engine, &cmd, &dir, config, &d, &wasm),
         })
         .await
         .map_err(|e| ExecError::Join(e.to_string()))?

@@ -53,13 +53,17 @@ struct HaMaster {
     restarts: usize,
 }
 
-/// Masters, agents and a private etcd in a temporary directory.
+/// Masters, agents and a private etcd in a temporary directory. Fields drop in order: the
+/// processes first, the directory last. (The other way round, its removal failed under the
+/// live processes and left the agents' runtime processes, which outlive a killed agent on
+/// purpose, waiting out their 15-minute recovery timeout; with their directory gone they exit
+/// within a second.)
 struct Group {
-    dir: tempfile::TempDir,
-    certs: PathBuf,
-    etcd: EtcdServer,
     masters: Vec<HaMaster>,
     _agents: Vec<Reaper>,
+    etcd: EtcdServer,
+    certs: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl Group {
@@ -72,9 +76,6 @@ impl Group {
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let certs = certs(dir.path(), &refs, frameworks);
         let mut group = Self {
-            dir,
-            certs,
-            etcd,
             masters: (0..masters)
                 .map(|_| HaMaster {
                     addr: format!("127.0.0.1:{}", free_port()),
@@ -84,6 +85,9 @@ impl Group {
                 })
                 .collect(),
             _agents: Vec::new(),
+            etcd,
+            certs,
+            dir,
         };
         for i in 0..masters {
             group.start_master(i);
