@@ -1,7 +1,7 @@
 //! `tessera run --master` across a `kill -9` of the master: real `tessera master`, `tessera
 //! agent` and `tessera run` processes. The master is killed at a different moment of each run
-//! and restarted 1 s later on the same port and work directory; every run must still print its
-//! task's output and exit with its exit code (0).
+//! (a test each) and restarted 1 s later on the same port and work directory; every run must
+//! still print its task's output and exit with its exit code (0).
 //!
 //! The task is the `burn` guest doing a fixed number of rounds (a few seconds of CPU), whose
 //! output line holds a checksum the test computes itself. The moments come from `tessera run`'s
@@ -65,101 +65,120 @@ fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// What `burn ROUNDS` prints, computed once for the three tests (seconds of a debug build).
+fn want() -> &'static str {
+    static WANT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    WANT.get_or_init(|| burn_line(ROUNDS))
+}
+
 #[test]
-fn tessera_run_follows_its_task_across_a_kill_9_of_the_master() {
+fn tessera_run_follows_its_task_across_a_kill_9_of_the_master_once_subscribed() {
+    across_a_kill_9_at("subscribed");
+}
+
+#[test]
+fn tessera_run_follows_its_task_across_a_kill_9_of_the_master_while_launching() {
+    across_a_kill_9_at("uploaded; launching");
+}
+
+#[test]
+fn tessera_run_follows_its_task_across_a_kill_9_of_the_master_while_it_runs() {
+    across_a_kill_9_at("TASK_RUNNING");
+}
+
+/// A cluster of its own, one run of `tessera run`, its master killed when the run's log first
+/// says `moment` (each moment its own test, so the harness runs them beside others).
+fn across_a_kill_9_at(moment: &str) {
     let dir = tempfile::tempdir().unwrap();
     let certs = certs(dir.path(), &["worker1"], &["runner"]);
     let addr = format!("127.0.0.1:{}", free_port());
     let mut logs = vec![dir.path().join("master-0.log")];
     let mut master = start_master(dir.path(), &certs, &addr, &logs[0]);
     let _agent = start_agent(dir.path(), &certs, &addr, "worker1", "2");
-    let want = burn_line(ROUNDS);
-    let moments = ["subscribed", "uploaded; launching", "TASK_RUNNING"];
+    let want = want();
 
-    for (i, moment) in moments.iter().enumerate() {
-        let out_path = dir.path().join(format!("run-{i}.out"));
-        let err_path = dir.path().join(format!("run-{i}.err"));
-        let mut run = Reaper(
-            tessera()
-                .args(["run", "--master", &addr, "--cpus", "1", "--mem", "64MiB"])
-                .arg("--ca")
-                .arg(certs.join("ca.pem"))
-                .arg("--cert")
-                .arg(certs.join("runner.pem"))
-                .arg("--key")
-                .arg(certs.join("runner-key.pem"))
-                .arg(wasm_examples::BURN_PATH)
-                .arg("--")
-                .arg(ROUNDS.to_string())
-                .env(
-                    "RUST_LOG",
-                    "tessera=debug,tessera_cli=debug,tessera_sdk=debug",
-                )
-                .stdout(std::fs::File::create(&out_path).unwrap())
-                .stderr(std::fs::File::create(&err_path).unwrap())
-                .spawn()
-                .unwrap(),
-        );
-        let started = Instant::now();
-        // A hang guard only.
-        let guard = started + Duration::from_secs(300);
-        while !read(&err_path).contains(moment) {
-            if let Some(status) = run.0.try_wait().unwrap() {
-                panic!(
-                    "run {i} ended ({status}) before {moment:?}:\n{}",
-                    read(&err_path)
-                );
-            }
-            assert!(Instant::now() < guard, "run {i} never reached {moment:?}");
-            std::thread::sleep(Duration::from_millis(5));
+    let out_path = dir.path().join("run.out");
+    let err_path = dir.path().join("run.err");
+    let mut run = Reaper(
+        tessera()
+            .args(["run", "--master", &addr, "--cpus", "1", "--mem", "64MiB"])
+            .arg("--ca")
+            .arg(certs.join("ca.pem"))
+            .arg("--cert")
+            .arg(certs.join("runner.pem"))
+            .arg("--key")
+            .arg(certs.join("runner-key.pem"))
+            .arg(wasm_examples::BURN_PATH)
+            .arg("--")
+            .arg(ROUNDS.to_string())
+            .env(
+                "RUST_LOG",
+                "tessera=debug,tessera_cli=debug,tessera_sdk=debug",
+            )
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(std::fs::File::create(&err_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    // A hang guard only.
+    let guard = started + Duration::from_secs(300);
+    while !read(&err_path).contains(moment) {
+        if let Some(status) = run.0.try_wait().unwrap() {
+            panic!(
+                "the run ended ({status}) before {moment:?}:\n{}",
+                read(&err_path)
+            );
         }
-        // SIGKILL: nothing flushed, nothing closed.
-        master.0.kill().unwrap();
-        master.0.wait().unwrap();
-        std::thread::sleep(Duration::from_secs(1));
-        logs.push(dir.path().join(format!("master-{}.log", i + 1)));
-        master = start_master(dir.path(), &certs, &addr, logs.last().unwrap());
-
-        let status = loop {
-            if let Some(status) = run.0.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > guard {
-                for log in &logs {
-                    eprintln!("{}:\n{}", log.display(), tail(log, 30));
-                }
-                panic!(
-                    "run {i} (killed at {moment:?}) hangs:\n{}",
-                    tail(&err_path, 40)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let mut out = String::new();
-        std::fs::File::open(&out_path)
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        assert!(
-            status.success() && out.trim_end() == want,
-            "run {i} (master killed at {moment:?}) exited {status}, printed {out:?}, want \
-             {want:?}; its log:\n{}\nmaster logs:\n{}",
-            tail(&err_path, 40),
-            logs.iter()
-                .map(|l| tail(l, 20))
-                .collect::<Vec<_>>()
-                .join("\n---\n")
-        );
-        // What the run saw, for the record: the task's states in order.
-        let states: Vec<String> = strip_ansi(&read(&err_path))
-            .lines()
-            .filter(|l| l.contains("task update"))
-            .filter_map(|l| l.split_whitespace().find(|w| w.contains("TASK_")))
-            .map(|w| w.trim_start_matches("state=").trim_matches('"').to_owned())
-            .collect();
-        eprintln!(
-            "run {i}: master killed at {moment:?}: exit 0 after {:.1} s, states {states:?}",
-            (Instant::now() - started).as_secs_f64()
-        );
+        assert!(Instant::now() < guard, "the run never reached {moment:?}");
+        std::thread::sleep(Duration::from_millis(5));
     }
+    // SIGKILL: nothing flushed, nothing closed.
+    master.0.kill().unwrap();
+    master.0.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    logs.push(dir.path().join("master-1.log"));
+    let _master = start_master(dir.path(), &certs, &addr, logs.last().unwrap());
+
+    let status = loop {
+        if let Some(status) = run.0.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > guard {
+            for log in &logs {
+                eprintln!("{}:\n{}", log.display(), tail(log, 30));
+            }
+            panic!(
+                "the run (killed at {moment:?}) hangs:\n{}",
+                tail(&err_path, 40)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut out = String::new();
+    std::fs::File::open(&out_path)
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(
+        status.success() && out.trim_end() == want,
+        "the run (master killed at {moment:?}) exited {status}, printed {out:?}, want \
+         {want:?}; its log:\n{}\nmaster logs:\n{}",
+        tail(&err_path, 40),
+        logs.iter()
+            .map(|l| tail(l, 20))
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    );
+    // What the run saw, for the record: the task's states in order.
+    let states: Vec<String> = strip_ansi(&read(&err_path))
+        .lines()
+        .filter(|l| l.contains("task update"))
+        .filter_map(|l| l.split_whitespace().find(|w| w.contains("TASK_")))
+        .map(|w| w.trim_start_matches("state=").trim_matches('"').to_owned())
+        .collect();
+    eprintln!(
+        "master killed at {moment:?}: exit 0 after {:.1} s, states {states:?}",
+        (Instant::now() - started).as_secs_f64()
+    );
 }
