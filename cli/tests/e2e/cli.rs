@@ -3,6 +3,8 @@
 
 use std::process::Command;
 
+use crate::common::Reaper;
+
 fn tessera() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tessera"));
     c.env("RUST_LOG", "error");
@@ -208,16 +210,6 @@ fn cert_creates_a_ca_and_issues_certificates() {
         .status()
         .unwrap()
         .success());
-}
-
-/// Kills a child process when dropped, so a failing test leaves nothing running.
-struct Reaper(std::process::Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

@@ -6,21 +6,13 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
+use crate::common::Reaper;
+
 /// The binary with no `RUST_LOG` of the caller's: the defaults are what is tested.
 fn tessera() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tessera"));
     c.env_remove("RUST_LOG");
     c
-}
-
-/// Kills a child process when dropped, so a failing test leaves nothing running.
-struct Reaper(std::process::Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The non-empty lines of a process's stderr.
