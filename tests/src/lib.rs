@@ -7,7 +7,8 @@
 //! # Layout
 //! - this file: tracing for tests, resource shorthands, a fast-timeout cluster config, and
 //!   waits on scheduler events (`wait_for`, `wait_state`, `wait_all`, ...).
-//! - `tests/*.rs`: the scenarios (real clusters; `simulated_faults.rs` on the virtual-time one).
+//! - `tests/e2e/*.rs`: the scenarios, one test binary (real clusters; `simulated_faults.rs` and
+//!   `sim_mixed.rs` on the virtual-time one); `tests/abuse.rs` alone, as it measures the process.
 //! - `benches/launch.rs`: the launch benchmark.
 
 use proto::resources::{GIB, MIB};

@@ -385,7 +385,8 @@ pub(super) fn module_code(
     }
 }
 
-fn valid_digest(digest: &str) -> bool {
+/// Whether `digest` can name files of the module cache (no path separators, no leading dot).
+pub(super) fn valid_digest(digest: &str) -> bool {
     !digest.is_empty()
         && digest.len() <= 200
         && !digest.starts_with('.')

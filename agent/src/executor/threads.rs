@@ -204,6 +204,10 @@ impl Threads {
         if self.contains(digest) {
             return Ok(true);
         }
+        // It names the compile's temporary file.
+        if !super::cache::valid_digest(digest) {
+            return Err(ExecError::InvalidDigest(digest.to_owned()));
+        }
         compile_once(&self.flights, digest, || async {
             if self.contains(digest) {
                 return Ok(true);

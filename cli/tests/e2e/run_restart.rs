@@ -1,6 +1,6 @@
 //! `tessera run --master` across a `kill -9` of the master: real `tessera master`, `tessera
 //! agent` and `tessera run` processes. The master is killed at a different moment of each run
-//! (a test each) and restarted 1 s later on the same port and work directory; every run must
+//! (the moments split between two tests) and restarted 1 s later on the same port and work directory; every run must
 //! still print its task's output and exit with its exit code (0).
 //!
 //! The task is the `burn` guest doing a fixed number of rounds (a few seconds of CPU), whose
@@ -73,35 +73,46 @@ fn want() -> &'static str {
 
 #[test]
 fn tessera_run_follows_its_task_across_a_kill_9_of_the_master_once_subscribed() {
-    across_a_kill_9_at("subscribed");
+    across_kills_at(&["subscribed"]);
 }
 
+/// Two runs on one cluster: the second meets a master already restarted from its registry.
 #[test]
-fn tessera_run_follows_its_task_across_a_kill_9_of_the_master_while_launching() {
-    across_a_kill_9_at("uploaded; launching");
+fn tessera_run_follows_its_task_across_kill_9s_of_the_master_while_launching_and_running() {
+    across_kills_at(&["uploaded; launching", "TASK_RUNNING"]);
 }
 
-#[test]
-fn tessera_run_follows_its_task_across_a_kill_9_of_the_master_while_it_runs() {
-    across_a_kill_9_at("TASK_RUNNING");
-}
-
-/// A cluster of its own, one run of `tessera run`, its master killed when the run's log first
-/// says `moment` (each moment its own test, so the harness runs them beside others).
-fn across_a_kill_9_at(moment: &str) {
+/// A cluster of its own and a run of `tessera run` per moment, one after the other, each with
+/// its master killed when the run's log first says that moment (the moments split between
+/// tests, so that the harness runs them beside others).
+fn across_kills_at(moments: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let certs = certs(dir.path(), &["worker1"], &["runner"]);
     let addr = format!("127.0.0.1:{}", free_port());
     let mut logs = vec![dir.path().join("master-0.log")];
     let mut master = start_master(dir.path(), &certs, &addr, &logs[0]);
     let _agent = start_agent(dir.path(), &certs, &addr, "worker1", "2");
-    let want = want();
+    for (i, moment) in moments.iter().enumerate() {
+        master = across_a_kill_9_at(dir.path(), &certs, &addr, &mut logs, master, i, moment);
+    }
+}
 
-    let out_path = dir.path().join("run.out");
-    let err_path = dir.path().join("run.err");
+/// Run `i` of `tessera run`, the master (returned restarted) killed at `moment`.
+fn across_a_kill_9_at(
+    dir: &Path,
+    certs: &Path,
+    addr: &str,
+    logs: &mut Vec<std::path::PathBuf>,
+    mut master: Reaper,
+    i: usize,
+    moment: &str,
+) -> Reaper {
+    let want = want();
+    let out_path = dir.join(format!("run-{i}.out"));
+    let err_path = dir.join(format!("run-{i}.err"));
     let mut run = Reaper(
         tessera()
-            .args(["run", "--master", &addr, "--cpus", "1", "--mem", "64MiB"])
+            .args(["run", "--master", addr, "--cpus", "1", "--mem", "64MiB"])
             .arg("--ca")
             .arg(certs.join("ca.pem"))
             .arg("--cert")
@@ -126,30 +137,30 @@ fn across_a_kill_9_at(moment: &str) {
     while !read(&err_path).contains(moment) {
         if let Some(status) = run.0.try_wait().unwrap() {
             panic!(
-                "the run ended ({status}) before {moment:?}:\n{}",
+                "run {i} ended ({status}) before {moment:?}:\n{}",
                 read(&err_path)
             );
         }
-        assert!(Instant::now() < guard, "the run never reached {moment:?}");
+        assert!(Instant::now() < guard, "run {i} never reached {moment:?}");
         std::thread::sleep(Duration::from_millis(5));
     }
     // SIGKILL: nothing flushed, nothing closed.
     master.0.kill().unwrap();
     master.0.wait().unwrap();
     std::thread::sleep(Duration::from_secs(1));
-    logs.push(dir.path().join("master-1.log"));
-    let _master = start_master(dir.path(), &certs, &addr, logs.last().unwrap());
+    logs.push(dir.join(format!("master-{}.log", i + 1)));
+    let master = start_master(dir, certs, addr, logs.last().unwrap());
 
     let status = loop {
         if let Some(status) = run.0.try_wait().unwrap() {
             break status;
         }
         if Instant::now() > guard {
-            for log in &logs {
+            for log in logs.iter() {
                 eprintln!("{}:\n{}", log.display(), tail(log, 30));
             }
             panic!(
-                "the run (killed at {moment:?}) hangs:\n{}",
+                "run {i} (killed at {moment:?}) hangs:\n{}",
                 tail(&err_path, 40)
             );
         }
@@ -162,7 +173,7 @@ fn across_a_kill_9_at(moment: &str) {
         .unwrap();
     assert!(
         status.success() && out.trim_end() == want,
-        "the run (master killed at {moment:?}) exited {status}, printed {out:?}, want \
+        "run {i} (master killed at {moment:?}) exited {status}, printed {out:?}, want \
          {want:?}; its log:\n{}\nmaster logs:\n{}",
         tail(&err_path, 40),
         logs.iter()
@@ -178,7 +189,8 @@ fn across_a_kill_9_at(moment: &str) {
         .map(|w| w.trim_start_matches("state=").trim_matches('"').to_owned())
         .collect();
     eprintln!(
-        "master killed at {moment:?}: exit 0 after {:.1} s, states {states:?}",
+        "run {i}: master killed at {moment:?}: exit 0 after {:.1} s, states {states:?}",
         (Instant::now() - started).as_secs_f64()
     );
+    master
 }
