@@ -51,9 +51,9 @@ pub(super) struct ModuleCache {
     engine: Engine,
     /// Compiles and deserializes core modules (the same engine with [`Metering::Fuel`]).
     module_engine: Engine,
-    /// With [`Metering::Rewrite`], core modules are rewritten (`meter.rs`) before compiling.
-    metering: Metering,
-    /// The executor's settings, for a compiling child ([`ExecutorConfig::compiler`]).
+    /// The executor's settings: its metering (with [`Metering::Rewrite`], core modules are
+    /// rewritten by `meter.rs` before compiling), and a compiling child's
+    /// ([`ExecutorConfig::compiler`]).
     config: ExecutorConfig,
     /// Digests whose compile used its CPU-time limit, refused at once after.
     refused: Refusals,
@@ -70,9 +70,8 @@ pub(super) struct ModuleCache {
     flights: CompileFlights<Compiled>,
     /// The on-disk cache, if any (`ExecutorConfig::cache_dir`).
     dir: Option<ModuleCacheDir>,
-    /// The engines' compatibility hash, part of every cache file name.
-    compat_hash: String,
-    /// The same, as a compiling child checks it.
+    /// The engines' compatibility hash: part of every cache file name ([`Self::compat_name`]),
+    /// and what a compiling child checks.
     compat: u64,
     /// Modules compiled from wasm (cache misses).
     pub(super) compiles: AtomicU64,
@@ -91,12 +90,11 @@ impl ModuleCache {
         linker: Linker<TaskState>,
         config: &ExecutorConfig,
     ) -> Result<Self, ExecError> {
-        let metering = config.metering;
         let dir = config.cache_dir.clone();
         // A rewritten module's code differs from its wasm's: a change of the pass is a change
         // of the cache's names.
-        let compat = compat_hash(&[&engine, &module_engine], metering == Metering::Rewrite);
-        let compat_hash = format!("{compat:016x}");
+        let rewrite = config.metering == Metering::Rewrite;
+        let compat = compat_hash(&[&engine, &module_engine], rewrite);
         if let Some(dir) = &dir {
             std::fs::create_dir_all(dir).map_err(|source| ExecError::Io {
                 path: dir.clone(),
@@ -107,7 +105,6 @@ impl ModuleCache {
         Ok(ModuleCache {
             engine,
             module_engine,
-            metering,
             config: config.clone(),
             refused: Refusals::default(),
             linker,
@@ -116,12 +113,16 @@ impl ModuleCache {
             compiled: Mutex::new(HashMap::new()),
             flights: CompileFlights::default(),
             dir: dir.map(ModuleCacheDir::new),
-            compat_hash,
             compat,
             compiles: AtomicU64::new(0),
             disk_cache_hits: AtomicU64::new(0),
             cache_rebuilds: AtomicU64::new(0),
         })
+    }
+
+    /// [`Self::compat`] as the cache's file names spell it.
+    fn compat_name(&self) -> String {
+        format!("{:016x}", self.compat)
     }
 
     fn lock_modules(&self) -> MutexGuard<'_, HashMap<String, Prepared>> {
@@ -202,7 +203,7 @@ impl ModuleCache {
         let Some(dir) = &self.dir else {
             return self.compile(digest, wasm_path);
         };
-        let cached = dir.entry(digest, &self.compat_hash);
+        let cached = dir.entry(digest, &self.compat_name());
         if cached.is_file() {
             match self.deserialize(&cached) {
                 Ok(compiled) => {
@@ -228,7 +229,7 @@ impl ModuleCache {
                 // Write a unique temporary file and rename it into place:
                 // never modify a `.cwasm` in place, other executors may have
                 // it mmapped (truncating a mapped file is a SIGBUS).
-                let tmp = dir.temp_entry(digest, &self.compat_hash, &unique_suffix());
+                let tmp = dir.temp_entry(digest, &self.compat_name(), &unique_suffix());
                 let res =
                     std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &cached));
                 if let Err(e) = res {
@@ -259,7 +260,7 @@ impl ModuleCache {
             threads: false,
             compat: self.compat,
             wasm: wasm_path.to_owned(),
-            out: dir.temp_entry(digest, &self.compat_hash, &unique_suffix()),
+            out: dir.temp_entry(digest, &self.compat_name(), &unique_suffix()),
         };
         compiler::compile_in_child(compiler, &request, |tmp| {
             // Loaded before it is published: other executors on this cache never see code
@@ -311,13 +312,12 @@ impl ModuleCache {
                 .map_err(compile_err)
         } else {
             tracing::debug!(digest, "compiling module");
-            let bytes =
-                module_code(&self.module_engine, self.metering, bytes).map_err(|message| {
-                    ExecError::Compile {
-                        digest: digest.to_owned(),
-                        message,
-                    }
-                })?;
+            let bytes = module_code(&self.module_engine, self.config.metering, bytes).map_err(
+                |message| ExecError::Compile {
+                    digest: digest.to_owned(),
+                    message,
+                },
+            )?;
             Module::new(&self.module_engine, &bytes)
                 .map(Compiled::Module)
                 .map_err(compile_err)
