@@ -480,6 +480,20 @@ fn meter_options() -> Vec<MeterOption> {
             false,
         ),
         o(
+            "neither, functions 64-aligned",
+            Meter::Neither,
+            &[("log2_min_function_alignment", "6")],
+            Speed,
+            false,
+        ),
+        o(
+            "rewritten: counted, functions 64-aligned",
+            Meter::Rewritten(meter_rewrite::Placement::CountedRuns),
+            &[("log2_min_function_alignment", "6")],
+            Speed,
+            false,
+        ),
+        o(
             "rewritten, back edges, trap for a host call (reference: cannot pace)",
             Meter::Rewritten(meter_rewrite::Placement::BackEdgesTrap),
             &[],
@@ -1129,6 +1143,7 @@ async fn bench_compile(tmp: &Path) {
                         program: PathBuf::from(&bin),
                         args: vec!["compile".to_owned()],
                         cpu_limit: Duration::from_secs(300),
+                        memory_limit: 4 << 30,
                     }),
                     ..ExecutorConfig::default()
                 })

@@ -567,3 +567,28 @@ pub fn nested_loops_module(depth: u32, threaded: bool) -> Vec<u8> {
     section(10, &codesec, &mut m);
     m
 }
+
+/// A WASI command whose `_start` is one straight function of `steps` multiply-adds on an
+/// `i64` local (about 9 bytes of wasm each), for the tests of the agent's compile memory limit:
+/// Cranelift's memory grows with a function's length, so a few megabytes of it need hundreds
+/// of megabytes to compile, while the module itself is valid and small enough to send.
+pub fn long_function_module(steps: u32) -> Vec<u8> {
+    let mut code = vec![1, 1, 0x7e]; // one i64 local
+    for i in 0..steps {
+        code.extend_from_slice(&[0x20, 0, 0x42]); // local.get 0; i64.const
+        leb((i % 60) + 3, &mut code);
+        code.extend_from_slice(&[0x7e, 0x42, 0x07, 0x7c, 0x21, 0]); // i64.mul; i64.const 7; i64.add; local.set 0
+    }
+    code.push(0x0b);
+    let mut m = b"\0asm\x01\0\0\0".to_vec();
+    section(1, &[1, 0x60, 0, 0], &mut m); // type 0: () -> ()
+    section(3, &[1, 0], &mut m); // function 0: type 0
+    section(7, &[1, 6, b'_', b's', b't', b'a', b'r', b't', 0, 0], &mut m); // export _start
+    let mut body = Vec::new();
+    leb(code.len() as u32, &mut body);
+    body.extend_from_slice(&code);
+    let mut codesec = vec![1];
+    codesec.extend_from_slice(&body);
+    section(10, &codesec, &mut m);
+    m
+}

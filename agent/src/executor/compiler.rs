@@ -1,4 +1,4 @@
-//! Compiling a module in a child process under a CPU-time limit
+//! Compiling a module in a child process under a CPU-time and a memory limit
 //! ([`ExecutorConfig::compiler`](super::ExecutorConfig::compiler)).
 //!
 //! Why: Cranelift's compile time grows faster than linearly with some shapes of code, and a
@@ -8,7 +8,10 @@
 //! task's share or timeout apply, so in process such a module would hold a core of the agent
 //! for hours, and killing its task would not stop it. In a child process it is stopped by the
 //! kernel when it has used its limit (`RLIMIT_CPU`), and the task fails with a reason that
-//! says so.
+//! says so. Its memory is bounded too (`RLIMIT_DATA`: its heap and private writable mappings,
+//! not the pool's reserved address space): a module that makes Cranelift allocate without
+//! bound fails its own compile, instead of waking the kernel's OOM killer on the agent's
+//! machine, which could pick the agent or another tenant's task.
 //!
 //! The child (`tessera compile`, hidden, or any program that calls [`serve_compile`]) reads a
 //! [`Request`] on its standard input (postcard), makes the executor's own engines from the same
@@ -29,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use super::{component, config, threads, ExecError, ExecutorConfig};
 
-/// The program a compile runs in, and its CPU-time limit.
+/// The program a compile runs in, and its limits.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CompilerCommand {
     /// The program (the `tessera` binary, for the agent).
@@ -38,17 +41,26 @@ pub struct CompilerCommand {
     pub args: Vec<String>,
     /// CPU time a compile may use, over all of its threads (whole seconds; at least one).
     pub cpu_limit: Duration,
+    /// Bytes of heap and private writable mappings the compiling process may hold
+    /// (`RLIMIT_DATA`; the program's own start-up takes about 8 MiB of it).
+    pub memory_limit: u64,
 }
 
 impl CompilerCommand {
     /// This executable's hidden `compile` subcommand (the `tessera` binary's; a test binary
     /// is not one).
-    pub fn this_executable(cpu_limit: Duration) -> std::io::Result<Self> {
+    pub fn this_executable(cpu_limit: Duration, memory_limit: u64) -> std::io::Result<Self> {
         Ok(CompilerCommand {
             program: std::env::current_exe()?,
             args: vec!["compile".to_owned()],
             cpu_limit,
+            memory_limit,
         })
+    }
+
+    /// The memory limit in whole MiB, for messages.
+    fn limit_mib(&self) -> u64 {
+        self.memory_limit.div_ceil(1 << 20)
     }
 
     /// The limit in whole seconds, as `RLIMIT_CPU` counts it.
@@ -98,7 +110,7 @@ pub(super) fn compat_hash(engines: &[&wasmtime::Engine], rewrite: bool) -> u64 {
 /// Why a compile in a child gave no code.
 #[derive(Debug)]
 pub(super) enum ChildError {
-    /// It used its CPU-time limit and the kernel stopped it.
+    /// It used its CPU-time or its memory limit and was stopped.
     OverLimit(String),
     /// The module does not compile: the child's message.
     Invalid(String),
@@ -107,7 +119,7 @@ pub(super) enum ChildError {
     Failed(String),
 }
 
-/// Digests whose compile used its CPU-time limit, with the reason, refused at once after (at
+/// Digests whose compile used its CPU-time or memory limit, with the reason, refused at once after (at
 /// most [`MAX_REFUSED`], per executor).
 #[derive(Debug, Default)]
 pub(super) struct Refusals(Mutex<HashMap<String, String>>);
@@ -192,6 +204,15 @@ fn run_compiler(cmd: &CompilerCommand, request: &Request) -> Result<(), ChildErr
     // it is sent its request (it waits for it on stdin), and it ties its life to ours itself.
     let spawned = Command::new(&cmd.program)
         .args(&cmd.args)
+        // mimalloc (the `tessera` binary's allocator) otherwise commits its first 1 GiB arena
+        // at start-up and each thread's first 32 MiB segment at once, all of which
+        // `RLIMIT_DATA` counts: committed on demand, it counts what is used.
+        .env("MIMALLOC_ARENA_EAGER_COMMIT", "0")
+        .env("MIMALLOC_EAGER_COMMIT", "0")
+        // No backtraces: capturing one allocates, and one captured when an allocation fails
+        // at the limit would hold the lock Rust's handler of that failure then waits on.
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(err_file)
@@ -222,9 +243,11 @@ fn limit_and_wait(
     };
     let secs = cmd.limit_secs();
     let pid = child.id() as libc::pid_t;
-    // SIGXCPU at the limit (SIGKILL a second later if it were caught); no core file.
+    // SIGXCPU at the CPU limit (SIGKILL a second later if it were caught); allocations
+    // that fail past the memory limit (Rust's handler then aborts); no core file.
     for (resource, cur, max) in [
         (libc::RLIMIT_CPU, secs, secs + 1),
+        (libc::RLIMIT_DATA, cmd.memory_limit, cmd.memory_limit),
         (libc::RLIMIT_CORE, 0, 0),
     ] {
         let lim = libc::rlimit {
@@ -260,7 +283,8 @@ fn limit_and_wait(
 }
 
 /// What a child's end means for its module: its exit status, and `message`, what it wrote on
-/// standard error. Only a stop by `RLIMIT_CPU` (SIGXCPU) is the module's fault for certain.
+/// standard error. Only a stop by `RLIMIT_CPU` (SIGXCPU), or an abort on an allocation that
+/// `RLIMIT_DATA` refused, is the module's fault for certain.
 fn outcome(
     cmd: &CompilerCommand,
     status: std::process::ExitStatus,
@@ -279,6 +303,14 @@ fn outcome(
              (`--compile-cpu-limit`): stopped",
             cmd.limit_secs()
         ))),
+        // What Rust's allocation-error handler prints before it aborts.
+        (_, Some(libc::SIGABRT)) if message.starts_with("memory allocation of ") => {
+            Err(ChildError::OverLimit(format!(
+                "compiling it needed more than the agent's memory limit of {} MiB for a \
+                 compile (`--compile-memory-limit`): stopped",
+                cmd.limit_mib()
+            )))
+        }
         _ => Err(ChildError::Failed(format!(
             "compiler {} ended with {status}: {message}",
             cmd.program.display()
@@ -383,6 +415,7 @@ mod tests {
             program: PathBuf::from("/bin/tessera"),
             args: vec!["compile".into()],
             cpu_limit: Duration::from_millis(1500),
+            memory_limit: 100 << 20,
         }
     }
 
@@ -407,8 +440,23 @@ mod tests {
             outcome(&cmd(), killed(libc::SIGXCPU), String::new()),
             Err(ChildError::OverLimit(e)) if e.contains("limit of 2 s")
         ));
-        // Not the module's fault for certain: another engine, another signal, another code.
-        for status in [exited(EXIT_MISMATCH), killed(libc::SIGKILL), exited(1)] {
+        // An allocation refused past the memory limit: Rust's handler says so, then aborts.
+        assert!(matches!(
+            outcome(
+                &cmd(),
+                killed(libc::SIGABRT),
+                "memory allocation of 67108864 bytes failed".to_owned()
+            ),
+            Err(ChildError::OverLimit(e)) if e.contains("memory limit of 100 MiB")
+        ));
+        // Not the module's fault for certain: another engine, another signal (an abort for
+        // another reason too), another code.
+        for status in [
+            exited(EXIT_MISMATCH),
+            killed(libc::SIGKILL),
+            killed(libc::SIGABRT),
+            exited(1),
+        ] {
             assert!(
                 matches!(outcome(&cmd(), status, m()), Err(ChildError::Failed(_))),
                 "{status}"

@@ -58,9 +58,10 @@ pub struct ExecutorConfig {
     /// How preview-1 modules are metered (default: [`Metering::Rewrite`]).
     #[serde(default)]
     pub metering: Metering,
-    /// Compile modules in a child process under a CPU-time limit (`compiler.rs`): Cranelift's
-    /// compile time grows faster than linearly with some shapes of code (1,000 nested loops,
-    /// 19 KB of wasm, take it hours), and a tenant chooses the code. `None` (the default):
+    /// Compile modules in a child process under a CPU-time and a memory limit (`compiler.rs`):
+    /// Cranelift's compile time grows faster than linearly with some shapes of code (1,000
+    /// nested loops, 19 KB of wasm, take it hours), its memory with a function's length, and a
+    /// tenant chooses the code. `None` (the default):
     /// compile in this process, unbounded. Needs [`ExecutorConfig::cache_dir`] (the child
     /// writes its code there); without one, modules compile in process.
     #[serde(default)]

@@ -150,8 +150,8 @@ pub enum ExecError {
         /// Compiler/validator message.
         message: String,
     },
-    /// The module was not compiled: its compile used the agent's CPU-time limit (and the
-    /// module is refused at once after), or the compiling child process failed.
+    /// The module was not compiled: its compile used the agent's CPU-time or memory limit (and
+    /// the module is refused at once after), or the compiling child process failed.
     #[error("module {digest} was not compiled: {message}")]
     CompileRefused {
         /// Digest of the module.

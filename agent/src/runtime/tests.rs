@@ -896,6 +896,7 @@ fn the_wire_encoding_is_pinned_to_the_protocol_version() {
             program: "/t".into(),
             args: vec!["8".into()],
             cpu_limit: Duration::from_secs(9),
+            memory_limit: 10,
         }),
     };
     h.update(postcard::to_stdvec(&cfg).unwrap());
@@ -903,8 +904,8 @@ fn the_wire_encoding_is_pinned_to_the_protocol_version() {
     assert_eq!(
         (wire::PROTOCOL_VERSION, digest.as_str()),
         (
-            7,
-            "5681b63de5e261631174f5e0b8d01c73d74dfe6d22f8306001220b36befada69"
+            8,
+            "84994c1707e49442f4e982447791166034ef6d4c09dc902ead5adb3a3a4b0f3e"
         ),
         "the wire encoding changed: bump PROTOCOL_VERSION and update this digest"
     );

@@ -23,7 +23,7 @@ use crate::executor::{InstanceSpec, InstanceTask, TaskSpec};
 /// executor's specs, events and config) changes; a test pins the encoding to it. The
 /// [`Request::Hello`] and [`Reply::Refused`] variants keep their place and shape forever, so
 /// that a refusal is always understood.
-pub(crate) const PROTOCOL_VERSION: u32 = 7;
+pub(crate) const PROTOCOL_VERSION: u32 = 8;
 
 /// Largest frame either side sends or accepts (guest messages are at most 64 KiB, specs and
 /// outcomes a few KiB: this leaves room for large argument lists and scheduler messages).

@@ -52,7 +52,10 @@ pub async fn execute() -> anyhow::Result<()> {
     };
     let mut cfg = LocalClusterConfig::default();
     cfg.master.allocation_interval = Duration::from_millis(250);
-    cfg.compiler = super::compiler(Some(super::DEFAULT_COMPILE_CPU_LIMIT));
+    cfg.compiler = super::compiler(
+        Some(super::DEFAULT_COMPILE_CPU_LIMIT),
+        super::DEFAULT_COMPILE_MEMORY_LIMIT,
+    );
     let mut cluster = LocalCluster::start(cfg, dir.path()).await?;
     t.say(
         "master",
@@ -233,7 +236,10 @@ async fn locality_demo(t: &Trace) -> anyhow::Result<(f64, f64)> {
     let dir = tempfile::tempdir()?;
     let mut cfg = LocalClusterConfig::default();
     cfg.master.allocation_interval = Duration::from_millis(250);
-    cfg.compiler = super::compiler(Some(super::DEFAULT_COMPILE_CPU_LIMIT));
+    cfg.compiler = super::compiler(
+        Some(super::DEFAULT_COMPILE_CPU_LIMIT),
+        super::DEFAULT_COMPILE_MEMORY_LIMIT,
+    );
     let mut cluster = LocalCluster::start(cfg, dir.path()).await?;
     let mut blocks = BTreeMap::new();
     for i in 1..=3 {

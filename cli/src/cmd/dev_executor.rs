@@ -69,7 +69,10 @@ pub async fn executor_demo(t: &Trace) -> anyhow::Result<ExecutorFigures> {
     let dir = tempfile::tempdir()?;
     let mut cfg = LocalClusterConfig::default();
     cfg.master.allocation_interval = Duration::from_millis(100);
-    cfg.compiler = super::compiler(Some(super::DEFAULT_COMPILE_CPU_LIMIT));
+    cfg.compiler = super::compiler(
+        Some(super::DEFAULT_COMPILE_CPU_LIMIT),
+        super::DEFAULT_COMPILE_MEMORY_LIMIT,
+    );
     let mut cluster = LocalCluster::start(cfg, dir.path()).await?;
     cluster.add_agent("agent1", Resources::new(2000, GIB, 0))?;
     let sched = Scheduler::connect(cluster.scheduler_options("kv", "*")?).await?;

@@ -37,6 +37,13 @@ pub fn one_line(message: &str) -> String {
 /// tens of seconds, a tenant's pathological one is stopped here.
 pub const DEFAULT_COMPILE_CPU_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// Memory (heap and private writable mappings) an agent's compile of one module may hold by
+/// default (`tessera agent --compile-memory-limit`): the example modules (56–100 KiB) compile
+/// within 96–160 MiB of it, a single function of 900 KB of wasm within 160 MiB (BENCHMARKS.md,
+/// "Compile limit"), so large real modules fit with room, and a tenant's module that makes
+/// Cranelift allocate without bound is stopped before it crowds out the machine.
+pub const DEFAULT_COMPILE_MEMORY_LIMIT: u64 = 4 << 30;
+
 /// Set by the `tessera` binary's `main`: this process's executable serves `compile`. A test
 /// binary calling the commands in process is not one (it would take `compile` for a filter
 /// of its tests), so its agents compile in process.
@@ -49,16 +56,19 @@ pub fn compile_in_this_binary() {
     COMPILE_IN_THIS_BINARY.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// This binary's `compile` subcommand under `limit`, for an agent's executor
-/// (`ExecutorConfig::compiler`); `None` (compile in process, unbounded) with no limit, in a
-/// process that is not the `tessera` binary, or if the executable's path cannot be found (with
-/// a warning).
-pub fn compiler(limit: Option<std::time::Duration>) -> Option<::agent::executor::CompilerCommand> {
+/// This binary's `compile` subcommand under `limit` of CPU time and `memory` bytes, for an
+/// agent's executor (`ExecutorConfig::compiler`); `None` (compile in process, unbounded) with
+/// no CPU-time limit, in a process that is not the `tessera` binary, or if the executable's
+/// path cannot be found (with a warning).
+pub fn compiler(
+    limit: Option<std::time::Duration>,
+    memory: u64,
+) -> Option<::agent::executor::CompilerCommand> {
     let limit = limit?;
     if !COMPILE_IN_THIS_BINARY.load(std::sync::atomic::Ordering::Relaxed) {
         return None;
     }
-    ::agent::executor::CompilerCommand::this_executable(limit)
+    ::agent::executor::CompilerCommand::this_executable(limit, memory)
         .inspect_err(|e| {
             tracing::warn!("compiling modules in process, unbounded: no path to this program: {e}")
         })

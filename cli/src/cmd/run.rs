@@ -840,7 +840,10 @@ pub async fn execute(a: RunArgs) -> anyhow::Result<i32> {
             let dir = tempfile::tempdir()?;
             let mut cfg = LocalClusterConfig::default();
             cfg.master.allocation_interval = Duration::from_millis(100);
-            cfg.compiler = super::compiler(Some(super::DEFAULT_COMPILE_CPU_LIMIT));
+            cfg.compiler = super::compiler(
+                Some(super::DEFAULT_COMPILE_CPU_LIMIT),
+                super::DEFAULT_COMPILE_MEMORY_LIMIT,
+            );
             cfg.tuning = tuning;
             let mut cluster = LocalCluster::start(cfg, dir.path()).await?;
             let cpus = spec.resources.cpus_milli.max(1000);

@@ -883,14 +883,20 @@ async fn with_cpu_quota_cgroup_paced_tasks_run_under_kernel_quotas() {
     }
 }
 
-/// `tessera agent --compile-cpu-limit 1s`: a module that Cranelift would compile for hours
+/// `tessera agent --compile-cpu-limit 1s` (and a memory limit, which this module stays under):
+/// a module that Cranelift would compile for hours
 /// (1,000 nested loops) is compiled in a `tessera compile` child the kernel stops at one
 /// second of CPU, and its task fails with a reason that says so; a second task of the same
 /// module fails at once (the module is remembered as refused), and `hello` runs after both on
 /// the same agent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_compile_cpu_limit_a_module_that_compiles_for_hours_fails_its_task_saying_so() {
-    let c = deploy_with(&["--compile-cpu-limit", "1s"]);
+    let c = deploy_with(&[
+        "--compile-cpu-limit",
+        "1s",
+        "--compile-memory-limit",
+        "1GiB",
+    ]);
     let mut sched = c.scheduler().await;
     let deep = sched
         .upload_module(&tessera_tests::nested_loops_module(1000, false))

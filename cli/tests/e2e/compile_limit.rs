@@ -1,10 +1,11 @@
-//! Modules compiled in a child process under a CPU-time limit (`ExecutorConfig::compiler`),
-//! through the real `tessera compile` subcommand and real wasmtime: a module whose compile
-//! would take Cranelift hours (deeply nested loops) is stopped by the kernel at its limit and
-//! refused with a reason that says so, and refused at once after, on the ordinary path and
-//! on the threaded modules' (WASI threads) one; ordinary modules and components compile in the
-//! child (nothing falls back to compiling in process), run, and load from the disk cache in
-//! another executor; a malformed module's error comes back from the child.
+//! Modules compiled in a child process under a CPU-time and a memory limit
+//! (`ExecutorConfig::compiler`), through the real `tessera compile` subcommand and real
+//! wasmtime: a module whose compile would take Cranelift hours (deeply nested loops) is stopped
+//! by the kernel at its limit and refused with a reason that says so, and refused at once
+//! after, on the ordinary path and on the threaded modules' (WASI threads) one; so is one whose
+//! compile would need more memory than its limit; ordinary modules and components compile in
+//! the child (nothing falls back to compiling in process), run, and load from the disk cache
+//! in another executor; a malformed module's error comes back from the child.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,7 +17,10 @@ use agent::executor::{
 /// Hang guard only: the child's wall-time limit is a minute more than its CPU-time limit.
 const SANITY: Duration = Duration::from_secs(300);
 
-fn executor(cache: &Path, cpu_limit: Duration) -> Executor {
+/// The memory limit of the tests that are not about it: the agent's default.
+const MEMORY: u64 = 4 << 30;
+
+fn executor(cache: &Path, cpu_limit: Duration, memory_limit: u64) -> Executor {
     Executor::new(ExecutorConfig {
         cache_dir: Some(cache.to_owned()),
         pooling: None,
@@ -24,6 +28,7 @@ fn executor(cache: &Path, cpu_limit: Duration) -> Executor {
             program: PathBuf::from(env!("CARGO_BIN_EXE_tessera")),
             args: vec!["compile".to_owned()],
             cpu_limit,
+            memory_limit,
         }),
         ..ExecutorConfig::default()
     })
@@ -53,7 +58,7 @@ async fn run_to_end(exec: &Executor, spec: TaskSpec) -> agent::executor::TaskOut
 async fn compiles_run_in_a_child_process_under_a_cpu_time_limit() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
-    let exec = executor(&cache, Duration::from_secs(1));
+    let exec = executor(&cache, Duration::from_secs(1), MEMORY);
 
     // A compile of hours is stopped at its limit, and the module refused saying why.
     let deep = tmp.path().join("deep.wasm");
@@ -146,7 +151,7 @@ async fn compiles_run_in_a_child_process_under_a_cpu_time_limit() {
     assert_eq!(exec.stats().compiles, before + 2);
 
     // The child's code is the executor's own: another executor loads it from the disk cache.
-    let second = executor(&cache, Duration::from_secs(1));
+    let second = executor(&cache, Duration::from_secs(1), MEMORY);
     prepare(&second, "hello", Path::new(wasm_examples::HELLO_PATH))
         .await
         .unwrap();
@@ -159,4 +164,50 @@ async fn compiles_run_in_a_child_process_under_a_cpu_time_limit() {
     .unwrap();
     let stats = second.stats();
     assert_eq!((stats.compiles, stats.disk_cache_hits), (0, 2), "{stats:?}");
+}
+
+/// Under a memory limit, a module that makes Cranelift allocate past it (one straight
+/// function of 2.7 MB of wasm, which needs more than 384 MiB) is stopped and refused saying
+/// so, and refused at once after; the agent's own examples compile under the same limit (they
+/// need 96–160 MiB of it: BENCHMARKS.md, "Compile limit").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compile_past_its_memory_limit_is_stopped_and_its_module_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exec = executor(
+        &tmp.path().join("cache"),
+        Duration::from_secs(60),
+        256 << 20,
+    );
+    let long = tmp.path().join("long.wasm");
+    std::fs::write(&long, tessera_tests::long_function_module(300_000)).unwrap();
+    let err = prepare(&exec, "long", &long).await.unwrap_err();
+    match &err {
+        ExecError::CompileRefused { digest, message } => {
+            assert_eq!(digest, "long");
+            assert!(message.contains("memory limit of 256 MiB"), "{message}");
+        }
+        e => panic!("expected a refused compile, got {e:?}"),
+    }
+    assert_eq!(exec.stats().compiles, 1);
+    let again = prepare(&exec, "long", &long).await.unwrap_err();
+    assert_eq!(again.to_string(), err.to_string());
+    assert_eq!(
+        exec.stats().compiles,
+        1,
+        "refused at once, not compiled again"
+    );
+
+    // The largest example module compiles under the same limit, and runs.
+    let out = run_to_end(
+        &exec,
+        TaskSpec::new(
+            "json",
+            wasm_examples::JSON_PATH,
+            vec!["json".into(), "20".into(), "1".into()],
+            tmp.path().join("json"),
+        ),
+    )
+    .await;
+    assert_eq!(out.termination, Termination::Exited(0), "{out:?}");
+    assert_eq!(exec.stats().compiles, 2);
 }
