@@ -147,10 +147,20 @@ pub fn remove(files: &[CachedFile], planned: &[&CachedFile]) -> Collected {
 }
 
 /// How long a temporary file of `blobs/` or `cache/` may go unmodified before it is taken for
-/// one whose writer died. Their writers remove them, unless killed; files being written are
-/// far younger: a fetch writes as it receives, and a compile writes its code when it ends (its
-/// `.err` file is older, but losing it costs only that compile's message).
+/// one whose writer died, at least ([`stale_after`]). Their writers remove them, unless killed;
+/// files being written are far younger: a fetch writes as it receives, and a compile writes its
+/// code when it ends and its `.err` file when it starts, within its wall-time limit.
 pub const STALE_TEMPORARY: Duration = Duration::from_secs(3600);
+
+/// How long a temporary file may go unmodified before it is taken for a dead writer's, with
+/// the agent's `compiler`: [`STALE_TEMPORARY`], or longer than a compile may last (its
+/// wall-time limit and a minute), so that a running compile's `.err` file, written when it
+/// starts, is never taken for a dead one's (`--compile-cpu-limit` has no upper bound).
+pub fn stale_after(compiler: Option<&crate::executor::CompilerCommand>) -> Duration {
+    compiler.map_or(STALE_TEMPORARY, |c| {
+        STALE_TEMPORARY.max(c.wall_limit() + Duration::from_secs(60))
+    })
+}
 
 /// Whether `name` is a temporary file's, not an entry's: a fetch's `<digest>.part-<pid>-<n>`,
 /// a compile's `<digest>.<engine>.cwasm.tmp<unique>` and its `.err`.
@@ -360,5 +370,24 @@ mod tests {
             assert!(p.exists(), "{} kept", p.display());
         }
         assert_eq!(remove_stale_temporaries(&w, now, STALE_TEMPORARY), 0);
+    }
+
+    /// A compile's temporary files are never taken for a dead writer's while it may still
+    /// run: past an hour from a CPU-time limit of 15 minutes on (a wall limit of an hour).
+    #[test]
+    fn temporaries_outlive_the_longest_compile() {
+        let cmd = |minutes: u64| crate::executor::CompilerCommand {
+            program: "/bin/tessera".into(),
+            args: vec!["compile".into()],
+            cpu_limit: Duration::from_secs(minutes * 60),
+            memory_limit: 1 << 30,
+        };
+        assert_eq!(stale_after(None), STALE_TEMPORARY);
+        assert_eq!(stale_after(Some(&cmd(5))), STALE_TEMPORARY);
+        assert_eq!(stale_after(Some(&cmd(15))), Duration::from_secs(3660));
+        assert_eq!(
+            stale_after(Some(&cmd(60))),
+            Duration::from_secs(4 * 3600 + 60)
+        );
     }
 }

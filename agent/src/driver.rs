@@ -634,6 +634,7 @@ impl Driver {
 
     async fn run(&mut self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
         let endpoint = link::client_endpoint(&self.opts.tls, self.opts.tuning)?;
+        let stale_after = crate::blob_gc::stale_after(self.opts.executor.compiler.as_ref());
         let mut disk_watch = (!self.opts.disk_watch_interval.is_zero()).then(|| {
             let mut i = tokio::time::interval(self.opts.disk_watch_interval);
             i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -756,7 +757,7 @@ impl Driver {
                         let stale = crate::blob_gc::remove_stale_temporaries(
                             &dir,
                             std::time::SystemTime::now(),
-                            crate::blob_gc::STALE_TEMPORARY,
+                            stale_after,
                         );
                         if stale > 0 {
                             tracing::info!(removed = stale, "temporary files of a dead fetch or compile removed");

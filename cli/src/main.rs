@@ -69,7 +69,7 @@ enum Command {
     /// The runtime process an agent starts so that its guests outlive it (started by agents).
     #[command(hide = true)]
     Runtime(cmd::runtime::RuntimeArgs),
-    /// Compile one module for an agent's executor, under the CPU-time limit the executor set
+    /// Compile one module for an agent's executor, under the limits the executor set
     /// (started by executors; the request comes on stdin).
     #[command(hide = true)]
     Compile,

@@ -569,7 +569,7 @@ pub fn nested_loops_module(depth: u32, threaded: bool) -> Vec<u8> {
 }
 
 /// A WASI command whose `_start` is one straight function of `steps` multiply-adds on an
-/// `i64` local (about 9 bytes of wasm each), for the tests of the agent's compile memory limit:
+/// `i64` local (10 bytes of wasm each), for the tests of the agent's compile memory limit:
 /// Cranelift's memory grows with a function's length, so a few megabytes of it need hundreds
 /// of megabytes to compile, while the module itself is valid and small enough to send.
 pub fn long_function_module(steps: u32) -> Vec<u8> {
@@ -577,7 +577,8 @@ pub fn long_function_module(steps: u32) -> Vec<u8> {
     for i in 0..steps {
         code.extend_from_slice(&[0x20, 0, 0x42]); // local.get 0; i64.const
         leb((i % 60) + 3, &mut code);
-        code.extend_from_slice(&[0x7e, 0x42, 0x07, 0x7c, 0x21, 0]); // i64.mul; i64.const 7; i64.add; local.set 0
+        // i64.mul; i64.const 7; i64.add; local.set 0
+        code.extend_from_slice(&[0x7e, 0x42, 0x07, 0x7c, 0x21, 0]);
     }
     code.push(0x0b);
     let mut m = b"\0asm\x01\0\0\0".to_vec();

@@ -55,7 +55,7 @@ pub(super) struct ModuleCache {
     /// rewritten by `meter.rs` before compiling), and a compiling child's
     /// ([`ExecutorConfig::compiler`]).
     config: ExecutorConfig,
-    /// Digests whose compile used its CPU-time limit, refused at once after.
+    /// Digests whose compile used its CPU-time or memory limit, refused at once after.
     refused: Refusals,
     /// WASI preview 1, resolved once per module into its [`InstancePre`].
     linker: Linker<TaskState>,
@@ -242,7 +242,7 @@ impl ModuleCache {
         Ok(compiled)
     }
 
-    /// Compiles in a child process under `compiler`'s CPU-time limit, into a temporary file of
+    /// Compiles in a child process under `compiler`'s limits, into a temporary file of
     /// the disk cache, loads it and renames it into place as entry `cached`. There is no
     /// fallback to compiling in process: the limit is there for the modules that would take it.
     fn compile_in_child(

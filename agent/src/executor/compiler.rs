@@ -8,10 +8,13 @@
 //! task's share or timeout apply, so in process such a module would hold a core of the agent
 //! for hours, and killing its task would not stop it. In a child process it is stopped by the
 //! kernel when it has used its limit (`RLIMIT_CPU`), and the task fails with a reason that
-//! says so. Its memory is bounded too (`RLIMIT_DATA`: its heap and private writable mappings,
-//! not the pool's reserved address space): a module that makes Cranelift allocate without
-//! bound fails its own compile, instead of waking the kernel's OOM killer on the agent's
-//! machine, which could pick the agent or another tenant's task.
+//! says so. Its memory is bounded too (`RLIMIT_DATA`: its heap, thread stacks and other
+//! private writable mappings, not the pool's reserved address space): a module that makes
+//! Cranelift allocate without bound fails its own compile, instead of waking the kernel's OOM
+//! killer on the agent's machine, which could pick the agent or another tenant's task. At most
+//! [`MAX_CHILDREN`] compile at once, each on at most [`CHILD_THREADS`] threads, so that
+//! compiles hold at most `MAX_CHILDREN ×` the limit together, and what a module needs of the
+//! limit does not depend on the machine's core count.
 //!
 //! The child (`tessera compile`, hidden, or any program that calls [`serve_compile`]) reads a
 //! [`Request`] on its standard input (postcard), makes the executor's own engines from the same
@@ -41,8 +44,9 @@ pub struct CompilerCommand {
     pub args: Vec<String>,
     /// CPU time a compile may use, over all of its threads (whole seconds; at least one).
     pub cpu_limit: Duration,
-    /// Bytes of heap and private writable mappings the compiling process may hold
-    /// (`RLIMIT_DATA`; the program's own start-up takes about 8 MiB of it).
+    /// Bytes of heap, thread stacks and other private writable mappings the compiling process
+    /// may hold (`RLIMIT_DATA`; the program's own start takes about 8 MiB of it, the example
+    /// modules 96–160 MiB to compile); `u64::MAX`: no limit.
     pub memory_limit: u64,
 }
 
@@ -70,8 +74,9 @@ impl CompilerCommand {
 
     /// How long a compile may take in wall time before it is killed: four times its CPU
     /// limit, and at least a minute more than it (a loaded machine gives the compile a
-    /// fraction of a core; a child stuck off the CPU would otherwise never end).
-    fn wall_limit(&self) -> Duration {
+    /// fraction of a core; a child stuck off the CPU would otherwise never end). Its temporary
+    /// files live as long (`blob_gc::stale_after`).
+    pub fn wall_limit(&self) -> Duration {
         let cpu = Duration::from_secs(self.limit_secs());
         (cpu * 4).max(cpu + Duration::from_secs(60))
     }
@@ -119,12 +124,12 @@ pub(super) enum ChildError {
     Failed(String),
 }
 
-/// Digests whose compile used its CPU-time or memory limit, with the reason, refused at once after (at
-/// most [`MAX_REFUSED`], per executor).
+/// Digests whose compile used its CPU-time or memory limit, with the reason, refused at once
+/// after (at most [`MAX_REFUSED`], per executor).
 #[derive(Debug, Default)]
 pub(super) struct Refusals(Mutex<HashMap<String, String>>);
 
-/// Most digests remembered as refused for their compile's CPU time (per executor, so per
+/// Most digests remembered as refused for their compile's limits (per executor, so per
 /// runtime process): past it the list starts again empty, and a tenant that sends more
 /// distinct modules than this pays a compile's limit again for each.
 const MAX_REFUSED: usize = 4096;
@@ -145,8 +150,8 @@ impl Refusals {
         }
     }
 
-    /// The error of a compile of `digest` in a child; one that used its CPU-time limit is
-    /// remembered.
+    /// The error of a compile of `digest` in a child; one that used its CPU-time or memory
+    /// limit is remembered.
     pub(super) fn error(&self, digest: &str, e: ChildError) -> ExecError {
         let digest = digest.to_owned();
         match e {
@@ -174,6 +179,59 @@ const EXIT_INVALID: i32 = 3;
 /// Exit code of a child whose engines differ from the executor's.
 const EXIT_MISMATCH: i32 = 4;
 
+/// Exit code of a child whose compile failed an allocation that wasmtime handles (it returns
+/// an error rather than aborting): over the memory limit too.
+const EXIT_OVER_MEMORY: i32 = 5;
+
+/// Most compiles in child processes at once, per process (so per runtime process): with each
+/// one's memory limit, what compiles hold together is bounded. More wait for a turn; their
+/// wall-time limit starts with their child.
+pub const MAX_CHILDREN: usize = 2;
+
+/// Threads a child compiles on (wasmtime compiles a module's functions in parallel, on rayon's
+/// threads): a compile's time is not any task's share, so it takes two cores at most, and the
+/// memory it needs (each thread holds a function's compile and its stack) is the same on every
+/// machine.
+pub const CHILD_THREADS: usize = 2;
+
+/// The turns of [`MAX_CHILDREN`]: a count of children running, and a wait for a free turn.
+struct Turns {
+    running: Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+/// A turn to run a child, given back when dropped.
+struct Turn<'a>(&'a Turns);
+
+impl Turns {
+    const fn new() -> Self {
+        Turns {
+            running: Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Waits (on this blocking thread) until fewer than `max` children run, and takes a turn.
+    fn take(&self, max: usize) -> Turn<'_> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        while *running >= max {
+            running = self.freed.wait(running).unwrap_or_else(|e| e.into_inner());
+        }
+        *running += 1;
+        Turn(self)
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        *self.0.running.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        self.0.freed.notify_one();
+    }
+}
+
+/// This process's turns.
+static TURNS: Turns = Turns::new();
+
 /// Most of a child's standard error kept for a task's failure reason.
 const MAX_MESSAGE: u64 = 4096;
 
@@ -185,7 +243,10 @@ pub(super) fn compile_in_child<T>(
     request: &Request,
     load: impl FnOnce(&Path) -> Result<T, ChildError>,
 ) -> Result<T, ChildError> {
-    let result = run_compiler(cmd, request).and_then(|()| load(&request.out));
+    let turn = TURNS.take(MAX_CHILDREN);
+    let result = run_compiler(cmd, request);
+    drop(turn);
+    let result = result.and_then(|()| load(&request.out));
     let _ = std::fs::remove_file(&request.out);
     result
 }
@@ -204,15 +265,17 @@ fn run_compiler(cmd: &CompilerCommand, request: &Request) -> Result<(), ChildErr
     // it is sent its request (it waits for it on stdin), and it ties its life to ours itself.
     let spawned = Command::new(&cmd.program)
         .args(&cmd.args)
-        // mimalloc (the `tessera` binary's allocator) otherwise commits its first 1 GiB arena
-        // at start-up and each thread's first 32 MiB segment at once, all of which
-        // `RLIMIT_DATA` counts: committed on demand, it counts what is used.
+        // Nothing of the agent's environment: what the child's allocator, thread pool and
+        // error reports do under its limits is set here. Notably no `RUST_BACKTRACE`: a
+        // backtrace being captured as an allocation failed at the limit held the lock that
+        // Rust's handler of the failure then waited on, and the child hung.
+        .env_clear()
+        // mimalloc (the `tessera` binary's allocator) otherwise commits a 1 GiB arena at start
+        // and each thread's segments (after its first) whole, all of which `RLIMIT_DATA`
+        // counts: committed as needed, the limit counts what the compile has committed.
         .env("MIMALLOC_ARENA_EAGER_COMMIT", "0")
         .env("MIMALLOC_EAGER_COMMIT", "0")
-        // No backtraces: capturing one allocates, and one captured when an allocation fails
-        // at the limit would hold the lock Rust's handler of that failure then waits on.
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE")
+        .env("RAYON_NUM_THREADS", CHILD_THREADS.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(err_file)
@@ -303,19 +366,33 @@ fn outcome(
              (`--compile-cpu-limit`): stopped",
             cmd.limit_secs()
         ))),
-        // What Rust's allocation-error handler prints before it aborts.
-        (_, Some(libc::SIGABRT)) if message.starts_with("memory allocation of ") => {
-            Err(ChildError::OverLimit(format!(
-                "compiling it needed more than the agent's memory limit of {} MiB for a \
-                 compile (`--compile-memory-limit`): stopped",
-                cmd.limit_mib()
-            )))
-        }
+        (Some(EXIT_OVER_MEMORY), _) => Err(over_memory(cmd)),
+        (_, Some(libc::SIGABRT)) if allocation_failed(&message) => Err(over_memory(cmd)),
         _ => Err(ChildError::Failed(format!(
             "compiler {} ended with {status}: {message}",
             cmd.program.display()
         ))),
     }
+}
+
+/// The refusal of a compile that needed more than `cmd`'s memory limit.
+fn over_memory(cmd: &CompilerCommand) -> ChildError {
+    ChildError::OverLimit(format!(
+        "compiling it needed more than the agent's memory limit of {} MiB for a compile \
+         (`--compile-memory-limit`): stopped",
+        cmd.limit_mib()
+    ))
+}
+
+/// Whether `message` holds the line Rust's allocation-error handler prints before it aborts
+/// (`memory allocation of N bytes failed`), wherever it is among the child's output.
+fn allocation_failed(message: &str) -> bool {
+    message.lines().any(|l| {
+        l.trim()
+            .strip_prefix("memory allocation of ")
+            .and_then(|l| l.strip_suffix(" bytes failed"))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    })
 }
 
 fn read_message(path: &Path) -> String {
@@ -366,7 +443,14 @@ fn compile(request: &Request) -> Result<Vec<u8>, (i32, String)> {
     let fail = |e: String| (1, e);
     let bytes = std::fs::read(&request.wasm)
         .map_err(|e| fail(format!("cannot read {}: {e}", request.wasm.display())))?;
-    let invalid = |e: wasmtime::Error| (EXIT_INVALID, format!("{e:#}"));
+    let invalid = |e: wasmtime::Error| {
+        let code = if e.is::<wasmtime::OutOfMemory>() {
+            EXIT_OVER_MEMORY
+        } else {
+            EXIT_INVALID
+        };
+        (code, format!("{e:#}"))
+    };
     let mismatch = || {
         (
             EXIT_MISMATCH,
@@ -440,15 +524,33 @@ mod tests {
             outcome(&cmd(), killed(libc::SIGXCPU), String::new()),
             Err(ChildError::OverLimit(e)) if e.contains("limit of 2 s")
         ));
-        // An allocation refused past the memory limit: Rust's handler says so, then aborts.
-        assert!(matches!(
-            outcome(
-                &cmd(),
+        // An allocation refused past the memory limit: Rust's handler says so, then aborts
+        // (whatever came before on standard error); or wasmtime returned its error.
+        for (status, message) in [
+            (
                 killed(libc::SIGABRT),
-                "memory allocation of 67108864 bytes failed".to_owned()
+                "memory allocation of 67108864 bytes failed",
             ),
-            Err(ChildError::OverLimit(e)) if e.contains("memory limit of 100 MiB")
-        ));
+            (
+                killed(libc::SIGABRT),
+                "mimalloc: warning: cannot commit\nmemory allocation of 8 bytes failed\n",
+            ),
+            (exited(EXIT_OVER_MEMORY), "out of memory"),
+        ] {
+            assert!(
+                matches!(
+                    outcome(&cmd(), status, message.to_owned()),
+                    Err(ChildError::OverLimit(e)) if e.contains("memory limit of 100 MiB")
+                ),
+                "{message}"
+            );
+        }
+        for other in [
+            "memory allocation of",
+            "memory allocation of x bytes failed",
+        ] {
+            assert!(!allocation_failed(other), "{other}");
+        }
         // Not the module's fault for certain: another engine, another signal (an abort for
         // another reason too), another code.
         for status in [
@@ -478,6 +580,31 @@ mod tests {
             r.check("c"),
             Err(ExecError::CompileRefused { message, .. }) if message == "over"
         ));
+    }
+
+    /// At most `MAX_CHILDREN` turns at once: a third waits until one is given back.
+    #[test]
+    fn children_take_turns() {
+        let turns = std::sync::Arc::new(Turns::new());
+        let (a, b) = (turns.take(2), turns.take(2));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn({
+            let turns = turns.clone();
+            move || {
+                let _c = turns.take(2);
+                tx.send(()).unwrap();
+            }
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_millis(100)).is_err(),
+            "a third turn at once"
+        );
+        drop(a);
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("a turn once one was given back");
+        t.join().unwrap();
+        drop(b);
+        assert_eq!(*turns.running.lock().unwrap(), 0);
     }
 
     #[test]

@@ -61,7 +61,7 @@
 //! - `pacing.rs`: fuel calibration and CPU-share pacing on the thread's CPU clock.
 //! - `meter.rs`: metering by rewriting a module (budget checks, live locals saved around
 //!   their slow path); `tick.rs`: its host side.
-//! - `compiler.rs`: compiling a module in a child process with a CPU-time limit.
+//! - `compiler.rs`: compiling a module in a child process with a CPU-time and a memory limit.
 //! - `quota.rs`: kernel CPU quotas for paced tasks (a cgroup per task).
 //! - `output.rs`: capped stdout/stderr files and their tails.
 //! - `disk.rs`: the sandbox's disk use.

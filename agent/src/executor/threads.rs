@@ -137,7 +137,7 @@ pub(super) struct Threads {
     /// Where threaded modules compile, if in a child process: its command, the directory its
     /// code is written to (the module cache's), the executor's settings.
     compiler: Option<(CompilerCommand, PathBuf, super::ExecutorConfig)>,
-    /// Threaded modules whose compile used its CPU-time limit.
+    /// Threaded modules whose compile used its CPU-time or memory limit.
     refused: Refusals,
 }
 

@@ -98,10 +98,11 @@ pub struct AgentArgs {
     /// compile in the agent's runtime process, unbounded.
     #[arg(long, default_value = "5m", value_parser = super::parse_limit)]
     compile_cpu_limit: super::CompileLimit,
-    /// Memory a module's compile may hold (its heap and private writable mappings; the
-    /// compiler's own start takes about 8 MiB). A compile that needs more fails its task
-    /// saying so, and the module is refused after, rather than the machine running out of
-    /// memory for a tenant's module. Applies with a CPU-time limit (not with `none`).
+    /// Memory a module's compile may hold (its heap, thread stacks and other private writable
+    /// mappings; at least 256 MiB). A compile that needs more fails its task saying so, and
+    /// the module is refused after, rather than the machine running out of memory for a
+    /// tenant's module. At most two compiles run at once. Applies with a CPU-time limit (not
+    /// with `none`).
     #[arg(long, default_value = "4GiB", value_parser = parse_compile_memory)]
     compile_memory_limit: u64,
     /// How preview-1 modules are metered (what yields them to the pacer about every
@@ -292,29 +293,28 @@ fn parse_compile_memory(s: &str) -> Result<u64, String> {
     let bytes = parse_size(s).map_err(|e| e.to_string())?;
     if bytes < MIN_COMPILE_MEMORY {
         return Err(format!(
-            "at least {} MiB: the compiler takes about 16 MiB to start, and the smallest modules \
-             need about 100 MiB to compile",
+            "at least {} MiB: the example modules need 96 to 160 MiB to compile",
             MIN_COMPILE_MEMORY >> 20
         ));
     }
     Ok(bytes)
 }
 
-/// Least `--compile-memory-limit`: below it every compile would fail, the compiler's own
-/// threads first.
-const MIN_COMPILE_MEMORY: u64 = 64 << 20;
+/// Least `--compile-memory-limit`: below it even small modules would fail to compile, and be
+/// refused as the module's fault.
+const MIN_COMPILE_MEMORY: u64 = 256 << 20;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_compile_memory_limit_is_a_size_of_64_mib_at_least() {
+    fn the_compile_memory_limit_is_a_size_of_256_mib_at_least() {
         assert_eq!(parse_compile_memory("4GiB"), Ok(4 << 30));
-        assert_eq!(parse_compile_memory("64MiB"), Ok(64 << 20));
-        assert!(parse_compile_memory("63MiB")
+        assert_eq!(parse_compile_memory("256MiB"), Ok(256 << 20));
+        assert!(parse_compile_memory("255MiB")
             .unwrap_err()
-            .contains("at least 64 MiB"));
+            .contains("at least 256 MiB"));
         assert!(parse_compile_memory("lots").is_err());
     }
 

@@ -39,7 +39,7 @@ pub const DEFAULT_COMPILE_CPU_LIMIT: std::time::Duration = std::time::Duration::
 
 /// Memory (heap and private writable mappings) an agent's compile of one module may hold by
 /// default (`tessera agent --compile-memory-limit`): the example modules (56–100 KiB) compile
-/// within 96–160 MiB of it, a single function of 900 KB of wasm within 160 MiB (BENCHMARKS.md,
+/// within 96–160 MiB of it, a single function of 1.0 MB of wasm within 160 MiB (BENCHMARKS.md,
 /// "Compile limit"), so large real modules fit with room, and a tenant's module that makes
 /// Cranelift allocate without bound is stopped before it crowds out the machine.
 pub const DEFAULT_COMPILE_MEMORY_LIMIT: u64 = 4 << 30;

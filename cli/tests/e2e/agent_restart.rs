@@ -11,9 +11,10 @@
 //!   and its memory survive (a message after the restart releases the tasks it holds from
 //!   before), a later task goes to it, and every update arrives once.
 //!
-//! And the agent flags `--cpu-quota-cgroup` (paced tasks in cgroups) and `--compile-cpu-limit`
-//! (a module whose compile would take hours fails its task at the limit, and the agent goes on
-//! running others), through the same harness.
+//! And the agent flags `--cpu-quota-cgroup` (paced tasks in cgroups), `--compile-cpu-limit` and
+//! `--compile-memory-limit` (a module whose compile would take hours, or more memory than the
+//! limit, fails its task at the limit, and the agent goes on running others), through the same
+//! harness.
 //!
 //! The time from starting the new agent process to its re-registration is printed (a
 //! measurement, never asserted).
@@ -883,28 +884,11 @@ async fn with_cpu_quota_cgroup_paced_tasks_run_under_kernel_quotas() {
     }
 }
 
-/// `tessera agent --compile-cpu-limit 1s` (and a memory limit, which this module stays under):
-/// a module that Cranelift would compile for hours
-/// (1,000 nested loops) is compiled in a `tessera compile` child the kernel stops at one
-/// second of CPU, and its task fails with a reason that says so; a second task of the same
-/// module fails at once (the module is remembered as refused), and `hello` runs after both on
-/// the same agent.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_compile_cpu_limit_a_module_that_compiles_for_hours_fails_its_task_saying_so() {
-    let c = deploy_with(&[
-        "--compile-cpu-limit",
-        "1s",
-        "--compile-memory-limit",
-        "1GiB",
-    ]);
-    let mut sched = c.scheduler().await;
-    let deep = sched
-        .upload_module(&tessera_tests::nested_loops_module(1000, false))
-        .await
-        .unwrap();
-    let hello = sched.upload_module(wasm_examples::HELLO).await.unwrap();
+/// Runs `modules` one task after another on the cluster's agent, each on an offer as it comes;
+/// returns every task's updates (tasks `task-0`, `task-1`, ... in order).
+async fn run_one_by_one(sched: &mut Scheduler, modules: &[Digest]) -> Seen {
     let mut seen = Seen::default();
-    for (i, module) in [deep, deep, hello].into_iter().enumerate() {
+    for (i, module) in modules.iter().enumerate() {
         let offer = loop {
             let ev = tokio::time::timeout(SANITY, sched.next_event())
                 .await
@@ -916,25 +900,62 @@ async fn with_compile_cpu_limit_a_module_that_compiles_for_hours_fails_its_task_
                 _ => {}
             }
         };
-        let task = TaskBuilder::new(&format!("task-{i}"), module)
+        let task = TaskBuilder::new(&format!("task-{i}"), *module)
             .resources(Resources::new(100, 64 * MIB, 0))
             .build(&offer);
         sched
             .accept(vec![offer.id.clone()], vec![task], Filters::default())
             .unwrap();
-        until(&mut sched, &mut seen, "the task ends", |s| {
-            s.terminal() == i + 1
-        })
-        .await;
+        until(sched, &mut seen, "the task ends", |s| s.terminal() == i + 1).await;
     }
+    seen
+}
+
+/// Checks that task `finished` finished and every other task of `seen` failed with a reason
+/// that contains `why`.
+fn failed_saying(seen: &Seen, finished: &str, why: &str) {
     for (task, updates) in &seen.updates {
         let end = updates.iter().find(|u| u.state.is_terminal()).unwrap();
-        if task == "task-2" {
+        if task == finished {
             assert_eq!(end.state, TaskState::Finished, "{updates:?}");
             continue;
         }
         assert_eq!(end.state, TaskState::Failed, "{task}: {updates:?}");
         let said = format!("{:?} {:?}", end.reason, end.message);
-        assert!(said.contains("CPU-time limit of 1 s"), "{task}: {said}");
+        assert!(said.contains(why), "{task}: {said}");
     }
+}
+
+/// `tessera agent --compile-cpu-limit 1s`: a module that Cranelift would compile for hours
+/// (1,000 nested loops) is compiled in a `tessera compile` child the kernel stops at one
+/// second of CPU, and its task fails with a reason that says so; a second task of the same
+/// module fails at once (the module is remembered as refused), and `hello` runs after both on
+/// the same agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_compile_cpu_limit_a_module_that_compiles_for_hours_fails_its_task_saying_so() {
+    let c = deploy_with(&["--compile-cpu-limit", "1s"]);
+    let mut sched = c.scheduler().await;
+    let deep = sched
+        .upload_module(&tessera_tests::nested_loops_module(1000, false))
+        .await
+        .unwrap();
+    let hello = sched.upload_module(wasm_examples::HELLO).await.unwrap();
+    let seen = run_one_by_one(&mut sched, &[deep, deep, hello]).await;
+    failed_saying(&seen, "task-2", "CPU-time limit of 1 s");
+}
+
+/// `tessera agent --compile-memory-limit 256MiB`: a module whose compile needs more than 384 MiB
+/// (one straight function of 3.0 MB of wasm) fails its task saying it needed more than the
+/// limit, a second task of it fails at once, and `hello` runs after both on the same agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_compile_memory_limit_a_module_that_needs_more_fails_its_task_saying_so() {
+    let c = deploy_with(&["--compile-memory-limit", "256MiB"]);
+    let mut sched = c.scheduler().await;
+    let long = sched
+        .upload_module(&tessera_tests::long_function_module(300_000))
+        .await
+        .unwrap();
+    let hello = sched.upload_module(wasm_examples::HELLO).await.unwrap();
+    let seen = run_one_by_one(&mut sched, &[long, long, hello]).await;
+    failed_saying(&seen, "task-2", "memory limit of 256 MiB");
 }

@@ -167,7 +167,7 @@ async fn compiles_run_in_a_child_process_under_a_cpu_time_limit() {
 }
 
 /// Under a memory limit, a module that makes Cranelift allocate past it (one straight
-/// function of 2.7 MB of wasm, which needs more than 384 MiB) is stopped and refused saying
+/// function of 3.0 MB of wasm, which needs more than 384 MiB) is stopped and refused saying
 /// so, and refused at once after; the agent's own examples compile under the same limit (they
 /// need 96–160 MiB of it: BENCHMARKS.md, "Compile limit").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
