@@ -194,10 +194,18 @@ pub const MAX_CHILDREN: usize = 2;
 /// machine.
 pub const CHILD_THREADS: usize = 2;
 
-/// The turns of [`MAX_CHILDREN`]: a count of children running, and a wait for a free turn.
+/// The turns of [`MAX_CHILDREN`], given in the order they were asked for (a ticket each), so
+/// that a tenant's many new modules cannot keep another's waiting behind ones asked for later.
 struct Turns {
-    running: Mutex<usize>,
-    freed: std::sync::Condvar,
+    state: Mutex<TurnState>,
+    changed: std::sync::Condvar,
+}
+
+/// Tickets handed out, turns given, children running.
+struct TurnState {
+    tickets: u64,
+    given: u64,
+    running: usize,
 }
 
 /// A turn to run a child, given back when dropped.
@@ -206,26 +214,41 @@ struct Turn<'a>(&'a Turns);
 impl Turns {
     const fn new() -> Self {
         Turns {
-            running: Mutex::new(0),
-            freed: std::sync::Condvar::new(),
+            state: Mutex::new(TurnState {
+                tickets: 0,
+                given: 0,
+                running: 0,
+            }),
+            changed: std::sync::Condvar::new(),
         }
     }
 
-    /// Waits (on this blocking thread) until fewer than `max` children run, and takes a turn.
+    fn lock(&self) -> std::sync::MutexGuard<'_, TurnState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits (on this blocking thread) until every turn asked for before is given and fewer
+    /// than `max` children run, and takes a turn.
     fn take(&self, max: usize) -> Turn<'_> {
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        while *running >= max {
-            running = self.freed.wait(running).unwrap_or_else(|e| e.into_inner());
+        let mut s = self.lock();
+        let ticket = s.tickets;
+        s.tickets += 1;
+        while s.given != ticket || s.running >= max {
+            s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
         }
-        *running += 1;
+        s.given += 1;
+        s.running += 1;
+        drop(s);
+        // The next ticket may go too, if a turn is free.
+        self.changed.notify_all();
         Turn(self)
     }
 }
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        *self.0.running.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
-        self.0.freed.notify_one();
+        self.0.lock().running -= 1;
+        self.0.changed.notify_all();
     }
 }
 
@@ -270,6 +293,7 @@ fn run_compiler(cmd: &CompilerCommand, request: &Request) -> Result<(), ChildErr
         // backtrace being captured as an allocation failed at the limit held the lock that
         // Rust's handler of the failure then waited on, and the child hung.
         .env_clear()
+        .envs(std::env::var_os("LD_LIBRARY_PATH").map(|v| ("LD_LIBRARY_PATH", v)))
         // mimalloc (the `tessera` binary's allocator) otherwise commits a 1 GiB arena at start
         // and each thread's segments (after its first) whole, all of which `RLIMIT_DATA`
         // counts: committed as needed, the limit counts what the compile has committed.
@@ -405,8 +429,9 @@ fn read_message(path: &Path) -> String {
 
 /// The compiling child's side (`tessera compile`): reads a request on standard input,
 /// compiles, writes the code, and returns the process's exit code: 0; 3 with a message on
-/// standard error if the module does not compile; 4 if its engines are not the executor's; 1
-/// if the request cannot be served.
+/// standard error if the module does not compile; 4 if its engines are not the executor's; 5
+/// if wasmtime ran out of memory (the limit; an allocation Rust handles aborts instead); 1 if
+/// the request cannot be served.
 pub fn serve_compile() -> i32 {
     // SAFETY: prctl with these arguments only sets this process's parent-death signal. The
     // child then dies with the thread that started it, which waits for it.
@@ -582,29 +607,43 @@ mod tests {
         ));
     }
 
-    /// At most `MAX_CHILDREN` turns at once: a third waits until one is given back.
+    /// At most `MAX_CHILDREN` turns at once: a third waits until one is given back, and
+    /// waiting turns are given in the order they were asked for.
     #[test]
-    fn children_take_turns() {
+    fn children_take_turns_in_order() {
         let turns = std::sync::Arc::new(Turns::new());
         let (a, b) = (turns.take(2), turns.take(2));
         let (tx, rx) = std::sync::mpsc::channel();
-        let t = std::thread::spawn({
-            let turns = turns.clone();
-            move || {
-                let _c = turns.take(2);
-                tx.send(()).unwrap();
-            }
-        });
+        let waiters: Vec<_> = (0..3u64)
+            .map(|i| {
+                let (mine, tx) = (turns.clone(), tx.clone());
+                let t = std::thread::spawn(move || {
+                    let turn = mine.take(2);
+                    tx.send(i).unwrap();
+                    drop(turn);
+                });
+                // Each asks for its turn before the next one does.
+                while turns.lock().tickets < 3 + i {
+                    std::thread::yield_now();
+                }
+                t
+            })
+            .collect();
         assert!(
             rx.recv_timeout(Duration::from_millis(100)).is_err(),
             "a third turn at once"
         );
+        // One turn free at a time (`b` is held): each waiter's comes from the last one's end.
         drop(a);
-        rx.recv_timeout(Duration::from_secs(60))
-            .expect("a turn once one was given back");
-        t.join().unwrap();
+        let order: Vec<_> = (0..3)
+            .map(|_| rx.recv_timeout(Duration::from_secs(60)))
+            .collect();
+        assert_eq!(order, [Ok(0), Ok(1), Ok(2)], "in the order asked for");
         drop(b);
-        assert_eq!(*turns.running.lock().unwrap(), 0);
+        for t in waiters {
+            t.join().unwrap();
+        }
+        assert_eq!(turns.lock().running, 0);
     }
 
     #[test]

@@ -241,7 +241,10 @@ pub fn engine_config() -> Config {
         .strategy(Strategy::Cranelift)
         .cranelift_opt_level(OptLevel::Speed)
         .consume_fuel(true)
-        .memory_init_cow(true);
+        .memory_init_cow(true)
+        // Not from the environment (`WASMTIME_BACKTRACE_DETAILS`, which changes the code's
+        // compatibility hash): a compiling child starts with an empty one.
+        .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable);
     config
 }
 

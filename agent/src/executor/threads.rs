@@ -149,7 +149,10 @@ pub(super) fn engine() -> Result<Engine, ExecError> {
         .cranelift_opt_level(wasmtime::OptLevel::Speed)
         .wasm_threads(true)
         .shared_memory(true)
-        .epoch_interruption(true);
+        .epoch_interruption(true)
+        // Not from the environment (`WASMTIME_BACKTRACE_DETAILS`, which changes the code's
+        // compatibility hash): a compiling child starts with an empty one.
+        .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable);
     Engine::new(&config).map_err(|e| ExecError::Engine(format!("{e:#}")))
 }
 

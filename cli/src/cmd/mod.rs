@@ -37,7 +37,7 @@ pub fn one_line(message: &str) -> String {
 /// tens of seconds, a tenant's pathological one is stopped here.
 pub const DEFAULT_COMPILE_CPU_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// Memory (heap and private writable mappings) an agent's compile of one module may hold by
+/// Memory (heap, thread stacks and other private writable mappings) an agent's compile of one module may hold by
 /// default (`tessera agent --compile-memory-limit`): the example modules (56–100 KiB) compile
 /// within 96–160 MiB of it, a single function of 1.0 MB of wasm within 160 MiB (BENCHMARKS.md,
 /// "Compile limit"), so large real modules fit with room, and a tenant's module that makes
