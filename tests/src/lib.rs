@@ -508,6 +508,22 @@ fn leb(mut v: u32, out: &mut Vec<u8>) {
     }
 }
 
+/// The sections of a module whose one function, of type `() -> ()`, is exported as `_start`
+/// (its code section follows: [`code_section`]).
+fn start_only(out: &mut Vec<u8>) {
+    section(1, &[1, 0x60, 0, 0], out); // type 0: () -> ()
+    section(3, &[1, 0], out); // function 0: type 0
+    section(7, &[1, 6, b'_', b's', b't', b'a', b'r', b't', 0, 0], out); // export _start
+}
+
+/// The code section of a module's one function: `code` is its body (locals, then operators).
+fn code_section(code: &[u8], out: &mut Vec<u8>) {
+    let mut body = vec![1];
+    leb(code.len() as u32, &mut body);
+    body.extend_from_slice(code);
+    section(10, &body, out);
+}
+
 /// A module section: its id, its size, its body.
 fn section(id: u8, body: &[u8], out: &mut Vec<u8>) {
     out.push(id);
@@ -555,16 +571,9 @@ pub fn nested_loops_module(depth: u32, threaded: bool) -> Vec<u8> {
         section(5, &[1, 0x03, 1, 1], &mut m);
         section(7, &[1, 6, b'_', b's', b't', b'a', b'r', b't', 0, 1], &mut m);
     } else {
-        section(1, &[1, 0x60, 0, 0], &mut m); // type 0: () -> ()
-        section(3, &[1, 0], &mut m); // function 0: type 0
-        section(7, &[1, 6, b'_', b's', b't', b'a', b'r', b't', 0, 0], &mut m); // export _start
+        start_only(&mut m);
     }
-    let mut body = Vec::new();
-    leb(code.len() as u32, &mut body);
-    body.extend_from_slice(&code);
-    let mut codesec = vec![1];
-    codesec.extend_from_slice(&body);
-    section(10, &codesec, &mut m);
+    code_section(&code, &mut m);
     m
 }
 
@@ -582,14 +591,7 @@ pub fn long_function_module(steps: u32) -> Vec<u8> {
     }
     code.push(0x0b);
     let mut m = b"\0asm\x01\0\0\0".to_vec();
-    section(1, &[1, 0x60, 0, 0], &mut m); // type 0: () -> ()
-    section(3, &[1, 0], &mut m); // function 0: type 0
-    section(7, &[1, 6, b'_', b's', b't', b'a', b'r', b't', 0, 0], &mut m); // export _start
-    let mut body = Vec::new();
-    leb(code.len() as u32, &mut body);
-    body.extend_from_slice(&code);
-    let mut codesec = vec![1];
-    codesec.extend_from_slice(&body);
-    section(10, &codesec, &mut m);
+    start_only(&mut m);
+    code_section(&code, &mut m);
     m
 }

@@ -54,6 +54,27 @@ async fn run_to_end(exec: &Executor, spec: TaskSpec) -> agent::executor::TaskOut
     }
 }
 
+/// Prepares `path` as `digest` on a fresh executor: its compile is refused with a reason
+/// that contains `why`; prepared again, it is refused at once, without a second compile.
+async fn refused_twice(exec: &Executor, digest: &str, path: &Path, why: &str) {
+    let err = prepare(exec, digest, path).await.unwrap_err();
+    match &err {
+        ExecError::CompileRefused { digest: d, message } => {
+            assert_eq!(d, digest);
+            assert!(message.contains(why), "{message}");
+        }
+        e => panic!("expected a refused compile, got {e:?}"),
+    }
+    assert_eq!(exec.stats().compiles, 1);
+    let again = prepare(exec, digest, path).await.unwrap_err();
+    assert_eq!(again.to_string(), err.to_string());
+    assert_eq!(
+        exec.stats().compiles,
+        1,
+        "refused at once, not compiled again"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compiles_run_in_a_child_process_under_a_cpu_time_limit() {
     let tmp = tempfile::tempdir().unwrap();
@@ -63,19 +84,7 @@ async fn compiles_run_in_a_child_process_under_a_cpu_time_limit() {
     // A compile of hours is stopped at its limit, and the module refused saying why.
     let deep = tmp.path().join("deep.wasm");
     std::fs::write(&deep, tessera_tests::nested_loops_module(1000, false)).unwrap();
-    let err = prepare(&exec, "deep", &deep).await.unwrap_err();
-    match &err {
-        ExecError::CompileRefused { digest, message } => {
-            assert_eq!(digest, "deep");
-            assert!(message.contains("CPU-time limit of 1 s"), "{message}");
-        }
-        e => panic!("expected a refused compile, got {e:?}"),
-    }
-    assert_eq!(exec.stats().compiles, 1);
-    // Refused at once the next time: no second compile.
-    let again = prepare(&exec, "deep", &deep).await.unwrap_err();
-    assert_eq!(again.to_string(), err.to_string());
-    assert_eq!(exec.stats().compiles, 1);
+    refused_twice(&exec, "deep", &deep, "CPU-time limit of 1 s").await;
     // Nothing of it is left in the cache but its directory's own files.
     let leftovers: Vec<_> = std::fs::read_dir(&cache)
         .unwrap()
@@ -180,22 +189,7 @@ async fn a_compile_past_its_memory_limit_is_stopped_and_its_module_refused() {
     );
     let long = tmp.path().join("long.wasm");
     std::fs::write(&long, tessera_tests::long_function_module(300_000)).unwrap();
-    let err = prepare(&exec, "long", &long).await.unwrap_err();
-    match &err {
-        ExecError::CompileRefused { digest, message } => {
-            assert_eq!(digest, "long");
-            assert!(message.contains("memory limit of 256 MiB"), "{message}");
-        }
-        e => panic!("expected a refused compile, got {e:?}"),
-    }
-    assert_eq!(exec.stats().compiles, 1);
-    let again = prepare(&exec, "long", &long).await.unwrap_err();
-    assert_eq!(again.to_string(), err.to_string());
-    assert_eq!(
-        exec.stats().compiles,
-        1,
-        "refused at once, not compiled again"
-    );
+    refused_twice(&exec, "long", &long, "memory limit of 256 MiB").await;
 
     // The largest example module compiles under the same limit, and runs.
     let out = run_to_end(
