@@ -8,9 +8,11 @@
 //! its metering cost moved between 1.00× and 1.43× with placements that differ by an
 //! instruction or two. This bench shows that on the machine at hand the cost of an added
 //! operation depends on how many operations the loop has, not on what they do, and that the
-//! very same loop costs 1.10× where Cranelift happened to place it (Cranelift does not align
-//! loops) against 1.00× at the start of a cache line (BENCHMARKS.md, "Counted loops"). Every
-//! figure is a ratio to the bare loop in the same run.
+//! very same bytes cost 1.00× or 1.10× by where the loop starts in a 64-byte line (Cranelift does
+//! not align loops): the counted loop 62 bytes into a line, where Cranelift placed it, is slow,
+//! and so is the start of a line; each arith loop is placed on both sides of each edge between
+//! fast and slow offsets (BENCHMARKS.md, "Counted loops", "Rejected: loop headers aligned").
+//! Every figure is a ratio to the bare loop in the same run.
 //!
 //! `cargo bench -p tessera-agent --bench loop_dispatch`; `LOOP_ITERATIONS` (default 20 Mi) and
 //! `LOOP_RUNS` (best of, default 7).
@@ -126,8 +128,9 @@ mod loops {
     );
 
     /// The counted `arith` loop as Cranelift encodes it (its `add` of -1 takes a 32-bit
-    /// immediate; `cmp` with the run's limit closes it), placed `$skip` bytes into a 4 KiB page:
-    /// only its alignment differs between two of these.
+    /// immediate; `cmp` with the run's limit closes it; the back edge a `jne` with a 32-bit
+    /// displacement: 73 bytes), placed `$skip` bytes into a 4 KiB page: only its alignment
+    /// differs between two of these.
     macro_rules! placed {
         ($name:ident, $skip:literal) => {
             #[inline(never)]
@@ -148,7 +151,9 @@ mod loops {
                         ".byte 0xc4,0xe3,0xfb,0xf0,0xc9,0x39",
                         ".byte 0x4c,0x89,0xc0, 0x48,0xc1,0xe8,0x03, 0x48,0x33,0xc8",
                         ".byte 0x45,0x3b,0xd9",
-                        "jne 2b",
+                        ".byte 0x0f,0x85",
+                        ".long 2b - 4f",
+                        "4:",
                         inout("r11") n => _,
                         inout("r8") x,
                         inout("rcx") acc,
@@ -162,15 +167,61 @@ mod loops {
         };
     }
 
+    /// The unmetered `arith` loop as Cranelift encodes it (`test` of the counter closes it; 71
+    /// bytes), placed `$skip` bytes into a 4 KiB page.
+    macro_rules! placed_unmetered {
+        ($name:ident, $skip:literal) => {
+            #[inline(never)]
+            pub fn $name(n: u32) -> u64 {
+                let (mut x, mut acc) = (0x9E37_79B9_7F4A_7C15_u64, 1u64);
+                // SAFETY: the assembly touches only the registers it is given.
+                unsafe {
+                    asm!(
+                        ".p2align 12",
+                        concat!(".skip ", $skip, ", 0x90"),
+                        "2:",
+                        ".byte 0x81,0xc6,0xff,0xff,0xff,0xff",
+                        ".byte 0x48,0x89,0xc7, 0x48,0xc1,0xe7,0x0d, 0x48,0x33,0xf8",
+                        ".byte 0x49,0x89,0xf8, 0x49,0xc1,0xe8,0x07, 0x4c,0x33,0xc7",
+                        ".byte 0x4c,0x89,0xc0, 0x48,0xc1,0xe0,0x11, 0x49,0x33,0xc0",
+                        ".byte 0x48,0x89,0xc7, 0x48,0x83,0xcf,0x01, 0x48,0x0f,0xaf,0xd7",
+                        ".byte 0xc4,0xe3,0xfb,0xf0,0xd2,0x39",
+                        ".byte 0x48,0x89,0xc7, 0x48,0xc1,0xef,0x03, 0x48,0x33,0xd7",
+                        ".byte 0x85,0xf6",
+                        ".byte 0x0f,0x85",
+                        ".long 2b - 4f",
+                        "4:",
+                        inout("esi") n => _,
+                        inout("rax") x,
+                        inout("rdx") acc,
+                        out("rdi") _,
+                        out("r8") _,
+                    );
+                }
+                x ^ acc
+            }
+        };
+    }
+
     placed!(placed_at_0, 0);
+    placed!(placed_at_6, 6);
+    placed!(placed_at_7, 7);
     placed!(placed_at_32, 32);
+    placed!(placed_at_55, 55);
+    placed!(placed_at_56, 56);
     placed!(placed_at_254, 254);
+    placed_unmetered!(unmetered_at_0, 0);
+    placed_unmetered!(unmetered_at_7, 7);
+    placed_unmetered!(unmetered_at_8, 8);
+    placed_unmetered!(unmetered_at_32, 32);
+    placed_unmetered!(unmetered_at_57, 57);
+    placed_unmetered!(unmetered_at_58, 58);
 
     /// A loop: what it adds to the bare one, how many instructions that is, and the loop.
     pub type Variant = (&'static str, &'static str, fn(u32) -> u64);
 
     /// The bare loop first, then the others.
-    pub const VARIANTS: [Variant; 13] = [
+    pub const VARIANTS: [Variant; 23] = [
         ("nothing (the bare loop)", "0", bare),
         ("2 NOPs", "2", nops_2),
         ("1 independent ALU operation (`lea`)", "1", alu_1),
@@ -203,17 +254,36 @@ mod loops {
             memory_budget_pointer_reloaded,
         ),
         (
-            "nothing, but the loop is Cranelift's bytes for the counted arith loop (3 bytes \
-             longer), starting a 64-byte line",
+            "nothing, but the loop is Cranelift's bytes for the counted arith loop (73 bytes), \
+             starting a 64-byte line",
             "0",
             placed_at_0,
         ),
+        ("the same, 6 bytes into a line", "0", placed_at_6),
+        ("the same, 7 bytes into a line", "0", placed_at_7),
         ("the same, 32 bytes into a line", "0", placed_at_32),
+        ("the same, 55 bytes into a line", "0", placed_at_55),
+        ("the same, 56 bytes into a line", "0", placed_at_56),
         (
             "the same, 62 bytes into a line (where Cranelift put it: byte 0xfe of a page)",
             "0",
             placed_at_254,
         ),
+        (
+            "nothing, but the loop is Cranelift's bytes for the unmetered arith loop (71 \
+             bytes), starting a 64-byte line",
+            "0",
+            unmetered_at_0,
+        ),
+        ("the same, 7 bytes into a line", "0", unmetered_at_7),
+        ("the same, 8 bytes into a line", "0", unmetered_at_8),
+        (
+            "the same, 32 bytes into a line (where Cranelift put it)",
+            "0",
+            unmetered_at_32,
+        ),
+        ("the same, 57 bytes into a line", "0", unmetered_at_57),
+        ("the same, 58 bytes into a line", "0", unmetered_at_58),
     ];
 }
 
