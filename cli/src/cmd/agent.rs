@@ -99,12 +99,12 @@ pub struct AgentArgs {
     #[arg(long, default_value = "5m", value_parser = super::parse_limit)]
     compile_cpu_limit: super::CompileLimit,
     /// Memory a module's compile may hold (its heap, thread stacks and other private writable
-    /// mappings; at least 256 MiB). A compile that needs more fails its task saying so, and
-    /// the module is refused after, rather than the machine running out of memory for a
-    /// tenant's module. At most two compiles run at once. Applies with a CPU-time limit (not
-    /// with `none`).
-    #[arg(long, default_value = "4GiB", value_parser = parse_compile_memory)]
-    compile_memory_limit: u64,
+    /// mappings; 4 GiB by default, at least 256 MiB). A compile that needs more fails its task
+    /// saying so, and the module is refused after, rather than the machine running out of
+    /// memory for a tenant's module. At most two compiles run at once. It bounds the
+    /// compiling child, so it cannot be given with `--compile-cpu-limit none`.
+    #[arg(long, value_parser = parse_compile_memory)]
+    compile_memory_limit: Option<u64>,
     /// How preview-1 modules are metered (what yields them to the pacer about every
     /// millisecond, stops them when killed, and holds their CPU-time budget): `rewrite` (the
     /// default), each module rewritten before it is compiled to check a budget only on loop
@@ -140,6 +140,8 @@ pub enum StopMode {
 /// Runs the agent until SIGTERM or SIGINT, then stops as `--on-stop` says.
 pub async fn execute(a: AgentArgs) -> anyhow::Result<i32> {
     check_unique(&a.datasets)?;
+    let (compile_cpu, compile_memory) =
+        compile_limits(a.compile_cpu_limit, a.compile_memory_limit)?;
     let hostname = a.hostname.clone().unwrap_or_else(hostname);
     let tls = a.tls.load(&hostname)?;
     let disk = match a.disk {
@@ -164,7 +166,7 @@ pub async fn execute(a: AgentArgs) -> anyhow::Result<i32> {
     opts.datasets = a.datasets;
     opts.cache_size = a.cache_size;
     opts.executor.cpu_quota_cgroup = a.cpu_quota_cgroup;
-    opts.executor.compiler = super::compiler(a.compile_cpu_limit.0, a.compile_memory_limit);
+    opts.executor.compiler = super::compiler(compile_cpu, compile_memory);
     opts.executor.metering = match a.metering {
         MeteringArg::Fuel => agent::executor::Metering::Fuel,
         MeteringArg::Rewrite => agent::executor::Metering::Rewrite,
@@ -288,6 +290,23 @@ fn check_unique(datasets: &[(String, PathBuf)]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The compile limits of `--compile-cpu-limit` and `--compile-memory-limit`: a memory limit
+/// given with no CPU-time limit is an error, not silently dropped, since without one modules
+/// compile in the agent's own process, which it cannot bound.
+fn compile_limits(
+    cpu: super::CompileLimit,
+    memory: Option<u64>,
+) -> anyhow::Result<(Option<std::time::Duration>, u64)> {
+    match (cpu.0, memory) {
+        (None, Some(_)) => anyhow::bail!(
+            "--compile-memory-limit bounds the process modules compile in, and with \
+             --compile-cpu-limit none they compile in the agent's own: give a CPU-time limit \
+             or drop the memory limit"
+        ),
+        (cpu, memory) => Ok((cpu, memory.unwrap_or(super::DEFAULT_COMPILE_MEMORY_LIMIT))),
+    }
+}
+
 /// `--compile-memory-limit`: a size of at least [`MIN_COMPILE_MEMORY`].
 fn parse_compile_memory(s: &str) -> Result<u64, String> {
     let bytes = parse_size(s).map_err(|e| e.to_string())?;
@@ -316,6 +335,21 @@ mod tests {
             .unwrap_err()
             .contains("at least 256 MiB"));
         assert!(parse_compile_memory("lots").is_err());
+    }
+
+    #[test]
+    fn a_compile_memory_limit_needs_a_compiling_child() {
+        let minutes = super::super::CompileLimit(Some(std::time::Duration::from_secs(300)));
+        let none = super::super::CompileLimit(None);
+        let default = super::super::DEFAULT_COMPILE_MEMORY_LIMIT;
+        assert_eq!(compile_limits(minutes, None).unwrap(), (minutes.0, default));
+        assert_eq!(
+            compile_limits(minutes, Some(1 << 30)).unwrap(),
+            (minutes.0, 1 << 30)
+        );
+        assert_eq!(compile_limits(none, None).unwrap(), (None, default));
+        let refused = compile_limits(none, Some(1 << 30)).unwrap_err().to_string();
+        assert!(refused.contains("--compile-cpu-limit none"), "{refused}");
     }
 
     #[test]

@@ -396,6 +396,36 @@ fn certs(dir: &std::path::Path) -> std::path::PathBuf {
     certs.join("ca.pem")
 }
 
+#[test]
+fn an_agent_refuses_a_compile_memory_limit_it_could_not_apply() {
+    // Without a CPU-time limit modules compile in the agent's own process, which the memory
+    // limit cannot bound: an error at start, not a limit silently dropped.
+    let dir = tempfile::tempdir().unwrap();
+    let out = tessera()
+        .args([
+            "agent",
+            "--master",
+            "127.0.0.1:9",
+            "--cpus",
+            "1",
+            "--mem",
+            "512MiB",
+        ])
+        .args([
+            "--compile-cpu-limit",
+            "none",
+            "--compile-memory-limit",
+            "1GiB",
+        ])
+        .arg("--work-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("--compile-cpu-limit none"), "{stderr}");
+}
+
 fn deploy(dir: &std::path::Path) -> Deployment {
     use std::io::BufRead;
     let ca = certs(dir);
