@@ -448,6 +448,10 @@ fn deploy(dir: &std::path::Path) -> Deployment {
     let agent = Reaper(
         tessera()
             .args(["agent", "--master", &addr, "--hostname", "worker1"])
+            // Guests in the agent's process, so that they end with it: a runtime process
+            // would outlive the test by its recovery timeout (15 minutes), then write the
+            // tasks' last output into the work directory the test has removed.
+            .arg("--in-process-guests")
             .args(["--cpus", "1", "--mem", "512MiB", "--work-dir"])
             .arg(&agent_dir)
             .arg("--ca")
