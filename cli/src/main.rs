@@ -39,7 +39,7 @@ enum Command {
     /// Run the master.
     Master(cmd::master::MasterArgs),
     /// Run an agent on this machine.
-    Agent(cmd::agent::AgentArgs),
+    Agent(Box<cmd::agent::AgentArgs>),
     /// Create a cluster CA and issue certificates.
     #[command(subcommand)]
     Cert(cmd::cert::CertCommand),
@@ -139,7 +139,7 @@ async fn dispatch(command: Command, verbose: u8, format: LogFormat) -> anyhow::R
         }
         Command::Agent(a) => {
             init_tracing("info");
-            cmd::agent::execute(a).await
+            cmd::agent::execute(*a).await
         }
         Command::Cert(c) => cmd::cert::execute(c),
         Command::Dev => {

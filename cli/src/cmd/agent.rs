@@ -292,16 +292,16 @@ fn check_unique(datasets: &[(String, PathBuf)]) -> anyhow::Result<()> {
 
 /// The compile limits of `--compile-cpu-limit` and `--compile-memory-limit`: a memory limit
 /// given with no CPU-time limit is an error, not silently dropped, since without one modules
-/// compile in the agent's own process, which it cannot bound.
+/// compile in the process that runs the guests, which it cannot bound.
 fn compile_limits(
     cpu: super::CompileLimit,
     memory: Option<u64>,
 ) -> anyhow::Result<(Option<std::time::Duration>, u64)> {
     match (cpu.0, memory) {
         (None, Some(_)) => anyhow::bail!(
-            "--compile-memory-limit bounds the process modules compile in, and with \
-             --compile-cpu-limit none they compile in the agent's own: give a CPU-time limit \
-             or drop the memory limit"
+            "--compile-memory-limit bounds the child process modules compile in, and with \
+             --compile-cpu-limit none they compile in the process that runs the guests: give \
+             a CPU-time limit or drop the memory limit"
         ),
         (cpu, memory) => Ok((cpu, memory.unwrap_or(super::DEFAULT_COMPILE_MEMORY_LIMIT))),
     }
