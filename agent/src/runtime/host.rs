@@ -378,6 +378,15 @@ impl Host {
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Drops the output held in memory when the guests stop, instead of writing it out: the
+    /// tasks' directories are gone (or another runtime's now), and writing would only create
+    /// them again.
+    pub(crate) fn discard_output_at_end(&self) {
+        self.inner
+            .write_out_at_end
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// See [`Runtime::forget_output`](super::Runtime::forget_output).
     pub(crate) fn forget_output(&self, task_dir: &Path) {
         self.inner.executor.forget_output(task_dir);

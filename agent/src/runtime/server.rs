@@ -18,7 +18,8 @@
 //! - With no agent attached, it checks every [`DIR_CHECK_INTERVAL`] that its lock file (the
 //!   same file, not a successor's) and socket are still in place: when its directory was
 //!   removed (a test's tempdir, a decommissioned agent), nobody can ever attach again, so it
-//!   kills its guests and exits at once instead of waiting out the recovery timeout.
+//!   kills its guests and exits at once instead of waiting out the recovery timeout, without
+//!   writing their output out (which would create their directories again).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -136,6 +137,9 @@ pub async fn serve(opts: ServeOptions) -> Result<(), RuntimeError> {
                         dir = %opts.dir.display(),
                         "{why}: no agent can attach any more; killing the guests and exiting"
                     );
+                    // The tasks' directories went with it: writing their output out would
+                    // create them again, for nobody to read.
+                    host.discard_output_at_end();
                     host.stop_all().await;
                     // The socket path may be a successor's now: leave it alone.
                     remove_socket = false;

@@ -586,6 +586,17 @@ async fn a_detached_runtime_whose_directory_is_removed_kills_its_guests_and_exit
     let s = served(FOREVER).await;
     let tasks = tempfile::tempdir().unwrap();
     let (rt, _att, mut events) = s.attach().await;
+    // A task that has ended, its output still in the runtime's memory (no sandbox: nothing
+    // of it is on disk).
+    let hello_dir = tasks.path().join("hello");
+    let hello = TaskSpec {
+        sandbox: false,
+        ..task_spec(&hello_dir, "hello", wasm_examples::HELLO_PATH, &[])
+    };
+    rt.launch("hello".into(), hello);
+    let mut last = 0;
+    let outcome = finished(&mut events, "hello", &mut last).await;
+    assert_eq!(outcome.termination, Termination::Exited(0));
     rt.launch(
         "spin".into(),
         task_spec(tasks.path(), "spinner", wasm_examples::SPINNER_PATH, &[]),
@@ -597,10 +608,17 @@ async fn a_detached_runtime_whose_directory_is_removed_kills_its_guests_and_exit
     // While attached, the directory's state does not matter (the agent owns it).
     rt.close(false).await;
     ends(&mut events).await;
+    // The agent's whole work directory goes: the runtime's and the tasks'.
     std::fs::remove_dir_all(&s.opts.dir).unwrap();
+    assert!(!hello_dir.exists());
     // With a recovery timeout of an hour, only the missing directory makes it exit (the
     // hang guard of `ended` is a minute): it kills the spinner first (serve waits for it).
     s.ended().await;
+    // Without writing the ended task's output out, which would create its directory again.
+    assert!(
+        !hello_dir.exists(),
+        "the task's directory was created again"
+    );
 }
 
 #[tokio::test]

@@ -398,9 +398,10 @@ fn certs(dir: &std::path::Path) -> std::path::PathBuf {
 
 #[test]
 fn an_agent_refuses_a_compile_memory_limit_it_could_not_apply() {
-    // Without a CPU-time limit modules compile in the agent's own process, which the memory
-    // limit cannot bound: an error at start, not a limit silently dropped.
+    // Without a CPU-time limit modules compile in the process that runs the guests, which
+    // the memory limit cannot bound: an error at start, not a limit silently dropped.
     let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
     let out = tessera()
         .args([
             "agent",
@@ -417,13 +418,18 @@ fn an_agent_refuses_a_compile_memory_limit_it_could_not_apply() {
             "--compile-memory-limit",
             "1GiB",
         ])
+        // No CA: were the pair not refused, the agent would stop at its certificates rather
+        // than dial forever.
+        .arg("--ca")
+        .arg(dir.path().join("absent").join("ca.pem"))
         .arg("--work-dir")
-        .arg(dir.path())
+        .arg(&work)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("--compile-cpu-limit none"), "{stderr}");
+    assert!(!work.exists(), "refused before anything was set up");
 }
 
 fn deploy(dir: &std::path::Path) -> Deployment {
@@ -448,10 +454,6 @@ fn deploy(dir: &std::path::Path) -> Deployment {
     let agent = Reaper(
         tessera()
             .args(["agent", "--master", &addr, "--hostname", "worker1"])
-            // Guests in the agent's process, so that they end with it: a runtime process
-            // would outlive the test by its recovery timeout (15 minutes), then write the
-            // tasks' last output into the work directory the test has removed.
-            .arg("--in-process-guests")
             .args(["--cpus", "1", "--mem", "512MiB", "--work-dir"])
             .arg(&agent_dir)
             .arg("--ca")
