@@ -255,7 +255,8 @@ impl Drop for Turn<'_> {
 /// This process's turns.
 static TURNS: Turns = Turns::new();
 
-/// Most of a child's standard error kept for a task's failure reason.
+/// Most of a child's standard error kept for a task's failure reason: its start and its end
+/// (where Rust's allocation-failure line is, [`allocation_failed`]), half of this each.
 const MAX_MESSAGE: u64 = 4096;
 
 /// Compiles in a child process under `cmd`'s limit into `request.out` (a temporary file),
@@ -419,10 +420,39 @@ fn allocation_failed(message: &str) -> bool {
     })
 }
 
+/// What stands for the middle of a long message.
+const ELISION: &[u8] = b"\n[...]\n";
+
+/// The child's standard error, written to `path`: whole if it fits [`MAX_MESSAGE`], else its
+/// start and its end (each cut at a character boundary) with what lay between elided.
 fn read_message(path: &Path) -> String {
+    use std::io::{Seek, SeekFrom};
     let mut bytes = Vec::new();
-    if let Ok(f) = std::fs::File::open(path) {
-        let _ = f.take(MAX_MESSAGE).read_to_end(&mut bytes);
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let len = f.metadata().map_or(MAX_MESSAGE + 1, |m| m.len());
+        if len <= MAX_MESSAGE {
+            let _ = (&mut f).take(MAX_MESSAGE).read_to_end(&mut bytes);
+        } else {
+            let half = MAX_MESSAGE / 2;
+            let _ = (&mut f).take(half).read_to_end(&mut bytes);
+            // Drop a character cut at the end of the start...
+            if let Err(e) = std::str::from_utf8(&bytes) {
+                if e.error_len().is_none() {
+                    bytes.truncate(e.valid_up_to());
+                }
+            }
+            bytes.extend_from_slice(ELISION);
+            let mut end = Vec::new();
+            if f.seek(SeekFrom::Start(len.saturating_sub(half))).is_ok() {
+                let _ = f.take(half).read_to_end(&mut end);
+            }
+            // ...and the continuation bytes of one cut at the start of the end.
+            let first = end
+                .iter()
+                .position(|b| b & 0b1100_0000 != 0b1000_0000)
+                .unwrap_or(end.len());
+            bytes.extend_from_slice(&end[first..]);
+        }
     }
     String::from_utf8_lossy(&bytes).trim().to_owned()
 }
@@ -518,6 +548,35 @@ fn compile(request: &Request) -> Result<Vec<u8>, (i32, String)> {
 mod tests {
     use super::*;
     use std::process::ExitStatus;
+
+    #[test]
+    fn a_long_message_keeps_its_start_and_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stderr");
+        std::fs::write(&path, "error: short\n").unwrap();
+        assert_eq!(read_message(&path), "error: short");
+        // MAX_MESSAGE bytes fit whole; one more is cut.
+        let full = "x".repeat(MAX_MESSAGE as usize);
+        std::fs::write(&path, &full).unwrap();
+        assert_eq!(read_message(&path), full);
+        std::fs::write(&path, format!("{full}y")).unwrap();
+        assert!(read_message(&path).contains("[...]"));
+        // Output before the abort pushes Rust's line past the first MAX_MESSAGE bytes: it is
+        // still found, so the compile is still taken as over its memory limit.
+        let filler = "warning: something the child printed first\n".repeat(500);
+        let text = format!("first line\n{filler}memory allocation of 4096 bytes failed\n");
+        std::fs::write(&path, &text).unwrap();
+        let message = read_message(&path);
+        assert!(message.len() <= MAX_MESSAGE as usize + ELISION.len());
+        assert!(message.starts_with("first line"), "{message}");
+        assert!(allocation_failed(&message), "{message}");
+        // Cuts inside characters drop them rather than show replacement characters.
+        std::fs::write(&path, "é".repeat(MAX_MESSAGE as usize)).unwrap();
+        let message = read_message(&path);
+        assert!(!message.contains('\u{fffd}'));
+        assert!(message.len() <= MAX_MESSAGE as usize + ELISION.len());
+        assert!(read_message(&dir.path().join("missing")).is_empty());
+    }
 
     fn cmd() -> CompilerCommand {
         CompilerCommand {
