@@ -127,39 +127,31 @@ mod loops {
         "test {i:e}, {i:e}\nje 3f\nmov {d}, [{s}]\njmp 2b\n"
     );
 
-    /// The counted `arith` loop as Cranelift encodes it (its `add` of -1 takes a 32-bit
-    /// immediate; `cmp` with the run's limit closes it; the back edge a `jne` with a 32-bit
-    /// displacement: 73 bytes), placed `$skip` bytes into a 4 KiB page: only its alignment
-    /// differs between two of these.
-    macro_rules! placed {
-        ($name:ident, $skip:literal) => {
+    /// One of Cranelift's `arith` loops placed `$skip` bytes into a 4 KiB page (only its
+    /// alignment differs between two placements of one loop): `$setup`, then the loop's bytes
+    /// `$body` closed by a `jne` back with a 32-bit displacement, as Cranelift encodes it; its
+    /// counter, state and accumulator in the registers named, `$scratch` the others it writes.
+    macro_rules! placed_loop {
+        ($name:ident, $skip:literal, $setup:expr, $body:expr, $counter:tt, $x:tt,
+         $acc:tt, [$($scratch:tt),*]) => {
             #[inline(never)]
             pub fn $name(n: u32) -> u64 {
                 let (mut x, mut acc) = (0x9E37_79B9_7F4A_7C15_u64, 1u64);
                 // SAFETY: the assembly touches only the registers it is given.
                 unsafe {
                     asm!(
-                        "xor r9d, r9d",
+                        $setup,
                         ".p2align 12",
                         concat!(".skip ", $skip, ", 0x90"),
                         "2:",
-                        ".byte 0x41,0x81,0xc3,0xff,0xff,0xff,0xff",
-                        ".byte 0x4c,0x89,0xc0, 0x48,0xc1,0xe0,0x0d, 0x49,0x33,0xc0",
-                        ".byte 0x49,0x89,0xc2, 0x49,0xc1,0xea,0x07, 0x4c,0x33,0xd0",
-                        ".byte 0x4d,0x89,0xd0, 0x49,0xc1,0xe0,0x11, 0x4d,0x33,0xc2",
-                        ".byte 0x4c,0x89,0xc0, 0x48,0x83,0xc8,0x01, 0x48,0x0f,0xaf,0xc8",
-                        ".byte 0xc4,0xe3,0xfb,0xf0,0xc9,0x39",
-                        ".byte 0x4c,0x89,0xc0, 0x48,0xc1,0xe8,0x03, 0x48,0x33,0xc8",
-                        ".byte 0x45,0x3b,0xd9",
+                        $body,
                         ".byte 0x0f,0x85",
                         ".long 2b - 4f",
                         "4:",
-                        inout("r11") n => _,
-                        inout("r8") x,
-                        inout("rcx") acc,
-                        out("rax") _,
-                        out("r9") _,
-                        out("r10") _,
+                        inout($counter) n => _,
+                        inout($x) x,
+                        inout($acc) acc,
+                        $(out($scratch) _,)*
                     );
                 }
                 x ^ acc
@@ -167,39 +159,54 @@ mod loops {
         };
     }
 
-    /// The unmetered `arith` loop as Cranelift encodes it (`test` of the counter closes it; 71
-    /// bytes), placed `$skip` bytes into a 4 KiB page.
+    /// The counted `arith` loop (its `add` of -1 takes a 32-bit immediate; `cmp` with the
+    /// run's limit, in `r9`, closes it: 73 bytes with the `jne`).
+    macro_rules! placed {
+        ($name:ident, $skip:literal) => {
+            placed_loop!(
+                $name,
+                $skip,
+                "xor r9d, r9d",
+                concat!(
+                    ".byte 0x41,0x81,0xc3,0xff,0xff,0xff,0xff\n",
+                    ".byte 0x4c,0x89,0xc0, 0x48,0xc1,0xe0,0x0d, 0x49,0x33,0xc0\n",
+                    ".byte 0x49,0x89,0xc2, 0x49,0xc1,0xea,0x07, 0x4c,0x33,0xd0\n",
+                    ".byte 0x4d,0x89,0xd0, 0x49,0xc1,0xe0,0x11, 0x4d,0x33,0xc2\n",
+                    ".byte 0x4c,0x89,0xc0, 0x48,0x83,0xc8,0x01, 0x48,0x0f,0xaf,0xc8\n",
+                    ".byte 0xc4,0xe3,0xfb,0xf0,0xc9,0x39\n",
+                    ".byte 0x4c,0x89,0xc0, 0x48,0xc1,0xe8,0x03, 0x48,0x33,0xc8\n",
+                    ".byte 0x45,0x3b,0xd9",
+                ),
+                "r11",
+                "r8",
+                "rcx",
+                ["rax", "r9", "r10"]
+            );
+        };
+    }
+
+    /// The unmetered `arith` loop (`test` of the counter closes it: 71 bytes with the `jne`).
     macro_rules! placed_unmetered {
         ($name:ident, $skip:literal) => {
-            #[inline(never)]
-            pub fn $name(n: u32) -> u64 {
-                let (mut x, mut acc) = (0x9E37_79B9_7F4A_7C15_u64, 1u64);
-                // SAFETY: the assembly touches only the registers it is given.
-                unsafe {
-                    asm!(
-                        ".p2align 12",
-                        concat!(".skip ", $skip, ", 0x90"),
-                        "2:",
-                        ".byte 0x81,0xc6,0xff,0xff,0xff,0xff",
-                        ".byte 0x48,0x89,0xc7, 0x48,0xc1,0xe7,0x0d, 0x48,0x33,0xf8",
-                        ".byte 0x49,0x89,0xf8, 0x49,0xc1,0xe8,0x07, 0x4c,0x33,0xc7",
-                        ".byte 0x4c,0x89,0xc0, 0x48,0xc1,0xe0,0x11, 0x49,0x33,0xc0",
-                        ".byte 0x48,0x89,0xc7, 0x48,0x83,0xcf,0x01, 0x48,0x0f,0xaf,0xd7",
-                        ".byte 0xc4,0xe3,0xfb,0xf0,0xd2,0x39",
-                        ".byte 0x48,0x89,0xc7, 0x48,0xc1,0xef,0x03, 0x48,0x33,0xd7",
-                        ".byte 0x85,0xf6",
-                        ".byte 0x0f,0x85",
-                        ".long 2b - 4f",
-                        "4:",
-                        inout("esi") n => _,
-                        inout("rax") x,
-                        inout("rdx") acc,
-                        out("rdi") _,
-                        out("r8") _,
-                    );
-                }
-                x ^ acc
-            }
+            placed_loop!(
+                $name,
+                $skip,
+                "",
+                concat!(
+                    ".byte 0x81,0xc6,0xff,0xff,0xff,0xff\n",
+                    ".byte 0x48,0x89,0xc7, 0x48,0xc1,0xe7,0x0d, 0x48,0x33,0xf8\n",
+                    ".byte 0x49,0x89,0xf8, 0x49,0xc1,0xe8,0x07, 0x4c,0x33,0xc7\n",
+                    ".byte 0x4c,0x89,0xc0, 0x48,0xc1,0xe0,0x11, 0x49,0x33,0xc0\n",
+                    ".byte 0x48,0x89,0xc7, 0x48,0x83,0xcf,0x01, 0x48,0x0f,0xaf,0xd7\n",
+                    ".byte 0xc4,0xe3,0xfb,0xf0,0xd2,0x39\n",
+                    ".byte 0x48,0x89,0xc7, 0x48,0xc1,0xef,0x03, 0x48,0x33,0xd7\n",
+                    ".byte 0x85,0xf6",
+                ),
+                "esi",
+                "rax",
+                "rdx",
+                ["rdi", "r8"]
+            );
         };
     }
 
