@@ -421,40 +421,32 @@ fn allocation_failed(message: &str) -> bool {
 }
 
 /// What stands for the middle of a long message.
-const ELISION: &[u8] = b"\n[...]\n";
+const ELISION: &str = "\n[...]\n";
 
 /// The child's standard error, written to `path`: whole if it fits [`MAX_MESSAGE`], else its
 /// start and its end (each cut at a character boundary) with what lay between elided.
 fn read_message(path: &Path) -> String {
-    use std::io::{Seek, SeekFrom};
-    let mut bytes = Vec::new();
-    if let Ok(mut f) = std::fs::File::open(path) {
-        let len = f.metadata().map_or(MAX_MESSAGE + 1, |m| m.len());
-        if len <= MAX_MESSAGE {
-            let _ = (&mut f).take(MAX_MESSAGE).read_to_end(&mut bytes);
-        } else {
-            let half = MAX_MESSAGE / 2;
-            let _ = (&mut f).take(half).read_to_end(&mut bytes);
-            // Drop a character cut at the end of the start...
-            if let Err(e) = std::str::from_utf8(&bytes) {
-                if e.error_len().is_none() {
-                    bytes.truncate(e.valid_up_to());
-                }
-            }
-            bytes.extend_from_slice(ELISION);
-            let mut end = Vec::new();
-            if f.seek(SeekFrom::Start(len.saturating_sub(half))).is_ok() {
-                let _ = f.take(half).read_to_end(&mut end);
-            }
-            // ...and the continuation bytes of one cut at the start of the end.
-            let first = end
-                .iter()
-                .position(|b| b & 0b1100_0000 != 0b1000_0000)
-                .unwrap_or(end.len());
-            bytes.extend_from_slice(&end[first..]);
+    let len = std::fs::metadata(path).map_or(0, |m| m.len());
+    if len <= MAX_MESSAGE {
+        return super::output::read_tail(path, MAX_MESSAGE as usize)
+            .trim()
+            .to_owned();
+    }
+    let half = MAX_MESSAGE / 2;
+    let mut start = Vec::new();
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.take(half).read_to_end(&mut start);
+    }
+    // Drop a character cut at the end of the start (`read_tail` does so at the end's start).
+    if let Err(e) = std::str::from_utf8(&start) {
+        if e.error_len().is_none() {
+            start.truncate(e.valid_up_to());
         }
     }
-    String::from_utf8_lossy(&bytes).trim().to_owned()
+    let end = super::output::read_tail(path, half as usize);
+    format!("{}{ELISION}{end}", String::from_utf8_lossy(&start))
+        .trim()
+        .to_owned()
 }
 
 /// The compiling child's side (`tessera compile`): reads a request on standard input,
