@@ -1,6 +1,5 @@
-//! One private etcd member on free loopback ports with a temporary data directory.
+//! One private etcd member on reserved loopback ports with a temporary data directory.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -41,10 +40,6 @@ pub struct EtcdServer {
     peer_port: u16,
     child: Option<Child>,
     tls: Option<ServerTls>,
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn binary() -> Option<PathBuf> {
@@ -89,8 +84,8 @@ impl EtcdServer {
         for _ in 0..3 {
             let mut s = Self {
                 bin: bin.clone(),
-                client_port: free_port()?,
-                peer_port: free_port()?,
+                client_port: super::reserved_port()?,
+                peer_port: super::reserved_port()?,
                 child: None,
                 tls: tls.clone(),
                 dir: tempfile::Builder::new().prefix("tessera-etcd").tempdir()?,

@@ -51,13 +51,9 @@ pub fn certs(dir: &Path, agents: &[&str], frameworks: &[&str]) -> PathBuf {
     certs
 }
 
-/// A free UDP port on loopback (bound once, then released for the master).
+/// A free loopback port for a master, one no other socket is given while it restarts.
 pub fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    tessera_etcd::testing::reserved_port().unwrap()
 }
 
 /// A master on `addr` with its work directory `dir/master`, logging to `log`.
