@@ -12,6 +12,8 @@
 //! not align loops): the counted loop 62 bytes into a line, where Cranelift placed it, is slow,
 //! and so is the start of a line; each arith loop is placed on both sides of each edge between
 //! fast and slow offsets (BENCHMARKS.md, "Counted loops", "Rejected: loop headers aligned").
+//! The counted loop unrolled twice is placed at a slow, a fast and Cranelift's offset too
+//! ("Rejected: counted loops unrolled").
 //! Every figure is a ratio to the bare loop in the same run.
 //!
 //! `cargo bench -p tessera-agent --bench loop_dispatch`; `LOOP_ITERATIONS` (default 20 Mi) and
@@ -224,11 +226,48 @@ mod loops {
     placed_unmetered!(unmetered_at_57, 57);
     placed_unmetered!(unmetered_at_58, 58);
 
+    /// The counted `arith` loop unrolled twice (its steps back to back, one `cmp` and `jne`
+    /// for both: 137 bytes), as a rewriting pass could unroll counted loops: whether a longer
+    /// loop minds where it starts less.
+    macro_rules! unrolled {
+        ($name:ident, $skip:literal) => {
+            placed_loop!(
+                $name,
+                $skip,
+                "xor r9d, r9d",
+                concat!(
+                    ".byte 0x41,0x81,0xc3,0xff,0xff,0xff,0xff\n",
+                    ".byte 0x4c,0x89,0xc0, 0x48,0xc1,0xe0,0x0d, 0x49,0x33,0xc0\n",
+                    ".byte 0x49,0x89,0xc2, 0x49,0xc1,0xea,0x07, 0x4c,0x33,0xd0\n",
+                    ".byte 0x4d,0x89,0xd0, 0x49,0xc1,0xe0,0x11, 0x4d,0x33,0xc2\n",
+                    ".byte 0x4c,0x89,0xc0, 0x48,0x83,0xc8,0x01, 0x48,0x0f,0xaf,0xc8\n",
+                    ".byte 0xc4,0xe3,0xfb,0xf0,0xc9,0x39\n",
+                    ".byte 0x4c,0x89,0xc0, 0x48,0xc1,0xe8,0x03, 0x48,0x33,0xc8\n",
+                    ".byte 0x41,0x81,0xc3,0xff,0xff,0xff,0xff\n",
+                    ".byte 0x4c,0x89,0xc0, 0x48,0xc1,0xe0,0x0d, 0x49,0x33,0xc0\n",
+                    ".byte 0x49,0x89,0xc2, 0x49,0xc1,0xea,0x07, 0x4c,0x33,0xd0\n",
+                    ".byte 0x4d,0x89,0xd0, 0x49,0xc1,0xe0,0x11, 0x4d,0x33,0xc2\n",
+                    ".byte 0x4c,0x89,0xc0, 0x48,0x83,0xc8,0x01, 0x48,0x0f,0xaf,0xc8\n",
+                    ".byte 0xc4,0xe3,0xfb,0xf0,0xc9,0x39\n",
+                    ".byte 0x4c,0x89,0xc0, 0x48,0xc1,0xe8,0x03, 0x48,0x33,0xc8\n",
+                    ".byte 0x45,0x3b,0xd9",
+                ),
+                "r11",
+                "r8",
+                "rcx",
+                ["rax", "r9", "r10"]
+            );
+        };
+    }
+    unrolled!(unrolled_at_0, 0);
+    unrolled!(unrolled_at_32, 32);
+    unrolled!(unrolled_at_62, 62);
+
     /// A loop: what it adds to the bare one, how many instructions that is, and the loop.
     pub type Variant = (&'static str, &'static str, fn(u32) -> u64);
 
     /// The bare loop first, then the others.
-    pub const VARIANTS: [Variant; 23] = [
+    pub const VARIANTS: [Variant; 26] = [
         ("nothing (the bare loop)", "0", bare),
         ("2 NOPs", "2", nops_2),
         ("1 independent ALU operation (`lea`)", "1", alu_1),
@@ -291,6 +330,14 @@ mod loops {
         ),
         ("the same, 57 bytes into a line", "0", unmetered_at_57),
         ("the same, 58 bytes into a line", "0", unmetered_at_58),
+        (
+            "nothing, but the counted arith loop is unrolled twice (137 bytes for two steps), \
+             starting a 64-byte line",
+            "0",
+            unrolled_at_0,
+        ),
+        ("the same, 32 bytes into a line", "0", unrolled_at_32),
+        ("the same, 62 bytes into a line", "0", unrolled_at_62),
     ];
 }
 
@@ -303,7 +350,8 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(d)
     };
-    let n = env("LOOP_ITERATIONS", 20 << 20) as u32;
+    // Even: the unrolled loop takes two steps a pass.
+    let n = env("LOOP_ITERATIONS", 20 << 20) as u32 & !1;
     let runs = env("LOOP_RUNS", 7);
     // Every variant runs the same steps: a wrongly encoded byte shows as another result.
     let expected = (loops::VARIANTS[0].2)(1000);
