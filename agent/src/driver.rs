@@ -429,6 +429,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
         tx,
         rx,
         instances: HashMap::new(),
+        preparing: HashMap::new(),
         prepared: HashSet::new(),
         control: None,
         generation: 0,
@@ -475,6 +476,9 @@ struct Driver {
     rx: mpsc::UnboundedReceiver<Input>,
     /// Executor instances being prepared or started, by key.
     instances: HashMap<ExecutorKey, Instance>,
+    /// Tasks being prepared off the loop, so that a kill can stop their preparation
+    /// ([`Action::CancelPrepare`]).
+    preparing: HashMap<TaskKey, tokio::task::AbortHandle>,
     control: Option<MessageWriter<quinn::SendStream>>,
     generation: u64,
     next_dial: Instant,
@@ -795,6 +799,9 @@ impl Driver {
             }
             Input::Core(ev) => {
                 tracing::debug!(event = ?ev, "agent event");
+                if let Event::Prepared { key, .. } = &ev {
+                    self.preparing.remove(key);
+                }
                 if let Event::Prepared {
                     key,
                     result: Ok(()),
@@ -1011,7 +1018,8 @@ impl Driver {
                     let fetcher = self.fetcher.clone();
                     let runtime = self.runtime.clone();
                     let metrics = self.metrics.clone();
-                    tokio::spawn(async move {
+                    let key = (framework_id.clone(), task.task_id.clone());
+                    let preparation = tokio::spawn(async move {
                         let key = (framework_id.clone(), task.task_id.clone());
                         let result =
                             prepare(&fetcher, &runtime, &metrics, &framework_id, &task).await;
@@ -1020,6 +1028,15 @@ impl Driver {
                         }
                         let _ = tx.send(Input::Core(Event::Prepared { key, result }));
                     });
+                    self.preparing.insert(key, preparation.abort_handle());
+                }
+                Action::CancelPrepare { key } => {
+                    // Dropped where it waits: a blob fetch is written whole or not at all, and
+                    // the runtime stops a compile no other task waits for.
+                    if let Some(preparation) = self.preparing.remove(&key) {
+                        tracing::debug!(task = %key.1, "preparation of a killed task stopped");
+                        preparation.abort();
+                    }
                 }
                 Action::Launch { framework_id, task } => {
                     let key = (framework_id.clone(), task.task_id.clone());

@@ -267,7 +267,7 @@ impl Agent {
                         &key,
                         TaskState::Killed,
                         Some(proto::Reason::Killed),
-                        "killed before it started",
+                        super::KILLED_BEFORE_START,
                         None,
                     );
                 }

@@ -74,6 +74,9 @@ pub struct AgentConfig {
 /// Identifies a task on this agent.
 pub type TaskKey = (FrameworkId, TaskId);
 
+/// The message of a task killed before its guest ran.
+const KILLED_BEFORE_START: &str = "killed before it started";
+
 /// How a task ended, as the driver reports it (already mapped from the executor's terms).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {
@@ -158,6 +161,13 @@ pub enum Action {
     },
     /// Stop a running guest; it answers with [`Event::Finished`].
     Kill {
+        /// The task.
+        key: TaskKey,
+    },
+    /// Stop preparing a task that was killed meanwhile (its fetch and compile, unless
+    /// another task waits for the same module): it has ended, and no [`Event::Prepared`] is
+    /// needed. A preparation that has already ended is left as it is.
+    CancelPrepare {
         /// The task.
         key: TaskKey,
     },
@@ -482,7 +492,7 @@ impl Agent {
                 let key = (framework_id, task_id);
                 match self.tasks.get_mut(&key) {
                     Some(t) if t.info.executor.is_some() => self.kill_executor_task(now, &key),
-                    Some(t) if t.phase == Phase::Preparing => t.kill_requested = true,
+                    Some(t) if t.phase == Phase::Preparing => self.kill_preparing(now, &key),
                     Some(t) if t.phase == Phase::Launched => {
                         t.kill_requested = true;
                         self.actions.push_back(Action::Kill { key });
@@ -641,6 +651,25 @@ impl Agent {
             .push_back(Action::Prepare { framework_id, task });
     }
 
+    /// Kills a task whose preparation is under way: it ends now, `TASK_KILLED`, rather than
+    /// when its fetch or compile ends (a compile may run for minutes under its limit), and
+    /// the driver stops the preparation, which nothing will use.
+    fn kill_preparing(&mut self, now: Instant, key: &TaskKey) {
+        if let Some(t) = self.tasks.get_mut(key) {
+            t.phase = Phase::Done;
+        }
+        self.push_update(
+            now,
+            key,
+            TaskState::Killed,
+            Some(Reason::Killed),
+            KILLED_BEFORE_START,
+            None,
+        );
+        self.actions
+            .push_back(Action::CancelPrepare { key: key.clone() });
+    }
+
     fn on_prepared(&mut self, now: Instant, key: TaskKey, result: Result<(), (Reason, String)>) {
         let Some(t) = self.tasks.get_mut(&key) else {
             return;
@@ -655,7 +684,7 @@ impl Agent {
                 &key,
                 TaskState::Killed,
                 Some(Reason::Killed),
-                "killed before it started",
+                KILLED_BEFORE_START,
                 None,
             );
             return;

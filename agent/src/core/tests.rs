@@ -231,7 +231,7 @@ fn kill_before_and_after_launch() {
     drain(&mut a);
     let k1 = (fid(), TaskId::from("t1"));
     let k2 = (fid(), TaskId::from("t2"));
-    // t1 killed while preparing: never launched.
+    // t1 killed while preparing: killed at once, its preparation stopped, never launched.
     a.handle(
         t0,
         Event::Message(Message::KillTask {
@@ -239,6 +239,20 @@ fn kill_before_and_after_launch() {
             task_id: k1.1.clone(),
         }),
     );
+    let acts = drain(&mut a);
+    assert_eq!(a.task_state(&k1), Some(TaskState::Killed));
+    assert!(acts.contains(&Action::CancelPrepare { key: k1.clone() }));
+    let killed: Vec<&TaskStatus> = acts
+        .iter()
+        .filter_map(|x| match x {
+            Action::Send(Message::StatusUpdate { status }) => Some(status),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(killed.len(), 1, "{acts:?}");
+    assert_eq!(killed[0].state, TaskState::Killed);
+    assert_eq!(killed[0].reason, Some(Reason::Killed));
+    // The preparation had ended before it was stopped: its outcome is ignored.
     a.handle(
         t0,
         Event::Prepared {

@@ -5,17 +5,18 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use wasmtime::component::Component;
 use wasmtime::{Engine, InstancePre, Linker, Module, Precompiled};
 use wasmtime_wasi::p2::bindings::CommandPre;
 
+use super::compile_jobs::CompileJobs;
 use super::compiler::{self, compat_hash, ChildError, CompilerCommand, Refusals, Request};
 use super::meter::{self, Placement};
 use super::run::TaskState;
-use super::{compile_once, component, CompileFlights, ExecError, ExecutorConfig, Metering};
+use super::{component, ExecError, ExecutorConfig, Metering};
 use crate::workdir::ModuleCacheDir;
 
 /// Compiled code of one digest: a core module or a component (cheap to clone).
@@ -66,8 +67,8 @@ pub(super) struct ModuleCache {
     /// Compiled code by digest (also what is not a command, for other uses of components).
     compiled: Mutex<HashMap<String, Compiled>>,
     /// Compiles (or loads from the disk cache) in progress: a burst of prepares of one new
-    /// module waits for one compile.
-    flights: CompileFlights<Compiled>,
+    /// module waits for one compile, stopped if every task that waits for it is killed.
+    jobs: CompileJobs<Compiled>,
     /// The on-disk cache, if any (`ExecutorConfig::cache_dir`).
     dir: Option<ModuleCacheDir>,
     /// The engines' compatibility hash: part of every cache file name ([`Self::compat_name`]),
@@ -111,7 +112,7 @@ impl ModuleCache {
             component_linker,
             modules: Mutex::new(HashMap::new()),
             compiled: Mutex::new(HashMap::new()),
-            flights: CompileFlights::default(),
+            jobs: CompileJobs::default(),
             dir: dir.map(ModuleCacheDir::new),
             compat,
             compiles: AtomicU64::new(0),
@@ -162,7 +163,7 @@ impl ModuleCache {
 
     /// The compiled code of `digest` (a module or a component, command or not): from memory,
     /// else from the disk cache, else compiled from `wasm_path` (on tokio's blocking pool),
-    /// once for every concurrent caller.
+    /// once for every concurrent caller, and stopped if they are all dropped before it ends.
     pub(super) async fn compiled(
         self: &Arc<Self>,
         digest: &str,
@@ -174,32 +175,36 @@ impl ModuleCache {
         if let Some(c) = self.lock_compiled().get(digest) {
             return Ok(c.clone());
         }
-        compile_once(&self.flights, digest, || async {
-            // A flight that ended since the lookup above left its result here.
-            if let Some(c) = self.lock_compiled().get(digest) {
-                return Ok(c.clone());
-            }
-            let this = self.clone();
-            let d = digest.to_owned();
-            let path = wasm_path.to_owned();
-            let compiled = tokio::task::spawn_blocking(move || this.load_blocking(&d, &path))
-                .await
-                .map_err(|e| ExecError::Join(e.to_string()))??;
-            Ok(self
-                .lock_compiled()
-                .entry(digest.to_owned())
-                .or_insert(compiled)
-                .clone())
-        })
-        .await
+        let this = self.clone();
+        let d = digest.to_owned();
+        let path = wasm_path.to_owned();
+        self.jobs
+            .run(digest, move |cancel| {
+                // A job that ended since the lookup above left its result here.
+                if let Some(c) = this.lock_compiled().get(&d) {
+                    return Ok(c.clone());
+                }
+                let compiled = this.load_blocking(&d, &path, cancel)?;
+                Ok(this.lock_compiled().entry(d).or_insert(compiled).clone())
+            })
+            .await
     }
 
     fn lock_compiled(&self) -> MutexGuard<'_, HashMap<String, Compiled>> {
         self.compiled.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Loads from the disk cache, or compiles (and writes the disk cache). Blocking.
-    fn load_blocking(&self, digest: &str, wasm_path: &Path) -> Result<Compiled, ExecError> {
+    /// Loads from the disk cache, or compiles (and writes the disk cache). Blocking; gives up
+    /// when `cancel` is raised, if it can (a compile in process cannot be stopped).
+    fn load_blocking(
+        &self,
+        digest: &str,
+        wasm_path: &Path,
+        cancel: &AtomicBool,
+    ) -> Result<Compiled, ExecError> {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(compiler::stopped(digest));
+        }
         let Some(dir) = &self.dir else {
             return self.compile(digest, wasm_path);
         };
@@ -221,7 +226,7 @@ impl ModuleCache {
             }
         }
         if let Some(compiler) = &self.config.compiler {
-            return self.compile_in_child(compiler, dir, digest, wasm_path, &cached);
+            return self.compile_in_child(compiler, dir, digest, wasm_path, &cached, cancel);
         }
         let compiled = self.compile(digest, wasm_path)?;
         match compiled.serialize() {
@@ -245,6 +250,7 @@ impl ModuleCache {
     /// Compiles in a child process under `compiler`'s limits, into a temporary file of
     /// the disk cache, loads it and renames it into place as entry `cached`. There is no
     /// fallback to compiling in process: the limit is there for the modules that would take it.
+    /// Stopped (its child killed) when `cancel` is raised.
     fn compile_in_child(
         &self,
         compiler: &CompilerCommand,
@@ -252,6 +258,7 @@ impl ModuleCache {
         digest: &str,
         wasm_path: &Path,
         cached: &Path,
+        cancel: &AtomicBool,
     ) -> Result<Compiled, ExecError> {
         self.refused.check(digest)?;
         self.compiles.fetch_add(1, Ordering::Relaxed);
@@ -262,7 +269,7 @@ impl ModuleCache {
             wasm: wasm_path.to_owned(),
             out: dir.temp_entry(digest, &self.compat_name(), &unique_suffix()),
         };
-        compiler::compile_in_child(compiler, &request, |tmp| {
+        compiler::compile_in_child(compiler, &request, cancel, |tmp| {
             // Loaded before it is published: other executors on this cache never see code
             // that does not load.
             let compiled = self

@@ -30,6 +30,7 @@ use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -122,6 +123,15 @@ pub(super) enum ChildError {
     /// The child could not be run, its engine differs, or it ended without code for another
     /// reason (killed, out of time on a loaded machine): not the module's fault for certain.
     Failed(String),
+    /// No task waits for the compile any more: it was stopped.
+    Cancelled,
+}
+
+/// The error of a compile of `digest` stopped because no task waits for it any more.
+pub(super) fn stopped(digest: &str) -> ExecError {
+    ExecError::Join(format!(
+        "the compile of {digest} was stopped: no task waits for it"
+    ))
 }
 
 /// Digests whose compile used its CPU-time or memory limit, with the reason, refused at once
@@ -160,6 +170,7 @@ impl Refusals {
                 tracing::warn!(digest, "cannot compile in a child process: {message}");
                 ExecError::CompileRefused { digest, message }
             }
+            ChildError::Cancelled => stopped(&digest),
             ChildError::OverLimit(message) => {
                 tracing::warn!(digest, "{message}");
                 let mut refused = self.lock();
@@ -201,11 +212,22 @@ struct Turns {
     changed: std::sync::Condvar,
 }
 
-/// Tickets handed out, turns given, children running.
+/// Tickets handed out, turns given, children running, and the tickets whose holders stopped
+/// waiting (skipped when their turn comes).
 struct TurnState {
     tickets: u64,
     given: u64,
     running: usize,
+    abandoned: std::collections::BTreeSet<u64>,
+}
+
+impl TurnState {
+    /// Passes the turns of tickets that no longer wait.
+    fn skip_abandoned(&mut self) {
+        while self.abandoned.remove(&self.given) {
+            self.given += 1;
+        }
+    }
 }
 
 /// A turn to run a child, given back when dropped.
@@ -218,6 +240,7 @@ impl Turns {
                 tickets: 0,
                 given: 0,
                 running: 0,
+                abandoned: std::collections::BTreeSet::new(),
             }),
             changed: std::sync::Condvar::new(),
         }
@@ -228,20 +251,33 @@ impl Turns {
     }
 
     /// Waits (on this blocking thread) until every turn asked for before is given and fewer
-    /// than `max` children run, and takes a turn.
-    fn take(&self, max: usize) -> Turn<'_> {
+    /// than `max` children run, and takes a turn; `None` if `cancel` is raised first (its
+    /// ticket is then passed over).
+    fn take(&self, max: usize, cancel: &AtomicBool) -> Option<Turn<'_>> {
         let mut s = self.lock();
         let ticket = s.tickets;
         s.tickets += 1;
         while s.given != ticket || s.running >= max {
-            s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+            if cancel.load(Ordering::Relaxed) {
+                s.abandoned.insert(ticket);
+                s.skip_abandoned();
+                drop(s);
+                self.changed.notify_all();
+                return None;
+            }
+            s = self
+                .changed
+                .wait_timeout(s, CANCEL_POLL)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         s.given += 1;
+        s.skip_abandoned();
         s.running += 1;
         drop(s);
         // The next ticket may go too, if a turn is free.
         self.changed.notify_all();
-        Turn(self)
+        Some(Turn(self))
     }
 }
 
@@ -255,6 +291,9 @@ impl Drop for Turn<'_> {
 /// This process's turns.
 static TURNS: Turns = Turns::new();
 
+/// How often a compile waiting for its turn or its child looks whether it was cancelled.
+const CANCEL_POLL: Duration = Duration::from_millis(5);
+
 /// Most of a child's standard error kept for a task's failure reason: its start and its end
 /// (where Rust's allocation-failure line is, [`allocation_failed`]), half of this each.
 const MAX_MESSAGE: u64 = 4096;
@@ -265,10 +304,13 @@ const MAX_MESSAGE: u64 = 4096;
 pub(super) fn compile_in_child<T>(
     cmd: &CompilerCommand,
     request: &Request,
+    cancel: &AtomicBool,
     load: impl FnOnce(&Path) -> Result<T, ChildError>,
 ) -> Result<T, ChildError> {
-    let turn = TURNS.take(MAX_CHILDREN);
-    let result = run_compiler(cmd, request);
+    let turn = TURNS
+        .take(MAX_CHILDREN, cancel)
+        .ok_or(ChildError::Cancelled)?;
+    let result = run_compiler(cmd, request, cancel);
     drop(turn);
     let result = result.and_then(|()| load(&request.out));
     let _ = std::fs::remove_file(&request.out);
@@ -276,7 +318,11 @@ pub(super) fn compile_in_child<T>(
 }
 
 /// Runs `cmd` on `request`, waiting for it on this (blocking) thread.
-fn run_compiler(cmd: &CompilerCommand, request: &Request) -> Result<(), ChildError> {
+fn run_compiler(
+    cmd: &CompilerCommand,
+    request: &Request,
+    cancel: &AtomicBool,
+) -> Result<(), ChildError> {
     let failed = |what: &str, e: &dyn std::fmt::Display| {
         ChildError::Failed(format!("compiler {}: {what}: {e}", cmd.program.display()))
     };
@@ -307,7 +353,7 @@ fn run_compiler(cmd: &CompilerCommand, request: &Request) -> Result<(), ChildErr
         .spawn();
     let result = match spawned {
         Ok(mut child) => {
-            let r = limit_and_wait(cmd, request, &mut child, &err_path);
+            let r = limit_and_wait(cmd, request, &mut child, &err_path, cancel);
             if r.is_err() {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -325,6 +371,7 @@ fn limit_and_wait(
     request: &Request,
     child: &mut std::process::Child,
     err_path: &Path,
+    cancel: &AtomicBool,
 ) -> Result<(), ChildError> {
     let failed = |what: &str, e: &dyn std::fmt::Display| {
         ChildError::Failed(format!("compiler {}: {what}: {e}", cmd.program.display()))
@@ -363,7 +410,8 @@ fn limit_and_wait(
                     cmd.wall_limit()
                 )));
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) if cancel.load(Ordering::Relaxed) => return Err(ChildError::Cancelled),
+            Ok(None) => std::thread::sleep(CANCEL_POLL),
             Err(e) => return Err(failed("wait", &e)),
         }
     };
@@ -570,6 +618,9 @@ mod tests {
         assert!(read_message(&dir.path().join("missing")).is_empty());
     }
 
+    /// A cancel flag never raised.
+    static NEVER: AtomicBool = AtomicBool::new(false);
+
     fn cmd() -> CompilerCommand {
         CompilerCommand {
             program: PathBuf::from("/bin/tessera"),
@@ -663,13 +714,13 @@ mod tests {
     #[test]
     fn children_take_turns_in_order() {
         let turns = std::sync::Arc::new(Turns::new());
-        let (a, b) = (turns.take(2), turns.take(2));
+        let (a, b) = (turns.take(2, &NEVER), turns.take(2, &NEVER));
         let (tx, rx) = std::sync::mpsc::channel();
         let waiters: Vec<_> = (0..3u64)
             .map(|i| {
                 let (mine, tx) = (turns.clone(), tx.clone());
                 let t = std::thread::spawn(move || {
-                    let turn = mine.take(2);
+                    let turn = mine.take(2, &NEVER);
                     tx.send(i).unwrap();
                     drop(turn);
                 });
@@ -695,6 +746,47 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(turns.lock().running, 0);
+    }
+
+    /// A compile cancelled while it waits for its turn leaves the line: the turns after it
+    /// are given as if it had never asked.
+    #[test]
+    fn a_cancelled_wait_passes_its_turn_on() {
+        let turns = std::sync::Arc::new(Turns::new());
+        let held = turns.take(1, &NEVER);
+        let cancel = std::sync::Arc::new(AtomicBool::new(false));
+        let cancelled = {
+            let (turns, cancel) = (turns.clone(), cancel.clone());
+            std::thread::spawn(move || turns.take(1, &cancel).is_none())
+        };
+        while turns.lock().tickets < 2 {
+            std::thread::yield_now();
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let next = {
+            let turns = turns.clone();
+            std::thread::spawn(move || {
+                let turn = turns.take(1, &NEVER);
+                tx.send(turn.is_some()).unwrap();
+            })
+        };
+        while turns.lock().tickets < 3 {
+            std::thread::yield_now();
+        }
+        cancel.store(true, Ordering::Relaxed);
+        assert!(
+            cancelled.join().unwrap(),
+            "the cancelled wait ends without a turn"
+        );
+        drop(held);
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(60)),
+            Ok(true),
+            "the next in line gets the turn"
+        );
+        next.join().unwrap();
+        let s = turns.lock();
+        assert_eq!((s.given, s.running, s.abandoned.len()), (3, 0, 0));
     }
 
     #[test]

@@ -54,6 +54,7 @@
 //! - `config.rs`: [`ExecutorConfig`], [`PoolingConfig`] and engine construction.
 //! - `cache.rs`: the module cache (compile modules and components, link, on-disk `.cwasm`,
 //!   counters).
+//! - `compile_jobs.rs`: a compile shared by the tasks that wait for it, stopped when none does.
 //! - `component.rs`: WASI 0.2 command components (detection, linker, `wasi:cli/run`).
 //! - `run.rs`: one task's run (store setup with the sandbox and data sets, limits and pacing,
 //!   output, kill, finish).
@@ -70,6 +71,7 @@
 //!   `tessera:executor` world, `wit/executor/world.wit`) and their envelopes.
 
 mod cache;
+mod compile_jobs;
 mod compiler;
 mod component;
 mod config;

@@ -107,7 +107,9 @@ fn compile_in_child(
             &super::cache::unique_suffix(),
         ),
     };
-    compiler::compile_in_child(cmd, &request, |out| {
+    // Not cancelled: a threaded module's compile ends with its limits.
+    let never = std::sync::atomic::AtomicBool::new(false);
+    compiler::compile_in_child(cmd, &request, &never, |out| {
         // SAFETY: the file was just written by `Engine::precompile_module` of an engine whose
         // compatibility hash the child checked against this one's, in the agent-owned cache
         // directory (see `ExecutorConfig::cache_dir`).

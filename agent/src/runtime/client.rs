@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::UnixStream;
@@ -38,6 +40,7 @@ enum Command {
     Send(Request),
     /// A prepare, answered on `reply`.
     Prepare {
+        id: u64,
         digest: String,
         wasm_path: std::path::PathBuf,
         reply: oneshot::Sender<Result<PrepareInfo, RuntimeError>>,
@@ -50,6 +53,8 @@ enum Command {
         length: u64,
         reply: oneshot::Sender<Option<(Vec<u8>, u64)>>,
     },
+    /// Prepare `id`'s caller is gone: the runtime may stop its compile.
+    CancelPrepare { id: u64 },
     /// Detach (`stop` false) or stop the runtime; `done` fires when the connection is closed.
     Close {
         stop: bool,
@@ -62,6 +67,22 @@ enum Command {
 pub(crate) struct Client {
     /// To the connection task, which owns the socket.
     commands: mpsc::UnboundedSender<Command>,
+    /// The last prepare's id.
+    prepares: Arc<AtomicU64>,
+}
+
+/// Tells the runtime that a prepare's caller is gone, if it goes before its answer.
+struct CancelOnDrop<'a> {
+    commands: &'a mpsc::UnboundedSender<Command>,
+    id: Option<u64>,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            let _ = self.commands.send(Command::CancelPrepare { id });
+        }
+    }
 }
 
 impl Client {
@@ -76,15 +97,25 @@ impl Client {
         digest: &str,
         wasm_path: &Path,
     ) -> Result<PrepareInfo, RuntimeError> {
+        let id = self.prepares.fetch_add(1, Ordering::Relaxed) + 1;
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Prepare {
+                id,
                 digest: digest.to_owned(),
                 wasm_path: wasm_path.to_owned(),
                 reply,
             })
             .map_err(|_| RuntimeError::Disconnected)?;
-        answer.await.map_err(|_| RuntimeError::Disconnected)?
+        // Dropped before the answer (its task was killed): the runtime is told, and stops a
+        // compile that no other task waits for.
+        let mut cancel = CancelOnDrop {
+            commands: &self.commands,
+            id: Some(id),
+        };
+        let answer = answer.await;
+        cancel.id = None;
+        answer.map_err(|_| RuntimeError::Disconnected)?
     }
 
     /// See [`Runtime::read_output`](super::Runtime::read_output).
@@ -147,7 +178,11 @@ pub(crate) async fn attach(
                     let (commands, rx) = mpsc::unbounded_channel();
                     let (events_tx, events_rx) = mpsc::unbounded_channel();
                     tokio::spawn(run(reader, writer, rx, events_tx));
-                    return Ok((Client { commands }, attachment, Events { rx: events_rx }));
+                    let client = Client {
+                        commands,
+                        prepares: Arc::default(),
+                    };
+                    return Ok((client, attachment, Events { rx: events_rx }));
                 }
                 Err(RuntimeError::Disconnected) => RuntimeError::Disconnected,
                 Err(e) => return Err(e),
@@ -381,10 +416,16 @@ async fn run(
                     // Every handle is gone: detach.
                     None => break,
                     Some(Command::Send(req)) => req,
-                    Some(Command::Prepare { digest, wasm_path, reply }) => {
-                        next_id += 1;
-                        pending.insert(next_id, reply);
-                        Request::Prepare { id: next_id, digest, wasm_path }
+                    Some(Command::Prepare { id, digest, wasm_path, reply }) => {
+                        pending.insert(id, reply);
+                        Request::Prepare { id, digest, wasm_path }
+                    }
+                    Some(Command::CancelPrepare { id }) => {
+                        if pending.remove(&id).is_none() {
+                            // Answered meanwhile.
+                            continue;
+                        }
+                        Request::CancelPrepare { id }
                     }
                     Some(Command::ReadOutput { task_dir, stderr, offset, length, reply }) => {
                         next_id += 1;

@@ -21,6 +21,7 @@
 //!   kills its guests and exits at once instead of waiting out the recovery timeout, without
 //!   writing their output out (which would create their directories again).
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::host::Host;
@@ -239,6 +241,8 @@ impl Server {
             Ok::<(), super::wire::FrameError>(())
         });
         let mut stopping = false;
+        // Prepares of this connection under way, so that one can be cancelled.
+        let mut prepares = HashMap::new();
         loop {
             tokio::select! {
                 req = reader.recv() => match req {
@@ -249,7 +253,7 @@ impl Server {
                         stopping = true;
                         break;
                     }
-                    Ok(Some(req)) => self.request(req, &replies_tx),
+                    Ok(Some(req)) => self.request(req, &replies_tx, &mut prepares),
                     Ok(None) => {
                         tracing::info!(conn, "agent detached");
                         break;
@@ -288,8 +292,14 @@ impl Server {
         write_task.abort();
     }
 
-    /// Carries out one request other than hello and stop.
-    fn request(&self, req: Request, replies: &mpsc::UnboundedSender<Reply>) {
+    /// Carries out one request other than hello and stop; `prepares` are the connection's
+    /// prepares under way.
+    fn request(
+        &self,
+        req: Request,
+        replies: &mpsc::UnboundedSender<Reply>,
+        prepares: &mut HashMap<u64, AbortHandle>,
+    ) {
         let h = &self.host;
         match req {
             Request::Hello { .. } => tracing::warn!("second hello ignored"),
@@ -301,10 +311,19 @@ impl Server {
             } => {
                 let h = h.clone();
                 let replies = replies.clone();
-                tokio::spawn(async move {
+                let prepare = tokio::spawn(async move {
                     let result = h.prepare(&digest, &wasm_path).await;
                     let _ = replies.send(Reply::Prepared { id, result });
                 });
+                prepares.retain(|_, p| !p.is_finished());
+                prepares.insert(id, prepare.abort_handle());
+            }
+            Request::CancelPrepare { id } => {
+                // Dropping the prepare stops its compile unless another prepare or launch
+                // waits for the same module (`executor::cache`).
+                if let Some(prepare) = prepares.remove(&id) {
+                    prepare.abort();
+                }
             }
             Request::ReadOutput {
                 id,

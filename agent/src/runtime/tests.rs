@@ -844,6 +844,7 @@ fn the_wire_encoding_is_pinned_to_the_protocol_version() {
         Request::ForgetOutput {
             task_dir: "/t".into(),
         },
+        Request::CancelPrepare { id: 6 },
     ];
     let event = |event| RuntimeEvent {
         seq: 1,
@@ -922,8 +923,8 @@ fn the_wire_encoding_is_pinned_to_the_protocol_version() {
     assert_eq!(
         (wire::PROTOCOL_VERSION, digest.as_str()),
         (
-            8,
-            "84994c1707e49442f4e982447791166034ef6d4c09dc902ead5adb3a3a4b0f3e"
+            9,
+            "ec1f454c8587bb23d1a9f5e14d14d3b0cb3e0ac85995790df16e8e06182aa232"
         ),
         "the wire encoding changed: bump PROTOCOL_VERSION and update this digest"
     );

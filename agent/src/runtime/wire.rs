@@ -23,7 +23,7 @@ use crate::executor::{InstanceSpec, InstanceTask, TaskSpec};
 /// executor's specs, events and config) changes; a test pins the encoding to it. The
 /// [`Request::Hello`] and [`Reply::Refused`] variants keep their place and shape forever, so
 /// that a refusal is always understood.
-pub(crate) const PROTOCOL_VERSION: u32 = 8;
+pub(crate) const PROTOCOL_VERSION: u32 = 9;
 
 /// Largest frame either side sends or accepts (guest messages are at most 64 KiB, specs and
 /// outcomes a few KiB: this leaves room for large argument lists and scheduler messages).
@@ -88,6 +88,13 @@ pub(crate) enum Request {
     },
     /// [`Runtime::forget_output`](super::Runtime::forget_output) (version 4).
     ForgetOutput { task_dir: PathBuf },
+    /// The caller of [`Request::Prepare`] `id` is gone (its task was killed): the runtime
+    /// drops the prepare, unanswered, which stops a compile no other prepare waits for
+    /// (version 9).
+    CancelPrepare {
+        /// The prepare's `id`.
+        id: u64,
+    },
 }
 
 /// From the runtime process to the agent.

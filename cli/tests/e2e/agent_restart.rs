@@ -889,26 +889,62 @@ async fn with_cpu_quota_cgroup_paced_tasks_run_under_kernel_quotas() {
 async fn run_one_by_one(sched: &mut Scheduler, modules: &[Digest]) -> Seen {
     let mut seen = Seen::default();
     for (i, module) in modules.iter().enumerate() {
-        let offer = loop {
-            let ev = tokio::time::timeout(SANITY, sched.next_event())
-                .await
-                .expect("no offer")
-                .expect("scheduler closed");
-            match ev {
-                Event::Offers(o) if !o.is_empty() => break o.into_iter().next().unwrap(),
-                Event::Update(s) => seen.add(s),
-                _ => {}
-            }
-        };
-        let task = TaskBuilder::new(&format!("task-{i}"), *module)
-            .resources(Resources::new(100, 64 * MIB, 0))
-            .build(&offer);
-        sched
-            .accept(vec![offer.id.clone()], vec![task], Filters::default())
-            .unwrap();
+        launch_on_next_offer(sched, &mut seen, &format!("task-{i}"), *module).await;
         until(sched, &mut seen, "the task ends", |s| s.terminal() == i + 1).await;
     }
     seen
+}
+
+/// Launches task `name` of `module` (0.1 cpus, 64 MiB) on the next offer, feeding the updates
+/// seen meanwhile into `seen`.
+async fn launch_on_next_offer(sched: &mut Scheduler, seen: &mut Seen, name: &str, module: Digest) {
+    let offer = loop {
+        let ev = tokio::time::timeout(SANITY, sched.next_event())
+            .await
+            .expect("no offer")
+            .expect("scheduler closed");
+        match ev {
+            Event::Offers(o) if !o.is_empty() => break o.into_iter().next().unwrap(),
+            Event::Update(s) => seen.add(s),
+            _ => {}
+        }
+    };
+    let task = TaskBuilder::new(name, module)
+        .resources(Resources::new(100, 64 * MIB, 0))
+        .build(&offer);
+    sched
+        .accept(vec![offer.id.clone()], vec![task], Filters::default())
+        .unwrap();
+}
+
+/// The live `compile` children of process `parent`.
+fn compile_children(parent: i32) -> usize {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    procs
+        .flatten()
+        .filter_map(|p| p.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // After the command's closing parenthesis: state, then the parent's pid.
+            let mut rest = stat.rsplit(')').next().unwrap_or("").split_whitespace();
+            let (state, ppid) = (rest.next(), rest.next());
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            ppid == Some(parent.to_string().as_str())
+                && state.is_some_and(|s| s != "Z" && s != "X")
+                && cmdline.split(|&b| b == 0).any(|a| a == b"compile")
+        })
+        .count()
+}
+
+/// Polls `cond` every 20 ms until it holds, for at most [`SANITY`].
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + SANITY;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Checks that task `finished` finished and every other task of `seen` failed with a reason
@@ -942,6 +978,41 @@ async fn with_compile_cpu_limit_a_module_that_compiles_for_hours_fails_its_task_
     let hello = sched.upload_module(wasm_examples::HELLO).await.unwrap();
     let seen = run_one_by_one(&mut sched, &[deep, deep, hello]).await;
     failed_saying(&seen, "task-2", "CPU-time limit of 1 s");
+}
+
+/// A task killed while its module compiles (a module Cranelift would compile for hours, under
+/// a limit of ten minutes of CPU) ends `TASK_KILLED` at once, not when its compile would, and
+/// the compile is stopped: the runtime's `tessera compile` child goes away. `hello` runs after
+/// it on the same agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_killed_while_its_module_compiles_ends_at_once_and_its_compile_stops() {
+    let c = deploy_with(&["--compile-cpu-limit", "600s"]);
+    let mut sched = c.scheduler().await;
+    let deep = sched
+        .upload_module(&tessera_tests::nested_loops_module(1000, false))
+        .await
+        .unwrap();
+    let hello = sched.upload_module(wasm_examples::HELLO).await.unwrap();
+    let mut seen = Seen::default();
+    launch_on_next_offer(&mut sched, &mut seen, "deep", deep).await;
+    let runtime = runtime_pid(&c.agent_dir).expect("the runtime process runs");
+    eventually("the module compiles", || compile_children(runtime) == 1).await;
+    sched.kill("deep".into()).unwrap();
+    until(&mut sched, &mut seen, "the task ends", |s| {
+        s.terminal() == 1
+    })
+    .await;
+    let end = seen.updates["deep"].last().unwrap();
+    assert_eq!(
+        (end.state, end.reason.clone()),
+        (TaskState::Killed, Some(Reason::Killed)),
+        "{end:?}"
+    );
+    eventually("the compile is stopped", || compile_children(runtime) == 0).await;
+    launch_on_next_offer(&mut sched, &mut seen, "hello", hello).await;
+    until(&mut sched, &mut seen, "hello ends", |s| s.terminal() == 2).await;
+    let end = seen.updates["hello"].last().unwrap();
+    assert_eq!(end.state, TaskState::Finished, "{end:?}");
 }
 
 /// `tessera agent --compile-memory-limit 256MiB`: a module whose compile needs more than 384 MiB

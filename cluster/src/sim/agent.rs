@@ -279,6 +279,12 @@ impl SimAgent {
                     );
                 }
             }
+            // The task is over (killed): its preparation never ends.
+            Action::CancelPrepare { key } => {
+                if self.preparing.remove(&key).is_some() {
+                    self.guests_changed();
+                }
+            }
             // The simulation's schedulers launch no framework executors.
             Action::Executor(_) => {}
             // Simulated guests write no files and the agent exports no metrics here.
