@@ -11,9 +11,8 @@
 //! blob on disk, the module in the cache), or, after a failure, tries again (a master that
 //! could not be reached may be reachable now).
 //!
-//! Blob fetches and threaded modules' compiles fly here. The module cache's compiles go
-//! through `executor::compile_jobs` instead, which runs the work apart from its callers and
-//! stops a compile once no task waits for it.
+//! Blob fetches fly here. Compiles go through `executor::compile_jobs` instead, which runs
+//! the work apart from its callers and stops a compile once no task waits for it.
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -217,29 +217,6 @@ impl ExecError {
     }
 }
 
-/// Compiles in progress, by digest ([`Flights`](crate::flight::Flights)).
-type CompileFlights<T> = crate::flight::Flights<String, Result<T, Arc<ExecError>>>;
-
-/// Runs `work` (a compile of `digest`) once for all its concurrent callers: a burst of
-/// prepares of one new module compiles it once, and each caller gets the outcome.
-async fn compile_once<T, F, Fut>(
-    flights: &CompileFlights<T>,
-    digest: &str,
-    work: F,
-) -> Result<T, ExecError>
-where
-    T: Clone,
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<T, ExecError>>,
-{
-    flights
-        .run(&digest.to_owned(), || async {
-            work().await.map_err(Arc::new)
-        })
-        .await
-        .map_err(|e| e.duplicate())
-}
-
 /// Everything needed to run one task.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TaskSpec {

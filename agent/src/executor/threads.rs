@@ -51,6 +51,7 @@ use wasmtime::{
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit};
 
+use super::compile_jobs::CompileJobs;
 use super::compiler::{self, compat_hash, ChildError, CompilerCommand, Refusals, Request};
 use super::limiter::MemLimiter;
 use super::output::{read_tail, CappedOutput};
@@ -58,9 +59,7 @@ use super::pacing::thread_cpu_time;
 use super::run::{
     disk_limit, needs_sandbox, preopen_datasets, supervise, task_wasi, Ended, FinishGuard,
 };
-use super::{
-    compile_once, CompileFlights, ExecError, ExecutorConfig, TaskOutcome, TaskSpec, Termination,
-};
+use super::{ExecError, ExecutorConfig, TaskOutcome, TaskSpec, Termination};
 use crate::workdir::{ModuleCacheDir, TaskDir};
 
 /// Most threads (the main one included) a task may run at once.
@@ -94,6 +93,7 @@ fn compile_in_child(
     config: super::ExecutorConfig,
     digest: &str,
     wasm: &Path,
+    cancel: &AtomicBool,
 ) -> Result<Module, ChildError> {
     let compat = compat_hash(&[engine], false);
     let request = Request {
@@ -107,15 +107,45 @@ fn compile_in_child(
             &super::cache::unique_suffix(),
         ),
     };
-    // Not cancelled: a threaded module's compile ends with its limits.
-    let never = std::sync::atomic::AtomicBool::new(false);
-    compiler::compile_in_child(cmd, &request, &never, |out| {
+    compiler::compile_in_child(cmd, &request, cancel, |out| {
         // SAFETY: the file was just written by `Engine::precompile_module` of an engine whose
         // compatibility hash the child checked against this one's, in the agent-owned cache
         // directory (see `ExecutorConfig::cache_dir`).
         unsafe { Module::deserialize_file(engine, out) }
             .map_err(|e| ChildError::Invalid(format!("{e:#}")))
     })
+}
+
+/// Reads and compiles the module at `wasm` (of `digest`) if it is a threaded one, in process
+/// or in a child as `compiler` says, giving up when `cancel` is raised; `None` if it is not
+/// threaded. Blocking.
+fn compile_threaded(
+    engine: &Engine,
+    compiler: Option<(CompilerCommand, PathBuf, super::ExecutorConfig)>,
+    refused: &Refusals,
+    digest: &str,
+    wasm: &Path,
+    cancel: &AtomicBool,
+) -> Result<Option<Module>, ExecError> {
+    let bytes = std::fs::read(wasm).map_err(|source| ExecError::Io {
+        path: wasm.to_owned(),
+        source,
+    })?;
+    if !mentions_thread_spawn(&bytes) || wasmparser::Parser::is_component(&bytes) {
+        return Ok(None);
+    }
+    refused.check(digest)?;
+    let module = match compiler {
+        None => Module::new(engine, &bytes).map_err(|e| ChildError::Invalid(format!("{e:#}"))),
+        Some((cmd, dir, config)) => {
+            compile_in_child(engine, &cmd, &dir, config, digest, wasm, cancel)
+        }
+    }
+    .map_err(|e| refused.error(digest, e))?;
+    let threaded = module
+        .imports()
+        .any(|i| i.module() == "wasi" && i.name() == "thread-spawn");
+    Ok(threaded.then_some(module))
 }
 
 /// Whether the module bytes are a WASI-threads module (they import `wasi::thread-spawn`);
@@ -132,15 +162,16 @@ pub(super) struct Threads {
     linker: Linker<ThreadState>,
     /// Compiled threaded modules by digest.
     modules: Mutex<HashMap<String, Module>>,
-    /// Compiles in progress (whether each module turned out threaded).
-    flights: CompileFlights<bool>,
+    /// Compiles in progress (the module, if it turned out threaded), stopped when no task
+    /// waits for them.
+    jobs: CompileJobs<Option<Module>>,
     /// Advances the engine's epoch while threaded tasks run.
     ticker: Arc<Ticker>,
     /// Where threaded modules compile, if in a child process: its command, the directory its
     /// code is written to (the module cache's), the executor's settings.
     compiler: Option<(CompilerCommand, PathBuf, super::ExecutorConfig)>,
     /// Threaded modules whose compile used its CPU-time or memory limit.
-    refused: Refusals,
+    refused: Arc<Refusals>,
 }
 
 /// The engine of threaded modules: threads and shared memories on, epoch interruption, no
@@ -183,13 +214,13 @@ impl Threads {
             engine,
             linker,
             modules: Mutex::new(HashMap::new()),
-            flights: CompileFlights::default(),
+            jobs: CompileJobs::default(),
             compiler: cfg
                 .compiler
                 .clone()
                 .zip(cfg.cache_dir.clone())
                 .map(|(cmd, dir)| (cmd, dir, cfg.clone())),
-            refused: Refusals::default(),
+            refused: Arc::default(),
         })
     }
 
@@ -204,7 +235,7 @@ impl Threads {
 
     /// Compiles the module at `path` for this engine if it is a threaded one; `Ok(false)` if it
     /// is not (then the ordinary path handles it).
-    /// Once for every concurrent caller.
+    /// Once for every concurrent caller, stopped if they are all dropped before it ends.
     pub(super) async fn prepare(&self, digest: &str, path: &Path) -> Result<bool, ExecError> {
         if self.contains(digest) {
             return Ok(true);
@@ -213,45 +244,24 @@ impl Threads {
         if !super::cache::valid_digest(digest) {
             return Err(ExecError::InvalidDigest(digest.to_owned()));
         }
-        compile_once(&self.flights, digest, || async {
-            if self.contains(digest) {
-                return Ok(true);
-            }
-            self.compile(digest, path).await
-        })
-        .await
-    }
-
-    /// [`Threads::prepare`]'s work: reads and compiles the module, checks what a threaded
-    /// module must export and import, and keeps it.
-    async fn compile(&self, digest: &str, path: &Path) -> Result<bool, ExecError> {
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|source| ExecError::Io {
-                path: path.to_owned(),
-                source,
-            })?;
-        if !mentions_thread_spawn(&bytes) || wasmparser::Parser::is_component(&bytes) {
-            return Ok(false);
-        }
-        self.refused.check(digest)?;
         let engine = self.engine.clone();
         let compiler = self.compiler.clone();
-        let wasm = path.to_owned();
-        let d = digest.to_owned();
-        let module = tokio::task::spawn_blocking(move || match compiler {
-            None => Module::new(&engine, &bytes).map_err(|e| ChildError::Invalid(format!("{e:#}"))),
-            Some((cmd, dir, config)) => compile_in_child(&engine, &cmd, &dir, config, &d, &wasm),
-        })
-        .await
-        .map_err(|e| ExecError::Join(e.to_string()))?
-        .map_err(|e| self.refused.error(digest, e))?;
-        let threaded = module
-            .imports()
-            .any(|i| i.module() == "wasi" && i.name() == "thread-spawn");
-        if !threaded {
-            return Ok(false);
+        let refused = self.refused.clone();
+        let (d, wasm) = (digest.to_owned(), path.to_owned());
+        let compiled = self
+            .jobs
+            .run(digest, move |cancel| {
+                compile_threaded(&engine, compiler, &refused, &d, &wasm, cancel)
+            })
+            .await?;
+        match compiled {
+            Some(module) => self.keep(digest, module).map(|()| true),
+            None => Ok(false),
         }
+    }
+
+    /// Checks what a threaded module must export and import, and keeps it.
+    fn keep(&self, digest: &str, module: Module) -> Result<(), ExecError> {
         let not_command = |message: &str| ExecError::NotACommand {
             digest: digest.to_owned(),
             message: message.to_owned(),
@@ -288,7 +298,7 @@ impl Threads {
             });
         }
         self.lock().insert(digest.to_owned(), module);
-        Ok(true)
+        Ok(())
     }
 
     /// Runs one threaded task to its end (`Running` through `guard` once `_start` is about to
