@@ -263,6 +263,7 @@ mod measure {
             },
             boot_id: "boot".into(),
             status_retry: Duration::from_secs(2),
+            stoppable_preparation: true,
         });
         a.handle(now, Event::Connected);
         a.handle(

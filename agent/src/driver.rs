@@ -1542,6 +1542,7 @@ fn core_config(opts: &AgentOptions, fuel_rate: u64, boot_id: String) -> AgentCon
         info,
         boot_id,
         status_retry: opts.status_retry,
+        stoppable_preparation: opts.executor.compiler.is_some(),
     }
 }
 

@@ -41,6 +41,28 @@ impl<K, O> std::fmt::Debug for Flights<K, O> {
     }
 }
 
+/// A caller's hold on its flight: the last caller dropped before the flight's outcome takes
+/// the flight out of progress, so that one nobody waits for is not kept (a fetch of a killed
+/// task's blob, say).
+struct Leave<'a, K: Hash + Eq, O> {
+    flights: &'a Flights<K, O>,
+    key: &'a K,
+    flight: &'a Arc<OnceCell<O>>,
+}
+
+impl<K: Hash + Eq, O> Drop for Leave<'_, K, O> {
+    fn drop(&mut self) {
+        let mut in_progress = self.flights.lock();
+        // Held by the map and this caller only: no one else waits for it.
+        if in_progress
+            .get(self.key)
+            .is_some_and(|f| Arc::ptr_eq(f, self.flight) && Arc::strong_count(f) == 2)
+        {
+            in_progress.remove(self.key);
+        }
+    }
+}
+
 impl<K: Hash + Eq + Clone, O: Clone> Flights<K, O> {
     /// Runs `work` for `key` and returns its outcome, unless a flight for `key` is in
     /// progress: then waits for that one's outcome instead. A caller that is dropped while its
@@ -53,6 +75,11 @@ impl<K: Hash + Eq + Clone, O: Clone> Flights<K, O> {
         Fut: Future<Output = O>,
     {
         let flight = self.lock().entry(key.clone()).or_default().clone();
+        let _leave = Leave {
+            flights: self,
+            key,
+            flight: &flight,
+        };
         let outcome = flight.get_or_init(work).await.clone();
         // Over: the next caller starts afresh (a waiter still holding this flight reads its
         // outcome).
@@ -71,7 +98,9 @@ impl<K: Hash + Eq + Clone, O: Clone> Flights<K, O> {
     pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
+}
 
+impl<K, O> Flights<K, O> {
     fn lock(&self) -> MutexGuard<'_, HashMap<K, Arc<OnceCell<O>>>> {
         self.in_progress.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -125,7 +154,22 @@ mod tests {
         assert!(poll_once(&mut first).await.is_none());
         assert!(poll_once(&mut second).await.is_none());
         drop(first);
+        assert_eq!(flights.len(), 1, "kept for the waiter");
         assert_eq!(second.await, Ok(3));
+    }
+
+    #[tokio::test]
+    async fn a_flight_whose_callers_are_all_dropped_is_forgotten() {
+        let flights = Flights::<&str, Outcome>::default();
+        let mut first = Box::pin(flights.run(&"m", std::future::pending));
+        let mut second = Box::pin(flights.run(&"m", std::future::pending));
+        assert!(poll_once(&mut first).await.is_none());
+        assert!(poll_once(&mut second).await.is_none());
+        drop(first);
+        assert_eq!(flights.len(), 1);
+        drop(second);
+        assert_eq!(flights.len(), 0, "nobody waits for it");
+        assert_eq!(flights.run(&"m", || async { Ok(4) }).await, Ok(4));
     }
 
     /// Polls `f` once.

@@ -247,6 +247,19 @@ impl Agent {
             }
             match t.phase {
                 Phase::Done | Phase::Waiting => {}
+                Phase::Preparing if t.kill_requested => {
+                    // Killed while prepared (a checkpoint of an agent whose compiles could not
+                    // be stopped): nothing ran, and nothing needs preparing now.
+                    self.tasks.get_mut(&key).expect("listed").phase = Phase::Done;
+                    self.push_update(
+                        now,
+                        &key,
+                        TaskState::Killed,
+                        Some(proto::Reason::Killed),
+                        super::KILLED_BEFORE_START,
+                        None,
+                    );
+                }
                 Phase::Preparing => {
                     // The fetch died with the old agent: nothing ran yet, do it again.
                     self.actions.push_back(super::Action::Prepare {

@@ -69,6 +69,11 @@ pub struct AgentConfig {
     pub boot_id: String,
     /// How often an unacknowledged status update is resent.
     pub status_retry: Duration,
+    /// Whether a task's preparation can be stopped at a kill: its compile runs in a child
+    /// process that can be killed, or waits for a turn it can give up. Otherwise (compiles in
+    /// process, which nothing can stop) a task killed while it is prepared ends when its
+    /// preparation does, so that its share stays booked while its compile runs.
+    pub stoppable_preparation: bool,
 }
 
 /// Identifies a task on this agent.
@@ -492,7 +497,13 @@ impl Agent {
                 let key = (framework_id, task_id);
                 match self.tasks.get_mut(&key) {
                     Some(t) if t.info.executor.is_some() => self.kill_executor_task(now, &key),
-                    Some(t) if t.phase == Phase::Preparing => self.kill_preparing(now, &key),
+                    Some(t) if t.phase == Phase::Preparing => {
+                        if self.cfg.stoppable_preparation {
+                            self.kill_preparing(now, &key);
+                        } else {
+                            t.kill_requested = true;
+                        }
+                    }
                     Some(t) if t.phase == Phase::Launched => {
                         t.kill_requested = true;
                         self.actions.push_back(Action::Kill { key });
@@ -713,8 +724,15 @@ impl Agent {
     fn forget_all(&mut self, now: Instant) {
         self.forget_executors(now);
         for (key, t) in &self.tasks {
-            if t.phase == Phase::Launched && t.info.executor.is_none() {
-                self.actions.push_back(Action::Kill { key: key.clone() });
+            if t.info.executor.is_some() {
+                continue;
+            }
+            match t.phase {
+                Phase::Launched => self.actions.push_back(Action::Kill { key: key.clone() }),
+                Phase::Preparing => self
+                    .actions
+                    .push_back(Action::CancelPrepare { key: key.clone() }),
+                Phase::Waiting | Phase::Done => {}
             }
         }
         let keys: Vec<TaskKey> = self.tasks.keys().cloned().collect();

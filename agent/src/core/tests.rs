@@ -15,6 +15,7 @@ pub(super) fn cfg() -> AgentConfig {
         },
         boot_id: "boot".into(),
         status_retry: Duration::from_secs(2),
+        stoppable_preparation: true,
     }
 }
 
@@ -53,7 +54,11 @@ fn updates(actions: &[Action]) -> Vec<(TaskState, Option<UpdateId>)> {
 }
 
 pub(super) fn registered(now: Instant) -> Agent {
-    let mut a = Agent::new(cfg());
+    registered_with(cfg(), now)
+}
+
+pub(super) fn registered_with(cfg: AgentConfig, now: Instant) -> Agent {
+    let mut a = Agent::new(cfg);
     a.handle(now, Event::Connected);
     let acts = drain(&mut a);
     assert!(matches!(
@@ -282,6 +287,49 @@ fn kill_before_and_after_launch() {
     assert_eq!(drain(&mut a), vec![Action::Kill { key: k2 }]);
 }
 
+/// Where a preparation cannot be stopped (compiles in process), a task killed while it is
+/// prepared ends when its preparation does, its share booked until then.
+#[test]
+fn a_kill_waits_for_a_preparation_that_cannot_be_stopped() {
+    let t0 = Instant::now();
+    let mut a = registered_with(
+        AgentConfig {
+            stoppable_preparation: false,
+            ..cfg()
+        },
+        t0,
+    );
+    a.handle(
+        t0,
+        Event::Message(Message::RunTask {
+            framework_id: fid(),
+            task: task("t1", 1000, GIB),
+        }),
+    );
+    drain(&mut a);
+    let key = (fid(), TaskId::from("t1"));
+    a.handle(
+        t0,
+        Event::Message(Message::KillTask {
+            framework_id: fid(),
+            task_id: key.1.clone(),
+        }),
+    );
+    assert_eq!(drain(&mut a), vec![], "nothing until the preparation ends");
+    assert_ne!(a.task_state(&key), Some(TaskState::Killed));
+    a.handle(
+        t0,
+        Event::Prepared {
+            key: key.clone(),
+            result: Ok(()),
+        },
+    );
+    let acts = drain(&mut a);
+    assert!(!acts.iter().any(|x| matches!(x, Action::Launch { .. })));
+    assert_eq!(updates(&acts).len(), 1, "{acts:?}");
+    assert_eq!(a.task_state(&key), Some(TaskState::Killed));
+}
+
 #[test]
 fn refuses_tasks_beyond_its_resources_and_unsafe_ids() {
     let t0 = Instant::now();
@@ -363,6 +411,31 @@ fn shutdown_kills_and_forgets() {
     assert_eq!(drain(&mut a), vec![Action::Kill { key }]);
     assert_eq!(a.task_count(), 0);
     assert!(a.agent_id().is_none());
+}
+
+/// A task forgotten while it is prepared (the master shut the agent down) has its
+/// preparation stopped.
+#[test]
+fn shutdown_stops_preparations() {
+    let t0 = Instant::now();
+    let mut a = registered(t0);
+    a.handle(
+        t0,
+        Event::Message(Message::RunTask {
+            framework_id: fid(),
+            task: task("t1", 1000, GIB),
+        }),
+    );
+    drain(&mut a);
+    a.handle(
+        t0,
+        Event::Message(Message::Shutdown {
+            message: "removed".into(),
+        }),
+    );
+    let key = (fid(), TaskId::from("t1"));
+    assert_eq!(drain(&mut a), vec![Action::CancelPrepare { key }]);
+    assert_eq!(a.task_count(), 0);
 }
 
 /// A task whose module is compiled and in place is prepared at once (no `Preparing`): it

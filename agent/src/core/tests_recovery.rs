@@ -2,7 +2,7 @@
 //! serialised, rebuilt as a new run would rebuild it, and settled against what a scripted
 //! runtime still runs.
 
-use super::tests::{ack, cfg, drain, fid, registered, task};
+use super::tests::{ack, cfg, drain, fid, registered, registered_with, task};
 use super::tests_executors::{
     ack_all, ekey, etask, exec_actions, running_one, statuses, tkey, update,
 };
@@ -240,6 +240,38 @@ fn a_task_being_prepared_is_prepared_again() {
         },
     );
     assert!(matches!(drain(&mut r)[..], [Action::Launch { .. }]));
+}
+
+/// A task killed while prepared by an agent whose preparations could not be stopped (its
+/// checkpoint says: preparing, kill asked) is not prepared again: it ends killed.
+#[test]
+fn a_task_killed_while_prepared_ends_killed_and_is_not_prepared_again() {
+    let t0 = Instant::now();
+    let mut a = registered_with(
+        AgentConfig {
+            stoppable_preparation: false,
+            ..cfg()
+        },
+        t0,
+    );
+    let acts = run(&mut a, t0, "t1");
+    ack_all(&mut a, t0, &acts);
+    a.handle(
+        t0,
+        Event::Message(Message::KillTask {
+            framework_id: fid(),
+            task_id: TaskId::from("t1"),
+        }),
+    );
+    assert!(drain(&mut a).is_empty());
+    let mut r = restart(&a, t0);
+    r.handle(t0, Event::Recovered(LiveGuests::default()));
+    let acts = drain(&mut r);
+    assert!(
+        !acts.iter().any(|x| matches!(x, Action::Prepare { .. })),
+        "{acts:?}"
+    );
+    assert_eq!(r.task_state(&tkey("t1")), Some(TaskState::Killed));
 }
 
 #[test]

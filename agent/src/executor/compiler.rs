@@ -267,7 +267,7 @@ impl Turns {
             }
             s = self
                 .changed
-                .wait_timeout(s, CANCEL_POLL)
+                .wait_timeout(s, TURN_POLL)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
@@ -291,8 +291,12 @@ impl Drop for Turn<'_> {
 /// This process's turns.
 static TURNS: Turns = Turns::new();
 
-/// How often a compile waiting for its turn or its child looks whether it was cancelled.
-const CANCEL_POLL: Duration = Duration::from_millis(5);
+/// How often a compile waiting for its child looks whether it ended or was cancelled.
+const CHILD_POLL: Duration = Duration::from_millis(5);
+
+/// How often a compile waiting for its turn looks whether it was cancelled (it is woken at
+/// once when a turn is given back): rarely, for many may wait.
+const TURN_POLL: Duration = Duration::from_millis(100);
 
 /// Most of a child's standard error kept for a task's failure reason: its start and its end
 /// (where Rust's allocation-failure line is, [`allocation_failed`]), half of this each.
@@ -411,7 +415,7 @@ fn limit_and_wait(
                 )));
             }
             Ok(None) if cancel.load(Ordering::Relaxed) => return Err(ChildError::Cancelled),
-            Ok(None) => std::thread::sleep(CANCEL_POLL),
+            Ok(None) => std::thread::sleep(CHILD_POLL),
             Err(e) => return Err(failed("wait", &e)),
         }
     };

@@ -117,8 +117,8 @@ fn compile_in_child(
 }
 
 /// Reads and compiles the module at `wasm` (of `digest`) if it is a threaded one, in process
-/// or in a child as `compiler` says, giving up when `cancel` is raised; `None` if it is not
-/// threaded. Blocking.
+/// or in a child as `compiler` says (a child's compile gives up when `cancel` is raised);
+/// `None` if it is not threaded. Blocking.
 fn compile_threaded(
     engine: &Engine,
     compiler: Option<(CompilerCommand, PathBuf, super::ExecutorConfig)>,
@@ -148,6 +148,53 @@ fn compile_threaded(
     Ok(threaded.then_some(module))
 }
 
+/// The compiled threaded modules, locked.
+fn lock_modules(
+    modules: &Mutex<HashMap<String, Module>>,
+) -> MutexGuard<'_, HashMap<String, Module>> {
+    modules.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Checks what a threaded module must export and import.
+fn check_threaded(digest: &str, module: &Module) -> Result<(), ExecError> {
+    let not_command = |message: &str| ExecError::NotACommand {
+        digest: digest.to_owned(),
+        message: message.to_owned(),
+    };
+    let exports: Vec<String> = module.exports().map(|e| e.name().to_owned()).collect();
+    if !exports.iter().any(|e| e == "_start") {
+        return Err(not_command("no `_start` export"));
+    }
+    if !exports.iter().any(|e| e == "wasi_thread_start") {
+        return Err(not_command(
+            "imports `wasi::thread-spawn` but exports no `wasi_thread_start`",
+        ));
+    }
+    if shared_memory_import(module).is_none() {
+        return Err(not_command(
+            "imports `wasi::thread-spawn` but no shared memory",
+        ));
+    }
+    // Anything else must be WASI preview 1 (checked by name at instantiation).
+    let unknown = module.imports().find(|i| {
+        !matches!(i.ty(), wasmtime::ExternType::Memory(_))
+            && i.module() != "wasi_snapshot_preview1"
+            && !(i.module() == "wasi" && i.name() == "thread-spawn")
+    });
+    if let Some(import) = unknown {
+        return Err(ExecError::Link {
+            digest: digest.to_owned(),
+            message: format!(
+                "unknown import `{}::{}` (a threaded module may import WASI preview 1, \
+                 `wasi::thread-spawn` and one shared memory)",
+                import.module(),
+                import.name()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Whether the module bytes are a WASI-threads module (they import `wasi::thread-spawn`);
 /// a byte search first, so that ordinary modules cost one scan.
 fn mentions_thread_spawn(bytes: &[u8]) -> bool {
@@ -160,11 +207,12 @@ pub(super) struct Threads {
     engine: Engine,
     /// WASI preview 1 (sync, through the lent context) and `wasi::thread-spawn`.
     linker: Linker<ThreadState>,
-    /// Compiled threaded modules by digest.
-    modules: Mutex<HashMap<String, Module>>,
-    /// Compiles in progress (the module, if it turned out threaded), stopped when no task
+    /// Compiled threaded modules by digest (shared with the compile jobs, which keep what
+    /// they compile).
+    modules: Arc<Mutex<HashMap<String, Module>>>,
+    /// Compiles in progress (whether each module turned out threaded), stopped when no task
     /// waits for them.
-    jobs: CompileJobs<Option<Module>>,
+    jobs: CompileJobs<bool>,
     /// Advances the engine's epoch while threaded tasks run.
     ticker: Arc<Ticker>,
     /// Where threaded modules compile, if in a child process: its command, the directory its
@@ -213,7 +261,7 @@ impl Threads {
             }),
             engine,
             linker,
-            modules: Mutex::new(HashMap::new()),
+            modules: Arc::default(),
             jobs: CompileJobs::default(),
             compiler: cfg
                 .compiler
@@ -225,7 +273,7 @@ impl Threads {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Module>> {
-        self.modules.lock().unwrap_or_else(|e| e.into_inner())
+        lock_modules(&self.modules)
     }
 
     /// Whether `digest` is a prepared threaded module.
@@ -247,58 +295,24 @@ impl Threads {
         let engine = self.engine.clone();
         let compiler = self.compiler.clone();
         let refused = self.refused.clone();
+        let modules = self.modules.clone();
         let (d, wasm) = (digest.to_owned(), path.to_owned());
-        let compiled = self
-            .jobs
+        self.jobs
             .run(digest, move |cancel| {
-                compile_threaded(&engine, compiler, &refused, &d, &wasm, cancel)
+                // A job that ended since the lookup above kept its module.
+                if lock_modules(&modules).contains_key(&d) {
+                    return Ok(true);
+                }
+                let Some(module) =
+                    compile_threaded(&engine, compiler, &refused, &d, &wasm, cancel)?
+                else {
+                    return Ok(false);
+                };
+                check_threaded(&d, &module)?;
+                lock_modules(&modules).insert(d, module);
+                Ok(true)
             })
-            .await?;
-        match compiled {
-            Some(module) => self.keep(digest, module).map(|()| true),
-            None => Ok(false),
-        }
-    }
-
-    /// Checks what a threaded module must export and import, and keeps it.
-    fn keep(&self, digest: &str, module: Module) -> Result<(), ExecError> {
-        let not_command = |message: &str| ExecError::NotACommand {
-            digest: digest.to_owned(),
-            message: message.to_owned(),
-        };
-        let exports: Vec<String> = module.exports().map(|e| e.name().to_owned()).collect();
-        if !exports.iter().any(|e| e == "_start") {
-            return Err(not_command("no `_start` export"));
-        }
-        if !exports.iter().any(|e| e == "wasi_thread_start") {
-            return Err(not_command(
-                "imports `wasi::thread-spawn` but exports no `wasi_thread_start`",
-            ));
-        }
-        if shared_memory_import(&module).is_none() {
-            return Err(not_command(
-                "imports `wasi::thread-spawn` but no shared memory",
-            ));
-        }
-        // Anything else must be WASI preview 1 (checked by name at instantiation).
-        let unknown = module.imports().find(|i| {
-            !matches!(i.ty(), wasmtime::ExternType::Memory(_))
-                && i.module() != "wasi_snapshot_preview1"
-                && !(i.module() == "wasi" && i.name() == "thread-spawn")
-        });
-        if let Some(import) = unknown {
-            return Err(ExecError::Link {
-                digest: digest.to_owned(),
-                message: format!(
-                    "unknown import `{}::{}` (a threaded module may import WASI preview 1, \
-                     `wasi::thread-spawn` and one shared memory)",
-                    import.module(),
-                    import.name()
-                ),
-            });
-        }
-        self.lock().insert(digest.to_owned(), module);
-        Ok(())
+            .await
     }
 
     /// Runs one threaded task to its end (`Running` through `guard` once `_start` is about to

@@ -306,6 +306,7 @@ fn config(info: &AgentInfo, restarts: u64, status_retry: Duration) -> AgentConfi
         info: info.clone(),
         boot_id: format!("{}-boot{restarts}", info.hostname),
         status_retry,
+        stoppable_preparation: true,
     }
 }
 
