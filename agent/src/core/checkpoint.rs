@@ -250,15 +250,7 @@ impl Agent {
                 Phase::Preparing if t.kill_requested => {
                     // Killed while prepared (a checkpoint of an agent whose compiles could not
                     // be stopped): nothing ran, and nothing needs preparing now.
-                    self.tasks.get_mut(&key).expect("listed").phase = Phase::Done;
-                    self.push_update(
-                        now,
-                        &key,
-                        TaskState::Killed,
-                        Some(proto::Reason::Killed),
-                        super::KILLED_BEFORE_START,
-                        None,
-                    );
+                    self.killed_before_start(now, &key);
                 }
                 Phase::Preparing => {
                     // The fetch died with the old agent: nothing ran yet, do it again.
@@ -274,15 +266,7 @@ impl Agent {
                     }
                 }
                 Phase::Launched if live.same_runtime && t.kill_requested => {
-                    self.tasks.get_mut(&key).expect("listed").phase = Phase::Done;
-                    self.push_update(
-                        now,
-                        &key,
-                        TaskState::Killed,
-                        Some(proto::Reason::Killed),
-                        super::KILLED_BEFORE_START,
-                        None,
-                    );
+                    self.killed_before_start(now, &key);
                 }
                 Phase::Launched if live.same_runtime => {
                     tracing::info!(task = %key.1, "task's launch never reached the runtime; launching it");

@@ -79,9 +79,6 @@ pub struct AgentConfig {
 /// Identifies a task on this agent.
 pub type TaskKey = (FrameworkId, TaskId);
 
-/// The message of a task killed before its guest ran.
-const KILLED_BEFORE_START: &str = "killed before it started";
-
 /// How a task ended, as the driver reports it (already mapped from the executor's terms).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {
@@ -666,6 +663,13 @@ impl Agent {
     /// when its fetch or compile ends (a compile may run for minutes under its limit), and
     /// the driver stops the preparation, which nothing will use.
     fn kill_preparing(&mut self, now: Instant, key: &TaskKey) {
+        self.killed_before_start(now, key);
+        self.actions
+            .push_back(Action::CancelPrepare { key: key.clone() });
+    }
+
+    /// Ends a task killed before its guest ran.
+    fn killed_before_start(&mut self, now: Instant, key: &TaskKey) {
         if let Some(t) = self.tasks.get_mut(key) {
             t.phase = Phase::Done;
         }
@@ -674,11 +678,9 @@ impl Agent {
             key,
             TaskState::Killed,
             Some(Reason::Killed),
-            KILLED_BEFORE_START,
+            "killed before it started",
             None,
         );
-        self.actions
-            .push_back(Action::CancelPrepare { key: key.clone() });
     }
 
     fn on_prepared(&mut self, now: Instant, key: TaskKey, result: Result<(), (Reason, String)>) {
@@ -689,15 +691,7 @@ impl Agent {
             return;
         }
         if t.kill_requested {
-            t.phase = Phase::Done;
-            self.push_update(
-                now,
-                &key,
-                TaskState::Killed,
-                Some(Reason::Killed),
-                KILLED_BEFORE_START,
-                None,
-            );
+            self.killed_before_start(now, &key);
             return;
         }
         match result {

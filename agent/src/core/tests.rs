@@ -57,7 +57,18 @@ pub(super) fn registered(now: Instant) -> Agent {
     registered_with(cfg(), now)
 }
 
-pub(super) fn registered_with(cfg: AgentConfig, now: Instant) -> Agent {
+/// A registered agent whose preparations cannot be stopped (compiles in process).
+pub(super) fn registered_unstoppable(now: Instant) -> Agent {
+    registered_with(
+        AgentConfig {
+            stoppable_preparation: false,
+            ..cfg()
+        },
+        now,
+    )
+}
+
+fn registered_with(cfg: AgentConfig, now: Instant) -> Agent {
     let mut a = Agent::new(cfg);
     a.handle(now, Event::Connected);
     let acts = drain(&mut a);
@@ -292,13 +303,7 @@ fn kill_before_and_after_launch() {
 #[test]
 fn a_kill_waits_for_a_preparation_that_cannot_be_stopped() {
     let t0 = Instant::now();
-    let mut a = registered_with(
-        AgentConfig {
-            stoppable_preparation: false,
-            ..cfg()
-        },
-        t0,
-    );
+    let mut a = registered_unstoppable(t0);
     a.handle(
         t0,
         Event::Message(Message::RunTask {

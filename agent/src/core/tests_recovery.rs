@@ -2,7 +2,7 @@
 //! serialised, rebuilt as a new run would rebuild it, and settled against what a scripted
 //! runtime still runs.
 
-use super::tests::{ack, cfg, drain, fid, registered, registered_with, task};
+use super::tests::{ack, cfg, drain, fid, registered, registered_unstoppable, task};
 use super::tests_executors::{
     ack_all, ekey, etask, exec_actions, running_one, statuses, tkey, update,
 };
@@ -247,13 +247,7 @@ fn a_task_being_prepared_is_prepared_again() {
 #[test]
 fn a_task_killed_while_prepared_ends_killed_and_is_not_prepared_again() {
     let t0 = Instant::now();
-    let mut a = registered_with(
-        AgentConfig {
-            stoppable_preparation: false,
-            ..cfg()
-        },
-        t0,
-    );
+    let mut a = registered_unstoppable(t0);
     let acts = run(&mut a, t0, "t1");
     ack_all(&mut a, t0, &acts);
     a.handle(

@@ -962,6 +962,19 @@ fn failed_saying(seen: &Seen, finished: &str, why: &str) {
     }
 }
 
+/// A cluster whose agent takes `extra`, a scheduler, and the uploaded digests of a module
+/// Cranelift would compile for hours (1,000 nested loops) and of `hello`.
+async fn deploy_deep_and_hello(extra: &[&'static str]) -> (Cluster, Scheduler, Digest, Digest) {
+    let c = deploy_with(extra);
+    let sched = c.scheduler().await;
+    let deep = sched
+        .upload_module(&tessera_tests::nested_loops_module(1000, false))
+        .await
+        .unwrap();
+    let hello = sched.upload_module(wasm_examples::HELLO).await.unwrap();
+    (c, sched, deep, hello)
+}
+
 /// `tessera agent --compile-cpu-limit 1s`: a module that Cranelift would compile for hours
 /// (1,000 nested loops) is compiled in a `tessera compile` child the kernel stops at one
 /// second of CPU, and its task fails with a reason that says so; a second task of the same
@@ -969,13 +982,7 @@ fn failed_saying(seen: &Seen, finished: &str, why: &str) {
 /// the same agent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_compile_cpu_limit_a_module_that_compiles_for_hours_fails_its_task_saying_so() {
-    let c = deploy_with(&["--compile-cpu-limit", "1s"]);
-    let mut sched = c.scheduler().await;
-    let deep = sched
-        .upload_module(&tessera_tests::nested_loops_module(1000, false))
-        .await
-        .unwrap();
-    let hello = sched.upload_module(wasm_examples::HELLO).await.unwrap();
+    let (_c, mut sched, deep, hello) = deploy_deep_and_hello(&["--compile-cpu-limit", "1s"]).await;
     let seen = run_one_by_one(&mut sched, &[deep, deep, hello]).await;
     failed_saying(&seen, "task-2", "CPU-time limit of 1 s");
 }
@@ -986,13 +993,7 @@ async fn with_compile_cpu_limit_a_module_that_compiles_for_hours_fails_its_task_
 /// it on the same agent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_killed_while_its_module_compiles_ends_at_once_and_its_compile_stops() {
-    let c = deploy_with(&["--compile-cpu-limit", "600s"]);
-    let mut sched = c.scheduler().await;
-    let deep = sched
-        .upload_module(&tessera_tests::nested_loops_module(1000, false))
-        .await
-        .unwrap();
-    let hello = sched.upload_module(wasm_examples::HELLO).await.unwrap();
+    let (c, mut sched, deep, hello) = deploy_deep_and_hello(&["--compile-cpu-limit", "600s"]).await;
     let mut seen = Seen::default();
     launch_on_next_offer(&mut sched, &mut seen, "deep", deep).await;
     let runtime = runtime_pid(&c.agent_dir).expect("the runtime process runs");
