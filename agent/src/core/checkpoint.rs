@@ -250,7 +250,7 @@ impl Agent {
                 Phase::Preparing if t.kill_requested => {
                     // Killed while prepared (a checkpoint of an agent whose compiles could not
                     // be stopped): nothing ran, and nothing needs preparing now.
-                    self.killed_before_start(now, &key);
+                    self.killed_before_start(now, &key, super::KILLED_BEFORE_START);
                 }
                 Phase::Preparing => {
                     // The fetch died with the old agent: nothing ran yet, do it again.
@@ -266,7 +266,7 @@ impl Agent {
                     }
                 }
                 Phase::Launched if live.same_runtime && t.kill_requested => {
-                    self.killed_before_start(now, &key);
+                    self.killed_before_start(now, &key, super::KILLED_BEFORE_START);
                 }
                 Phase::Launched if live.same_runtime => {
                     tracing::info!(task = %key.1, "task's launch never reached the runtime; launching it");

@@ -459,15 +459,7 @@ impl Agent {
         };
         match t.phase {
             Phase::Waiting => {
-                t.phase = Phase::Done;
-                self.push_update(
-                    now,
-                    key,
-                    TaskState::Killed,
-                    Some(Reason::Killed),
-                    "killed before its executor started",
-                    None,
-                );
+                self.killed_before_start(now, key, "killed before its executor started");
             }
             Phase::Preparing => t.kill_requested = true,
             Phase::Launched => {

@@ -79,6 +79,9 @@ pub struct AgentConfig {
 /// Identifies a task on this agent.
 pub type TaskKey = (FrameworkId, TaskId);
 
+/// The message of a task killed before its guest ran.
+const KILLED_BEFORE_START: &str = "killed before it started";
+
 /// How a task ended, as the driver reports it (already mapped from the executor's terms).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {
@@ -663,13 +666,13 @@ impl Agent {
     /// when its fetch or compile ends (a compile may run for minutes under its limit), and
     /// the driver stops the preparation, which nothing will use.
     fn kill_preparing(&mut self, now: Instant, key: &TaskKey) {
-        self.killed_before_start(now, key);
+        self.killed_before_start(now, key, KILLED_BEFORE_START);
         self.actions
             .push_back(Action::CancelPrepare { key: key.clone() });
     }
 
-    /// Ends a task killed before its guest ran.
-    fn killed_before_start(&mut self, now: Instant, key: &TaskKey) {
+    /// Ends a task killed before its guest ran, saying `message`.
+    fn killed_before_start(&mut self, now: Instant, key: &TaskKey, message: &str) {
         if let Some(t) = self.tasks.get_mut(key) {
             t.phase = Phase::Done;
         }
@@ -678,7 +681,7 @@ impl Agent {
             key,
             TaskState::Killed,
             Some(Reason::Killed),
-            "killed before it started",
+            message,
             None,
         );
     }
@@ -691,7 +694,7 @@ impl Agent {
             return;
         }
         if t.kill_requested {
-            self.killed_before_start(now, &key);
+            self.killed_before_start(now, &key, KILLED_BEFORE_START);
             return;
         }
         match result {
