@@ -1,5 +1,6 @@
 //! Deterministic tests of the agent core: virtual time, no sockets, no wasmtime.
 
+use super::tests_executors::run_task;
 use super::*;
 use proto::resources::GIB;
 use proto::Digest;
@@ -51,6 +52,28 @@ fn updates(actions: &[Action]) -> Vec<(TaskState, Option<UpdateId>)> {
             _ => None,
         })
         .collect()
+}
+
+/// The master kills task `id` of [`fid`].
+pub(super) fn kill(a: &mut Agent, now: Instant, id: &str) {
+    a.handle(
+        now,
+        Event::Message(Message::KillTask {
+            framework_id: fid(),
+            task_id: TaskId::from(id),
+        }),
+    );
+}
+
+/// The driver says task `id` of [`fid`] is prepared.
+fn prepared(a: &mut Agent, now: Instant, id: &str) {
+    a.handle(
+        now,
+        Event::Prepared {
+            key: (fid(), TaskId::from(id)),
+            result: Ok(()),
+        },
+    );
 }
 
 pub(super) fn registered(now: Instant) -> Agent {
@@ -304,31 +327,12 @@ fn kill_before_and_after_launch() {
 fn a_kill_waits_for_a_preparation_that_cannot_be_stopped() {
     let t0 = Instant::now();
     let mut a = registered_unstoppable(t0);
-    a.handle(
-        t0,
-        Event::Message(Message::RunTask {
-            framework_id: fid(),
-            task: task("t1", 1000, GIB),
-        }),
-    );
-    drain(&mut a);
+    run_task(&mut a, t0, task("t1", 1000, GIB));
+    kill(&mut a, t0, "t1");
     let key = (fid(), TaskId::from("t1"));
-    a.handle(
-        t0,
-        Event::Message(Message::KillTask {
-            framework_id: fid(),
-            task_id: key.1.clone(),
-        }),
-    );
     assert_eq!(drain(&mut a), vec![], "nothing until the preparation ends");
     assert_ne!(a.task_state(&key), Some(TaskState::Killed));
-    a.handle(
-        t0,
-        Event::Prepared {
-            key: key.clone(),
-            result: Ok(()),
-        },
-    );
+    prepared(&mut a, t0, "t1");
     let acts = drain(&mut a);
     assert!(!acts.iter().any(|x| matches!(x, Action::Launch { .. })));
     assert_eq!(updates(&acts).len(), 1, "{acts:?}");
@@ -424,14 +428,7 @@ fn shutdown_kills_and_forgets() {
 fn shutdown_stops_preparations() {
     let t0 = Instant::now();
     let mut a = registered(t0);
-    a.handle(
-        t0,
-        Event::Message(Message::RunTask {
-            framework_id: fid(),
-            task: task("t1", 1000, GIB),
-        }),
-    );
-    drain(&mut a);
+    run_task(&mut a, t0, task("t1", 1000, GIB));
     a.handle(
         t0,
         Event::Message(Message::Shutdown {

@@ -2,7 +2,7 @@
 //! serialised, rebuilt as a new run would rebuild it, and settled against what a scripted
 //! runtime still runs.
 
-use super::tests::{ack, cfg, drain, fid, registered, registered_unstoppable, task};
+use super::tests::{ack, cfg, drain, fid, kill, registered, registered_unstoppable, task};
 use super::tests_executors::{
     ack_all, ekey, etask, exec_actions, running_one, statuses, tkey, update,
 };
@@ -250,13 +250,7 @@ fn a_task_killed_while_prepared_ends_killed_and_is_not_prepared_again() {
     let mut a = registered_unstoppable(t0);
     let acts = run(&mut a, t0, "t1");
     ack_all(&mut a, t0, &acts);
-    a.handle(
-        t0,
-        Event::Message(Message::KillTask {
-            framework_id: fid(),
-            task_id: TaskId::from("t1"),
-        }),
-    );
+    kill(&mut a, t0, "t1");
     assert!(drain(&mut a).is_empty());
     let mut r = restart(&a, t0);
     r.handle(t0, Event::Recovered(LiveGuests::default()));
