@@ -170,7 +170,10 @@ impl Refusals {
                 tracing::warn!(digest, "cannot compile in a child process: {message}");
                 ExecError::CompileRefused { digest, message }
             }
-            ChildError::Cancelled => stopped(&digest),
+            ChildError::Cancelled => {
+                tracing::info!(digest, "compile stopped: no task waits for it any more");
+                stopped(&digest)
+            }
             ChildError::OverLimit(message) => {
                 tracing::warn!(digest, "{message}");
                 let mut refused = self.lock();

@@ -46,6 +46,9 @@ const DIR_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a starting runtime waits for the directory's lock held by another runtime (one
 /// that is exiting lets go of it within this).
 const LOCK_PATIENCE: Duration = Duration::from_secs(5);
+/// How long the prepares of an agent whose connection ended are kept: long enough for a
+/// restarted agent to prepare its tasks again and join their compiles.
+const ORPHANED_PREPARES_KEPT: Duration = Duration::from_secs(15);
 
 /// Settings of the runtime process.
 #[derive(Debug, Clone)]
@@ -277,6 +280,18 @@ impl Server {
         }
         self.host.detach(token);
         drop(replies_tx);
+        // The departed agent's prepares: its next run prepares its tasks again, joining the
+        // same compiles, and a kill then reaches only its own prepares. Kept for a while so
+        // that a restart does not start a compile over, then dropped, which stops a compile no
+        // one else waits for.
+        if !prepares.is_empty() {
+            tokio::spawn(async move {
+                tokio::time::sleep(ORPHANED_PREPARES_KEPT).await;
+                for prepare in prepares.into_values() {
+                    prepare.abort();
+                }
+            });
+        }
         self.active.send_if_modified(|a| {
             let mine = *a == Some(conn);
             if mine {

@@ -938,6 +938,14 @@ fn compile_children(parent: i32) -> usize {
         .count()
 }
 
+/// Whether the runtime's log says a compile was stopped because no task waited for it (a
+/// compile that ends otherwise, at its memory limit say, logs another reason).
+fn runtime_stopped_a_compile(agent_dir: &Path) -> bool {
+    std::fs::read_to_string(agent_dir.join("runtime/runtime.log"))
+        .unwrap_or_default()
+        .contains("compile stopped: no task waits for it any more")
+}
+
 /// Polls `cond` every 20 ms until it holds, for at most [`SANITY`].
 async fn eventually(what: &str, cond: impl Fn() -> bool) {
     let deadline = Instant::now() + SANITY;
@@ -1009,11 +1017,43 @@ async fn a_task_killed_while_its_module_compiles_ends_at_once_and_its_compile_st
         (TaskState::Killed, Some(Reason::Killed)),
         "{end:?}"
     );
-    eventually("the compile is stopped", || compile_children(runtime) == 0).await;
+    eventually("the compile is stopped", || {
+        compile_children(runtime) == 0 && runtime_stopped_a_compile(&c.agent_dir)
+    })
+    .await;
     launch_on_next_offer(&mut sched, &mut seen, "hello", hello).await;
     until(&mut sched, &mut seen, "hello ends", |s| s.terminal() == 2).await;
     let end = seen.updates["hello"].last().unwrap();
     assert_eq!(end.state, TaskState::Finished, "{end:?}");
+}
+
+/// A task whose module compiles when the agent is killed (`kill -9`) and started again: the
+/// new agent prepares it again, joining the compile the first one started (the same child),
+/// and a kill of the task then stops that compile too, although the runtime had kept the first
+/// agent's prepare.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_after_an_agent_restart_stops_the_compile_the_first_agent_started() {
+    let (mut c, mut sched, deep, _) = deploy_deep_and_hello(&["--compile-cpu-limit", "600s"]).await;
+    let mut seen = Seen::default();
+    launch_on_next_offer(&mut sched, &mut seen, "deep", deep).await;
+    let runtime = runtime_pid(&c.agent_dir).expect("the runtime process runs");
+    eventually("the module compiles", || compile_children(runtime) == 1).await;
+    c.kill_agent();
+    c.restart_agent();
+    c.wait_log("registered: from start");
+    assert_eq!(runtime_pid(&c.agent_dir), Some(runtime), "the same runtime");
+    assert_eq!(compile_children(runtime), 1, "the compile goes on");
+    sched.kill("deep".into()).unwrap();
+    until(&mut sched, &mut seen, "the task ends", |s| {
+        s.terminal() == 1
+    })
+    .await;
+    let end = seen.updates["deep"].last().unwrap();
+    assert_eq!(end.state, TaskState::Killed, "{end:?}");
+    eventually("the compile is stopped", || {
+        compile_children(runtime) == 0 && runtime_stopped_a_compile(&c.agent_dir)
+    })
+    .await;
 }
 
 /// `tessera agent --compile-memory-limit 256MiB`: a module whose compile needs more than 384 MiB
