@@ -85,7 +85,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 /// Kept here for callers of the driver's former home of the mapping; see [`launch::outcome_of`].
@@ -476,9 +476,9 @@ struct Driver {
     rx: mpsc::UnboundedReceiver<Input>,
     /// Executor instances being prepared or started, by key.
     instances: HashMap<ExecutorKey, Instance>,
-    /// Tasks being prepared off the loop, so that a kill can stop their preparation
-    /// ([`Action::CancelPrepare`]).
-    preparing: HashMap<TaskKey, tokio::task::AbortHandle>,
+    /// Tasks being prepared off the loop, each with the sender whose drop stops its
+    /// preparation ([`Action::CancelPrepare`]).
+    preparing: HashMap<TaskKey, oneshot::Sender<()>>,
     control: Option<MessageWriter<quinn::SendStream>>,
     generation: u64,
     next_dial: Instant,
@@ -1018,26 +1018,25 @@ impl Driver {
                     let fetcher = self.fetcher.clone();
                     let runtime = self.runtime.clone();
                     let metrics = self.metrics.clone();
-                    let key = (framework_id.clone(), task.task_id.clone());
-                    let preparation = tokio::spawn(async move {
+                    let (stop_tx, stop) = oneshot::channel();
+                    self.preparing
+                        .insert((framework_id.clone(), task.task_id.clone()), stop_tx);
+                    tokio::spawn(async move {
                         let key = (framework_id.clone(), task.task_id.clone());
-                        let result =
-                            prepare(&fetcher, &runtime, &metrics, &framework_id, &task).await;
+                        let prepared =
+                            prepare(&fetcher, &runtime, &metrics, &framework_id, &task, stop);
+                        let Some(result) = prepared.await else {
+                            tracing::debug!(task = %key.1, "preparation of a killed task stopped");
+                            return;
+                        };
                         if let Err((_, msg)) = &result {
                             tracing::warn!(task = %key.1, error = %msg, "task preparation failed");
                         }
                         let _ = tx.send(Input::Core(Event::Prepared { key, result }));
                     });
-                    self.preparing.insert(key, preparation.abort_handle());
                 }
-                Action::CancelPrepare { key } => {
-                    // Dropped where it waits: a blob fetch is written whole or not at all, and
-                    // the runtime stops a compile no other task waits for.
-                    if let Some(preparation) = self.preparing.remove(&key) {
-                        tracing::debug!(task = %key.1, "preparation of a killed task stopped");
-                        preparation.abort();
-                    }
-                }
+                // Its stop sender dropped: the preparation stops at its compile.
+                Action::CancelPrepare { key } => drop(self.preparing.remove(&key)),
                 Action::Launch { framework_id, task } => {
                     let key = (framework_id.clone(), task.task_id.clone());
                     let spec = launch::spec(
@@ -1608,27 +1607,43 @@ fn spawn_reader(
 }
 
 /// Carries out [`Action::Prepare`]: the fetcher lays out the task's directory and brings its
-/// module and files, then the runtime compiles the module. A task of an executor only has its
-/// files placed in the executor's sandbox (the component was fetched when it started).
+/// module and files, then the runtime compiles the module, unless `stop` fires first (its
+/// sender dropped: the task was killed): `None` then. The fetch is not stopped: a blob is
+/// fetched once for every task that needs it, and another may wait for this one's. A task of
+/// an executor only has its files placed in the executor's sandbox (the component was fetched
+/// when it started).
 async fn prepare(
     fetcher: &Fetcher,
     runtime: &Runtime,
     metrics: &AgentMetrics,
     fid: &FrameworkId,
     task: &TaskInfo,
-) -> Result<(), PrepareError> {
+    stop: oneshot::Receiver<()>,
+) -> Option<Result<(), PrepareError>> {
     if let Some(exec) = &task.executor {
-        return fetcher
-            .prepare_executor_task(fid, &exec.executor_id, task)
-            .await;
+        return Some(
+            fetcher
+                .prepare_executor_task(fid, &exec.executor_id, task)
+                .await,
+        );
     }
-    let module = fetcher.prepare(fid, task).await?;
-    let info = runtime
-        .prepare(&launch::module_key(task), &module)
-        .await
-        .map_err(launch::runtime_prepare_failed)?;
+    let module = match fetcher.prepare(fid, task).await {
+        Ok(module) => module,
+        Err(e) => return Some(Err(e)),
+    };
+    let key = launch::module_key(task);
+    let info = tokio::select! {
+        // Dropped there, the runtime's prepare is cancelled, which stops a compile no other
+        // task waits for.
+        _ = stop => return None,
+        info = runtime.prepare(&key, &module) => info,
+    };
+    let info = match info {
+        Ok(info) => info,
+        Err(e) => return Some(Err(launch::runtime_prepare_failed(e))),
+    };
     metrics.prepared(info.cached, info.secs);
-    Ok(())
+    Some(Ok(()))
 }
 
 /// Serves `GET /metrics` on `addr` (loopback only) until the returned guard is dropped.

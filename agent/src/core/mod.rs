@@ -169,9 +169,10 @@ pub enum Action {
         /// The task.
         key: TaskKey,
     },
-    /// Stop preparing a task that was killed meanwhile (its fetch and compile, unless
-    /// another task waits for the same module): it has ended, and no [`Event::Prepared`] is
-    /// needed. A preparation that has already ended is left as it is.
+    /// Stop preparing a task that was killed meanwhile: its compile, unless another task waits
+    /// for the same module (a fetch under way ends, for another task may wait for its blob).
+    /// The task has ended, and no [`Event::Prepared`] is needed. A preparation that has
+    /// already ended is left as it is.
     CancelPrepare {
         /// The task.
         key: TaskKey,

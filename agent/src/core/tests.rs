@@ -1,6 +1,6 @@
 //! Deterministic tests of the agent core: virtual time, no sockets, no wasmtime.
 
-use super::tests_executors::run_task;
+use super::tests_executors::{run_task, statuses};
 use super::*;
 use proto::resources::GIB;
 use proto::Digest;
@@ -270,24 +270,15 @@ fn kill_before_and_after_launch() {
     drain(&mut a);
     let k1 = (fid(), TaskId::from("t1"));
     let k2 = (fid(), TaskId::from("t2"));
-    // t1 killed while preparing: killed at once, its preparation stopped, never launched.
-    a.handle(
-        t0,
-        Event::Message(Message::KillTask {
-            framework_id: fid(),
-            task_id: k1.1.clone(),
-        }),
-    );
+    // t1 killed while preparing: killed at once, its share free, its preparation stopped,
+    // never launched.
+    assert_eq!(a.used(), Resources::new(2000, 2 * GIB, 0));
+    kill(&mut a, t0, "t1");
     let acts = drain(&mut a);
     assert_eq!(a.task_state(&k1), Some(TaskState::Killed));
+    assert_eq!(a.used(), Resources::new(1000, GIB, 0));
     assert!(acts.contains(&Action::CancelPrepare { key: k1.clone() }));
-    let killed: Vec<&TaskStatus> = acts
-        .iter()
-        .filter_map(|x| match x {
-            Action::Send(Message::StatusUpdate { status }) => Some(status),
-            _ => None,
-        })
-        .collect();
+    let killed = statuses(&acts);
     assert_eq!(killed.len(), 1, "{acts:?}");
     assert_eq!(killed[0].state, TaskState::Killed);
     assert_eq!(killed[0].reason, Some(Reason::Killed));
@@ -332,11 +323,17 @@ fn a_kill_waits_for_a_preparation_that_cannot_be_stopped() {
     let key = (fid(), TaskId::from("t1"));
     assert_eq!(drain(&mut a), vec![], "nothing until the preparation ends");
     assert_ne!(a.task_state(&key), Some(TaskState::Killed));
+    assert_eq!(
+        a.used(),
+        Resources::new(1000, GIB, 0),
+        "its share still booked"
+    );
     prepared(&mut a, t0, "t1");
     let acts = drain(&mut a);
     assert!(!acts.iter().any(|x| matches!(x, Action::Launch { .. })));
     assert_eq!(updates(&acts).len(), 1, "{acts:?}");
     assert_eq!(a.task_state(&key), Some(TaskState::Killed));
+    assert_eq!(a.used(), Resources::new(0, 0, 0));
 }
 
 #[test]

@@ -317,6 +317,10 @@ pub(super) fn compile_in_child<T>(
     let turn = TURNS
         .take(MAX_CHILDREN, cancel)
         .ok_or(ChildError::Cancelled)?;
+    if cancel.load(Ordering::Relaxed) {
+        // Cancelled as the turn came: no child for nothing.
+        return Err(ChildError::Cancelled);
+    }
     let result = run_compiler(cmd, request, cancel);
     drop(turn);
     let result = result.and_then(|()| load(&request.out));

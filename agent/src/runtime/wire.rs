@@ -39,7 +39,8 @@ pub(crate) enum Request {
         /// The agent's boot id, for the runtime's log.
         boot_id: String,
     },
-    /// Compile a module; answered by [`Reply::Prepared`] with the same `id`.
+    /// Compile a module; answered by [`Reply::Prepared`] with the same `id`, unless
+    /// [`Request::CancelPrepare`] comes first.
     Prepare {
         /// Matches the answer to the call.
         id: u64,

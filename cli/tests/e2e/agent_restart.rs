@@ -30,7 +30,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::common::{tessera, Reaper};
+use crate::common::{alive, stat_field, tessera, Reaper};
 
 /// Hang guard for anything that must happen (never a speed assertion).
 const SANITY: Duration = Duration::from_secs(180);
@@ -61,13 +61,6 @@ fn runtime_pid(work_dir: &Path) -> Option<i32> {
 
 fn kill9(pid: i32) {
     let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-}
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit(')').next().map(|r| r.trim().to_owned()))
-        .is_some_and(|r| !r.starts_with('Z') && !r.starts_with('X'))
 }
 
 /// Fields drop in order: the runtime is killed while its lock file still names it, the
@@ -917,25 +910,21 @@ async fn launch_on_next_offer(sched: &mut Scheduler, seen: &mut Seen, name: &str
         .unwrap();
 }
 
-/// The live `compile` children of process `parent`.
-fn compile_children(parent: i32) -> usize {
+/// The live `compile` children of process `parent`, by pid.
+fn compile_children(parent: i32) -> Vec<i32> {
     let Ok(procs) = std::fs::read_dir("/proc") else {
-        return 0;
+        return Vec::new();
     };
     procs
         .flatten()
         .filter_map(|p| p.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            // After the command's closing parenthesis: state, then the parent's pid.
-            let mut rest = stat.rsplit(')').next().unwrap_or("").split_whitespace();
-            let (state, ppid) = (rest.next(), rest.next());
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            ppid == Some(parent.to_string().as_str())
-                && state.is_some_and(|s| s != "Z" && s != "X")
+            stat_field(pid, 4) == Some(parent.to_string())
+                && alive(pid)
                 && cmdline.split(|&b| b == 0).any(|a| a == b"compile")
         })
-        .count()
+        .collect()
 }
 
 /// Whether the runtime's log says a compile was stopped because no task waited for it (a
@@ -1005,7 +994,10 @@ async fn a_task_killed_while_its_module_compiles_ends_at_once_and_its_compile_st
     let mut seen = Seen::default();
     launch_on_next_offer(&mut sched, &mut seen, "deep", deep).await;
     let runtime = runtime_pid(&c.agent_dir).expect("the runtime process runs");
-    eventually("the module compiles", || compile_children(runtime) == 1).await;
+    eventually("the module compiles", || {
+        compile_children(runtime).len() == 1
+    })
+    .await;
     sched.kill("deep".into()).unwrap();
     until(&mut sched, &mut seen, "the task ends", |s| {
         s.terminal() == 1
@@ -1018,7 +1010,7 @@ async fn a_task_killed_while_its_module_compiles_ends_at_once_and_its_compile_st
         "{end:?}"
     );
     eventually("the compile is stopped", || {
-        compile_children(runtime) == 0 && runtime_stopped_a_compile(&c.agent_dir)
+        compile_children(runtime).is_empty() && runtime_stopped_a_compile(&c.agent_dir)
     })
     .await;
     launch_on_next_offer(&mut sched, &mut seen, "hello", hello).await;
@@ -1028,21 +1020,32 @@ async fn a_task_killed_while_its_module_compiles_ends_at_once_and_its_compile_st
 }
 
 /// A task whose module compiles when the agent is killed (`kill -9`) and started again: the
-/// new agent prepares it again, joining the compile the first one started (the same child),
-/// and a kill of the task then stops that compile too, although the runtime had kept the first
-/// agent's prepare.
+/// new agent prepares it again, joining the compile the first one started (the same child
+/// runs past the time the runtime keeps the first agent's prepare), and a kill of the task
+/// then stops that compile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_after_an_agent_restart_stops_the_compile_the_first_agent_started() {
     let (mut c, mut sched, deep, _) = deploy_deep_and_hello(&["--compile-cpu-limit", "600s"]).await;
     let mut seen = Seen::default();
     launch_on_next_offer(&mut sched, &mut seen, "deep", deep).await;
     let runtime = runtime_pid(&c.agent_dir).expect("the runtime process runs");
-    eventually("the module compiles", || compile_children(runtime) == 1).await;
+    eventually("the module compiles", || {
+        compile_children(runtime).len() == 1
+    })
+    .await;
+    let compile = compile_children(runtime);
     c.kill_agent();
     c.restart_agent();
     c.wait_log("registered: from start");
     assert_eq!(runtime_pid(&c.agent_dir), Some(runtime), "the same runtime");
-    assert_eq!(compile_children(runtime), 1, "the compile goes on");
+    // Past the 15 s the runtime keeps the first agent's prepares: the compile goes on for the
+    // new agent's.
+    tokio::time::sleep(Duration::from_secs(17)).await;
+    assert_eq!(
+        compile_children(runtime),
+        compile,
+        "the same compile goes on"
+    );
     sched.kill("deep".into()).unwrap();
     until(&mut sched, &mut seen, "the task ends", |s| {
         s.terminal() == 1
@@ -1051,7 +1054,7 @@ async fn a_kill_after_an_agent_restart_stops_the_compile_the_first_agent_started
     let end = seen.updates["deep"].last().unwrap();
     assert_eq!(end.state, TaskState::Killed, "{end:?}");
     eventually("the compile is stopped", || {
-        compile_children(runtime) == 0 && runtime_stopped_a_compile(&c.agent_dir)
+        compile_children(runtime).is_empty() && runtime_stopped_a_compile(&c.agent_dir)
     })
     .await;
 }

@@ -6,7 +6,7 @@
 use std::path::Path;
 use tessera_tests::{StandIn, StandInMode};
 
-use crate::common::{certs, free_port, start_agent, start_master, tessera};
+use crate::common::{certs, reserved_port, start_agent, start_master, tessera};
 
 /// A stand-in for a master of the cluster whose certificates are in `certs`, on a runtime of
 /// its own (the test's processes are driven from the main thread).
@@ -43,7 +43,7 @@ fn run_hello(certs: &Path, masters: &str, extra: &[&str]) -> std::process::Outpu
 fn agent_and_run_listing_a_standby_first_end_on_the_leader() {
     let dir = tempfile::tempdir().unwrap();
     let certs = certs(dir.path(), &["worker1"], &["runner"]);
-    let addr = format!("127.0.0.1:{}", free_port());
+    let addr = format!("127.0.0.1:{}", reserved_port());
     let _master = start_master(dir.path(), &certs, &addr, &dir.path().join("master.log"));
     let (_rt, standby) = stand_in(&certs, StandInMode::Standby(Some(addr.clone())));
     let list = format!("{},{addr}", standby.addr);
@@ -65,7 +65,7 @@ fn with_no_leader_anywhere_run_exits_69_after_the_connect_deadline() {
     let certs = certs(dir.path(), &[], &["runner"]);
     // One master saying nobody leads, one address where nothing listens.
     let (_rt, standby) = stand_in(&certs, StandInMode::Standby(None));
-    let nobody = format!("127.0.0.1:{}", free_port());
+    let nobody = format!("127.0.0.1:{}", reserved_port());
     let list = format!("{},{nobody}", standby.addr);
     let out = run_hello(
         &certs,

@@ -2,7 +2,7 @@
 //! prints a line every 200 ms): `--follow` prints the first line while the task still runs,
 //! then every line, and exits 0 once the task has ended; an unknown task is one clear line.
 
-use crate::common::{certs, free_port, start_master, tessera, Reaper, IDLE, KEEP_ALIVE};
+use crate::common::{certs, reserved_port, start_master, tessera, Reaper, IDLE, KEEP_ALIVE};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -93,7 +93,7 @@ fn logs_follow_shows_output_as_it_is_written_and_ends_with_the_task() {
         .status()
         .unwrap()
         .success());
-    let master = format!("127.0.0.1:{}", free_port());
+    let master = format!("127.0.0.1:{}", reserved_port());
     let _m = start_master(d, &certs, &master, &d.join("master.log"));
     let _a = start_agent(d, &certs, &master, "a1");
     const N: usize = 30;
@@ -166,7 +166,7 @@ fn run_through_a_master_shows_the_output_as_it_is_written() {
         .status()
         .unwrap()
         .success());
-    let master = format!("127.0.0.1:{}", free_port());
+    let master = format!("127.0.0.1:{}", reserved_port());
     let _m = start_master(d, &certs, &master, &d.join("master.log"));
     let _a = start_agent(d, &certs, &master, "a1");
     const N: usize = 20;

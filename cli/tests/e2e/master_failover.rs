@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use tessera_etcd::testing::EtcdServer;
 
 use crate::common::jobs::JobRun;
-use crate::common::{certs, free_port, start_agent_timed, tessera, Reaper};
+use crate::common::{certs, reserved_port, start_agent_timed, tessera, Reaper};
 
 /// The leader's lease (`$TESSERA_FAILOVER_LEASE` overrides it, e.g. to measure the default
 /// 3 s).
@@ -78,7 +78,7 @@ impl Group {
         let mut group = Self {
             masters: (0..masters)
                 .map(|_| HaMaster {
-                    addr: format!("127.0.0.1:{}", free_port()),
+                    addr: format!("127.0.0.1:{}", reserved_port()),
                     log: PathBuf::new(),
                     proc: None,
                     restarts: 0,

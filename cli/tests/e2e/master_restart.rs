@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::jobs::JobRun;
-use crate::common::{certs, free_port, start_agent, start_master, IDLE};
+use crate::common::{certs, reserved_port, start_agent, start_master, IDLE};
 
 const JOBS: usize = 1_000;
 
@@ -36,7 +36,7 @@ fn log_line(log: &Path, needle: &str) -> Option<String> {
 async fn kill_9_of_the_master_during_1000_tasks_loses_and_repeats_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let certs = certs(dir.path(), &["worker1", "worker2"], &["restarter"]);
-    let addr = format!("127.0.0.1:{}", free_port());
+    let addr = format!("127.0.0.1:{}", reserved_port());
     let log1 = dir.path().join("master-1.log");
     let log2 = dir.path().join("master-2.log");
     let mut master = start_master(dir.path(), &certs, &addr, &log1);

@@ -4,7 +4,7 @@
 //! tenant sees, and `tessera kill` refused to the other tenant, ambiguous for the operator
 //! without `--framework`, done by the owner.
 
-use crate::common::{certs, free_port, start_agent, start_master_with, tessera, Reaper};
+use crate::common::{certs, reserved_port, start_agent, start_master_with, tessera, Reaper};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -87,7 +87,7 @@ fn tables_json_tenants_and_kill_on_three_agents_and_two_frameworks() {
         .status()
         .unwrap()
         .success());
-    let master = format!("127.0.0.1:{}", free_port());
+    let master = format!("127.0.0.1:{}", reserved_port());
     let _m = start_master_with(d, &certs, &master, &d.join("master.log"), &["--http-tls"]);
     let _agents: Vec<Reaper> = ["a1", "a2", "a3"]
         .iter()

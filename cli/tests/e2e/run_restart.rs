@@ -15,7 +15,7 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::common::{certs, free_port, start_agent, start_master, tessera, Reaper};
+use crate::common::{certs, reserved_port, start_agent, start_master, tessera, Reaper};
 
 /// Rounds of `burn`: a few seconds of one core in wasmtime.
 const ROUNDS: u64 = 12_000;
@@ -88,7 +88,7 @@ fn tessera_run_follows_its_task_across_kill_9s_of_the_master_while_launching_and
 fn across_kills_at(moments: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let certs = certs(dir.path(), &["worker1"], &["runner"]);
-    let addr = format!("127.0.0.1:{}", free_port());
+    let addr = format!("127.0.0.1:{}", reserved_port());
     let mut logs = vec![dir.path().join("master-0.log")];
     let mut master = start_master(dir.path(), &certs, &addr, &logs[0]);
     let _agent = start_agent(dir.path(), &certs, &addr, "worker1", "2");

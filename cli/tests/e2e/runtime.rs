@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use agent::executor::{ExecEvent, ExecutorConfig, TaskSpec, Termination};
 use agent::runtime::{Events, GuestEvent, Runtime, RuntimeEvent, RuntimeOptions};
 
+use crate::common::{alive, stat_field};
+
 /// Hang guard: an event that should come must come within this (never a speed assertion).
 const SANITY: Duration = Duration::from_secs(60);
 
@@ -54,16 +56,9 @@ fn runtime_pid(work_dir: &Path) -> i32 {
 }
 
 /// Field `n` (1-based, as in proc(5)) of `/proc/<pid>/stat`, or `None` if the process is gone.
-fn stat_field(pid: i32, n: usize) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(n - 3).map(str::to_owned)
-}
-
 /// Whether the process is gone (or a zombie waiting to be reaped).
 fn gone(pid: i32) -> bool {
-    stat_field(pid, 3).is_none_or(|state| state == "Z" || state == "X")
+    !alive(pid)
 }
 
 async fn wait_gone(pid: i32) {

@@ -51,9 +51,23 @@ pub fn certs(dir: &Path, agents: &[&str], frameworks: &[&str]) -> PathBuf {
     certs
 }
 
-/// A free loopback port for a master, one no other socket is given while it restarts.
-pub fn free_port() -> u16 {
+/// A loopback port for a master, one no other socket is given while it restarts.
+pub fn reserved_port() -> u16 {
     tessera_etcd::testing::reserved_port().unwrap()
+}
+
+/// Field `n` of `/proc/<pid>/stat`, numbered as `proc(5)` numbers them (3: the state, 4: the
+/// parent's pid, 6: the session id).
+pub fn stat_field(pid: i32, n: usize) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(n - 3).map(str::to_owned)
+}
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    stat_field(pid, 3).is_some_and(|state| state != "Z" && state != "X")
 }
 
 /// A master on `addr` with its work directory `dir/master`, logging to `log`.
