@@ -984,12 +984,11 @@ async fn with_compile_cpu_limit_a_module_that_compiles_for_hours_fails_its_task_
     failed_saying(&seen, "task-2", "CPU-time limit of 1 s");
 }
 
-/// A task killed while its module compiles (a module Cranelift would compile for hours, under
-/// a limit of ten minutes of CPU) ends `TASK_KILLED` at once, not when its compile would, and
-/// the compile is stopped: the runtime's `tessera compile` child goes away. `hello` runs after
-/// it on the same agent.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_task_killed_while_its_module_compiles_ends_at_once_and_its_compile_stops() {
+/// Deploys with a compile limit of ten minutes of CPU, launches task `deep` of a module
+/// Cranelift would compile for hours, and waits until the runtime's `tessera compile` child
+/// compiles it: the cluster, the scheduler, what it has seen, `hello`'s digest, the runtime's
+/// pid and the child's.
+async fn compiling_deep() -> (Cluster, Scheduler, Seen, Digest, i32, Vec<i32>) {
     let (c, mut sched, deep, hello) = deploy_deep_and_hello(&["--compile-cpu-limit", "600s"]).await;
     let mut seen = Seen::default();
     launch_on_next_offer(&mut sched, &mut seen, "deep", deep).await;
@@ -998,11 +997,20 @@ async fn a_task_killed_while_its_module_compiles_ends_at_once_and_its_compile_st
         compile_children(runtime).len() == 1
     })
     .await;
+    let compile = compile_children(runtime);
+    (c, sched, seen, hello, runtime, compile)
+}
+
+/// Kills task `deep`, checks that it ends killed, and waits until its compile is stopped for
+/// want of a task (the child gone, and the runtime's log saying why).
+async fn kill_deep_and_see_its_compile_stop(
+    c: &Cluster,
+    sched: &mut Scheduler,
+    seen: &mut Seen,
+    runtime: i32,
+) {
     sched.kill("deep".into()).unwrap();
-    until(&mut sched, &mut seen, "the task ends", |s| {
-        s.terminal() == 1
-    })
-    .await;
+    until(sched, seen, "the task ends", |s| s.terminal() == 1).await;
     let end = seen.updates["deep"].last().unwrap();
     assert_eq!(
         (end.state, end.reason.clone()),
@@ -1013,6 +1021,15 @@ async fn a_task_killed_while_its_module_compiles_ends_at_once_and_its_compile_st
         compile_children(runtime).is_empty() && runtime_stopped_a_compile(&c.agent_dir)
     })
     .await;
+}
+
+/// A task killed while its module compiles ends `TASK_KILLED` at once, not when its compile
+/// would, and the compile is stopped: the runtime's `tessera compile` child goes away. `hello`
+/// runs after it on the same agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_killed_while_its_module_compiles_ends_at_once_and_its_compile_stops() {
+    let (c, mut sched, mut seen, hello, runtime, _) = compiling_deep().await;
+    kill_deep_and_see_its_compile_stop(&c, &mut sched, &mut seen, runtime).await;
     launch_on_next_offer(&mut sched, &mut seen, "hello", hello).await;
     until(&mut sched, &mut seen, "hello ends", |s| s.terminal() == 2).await;
     let end = seen.updates["hello"].last().unwrap();
@@ -1025,15 +1042,7 @@ async fn a_task_killed_while_its_module_compiles_ends_at_once_and_its_compile_st
 /// then stops that compile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_after_an_agent_restart_stops_the_compile_the_first_agent_started() {
-    let (mut c, mut sched, deep, _) = deploy_deep_and_hello(&["--compile-cpu-limit", "600s"]).await;
-    let mut seen = Seen::default();
-    launch_on_next_offer(&mut sched, &mut seen, "deep", deep).await;
-    let runtime = runtime_pid(&c.agent_dir).expect("the runtime process runs");
-    eventually("the module compiles", || {
-        compile_children(runtime).len() == 1
-    })
-    .await;
-    let compile = compile_children(runtime);
+    let (mut c, mut sched, mut seen, _, runtime, compile) = compiling_deep().await;
     c.kill_agent();
     c.restart_agent();
     c.wait_log("registered: from start");
@@ -1046,17 +1055,7 @@ async fn a_kill_after_an_agent_restart_stops_the_compile_the_first_agent_started
         compile,
         "the same compile goes on"
     );
-    sched.kill("deep".into()).unwrap();
-    until(&mut sched, &mut seen, "the task ends", |s| {
-        s.terminal() == 1
-    })
-    .await;
-    let end = seen.updates["deep"].last().unwrap();
-    assert_eq!(end.state, TaskState::Killed, "{end:?}");
-    eventually("the compile is stopped", || {
-        compile_children(runtime).is_empty() && runtime_stopped_a_compile(&c.agent_dir)
-    })
-    .await;
+    kill_deep_and_see_its_compile_stop(&c, &mut sched, &mut seen, runtime).await;
 }
 
 /// `tessera agent --compile-memory-limit 256MiB`: a module whose compile needs more than 384 MiB
