@@ -22,6 +22,7 @@
 //!   writing their output out (which would create their directories again).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,6 +50,69 @@ const LOCK_PATIENCE: Duration = Duration::from_secs(5);
 /// How long the prepares of an agent whose connection ended are kept: long enough for a
 /// restarted agent to prepare its tasks again and join their compiles.
 const ORPHANED_PREPARES_KEPT: Duration = Duration::from_secs(15);
+
+/// A connection's prepares under way, so that one can be cancelled: each one's abort handle
+/// by id, forgotten when it ends (its end is read at the next start, so a burst of prepares
+/// costs no scan of the others).
+struct Prepares {
+    under_way: HashMap<u64, AbortHandle>,
+    ended_tx: mpsc::UnboundedSender<u64>,
+    ended: mpsc::UnboundedReceiver<u64>,
+}
+
+impl Prepares {
+    fn new() -> Self {
+        let (ended_tx, ended) = mpsc::unbounded_channel();
+        Prepares {
+            under_way: HashMap::new(),
+            ended_tx,
+            ended,
+        }
+    }
+
+    /// Forgets the prepares that have ended.
+    fn forget_ended(&mut self) {
+        while let Ok(id) = self.ended.try_recv() {
+            self.under_way.remove(&id);
+        }
+    }
+
+    /// Runs `work` as prepare `id`.
+    fn start(&mut self, id: u64, work: impl Future<Output = ()> + Send + 'static) {
+        self.forget_ended();
+        let ended = self.ended_tx.clone();
+        let prepare = tokio::spawn(async move {
+            work.await;
+            let _ = ended.send(id);
+        });
+        self.under_way.insert(id, prepare.abort_handle());
+    }
+
+    /// Drops prepare `id`, which stops its compile unless another prepare or launch waits for
+    /// the same module (`executor::compile_jobs`).
+    fn cancel(&mut self, id: u64) {
+        if let Some(prepare) = self.under_way.remove(&id) {
+            prepare.abort();
+        }
+    }
+
+    /// After the connection ended: the departed agent's next run prepares its tasks again,
+    /// joining the same compiles, and a kill then reaches only its own prepares. These are
+    /// kept for [`ORPHANED_PREPARES_KEPT`], so that a restart does not start a compile over,
+    /// then dropped, which stops a compile no one else waits for.
+    fn orphan(mut self) {
+        self.forget_ended();
+        if self.under_way.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            tokio::time::sleep(ORPHANED_PREPARES_KEPT).await;
+            for prepare in self.under_way.into_values() {
+                prepare.abort();
+            }
+        });
+    }
+}
 
 /// Settings of the runtime process.
 #[derive(Debug, Clone)]
@@ -244,8 +308,7 @@ impl Server {
             Ok::<(), super::wire::FrameError>(())
         });
         let mut stopping = false;
-        // Prepares of this connection under way, so that one can be cancelled.
-        let mut prepares = HashMap::new();
+        let mut prepares = Prepares::new();
         loop {
             tokio::select! {
                 req = reader.recv() => match req {
@@ -280,18 +343,7 @@ impl Server {
         }
         self.host.detach(token);
         drop(replies_tx);
-        // The departed agent's prepares: its next run prepares its tasks again, joining the
-        // same compiles, and a kill then reaches only its own prepares. Kept for a while so
-        // that a restart does not start a compile over, then dropped, which stops a compile no
-        // one else waits for.
-        if !prepares.is_empty() {
-            tokio::spawn(async move {
-                tokio::time::sleep(ORPHANED_PREPARES_KEPT).await;
-                for prepare in prepares.into_values() {
-                    prepare.abort();
-                }
-            });
-        }
+        prepares.orphan();
         self.active.send_if_modified(|a| {
             let mine = *a == Some(conn);
             if mine {
@@ -313,7 +365,7 @@ impl Server {
         &self,
         req: Request,
         replies: &mpsc::UnboundedSender<Reply>,
-        prepares: &mut HashMap<u64, AbortHandle>,
+        prepares: &mut Prepares,
     ) {
         let h = &self.host;
         match req {
@@ -326,20 +378,12 @@ impl Server {
             } => {
                 let h = h.clone();
                 let replies = replies.clone();
-                let prepare = tokio::spawn(async move {
+                prepares.start(id, async move {
                     let result = h.prepare(&digest, &wasm_path).await;
                     let _ = replies.send(Reply::Prepared { id, result });
                 });
-                prepares.retain(|_, p| !p.is_finished());
-                prepares.insert(id, prepare.abort_handle());
             }
-            Request::CancelPrepare { id } => {
-                // Dropping the prepare stops its compile unless another prepare or launch
-                // waits for the same module (`executor::cache`).
-                if let Some(prepare) = prepares.remove(&id) {
-                    prepare.abort();
-                }
-            }
+            Request::CancelPrepare { id } => prepares.cancel(id),
             Request::ReadOutput {
                 id,
                 task_dir,
